@@ -6,12 +6,15 @@
 
 use crate::{Error, Signer};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::RvError;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 use vain_schema::{PublicKey, Signature};
 
 /// DER encoding of OID 1.3.101.112 (id-Ed25519).
@@ -53,9 +56,22 @@ fn p11(op: &'static str) -> impl FnOnce(cryptoki::error::Error) -> Error {
     move |source| Error::Pkcs11 { op, source }
 }
 
-fn login(cfg: &Config) -> Result<(Pkcs11, Session), Error> {
-    let ctx = Pkcs11::new(&cfg.module).map_err(p11("load module"))?;
+/// One initialised context per module for the whole process: PKCS#11 allows a single
+/// `C_Initialize` per library, and the last clone dropped finalises it.
+fn context(module: &Path) -> Result<Pkcs11, Error> {
+    static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+    let mut map = CONTEXTS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(ctx) = map.get(module) {
+        return Ok(ctx.clone());
+    }
+    let ctx = Pkcs11::new(module).map_err(p11("load module"))?;
     ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).map_err(p11("initialize"))?;
+    map.insert(module.to_owned(), ctx.clone());
+    Ok(ctx)
+}
+
+fn login(cfg: &Config) -> Result<(Pkcs11, Session), Error> {
+    let ctx = context(&cfg.module)?;
     let slot = ctx
         .get_slots_with_token()
         .map_err(p11("list slots"))?
@@ -63,7 +79,11 @@ fn login(cfg: &Config) -> Result<(Pkcs11, Session), Error> {
         .find(|s| ctx.get_token_info(*s).map(|t| t.label().trim_end() == cfg.token_label).unwrap_or(false))
         .ok_or_else(|| Error::TokenNotFound { label: cfg.token_label.clone() })?;
     let session = ctx.open_rw_session(slot).map_err(p11("open session"))?;
-    session.login(UserType::User, Some(&AuthPin::from(cfg.pin.clone()))).map_err(p11("login"))?;
+    // Login state is shared by all sessions of the application: a second signer finds it logged in.
+    match session.login(UserType::User, Some(&AuthPin::from(cfg.pin.clone()))) {
+        Ok(()) | Err(cryptoki::error::Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+        Err(e) => return Err(p11("login")(e)),
+    }
     Ok((ctx, session))
 }
 

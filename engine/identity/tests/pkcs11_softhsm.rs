@@ -1,0 +1,100 @@
+//! PKCS#11 signing against SoftHSM2 with a throwaway token this test creates.
+//!
+//! One test function: SoftHSM2 reads SOFTHSM2_CONF once per process, and setting an environment
+//! variable is only sound while no other thread runs.
+#![allow(unsafe_code)]
+
+use ed25519_dalek::{Verifier, VerifyingKey};
+use std::path::PathBuf;
+use std::process::Command;
+use vain_identity::keyfile::KdfParams;
+use vain_identity::pkcs11::{Config, Pkcs11Signer};
+use vain_identity::rotation::Policy;
+use vain_identity::store::NewKey;
+use vain_identity::{Error, Identity, Signer};
+
+fn module() -> Option<PathBuf> {
+    [
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/local/lib/softhsm/libsofthsm2.so",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+}
+
+#[test]
+fn softhsm_signs_with_ed25519_and_backs_an_identity() {
+    let Some(module) = module() else {
+        assert!(std::env::var_os("CI").is_none(), "CI must have softhsm2 (scripts/test.sh installs it)");
+        eprintln!("skipped: SoftHSM2 not installed (apt install softhsm2)");
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tokens = tmp.path().join("tokens");
+    std::fs::create_dir(&tokens).expect("mkdir");
+    let conf = tmp.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display()),
+    )
+    .expect("conf");
+    // SAFETY: the only test in this binary; no other thread reads the environment concurrently.
+    unsafe { std::env::set_var("SOFTHSM2_CONF", &conf) };
+    let status = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", "vain-test", "--so-pin", "12345678", "--pin", "87654321"])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .expect("softhsm2-util");
+    assert!(status.status.success(), "init token: {}", String::from_utf8_lossy(&status.stderr));
+
+    let cfg = Config {
+        module: module.clone(),
+        token_label: "vain-test".into(),
+        key_label: "node-key".into(),
+        pin: "87654321".into(),
+    };
+    let signer = Pkcs11Signer::generate(&cfg).expect("generate Ed25519 key in the token");
+    let msg = b"vAIn round 7 aggregate";
+    let sig = signer.sign(msg).expect("sign");
+    let vk = VerifyingKey::from_bytes(&signer.public_key()).expect("public key");
+    vk.verify(msg, &ed25519_dalek::Signature::from_bytes(&sig)).expect("ed25519-dalek verifies the HSM signature");
+    vk.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&sig)).expect("strict too");
+    assert!(vk.verify(b"other", &ed25519_dalek::Signature::from_bytes(&sig)).is_err());
+    match Pkcs11Signer::generate(&cfg) {
+        Err(Error::KeyExists { .. }) => {}
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("duplicate label accepted"),
+    }
+    drop(signer);
+
+    // Wrong PIN, unknown token and unknown key are typed errors.
+    let wrong_pin = Config { pin: "0000".into(), ..cfg.clone() };
+    assert!(matches!(Pkcs11Signer::open(&wrong_pin), Err(Error::Pkcs11 { op: "login", .. })));
+    let no_token = Config { token_label: "nope".into(), ..cfg.clone() };
+    assert!(matches!(Pkcs11Signer::open(&no_token), Err(Error::TokenNotFound { .. })));
+    let no_key = Config { key_label: "nope".into(), ..cfg.clone() };
+    assert!(matches!(Pkcs11Signer::open(&no_key), Err(Error::KeyNotFound { .. })));
+
+    // An identity whose key lives in the token, rotated to a second token key.
+    let dir = tmp.path().join("id");
+    let id_cfg = Config { key_label: "root".into(), ..cfg.clone() };
+    let id = Identity::create(&dir, NewKey::Hsm(id_cfg), None, KdfParams::default(), vain_identity::now_ms())
+        .expect("create");
+    let root = id.node_id();
+    drop(id);
+    let mut id = Identity::open(&dir, None, Some(cfg.clone())).expect("open");
+    let now = vain_identity::now_ms();
+    let next = Config { key_label: "rotated".into(), ..cfg.clone() };
+    let cert = id.rotate(NewKey::Hsm(next), None, KdfParams::default(), now, &Policy::default()).expect("rotate");
+    assert_eq!(cert.old_key, root);
+    assert_eq!(id.node_id(), root);
+    let ann = id.announcement(vec!["/ip4/127.0.0.1/tcp/4001".into()], 2, Default::default(), now).expect("announce");
+    let a = vain_schema::node::Announcement::open(&ann, &vain_schema::Limits::default(), now)
+        .expect("announcement verifies");
+    assert_eq!((a.node_id, a.signing_key), (root, cert.new_key));
+    drop(id);
+    let id = Identity::open(&dir, None, Some(cfg)).expect("reopen after rotation");
+    assert_eq!(id.current_key(), cert.new_key);
+}
