@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use vain_identity::keyfile::{self, KdfParams};
 use vain_identity::rotation::{Policy, Status};
 use vain_identity::store::{self, NewKey};
-use vain_identity::{Identity, hpke, now_ms, pkcs11, signer::hex_key, slip10};
+use vain_identity::{Identity, hpke, pkcs11, signer::hex_key, slip10};
 use vain_schema::node::{Announcement, Resources, roles};
 use vain_schema::{Limits, sign};
 use zeroize::Zeroizing;
@@ -168,6 +168,12 @@ pub struct HsmArgs {
     /// File holding the user PIN (else $VAIN_PKCS11_PIN).
     #[arg(long, value_name = "FILE")]
     pin_file: Option<PathBuf>,
+}
+
+/// The clock, in Unix ms. `VAIN_NOW_MS` overrides it so expiry paths can be exercised end to end
+/// (tests, and operators rehearsing a rotation schedule).
+fn now_ms() -> u64 {
+    std::env::var("VAIN_NOW_MS").ok().and_then(|v| v.parse().ok()).unwrap_or_else(vain_identity::now_ms)
 }
 
 fn default_dir() -> PathBuf {

@@ -1,0 +1,203 @@
+//! `vain identity` end to end, as an operator runs it.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const DAY: u64 = 86_400_000;
+
+fn vain(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vain"));
+    c.args(args).env_remove("VAIN_PASSPHRASE").env_remove("VAIN_IDENTITY_DIR").env_remove("VAIN_NOW_MS");
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.stdin(std::process::Stdio::null());
+    c.output().expect("run vain")
+}
+
+fn ok(args: &[&str], envs: &[(&str, &str)]) -> String {
+    let o = vain(args, envs);
+    assert!(o.status.success(), "vain {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn fails(args: &[&str], envs: &[(&str, &str)], needle: &str) {
+    let o = vain(args, envs);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "vain {args:?} succeeded");
+    assert!(err.contains(needle), "vain {args:?}: stderr {err:?} lacks {needle:?}");
+}
+
+fn field(out: &str, name: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+        .unwrap_or_else(|| panic!("{name} in {out}"))
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn create_sign_verify_and_reject_tampering() {
+    let t = tempfile::tempdir().expect("tmp");
+    let dir = t.path().join("id");
+    let out = ok(&["identity", "new", "--dir", p(&dir)], &[]);
+    let key = field(&out, "current key:");
+    assert_eq!(key, field(&out, "node id:"));
+    assert!(out.contains("valid, 90.0 days left"), "{out}");
+    let msg = t.path().join("msg");
+    std::fs::write(&msg, b"global model v7").expect("write");
+    let sig = ok(&["identity", "sign", "--dir", p(&dir), p(&msg)], &[]);
+    assert_eq!(sig.trim().len(), 128);
+    let verified = ok(&["identity", "verify", p(&msg), "--signature", sig.trim(), "--key", &key], &[]);
+    assert!(verified.contains("good signature"));
+    std::fs::write(&msg, b"global model v8").expect("write");
+    fails(&["identity", "verify", p(&msg), "--signature", sig.trim(), "--key", &key], &[], "signature does not verify");
+    fails(&["identity", "verify", p(&msg), "--signature", "zz", "--key", &key], &[], "not hex");
+    fails(&["identity", "new", "--dir", p(&dir)], &[], "already exists");
+    fails(&["identity", "show", "--dir", p(&t.path().join("none"))], &[], "no identity in");
+}
+
+#[test]
+fn key_files_readable_by_others_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().expect("tmp");
+    let dir = t.path().join("id");
+    ok(&["identity", "new", "--dir", p(&dir)], &[]);
+    let key = dir.join("ed25519.key");
+    assert_eq!(std::fs::metadata(&key).expect("meta").permissions().mode() & 0o777, 0o600);
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let msg = t.path().join("m");
+    std::fs::write(&msg, b"x").expect("write");
+    fails(&["identity", "sign", "--dir", p(&dir), p(&msg)], &[], "must not be readable by group or others");
+}
+
+#[test]
+fn encrypted_identity_needs_the_right_passphrase() {
+    let t = tempfile::tempdir().expect("tmp");
+    let dir = t.path().join("id");
+    ok(&["identity", "new", "--dir", p(&dir), "--encrypt"], &[("VAIN_PASSPHRASE", "hunter22")]);
+    assert!(std::fs::read(dir.join("ed25519.key")).expect("read").windows(8).all(|w| w != b"hunter22"));
+    let msg = t.path().join("m");
+    std::fs::write(&msg, b"x").expect("write");
+    fails(&["identity", "sign", "--dir", p(&dir), p(&msg)], &[("VAIN_PASSPHRASE", "hunter23")], "wrong passphrase");
+    fails(&["identity", "sign", "--dir", p(&dir), p(&msg)], &[], "a passphrase is needed");
+    let pf = t.path().join("pass");
+    std::fs::write(&pf, "hunter22\n").expect("write");
+    ok(&["identity", "sign", "--dir", p(&dir), p(&msg), "--passphrase-file", p(&pf)], &[]);
+}
+
+#[test]
+fn rotation_keeps_the_node_id_and_expired_chains_are_refused() {
+    let t = tempfile::tempdir().expect("tmp");
+    let dir = t.path().join("id");
+    let t0 = 1_790_000_000_000u64;
+    let at = |ms: u64| ms.to_string();
+    let now0 = at(t0);
+    let out = ok(&["identity", "new", "--dir", p(&dir)], &[("VAIN_NOW_MS", &now0)]);
+    let node_id = field(&out, "node id:");
+    let out = ok(&["identity", "rotate", "--dir", p(&dir), "--validity-days", "30"], &[("VAIN_NOW_MS", &now0)]);
+    assert_eq!(field(&out, "node id:"), node_id);
+    let k1 = field(&out, "current key:");
+    assert_ne!(k1, node_id);
+    assert_eq!(field(&out, "rotations:"), "1");
+
+    // Signatures are made by the new key.
+    let msg = t.path().join("m");
+    std::fs::write(&msg, b"x").expect("write");
+    let sig = ok(&["identity", "sign", "--dir", p(&dir), p(&msg)], &[("VAIN_NOW_MS", &now0)]);
+    ok(&["identity", "verify", p(&msg), "--signature", sig.trim(), "--key", &k1], &[]);
+    fails(&["identity", "verify", p(&msg), "--signature", sig.trim(), "--key", &node_id], &[], "does not verify");
+
+    // Near expiry: a warning. Past it: shown as expired, and rotation from it is refused.
+    let soon = at(t0 + 25 * DAY);
+    let o = vain(&["identity", "show", "--dir", p(&dir)], &[("VAIN_NOW_MS", &soon)]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("expires in"), "{o:?}");
+    let late = at(t0 + 31 * DAY);
+    let o = vain(&["identity", "show", "--dir", p(&dir)], &[("VAIN_NOW_MS", &late)]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("EXPIRED"));
+    fails(&["identity", "rotate", "--dir", p(&dir)], &[("VAIN_NOW_MS", &late)], "expired");
+
+    // An announcement made while valid verifies then, and is refused once its chain has expired.
+    let ann = t.path().join("ann");
+    ok(
+        &["identity", "announce", "--dir", p(&dir), "--out", p(&ann), "--roles", "aggregator"],
+        &[("VAIN_NOW_MS", &now0)],
+    );
+    let sealed = t.path().join("sealed");
+    ok(&["identity", "seal", p(&msg), "--to", p(&ann), "--out", p(&sealed)], &[("VAIN_NOW_MS", &now0)]);
+    fails(&["identity", "seal", p(&msg), "--to", p(&ann), "--out", p(&sealed)], &[("VAIN_NOW_MS", &late)], "expired");
+}
+
+#[test]
+fn seal_to_an_announced_node_and_open() {
+    let t = tempfile::tempdir().expect("tmp");
+    let dir = t.path().join("id");
+    let other = t.path().join("other");
+    ok(&["identity", "new", "--dir", p(&dir)], &[]);
+    ok(&["identity", "new", "--dir", p(&other)], &[]);
+    let ann = t.path().join("ann");
+    ok(
+        &["identity", "announce", "--dir", p(&dir), "--out", p(&ann), "--address", "/ip4/127.0.0.1/udp/4433/quic-v1"],
+        &[],
+    );
+    let msg = t.path().join("delta.bin");
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&msg, &data).expect("write");
+    let sealed = t.path().join("delta.sealed");
+    ok(&["identity", "seal", p(&msg), "--to", p(&ann), "--out", p(&sealed), "--aad", "round=7"], &[]);
+    let opened = t.path().join("delta.out");
+    ok(&["identity", "open", "--dir", p(&dir), p(&sealed), "--out", p(&opened), "--aad", "round=7"], &[]);
+    assert_eq!(std::fs::read(&opened).expect("read"), data);
+    fails(
+        &["identity", "open", "--dir", p(&dir), p(&sealed), "--out", p(&opened), "--aad", "round=8"],
+        &[],
+        "decryption failed",
+    );
+    fails(
+        &["identity", "open", "--dir", p(&other), p(&sealed), "--out", p(&opened), "--aad", "round=7"],
+        &[],
+        "decryption failed",
+    );
+    // A tampered announcement is refused before anything is sealed.
+    let mut a = std::fs::read(&ann).expect("read");
+    let n = a.len();
+    a[n - 40] ^= 1;
+    std::fs::write(&ann, &a).expect("write");
+    fails(&["identity", "seal", p(&msg), "--to", p(&ann), "--out", p(&sealed)], &[], "does not verify");
+}
+
+#[test]
+fn mnemonic_derivation_is_reproducible() {
+    let t = tempfile::tempdir().expect("tmp");
+    let words = t.path().join("words");
+    std::fs::write(
+        &words,
+        "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about\n",
+    )
+    .expect("write");
+    let a = ok(&["identity", "derive", "--mnemonic-file", p(&words), "--path", "m/44'/7331'/0'/0'"], &[]);
+    let b = ok(&["identity", "derive", "--mnemonic-file", p(&words), "--path", "m/44H/7331H/0H/0H"], &[]);
+    assert_eq!(field(&a, "public key:"), field(&b, "public key:"));
+    let c = ok(&["identity", "derive", "--mnemonic-file", p(&words), "--path", "m/44'/7331'/0'/1'"], &[]);
+    assert_ne!(field(&a, "public key:"), field(&c, "public key:"));
+    let dir = t.path().join("id");
+    let d = ok(&["identity", "derive", "--mnemonic-file", p(&words), "--create", "--dir", p(&dir)], &[]);
+    assert_eq!(field(&d, "node id:"), field(&a, "public key:"));
+    fails(&["identity", "derive", "--mnemonic-file", p(&words), "--path", "m/44/0"], &[], "hardened");
+    std::fs::write(
+        &words,
+        "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon\n",
+    )
+    .expect("write");
+    fails(&["identity", "derive", "--mnemonic-file", p(&words)], &[], "invalid mnemonic");
+}
+
+#[test]
+fn help_lists_every_identity_command() {
+    let out = ok(&["identity", "--help"], &[]);
+    for c in ["new", "show", "derive", "rotate", "sign", "verify", "announce", "seal", "open"] {
+        assert!(out.contains(c), "{c} missing from help:\n{out}");
+    }
+}
