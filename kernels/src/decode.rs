@@ -122,7 +122,7 @@ fn for_each(enc: Encoding, numel: usize, b: &[u8], mut f: impl FnMut(usize, f32)
         }
         Encoding::TopKF32 | Encoding::TopKF16 => {
             let vs = if enc == Encoding::TopKF32 { 4 } else { 2 };
-            if b.len() % (4 + vs) != 0 {
+            if !b.len().is_multiple_of(4 + vs) {
                 return Err(len_err());
             }
             let k = b.len() / (4 + vs);
