@@ -28,3 +28,7 @@ echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests"
 cargo test --workspace --locked
+echo "== demo (README's first command, on the debug build)"
+cargo build -q -p vain-node
+VAIN_BIN=target/debug/vain bash scripts/demo.sh >/dev/null
+echo "demo ok"
