@@ -96,10 +96,9 @@ fn rotated_nodes_updates_are_verified_and_averaged() {
     let wa = ingest(&ua.frame, 1500, &ka, &mut guard, &mut acc).expect("a ingests");
     let wb = ingest(&ub.frame, 7, &kb, &mut guard, &mut acc).expect("b ingests");
     let total = (wa + wb) as f64;
-    for i in 0..1000 {
-        let want =
-            (ua.examples as f64 * f64::from(ua.values[i]) + ub.examples as f64 * f64::from(ub.values[i])) / total;
-        let got = f64::from(acc[i]) / total;
+    for (i, (a, (va, vb))) in acc.iter().zip(ua.values.iter().zip(&ub.values)).enumerate() {
+        let want = (ua.examples as f64 * f64::from(*va) + ub.examples as f64 * f64::from(*vb)) / total;
+        let got = f64::from(*a) / total;
         assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "coordinate {i}: {got} vs {want}");
     }
 
