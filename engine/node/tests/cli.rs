@@ -201,3 +201,48 @@ fn help_lists_every_identity_command() {
         assert!(out.contains(c), "{c} missing from help:\n{out}");
     }
 }
+
+#[test]
+fn hsm_backed_identity_signs_and_rotates_inside_the_token() {
+    let Some(module) = ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"]
+        .into_iter()
+        .find(|m| Path::new(m).exists())
+    else {
+        assert!(std::env::var_os("CI").is_none(), "CI must have softhsm2 (scripts/test.sh installs it)");
+        eprintln!("skipped: SoftHSM2 not installed");
+        return;
+    };
+    let t = tempfile::tempdir().expect("tmp");
+    let tokens = t.path().join("tokens");
+    std::fs::create_dir(&tokens).expect("mkdir");
+    let conf = t.path().join("softhsm2.conf");
+    std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\n", tokens.display()))
+        .expect("conf");
+    let init = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", "cli-token", "--so-pin", "11112222", "--pin", "33334444"])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .expect("softhsm2-util");
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let env = [("SOFTHSM2_CONF", p(&conf)), ("VAIN_PKCS11_PIN", "33334444"), ("VAIN_PKCS11_MODULE", module)];
+    let dir = t.path().join("id");
+    let out = ok(&["identity", "new", "--dir", p(&dir), "--hsm", "--token", "cli-token", "--key-label", "root"], &env);
+    assert!(out.contains("PKCS#11 token \"cli-token\", key \"root\""), "{out}");
+    assert!(!dir.join("ed25519.key").exists(), "no secret key file for an HSM identity");
+    let msg = t.path().join("m");
+    std::fs::write(&msg, b"aggregate r9").expect("write");
+    let root = field(&out, "node id:");
+    let sig = ok(&["identity", "sign", "--dir", p(&dir), p(&msg)], &env);
+    ok(&["identity", "verify", p(&msg), "--signature", sig.trim(), "--key", &root], &[]);
+
+    let out = ok(&["identity", "rotate", "--dir", p(&dir), "--token", "cli-token", "--hsm-key-label", "second"], &env);
+    let current = field(&out, "current key:");
+    assert_ne!(current, root);
+    assert_eq!(field(&out, "node id:"), root);
+    let sig = ok(&["identity", "sign", "--dir", p(&dir), p(&msg)], &env);
+    ok(&["identity", "verify", p(&msg), "--signature", sig.trim(), "--key", &current], &[]);
+
+    let bad_pin = [("SOFTHSM2_CONF", p(&conf)), ("VAIN_PKCS11_PIN", "00000000"), ("VAIN_PKCS11_MODULE", module)];
+    fails(&["identity", "sign", "--dir", p(&dir), p(&msg)], &bad_pin, "login");
+    fails(&["identity", "sign", "--dir", p(&dir), p(&msg)], &[], "PKCS#11 token");
+}
