@@ -6,7 +6,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use ed25519_dalek::{Signer, SigningKey};
 use std::hint::black_box;
 use vain_kernels::decode::{Encoding as KEnc, accumulate};
-use vain_schema::delta::{Compression, DType, Encoding, Envelope, HeaderSpec, PayloadBuilder};
+use vain_schema::delta::{DType, Encoding, Envelope, HeaderSpec, PayloadBuilder};
 use vain_schema::{Limits, frame};
 use vain_transport::frame::Decoder;
 
@@ -20,19 +20,10 @@ fn update(params: usize, tensors: usize) -> (Vec<u8>, Vec<u8>) {
     }
     let (payload, tensors) = pb.finish();
     let spec = HeaderSpec {
-        model_id: "bench".into(),
         round: 1,
-        base_model: [0; 32],
-        sender: sk.verifying_key().to_bytes(),
         nonce: [1; 16],
         num_examples: 10,
-        timestamp_ms: 0,
-        encoding: Encoding::DenseF32,
-        compression: Compression::None,
-        payload_len: payload.len() as u64,
-        decoded_len: payload.len() as u64,
-        payload_digest: vain_schema::digest(&payload),
-        tensors,
+        ..HeaderSpec::for_payload("bench", sk.verifying_key().to_bytes(), Encoding::DenseF32, &payload, tensors)
     };
     let u = spec.unsigned();
     let sig = sk.sign(u.signing_input().as_bytes()).to_bytes();

@@ -224,6 +224,33 @@ pub struct HeaderSpec {
 }
 
 impl HeaderSpec {
+    /// A header for an uncompressed `payload` (as laid out by [`PayloadBuilder`]): lengths and
+    /// digest come from the payload; round, nonce, base model and timestamp are zero and the
+    /// example count is one, for the caller to set.
+    pub fn for_payload(
+        model_id: impl Into<String>,
+        sender: PublicKey,
+        encoding: Encoding,
+        payload: &[u8],
+        tensors: Vec<TensorSpec>,
+    ) -> Self {
+        Self {
+            model_id: model_id.into(),
+            round: 0,
+            base_model: [0; 32],
+            sender,
+            nonce: [0; 16],
+            num_examples: 1,
+            timestamp_ms: 0,
+            encoding,
+            compression: Compression::None,
+            payload_len: payload.len() as u64,
+            decoded_len: payload.len() as u64,
+            payload_digest: crate::digest(payload),
+            tensors,
+        }
+    }
+
     /// Serialises the header; the result is what the sender signs.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = flatbuffers::FlatBufferBuilder::with_capacity(256 + 64 * self.tensors.len());

@@ -2,7 +2,7 @@
 
 use ed25519_dalek::{Signer, SigningKey};
 use proptest::prelude::*;
-use vain_schema::delta::{Compression, DType, Encoding, Envelope, HeaderSpec, PayloadBuilder, TensorSpec, ValueType};
+use vain_schema::delta::{DType, Encoding, Envelope, HeaderSpec, PayloadBuilder, TensorSpec, ValueType};
 use vain_schema::{Error, Limits, frame};
 
 fn key(seed: u8) -> SigningKey {
@@ -11,19 +11,12 @@ fn key(seed: u8) -> SigningKey {
 
 fn spec_for(sk: &SigningKey, payload: &[u8], tensors: Vec<TensorSpec>, encoding: Encoding) -> HeaderSpec {
     HeaderSpec {
-        model_id: "resnet50-cifar".into(),
         round: 42,
         base_model: [3; 32],
-        sender: sk.verifying_key().to_bytes(),
         nonce: [9; 16],
         num_examples: 1000,
         timestamp_ms: 1_790_000_000_000,
-        encoding,
-        compression: Compression::None,
-        payload_len: payload.len() as u64,
-        decoded_len: payload.len() as u64,
-        payload_digest: vain_schema::digest(payload),
-        tensors,
+        ..HeaderSpec::for_payload("resnet50-cifar", sk.verifying_key().to_bytes(), encoding, payload, tensors)
     }
 }
 

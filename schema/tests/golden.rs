@@ -5,7 +5,7 @@
 
 use ed25519_dalek::{Signer, SigningKey};
 use std::path::PathBuf;
-use vain_schema::delta::{Compression, DType, Encoding, Envelope, HeaderSpec, PayloadBuilder};
+use vain_schema::delta::{DType, Encoding, Envelope, HeaderSpec, PayloadBuilder};
 use vain_schema::node::{Announcement, Resources, RotationCertificate, roles};
 use vain_schema::{Limits, frame};
 
@@ -33,19 +33,12 @@ fn golden_delta_frame_decodes_to_the_documented_fields() {
     pb.push("fc.bias", vec![2], DType::F32, &b);
     let (payload, tensors) = pb.finish();
     let spec = HeaderSpec {
-        model_id: "golden-mlp".into(),
         round: 7,
         base_model: [0xab; 32],
-        sender: sk.verifying_key().to_bytes(),
         nonce: *b"0123456789abcdef",
         num_examples: 128,
         timestamp_ms: T0,
-        encoding: Encoding::DenseF32,
-        compression: Compression::None,
-        payload_len: payload.len() as u64,
-        decoded_len: payload.len() as u64,
-        payload_digest: vain_schema::digest(&payload),
-        tensors,
+        ..HeaderSpec::for_payload("golden-mlp", sk.verifying_key().to_bytes(), Encoding::DenseF32, &payload, tensors)
     };
     let u = spec.unsigned();
     let sig = sk.sign(u.signing_input().as_bytes()).to_bytes();

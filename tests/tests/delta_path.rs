@@ -6,7 +6,7 @@ use vain_identity::keyfile::KdfParams;
 use vain_identity::rotation::Policy;
 use vain_identity::store::NewKey;
 use vain_kernels::decode::{Encoding as KEnc, accumulate};
-use vain_schema::delta::{Compression, DType, Encoding, Envelope, HeaderSpec, PayloadBuilder};
+use vain_schema::delta::{DType, Encoding, Envelope, HeaderSpec, PayloadBuilder};
 use vain_schema::node::Announcement;
 use vain_schema::{Error, Limits, frame, replay};
 use vain_transport::frame::Decoder;
@@ -26,19 +26,12 @@ fn make_update(id: &Identity, round: u64, nonce: u8, examples: u64, seed: f32) -
     pb.push("layer.weight", vec![10, 100], DType::F32, &bytes);
     let (payload, tensors) = pb.finish();
     let spec = HeaderSpec {
-        model_id: "e2e-model".into(),
         round,
         base_model: [1; 32],
-        sender: id.current_key(),
         nonce: [nonce; 16],
         num_examples: examples,
         timestamp_ms: T0,
-        encoding: Encoding::DenseF32,
-        compression: Compression::None,
-        payload_len: payload.len() as u64,
-        decoded_len: payload.len() as u64,
-        payload_digest: vain_schema::digest(&payload),
-        tensors,
+        ..HeaderSpec::for_payload("e2e-model", id.current_key(), Encoding::DenseF32, &payload, tensors)
     };
     let u = spec.unsigned();
     let sig = id.signer().sign(u.signing_input().as_bytes()).expect("sign");
