@@ -26,9 +26,9 @@ echo "== rustfmt"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== tests"
-cargo test --workspace --locked
 echo "== demo (README's first command, on the debug build)"
 cargo build -q -p vain-node
-VAIN_BIN=target/debug/vain bash scripts/demo.sh >/dev/null
+VAIN_BIN=target/debug/vain bash scripts/demo.sh >/dev/null 2>&1
 echo "demo ok"
+echo "== tests"
+cargo test --workspace --locked
