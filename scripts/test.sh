@@ -28,7 +28,11 @@ echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== demo (README's first command, on the debug build)"
 cargo build -q -p vain-node
-VAIN_BIN=target/debug/vain bash scripts/demo.sh >/dev/null 2>&1
+if ! demo_out=$(VAIN_BIN=target/debug/vain bash scripts/demo.sh 2>&1); then
+  echo "$demo_out"
+  echo "demo failed"
+  exit 1
+fi
 echo "demo ok"
 echo "== tests"
 cargo test --workspace --locked
