@@ -1,0 +1,594 @@
+//! One round of aggregation on any [`Backend`]: the robust rules, per-update clipping, DP noise
+//! and the anomaly report.
+//!
+//! Rules that can stream (FedAvg, clipped mean) add each update into one accumulator as it
+//! arrives and need O(dim) memory. The others need every update of the round at once, as dense
+//! rows: `max_updates × dim × 4` bytes, checked against [`Config::memory_limit`] before anything
+//! is allocated ([`Error::Capacity`] otherwise; see docs/architecture.md for what an operator does
+//! then). Robust rules weigh every update equally; the example counts only weigh FedAvg and the
+//! clipped mean.
+
+use crate::backend::{self, Backend, Kind, Update};
+use std::fmt;
+use std::str::FromStr;
+use thiserror::Error;
+
+/// How the updates of a round are combined.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rule {
+    /// Weighted mean (weights = example counts or explicit).
+    FedAvg,
+    /// Coordinate-wise median.
+    Median,
+    /// Coordinate-wise mean after dropping ⌊βn⌋ lowest and highest values; 0 ≤ β < 0.5.
+    TrimmedMean {
+        /// Fraction trimmed at each end.
+        beta: f32,
+    },
+    /// Mean of the `m` updates with the lowest Krum scores, tolerating `f` Byzantine updates.
+    MultiKrum {
+        /// Byzantine updates tolerated; needs n ≥ 2f + 3.
+        f: usize,
+        /// Updates averaged, 1 ≤ m ≤ n − f.
+        m: usize,
+    },
+    /// Bulyan: n − 2f updates chosen by repeated Krum, then per coordinate the mean of the
+    /// n − 4f values closest to the median; needs n ≥ 4f + 3.
+    Bulyan {
+        /// Byzantine updates tolerated.
+        f: usize,
+    },
+    /// CenteredClip (Karimireddy et al. 2021) from the coordinate median: `iters` times,
+    /// v ← v + mean_i (x_i − v)·min(1, τ/‖x_i − v‖).
+    CenteredClip {
+        /// Clipping radius τ > 0.
+        tau: f32,
+        /// Iterations ≥ 1.
+        iters: u32,
+    },
+    /// Weighted mean of the updates after clipping each to L2 norm `c`.
+    ClippedMean {
+        /// Norm bound C > 0.
+        c: f32,
+    },
+}
+
+impl Rule {
+    /// Whether the rule needs every update of the round stored as a dense row.
+    pub fn needs_rows(&self) -> bool {
+        !matches!(self, Rule::FedAvg | Rule::ClippedMean { .. })
+    }
+
+    /// Checks the rule's parameters alone.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |name, value: f64| Err(Error::Parameter { name, value });
+        match *self {
+            Rule::TrimmedMean { beta } if !(0.0..0.5).contains(&beta) => bad("trimmed-mean beta", f64::from(beta)),
+            Rule::MultiKrum { m: 0, .. } => bad("multi-krum m", 0.0),
+            Rule::CenteredClip { tau, .. } if !(tau > 0.0 && tau.is_finite()) => {
+                bad("centered-clip tau", f64::from(tau))
+            }
+            Rule::CenteredClip { iters: 0, .. } => bad("centered-clip iterations", 0.0),
+            Rule::ClippedMean { c } if !(c > 0.0 && c.is_finite()) => bad("clipped-mean C", f64::from(c)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks that the rule can run on `n` updates.
+    pub fn check_count(&self, n: usize) -> Result<(), Error> {
+        let fail = |requirement: &'static str| Err(Error::Precondition { rule: self.to_string(), n, requirement });
+        if n == 0 {
+            return Err(Error::Empty);
+        }
+        match *self {
+            Rule::TrimmedMean { beta } if 2 * trim_count(beta, n) >= n => fail("2·⌊βn⌋ < n"),
+            Rule::MultiKrum { f, .. } if n < 2 * f + 3 => fail("n ≥ 2f + 3"),
+            Rule::MultiKrum { f, m } if m > n - f => fail("m ≤ n − f"),
+            Rule::Bulyan { f } if n < 4 * f + 3 => fail("n ≥ 4f + 3"),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn trim_count(beta: f32, n: usize) -> usize {
+    (f64::from(beta) * n as f64).floor() as usize
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, fm: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rule::FedAvg => write!(fm, "fedavg"),
+            Rule::Median => write!(fm, "median"),
+            Rule::TrimmedMean { beta } => write!(fm, "trimmed-mean:{beta}"),
+            Rule::MultiKrum { f, m } => write!(fm, "multi-krum:{f},{m}"),
+            Rule::Bulyan { f } => write!(fm, "bulyan:{f}"),
+            Rule::CenteredClip { tau, iters } => write!(fm, "centered-clip:{tau},{iters}"),
+            Rule::ClippedMean { c } => write!(fm, "clipped-mean:{c}"),
+        }
+    }
+}
+
+impl FromStr for Rule {
+    type Err = Error;
+
+    /// `fedavg | median | trimmed-mean:β | multi-krum:f,m | bulyan:f | centered-clip:τ,iters |
+    /// clipped-mean:C`.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let bad = || Error::Syntax(s.to_string());
+        let (name, args) = s.split_once(':').unwrap_or((s, ""));
+        let nums: Vec<&str> = if args.is_empty() { Vec::new() } else { args.split(',').collect() };
+        let num = |i: usize| nums.get(i).ok_or_else(bad);
+        let rule = match (name, nums.len()) {
+            ("fedavg", 0) => Rule::FedAvg,
+            ("median", 0) => Rule::Median,
+            ("trimmed-mean", 1) => Rule::TrimmedMean { beta: num(0)?.parse().map_err(|_| bad())? },
+            ("multi-krum", 2) => {
+                Rule::MultiKrum { f: num(0)?.parse().map_err(|_| bad())?, m: num(1)?.parse().map_err(|_| bad())? }
+            }
+            ("bulyan", 1) => Rule::Bulyan { f: num(0)?.parse().map_err(|_| bad())? },
+            ("centered-clip", 2) => Rule::CenteredClip {
+                tau: num(0)?.parse().map_err(|_| bad())?,
+                iters: num(1)?.parse().map_err(|_| bad())?,
+            },
+            ("clipped-mean", 1) => Rule::ClippedMean { c: num(0)?.parse().map_err(|_| bad())? },
+            _ => return Err(bad()),
+        };
+        rule.validate()?;
+        Ok(rule)
+    }
+}
+
+/// Differential-privacy noise for the round's aggregate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Noise {
+    /// σ: the noise standard deviation is σ × the sensitivity of the aggregate.
+    pub multiplier: f32,
+    /// Philox key; production code draws it from the OS CSPRNG.
+    pub seed: u64,
+}
+
+/// What one round does.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Model dimension (flat parameter count).
+    pub dim: usize,
+    /// The rule.
+    pub rule: Rule,
+    /// Per-update L2 clip C applied before the rule (required for noise).
+    pub clip: Option<f32>,
+    /// Gaussian noise added once to the aggregate.
+    pub noise: Option<Noise>,
+    /// Round number: with the seed, it selects the noise stream.
+    pub round: u64,
+    /// Most updates the round accepts.
+    pub max_updates: usize,
+    /// Most bytes of dense update storage the round may allocate.
+    pub memory_limit: u64,
+    /// Store rows even for streaming rules, so the report has cosines to the robust centre.
+    pub full_report: bool,
+}
+
+impl Config {
+    /// A config with no clipping or noise, 1024 updates at most and a 16 GiB storage limit.
+    pub fn new(dim: usize, rule: Rule) -> Self {
+        Self {
+            dim,
+            rule,
+            clip: None,
+            noise: None,
+            round: 0,
+            max_updates: 1024,
+            memory_limit: 16 << 30,
+            full_report: false,
+        }
+    }
+
+    /// Whether this config keeps dense rows.
+    pub fn stores_rows(&self) -> bool {
+        self.rule.needs_rows() || self.full_report
+    }
+
+    /// Bytes of dense row storage this config allocates.
+    pub fn storage_bytes(&self) -> u64 {
+        if self.stores_rows() { (self.max_updates as u64).saturating_mul(self.dim as u64).saturating_mul(4) } else { 0 }
+    }
+
+    fn effective_clip(&self) -> Option<f32> {
+        match (self.clip, self.rule) {
+            (Some(a), Rule::ClippedMean { c }) => Some(a.min(c)),
+            (None, Rule::ClippedMean { c }) => Some(c),
+            (a, _) => a,
+        }
+    }
+}
+
+/// Why a round cannot proceed. Update-level errors leave the round usable.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A backend operation failed (bad update bytes, CUDA error, …).
+    #[error(transparent)]
+    Backend(#[from] backend::Error),
+    /// A rule string did not parse.
+    #[error(
+        "cannot parse rule {0:?}: expected fedavg | median | trimmed-mean:β | multi-krum:f,m | bulyan:f | centered-clip:τ,iters | clipped-mean:C"
+    )]
+    Syntax(String),
+    /// A parameter is out of its range.
+    #[error("{name} = {value} is out of range")]
+    Parameter {
+        /// Which parameter.
+        name: &'static str,
+        /// Its value.
+        value: f64,
+    },
+    /// The rule cannot run on this many updates.
+    #[error("{rule} cannot aggregate {n} updates: needs {requirement}")]
+    Precondition {
+        /// The rule.
+        rule: String,
+        /// Updates received.
+        n: usize,
+        /// The condition that fails.
+        requirement: &'static str,
+    },
+    /// The round received no updates.
+    #[error("no updates to aggregate")]
+    Empty,
+    /// The round already holds `max_updates` updates.
+    #[error("the round is full ({max} updates)")]
+    Full {
+        /// The limit.
+        max: usize,
+    },
+    /// An update's weight is not finite and positive.
+    #[error("update weight {weight} must be finite and > 0")]
+    Weight {
+        /// The weight given.
+        weight: f32,
+    },
+    /// Noise needs a clip bound: without one the sensitivity is unbounded.
+    #[error("DP noise needs a clip bound (--clip C)")]
+    NoiseWithoutClip,
+}
+
+/// Per-update lines of the anomaly report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpdateReport {
+    /// Position in arrival order.
+    pub index: usize,
+    /// Weight given at ingest.
+    pub weight: f32,
+    /// L2 norm as received.
+    pub norm: f64,
+    /// Robust z-score of the norm: (norm − median) / (1.4826 · MAD).
+    pub norm_z: f64,
+    /// Factor the update was scaled by when clipped (1 = not clipped).
+    pub clip_factor: f64,
+    /// Cosine similarity to the robust centre (coordinate median), when rows are stored.
+    pub cosine: Option<f64>,
+    /// Krum score (sum of squared distances to the n − f − 2 nearest others), for Krum rules.
+    pub krum_score: Option<f64>,
+    /// Whether the rule used this update (Multi-Krum and Bulyan select a subset).
+    pub selected: bool,
+}
+
+/// The round's anomaly report: evidence for reputation, not a verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// The rule applied.
+    pub rule: Rule,
+    /// The backend that ran it.
+    pub backend: Kind,
+    /// Model dimension.
+    pub dim: usize,
+    /// Bytes of dense update storage the round allocated.
+    pub storage_bytes: u64,
+    /// Fraction of updates that were clipped.
+    pub fraction_clipped: f64,
+    /// Standard deviation of the noise added to each coordinate, if any.
+    pub noise_std: Option<f32>,
+    /// One entry per update.
+    pub updates: Vec<UpdateReport>,
+}
+
+/// The aggregate and its report.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The aggregated update, `dim` values.
+    pub aggregate: Vec<f32>,
+    /// The anomaly report.
+    pub report: Report,
+}
+
+/// One round in progress on a backend.
+pub struct Round<'b> {
+    backend: &'b mut dyn Backend,
+    cfg: Config,
+    sq_norms: Vec<f64>,
+    weights: Vec<f32>,
+}
+
+impl<'b> Round<'b> {
+    /// Checks the config and prepares the backend's storage.
+    pub fn new(backend: &'b mut dyn Backend, cfg: Config) -> Result<Self, Error> {
+        cfg.rule.validate()?;
+        if let Some(c) = cfg.clip
+            && !(c > 0.0 && c.is_finite())
+        {
+            return Err(Error::Parameter { name: "clip", value: f64::from(c) });
+        }
+        if let Some(n) = cfg.noise {
+            if cfg.clip.is_none() {
+                return Err(Error::NoiseWithoutClip);
+            }
+            if !(n.multiplier >= 0.0 && n.multiplier.is_finite()) {
+                return Err(Error::Parameter { name: "noise multiplier", value: f64::from(n.multiplier) });
+            }
+        }
+        let need = cfg.storage_bytes();
+        if need > cfg.memory_limit {
+            return Err(backend::Error::Capacity { need, limit: cfg.memory_limit }.into());
+        }
+        let rows = if cfg.stores_rows() { cfg.max_updates } else { 0 };
+        backend.prepare(cfg.dim, rows)?;
+        Ok(Self { backend, sq_norms: Vec::new(), weights: Vec::new(), cfg })
+    }
+
+    /// Updates accepted so far.
+    pub fn len(&self) -> usize {
+        self.weights.len()
+    }
+
+    /// Whether no update was accepted yet.
+    pub fn is_empty(&self) -> bool {
+        self.weights.is_empty()
+    }
+
+    /// Validates and takes one update; returns its index. A rejected update changes nothing.
+    pub fn ingest(&mut self, update: &Update<'_>, weight: f32) -> Result<usize, Error> {
+        if !(weight > 0.0 && weight.is_finite()) {
+            return Err(Error::Weight { weight });
+        }
+        let i = self.weights.len();
+        if i >= self.cfg.max_updates {
+            return Err(Error::Full { max: self.cfg.max_updates });
+        }
+        let ss = if self.cfg.stores_rows() {
+            self.backend.store_row(i, update)?
+        } else {
+            self.backend.ingest(update, weight, self.cfg.effective_clip())?
+        };
+        self.sq_norms.push(ss);
+        self.weights.push(weight);
+        Ok(i)
+    }
+
+    /// Applies the rule, noise and report, and returns the aggregate.
+    pub fn finish(self) -> Result<Outcome, Error> {
+        let n = self.weights.len();
+        self.cfg.rule.check_count(n)?;
+        let Round { backend, cfg, sq_norms, weights } = self;
+        let norms: Vec<f64> = sq_norms.iter().map(|s| s.sqrt()).collect();
+        let clip = cfg.effective_clip();
+        let factors: Vec<f64> = norms
+            .iter()
+            .map(|&nm| match clip {
+                Some(c) if nm > f64::from(c) => f64::from(c) / nm,
+                _ => 1.0,
+            })
+            .collect();
+        let mut updates: Vec<UpdateReport> = (0..n)
+            .map(|i| UpdateReport {
+                index: i,
+                weight: weights[i],
+                norm: norms[i],
+                norm_z: 0.0,
+                clip_factor: factors[i],
+                cosine: None,
+                krum_score: None,
+                selected: true,
+            })
+            .collect();
+        for (u, z) in updates.iter_mut().zip(robust_z(&norms)) {
+            u.norm_z = z;
+        }
+        let total_w: f64 = weights.iter().map(|w| f64::from(*w)).sum();
+        let max_w = weights.iter().copied().fold(0f32, f32::max);
+        let all: Vec<u32> = (0..n as u32).collect();
+
+        if cfg.stores_rows() {
+            if factors.iter().any(|f| *f < 1.0) {
+                let f32s: Vec<f32> = factors.iter().map(|f| *f as f32).collect();
+                backend.scale_rows(&f32s)?;
+            }
+            // The robust centre for the report; the median rule and CenteredClip reuse it.
+            backend.median(&all)?;
+            let (dots, cc) = backend.dots_with_out(n)?;
+            for (i, u) in updates.iter_mut().enumerate() {
+                let clipped = norms[i] * factors[i];
+                u.cosine = Some(if clipped > 0.0 && cc > 0.0 { dots[i] / (clipped * cc.sqrt()) } else { 0.0 });
+            }
+        }
+
+        let weighted = |backend: &mut dyn Backend, rows: &[u32]| -> Result<(), Error> {
+            let w: Vec<f32> = rows.iter().map(|&r| (f64::from(weights[r as usize]) / total_w) as f32).collect();
+            backend.weighted_sum(rows, &w)?;
+            Ok(())
+        };
+        match cfg.rule {
+            Rule::FedAvg | Rule::ClippedMean { .. } => {
+                if cfg.stores_rows() {
+                    weighted(backend, &all)?;
+                } else {
+                    backend.out_from_acc((1.0 / total_w) as f32)?;
+                }
+            }
+            Rule::Median => {}
+            Rule::TrimmedMean { beta } => backend.trimmed_mean(&all, trim_count(beta, n))?,
+            Rule::MultiKrum { f, m } => {
+                let gram = backend.gram(n)?;
+                let scores = krum_scores(&gram, n, &all, f);
+                let mut order: Vec<usize> = (0..n).collect();
+                order.sort_by(|a, b| scores[*a].total_cmp(&scores[*b]).then(a.cmp(b)));
+                let chosen: Vec<u32> = order[..m].iter().map(|i| *i as u32).collect();
+                for (u, s) in updates.iter_mut().zip(&scores) {
+                    u.krum_score = Some(*s);
+                    u.selected = false;
+                }
+                for &c in &chosen {
+                    updates[c as usize].selected = true;
+                }
+                let w = vec![1.0 / m as f32; m];
+                backend.weighted_sum(&chosen, &w)?;
+            }
+            Rule::Bulyan { f } => {
+                let gram = backend.gram(n)?;
+                let scores = krum_scores(&gram, n, &all, f);
+                for (u, s) in updates.iter_mut().zip(&scores) {
+                    u.krum_score = Some(*s);
+                    u.selected = false;
+                }
+                let theta = n - 2 * f;
+                let mut left: Vec<u32> = all.clone();
+                let mut chosen = Vec::with_capacity(theta);
+                while chosen.len() < theta {
+                    let s = krum_scores(&gram, n, &left, f);
+                    let best = (0..left.len()).min_by(|a, b| s[*a].total_cmp(&s[*b]).then(a.cmp(b))).unwrap_or(0);
+                    chosen.push(left.remove(best));
+                }
+                chosen.sort_unstable();
+                for &c in &chosen {
+                    updates[c as usize].selected = true;
+                }
+                backend.closest_to_median_mean(&chosen, theta - 2 * f)?;
+            }
+            Rule::CenteredClip { tau, iters } => {
+                for _ in 0..iters {
+                    let d = backend.dist_sq_to_out(n)?;
+                    let f: Vec<f32> = d
+                        .iter()
+                        .map(|d| {
+                            let r = d.sqrt();
+                            if r > f64::from(tau) { (f64::from(tau) / r) as f32 } else { 1.0 }
+                        })
+                        .collect();
+                    backend.centered_clip_step(&f)?;
+                }
+            }
+        }
+
+        let noise_std = match (cfg.noise, clip) {
+            (Some(nz), Some(c)) => {
+                // Sensitivity of the aggregate to one clipped update: C·w_max/Σw for the weighted
+                // rules, C/n for the others (equal weights).
+                let sens = match cfg.rule {
+                    Rule::FedAvg | Rule::ClippedMean { .. } => f64::from(c) * f64::from(max_w) / total_w,
+                    _ => f64::from(c) / n as f64,
+                };
+                let std = (f64::from(nz.multiplier) * sens) as f32;
+                backend.add_noise(std, nz.seed, cfg.round)?;
+                Some(std)
+            }
+            _ => None,
+        };
+        let mut aggregate = vec![0f32; cfg.dim];
+        backend.read_out(&mut aggregate)?;
+        let clipped = factors.iter().filter(|f| **f < 1.0).count();
+        Ok(Outcome {
+            aggregate,
+            report: Report {
+                rule: cfg.rule,
+                backend: backend.kind(),
+                dim: cfg.dim,
+                storage_bytes: cfg.storage_bytes(),
+                fraction_clipped: clipped as f64 / n as f64,
+                noise_std,
+                updates,
+            },
+        })
+    }
+}
+
+/// Krum score of each row in `among` (indexed like `among`): the sum of squared distances to
+/// its n' − f − 2 nearest others in `among`, from the Gram matrix.
+fn krum_scores(gram: &[f64], n: usize, among: &[u32], f: usize) -> Vec<f64> {
+    let k = among.len().saturating_sub(f + 2).max(1).min(among.len().saturating_sub(1));
+    among
+        .iter()
+        .map(|&i| {
+            let i = i as usize;
+            let mut d: Vec<f64> = among
+                .iter()
+                .filter(|&&j| j as usize != i)
+                .map(|&j| {
+                    let j = j as usize;
+                    (gram[i * n + i] + gram[j * n + j] - 2.0 * gram[i * n + j]).max(0.0)
+                })
+                .collect();
+            d.sort_by(f64::total_cmp);
+            d[..k.min(d.len())].iter().sum()
+        })
+        .collect()
+}
+
+/// (x − median) / (1.4826 · MAD); when the MAD is 0, the mean absolute deviation × 1.2533
+/// stands in, and when that is 0 too every score is 0.
+fn robust_z(x: &[f64]) -> Vec<f64> {
+    let med = median(x.to_vec());
+    let dev: Vec<f64> = x.iter().map(|v| (v - med).abs()).collect();
+    let mad = median(dev.clone());
+    let scale = if mad > 0.0 { 1.4826 * mad } else { 1.2533 * dev.iter().sum::<f64>() / x.len().max(1) as f64 };
+    x.iter().map(|v| if scale > 0.0 { (v - med) / scale } else { 0.0 }).collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len();
+    if m % 2 == 1 { v[m / 2] } else { 0.5 * (v[m / 2 - 1] + v[m / 2]) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_parse_and_print() {
+        for s in [
+            "fedavg",
+            "median",
+            "trimmed-mean:0.2",
+            "multi-krum:2,5",
+            "bulyan:1",
+            "centered-clip:1.5,3",
+            "clipped-mean:4",
+        ] {
+            let r: Rule = s.parse().expect(s);
+            assert_eq!(r.to_string(), s);
+        }
+        for s in ["", "krum", "median:1", "trimmed-mean:0.5", "trimmed-mean:x", "multi-krum:1", "clipped-mean:-1"] {
+            assert!(s.parse::<Rule>().is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn preconditions() {
+        let krum = Rule::MultiKrum { f: 2, m: 3 };
+        assert!(matches!(krum.check_count(6), Err(Error::Precondition { requirement: "n ≥ 2f + 3", .. })));
+        assert!(krum.check_count(7).is_ok());
+        assert!(matches!(Rule::Bulyan { f: 1 }.check_count(6), Err(Error::Precondition { .. })));
+        assert!(Rule::Bulyan { f: 1 }.check_count(7).is_ok());
+        assert!(matches!(Rule::TrimmedMean { beta: 0.4 }.check_count(2), Ok(())));
+        assert!(matches!(Rule::Median.check_count(0), Err(Error::Empty)));
+    }
+
+    #[test]
+    fn robust_z_flags_the_outlier() {
+        let z = robust_z(&[1.0, 1.1, 0.9, 1.05, 0.95, 10.0]);
+        assert!(z[5] > 20.0 && z[..5].iter().all(|v| v.abs() < 2.0), "{z:?}");
+        assert_eq!(robust_z(&[2.0, 2.0]), vec![0.0, 0.0]);
+    }
+}

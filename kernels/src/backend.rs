@@ -1,0 +1,178 @@
+//! The operations every aggregation backend provides, and the update view they consume.
+//!
+//! A backend owns the round's storage: up to `rows` dense update rows of `dim` f32 each (only for
+//! rules that need all updates at once), one accumulator (streaming FedAvg) and one output vector.
+//! The rules in [`crate::aggregate`] are written once against this trait; the CPU backend is the
+//! reference and every other backend is tested against it with the same test bodies.
+
+use crate::decode::{self, Encoding};
+use thiserror::Error;
+
+/// One tensor of an update: its encoded bytes and where its values go in the flat parameter
+/// vector. Parameters no segment covers are zero in the update.
+#[derive(Debug, Clone, Copy)]
+pub struct Segment<'a> {
+    /// First coordinate in the flat vector.
+    pub offset: usize,
+    /// Element count.
+    pub numel: usize,
+    /// How `bytes` encode the values.
+    pub encoding: Encoding,
+    /// The encoded values (a view into the envelope's payload).
+    pub bytes: &'a [u8],
+}
+
+/// One client's update: segments in increasing, non-overlapping offset order.
+#[derive(Debug, Clone, Copy)]
+pub struct Update<'a> {
+    /// The tensors.
+    pub segments: &'a [Segment<'a>],
+}
+
+impl Update<'_> {
+    /// Checks that the segments are ordered, disjoint and inside `dim`.
+    pub fn check_layout(&self, dim: usize) -> Result<(), Error> {
+        let mut end = 0usize;
+        for (i, s) in self.segments.iter().enumerate() {
+            let stop = s.offset.checked_add(s.numel).ok_or(Error::Layout { segment: i })?;
+            if s.offset < end || stop > dim {
+                return Err(Error::Layout { segment: i });
+            }
+            end = stop;
+        }
+        Ok(())
+    }
+}
+
+/// Which implementation runs the math.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The reference, always built.
+    Cpu,
+    /// NVIDIA GPUs through the CUDA driver (feature `cuda`).
+    Cuda,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Cpu => "cpu",
+            Kind::Cuda => "cuda",
+        })
+    }
+}
+
+/// Why a backend operation failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A segment of an update cannot be decoded (the sender's fault).
+    #[error("segment {segment}: {source}")]
+    Decode {
+        /// Index of the segment.
+        segment: usize,
+        /// What is wrong with it.
+        source: decode::Error,
+    },
+    /// Segments overlap, are out of order or reach past the model dimension.
+    #[error("segment {segment} overlaps its predecessor or ends past the model dimension")]
+    Layout {
+        /// Index of the first bad segment.
+        segment: usize,
+    },
+    /// A row index or row count is past what [`Backend::prepare`] allocated.
+    #[error("row {row} is past the {rows} rows prepared")]
+    Row {
+        /// The row asked for.
+        row: usize,
+        /// Rows prepared.
+        rows: usize,
+    },
+    /// A slice argument has the wrong length.
+    #[error("{what} has {got} elements, expected {want}")]
+    Length {
+        /// Which argument.
+        what: &'static str,
+        /// Its length.
+        got: usize,
+        /// The length required.
+        want: usize,
+    },
+    /// The storage a round needs is over the configured limit.
+    #[error("the round needs {need} bytes of update storage, the limit is {limit}")]
+    Capacity {
+        /// Bytes needed.
+        need: u64,
+        /// Bytes allowed.
+        limit: u64,
+    },
+    /// No CUDA driver (libcuda) could be loaded on this machine.
+    #[error("no CUDA driver: {0}")]
+    NoCudaDriver(String),
+    /// The CUDA driver, NVRTC or a kernel launch reported an error.
+    #[error("CUDA: {0}")]
+    Cuda(String),
+}
+
+/// The aggregation primitives. Rows are addressed by index; `rows` slices select a subset.
+///
+/// Contract shared by all implementations (the common test suite checks it): results are those
+/// of the f64 reference within f32 rounding of a different summation order; a failed
+/// `ingest` leaves the accumulator untouched; nothing panics on bad input.
+pub trait Backend: Send {
+    /// Which implementation this is.
+    fn kind(&self) -> Kind;
+
+    /// Allocates (or reuses) storage for `rows` dense rows of `dim` plus the accumulator and the
+    /// output, and zeroes the accumulator.
+    fn prepare(&mut self, dim: usize, rows: usize) -> Result<(), Error>;
+
+    /// Validates `update`, returns its squared L2 norm, and adds
+    /// `weight × min(1, clip / ‖update‖)` times it to the accumulator (`clip = None`: no
+    /// clipping). Nothing is added when the update is invalid.
+    fn ingest(&mut self, update: &Update<'_>, weight: f32, clip: Option<f32>) -> Result<f64, Error>;
+
+    /// Decodes `update` into row `row` (zero where no segment covers it) and returns its squared
+    /// L2 norm. On error the row's content is unspecified.
+    fn store_row(&mut self, row: usize, update: &Update<'_>) -> Result<f64, Error>;
+
+    /// Multiplies row i by `factors[i]` for the first `factors.len()` rows.
+    fn scale_rows(&mut self, factors: &[f32]) -> Result<(), Error>;
+
+    /// The n × n Gram matrix of rows 0..n, row-major, accumulated in f64.
+    fn gram(&mut self, n: usize) -> Result<Vec<f64>, Error>;
+
+    /// out = Σ weights[i] × row[rows[i]].
+    fn weighted_sum(&mut self, rows: &[u32], weights: &[f32]) -> Result<(), Error>;
+
+    /// out = coordinate-wise median of the selected rows (mean of the two middle values when
+    /// their count is even).
+    fn median(&mut self, rows: &[u32]) -> Result<(), Error>;
+
+    /// out = coordinate-wise mean of the selected rows after dropping the `trim` smallest and
+    /// `trim` largest values of each coordinate. Requires 2·trim < rows.len().
+    fn trimmed_mean(&mut self, rows: &[u32], trim: usize) -> Result<(), Error>;
+
+    /// out = coordinate-wise mean of the `beta` values closest to that coordinate's median
+    /// (Bulyan's second stage; ties go to the smaller value).
+    fn closest_to_median_mean(&mut self, rows: &[u32], beta: usize) -> Result<(), Error>;
+
+    /// ‖row[i] − out‖² for rows 0..n.
+    fn dist_sq_to_out(&mut self, n: usize) -> Result<Vec<f64>, Error>;
+
+    /// out += (1/n) Σ factors[i] (row[i] − out) over rows 0..n, n = factors.len() (one
+    /// CenteredClip iteration).
+    fn centered_clip_step(&mut self, factors: &[f32]) -> Result<(), Error>;
+
+    /// (row[i] · out for rows 0..n, ‖out‖²), accumulated in f64.
+    fn dots_with_out(&mut self, n: usize) -> Result<(Vec<f64>, f64), Error>;
+
+    /// out = scale × accumulator.
+    fn out_from_acc(&mut self, scale: f32) -> Result<(), Error>;
+
+    /// out[i] += std × z_i with z from [`crate::philox`]'s stream (`seed`, `round`).
+    fn add_noise(&mut self, std: f32, seed: u64, round: u64) -> Result<(), Error>;
+
+    /// Copies the output vector into `dst` (length `dim`).
+    fn read_out(&mut self, dst: &mut [f32]) -> Result<(), Error>;
+}

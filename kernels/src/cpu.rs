@@ -1,0 +1,777 @@
+//! The CPU backend: the reference every other backend is tested against, and fast enough to be
+//! the production path on machines without a GPU.
+//!
+//! Speed comes from three habits: work is split over threads by coordinate range (each thread
+//! owns a disjoint slice of the output, so no locks); inner loops run over fixed-width lane arrays
+//! the compiler turns into SIMD (`[f32; LANES]` accumulators, branch-free min/max); and data is
+//! walked in cache-sized chunks (a chunk of the output stays in L1 while every row is added to
+//! it). Per-coordinate order statistics (median, trimmed mean, Bulyan) sort LANES coordinates at
+//! once with a Batcher odd–even merge network, which is branch-free and vectorises, instead of
+//! one `sort` per coordinate.
+
+use crate::backend::{Backend, Error, Kind, Segment, Update};
+use crate::decode::{self, Encoding};
+use crate::philox;
+use half::f16;
+use std::ops::Range;
+
+/// Coordinates processed together by the vectorised loops.
+const LANES: usize = 16;
+/// Elements decoded at once into a stack buffer (16 KiB of f32: stays in L1).
+const CHUNK: usize = 4096;
+/// Below this many coordinates an operation runs on the calling thread.
+const PAR_MIN: usize = 1 << 16;
+
+/// The CPU backend. `threads` workers split each operation by coordinate range.
+#[derive(Debug)]
+pub struct CpuBackend {
+    threads: usize,
+    dim: usize,
+    n_rows: usize,
+    rows: Vec<f32>,
+    acc: Vec<f32>,
+    out: Vec<f32>,
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+}
+
+impl CpuBackend {
+    /// A backend using `threads` threads (at least 1).
+    pub fn new(threads: usize) -> Self {
+        Self { threads: threads.max(1), dim: 0, n_rows: 0, rows: Vec::new(), acc: Vec::new(), out: Vec::new() }
+    }
+
+    /// Threads used per operation.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    fn parts(&self, len: usize) -> usize {
+        if len < PAR_MIN { 1 } else { self.threads.min(len / (PAR_MIN / 4)).max(1) }
+    }
+
+    fn check_rows(&self, rows: &[u32]) -> Result<(), Error> {
+        match rows.iter().find(|r| **r as usize >= self.n_rows) {
+            Some(r) => Err(Error::Row { row: *r as usize, rows: self.n_rows }),
+            None => Ok(()),
+        }
+    }
+
+    fn check_n(&self, n: usize) -> Result<(), Error> {
+        if n > self.n_rows { Err(Error::Row { row: n.saturating_sub(1), rows: self.n_rows }) } else { Ok(()) }
+    }
+}
+
+/// Splits `len` into `parts` ranges whose starts are multiples of 64 (so sign bytes and SIMD
+/// lanes never straddle two threads).
+fn ranges(len: usize, parts: usize) -> impl Iterator<Item = Range<usize>> {
+    let step = len.div_ceil(parts).next_multiple_of(64).max(64);
+    (0..len).step_by(step).map(move |a| a..(a + step).min(len))
+}
+
+/// Runs `f(start, chunk)` over disjoint chunks of `out` on `parts` threads.
+fn par_chunks<F>(out: &mut [f32], parts: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
+    if parts <= 1 {
+        f(0, out);
+        return;
+    }
+    let step = out.len().div_ceil(parts).next_multiple_of(64).max(64);
+    std::thread::scope(|s| {
+        for (k, chunk) in out.chunks_mut(step).enumerate() {
+            let f = &f;
+            s.spawn(move || f(k * step, chunk));
+        }
+    });
+}
+
+/// Runs `f(range)` over `parts` ranges of 0..len and returns the results in range order.
+fn par_map<T: Send, F>(len: usize, parts: usize, f: F) -> Vec<T>
+where
+    F: Fn(Range<usize>) -> T + Sync,
+{
+    if parts <= 1 {
+        return vec![f(0..len)];
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = ranges(len, parts)
+            .map(|r| {
+                let f = &f;
+                s.spawn(move || f(r))
+            })
+            .collect();
+        // A worker only panics on a bug; surfacing it as a panic here keeps it loud.
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    })
+}
+
+fn f32_le(b: &[u8]) -> f32 {
+    f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// Decodes elements `a..a + out.len()` of a non-sparse segment into `out`. Lengths were checked.
+fn decode_chunk(seg: &Segment<'_>, a: usize, out: &mut [f32]) {
+    let b = &seg.bytes;
+    match seg.encoding {
+        Encoding::DenseF32 => {
+            for (o, c) in out.iter_mut().zip(b[4 * a..].chunks_exact(4)) {
+                *o = f32_le(c);
+            }
+        }
+        Encoding::DenseF16 => {
+            for (o, c) in out.iter_mut().zip(b[2 * a..].chunks_exact(2)) {
+                *o = f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+            }
+        }
+        Encoding::DenseBf16 => {
+            for (o, c) in out.iter_mut().zip(b[2 * a..].chunks_exact(2)) {
+                *o = f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16);
+            }
+        }
+        Encoding::Int8Block { block_size } => {
+            let bs = block_size as usize;
+            let (scales, q) = b.split_at(4 * seg.numel.div_ceil(bs));
+            let mut i = 0;
+            while i < out.len() {
+                let e = a + i;
+                let blk = e / bs;
+                let take = ((blk + 1) * bs - e).min(out.len() - i);
+                let s = f32_le(&scales[4 * blk..]);
+                for (o, &qi) in out[i..i + take].iter_mut().zip(&q[e..e + take]) {
+                    *o = f32::from(qi as i8) * s;
+                }
+                i += take;
+            }
+        }
+        Encoding::SignScale => {
+            let s = f32_le(b);
+            let bits = &b[4..];
+            for (k, o) in out.iter_mut().enumerate() {
+                let e = a + k;
+                *o = if bits[e / 8] >> (e % 8) & 1 == 1 { -s } else { s };
+            }
+        }
+        Encoding::TopKF32 | Encoding::TopKF16 => unreachable_sparse(),
+    }
+}
+
+#[cold]
+fn unreachable_sparse() {
+    // Sparse segments never reach the dense chunk decoder: callers route them to `topk_*`.
+    debug_assert!(false, "sparse segment in decode_chunk");
+}
+
+fn is_sparse(e: Encoding) -> bool {
+    matches!(e, Encoding::TopKF32 | Encoding::TopKF16)
+}
+
+/// Byte-length check, exactly the reference's (decode.rs) rules.
+fn check_length(seg: &Segment<'_>) -> Result<(), decode::Error> {
+    let n = seg.numel;
+    let len = seg.bytes.len();
+    let err = || decode::Error::Length { len, numel: n };
+    let want = match seg.encoding {
+        Encoding::DenseF32 => n.checked_mul(4),
+        Encoding::DenseF16 | Encoding::DenseBf16 => n.checked_mul(2),
+        Encoding::Int8Block { block_size: 0 } => return Err(decode::Error::BlockSize),
+        Encoding::Int8Block { block_size } => {
+            n.div_ceil(block_size as usize).checked_mul(4).and_then(|s| s.checked_add(n))
+        }
+        Encoding::SignScale => Some(4 + n.div_ceil(8)),
+        Encoding::TopKF32 | Encoding::TopKF16 => {
+            let per = if seg.encoding == Encoding::TopKF32 { 8 } else { 6 };
+            return if len.is_multiple_of(per) && len / per <= n { Ok(()) } else { Err(err()) };
+        }
+    };
+    if want == Some(len) { Ok(()) } else { Err(err()) }
+}
+
+fn topk_k(seg: &Segment<'_>) -> usize {
+    seg.bytes.len() / if seg.encoding == Encoding::TopKF32 { 8 } else { 6 }
+}
+
+fn topk_index(seg: &Segment<'_>, e: usize) -> u32 {
+    let b = &seg.bytes[4 * e..];
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn topk_value(seg: &Segment<'_>, k: usize, e: usize) -> f32 {
+    let vals = &seg.bytes[4 * k..];
+    if seg.encoding == Encoding::TopKF32 {
+        f32_le(&vals[4 * e..])
+    } else {
+        f16::from_bits(u16::from_le_bytes([vals[2 * e], vals[2 * e + 1]])).to_f32()
+    }
+}
+
+/// Validates a sparse segment and returns its sum of squares.
+fn topk_check(seg: &Segment<'_>) -> Result<f64, decode::Error> {
+    let k = topk_k(seg);
+    let mut prev: Option<u32> = None;
+    let mut ss = 0f64;
+    for e in 0..k {
+        let i = topk_index(seg, e);
+        if i as usize >= seg.numel || prev.is_some_and(|p| i <= p) {
+            return Err(decode::Error::Index { entry: e, index: i, numel: seg.numel });
+        }
+        prev = Some(i);
+        let v = topk_value(seg, k, e);
+        if !v.is_finite() {
+            return Err(decode::Error::NonFinite { index: i as usize });
+        }
+        ss += f64::from(v) * f64::from(v);
+    }
+    Ok(ss)
+}
+
+/// Sum of squares of `v` (f32 lanes per chunk, f64 across chunks) and whether all are finite.
+fn sum_sq_finite(v: &[f32]) -> (f64, bool) {
+    let mut acc = [0f32; LANES];
+    let mut bad = [false; LANES];
+    let mut total = 0f64;
+    for block in v.chunks(512) {
+        let mut it = block.chunks_exact(LANES);
+        for c in &mut it {
+            for l in 0..LANES {
+                acc[l] += c[l] * c[l];
+                bad[l] |= (c[l].to_bits() & 0x7f80_0000) == 0x7f80_0000;
+            }
+        }
+        for (l, x) in it.remainder().iter().enumerate() {
+            acc[l] += x * x;
+            bad[l] |= !x.is_finite();
+        }
+        total += acc.iter().map(|x| f64::from(*x)).sum::<f64>();
+        acc = [0f32; LANES];
+    }
+    (total, !bad.iter().any(|b| *b))
+}
+
+/// For a coordinate range `r` of the flat vector, calls `f(segment index, segment, element
+/// range within the segment)` for each dense segment part inside it (in CHUNK-sized pieces).
+fn for_dense_parts(update: &Update<'_>, r: &Range<usize>, mut f: impl FnMut(usize, &Segment<'_>, Range<usize>)) {
+    for (si, seg) in update.segments.iter().enumerate() {
+        if is_sparse(seg.encoding) {
+            continue;
+        }
+        let a = seg.offset.max(r.start);
+        let b = (seg.offset + seg.numel).min(r.end);
+        let mut e = a;
+        while e < b {
+            let stop = (e + CHUNK).min(b);
+            f(si, seg, e - seg.offset..stop - seg.offset);
+            e = stop;
+        }
+    }
+}
+
+/// Validates the dense segments' values in coordinate range `r`; returns the sum of squares or
+/// the first bad element.
+fn check_range(update: &Update<'_>, r: Range<usize>) -> Result<f64, Error> {
+    let mut buf = [0f32; CHUNK];
+    let mut total = 0f64;
+    let mut err = None;
+    for_dense_parts(update, &r, |si, seg, er| {
+        if err.is_some() {
+            return;
+        }
+        let v = &mut buf[..er.len()];
+        decode_chunk(seg, er.start, v);
+        let (ss, ok) = sum_sq_finite(v);
+        if ok {
+            total += ss;
+        } else if let Some(k) = v.iter().position(|x| !x.is_finite()) {
+            err = Some(Error::Decode { segment: si, source: decode::Error::NonFinite { index: er.start + k } });
+        }
+    });
+    err.map_or(Ok(total), Err)
+}
+
+/// Writes (`set`) or adds `w ×` the update's values in coordinate range `start..start+dst.len()`.
+fn apply_range(update: &Update<'_>, start: usize, dst: &mut [f32], w: f32, set: bool) {
+    let r = start..start + dst.len();
+    let mut buf = [0f32; CHUNK];
+    if set {
+        // Zero what no segment covers, then write the segments.
+        let mut covered = r.start;
+        for seg in update.segments {
+            let a = seg.offset.max(r.start).min(r.end);
+            if a > covered {
+                dst[covered - start..a - start].fill(0.0);
+            }
+            covered = covered.max((seg.offset + seg.numel).min(r.end));
+        }
+        dst[covered.min(r.end) - start..].fill(0.0);
+    }
+    for_dense_parts(update, &r, |_, seg, er| {
+        let v = &mut buf[..er.len()];
+        decode_chunk(seg, er.start, v);
+        let d = &mut dst[seg.offset + er.start - start..seg.offset + er.end - start];
+        if set {
+            for (o, x) in d.iter_mut().zip(v.iter()) {
+                *o = w * x;
+            }
+        } else {
+            for (o, x) in d.iter_mut().zip(v.iter()) {
+                *o += w * x;
+            }
+        }
+    });
+    for seg in update.segments.iter().filter(|s| is_sparse(s.encoding)) {
+        if seg.offset + seg.numel <= r.start || seg.offset >= r.end {
+            continue;
+        }
+        let k = topk_k(seg);
+        // Indices are strictly increasing (checked), so the entries of this range are contiguous.
+        let lo = r.start.saturating_sub(seg.offset);
+        let hi = r.end - seg.offset;
+        let first = partition(k, |e| (topk_index(seg, e) as usize) < lo);
+        for e in first..k {
+            let i = topk_index(seg, e) as usize;
+            if i >= hi {
+                break;
+            }
+            let v = w * topk_value(seg, k, e);
+            let o = &mut dst[seg.offset + i - start];
+            if set { *o = v } else { *o += v }
+        }
+    }
+}
+
+/// First e in 0..k for which `pred` is false (pred is true on a prefix).
+fn partition(k: usize, pred: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, k);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid) { lo = mid + 1 } else { hi = mid }
+    }
+    lo
+}
+
+/// Checks lengths and layout, then values (in parallel), and returns the squared norm.
+fn validate(update: &Update<'_>, dim: usize, parts: usize) -> Result<f64, Error> {
+    update.check_layout(dim)?;
+    let mut total = 0f64;
+    for (si, seg) in update.segments.iter().enumerate() {
+        check_length(seg).map_err(|source| Error::Decode { segment: si, source })?;
+        if is_sparse(seg.encoding) {
+            total += topk_check(seg).map_err(|source| Error::Decode { segment: si, source })?;
+        }
+    }
+    for part in par_map(dim, parts, |r| check_range(update, r)) {
+        total += part?;
+    }
+    Ok(total)
+}
+
+/// Comparators of Batcher's odd–even merge sort for the next power of two ≥ m, keeping only
+/// those between two of the first m slots: the padding would be +∞, which no kept comparator
+/// could move, so the result on the first m slots is the same.
+fn sorting_network(m: usize) -> Vec<(u16, u16)> {
+    let n = m.next_power_of_two();
+    let mut net = Vec::new();
+    let mut p = 1;
+    while p < n {
+        let mut k = p;
+        while k >= 1 {
+            let mut j = k % p;
+            while j + k < n {
+                for i in 0..k.min(n - j - k) {
+                    if (i + j) / (2 * p) == (i + j + k) / (2 * p) && i + j + k < m {
+                        net.push(((i + j) as u16, (i + j + k) as u16));
+                    }
+                }
+                j += 2 * k;
+            }
+            k /= 2;
+        }
+        p *= 2;
+    }
+    net
+}
+
+/// Sorts each lane of `v` (v[slot][lane]) ascending along slots.
+fn sort_lanes(v: &mut [[f32; LANES]], net: &[(u16, u16)]) {
+    for &(i, j) in net {
+        let (i, j) = (i as usize, j as usize);
+        let (a, b) = (v[i], v[j]);
+        let mut lo = [0f32; LANES];
+        let mut hi = [0f32; LANES];
+        for l in 0..LANES {
+            lo[l] = if a[l] < b[l] { a[l] } else { b[l] };
+            hi[l] = if a[l] < b[l] { b[l] } else { a[l] };
+        }
+        v[i] = lo;
+        v[j] = hi;
+    }
+}
+
+/// Per-coordinate statistic of the sorted values `s` (length m, ascending).
+#[derive(Clone, Copy)]
+enum Order {
+    Median,
+    Trimmed(usize),
+    ClosestToMedian(usize),
+}
+
+fn median_sorted(s: &[f32]) -> f32 {
+    let m = s.len();
+    if m % 2 == 1 { s[m / 2] } else { 0.5 * (s[m / 2 - 1] + s[m / 2]) }
+}
+
+fn order_stat(s: &[f32], how: Order) -> f32 {
+    match how {
+        Order::Median => median_sorted(s),
+        Order::Trimmed(t) => {
+            let mid = &s[t..s.len() - t];
+            (mid.iter().map(|x| f64::from(*x)).sum::<f64>() / mid.len() as f64) as f32
+        }
+        Order::ClosestToMedian(beta) => {
+            let med = median_sorted(s);
+            // The beta values nearest the median form a window of the sorted order; grow it
+            // from the middle towards the nearer neighbour.
+            let m = s.len();
+            let (mut lo, mut hi) = ((m - 1) / 2, (m - 1) / 2 + 1);
+            let mut sum = 0f64;
+            for _ in 0..beta {
+                // `lo` wraps past 0 to usize::MAX, which fails `lo < m`.
+                let take_lo = lo < m && (hi >= m || med - s[lo] <= s[hi] - med);
+                if take_lo {
+                    sum += f64::from(s[lo]);
+                    lo = lo.wrapping_sub(1);
+                } else {
+                    sum += f64::from(s[hi]);
+                    hi += 1;
+                }
+            }
+            (sum / beta as f64) as f32
+        }
+    }
+}
+
+impl CpuBackend {
+    fn order_op(&mut self, rows: &[u32], how: Order) -> Result<(), Error> {
+        self.check_rows(rows)?;
+        let m = rows.len();
+        let need_ok = match how {
+            Order::Median => m >= 1,
+            Order::Trimmed(t) => 2 * t < m,
+            Order::ClosestToMedian(b) => b >= 1 && b <= m,
+        };
+        if !need_ok {
+            return Err(Error::Length { what: "rows", got: m, want: m.max(1) });
+        }
+        let net = sorting_network(m);
+        let (dim, data) = (self.dim, &self.rows);
+        let parts = self.parts(dim * m.max(1) / 8);
+        par_chunks(&mut self.out, parts, |start, out| {
+            let mut v = vec![[0f32; LANES]; m];
+            let mut col = vec![0f32; m];
+            for (bi, ob) in out.chunks_mut(LANES).enumerate() {
+                let j = start + bi * LANES;
+                let w = ob.len();
+                for (slot, &r) in v.iter_mut().zip(rows) {
+                    let src = &data[r as usize * dim + j..r as usize * dim + j + w];
+                    slot[..w].copy_from_slice(src);
+                }
+                sort_lanes(&mut v, &net);
+                for (l, o) in ob.iter_mut().enumerate() {
+                    for (c, slot) in col.iter_mut().zip(&v) {
+                        *c = slot[l];
+                    }
+                    *o = order_stat(&col, how);
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// a · b with f32 lanes (the caller keeps slices short, ≤ 512, so f32 partials stay accurate).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    for (l, (x, y)) in ra.iter().zip(rb).enumerate() {
+        acc[l] += x * y;
+    }
+    acc.iter().sum()
+}
+
+const BLOCK: usize = 512;
+
+impl Backend for CpuBackend {
+    fn kind(&self) -> Kind {
+        Kind::Cpu
+    }
+
+    fn prepare(&mut self, dim: usize, rows: usize) -> Result<(), Error> {
+        let cells = dim.checked_mul(rows).ok_or(Error::Capacity { need: u64::MAX, limit: isize::MAX as u64 })?;
+        self.dim = dim;
+        self.n_rows = rows;
+        self.rows.clear();
+        self.rows.resize(cells, 0.0);
+        self.acc.clear();
+        self.acc.resize(dim, 0.0);
+        self.out.clear();
+        self.out.resize(dim, 0.0);
+        Ok(())
+    }
+
+    fn ingest(&mut self, update: &Update<'_>, weight: f32, clip: Option<f32>) -> Result<f64, Error> {
+        let parts = self.parts(self.dim);
+        let ss = validate(update, self.dim, parts)?;
+        let factor = match clip {
+            Some(c) if ss.sqrt() > f64::from(c) => (f64::from(c) / ss.sqrt()) as f32,
+            _ => 1.0,
+        };
+        let w = weight * factor;
+        par_chunks(&mut self.acc, parts, |start, dst| apply_range(update, start, dst, w, false));
+        Ok(ss)
+    }
+
+    fn store_row(&mut self, row: usize, update: &Update<'_>) -> Result<f64, Error> {
+        if row >= self.n_rows {
+            return Err(Error::Row { row, rows: self.n_rows });
+        }
+        let parts = self.parts(self.dim);
+        let ss = validate(update, self.dim, parts)?;
+        let dst = &mut self.rows[row * self.dim..(row + 1) * self.dim];
+        par_chunks(dst, parts, |start, d| apply_range(update, start, d, 1.0, true));
+        Ok(ss)
+    }
+
+    fn scale_rows(&mut self, factors: &[f32]) -> Result<(), Error> {
+        self.check_n(factors.len())?;
+        let parts = self.parts(self.dim);
+        for (r, &f) in factors.iter().enumerate() {
+            if f != 1.0 {
+                let row = &mut self.rows[r * self.dim..(r + 1) * self.dim];
+                par_chunks(row, parts, |_, c| c.iter_mut().for_each(|x| *x *= f));
+            }
+        }
+        Ok(())
+    }
+
+    fn gram(&mut self, n: usize) -> Result<Vec<f64>, Error> {
+        self.check_n(n)?;
+        let (dim, data) = (self.dim, &self.rows);
+        let partials = par_map(dim, self.parts(dim * n.max(1) / 4), |r| {
+            let mut g = vec![0f64; n * n];
+            let mut a = r.start;
+            while a < r.end {
+                let b = (a + BLOCK).min(r.end);
+                for i in 0..n {
+                    let xi = &data[i * dim + a..i * dim + b];
+                    for j in 0..=i {
+                        g[i * n + j] += f64::from(dot(xi, &data[j * dim + a..j * dim + b]));
+                    }
+                }
+                a = b;
+            }
+            g
+        });
+        let mut g = vec![0f64; n * n];
+        for p in partials {
+            g.iter_mut().zip(p).for_each(|(x, y)| *x += y);
+        }
+        for i in 0..n {
+            for j in 0..i {
+                g[j * n + i] = g[i * n + j];
+            }
+        }
+        Ok(g)
+    }
+
+    fn weighted_sum(&mut self, rows: &[u32], weights: &[f32]) -> Result<(), Error> {
+        self.check_rows(rows)?;
+        if weights.len() != rows.len() {
+            return Err(Error::Length { what: "weights", got: weights.len(), want: rows.len() });
+        }
+        let (dim, data) = (self.dim, &self.rows);
+        let parts = self.parts(dim);
+        par_chunks(&mut self.out, parts, |start, out| {
+            for (k, oc) in out.chunks_mut(CHUNK).enumerate() {
+                let j = start + k * CHUNK;
+                oc.fill(0.0);
+                for (&r, &w) in rows.iter().zip(weights) {
+                    let x = &data[r as usize * dim + j..r as usize * dim + j + oc.len()];
+                    for (o, v) in oc.iter_mut().zip(x) {
+                        *o += w * v;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn median(&mut self, rows: &[u32]) -> Result<(), Error> {
+        self.order_op(rows, Order::Median)
+    }
+
+    fn trimmed_mean(&mut self, rows: &[u32], trim: usize) -> Result<(), Error> {
+        self.order_op(rows, Order::Trimmed(trim))
+    }
+
+    fn closest_to_median_mean(&mut self, rows: &[u32], beta: usize) -> Result<(), Error> {
+        self.order_op(rows, Order::ClosestToMedian(beta))
+    }
+
+    fn dist_sq_to_out(&mut self, n: usize) -> Result<Vec<f64>, Error> {
+        self.check_n(n)?;
+        let (dim, data, out) = (self.dim, &self.rows, &self.out);
+        let partials = par_map(dim, self.parts(dim * n.max(1) / 4), |r| {
+            let mut d = vec![0f64; n];
+            let mut tmp = [0f32; BLOCK];
+            let mut a = r.start;
+            while a < r.end {
+                let b = (a + BLOCK).min(r.end);
+                for (i, di) in d.iter_mut().enumerate() {
+                    let t = &mut tmp[..b - a];
+                    for ((t, x), o) in t.iter_mut().zip(&data[i * dim + a..i * dim + b]).zip(&out[a..b]) {
+                        *t = x - o;
+                    }
+                    *di += f64::from(dot(t, t));
+                }
+                a = b;
+            }
+            d
+        });
+        Ok(sum_vecs(n, partials))
+    }
+
+    fn centered_clip_step(&mut self, factors: &[f32]) -> Result<(), Error> {
+        let n = factors.len();
+        self.check_n(n)?;
+        if n == 0 {
+            return Err(Error::Length { what: "factors", got: 0, want: 1 });
+        }
+        let (dim, data) = (self.dim, &self.rows);
+        let fsum: f32 = factors.iter().sum();
+        let inv_n = 1.0 / n as f32;
+        let parts = self.parts(dim * n / 4);
+        par_chunks(&mut self.out, parts, |start, out| {
+            let mut tmp = [0f32; CHUNK];
+            for (k, oc) in out.chunks_mut(CHUNK).enumerate() {
+                let j = start + k * CHUNK;
+                let t = &mut tmp[..oc.len()];
+                t.fill(0.0);
+                for (i, &f) in factors.iter().enumerate() {
+                    for (t, x) in t.iter_mut().zip(&data[i * dim + j..i * dim + j + oc.len()]) {
+                        *t += f * x;
+                    }
+                }
+                for (o, t) in oc.iter_mut().zip(t.iter()) {
+                    *o += (t - fsum * *o) * inv_n;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn dots_with_out(&mut self, n: usize) -> Result<(Vec<f64>, f64), Error> {
+        self.check_n(n)?;
+        let (dim, data, out) = (self.dim, &self.rows, &self.out);
+        let partials = par_map(dim, self.parts(dim * (n + 1) / 4), |r| {
+            let mut d = vec![0f64; n + 1];
+            let mut a = r.start;
+            while a < r.end {
+                let b = (a + BLOCK).min(r.end);
+                let o = &out[a..b];
+                for (i, di) in d[..n].iter_mut().enumerate() {
+                    *di += f64::from(dot(&data[i * dim + a..i * dim + b], o));
+                }
+                d[n] += f64::from(dot(o, o));
+                a = b;
+            }
+            d
+        });
+        let mut d = sum_vecs(n + 1, partials);
+        let oo = d.pop().unwrap_or(0.0);
+        Ok((d, oo))
+    }
+
+    fn out_from_acc(&mut self, scale: f32) -> Result<(), Error> {
+        let acc = &self.acc;
+        let parts = self.parts(self.dim);
+        par_chunks(&mut self.out, parts, |start, out| {
+            for (o, a) in out.iter_mut().zip(&acc[start..]) {
+                *o = scale * a;
+            }
+        });
+        Ok(())
+    }
+
+    fn add_noise(&mut self, std: f32, seed: u64, round: u64) -> Result<(), Error> {
+        // Noise costs ~40 ns a coordinate, so it is worth threads at smaller sizes.
+        let parts = self.threads.min(self.dim / 4096).max(1);
+        par_chunks(&mut self.out, parts, |start, out| philox::add_noise(out, start as u64, std, seed, round));
+        Ok(())
+    }
+
+    fn read_out(&mut self, dst: &mut [f32]) -> Result<(), Error> {
+        if dst.len() != self.dim {
+            return Err(Error::Length { what: "output", got: dst.len(), want: self.dim });
+        }
+        dst.copy_from_slice(&self.out);
+        Ok(())
+    }
+}
+
+fn sum_vecs(n: usize, parts: Vec<Vec<f64>>) -> Vec<f64> {
+    let mut d = vec![0f64; n];
+    for p in parts {
+        d.iter_mut().zip(p).for_each(|(x, y)| *x += y);
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_sorts_every_size_up_to_70() {
+        let mut seed = 0x9e37_79b9_u32;
+        for m in 1..=70 {
+            let net = sorting_network(m);
+            let mut v = vec![[0f32; LANES]; m];
+            for slot in v.iter_mut() {
+                for x in slot.iter_mut() {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    *x = (seed % 7) as f32 - 3.0 + (seed % 1000) as f32 * 1e-3;
+                }
+            }
+            let mut want: Vec<Vec<f32>> = (0..LANES).map(|l| v.iter().map(|s| s[l]).collect()).collect();
+            want.iter_mut().for_each(|w| w.sort_by(f32::total_cmp));
+            sort_lanes(&mut v, &net);
+            for (l, w) in want.iter().enumerate() {
+                let got: Vec<f32> = v.iter().map(|s| s[l]).collect();
+                assert_eq!(&got, w, "m = {m}");
+            }
+        }
+    }
+
+    #[test]
+    fn closest_to_median_picks_the_window() {
+        // Median 5; nearest three are 4, 5, 6 (7 ties 3 with distance 2 but we take only three).
+        assert_eq!(order_stat(&[0.0, 3.0, 4.0, 5.0, 6.0, 7.0, 100.0], Order::ClosestToMedian(3)), 5.0);
+        // Median 2.5 of [1,2,3,10]; two nearest are 2 and 3.
+        assert_eq!(order_stat(&[1.0, 2.0, 3.0, 10.0], Order::ClosestToMedian(2)), 2.5);
+        assert_eq!(order_stat(&[1.0, 2.0, 3.0, 10.0], Order::ClosestToMedian(4)), 4.0);
+        assert_eq!(order_stat(&[7.0], Order::ClosestToMedian(1)), 7.0);
+    }
+}

@@ -1,0 +1,1 @@
+//! Rényi-DP accountant for the sampled Gaussian mechanism (being written).

@@ -1,0 +1,517 @@
+//! One test body per operation, run on every backend present, against a float64 reference on
+//! fresh random inputs. The CPU backend always runs; the CUDA backend runs when the crate is built
+//! with `--features cuda` and a driver is present, and says clearly when it is skipped.
+//!
+//! Tolerances: linear rules (FedAvg, clipped mean, Multi-Krum's mean) and order statistics
+//! (median, trimmed mean, Bulyan) 1e-5 relative L2 error against f64 — f32 rounding of a
+//! different summation order; CenteredClip 1e-4 (iterated); norms 1e-5; cosines 1e-4 absolute.
+//! Noise is compared bit for bit with the Philox reference.
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestRunner};
+use std::cell::RefCell;
+use vain_kernels::aggregate::{Config, Error as AggError, Noise, Round, Rule};
+use vain_kernels::backend::{Backend, Error as BackendError, Segment, Update};
+use vain_kernels::cpu::CpuBackend;
+use vain_kernels::decode::{self, Encoding};
+use vain_kernels::encode::{Codec, encode};
+use vain_kernels::philox;
+
+fn backends() -> Vec<Box<dyn Backend>> {
+    #[allow(unused_mut)]
+    let mut v: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend::new(2))];
+    #[cfg(feature = "cuda")]
+    match vain_kernels::cuda::CudaBackend::new(0) {
+        Ok(b) => v.push(Box::new(b)),
+        Err(e) => eprintln!("skipped: CUDA backend not available here ({e})"),
+    }
+    #[cfg(not(feature = "cuda"))]
+    eprintln!("skipped: CUDA backend not built (enable feature `cuda`)");
+    v
+}
+
+/// xorshift64*: deterministic inputs from a proptest-chosen seed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    /// Uniform in (−a, a), never exactly 0.
+    fn value(&mut self, a: f32) -> f32 {
+        let u = (self.next() >> 40) as f32 / (1u64 << 24) as f32;
+        let v = (2.0 * u - 1.0) * a;
+        if v == 0.0 { a * 0.5 } else { v }
+    }
+}
+
+/// An update as owned segments.
+#[derive(Debug, Clone)]
+struct Owned {
+    segs: Vec<(usize, usize, Encoding, Vec<u8>)>,
+    weight: f32,
+}
+
+impl Owned {
+    fn with<R>(&self, f: impl FnOnce(&Update<'_>) -> R) -> R {
+        let segs: Vec<Segment<'_>> =
+            self.segs.iter().map(|(o, n, e, b)| Segment { offset: *o, numel: *n, encoding: *e, bytes: b }).collect();
+        f(&Update { segments: &segs })
+    }
+
+    /// The f64 reference decode (through decode.rs, the scalar reference).
+    fn dense(&self, dim: usize) -> Vec<f64> {
+        let mut x = vec![0f64; dim];
+        for (o, n, e, b) in &self.segs {
+            let mut v = vec![0f32; *n];
+            decode::decode_into(*e, *n, b, &mut v).expect("reference decode");
+            for (i, val) in v.iter().enumerate() {
+                x[o + i] = f64::from(*val);
+            }
+        }
+        x
+    }
+}
+
+const CODECS: [Codec; 7] = [
+    Codec::F32,
+    Codec::F16,
+    Codec::Bf16,
+    Codec::Int8 { block: 7 },
+    Codec::TopK { fraction: 0.3, half: false },
+    Codec::TopK { fraction: 0.5, half: true },
+    Codec::SignScale,
+];
+
+/// A random update of `dim` coordinates: 1–3 segments with random codecs, sometimes a gap.
+/// `ties` draws small integers so that medians see equal values.
+fn random_update(rng: &mut Rng, dim: usize, ties: bool, scale: f32) -> Owned {
+    let mut segs = Vec::new();
+    let parts = 1 + rng.below(3.min(dim));
+    let mut start = 0;
+    for p in 0..parts {
+        let end = if p + 1 == parts { dim } else { start + 1 + rng.below((dim - start) - (parts - p - 1)) };
+        let gap = rng.below(5) == 0 && end - start > 1;
+        let s = if gap { start + 1 } else { start };
+        let n = end - s;
+        let x: Vec<f32> =
+            (0..n).map(|_| if ties { (rng.below(5) as f32 - 2.0) * scale + 0.5 } else { rng.value(scale) }).collect();
+        let codec = CODECS[rng.below(CODECS.len())];
+        let e = encode(codec, &x, None).expect("encode");
+        segs.push((s, n, e.encoding, e.bytes));
+        start = end;
+    }
+    Owned { segs, weight: 1.0 + rng.below(100) as f32 }
+}
+
+fn rel_err(got: &[f32], want: &[f64]) -> f64 {
+    let (mut e, mut n) = (0f64, 0f64);
+    for (g, w) in got.iter().zip(want) {
+        if !g.is_finite() {
+            return f64::INFINITY;
+        }
+        e += (f64::from(*g) - w).powi(2);
+        n += w * w;
+    }
+    if n == 0.0 { e.sqrt() } else { (e / n).sqrt() }
+}
+
+fn median64(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let m = v.len();
+    if m % 2 == 1 { v[m / 2] } else { 0.5 * (v[m / 2 - 1] + v[m / 2]) }
+}
+
+fn col(xs: &[Vec<f64>], rows: &[usize], j: usize) -> Vec<f64> {
+    rows.iter().map(|&r| xs[r][j]).collect()
+}
+
+fn krum_scores64(xs: &[Vec<f64>], among: &[usize], f: usize) -> Vec<f64> {
+    let k = among.len().saturating_sub(f + 2).max(1).min(among.len().saturating_sub(1));
+    among
+        .iter()
+        .map(|&i| {
+            let mut d: Vec<f64> = among
+                .iter()
+                .filter(|&&j| j != i)
+                .map(|&j| xs[i].iter().zip(&xs[j]).map(|(a, b)| (a - b).powi(2)).sum())
+                .collect();
+            d.sort_by(f64::total_cmp);
+            d[..k.min(d.len())].iter().sum()
+        })
+        .collect()
+}
+
+/// Whether scores put a near-tie at the selection boundary (then f32 may legitimately choose
+/// differently, and the case says nothing).
+fn ambiguous(scores: &[f64], m: usize) -> bool {
+    let mut s = scores.to_vec();
+    s.sort_by(f64::total_cmp);
+    m < s.len() && (s[m] - s[m - 1]).abs() <= 1e-4 * s[m].abs().max(1e-12)
+}
+
+/// The f64 reference of a whole round, or None when the case is ambiguous for selection rules.
+fn reference(xs_in: &[Vec<f64>], weights: &[f32], rule: Rule, clip: Option<f32>) -> Option<Vec<f64>> {
+    let n = xs_in.len();
+    let dim = xs_in[0].len();
+    let eff = match (clip, rule) {
+        (Some(a), Rule::ClippedMean { c }) => Some(a.min(c)),
+        (None, Rule::ClippedMean { c }) => Some(c),
+        (a, _) => a,
+    };
+    let xs: Vec<Vec<f64>> = xs_in
+        .iter()
+        .map(|x| {
+            let nm = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+            let f = match eff {
+                Some(c) if nm > f64::from(c) => f64::from(c) / nm,
+                _ => 1.0,
+            };
+            x.iter().map(|v| v * f).collect()
+        })
+        .collect();
+    let all: Vec<usize> = (0..n).collect();
+    let median = |rows: &[usize]| -> Vec<f64> { (0..dim).map(|j| median64(&mut col(&xs, rows, j))).collect() };
+    Some(match rule {
+        Rule::FedAvg | Rule::ClippedMean { .. } => {
+            let w: f64 = weights.iter().map(|w| f64::from(*w)).sum();
+            (0..dim).map(|j| (0..n).map(|i| f64::from(weights[i]) * xs[i][j]).sum::<f64>() / w).collect()
+        }
+        Rule::Median => median(&all),
+        Rule::TrimmedMean { beta } => {
+            let t = (f64::from(beta) * n as f64).floor() as usize;
+            (0..dim)
+                .map(|j| {
+                    let mut c = col(&xs, &all, j);
+                    c.sort_by(f64::total_cmp);
+                    c[t..n - t].iter().sum::<f64>() / (n - 2 * t) as f64
+                })
+                .collect()
+        }
+        Rule::MultiKrum { f, m } => {
+            let s = krum_scores64(&xs, &all, f);
+            if ambiguous(&s, m) {
+                return None;
+            }
+            let mut order = all.clone();
+            order.sort_by(|a, b| s[*a].total_cmp(&s[*b]));
+            (0..dim).map(|j| order[..m].iter().map(|&i| xs[i][j]).sum::<f64>() / m as f64).collect()
+        }
+        Rule::Bulyan { f } => {
+            let theta = n - 2 * f;
+            let mut left = all.clone();
+            let mut chosen = Vec::new();
+            while chosen.len() < theta {
+                let s = krum_scores64(&xs, &left, f);
+                if ambiguous(&s, 1) {
+                    return None;
+                }
+                let best = (0..left.len()).min_by(|a, b| s[*a].total_cmp(&s[*b])).unwrap_or(0);
+                chosen.push(left.remove(best));
+            }
+            let beta = theta - 2 * f;
+            (0..dim)
+                .map(|j| {
+                    let mut c = col(&xs, &chosen, j);
+                    let med = median64(&mut c);
+                    // Stable sort by distance, ties to the smaller value: what "closest" means here.
+                    c.sort_by(|a, b| (a - med).abs().total_cmp(&(b - med).abs()).then(a.total_cmp(b)));
+                    c[..beta].iter().sum::<f64>() / beta as f64
+                })
+                .collect()
+        }
+        Rule::CenteredClip { tau, iters } => {
+            let mut v = median(&all);
+            for _ in 0..iters {
+                let mut step = vec![0f64; dim];
+                for x in &xs {
+                    let d = x.iter().zip(&v).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt();
+                    let f = if d > f64::from(tau) { f64::from(tau) / d } else { 1.0 };
+                    for j in 0..dim {
+                        step[j] += f * (x[j] - v[j]);
+                    }
+                }
+                for j in 0..dim {
+                    v[j] += step[j] / n as f64;
+                }
+            }
+            v
+        }
+    })
+}
+
+fn rules_for(rng: &mut Rng, n: usize) -> Rule {
+    match rng.below(7) {
+        0 => Rule::FedAvg,
+        1 => Rule::Median,
+        2 => Rule::TrimmedMean { beta: [0.0, 0.1, 0.25, 0.4][rng.below(4)] },
+        3 => {
+            let f = rng.below(3);
+            Rule::MultiKrum { f, m: 1 + rng.below(n.saturating_sub(f).max(1)) }
+        }
+        4 => Rule::Bulyan { f: rng.below(3) },
+        5 => Rule::CenteredClip { tau: [0.5, 2.0, 50.0][rng.below(3)], iters: 1 + rng.below(3) as u32 },
+        _ => Rule::ClippedMean { c: [0.5, 3.0, 1e4][rng.below(3)] },
+    }
+}
+
+fn run_case(b: &mut dyn Backend, seed: u64, big: bool) -> Result<(), TestCaseError> {
+    let mut rng = Rng(seed | 1);
+    let n = 1 + rng.below(if big { 6 } else { 12 });
+    let dim = if big { 70_000 + rng.below(60_000) } else { 1 + rng.below(300) };
+    let ties = rng.below(4) == 0;
+    let scale = [0.01f32, 1.0, 30.0][rng.below(3)];
+    let ups: Vec<Owned> = (0..n).map(|_| random_update(&mut rng, dim, ties, scale)).collect();
+    let rule = rules_for(&mut rng, n);
+    let clip = if rng.below(3) == 0 { Some(scale * [0.5, 5.0][rng.below(2)]) } else { None };
+    let full_report = rng.below(2) == 0;
+    let cfg = Config { clip, max_updates: n, full_report, ..Config::new(dim, rule) };
+    let mut round = Round::new(b, cfg).map_err(|e| TestCaseError::fail(format!("new: {e}")))?;
+    for u in &ups {
+        u.with(|upd| round.ingest(upd, u.weight)).map_err(|e| TestCaseError::fail(format!("ingest: {e}")))?;
+    }
+    let xs: Vec<Vec<f64>> = ups.iter().map(|u| u.dense(dim)).collect();
+    let weights: Vec<f32> = ups.iter().map(|u| u.weight).collect();
+    let outcome = match (rule.check_count(n), round.finish()) {
+        (Err(_), Err(AggError::Precondition { .. })) => return Ok(()),
+        (Err(want), got) => return Err(TestCaseError::fail(format!("{rule} n={n}: want {want}, got {got:?}"))),
+        (Ok(()), Err(e)) => return Err(TestCaseError::fail(format!("{rule} n={n} dim={dim}: {e}"))),
+        (Ok(()), Ok(o)) => o,
+    };
+    let Some(want) = reference(&xs, &weights, rule, clip) else { return Ok(()) };
+    let tol = if matches!(rule, Rule::CenteredClip { .. }) { 1e-4 } else { 1e-5 };
+    let err = rel_err(&outcome.aggregate, &want);
+    prop_assert!(err <= tol, "{:?} {rule} n={n} dim={dim} clip={clip:?}: rel err {err}", b.kind());
+    for (u, x) in outcome.report.updates.iter().zip(&xs) {
+        let nm = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+        prop_assert!((u.norm - nm).abs() <= 1e-5 * nm.max(1e-30), "norm {} vs {nm}", u.norm);
+        prop_assert!(u.clip_factor > 0.0 && u.clip_factor <= 1.0);
+    }
+    if rule.needs_rows() || full_report {
+        // Cosine to the coordinate median of the clipped updates.
+        let clipped: Vec<Vec<f64>> = xs
+            .iter()
+            .zip(&outcome.report.updates)
+            .map(|(x, u)| x.iter().map(|v| v * u.clip_factor).collect())
+            .collect();
+        let all: Vec<usize> = (0..n).collect();
+        let c: Vec<f64> = (0..dim).map(|j| median64(&mut col(&clipped, &all, j))).collect();
+        let cc = c.iter().map(|v| v * v).sum::<f64>().sqrt();
+        for (u, x) in outcome.report.updates.iter().zip(&clipped) {
+            let xx = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+            let want =
+                if xx > 0.0 && cc > 0.0 { x.iter().zip(&c).map(|(a, b)| a * b).sum::<f64>() / (xx * cc) } else { 0.0 };
+            let got = u.cosine.unwrap_or(f64::NAN);
+            prop_assert!((got - want).abs() <= 1e-4, "cosine {got} vs {want}");
+        }
+    }
+    Ok(())
+}
+
+fn for_each_backend(cases: u32, body: impl Fn(&mut dyn Backend, u64) -> Result<(), TestCaseError>) {
+    let bks = RefCell::new(backends());
+    let mut runner = TestRunner::new(RunnerConfig { cases, failure_persistence: None, ..RunnerConfig::default() });
+    let result = runner.run(&any::<u64>(), |seed| {
+        for b in bks.borrow_mut().iter_mut() {
+            body(b.as_mut(), seed)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn every_rule_matches_the_f64_reference() {
+    for_each_backend(400, |b, seed| run_case(b, seed, false));
+}
+
+#[test]
+fn every_rule_matches_the_f64_reference_on_threaded_sizes() {
+    for_each_backend(12, |b, seed| run_case(b, seed, true));
+}
+
+#[test]
+fn noise_is_the_philox_stream_bit_for_bit() {
+    for_each_backend(16, |b, seed| {
+        let dim = 1 + (seed % 200_000) as usize;
+        b.prepare(dim, 0).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        b.out_from_acc(1.0).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        b.add_noise(0.75, seed, seed >> 7).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut got = vec![0f32; dim];
+        b.read_out(&mut got).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut want = vec![0f32; dim];
+        philox::add_noise(&mut want, 0, 0.75, seed, seed >> 7);
+        prop_assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{:?} differs", b.kind());
+        Ok(())
+    });
+}
+
+#[test]
+fn noise_std_follows_the_sensitivity() {
+    for mut b in backends() {
+        let dim = 5000;
+        let mut rng = Rng(77);
+        let ups: Vec<Owned> = (0..4).map(|_| random_update(&mut rng, dim, false, 1.0)).collect();
+        let noise = Noise { multiplier: 1.3, seed: 5 };
+        for (rule, want) in [(Rule::FedAvg, None), (Rule::Median, Some(1.3 * 2.0 / 4.0))] {
+            let cfg =
+                Config { clip: Some(2.0), noise: Some(noise), round: 9, max_updates: 4, ..Config::new(dim, rule) };
+            let mut round = Round::new(b.as_mut(), cfg).expect("round");
+            for u in &ups {
+                u.with(|upd| round.ingest(upd, u.weight)).expect("ingest");
+            }
+            let w: Vec<f32> = ups.iter().map(|u| u.weight).collect();
+            let fed = 1.3 * 2.0 * f64::from(w.iter().copied().fold(0f32, f32::max))
+                / w.iter().map(|x| f64::from(*x)).sum::<f64>();
+            let want = want.unwrap_or(fed);
+            let got = f64::from(round.finish().expect("finish").report.noise_std.expect("noise"));
+            assert!((got - want).abs() < 1e-6 * want, "{rule}: {got} vs {want}");
+        }
+    }
+}
+
+#[test]
+fn non_finite_updates_are_rejected_and_leave_the_round_intact() {
+    for mut b in backends() {
+        let dim = 100;
+        for rule in [Rule::FedAvg, Rule::Median] {
+            let cfg = Config { max_updates: 3, ..Config::new(dim, rule) };
+            let mut round = Round::new(b.as_mut(), cfg).expect("round");
+            let good: Vec<f32> = (0..dim).map(|i| 1.0 + i as f32).collect();
+            let good_bytes: Vec<u8> = good.iter().flat_map(|v| v.to_le_bytes()).collect();
+            for (pos, bad) in [(17usize, f32::NAN), (0, f32::INFINITY), (99, f32::NEG_INFINITY)] {
+                let mut v = good.clone();
+                v[pos] = bad;
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                let seg = [Segment { offset: 0, numel: dim, encoding: Encoding::DenseF32, bytes: &bytes }];
+                let err = round.ingest(&Update { segments: &seg }, 1.0).expect_err("non-finite accepted");
+                assert!(
+                    matches!(
+                        err,
+                        AggError::Backend(BackendError::Decode { segment: 0, source: decode::Error::NonFinite { index } })
+                            if index == pos
+                    ),
+                    "{:?} {rule}: {err}",
+                    b.kind()
+                );
+            }
+            // An int8 block whose scale overflows to ∞ when multiplied out.
+            let mut int8 = f32::MAX.to_le_bytes().to_vec();
+            int8.extend(std::iter::repeat_n(127u8, dim));
+            let seg =
+                [Segment { offset: 0, numel: dim, encoding: Encoding::Int8Block { block_size: 1000 }, bytes: &int8 }];
+            assert!(round.ingest(&Update { segments: &seg }, 1.0).is_err());
+            let seg = [Segment { offset: 0, numel: dim, encoding: Encoding::DenseF32, bytes: &good_bytes }];
+            round.ingest(&Update { segments: &seg }, 2.0).expect("good update");
+            let out = round.finish().expect("finish");
+            assert_eq!(out.report.updates.len(), 1);
+            assert_eq!(out.aggregate, good, "{:?} {rule}", b.kind());
+        }
+    }
+}
+
+#[test]
+fn mismatched_lengths_and_layouts_are_typed() {
+    for mut b in backends() {
+        let cfg = Config { max_updates: 2, ..Config::new(10, Rule::FedAvg) };
+        let mut round = Round::new(b.as_mut(), cfg).expect("round");
+        let bytes = vec![0x3fu8; 44];
+        let cases: [(&[Segment<'_>], &str); 4] = [
+            (&[Segment { offset: 0, numel: 10, encoding: Encoding::DenseF32, bytes: &bytes }], "length"),
+            (&[Segment { offset: 5, numel: 11, encoding: Encoding::DenseF32, bytes: &bytes }], "past dim"),
+            (
+                &[
+                    Segment { offset: 0, numel: 6, encoding: Encoding::DenseF16, bytes: &bytes[..12] },
+                    Segment { offset: 5, numel: 5, encoding: Encoding::DenseF32, bytes: &bytes[..20] },
+                ],
+                "overlap",
+            ),
+            (
+                &[Segment { offset: 0, numel: 10, encoding: Encoding::Int8Block { block_size: 0 }, bytes: &bytes }],
+                "block",
+            ),
+        ];
+        for (segs, what) in cases {
+            let e = round.ingest(&Update { segments: segs }, 1.0).expect_err(what);
+            assert!(
+                matches!(e, AggError::Backend(BackendError::Decode { .. } | BackendError::Layout { .. })),
+                "{what}: {e}"
+            );
+        }
+        assert!(matches!(round.ingest(&Update { segments: &[] }, f32::NAN), Err(AggError::Weight { .. })));
+        assert!(matches!(round.finish(), Err(AggError::Empty)));
+    }
+}
+
+#[test]
+fn single_update_is_returned_by_every_rule() {
+    for mut b in backends() {
+        let dim = 64;
+        let x: Vec<f32> = (0..dim).map(|i| (i as f32 - 31.5) * 0.25).collect();
+        let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let seg = [Segment { offset: 0, numel: dim, encoding: Encoding::DenseF32, bytes: &bytes }];
+        for rule in [
+            Rule::FedAvg,
+            Rule::Median,
+            Rule::TrimmedMean { beta: 0.4 },
+            Rule::CenteredClip { tau: 1e6, iters: 2 },
+            Rule::ClippedMean { c: 1e6 },
+        ] {
+            let mut round = Round::new(b.as_mut(), Config { max_updates: 1, ..Config::new(dim, rule) }).expect("round");
+            round.ingest(&Update { segments: &seg }, 3.0).expect("ingest");
+            assert_eq!(round.finish().expect("finish").aggregate, x, "{rule}");
+        }
+        let mut round =
+            Round::new(b.as_mut(), Config { max_updates: 1, ..Config::new(dim, Rule::MultiKrum { f: 0, m: 1 }) })
+                .expect("round");
+        round.ingest(&Update { segments: &seg }, 1.0).expect("ingest");
+        assert!(matches!(round.finish(), Err(AggError::Precondition { .. })));
+    }
+}
+
+#[test]
+fn storage_over_the_limit_is_refused_before_allocation() {
+    let mut b = CpuBackend::new(1);
+    let cfg = Config { max_updates: 1 << 20, memory_limit: 1 << 30, ..Config::new(1 << 20, Rule::Median) };
+    match Round::new(&mut b, cfg) {
+        Err(AggError::Backend(BackendError::Capacity { need, limit })) => {
+            assert_eq!((need, limit), (1 << 42, 1 << 30));
+        }
+        other => panic!("{:?}", other.err()),
+    }
+    // Streaming rules need no rows.
+    let cfg = Config { max_updates: 1 << 20, memory_limit: 0, ..Config::new(1000, Rule::FedAvg) };
+    assert!(Round::new(&mut b, cfg).is_ok());
+}
+
+#[test]
+fn multi_krum_drops_the_outliers_and_reports_them() {
+    for mut b in backends() {
+        let dim = 500;
+        let mut rng = Rng(3);
+        let mut ups: Vec<Vec<f32>> = (0..9).map(|_| (0..dim).map(|_| 1.0 + rng.value(0.1)).collect()).collect();
+        ups[2] = vec![-50.0; dim];
+        ups[6] = (0..dim).map(|i| if i % 2 == 0 { 40.0 } else { -40.0 }).collect();
+        let cfg = Config { max_updates: 9, ..Config::new(dim, Rule::MultiKrum { f: 2, m: 5 }) };
+        let mut round = Round::new(b.as_mut(), cfg).expect("round");
+        for u in &ups {
+            let bytes: Vec<u8> = u.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let seg = [Segment { offset: 0, numel: dim, encoding: Encoding::DenseF32, bytes: &bytes }];
+            round.ingest(&Update { segments: &seg }, 1.0).expect("ingest");
+        }
+        let out = round.finish().expect("finish");
+        let r = &out.report.updates;
+        assert!(!r[2].selected && !r[6].selected);
+        assert!(r[2].norm_z > 3.0 && r[6].norm_z > 3.0, "{:?}", r.iter().map(|u| u.norm_z).collect::<Vec<_>>());
+        assert!(r[2].cosine.expect("cos") < 0.0 && r[0].cosine.expect("cos") > 0.99);
+        assert!(r[2].krum_score > r[0].krum_score);
+        assert!(out.aggregate.iter().all(|v| (v - 1.0).abs() < 0.1));
+    }
+}
