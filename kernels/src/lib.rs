@@ -15,3 +15,4 @@ pub mod decode;
 pub mod encode;
 pub mod philox;
 pub mod privacy;
+pub mod reference;

@@ -1,6 +1,8 @@
 //! `vain`: the vAIn node binary.
 
+mod aggregate;
 mod identity;
+mod privacy;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -19,12 +21,20 @@ enum Command {
     /// Create, inspect, rotate and use a node identity (keys, signatures, sealed messages).
     #[command(subcommand)]
     Identity(identity::Command),
+    /// Aggregate client updates (safetensors files) with a robust rule, clipping and DP noise;
+    /// writes the aggregate and a JSON anomaly report.
+    Aggregate(aggregate::AggregateArgs),
+    /// Differential-privacy accounting (RDP accountant for the sampled Gaussian mechanism).
+    #[command(subcommand)]
+    Privacy(privacy::Command),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Identity(c) => identity::run(c),
+        Command::Aggregate(a) => aggregate::run(a),
+        Command::Privacy(c) => privacy::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

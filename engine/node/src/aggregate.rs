@@ -1,0 +1,287 @@
+//! `vain aggregate`: the offline aggregator. Client updates come as safetensors files with the
+//! same tensors (names, shapes; f32, f16 or bf16), the aggregate goes out as an f32 safetensors
+//! file with the same names and shapes, and the anomaly report as JSON.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use vain_kernels::aggregate::{Config, Noise, Outcome, Round, Rule};
+use vain_kernels::backend::{Backend, Segment, Update};
+use vain_kernels::cpu::CpuBackend;
+use vain_kernels::decode::Encoding;
+
+/// Which backend runs the math.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    /// The CPU backend (always available).
+    Cpu,
+    /// The CUDA backend; an error if this build or this machine has none.
+    Cuda,
+    /// CUDA when a driver is present, otherwise CPU (one log line says which).
+    Auto,
+}
+
+/// Opens the chosen backend. `threads` sizes the CPU backend (0 = all cores).
+pub fn open_backend(choice: BackendChoice, threads: usize) -> Result<Box<dyn Backend>> {
+    let cpu = || -> Box<dyn Backend> {
+        if threads == 0 { Box::new(CpuBackend::default()) } else { Box::new(CpuBackend::new(threads)) }
+    };
+    match choice {
+        BackendChoice::Cpu => Ok(cpu()),
+        #[cfg(feature = "cuda")]
+        BackendChoice::Cuda => Ok(Box::new(vain_kernels::cuda::CudaBackend::new(0)?)),
+        #[cfg(feature = "cuda")]
+        BackendChoice::Auto => match vain_kernels::cuda::CudaBackend::new(0) {
+            Ok(b) => Ok(Box::new(b)),
+            Err(e) => {
+                eprintln!("note: CUDA backend unavailable ({e}); using the CPU backend");
+                Ok(cpu())
+            }
+        },
+        #[cfg(not(feature = "cuda"))]
+        BackendChoice::Cuda => bail!("this build of vain has no CUDA backend (build with `--features cuda`)"),
+        #[cfg(not(feature = "cuda"))]
+        BackendChoice::Auto => {
+            eprintln!("note: this build has no CUDA backend; using the CPU backend");
+            Ok(cpu())
+        }
+    }
+}
+
+/// Aggregate client updates stored as safetensors files.
+#[derive(Args)]
+pub struct AggregateArgs {
+    /// Client update files (safetensors), all with the same tensor names, shapes and dtypes.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Where to write the aggregate (f32 safetensors, same tensor names and shapes).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Where to write the anomaly report (JSON). Default: OUTPUT with extension .report.json.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// fedavg | median | trimmed-mean:β | multi-krum:f,m | bulyan:f | centered-clip:τ,iters | clipped-mean:C
+    #[arg(long, default_value = "fedavg")]
+    rule: Rule,
+    /// Per-update weights (FedAvg, clipped mean), one per input, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    weights: Option<Vec<f32>>,
+    /// safetensors metadata key holding each update's weight when --weights is not given.
+    #[arg(long, default_value = "num_examples")]
+    weight_key: String,
+    /// Clip every update to this L2 norm before aggregating (needed for noise).
+    #[arg(long)]
+    clip: Option<f32>,
+    /// Gaussian noise multiplier σ: noise std = σ × clip × sensitivity scale.
+    #[arg(long)]
+    noise_multiplier: Option<f32>,
+    /// Noise seed (default: drawn from the OS random generator, and printed in the report).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Round number, which selects the noise stream together with the seed.
+    #[arg(long, default_value_t = 0)]
+    round: u64,
+    /// Backend.
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendChoice,
+    /// CPU threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Most bytes of dense update storage the robust rules may use.
+    #[arg(long, default_value_t = 16 << 30)]
+    memory_limit: u64,
+}
+
+/// One tensor of the common layout.
+struct Slot {
+    name: String,
+    shape: Vec<usize>,
+    dtype: Dtype,
+    offset: usize,
+    numel: usize,
+}
+
+fn encoding(dtype: Dtype) -> Option<Encoding> {
+    match dtype {
+        Dtype::F32 => Some(Encoding::DenseF32),
+        Dtype::F16 => Some(Encoding::DenseF16),
+        Dtype::BF16 => Some(Encoding::DenseBf16),
+        _ => None,
+    }
+}
+
+fn layout(st: &SafeTensors<'_>, path: &Path) -> Result<Vec<Slot>> {
+    let mut names: Vec<&str> = st.names();
+    names.sort_unstable();
+    let mut offset = 0usize;
+    let mut slots = Vec::with_capacity(names.len());
+    for name in names {
+        let t = st.tensor(name)?;
+        if encoding(t.dtype()).is_none() {
+            bail!(
+                "{}: tensor {name} has dtype {:?}; only F32, F16 and BF16 can be aggregated",
+                path.display(),
+                t.dtype()
+            );
+        }
+        let numel: usize = t.shape().iter().product();
+        slots.push(Slot { name: name.to_string(), shape: t.shape().to_vec(), dtype: t.dtype(), offset, numel });
+        offset += numel;
+    }
+    if slots.is_empty() {
+        bail!("{}: no tensors", path.display());
+    }
+    Ok(slots)
+}
+
+fn weight_from_metadata(bytes: &[u8], key: &str, path: &Path) -> Result<Option<f32>> {
+    let (_, meta) = SafeTensors::read_metadata(bytes)?;
+    let Some(v) = meta.metadata().as_ref().and_then(|m| m.get(key)) else { return Ok(None) };
+    let w: f32 =
+        v.trim().parse().with_context(|| format!("{}: metadata {key} = {v:?} is not a number", path.display()))?;
+    Ok(Some(w))
+}
+
+/// Runs the command.
+pub fn run(args: AggregateArgs) -> Result<()> {
+    let n = args.inputs.len();
+    if let Some(w) = &args.weights
+        && w.len() != n
+    {
+        bail!("--weights has {} values for {n} inputs", w.len());
+    }
+    if args.noise_multiplier.is_some() && args.clip.is_none() {
+        bail!("--noise-multiplier needs --clip (the noise is scaled to the clip bound)");
+    }
+    let seed = match (args.noise_multiplier, args.seed) {
+        (Some(_), None) => {
+            let mut b = [0u8; 8];
+            getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("OS random generator: {e}"))?;
+            Some(u64::from_le_bytes(b))
+        }
+        (_, s) => s,
+    };
+    let mut backend = open_backend(args.backend, args.threads)?;
+
+    // The first file fixes the layout; every other must match it.
+    let first = std::fs::read(&args.inputs[0]).with_context(|| format!("reading {}", args.inputs[0].display()))?;
+    let slots = {
+        let st = SafeTensors::deserialize(&first).with_context(|| format!("{}", args.inputs[0].display()))?;
+        layout(&st, &args.inputs[0])?
+    };
+    let dim: usize = slots.iter().map(|s| s.numel).sum();
+    let cfg = Config {
+        clip: args.clip,
+        noise: args.noise_multiplier.map(|m| Noise { multiplier: m, seed: seed.unwrap_or(0) }),
+        round: args.round,
+        max_updates: n,
+        memory_limit: args.memory_limit,
+        full_report: true,
+        ..Config::new(dim, args.rule)
+    };
+    // Robust rules need every update; ask for the report's cosines too when it fits.
+    let cfg = if cfg.storage_bytes() > cfg.memory_limit && !cfg.rule.needs_rows() {
+        Config { full_report: false, ..cfg }
+    } else {
+        cfg
+    };
+    let mut round = Round::new(backend.as_mut(), cfg.clone())?;
+    let mut weights = Vec::with_capacity(n);
+    let mut first = Some(first);
+    for (i, path) in args.inputs.iter().enumerate() {
+        // Each file is read, ingested and dropped: memory is the rows, not N files.
+        let bytes = match first.take() {
+            Some(b) => b,
+            None => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        };
+        let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{}", path.display()))?;
+        let mut segs = Vec::with_capacity(slots.len());
+        let names = st.names();
+        if names.len() != slots.len() {
+            bail!("{}: {} tensors, {} has {}", path.display(), names.len(), args.inputs[0].display(), slots.len());
+        }
+        for s in &slots {
+            let t = st.tensor(&s.name).with_context(|| format!("{}: tensor {}", path.display(), s.name))?;
+            if t.shape() != s.shape.as_slice() || t.dtype() != s.dtype {
+                bail!(
+                    "{}: tensor {} is {:?} {:?}, expected {:?} {:?} as in {}",
+                    path.display(),
+                    s.name,
+                    t.dtype(),
+                    t.shape(),
+                    s.dtype,
+                    s.shape,
+                    args.inputs[0].display()
+                );
+            }
+            let enc = encoding(s.dtype).context("dtype checked in layout")?;
+            segs.push(Segment { offset: s.offset, numel: s.numel, encoding: enc, bytes: t.data() });
+        }
+        let w = match &args.weights {
+            Some(w) => w[i],
+            None => weight_from_metadata(&bytes, &args.weight_key, path)?.unwrap_or(1.0),
+        };
+        round.ingest(&Update { segments: &segs }, w).with_context(|| format!("{}", path.display()))?;
+        weights.push(w);
+    }
+    let outcome = round.finish()?;
+    let kind = outcome.report.backend;
+    write_output(&args.output, &slots, &outcome, &cfg)?;
+    let report_path = args.report.clone().unwrap_or_else(|| args.output.with_extension("report.json"));
+    let report = report_json(&outcome, &args.inputs, seed);
+    std::fs::write(&report_path, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("writing {}", report_path.display()))?;
+    println!(
+        "aggregated {n} updates of {dim} parameters with {} on {kind}: {} written, report {}",
+        cfg.rule,
+        args.output.display(),
+        report_path.display()
+    );
+    let flagged: Vec<usize> = outcome.report.updates.iter().filter(|u| u.norm_z.abs() > 3.5).map(|u| u.index).collect();
+    if !flagged.is_empty() {
+        println!("updates with |norm z| > 3.5: {flagged:?}");
+    }
+    Ok(())
+}
+
+fn write_output(path: &Path, slots: &[Slot], outcome: &Outcome, cfg: &Config) -> Result<()> {
+    let bytes: Vec<u8> = outcome.aggregate.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut views = Vec::with_capacity(slots.len());
+    for s in slots {
+        let data = &bytes[4 * s.offset..4 * (s.offset + s.numel)];
+        views.push((s.name.clone(), TensorView::new(Dtype::F32, s.shape.clone(), data)?));
+    }
+    let mut meta = HashMap::new();
+    meta.insert("vain.rule".to_string(), cfg.rule.to_string());
+    meta.insert("vain.updates".to_string(), outcome.report.updates.len().to_string());
+    meta.insert("vain.backend".to_string(), outcome.report.backend.to_string());
+    safetensors::serialize_to_file(views, Some(meta), path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn report_json(outcome: &Outcome, inputs: &[PathBuf], seed: Option<u64>) -> serde_json::Value {
+    let r = &outcome.report;
+    json!({
+        "rule": r.rule.to_string(),
+        "backend": r.backend.to_string(),
+        "dim": r.dim,
+        "storage_bytes": r.storage_bytes,
+        "fraction_clipped": r.fraction_clipped,
+        "noise_std": r.noise_std,
+        "noise_seed": seed,
+        "updates": r.updates.iter().map(|u| json!({
+            "index": u.index,
+            "file": inputs.get(u.index).map(|p| p.display().to_string()),
+            "weight": u.weight,
+            "norm": u.norm,
+            "norm_z": u.norm_z,
+            "clip_factor": u.clip_factor,
+            "cosine_to_median": u.cosine,
+            "krum_score": u.krum_score,
+            "selected": u.selected,
+        })).collect::<Vec<_>>(),
+    })
+}

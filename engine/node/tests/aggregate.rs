@@ -1,0 +1,254 @@
+//! `vain aggregate` end to end: random safetensors updates (f32, f16 and bf16 tensors, weights in
+//! metadata), every rule, with and without clipping, compared with the float64 reference
+//! (relative L2 error ≤ 1e-5; 1e-4 for the iterated CenteredClip); noise checked against the
+//! Philox stream; mismatched inputs refused.
+
+use half::{bf16, f16};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use vain_kernels::aggregate::Rule;
+use vain_kernels::philox;
+use vain_kernels::reference::reference;
+
+const TENSORS: [(&str, &[usize], Dtype); 3] =
+    [("a.weight", &[13, 7], Dtype::F32), ("b.bias", &[29], Dtype::F16), ("c.proj", &[3, 4, 5], Dtype::BF16)];
+
+struct Rng(u64);
+impl Rng {
+    fn value(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let u = (self.0 >> 40) as f32 / (1u64 << 24) as f32;
+        (2.0 * u - 1.0) * 3.0 + 0.001
+    }
+}
+
+/// Writes one update file and returns its values as the file stores them (after f16/bf16
+/// rounding), flattened in sorted tensor-name order.
+/// Honest clients (kind 0) share a direction plus noise; kind 1 points the other way, 4× longer;
+/// kind 2 is large noise.
+fn write_update(path: &Path, rng: &mut Rng, weight: Option<f32>, kind: u8) -> Vec<f64> {
+    let mut flat = Vec::new();
+    let mut bufs = Vec::new();
+    for (_, shape, dtype) in TENSORS {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|j| {
+                let base = ((j as f32) * 0.7).sin() * 2.0 + 0.5;
+                match kind {
+                    0 => base + 0.1 * rng.value(),
+                    1 => -4.0 * base + 0.1 * rng.value(),
+                    _ => 3.0 * rng.value(),
+                }
+            })
+            .collect();
+        let (bytes, stored): (Vec<u8>, Vec<f32>) = match dtype {
+            Dtype::F32 => (v.iter().flat_map(|x| x.to_le_bytes()).collect(), v.clone()),
+            Dtype::F16 => (
+                v.iter().flat_map(|x| f16::from_f32(*x).to_bits().to_le_bytes()).collect(),
+                v.iter().map(|x| f16::from_f32(*x).to_f32()).collect(),
+            ),
+            _ => (
+                v.iter().flat_map(|x| bf16::from_f32(*x).to_bits().to_le_bytes()).collect(),
+                v.iter().map(|x| bf16::from_f32(*x).to_f32()).collect(),
+            ),
+        };
+        flat.extend(stored.iter().map(|x| f64::from(*x)));
+        bufs.push(bytes);
+    }
+    let views: Vec<(&str, TensorView<'_>)> = TENSORS
+        .iter()
+        .zip(&bufs)
+        .map(|((name, shape, dtype), b)| (*name, TensorView::new(*dtype, shape.to_vec(), b).expect("view")))
+        .collect();
+    let meta = weight.map(|w| HashMap::from([("num_examples".to_string(), w.to_string())]));
+    safetensors::serialize_to_file(views, meta, path).expect("write");
+    flat
+}
+
+fn read_output(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).expect("output");
+    let st = SafeTensors::deserialize(&bytes).expect("safetensors");
+    let mut out = Vec::new();
+    for (name, shape, _) in TENSORS {
+        let t = st.tensor(name).expect(name);
+        assert_eq!(t.shape(), shape);
+        assert_eq!(t.dtype(), Dtype::F32);
+        out.extend(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+    }
+    out
+}
+
+fn vain(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_vain")).args(args).output().expect("run vain")
+}
+
+fn rel_err(got: &[f32], want: &[f64]) -> f64 {
+    let e: f64 = got.iter().zip(want).map(|(g, w)| (f64::from(*g) - w).powi(2)).sum();
+    let n: f64 = want.iter().map(|w| w * w).sum();
+    (e / n).sqrt()
+}
+
+fn inputs(dir: &Path, n: usize, seed: u64) -> (Vec<PathBuf>, Vec<Vec<f64>>, Vec<f32>) {
+    let mut rng = Rng(seed);
+    let mut paths = Vec::new();
+    let mut xs = Vec::new();
+    let mut ws = Vec::new();
+    for i in 0..n {
+        let p = dir.join(format!("client{i}.safetensors"));
+        let w = 10.0 + 7.0 * i as f32;
+        // Two clients are far off, so robust rules have something to reject.
+        let kind = match i {
+            1 => 1,
+            4 => 2,
+            _ => 0,
+        };
+        xs.push(write_update(&p, &mut rng, Some(w), kind));
+        paths.push(p);
+        ws.push(w);
+    }
+    (paths, xs, ws)
+}
+
+#[test]
+fn every_rule_reproduces_the_f64_reference() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (paths, xs, ws) = inputs(dir.path(), 11, 0x5eed);
+    let out = dir.path().join("agg.safetensors");
+    let rules =
+        ["fedavg", "median", "trimmed-mean:0.2", "multi-krum:2,6", "bulyan:2", "centered-clip:5,3", "clipped-mean:20"];
+    for rule in rules {
+        for clip in [None, Some("30")] {
+            let mut args = vec!["aggregate", "--backend", "cpu", "--rule", rule, "-o", out.to_str().expect("utf8")];
+            if let Some(c) = clip {
+                args.extend(["--clip", c]);
+            }
+            let files: Vec<&str> = paths.iter().map(|p| p.to_str().expect("utf8")).collect();
+            args.extend(&files);
+            let o = vain(&args);
+            assert!(o.status.success(), "{rule}: {}", String::from_utf8_lossy(&o.stderr));
+            let r: Rule = rule.parse().expect("rule");
+            let want = reference(&xs, &ws, r, clip.map(|c| c.parse().expect("clip"))).expect("unambiguous");
+            let tol = if matches!(r, Rule::CenteredClip { .. }) { 1e-4 } else { 1e-5 };
+            let err = rel_err(&read_output(&out), &want);
+            assert!(err <= tol, "{rule} clip {clip:?}: relative error {err}");
+            let report: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.path().join("agg.report.json")).expect("report"))
+                    .expect("json");
+            assert_eq!(report["rule"], rule);
+            let ups = report["updates"].as_array().expect("updates");
+            assert_eq!(ups.len(), 11);
+            assert_eq!(ups[3]["weight"], 31.0, "weights come from the num_examples metadata");
+            if rule.starts_with("multi-krum") || rule.starts_with("bulyan") {
+                assert_eq!(ups[1]["selected"], false, "{rule} kept an outlier");
+                assert_eq!(ups[4]["selected"], false, "{rule} kept an outlier");
+            }
+            assert!(ups[1]["cosine_to_median"].as_f64().expect("cos") < -0.9, "{rule}");
+            assert!(ups[0]["cosine_to_median"].as_f64().expect("cos") > 0.9, "{rule}");
+            assert!(ups[4]["norm_z"].as_f64().expect("z") > 3.0, "{rule}");
+        }
+    }
+}
+
+#[test]
+fn noise_is_the_philox_stream_scaled_by_the_sensitivity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (paths, _, ws) = inputs(dir.path(), 5, 7);
+    let files: Vec<&str> = paths.iter().map(|p| p.to_str().expect("utf8")).collect();
+    let clean = dir.path().join("clean.safetensors");
+    let noisy = dir.path().join("noisy.safetensors");
+    let base = ["aggregate", "--backend", "cpu", "--clip", "2.5", "--round", "4"];
+    let mut a: Vec<&str> = base.to_vec();
+    a.extend(["-o", clean.to_str().expect("utf8")]);
+    a.extend(&files);
+    assert!(vain(&a).status.success());
+    let mut b: Vec<&str> = base.to_vec();
+    b.extend(["--noise-multiplier", "0.8", "--seed", "12345", "-o", noisy.to_str().expect("utf8")]);
+    b.extend(&files);
+    let o = vain(&b);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (c, n) = (read_output(&clean), read_output(&noisy));
+    let total: f32 = ws.iter().sum();
+    let max = ws.iter().copied().fold(0f32, f32::max);
+    let std = (0.8f64 * 2.5 * f64::from(max) / f64::from(total)) as f32;
+    let mut z = vec![0f32; c.len()];
+    philox::add_noise(&mut z, 0, 1.0, 12345, 4);
+    for i in 0..c.len() {
+        let want = std * z[i];
+        assert!((n[i] - c[i] - want).abs() <= 1e-5 * (1.0 + c[i].abs()), "coordinate {i}: {} vs {want}", n[i] - c[i]);
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("noisy.report.json")).expect("report")).expect("json");
+    assert_eq!(report["noise_seed"], 12345);
+    assert!((report["noise_std"].as_f64().expect("std") - f64::from(std)).abs() < 1e-7);
+}
+
+#[test]
+fn mismatched_or_bad_inputs_are_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (paths, _, _) = inputs(dir.path(), 3, 9);
+    let out = dir.path().join("agg.safetensors");
+    let odd = dir.path().join("odd.safetensors");
+    let data = vec![0u8; 8];
+    let views = vec![("a.weight", TensorView::new(Dtype::F32, vec![2], &data).expect("view"))];
+    safetensors::serialize_to_file(views, None, &odd).expect("write");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec![paths[0].to_str().expect("p"), odd.to_str().expect("p")], "tensors"),
+        (vec![paths[0].to_str().expect("p"), "/nonexistent.safetensors"], "reading"),
+    ];
+    for (files, needle) in cases {
+        let mut args = vec!["aggregate", "--backend", "cpu", "-o", out.to_str().expect("p")];
+        args.extend(files);
+        let o = vain(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(needle), "{needle}: {err}");
+    }
+    let all: Vec<&str> = paths.iter().map(|p| p.to_str().expect("p")).collect();
+    let mut args = vec!["aggregate", "--backend", "cpu", "--rule", "multi-krum:1,1", "-o", out.to_str().expect("p")];
+    args.extend(&all);
+    let o = vain(&args);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("n ≥ 2f + 3"), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut args = vec!["aggregate", "--noise-multiplier", "1", "-o", out.to_str().expect("p")];
+    args.extend(&all);
+    assert!(String::from_utf8_lossy(&vain(&args).stderr).contains("--clip"));
+    let o = vain(&["aggregate", "--rule", "krum", "-o", "x", "y"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot parse rule"));
+}
+
+#[test]
+fn privacy_epsilon_prints_the_accountant() {
+    let o = vain(&[
+        "privacy",
+        "epsilon",
+        "--noise-multiplier",
+        "1.1",
+        "--sample-rate",
+        "0.01",
+        "--steps",
+        "1000",
+        "--delta",
+        "1e-5",
+    ]);
+    assert!(o.status.success());
+    let s = String::from_utf8_lossy(&o.stdout);
+    let eps: f64 = s.split_whitespace().nth(2).expect("value").parse().expect("number");
+    let want =
+        vain_kernels::privacy::epsilon(0.01, 1.1, 1000, 1e-5, vain_kernels::privacy::DEFAULT_ORDERS).expect("eps");
+    assert!((eps - want.epsilon).abs() < 1e-5, "{s}");
+    let o = vain(&[
+        "privacy",
+        "epsilon",
+        "--noise-multiplier",
+        "-1",
+        "--sample-rate",
+        "0.01",
+        "--steps",
+        "1",
+        "--delta",
+        "1e-5",
+    ]);
+    assert!(!o.status.success());
+}
