@@ -1,1 +1,4 @@
-//! Benchmarks live in `benches/` (`cargo bench -p vain-bench`); this library is empty on purpose.
+//! Load generators and harnesses behind `vain bench`; the criterion benches are in `benches/`
+//! (`cargo bench -p vain-bench`).
+
+pub mod aggregate;

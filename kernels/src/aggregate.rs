@@ -265,7 +265,8 @@ pub struct UpdateReport {
     pub norm_z: f64,
     /// Factor the update was scaled by when clipped (1 = not clipped).
     pub clip_factor: f64,
-    /// Cosine similarity to the robust centre (coordinate median), when rows are stored.
+    /// Cosine similarity to the robust centre, when rows are stored: the rule's output for
+    /// the robust rules, the coordinate median for FedAvg and the clipped mean.
     pub cosine: Option<f64>,
     /// Krum score (sum of squared distances to the n − f − 2 nearest others), for Krum rules.
     pub krum_score: Option<f64>,
@@ -364,6 +365,42 @@ impl<'b> Round<'b> {
         Ok(i)
     }
 
+    /// [`Round::ingest`] for several updates at once (see [`Backend::ingest_batch`]): the
+    /// streaming rules then move the accumulator through memory once per batch. Each update's
+    /// result is in its slot; rejected ones change nothing.
+    pub fn ingest_batch(&mut self, updates: &[Update<'_>], weights: &[f32]) -> Vec<Result<usize, Error>> {
+        if self.cfg.stores_rows() || updates.len() != weights.len() {
+            return updates.iter().zip(weights).map(|(u, w)| self.ingest(u, *w)).collect();
+        }
+        let room = self.cfg.max_updates - self.weights.len();
+        let mut out: Vec<Result<usize, Error>> = Vec::with_capacity(updates.len());
+        let mut take = Vec::new();
+        for (k, &w) in weights.iter().enumerate() {
+            if !(w > 0.0 && w.is_finite()) {
+                out.push(Err(Error::Weight { weight: w }));
+            } else if take.len() >= room {
+                out.push(Err(Error::Full { max: self.cfg.max_updates }));
+            } else {
+                out.push(Ok(0));
+                take.push(k);
+            }
+        }
+        let ups: Vec<Update<'_>> = take.iter().map(|&k| updates[k]).collect();
+        let ws: Vec<f32> = take.iter().map(|&k| weights[k]).collect();
+        let results = self.backend.ingest_batch(&ups, &ws, self.cfg.effective_clip());
+        for (&k, r) in take.iter().zip(results) {
+            out[k] = match r {
+                Ok(ss) => {
+                    self.sq_norms.push(ss);
+                    self.weights.push(weights[k]);
+                    Ok(self.weights.len() - 1)
+                }
+                Err(e) => Err(e.into()),
+            };
+        }
+        out
+    }
+
     /// Applies the rule, noise and report, and returns the aggregate.
     pub fn finish(self) -> Result<Outcome, Error> {
         let n = self.weights.len();
@@ -397,20 +434,24 @@ impl<'b> Round<'b> {
         let max_w = weights.iter().copied().fold(0f32, f32::max);
         let all: Vec<u32> = (0..n as u32).collect();
 
-        if cfg.stores_rows() {
-            if factors.iter().any(|f| *f < 1.0) {
-                let f32s: Vec<f32> = factors.iter().map(|f| *f as f32).collect();
-                backend.scale_rows(&f32s)?;
-            }
-            // The robust centre for the report; the median rule and CenteredClip reuse it.
-            backend.median(&all)?;
+        if cfg.stores_rows() && factors.iter().any(|f| *f < 1.0) {
+            let f32s: Vec<f32> = factors.iter().map(|f| *f as f32).collect();
+            backend.scale_rows(&f32s)?;
+        }
+        // The robust centre for the report's cosines: the rule's own output for the robust
+        // rules, the coordinate median for the plain means.
+        let cosines = |backend: &mut dyn Backend, updates: &mut [UpdateReport]| -> Result<(), Error> {
             let (dots, cc) = backend.dots_with_out(n)?;
             for (i, u) in updates.iter_mut().enumerate() {
                 let clipped = norms[i] * factors[i];
                 u.cosine = Some(if clipped > 0.0 && cc > 0.0 { dots[i] / (clipped * cc.sqrt()) } else { 0.0 });
             }
+            Ok(())
+        };
+        if cfg.stores_rows() && !cfg.rule.needs_rows() {
+            backend.median(&all)?;
+            cosines(backend, &mut updates)?;
         }
-
         let weighted = |backend: &mut dyn Backend, rows: &[u32]| -> Result<(), Error> {
             let w: Vec<f32> = rows.iter().map(|&r| (f64::from(weights[r as usize]) / total_w) as f32).collect();
             backend.weighted_sum(rows, &w)?;
@@ -424,7 +465,7 @@ impl<'b> Round<'b> {
                     backend.out_from_acc((1.0 / total_w) as f32)?;
                 }
             }
-            Rule::Median => {}
+            Rule::Median => backend.median(&all)?,
             Rule::TrimmedMean { beta } => backend.trimmed_mean(&all, trim_count(beta, n))?,
             Rule::MultiKrum { f, m } => {
                 let gram = backend.gram(n)?;
@@ -464,6 +505,7 @@ impl<'b> Round<'b> {
                 backend.closest_to_median_mean(&chosen, theta - 2 * f)?;
             }
             Rule::CenteredClip { tau, iters } => {
+                backend.median(&all)?;
                 for _ in 0..iters {
                     let d = backend.dist_sq_to_out(n)?;
                     let f: Vec<f32> = d
@@ -478,6 +520,9 @@ impl<'b> Round<'b> {
             }
         }
 
+        if cfg.rule.needs_rows() {
+            cosines(backend, &mut updates)?;
+        }
         let noise_std = match (cfg.noise, clip) {
             (Some(nz), Some(c)) => {
                 // Sensitivity of the aggregate to one clipped update: C·w_max/Σw for the weighted

@@ -132,6 +132,13 @@ pub trait Backend: Send {
     /// clipping). Nothing is added when the update is invalid.
     fn ingest(&mut self, update: &Update<'_>, weight: f32, clip: Option<f32>) -> Result<f64, Error>;
 
+    /// [`Backend::ingest`] for several updates at once: each is validated on its own (a bad one
+    /// is skipped and reported in its slot), then all valid ones are added in one pass over the
+    /// accumulator, which then moves through memory once per batch instead of once per update.
+    fn ingest_batch(&mut self, updates: &[Update<'_>], weights: &[f32], clip: Option<f32>) -> Vec<Result<f64, Error>> {
+        updates.iter().zip(weights).map(|(u, w)| self.ingest(u, *w, clip)).collect()
+    }
+
     /// Decodes `update` into row `row` (zero where no segment covers it) and returns its squared
     /// L2 norm. On error the row's content is unspecified.
     fn store_row(&mut self, row: usize, update: &Update<'_>) -> Result<f64, Error>;

@@ -230,27 +230,42 @@ fn topk_check(seg: &Segment<'_>) -> Result<f64, decode::Error> {
     Ok(ss)
 }
 
-/// Sum of squares of `v` (f32 lanes per chunk, f64 across chunks) and whether all are finite.
+/// Sum of squares of `v` (f32 lanes per 512-block, f64 across blocks) and whether all are
+/// finite. A non-finite value makes its block's f32 sum non-finite, so the flag costs nothing
+/// on the fast path; only such a block (or one whose squares overflow f32) is looked at again.
 fn sum_sq_finite(v: &[f32]) -> (f64, bool) {
-    let mut acc = [0f32; LANES];
-    let mut bad = [false; LANES];
     let mut total = 0f64;
     for block in v.chunks(512) {
+        let mut acc = [0f32; LANES];
         let mut it = block.chunks_exact(LANES);
         for c in &mut it {
             for l in 0..LANES {
                 acc[l] += c[l] * c[l];
-                bad[l] |= (c[l].to_bits() & 0x7f80_0000) == 0x7f80_0000;
             }
         }
         for (l, x) in it.remainder().iter().enumerate() {
             acc[l] += x * x;
-            bad[l] |= !x.is_finite();
         }
-        total += acc.iter().map(|x| f64::from(*x)).sum::<f64>();
-        acc = [0f32; LANES];
+        let s: f32 = acc.iter().sum();
+        if s.is_finite() {
+            total += f64::from(s);
+        } else if block.iter().all(|x| x.is_finite()) {
+            total += block.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>();
+        } else {
+            return (total, false);
+        }
     }
-    (total, !bad.iter().any(|b| *b))
+    (total, true)
+}
+
+/// Elements `r` of a dense f32 segment as a slice, without copying, when the bytes are aligned
+/// (they are in a payload laid out per docs/protocol.md) and the machine is little-endian.
+fn f32_view<'a>(seg: &Segment<'a>, r: &Range<usize>) -> Option<&'a [f32]> {
+    if cfg!(target_endian = "little") && seg.encoding == Encoding::DenseF32 {
+        bytemuck::try_cast_slice(&seg.bytes[4 * r.start..4 * r.end]).ok()
+    } else {
+        None
+    }
 }
 
 /// For a coordinate range `r` of the flat vector, calls `f(segment index, segment, element
@@ -281,8 +296,13 @@ fn check_range(update: &Update<'_>, r: Range<usize>) -> Result<f64, Error> {
         if err.is_some() {
             return;
         }
-        let v = &mut buf[..er.len()];
-        decode_chunk(seg, er.start, v);
+        let v: &[f32] = match f32_view(seg, &er) {
+            Some(v) => v,
+            None => {
+                decode_chunk(seg, er.start, &mut buf[..er.len()]);
+                &buf[..er.len()]
+            }
+        };
         let (ss, ok) = sum_sq_finite(v);
         if ok {
             total += ss;
@@ -310,8 +330,13 @@ fn apply_range(update: &Update<'_>, start: usize, dst: &mut [f32], w: f32, set: 
         dst[covered.min(r.end) - start..].fill(0.0);
     }
     for_dense_parts(update, &r, |_, seg, er| {
-        let v = &mut buf[..er.len()];
-        decode_chunk(seg, er.start, v);
+        let v: &[f32] = match f32_view(seg, &er) {
+            Some(v) => v,
+            None => {
+                decode_chunk(seg, er.start, &mut buf[..er.len()]);
+                &buf[..er.len()]
+            }
+        };
         let d = &mut dst[seg.offset + er.start - start..seg.offset + er.end - start];
         if set {
             for (o, x) in d.iter_mut().zip(v.iter()) {
@@ -354,8 +379,8 @@ fn partition(k: usize, pred: impl Fn(usize) -> bool) -> usize {
     lo
 }
 
-/// Checks lengths and layout, then values (in parallel), and returns the squared norm.
-fn validate(update: &Update<'_>, dim: usize, parts: usize) -> Result<f64, Error> {
+/// Checks layout, byte lengths and the sparse segments; returns the sparse sum of squares.
+fn validate_shape(update: &Update<'_>, dim: usize) -> Result<f64, Error> {
     update.check_layout(dim)?;
     let mut total = 0f64;
     for (si, seg) in update.segments.iter().enumerate() {
@@ -364,6 +389,56 @@ fn validate(update: &Update<'_>, dim: usize, parts: usize) -> Result<f64, Error>
             total += topk_check(seg).map_err(|source| Error::Decode { segment: si, source })?;
         }
     }
+    Ok(total)
+}
+
+/// The dense values just written to `dst` (coordinates `start..`): their sum of squares, or the
+/// first non-finite one.
+fn check_written(update: &Update<'_>, start: usize, dst: &[f32]) -> Result<f64, Error> {
+    let r = start..start + dst.len();
+    let mut total = 0f64;
+    let mut err = None;
+    for_dense_parts(update, &r, |si, seg, er| {
+        if err.is_some() {
+            return;
+        }
+        let v = &dst[seg.offset + er.start - start..seg.offset + er.end - start];
+        let (ss, ok) = sum_sq_finite(v);
+        if ok {
+            total += ss;
+        } else if let Some(k) = v.iter().position(|x| !x.is_finite()) {
+            err = Some(Error::Decode { segment: si, source: decode::Error::NonFinite { index: er.start + k } });
+        }
+    });
+    err.map_or(Ok(total), Err)
+}
+
+/// Runs `f(start, chunk)` over disjoint chunks of `out` on `parts` threads, returning results in
+/// chunk order.
+fn par_chunks_map<T: Send, F>(out: &mut [f32], parts: usize, f: F) -> Vec<T>
+where
+    F: Fn(usize, &mut [f32]) -> T + Sync,
+{
+    if parts <= 1 {
+        return vec![f(0, out)];
+    }
+    let step = out.len().div_ceil(parts).next_multiple_of(64).max(64);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = out
+            .chunks_mut(step)
+            .enumerate()
+            .map(|(k, chunk)| {
+                let f = &f;
+                s.spawn(move || f(k * step, chunk))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    })
+}
+
+/// Checks lengths and layout, then values (in parallel), and returns the squared norm.
+fn validate(update: &Update<'_>, dim: usize, parts: usize) -> Result<f64, Error> {
+    let mut total = validate_shape(update, dim)?;
     for part in par_map(dim, parts, |r| check_range(update, r)) {
         total += part?;
     }
@@ -455,6 +530,10 @@ fn order_stat(s: &[f32], how: Order) -> f32 {
     }
 }
 
+/// Coordinate groups of LANES gathered per tile: each row contributes one contiguous
+/// TILE_GROUPS × LANES run, so the gather streams rows instead of hopping between them.
+const TILE_GROUPS: usize = 16;
+
 impl CpuBackend {
     fn order_op(&mut self, rows: &[u32], how: Order) -> Result<(), Error> {
         self.check_rows(rows)?;
@@ -471,21 +550,52 @@ impl CpuBackend {
         let (dim, data) = (self.dim, &self.rows);
         let parts = self.parts(dim * m.max(1) / 8);
         par_chunks(&mut self.out, parts, |start, out| {
-            let mut v = vec![[0f32; LANES]; m];
+            // tile[g * m + slot] holds lanes of coordinate group g from row `slot`.
+            let mut tile = vec![[0f32; LANES]; TILE_GROUPS * m];
             let mut col = vec![0f32; m];
-            for (bi, ob) in out.chunks_mut(LANES).enumerate() {
-                let j = start + bi * LANES;
-                let w = ob.len();
-                for (slot, &r) in v.iter_mut().zip(rows) {
+            for (ti, ot) in out.chunks_mut(TILE_GROUPS * LANES).enumerate() {
+                let j = start + ti * TILE_GROUPS * LANES;
+                let w = ot.len();
+                for (slot, &r) in rows.iter().enumerate() {
                     let src = &data[r as usize * dim + j..r as usize * dim + j + w];
-                    slot[..w].copy_from_slice(src);
-                }
-                sort_lanes(&mut v, &net);
-                for (l, o) in ob.iter_mut().enumerate() {
-                    for (c, slot) in col.iter_mut().zip(&v) {
-                        *c = slot[l];
+                    for (g, c) in src.chunks(LANES).enumerate() {
+                        match <[f32; LANES]>::try_from(c) {
+                            Ok(a) => tile[g * m + slot] = a,
+                            Err(_) => tile[g * m + slot][..c.len()].copy_from_slice(c),
+                        }
                     }
-                    *o = order_stat(&col, how);
+                }
+                for (g, og) in ot.chunks_mut(LANES).enumerate() {
+                    let v = &mut tile[g * m..(g + 1) * m];
+                    sort_lanes(v, &net);
+                    match how {
+                        Order::Median => {
+                            let (a, b) = (&v[(m - 1) / 2], &v[m / 2]);
+                            for (l, o) in og.iter_mut().enumerate() {
+                                *o = if m % 2 == 1 { a[l] } else { 0.5 * (a[l] + b[l]) };
+                            }
+                        }
+                        Order::Trimmed(t) => {
+                            let mut acc = [0f32; LANES];
+                            for slot in &v[t..m - t] {
+                                for l in 0..LANES {
+                                    acc[l] += slot[l];
+                                }
+                            }
+                            let inv = 1.0 / (m - 2 * t) as f32;
+                            for (o, a) in og.iter_mut().zip(acc) {
+                                *o = a * inv;
+                            }
+                        }
+                        Order::ClosestToMedian(_) => {
+                            for (l, o) in og.iter_mut().enumerate() {
+                                for (c, slot) in col.iter_mut().zip(v.iter()) {
+                                    *c = slot[l];
+                                }
+                                *o = order_stat(&col, how);
+                            }
+                        }
+                    }
                 }
             }
         });
@@ -541,14 +651,48 @@ impl Backend for CpuBackend {
         Ok(ss)
     }
 
+    fn ingest_batch(&mut self, updates: &[Update<'_>], weights: &[f32], clip: Option<f32>) -> Vec<Result<f64, Error>> {
+        let parts = self.parts(self.dim);
+        let results: Vec<Result<f64, Error>> = updates.iter().map(|u| validate(u, self.dim, parts)).collect();
+        let scaled: Vec<(&Update<'_>, f32)> = updates
+            .iter()
+            .zip(weights)
+            .zip(&results)
+            .filter_map(|((u, &w), r)| {
+                let ss = *r.as_ref().ok()?;
+                let factor = match clip {
+                    Some(c) if ss.sqrt() > f64::from(c) => (f64::from(c) / ss.sqrt()) as f32,
+                    _ => 1.0,
+                };
+                Some((u, w * factor))
+            })
+            .collect();
+        // One L1-sized piece of the accumulator at a time receives every update of the batch.
+        par_chunks(&mut self.acc, parts, |start, dst| {
+            for (k, piece) in dst.chunks_mut(CHUNK).enumerate() {
+                for (u, w) in &scaled {
+                    apply_range(u, start + k * CHUNK, piece, *w, false);
+                }
+            }
+        });
+        results
+    }
+
     fn store_row(&mut self, row: usize, update: &Update<'_>) -> Result<f64, Error> {
         if row >= self.n_rows {
             return Err(Error::Row { row, rows: self.n_rows });
         }
         let parts = self.parts(self.dim);
-        let ss = validate(update, self.dim, parts)?;
+        // Decoding and checking in one pass is allowed here: a bad update only spoils its row.
+        let mut ss = validate_shape(update, self.dim)?;
         let dst = &mut self.rows[row * self.dim..(row + 1) * self.dim];
-        par_chunks(dst, parts, |start, d| apply_range(update, start, d, 1.0, true));
+        let parts = par_chunks_map(dst, parts, |start, d| {
+            apply_range(update, start, d, 1.0, true);
+            check_written(update, start, d)
+        });
+        for p in parts {
+            ss += p?;
+        }
         Ok(ss)
     }
 

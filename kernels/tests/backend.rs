@@ -170,14 +170,18 @@ fn run_case(b: &mut dyn Backend, seed: u64, big: bool) -> Result<(), TestCaseErr
         prop_assert!(u.clip_factor > 0.0 && u.clip_factor <= 1.0);
     }
     if rule.needs_rows() || full_report {
-        // Cosine to the coordinate median of the clipped updates.
+        // Cosine to the robust centre: the rule's output, or the median for the plain means.
         let clipped: Vec<Vec<f64>> = xs
             .iter()
             .zip(&outcome.report.updates)
             .map(|(x, u)| x.iter().map(|v| v * u.clip_factor).collect())
             .collect();
         let all: Vec<usize> = (0..n).collect();
-        let c: Vec<f64> = (0..dim).map(|j| median64(&mut col(&clipped, &all, j))).collect();
+        let c: Vec<f64> = if rule.needs_rows() {
+            want.clone()
+        } else {
+            (0..dim).map(|j| median64(&mut col(&clipped, &all, j))).collect()
+        };
         let cc = c.iter().map(|v| v * v).sum::<f64>().sqrt();
         for (u, x) in outcome.report.updates.iter().zip(&clipped) {
             let xx = x.iter().map(|v| v * v).sum::<f64>().sqrt();
@@ -390,5 +394,55 @@ fn multi_krum_drops_the_outliers_and_reports_them() {
         assert!(r[2].cosine.expect("cos") < 0.0 && r[0].cosine.expect("cos") > 0.99);
         assert!(r[2].krum_score > r[0].krum_score);
         assert!(out.aggregate.iter().all(|v| (v - 1.0).abs() < 0.1));
+    }
+}
+
+#[test]
+fn batched_ingest_equals_one_by_one_and_skips_bad_updates() {
+    for mut b in backends() {
+        let dim = 150_000;
+        let mut rng = Rng(11);
+        let ups: Vec<Owned> = (0..5).map(|_| random_update(&mut rng, dim, false, 2.0)).collect();
+        let mut nan: Vec<u8> = (0..dim).flat_map(|i| (i as f32 * 1e-3).to_le_bytes()).collect();
+        nan[4 * 1000..4 * 1001].copy_from_slice(&f32::NAN.to_le_bytes());
+        let bad = Owned { segs: vec![(0, dim, Encoding::DenseF32, nan)], weight: 1.0 };
+        for clip in [None, Some(50.0)] {
+            let cfg = Config { clip, max_updates: 8, ..Config::new(dim, Rule::FedAvg) };
+            let mut one = Round::new(b.as_mut(), cfg.clone()).expect("round");
+            for u in &ups {
+                u.with(|x| one.ingest(x, u.weight)).expect("ingest");
+            }
+            let want: Vec<f64> = one.finish().expect("finish").aggregate.iter().map(|v| f64::from(*v)).collect();
+
+            let mut round = Round::new(b.as_mut(), cfg).expect("round");
+            let batch = [&ups[0], &ups[1], &bad, &ups[2], &ups[3]];
+            let segs: Vec<Vec<Segment<'_>>> = batch
+                .iter()
+                .map(|u| {
+                    u.segs
+                        .iter()
+                        .map(|(o, n, e, by)| Segment { offset: *o, numel: *n, encoding: *e, bytes: by })
+                        .collect()
+                })
+                .collect();
+            let updates: Vec<Update<'_>> = segs.iter().map(|s| Update { segments: s }).collect();
+            let weights: Vec<f32> = batch.iter().map(|u| u.weight).collect();
+            let r = round.ingest_batch(&updates, &weights);
+            assert!(
+                matches!(
+                    r[2],
+                    Err(AggError::Backend(BackendError::Decode {
+                        source: decode::Error::NonFinite { index: 1000 },
+                        ..
+                    }))
+                ),
+                "{:?}",
+                r[2]
+            );
+            assert_eq!(r.iter().filter_map(|x| x.as_ref().ok().copied()).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+            ups[4].with(|x| round.ingest(x, ups[4].weight)).expect("ingest");
+            let got = round.finish().expect("finish").aggregate;
+            assert!(rel_err(&got, &want) < 1e-6, "{:?} clip {clip:?}", b.kind());
+        }
     }
 }

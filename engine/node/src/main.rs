@@ -1,6 +1,7 @@
 //! `vain`: the vAIn node binary.
 
 mod aggregate;
+mod bench;
 mod identity;
 mod privacy;
 
@@ -24,6 +25,9 @@ enum Command {
     /// Aggregate client updates (safetensors files) with a robust rule, clipping and DP noise;
     /// writes the aggregate and a JSON anomaly report.
     Aggregate(aggregate::AggregateArgs),
+    /// Throughput benchmarks.
+    #[command(subcommand)]
+    Bench(bench::Command),
     /// Differential-privacy accounting (RDP accountant for the sampled Gaussian mechanism).
     #[command(subcommand)]
     Privacy(privacy::Command),
@@ -35,6 +39,7 @@ fn main() -> ExitCode {
         Command::Identity(c) => identity::run(c),
         Command::Aggregate(a) => aggregate::run(a),
         Command::Privacy(c) => privacy::run(c),
+        Command::Bench(c) => bench::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

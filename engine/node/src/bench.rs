@@ -1,0 +1,123 @@
+//! `vain bench`: throughput harnesses.
+
+use crate::aggregate::{BackendChoice, open_backend};
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use vain_bench::aggregate::{self as harness, Options};
+use vain_kernels::aggregate::Rule;
+use vain_kernels::encode::Codec;
+
+/// Throughput harnesses.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Time every aggregation rule on synthetic updates and relate it to the memory-copy
+    /// bandwidth measured in the same run.
+    Aggregate(AggregateArgs),
+}
+
+/// Options of `vain bench aggregate`.
+#[derive(Args)]
+pub struct AggregateArgs {
+    /// Parameters per update (suffixes k, M accepted: 4M = 4 194 304).
+    #[arg(long, default_value = "4M", value_parser = parse_count)]
+    params: usize,
+    /// Updates per round.
+    #[arg(long, default_value_t = 32)]
+    updates: usize,
+    /// Client encoding: f32 | f16 | bf16 | int8:BLOCK | topk:FRACTION | topk-f16:FRACTION | sign.
+    #[arg(long, default_value = "f32")]
+    encoding: Codec,
+    /// Rules to time (comma-separated); default: all, with parameters fitting --updates.
+    #[arg(long, value_delimiter = ',')]
+    rule: Option<Vec<Rule>>,
+    /// Timed repetitions per rule (the median is shown).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Updates per ingest batch (streaming rules add a batch in one pass over the accumulator).
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Backend.
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendChoice,
+    /// CPU threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+/// "16M" → 16 × 2²⁰, "64k" → 64 × 2¹⁰, "1000" → 1000.
+fn parse_count(s: &str) -> Result<usize, String> {
+    let (num, mul) = match s.as_bytes().last() {
+        Some(b'k' | b'K') => (&s[..s.len() - 1], 1usize << 10),
+        Some(b'm' | b'M') => (&s[..s.len() - 1], 1 << 20),
+        Some(b'g' | b'G') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: usize = num.parse().map_err(|_| format!("{s:?} is not a count (e.g. 1000, 64k, 16M)"))?;
+    n.checked_mul(mul).filter(|n| *n > 0).ok_or_else(|| format!("{s:?} is out of range"))
+}
+
+/// Every rule, with Byzantine bounds sized to `n` updates.
+fn default_rules(n: usize) -> Vec<Rule> {
+    let mut rules = vec![Rule::FedAvg, Rule::ClippedMean { c: 10.0 }, Rule::Median, Rule::TrimmedMean { beta: 0.1 }];
+    let f = n.saturating_sub(3) / 4;
+    if n >= 3 {
+        let fk = f.max(1).min((n - 3) / 2);
+        rules.push(Rule::MultiKrum { f: fk, m: n - fk });
+        rules.push(Rule::Bulyan { f });
+    }
+    rules.push(Rule::CenteredClip { tau: 10.0, iters: 3 });
+    rules
+}
+
+/// Runs the command.
+pub fn run(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Aggregate(a) => {
+            if a.updates == 0 {
+                bail!("--updates must be at least 1");
+            }
+            let mut backend = open_backend(a.backend, a.threads)?;
+            let opts = Options {
+                params: a.params,
+                updates: a.updates,
+                codec: a.encoding,
+                rules: a.rule.unwrap_or_else(|| default_rules(a.updates)),
+                reps: a.reps.max(1),
+                tensors: 8,
+                batch: a.batch.max(1),
+                copy_threads: if a.threads == 0 {
+                    std::thread::available_parallelism().map_or(1, |n| n.get())
+                } else {
+                    a.threads
+                },
+            };
+            let need = (a.updates as u64) * (a.params as u64) * 4;
+            eprintln!("preparing {} updates ({} MB of f32-equivalent data)…", a.updates, need / 1_000_000);
+            let res = harness::run(backend.as_mut(), &opts).map_err(anyhow::Error::msg)?;
+            print!("{}", harness::table(&opts, &backend.kind().to_string(), &res));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_parse() {
+        assert_eq!(parse_count("16M"), Ok(16 << 20));
+        assert_eq!(parse_count("64k"), Ok(64 << 10));
+        assert_eq!(parse_count("1000"), Ok(1000));
+        assert!(parse_count("0").is_err() && parse_count("x").is_err() && parse_count("99999999999G").is_err());
+    }
+
+    #[test]
+    fn default_rules_fit_their_preconditions() {
+        for n in 1..200 {
+            for r in default_rules(n) {
+                assert!(r.check_count(n).is_ok(), "{r} on {n}");
+            }
+        }
+    }
+}
