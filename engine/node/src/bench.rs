@@ -27,9 +27,9 @@ pub struct AggregateArgs {
     /// Client encoding: f32 | f16 | bf16 | int8:BLOCK | topk:FRACTION | topk-f16:FRACTION | sign.
     #[arg(long, default_value = "f32")]
     encoding: Codec,
-    /// Rules to time (comma-separated); default: all, with parameters fitting --updates.
-    #[arg(long, value_delimiter = ',')]
-    rule: Option<Vec<Rule>>,
+    /// A rule to time (repeat for several); default: all, with parameters fitting --updates.
+    #[arg(long)]
+    rule: Vec<Rule>,
     /// Timed repetitions per rule (the median is shown).
     #[arg(long, default_value_t = 3)]
     reps: usize,
@@ -81,7 +81,7 @@ pub fn run(cmd: Command) -> Result<()> {
                 params: a.params,
                 updates: a.updates,
                 codec: a.encoding,
-                rules: a.rule.unwrap_or_else(|| default_rules(a.updates)),
+                rules: if a.rule.is_empty() { default_rules(a.updates) } else { a.rule },
                 reps: a.reps.max(1),
                 tensors: 8,
                 batch: a.batch.max(1),

@@ -1,0 +1,185 @@
+// reduce.cu — dense linear algebra over the round's rows, the output and the accumulator.
+// Compiled at run time by NVRTC (compute_90, --fmad=false); no headers.
+//
+// Layout: `x` holds rows of `dim` f32, row-major (row r starts at x + r·dim, 64-bit index);
+// `out` and `acc` are `dim` f32. Sums run in f64 (a product of two f32 is exact in f64);
+// partial sums from different blocks meet through f64 atomicAdd, so the summation order, not
+// the precision, differs from the CPU reference. Kernels use grid-stride loops, so any grid
+// size is correct; the host picks sizes for occupancy.
+
+typedef unsigned long long u64;
+typedef unsigned int u32;
+
+#define RBLOCK 256  // block size of the row reductions (rows_vs_out, sumsq_vec)
+#define RGROUP 8    // rows per blockIdx.y in rows_vs_out
+
+// Sum of `x` over the block, valid in thread 0. All threads call it; blockDim.x is a multiple
+// of 32.
+__device__ __forceinline__ double block_sum(double x, double* red) {
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_down_sync(0xffffffffu, x, o);
+    const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (lane == 0) red[warp] = x;
+    __syncthreads();
+    double r = 0.0;
+    if (warp == 0) {
+        r = lane < (blockDim.x >> 5) ? red[lane] : 0.0;
+        for (int o = 16; o > 0; o >>= 1) r += __shfl_down_sync(0xffffffffu, r, o);
+    }
+    __syncthreads();
+    return r;
+}
+
+// x[r·dim + j] *= factors[r] for r < n. Grid: (any, any); y strides over rows.
+extern "C" __global__ void scale_rows(float* x, u64 dim, const float* factors, u32 n) {
+    const u64 stride = (u64)gridDim.x * blockDim.x;
+    for (u32 r = blockIdx.y; r < n; r += gridDim.y) {
+        const float f = factors[r];
+        float* row = x + (u64)r * dim;
+        for (u64 j = (u64)blockIdx.x * blockDim.x + threadIdx.x; j < dim; j += stride) {
+            row[j] = __fmul_rn(row[j], f);
+        }
+    }
+}
+
+// Gram matrix G[i·n + j] += Σ_k x[i,k]·x[j,k] over the k range of this block, for the
+// 64 × 64 tile pair (blockIdx.y, blockIdx.z) with z ≥ y (the host mirrors the upper triangle).
+// Split-K: blockIdx.x covers k in [blockIdx.x·kchunk, +kchunk). 256 threads as 16 × 16, each
+// owning a 4 × 4 f64 sub-tile with stride 16 (conflict-free shared reads). G must be zeroed.
+#define GT 64
+#define GK 32
+extern "C" __global__ void __launch_bounds__(256)
+    gram_tile(const float* __restrict__ x, u64 dim, u32 n, u64 kchunk, double* g) {
+    const u32 ti = blockIdx.y, tj = blockIdx.z;
+    if (tj < ti) return;
+    const u64 k0 = (u64)blockIdx.x * kchunk;
+    if (k0 >= dim) return;
+    const u64 k1 = (dim - k0 < kchunk) ? dim : k0 + kchunk;
+    __shared__ float as[GK][GT + 1];
+    __shared__ float bs[GK][GT + 1];
+    const u32 tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    const u32 lk = tid & 31, lr = tid >> 5;  // loader: k lane, first row (8 rows per pass)
+    double acc[4][4];
+#pragma unroll
+    for (int q = 0; q < 4; ++q)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) acc[q][r] = 0.0;
+    for (u64 kb = k0; kb < k1; kb += GK) {
+        const u64 k = kb + lk;
+        const bool kin = k < k1;
+#pragma unroll
+        for (int p = 0; p < GT / 8; ++p) {
+            const u32 r = lr + 8 * p;
+            const u32 ri = ti * GT + r, rj = tj * GT + r;
+            as[lk][r] = (kin && ri < n) ? x[(u64)ri * dim + k] : 0.0f;
+            bs[lk][r] = (kin && rj < n) ? x[(u64)rj * dim + k] : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll 8
+        for (int kk = 0; kk < GK; ++kk) {
+            double a[4], b[4];
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+                a[q] = (double)as[kk][ty + 16 * q];
+                b[q] = (double)bs[kk][tx + 16 * q];
+            }
+#pragma unroll
+            for (int q = 0; q < 4; ++q)
+#pragma unroll
+                for (int r = 0; r < 4; ++r) acc[q][r] = __fma_rn(a[q], b[r], acc[q][r]);
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+        const u32 i = ti * GT + ty + 16 * q;
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const u32 j = tj * GT + tx + 16 * r;
+            if (i < n && j < n && acc[q][r] != 0.0) atomicAdd(&g[(u64)i * n + j], acc[q][r]);
+        }
+    }
+}
+
+// res[r] += Σ_j (x[r,j] − out[j])² (mode 0) or Σ_j x[r,j]·out[j] (mode 1) for r < n.
+// blockIdx.y takes rows [RGROUP·y, RGROUP·y + RGROUP) (y strides); x grid-strides over j, so
+// out[j] is read once per row group. blockDim.x == RBLOCK. res must be zeroed.
+extern "C" __global__ void __launch_bounds__(RBLOCK)
+    rows_vs_out(const float* __restrict__ x, u64 dim, u32 n, const float* __restrict__ out,
+                double* res, u32 mode) {
+    __shared__ double red[RBLOCK / 32];
+    const u64 stride = (u64)gridDim.x * blockDim.x;
+    for (u32 r0 = blockIdx.y * RGROUP; r0 < n; r0 += gridDim.y * RGROUP) {
+        double s[RGROUP];
+#pragma unroll
+        for (int g = 0; g < RGROUP; ++g) s[g] = 0.0;
+        for (u64 j = (u64)blockIdx.x * blockDim.x + threadIdx.x; j < dim; j += stride) {
+            const double o = (double)out[j];
+#pragma unroll
+            for (int g = 0; g < RGROUP; ++g) {
+                if (r0 + g < n) {
+                    const double v = (double)x[(u64)(r0 + g) * dim + j];
+                    if (mode == 0) {
+                        const double d = v - o;
+                        s[g] += d * d;
+                    } else {
+                        s[g] += v * o;
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int g = 0; g < RGROUP; ++g) {
+            if (r0 + g < n) {  // uniform over the block
+                const double t = block_sum(s[g], red);
+                if (threadIdx.x == 0 && t != 0.0) atomicAdd(&res[r0 + g], t);
+            }
+        }
+    }
+}
+
+// res[0] += Σ_j v[j]²; blockDim.x == RBLOCK; res must be zeroed.
+extern "C" __global__ void __launch_bounds__(RBLOCK)
+    sumsq_vec(const float* __restrict__ v, u64 len, double* res) {
+    __shared__ double red[RBLOCK / 32];
+    const u64 stride = (u64)gridDim.x * blockDim.x;
+    double s = 0.0;
+    for (u64 j = (u64)blockIdx.x * blockDim.x + threadIdx.x; j < len; j += stride) {
+        const double a = (double)v[j];
+        s += a * a;
+    }
+    s = block_sum(s, red);
+    if (threadIdx.x == 0 && s != 0.0) atomicAdd(res, s);
+}
+
+// out[j] = Σ_i w[i]·x[idx[i], j] (f64 sum, one rounding to f32). m ≥ 0 (m = 0 gives 0).
+extern "C" __global__ void weighted_sum(const float* __restrict__ x, u64 dim,
+                                        const u32* __restrict__ idx, const float* __restrict__ w,
+                                        u32 m, float* out) {
+    const u64 stride = (u64)gridDim.x * blockDim.x;
+    for (u64 j = (u64)blockIdx.x * blockDim.x + threadIdx.x; j < dim; j += stride) {
+        double s = 0.0;
+        for (u32 i = 0; i < m; ++i) s += (double)w[i] * (double)x[(u64)idx[i] * dim + j];
+        out[j] = (float)s;
+    }
+}
+
+// One CenteredClip iteration: out[j] += (1/n) Σ_{i<n} f[i]·(x[i,j] − out[j]), in f64, one
+// rounding to f32. n ≥ 1.
+extern "C" __global__ void centered_clip(const float* __restrict__ x, u64 dim,
+                                         const float* __restrict__ f, u32 n, float* out) {
+    const u64 stride = (u64)gridDim.x * blockDim.x;
+    for (u64 j = (u64)blockIdx.x * blockDim.x + threadIdx.x; j < dim; j += stride) {
+        const double o = (double)out[j];
+        double s = 0.0;
+        for (u32 i = 0; i < n; ++i) s += (double)f[i] * ((double)x[(u64)i * dim + j] - o);
+        out[j] = (float)(o + s / (double)n);
+    }
+}
+
+// out[j] = scale·acc[j] (one f32 multiply).
+extern "C" __global__ void scale_acc(const float* __restrict__ acc, u64 dim, float scale, float* out) {
+    const u64 stride = (u64)gridDim.x * blockDim.x;
+    for (u64 j = (u64)blockIdx.x * blockDim.x + threadIdx.x; j < dim; j += stride) {
+        out[j] = __fmul_rn(scale, acc[j]);
+    }
+}
