@@ -1,6 +1,6 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented items
-//! Per-operation benches of the CPU backend: fused decode + accumulate for every encoding, and
-//! each robust rule's round close. Grid: N ∈ {8, 32, 128} updates, D = 1M parameters; set
+//! Per-operation benches of the CPU backend: fused decode + accumulate for every encoding, each
+//! rule's whole round (ingest of every update + round close), and the Gram product alone. Grid: N ∈ {8, 32, 128} updates, D = 1M parameters; set
 //! VAIN_BENCH_FULL=1 to add D = 16M (needs N × 64 MiB of memory and minutes per point).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -87,5 +87,27 @@ fn rules(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode_accumulate, rules);
+/// The Gram product alone, on rows already stored: Multi-Krum's and Bulyan's dominant cost.
+fn gram(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gram");
+    g.sample_size(10);
+    let mut b = CpuBackend::default();
+    for d in dims() {
+        for n in [8usize, 32, 128] {
+            b.prepare(d, n).expect("prepare");
+            for i in 0..n {
+                let bytes: Vec<u8> = data(d, i as u64).iter().flat_map(|v| v.to_le_bytes()).collect();
+                let seg = [Segment { offset: 0, numel: d, encoding: Codec::F32.encoding(), bytes: &bytes }];
+                b.store_row(i, &Update { segments: &seg }).expect("store");
+            }
+            g.throughput(Throughput::Bytes((n * d * 4) as u64));
+            g.bench_with_input(BenchmarkId::new("gram", format!("n{n}/d{d}")), &n, |bn, &n| {
+                bn.iter(|| b.gram(n).expect("gram"))
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, decode_accumulate, rules, gram);
 criterion_main!(benches);

@@ -416,6 +416,11 @@ fn validate_shape(update: &Update<'_>, dim: usize) -> Result<f64, Error> {
         if is_sparse(seg.encoding) {
             total += topk_check(seg).map_err(|source| Error::Decode { segment: si, source })?;
         }
+        // The reference rejects a non-finite scale even when no element uses it (n = 0); with
+        // n > 0 every element would be non-finite anyway. Found by the backend_ingest fuzzer.
+        if seg.encoding == Encoding::SignScale && !f32_le(seg.bytes).is_finite() {
+            return Err(Error::Decode { segment: si, source: decode::Error::NonFinite { index: 0 } });
+        }
     }
     Ok(total)
 }
@@ -1033,6 +1038,18 @@ mod tests {
                 assert_eq!(out, whole[a..a + len], "a={a} len={len}");
             }
         }
+    }
+
+    #[test]
+    fn empty_sign_segment_with_a_nan_scale_is_rejected_like_the_reference() {
+        // The backend_ingest fuzzer's first finding (fuzz/artifacts, 2026-11-30).
+        let bytes = f32::NAN.to_le_bytes();
+        let segs = [Segment { offset: 0, numel: 0, encoding: Encoding::SignScale, bytes: &bytes }];
+        let mut b = CpuBackend::new(1);
+        b.prepare(4, 1).expect("prepare");
+        assert!(decode::decode_into(Encoding::SignScale, 0, &bytes, &mut []).is_err());
+        assert!(b.ingest(&Update { segments: &segs }, 1.0, None).is_err());
+        assert!(b.store_row(0, &Update { segments: &segs }).is_err());
     }
 
     #[test]

@@ -151,7 +151,14 @@ fn segment_work(s: &Segment<'_>) -> Result<(u64, u32, usize), decode::Error> {
             }
             Ok((code, 0, len / (4 + vs)))
         }
-        Encoding::SignScale => exact(numel.div_ceil(8).checked_add(4)).map(|()| (6, 0, numel)),
+        Encoding::SignScale => {
+            exact(numel.div_ceil(8).checked_add(4))?;
+            // The reference rejects a non-finite scale even when no element uses it (n = 0).
+            if !f32::from_le_bytes([s.bytes[0], s.bytes[1], s.bytes[2], s.bytes[3]]).is_finite() {
+                return Err(decode::Error::NonFinite { index: 0 });
+            }
+            Ok((6, 0, numel))
+        }
     }
 }
 
