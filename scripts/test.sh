@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# Debian packages: SoftHSM2 for the PKCS#11 signer tests.
+# Debian packages: SoftHSM2 for the PKCS#11 signer tests; g++ for the CUDA kernels' CPU emulator.
 apt_missing=()
 command -v softhsm2-util >/dev/null 2>&1 || apt_missing+=(softhsm2)
+command -v g++ >/dev/null 2>&1 || apt_missing+=(g++)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   echo "== installing ${apt_missing[*]}"
   as_root apt-get update -qq
@@ -48,5 +49,7 @@ fi
 echo "demo ok"
 echo "== tests"
 cargo test --workspace --locked
+echo "== CUDA kernels on the CPU emulator (logic, barriers, bounds; no GPU needed)"
+bash kernels/cuda/emu/run.sh
 echo "== kernels with the CUDA backend built (NVRTC compile check; GPU tests run when a driver is present)"
 cargo test -p vain-kernels --features cuda --locked -- --nocapture 2>&1 | grep -v "^$"

@@ -17,9 +17,11 @@
 //         a' < m − β with v[a'+β] − med < med − v[a'] (f32 differences; true then false as a'
 //         grows, so a binary search finds a); result Σ window in f64 / β, rounded to f32.
 //
-// This is the arithmetic of the CPU backend (kernels/src/cpu.rs `order_stat`), whose Bulyan
-// step grows the window from the middle comparing the same f32 distances, ties to the lower
-// side; the window found here is the same one.
+// The CPU backend (kernels/src/cpu.rs) selects the same values: its Bulyan step grows the
+// window from the middle comparing the same f32 distances, ties to the lower side, so the
+// window is the same one. Its sums are not bit-identical (f32 lane sums times an f32 reciprocal
+// for the trimmed mean, window order for Bulyan), which the backend tests' 1e-5 tolerance
+// covers; the emulator tests (emu/robust_test.cpp) check this file against its own description.
 //
 // MAX_SUBSET = 256 is the largest m supported; the host refuses more with a typed error.
 

@@ -1,0 +1,168 @@
+// reduce_test.cpp — checks every kernel of kernels/cuda/reduce.cu against plain sequential
+// reference loops written here, without a GPU.
+//
+// Why: no machine that runs the tests has a GPU, and these kernels' tiling (gram_tile's
+// 64 × 64 tiles, split-K and shared-memory staging), row grouping (rows_vs_out's RGROUP rows per
+// blockIdx.y), block-wide reductions and grid-stride loops are easy to get wrong in ways
+// NVRTC's compile check cannot see. This compiles the real reduce.cu as host C++ on the
+// emulator in emu.h (threads, blocks, __syncthreads, warp shuffles and f64 atomicAdd as emu.h
+// models them; see its header for what that cannot catch: real warp scheduling, memory-model
+// races, register pressure) and checks, for five (dim, n) shapes from 1 × 1 to 2051 × 3 and
+// 97 × 130 (n not a multiple of 64 or of RGROUP, dim not a multiple of 32 or 256):
+//   * gram_tile for three split-K chunk sizes: the upper triangle and the diagonal tiles'
+//     lower triangle equal Σ_k x_i,k·x_j,k, and entries of tiles below the diagonal stay 0
+//     (1e-12 relative: partial sums meet through f64 atomics in another order);
+//   * rows_vs_out in both modes (squared distance, dot product) under four grid shapes so that
+//     both the x and the y grid-stride loops run (1e-12 relative);
+//   * sumsq_vec (1e-12 relative);
+//   * weighted_sum over a row subset with repeats, and with m = 0; centered_clip; scale_rows
+//     (rows past n untouched); scale_acc — bit-exact, since each sums in one order in f64 and
+//     rounds once, as the reference does.
+#include "emu.h"
+
+#include "../reduce.cu"
+
+#include <algorithm>
+#include <random>
+#include <vector>
+
+static std::mt19937_64 rng(7);
+static float rndf() { return std::uniform_real_distribution<float>(-2, 2)(rng); }
+static bool close(double a, double b, double tol) { return std::fabs(a - b) <= tol * std::max(1.0, std::fabs(b)); }
+
+int main() {
+    struct Case {
+        u64 dim;
+        u32 n;
+    };
+    const Case cases[] = {{1, 1}, {1000, 70}, {33, 9}, {2051, 3}, {97, 130}};
+    unsigned long long launches = 0;
+    for (Case c : cases) {
+        const u64 dim = c.dim;
+        const u32 n = c.n;
+        std::vector<float> x(n * dim), out(dim), acc(dim);
+        for (auto& v : x) v = rndf();
+        for (auto& v : out) v = rndf();
+        for (auto& v : acc) v = rndf();
+        auto dot = [&](u32 i, u32 j) {
+            double r = 0;
+            for (u64 k = 0; k < dim; ++k) r += (double)x[i * dim + k] * x[j * dim + k];
+            return r;
+        };
+
+        // gram_tile with split-K; grid (splits, tiles, tiles) as cuda.rs launches it.
+        const u32 tiles = (n + GT - 1) / GT;
+        for (u64 kchunk : {(u64)32, (u64)64, (u64)4096}) {
+            std::vector<double> g(n * n, 0.0);
+            const u32 splits = (u32)((dim + kchunk - 1) / kchunk);
+            emu_launch({splits, tiles, tiles}, 256, [&] { gram_tile(x.data(), dim, n, kchunk, g.data()); });
+            ++launches;
+            for (u32 i = 0; i < n; ++i)
+                for (u32 j = 0; j < n; ++j) {
+                    if (j / GT < i / GT) {
+                        EMU_CHECK(g[i * n + j] == 0.0, "gram %u %u below the diagonal tiles: %g (dim %llu n %u)", i, j,
+                                  g[i * n + j], dim, n);
+                        continue;
+                    }
+                    const double r = dot(i, j);
+                    EMU_CHECK(close(g[i * n + j], r, 1e-12), "gram %u %u: %.17g vs %.17g (dim %llu n %u kchunk %llu)", i,
+                              j, g[i * n + j], r, dim, n, kchunk);
+                }
+        }
+
+        // rows_vs_out, both modes, grids small enough that both grid-stride loops run.
+        for (u32 mode : {0u, 1u})
+            for (unsigned gx : {1u, 3u})
+                for (unsigned gy : {1u, 2u}) {
+                    std::vector<double> res(n, 0.0);
+                    emu_launch({gx, gy, 1}, RBLOCK, [&] { rows_vs_out(x.data(), dim, n, out.data(), res.data(), mode); });
+                    ++launches;
+                    for (u32 i = 0; i < n; ++i) {
+                        double r = 0;
+                        for (u64 k = 0; k < dim; ++k) {
+                            const double a = x[i * dim + k], o = out[k];
+                            r += mode ? a * o : (a - o) * (a - o);
+                        }
+                        EMU_CHECK(close(res[i], r, 1e-12), "rows_vs_out mode %u grid %u x %u row %u: %.17g vs %.17g", mode,
+                                  gx, gy, i, res[i], r);
+                    }
+                }
+
+        {
+            double res = 0;
+            emu_launch({2, 1, 1}, RBLOCK, [&] { sumsq_vec(out.data(), dim, &res); });
+            ++launches;
+            double r = 0;
+            for (float o : out) r += (double)o * o;
+            EMU_CHECK(close(res, r, 1e-12), "sumsq_vec dim %llu: %.17g vs %.17g", dim, res, r);
+        }
+
+        // weighted_sum over a subset with repeats, then with m = 0.
+        {
+            std::vector<u32> idx;
+            std::vector<float> w;
+            for (u32 i = 0; i < n + 2; ++i) {
+                idx.push_back((u32)(rng() % n));
+                w.push_back(rndf());
+            }
+            std::vector<float> o(dim, -1.0f);
+            emu_launch({2, 1, 1}, 256,
+                       [&] { weighted_sum(x.data(), dim, idx.data(), w.data(), (u32)idx.size(), o.data()); });
+            ++launches;
+            for (u64 j = 0; j < dim; ++j) {
+                double r = 0;
+                for (size_t i = 0; i < idx.size(); ++i) r += (double)w[i] * x[idx[i] * dim + j];
+                EMU_CHECK(o[j] == (float)r, "weighted_sum dim %llu j %llu: %.9g vs %.9g", dim, j, o[j], (float)r);
+            }
+            std::fill(o.begin(), o.end(), -1.0f);
+            emu_launch({2, 1, 1}, 256, [&] { weighted_sum(x.data(), dim, idx.data(), w.data(), 0, o.data()); });
+            ++launches;
+            for (u64 j = 0; j < dim; ++j) EMU_CHECK(o[j] == 0.0f, "weighted_sum m = 0: out[%llu] = %g", j, o[j]);
+        }
+
+        // centered_clip.
+        {
+            std::vector<float> f(n);
+            for (auto& v : f) v = rndf();
+            std::vector<float> o(out);
+            emu_launch({2, 1, 1}, 256, [&] { centered_clip(x.data(), dim, f.data(), n, o.data()); });
+            ++launches;
+            for (u64 j = 0; j < dim; ++j) {
+                double s = 0;
+                const double oo = out[j];
+                for (u32 i = 0; i < n; ++i) s += (double)f[i] * (x[i * dim + j] - oo);
+                const float want = (float)(oo + s / n);
+                EMU_CHECK(o[j] == want, "centered_clip dim %llu j %llu: %.9g vs %.9g", dim, j, o[j], want);
+            }
+        }
+
+        // scale_rows on the first m = n − 1 rows (rows from m on are untouched), and scale_acc.
+        {
+            const u32 m = n > 1 ? n - 1 : 1;
+            std::vector<float> f(m);
+            for (auto& v : f) v = rndf();
+            std::vector<float> y(x);
+            emu_launch({2, 2, 1}, 256, [&] { scale_rows(y.data(), dim, f.data(), m); });
+            ++launches;
+            for (u32 i = 0; i < n; ++i)
+                for (u64 j = 0; j < dim; ++j) {
+                    const float want = i < m ? x[i * dim + j] * f[i] : x[i * dim + j];
+                    EMU_CHECK(y[i * dim + j] == want, "scale_rows row %u j %llu: %.9g vs %.9g", i, j, y[i * dim + j],
+                              want);
+                }
+        }
+        {
+            std::vector<float> o(dim);
+            emu_launch({1, 1, 1}, 256, [&] { scale_acc(acc.data(), dim, 0.25f, o.data()); });
+            ++launches;
+            for (u64 j = 0; j < dim; ++j)
+                EMU_CHECK(o[j] == 0.25f * acc[j], "scale_acc j %llu: %.9g vs %.9g", j, o[j], 0.25f * acc[j]);
+        }
+    }
+    char what[256];
+    std::snprintf(what, sizeof what,
+                  "gram_tile (3 split-K chunks), rows_vs_out (2 modes x 4 grids), sumsq_vec, weighted_sum, "
+                  "centered_clip, scale_rows, scale_acc vs sequential reference on %zu (dim, n) shapes; %llu launches",
+                  std::size(cases), launches);
+    return emu_finish("reduce", what);
+}
