@@ -18,7 +18,7 @@ pub struct Options {
     pub codec: Codec,
     /// Rules to time.
     pub rules: Vec<Rule>,
-    /// Timed repetitions per rule (the median is reported).
+    /// Timed repetitions per rule, after one untimed warm-up (the median is reported).
     pub reps: usize,
     /// Tensors each update is split into.
     pub tensors: usize,
@@ -128,7 +128,9 @@ pub fn run(backend: &mut dyn Backend, opts: &Options) -> Result<Results, String>
     let mut rows: Vec<Row> = Vec::new();
     for &rule in &opts.rules {
         let mut times = Vec::with_capacity(opts.reps);
-        for _ in 0..opts.reps.max(1) {
+        // One untimed round first: page faults of fresh buffers and cold caches are not the
+        // rule's cost.
+        for rep in 0..=opts.reps.max(1) {
             let cfg = Config { max_updates: opts.updates, memory_limit: u64::MAX, ..Config::new(opts.params, rule) };
             let segs: Vec<Vec<Segment<'_>>> = updates
                 .iter()
@@ -154,7 +156,9 @@ pub fn run(backend: &mut dyn Backend, opts: &Options) -> Result<Results, String>
                 }
             }
             let out = round.finish().map_err(|e| format!("{rule}: {e}"))?;
-            times.push(start.elapsed());
+            if rep > 0 {
+                times.push(start.elapsed());
+            }
             std::hint::black_box(out);
         }
         times.sort();

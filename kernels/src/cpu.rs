@@ -504,6 +504,24 @@ fn sorting_network(m: usize) -> Vec<(u16, u16)> {
     net
 }
 
+/// Keeps only the comparators that can change the values in `live` slots at the end: walking
+/// backwards, a comparator touching a live slot stays and makes both its slots live. The kept
+/// network leaves the `live` slots exactly as the full sort would (the median needs ~2/3 of it).
+fn prune_network(net: &[(u16, u16)], m: usize, live: std::ops::Range<usize>) -> Vec<(u16, u16)> {
+    let mut alive = vec![false; m];
+    alive[live].iter_mut().for_each(|a| *a = true);
+    let mut kept: Vec<(u16, u16)> = Vec::with_capacity(net.len());
+    for &(i, j) in net.iter().rev() {
+        if alive[i as usize] || alive[j as usize] {
+            alive[i as usize] = true;
+            alive[j as usize] = true;
+            kept.push((i, j));
+        }
+    }
+    kept.reverse();
+    kept
+}
+
 /// Sorts each lane of `v` (v[slot][lane]) ascending along slots.
 fn sort_lanes(v: &mut [[f32; LANES]], net: &[(u16, u16)]) {
     for &(i, j) in net {
@@ -584,7 +602,13 @@ impl CpuBackend {
         if !need_ok {
             return Err(Error::Length { what: "rows", got: m, want: m.max(1) });
         }
-        let net = sorting_network(m);
+        let full = sorting_network(m);
+        // Only the slots the statistic reads need to be in their sorted place.
+        let net = match how {
+            Order::Median => prune_network(&full, m, (m - 1) / 2..m / 2 + 1),
+            Order::Trimmed(t) => prune_network(&full, m, t..m - t),
+            Order::ClosestToMedian(_) => full,
+        };
         let (dim, data) = (self.dim, &self.rows);
         let parts = self.parts(dim * m.max(1) / 8);
         let nd = n_dots.unwrap_or(0);
@@ -1050,6 +1074,34 @@ mod tests {
         assert!(decode::decode_into(Encoding::SignScale, 0, &bytes, &mut []).is_err());
         assert!(b.ingest(&Update { segments: &segs }, 1.0, None).is_err());
         assert!(b.store_row(0, &Update { segments: &segs }).is_err());
+    }
+
+    #[test]
+    fn pruned_networks_place_the_live_slots_exactly() {
+        let mut seed = 0x2545_f491_u32;
+        for m in 1..=70 {
+            let full = sorting_network(m);
+            for live in [(m - 1) / 2..m / 2 + 1, m / 4..m - m / 4] {
+                let net = prune_network(&full, m, live.clone());
+                assert!(net.len() <= full.len());
+                let mut v = vec![[0f32; LANES]; m];
+                for x in v.iter_mut().flat_map(|s| s.iter_mut()) {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    *x = (seed % 9) as f32 - 4.0 + (seed % 97) as f32 * 1e-2;
+                }
+                let mut sorted: Vec<Vec<f32>> = (0..LANES).map(|l| v.iter().map(|s| s[l]).collect()).collect();
+                sorted.iter_mut().for_each(|w| w.sort_by(f32::total_cmp));
+                sort_lanes(&mut v, &net);
+                for (l, w) in sorted.iter().enumerate() {
+                    for k in live.clone() {
+                        assert_eq!(v[k][l], w[k], "m={m} slot {k}");
+                    }
+                }
+            }
+        }
+        assert!(prune_network(&sorting_network(32), 32, 15..17).len() < sorting_network(32).len());
     }
 
     #[test]
