@@ -124,14 +124,27 @@ fn decode_chunk(seg: &Segment<'_>, a: usize, out: &mut [f32]) {
                 *o = f32_le(c);
             }
         }
-        Encoding::DenseF16 => {
-            for (o, c) in out.iter_mut().zip(b[2 * a..].chunks_exact(2)) {
-                *o = f16_bits_to_f32(u16::from_le_bytes([c[0], c[1]]));
-            }
-        }
-        Encoding::DenseBf16 => {
-            for (o, c) in out.iter_mut().zip(b[2 * a..].chunks_exact(2)) {
-                *o = f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16);
+        Encoding::DenseF16 | Encoding::DenseBf16 => {
+            let half = seg.encoding == Encoding::DenseF16;
+            let conv = |h: u16| if half { f16_bits_to_f32(h) } else { f32::from_bits(u32::from(h) << 16) };
+            let src = &b[2 * a..2 * (a + out.len())];
+            // Whole u16 loads vectorise; byte-pair assembly does not.
+            match bytemuck::try_cast_slice::<u8, u16>(src) {
+                Ok(h) if cfg!(target_endian = "little") && half => {
+                    for (o, &h) in out.iter_mut().zip(h) {
+                        *o = f16_bits_to_f32(h);
+                    }
+                }
+                Ok(h) if cfg!(target_endian = "little") => {
+                    for (o, &h) in out.iter_mut().zip(h) {
+                        *o = f32::from_bits(u32::from(h) << 16);
+                    }
+                }
+                _ => {
+                    for (o, c) in out.iter_mut().zip(src.chunks_exact(2)) {
+                        *o = conv(u16::from_le_bytes([c[0], c[1]]));
+                    }
+                }
             }
         }
         Encoding::Int8Block { block_size } => {
