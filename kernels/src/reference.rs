@@ -104,15 +104,24 @@ pub fn reference(xs_in: &[Vec<f64>], weights: &[f32], rule: Rule, clip: Option<f
                 chosen.push(left.remove(best));
             }
             let beta = theta - 2 * f;
-            (0..dim)
-                .map(|j| {
-                    let mut c = col(&xs, &chosen, j);
-                    let med = median64(&mut c);
-                    // Stable sort by distance, ties to the smaller value: what "closest" means here.
-                    c.sort_by(|a, b| (a - med).abs().total_cmp(&(b - med).abs()).then(a.total_cmp(b)));
-                    c[..beta].iter().sum::<f64>() / beta as f64
-                })
-                .collect()
+            let mut out = Vec::with_capacity(dim);
+            for j in 0..dim {
+                let mut c = col(&xs, &chosen, j);
+                let med = median64(&mut c);
+                // Stable sort by distance, ties to the smaller value: what "closest" means here.
+                let dist = |v: f64| (v - med).abs();
+                c.sort_by(|a, b| dist(*a).total_cmp(&dist(*b)).then(a.total_cmp(b)));
+                // Two different values almost equally far from the median at the cut: f32
+                // distances may order them either way.
+                if beta < c.len() && c[beta] != c[beta - 1] {
+                    let (a, b) = (dist(c[beta - 1]), dist(c[beta]));
+                    if b - a <= 1e-5 * b.max(1e-12) {
+                        return None;
+                    }
+                }
+                out.push(c[..beta].iter().sum::<f64>() / beta as f64);
+            }
+            out
         }
         Rule::CenteredClip { tau, iters } => {
             let mut v = median(&all);
