@@ -4,6 +4,7 @@ mod aggregate;
 mod bench;
 mod identity;
 mod privacy;
+mod sim;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ enum Command {
     /// Throughput benchmarks.
     #[command(subcommand)]
     Bench(bench::Command),
+    /// Run the deterministic reputation / governance simulator and chart reputation over time.
+    Sim(sim::SimArgs),
     /// Differential-privacy accounting (RDP accountant for the sampled Gaussian mechanism).
     #[command(subcommand)]
     Privacy(privacy::Command),
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Command::Aggregate(a) => aggregate::run(a),
         Command::Privacy(c) => privacy::run(c),
         Command::Bench(c) => bench::run(c),
+        Command::Sim(a) => sim::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

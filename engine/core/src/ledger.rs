@@ -1,0 +1,776 @@
+//! The ledger: every node's reputation, tier, stake, suspension and ban, and the open proposals
+//! and audits, as a sans-IO state machine.
+//!
+//! Feed it signed inputs with [`Ledger::handle`] (each is verified; anything from a banned or
+//! suspended key, or from a key not eligible for that input, is refused with a typed error and
+//! changes nothing), advance it with [`Ledger::tick`], and take the decisions it reached with
+//! [`Ledger::poll`]. Given the same inputs at the same times, every honest node's ledger reaches
+//! the same state: iteration orders are fixed (`BTreeMap`) and there is no clock inside.
+
+use crate::audit;
+use crate::governance::{Ballot, Equivocation, Kind, Outcome, Proposal, ProposalId, Tally, Vote, WeightMode};
+use crate::reputation::{self, Decaying, SOURCES, Source, Weights};
+use crate::signed::{self, Body, Signed, put_f64, put_u64};
+use crate::tier;
+use crate::trust;
+use crate::{DAY, NodeId, Time};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use thiserror::Error;
+
+/// What an eligible reporter observed about another node.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Observed {
+    /// Took part in a round it was selected for.
+    Participated,
+    /// Was selected and did not deliver.
+    Missed,
+    /// Answered a resource challenge correctly and in time.
+    ChallengePassed,
+    /// Answered wrongly: a false resource claim, penalised.
+    ChallengeFailed,
+    /// Did not answer by the deadline: no resource credit, no penalty (being offline is not
+    /// misbehaviour; it only costs reputation).
+    ChallengeTimeout,
+    /// Its update was flagged by the aggregation report (robust z-score of the norm, or a low
+    /// cosine to the robust centre, turned into z).
+    Anomaly {
+        /// How far out it was.
+        z: f64,
+    },
+    /// Direct feedback in [0, 1] on work done together.
+    Feedback {
+        /// The rating.
+        score: f64,
+    },
+}
+
+/// One observation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Observation {
+    /// Whom it is about.
+    pub subject: NodeId,
+    /// What was seen.
+    pub what: Observed,
+}
+
+/// A signed batch of observations (one per reporter and epoch is typical).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// Reporter's epoch counter (distinguishes reports).
+    pub epoch: u64,
+    /// The observations.
+    pub observations: Vec<Observation>,
+}
+
+impl Body for Report {
+    const TAG: &'static [u8] = b"vain/report/v1";
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.epoch);
+        put_u64(out, self.observations.len() as u64);
+        for o in &self.observations {
+            out.extend_from_slice(&o.subject);
+            match o.what {
+                Observed::Participated => out.push(0),
+                Observed::Missed => out.push(1),
+                Observed::ChallengePassed => out.push(2),
+                Observed::ChallengeFailed => out.push(3),
+                Observed::ChallengeTimeout => out.push(6),
+                Observed::Anomaly { z } => {
+                    out.push(4);
+                    put_f64(out, z);
+                }
+                Observed::Feedback { score } => {
+                    out.push(5);
+                    put_f64(out, score);
+                }
+            }
+        }
+    }
+}
+
+/// A node's local trust in others (replaces its previous vector).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrustVector {
+    /// Sender's epoch counter; older vectors are ignored.
+    pub epoch: u64,
+    /// (node, weight ≥ 0).
+    pub edges: Vec<(NodeId, f64)>,
+}
+
+impl Body for TrustVector {
+    const TAG: &'static [u8] = b"vain/trust/v1";
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.epoch);
+        put_u64(out, self.edges.len() as u64);
+        for (id, w) in &self.edges {
+            out.extend_from_slice(id);
+            put_f64(out, *w);
+        }
+    }
+}
+
+/// Stake bonded by its signer (a ledger entry; chain anchoring comes later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bond {
+    /// Total stake after this message.
+    pub total: u64,
+    /// Sender's sequence number; must grow.
+    pub seq: u64,
+}
+
+impl Body for Bond {
+    const TAG: &'static [u8] = b"vain/bond/v1";
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.total);
+        put_u64(out, self.seq);
+    }
+}
+
+/// Inputs to the ledger.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Observations by an eligible reporter.
+    Report(Signed<Report>),
+    /// A node's local trust.
+    Trust(Signed<TrustVector>),
+    /// A new proposal.
+    Propose(Signed<Proposal>),
+    /// A vote.
+    Vote(Signed<Vote>),
+    /// Stake.
+    Bond(Signed<Bond>),
+    /// An auditor's verdict.
+    Verdict(Signed<audit::Verdict>),
+}
+
+/// Penalty points per kind of bad evidence, and when they act.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Penalties {
+    /// Per anomaly observation with z above `anomaly_z`.
+    pub anomaly: f64,
+    /// z from which an anomaly counts.
+    pub anomaly_z: f64,
+    /// Per failed challenge.
+    pub failed_challenge: f64,
+    /// Per failed audit.
+    pub failed_audit: f64,
+    /// Per equivocation.
+    pub equivocation: f64,
+    /// Penalty sum at which a node is suspended.
+    pub suspend_at: f64,
+    /// How long a suspension lasts.
+    pub suspend_for: Time,
+    /// Suspensions after which the node is banned.
+    pub ban_after: u32,
+}
+
+impl Default for Penalties {
+    fn default() -> Self {
+        Self {
+            anomaly: 0.4,
+            anomaly_z: 3.5,
+            failed_challenge: 0.15,
+            failed_audit: 0.8,
+            equivocation: 1.5,
+            suspend_at: 1.0,
+            suspend_for: DAY,
+            ban_after: 2,
+        }
+    }
+}
+
+/// Ledger configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Score weights.
+    pub weights: Weights,
+    /// Half-life of evidence and penalties.
+    pub half_life: Time,
+    /// Pseudo-observations that shrink a source's mean towards 0.
+    pub prior: f64,
+    /// Tiers.
+    pub tiers: tier::Config,
+    /// EigenTrust damping α.
+    pub trust_alpha: f64,
+    /// Pre-trusted nodes (bootstrap validators): eligible reporters from the start.
+    pub pretrusted: Vec<NodeId>,
+    /// Voting weight.
+    pub weight_mode: WeightMode,
+    /// Fraction of eligible weight that must vote.
+    pub quorum: f64,
+    /// Lowest tier that may propose and vote.
+    pub vote_from: u8,
+    /// Penalties.
+    pub penalties: Penalties,
+    /// Auditors per audit.
+    pub audit_team: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            weights: Weights::default(),
+            half_life: 2 * DAY,
+            prior: 3.0,
+            tiers: tier::Config::default(),
+            trust_alpha: 0.15,
+            pretrusted: Vec::new(),
+            weight_mode: WeightMode::Tier,
+            quorum: 0.5,
+            vote_from: 2,
+            penalties: Penalties::default(),
+            audit_team: 5,
+        }
+    }
+}
+
+/// Why an input was refused. Nothing changed.
+#[derive(Debug, Error, PartialEq)]
+#[non_exhaustive]
+pub enum Error {
+    /// Bad signature or key.
+    #[error(transparent)]
+    Signature(#[from] signed::Error),
+    /// The signer is banned.
+    #[error("signer is banned")]
+    Banned,
+    /// The signer is suspended until the given time.
+    #[error("signer is suspended until {until}")]
+    Suspended {
+        /// End of the suspension.
+        until: Time,
+    },
+    /// The signer's tier does not allow this input.
+    #[error("signer's tier {tier} may not {what}")]
+    NotEligible {
+        /// Its tier.
+        tier: u8,
+        /// What it tried.
+        what: &'static str,
+    },
+    /// No open proposal with this id.
+    #[error("unknown proposal")]
+    UnknownProposal,
+    /// The vote is outside the proposal's window.
+    #[error("vote at {now} is outside the window [{opens}, {closes})")]
+    OutsideWindow {
+        /// Window start.
+        opens: Time,
+        /// Window end.
+        closes: Time,
+        /// When the vote arrived.
+        now: Time,
+    },
+    /// The proposal's window is empty or already over.
+    #[error("proposal window is empty or in the past")]
+    BadWindow,
+    /// No open audit with this id, or the signer is not on its team.
+    #[error("not an open audit of this node with the signer on its team")]
+    NotOnTeam,
+    /// A number is NaN, infinite or out of range.
+    #[error("{field} is out of range")]
+    Value {
+        /// Which field.
+        field: &'static str,
+    },
+    /// An older message than one already applied (trust epoch, bond sequence).
+    #[error("stale message")]
+    Stale,
+}
+
+impl Error {
+    /// A short name of the variant, for counting refusals by kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Signature(_) => "bad signature",
+            Error::Banned => "signer banned",
+            Error::Suspended { .. } => "signer suspended",
+            Error::NotEligible { .. } => "signer not eligible",
+            Error::UnknownProposal => "unknown proposal",
+            Error::OutsideWindow { .. } => "vote outside window",
+            Error::BadWindow => "bad proposal window",
+            Error::NotOnTeam => "not on audit team",
+            Error::Value { .. } => "value out of range",
+            Error::Stale => "stale message",
+        }
+    }
+}
+
+/// Decisions the ledger reached, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// A node changed tier.
+    TierChanged {
+        /// The node.
+        node: NodeId,
+        /// Old tier.
+        from: u8,
+        /// New tier.
+        to: u8,
+    },
+    /// A node was suspended.
+    Suspended {
+        /// The node.
+        node: NodeId,
+        /// Until when.
+        until: Time,
+    },
+    /// A node was banned (repeated suspensions or a passed ban proposal).
+    Banned {
+        /// The node.
+        node: NodeId,
+    },
+    /// A ban was lifted by a passed proposal.
+    Unbanned {
+        /// The node.
+        node: NodeId,
+    },
+    /// Equivocation detected; both signed votes are the proof.
+    Equivocation(Box<Equivocation>),
+    /// A proposal's window closed.
+    ProposalClosed {
+        /// The proposal.
+        id: ProposalId,
+        /// Result.
+        outcome: Outcome,
+        /// The weights.
+        tally: Tally,
+    },
+    /// An audit team reached a majority.
+    AuditDecided {
+        /// The audit.
+        audit: [u8; 32],
+        /// Audited node.
+        subject: NodeId,
+        /// Whether it passed.
+        pass: bool,
+    },
+}
+
+/// Everything the ledger knows about one node.
+#[derive(Debug, Clone)]
+pub struct Record {
+    sources: [Decaying; SOURCES],
+    penalty: Decaying,
+    social: f64,
+    /// Tier state.
+    pub tier: tier::State,
+    /// Bonded stake.
+    pub stake: u64,
+    bond_seq: u64,
+    trust_epoch: Option<u64>,
+    /// End of the current suspension.
+    pub suspended_until: Option<Time>,
+    /// Suspensions so far.
+    pub suspensions: u32,
+    /// Banned for good (until a passed unban proposal).
+    pub banned: bool,
+    /// Last computed score.
+    pub score: f64,
+}
+
+impl Record {
+    fn new(now: Time) -> Self {
+        Self {
+            sources: [Decaying::default(); SOURCES],
+            penalty: Decaying::default(),
+            social: 0.0,
+            tier: tier::State::new(now),
+            stake: 0,
+            bond_seq: 0,
+            trust_epoch: None,
+            suspended_until: None,
+            suspensions: 0,
+            banned: false,
+            score: 0.0,
+        }
+    }
+}
+
+struct OpenProposal {
+    proposal: Signed<Proposal>,
+    ballot: Ballot,
+}
+
+struct OpenAudit {
+    subject: NodeId,
+    team: Vec<NodeId>,
+    verdicts: BTreeMap<NodeId, bool>,
+}
+
+/// The state machine.
+pub struct Ledger {
+    cfg: Config,
+    nodes: BTreeMap<NodeId, Record>,
+    trust: BTreeMap<NodeId, Vec<(NodeId, f64)>>,
+    proposals: BTreeMap<ProposalId, OpenProposal>,
+    audits: BTreeMap<[u8; 32], OpenAudit>,
+    pretrusted: BTreeSet<NodeId>,
+    outbox: VecDeque<Output>,
+}
+
+impl Ledger {
+    /// An empty ledger; pre-trusted nodes are known from the start.
+    pub fn new(cfg: Config, now: Time) -> Self {
+        let pretrusted: BTreeSet<NodeId> = cfg.pretrusted.iter().copied().collect();
+        let nodes = pretrusted.iter().map(|id| (*id, Record::new(now))).collect();
+        Self {
+            cfg,
+            nodes,
+            trust: BTreeMap::new(),
+            proposals: BTreeMap::new(),
+            audits: BTreeMap::new(),
+            pretrusted,
+            outbox: VecDeque::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Makes a node known (e.g. from its verified announcement).
+    pub fn join(&mut self, node: NodeId, now: Time) {
+        self.nodes.entry(node).or_insert_with(|| Record::new(now));
+    }
+
+    /// A node's record.
+    pub fn record(&self, node: &NodeId) -> Option<&Record> {
+        self.nodes.get(node)
+    }
+
+    /// All known nodes, in id order.
+    pub fn nodes(&self) -> impl Iterator<Item = (&NodeId, &Record)> {
+        self.nodes.iter()
+    }
+
+    /// A node's tier (0 when unknown, banned or suspended: it has no privileges).
+    pub fn tier(&self, node: &NodeId, now: Time) -> u8 {
+        match self.nodes.get(node) {
+            Some(r) if self.allowed(r, now) => r.tier.tier,
+            _ => 0,
+        }
+    }
+
+    /// Whether honest nodes should serve `node` at all.
+    pub fn is_banned(&self, node: &NodeId) -> bool {
+        self.nodes.get(node).is_some_and(|r| r.banned)
+    }
+
+    fn allowed(&self, r: &Record, now: Time) -> bool {
+        !r.banned && r.suspended_until.is_none_or(|u| now >= u)
+    }
+
+    fn check_signer<T: Body>(&self, msg: &Signed<T>, now: Time) -> Result<(), Error> {
+        if let Some(r) = self.nodes.get(&msg.signer) {
+            if r.banned {
+                return Err(Error::Banned);
+            }
+            if let Some(until) = r.suspended_until
+                && now < until
+            {
+                return Err(Error::Suspended { until });
+            }
+        }
+        msg.verify()?;
+        Ok(())
+    }
+
+    fn may_report(&self, node: &NodeId, now: Time) -> bool {
+        self.pretrusted.contains(node) || self.tier(node, now) >= self.cfg.tiers.report_from
+    }
+
+    fn penalise(&mut self, node: &NodeId, points: f64, now: Time) {
+        let hl = self.cfg.half_life;
+        self.nodes.entry(*node).or_insert_with(|| Record::new(now)).penalty.observe(now, points, hl);
+    }
+
+    fn observe(&mut self, node: &NodeId, source: Source, x: f64, now: Time) {
+        let hl = self.cfg.half_life;
+        self.nodes.entry(*node).or_insert_with(|| Record::new(now)).sources[source as usize].observe(now, x, hl);
+    }
+
+    /// Verifies and applies one input.
+    pub fn handle(&mut self, now: Time, input: Input) -> Result<(), Error> {
+        match input {
+            Input::Report(r) => {
+                self.check_signer(&r, now)?;
+                if !self.may_report(&r.signer, now) {
+                    return Err(Error::NotEligible { tier: self.tier(&r.signer, now), what: "report evidence" });
+                }
+                for o in &r.body.observations {
+                    let bad = match o.what {
+                        Observed::Anomaly { z } => !z.is_finite(),
+                        Observed::Feedback { score } => !(0.0..=1.0).contains(&score),
+                        _ => false,
+                    };
+                    if bad {
+                        return Err(Error::Value { field: "observation" });
+                    }
+                }
+                let p = self.cfg.penalties.clone();
+                for o in r.body.observations.iter().filter(|o| o.subject != r.signer) {
+                    match o.what {
+                        Observed::Participated => self.observe(&o.subject, Source::Participation, 1.0, now),
+                        Observed::Missed => self.observe(&o.subject, Source::Participation, 0.0, now),
+                        Observed::ChallengePassed => self.observe(&o.subject, Source::Resource, 1.0, now),
+                        Observed::ChallengeTimeout => self.observe(&o.subject, Source::Resource, 0.0, now),
+                        Observed::ChallengeFailed => {
+                            self.observe(&o.subject, Source::Resource, 0.0, now);
+                            self.penalise(&o.subject, p.failed_challenge, now);
+                        }
+                        Observed::Anomaly { z } => {
+                            if z.abs() >= p.anomaly_z {
+                                self.penalise(&o.subject, p.anomaly, now);
+                            }
+                        }
+                        Observed::Feedback { score } => self.observe(&o.subject, Source::Audit, score, now),
+                    }
+                }
+                Ok(())
+            }
+            Input::Trust(t) => {
+                self.check_signer(&t, now)?;
+                if t.body.edges.iter().any(|(_, w)| !(w.is_finite() && *w >= 0.0)) {
+                    return Err(Error::Value { field: "trust weight" });
+                }
+                let rec = self.nodes.entry(t.signer).or_insert_with(|| Record::new(now));
+                if rec.trust_epoch.is_some_and(|e| t.body.epoch <= e) {
+                    return Err(Error::Stale);
+                }
+                rec.trust_epoch = Some(t.body.epoch);
+                self.trust.insert(t.signer, t.body.edges);
+                Ok(())
+            }
+            Input::Bond(b) => {
+                self.check_signer(&b, now)?;
+                let rec = self.nodes.entry(b.signer).or_insert_with(|| Record::new(now));
+                if b.body.seq <= rec.bond_seq {
+                    return Err(Error::Stale);
+                }
+                rec.bond_seq = b.body.seq;
+                rec.stake = b.body.total;
+                Ok(())
+            }
+            Input::Propose(p) => {
+                self.check_signer(&p, now)?;
+                let tier = self.tier(&p.signer, now);
+                if tier < self.cfg.vote_from && !self.pretrusted.contains(&p.signer) {
+                    return Err(Error::NotEligible { tier, what: "propose" });
+                }
+                if p.body.closes <= p.body.opens || p.body.closes <= now {
+                    return Err(Error::BadWindow);
+                }
+                self.proposals.entry(p.digest()).or_insert(OpenProposal { proposal: p, ballot: Ballot::default() });
+                Ok(())
+            }
+            Input::Vote(v) => {
+                self.check_signer(&v, now)?;
+                let tier = self.tier(&v.signer, now);
+                if tier < self.cfg.vote_from {
+                    return Err(Error::NotEligible { tier, what: "vote" });
+                }
+                let open = self.proposals.get_mut(&v.body.proposal).ok_or(Error::UnknownProposal)?;
+                let (opens, closes) = (open.proposal.body.opens, open.proposal.body.closes);
+                if now < opens || now >= closes {
+                    return Err(Error::OutsideWindow { opens, closes, now });
+                }
+                if let Some(e) = open.ballot.record(v) {
+                    let who = e.second.signer;
+                    let pts = self.cfg.penalties.equivocation;
+                    self.penalise(&who, pts, now);
+                    self.outbox.push_back(Output::Equivocation(Box::new(e)));
+                }
+                Ok(())
+            }
+            Input::Verdict(v) => {
+                self.check_signer(&v, now)?;
+                let a = self.audits.get_mut(&v.body.audit).ok_or(Error::NotOnTeam)?;
+                if a.subject != v.body.subject || !a.team.contains(&v.signer) {
+                    return Err(Error::NotOnTeam);
+                }
+                a.verdicts.entry(v.signer).or_insert(v.body.pass);
+                let passes = a.verdicts.values().filter(|p| **p).count();
+                let fails = a.verdicts.len() - passes;
+                if let Some(pass) = audit::decide(a.team.len(), passes, fails) {
+                    let subject = a.subject;
+                    self.audits.remove(&v.body.audit);
+                    self.observe(&subject, Source::Audit, if pass { 1.0 } else { 0.0 }, now);
+                    if !pass {
+                        let pts = self.cfg.penalties.failed_audit;
+                        self.penalise(&subject, pts, now);
+                    }
+                    self.outbox.push_back(Output::AuditDecided { audit: v.body.audit, subject, pass });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Opens an audit of `subject` with a team drawn from `seed` among higher tiers; returns its
+    /// id and team (whom to ask). The id is BLAKE3 of seed and subject.
+    pub fn open_audit(&mut self, subject: NodeId, seed: [u8; 32], now: Time) -> ([u8; 32], Vec<NodeId>) {
+        let candidates: Vec<(NodeId, u8)> = self.nodes.keys().map(|id| (*id, self.tier(id, now))).collect();
+        let subject_tier = self.nodes.get(&subject).map_or(1, |r| r.tier.tier);
+        let team = audit::team(&seed, &subject, subject_tier, &candidates, self.cfg.audit_team);
+        let mut h = blake3::Hasher::new();
+        h.update(b"vain/audit/v1");
+        h.update(&seed);
+        h.update(&subject);
+        let id = *h.finalize().as_bytes();
+        self.audits.insert(id, OpenAudit { subject, team: team.clone(), verdicts: BTreeMap::new() });
+        (id, team)
+    }
+
+    /// Voting weight of `node` at `now` under the configured mode (0 below `vote_from`).
+    pub fn voting_weight(&self, node: &NodeId, now: Time) -> f64 {
+        let tier = self.tier(node, now);
+        if tier < self.cfg.vote_from {
+            return 0.0;
+        }
+        let stake = self.nodes.get(node).map_or(0, |r| r.stake) as f64;
+        match self.cfg.weight_mode {
+            WeightMode::Tier => self.cfg.tiers.votes(tier),
+            WeightMode::Stake => stake,
+            WeightMode::Combined { tier_share } => {
+                let (tiers, stakes) = self.eligible_totals(now);
+                let t = if tiers > 0.0 { self.cfg.tiers.votes(tier) / tiers } else { 0.0 };
+                let s = if stakes > 0.0 { stake / stakes } else { 0.0 };
+                tier_share * t + (1.0 - tier_share) * s
+            }
+        }
+    }
+
+    fn eligible_totals(&self, now: Time) -> (f64, f64) {
+        let mut tiers = 0.0;
+        let mut stakes = 0.0;
+        for (id, r) in &self.nodes {
+            let t = self.tier(id, now);
+            if t >= self.cfg.vote_from {
+                tiers += self.cfg.tiers.votes(t);
+                stakes += r.stake as f64;
+            }
+        }
+        (tiers, stakes)
+    }
+
+    /// Recomputes trust, scores and tiers, applies suspensions and bans, and closes proposals
+    /// whose window ended. Call once per epoch (or whenever decisions are wanted).
+    pub fn tick(&mut self, now: Time) {
+        self.close_proposals(now);
+        self.update_trust();
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.update_node(&id, now);
+        }
+    }
+
+    fn update_trust(&mut self) {
+        let index: BTreeMap<NodeId, usize> = self.nodes.keys().enumerate().map(|(i, id)| (*id, i)).collect();
+        let mut edges = Vec::new();
+        for (from, list) in &self.trust {
+            let (Some(&i), true) = (index.get(from), self.nodes.get(from).is_some_and(|r| !r.banned)) else { continue };
+            for (to, w) in list {
+                if let Some(&j) = index.get(to) {
+                    edges.push((i, j, *w));
+                }
+            }
+        }
+        let pre: Vec<usize> = self.pretrusted.iter().filter_map(|id| index.get(id).copied()).collect();
+        let n = index.len();
+        let t = trust::eigentrust(n, &edges, &pre, self.cfg.trust_alpha, 1e-10, 100);
+        // Relative to an even share: a node with at least the average trust scores 1.
+        for (rec, ti) in self.nodes.values_mut().zip(t) {
+            rec.social = (ti * n as f64).min(1.0);
+        }
+    }
+
+    fn update_node(&mut self, id: &NodeId, now: Time) {
+        let cfg = &self.cfg;
+        let Some(rec) = self.nodes.get_mut(id) else { return };
+        if rec.banned {
+            return;
+        }
+        let means: [f64; SOURCES] = std::array::from_fn(|s| rec.sources[s].mean(now, cfg.half_life, cfg.prior));
+        let penalty = rec.penalty.sum(now, cfg.half_life);
+        rec.score = reputation::score(&cfg.weights, means, rec.social, penalty);
+        if let Some(until) = rec.suspended_until
+            && now >= until
+        {
+            rec.suspended_until = None;
+        }
+        if rec.suspended_until.is_none() && penalty >= cfg.penalties.suspend_at {
+            rec.suspensions += 1;
+            // The suspension pays for the points; new bad evidence starts a new count.
+            rec.penalty = Decaying::default();
+            if rec.suspensions >= cfg.penalties.ban_after {
+                rec.banned = true;
+                rec.score = 0.0;
+                self.outbox.push_back(Output::Banned { node: *id });
+            } else {
+                let until = now + cfg.penalties.suspend_for;
+                rec.suspended_until = Some(until);
+                self.outbox.push_back(Output::Suspended { node: *id, until });
+            }
+            if rec.tier.tier != 1 {
+                let from = rec.tier.tier;
+                rec.tier = tier::State::new(now);
+                self.outbox.push_back(Output::TierChanged { node: *id, from, to: 1 });
+            }
+            return;
+        }
+        if rec.suspended_until.is_some() {
+            return;
+        }
+        if let Some((from, to)) = rec.tier.update(&cfg.tiers, rec.score, now) {
+            self.outbox.push_back(Output::TierChanged { node: *id, from, to });
+        }
+    }
+
+    fn close_proposals(&mut self, now: Time) {
+        let due: Vec<ProposalId> =
+            self.proposals.iter().filter(|(_, p)| p.proposal.body.closes <= now).map(|(id, _)| *id).collect();
+        for id in due {
+            let Some(open) = self.proposals.remove(&id) else { continue };
+            let closes = open.proposal.body.closes;
+            let eligible: Vec<NodeId> =
+                self.nodes.keys().filter(|n| self.tier(n, closes) >= self.cfg.vote_from).copied().collect();
+            let total: f64 = eligible.iter().map(|n| self.voting_weight(n, closes)).sum();
+            let (outcome, tally) = open.ballot.tally(|n| self.voting_weight(n, closes), total, self.cfg.quorum);
+            let voted: BTreeSet<NodeId> = open.ballot.voters().copied().collect();
+            for n in &eligible {
+                self.observe(n, Source::Governance, if voted.contains(n) { 1.0 } else { 0.0 }, now);
+            }
+            if outcome == Outcome::Passed {
+                match open.proposal.body.kind {
+                    Kind::Ban { node } => {
+                        let rec = self.nodes.entry(node).or_insert_with(|| Record::new(now));
+                        if !rec.banned {
+                            rec.banned = true;
+                            rec.score = 0.0;
+                            self.outbox.push_back(Output::Banned { node });
+                        }
+                    }
+                    Kind::Unban { node } => {
+                        if let Some(rec) = self.nodes.get_mut(&node)
+                            && rec.banned
+                        {
+                            rec.banned = false;
+                            rec.suspensions = 0;
+                            rec.tier = tier::State::new(now);
+                            self.outbox.push_back(Output::Unbanned { node });
+                        }
+                    }
+                    Kind::SetParameter { .. } | Kind::Upgrade { .. } => {}
+                }
+            }
+            self.outbox.push_back(Output::ProposalClosed { id, outcome, tally });
+        }
+    }
+
+    /// The next decision, oldest first.
+    pub fn poll(&mut self) -> Option<Output> {
+        self.outbox.pop_front()
+    }
+}
