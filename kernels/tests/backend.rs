@@ -462,4 +462,3 @@ fn batched_ingest_equals_one_by_one_and_skips_bad_updates() {
         }
     }
 }
-
