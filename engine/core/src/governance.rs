@@ -8,7 +8,7 @@
 
 use crate::signed::{Body, Signed, put_bytes, put_f64, put_u64};
 use crate::{NodeId, Time};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// What a proposal would do.
 #[derive(Debug, Clone, PartialEq)]
@@ -151,8 +151,8 @@ pub struct Equivocation {
 /// Votes received for one open proposal.
 #[derive(Debug, Clone, Default)]
 pub struct Ballot {
-    votes: HashMap<NodeId, Signed<Vote>>,
-    equivocators: HashMap<NodeId, Equivocation>,
+    votes: BTreeMap<NodeId, Signed<Vote>>,
+    equivocators: BTreeMap<NodeId, Equivocation>,
 }
 
 impl Ballot {

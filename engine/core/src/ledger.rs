@@ -769,6 +769,47 @@ impl Ledger {
         }
     }
 
+    /// BLAKE3 of the whole state (every record's evidence, tier, stake, suspension and ban; the
+    /// trust vectors; open proposals and audits): equal digests mean equal ledgers.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(b"vain/ledger-state/v1");
+        for (id, r) in &self.nodes {
+            h.update(id);
+            for d in r.sources.iter().chain(std::iter::once(&r.penalty)) {
+                h.update(&d.raw_bits());
+            }
+            h.update(&r.social.to_bits().to_le_bytes());
+            h.update(&[r.tier.tier]);
+            h.update(&r.tier.since.to_le_bytes());
+            h.update(&r.stake.to_le_bytes());
+            h.update(&r.bond_seq.to_le_bytes());
+            h.update(&r.trust_epoch.map_or(u64::MAX, |e| e).to_le_bytes());
+            h.update(&r.suspended_until.map_or(u64::MAX, |t| t).to_le_bytes());
+            h.update(&r.suspensions.to_le_bytes());
+            h.update(&[u8::from(r.banned)]);
+            h.update(&r.score.to_bits().to_le_bytes());
+        }
+        for (id, edges) in &self.trust {
+            h.update(id);
+            for (to, w) in edges {
+                h.update(to);
+                h.update(&w.to_bits().to_le_bytes());
+            }
+        }
+        for (id, p) in &self.proposals {
+            h.update(id);
+            for v in p.ballot.voters() {
+                h.update(v);
+            }
+        }
+        for (id, a) in &self.audits {
+            h.update(id);
+            h.update(&(a.verdicts.len() as u64).to_le_bytes());
+        }
+        *h.finalize().as_bytes()
+    }
+
     /// The next decision, oldest first.
     pub fn poll(&mut self) -> Option<Output> {
         self.outbox.pop_front()

@@ -11,17 +11,22 @@
 //! * [`challenge`]: resource challenges (matrix products checked with Freivalds' algorithm).
 //! * [`audit`]: verifiable audit-team selection and majority verdicts.
 //! * [`ledger`]: the state machine that joins them, with penalties, suspensions and bans.
+//! * [`codec`], [`journal`], [`store`]: the ledger's crash-safe append-only journal (the one
+//!   module with file I/O is `store`); recovery replays the committed entries.
 //! * [`sim`]: virtual clock, N nodes, delay/loss/partitions, behaviours, scenarios, SVG.
 //!
 //! The formula, tiers, voting rules and their Byzantine assumptions are in docs/architecture.md.
 
 pub mod audit;
 pub mod challenge;
+pub mod codec;
 pub mod governance;
+pub mod journal;
 pub mod ledger;
 pub mod reputation;
 pub mod signed;
 pub mod sim;
+pub mod store;
 pub mod tier;
 pub mod trust;
 

@@ -78,6 +78,15 @@ impl Decaying {
         if d.weight + prior > 0.0 { d.value / (d.weight + prior) } else { 0.0 }
     }
 
+    /// The stored fields' bits (for state digests).
+    pub fn raw_bits(&self) -> [u8; 24] {
+        let mut b = [0u8; 24];
+        b[..8].copy_from_slice(&self.value.to_bits().to_le_bytes());
+        b[8..16].copy_from_slice(&self.weight.to_bits().to_le_bytes());
+        b[16..].copy_from_slice(&self.at.to_le_bytes());
+        b
+    }
+
     /// Decayed sum at `now`.
     pub fn sum(&self, now: Time, half_life: Time) -> f64 {
         let mut d = *self;

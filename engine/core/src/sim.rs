@@ -11,6 +11,7 @@
 use crate::audit::Verdict;
 use crate::challenge::{self, Challenge};
 use crate::governance::{Choice, Kind, Proposal, Vote};
+use crate::journal::Entry;
 use crate::ledger::{self, Input, Ledger, Observation, Observed, Output, Report, TrustVector};
 use crate::signed::Signed;
 use crate::{HOUR, NodeId, Time};
@@ -174,6 +175,8 @@ pub struct Options {
     pub extra_reporters: usize,
     /// Ledger settings (the simulator fills in the pre-trusted set).
     pub ledger: ledger::Config,
+    /// Keep every ledger entry in [`Run::journal`] (for persistence tests).
+    pub journal: bool,
 }
 
 impl Options {
@@ -192,6 +195,7 @@ impl Options {
             sample: nodes.div_ceil((nodes / 20).clamp(3, 25)),
             extra_reporters: 10,
             ledger: ledger::Config::default(),
+            journal: false,
         }
     }
 }
@@ -249,6 +253,12 @@ pub struct Run {
     pub audits: Vec<(usize, bool, usize, usize)>,
     /// Counters.
     pub counters: Counters,
+    /// The ledger configuration used (pre-trusted set filled in).
+    pub config: ledger::Config,
+    /// Every entry applied to the ledger, when [`Options::journal`] is set.
+    pub journal: Vec<Entry>,
+    /// Digest of the final ledger state.
+    pub digest: [u8; 32],
 }
 
 struct Rng(u64);
@@ -292,9 +302,16 @@ pub fn run(scenario: &Scenario, opts: &Options) -> Run {
     let behaviours = assign(scenario, n, opts.validators, &mut rng);
     let mut cfg = opts.ledger.clone();
     cfg.pretrusted = ids[..opts.validators].to_vec();
-    let mut ledger = Ledger::new(cfg, 0);
+    let mut ledger = Ledger::new(cfg.clone(), 0);
+    let mut journal: Vec<Entry> = Vec::new();
+    let log = |e: Entry, journal: &mut Vec<Entry>| {
+        if opts.journal {
+            journal.push(e);
+        }
+    };
     for id in &ids {
         ledger.join(*id, 0);
+        log(Entry::Join { at: 0, node: *id }, &mut journal);
     }
     let mut net = Net { queue: BinaryHeap::new(), msgs: BTreeMap::new(), seq: 0 };
     let mut c = Counters::default();
@@ -423,6 +440,7 @@ pub fn run(scenario: &Scenario, opts: &Options) -> Run {
             );
             let id = p.digest();
             // Proposals go to the ledger directly: votes must find them.
+            log(Entry::Input { at: t0, input: Input::Propose(p.clone()) }, &mut journal);
             if let Err(err) = ledger.handle(t0, Input::Propose(p)) {
                 *c.refused.entry(err.kind().to_string()).or_default() += 1;
             }
@@ -455,6 +473,7 @@ pub fn run(scenario: &Scenario, opts: &Options) -> Run {
                 let mut seed = [0u8; 32];
                 seed[..8].copy_from_slice(&u64::from(e).to_le_bytes());
                 seed[8..16].copy_from_slice(&opts.seed.to_le_bytes());
+                log(Entry::OpenAudit { at: t0, subject: ids[s], seed }, &mut journal);
                 let (audit, team) = ledger.open_audit(ids[s], seed, t0);
                 let colluders = team
                     .iter()
@@ -477,12 +496,16 @@ pub fn run(scenario: &Scenario, opts: &Options) -> Run {
                 break;
             }
             net.queue.pop();
-            if let Some(input) = net.msgs.remove(&seq)
-                && let Err(err) = ledger.handle(at, input)
-            {
-                *c.refused.entry(err.kind().to_string()).or_default() += 1;
+            if let Some(input) = net.msgs.remove(&seq) {
+                if opts.journal {
+                    log(Entry::Input { at, input: input.clone() }, &mut journal);
+                }
+                if let Err(err) = ledger.handle(at, input) {
+                    *c.refused.entry(err.kind().to_string()).or_default() += 1;
+                }
             }
         }
+        log(Entry::Tick { at: end }, &mut journal);
         ledger.tick(end);
         while let Some(out) = ledger.poll() {
             match out {
@@ -539,6 +562,9 @@ pub fn run(scenario: &Scenario, opts: &Options) -> Run {
         history,
         audits,
         counters: c,
+        config: cfg,
+        journal,
+        digest: ledger.digest(),
     }
 }
 

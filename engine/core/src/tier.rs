@@ -36,6 +36,12 @@ impl Config {
         1 + self.enter.iter().take_while(|t| score >= **t).count() as u8
     }
 
+    /// Scheduling priority of a tier's tasks (aggregation slots, challenge answers): higher
+    /// tiers first, tier 0 (suspended/banned) never.
+    pub fn task_priority(&self, tier: u8) -> u32 {
+        u32::from(tier)
+    }
+
     /// Votes of a tier by the default rule: tier k has k votes.
     pub fn votes(&self, tier: u8) -> f64 {
         f64::from(tier)

@@ -1,0 +1,282 @@
+//! Decoding the canonical encodings of [`crate::signed::Body`] types, for bytes that come back
+//! from disk (the journal) or the network. Every length is checked against a limit before
+//! anything is allocated, every tag is checked, and trailing bytes are an error.
+
+use crate::audit::Verdict;
+use crate::governance::{Choice, Kind, Proposal, Vote};
+use crate::ledger::{Bond, Input, Observation, Observed, Report, TrustVector};
+use crate::signed::{Body, Signed};
+use thiserror::Error;
+
+/// Most observations in one report.
+pub const MAX_OBSERVATIONS: u64 = 1 << 16;
+/// Most edges in one trust vector.
+pub const MAX_EDGES: u64 = 1 << 16;
+/// Longest string (parameter name, version).
+pub const MAX_STRING: u64 = 1024;
+
+/// Why bytes do not decode.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The input ended inside `field`.
+    #[error("truncated in {field}")]
+    Truncated {
+        /// Field being read.
+        field: &'static str,
+    },
+    /// A count or length is over its limit.
+    #[error("{field} = {value} is over the limit {limit}")]
+    TooLong {
+        /// Field.
+        field: &'static str,
+        /// Value read.
+        value: u64,
+        /// Limit.
+        limit: u64,
+    },
+    /// An enum tag is unknown.
+    #[error("unknown {field} tag {value}")]
+    Tag {
+        /// Field.
+        field: &'static str,
+        /// Tag read.
+        value: u8,
+    },
+    /// A string is not UTF-8.
+    #[error("{field} is not UTF-8")]
+    Utf8 {
+        /// Field.
+        field: &'static str,
+    },
+    /// Bytes left after the value.
+    #[error("{0} trailing bytes")]
+    Trailing(usize),
+}
+
+/// A cursor over bytes.
+pub struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    /// Reads from `b`.
+    pub fn new(b: &'a [u8]) -> Self {
+        Self { b }
+    }
+
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.b.len()
+    }
+
+    /// Fails when bytes are left.
+    pub fn finish(&self) -> Result<(), Error> {
+        if self.b.is_empty() { Ok(()) } else { Err(Error::Trailing(self.b.len())) }
+    }
+
+    /// The next `n` bytes.
+    pub fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], Error> {
+        if self.b.len() < n {
+            return Err(Error::Truncated { field });
+        }
+        let (head, tail) = self.b.split_at(n);
+        self.b = tail;
+        Ok(head)
+    }
+
+    /// One byte.
+    pub fn u8(&mut self, field: &'static str) -> Result<u8, Error> {
+        Ok(self.take(1, field)?[0])
+    }
+
+    /// A little-endian u64.
+    pub fn u64(&mut self, field: &'static str) -> Result<u64, Error> {
+        let b = self.take(8, field)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    /// An f64 from its bits.
+    pub fn f64(&mut self, field: &'static str) -> Result<f64, Error> {
+        Ok(f64::from_bits(self.u64(field)?))
+    }
+
+    /// N fixed bytes.
+    pub fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], Error> {
+        let b = self.take(N, field)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(b);
+        Ok(a)
+    }
+
+    /// A count checked against `limit` and against the bytes left (each item ≥ `min_item`
+    /// bytes), before the caller allocates for it.
+    pub fn count(&mut self, field: &'static str, limit: u64, min_item: usize) -> Result<usize, Error> {
+        let n = self.u64(field)?;
+        if n > limit {
+            return Err(Error::TooLong { field, value: n, limit });
+        }
+        if n.saturating_mul(min_item as u64) > self.b.len() as u64 {
+            return Err(Error::Truncated { field });
+        }
+        Ok(n as usize)
+    }
+
+    /// A length-prefixed UTF-8 string of at most [`MAX_STRING`] bytes.
+    pub fn string(&mut self, field: &'static str) -> Result<String, Error> {
+        let n = self.count(field, MAX_STRING, 1)?;
+        let b = self.take(n, field)?;
+        std::str::from_utf8(b).map(str::to_owned).map_err(|_| Error::Utf8 { field })
+    }
+}
+
+/// A type with a canonical decoding (the inverse of [`Body::encode`]).
+pub trait Decode: Sized {
+    /// Reads one value.
+    fn decode(r: &mut Reader<'_>) -> Result<Self, Error>;
+}
+
+impl Decode for Report {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
+        let epoch = r.u64("report.epoch")?;
+        let n = r.count("report.observations", MAX_OBSERVATIONS, 33)?;
+        let mut observations = Vec::with_capacity(n);
+        for _ in 0..n {
+            let subject = r.array::<32>("observation.subject")?;
+            let what = match r.u8("observation.kind")? {
+                0 => Observed::Participated,
+                1 => Observed::Missed,
+                2 => Observed::ChallengePassed,
+                3 => Observed::ChallengeFailed,
+                4 => Observed::Anomaly { z: r.f64("observation.z")? },
+                5 => Observed::Feedback { score: r.f64("observation.score")? },
+                6 => Observed::ChallengeTimeout,
+                value => return Err(Error::Tag { field: "observation.kind", value }),
+            };
+            observations.push(Observation { subject, what });
+        }
+        Ok(Report { epoch, observations })
+    }
+}
+
+impl Decode for TrustVector {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
+        let epoch = r.u64("trust.epoch")?;
+        let n = r.count("trust.edges", MAX_EDGES, 40)?;
+        let mut edges = Vec::with_capacity(n);
+        for _ in 0..n {
+            edges.push((r.array::<32>("trust.node")?, r.f64("trust.weight")?));
+        }
+        Ok(TrustVector { epoch, edges })
+    }
+}
+
+impl Decode for Bond {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
+        Ok(Bond { total: r.u64("bond.total")?, seq: r.u64("bond.seq")? })
+    }
+}
+
+impl Decode for Proposal {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
+        let kind = match r.u8("proposal.kind")? {
+            0 => Kind::SetParameter { name: r.string("proposal.name")?, value: r.f64("proposal.value")? },
+            1 => Kind::Ban { node: r.array::<32>("proposal.node")? },
+            2 => Kind::Unban { node: r.array::<32>("proposal.node")? },
+            3 => Kind::Upgrade { version: r.string("proposal.version")? },
+            value => return Err(Error::Tag { field: "proposal.kind", value }),
+        };
+        Ok(Proposal {
+            kind,
+            opens: r.u64("proposal.opens")?,
+            closes: r.u64("proposal.closes")?,
+            nonce: r.u64("proposal.nonce")?,
+        })
+    }
+}
+
+impl Decode for Vote {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
+        let proposal = r.array::<32>("vote.proposal")?;
+        let choice = match r.u8("vote.choice")? {
+            0 => Choice::Yes,
+            1 => Choice::No,
+            2 => Choice::Abstain,
+            value => return Err(Error::Tag { field: "vote.choice", value }),
+        };
+        Ok(Vote { proposal, choice })
+    }
+}
+
+impl Decode for Verdict {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
+        let audit = r.array::<32>("verdict.audit")?;
+        let subject = r.array::<32>("verdict.subject")?;
+        let pass = match r.u8("verdict.pass")? {
+            0 => false,
+            1 => true,
+            value => return Err(Error::Tag { field: "verdict.pass", value }),
+        };
+        Ok(Verdict { audit, subject, pass })
+    }
+}
+
+/// `signer ‖ body ‖ signature`: how a signed message is stored.
+pub fn encode_signed<T: Body>(s: &Signed<T>, out: &mut Vec<u8>) {
+    out.extend_from_slice(&s.signer);
+    s.body.encode(out);
+    out.extend_from_slice(&s.signature);
+}
+
+/// The inverse of [`encode_signed`]. The signature is not checked here (the ledger does).
+pub fn decode_signed<T: Decode>(r: &mut Reader<'_>) -> Result<Signed<T>, Error> {
+    let signer = r.array::<32>("signer")?;
+    let body = T::decode(r)?;
+    let signature = r.array::<64>("signature")?;
+    Ok(Signed { signer, body, signature })
+}
+
+/// An [`Input`] with a kind tag.
+pub fn encode_input(input: &Input, out: &mut Vec<u8>) {
+    match input {
+        Input::Report(s) => {
+            out.push(0);
+            encode_signed(s, out);
+        }
+        Input::Trust(s) => {
+            out.push(1);
+            encode_signed(s, out);
+        }
+        Input::Propose(s) => {
+            out.push(2);
+            encode_signed(s, out);
+        }
+        Input::Vote(s) => {
+            out.push(3);
+            encode_signed(s, out);
+        }
+        Input::Bond(s) => {
+            out.push(4);
+            encode_signed(s, out);
+        }
+        Input::Verdict(s) => {
+            out.push(5);
+            encode_signed(s, out);
+        }
+    }
+}
+
+/// The inverse of [`encode_input`].
+pub fn decode_input(r: &mut Reader<'_>) -> Result<Input, Error> {
+    Ok(match r.u8("input.kind")? {
+        0 => Input::Report(decode_signed(r)?),
+        1 => Input::Trust(decode_signed(r)?),
+        2 => Input::Propose(decode_signed(r)?),
+        3 => Input::Vote(decode_signed(r)?),
+        4 => Input::Bond(decode_signed(r)?),
+        5 => Input::Verdict(decode_signed(r)?),
+        value => return Err(Error::Tag { field: "input.kind", value }),
+    })
+}

@@ -1,0 +1,166 @@
+//! The ledger survives crashes: a journal cut at any byte, corrupted in the middle, or left by a
+//! writer killed mid-way recovers exactly its committed prefix, and replaying it gives the same
+//! state (digest) as the live ledger had after those entries.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use vain_core::journal::{self, Entry, MAGIC, Tail};
+use vain_core::ledger::Ledger;
+use vain_core::sim::{self, Options};
+use vain_core::store::Store;
+
+fn recorded() -> sim::Run {
+    let opts = Options { journal: true, epochs: 14, ..Options::new(40, 21) };
+    sim::run(sim::scenario("mixed").expect("scenario"), &opts)
+}
+
+/// The digest after applying the first `k` entries.
+fn digest_after(run: &sim::Run, k: usize) -> [u8; 32] {
+    journal::replay(run.config.clone(), 0, &run.journal[..k]).digest()
+}
+
+#[test]
+fn replaying_the_whole_journal_gives_the_live_state() {
+    let run = recorded();
+    assert!(run.journal.len() > 300, "{}", run.journal.len());
+    let bytes: Vec<u8> = MAGIC.iter().copied().chain(run.journal.iter().flat_map(journal::encode)).collect();
+    let scan = journal::scan(&bytes);
+    assert_eq!(scan.tail, None);
+    assert_eq!(scan.valid_len, bytes.len());
+    assert_eq!(scan.entries.len(), run.journal.len());
+    let mut l = Ledger::new(run.config.clone(), 0);
+    for e in &scan.entries {
+        e.apply(&mut l);
+    }
+    assert_eq!(l.digest(), run.digest);
+}
+
+#[test]
+fn a_journal_cut_at_any_byte_recovers_exactly_the_whole_frames() {
+    let run = recorded();
+    let frames: Vec<Vec<u8>> = run.journal.iter().take(120).map(journal::encode).collect();
+    let mut bytes = MAGIC.to_vec();
+    let mut ends = vec![bytes.len()];
+    for f in &frames {
+        bytes.extend_from_slice(f);
+        ends.push(bytes.len());
+    }
+    for cut in 0..=bytes.len() {
+        let scan = journal::scan(&bytes[..cut]);
+        let whole = ends.iter().filter(|&&e| e <= cut).count().saturating_sub(1);
+        if cut < MAGIC.len() {
+            assert!(scan.entries.is_empty());
+            continue;
+        }
+        assert_eq!(scan.entries.len(), whole, "cut at {cut}");
+        assert_eq!(scan.valid_len, ends[whole]);
+        assert_eq!(scan.tail.is_some(), cut != ends[whole], "cut at {cut}");
+    }
+    // Spot-check that the recovered prefixes give the states the live ledger had.
+    for k in [0, 1, 40, 119] {
+        let scan = journal::scan(&bytes[..ends[k] + 3]);
+        assert_eq!(journal::replay(run.config.clone(), 0, &scan.entries).digest(), digest_after(&run, k));
+    }
+}
+
+#[test]
+fn corruption_in_the_middle_stops_recovery_there_and_never_loads_it() {
+    let run = recorded();
+    let frames: Vec<Vec<u8>> = run.journal.iter().take(50).map(journal::encode).collect();
+    let mut bytes = MAGIC.to_vec();
+    let mut starts = Vec::new();
+    for f in &frames {
+        starts.push(bytes.len());
+        bytes.extend_from_slice(f);
+    }
+    for (k, &at) in starts.iter().enumerate().step_by(7) {
+        for off in [0usize, 3, 4, 19, 20, 25] {
+            let pos = at + off.min(frames[k].len() - 1);
+            let mut bad = bytes.clone();
+            bad[pos] ^= 0x40;
+            let scan = journal::scan(&bad);
+            assert_eq!(scan.entries.len(), k, "flip at {pos}");
+            assert!(matches!(scan.tail, Some(Tail::Checksum { .. } | Tail::Oversized { .. } | Tail::Torn { .. })));
+        }
+    }
+    assert_eq!(journal::scan(b"not a journal").tail, Some(Tail::Magic));
+}
+
+#[test]
+fn the_store_truncates_a_torn_tail_and_appends_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ledger.journal");
+    let run = recorded();
+    {
+        let (mut s, rec) = Store::open(&path).expect("open");
+        assert!(rec.entries.is_empty() && rec.dropped.is_none());
+        s.append(&run.journal[..30]).expect("append");
+    }
+    // A torn write: half a frame at the end.
+    let half = journal::encode(&run.journal[30]);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&path).expect("file");
+    std::io::Write::write_all(&mut f, &half[..half.len() / 2]).expect("write");
+    drop(f);
+    let (mut s, rec) = Store::open(&path).expect("open");
+    assert_eq!(rec.entries.len(), 30);
+    assert!(matches!(rec.dropped, Some(Tail::Torn { .. })));
+    s.append(&run.journal[30..60]).expect("append");
+    drop(s);
+    let (_, rec) = Store::open(&path).expect("open");
+    assert_eq!(rec.entries.len(), 60);
+    assert!(rec.dropped.is_none());
+    assert_eq!(journal::replay(run.config.clone(), 0, &rec.entries).digest(), digest_after(&run, 60));
+    std::fs::write(dir.path().join("other"), b"hello").expect("write");
+    assert!(Store::open(&dir.path().join("other")).is_err(), "a foreign file is refused, not overwritten");
+    assert_eq!(std::fs::read(dir.path().join("other")).expect("read"), b"hello");
+}
+
+/// The writer side of the kill test: appends entries one by one, printing each commit.
+#[test]
+#[ignore = "run by killed_writer_loses_no_committed_entry as a child process"]
+fn writer_child() {
+    let Some(path) = std::env::var_os("VAIN_JOURNAL_CHILD") else { return };
+    let run = recorded();
+    let (mut s, _) = Store::open(std::path::Path::new(&path)).expect("open");
+    for (k, e) in run.journal.iter().enumerate() {
+        s.append(std::slice::from_ref(e)).expect("append");
+        println!("committed {}", k + 1);
+    }
+    println!("done");
+}
+
+#[test]
+fn killed_writer_loses_no_committed_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ledger.journal");
+    let mut child = Command::new(std::env::current_exe().expect("exe"))
+        .args(["--exact", "writer_child", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("VAIN_JOURNAL_CHILD", &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn writer");
+    let out = child.stdout.take().expect("stdout");
+    let mut committed = 0usize;
+    for line in BufReader::new(out).lines() {
+        let line = line.expect("line");
+        if let Some(k) = line.strip_prefix("committed ") {
+            committed = k.parse().expect("count");
+            if committed >= 200 {
+                break;
+            }
+        }
+    }
+    child.kill().expect("kill");
+    let _ = child.wait();
+    assert!(committed >= 200, "the writer committed {committed} entries before the kill");
+    let (_, rec) = Store::open(&path).expect("open");
+    assert!(rec.entries.len() >= committed, "{} recovered < {committed} committed", rec.entries.len());
+    let run = recorded();
+    assert_eq!(
+        journal::replay(run.config.clone(), 0, &rec.entries).digest(),
+        digest_after(&run, rec.entries.len()),
+        "the recovered prefix is exactly the live state after it"
+    );
+    let _: Option<Entry> = rec.entries.last().cloned();
+}
