@@ -10,7 +10,19 @@ fn vain(args: &[&str]) -> std::process::Output {
 fn sim_prints_a_summary_and_writes_the_chart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let svg = dir.path().join("rep.svg");
-    let o = vain(&["sim", "--scenario", "sybil", "--nodes", "60", "--epochs", "24", "--seed", "3", "--svg", svg.to_str().expect("p")]);
+    let o = vain(&[
+        "sim",
+        "--scenario",
+        "sybil",
+        "--nodes",
+        "60",
+        "--epochs",
+        "24",
+        "--seed",
+        "3",
+        "--svg",
+        svg.to_str().expect("p"),
+    ]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("honest") && out.contains("sybil") && out.contains("tier ≥ 2"), "{out}");
@@ -19,7 +31,19 @@ fn sim_prints_a_summary_and_writes_the_chart() {
     let chart = std::fs::read_to_string(&svg).expect("svg");
     assert!(chart.starts_with("<svg") && chart.contains("sybil"));
     // Same seed, same output.
-    let again = vain(&["sim", "--scenario", "sybil", "--nodes", "60", "--epochs", "24", "--seed", "3", "--svg", svg.to_str().expect("p")]);
+    let again = vain(&[
+        "sim",
+        "--scenario",
+        "sybil",
+        "--nodes",
+        "60",
+        "--epochs",
+        "24",
+        "--seed",
+        "3",
+        "--svg",
+        svg.to_str().expect("p"),
+    ]);
     let strip = |s: &str| s.lines().filter(|l| !l.contains("simulated in")).collect::<Vec<_>>().join("\n");
     assert_eq!(strip(&out), strip(&String::from_utf8_lossy(&again.stdout)));
 }
@@ -36,7 +60,22 @@ fn sim_refuses_bad_arguments() {
 
 #[test]
 fn bench_aggregate_prints_the_table() {
-    let o = vain(&["bench", "aggregate", "--backend", "cpu", "--params", "64k", "--updates", "8", "--reps", "1", "--rule", "fedavg", "--rule", "median"]);
+    let o = vain(&[
+        "bench",
+        "aggregate",
+        "--backend",
+        "cpu",
+        "--params",
+        "64k",
+        "--updates",
+        "8",
+        "--reps",
+        "1",
+        "--rule",
+        "fedavg",
+        "--rule",
+        "median",
+    ]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("memory copy bandwidth") && out.contains("fedavg") && out.contains("median"), "{out}");
