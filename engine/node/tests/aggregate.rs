@@ -120,6 +120,7 @@ fn every_rule_reproduces_the_f64_reference() {
     let out = dir.path().join("agg.safetensors");
     let rules =
         ["fedavg", "median", "trimmed-mean:0.2", "multi-krum:2,6", "bulyan:2", "centered-clip:5,3", "clipped-mean:20"];
+    let mut checked = 0;
     for rule in rules {
         for clip in [None, Some("30")] {
             let mut args = vec!["aggregate", "--backend", "cpu", "--rule", rule, "-o", out.to_str().expect("utf8")];
@@ -131,10 +132,18 @@ fn every_rule_reproduces_the_f64_reference() {
             let o = vain(&args);
             assert!(o.status.success(), "{rule}: {}", String::from_utf8_lossy(&o.stderr));
             let r: Rule = rule.parse().expect("rule");
-            let want = reference(&xs, &ws, r, clip.map(|c| c.parse().expect("clip"))).expect("unambiguous");
-            let tol = if matches!(r, Rule::CenteredClip { .. }) { 1e-4 } else { 1e-5 };
-            let err = rel_err(&read_output(&out), &want);
-            assert!(err <= tol, "{rule} clip {clip:?}: relative error {err}");
+            // f16/bf16 tensors quantise coarsely, so Bulyan can meet values equally far from a
+            // median, which f32 and f64 may order differently: the reference then says so and
+            // the value check is left to the kernels' tests (whose seeds avoid such ties).
+            match reference(&xs, &ws, r, clip.map(|c| c.parse().expect("clip"))) {
+                Some(want) => {
+                    let tol = if matches!(r, Rule::CenteredClip { .. }) { 1e-4 } else { 1e-5 };
+                    let err = rel_err(&read_output(&out), &want);
+                    assert!(err <= tol, "{rule} clip {clip:?}: relative error {err}");
+                    checked += 1;
+                }
+                None => assert!(matches!(r, Rule::Bulyan { .. } | Rule::MultiKrum { .. }), "{rule} ambiguous"),
+            }
             let report: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(dir.path().join("agg.report.json")).expect("report"))
                     .expect("json");
@@ -151,6 +160,7 @@ fn every_rule_reproduces_the_f64_reference() {
             assert!(ups[4]["norm_z"].as_f64().expect("z") > 3.0, "{rule}");
         }
     }
+    assert!(checked >= 12, "only {checked} of 14 rule/clip combinations were value-checked");
 }
 
 #[test]
