@@ -4,7 +4,7 @@
 
 use crate::audit::Verdict;
 use crate::governance::{Choice, Kind, Proposal, Vote};
-use crate::ledger::{Bond, Input, Observation, Observed, Report, TrustVector};
+use crate::ledger::{AuditRequest, Bond, Input, Observation, Observed, Report, TrustVector};
 use crate::signed::{Body, Signed};
 use thiserror::Error;
 
@@ -153,6 +153,7 @@ impl Decode for Report {
                 4 => Observed::Anomaly { z: r.f64("observation.z")? },
                 5 => Observed::Feedback { score: r.f64("observation.score")? },
                 6 => Observed::ChallengeTimeout,
+                7 => Observed::Uptime { fraction: r.f64("observation.fraction")? },
                 value => return Err(Error::Tag { field: "observation.kind", value }),
             };
             observations.push(Observation { subject, what });
@@ -194,6 +195,12 @@ impl Decode for Proposal {
             closes: r.u64("proposal.closes")?,
             nonce: r.u64("proposal.nonce")?,
         })
+    }
+}
+
+impl Decode for AuditRequest {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
+        Ok(AuditRequest { subject: r.array::<32>("audit_request.subject")?, nonce: r.u64("audit_request.nonce")? })
     }
 }
 
@@ -265,6 +272,10 @@ pub fn encode_input(input: &Input, out: &mut Vec<u8>) {
             out.push(5);
             encode_signed(s, out);
         }
+        Input::RequestAudit(s) => {
+            out.push(6);
+            encode_signed(s, out);
+        }
     }
 }
 
@@ -277,6 +288,7 @@ pub fn decode_input(r: &mut Reader<'_>) -> Result<Input, Error> {
         3 => Input::Vote(decode_signed(r)?),
         4 => Input::Bond(decode_signed(r)?),
         5 => Input::Verdict(decode_signed(r)?),
+        6 => Input::RequestAudit(decode_signed(r)?),
         value => return Err(Error::Tag { field: "input.kind", value }),
     })
 }

@@ -37,6 +37,11 @@ pub enum Observed {
         /// How far out it was.
         z: f64,
     },
+    /// Fraction of heartbeats answered in the reporter's window, in [0, 1] (uptime).
+    Uptime {
+        /// The fraction.
+        fraction: f64,
+    },
     /// Direct feedback in [0, 1] on work done together.
     Feedback {
         /// The rating.
@@ -83,6 +88,10 @@ impl Body for Report {
                     out.push(5);
                     put_f64(out, score);
                 }
+                Observed::Uptime { fraction } => {
+                    out.push(7);
+                    put_f64(out, fraction);
+                }
             }
         }
     }
@@ -126,6 +135,23 @@ impl Body for Bond {
     }
 }
 
+/// A request to audit a node, signed by any node in good standing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditRequest {
+    /// The node to audit.
+    pub subject: NodeId,
+    /// Distinguishes requests.
+    pub nonce: u64,
+}
+
+impl Body for AuditRequest {
+    const TAG: &'static [u8] = b"vain/audit-request/v1";
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.subject);
+        put_u64(out, self.nonce);
+    }
+}
+
 /// Inputs to the ledger.
 #[derive(Debug, Clone)]
 pub enum Input {
@@ -141,6 +167,9 @@ pub enum Input {
     Bond(Signed<Bond>),
     /// An auditor's verdict.
     Verdict(Signed<audit::Verdict>),
+    /// Any node asks for an audit; the team is drawn from the ledger's last state digest, which
+    /// the requester cannot choose.
+    RequestAudit(Signed<AuditRequest>),
 }
 
 /// Penalty points per kind of bad evidence, and when they act.
@@ -273,6 +302,9 @@ pub enum Error {
         /// Which field.
         field: &'static str,
     },
+    /// An audit of this node is already open.
+    #[error("an audit of this node is already open")]
+    AuditOpen,
     /// An older message than one already applied (trust epoch, bond sequence).
     #[error("stale message")]
     Stale,
@@ -291,6 +323,7 @@ impl Error {
             Error::BadWindow => "bad proposal window",
             Error::NotOnTeam => "not on audit team",
             Error::Value { .. } => "value out of range",
+            Error::AuditOpen => "audit already open",
             Error::Stale => "stale message",
         }
     }
@@ -335,6 +368,15 @@ pub enum Output {
         outcome: Outcome,
         /// The weights.
         tally: Tally,
+    },
+    /// An audit was opened: ask this team for verdicts.
+    AuditOpened {
+        /// The audit.
+        audit: [u8; 32],
+        /// Audited node.
+        subject: NodeId,
+        /// The team.
+        team: Vec<NodeId>,
     },
     /// An audit team reached a majority.
     AuditDecided {
@@ -407,6 +449,7 @@ pub struct Ledger {
     audits: BTreeMap<[u8; 32], OpenAudit>,
     pretrusted: BTreeSet<NodeId>,
     outbox: VecDeque<Output>,
+    last_digest: [u8; 32],
 }
 
 impl Ledger {
@@ -422,6 +465,7 @@ impl Ledger {
             audits: BTreeMap::new(),
             pretrusted,
             outbox: VecDeque::new(),
+            last_digest: [0; 32],
         }
     }
 
@@ -502,7 +546,7 @@ impl Ledger {
                 for o in &r.body.observations {
                     let bad = match o.what {
                         Observed::Anomaly { z } => !z.is_finite(),
-                        Observed::Feedback { score } => !(0.0..=1.0).contains(&score),
+                        Observed::Feedback { score: x } | Observed::Uptime { fraction: x } => !(0.0..=1.0).contains(&x),
                         _ => false,
                     };
                     if bad {
@@ -526,6 +570,7 @@ impl Ledger {
                             }
                         }
                         Observed::Feedback { score } => self.observe(&o.subject, Source::Audit, score, now),
+                        Observed::Uptime { fraction } => self.observe(&o.subject, Source::Participation, fraction, now),
                     }
                 }
                 Ok(())
@@ -582,6 +627,21 @@ impl Ledger {
                     self.penalise(&who, pts, now);
                     self.outbox.push_back(Output::Equivocation(Box::new(e)));
                 }
+                Ok(())
+            }
+            Input::RequestAudit(q) => {
+                self.check_signer(&q, now)?;
+                if self.audits.values().any(|a| a.subject == q.body.subject) {
+                    return Err(Error::AuditOpen);
+                }
+                // The seed is the state digest at the last tick: public, and no requester can
+                // pick it, so nobody chooses the team.
+                let mut h = blake3::Hasher::new();
+                h.update(&self.last_digest);
+                h.update(&q.digest());
+                let seed = *h.finalize().as_bytes();
+                let (audit, team) = self.open_audit(q.body.subject, seed, now);
+                self.outbox.push_back(Output::AuditOpened { audit, subject: q.body.subject, team });
                 Ok(())
             }
             Input::Verdict(v) => {
@@ -664,6 +724,7 @@ impl Ledger {
         for id in ids {
             self.update_node(&id, now);
         }
+        self.last_digest = self.digest();
     }
 
     fn update_trust(&mut self) {

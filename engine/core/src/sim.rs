@@ -375,6 +375,9 @@ pub fn run(scenario: &Scenario, opts: &Options) -> Run {
                     subject: ids[s],
                     what: if took_part { Observed::Participated } else { Observed::Missed },
                 });
+                // Heartbeats answered in the epoch: offline nodes none, the rest nearly all.
+                let up = if b == Behaviour::Offline { 0.0 } else { 1.0 - 0.1 * rng.below(2) as f64 };
+                obs.push(Observation { subject: ids[s], what: Observed::Uptime { fraction: up } });
                 if took_part && b == Behaviour::Poisoner && rng.chance(scenario.flagged) {
                     obs.push(Observation { subject: ids[s], what: Observed::Anomaly { z: 8.0 } });
                 }
@@ -530,7 +533,7 @@ pub fn run(scenario: &Scenario, opts: &Options) -> Run {
                         audits.push((i, pass, k, size));
                     }
                 }
-                Output::TierChanged { .. } | Output::Unbanned { .. } => {}
+                Output::TierChanged { .. } | Output::Unbanned { .. } | Output::AuditOpened { .. } => {}
             }
         }
         let mut sum: BTreeMap<Behaviour, (f64, f64, usize)> = BTreeMap::new();

@@ -2,7 +2,7 @@
 
 use ed25519_dalek::SigningKey;
 use vain_core::governance::{Choice, Kind, Outcome, Proposal, Vote};
-use vain_core::ledger::{Config, Error, Input, Ledger, Observation, Observed, Output, Report};
+use vain_core::ledger::{AuditRequest, Config, Error, Input, Ledger, Observation, Observed, Output, Report};
 use vain_core::signed::Signed;
 use vain_core::sim::{self, Behaviour, Options};
 use vain_core::{HOUR, NodeId, audit};
@@ -223,6 +223,18 @@ fn two_colluders_on_a_team_of_five_cannot_pass_a_bad_node() {
     let decided: Vec<Output> = std::iter::from_fn(|| l.poll()).collect();
     assert!(decided.iter().any(|o| matches!(o, Output::AuditDecided { pass: false, .. })), "{decided:?}");
     assert!(!decided.iter().any(|o| matches!(o, Output::AuditDecided { pass: true, .. })));
+    // Any node may ask for an audit; the team comes from the ledger's last state digest.
+    let q = Signed::sign(&keys[12], AuditRequest { subject: ids[5], nonce: 1 });
+    l.handle(24 * HOUR + 1, Input::RequestAudit(q)).expect("request");
+    let opened: Vec<Output> = std::iter::from_fn(|| l.poll()).collect();
+    assert!(
+        opened.iter().any(
+            |o| matches!(o, Output::AuditOpened { subject, team, .. } if *subject == ids[5] && !team.contains(&ids[5]))
+        ),
+        "{opened:?}"
+    );
+    let again = Signed::sign(&keys[0], AuditRequest { subject: ids[5], nonce: 2 });
+    assert_eq!(l.handle(24 * HOUR + 2, Input::RequestAudit(again)), Err(Error::AuditOpen));
     // A verdict from outside the team is refused.
     let outsider = (0..12).find(|&i| !team.contains(&ids[i])).expect("outsider");
     let v = Signed::sign(&keys[outsider], audit::Verdict { audit: audit_id, subject: ids[12], pass: true });
