@@ -1,0 +1,364 @@
+//! The aggregator's ingest pipeline for one round, independent of how bytes arrive (the QUIC
+//! shards of the transport feed it; tests feed it frames directly).
+//!
+//! For each update: frame split (declared sizes against limits, before any allocation) →
+//! header parse (FlatBuffers verifier and semantic checks) → model, round and base-model match →
+//! payload BLAKE3 against the signed digest → Ed25519 signature → replay check
+//! (sender, round, nonce) → sender allowed (not banned, on the allow list if there is one) →
+//! optional zstd decode into a buffer of exactly the declared size → tensors mapped onto the
+//! model's layout → `Backend` ingest (validation, clipping, accumulation). The checks run
+//! cheapest first, and a rejected update changes nothing and is counted by reason; the caller
+//! logs it once per peer per round ([`Rejection::first_for_peer`]). At round close the rule,
+//! noise and anomaly report run, and the result is signed.
+
+use ed25519_dalek::SigningKey;
+use std::collections::{BTreeMap, BTreeSet};
+use thiserror::Error;
+use vain_core::signed::{Body, Signed};
+use vain_kernels::aggregate::{self, Config as RoundConfig, Outcome, Round};
+use vain_kernels::backend::{Backend, Segment, Update};
+use vain_kernels::decode::Encoding as KEnc;
+use vain_kernels::encode::zstd_decompress_into;
+use vain_schema::delta::{Compression, DType, Encoding, Envelope, ValueType};
+use vain_schema::{Digest, Limits, PublicKey, frame, replay};
+
+/// One tensor of the model: its name, shape and element type; its place in the flat vector is
+/// the sum of the sizes before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorLayout {
+    /// Parameter name.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<u64>,
+    /// Element type the updates must declare.
+    pub dtype: DType,
+}
+
+/// What one round accepts.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Decoding limits.
+    pub limits: Limits,
+    /// Model id updates must carry.
+    pub model_id: String,
+    /// This round.
+    pub round: u64,
+    /// BLAKE3 of the global model updates must be computed against.
+    pub base_model: Digest,
+    /// The model's tensors, in flat order.
+    pub layout: Vec<TensorLayout>,
+    /// The aggregation (dim is taken from the layout).
+    pub aggregation: RoundConfig,
+    /// Rounds the replay guard remembers.
+    pub replay_window: u64,
+}
+
+/// Why an update was rejected. Each variant is one counter.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Reject {
+    /// The frame's preamble is malformed or declares sizes over the limits.
+    #[error("frame: {0}")]
+    Frame(vain_schema::Error),
+    /// The header does not parse or fails its semantic checks.
+    #[error("header: {0}")]
+    Header(vain_schema::Error),
+    /// Model id, round or base model is not this round's.
+    #[error("update is for {what} {got}, this round takes {want}")]
+    WrongRound {
+        /// Which field.
+        what: &'static str,
+        /// What the update says.
+        got: String,
+        /// What the round wants.
+        want: String,
+    },
+    /// The payload's length or BLAKE3 digest does not match the signed header.
+    #[error("payload: {0}")]
+    Payload(vain_schema::Error),
+    /// The Ed25519 signature does not verify.
+    #[error("signature: {0}")]
+    Signature(vain_schema::Error),
+    /// The (sender, round, nonce) was seen before, or the round is outside the window.
+    #[error("replay: {0}")]
+    Replay(vain_schema::Error),
+    /// The sender is banned or not on the allow list.
+    #[error("sender not allowed: {0}")]
+    NotAllowed(String),
+    /// The zstd frame does not decode to the declared length.
+    #[error("decompression: {0}")]
+    Decompress(vain_kernels::encode::Error),
+    /// A tensor is not in the model, or its shape or dtype differs.
+    #[error("tensor {name:?}: {why}")]
+    Layout {
+        /// Tensor name.
+        name: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// The backend refused the values (non-finite, bad indices, …) or the round is full.
+    #[error("values: {0}")]
+    Values(aggregate::Error),
+}
+
+impl Reject {
+    /// The counter this rejection goes to.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Reject::Frame(_) => "frame",
+            Reject::Header(_) => "header",
+            Reject::WrongRound { .. } => "wrong round",
+            Reject::Payload(_) => "payload digest",
+            Reject::Signature(_) => "signature",
+            Reject::Replay(_) => "replay",
+            Reject::NotAllowed(_) => "not allowed",
+            Reject::Decompress(_) => "decompression",
+            Reject::Layout { .. } => "layout",
+            Reject::Values(_) => "values",
+        }
+    }
+}
+
+/// A rejected update and whether it is the first with this reason from this sender in the
+/// round (log only those; the sender is unknown when the header did not parse).
+#[derive(Debug)]
+pub struct Rejection {
+    /// Why.
+    pub reject: Reject,
+    /// The sender, when the header named one.
+    pub sender: Option<PublicKey>,
+    /// First rejection with this reason from this sender this round.
+    pub first_for_peer: bool,
+}
+
+/// An accepted update.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Accepted {
+    /// Its index in the round.
+    pub index: usize,
+    /// Sender.
+    pub sender: PublicKey,
+    /// Weight (example count).
+    pub weight: f32,
+}
+
+/// The signed summary of a closed round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundResult {
+    /// Model id.
+    pub model_id: String,
+    /// Round.
+    pub round: u64,
+    /// Base model the updates were against.
+    pub base_model: Digest,
+    /// BLAKE3 of the aggregate's little-endian f32 bytes.
+    pub aggregate: Digest,
+    /// Rule applied, as text.
+    pub rule: String,
+    /// Senders whose updates were used, with their weights, in acceptance order.
+    pub contributors: Vec<(PublicKey, f32)>,
+}
+
+impl Body for RoundResult {
+    const TAG: &'static [u8] = b"vain/round-result/v1";
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.model_id.len() as u64).to_le_bytes());
+        out.extend_from_slice(self.model_id.as_bytes());
+        out.extend_from_slice(&self.round.to_le_bytes());
+        out.extend_from_slice(&self.base_model);
+        out.extend_from_slice(&self.aggregate);
+        out.extend_from_slice(&(self.rule.len() as u64).to_le_bytes());
+        out.extend_from_slice(self.rule.as_bytes());
+        out.extend_from_slice(&(self.contributors.len() as u64).to_le_bytes());
+        for (k, w) in &self.contributors {
+            out.extend_from_slice(k);
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+}
+
+/// One round being ingested.
+pub struct Ingest<'b> {
+    cfg: Config,
+    offsets: BTreeMap<String, (usize, usize, usize)>,
+    round: Round<'b>,
+    guard: replay::Guard,
+    allow: Box<dyn Fn(&PublicKey) -> Result<(), String> + 'b>,
+    rejected: BTreeMap<&'static str, u64>,
+    logged: BTreeSet<(PublicKey, &'static str)>,
+    contributors: Vec<(PublicKey, f32)>,
+    decoded: Vec<u8>,
+}
+
+fn kernel_encoding(e: Encoding) -> KEnc {
+    match e {
+        Encoding::DenseF32 => KEnc::DenseF32,
+        Encoding::DenseF16 => KEnc::DenseF16,
+        Encoding::DenseBf16 => KEnc::DenseBf16,
+        Encoding::Int8Block { block_size } => KEnc::Int8Block { block_size },
+        Encoding::TopK { value_type: ValueType::F32 } => KEnc::TopKF32,
+        Encoding::TopK { value_type: ValueType::F16 } => KEnc::TopKF16,
+        Encoding::SignScale => KEnc::SignScale,
+    }
+}
+
+impl<'b> Ingest<'b> {
+    /// Opens a round on `backend`. `allow` says whether a sender may contribute (e.g. not
+    /// banned in the ledger, on the round's participant list).
+    pub fn new(
+        backend: &'b mut dyn Backend,
+        cfg: Config,
+        allow: impl Fn(&PublicKey) -> Result<(), String> + 'b,
+    ) -> Result<Self, aggregate::Error> {
+        let mut offsets = BTreeMap::new();
+        let mut dim = 0usize;
+        for (i, t) in cfg.layout.iter().enumerate() {
+            let numel = t.shape.iter().product::<u64>() as usize;
+            offsets.insert(t.name.clone(), (i, dim, numel));
+            dim += numel;
+        }
+        let agg = RoundConfig { dim, ..cfg.aggregation.clone() };
+        let round = Round::new(backend, agg)?;
+        Ok(Self {
+            guard: replay::Guard::new(cfg.replay_window, cfg.aggregation.max_updates.max(1) * 2),
+            offsets,
+            round,
+            allow: Box::new(allow),
+            rejected: BTreeMap::new(),
+            logged: BTreeSet::new(),
+            contributors: Vec::new(),
+            decoded: Vec::new(),
+            cfg,
+        })
+    }
+
+    /// Rejections so far, by reason.
+    pub fn rejected(&self) -> &BTreeMap<&'static str, u64> {
+        &self.rejected
+    }
+
+    /// Updates accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.contributors.len()
+    }
+
+    fn reject(&mut self, reject: Reject, sender: Option<PublicKey>) -> Rejection {
+        let reason = reject.reason();
+        *self.rejected.entry(reason).or_default() += 1;
+        let first_for_peer = match sender {
+            Some(s) => self.logged.insert((s, reason)),
+            None => true,
+        };
+        Rejection { reject, sender, first_for_peer }
+    }
+
+    /// Ingests one whole frame (preamble, header, padding, payload).
+    pub fn ingest_frame(&mut self, frame_bytes: &[u8]) -> Result<Accepted, Rejection> {
+        let (header, payload) = match frame::split(frame_bytes, &self.cfg.limits) {
+            Ok(parts) => parts,
+            Err(e) => return Err(self.reject(Reject::Frame(e), None)),
+        };
+        self.ingest(header, payload)
+    }
+
+    /// Ingests one update whose frame the transport already split (header bytes, and the
+    /// payload in an aligned buffer).
+    pub fn ingest(&mut self, header: &[u8], payload: &[u8]) -> Result<Accepted, Rejection> {
+        let env = match Envelope::parse(header, &self.cfg.limits) {
+            Ok(e) => e,
+            Err(e) => return Err(self.reject(Reject::Header(e), None)),
+        };
+        let sender = env.sender();
+        let wrong = |what, got: String, want: String| Reject::WrongRound { what, got, want };
+        if env.model_id() != self.cfg.model_id {
+            let r = wrong("model", env.model_id().to_string(), self.cfg.model_id.clone());
+            return Err(self.reject(r, Some(sender)));
+        }
+        if env.round() != self.cfg.round {
+            let r = wrong("round", env.round().to_string(), self.cfg.round.to_string());
+            return Err(self.reject(r, Some(sender)));
+        }
+        if env.base_model() != self.cfg.base_model {
+            let r = wrong("base model", hex(&env.base_model()), hex(&self.cfg.base_model));
+            return Err(self.reject(r, Some(sender)));
+        }
+        if let Err(e) = env.check_payload(payload) {
+            return Err(self.reject(Reject::Payload(e), Some(sender)));
+        }
+        if let Err(e) = env.verify_signature() {
+            return Err(self.reject(Reject::Signature(e), Some(sender)));
+        }
+        if let Err(why) = (self.allow)(&sender) {
+            return Err(self.reject(Reject::NotAllowed(why), Some(sender)));
+        }
+        // The replay entry is recorded only for an authentic, allowed update: a forger cannot
+        // burn an honest sender's nonce.
+        if let Err(e) = self.guard.check(&sender, env.round(), &env.nonce()) {
+            return Err(self.reject(Reject::Replay(e), Some(sender)));
+        }
+        let body: &[u8] = match env.compression() {
+            Compression::None => payload,
+            Compression::Zstd => {
+                // decoded_len was checked against the limits by the parser.
+                let mut buf = std::mem::take(&mut self.decoded);
+                buf.clear();
+                buf.resize(env.decoded_len() as usize, 0);
+                if let Err(e) = zstd_decompress_into(payload, &mut buf) {
+                    self.decoded = buf;
+                    return Err(self.reject(Reject::Decompress(e), Some(sender)));
+                }
+                self.decoded = buf;
+                &self.decoded
+            }
+        };
+        let enc = kernel_encoding(env.encoding());
+        let mut segs: Vec<(usize, Segment<'_>)> = Vec::with_capacity(env.tensors().len());
+        for t in env.tensors() {
+            let Some(&(li, offset, numel)) = self.offsets.get(t.name) else {
+                let r = Reject::Layout { name: t.name.to_string(), why: "not in the model" };
+                return Err(self.reject(r, Some(sender)));
+            };
+            let l = &self.cfg.layout[li];
+            if t.numel as usize != numel || !t.shape.iter().eq(l.shape.iter().copied()) {
+                let r = Reject::Layout { name: t.name.to_string(), why: "shape differs from the model's" };
+                return Err(self.reject(r, Some(sender)));
+            }
+            if t.dtype != l.dtype {
+                let r = Reject::Layout { name: t.name.to_string(), why: "dtype differs from the model's" };
+                return Err(self.reject(r, Some(sender)));
+            }
+            let bytes = &body[t.offset as usize..(t.offset + t.length) as usize];
+            segs.push((offset, Segment { offset, numel, encoding: enc, bytes }));
+        }
+        segs.sort_by_key(|(o, _)| *o);
+        let segs: Vec<Segment<'_>> = segs.into_iter().map(|(_, s)| s).collect();
+        let weight = env.num_examples() as f32;
+        match self.round.ingest(&Update { segments: &segs }, weight) {
+            Ok(index) => {
+                self.contributors.push((sender, weight));
+                Ok(Accepted { index, sender, weight })
+            }
+            Err(e) => Err(self.reject(Reject::Values(e), Some(sender))),
+        }
+    }
+
+    /// Closes the round: rule, noise, report; returns the outcome and the signed result.
+    pub fn finish(self, signer: &SigningKey) -> Result<(Outcome, Signed<RoundResult>), aggregate::Error> {
+        let rule = self.cfg.aggregation.rule.to_string();
+        let outcome = self.round.finish()?;
+        let bytes: Vec<u8> = outcome.aggregate.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let result = RoundResult {
+            model_id: self.cfg.model_id.clone(),
+            round: self.cfg.round,
+            base_model: self.cfg.base_model,
+            aggregate: *blake3::hash(&bytes).as_bytes(),
+            rule,
+            contributors: self.contributors,
+        };
+        Ok((outcome, Signed::sign(signer, result)))
+    }
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>() + "…"
+}
