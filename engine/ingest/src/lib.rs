@@ -177,13 +177,16 @@ impl Body for RoundResult {
     }
 }
 
+/// Whether a sender may contribute this round (`Err` says why not).
+type Allow<'b> = Box<dyn Fn(&PublicKey) -> Result<(), String> + 'b>;
+
 /// One round being ingested.
 pub struct Ingest<'b> {
     cfg: Config,
     offsets: BTreeMap<String, (usize, usize, usize)>,
     round: Round<'b>,
     guard: replay::Guard,
-    allow: Box<dyn Fn(&PublicKey) -> Result<(), String> + 'b>,
+    allow: Allow<'b>,
     rejected: BTreeMap<&'static str, u64>,
     logged: BTreeSet<(PublicKey, &'static str)>,
     contributors: Vec<(PublicKey, f32)>,
@@ -242,18 +245,18 @@ impl<'b> Ingest<'b> {
         self.contributors.len()
     }
 
-    fn reject(&mut self, reject: Reject, sender: Option<PublicKey>) -> Rejection {
+    fn reject(&mut self, reject: Reject, sender: Option<PublicKey>) -> Box<Rejection> {
         let reason = reject.reason();
         *self.rejected.entry(reason).or_default() += 1;
         let first_for_peer = match sender {
             Some(s) => self.logged.insert((s, reason)),
             None => true,
         };
-        Rejection { reject, sender, first_for_peer }
+        Box::new(Rejection { reject, sender, first_for_peer })
     }
 
     /// Ingests one whole frame (preamble, header, padding, payload).
-    pub fn ingest_frame(&mut self, frame_bytes: &[u8]) -> Result<Accepted, Rejection> {
+    pub fn ingest_frame(&mut self, frame_bytes: &[u8]) -> Result<Accepted, Box<Rejection>> {
         let (header, payload) = match frame::split(frame_bytes, &self.cfg.limits) {
             Ok(parts) => parts,
             Err(e) => return Err(self.reject(Reject::Frame(e), None)),
@@ -263,7 +266,7 @@ impl<'b> Ingest<'b> {
 
     /// Ingests one update whose frame the transport already split (header bytes, and the
     /// payload in an aligned buffer).
-    pub fn ingest(&mut self, header: &[u8], payload: &[u8]) -> Result<Accepted, Rejection> {
+    pub fn ingest(&mut self, header: &[u8], payload: &[u8]) -> Result<Accepted, Box<Rejection>> {
         let env = match Envelope::parse(header, &self.cfg.limits) {
             Ok(e) => e,
             Err(e) => return Err(self.reject(Reject::Header(e), None)),
