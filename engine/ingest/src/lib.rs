@@ -9,7 +9,10 @@
 //! model's layout → `Backend` ingest (validation, clipping, accumulation). The checks run
 //! cheapest first, and a rejected update changes nothing and is counted by reason; the caller
 //! logs it once per peer per round ([`Rejection::first_for_peer`]). At round close the rule,
-//! noise and anomaly report run, and the result is signed.
+//! noise and anomaly report run, and the result is signed. [`update::Encoder`] is the client
+//! side: encode, sign, frame.
+
+pub mod update;
 
 use ed25519_dalek::SigningKey;
 use std::collections::{BTreeMap, BTreeSet};

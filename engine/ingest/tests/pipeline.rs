@@ -251,3 +251,41 @@ fn rejections_are_logged_once_per_peer_and_reason() {
     let other = ing.ingest_frame(&update(&key(2), 2, Codec::F32, false, |s| s.round = 1).frame).expect_err("round");
     assert!(other.first_for_peer, "another peer is logged on its own");
 }
+
+#[test]
+fn client_encoder_frames_are_accepted_and_carry_topk_residuals() {
+    use vain_ingest::update::{Encoder, Round, Tensor};
+    let k = key(30);
+    let mut enc = Encoder::new(Codec::TopK { fraction: 0.1, half: false }, Some(3));
+    let w = values(30, 1000);
+    let b = values(31, 300);
+    let mut delivered = vec![0f64; 1300];
+    for r in 0..5u64 {
+        let round =
+            Round { model_id: "demo".into(), round: ROUND + r, base_model: BASE, num_examples: 5, timestamp_ms: 0 };
+        let tensors = [
+            Tensor { name: "embed.weight", shape: &[40, 25], values: &w },
+            Tensor { name: "head.bias", shape: &[300], values: &b },
+        ];
+        let built = enc.build(&k, &round, [r as u8; 16], &tensors).expect("build");
+        assert!(built.ratio > 3.0, "top-k 10 % + zstd compresses: {}", built.ratio);
+        let mut backend = CpuBackend::new(1);
+        let cfg = Config { round: ROUND + r, ..config(Rule::FedAvg, 2) };
+        let mut ing = Ingest::new(&mut backend, cfg, |_| Ok(())).expect("round");
+        ing.ingest_frame(&built.frame).unwrap_or_else(|e| panic!("round {r}: {}", e.reject));
+        let (out, _) = ing.finish(&SigningKey::from_bytes(&[2; 32])).expect("finish");
+        delivered.iter_mut().zip(&out.aggregate).for_each(|(d, a)| *d += f64::from(*a));
+    }
+    // Error feedback: after 5 rounds of 10 %, the large coordinates were all delivered, and
+    // what was sent plus what is still owed is 5× the update.
+    let sent_norm: f64 = delivered.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let want_norm: f64 = w.iter().chain(&b).map(|v| (5.0 * f64::from(*v)).powi(2)).sum::<f64>().sqrt();
+    assert!(sent_norm > 0.5 * want_norm && sent_norm < 1.01 * want_norm, "{sent_norm} vs {want_norm}");
+    let bad = Encoder::new(Codec::F32, None).build(
+        &k,
+        &Round { model_id: "demo".into(), round: 1, base_model: BASE, num_examples: 1, timestamp_ms: 0 },
+        [0; 16],
+        &[Tensor { name: "embed.weight", shape: &[3], values: &w[..4] }],
+    );
+    assert!(matches!(bad, Err(vain_ingest::update::Error::Shape { .. })));
+}
