@@ -8,3 +8,4 @@
 pub mod buf;
 pub mod frame;
 pub mod limit;
+pub mod tls;
