@@ -8,4 +8,5 @@
 pub mod buf;
 pub mod frame;
 pub mod limit;
+pub mod quic;
 pub mod tls;
