@@ -2,3 +2,4 @@
 //! (`cargo bench -p vain-bench`).
 
 pub mod aggregate;
+pub mod quic;

@@ -42,6 +42,12 @@ pub struct Config {
     pub max_streams: u32,
     /// Idle timeout.
     pub idle_timeout: Duration,
+    /// Largest UDP payload accepted and probed for (path-MTU discovery's upper bound): 1472
+    /// for Ethernet, up to 8952 on jumbo frames, more on loopback.
+    pub max_udp_payload: u16,
+    /// UDP payload size the connection starts with (≥ 1200; raise it only where the path is
+    /// known to carry it, e.g. loopback).
+    pub initial_mtu: u16,
 }
 
 impl Config {
@@ -54,20 +60,43 @@ impl Config {
             stream_window: 64 << 20,
             max_streams: 256,
             idle_timeout: Duration::from_secs(30),
+            max_udp_payload: 1472,
+            initial_mtu: 1200,
         }
     }
 
-    fn server_config(&self) -> Result<ServerConfig, Error> {
+    /// The QUIC server config (also what the quinn-on-tokio baseline uses, so both run the
+    /// same TLS and transport settings).
+    pub fn server_config(&self) -> Result<ServerConfig, Error> {
         let crypto = QuicServerConfig::try_from(self.tls.clone()).map_err(|e| Error::Tls(e.to_string()))?;
         let mut sc = ServerConfig::with_crypto(Arc::new(crypto));
+        sc.transport_config(Arc::new(self.transport()?));
+        Ok(sc)
+    }
+
+    /// The endpoint settings (the largest UDP payload accepted).
+    pub fn endpoint_config(&self) -> Result<EndpointConfig, Error> {
+        let mut e = EndpointConfig::default();
+        e.max_udp_payload_size(self.max_udp_payload).map_err(|_| Error::Config("max_udp_payload"))?;
+        Ok(e)
+    }
+
+    /// The transport settings: windows sized for multi-MB deltas, uni streams only.
+    pub fn transport(&self) -> Result<TransportConfig, Error> {
         let mut t = TransportConfig::default();
         t.stream_receive_window(VarInt::from_u32(self.stream_window));
         t.receive_window(VarInt::from_u32(self.stream_window.saturating_mul(4)));
         t.max_concurrent_uni_streams(VarInt::from_u32(self.max_streams));
         t.max_concurrent_bidi_streams(VarInt::from_u32(0));
         t.max_idle_timeout(Some(self.idle_timeout.try_into().map_err(|_| Error::Config("idle timeout"))?));
-        sc.transport_config(Arc::new(t));
-        Ok(sc)
+        if self.initial_mtu < 1200 || self.initial_mtu > self.max_udp_payload {
+            return Err(Error::Config("initial_mtu must be in [1200, max_udp_payload]"));
+        }
+        t.initial_mtu(self.initial_mtu);
+        let mut mtud = quinn_proto::MtuDiscoveryConfig::default();
+        mtud.upper_bound(self.max_udp_payload);
+        t.mtu_discovery_config(Some(mtud));
+        Ok(t)
     }
 }
 
@@ -138,24 +167,26 @@ pub fn run_shard(
     handler: impl FnMut([u8; 32], Frame) + Send + 'static,
 ) -> Result<Stats, Error> {
     let server = Arc::new(cfg.server_config()?);
+    let endpoint = Arc::new(cfg.endpoint_config()?);
     let listen = cfg.listen;
     let limits = cfg.limits.clone();
     let ex = LocalExecutorBuilder::new(Placement::Unbound)
         .name("vain-shard")
-        .spawn(move || async move { shard(listen, server, limits, stop, handler).await })
+        .spawn(move || async move { shard(listen, endpoint, server, limits, stop, handler).await })
         .map_err(|e| Error::Executor(e.to_string()))?;
     ex.join().map_err(|e| Error::Executor(e.to_string()))?
 }
 
 async fn shard(
     listen: SocketAddr,
+    endpoint_config: Arc<EndpointConfig>,
     server: Arc<ServerConfig>,
     limits: Limits,
     stop: Arc<AtomicBool>,
     mut handler: impl FnMut([u8; 32], Frame),
 ) -> Result<Stats, Error> {
     let socket = Rc::new(UdpSocket::bind(listen)?);
-    let mut endpoint = quinn_proto::Endpoint::new(Arc::new(EndpointConfig::default()), Some(server), true, None);
+    let mut endpoint = quinn_proto::Endpoint::new(endpoint_config, Some(server), true, None);
     let mut conns: HashMap<ConnectionHandle, Conn> = HashMap::new();
     let mut stats = Stats::default();
     let mut out = Vec::with_capacity(65_536);

@@ -13,6 +13,27 @@ pub enum Command {
     /// Time every aggregation rule on synthetic updates and relate it to the memory-copy
     /// bandwidth measured in the same run.
     Aggregate(AggregateArgs),
+    /// QUIC ingest throughput on loopback: our glommio + quinn-proto shard against quinn on
+    /// tokio with the same TLS and transport settings, in the same run.
+    Quic(QuicArgs),
+}
+
+/// Options of `vain bench quic`.
+#[derive(Args)]
+pub struct QuicArgs {
+    /// Frames to send (one per stream).
+    #[arg(long, default_value_t = 64)]
+    frames: usize,
+    /// Payload bytes per frame (k, M suffixes).
+    #[arg(long, default_value = "4M", value_parser = parse_count)]
+    size: usize,
+    /// Client connections the frames are spread over.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// UDP payload size for both transports (1472 is Ethernet; loopback allows up to 65527,
+    /// but the shard's receive path does not keep up with large datagrams yet).
+    #[arg(long, default_value_t = 1472)]
+    mtu: u16,
 }
 
 /// Options of `vain bench aggregate`.
@@ -72,6 +93,17 @@ fn default_rules(n: usize) -> Vec<Rule> {
 /// Runs the command.
 pub fn run(cmd: Command) -> Result<()> {
     match cmd {
+        Command::Quic(q) => {
+            if q.frames == 0 || q.connections == 0 {
+                bail!("--frames and --connections must be at least 1");
+            }
+            let opts =
+                vain_bench::quic::Options { frames: q.frames, size: q.size, connections: q.connections, mtu: q.mtu };
+            vain_transport::quic::probe()
+                .map_err(|e| anyhow::anyhow!("the glommio shard cannot start on this machine: {e}"))?;
+            let (ours, base) = vain_bench::quic::run(opts).map_err(anyhow::Error::msg)?;
+            print!("{}", vain_bench::quic::table(&opts, &ours, &base));
+        }
         Command::Aggregate(a) => {
             if a.updates == 0 {
                 bail!("--updates must be at least 1");

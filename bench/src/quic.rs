@@ -1,0 +1,254 @@
+//! Transport throughput, ours against the ordinary choice in the same run: the glommio +
+//! quinn-proto shard, and quinn on a one-thread tokio runtime with the same TLS (raw public
+//! keys) and transport settings, each receiving the same frames from the same quinn client and
+//! running them through the same frame decoder into aligned buffers.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use vain_transport::frame::Decoder;
+use vain_transport::quic::{self, Config};
+use vain_transport::tls::{self, Policy};
+
+const SERVER: [u8; 32] = [21; 32];
+const CLIENT: [u8; 32] = [22; 32];
+
+/// What to send.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Frames (one per stream).
+    pub frames: usize,
+    /// Payload bytes per frame.
+    pub size: usize,
+    /// Client connections the frames are spread over.
+    pub connections: usize,
+    /// UDP payload size both sides start with and accept (loopback carries up to 65 527).
+    pub mtu: u16,
+}
+
+/// One side's figures.
+#[derive(Debug, Clone)]
+pub struct Side {
+    /// Which transport.
+    pub name: &'static str,
+    /// From the first byte sent to the last frame decoded.
+    pub seconds: f64,
+    /// Payload GB/s.
+    pub gbps: f64,
+    /// Frames received whole.
+    pub frames: u64,
+}
+
+struct Sink {
+    frames: AtomicU64,
+    bytes: AtomicU64,
+    last: Mutex<Option<Instant>>,
+}
+
+impl Sink {
+    fn new() -> Arc<Self> {
+        Arc::new(Self { frames: AtomicU64::new(0), bytes: AtomicU64::new(0), last: Mutex::new(None) })
+    }
+    fn take(&self, payload: usize) {
+        self.bytes.fetch_add(payload as u64, Ordering::Relaxed);
+        self.frames.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut l) = self.last.lock() {
+            *l = Some(Instant::now());
+        }
+    }
+}
+
+fn public(secret: &[u8; 32]) -> [u8; 32] {
+    ed25519_dalek::SigningKey::from_bytes(secret).verifying_key().to_bytes()
+}
+
+fn free_addr() -> Result<SocketAddr, String> {
+    std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map_err(|e| e.to_string())
+}
+
+fn config(addr: SocketAddr, mtu: u16) -> Result<Config, String> {
+    let deny = Arc::new(RwLock::new(BTreeSet::new()));
+    let tls = tls::server_config(&SERVER, Policy::AnyExcept(deny)).map_err(|e| e.to_string())?;
+    Ok(Config { max_udp_payload: mtu.max(1200), initial_mtu: mtu.max(1200), ..Config::new(addr, tls) })
+}
+
+fn quinn_endpoint(
+    cfg: &Config,
+    server: Option<quinn::ServerConfig>,
+    addr: SocketAddr,
+) -> Result<quinn::Endpoint, String> {
+    let socket = std::net::UdpSocket::bind(addr).map_err(|e| e.to_string())?;
+    let runtime = quinn::default_runtime().ok_or("no async runtime")?;
+    quinn::Endpoint::new(cfg.endpoint_config().map_err(|e| e.to_string())?, server, socket, runtime)
+        .map_err(|e| e.to_string())
+}
+
+/// The frame every stream carries (the payload differs by index so nothing is deduplicated).
+fn frame(i: usize, size: usize) -> Vec<u8> {
+    let header = vec![0x42u8; 256];
+    let payload: Vec<u8> = (0..size).map(|k| (k as u8) ^ (i as u8)).collect();
+    vain_schema::frame::encode(&header, &payload).unwrap_or_default()
+}
+
+/// Sends `opts.frames` frames to `addr` and waits until `sink` has them all; returns the time
+/// from the first write to the last frame decoded.
+fn drive(addr: SocketAddr, opts: Options, cfg: &Config, sink: &Sink) -> Result<f64, String> {
+    let transport = cfg.transport().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let tls =
+            tls::client_config(&CLIENT, Policy::Only(BTreeSet::from([public(&SERVER)]))).map_err(|e| e.to_string())?;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
+        let mut cc = quinn::ClientConfig::new(Arc::new(crypto));
+        cc.transport_config(Arc::new(transport));
+        let mut ep = quinn_endpoint(cfg, None, "127.0.0.1:0".parse().map_err(|_| "addr")?)?;
+        ep.set_default_client_config(cc);
+        let mut conns = Vec::new();
+        for _ in 0..opts.connections.max(1) {
+            let c = ep.connect(addr, "aggregator").map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
+            conns.push(c);
+        }
+        let frames: Vec<Arc<Vec<u8>>> = (0..opts.frames).map(|i| Arc::new(frame(i, opts.size))).collect();
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for (i, f) in frames.into_iter().enumerate() {
+            let c = conns[i % conns.len()].clone();
+            tasks.push(tokio::spawn(async move {
+                let mut s = c.open_uni().await.map_err(|e| e.to_string())?;
+                s.write_all(&f).await.map_err(|e| e.to_string())?;
+                s.finish().map_err(|e| e.to_string())
+            }));
+        }
+        for t in tasks {
+            t.await.map_err(|e| e.to_string())??;
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while sink.frames.load(Ordering::Relaxed) < opts.frames as u64 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let last = sink.last.lock().map_err(|_| "lock")?.unwrap_or_else(Instant::now);
+        for c in &conns {
+            c.close(0u32.into(), b"done");
+        }
+        ep.wait_idle().await;
+        Ok(last.saturating_duration_since(start).as_secs_f64())
+    })
+}
+
+fn side(name: &'static str, seconds: f64, sink: &Sink) -> Side {
+    let bytes = sink.bytes.load(Ordering::Relaxed) as f64;
+    Side { name, seconds, gbps: bytes / seconds.max(1e-9) / 1e9, frames: sink.frames.load(Ordering::Relaxed) }
+}
+
+/// Our shard (one glommio executor).
+pub fn ours(opts: Options) -> Result<Side, String> {
+    let addr = free_addr()?;
+    let cfg = config(addr, opts.mtu)?;
+    let sink = Sink::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s, st, shard_cfg) = (sink.clone(), stop.clone(), cfg.clone());
+    let h = std::thread::spawn(move || quic::run_shard(&shard_cfg, st, move |_, f| s.take(f.payload.len())));
+    std::thread::sleep(Duration::from_millis(100));
+    let secs = drive(addr, opts, &cfg, &sink);
+    stop.store(true, Ordering::Relaxed);
+    let shard = h.join().map_err(|_| "shard thread panicked".to_string())?;
+    shard.map_err(|e| e.to_string())?;
+    Ok(side("glommio + quinn-proto (ours)", secs?, &sink))
+}
+
+/// quinn on a one-thread tokio runtime, same TLS and transport settings, same decoder.
+pub fn baseline(opts: Options) -> Result<Side, String> {
+    let addr = free_addr()?;
+    let cfg = config(addr, opts.mtu)?;
+    let server = cfg.server_config().map_err(|e| e.to_string())?;
+    let limits = cfg.limits.clone();
+    let sink = Sink::new();
+    let s = sink.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let ep = rt.block_on(async { quinn_endpoint(&cfg, Some(server), addr) })?;
+    let accept = ep.clone();
+    rt.spawn(async move {
+        while let Some(inc) = accept.accept().await {
+            let (s, limits) = (s.clone(), limits.clone());
+            tokio::spawn(async move {
+                let Ok(conn) = inc.await else { return };
+                while let Ok(mut recv) = conn.accept_uni().await {
+                    let (s, limits) = (s.clone(), limits.clone());
+                    tokio::spawn(async move {
+                        let mut d = Decoder::new(limits);
+                        while let Ok(Some(chunk)) = recv.read_chunk(usize::MAX, true).await {
+                            if d.push(&chunk.bytes).is_err() {
+                                return;
+                            }
+                        }
+                        if let Ok(f) = d.finish() {
+                            s.take(f.payload.len());
+                        }
+                    });
+                }
+            });
+        }
+    });
+    let secs = drive(addr, opts, &cfg, &sink);
+    ep.close(0u32.into(), b"done");
+    drop(rt);
+    Ok(side("quinn on tokio (baseline)", secs?, &sink))
+}
+
+/// Both, ours first.
+pub fn run(opts: Options) -> Result<(Side, Side), String> {
+    Ok((ours(opts)?, baseline(opts)?))
+}
+
+/// The comparison as text.
+pub fn table(opts: &Options, a: &Side, b: &Side) -> String {
+    format!(
+        "QUIC ingest, loopback, TLS 1.3 (raw public keys), {} frames × {} MB over {} connection(s), UDP payload {} B, one receiving core each\n\n\
+         {:<30} {:>8} {:>10} {:>8}\n{:<30} {:>8.3} {:>10.2} {:>8}\n{:<30} {:>8.3} {:>10.2} {:>8}\n\nours / baseline: {:.2}×\n",
+        opts.frames,
+        opts.size as f64 / 1e6,
+        opts.connections,
+        opts.mtu,
+        "transport",
+        "seconds",
+        "GB/s",
+        "frames",
+        a.name,
+        a.seconds,
+        a.gbps,
+        a.frames,
+        b.name,
+        b.seconds,
+        b.gbps,
+        b.frames,
+        a.gbps / b.gbps.max(1e-12)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_transports_deliver_every_frame() {
+        if quic::probe().is_err() {
+            eprintln!("skipped: glommio cannot start here");
+            return;
+        }
+        let opts = Options { frames: 8, size: 300_000, connections: 2, mtu: 1472 };
+        let (a, b) = run(opts).expect("run");
+        assert_eq!((a.frames, b.frames), (8, 8));
+        assert!(a.gbps > 0.0 && b.gbps > 0.0);
+        assert!(table(&opts, &a, &b).contains("ours / baseline"));
+    }
+}
