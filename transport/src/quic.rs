@@ -211,44 +211,62 @@ async fn shard(
         let wait = wait.min(Duration::from_millis(50));
         let got = glommio::timer::timeout(wait, async { Ok::<_, glommio::GlommioError<()>>(rx.recv().await) }).await;
         let now = Instant::now();
+        let mut batch = Vec::with_capacity(64);
         match got {
-            Ok(Some((data, from))) => {
-                stats.datagrams += 1;
-                out.clear();
-                match endpoint.handle(now, from, None, None, data, &mut out) {
-                    Some(DatagramEvent::NewConnection(incoming)) => {
-                        out.clear();
-                        match endpoint.accept(incoming, now, &mut out, None) {
-                            Ok((ch, conn)) => {
-                                stats.connections += 1;
-                                conns
-                                    .insert(ch, Conn { conn, peer: None, streams: HashMap::new(), established: false });
-                            }
-                            Err(e) => {
-                                if let Some(t) = e.response {
-                                    socket.send_to(&out[..t.size], t.destination).await?;
-                                }
-                            }
-                        }
-                    }
-                    Some(DatagramEvent::ConnectionEvent(ch, ev)) => {
-                        if let Some(c) = conns.get_mut(&ch) {
-                            c.conn.handle_event(ev);
-                        }
-                    }
-                    Some(DatagramEvent::Response(t)) => {
-                        socket.send_to(&out[..t.size], t.destination).await?;
-                    }
-                    None => {}
-                }
-            }
+            Ok(Some(d)) => batch.push(d),
             Ok(None) => return Err(Error::Io(std::io::Error::other("the UDP receive task stopped"))),
             Err(glommio::GlommioError::TimedOut(_)) => {}
             Err(e) => return Err(Error::Io(std::io::Error::other(e.to_string()))),
         }
-        // Drive every connection: timers, endpoint events, application events, transmits.
-        let handles: Vec<ConnectionHandle> = conns.keys().copied().collect();
-        for ch in handles {
+        // Take whatever else is already queued, so one pass over the connections serves a
+        // batch of datagrams rather than each one.
+        while batch.len() < 64 {
+            match futures_lite::future::poll_once(rx.recv()).await {
+                Some(Some(d)) => batch.push(d),
+                _ => break,
+            }
+        }
+        let mut dirty: Vec<ConnectionHandle> = Vec::new();
+        for (data, from) in batch {
+            stats.datagrams += 1;
+            out.clear();
+            match endpoint.handle(now, from, None, None, data, &mut out) {
+                Some(DatagramEvent::NewConnection(incoming)) => {
+                    out.clear();
+                    match endpoint.accept(incoming, now, &mut out, None) {
+                        Ok((ch, conn)) => {
+                            stats.connections += 1;
+                            conns.insert(ch, Conn { conn, peer: None, streams: HashMap::new(), established: false });
+                            dirty.push(ch);
+                        }
+                        Err(e) => {
+                            if let Some(t) = e.response {
+                                socket.send_to(&out[..t.size], t.destination).await?;
+                            }
+                        }
+                    }
+                }
+                Some(DatagramEvent::ConnectionEvent(ch, ev)) => {
+                    if let Some(c) = conns.get_mut(&ch) {
+                        c.conn.handle_event(ev);
+                        dirty.push(ch);
+                    }
+                }
+                Some(DatagramEvent::Response(t)) => {
+                    socket.send_to(&out[..t.size], t.destination).await?;
+                }
+                None => {}
+            }
+        }
+        for (ch, c) in conns.iter_mut() {
+            if c.conn.poll_timeout().is_some_and(|t| t <= now) {
+                dirty.push(*ch);
+            }
+        }
+        dirty.sort_unstable();
+        dirty.dedup();
+        // Drive the connections that received something or whose timer fired.
+        for ch in dirty {
             let Some(c) = conns.get_mut(&ch) else { continue };
             if c.conn.poll_timeout().is_some_and(|t| t <= now) {
                 c.conn.handle_timeout(now);
