@@ -45,6 +45,9 @@ pub struct Config {
     /// Largest UDP payload accepted and probed for (path-MTU discovery's upper bound): 1472
     /// for Ethernet, up to 8952 on jumbo frames, more on loopback.
     pub max_udp_payload: u16,
+    /// Socket receive and send buffer sizes in bytes (the kernel caps them at
+    /// `net.core.rmem_max`/`wmem_max`): bursts of datagrams must fit while the shard is busy.
+    pub socket_buffer: usize,
     /// UDP payload size the connection starts with (≥ 1200; raise it only where the path is
     /// known to carry it, e.g. loopback).
     pub initial_mtu: u16,
@@ -62,6 +65,7 @@ impl Config {
             idle_timeout: Duration::from_secs(30),
             max_udp_payload: 1472,
             initial_mtu: 1200,
+            socket_buffer: 4 << 20,
         }
     }
 
@@ -169,15 +173,36 @@ pub fn run_shard(
     let server = Arc::new(cfg.server_config()?);
     let endpoint = Arc::new(cfg.endpoint_config()?);
     let listen = cfg.listen;
+    let socket_buffer = cfg.socket_buffer;
     let limits = cfg.limits.clone();
     let ex = LocalExecutorBuilder::new(Placement::Unbound)
         .name("vain-shard")
-        .spawn(move || async move { shard(listen, endpoint, server, limits, stop, handler).await })
+        .spawn(move || async move { shard(socket_buffer, listen, endpoint, server, limits, stop, handler).await })
         .map_err(|e| Error::Executor(e.to_string()))?;
     ex.join().map_err(|e| Error::Executor(e.to_string()))?
 }
 
+/// A UDP socket with SO_REUSEPORT (one per shard on the same address) and large buffers,
+/// handed to glommio. glommio's own `bind` cannot size the buffers.
+fn bind(listen: SocketAddr, buffer: usize) -> Result<UdpSocket, Error> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let sock = Socket::new(Domain::for_address(listen), Type::DGRAM, Some(Protocol::UDP))?;
+    sock.set_reuse_port(true)?;
+    sock.set_recv_buffer_size(buffer)?;
+    sock.set_send_buffer_size(buffer)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&listen.into())?;
+    let fd = sock.into_raw_fd();
+    // SAFETY: `fd` is a UDP socket this function just created and bound, owned by nobody else
+    // since `into_raw_fd`; glommio takes ownership and closes it on drop.
+    #[allow(unsafe_code)]
+    let socket = unsafe { UdpSocket::from_raw_fd(fd) };
+    Ok(socket)
+}
+
 async fn shard(
+    socket_buffer: usize,
     listen: SocketAddr,
     endpoint_config: Arc<EndpointConfig>,
     server: Arc<ServerConfig>,
@@ -185,7 +210,7 @@ async fn shard(
     stop: Arc<AtomicBool>,
     mut handler: impl FnMut([u8; 32], Frame),
 ) -> Result<Stats, Error> {
-    let socket = Rc::new(UdpSocket::bind(listen)?);
+    let socket = Rc::new(bind(listen, socket_buffer)?);
     let mut endpoint = quinn_proto::Endpoint::new(endpoint_config, Some(server), true, None);
     let mut conns: HashMap<ConnectionHandle, Conn> = HashMap::new();
     let mut stats = Stats::default();
