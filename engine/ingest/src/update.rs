@@ -81,7 +81,8 @@ pub struct Encoder {
     residuals: BTreeMap<String, Vec<f32>>,
 }
 
-fn wire_encoding(c: Codec) -> Encoding {
+/// The wire encoding a codec produces.
+pub fn wire_encoding(c: Codec) -> Encoding {
     match c {
         Codec::F32 => Encoding::DenseF32,
         Codec::F16 => Encoding::DenseF16,

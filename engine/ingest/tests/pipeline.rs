@@ -8,7 +8,7 @@ use vain_ingest::{Config, Ingest, Reject, RoundResult, TensorLayout};
 use vain_kernels::aggregate::{Config as RoundConfig, Rule};
 use vain_kernels::cpu::CpuBackend;
 use vain_kernels::encode::{Codec, encode, zstd_compress};
-use vain_schema::delta::{Compression, DType, Encoding, HeaderSpec, PayloadBuilder, TensorSpec, ValueType};
+use vain_schema::delta::{Compression, DType, Encoding, HeaderSpec, PayloadBuilder, TensorSpec};
 use vain_schema::{Limits, frame};
 
 const ROUND: u64 = 7;
@@ -34,7 +34,7 @@ struct Built {
 fn update(key: &SigningKey, client: u8, codec: Codec, zstd: bool, tweak: impl FnOnce(&mut HeaderSpec)) -> Built {
     let mut pb = PayloadBuilder::new();
     let mut dense = Vec::new();
-    let mut encoding = Encoding::DenseF32;
+    let encoding = vain_ingest::update::wire_encoding(codec);
     for t in layout() {
         let n = t.shape.iter().product::<u64>() as usize;
         let x = values(client, n);
@@ -43,15 +43,6 @@ fn update(key: &SigningKey, client: u8, codec: Codec, zstd: bool, tweak: impl Fn
         vain_kernels::decode::decode_into(e.encoding, n, &e.bytes, &mut d).expect("decode");
         dense.extend(d.iter().map(|v| f64::from(*v)));
         pb.push(t.name.clone(), t.shape.clone(), DType::F32, &e.bytes);
-        encoding = match codec {
-            Codec::F32 => Encoding::DenseF32,
-            Codec::F16 => Encoding::DenseF16,
-            Codec::Bf16 => Encoding::DenseBf16,
-            Codec::Int8 { block } => Encoding::Int8Block { block_size: block },
-            Codec::TopK { half: false, .. } => Encoding::TopK { value_type: ValueType::F32 },
-            Codec::TopK { half: true, .. } => Encoding::TopK { value_type: ValueType::F16 },
-            Codec::SignScale => Encoding::SignScale,
-        };
     }
     let (payload, tensors): (Vec<u8>, Vec<TensorSpec>) = pb.finish();
     let mut spec = HeaderSpec {
