@@ -162,9 +162,7 @@ pub fn epsilon(
     delta: f64,
     orders: &[f64],
 ) -> Result<Spent, Error> {
-    check_delta(delta)?;
-    let curve = rdp_curve(sample_rate, noise_multiplier, steps, orders)?;
-    epsilon_from_rdp(orders, &curve, delta, Conversion::Improved)
+    epsilon_with(sample_rate, noise_multiplier, steps, delta, orders, Conversion::Improved)
 }
 
 /// Like [`epsilon`] but with Mironov's original conversion `ε = T·rdp + ln(1/δ)/(α−1)`
@@ -177,9 +175,21 @@ pub fn epsilon_classic(
     delta: f64,
     orders: &[f64],
 ) -> Result<Spent, Error> {
+    epsilon_with(sample_rate, noise_multiplier, steps, delta, orders, Conversion::Classic)
+}
+
+/// [`epsilon`] with the conversion chosen by the caller.
+pub fn epsilon_with(
+    sample_rate: f64,
+    noise_multiplier: f64,
+    steps: u64,
+    delta: f64,
+    orders: &[f64],
+    conversion: Conversion,
+) -> Result<Spent, Error> {
     check_delta(delta)?;
     let curve = rdp_curve(sample_rate, noise_multiplier, steps, orders)?;
-    epsilon_from_rdp(orders, &curve, delta, Conversion::Classic)
+    epsilon_from_rdp(orders, &curve, delta, conversion)
 }
 
 /// The inverse question: δ after `steps` steps for a target `epsilon`, minimised over `orders`

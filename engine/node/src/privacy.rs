@@ -57,8 +57,14 @@ pub fn run(cmd: Command) -> Result<()> {
     let orders = privacy::DEFAULT_ORDERS;
     match cmd {
         Command::Epsilon(p) => {
-            let curve = privacy::rdp_curve(p.sample_rate, p.noise_multiplier, p.steps, orders)?;
-            let s = privacy::epsilon_from_rdp(orders, &curve, p.target.delta, conversion(p.classic))?;
+            let s = privacy::epsilon_with(
+                p.sample_rate,
+                p.noise_multiplier,
+                p.steps,
+                p.target.delta,
+                orders,
+                conversion(p.classic),
+            )?;
             println!("epsilon = {:.6}  (delta = {:e}, optimal RDP order {})", s.epsilon, s.delta, s.order);
         }
         Command::Delta(p) => {

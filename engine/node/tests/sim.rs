@@ -10,7 +10,7 @@ fn vain(args: &[&str]) -> std::process::Output {
 fn sim_prints_a_summary_and_writes_the_chart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let svg = dir.path().join("rep.svg");
-    let o = vain(&[
+    let args = [
         "sim",
         "--scenario",
         "sybil",
@@ -22,7 +22,8 @@ fn sim_prints_a_summary_and_writes_the_chart() {
         "3",
         "--svg",
         svg.to_str().expect("p"),
-    ]);
+    ];
+    let o = vain(&args);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("honest") && out.contains("sybil") && out.contains("tier ≥ 2"), "{out}");
@@ -31,19 +32,7 @@ fn sim_prints_a_summary_and_writes_the_chart() {
     let chart = std::fs::read_to_string(&svg).expect("svg");
     assert!(chart.starts_with("<svg") && chart.contains("sybil"));
     // Same seed, same output.
-    let again = vain(&[
-        "sim",
-        "--scenario",
-        "sybil",
-        "--nodes",
-        "60",
-        "--epochs",
-        "24",
-        "--seed",
-        "3",
-        "--svg",
-        svg.to_str().expect("p"),
-    ]);
+    let again = vain(&args);
     let strip = |s: &str| s.lines().filter(|l| !l.contains("simulated in")).collect::<Vec<_>>().join("\n");
     assert_eq!(strip(&out), strip(&String::from_utf8_lossy(&again.stdout)));
 }
