@@ -73,6 +73,16 @@ impl Decoder {
         Self { limits, state: State::Preamble { buf: [0; PREAMBLE_LEN], have: 0 } }
     }
 
+    /// The payload length the preamble declared, once the preamble is in (it passed the
+    /// limits), so a rate limiter can charge a stream before its payload arrives.
+    pub fn declared_payload(&self) -> Option<u64> {
+        match &self.state {
+            State::Preamble { .. } | State::Failed => None,
+            State::Header { pre, .. } | State::Padding { pre, .. } => Some(pre.payload_len),
+            State::Payload { need, .. } => Some(*need as u64),
+        }
+    }
+
     /// Consumes `data`, all of it or fails. On error the decoder is finished.
     pub fn push(&mut self, mut data: &[u8]) -> Result<(), Error> {
         while !data.is_empty() {

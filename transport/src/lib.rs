@@ -10,3 +10,4 @@ pub mod frame;
 pub mod limit;
 pub mod quic;
 pub mod tls;
+mod udp;

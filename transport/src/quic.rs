@@ -1,31 +1,51 @@
-//! The ingest endpoint: QUIC (quinn-proto, sans-IO) driven on glommio's io_uring executors, one
-//! executor, UDP socket (SO_REUSEPORT, which glommio sets) and `Endpoint` per shard, sharing
-//! nothing. Each unidirectional stream carries one frame (docs/protocol.md §3), read chunk by
-//! chunk into the sans-IO [`crate::frame::Decoder`] (limits checked before allocating, payload in
-//! a 64-byte aligned buffer) and handed, complete, to the shard's handler with the sender's
-//! TLS-authenticated identity.
+//! The ingest endpoint: QUIC (quinn-proto, sans-IO) on glommio's thread-per-core executors.
+//! A [`Server`] binds K UDP sockets to one address (SO_REUSEPORT), one per shard; each shard is a
+//! glommio executor on its own thread (pinned to a core on request) with its own
+//! `quinn_proto::Endpoint`, and shards share nothing. Connection IDs carry the shard index in
+//! their first byte and a classic BPF program on the port's reuseport group sends short-header
+//! packets to that shard; handshakes stay on the socket the kernel's 4-tuple hash picked.
 //!
-//! glommio's UDP socket has no recvmmsg/GSO/GRO, so datagrams go one per syscall or io_uring
-//! operation (docs/transport-design.md); transmits are asked for one datagram at a time.
+//! Each unidirectional stream carries one frame (docs/protocol.md §3), read chunk by chunk into
+//! the sans-IO [`crate::frame::Decoder`] (limits checked before allocating, payload in a 64-byte
+//! aligned buffer) and handed, complete, to the shard's handler with the sender's
+//! TLS-authenticated identity. Admission caps (per address, per identity, total, retry under
+//! handshake load) and per-peer token buckets ([`crate::limit`]) apply per shard.
+//!
+//! Datagram I/O: with `offload` (the default) a shard receives with UDP_GRO and sends with
+//! UDP_SEGMENT through `recvmsg`/`sendmsg` on its own thread, waiting for readability on
+//! io_uring; without it, every datagram goes through glommio's io_uring `recv_from`/`send_to`
+//! (glommio's operations carry no control messages, so they cannot do GRO/GSO).
 
 use crate::frame::{Decoder, Frame};
-use crate::tls;
-use bytes::BytesMut;
+use crate::limit::{Admission, Caps, Peers, Rates};
+use crate::{tls, udp};
+use bytes::{Bytes, BytesMut};
 use glommio::net::UdpSocket;
 use glommio::{LocalExecutorBuilder, Placement};
 use quinn_proto::crypto::rustls::QuicServerConfig;
 use quinn_proto::{
-    ConnectionHandle, DatagramEvent, Dir, EndpointConfig, Event, ServerConfig, StreamEvent, StreamId, TransportConfig,
-    VarInt,
+    ConnectionHandle, ConnectionId, ConnectionIdGenerator, DatagramEvent, Dir, EndpointConfig, Event, ServerConfig,
+    StreamEvent, StreamId, Transmit, TransportConfig, VarInt,
 };
+use socket2::{SockAddr, Socket};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use vain_schema::Limits;
+
+/// A peer's Ed25519 public key, as its TLS raw public key proved it.
+pub type Peer = [u8; 32];
+
+/// Bytes of a connection ID this endpoint issues: the shard index, then 7 random bytes.
+const CID_LEN: usize = 8;
+/// Application error codes a shard closes streams and connections with.
+const STOP_BAD_FRAME: u32 = 1;
+const STOP_RATE: u32 = 2;
+const CLOSE_CAP: u32 = 3;
 
 /// Endpoint settings.
 #[derive(Clone)]
@@ -51,6 +71,17 @@ pub struct Config {
     /// UDP payload size the connection starts with (≥ 1200; raise it only where the path is
     /// known to carry it, e.g. loopback).
     pub initial_mtu: u16,
+    /// Connection caps, per shard.
+    pub caps: Caps,
+    /// Per-peer rates, per shard.
+    pub rates: Rates,
+    /// Peers whose rate state a shard keeps.
+    pub max_peers: usize,
+    /// Receive with UDP_GRO and send with UDP_SEGMENT (see the module docs); off, every
+    /// datagram is an io_uring operation.
+    pub offload: bool,
+    /// Pin shard i to CPU i (modulo the CPUs online).
+    pub pin: bool,
 }
 
 impl Config {
@@ -66,6 +97,11 @@ impl Config {
             max_udp_payload: 1472,
             initial_mtu: 1200,
             socket_buffer: 4 << 20,
+            caps: Caps::default(),
+            rates: Rates::default(),
+            max_peers: 4096,
+            offload: true,
+            pin: false,
         }
     }
 
@@ -134,23 +170,83 @@ impl From<glommio::GlommioError<()>> for Error {
 /// What a shard saw.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Datagrams received.
+    /// Datagrams received (after splitting coalesced receives).
     pub datagrams: u64,
+    /// Receive calls that returned data (with GRO, several datagrams each).
+    pub receives: u64,
     /// Connections accepted.
     pub connections: u64,
     /// Frames completed and handed over.
     pub frames: u64,
-    /// Streams dropped for a bad frame (size over limits, truncation).
+    /// Payload bytes of those frames.
+    pub frame_bytes: u64,
+    /// Streams dropped for a bad frame (size over limits, truncation, bad padding).
     pub bad_frames: u64,
-    /// Handshakes refused (wrong or denied key shows up as a connection lost in handshake).
+    /// Handshakes that failed (a wrong or denied key shows up here).
     pub refused: u64,
+    /// Connections refused or closed at a cap (total, per address, per identity).
+    pub capped: u64,
+    /// Streams stopped because the peer was over its rate.
+    pub throttled: u64,
+    /// Retry packets sent (address validation under handshake load).
+    pub retries: u64,
+    /// Short-header packets for another shard's connection ID, dropped.
+    pub misrouted: u64,
+    /// CPU time the shard's thread used, in nanoseconds (its own work: receive, decrypt,
+    /// reassemble, and the handler's).
+    pub cpu_ns: u64,
+}
+
+impl Stats {
+    /// Adds `other` into `self` (a server's total over its shards).
+    pub fn add(&mut self, o: &Stats) {
+        self.datagrams += o.datagrams;
+        self.receives += o.receives;
+        self.connections += o.connections;
+        self.frames += o.frames;
+        self.frame_bytes += o.frame_bytes;
+        self.bad_frames += o.bad_frames;
+        self.refused += o.refused;
+        self.capped += o.capped;
+        self.throttled += o.throttled;
+        self.retries += o.retries;
+        self.misrouted += o.misrouted;
+        self.cpu_ns += o.cpu_ns;
+    }
+}
+
+/// Connection IDs that name their shard: byte 0 is the shard index.
+struct ShardCid {
+    shard: u8,
+}
+
+impl ConnectionIdGenerator for ShardCid {
+    fn generate_cid(&mut self) -> ConnectionId {
+        let mut b = [0u8; CID_LEN];
+        b[0] = self.shard;
+        // The rest only has to be unpredictable enough not to collide; getrandom failing
+        // (no entropy source) leaves zeros, which quinn-proto's duplicate check then catches.
+        let _ = getrandom::fill(&mut b[1..]);
+        ConnectionId::new(&b)
+    }
+    fn validate(&self, cid: &ConnectionId) -> Result<(), quinn_proto::InvalidCid> {
+        if cid.len() == CID_LEN && cid[0] == self.shard { Ok(()) } else { Err(quinn_proto::InvalidCid) }
+    }
+    fn cid_len(&self) -> usize {
+        CID_LEN
+    }
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
 }
 
 struct Conn {
     conn: quinn_proto::Connection,
-    peer: Option<[u8; 32]>,
-    streams: HashMap<StreamId, Decoder>,
-    established: bool,
+    remote: IpAddr,
+    peer: Option<Peer>,
+    streams: HashMap<StreamId, (Decoder, bool)>,
+    in_handshake: bool,
+    admitted: bool,
 }
 
 /// Whether this machine can run a shard: starts a glommio executor (io_uring, locked memory)
@@ -163,196 +259,469 @@ pub fn probe() -> Result<(), Error> {
     ex.join().map_err(|e| Error::Executor(e.to_string()))?
 }
 
-/// Runs one shard on the calling thread until `stop` is set; `handler(peer, frame)` gets every
-/// complete frame.
+/// Bound sockets, one per shard, ready to run.
+pub struct Server {
+    cfg: Config,
+    sockets: Vec<Socket>,
+    addr: SocketAddr,
+    routed: bool,
+}
+
+impl Server {
+    /// Binds `shards` sockets (1 to 255) on `cfg.listen` (port 0 picks a free port) and
+    /// installs the connection-ID router on them.
+    pub fn bind(cfg: Config, shards: usize) -> Result<Self, Error> {
+        if shards == 0 || shards > 255 {
+            return Err(Error::Config("shards must be 1 to 255"));
+        }
+        cfg.server_config()?;
+        cfg.endpoint_config()?;
+        let mut sockets = Vec::with_capacity(shards);
+        let first = bind(cfg.listen, cfg.socket_buffer)?;
+        let addr = first.local_addr()?.as_socket().ok_or(Error::Config("listen address"))?;
+        sockets.push(first);
+        for _ in 1..shards {
+            sockets.push(bind(addr, cfg.socket_buffer)?);
+        }
+        // Without the router (very old kernels, seccomp) the 4-tuple hash still keeps each
+        // connection on one socket unless the client's address changes.
+        let routed = shards == 1 || udp::attach_shard_router(&sockets[0], shards as u32).is_ok();
+        if cfg.offload {
+            for s in &sockets {
+                // Without GRO every datagram is its own receive; correct, only slower.
+                let _ = udp::enable_gro(s);
+            }
+        }
+        Ok(Self { cfg, sockets, addr, routed })
+    }
+
+    /// The address the shards listen on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Whether packets are routed to shards by connection ID in the kernel.
+    pub fn routed(&self) -> bool {
+        self.routed
+    }
+
+    /// Runs the shards until `stop` is set, handler i on shard i (one handler per socket); each
+    /// gets every complete frame its shard receives with the sender's key. Returns each shard's
+    /// figures.
+    pub fn run<H>(self, handlers: Vec<H>, stop: Arc<AtomicBool>) -> Result<Vec<Stats>, Error>
+    where
+        H: FnMut(Peer, Frame) + Send + 'static,
+    {
+        if handlers.len() != self.sockets.len() {
+            return Err(Error::Config("one handler per shard"));
+        }
+        let server = Arc::new(self.cfg.server_config()?);
+        let base = self.cfg.endpoint_config()?;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut joins = Vec::with_capacity(handlers.len());
+        for (i, (sock, handler)) in self.sockets.into_iter().zip(handlers).enumerate() {
+            let mut endpoint = base.clone();
+            let shard = i as u8;
+            endpoint.cid_generator(move || Box::new(ShardCid { shard }));
+            let ctx = ShardCtx {
+                index: shard,
+                endpoint: Arc::new(endpoint),
+                server: server.clone(),
+                cfg: self.cfg.clone(),
+                stop: stop.clone(),
+                multi: joins.capacity() > 1,
+            };
+            let placement = if self.cfg.pin { Placement::Fixed(i % cpus) } else { Placement::Unbound };
+            let ex = LocalExecutorBuilder::new(placement)
+                .name(&format!("vain-shard-{i}"))
+                .spawn(move || async move { shard_main(ctx, sock, handler).await })
+                .map_err(|e| Error::Executor(e.to_string()))?;
+            joins.push(ex);
+        }
+        joins.into_iter().map(|j| j.join().map_err(|e| Error::Executor(e.to_string()))?).collect()
+    }
+}
+
+/// Runs one shard on `cfg.listen` until `stop` is set (see [`Server`]).
 pub fn run_shard(
     cfg: &Config,
     stop: Arc<AtomicBool>,
-    handler: impl FnMut([u8; 32], Frame) + Send + 'static,
+    handler: impl FnMut(Peer, Frame) + Send + 'static,
 ) -> Result<Stats, Error> {
-    let server = Arc::new(cfg.server_config()?);
-    let endpoint = Arc::new(cfg.endpoint_config()?);
-    let listen = cfg.listen;
-    let socket_buffer = cfg.socket_buffer;
-    let limits = cfg.limits.clone();
-    let ex = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("vain-shard")
-        .spawn(move || async move { shard(socket_buffer, listen, endpoint, server, limits, stop, handler).await })
-        .map_err(|e| Error::Executor(e.to_string()))?;
-    ex.join().map_err(|e| Error::Executor(e.to_string()))?
+    let mut stats = Server::bind(cfg.clone(), 1)?.run(vec![handler], stop)?;
+    Ok(stats.pop().unwrap_or_default())
 }
 
-/// A UDP socket with SO_REUSEPORT (one per shard on the same address) and large buffers,
-/// handed to glommio. glommio's own `bind` cannot size the buffers.
-fn bind(listen: SocketAddr, buffer: usize) -> Result<UdpSocket, Error> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    use std::os::fd::{FromRawFd, IntoRawFd};
+/// A UDP socket with SO_REUSEPORT (one per shard on the same address) and large buffers.
+/// glommio's own `bind` cannot size the buffers.
+fn bind(listen: SocketAddr, buffer: usize) -> Result<Socket, Error> {
+    use socket2::{Domain, Protocol, Type};
     let sock = Socket::new(Domain::for_address(listen), Type::DGRAM, Some(Protocol::UDP))?;
     sock.set_reuse_port(true)?;
     sock.set_recv_buffer_size(buffer)?;
     sock.set_send_buffer_size(buffer)?;
     sock.set_nonblocking(true)?;
     sock.bind(&listen.into())?;
-    let fd = sock.into_raw_fd();
-    // SAFETY: `fd` is a UDP socket this function just created and bound, owned by nobody else
-    // since `into_raw_fd`; glommio takes ownership and closes it on drop.
+    Ok(sock)
+}
+
+/// Hands a duplicate of `sock`'s descriptor to glommio (same socket, its own fd).
+fn glommio_socket(sock: &Socket) -> Result<UdpSocket, Error> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let fd = sock.try_clone()?.into_raw_fd();
+    // SAFETY: `fd` is a fresh duplicate of a bound UDP socket, owned by nobody else since
+    // `into_raw_fd`; glommio takes ownership and closes it on drop.
     #[allow(unsafe_code)]
     let socket = unsafe { UdpSocket::from_raw_fd(fd) };
     Ok(socket)
 }
 
-async fn shard(
-    socket_buffer: usize,
-    listen: SocketAddr,
-    endpoint_config: Arc<EndpointConfig>,
+struct ShardCtx {
+    index: u8,
+    endpoint: Arc<EndpointConfig>,
     server: Arc<ServerConfig>,
-    limits: Limits,
+    cfg: Config,
     stop: Arc<AtomicBool>,
-    mut handler: impl FnMut([u8; 32], Frame),
-) -> Result<Stats, Error> {
-    let socket = Rc::new(bind(listen, socket_buffer)?);
-    let mut endpoint = quinn_proto::Endpoint::new(endpoint_config, Some(server), true, None);
-    let mut conns: HashMap<ConnectionHandle, Conn> = HashMap::new();
-    let mut stats = Stats::default();
+    multi: bool,
+}
+
+/// How a shard moves datagrams.
+enum Io {
+    /// recvmsg with GRO, sendmsg with GSO; io_uring only to wait for readability.
+    Offload { sock: Socket, ring: UdpSocket, arena: BytesMut, family: SockAddr },
+    /// Every datagram an io_uring operation, through a dedicated receive task (an in-flight
+    /// `recv_from` must never be dropped: glommio would cancel the request and lose a datagram
+    /// that already arrived) feeding a bounded channel.
+    Ring { ring: Rc<UdpSocket>, rx: glommio::channels::local_channel::LocalReceiver<(BytesMut, SocketAddr)> },
+}
+
+/// Datagrams taken per pass before the connections are driven.
+const BATCH: usize = 256;
+
+impl Io {
+    fn new(sock: Socket, offload: bool) -> Result<Self, Error> {
+        let ring = glommio_socket(&sock)?;
+        if offload {
+            let family = match sock.local_addr()?.as_socket() {
+                Some(SocketAddr::V6(_)) => SockAddr::from(SocketAddr::from(([0u16; 8], 0))),
+                _ => SockAddr::from(SocketAddr::from(([0u8; 4], 0))),
+            };
+            return Ok(Io::Offload { sock, ring, arena: BytesMut::new(), family });
+        }
+        let ring = Rc::new(ring);
+        let (tx, rx) = glommio::channels::local_channel::new_bounded::<(BytesMut, SocketAddr)>(4096);
+        let rsock = ring.clone();
+        glommio::spawn_local(async move {
+            let mut buf = vec![0u8; 65_536];
+            while let Ok((n, from)) = rsock.recv_from(&mut buf).await {
+                if tx.send((BytesMut::from(&buf[..n]), from)).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .detach();
+        Ok(Io::Ring { ring, rx })
+    }
+
+    /// Waits up to `wait` for datagrams, then takes what is queued, up to [`BATCH`].
+    async fn next_batch(
+        &mut self,
+        wait: Duration,
+        out: &mut Vec<(BytesMut, SocketAddr)>,
+        stats: &mut Stats,
+    ) -> Result<(), Error> {
+        match self {
+            Io::Offload { sock, ring, arena, family } => {
+                drain(sock, arena, family, out, stats)?;
+                if out.is_empty() && !wait.is_zero() {
+                    let mut one = [0u8; 1];
+                    // A peek consumes nothing, so abandoning it on the timeout loses nothing.
+                    let _ = glommio::timer::timeout(wait, async { ring.peek(&mut one).await }).await;
+                    drain(sock, arena, family, out, stats)?;
+                }
+            }
+            Io::Ring { rx, .. } => {
+                let got = glommio::timer::timeout(wait, async { Ok(rx.recv().await) }).await;
+                match got {
+                    Ok(Some(d)) => out.push(d),
+                    Ok(None) => return Err(Error::Io(std::io::Error::other("the UDP receive task stopped"))),
+                    Err(glommio::GlommioError::TimedOut(_)) => {}
+                    Err(e) => return Err(Error::Glommio(e.to_string())),
+                }
+                while out.len() < BATCH {
+                    match futures_lite::future::poll_once(rx.recv()).await {
+                        Some(Some(d)) => out.push(d),
+                        _ => break,
+                    }
+                }
+                stats.receives += out.len() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one transmit (several datagrams when `segment_size` is set).
+    async fn send(&self, t: &Transmit, data: &[u8]) -> Result<(), Error> {
+        match self {
+            Io::Offload { sock, .. } => Ok(udp::send(sock, &data[..t.size], t.destination, t.segment_size)?),
+            Io::Ring { ring, .. } => {
+                let seg = t.segment_size.unwrap_or(t.size).max(1);
+                for d in data[..t.size].chunks(seg) {
+                    ring.send_to(d, t.destination).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Datagrams one `poll_transmit` may return.
+    fn max_datagrams(&self) -> usize {
+        match self {
+            Io::Offload { .. } => 10,
+            Io::Ring { .. } => 1,
+        }
+    }
+}
+
+/// Takes queued receives without blocking, splitting coalesced ones into datagrams.
+fn drain(
+    sock: &Socket,
+    arena: &mut BytesMut,
+    family: &SockAddr,
+    out: &mut Vec<(BytesMut, SocketAddr)>,
+    stats: &mut Stats,
+) -> Result<(), Error> {
+    while out.len() < BATCH {
+        let Some(r) = udp::recv(sock, arena, family)? else { break };
+        stats.receives += 1;
+        let mut data = r.data;
+        if let Some(stride) = r.stride {
+            while data.len() > stride {
+                out.push((data.split_to(stride), r.from));
+            }
+        }
+        out.push((data, r.from));
+    }
+    Ok(())
+}
+
+async fn shard_main(ctx: ShardCtx, sock: Socket, handler: impl FnMut(Peer, Frame)) -> Result<Stats, Error> {
+    let cpu0 = udp::thread_cpu_ns();
+    let mut io = Io::new(sock, ctx.cfg.offload)?;
+    let endpoint = quinn_proto::Endpoint::new(ctx.endpoint.clone(), Some(ctx.server.clone()), true, None);
+    let mut shard = Shard {
+        index: ctx.index,
+        multi: ctx.multi,
+        endpoint,
+        conns: HashMap::new(),
+        stats: Stats::default(),
+        admission: Admission::new(ctx.cfg.caps),
+        peers: Peers::new(ctx.cfg.rates, ctx.cfg.max_peers, 60_000_000_000),
+        limits: ctx.cfg.limits.clone(),
+        handler,
+        epoch: Instant::now(),
+    };
     let mut out = Vec::with_capacity(65_536);
-    // A dedicated receive task: an in-flight `recv_from` must never be dropped (glommio cancels
-    // the io_uring request and a datagram that already arrived would be lost), so the loop
-    // below waits on this bounded channel instead, which is safe to abandon on a timeout.
-    let (tx, rx) = glommio::channels::local_channel::new_bounded::<(BytesMut, SocketAddr)>(4096);
-    let rsock = socket.clone();
-    glommio::spawn_local(async move {
-        let mut buf = vec![0u8; 65_536];
-        while let Ok((n, from)) = rsock.recv_from(&mut buf).await {
-            if tx.send((BytesMut::from(&buf[..n]), from)).await.is_err() {
-                break;
-            }
-        }
-    })
-    .detach();
-    while !stop.load(Ordering::Relaxed) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut dirty: Vec<ConnectionHandle> = Vec::new();
+    while !ctx.stop.load(Ordering::Relaxed) {
         // Wait for a datagram or the earliest connection timer, at most 50 ms (to see `stop`).
-        let next = conns.values_mut().filter_map(|c| c.conn.poll_timeout()).min();
+        let next = shard.conns.values_mut().filter_map(|c| c.conn.poll_timeout()).min();
         let wait = next.map_or(Duration::from_millis(50), |t| t.saturating_duration_since(Instant::now()));
-        let wait = wait.min(Duration::from_millis(50));
-        let got = glommio::timer::timeout(wait, async { Ok::<_, glommio::GlommioError<()>>(rx.recv().await) }).await;
+        io.next_batch(wait.min(Duration::from_millis(50)), &mut batch, &mut shard.stats).await?;
         let now = Instant::now();
-        let mut batch = Vec::with_capacity(64);
-        match got {
-            Ok(Some(d)) => batch.push(d),
-            Ok(None) => return Err(Error::Io(std::io::Error::other("the UDP receive task stopped"))),
-            Err(glommio::GlommioError::TimedOut(_)) => {}
-            Err(e) => return Err(Error::Io(std::io::Error::other(e.to_string()))),
+        for (data, from) in batch.drain(..) {
+            shard.datagram(now, from, data, &mut out, &io, &mut dirty).await?;
         }
-        // Take whatever else is already queued, so one pass over the connections serves a
-        // batch of datagrams rather than each one.
-        while batch.len() < 64 {
-            match futures_lite::future::poll_once(rx.recv()).await {
-                Some(Some(d)) => batch.push(d),
-                _ => break,
-            }
-        }
-        let mut dirty: Vec<ConnectionHandle> = Vec::new();
-        for (data, from) in batch {
-            stats.datagrams += 1;
-            out.clear();
-            match endpoint.handle(now, from, None, None, data, &mut out) {
-                Some(DatagramEvent::NewConnection(incoming)) => {
-                    out.clear();
-                    match endpoint.accept(incoming, now, &mut out, None) {
-                        Ok((ch, conn)) => {
-                            stats.connections += 1;
-                            conns.insert(ch, Conn { conn, peer: None, streams: HashMap::new(), established: false });
-                            dirty.push(ch);
-                        }
-                        Err(e) => {
-                            if let Some(t) = e.response {
-                                socket.send_to(&out[..t.size], t.destination).await?;
-                            }
-                        }
-                    }
-                }
-                Some(DatagramEvent::ConnectionEvent(ch, ev)) => {
-                    if let Some(c) = conns.get_mut(&ch) {
-                        c.conn.handle_event(ev);
-                        dirty.push(ch);
-                    }
-                }
-                Some(DatagramEvent::Response(t)) => {
-                    socket.send_to(&out[..t.size], t.destination).await?;
-                }
-                None => {}
-            }
-        }
-        for (ch, c) in conns.iter_mut() {
+        for (ch, c) in shard.conns.iter_mut() {
             if c.conn.poll_timeout().is_some_and(|t| t <= now) {
                 dirty.push(*ch);
             }
         }
         dirty.sort_unstable();
         dirty.dedup();
-        // Drive the connections that received something or whose timer fired.
-        for ch in dirty {
-            let Some(c) = conns.get_mut(&ch) else { continue };
-            if c.conn.poll_timeout().is_some_and(|t| t <= now) {
-                c.conn.handle_timeout(now);
-            }
-            while let Some(ev) = c.conn.poll_endpoint_events() {
-                if let Some(back) = endpoint.handle_event(ch, ev) {
-                    c.conn.handle_event(back);
-                }
-            }
-            while let Some(ev) = c.conn.poll() {
-                match ev {
-                    Event::Connected => {
-                        c.established = true;
-                        c.peer = c
-                            .conn
-                            .crypto_session()
-                            .peer_identity()
-                            .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
-                            .and_then(|certs| tls::peer_key(Some(&certs)));
-                    }
-                    Event::ConnectionLost { .. } if !c.established => stats.refused += 1,
-                    Event::Stream(StreamEvent::Opened { dir: Dir::Uni })
-                    | Event::Stream(StreamEvent::Readable { .. }) => {
-                        while let Some(id) = c.conn.streams().accept(Dir::Uni) {
-                            c.streams.insert(id, Decoder::new(limits.clone()));
-                        }
-                        let ids: Vec<StreamId> = c.streams.keys().copied().collect();
-                        for id in ids {
-                            read_stream(c, id, &mut stats, &mut handler);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            loop {
-                out.clear();
-                let Some(t) = c.conn.poll_transmit(now, 1, &mut out) else { break };
-                socket.send_to(&out[..t.size], t.destination).await?;
-            }
-            if c.conn.is_drained() {
-                conns.remove(&ch);
-            }
+        for ch in dirty.drain(..) {
+            shard.drive(ch, now, &mut out, &io).await?;
         }
     }
-    Ok(stats)
+    shard.stats.cpu_ns = udp::thread_cpu_ns().saturating_sub(cpu0);
+    Ok(shard.stats)
 }
 
-/// Reads what stream `id` has into its decoder; a finished stream yields its frame.
-fn read_stream(c: &mut Conn, id: StreamId, stats: &mut Stats, handler: &mut impl FnMut([u8; 32], Frame)) {
+struct Shard<H> {
+    index: u8,
+    multi: bool,
+    endpoint: quinn_proto::Endpoint,
+    conns: HashMap<ConnectionHandle, Conn>,
+    stats: Stats,
+    admission: Admission<Peer>,
+    peers: Peers<Peer>,
+    limits: Limits,
+    handler: H,
+    epoch: Instant,
+}
+
+impl<H: FnMut(Peer, Frame)> Shard<H> {
+    async fn datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        data: BytesMut,
+        out: &mut Vec<u8>,
+        io: &Io,
+        dirty: &mut Vec<ConnectionHandle>,
+    ) -> Result<(), Error> {
+        self.stats.datagrams += 1;
+        // A short header for another shard's connection: the router failed (or the client
+        // moved); handing it to our endpoint would answer with a stateless reset and kill a
+        // connection that lives elsewhere.
+        if self.multi && data.len() > CID_LEN && data[0] & 0x80 == 0 && data[1] != self.index {
+            self.stats.misrouted += 1;
+            return Ok(());
+        }
+        out.clear();
+        match self.endpoint.handle(now, from, None, None, data, out) {
+            Some(DatagramEvent::NewConnection(incoming)) => {
+                let remote = incoming.remote_address();
+                if self.admission.must_validate() && !incoming.remote_address_validated() && incoming.may_retry() {
+                    out.clear();
+                    match self.endpoint.retry(incoming, out) {
+                        Ok(t) => {
+                            self.stats.retries += 1;
+                            io.send(&t, out).await?;
+                        }
+                        Err(e) => self.endpoint.ignore(e.into_incoming()),
+                    }
+                    return Ok(());
+                }
+                if self.admission.begin(remote.ip()).is_err() {
+                    self.stats.capped += 1;
+                    out.clear();
+                    let t = self.endpoint.refuse(incoming, out);
+                    io.send(&t, out).await?;
+                    return Ok(());
+                }
+                out.clear();
+                match self.endpoint.accept(incoming, now, out, None) {
+                    Ok((ch, conn)) => {
+                        self.stats.connections += 1;
+                        let c = Conn {
+                            conn,
+                            remote: remote.ip(),
+                            peer: None,
+                            streams: HashMap::new(),
+                            in_handshake: true,
+                            admitted: false,
+                        };
+                        self.conns.insert(ch, c);
+                        dirty.push(ch);
+                    }
+                    Err(e) => {
+                        self.admission.end(remote.ip(), None, true);
+                        if let Some(t) = e.response {
+                            io.send(&t, out).await?;
+                        }
+                    }
+                }
+            }
+            Some(DatagramEvent::ConnectionEvent(ch, ev)) => {
+                if let Some(c) = self.conns.get_mut(&ch) {
+                    c.conn.handle_event(ev);
+                    dirty.push(ch);
+                }
+            }
+            Some(DatagramEvent::Response(t)) => io.send(&t, out).await?,
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Drives connection `ch`: timers, endpoint events, application events, transmits.
+    async fn drive(&mut self, ch: ConnectionHandle, now: Instant, out: &mut Vec<u8>, io: &Io) -> Result<(), Error> {
+        let Some(c) = self.conns.get_mut(&ch) else { return Ok(()) };
+        if c.conn.poll_timeout().is_some_and(|t| t <= now) {
+            c.conn.handle_timeout(now);
+        }
+        while let Some(ev) = c.conn.poll_endpoint_events() {
+            if let Some(back) = self.endpoint.handle_event(ch, ev) {
+                c.conn.handle_event(back);
+            }
+        }
+        let tick = now.saturating_duration_since(self.epoch).as_nanos() as u64;
+        while let Some(ev) = c.conn.poll() {
+            match ev {
+                Event::Connected => {
+                    c.in_handshake = false;
+                    c.peer = c
+                        .conn
+                        .crypto_session()
+                        .peer_identity()
+                        .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+                        .and_then(|certs| tls::peer_key(Some(&certs)));
+                    match c.peer.map(|p| self.admission.authenticated(p)) {
+                        Some(Ok(())) => c.admitted = true,
+                        _ => {
+                            self.stats.capped += 1;
+                            c.conn.close(now, VarInt::from_u32(CLOSE_CAP), Bytes::from_static(b"connection cap"));
+                        }
+                    }
+                }
+                Event::ConnectionLost { .. } if c.in_handshake => self.stats.refused += 1,
+                Event::Stream(StreamEvent::Opened { dir: Dir::Uni }) | Event::Stream(StreamEvent::Readable { .. }) => {
+                    while let Some(id) = c.conn.streams().accept(Dir::Uni) {
+                        c.streams.insert(id, (Decoder::new(self.limits.clone()), false));
+                    }
+                    let ids: Vec<StreamId> = c.streams.keys().copied().collect();
+                    for id in ids {
+                        read_stream(c, id, tick, &mut self.peers, &mut self.stats, &mut self.handler);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let max = io.max_datagrams();
+        loop {
+            out.clear();
+            let Some(t) = c.conn.poll_transmit(now, max, out) else { break };
+            io.send(&t, out).await?;
+        }
+        if c.conn.is_drained() {
+            let admitted = c.admitted.then_some(c.peer).flatten();
+            self.admission.end(c.remote, admitted, c.in_handshake);
+            self.conns.remove(&ch);
+        }
+        Ok(())
+    }
+}
+
+/// Reads what stream `id` has into its decoder; a finished stream yields its frame. The
+/// stream is charged against the peer's rates once its preamble declares the payload size.
+fn read_stream(
+    c: &mut Conn,
+    id: StreamId,
+    tick: u64,
+    peers: &mut Peers<Peer>,
+    stats: &mut Stats,
+    handler: &mut impl FnMut(Peer, Frame),
+) {
     let mut rs = c.conn.recv_stream(id);
     let Ok(mut chunks) = rs.read(true) else { return };
     let mut done = false;
-    let mut bad = false;
+    let mut stop = None;
     loop {
         match chunks.next(usize::MAX) {
             Ok(Some(chunk)) => {
-                if let Some(d) = c.streams.get_mut(&id)
-                    && d.push(&chunk.bytes).is_err()
-                {
-                    bad = true;
+                let Some((d, charged)) = c.streams.get_mut(&id) else { break };
+                if d.push(&chunk.bytes).is_err() {
+                    stop = Some(STOP_BAD_FRAME);
                     break;
+                }
+                if !*charged && let (Some(len), Some(peer)) = (d.declared_payload(), c.peer) {
+                    if peers.stream(peer, len, tick).is_err() {
+                        stop = Some(STOP_RATE);
+                        break;
+                    }
+                    *charged = true;
                 }
             }
             Ok(None) => {
@@ -361,20 +730,24 @@ fn read_stream(c: &mut Conn, id: StreamId, stats: &mut Stats, handler: &mut impl
             }
             Err(quinn_proto::ReadError::Blocked) => break,
             Err(_) => {
-                bad = true;
+                stop = Some(STOP_BAD_FRAME);
                 break;
             }
         }
     }
     let _ = chunks.finalize();
-    if bad {
-        stats.bad_frames += 1;
+    if let Some(code) = stop {
+        match code {
+            STOP_RATE => stats.throttled += 1,
+            _ => stats.bad_frames += 1,
+        }
         c.streams.remove(&id);
-        let _ = c.conn.recv_stream(id).stop(VarInt::from_u32(1));
-    } else if done && let Some(d) = c.streams.remove(&id) {
-        match (d.finish(), c.peer) {
+        let _ = c.conn.recv_stream(id).stop(VarInt::from_u32(code));
+    } else if done && let Some((d, _)) = c.streams.remove(&id) {
+        match (d.finish(), c.peer.filter(|_| c.admitted)) {
             (Ok(frame), Some(peer)) => {
                 stats.frames += 1;
+                stats.frame_bytes += frame.payload.len() as u64;
                 handler(peer, frame);
             }
             _ => stats.bad_frames += 1,

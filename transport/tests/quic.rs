@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use vain_transport::limit;
 use vain_transport::quic::{self, Config, Stats};
 use vain_transport::tls::{self, Policy};
 
@@ -34,31 +35,45 @@ fn io_uring_available() -> bool {
     }
 }
 
-fn free_port() -> SocketAddr {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-    s.local_addr().expect("addr")
+type Received = Arc<Mutex<Vec<([u8; 32], Vec<u8>, Vec<u8>)>>>;
+type Running = std::thread::JoinHandle<Result<Vec<Stats>, quic::Error>>;
+
+fn config(deny: &[[u8; 32]]) -> Config {
+    let deny = Arc::new(RwLock::new(deny.iter().copied().collect::<BTreeSet<_>>()));
+    Config::new("127.0.0.1:0".parse().expect("addr"), tls::server_config(&AGG, Policy::AnyExcept(deny)).expect("tls"))
 }
 
-type Received = Arc<Mutex<Vec<([u8; 32], Vec<u8>, Vec<u8>)>>>;
-
-/// Starts a shard on a free port; returns its address, the frames it received, the stop flag
-/// and its thread.
-fn start(
-    deny: &[[u8; 32]],
-) -> (SocketAddr, Received, Arc<AtomicBool>, std::thread::JoinHandle<Result<Stats, quic::Error>>) {
-    let addr = free_port();
-    let deny = Arc::new(RwLock::new(deny.iter().copied().collect::<BTreeSet<_>>()));
-    let cfg = Config::new(addr, tls::server_config(&AGG, Policy::AnyExcept(deny)).expect("tls"));
+/// Starts `shards` shards on a free port; returns its address, the frames received, the stop
+/// flag and the thread running them.
+fn start_with(cfg: Config, shards: usize) -> (SocketAddr, Received, Arc<AtomicBool>, Running) {
+    let server = quic::Server::bind(cfg, shards).expect("bind");
+    assert!(server.routed(), "the connection-ID router did not attach");
+    let addr = server.local_addr();
     let got: Received = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
-    let (g, s) = (got.clone(), stop.clone());
-    let h = std::thread::spawn(move || {
-        quic::run_shard(&cfg, s, move |peer, frame| {
-            g.lock().expect("lock").push((peer, frame.header, frame.payload.as_slice().to_vec()));
+    let handlers: Vec<_> = (0..shards)
+        .map(|_| {
+            let g = got.clone();
+            move |peer: [u8; 32], frame: vain_transport::frame::Frame| {
+                g.lock().expect("lock").push((peer, frame.header, frame.payload.as_slice().to_vec()));
+            }
         })
-    });
-    std::thread::sleep(Duration::from_millis(200));
+        .collect();
+    let s = stop.clone();
+    let h = std::thread::spawn(move || server.run(handlers, s));
     (addr, got, stop, h)
+}
+
+fn start(deny: &[[u8; 32]]) -> (SocketAddr, Received, Arc<AtomicBool>, Running) {
+    start_with(config(deny), 1)
+}
+
+fn total(stats: &[Stats]) -> Stats {
+    let mut t = Stats::default();
+    for s in stats {
+        t.add(s);
+    }
+    t
 }
 
 fn client(expect: &[u8; 32]) -> quinn::Endpoint {
@@ -80,39 +95,53 @@ fn frame(i: u8, len: usize) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     (f, header, payload)
 }
 
-#[test]
-fn multi_megabyte_frames_over_concurrent_streams_arrive_intact_with_the_senders_identity() {
-    if !io_uring_available() {
-        return;
-    }
-    let (addr, got, stop, h) = start(&[]);
-    let frames: Vec<_> = (0..6u8).map(|i| frame(i, (3 << 20) + usize::from(i) * 4097)).collect();
+/// Sends `frames` over `connections` connections, each from its own client socket (round
+/// robin, one stream per frame, all concurrent) and waits until the server holds `expect`
+/// frames or 30 s pass.
+fn send(addr: SocketAddr, connections: usize, frames: &[Vec<u8>], got: &Received, expect: usize) {
     let rt = tokio::runtime::Runtime::new().expect("tokio");
     rt.block_on(async {
-        let ep = client(&AGG);
-        let conn = ep.connect(addr, "aggregator").expect("connect").await.expect("handshake");
+        let mut eps = Vec::new();
+        let mut conns = Vec::new();
+        for _ in 0..connections {
+            let ep = client(&AGG);
+            conns.push(ep.connect(addr, "aggregator").expect("connect").await.expect("handshake"));
+            eps.push(ep);
+        }
         let mut tasks = Vec::new();
-        for (f, _, _) in frames.iter() {
-            let conn = conn.clone();
+        for (i, f) in frames.iter().enumerate() {
+            let conn = conns[i % conns.len()].clone();
             let f = f.clone();
             tasks.push(tokio::spawn(async move {
-                let mut s = conn.open_uni().await.expect("open");
-                s.write_all(&f).await.expect("write");
-                s.finish().expect("finish");
+                let mut s = conn.open_uni().await?;
+                s.write_all(&f).await?;
+                s.finish()?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
             }));
         }
         for t in tasks {
-            t.await.expect("task");
+            let _ = t.await.expect("task");
         }
         let deadline = Instant::now() + Duration::from_secs(30);
-        while got.lock().expect("lock").len() < frames.len() && Instant::now() < deadline {
+        while got.lock().expect("lock").len() < expect && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        conn.close(0u32.into(), b"done");
-        ep.wait_idle().await;
+        for c in conns {
+            c.close(0u32.into(), b"done");
+        }
+        for ep in eps {
+            ep.wait_idle().await;
+        }
     });
+}
+
+fn multi_megabyte_frames(offload: bool) {
+    let (addr, got, stop, h) = start_with(Config { offload, ..config(&[]) }, 1);
+    let frames: Vec<_> = (0..6u8).map(|i| frame(i, (3 << 20) + usize::from(i) * 4097)).collect();
+    let wire: Vec<Vec<u8>> = frames.iter().map(|f| f.0.clone()).collect();
+    send(addr, 1, &wire, &got, frames.len());
     stop.store(true, Ordering::Relaxed);
-    let stats = h.join().expect("thread").expect("shard");
+    let stats = total(&h.join().expect("thread").expect("shard"));
     let got = got.lock().expect("lock");
     assert_eq!(got.len(), frames.len(), "{stats:?}");
     for (_, header, payload) in frames.iter() {
@@ -120,6 +149,111 @@ fn multi_megabyte_frames_over_concurrent_streams_arrive_intact_with_the_senders_
     }
     assert_eq!(stats.frames, 6);
     assert_eq!(stats.bad_frames, 0);
+    if offload {
+        // quinn's client sends with GSO, so GRO receives must coalesce on loopback.
+        assert!(stats.receives < stats.datagrams, "no receive carried more than one datagram: {stats:?}");
+    } else {
+        assert_eq!(stats.receives, stats.datagrams, "{stats:?}");
+    }
+}
+
+#[test]
+fn multi_megabyte_frames_over_concurrent_streams_arrive_intact_with_the_senders_identity() {
+    if io_uring_available() {
+        multi_megabyte_frames(true);
+    }
+}
+
+/// The same with every datagram a glommio io_uring operation (no GRO/GSO syscalls).
+#[test]
+fn the_io_uring_datagram_path_delivers_the_same_frames() {
+    if io_uring_available() {
+        multi_megabyte_frames(false);
+    }
+}
+
+#[test]
+fn connections_spread_over_shards_and_packets_follow_their_connection_ids() {
+    if !io_uring_available() {
+        return;
+    }
+    let shards = 3;
+    let cfg = Config { caps: limit::Caps { per_identity: 64, ..Default::default() }, ..config(&[]) };
+    let (addr, got, stop, h) = start_with(cfg, shards);
+    let frames: Vec<Vec<u8>> = (0..32u8).map(|i| frame(i, 200_000 + usize::from(i)).0).collect();
+    send(addr, 16, &frames, &got, frames.len());
+    stop.store(true, Ordering::Relaxed);
+    let per_shard = h.join().expect("thread").expect("shards");
+    let stats = total(&per_shard);
+    assert_eq!(got.lock().expect("lock").len(), 32, "{per_shard:?}");
+    assert_eq!(stats.misrouted, 0, "{per_shard:?}");
+    assert_eq!(stats.connections, 16);
+    // 16 connections all hashed to one of 3 sockets: probability 3⁻¹⁵.
+    assert!(per_shard.iter().filter(|s| s.connections > 0).count() >= 2, "{per_shard:?}");
+    assert_eq!(stats.frames, 32, "{per_shard:?}");
+}
+
+#[test]
+fn a_flood_of_garbage_datagrams_does_not_stop_an_honest_client() {
+    if !io_uring_available() {
+        return;
+    }
+    let (addr, got, stop, h) = start_with(config(&[]), 2);
+    let flooding = Arc::new(AtomicBool::new(true));
+    let f = flooding.clone();
+    let flood = std::thread::spawn(move || {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut sent = 0u64;
+        while f.load(Ordering::Relaxed) {
+            let mut d = [0u8; 1200];
+            for b in d.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            // Alternate bogus long headers (fake Initials) and short headers for both shards.
+            d[0] = if sent.is_multiple_of(2) { 0xc0 } else { 0x40 };
+            d[1] = (sent % 3) as u8;
+            let _ = s.send_to(&d, addr);
+            sent += 1;
+        }
+        sent
+    });
+    let frames: Vec<Vec<u8>> = (0..8u8).map(|i| frame(i, 1 << 20).0).collect();
+    send(addr, 2, &frames, &got, frames.len());
+    flooding.store(false, Ordering::Relaxed);
+    let sent = flood.join().expect("flood");
+    stop.store(true, Ordering::Relaxed);
+    let stats = total(&h.join().expect("thread").expect("shards"));
+    assert_eq!(got.lock().expect("lock").len(), 8, "{stats:?}");
+    assert!(sent > 1000, "the flood sent only {sent} datagrams");
+    assert!(stats.datagrams > sent / 4, "{stats:?}, flood {sent}");
+}
+
+#[test]
+fn identity_caps_and_stream_rates_are_enforced() {
+    if !io_uring_available() {
+        return;
+    }
+    let cfg = Config {
+        caps: limit::Caps { per_identity: 1, ..Default::default() },
+        rates: limit::Rates { streams_per_s: 0.001, streams_burst: 3.0, ..Default::default() },
+        ..config(&[])
+    };
+    let (addr, got, stop, h) = start_with(cfg, 1);
+    let frames: Vec<Vec<u8>> = (0..6u8).map(|i| frame(i, 10_000).0).collect();
+    // Six streams against a burst of three: three arrive, the rest are stopped.
+    send(addr, 1, &frames, &got, 3);
+    std::thread::sleep(Duration::from_millis(300));
+    // Two connections at once from one identity: the second is closed at the cap.
+    send(addr, 2, &[], &got, 0);
+    stop.store(true, Ordering::Relaxed);
+    let stats = total(&h.join().expect("thread").expect("shard"));
+    assert_eq!(got.lock().expect("lock").len(), 3, "{stats:?}");
+    assert_eq!(stats.capped, 1, "{stats:?}");
+    assert_eq!(stats.throttled, 3, "{stats:?}");
 }
 
 #[test]
@@ -164,7 +298,7 @@ fn a_client_expecting_another_server_key_and_a_denied_client_are_refused() {
     });
     assert!(denied.is_err());
     stop.store(true, Ordering::Relaxed);
-    let stats = h.join().expect("thread").expect("shard");
+    let stats = total(&h.join().expect("thread").expect("shard"));
     assert!(got.lock().expect("lock").is_empty(), "a denied client delivered a frame");
     assert!(stats.refused >= 1, "{stats:?}");
 }

@@ -34,6 +34,9 @@ pub struct QuicArgs {
     /// but the shard's receive path does not keep up with large datagrams yet).
     #[arg(long, default_value_t = 1472)]
     mtu: u16,
+    /// Move our shard's datagrams one io_uring operation each instead of with GRO/GSO.
+    #[arg(long)]
+    no_offload: bool,
 }
 
 /// Options of `vain bench aggregate`.
@@ -97,8 +100,13 @@ pub fn run(cmd: Command) -> Result<()> {
             if q.frames == 0 || q.connections == 0 {
                 bail!("--frames and --connections must be at least 1");
             }
-            let opts =
-                vain_bench::quic::Options { frames: q.frames, size: q.size, connections: q.connections, mtu: q.mtu };
+            let opts = vain_bench::quic::Options {
+                frames: q.frames,
+                size: q.size,
+                connections: q.connections,
+                mtu: q.mtu,
+                offload: !q.no_offload,
+            };
             vain_transport::quic::probe()
                 .map_err(|e| anyhow::anyhow!("the glommio shard cannot start on this machine: {e}"))?;
             let (ours, base) = vain_bench::quic::run(opts).map_err(anyhow::Error::msg)?;
