@@ -2,4 +2,5 @@
 //! (`cargo bench -p vain-bench`).
 
 pub mod aggregate;
+pub mod ingest;
 pub mod quic;

@@ -6,6 +6,7 @@
 //! comes out, so the same code runs under QUIC, in tests and in fuzzing.
 
 pub mod buf;
+pub mod client;
 pub mod frame;
 pub mod limit;
 pub mod quic;

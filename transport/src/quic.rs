@@ -116,28 +116,52 @@ impl Config {
 
     /// The endpoint settings (the largest UDP payload accepted).
     pub fn endpoint_config(&self) -> Result<EndpointConfig, Error> {
-        let mut e = EndpointConfig::default();
-        e.max_udp_payload_size(self.max_udp_payload).map_err(|_| Error::Config("max_udp_payload"))?;
-        Ok(e)
+        endpoint_config(self.max_udp_payload)
     }
 
     /// The transport settings: windows sized for multi-MB deltas, uni streams only.
     pub fn transport(&self) -> Result<TransportConfig, Error> {
-        let mut t = TransportConfig::default();
-        t.stream_receive_window(VarInt::from_u32(self.stream_window));
-        t.receive_window(VarInt::from_u32(self.stream_window.saturating_mul(4)));
-        t.max_concurrent_uni_streams(VarInt::from_u32(self.max_streams));
-        t.max_concurrent_bidi_streams(VarInt::from_u32(0));
-        t.max_idle_timeout(Some(self.idle_timeout.try_into().map_err(|_| Error::Config("idle timeout"))?));
-        if self.initial_mtu < 1200 || self.initial_mtu > self.max_udp_payload {
-            return Err(Error::Config("initial_mtu must be in [1200, max_udp_payload]"));
-        }
-        t.initial_mtu(self.initial_mtu);
-        let mut mtud = quinn_proto::MtuDiscoveryConfig::default();
-        mtud.upper_bound(self.max_udp_payload);
-        t.mtu_discovery_config(Some(mtud));
-        Ok(t)
+        transport_config(
+            self.stream_window,
+            self.max_streams,
+            self.idle_timeout,
+            self.initial_mtu,
+            self.max_udp_payload,
+        )
     }
+}
+
+/// Endpoint settings accepting UDP payloads up to `max_udp_payload` (clients use it too).
+pub fn endpoint_config(max_udp_payload: u16) -> Result<EndpointConfig, Error> {
+    let mut e = EndpointConfig::default();
+    e.max_udp_payload_size(max_udp_payload).map_err(|_| Error::Config("max_udp_payload"))?;
+    Ok(e)
+}
+
+/// Transport settings shared by the shards, the clients and the quinn baseline: stream and
+/// connection windows, uni streams only, the idle timeout and the MTU range.
+pub fn transport_config(
+    stream_window: u32,
+    max_streams: u32,
+    idle_timeout: Duration,
+    initial_mtu: u16,
+    max_udp_payload: u16,
+) -> Result<TransportConfig, Error> {
+    let mut t = TransportConfig::default();
+    t.stream_receive_window(VarInt::from_u32(stream_window));
+    t.receive_window(VarInt::from_u32(stream_window.saturating_mul(4)));
+    t.send_window(u64::from(stream_window.saturating_mul(4)));
+    t.max_concurrent_uni_streams(VarInt::from_u32(max_streams));
+    t.max_concurrent_bidi_streams(VarInt::from_u32(0));
+    t.max_idle_timeout(Some(idle_timeout.try_into().map_err(|_| Error::Config("idle timeout"))?));
+    if initial_mtu < 1200 || initial_mtu > max_udp_payload {
+        return Err(Error::Config("initial_mtu must be in [1200, max_udp_payload]"));
+    }
+    t.initial_mtu(initial_mtu);
+    let mut mtud = quinn_proto::MtuDiscoveryConfig::default();
+    mtud.upper_bound(max_udp_payload);
+    t.mtu_discovery_config(Some(mtud));
+    Ok(t)
 }
 
 /// Why the endpoint could not run.

@@ -16,6 +16,7 @@ pub mod update;
 
 use ed25519_dalek::SigningKey;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use thiserror::Error;
 use vain_core::signed::{Body, Signed};
 use vain_kernels::aggregate::{self, Config as RoundConfig, Outcome, Round};
@@ -88,6 +89,14 @@ pub enum Reject {
     /// The sender is banned or not on the allow list.
     #[error("sender not allowed: {0}")]
     NotAllowed(String),
+    /// The update arrived on a connection authenticated as someone other than its signer.
+    #[error("signed by {}, sent over a connection of {}", hex(.signer), hex(.connection))]
+    Relayed {
+        /// The envelope's sender.
+        signer: PublicKey,
+        /// The connection's TLS identity.
+        connection: PublicKey,
+    },
     /// The zstd frame does not decode to the declared length.
     #[error("decompression: {0}")]
     Decompress(vain_kernels::encode::Error),
@@ -115,6 +124,7 @@ impl Reject {
             Reject::Signature(_) => "signature",
             Reject::Replay(_) => "replay",
             Reject::NotAllowed(_) => "not allowed",
+            Reject::Relayed { .. } => "relayed",
             Reject::Decompress(_) => "decompression",
             Reject::Layout { .. } => "layout",
             Reject::Values(_) => "values",
@@ -180,20 +190,170 @@ impl Body for RoundResult {
     }
 }
 
-/// Whether a sender may contribute this round (`Err` says why not).
-type Allow<'b> = Box<dyn Fn(&PublicKey) -> Result<(), String> + 'b>;
+/// Whether a sender may contribute this round (`Err` says why not); shared by the shards.
+pub type Allow = Arc<dyn Fn(&PublicKey) -> Result<(), String> + Send + Sync>;
+
+/// An update a [`Checker`] refused, before it reached the round's counters.
+#[derive(Debug)]
+pub struct Refused {
+    /// Why.
+    pub reject: Reject,
+    /// The sender, when the header named one.
+    pub sender: Option<PublicKey>,
+}
+
+/// Where an update's values are: the decoded bytes, or the payload as received.
+#[derive(Debug)]
+enum Values<B> {
+    Raw(B),
+    Decoded(Vec<u8>),
+}
+
+/// An update that passed every check that needs no round state: well-formed, for this round,
+/// authentic, from an allowed sender, decompressed, laid out on the model. Built on a shard by
+/// [`Checker::check`], taken by [`Ingest::accept`], which adds the replay check and the backend.
+#[derive(Debug)]
+pub struct Checked<B> {
+    /// Sender.
+    pub sender: PublicKey,
+    /// Round the update is for.
+    pub round: u64,
+    base_model: Digest,
+    nonce: [u8; 16],
+    /// Weight (example count).
+    pub weight: f32,
+    /// Payload bytes as received.
+    pub wire_bytes: u64,
+    encoding: KEnc,
+    /// (offset in the flat model, element count, byte range in the body), by offset.
+    segments: Vec<(usize, usize, std::ops::Range<usize>)>,
+    body: Values<B>,
+}
+
+/// The per-shard half of the pipeline: every check before the round's shared state.
+pub struct Checker {
+    limits: Limits,
+    model_id: String,
+    round: u64,
+    base_model: Digest,
+    layout: Vec<TensorLayout>,
+    offsets: BTreeMap<String, (usize, usize, usize)>,
+    allow: Allow,
+}
+
+impl Checker {
+    /// A checker for the round `cfg` describes.
+    pub fn new(cfg: &Config, allow: Allow) -> Self {
+        let mut offsets = BTreeMap::new();
+        let mut dim = 0usize;
+        for (i, t) in cfg.layout.iter().enumerate() {
+            let numel = t.shape.iter().product::<u64>() as usize;
+            offsets.insert(t.name.clone(), (i, dim, numel));
+            dim += numel;
+        }
+        Self {
+            limits: cfg.limits.clone(),
+            model_id: cfg.model_id.clone(),
+            round: cfg.round,
+            base_model: cfg.base_model,
+            layout: cfg.layout.clone(),
+            offsets,
+            allow,
+        }
+    }
+
+    /// The model's parameter count.
+    pub fn dim(&self) -> usize {
+        self.offsets.values().map(|(_, _, n)| n).sum()
+    }
+
+    /// Checks one update whose frame the transport already split (header bytes, and the
+    /// payload — in the transport's aligned buffer — which the result keeps, uncopied, unless
+    /// it had to be decompressed).
+    pub fn check<B: AsRef<[u8]>>(&self, header: &[u8], payload: B) -> Result<Checked<B>, Box<Refused>> {
+        self.check_from(None, header, payload)
+    }
+
+    /// [`Checker::check`] for an update that arrived on a connection authenticated as
+    /// `connection`: its signer must be that identity (a relayed update is refused).
+    pub fn check_from<B: AsRef<[u8]>>(
+        &self,
+        connection: Option<PublicKey>,
+        header: &[u8],
+        payload: B,
+    ) -> Result<Checked<B>, Box<Refused>> {
+        let refuse = |reject, sender| Box::new(Refused { reject, sender });
+        let env = Envelope::parse(header, &self.limits).map_err(|e| refuse(Reject::Header(e), None))?;
+        let sender = env.sender();
+        if let Some(c) = connection
+            && c != sender
+        {
+            return Err(refuse(Reject::Relayed { signer: sender, connection: c }, Some(sender)));
+        }
+        let wrong = |what, got: String, want: String| refuse(Reject::WrongRound { what, got, want }, Some(sender));
+        if env.model_id() != self.model_id {
+            return Err(wrong("model", env.model_id().to_string(), self.model_id.clone()));
+        }
+        if env.round() != self.round {
+            return Err(wrong("round", env.round().to_string(), self.round.to_string()));
+        }
+        if env.base_model() != self.base_model {
+            return Err(wrong("base model", hex(&env.base_model()), hex(&self.base_model)));
+        }
+        env.check_payload(payload.as_ref()).map_err(|e| refuse(Reject::Payload(e), Some(sender)))?;
+        env.verify_signature().map_err(|e| refuse(Reject::Signature(e), Some(sender)))?;
+        (self.allow)(&sender).map_err(|why| refuse(Reject::NotAllowed(why), Some(sender)))?;
+        let mut segments = Vec::with_capacity(env.tensors().len());
+        for t in env.tensors() {
+            let layout = |why| refuse(Reject::Layout { name: t.name.to_string(), why }, Some(sender));
+            let Some(&(li, offset, numel)) = self.offsets.get(t.name) else {
+                return Err(layout("not in the model"));
+            };
+            let l = &self.layout[li];
+            if t.numel as usize != numel || !t.shape.iter().eq(l.shape.iter().copied()) {
+                return Err(layout("shape differs from the model's"));
+            }
+            if t.dtype != l.dtype {
+                return Err(layout("dtype differs from the model's"));
+            }
+            // The parser checked every tensor's range against the decoded length.
+            segments.push((offset, numel, t.offset as usize..(t.offset + t.length) as usize));
+        }
+        segments.sort_by_key(|s| s.0);
+        let wire_bytes = payload.as_ref().len() as u64;
+        let body = match env.compression() {
+            Compression::None => Values::Raw(payload),
+            Compression::Zstd => {
+                // decoded_len was checked against the limits by the parser.
+                let mut buf = vec![0u8; env.decoded_len() as usize];
+                zstd_decompress_into(payload.as_ref(), &mut buf)
+                    .map_err(|e| refuse(Reject::Decompress(e), Some(sender)))?;
+                Values::Decoded(buf)
+            }
+        };
+        Ok(Checked {
+            sender,
+            round: env.round(),
+            base_model: env.base_model(),
+            nonce: env.nonce(),
+            weight: env.num_examples() as f32,
+            wire_bytes,
+            encoding: kernel_encoding(env.encoding()),
+            segments,
+            body,
+        })
+    }
+}
 
 /// One round being ingested.
 pub struct Ingest<'b> {
     cfg: Config,
-    offsets: BTreeMap<String, (usize, usize, usize)>,
+    checker: Checker,
     round: Round<'b>,
     guard: replay::Guard,
-    allow: Allow<'b>,
     rejected: BTreeMap<&'static str, u64>,
     logged: BTreeSet<(PublicKey, &'static str)>,
     contributors: Vec<(PublicKey, f32)>,
-    decoded: Vec<u8>,
 }
 
 fn kernel_encoding(e: Encoding) -> KEnc {
@@ -214,28 +374,25 @@ impl<'b> Ingest<'b> {
     pub fn new(
         backend: &'b mut dyn Backend,
         cfg: Config,
-        allow: impl Fn(&PublicKey) -> Result<(), String> + 'b,
+        allow: impl Fn(&PublicKey) -> Result<(), String> + Send + Sync + 'static,
     ) -> Result<Self, aggregate::Error> {
-        let mut offsets = BTreeMap::new();
-        let mut dim = 0usize;
-        for (i, t) in cfg.layout.iter().enumerate() {
-            let numel = t.shape.iter().product::<u64>() as usize;
-            offsets.insert(t.name.clone(), (i, dim, numel));
-            dim += numel;
-        }
-        let agg = RoundConfig { dim, ..cfg.aggregation.clone() };
+        let checker = Checker::new(&cfg, Arc::new(allow));
+        let agg = RoundConfig { dim: checker.dim(), ..cfg.aggregation.clone() };
         let round = Round::new(backend, agg)?;
         Ok(Self {
             guard: replay::Guard::new(cfg.replay_window, cfg.aggregation.max_updates.max(1) * 2),
-            offsets,
+            checker,
             round,
-            allow: Box::new(allow),
             rejected: BTreeMap::new(),
             logged: BTreeSet::new(),
             contributors: Vec::new(),
-            decoded: Vec::new(),
             cfg,
         })
+    }
+
+    /// A checker for this round, for a shard (same config and allow rule).
+    pub fn checker(&self) -> Checker {
+        Checker::new(&self.cfg, self.checker.allow.clone())
     }
 
     /// Rejections so far, by reason.
@@ -248,21 +405,22 @@ impl<'b> Ingest<'b> {
         self.contributors.len()
     }
 
-    fn reject(&mut self, reject: Reject, sender: Option<PublicKey>) -> Box<Rejection> {
-        let reason = reject.reason();
+    /// Counts a rejection (from this pipeline or from a shard's [`Checker`]).
+    pub fn refused(&mut self, r: Refused) -> Box<Rejection> {
+        let reason = r.reject.reason();
         *self.rejected.entry(reason).or_default() += 1;
-        let first_for_peer = match sender {
+        let first_for_peer = match r.sender {
             Some(s) => self.logged.insert((s, reason)),
             None => true,
         };
-        Box::new(Rejection { reject, sender, first_for_peer })
+        Box::new(Rejection { reject: r.reject, sender: r.sender, first_for_peer })
     }
 
     /// Ingests one whole frame (preamble, header, padding, payload).
     pub fn ingest_frame(&mut self, frame_bytes: &[u8]) -> Result<Accepted, Box<Rejection>> {
         let (header, payload) = match frame::split(frame_bytes, &self.cfg.limits) {
             Ok(parts) => parts,
-            Err(e) => return Err(self.reject(Reject::Frame(e), None)),
+            Err(e) => return Err(self.refused(Refused { reject: Reject::Frame(e), sender: None })),
         };
         self.ingest(header, payload)
     }
@@ -270,81 +428,45 @@ impl<'b> Ingest<'b> {
     /// Ingests one update whose frame the transport already split (header bytes, and the
     /// payload in an aligned buffer).
     pub fn ingest(&mut self, header: &[u8], payload: &[u8]) -> Result<Accepted, Box<Rejection>> {
-        let env = match Envelope::parse(header, &self.cfg.limits) {
-            Ok(e) => e,
-            Err(e) => return Err(self.reject(Reject::Header(e), None)),
-        };
-        let sender = env.sender();
-        let wrong = |what, got: String, want: String| Reject::WrongRound { what, got, want };
-        if env.model_id() != self.cfg.model_id {
-            let r = wrong("model", env.model_id().to_string(), self.cfg.model_id.clone());
-            return Err(self.reject(r, Some(sender)));
+        match self.checker.check(header, payload) {
+            Ok(c) => self.accept(c),
+            Err(r) => Err(self.refused(*r)),
         }
-        if env.round() != self.cfg.round {
-            let r = wrong("round", env.round().to_string(), self.cfg.round.to_string());
-            return Err(self.reject(r, Some(sender)));
-        }
-        if env.base_model() != self.cfg.base_model {
-            let r = wrong("base model", hex(&env.base_model()), hex(&self.cfg.base_model));
-            return Err(self.reject(r, Some(sender)));
-        }
-        if let Err(e) = env.check_payload(payload) {
-            return Err(self.reject(Reject::Payload(e), Some(sender)));
-        }
-        if let Err(e) = env.verify_signature() {
-            return Err(self.reject(Reject::Signature(e), Some(sender)));
-        }
-        if let Err(why) = (self.allow)(&sender) {
-            return Err(self.reject(Reject::NotAllowed(why), Some(sender)));
+    }
+
+    /// Takes an update a [`Checker`] passed: replay check, then the backend.
+    pub fn accept<B: AsRef<[u8]>>(&mut self, c: Checked<B>) -> Result<Accepted, Box<Rejection>> {
+        let sender = Some(c.sender);
+        if c.round != self.cfg.round || c.base_model != self.cfg.base_model {
+            let reject =
+                Reject::WrongRound { what: "round", got: c.round.to_string(), want: self.cfg.round.to_string() };
+            return Err(self.refused(Refused { reject, sender }));
         }
         // The replay entry is recorded only for an authentic, allowed update: a forger cannot
         // burn an honest sender's nonce.
-        if let Err(e) = self.guard.check(&sender, env.round(), &env.nonce()) {
-            return Err(self.reject(Reject::Replay(e), Some(sender)));
+        if let Err(e) = self.guard.check(&c.sender, c.round, &c.nonce) {
+            return Err(self.refused(Refused { reject: Reject::Replay(e), sender }));
         }
-        let body: &[u8] = match env.compression() {
-            Compression::None => payload,
-            Compression::Zstd => {
-                // decoded_len was checked against the limits by the parser.
-                let mut buf = std::mem::take(&mut self.decoded);
-                buf.clear();
-                buf.resize(env.decoded_len() as usize, 0);
-                if let Err(e) = zstd_decompress_into(payload, &mut buf) {
-                    self.decoded = buf;
-                    return Err(self.reject(Reject::Decompress(e), Some(sender)));
-                }
-                self.decoded = buf;
-                &self.decoded
-            }
+        let body: &[u8] = match &c.body {
+            Values::Raw(b) => b.as_ref(),
+            Values::Decoded(v) => v,
         };
-        let enc = kernel_encoding(env.encoding());
-        let mut segs: Vec<(usize, Segment<'_>)> = Vec::with_capacity(env.tensors().len());
-        for t in env.tensors() {
-            let Some(&(li, offset, numel)) = self.offsets.get(t.name) else {
-                let r = Reject::Layout { name: t.name.to_string(), why: "not in the model" };
-                return Err(self.reject(r, Some(sender)));
-            };
-            let l = &self.cfg.layout[li];
-            if t.numel as usize != numel || !t.shape.iter().eq(l.shape.iter().copied()) {
-                let r = Reject::Layout { name: t.name.to_string(), why: "shape differs from the model's" };
-                return Err(self.reject(r, Some(sender)));
-            }
-            if t.dtype != l.dtype {
-                let r = Reject::Layout { name: t.name.to_string(), why: "dtype differs from the model's" };
-                return Err(self.reject(r, Some(sender)));
-            }
-            let bytes = &body[t.offset as usize..(t.offset + t.length) as usize];
-            segs.push((offset, Segment { offset, numel, encoding: enc, bytes }));
-        }
-        segs.sort_by_key(|(o, _)| *o);
-        let segs: Vec<Segment<'_>> = segs.into_iter().map(|(_, s)| s).collect();
-        let weight = env.num_examples() as f32;
-        match self.round.ingest(&Update { segments: &segs }, weight) {
+        let segs: Vec<Segment<'_>> = c
+            .segments
+            .iter()
+            .map(|(offset, numel, r)| Segment {
+                offset: *offset,
+                numel: *numel,
+                encoding: c.encoding,
+                bytes: &body[r.clone()],
+            })
+            .collect();
+        match self.round.ingest(&Update { segments: &segs }, c.weight) {
             Ok(index) => {
-                self.contributors.push((sender, weight));
-                Ok(Accepted { index, sender, weight })
+                self.contributors.push((c.sender, c.weight));
+                Ok(Accepted { index, sender: c.sender, weight: c.weight })
             }
-            Err(e) => Err(self.reject(Reject::Values(e), Some(sender))),
+            Err(e) => Err(self.refused(Refused { reject: Reject::Values(e), sender })),
         }
     }
 

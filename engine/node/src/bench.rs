@@ -3,9 +3,94 @@
 use crate::aggregate::{BackendChoice, open_backend};
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
+use std::io::IsTerminal;
 use vain_bench::aggregate::{self as harness, Options};
 use vain_kernels::aggregate::Rule;
 use vain_kernels::encode::Codec;
+
+/// `vain bench`: with no subcommand, the end-to-end ingest benchmark.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    ingest: IngestArgs,
+}
+
+/// Options of the ingest benchmark (`vain bench` with no subcommand).
+#[derive(Args)]
+pub struct IngestArgs {
+    /// Aggregation backend.
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendChoice,
+    /// Receiving shards (glommio executors, one core each); also the baseline's tokio workers.
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+    /// Client processes, one update each per round.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Parameters per update (k, M suffixes).
+    #[arg(long, default_value = "4M", value_parser = parse_count)]
+    params: usize,
+    /// Client encoding: f32 | f16 | bf16 | int8:BLOCK | topk:FRACTION | topk-f16:FRACTION | sign.
+    #[arg(long, default_value = "f32")]
+    encoding: Codec,
+    /// zstd level applied after the encoding (none by default).
+    #[arg(long)]
+    zstd: Option<i32>,
+    /// Aggregation rule: fedavg | median | trimmed-mean:β | multi-krum:f,m | bulyan:f |
+    /// centered-clip:τ,iters | clipped-mean:c.
+    #[arg(long, default_value = "fedavg")]
+    rule: Rule,
+    /// Rounds per transport.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Stop opening rounds after this many seconds (per transport).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// UDP payload size.
+    #[arg(long, default_value_t = 1472)]
+    mtu: u16,
+    /// Move our shards' datagrams one io_uring operation each instead of with GRO/GSO.
+    #[arg(long)]
+    no_offload: bool,
+    /// Skip the quinn-on-tokio baseline.
+    #[arg(long)]
+    no_baseline: bool,
+    /// Directory for report.json, rounds.csv and throughput.svg.
+    #[arg(long, default_value = "vain-bench-out")]
+    out: std::path::PathBuf,
+    /// CPU backend threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+/// Options of the client process the ingest benchmark starts.
+#[derive(Args)]
+pub struct ClientArgs {
+    /// Aggregator address.
+    #[arg(long)]
+    server: std::net::SocketAddr,
+    /// Aggregator public key (hex).
+    #[arg(long)]
+    server_key: String,
+    /// Synthetic client number (key and values).
+    #[arg(long)]
+    seed: u64,
+    /// Parameters per update.
+    #[arg(long)]
+    params: usize,
+    /// Encoding.
+    #[arg(long)]
+    encoding: Codec,
+    /// zstd level.
+    #[arg(long)]
+    zstd: Option<i32>,
+    /// UDP payload size.
+    #[arg(long, default_value_t = 1472)]
+    mtu: u16,
+}
 
 /// Throughput harnesses.
 #[derive(Subcommand)]
@@ -16,6 +101,9 @@ pub enum Command {
     /// QUIC ingest throughput on loopback: our glommio + quinn-proto shard against quinn on
     /// tokio with the same TLS and transport settings, in the same run.
     Quic(QuicArgs),
+    /// One synthetic client of the ingest benchmark (started by it; reads rounds on stdin).
+    #[command(hide = true)]
+    Client(ClientArgs),
 }
 
 /// Options of `vain bench quic`.
@@ -93,9 +181,67 @@ fn default_rules(n: usize) -> Vec<Rule> {
     rules
 }
 
-/// Runs the command.
-pub fn run(cmd: Command) -> Result<()> {
+/// Runs `vain bench`.
+pub fn run(args: BenchArgs) -> Result<()> {
+    match args.command {
+        Some(c) => run_command(c),
+        None => ingest(args.ingest),
+    }
+}
+
+fn ingest(a: IngestArgs) -> Result<()> {
+    vain_transport::quic::probe()
+        .map_err(|e| anyhow::anyhow!("the glommio shards cannot start on this machine: {e}"))?;
+    let exe = std::env::current_exe()?;
+    let opts = vain_bench::ingest::Options {
+        shards: a.shards,
+        clients: a.clients,
+        params: a.params,
+        encoding: a.encoding,
+        zstd: a.zstd,
+        rule: a.rule,
+        rounds: a.rounds,
+        duration: a.duration.map(std::time::Duration::from_secs_f64),
+        mtu: a.mtu,
+        offload: !a.no_offload,
+        baseline: !a.no_baseline,
+        client_command: vec![exe.to_string_lossy().into_owned(), "bench".into(), "client".into()],
+        round_timeout: std::time::Duration::from_secs(120),
+    };
+    let mut backend = open_backend(a.backend, a.threads)?;
+    let tty = std::io::stderr().is_terminal();
+    let mut progress = |transport: &str, done: usize, total: usize| {
+        if tty {
+            let width = 30;
+            let filled = (done * width).checked_div(total).unwrap_or(0).min(width);
+            eprint!("\r{transport:<30} [{}{}] {done}/{total} rounds", "#".repeat(filled), ".".repeat(width - filled));
+            if done == total {
+                eprintln!();
+            }
+        }
+    };
+    let report = vain_bench::ingest::run(&opts, backend.as_mut(), &mut progress).map_err(anyhow::Error::msg)?;
+    print!("{}", report.text());
+    let files = report.write(&a.out)?;
+    let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    println!("wrote {}", names.join(", "));
+    Ok(())
+}
+
+fn run_command(cmd: Command) -> Result<()> {
     match cmd {
+        Command::Client(c) => {
+            let o = vain_bench::ingest::ClientOptions {
+                server: c.server,
+                server_key: c.server_key,
+                seed: c.seed,
+                params: c.params,
+                encoding: c.encoding,
+                zstd: c.zstd,
+                mtu: c.mtu,
+            };
+            vain_bench::ingest::client_main(&o).map_err(anyhow::Error::msg)?;
+        }
         Command::Quic(q) => {
             if q.frames == 0 || q.connections == 0 {
                 bail!("--frames and --connections must be at least 1");

@@ -26,9 +26,9 @@ enum Command {
     /// Aggregate client updates (safetensors files) with a robust rule, clipping and DP noise;
     /// writes the aggregate and a JSON anomaly report.
     Aggregate(aggregate::AggregateArgs),
-    /// Throughput benchmarks.
-    #[command(subcommand)]
-    Bench(bench::Command),
+    /// Throughput benchmarks. With no subcommand: the end-to-end ingest benchmark (client
+    /// processes → QUIC → our shards → checks → aggregation), against quinn on tokio.
+    Bench(bench::BenchArgs),
     /// Run the deterministic reputation / governance simulator and chart reputation over time.
     Sim(sim::SimArgs),
     /// Differential-privacy accounting (RDP accountant for the sampled Gaussian mechanism).

@@ -1,0 +1,252 @@
+//! The aggregator service: the transport's shards, the ingest pipeline's checks on each shard,
+//! and one aggregation stage per round.
+//!
+//! Each shard's frames go through [`ShardHandler`], which runs the round's
+//! [`vain_ingest::Checker`] on the shard's own thread (frame → header → round → payload BLAKE3
+//! → signature → sender allowed and equal to the connection's identity → zstd → layout) and
+//! sends the checked update, still in the transport's aligned buffer, through a bounded channel
+//! to the [`Stage`]. The stage owns the backend's round ([`vain_ingest::Ingest`]): replay check,
+//! backend ingest, and at round close the rule, clipping, noise, anomaly report and the signed
+//! result. A full channel makes the shard wait, and QUIC flow control pushes that back to the
+//! senders.
+//!
+//! One stage, not per-shard partial aggregates: a GPU backend is one device, and the robust
+//! rules (median, trimmed mean, Krum, Bulyan) need every row in one place. The per-byte work
+//! (decryption, reassembly, hashing, signature checks, decompression) is what the shards split.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+use thiserror::Error;
+use vain_ingest::{Accepted, Checked, Checker, Ingest, Refused, Rejection};
+use vain_schema::PublicKey;
+use vain_transport::buf::AlignedBuf;
+use vain_transport::frame::Frame;
+use vain_transport::quic::{self, Peer, Stats};
+
+/// Why the service could not run.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The transport failed.
+    #[error("transport: {0}")]
+    Transport(#[from] quic::Error),
+    /// A shard thread panicked or the channel closed.
+    #[error("shard: {0}")]
+    Shard(String),
+}
+
+/// What a shard sends the stage.
+#[derive(Debug)]
+pub enum Item {
+    /// An update that passed the shard's checks.
+    Checked {
+        /// The shard.
+        shard: usize,
+        /// The update.
+        update: Checked<AlignedBuf>,
+    },
+    /// An update the shard refused.
+    Refused {
+        /// The shard.
+        shard: usize,
+        /// Why.
+        refused: Box<Refused>,
+    },
+}
+
+/// The round's checker as published to the shards: a generation number the handler reads on
+/// every frame (one atomic load) and the checker it takes when the number moved.
+struct Published {
+    generation: AtomicU64,
+    checker: Mutex<Option<Arc<Checker>>>,
+}
+
+/// The frame handler of one shard.
+pub struct ShardHandler {
+    shard: usize,
+    published: Arc<Published>,
+    seen: u64,
+    checker: Option<Arc<Checker>>,
+    tx: SyncSender<Item>,
+}
+
+impl ShardHandler {
+    /// Checks one frame against the current round and hands it to the stage.
+    pub fn handle(&mut self, peer: Peer, frame: Frame) {
+        let generation = self.published.generation.load(Ordering::Acquire);
+        if generation != self.seen {
+            if let Ok(c) = self.published.checker.lock() {
+                self.checker = c.clone();
+            }
+            self.seen = generation;
+        }
+        let item = match &self.checker {
+            // No round open: nothing could match it; the stage has no round to count it in.
+            None => return,
+            Some(c) => match c.check_from(Some(peer), &frame.header, frame.payload) {
+                Ok(update) => Item::Checked { shard: self.shard, update },
+                Err(refused) => Item::Refused { shard: self.shard, refused },
+            },
+        };
+        // The stage gone means the service is stopping.
+        let _ = self.tx.send(item);
+    }
+}
+
+/// Per-update figures the stage reports to its caller.
+#[derive(Debug)]
+pub enum Event {
+    /// Accepted into the round.
+    Accepted {
+        /// Index, sender, weight.
+        accepted: Accepted,
+        /// The shard it came through.
+        shard: usize,
+        /// Payload bytes as received.
+        wire_bytes: u64,
+        /// When the backend had it (Unix ns).
+        at_unix_ns: u64,
+    },
+    /// Refused, by a shard or the stage.
+    Rejected(Box<Rejection>),
+}
+
+/// The aggregation stage: receives what the shards checked.
+pub struct Stage {
+    published: Arc<Published>,
+    rx: Receiver<Item>,
+}
+
+/// Wall-clock now in Unix nanoseconds.
+pub fn unix_ns() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A stage and `shards` handlers joined by a channel holding at most `capacity` updates.
+pub fn channels(shards: usize, capacity: usize) -> (Stage, Vec<ShardHandler>) {
+    let (tx, rx) = sync_channel(capacity.max(1));
+    let published = Arc::new(Published { generation: AtomicU64::new(0), checker: Mutex::new(None) });
+    let handlers = (0..shards)
+        .map(|shard| ShardHandler { shard, published: published.clone(), seen: 0, checker: None, tx: tx.clone() })
+        .collect();
+    (Stage { published, rx }, handlers)
+}
+
+impl Stage {
+    /// Publishes the checker of the round about to open to every shard; frames arriving from
+    /// now on are checked against it. Call before telling clients the round is open.
+    pub fn open(&self, checker: Checker) {
+        if let Ok(mut c) = self.published.checker.lock() {
+            *c = Some(Arc::new(checker));
+        }
+        self.published.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Feeds `ingest` until it holds `want` updates or `deadline` passes; `on` sees every
+    /// accepted and rejected update. Returns the updates accepted during the call.
+    pub fn collect(
+        &self,
+        ingest: &mut Ingest<'_>,
+        want: usize,
+        deadline: Instant,
+        mut on: impl FnMut(Event),
+    ) -> Result<usize, Error> {
+        let mut got = 0;
+        while ingest.accepted() < want {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let item = match self.rx.recv_timeout(left) {
+                Ok(item) => item,
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return Err(Error::Shard("every shard stopped".into())),
+            };
+            match item {
+                Item::Checked { shard, update } => {
+                    let wire_bytes = update.wire_bytes;
+                    match ingest.accept(update) {
+                        Ok(accepted) => {
+                            got += 1;
+                            on(Event::Accepted { accepted, shard, wire_bytes, at_unix_ns: unix_ns() });
+                        }
+                        Err(r) => on(Event::Rejected(r)),
+                    }
+                }
+                Item::Refused { refused, .. } => on(Event::Rejected(ingest.refused(*refused))),
+            }
+        }
+        Ok(got)
+    }
+
+    /// Drops whatever the shards queued (updates for a round that closed).
+    pub fn drain(&self) -> usize {
+        self.rx.try_iter().count()
+    }
+}
+
+/// A running service: the shards on their threads, and the stage.
+pub struct Service {
+    /// The stage (drive rounds with it).
+    pub stage: Stage,
+    addr: std::net::SocketAddr,
+    routed: bool,
+    stop: Arc<AtomicBool>,
+    shards: Option<JoinHandle<Result<Vec<Stats>, quic::Error>>>,
+}
+
+impl Service {
+    /// Binds `shards` shards with `cfg` and starts them; the stage's channel holds `capacity`
+    /// updates.
+    pub fn start(cfg: quic::Config, shards: usize, capacity: usize) -> Result<Self, Error> {
+        let server = quic::Server::bind(cfg, shards)?;
+        let (addr, routed) = (server.local_addr(), server.routed());
+        let (stage, handlers) = channels(shards, capacity);
+        let handlers: Vec<_> = handlers.into_iter().map(|mut h| move |p: Peer, f: Frame| h.handle(p, f)).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let join = std::thread::Builder::new()
+            .name("vain-shards".into())
+            .spawn(move || server.run(handlers, s))
+            .map_err(|e| Error::Shard(e.to_string()))?;
+        Ok(Self { stage, addr, routed, stop, shards: Some(join) })
+    }
+
+    /// Where the shards listen.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Whether the kernel routes packets to shards by connection ID.
+    pub fn routed(&self) -> bool {
+        self.routed
+    }
+
+    /// Stops the shards; returns each one's figures.
+    pub fn stop(mut self) -> Result<Vec<Stats>, Error> {
+        self.stop.store(true, Ordering::Relaxed);
+        // Unblock shards waiting on a full channel.
+        self.stage.drain();
+        let join = self.shards.take().ok_or_else(|| Error::Shard("already stopped".into()))?;
+        // Keep draining while the shards wind down, so none stays blocked on a send.
+        while !join.is_finished() {
+            self.stage.drain();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        join.join().map_err(|_| Error::Shard("a shard thread panicked".into()))?.map_err(Error::from)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The sender key of a rejection, for logs.
+pub fn short(key: &PublicKey) -> String {
+    key.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}

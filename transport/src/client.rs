@@ -1,0 +1,187 @@
+//! The sending side: a client connection to an aggregator over quinn on tokio, with the same
+//! raw-public-key TLS and transport settings as the shards. One frame per unidirectional stream;
+//! a lost connection is re-established with exponential backoff.
+
+use crate::quic;
+use crate::tls::{self, Policy};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use thiserror::Error;
+
+/// Client settings.
+#[derive(Clone)]
+pub struct Config {
+    /// The aggregator.
+    pub server: SocketAddr,
+    /// The aggregator's Ed25519 public key (the handshake fails for any other).
+    pub server_key: [u8; 32],
+    /// This client's Ed25519 secret.
+    pub secret: [u8; 32],
+    /// UDP payload size to start with and probe up to (see [`quic::Config::max_udp_payload`]).
+    pub mtu: u16,
+    /// Stream and connection windows (the server's settings mirror these).
+    pub stream_window: u32,
+    /// Connection attempts per send before giving up.
+    pub attempts: u32,
+    /// First backoff between attempts; doubles up to `max_backoff`.
+    pub backoff: Duration,
+    /// Longest backoff.
+    pub max_backoff: Duration,
+    /// Handshake timeout per attempt.
+    pub connect_timeout: Duration,
+}
+
+impl Config {
+    /// Defaults: Ethernet-sized datagrams, 64 MiB windows, 6 attempts from 100 ms to 5 s.
+    pub fn new(server: SocketAddr, server_key: [u8; 32], secret: [u8; 32]) -> Self {
+        Self {
+            server,
+            server_key,
+            secret,
+            mtu: 1472,
+            stream_window: 64 << 20,
+            attempts: 6,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a send failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Settings or TLS configuration.
+    #[error("config: {0}")]
+    Config(String),
+    /// No connection after every attempt.
+    #[error("could not connect to {server} after {attempts} attempts: {last}")]
+    Connect {
+        /// The aggregator.
+        server: SocketAddr,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+    /// The aggregator stopped the stream: 1 = bad frame, 2 = over the rate limit.
+    #[error("the aggregator refused the frame (code {0})")]
+    Refused(u64),
+    /// The connection broke during the send.
+    #[error("send: {0}")]
+    Send(String),
+}
+
+/// A delivered frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Sent {
+    /// Wall-clock time of the first byte written (Unix ns), to match against the receiver.
+    pub first_byte_unix_ns: u64,
+    /// From the first byte written to the aggregator acknowledging all of it.
+    pub elapsed: Duration,
+}
+
+/// A client; call from inside a tokio runtime.
+pub struct Client {
+    cfg: Config,
+    endpoint: quinn::Endpoint,
+    conn: Option<quinn::Connection>,
+}
+
+fn unix_ns() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl Client {
+    /// Opens the local endpoint (a UDP socket); connects on the first send.
+    pub fn new(cfg: Config) -> Result<Self, Error> {
+        let server_public = ed25519_dalek::VerifyingKey::from_bytes(&cfg.server_key)
+            .map_err(|_| Error::Config("server key is not an Ed25519 point".into()))?
+            .to_bytes();
+        let tls = tls::client_config(&cfg.secret, Policy::Only(BTreeSet::from([server_public])))
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let crypto =
+            quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| Error::Config(e.to_string()))?;
+        let mut cc = quinn::ClientConfig::new(Arc::new(crypto));
+        let mtu = cfg.mtu.max(1200);
+        let transport = quic::transport_config(cfg.stream_window, 256, Duration::from_secs(30), mtu, mtu)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        cc.transport_config(Arc::new(transport));
+        let local: SocketAddr = if cfg.server.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
+            .parse()
+            .map_err(|_| Error::Config("local address".into()))?;
+        let socket = std::net::UdpSocket::bind(local).map_err(|e| Error::Config(e.to_string()))?;
+        let runtime = quinn::default_runtime().ok_or_else(|| Error::Config("no tokio runtime".into()))?;
+        let endpoint_cfg = quic::endpoint_config(mtu).map_err(|e| Error::Config(e.to_string()))?;
+        let mut endpoint =
+            quinn::Endpoint::new(endpoint_cfg, None, socket, runtime).map_err(|e| Error::Config(e.to_string()))?;
+        endpoint.set_default_client_config(cc);
+        Ok(Self { cfg, endpoint, conn: None })
+    }
+
+    /// The connection, (re)established with backoff.
+    async fn connection(&mut self) -> Result<quinn::Connection, Error> {
+        if let Some(c) = &self.conn
+            && c.close_reason().is_none()
+        {
+            return Ok(c.clone());
+        }
+        let mut backoff = self.cfg.backoff;
+        let mut last = String::new();
+        for attempt in 0..self.cfg.attempts.max(1) {
+            if attempt > 0 {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(self.cfg.max_backoff);
+            }
+            let connecting = match self.endpoint.connect(self.cfg.server, "aggregator") {
+                Ok(c) => c,
+                Err(e) => {
+                    last = e.to_string();
+                    continue;
+                }
+            };
+            match tokio::time::timeout(self.cfg.connect_timeout, connecting).await {
+                Ok(Ok(c)) => {
+                    self.conn = Some(c.clone());
+                    return Ok(c);
+                }
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = "handshake timed out".into(),
+            }
+        }
+        Err(Error::Connect { server: self.cfg.server, attempts: self.cfg.attempts.max(1), last })
+    }
+
+    /// Sends one frame on its own stream and waits until the aggregator has all of it (or
+    /// refuses it). A connection lost before the first byte is re-established.
+    pub async fn send(&mut self, frame: &[u8]) -> Result<Sent, Error> {
+        let conn = self.connection().await?;
+        let mut stream = match conn.open_uni().await {
+            Ok(s) => s,
+            Err(_) => {
+                self.conn = None;
+                self.connection().await?.open_uni().await.map_err(|e| Error::Send(e.to_string()))?
+            }
+        };
+        let first_byte_unix_ns = unix_ns();
+        let start = Instant::now();
+        stream.write_all(frame).await.map_err(|e| Error::Send(e.to_string()))?;
+        stream.finish().map_err(|e| Error::Send(e.to_string()))?;
+        match stream.stopped().await {
+            Ok(None) => Ok(Sent { first_byte_unix_ns, elapsed: start.elapsed() }),
+            Ok(Some(code)) => Err(Error::Refused(code.into_inner())),
+            Err(e) => Err(Error::Send(e.to_string())),
+        }
+    }
+
+    /// Closes the connection and waits for the endpoint to finish.
+    pub async fn close(self) {
+        if let Some(c) = self.conn {
+            c.close(0u32.into(), b"done");
+        }
+        self.endpoint.wait_idle().await;
+    }
+}
