@@ -168,7 +168,11 @@ impl Client {
         };
         let first_byte_unix_ns = unix_ns();
         let start = Instant::now();
-        stream.write_all(frame).await.map_err(|e| Error::Send(e.to_string()))?;
+        match stream.write_all(frame).await {
+            Ok(()) => {}
+            Err(quinn::WriteError::Stopped(code)) => return Err(Error::Refused(code.into_inner())),
+            Err(e) => return Err(Error::Send(e.to_string())),
+        }
         stream.finish().map_err(|e| Error::Send(e.to_string()))?;
         match stream.stopped().await {
             Ok(None) => Ok(Sent { first_byte_unix_ns, elapsed: start.elapsed() }),

@@ -1,0 +1,50 @@
+//! `vain bench` end to end: client processes, our shards and the quinn baseline, the report on
+//! stdout and the JSON/CSV/SVG files.
+
+use std::process::Command;
+
+#[test]
+fn the_ingest_benchmark_runs_both_transports_and_writes_its_report() {
+    if let Err(e) = vain_transport::quic::probe() {
+        assert!(std::env::var_os("VAIN_REQUIRE_IO_URING").is_none(), "io_uring required: {e}");
+        eprintln!("skipped: glommio cannot start here ({e})");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_vain"))
+        .args(["bench", "--backend", "cpu", "--shards", "2", "--clients", "3", "--params", "64k", "--rounds", "2"])
+        .args(["--encoding", "int8:256", "--zstd", "1", "--rule", "median", "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("run vain");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for needle in ["glommio + quinn-proto (ours)", "quinn on tokio (baseline)", "summary", "ours / baseline"] {
+        assert!(stdout.contains(needle), "{needle:?} missing:\n{stdout}");
+    }
+    // Every round of both runs took all three updates and rejected none.
+    let csv = std::fs::read_to_string(dir.path().join("rounds.csv")).expect("csv");
+    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    for r in &rows {
+        assert_eq!((r[2], r[3]), ("3", "0"), "{csv}");
+        assert!(r[4].parse::<u64>().expect("wire bytes") > 3 * 64 * 1024 / 8, "{csv}");
+    }
+    let json = std::fs::read_to_string(dir.path().join("report.json")).expect("json");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    assert_eq!(v["runs"].as_array().map(Vec::len), Some(2));
+    assert_eq!(v["options"]["rule"], "median");
+    let svg = std::fs::read_to_string(dir.path().join("throughput.svg")).expect("svg");
+    assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 2);
+}
+
+#[test]
+fn bad_settings_are_refused_with_a_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vain"))
+        .args(["bench", "--clients", "2", "--rule", "bulyan:1", "--no-baseline"])
+        .output()
+        .expect("run vain");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bulyan") && err.contains("2 clients"), "{err}");
+}
