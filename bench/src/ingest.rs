@@ -114,6 +114,11 @@ pub struct Run {
     pub transport_stats: Option<quic::Stats>,
     /// Whether packets were routed to shards by connection ID (ours only).
     pub routed: Option<bool>,
+    /// Seconds the receiving threads spent in the ingest checks (payload BLAKE3, Ed25519,
+    /// decompression, layout), and in all (CPU time).
+    pub check_seconds: f64,
+    /// CPU seconds of the receiving threads.
+    pub cpu_seconds: f64,
 }
 
 /// Both runs.
@@ -361,6 +366,7 @@ fn rounds(
     let secs: f64 = rows.iter().map(|r| r.seconds).sum();
     // CPU of the receiving threads (a shard's executor and its helper threads, or all tokio
     // workers) against the time updates were on the wire.
+    let check_seconds: f64 = stage.check_seconds().iter().sum();
     let cpu = if transport.starts_with("glommio") {
         let mut by: BTreeMap<String, f64> = BTreeMap::new();
         for (name, s) in thread_cpu("vain-shard-") {
@@ -376,6 +382,7 @@ fn rounds(
     let updates: usize = rows.iter().map(|r| r.updates).sum();
     let wire: u64 = rows.iter().map(|r| r.wire_bytes).sum();
     let per = |x: f64| x / secs.max(1e-9);
+    let cpu_seconds = cpu.iter().map(|(_, f)| f * secs).sum();
     Ok(Run {
         transport,
         updates_per_s: per(updates as f64),
@@ -384,10 +391,12 @@ fn rounds(
         p50_ms: percentile(&all_lat, 0.5),
         p99_ms: percentile(&all_lat, 0.99),
         rounds: rows,
+        cpu_seconds,
         cpu,
         rejects,
         transport_stats: None,
         routed: None,
+        check_seconds,
     })
 }
 
@@ -596,11 +605,22 @@ impl Report {
                 if rej.is_empty() { "none".into() } else { rej.join(", ") }
             );
         }
+        for run in &self.runs {
+            let wire: u64 = run.rounds.iter().map(|r| r.wire_bytes).sum();
+            s += &format!(
+                "{}: {:.2} GB of payload per receiving CPU-second; checks (payload BLAKE3, Ed25519, decompression, layout) took {:.3} of {:.3} CPU-seconds ({:.0} %)\n",
+                run.transport,
+                wire as f64 / 1e9 / run.cpu_seconds.max(1e-9),
+                run.check_seconds,
+                run.cpu_seconds,
+                100.0 * run.check_seconds / run.cpu_seconds.max(1e-9)
+            );
+        }
         if let Some(run) = self.runs.first()
             && let Some(t) = &run.transport_stats
         {
             s += &format!(
-                "our shards: {} datagrams in {} receives, {} connections, {} frames, {} bad frames, {} throttled, {} misrouted; connection-ID routing {}\n",
+                "our shards: {} datagrams in {} receives, {} connections, {} frames, {} bad frames, {} throttled, {} misrouted, payload buffers {} reused / {} allocated; connection-ID routing {}\n",
                 t.datagrams,
                 t.receives,
                 t.connections,
@@ -608,6 +628,8 @@ impl Report {
                 t.bad_frames,
                 t.throttled,
                 t.misrouted,
+                t.pool_reused,
+                t.pool_allocated,
                 if run.routed == Some(true) { "in the kernel (reuseport BPF)" } else { "by 4-tuple hash only" }
             );
         }
@@ -648,7 +670,7 @@ impl Report {
                 run.cpu.iter().map(|(n, f)| format!("{{\"thread\": \"{n}\", \"cpu\": {f:.4}}}")).collect();
             let rej: Vec<String> = run.rejects.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
             s += &format!(
-                "{}\n    {{\"transport\": \"{}\", \"updates_per_s\": {:.3}, \"wire_gbps\": {:.4}, \"f32_gbps\": {:.4}, \"p50_ms\": {:.3}, \"p99_ms\": {:.3},\n     \"cpu\": [{}], \"rejects\": {{{}}},\n     \"rounds\": [\n      {}\n     ]}}",
+                "{}\n    {{\"transport\": \"{}\", \"updates_per_s\": {:.3}, \"wire_gbps\": {:.4}, \"f32_gbps\": {:.4}, \"p50_ms\": {:.3}, \"p99_ms\": {:.3}, \"check_seconds\": {:.4}, \"cpu_seconds\": {:.4},\n     \"cpu\": [{}], \"rejects\": {{{}}},\n     \"rounds\": [\n      {}\n     ]}}",
                 if i > 0 { "," } else { "" },
                 run.transport,
                 run.updates_per_s,
@@ -656,6 +678,8 @@ impl Report {
                 run.f32_gbps,
                 run.p50_ms,
                 run.p99_ms,
+                run.check_seconds,
+                run.cpu_seconds,
                 cpu.join(", "),
                 rej.join(", "),
                 rounds.join(",\n      ")

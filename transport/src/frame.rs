@@ -6,7 +6,7 @@
 //! `max_payload_bytes` — and only then, so a peer that announces a large frame and stalls holds
 //! no more than the preamble until it actually sends the header.
 
-use crate::buf::AlignedBuf;
+use crate::buf::{AlignedBuf, Pool};
 use thiserror::Error;
 use vain_schema::Limits;
 use vain_schema::frame::{PREAMBLE_LEN, Preamble};
@@ -65,12 +65,18 @@ enum State {
 pub struct Decoder {
     limits: Limits,
     state: State,
+    pool: Option<Pool>,
 }
 
 impl Decoder {
     /// A decoder enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
-        Self { limits, state: State::Preamble { buf: [0; PREAMBLE_LEN], have: 0 } }
+        Self { limits, state: State::Preamble { buf: [0; PREAMBLE_LEN], have: 0 }, pool: None }
+    }
+
+    /// A decoder that takes its payload buffer from `pool`.
+    pub fn with_pool(limits: Limits, pool: Pool) -> Self {
+        Self { pool: Some(pool), ..Self::new(limits) }
     }
 
     /// The payload length the preamble declared, once the preamble is in (it passed the
@@ -142,7 +148,10 @@ impl Decoder {
                 if have == need {
                     return Err(Error::TrailingBytes { extra: data.len() });
                 }
-                let mut buf = buf.unwrap_or_else(|| AlignedBuf::zeroed(need));
+                let mut buf = buf.unwrap_or_else(|| match &self.pool {
+                    Some(p) => p.take(need),
+                    None => AlignedBuf::zeroed(need),
+                });
                 let n = (need - have).min(data.len());
                 buf.as_mut_slice()[have..have + n].copy_from_slice(&data[..n]);
                 (State::Payload { header, buf: Some(buf), need, have: have + n }, n)

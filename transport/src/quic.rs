@@ -16,6 +16,7 @@
 //! io_uring; without it, every datagram goes through glommio's io_uring `recv_from`/`send_to`
 //! (glommio's operations carry no control messages, so they cannot do GRO/GSO).
 
+use crate::buf::{Pool, PoolLimits};
 use crate::frame::{Decoder, Frame};
 use crate::limit::{Admission, Caps, Peers, Rates};
 use crate::{tls, udp};
@@ -82,6 +83,9 @@ pub struct Config {
     pub offload: bool,
     /// Pin shard i to CPU i (modulo the CPUs online).
     pub pin: bool,
+    /// Each shard's pool of payload buffers (buffers return to it when the handler's consumer
+    /// drops them); `None` allocates a fresh buffer per frame.
+    pub pool: Option<PoolLimits>,
 }
 
 impl Config {
@@ -102,6 +106,7 @@ impl Config {
             max_peers: 4096,
             offload: true,
             pin: false,
+            pool: Some(PoolLimits::default()),
         }
     }
 
@@ -219,6 +224,10 @@ pub struct Stats {
     /// CPU time the shard's thread used, in nanoseconds (its own work: receive, decrypt,
     /// reassemble, and the handler's).
     pub cpu_ns: u64,
+    /// Payload buffers reused from the shard's pool.
+    pub pool_reused: u64,
+    /// Payload buffers the pool had to allocate.
+    pub pool_allocated: u64,
 }
 
 impl Stats {
@@ -236,6 +245,8 @@ impl Stats {
         self.retries += o.retries;
         self.misrouted += o.misrouted;
         self.cpu_ns += o.cpu_ns;
+        self.pool_reused += o.pool_reused;
+        self.pool_allocated += o.pool_allocated;
     }
 }
 
@@ -384,7 +395,8 @@ fn bind(listen: SocketAddr, buffer: usize) -> Result<Socket, Error> {
     sock.set_reuse_port(true)?;
     sock.set_recv_buffer_size(buffer)?;
     sock.set_send_buffer_size(buffer)?;
-    sock.set_nonblocking(true)?;
+    // Blocking, as glommio's own sockets are: its io_uring operations wait for data, and
+    // its direct syscalls (and ours) pass MSG_DONTWAIT.
     sock.bind(&listen.into())?;
     Ok(sock)
 }
@@ -460,7 +472,8 @@ impl Io {
                 if out.is_empty() && !wait.is_zero() {
                     let mut one = [0u8; 1];
                     // A peek consumes nothing, so abandoning it on the timeout loses nothing.
-                    let _ = glommio::timer::timeout(wait, async { ring.peek(&mut one).await }).await;
+                    // (`peek` is recv(2), which glommio refuses on an unconnected socket.)
+                    let _ = glommio::timer::timeout(wait, async { ring.peek_from(&mut one).await }).await;
                     drain(sock, arena, family, out, stats)?;
                 }
             }
@@ -542,6 +555,7 @@ async fn shard_main(ctx: ShardCtx, sock: Socket, handler: impl FnMut(Peer, Frame
         admission: Admission::new(ctx.cfg.caps),
         peers: Peers::new(ctx.cfg.rates, ctx.cfg.max_peers, 60_000_000_000),
         limits: ctx.cfg.limits.clone(),
+        pool: ctx.cfg.pool.map(Pool::new),
         handler,
         epoch: Instant::now(),
     };
@@ -569,6 +583,10 @@ async fn shard_main(ctx: ShardCtx, sock: Socket, handler: impl FnMut(Peer, Frame
         }
     }
     shard.stats.cpu_ns = udp::thread_cpu_ns().saturating_sub(cpu0);
+    if let Some(p) = &shard.pool {
+        let ps = p.stats();
+        (shard.stats.pool_reused, shard.stats.pool_allocated) = (ps.reused, ps.allocated);
+    }
     Ok(shard.stats)
 }
 
@@ -581,6 +599,7 @@ struct Shard<H> {
     admission: Admission<Peer>,
     peers: Peers<Peer>,
     limits: Limits,
+    pool: Option<Pool>,
     handler: H,
     epoch: Instant,
 }
@@ -693,7 +712,11 @@ impl<H: FnMut(Peer, Frame)> Shard<H> {
                 Event::ConnectionLost { .. } if c.in_handshake => self.stats.refused += 1,
                 Event::Stream(StreamEvent::Opened { dir: Dir::Uni }) | Event::Stream(StreamEvent::Readable { .. }) => {
                     while let Some(id) = c.conn.streams().accept(Dir::Uni) {
-                        c.streams.insert(id, (Decoder::new(self.limits.clone()), false));
+                        let d = match &self.pool {
+                            Some(p) => Decoder::with_pool(self.limits.clone(), p.clone()),
+                            None => Decoder::new(self.limits.clone()),
+                        };
+                        c.streams.insert(id, (d, false));
                     }
                     let ids: Vec<StreamId> = c.streams.keys().copied().collect();
                     for id in ids {

@@ -97,7 +97,8 @@ pub(crate) struct Received {
     pub(crate) stride: Option<usize>,
 }
 
-/// Receives into `arena`'s spare capacity without blocking; `None` when nothing is queued.
+/// Receives into `arena`'s spare capacity without blocking (MSG_DONTWAIT: the socket itself
+/// stays blocking, which glommio's io_uring operations on it need in order to wait); `None` when nothing is queued.
 /// The returned bytes are split off the arena (no copy; the arena's allocation is reused once
 /// every datagram cut from it is dropped).
 pub(crate) fn recv(sock: &Socket, arena: &mut BytesMut, family: &SockAddr) -> io::Result<Option<Received>> {
@@ -112,7 +113,7 @@ pub(crate) fn recv(sock: &Socket, arena: &mut BytesMut, family: &SockAddr) -> io
         let spare = &mut arena.spare_capacity_mut()[..MAX_GRO];
         let mut bufs = [MaybeUninitSlice::new(spare)];
         let mut msg = MsgHdrMut::new().with_addr(&mut addr).with_buffers(&mut bufs).with_control(&mut control);
-        n = match sock.recvmsg(&mut msg, 0) {
+        n = match sock.recvmsg(&mut msg, libc::MSG_DONTWAIT) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(None),
@@ -166,7 +167,7 @@ pub(crate) fn send(sock: &Socket, data: &[u8], to: SocketAddr, segment: Option<u
         bytes[16..18].copy_from_slice(&seg.to_ne_bytes());
         msg = msg.with_control(bytemuck::cast_slice(&control));
     }
-    match sock.sendmsg(&msg, 0) {
+    match sock.sendmsg(&msg, libc::MSG_DONTWAIT) {
         Ok(_) => Ok(()),
         Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Ok(()),
         Err(e) => Err(e),
@@ -200,7 +201,6 @@ mod tests {
         let tx = Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).expect("socket");
         let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
         send(&tx, &data, to, Some(1200)).expect("send");
-        rx.set_nonblocking(true).expect("nonblocking");
         let mut arena = BytesMut::new();
         let family = SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0)));
         let mut got = Vec::new();

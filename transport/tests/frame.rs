@@ -81,3 +81,27 @@ proptest! {
         let _ = d.finish();
     }
 }
+
+#[test]
+fn pooled_decoders_reuse_buffers_and_show_no_stale_bytes() {
+    let pool = vain_transport::buf::Pool::new(Default::default());
+    let (h1, p1, f1) = sample_frame(40, 70_000);
+    let mut d = Decoder::with_pool(Limits::default(), pool.clone());
+    d.push(&f1).expect("push");
+    let first = d.finish().expect("complete");
+    assert_eq!((first.header.as_slice(), first.payload.as_slice()), (&h1[..], &p1[..]));
+    drop(first);
+    // A shorter payload in the reused buffer: exactly its own bytes, aligned.
+    let (h2, _, _) = sample_frame(40, 0);
+    let p2: Vec<u8> = (0..69_000u32).map(|i| (i % 251) as u8).collect();
+    let f2 = wire_frame::encode(&h2, &p2).expect("encode");
+    let mut d = Decoder::with_pool(Limits::default(), pool.clone());
+    for chunk in f2.chunks(1000) {
+        d.push(chunk).expect("push");
+    }
+    let second = d.finish().expect("complete");
+    assert_eq!(second.payload.as_slice(), &p2[..]);
+    assert_eq!(second.payload.as_slice().as_ptr() as usize % 64, 0);
+    let s = pool.stats();
+    assert_eq!((s.reused, s.allocated), (1, 1));
+}

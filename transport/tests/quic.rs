@@ -302,3 +302,19 @@ fn a_client_expecting_another_server_key_and_a_denied_client_are_refused() {
     assert!(got.lock().expect("lock").is_empty(), "a denied client delivered a frame");
     assert!(stats.refused >= 1, "{stats:?}");
 }
+
+/// With nothing to receive, a shard waits on io_uring (a peek that completes when a datagram
+/// arrives) instead of polling the socket: a spinning shard would use the whole second.
+#[test]
+fn an_idle_shard_waits_on_io_uring_instead_of_spinning() {
+    if !io_uring_available() {
+        return;
+    }
+    for offload in [true, false] {
+        let (_addr, _got, stop, h) = start_with(Config { offload, ..config(&[]) }, 1);
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, Ordering::Relaxed);
+        let stats = total(&h.join().expect("thread").expect("shard"));
+        assert!(stats.cpu_ns < 300_000_000, "offload {offload}: {stats:?}");
+    }
+}

@@ -62,6 +62,8 @@ pub enum Item {
 struct Published {
     generation: AtomicU64,
     checker: Mutex<Option<Arc<Checker>>>,
+    /// Nanoseconds each shard spent in the checks (hashing, signature, decompression).
+    check_ns: Vec<AtomicU64>,
 }
 
 /// The frame handler of one shard.
@@ -83,6 +85,7 @@ impl ShardHandler {
             }
             self.seen = generation;
         }
+        let start = Instant::now();
         let item = match &self.checker {
             // No round open: nothing could match it; the stage has no round to count it in.
             None => return,
@@ -91,6 +94,9 @@ impl ShardHandler {
                 Err(refused) => Item::Refused { shard: self.shard, refused },
             },
         };
+        if let Some(ns) = self.published.check_ns.get(self.shard) {
+            ns.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
         // The stage gone means the service is stopping.
         let _ = self.tx.send(item);
     }
@@ -128,7 +134,11 @@ pub fn unix_ns() -> u64 {
 /// A stage and `shards` handlers joined by a channel holding at most `capacity` updates.
 pub fn channels(shards: usize, capacity: usize) -> (Stage, Vec<ShardHandler>) {
     let (tx, rx) = sync_channel(capacity.max(1));
-    let published = Arc::new(Published { generation: AtomicU64::new(0), checker: Mutex::new(None) });
+    let published = Arc::new(Published {
+        generation: AtomicU64::new(0),
+        checker: Mutex::new(None),
+        check_ns: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+    });
     let handlers = (0..shards)
         .map(|shard| ShardHandler { shard, published: published.clone(), seen: 0, checker: None, tx: tx.clone() })
         .collect();
@@ -180,6 +190,11 @@ impl Stage {
             }
         }
         Ok(got)
+    }
+
+    /// Seconds each shard has spent in the checks so far.
+    pub fn check_seconds(&self) -> Vec<f64> {
+        self.published.check_ns.iter().map(|n| n.load(Ordering::Relaxed) as f64 / 1e9).collect()
     }
 
     /// Drops whatever the shards queued (updates for a round that closed).
