@@ -158,6 +158,18 @@ impl Client {
     /// Sends one frame on its own stream and waits until the aggregator has all of it (or
     /// refuses it). A connection lost before the first byte is re-established.
     pub async fn send(&mut self, frame: &[u8]) -> Result<Sent, Error> {
+        match self.send_once(frame).await {
+            // The connection died under us (aggregator restarted, path lost): once more on a
+            // fresh one. A refusal is an answer, not a failure, and is not retried.
+            Err(Error::Send(_)) => {
+                self.conn = None;
+                self.send_once(frame).await
+            }
+            r => r,
+        }
+    }
+
+    async fn send_once(&mut self, frame: &[u8]) -> Result<Sent, Error> {
         let conn = self.connection().await?;
         let mut stream = match conn.open_uni().await {
             Ok(s) => s,

@@ -582,6 +582,16 @@ async fn shard_main(ctx: ShardCtx, sock: Socket, handler: impl FnMut(Peer, Frame
             shard.drive(ch, now, &mut out, &io).await?;
         }
     }
+    // Tell every peer we are going, so clients reconnect at once instead of waiting out the
+    // idle timeout.
+    let now = Instant::now();
+    for c in shard.conns.values_mut() {
+        c.conn.close(now, VarInt::from_u32(0), Bytes::from_static(b"aggregator stopping"));
+    }
+    let open: Vec<ConnectionHandle> = shard.conns.keys().copied().collect();
+    for ch in open {
+        shard.drive(ch, now, &mut out, &io).await?;
+    }
     shard.stats.cpu_ns = udp::thread_cpu_ns().saturating_sub(cpu0);
     if let Some(p) = &shard.pool {
         let ps = p.stats();

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use thiserror::Error;
 use vain_ingest::{Accepted, Checked, Checker, Ingest, Refused, Rejection};
 use vain_schema::PublicKey;
-use vain_transport::buf::AlignedBuf;
+use vain_transport::buf::{AlignedBuf, Pool, PoolLimits};
 use vain_transport::frame::Frame;
 use vain_transport::quic::{self, Peer, Stats};
 
@@ -124,6 +124,7 @@ pub enum Event {
 pub struct Stage {
     published: Arc<Published>,
     rx: Receiver<Item>,
+    scratch: Pool,
 }
 
 /// Wall-clock now in Unix nanoseconds.
@@ -142,13 +143,17 @@ pub fn channels(shards: usize, capacity: usize) -> (Stage, Vec<ShardHandler>) {
     let handlers = (0..shards)
         .map(|shard| ShardHandler { shard, published: published.clone(), seen: 0, checker: None, tx: tx.clone() })
         .collect();
-    (Stage { published, rx }, handlers)
+    (Stage { published, rx, scratch: Pool::new(PoolLimits::default()) }, handlers)
 }
 
 impl Stage {
     /// Publishes the checker of the round about to open to every shard; frames arriving from
     /// now on are checked against it. Call before telling clients the round is open.
     pub fn open(&self, checker: Checker) {
+        // zstd output goes into pooled aligned buffers too, returned when the stage drops the
+        // update.
+        let pool = self.scratch.clone();
+        let checker = checker.with_scratch(Arc::new(move |n| Box::new(pool.take(n))));
         if let Ok(mut c) = self.published.checker.lock() {
             *c = Some(Arc::new(checker));
         }
@@ -195,6 +200,11 @@ impl Stage {
     /// Seconds each shard has spent in the checks so far.
     pub fn check_seconds(&self) -> Vec<f64> {
         self.published.check_ns.iter().map(|n| n.load(Ordering::Relaxed) as f64 / 1e9).collect()
+    }
+
+    /// What the pool of decompression buffers has done.
+    pub fn scratch_stats(&self) -> vain_transport::buf::PoolStats {
+        self.scratch.stats()
     }
 
     /// Drops whatever the shards queued (updates for a round that closed).

@@ -205,3 +205,44 @@ fn bad_updates_and_garbage_are_rejected_by_type_while_an_honest_client_completes
     assert_eq!(rejects.get("replay"), Some(&3), "{rejects:?}");
     assert!(sent > 100, "the flood sent {sent} datagrams");
 }
+
+/// The aggregator restarts between two sends: it closes its connections on the way down, and the
+/// client's next send reconnects (with backoff) to the new instance on the same port.
+#[test]
+fn a_client_reconnects_to_a_restarted_aggregator() {
+    if quic::probe().is_err() {
+        eprintln!("skipped: glommio cannot start here");
+        return;
+    }
+    let cfg = || {
+        let deny = Arc::new(RwLock::new(BTreeSet::new()));
+        quic::Config::new(
+            "127.0.0.1:0".parse().expect("addr"),
+            tls::server_config(&AGG, Policy::AnyExcept(deny)).expect("tls"),
+        )
+    };
+    let first = Service::start(cfg(), 1, 4).expect("service");
+    let addr = first.local_addr();
+    let agg_public = key(&AGG).verifying_key().to_bytes();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
+    let mut client = rt.block_on(async { Client::new(client::Config::new(addr, agg_public, HONEST)) }).expect("client");
+    let h = key(&HONEST);
+    let mut backend = CpuBackend::new(1);
+    let mut service = Some(first);
+    for round in 1..=2u64 {
+        // The second instance binds the port only after the first has stopped.
+        let svc = match service.take() {
+            Some(s) => s,
+            None => Service::start(quic::Config { listen: addr, ..cfg() }, 1, 4).expect("restart"),
+        };
+        let mut ingest = Ingest::new(&mut backend, config(round), |_| Ok(())).expect("round");
+        svc.stage.open(ingest.checker());
+        let frame = update(&h, h.verifying_key().to_bytes(), round, 1, &values(1, round), 1);
+        rt.block_on(client.send(&frame)).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let got = svc.stage.collect(&mut ingest, 1, Instant::now() + Duration::from_secs(10), |_| {}).expect("collect");
+        assert_eq!(got, 1, "round {round}");
+        let stats = svc.stop().expect("stop");
+        assert_eq!(stats[0].connections, 1, "round {round}: one connection per aggregator instance");
+    }
+    rt.block_on(client.close());
+}

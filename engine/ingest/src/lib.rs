@@ -202,11 +202,27 @@ pub struct Refused {
     pub sender: Option<PublicKey>,
 }
 
+/// A buffer decompressed payloads are written into; the aggregator service hands out pooled
+/// ones ([`Checker::with_scratch`]), otherwise each is a fresh `Vec`.
+pub trait Scratch: AsRef<[u8]> + AsMut<[u8]> + Send {}
+impl<T: AsRef<[u8]> + AsMut<[u8]> + Send> Scratch for T {}
+
+/// Hands out a scratch buffer of exactly the requested length.
+pub type ScratchAlloc = Arc<dyn Fn(usize) -> Box<dyn Scratch> + Send + Sync>;
+
 /// Where an update's values are: the decoded bytes, or the payload as received.
-#[derive(Debug)]
 enum Values<B> {
     Raw(B),
-    Decoded(Vec<u8>),
+    Decoded(Box<dyn Scratch>),
+}
+
+impl<B> std::fmt::Debug for Values<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Values::Raw(_) => write!(f, "Raw"),
+            Values::Decoded(d) => write!(f, "Decoded({} bytes)", (**d).as_ref().len()),
+        }
+    }
 }
 
 /// An update that passed every check that needs no round state: well-formed, for this round,
@@ -239,9 +255,16 @@ pub struct Checker {
     layout: Vec<TensorLayout>,
     offsets: BTreeMap<String, (usize, usize, usize)>,
     allow: Allow,
+    scratch: Option<ScratchAlloc>,
 }
 
 impl Checker {
+    /// Decompress into buffers from `alloc` instead of fresh ones.
+    pub fn with_scratch(mut self, alloc: ScratchAlloc) -> Self {
+        self.scratch = Some(alloc);
+        self
+    }
+
     /// A checker for the round `cfg` describes.
     pub fn new(cfg: &Config, allow: Allow) -> Self {
         let mut offsets = BTreeMap::new();
@@ -259,6 +282,7 @@ impl Checker {
             layout: cfg.layout.clone(),
             offsets,
             allow,
+            scratch: None,
         }
     }
 
@@ -325,8 +349,12 @@ impl Checker {
             Compression::None => Values::Raw(payload),
             Compression::Zstd => {
                 // decoded_len was checked against the limits by the parser.
-                let mut buf = vec![0u8; env.decoded_len() as usize];
-                zstd_decompress_into(payload.as_ref(), &mut buf)
+                let len = env.decoded_len() as usize;
+                let mut buf: Box<dyn Scratch> = match &self.scratch {
+                    Some(alloc) => alloc(len),
+                    None => Box::new(vec![0u8; len]),
+                };
+                zstd_decompress_into(payload.as_ref(), (*buf).as_mut())
                     .map_err(|e| refuse(Reject::Decompress(e), Some(sender)))?;
                 Values::Decoded(buf)
             }
@@ -449,7 +477,7 @@ impl<'b> Ingest<'b> {
         }
         let body: &[u8] = match &c.body {
             Values::Raw(b) => b.as_ref(),
-            Values::Decoded(v) => v,
+            Values::Decoded(v) => (**v).as_ref(),
         };
         let segs: Vec<Segment<'_>> = c
             .segments
