@@ -1,0 +1,1103 @@
+//! One node of the control plane: a task that owns the libp2p swarm, the beacon socket and the
+//! peer table, driven by swarm events, timers and commands from [`Handle`]s.
+
+use crate::codec::{self, Codec};
+use crate::records::{self, Key};
+use crate::{Config, Error, beacon, keys};
+use ed25519_dalek::{Signer, SigningKey};
+use futures::StreamExt;
+use libp2p::core::transport::MemoryTransport;
+use libp2p::core::upgrade::Version;
+use libp2p::kad::{self, store::MemoryStore, store::MemoryStoreConfig, store::RecordStore};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, Transport as _, connection_limits, identify, mdns, noise, yamux,
+};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, oneshot};
+use vain_schema::Limits;
+use vain_schema::node::{Announcement, Heartbeat, Resources, roles};
+
+const HEARTBEAT: &str = "/vain/heartbeat/1.0.0";
+const PEX: &str = "/vain/pex/1.0.0";
+const RELAY: &str = "/vain/announce/1.0.0";
+const IDENTIFY: &str = "/vain/0.1.0";
+/// Largest request-response message (a PEX answer of `max_entries` announcements).
+const MAX_MESSAGE: usize = 1 << 20;
+/// Announcements remembered for relay de-duplication.
+const SEEN: usize = 8192;
+
+/// Which transport the swarm runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// TCP + noise + yamux.
+    Tcp,
+    /// libp2p's in-process memory transport + noise + yamux (tests, the scale measurement).
+    Memory,
+}
+
+/// The node's keys: the Ed25519 signing key (its PeerId), its stable node id (the root key;
+/// equal to the signing key's public half when there was no rotation) with the rotation chain
+/// linking them, and its X25519 key for sealed messages.
+#[derive(Clone)]
+pub struct Identity {
+    /// Seed of the current signing key.
+    pub seed: [u8; 32],
+    /// Root key.
+    pub node_id: [u8; 32],
+    /// `SignedRotationCertificate`s from the root to the signing key.
+    pub rotation_chain: Vec<Vec<u8>>,
+    /// X25519 public key for HPKE.
+    pub x25519: [u8; 32],
+}
+
+impl Identity {
+    /// A node whose signing key is its root key.
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        let node_id = SigningKey::from_bytes(&seed).verifying_key().to_bytes();
+        Self { seed, node_id, rotation_chain: Vec::new(), x25519: [0; 32] }
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    limits: connection_limits::Behaviour,
+    kad: kad::Behaviour<MemoryStore>,
+    identify: identify::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    heartbeat: request_response::Behaviour<Codec>,
+    pex: request_response::Behaviour<Codec>,
+    relay: request_response::Behaviour<Codec>,
+}
+
+/// Where a peer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Heard of (exchange, beacon, mDNS, relay, DHT) but not yet answered a heartbeat.
+    Candidate,
+    /// Answered a signed heartbeat within the stale timeout.
+    Live,
+    /// Silent past the stale timeout: removed from the routing table and directories.
+    Stale,
+}
+
+struct Peer {
+    node_id: Option<[u8; 32]>,
+    announcement: Option<Vec<u8>>,
+    announced_ms: u64,
+    roles: u8,
+    addrs: Vec<Multiaddr>,
+    state: State,
+    last_seen: Instant,
+    last_heartbeat: Option<Instant>,
+    connected: bool,
+    score: i32,
+    in_routing: bool,
+    requests: (f64, Instant),
+}
+
+/// One row of `vain peers`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerRow {
+    /// libp2p PeerId.
+    pub peer_id: String,
+    /// Node id (hex), once its announcement was verified.
+    pub node_id: Option<String>,
+    /// State.
+    pub state: State,
+    /// Connected now.
+    pub connected: bool,
+    /// Role bits.
+    pub roles: u8,
+    /// Known addresses.
+    pub addresses: Vec<String>,
+    /// Milliseconds since it was last heard from.
+    pub last_seen_ms: u64,
+    /// Exchange score (junk lowers it).
+    pub score: i32,
+}
+
+/// A node's summary (`vain up`'s table, the control socket's `status`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// libp2p PeerId.
+    pub peer_id: String,
+    /// Node id (hex).
+    pub node_id: String,
+    /// Listen addresses (with `/p2p/<PeerId>`).
+    pub listen: Vec<String>,
+    /// Peers in the table, any state.
+    pub known: usize,
+    /// Peers that answered a heartbeat within the stale timeout.
+    pub live: usize,
+    /// Connected peers.
+    pub connected: usize,
+    /// Peers marked stale.
+    pub stale: usize,
+    /// Kademlia routing-table entries.
+    pub routing: usize,
+    /// Records in the local store.
+    pub records: usize,
+    /// Milliseconds since the last heartbeat answered by anyone.
+    pub last_heartbeat_ms: Option<u64>,
+    /// Refusals by reason (bad records, bogus beacons, exchange junk, rate limits, …).
+    pub rejected: BTreeMap<String, u64>,
+    /// Announcements relayed onward.
+    pub relayed: u64,
+}
+
+/// A verified node record found in the DHT.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeRecord {
+    /// Node id (hex).
+    pub node_id: String,
+    /// Signing key (hex).
+    pub signing_key: String,
+    /// Addresses.
+    pub addresses: Vec<String>,
+    /// Role bits.
+    pub roles: u8,
+    /// Signing time, Unix ms.
+    pub timestamp_ms: u64,
+}
+
+/// What `dht_get` returns.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Found {
+    /// A node's announcement.
+    Node(NodeRecord),
+    /// Providers of a directory key.
+    Providers(Vec<String>),
+}
+
+enum Command {
+    Status(oneshot::Sender<Status>),
+    Peers(oneshot::Sender<Vec<PeerRow>>),
+    Get(Key, oneshot::Sender<Result<Found, Error>>),
+    Provide(Key, oneshot::Sender<Result<(), Error>>),
+    Dial(Multiaddr, oneshot::Sender<Result<(), Error>>),
+    PutRaw(Vec<u8>, Vec<u8>, oneshot::Sender<Result<(), Error>>),
+}
+
+/// Talks to a running node.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Command>,
+    /// The node's PeerId.
+    pub peer_id: PeerId,
+}
+
+impl Handle {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// The node's summary.
+    pub async fn status(&self) -> Result<Status, Error> {
+        self.ask(Command::Status).await
+    }
+
+    /// The peer table.
+    pub async fn peers(&self) -> Result<Vec<PeerRow>, Error> {
+        self.ask(Command::Peers).await
+    }
+
+    /// Looks `key` up in the DHT; node records are verified before they are returned.
+    pub async fn get(&self, key: Key) -> Result<Found, Error> {
+        self.ask(|tx| Command::Get(key, tx)).await?
+    }
+
+    /// Announces this node as a provider of `key`.
+    pub async fn provide(&self, key: Key) -> Result<(), Error> {
+        self.ask(|tx| Command::Provide(key, tx)).await?
+    }
+
+    /// Dials an address.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), Error> {
+        self.ask(|tx| Command::Dial(addr, tx)).await?
+    }
+
+    /// Puts `value` under `key` exactly as given, without this node's own check — what a
+    /// faulty or hostile peer would do; the receivers' validation is what stops it.
+    pub async fn put_raw(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), Error> {
+        self.ask(|tx| Command::PutRaw(key, value, tx)).await?
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.001))
+}
+
+/// The routing-diversity bucket of an address: its /24 (IPv4) or /48 (IPv6); memory and other
+/// addresses share one bucket each.
+fn prefix(addr: &Multiaddr) -> Option<IpAddr> {
+    addr.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(IpAddr::from(std::net::Ipv4Addr::from(u32::from(ip) & 0xffff_ff00))),
+        Protocol::Ip6(ip) => Some(IpAddr::from(std::net::Ipv6Addr::from(u128::from(ip) & !((1u128 << 80) - 1)))),
+        _ => None,
+    })
+}
+
+/// The PeerId an announcement's signing key gives, and its addresses that end in that PeerId
+/// (others are ignored: an announcement cannot point a dialler at someone else).
+fn announced(a: &Announcement) -> Option<(PeerId, Vec<Multiaddr>)> {
+    let pid = keys::peer_id(&a.signing_key).ok()?;
+    let addrs = a
+        .addresses
+        .iter()
+        .filter_map(|s| s.parse::<Multiaddr>().ok())
+        .filter(|m| matches!(m.iter().last(), Some(Protocol::P2p(p)) if p == pid))
+        .collect();
+    Some((pid, addrs))
+}
+
+/// Announcements already relayed, by (node id, timestamp), oldest first for eviction.
+type Seen = (HashSet<([u8; 32], u64)>, VecDeque<([u8; 32], u64)>);
+/// A DHT lookup in flight: its key, who waits, providers found so far.
+type Pending = (Key, oneshot::Sender<Result<Found, Error>>, Vec<PeerId>);
+
+struct Node {
+    cfg: Config,
+    identity: Identity,
+    signer: SigningKey,
+    roles: u8,
+    swarm: Swarm<Behaviour>,
+    peer_id: PeerId,
+    listen: Vec<Multiaddr>,
+    own: Vec<u8>,
+    peers: HashMap<PeerId, Peer>,
+    blocked: HashSet<PeerId>,
+    prefixes: HashMap<IpAddr, usize>,
+    provider_keys: HashSet<kad::RecordKey>,
+    rejected: BTreeMap<String, u64>,
+    relayed: u64,
+    seen: Seen,
+    hb_seq: u64,
+    last_heartbeat: Option<Instant>,
+    gets: HashMap<kad::QueryId, Pending>,
+    beacon: Option<(tokio::net::UdpSocket, SocketAddr, beacon::RateLimit)>,
+}
+
+fn build_swarm(cfg: &Config, kp: libp2p::identity::Keypair, transport: Transport) -> Result<Swarm<Behaviour>, Error> {
+    let peer_id = kp.public().to_peer_id();
+    let protocol =
+        StreamProtocol::try_from_owned(cfg.dht.protocol.clone()).map_err(|e| Error::Config(e.to_string()))?;
+    let mdns_on = cfg.mdns.enabled && transport == Transport::Tcp;
+    let make = |key: &libp2p::identity::Keypair| -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+        let mut kc = kad::Config::new(protocol.clone());
+        kc.set_replication_factor(NonZeroUsize::new(cfg.dht.replication_factor).ok_or("replication factor")?)
+            .set_record_ttl(Some(secs(cfg.dht.record_ttl)))
+            .set_publication_interval(Some(secs(cfg.dht.republish_interval)))
+            .set_replication_interval(Some(secs(cfg.dht.replication_interval)))
+            .set_record_filtering(kad::StoreInserts::FilterBoth)
+            .set_max_packet_size(cfg.dht.max_record_bytes * 2 + 4096)
+            .set_query_timeout(Duration::from_secs(30));
+        let store = MemoryStore::with_config(
+            peer_id,
+            MemoryStoreConfig {
+                max_records: cfg.dht.max_records,
+                max_value_bytes: cfg.dht.max_record_bytes,
+                max_providers_per_key: 64,
+                max_provided_keys: 1024,
+            },
+        );
+        let mut kad = kad::Behaviour::with_config(peer_id, store, kc);
+        // No external address is ever confirmed on loopback or a LAN without autonat; a node in
+        // client mode would neither answer nor be added to others' tables.
+        kad.set_mode(Some(kad::Mode::Server));
+        let rr = |name: &'static str| {
+            request_response::Behaviour::with_codec(
+                Codec { max: MAX_MESSAGE },
+                [(StreamProtocol::new(name), ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+            )
+        };
+        let mdns = if mdns_on { Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?) } else { None };
+        Ok(Behaviour {
+            limits: connection_limits::Behaviour::new(
+                connection_limits::ConnectionLimits::default()
+                    .with_max_established(Some(cfg.limits.max_connections))
+                    .with_max_established_per_peer(Some(cfg.limits.max_per_peer)),
+            ),
+            kad,
+            identify: identify::Behaviour::new(identify::Config::new(IDENTIFY.into(), key.public())),
+            mdns: Toggle::from(mdns),
+            heartbeat: rr(HEARTBEAT),
+            pex: rr(PEX),
+            relay: rr(RELAY),
+        })
+    };
+    let idle = secs(cfg.limits.idle_timeout);
+    let builder = libp2p::SwarmBuilder::with_existing_identity(kp).with_tokio();
+    let swarm = match transport {
+        Transport::Tcp => builder
+            .with_tcp(libp2p::tcp::Config::default(), noise::Config::new, yamux::Config::default)
+            .map_err(|e| Error::Transport(e.to_string()))?
+            .with_behaviour(make)
+            .map_err(|e| Error::Transport(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build(),
+        Transport::Memory => builder
+            .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                Ok(MemoryTransport::new()
+                    .upgrade(Version::V1Lazy)
+                    .authenticate(noise::Config::new(key)?)
+                    .multiplex(yamux::Config::default()))
+            })
+            .map_err(|e| Error::Transport(e.to_string()))?
+            .with_behaviour(make)
+            .map_err(|e| Error::Transport(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build(),
+    };
+    Ok(swarm)
+}
+
+/// Starts a node on the current tokio runtime; it runs until every [`Handle`] is dropped.
+pub async fn spawn(cfg: Config, identity: Identity, transport: Transport) -> Result<Handle, Error> {
+    cfg.validate()?;
+    let roles = cfg.role_bits()?;
+    let kp = keys::keypair(&identity.seed)?;
+    let peer_id = kp.public().to_peer_id();
+    let mut swarm = build_swarm(&cfg, kp, transport)?;
+    for l in &cfg.listen {
+        let addr: Multiaddr = l.parse().map_err(|e| Error::Config(format!("{l}: {e}")))?;
+        swarm.listen_on(addr).map_err(|e| Error::Transport(e.to_string()))?;
+    }
+    let beacon = if cfg.beacon.enabled && transport == Transport::Tcp { Some(bind_beacon(&cfg)?) } else { None };
+    let signer = SigningKey::from_bytes(&identity.seed);
+    let mut node = Node {
+        signer,
+        roles,
+        swarm,
+        peer_id,
+        listen: Vec::new(),
+        own: Vec::new(),
+        peers: HashMap::new(),
+        blocked: HashSet::new(),
+        prefixes: HashMap::new(),
+        provider_keys: HashSet::new(),
+        rejected: BTreeMap::new(),
+        relayed: 0,
+        seen: (HashSet::new(), VecDeque::new()),
+        hb_seq: 0,
+        last_heartbeat: None,
+        gets: HashMap::new(),
+        beacon,
+        identity,
+        cfg,
+    };
+    node.refresh_announcement();
+    for b in node.cfg.bootstrap.clone() {
+        let Ok(addr) = b.parse::<Multiaddr>() else { continue };
+        if let Some(Protocol::P2p(pid)) = addr.iter().last() {
+            node.swarm.behaviour_mut().kad.add_address(&pid, addr.clone());
+            node.learn_addr(pid, addr.clone());
+            let _ = node.swarm.dial(addr);
+        }
+    }
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(node.run(rx));
+    Ok(Handle { tx, peer_id })
+}
+
+fn bind_beacon(cfg: &Config) -> Result<(tokio::net::UdpSocket, SocketAddr, beacon::RateLimit), Error> {
+    use socket2::{Domain, Protocol as SProtocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(SProtocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_broadcast(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&SocketAddr::from(([0, 0, 0, 0], cfg.beacon.port)).into())?;
+    let ip: std::net::Ipv4Addr = cfg.beacon.broadcast.parse().map_err(|_| Error::Config("beacon.broadcast".into()))?;
+    let sock = tokio::net::UdpSocket::from_std(s.into())?;
+    Ok((sock, SocketAddr::from((ip, cfg.beacon.port)), beacon::RateLimit::new(cfg.beacon.per_source_rate, 4096)))
+}
+
+impl Node {
+    fn count(&mut self, reason: &str) {
+        *self.rejected.entry(reason.to_string()).or_default() += 1;
+    }
+
+    /// Re-signs our announcement with the current listen addresses and puts it in the DHT.
+    fn refresh_announcement(&mut self) {
+        let addresses: Vec<String> = self
+            .listen
+            .iter()
+            .map(|a| a.clone().with(Protocol::P2p(self.peer_id)).to_string())
+            .take(Limits::default().max_addresses)
+            .collect();
+        let a = Announcement {
+            node_id: self.identity.node_id,
+            signing_key: self.signer.verifying_key().to_bytes(),
+            rotation_chain: self.identity.rotation_chain.clone(),
+            addresses,
+            roles: self.roles,
+            resources: Resources {
+                cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+                ..Resources::default()
+            },
+            x25519_key: self.identity.x25519,
+            timestamp_ms: unix_ms(),
+        };
+        let body = a.encode();
+        let sig = self.signer.sign(Announcement::signing_input(&body).as_bytes()).to_bytes();
+        self.own = Announcement::wrap(&body, &sig);
+        // Our own record passes the same check as anyone's: put_record skips the filter.
+        let key = Key::Node(self.identity.node_id).record_key();
+        if records::check(key.as_ref(), &self.own, unix_ms(), self.cfg.dht.max_record_bytes, self.max_age_ms()).is_ok()
+        {
+            let _ =
+                self.swarm.behaviour_mut().kad.put_record(kad::Record::new(key, self.own.clone()), kad::Quorum::One);
+        }
+    }
+
+    fn max_age_ms(&self) -> u64 {
+        (self.cfg.dht.record_ttl * 1000.0) as u64
+    }
+
+    fn peer(&mut self, pid: PeerId) -> &mut Peer {
+        self.peers.entry(pid).or_insert_with(|| Peer {
+            node_id: None,
+            announcement: None,
+            announced_ms: 0,
+            roles: 0,
+            addrs: Vec::new(),
+            state: State::Candidate,
+            last_seen: Instant::now(),
+            last_heartbeat: None,
+            connected: false,
+            score: 0,
+            in_routing: false,
+            requests: (0.0, Instant::now()),
+        })
+    }
+
+    fn learn_addr(&mut self, pid: PeerId, addr: Multiaddr) {
+        if pid == self.peer_id {
+            return;
+        }
+        let p = self.peer(pid);
+        if !p.addrs.contains(&addr) && p.addrs.len() < 8 {
+            p.addrs.push(addr);
+        }
+    }
+
+    /// A verified announcement: remember it, and dial the node if we are not connected.
+    fn learn_announcement(&mut self, a: &Announcement, bytes: &[u8]) -> Option<PeerId> {
+        let (pid, addrs) = announced(a)?;
+        if pid == self.peer_id || self.blocked.contains(&pid) {
+            return None;
+        }
+        let p = self.peer(pid);
+        if a.timestamp_ms >= p.announced_ms {
+            p.announced_ms = a.timestamp_ms;
+            p.announcement = Some(bytes.to_vec());
+            p.node_id = Some(a.node_id);
+            p.roles = a.roles;
+        }
+        let connected = p.connected;
+        for addr in addrs.iter().cloned() {
+            self.learn_addr(pid, addr);
+        }
+        if !connected && !addrs.is_empty() {
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(pid).addresses(addrs).build();
+            let _ = self.swarm.dial(opts);
+        }
+        Some(pid)
+    }
+
+    /// Adds a peer's addresses to the routing table, at most `max_per_prefix` peers per prefix.
+    fn route(&mut self, pid: PeerId, addrs: &[Multiaddr]) {
+        let Some(first) = addrs.first() else { return };
+        if self.peers.get(&pid).is_some_and(|p| p.in_routing) {
+            for a in addrs {
+                self.swarm.behaviour_mut().kad.add_address(&pid, a.clone());
+            }
+            return;
+        }
+        let bucket = prefix(first).unwrap_or(IpAddr::from([0u8; 4]));
+        let n = self.prefixes.get(&bucket).copied().unwrap_or(0);
+        // Loopback and memory addresses are one machine by construction; the cap is for real
+        // networks.
+        let local = bucket.is_loopback() || bucket.is_unspecified() || prefix(first).is_none();
+        if !local && n >= self.cfg.dht.max_per_prefix {
+            self.count("routing prefix full");
+            return;
+        }
+        *self.prefixes.entry(bucket).or_default() += 1;
+        for a in addrs {
+            self.swarm.behaviour_mut().kad.add_address(&pid, a.clone());
+        }
+        self.peer(pid).in_routing = true;
+    }
+
+    fn allow_request(&mut self, pid: PeerId) -> bool {
+        let rate = self.cfg.limits.requests_per_s;
+        let p = self.peer(pid);
+        let now = Instant::now();
+        let (tokens, at) = p.requests;
+        let tokens = (tokens + now.saturating_duration_since(at).as_secs_f64() * rate).min(2.0 * rate);
+        let ok = tokens >= 1.0;
+        p.requests = (if ok { tokens - 1.0 } else { tokens }, now);
+        if !ok {
+            self.count("request rate");
+        }
+        ok
+    }
+
+    fn heartbeat_bytes(&mut self) -> Vec<u8> {
+        self.hb_seq += 1;
+        let hb = Heartbeat {
+            node_id: self.identity.node_id,
+            signing_key: self.signer.verifying_key().to_bytes(),
+            sequence: self.hb_seq,
+            timestamp_ms: unix_ms(),
+            round: 0,
+        };
+        let signer = &self.signer;
+        hb.encode_signed(|input| Ok::<_, std::convert::Infallible>(signer.sign(input).to_bytes())).unwrap_or_default()
+    }
+
+    /// A heartbeat from `pid`: signed by the key its PeerId is.
+    fn check_heartbeat(&mut self, pid: PeerId, bytes: &[u8]) -> bool {
+        match Heartbeat::open(bytes, &Limits::default()) {
+            Ok(hb) if keys::peer_id(&hb.signing_key).ok() == Some(pid) => {
+                let now = Instant::now();
+                let p = self.peer(pid);
+                if p.node_id.is_none_or(|n| n == hb.node_id) {
+                    p.node_id = Some(hb.node_id);
+                    p.last_seen = now;
+                    p.last_heartbeat = Some(now);
+                    p.state = State::Live;
+                    self.last_heartbeat = Some(now);
+                    true
+                } else {
+                    self.count("heartbeat node mismatch");
+                    false
+                }
+            }
+            _ => {
+                self.count("bad heartbeat");
+                false
+            }
+        }
+    }
+
+    fn on_heartbeat_tick(&mut self) {
+        let stale_after = secs(self.cfg.liveness.stale_after);
+        let now = Instant::now();
+        let connected: Vec<PeerId> = self.peers.iter().filter(|(_, p)| p.connected).map(|(k, _)| *k).collect();
+        for pid in connected {
+            let hb = self.heartbeat_bytes();
+            self.swarm.behaviour_mut().heartbeat.send_request(&pid, hb);
+        }
+        // Probe known, unconnected, not yet stale peers; mark the silent ones stale.
+        let mut gone = Vec::new();
+        for (pid, p) in self.peers.iter_mut() {
+            if p.state == State::Stale {
+                continue;
+            }
+            if now.saturating_duration_since(p.last_seen) > stale_after {
+                p.state = State::Stale;
+                gone.push(*pid);
+            } else if !p.connected && !p.addrs.is_empty() {
+                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(*pid).addresses(p.addrs.clone()).build();
+                let _ = self.swarm.dial(opts);
+            }
+        }
+        for pid in gone {
+            self.drop_stale(pid);
+        }
+    }
+
+    /// Stale-node cleanup: out of the routing table and the provider directories.
+    fn drop_stale(&mut self, pid: PeerId) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        kad.remove_peer(&pid);
+        for key in &self.provider_keys {
+            kad.store_mut().remove_provider(key, &pid);
+        }
+        if let Some(p) = self.peers.get_mut(&pid) {
+            if p.in_routing
+                && let Some(b) = p.addrs.first().and_then(prefix)
+                && let Some(n) = self.prefixes.get_mut(&b)
+            {
+                *n = n.saturating_sub(1);
+            }
+            p.in_routing = false;
+        }
+        let _ = self.swarm.disconnect_peer_id(pid);
+    }
+
+    fn on_pex_tick(&mut self) {
+        let connected: Vec<PeerId> = self.peers.iter().filter(|(_, p)| p.connected).map(|(k, _)| *k).collect();
+        if connected.is_empty() {
+            return;
+        }
+        let pick = connected[(unix_ms() as usize) % connected.len()];
+        self.swarm.behaviour_mut().pex.send_request(&pick, Vec::new());
+    }
+
+    fn pex_answer(&self, asker: PeerId) -> Vec<u8> {
+        let mut items: Vec<Vec<u8>> = vec![self.own.clone()];
+        for (pid, p) in &self.peers {
+            if items.len() >= self.cfg.pex.max_entries {
+                break;
+            }
+            if *pid != asker
+                && p.state == State::Live
+                && let Some(a) = &p.announcement
+            {
+                items.push(a.clone());
+            }
+        }
+        codec::encode_list(&items)
+    }
+
+    fn on_pex_answer(&mut self, from: PeerId, bytes: &[u8]) {
+        let Some(items) = codec::decode_list(bytes, self.cfg.pex.max_entries) else {
+            self.junk(from, 10, "pex malformed");
+            return;
+        };
+        let now = unix_ms();
+        let max_age = self.max_age_ms();
+        let items: Vec<Vec<u8>> = items.into_iter().map(<[u8]>::to_vec).collect();
+        for item in items {
+            match records::check_announcement(&item, now, max_age) {
+                Ok(a) if announced(&a).is_some_and(|(_, addrs)| !addrs.is_empty()) => {
+                    self.learn_announcement(&a, &item);
+                }
+                Ok(_) => self.junk(from, 2, "pex unreachable entry"),
+                Err(e) => {
+                    let reason = format!("pex {}", e.reason());
+                    self.junk(from, 5, &reason);
+                }
+            }
+        }
+    }
+
+    /// Scores a peer down for junk; below the floor it is disconnected and blocked.
+    fn junk(&mut self, from: PeerId, by: i32, reason: &str) {
+        self.count(reason);
+        let floor = self.cfg.pex.block_below;
+        let p = self.peer(from);
+        p.score -= by;
+        if p.score < floor && self.blocked.insert(from) {
+            self.count("blocked");
+            self.drop_stale(from);
+        }
+    }
+
+    fn on_relay(&mut self, from: PeerId, bytes: &[u8]) {
+        let Some((&ttl, body)) = bytes.split_first() else {
+            self.count("relay malformed");
+            return;
+        };
+        let a = match records::check_announcement(body, unix_ms(), self.max_age_ms()) {
+            Ok(a) => a,
+            Err(e) => {
+                let reason = format!("relay {}", e.reason());
+                self.junk(from, 5, &reason);
+                return;
+            }
+        };
+        let id = (a.node_id, a.timestamp_ms);
+        if !self.seen.0.insert(id) {
+            return;
+        }
+        self.seen.1.push_back(id);
+        if self.seen.1.len() > SEEN
+            && let Some(old) = self.seen.1.pop_front()
+        {
+            self.seen.0.remove(&old);
+        }
+        let origin = self.learn_announcement(&a, body);
+        if self.cfg.tier >= self.cfg.relay.min_tier && ttl > 0 {
+            let mut msg = vec![ttl - 1];
+            msg.extend_from_slice(body);
+            let targets: Vec<PeerId> = self
+                .peers
+                .iter()
+                .filter(|(k, p)| p.connected && **k != from && Some(**k) != origin)
+                .map(|(k, _)| *k)
+                .collect();
+            for t in targets {
+                self.swarm.behaviour_mut().relay.send_request(&t, msg.clone());
+                self.relayed += 1;
+            }
+        }
+    }
+
+    fn announce_to(&mut self, pid: PeerId) {
+        let mut msg = vec![self.cfg.relay.ttl];
+        msg.extend_from_slice(&self.own);
+        self.swarm.behaviour_mut().relay.send_request(&pid, msg);
+    }
+
+    fn on_beacon(&mut self, datagram: &[u8], from: SocketAddr) {
+        let now = Instant::now();
+        let Some((_, _, limit)) = self.beacon.as_mut() else { return };
+        if !limit.allow(from.ip(), now) {
+            self.count("beacon rate");
+            return;
+        }
+        match beacon::decode(datagram, unix_ms(), self.max_age_ms()) {
+            Ok((a, body)) => {
+                let body = body.to_vec();
+                self.learn_announcement(&a, &body);
+            }
+            Err(beacon::Bogus::Malformed) => self.count("beacon malformed"),
+            Err(beacon::Bogus::Announcement(e)) => {
+                let reason = format!("beacon {}", e.reason());
+                self.count(&reason);
+            }
+        }
+    }
+
+    fn status(&mut self) -> Status {
+        let routing = self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum();
+        let records = self.swarm.behaviour_mut().kad.store_mut().records().count();
+        Status {
+            peer_id: self.peer_id.to_string(),
+            node_id: hex(&self.identity.node_id),
+            listen: self.listen.iter().map(|a| a.clone().with(Protocol::P2p(self.peer_id)).to_string()).collect(),
+            known: self.peers.len(),
+            live: self.peers.values().filter(|p| p.state == State::Live).count(),
+            connected: self.peers.values().filter(|p| p.connected).count(),
+            stale: self.peers.values().filter(|p| p.state == State::Stale).count(),
+            routing,
+            records,
+            last_heartbeat_ms: self.last_heartbeat.map(|t| t.elapsed().as_millis() as u64),
+            rejected: self.rejected.clone(),
+            relayed: self.relayed,
+        }
+    }
+
+    fn peer_rows(&self) -> Vec<PeerRow> {
+        let mut rows: Vec<PeerRow> = self
+            .peers
+            .iter()
+            .map(|(pid, p)| PeerRow {
+                peer_id: pid.to_string(),
+                node_id: p.node_id.map(|n| hex(&n)),
+                state: p.state,
+                connected: p.connected,
+                roles: p.roles,
+                addresses: p.addrs.iter().map(|a| a.to_string()).collect(),
+                last_seen_ms: p.last_seen.elapsed().as_millis() as u64,
+                score: p.score,
+            })
+            .collect();
+        rows.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        rows
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Status(tx) => {
+                let _ = tx.send(self.status());
+            }
+            Command::Peers(tx) => {
+                let _ = tx.send(self.peer_rows());
+            }
+            Command::Get(key, tx) => {
+                let kad = &mut self.swarm.behaviour_mut().kad;
+                let id = match key {
+                    Key::Node(_) => kad.get_record(key.record_key()),
+                    _ => kad.get_providers(key.record_key()),
+                };
+                self.gets.insert(id, (key, tx, Vec::new()));
+            }
+            Command::Provide(key, tx) => {
+                let r = self.swarm.behaviour_mut().kad.start_providing(key.record_key());
+                let _ = tx.send(r.map(|_| ()).map_err(|e| Error::Query(e.to_string())));
+            }
+            Command::PutRaw(key, value, tx) => {
+                let r = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .put_record(kad::Record::new(kad::RecordKey::new(&key), value), kad::Quorum::One);
+                let _ = tx.send(r.map(|_| ()).map_err(|e| Error::Query(e.to_string())));
+            }
+            Command::Dial(addr, tx) => {
+                let _ = tx.send(self.swarm.dial(addr).map_err(|e| Error::Transport(e.to_string())));
+            }
+        }
+    }
+
+    fn on_kad(&mut self, ev: kad::Event) {
+        match ev {
+            kad::Event::InboundRequest { request } => match request {
+                kad::InboundRequest::PutRecord { source, record: Some(r), .. } => {
+                    let now = unix_ms();
+                    match records::check(
+                        r.key.as_ref(),
+                        &r.value,
+                        now,
+                        self.cfg.dht.max_record_bytes,
+                        self.max_age_ms(),
+                    ) {
+                        Ok(a) => {
+                            let stored = self.swarm.behaviour_mut().kad.store_mut().get(&r.key).and_then(|old| {
+                                records::check(old.key.as_ref(), &old.value, now, usize::MAX, u64::MAX).ok()
+                            });
+                            if stored.is_some_and(|old| old.timestamp_ms > a.timestamp_ms) {
+                                self.count("record stale");
+                            } else if self.swarm.behaviour_mut().kad.store_mut().put(r).is_err() {
+                                self.count("record store full");
+                            }
+                        }
+                        Err(e) => {
+                            let reason = format!("record {}", e.reason());
+                            self.junk(source, 2, &reason);
+                        }
+                    }
+                }
+                kad::InboundRequest::AddProvider { record: Some(p) } => {
+                    if Key::parse(p.key.as_ref()).is_some_and(|k| !matches!(k, Key::Node(_))) {
+                        self.provider_keys.insert(p.key.clone());
+                        if self.swarm.behaviour_mut().kad.store_mut().add_provider(p).is_err() {
+                            self.count("provider store full");
+                        }
+                    } else {
+                        self.count("provider namespace");
+                    }
+                }
+                _ => {}
+            },
+            kad::Event::OutboundQueryProgressed { id, result, step, .. } => self.on_query(id, result, step.last),
+            kad::Event::RoutingUpdated { peer, addresses, .. } => {
+                for a in addresses.iter() {
+                    self.learn_addr(peer, a.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_query(&mut self, id: kad::QueryId, result: kad::QueryResult, last: bool) {
+        let Some((key, _, _)) = self.gets.get(&id) else { return };
+        let key = *key;
+        match result {
+            kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(pr))) => {
+                // Values from other peers are unverified until checked here.
+                match records::check(pr.record.key.as_ref(), &pr.record.value, unix_ms(), usize::MAX, self.max_age_ms())
+                {
+                    Ok(a) => {
+                        if let Some((_, tx, _)) = self.gets.remove(&id) {
+                            let _ = tx.send(Ok(Found::Node(NodeRecord {
+                                node_id: hex(&a.node_id),
+                                signing_key: hex(&a.signing_key),
+                                addresses: a.addresses.clone(),
+                                roles: a.roles,
+                                timestamp_ms: a.timestamp_ms,
+                            })));
+                        }
+                        if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                            q.finish();
+                        }
+                    }
+                    Err(e) => {
+                        let reason = format!("found {}", e.reason());
+                        self.count(&reason);
+                    }
+                }
+            }
+            kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders { providers, .. })) => {
+                if let Some((_, _, acc)) = self.gets.get_mut(&id) {
+                    acc.extend(providers);
+                }
+            }
+            kad::QueryResult::GetRecord(Err(e)) => {
+                if let Some((_, tx, _)) = self.gets.remove(&id) {
+                    let _ = tx.send(Err(Error::Query(format!("{key}: {e}"))));
+                }
+            }
+            _ => {}
+        }
+        if last && let Some((key, tx, acc)) = self.gets.remove(&id) {
+            let r = match key {
+                Key::Node(_) => Err(Error::Query(format!("{key}: no valid record found"))),
+                _ => {
+                    let mut v: Vec<String> = acc.iter().map(|p| p.to_string()).collect();
+                    v.sort();
+                    v.dedup();
+                    Ok(Found::Providers(v))
+                }
+            };
+            let _ = tx.send(r);
+        }
+    }
+
+    fn on_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::NewListenAddr { address, .. } if !self.listen.contains(&address) => {
+                self.listen.push(address);
+                self.refresh_announcement();
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+                if self.blocked.contains(&peer_id) {
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                    return;
+                }
+                let first = !self.peers.get(&peer_id).is_some_and(|p| p.connected);
+                let p = self.peer(peer_id);
+                p.connected = true;
+                p.last_seen = Instant::now();
+                if p.state == State::Stale {
+                    p.state = State::Candidate;
+                }
+                if endpoint.is_dialer() {
+                    self.learn_addr(peer_id, endpoint.get_remote_address().clone());
+                }
+                if first {
+                    // New neighbours learn about us right away (they relay onward if their
+                    // tier allows), and answer a heartbeat, which makes them live.
+                    self.announce_to(peer_id);
+                    let hb = self.heartbeat_bytes();
+                    self.swarm.behaviour_mut().heartbeat.send_request(&peer_id, hb);
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                if let Some(p) = self.peers.get_mut(&peer_id) {
+                    p.connected = false;
+                }
+            }
+            SwarmEvent::Behaviour(ev) => self.on_behaviour(ev),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour(&mut self, ev: BehaviourEvent) {
+        match ev {
+            BehaviourEvent::Kad(e) => self.on_kad(e),
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                if info.protocol_version != IDENTIFY {
+                    self.count("identify foreign protocol");
+                    return;
+                }
+                let ours = info.protocols.iter().any(|p| p.as_ref() == self.cfg.dht.protocol);
+                let addrs: Vec<Multiaddr> = info.listen_addrs.into_iter().take(8).collect();
+                for a in &addrs {
+                    self.learn_addr(peer_id, a.clone());
+                }
+                if ours {
+                    self.route(peer_id, &addrs);
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
+                for (pid, addr) in list {
+                    if pid != self.peer_id && !self.blocked.contains(&pid) {
+                        self.learn_addr(pid, addr.clone());
+                        let _ = self.swarm.dial(addr);
+                    }
+                }
+            }
+            BehaviourEvent::Heartbeat(request_response::Event::Message { peer, message, .. }) => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    if !self.allow_request(peer) {
+                        return;
+                    }
+                    if self.check_heartbeat(peer, &request) {
+                        let hb = self.heartbeat_bytes();
+                        let _ = self.swarm.behaviour_mut().heartbeat.send_response(channel, hb);
+                    }
+                }
+                request_response::Message::Response { response, .. } => {
+                    self.check_heartbeat(peer, &response);
+                }
+            },
+            BehaviourEvent::Pex(request_response::Event::Message { peer, message, .. }) => match message {
+                request_response::Message::Request { channel, .. } => {
+                    if self.allow_request(peer) {
+                        let answer = self.pex_answer(peer);
+                        let _ = self.swarm.behaviour_mut().pex.send_response(channel, answer);
+                    }
+                }
+                request_response::Message::Response { response, .. } => self.on_pex_answer(peer, &response),
+            },
+            BehaviourEvent::Relay(request_response::Event::Message { peer, message, .. }) => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    let _ = self.swarm.behaviour_mut().relay.send_response(channel, Vec::new());
+                    if self.allow_request(peer) {
+                        self.on_relay(peer, &request);
+                    }
+                }
+                request_response::Message::Response { .. } => {}
+            },
+            _ => {}
+        }
+    }
+
+    async fn run(mut self, mut cmds: mpsc::Receiver<Command>) {
+        let mut hb = tokio::time::interval(secs(self.cfg.liveness.heartbeat_interval));
+        let mut pex = tokio::time::interval(secs(self.cfg.pex.interval));
+        let mut beacon_tick = tokio::time::interval(secs(self.cfg.beacon.interval));
+        let mut republish = tokio::time::interval(secs(self.cfg.dht.republish_interval));
+        let mut provided = false;
+        let mut buf = vec![0u8; beacon::MAX_DATAGRAM + 1];
+        loop {
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_event(ev),
+                cmd = cmds.recv() => match cmd {
+                    Some(c) => self.on_command(c),
+                    None => break,
+                },
+                _ = hb.tick() => self.on_heartbeat_tick(),
+                _ = pex.tick() => self.on_pex_tick(),
+                _ = republish.tick() => {
+                    self.refresh_announcement();
+                    if !provided && self.roles & roles::AGGREGATOR != 0 {
+                        for m in self.cfg.models.clone() {
+                            let _ = self.swarm.behaviour_mut().kad.start_providing(Key::aggregators(&m).record_key());
+                        }
+                        provided = true;
+                    }
+                }
+                _ = beacon_tick.tick(), if self.beacon.is_some() => {
+                    if let (Some((sock, to, _)), Some(d)) = (self.beacon.as_ref(), beacon::encode(&self.own)) {
+                        let _ = sock.send_to(&d, *to).await;
+                    }
+                }
+                r = recv_beacon(self.beacon.as_ref(), &mut buf) => {
+                    if let Some((n, from)) = r {
+                        let d = buf[..n].to_vec();
+                        self.on_beacon(&d, from);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The next beacon datagram, or never when there is no beacon socket.
+async fn recv_beacon(
+    b: Option<&(tokio::net::UdpSocket, SocketAddr, beacon::RateLimit)>,
+    buf: &mut [u8],
+) -> Option<(usize, SocketAddr)> {
+    match b {
+        Some((sock, _, _)) => sock.recv_from(buf).await.ok(),
+        None => std::future::pending().await,
+    }
+}

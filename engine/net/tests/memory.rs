@@ -1,0 +1,193 @@
+//! Nodes on libp2p's in-process memory transport: discovery from one bootstrap, verified DHT
+//! records, rejected forgeries, stale-node cleanup.
+
+use std::time::{Duration, Instant};
+use vain_net::Config;
+use vain_net::node::{self, Found, Handle, Identity, Transport};
+use vain_net::records::Key;
+
+fn config(port: u64, bootstrap: Option<String>) -> Config {
+    let mut c = Config::default();
+    c.listen = vec![format!("/memory/{port}")];
+    c.bootstrap = bootstrap.into_iter().collect();
+    c.mdns.enabled = false;
+    c.beacon.enabled = false;
+    c.liveness.heartbeat_interval = 0.2;
+    c.liveness.stale_after = 2.0;
+    c.pex.interval = 0.3;
+    c
+}
+
+fn seed(i: u64) -> [u8; 32] {
+    let mut s = [0x33u8; 32];
+    s[..8].copy_from_slice(&i.to_le_bytes());
+    s
+}
+
+fn node_id(i: u64) -> [u8; 32] {
+    ed25519_dalek::SigningKey::from_bytes(&seed(i)).verifying_key().to_bytes()
+}
+
+/// A signed announcement of node `i` (no addresses).
+fn announcement(i: u64) -> Vec<u8> {
+    use ed25519_dalek::Signer;
+    use vain_schema::node::{Announcement, Resources};
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed(i));
+    let a = Announcement {
+        node_id: node_id(i),
+        signing_key: node_id(i),
+        rotation_chain: Vec::new(),
+        addresses: Vec::new(),
+        roles: 1,
+        resources: Resources::default(),
+        x25519_key: [0; 32],
+        timestamp_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis()
+            as u64,
+    };
+    let body = a.encode();
+    let sig = key.sign(Announcement::signing_input(&body).as_bytes()).to_bytes();
+    Announcement::wrap(&body, &sig)
+}
+
+async fn cluster(base: u64, n: u64, tier_of: impl Fn(u64) -> u8) -> Vec<Handle> {
+    let first =
+        node::spawn(config(base, None), Identity::from_seed(seed(base)), Transport::Memory).await.expect("node 0");
+    let boot = format!("/memory/{base}/p2p/{}", first.peer_id);
+    let mut nodes = vec![first];
+    for i in 1..n {
+        let mut c = config(base + i, Some(boot.clone()));
+        c.tier = tier_of(i);
+        nodes.push(node::spawn(c, Identity::from_seed(seed(base + i)), Transport::Memory).await.expect("node"));
+    }
+    nodes
+}
+
+async fn wait_until(what: &str, secs: u64, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_find_each_other_from_one_bootstrap_and_every_announcement_is_found() {
+    let n = 12;
+    let nodes = cluster(10_000, n, |_| 2).await;
+    wait_until("every node to know every other", 30, async || {
+        for h in &nodes {
+            let s = h.status().await.expect("status");
+            if s.live < (n - 1) as usize || s.routing == 0 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    // Each node's announcement, put by that node, is found (and verified) by every other.
+    for (i, h) in nodes.iter().enumerate() {
+        let target = (i as u64 + 5) % n;
+        let found = h.get(Key::Node(node_id(10_000 + target))).await.expect("get");
+        match found {
+            Found::Node(r) => {
+                assert_eq!(r.node_id, node_id(10_000 + target).iter().map(|b| format!("{b:02x}")).collect::<String>());
+                assert!(r.addresses.iter().all(|a| a.contains("/p2p/12D3KooW")), "{:?}", r.addresses);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_misplaced_records_are_refused_and_counted() {
+    let nodes = cluster(20_000, 6, |_| 0).await;
+    wait_until("a connected network", 30, async || {
+        let mut ok = true;
+        for h in &nodes {
+            ok &= h.status().await.expect("status").routing >= 2;
+        }
+        ok
+    })
+    .await;
+    // Node 1 puts garbage under node 2's key, a validly signed announcement of its own under
+    // node 4's key, and a value under a provider-only key.
+    let liar = &nodes[1];
+    liar.put_raw(Key::Node(node_id(20_002)).record_key().to_vec(), vec![7; 300]).await.expect("put");
+    liar.put_raw(Key::Node(node_id(20_004)).record_key().to_vec(), announcement(20_001)).await.expect("put");
+    liar.put_raw(Key::aggregators("m").record_key().to_vec(), vec![1; 10]).await.expect("put");
+    wait_until("the refusals to be counted", 20, async || {
+        let mut seen = std::collections::BTreeSet::new();
+        for h in nodes.iter().filter(|h| h.peer_id != liar.peer_id) {
+            for (reason, n) in h.status().await.expect("status").rejected {
+                if n > 0 {
+                    seen.insert(reason);
+                }
+            }
+        }
+        ["record bad announcement", "record wrong node", "record provider-only key"].iter().all(|r| seen.contains(*r))
+    })
+    .await;
+    // The honest record for node 2 is still what a lookup returns.
+    match nodes[5].get(Key::Node(node_id(20_002))).await.expect("get") {
+        Found::Node(r) => assert_eq!(r.node_id, node_id(20_002).iter().map(|b| format!("{b:02x}")).collect::<String>()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_is_marked_stale_and_dropped_within_its_timeout() {
+    let mut nodes = cluster(30_000, 5, |_| 0).await;
+    wait_until("all live", 30, async || {
+        let mut ok = true;
+        for h in &nodes {
+            ok &= h.status().await.expect("status").live >= 4;
+        }
+        ok
+    })
+    .await;
+    let gone = nodes.pop().expect("node").peer_id;
+    let stopped = Instant::now();
+    wait_until("the others to mark it stale", 10, async || {
+        let mut ok = true;
+        for h in &nodes {
+            let peers = h.peers().await.expect("peers");
+            ok &= peers.iter().any(|p| p.peer_id == gone.to_string() && p.state == node::State::Stale);
+        }
+        ok
+    })
+    .await;
+    // stale_after is 2 s; heartbeats every 0.2 s.
+    assert!(stopped.elapsed() < Duration::from_secs(5), "{:?}", stopped.elapsed());
+    for h in &nodes {
+        assert!(h.status().await.expect("status").live <= 3);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregators_are_found_through_the_directory() {
+    let nodes = cluster(40_000, 5, |_| 0).await;
+    wait_until("a connected network", 30, async || {
+        let mut ok = true;
+        for h in &nodes {
+            ok &= h.status().await.expect("status").routing >= 2;
+        }
+        ok
+    })
+    .await;
+    nodes[2].provide(Key::aggregators("mnist")).await.expect("provide");
+    nodes[3].provide(Key::aggregators("mnist")).await.expect("provide");
+    let want = {
+        let mut v = vec![nodes[2].peer_id.to_string(), nodes[3].peer_id.to_string()];
+        v.sort();
+        v
+    };
+    wait_until(
+        "both providers",
+        20,
+        async || matches!(nodes[4].get(Key::aggregators("mnist")).await, Ok(Found::Providers(p)) if p == want),
+    )
+    .await;
+}
