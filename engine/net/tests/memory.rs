@@ -7,9 +7,11 @@ use vain_net::node::{self, Found, Handle, Identity, Transport};
 use vain_net::records::Key;
 
 fn config(port: u64, bootstrap: Option<String>) -> Config {
-    let mut c = Config::default();
-    c.listen = vec![format!("/memory/{port}")];
-    c.bootstrap = bootstrap.into_iter().collect();
+    let mut c = Config {
+        listen: vec![format!("/memory/{port}")],
+        bootstrap: bootstrap.into_iter().collect(),
+        ..Default::default()
+    };
     c.mdns.enabled = false;
     c.beacon.enabled = false;
     c.liveness.heartbeat_interval = 0.2;
