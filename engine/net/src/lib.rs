@@ -12,6 +12,7 @@
 pub mod beacon;
 pub mod codec;
 pub mod config;
+pub mod control;
 pub mod keys;
 pub mod node;
 pub mod records;

@@ -3,6 +3,7 @@
 mod aggregate;
 mod bench;
 mod identity;
+mod net;
 mod privacy;
 mod sim;
 
@@ -31,6 +32,16 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run the deterministic reputation / governance simulator and chart reputation over time.
     Sim(sim::SimArgs),
+    /// Run one node of the control plane (libp2p: Kademlia, mDNS, beacon, peer exchange,
+    /// heartbeats) until Ctrl-C or SIGTERM.
+    Node(net::NodeArgs),
+    /// Start N node processes on loopback, from one bootstrap, with a live status table.
+    Up(net::UpArgs),
+    /// List the peers a running node knows.
+    Peers(net::SocketArgs),
+    /// Query the DHT through a running node.
+    #[command(subcommand)]
+    Dht(net::DhtCommand),
     /// Differential-privacy accounting (RDP accountant for the sampled Gaussian mechanism).
     #[command(subcommand)]
     Privacy(privacy::Command),
@@ -44,6 +55,10 @@ fn main() -> ExitCode {
         Command::Privacy(c) => privacy::run(c),
         Command::Bench(c) => bench::run(c),
         Command::Sim(a) => sim::run(a),
+        Command::Node(a) => net::run_node(a),
+        Command::Up(a) => net::run_up(a),
+        Command::Peers(a) => net::run_peers(a),
+        Command::Dht(c) => net::run_dht(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

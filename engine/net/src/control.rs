@@ -1,0 +1,86 @@
+//! The local control socket: a Unix socket (mode 0600) in the node's data directory speaking JSON
+//! lines. A request is one object per line — `{"cmd":"status"}`, `{"cmd":"peers"}`,
+//! `{"cmd":"get","key":"node/<hex>"}`, `{"cmd":"provide","key":"agg/<model>"}` — and the answer
+//! one line, `{"ok": …}` or `{"error": "…"}`. Lines over 4 KiB are refused.
+
+use crate::Error;
+use crate::node::Handle;
+use crate::records::Key;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read as _, Write};
+use std::path::Path;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt};
+
+const MAX_LINE: usize = 4096;
+
+/// Serves `handle` on a Unix socket at `path` (replacing a stale socket file) until the node
+/// stops.
+pub async fn serve(path: &Path, handle: Handle) -> Result<(), Error> {
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let h = handle.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = stream.into_split();
+            let mut lines = tokio::io::BufReader::new(r.take(64 * MAX_LINE as u64)).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let answer = if line.len() > MAX_LINE {
+                    json!({"error": "request line over 4 KiB"})
+                } else {
+                    answer(&h, &line).await
+                };
+                if w.write_all(format!("{answer}\n").as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+async fn answer(h: &Handle, line: &str) -> Value {
+    let req: Value = match serde_json::from_str(line) {
+        Ok(v) => v,
+        Err(e) => return json!({"error": format!("not JSON: {e}")}),
+    };
+    let key = || -> Result<Key, String> { Key::parse_text(req["key"].as_str().ok_or("missing \"key\"")?) };
+    let r: Result<Value, String> = match req["cmd"].as_str() {
+        Some("status") => h.status().await.map_err(|e| e.to_string()).map(|s| json!(s)),
+        Some("peers") => h.peers().await.map_err(|e| e.to_string()).map(|p| json!(p)),
+        Some("get") => match key() {
+            Ok(k) => h.get(k).await.map_err(|e| e.to_string()).map(|f| json!(f)),
+            Err(e) => Err(e),
+        },
+        Some("provide") => match key() {
+            Ok(k) => h.provide(k).await.map_err(|e| e.to_string()).map(|()| json!(null)),
+            Err(e) => Err(e),
+        },
+        other => Err(format!("unknown cmd {other:?} (status, peers, get, provide)")),
+    };
+    match r {
+        Ok(v) => json!({"ok": v}),
+        Err(e) => json!({"error": e}),
+    }
+}
+
+/// Sends one request to the node at `path` and returns its `ok` value.
+pub fn request(path: &Path, req: &Value) -> Result<Value, Error> {
+    let mut s = std::os::unix::net::UnixStream::connect(path)
+        .map_err(|e| Error::Config(format!("no node answers at {}: {e}", path.display())))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    s.write_all(format!("{req}\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(&s).take(16 << 20).read_line(&mut line)?;
+    let v: Value = serde_json::from_str(&line).map_err(|e| Error::Query(format!("bad answer: {e}")))?;
+    match (v.get("ok"), v.get("error")) {
+        (Some(ok), _) => Ok(ok.clone()),
+        (_, Some(e)) => Err(Error::Query(e.as_str().unwrap_or("error").to_string())),
+        _ => Err(Error::Query("bad answer".into())),
+    }
+}

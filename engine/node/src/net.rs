@@ -1,0 +1,307 @@
+//! `vain node`, `vain up`, `vain peers`, `vain dht`: the control plane from the command line.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use vain_identity::store::{KEY_FILE, NewKey};
+use vain_identity::{Identity, keyfile};
+use vain_net::node::{self, Transport};
+use vain_net::{Config, control};
+
+/// Options of `vain node`.
+#[derive(Args)]
+pub struct NodeArgs {
+    /// node.toml (every field has a default; see docs/architecture.md, "Control plane").
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// Options of `vain up`.
+#[derive(Args)]
+pub struct UpArgs {
+    /// Node processes to start on loopback.
+    #[arg(long, default_value_t = 20)]
+    nodes: usize,
+    /// Directory for the nodes' data (default: a new temporary directory, removed on exit).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Stop after this many seconds instead of at Ctrl-C.
+    #[arg(long)]
+    seconds: Option<f64>,
+}
+
+/// Options that find a running node.
+#[derive(Args)]
+pub struct SocketArgs {
+    /// The node's control socket (default: <data dir>/control.sock with the default data dir).
+    #[arg(long, default_value = ".vain/control.sock")]
+    socket: PathBuf,
+}
+
+/// `vain dht`.
+#[derive(Subcommand)]
+pub enum DhtCommand {
+    /// Looks a key up: node/<node id hex>, agg/<model id>, ckpt/<digest hex>.
+    Get {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+}
+
+/// Loads or creates the node's identity in `<data dir>/identity` (unencrypted unless
+/// VAIN_PASSPHRASE is set) and returns the network identity.
+fn identity(data_dir: &Path) -> Result<node::Identity> {
+    let dir = data_dir.join("identity");
+    let pass = std::env::var("VAIN_PASSPHRASE").ok();
+    let pass = pass.as_deref().map(str::as_bytes);
+    let id = if dir.join(vain_identity::store::META_FILE).exists() {
+        Identity::open(&dir, pass, None).with_context(|| format!("opening the identity in {}", dir.display()))?
+    } else {
+        Identity::create(&dir, NewKey::Random, pass, Default::default(), vain_identity::now_ms())
+            .with_context(|| format!("creating an identity in {}", dir.display()))?
+    };
+    let seed = keyfile::read(&dir.join(KEY_FILE), keyfile::Kind::Ed25519, pass)
+        .context("the control plane needs a file key (an HSM key cannot sign libp2p handshakes)")?;
+    if ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().to_bytes() != id.current_key() {
+        bail!("{} is not the identity's current key", dir.join(KEY_FILE).display());
+    }
+    Ok(node::Identity {
+        seed: *seed,
+        node_id: id.node_id(),
+        rotation_chain: id.meta().rotation_chain.clone(),
+        x25519: id.x25519().public(),
+    })
+}
+
+/// Runs `vain node`.
+pub fn run_node(a: NodeArgs) -> Result<()> {
+    let cfg = match &a.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let id = identity(&cfg.data_dir)?;
+    let socket = cfg.data_dir.join("control.sock");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        let handle = node::spawn(cfg, id, Transport::Tcp).await?;
+        let status = handle.status().await?;
+        println!("node {} (peer {})", status.node_id, status.peer_id);
+        let h = handle.clone();
+        let sock = socket.clone();
+        tokio::spawn(async move {
+            if let Err(e) = control::serve(&sock, h).await {
+                eprintln!("control socket {}: {e}", sock.display());
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for l in handle.status().await?.listen {
+            println!("listening on {l}");
+        }
+        println!("control socket {}", socket.display());
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        let _ = std::fs::remove_file(&socket);
+        println!("stopped");
+        Ok::<_, anyhow::Error>(())
+    })
+}
+
+fn print_json(v: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Runs `vain peers`.
+pub fn run_peers(a: SocketArgs) -> Result<()> {
+    let v = control::request(&a.socket, &json!({"cmd": "peers"}))?;
+    let rows = v.as_array().cloned().unwrap_or_default();
+    println!("{:<54} {:<9} {:>9} {:>6} {:>10}  node id", "peer id", "state", "connected", "score", "seen ms");
+    for r in rows {
+        println!(
+            "{:<54} {:<9} {:>9} {:>6} {:>10}  {}",
+            r["peer_id"].as_str().unwrap_or(""),
+            r["state"].as_str().unwrap_or(""),
+            r["connected"].as_bool().unwrap_or(false),
+            r["score"].as_i64().unwrap_or(0),
+            r["last_seen_ms"].as_u64().unwrap_or(0),
+            r["node_id"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+/// Runs `vain dht`.
+pub fn run_dht(c: DhtCommand) -> Result<()> {
+    match c {
+        DhtCommand::Get { key, socket } => {
+            vain_net::records::Key::parse_text(&key).map_err(anyhow::Error::msg)?;
+            print_json(&control::request(&socket.socket, &json!({"cmd": "get", "key": key}))?)
+        }
+    }
+}
+
+struct Cluster {
+    children: Vec<Child>,
+    sockets: Vec<PathBuf>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            // SIGTERM first, so each node removes its socket and closes its connections.
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for c in &mut self.children {
+            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_tcp_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Writes node i's config and identity, returns its config path.
+fn prepare(dir: &Path, i: usize, port: u16, bootstrap: Option<&str>) -> Result<(PathBuf, String)> {
+    let data = dir.join(format!("node-{i:02}"));
+    std::fs::create_dir_all(&data)?;
+    let id = identity(&data)?;
+    let peer = vain_net::keys::peer_id(&ed25519_dalek::SigningKey::from_bytes(&id.seed).verifying_key().to_bytes())?;
+    let boot = bootstrap.map(|b| format!("bootstrap = [\"{b}\"]\n")).unwrap_or_default();
+    let text = format!(
+        "roles = [\"client\"]\nlisten = [\"/ip4/127.0.0.1/tcp/{port}\"]\n{boot}data_dir = \"{}\"\n\
+         [mdns]\nenabled = false\n[beacon]\nenabled = false\n\
+         [liveness]\nheartbeat_interval = 1.0\nstale_after = 6.0\n[pex]\ninterval = 1.0\n",
+        data.display()
+    );
+    let path = data.join("node.toml");
+    std::fs::write(&path, text)?;
+    Ok((path, format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer}")))
+}
+
+/// Runs `vain up`.
+pub fn run_up(a: UpArgs) -> Result<()> {
+    if a.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    let (dir, tmp) = match a.dir {
+        Some(d) => (d, None),
+        None => {
+            let t = tempfile::tempdir()?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    let exe = std::env::current_exe()?;
+    let mut cluster = Cluster { children: Vec::new(), sockets: Vec::new(), _tmp: tmp };
+    let mut boot = None;
+    for i in 0..a.nodes {
+        let (cfg, addr) = prepare(&dir, i, free_tcp_port()?, boot.as_deref())?;
+        let log = std::fs::File::create(cfg.with_file_name("node.log"))?;
+        let child = Command::new(&exe)
+            .arg("node")
+            .arg("--config")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting a node")?;
+        cluster.children.push(child);
+        cluster.sockets.push(cfg.with_file_name("control.sock"));
+        if boot.is_none() {
+            boot = Some(addr);
+        }
+    }
+    eprintln!("{} nodes starting in {} (Ctrl-C stops them)", a.nodes, dir.display());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    // Ctrl-C ends the table loop; Drop then stops the children cleanly.
+    let _ = ctrlc_flag(s);
+    let started = Instant::now();
+    let tty = std::io::stdout().is_terminal();
+    let mut converged_at = None;
+    let mut last = String::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if a.seconds.is_some_and(|s| started.elapsed().as_secs_f64() >= s) {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let mut table = format!(
+            "{:>4} {:<54} {:>5} {:>4} {:>9} {:>7} {:>7} {:>12}\n",
+            "node", "peer id", "known", "live", "connected", "routing", "records", "heartbeat ms"
+        );
+        let mut all_live = true;
+        for (i, sock) in cluster.sockets.iter().enumerate() {
+            match control::request(sock, &json!({"cmd": "status"})) {
+                Ok(s) => {
+                    let live = s["live"].as_u64().unwrap_or(0);
+                    all_live &= live + 1 >= a.nodes as u64;
+                    table += &format!(
+                        "{:>4} {:<54} {:>5} {:>4} {:>9} {:>7} {:>7} {:>12}\n",
+                        i,
+                        s["peer_id"].as_str().unwrap_or(""),
+                        s["known"],
+                        live,
+                        s["connected"],
+                        s["routing"],
+                        s["records"],
+                        s["last_heartbeat_ms"].as_u64().map_or("-".into(), |v| v.to_string())
+                    );
+                }
+                Err(_) => {
+                    all_live = false;
+                    table += &format!("{i:>4} (starting)\n");
+                }
+            }
+        }
+        if all_live && converged_at.is_none() {
+            converged_at = Some(started.elapsed());
+        }
+        let head = match converged_at {
+            Some(t) => {
+                format!("converged: every node live with all {} others after {:.1} s\n", a.nodes - 1, t.as_secs_f64())
+            }
+            None => format!("converging… {:.0} s\n", started.elapsed().as_secs_f64()),
+        };
+        last = head + &table;
+        if tty {
+            print!("\x1b[2J\x1b[H{last}");
+            std::io::stdout().flush()?;
+        }
+    }
+    if !tty {
+        print!("{last}");
+    }
+    drop(cluster);
+    println!("stopped {} nodes", a.nodes);
+    Ok(())
+}
+
+/// Sets `flag` on SIGINT (via a tokio signal on a helper runtime thread).
+fn ctrlc_flag(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::spawn(move || {
+        rt.block_on(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    });
+    Ok(())
+}
