@@ -1,6 +1,7 @@
 //! The local control socket: a Unix socket (mode 0600) in the node's data directory speaking JSON
 //! lines. A request is one object per line — `{"cmd":"status"}`, `{"cmd":"peers"}`,
-//! `{"cmd":"get","key":"node/<hex>"}`, `{"cmd":"provide","key":"agg/<model>"}` — and the answer
+//! `{"cmd":"get","key":"node/<hex>"}`, `{"cmd":"holds","key":…}` (in this node's own store?),
+//! `{"cmd":"provide","key":"agg/<model>"}` — and the answer
 //! one line, `{"ok": …}` or `{"error": "…"}`. Lines over 4 KiB are refused.
 
 use crate::Error;
@@ -57,11 +58,15 @@ async fn answer(h: &Handle, line: &str) -> Value {
             Ok(k) => h.get(k).await.map_err(|e| e.to_string()).map(|f| json!(f)),
             Err(e) => Err(e),
         },
+        Some("holds") => match key() {
+            Ok(k) => h.holds(k).await.map_err(|e| e.to_string()).map(|b| json!(b)),
+            Err(e) => Err(e),
+        },
         Some("provide") => match key() {
             Ok(k) => h.provide(k).await.map_err(|e| e.to_string()).map(|()| json!(null)),
             Err(e) => Err(e),
         },
-        other => Err(format!("unknown cmd {other:?} (status, peers, get, provide)")),
+        other => Err(format!("unknown cmd {other:?} (status, peers, get, holds, provide)")),
     };
     match r {
         Ok(v) => json!({"ok": v}),

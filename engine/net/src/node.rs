@@ -186,6 +186,7 @@ enum Command {
     Provide(Key, oneshot::Sender<Result<(), Error>>),
     Dial(Multiaddr, oneshot::Sender<Result<(), Error>>),
     PutRaw(Vec<u8>, Vec<u8>, oneshot::Sender<Result<(), Error>>),
+    Holds(Key, oneshot::Sender<bool>),
 }
 
 /// Talks to a running node.
@@ -226,6 +227,11 @@ impl Handle {
     /// Dials an address.
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), Error> {
         self.ask(|tx| Command::Dial(addr, tx)).await?
+    }
+
+    /// Whether this node's own store holds a record (or provider records) for `key`.
+    pub async fn holds(&self, key: Key) -> Result<bool, Error> {
+        self.ask(|tx| Command::Holds(key, tx)).await
     }
 
     /// Puts `value` under `key` exactly as given, without this node's own check — what a
@@ -295,6 +301,7 @@ struct Node {
     last_heartbeat: Option<Instant>,
     gets: HashMap<kad::QueryId, Pending>,
     beacon: Option<(tokio::net::UdpSocket, SocketAddr, beacon::RateLimit)>,
+    last_put: Instant,
 }
 
 fn build_swarm(cfg: &Config, kp: libp2p::identity::Keypair, transport: Transport) -> Result<Swarm<Behaviour>, Error> {
@@ -405,6 +412,7 @@ pub async fn spawn(cfg: Config, identity: Identity, transport: Transport) -> Res
         beacon,
         identity,
         cfg,
+        last_put: Instant::now(),
     };
     node.refresh_announcement();
     for b in node.cfg.bootstrap.clone() {
@@ -462,6 +470,7 @@ impl Node {
         let body = a.encode();
         let sig = self.signer.sign(Announcement::signing_input(&body).as_bytes()).to_bytes();
         self.own = Announcement::wrap(&body, &sig);
+        self.last_put = Instant::now();
         // Our own record passes the same check as anyone's: put_record skips the filter.
         let key = Key::Node(self.identity.node_id).record_key();
         if records::check(key.as_ref(), &self.own, unix_ms(), self.cfg.dht.max_record_bytes, self.max_age_ms()).is_ok()
@@ -832,6 +841,11 @@ impl Node {
                 let r = self.swarm.behaviour_mut().kad.start_providing(key.record_key());
                 let _ = tx.send(r.map(|_| ()).map_err(|e| Error::Query(e.to_string())));
             }
+            Command::Holds(key, tx) => {
+                let store = self.swarm.behaviour_mut().kad.store_mut();
+                let k = key.record_key();
+                let _ = tx.send(store.get(&k).is_some() || !store.providers(&k).is_empty());
+            }
             Command::PutRaw(key, value, tx) => {
                 let r = self
                     .swarm
@@ -887,9 +901,17 @@ impl Node {
                 _ => {}
             },
             kad::Event::OutboundQueryProgressed { id, result, step, .. } => self.on_query(id, result, step.last),
-            kad::Event::RoutingUpdated { peer, addresses, .. } => {
+            kad::Event::RoutingUpdated { peer, addresses, is_new_peer, .. } => {
                 for a in addresses.iter() {
                     self.learn_addr(peer, a.clone());
+                }
+                // While the table fills, the closest peers to our own key change: put our
+                // announcement again (at most once a second) so it lands on them.
+                if is_new_peer && self.last_put.elapsed() > Duration::from_secs(1) {
+                    let routing: usize = self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum();
+                    if routing <= 4 * self.cfg.dht.replication_factor {
+                        self.refresh_announcement();
+                    }
                 }
             }
             _ => {}
@@ -1057,6 +1079,10 @@ impl Node {
         let mut republish = tokio::time::interval(secs(self.cfg.dht.republish_interval));
         let mut provided = false;
         let mut buf = vec![0u8; beacon::MAX_DATAGRAM + 1];
+        // While the network around a new node forms, the peers closest to its key change:
+        // put the announcement again 1, 2, 4, … s after start, until the republish interval.
+        let mut boost = Duration::from_secs(1);
+        let mut next_boost = tokio::time::Instant::now() + boost;
         loop {
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_event(ev),
@@ -1066,6 +1092,11 @@ impl Node {
                 },
                 _ = hb.tick() => self.on_heartbeat_tick(),
                 _ = pex.tick() => self.on_pex_tick(),
+                _ = tokio::time::sleep_until(next_boost), if boost < secs(self.cfg.dht.republish_interval) => {
+                    self.refresh_announcement();
+                    boost *= 2;
+                    next_boost = tokio::time::Instant::now() + boost;
+                }
                 _ = republish.tick() => {
                     self.refresh_announcement();
                     if !provided && self.roles & roles::AGGREGATOR != 0 {
