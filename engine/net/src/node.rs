@@ -485,6 +485,7 @@ impl Node {
     }
 
     fn peer(&mut self, pid: PeerId) -> &mut Peer {
+        let burst = 2.0 * self.cfg.limits.requests_per_s;
         self.peers.entry(pid).or_insert_with(|| Peer {
             node_id: None,
             announcement: None,
@@ -497,7 +498,7 @@ impl Node {
             connected: false,
             score: 0,
             in_routing: false,
-            requests: (0.0, Instant::now()),
+            requests: (burst, Instant::now()),
         })
     }
 
