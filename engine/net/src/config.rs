@@ -139,13 +139,16 @@ impl Default for Beacon {
 pub struct Liveness {
     /// Seconds between heartbeats to each connected peer (and probes of known, unconnected ones).
     pub heartbeat_interval: f64,
-    /// A peer silent this long is stale: dropped from the routing table and directories.
+    /// A peer silent this long, and unreachable or not answering, is stale: dropped from the
+    /// routing table and directories.
     pub stale_after: f64,
+    /// Known but unconnected peers dialled per heartbeat interval (longest silent first).
+    pub probes_per_tick: usize,
 }
 
 impl Default for Liveness {
     fn default() -> Self {
-        Self { heartbeat_interval: 5.0, stale_after: 30.0 }
+        Self { heartbeat_interval: 5.0, stale_after: 30.0, probes_per_tick: 8 }
     }
 }
 
@@ -193,6 +196,9 @@ pub struct Limits {
     pub max_connections: u32,
     /// Established connections per peer.
     pub max_per_peer: u32,
+    /// Peers learnt from discovery are dialled at once only while fewer than this many are
+    /// connected (Kademlia queries and probes connect beyond it).
+    pub target_connections: usize,
     /// Requests (heartbeat, exchange, relay) accepted per peer per second.
     pub requests_per_s: f64,
     /// Seconds an idle connection is kept.
@@ -201,7 +207,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_connections: 256, max_per_peer: 2, requests_per_s: 20.0, idle_timeout: 60.0 }
+        Self { max_connections: 256, max_per_peer: 2, target_connections: 48, requests_per_s: 20.0, idle_timeout: 60.0 }
     }
 }
 

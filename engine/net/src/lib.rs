@@ -16,6 +16,7 @@ pub mod control;
 pub mod keys;
 pub mod node;
 pub mod records;
+pub mod scale;
 
 pub use config::Config;
 

@@ -102,6 +102,8 @@ struct Peer {
     score: i32,
     in_routing: bool,
     requests: (f64, Instant),
+    /// The last dial since it was last heard from failed.
+    probe_failed: bool,
 }
 
 /// One row of `vain peers`.
@@ -182,7 +184,7 @@ pub enum Found {
 enum Command {
     Status(oneshot::Sender<Status>),
     Peers(oneshot::Sender<Vec<PeerRow>>),
-    Get(Key, oneshot::Sender<Result<Found, Error>>),
+    Get(Key, oneshot::Sender<(Result<Found, Error>, Lookup)>),
     Provide(Key, oneshot::Sender<Result<(), Error>>),
     Dial(Multiaddr, oneshot::Sender<Result<(), Error>>),
     PutRaw(Vec<u8>, Vec<u8>, oneshot::Sender<Result<(), Error>>),
@@ -216,7 +218,12 @@ impl Handle {
 
     /// Looks `key` up in the DHT; node records are verified before they are returned.
     pub async fn get(&self, key: Key) -> Result<Found, Error> {
-        self.ask(|tx| Command::Get(key, tx)).await?
+        self.lookup(key).await?.0
+    }
+
+    /// [`Handle::get`] with what the lookup cost.
+    pub async fn lookup(&self, key: Key) -> Result<(Result<Found, Error>, Lookup), Error> {
+        self.ask(|tx| Command::Get(key, tx)).await
     }
 
     /// Announces this node as a provider of `key`.
@@ -279,7 +286,16 @@ fn announced(a: &Announcement) -> Option<(PeerId, Vec<Multiaddr>)> {
 /// Announcements already relayed, by (node id, timestamp), oldest first for eviction.
 type Seen = (HashSet<([u8; 32], u64)>, VecDeque<([u8; 32], u64)>);
 /// A DHT lookup in flight: its key, who waits, providers found so far.
-type Pending = (Key, oneshot::Sender<Result<Found, Error>>, Vec<PeerId>);
+type Pending = (Key, oneshot::Sender<(Result<Found, Error>, Lookup)>, Vec<PeerId>);
+
+/// What a lookup cost.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Lookup {
+    /// Requests sent to peers (Kademlia reports no hop count; requests are its cost).
+    pub requests: u32,
+    /// Of which answered.
+    pub successes: u32,
+}
 
 struct Node {
     cfg: Config,
@@ -499,6 +515,7 @@ impl Node {
             score: 0,
             in_routing: false,
             requests: (burst, Instant::now()),
+            probe_failed: false,
         })
     }
 
@@ -529,7 +546,8 @@ impl Node {
         for addr in addrs.iter().cloned() {
             self.learn_addr(pid, addr);
         }
-        if !connected && !addrs.is_empty() {
+        // Known is not connected: beyond the target, new peers wait for a probe or a query.
+        if !connected && !addrs.is_empty() && self.connected() < self.cfg.limits.target_connections {
             let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(pid).addresses(addrs).build();
             let _ = self.swarm.dial(opts);
         }
@@ -613,6 +631,10 @@ impl Node {
         }
     }
 
+    fn connected(&self) -> usize {
+        self.peers.values().filter(|p| p.connected).count()
+    }
+
     fn on_heartbeat_tick(&mut self) {
         let stale_after = secs(self.cfg.liveness.stale_after);
         let now = Instant::now();
@@ -621,22 +643,31 @@ impl Node {
             let hb = self.heartbeat_bytes();
             self.swarm.behaviour_mut().heartbeat.send_request(&pid, hb);
         }
-        // Probe known, unconnected, not yet stale peers; mark the silent ones stale.
+        // Stale: silent past the timeout, and either connected without answering heartbeats or
+        // unreachable when last probed. A peer merely not probed yet keeps its state.
         let mut gone = Vec::new();
+        let mut probe: Vec<(Instant, PeerId)> = Vec::new();
         for (pid, p) in self.peers.iter_mut() {
             if p.state == State::Stale {
                 continue;
             }
-            if now.saturating_duration_since(p.last_seen) > stale_after {
+            let silent = now.saturating_duration_since(p.last_seen) > stale_after;
+            if silent && (p.connected || p.probe_failed) {
                 p.state = State::Stale;
                 gone.push(*pid);
             } else if !p.connected && !p.addrs.is_empty() {
-                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(*pid).addresses(p.addrs.clone()).build();
-                let _ = self.swarm.dial(opts);
+                probe.push((p.last_seen, *pid));
             }
         }
         for pid in gone {
             self.drop_stale(pid);
+        }
+        // Probe the longest-silent known peers, a few per tick.
+        probe.sort();
+        for (_, pid) in probe.into_iter().take(self.cfg.liveness.probes_per_tick) {
+            let addrs = self.peers.get(&pid).map(|p| p.addrs.clone()).unwrap_or_default();
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(pid).addresses(addrs).build();
+            let _ = self.swarm.dial(opts);
         }
     }
 
@@ -901,7 +932,10 @@ impl Node {
                 }
                 _ => {}
             },
-            kad::Event::OutboundQueryProgressed { id, result, step, .. } => self.on_query(id, result, step.last),
+            kad::Event::OutboundQueryProgressed { id, result, step, stats } => {
+                let cost = Lookup { requests: stats.num_requests(), successes: stats.num_successes() };
+                self.on_query(id, result, step.last, cost)
+            }
             kad::Event::RoutingUpdated { peer, addresses, is_new_peer, .. } => {
                 for a in addresses.iter() {
                     self.learn_addr(peer, a.clone());
@@ -919,7 +953,7 @@ impl Node {
         }
     }
 
-    fn on_query(&mut self, id: kad::QueryId, result: kad::QueryResult, last: bool) {
+    fn on_query(&mut self, id: kad::QueryId, result: kad::QueryResult, last: bool, cost: Lookup) {
         let Some((key, _, _)) = self.gets.get(&id) else { return };
         let key = *key;
         match result {
@@ -929,13 +963,16 @@ impl Node {
                 {
                     Ok(a) => {
                         if let Some((_, tx, _)) = self.gets.remove(&id) {
-                            let _ = tx.send(Ok(Found::Node(NodeRecord {
-                                node_id: hex(&a.node_id),
-                                signing_key: hex(&a.signing_key),
-                                addresses: a.addresses.clone(),
-                                roles: a.roles,
-                                timestamp_ms: a.timestamp_ms,
-                            })));
+                            let _ = tx.send((
+                                Ok(Found::Node(NodeRecord {
+                                    node_id: hex(&a.node_id),
+                                    signing_key: hex(&a.signing_key),
+                                    addresses: a.addresses.clone(),
+                                    roles: a.roles,
+                                    timestamp_ms: a.timestamp_ms,
+                                })),
+                                cost,
+                            ));
                         }
                         if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
                             q.finish();
@@ -954,7 +991,7 @@ impl Node {
             }
             kad::QueryResult::GetRecord(Err(e)) => {
                 if let Some((_, tx, _)) = self.gets.remove(&id) {
-                    let _ = tx.send(Err(Error::Query(format!("{key}: {e}"))));
+                    let _ = tx.send((Err(Error::Query(format!("{key}: {e}"))), cost));
                 }
             }
             _ => {}
@@ -969,7 +1006,7 @@ impl Node {
                     Ok(Found::Providers(v))
                 }
             };
-            let _ = tx.send(r);
+            let _ = tx.send((r, cost));
         }
     }
 
@@ -987,6 +1024,7 @@ impl Node {
                 let first = !self.peers.get(&peer_id).is_some_and(|p| p.connected);
                 let p = self.peer(peer_id);
                 p.connected = true;
+                p.probe_failed = false;
                 p.last_seen = Instant::now();
                 if p.state == State::Stale {
                     p.state = State::Candidate;
@@ -1005,6 +1043,13 @@ impl Node {
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 if let Some(p) = self.peers.get_mut(&peer_id) {
                     p.connected = false;
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id: Some(pid), .. } => {
+                if let Some(p) = self.peers.get_mut(&pid)
+                    && !p.connected
+                {
+                    p.probe_failed = true;
                 }
             }
             SwarmEvent::Behaviour(ev) => self.on_behaviour(ev),
@@ -1033,7 +1078,9 @@ impl Node {
                 for (pid, addr) in list {
                     if pid != self.peer_id && !self.blocked.contains(&pid) {
                         self.learn_addr(pid, addr.clone());
-                        let _ = self.swarm.dial(addr);
+                        if self.connected() < self.cfg.limits.target_connections {
+                            let _ = self.swarm.dial(addr);
+                        }
                     }
                 }
             }

@@ -66,6 +66,23 @@ pub struct IngestArgs {
     threads: usize,
 }
 
+/// Options of `vain bench dht`.
+#[derive(Args)]
+pub struct DhtArgs {
+    /// Nodes.
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Lookups of random node records after convergence.
+    #[arg(long, default_value_t = 1000)]
+    lookups: usize,
+    /// Seed of the random bootstrap choices and lookups.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Give up converging after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+}
+
 /// Options of the client process the ingest benchmark starts.
 #[derive(Args)]
 pub struct ClientArgs {
@@ -101,6 +118,10 @@ pub enum Command {
     /// QUIC ingest throughput on loopback: our glommio + quinn-proto shard against quinn on
     /// tokio with the same TLS and transport settings, in the same run.
     Quic(QuicArgs),
+    /// The control plane at scale: N nodes in one process on libp2p's memory transport, each
+    /// joining through a random earlier node; convergence time, lookup success and cost,
+    /// memory per node.
+    Dht(DhtArgs),
     /// One synthetic client of the ingest benchmark (started by it; reads rounds on stdin).
     #[command(hide = true)]
     Client(ClientArgs),
@@ -230,6 +251,43 @@ fn ingest(a: IngestArgs) -> Result<()> {
 
 fn run_command(cmd: Command) -> Result<()> {
     match cmd {
+        Command::Dht(d) => {
+            if d.nodes < 2 {
+                bail!("--nodes must be at least 2");
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let o = vain_net::scale::Options {
+                nodes: d.nodes,
+                lookups: d.lookups,
+                seed: d.seed,
+                timeout: std::time::Duration::from_secs(d.timeout),
+                base_port: 1_000_000 + std::process::id() as u64 * 10_000,
+            };
+            eprintln!("starting {} nodes…", d.nodes);
+            let r = rt.block_on(vain_net::scale::run(o)).map_err(anyhow::Error::msg)?;
+            println!(
+                "{} nodes on the memory transport, each bootstrapped from one random earlier node
+                 spawned in {:.1} s; every routing table ≥ min(20, n−1) after {}
+                 routing-table size min / median / max: {} / {} / {}
+                 lookups: {} of {} found and verified ({:.1} %); requests per lookup p50 {} / p99 {}; latency p50 {:.1} ms / p99 {:.1} ms
+                 memory: {:.0} KiB resident per node",
+                r.nodes,
+                r.spawn_seconds,
+                r.converge_seconds.map_or("— (did not converge)".into(), |s| format!("{s:.1} s")),
+                r.routing.0,
+                r.routing.1,
+                r.routing.2,
+                r.found,
+                r.lookups,
+                100.0 * r.found as f64 / r.lookups.max(1) as f64,
+                r.requests.0,
+                r.requests.1,
+                r.latency_ms.0,
+                r.latency_ms.1,
+                r.kib_per_node
+            );
+            println!("{}", serde_json::to_string(&r)?);
+        }
         Command::Client(c) => {
             let o = vain_bench::ingest::ClientOptions {
                 server: c.server,

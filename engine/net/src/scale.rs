@@ -1,0 +1,167 @@
+//! The scale measurement: N nodes in one process on the memory transport, each joining through
+//! one random earlier node; how long until every routing table is full, how lookups of random
+//! node records fare, and what a node costs in memory.
+
+use crate::node::{self, Found, Handle, Identity, Transport};
+use crate::records::Key;
+use crate::{Config, Error};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// What to run.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Nodes.
+    pub nodes: usize,
+    /// Lookups of random node records after convergence.
+    pub lookups: usize,
+    /// Seed of the random choices.
+    pub seed: u64,
+    /// Give up converging after this long.
+    pub timeout: Duration,
+    /// First memory-transport port (ports `base..base + nodes`).
+    pub base_port: u64,
+}
+
+/// The figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Nodes.
+    pub nodes: usize,
+    /// Seconds from the first node starting to the last one spawned.
+    pub spawn_seconds: f64,
+    /// Seconds until every node's routing table held min(k, n − 1) peers (None if it never did).
+    pub converge_seconds: Option<f64>,
+    /// Routing-table sizes at the end: min, median, max.
+    pub routing: (usize, usize, usize),
+    /// Lookups made.
+    pub lookups: usize,
+    /// Of which found and verified the record.
+    pub found: usize,
+    /// Requests per lookup: median and 99th percentile.
+    pub requests: (u32, u32),
+    /// Lookup latency in ms: median and 99th percentile.
+    pub latency_ms: (f64, f64),
+    /// Resident memory added per node, KiB.
+    pub kib_per_node: f64,
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn seed_of(i: u64) -> [u8; 32] {
+    let mut s = [0x5cu8; 32];
+    s[..8].copy_from_slice(&i.to_le_bytes());
+    s
+}
+
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n.max(1) as u64) as usize
+    }
+}
+
+fn config(port: u64, bootstrap: Option<String>) -> Config {
+    let mut c = Config {
+        listen: vec![format!("/memory/{port}")],
+        bootstrap: bootstrap.into_iter().collect(),
+        ..Default::default()
+    };
+    c.mdns.enabled = false;
+    c.beacon.enabled = false;
+    c.limits.max_connections = 512;
+    c
+}
+
+fn pct<T: Copy + PartialOrd>(v: &mut [T], p: f64) -> Option<T> {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v.get(((v.len().saturating_sub(1)) as f64 * p).round() as usize).copied()
+}
+
+/// Runs the measurement on the current tokio runtime.
+pub async fn run(o: Options) -> Result<Report, Error> {
+    let rss0 = rss_kib();
+    let mut rng = Rng(o.seed | 1);
+    let start = Instant::now();
+    let mut nodes: Vec<Handle> = Vec::with_capacity(o.nodes);
+    let mut ids = Vec::with_capacity(o.nodes);
+    for i in 0..o.nodes {
+        let boot = (i > 0).then(|| {
+            let j = rng.below(i);
+            format!("/memory/{}/p2p/{}", o.base_port + j as u64, nodes[j].peer_id)
+        });
+        let seed = seed_of(o.base_port + i as u64);
+        ids.push(Identity::from_seed(seed).node_id);
+        nodes.push(
+            node::spawn(config(o.base_port + i as u64, boot), Identity::from_seed(seed), Transport::Memory).await?,
+        );
+    }
+    let spawn_seconds = start.elapsed().as_secs_f64();
+    let want = 20.min(o.nodes.saturating_sub(1));
+    let mut converge_seconds = None;
+    let mut sizes = Vec::new();
+    while start.elapsed() < o.timeout {
+        sizes.clear();
+        for h in &nodes {
+            sizes.push(h.status().await?.routing);
+        }
+        if sizes.iter().all(|s| *s >= want) {
+            converge_seconds = Some(start.elapsed().as_secs_f64());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let kib_per_node = rss_kib().saturating_sub(rss0) as f64 / o.nodes.max(1) as f64;
+    let mut s = sizes.clone();
+    let routing = (pct(&mut s, 0.0).unwrap_or(0), pct(&mut s, 0.5).unwrap_or(0), pct(&mut s, 1.0).unwrap_or(0));
+    // Records settle after their owners' first re-puts (1, 2, 4 s after start).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut found = 0;
+    let mut requests = Vec::new();
+    let mut latency = Vec::new();
+    for _ in 0..o.lookups {
+        let (asker, target) = (rng.below(o.nodes), rng.below(o.nodes));
+        let t = Instant::now();
+        let (r, cost) = nodes[asker].lookup(Key::Node(ids[target])).await?;
+        latency.push(t.elapsed().as_secs_f64() * 1e3);
+        requests.push(cost.requests);
+        if matches!(r, Ok(Found::Node(ref n)) if n.node_id == ids[target].iter().map(|b| format!("{b:02x}")).collect::<String>())
+        {
+            found += 1;
+        }
+    }
+    Ok(Report {
+        nodes: o.nodes,
+        spawn_seconds,
+        converge_seconds,
+        routing,
+        lookups: o.lookups,
+        found,
+        requests: (pct(&mut requests, 0.5).unwrap_or(0), pct(&mut requests, 0.99).unwrap_or(0)),
+        latency_ms: (pct(&mut latency, 0.5).unwrap_or(0.0), pct(&mut latency, 0.99).unwrap_or(0.0)),
+        kib_per_node,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_small_network_converges_and_every_lookup_succeeds() {
+        let r = run(Options { nodes: 40, lookups: 40, seed: 7, timeout: Duration::from_secs(60), base_port: 50_000 })
+            .await
+            .expect("run");
+        assert!(r.converge_seconds.is_some(), "{r:?}");
+        assert_eq!(r.found, 40, "{r:?}");
+        assert!(r.routing.0 >= 20, "{r:?}");
+    }
+}
