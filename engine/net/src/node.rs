@@ -944,7 +944,7 @@ impl Node {
                 // announcement again (at most once a second) so it lands on them.
                 if is_new_peer && self.last_put.elapsed() > Duration::from_secs(1) {
                     let routing: usize = self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum();
-                    if routing <= 4 * self.cfg.dht.replication_factor {
+                    if routing < self.cfg.dht.replication_factor {
                         self.refresh_announcement();
                     }
                 }

@@ -262,6 +262,7 @@ fn run_command(cmd: Command) -> Result<()> {
                 seed: d.seed,
                 timeout: std::time::Duration::from_secs(d.timeout),
                 base_port: 1_000_000 + std::process::id() as u64 * 10_000,
+                progress: true,
             };
             eprintln!("starting {} nodes…", d.nodes);
             let r = rt.block_on(vain_net::scale::run(o)).map_err(anyhow::Error::msg)?;
