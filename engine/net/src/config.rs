@@ -286,6 +286,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_file_parses() {
+        let c = Config::parse(include_str!("../node.example.toml")).expect("example");
+        assert_eq!(c.role_bits().expect("roles"), roles::AGGREGATOR);
+        assert_eq!(c.models, vec!["mnist-cnn".to_string()]);
+    }
+
+    #[test]
     fn an_empty_file_is_a_valid_client_and_mistakes_are_named() {
         let c = Config::parse("").expect("empty");
         assert_eq!(c.role_bits().expect("roles"), roles::CLIENT);

@@ -89,6 +89,12 @@ async fn nodes_find_each_other_from_one_bootstrap_and_every_announcement_is_foun
         true
     })
     .await;
+    // Tier-2 nodes relayed announcements onward.
+    let mut relayed = 0;
+    for h in &nodes {
+        relayed += h.status().await.expect("status").relayed;
+    }
+    assert!(relayed > 0);
     // Each node's announcement, put by that node, is found (and verified) by every other.
     for (i, h) in nodes.iter().enumerate() {
         let target = (i as u64 + 5) % n;
@@ -132,6 +138,10 @@ async fn forged_and_misplaced_records_are_refused_and_counted() {
         ["record bad announcement", "record wrong node", "record provider-only key"].iter().all(|r| seen.contains(*r))
     })
     .await;
+    // Tier-0 nodes never relay.
+    for h in &nodes {
+        assert_eq!(h.status().await.expect("status").relayed, 0);
+    }
     // The honest record for node 2 is still what a lookup returns.
     match nodes[5].get(Key::Node(node_id(20_002))).await.expect("get") {
         Found::Node(r) => assert_eq!(r.node_id, node_id(20_002).iter().map(|b| format!("{b:02x}")).collect::<String>()),
