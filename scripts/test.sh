@@ -39,7 +39,7 @@ cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
-echo "== demo (README's first command, on the debug build)"
+echo "== demo (identity workflow and bench aggregate, on the debug build)"
 cargo build -q -p vain-node
 if ! demo_out=$(VAIN_BIN=target/debug/vain bash scripts/demo.sh 2>&1); then
   echo "$demo_out"

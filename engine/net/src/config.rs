@@ -80,6 +80,9 @@ pub struct Dht {
     pub max_records: usize,
     /// Routing-table entries per /24 (IPv4) or /48 (IPv6) prefix, against eclipse attempts.
     pub max_per_prefix: usize,
+    /// While the routing table holds fewer than `replication_factor` peers, run a Kademlia
+    /// bootstrap this often (Kademlia's own periodic one is every 5 minutes).
+    pub bootstrap_interval: f64,
 }
 
 impl Default for Dht {
@@ -93,6 +96,7 @@ impl Default for Dht {
             max_record_bytes: 16 << 10,
             max_records: 4096,
             max_per_prefix: 8,
+            bootstrap_interval: 5.0,
         }
     }
 }
@@ -249,6 +253,7 @@ impl Config {
         positive("dht.record_ttl", self.dht.record_ttl)?;
         positive("dht.republish_interval", self.dht.republish_interval)?;
         positive("dht.replication_interval", self.dht.replication_interval)?;
+        positive("dht.bootstrap_interval", self.dht.bootstrap_interval)?;
         positive("beacon.interval", self.beacon.interval)?;
         positive("beacon.per_source_rate", self.beacon.per_source_rate)?;
         positive("liveness.heartbeat_interval", self.liveness.heartbeat_interval)?;

@@ -31,6 +31,9 @@ const RELAY: &str = "/vain/announce/1.0.0";
 const IDENTIFY: &str = "/vain/0.1.0";
 /// Largest request-response message (a PEX answer of `max_entries` announcements).
 const MAX_MESSAGE: usize = 1 << 20;
+/// The early re-puts of a node's own announcement stop after this; then only the republish
+/// interval (and routing updates while the table is small) re-put it.
+const BOOST_UNTIL: Duration = Duration::from_secs(32);
 /// Announcements remembered for relay de-duplication.
 const SEEN: usize = 8192;
 
@@ -1125,10 +1128,11 @@ impl Node {
         let mut pex = tokio::time::interval(secs(self.cfg.pex.interval));
         let mut beacon_tick = tokio::time::interval(secs(self.cfg.beacon.interval));
         let mut republish = tokio::time::interval(secs(self.cfg.dht.republish_interval));
+        let mut bootstrap = tokio::time::interval(secs(self.cfg.dht.bootstrap_interval));
         let mut provided = false;
         let mut buf = vec![0u8; beacon::MAX_DATAGRAM + 1];
         // While the network around a new node forms, the peers closest to its key change:
-        // put the announcement again 1, 2, 4, … s after start, until the republish interval.
+        // put the announcement again about 1, 2, 4, … 32 s after start.
         let mut boost = Duration::from_secs(1);
         let mut next_boost = tokio::time::Instant::now() + boost;
         loop {
@@ -1140,10 +1144,23 @@ impl Node {
                 },
                 _ = hb.tick() => self.on_heartbeat_tick(),
                 _ = pex.tick() => self.on_pex_tick(),
-                _ = tokio::time::sleep_until(next_boost), if boost < secs(self.cfg.dht.republish_interval) => {
+                _ = bootstrap.tick() => {
+                    // A node whose first contacts were few or poorly placed keeps looking
+                    // instead of waiting for Kademlia's 5-minute bootstrap.
+                    // (In a network smaller than k, a full table is every peer we know.)
+                    let want = self.cfg.dht.replication_factor.min(self.peers.len());
+                    let kad = &mut self.swarm.behaviour_mut().kad;
+                    let routing: usize = kad.kbuckets().map(|b| b.num_entries()).sum();
+                    if routing > 0 && routing < want {
+                        let _ = kad.bootstrap();
+                    }
+                }
+                _ = tokio::time::sleep_until(next_boost), if boost <= BOOST_UNTIL => {
                     self.refresh_announcement();
                     boost *= 2;
-                    next_boost = tokio::time::Instant::now() + boost;
+                    // Jittered by the PeerId, so nodes started together do not re-put together.
+                    let jitter = f64::from(self.peer_id.to_bytes().last().copied().unwrap_or(0)) / 255.0;
+                    next_boost = tokio::time::Instant::now() + boost.mul_f64(0.75 + 0.5 * jitter);
                 }
                 _ = republish.tick() => {
                     self.refresh_announcement();
