@@ -414,10 +414,7 @@ pub fn ours(
     let stats = service.stop().map_err(|e| e.to_string());
     let mut run = run?;
     let per_shard = stats?;
-    let mut total = quic::Stats::default();
-    for s in &per_shard {
-        total.add(s);
-    }
+    let total = quic::Stats::total(&per_shard);
     if run.cpu.is_empty() {
         let wall: f64 = run.rounds.iter().map(|r| r.seconds).sum::<f64>().max(1e-9);
         run.cpu =

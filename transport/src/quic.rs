@@ -231,6 +231,15 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// A server's total over its shards.
+    pub fn total(shards: &[Stats]) -> Stats {
+        let mut t = Stats::default();
+        for s in shards {
+            t.add(s);
+        }
+        t
+    }
+
     /// Adds `other` into `self` (a server's total over its shards).
     pub fn add(&mut self, o: &Stats) {
         self.datagrams += o.datagrams;

@@ -69,11 +69,7 @@ fn start(deny: &[[u8; 32]]) -> (SocketAddr, Received, Arc<AtomicBool>, Running) 
 }
 
 fn total(stats: &[Stats]) -> Stats {
-    let mut t = Stats::default();
-    for s in stats {
-        t.add(s);
-    }
-    t
+    Stats::total(stats)
 }
 
 fn client(expect: &[u8; 32]) -> quinn::Endpoint {
