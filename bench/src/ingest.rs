@@ -406,7 +406,8 @@ pub fn ours(
     backend: &mut dyn Backend,
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Result<Run, String> {
-    let cfg = server_config("127.0.0.1:0".parse().map_err(|_| "addr")?, opts)?;
+    let mut cfg = server_config("127.0.0.1:0".parse().map_err(|_| "addr")?, opts)?;
+    cfg.page_lock = vain_aggregator::page_lock(&*backend);
     let service = Service::start(cfg, opts.shards, 2 * opts.clients.max(4)).map_err(|e| e.to_string())?;
     let addr = service.local_addr();
     let routed = service.routed();
@@ -433,7 +434,8 @@ pub fn baseline(
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Result<Run, String> {
     let cfg = server_config("127.0.0.1:0".parse().map_err(|_| "addr")?, opts)?;
-    let (stage, mut handlers) = vain_aggregator::channels(1, 2 * opts.clients.max(4));
+    let (stage, mut handlers) =
+        vain_aggregator::channels(1, 2 * opts.clients.max(4), vain_aggregator::page_lock(&*backend));
     let handler: Arc<Mutex<ShardHandler>> = Arc::new(Mutex::new(handlers.remove(0)));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(opts.shards.max(1))
@@ -617,7 +619,7 @@ impl Report {
             && let Some(t) = &run.transport_stats
         {
             s += &format!(
-                "our shards: {} datagrams in {} receives, {} connections, {} frames, {} bad frames, {} throttled, {} misrouted, payload buffers {} reused / {} allocated; connection-ID routing {}\n",
+                "our shards: {} datagrams in {} receives, {} connections, {} frames, {} bad frames, {} throttled, {} misrouted, payload buffers {} reused / {} allocated ({} page-locked); connection-ID routing {}\n",
                 t.datagrams,
                 t.receives,
                 t.connections,
@@ -627,6 +629,7 @@ impl Report {
                 t.misrouted,
                 t.pool_reused,
                 t.pool_allocated,
+                t.pool_pinned,
                 if run.routed == Some(true) { "in the kernel (reuseport BPF)" } else { "by 4-tuple hash only" }
             );
         }

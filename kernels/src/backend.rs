@@ -114,6 +114,18 @@ pub enum Error {
     Cuda(String),
 }
 
+/// Page-locks host memory for a backend's device copies, so a copy from it is a DMA straight
+/// from that memory rather than through the driver's own page-locked bounce buffer. Locking
+/// costs (the pages stay resident and registering takes milliseconds), so it suits long-lived
+/// buffers that updates arrive in, such as the transport's pools.
+pub trait PageLock: Send + Sync + std::fmt::Debug {
+    /// Page-locks `region`; false if it could not (memlock limits, driver refusal). The caller
+    /// keeps the memory where it is until it calls [`PageLock::unlock`] on exactly `region`.
+    fn lock(&self, region: &[u8]) -> bool;
+    /// Undoes a successful [`PageLock::lock`] of exactly `region`.
+    fn unlock(&self, region: &[u8]);
+}
+
 /// The aggregation primitives. Rows are addressed by index; `rows` slices select a subset.
 ///
 /// Contract shared by all implementations (the common test suite checks it): results are those
@@ -126,6 +138,12 @@ pub trait Backend: Send {
     /// Most rows one order statistic (median, trimmed mean, closest-to-median mean) can take,
     /// if the backend has a limit.
     fn max_order_rows(&self) -> Option<usize> {
+        None
+    }
+
+    /// How to page-lock host memory for this backend's device copies; None where there is no
+    /// device (the CPU backend reads updates where they are).
+    fn page_lock(&self) -> Option<std::sync::Arc<dyn PageLock>> {
         None
     }
 

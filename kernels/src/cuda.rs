@@ -23,11 +23,11 @@
 // Every `unsafe` block below states why its use is sound.
 #![allow(unsafe_code)]
 
-use crate::backend::{Backend, Error, Kind, Segment, Update};
+use crate::backend::{Backend, Error, Kind, PageLock, Segment, Update};
 use crate::decode::{self, Encoding};
 use cudarc::driver::sys::{CUdevice_attribute, CUresult};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, DriverError, LaunchConfig,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtrMut, DeviceRepr, DriverError, LaunchConfig,
     PinnedHostSlice, PushKernelArg, ValidAsZeroBits,
 };
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
@@ -173,17 +173,38 @@ struct Tabled {
     block_size: u32,
     /// Work items: elements, or top-k entries.
     work: usize,
-    /// Byte offset of the segment's bytes in the staging image (16-aligned).
+    /// Byte offset of the segment's bytes in the staging image: congruent to the bytes' host
+    /// address modulo 16 when that address is 4-aligned (so a run keeps the host layout and
+    /// the kernel's 4-byte loads stay aligned), otherwise 16-aligned.
     data_off: usize,
     /// First chunk of the segment in the launch-wide numbering.
     first: u64,
 }
+
+/// One host-to-device copy of an upload: `len` bytes from host address `src` to byte `dev` of
+/// the staging buffer. A run covers consecutive segments that lie in host memory at most
+/// [`MAX_GAP`] bytes apart (in practice: one payload buffer), gaps included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    src: usize,
+    len: usize,
+    dev: usize,
+}
+
+/// Largest gap between two segments' bytes in host memory that one copy spans. Small enough
+/// that no page lies wholly inside a gap, so every byte a run copies is on a page that holds
+/// segment bytes.
+const MAX_GAP: usize = 64;
 
 /// How one update is laid out in the staging buffer (decode.cu's header comment).
 #[derive(Debug)]
 struct Plan {
     /// Bytes of the staging buffer in use.
     len: usize,
+    /// Bytes of the header and table at its start (16-aligned), written from the host stage.
+    head: usize,
+    /// The copies that place the segments' bytes, straight from where they are.
+    runs: Vec<Run>,
     /// Byte offset of the segment table.
     table_off: u64,
     /// The segments in the table (those with work, before the first length error).
@@ -225,20 +246,39 @@ fn plan_update(update: &Update<'_>, dim: usize) -> Result<Plan, Error> {
     }
     let nt = tabled.len();
     let table_off = 8 + 8 * nt;
-    let mut data_off = align16(table_off + 8 * TABLE_FIELDS * nt).ok_or_else(overflow)?;
+    let head = align16(table_off + 8 * TABLE_FIELDS * nt).ok_or_else(overflow)?;
+    let mut end = head;
+    let mut runs: Vec<Run> = Vec::new();
     for t in &mut tabled {
-        t.data_off = data_off;
-        data_off =
-            data_off.checked_add(update.segments[t.segment].bytes.len()).and_then(align16).ok_or_else(overflow)?;
+        let bytes = update.segments[t.segment].bytes;
+        let addr = bytes.as_ptr() as usize;
+        let joins = addr.is_multiple_of(4)
+            && runs.last().is_some_and(|r| {
+                let r_end = r.src + r.len;
+                addr >= r_end && addr - r_end <= MAX_GAP && r.src.is_multiple_of(4)
+            });
+        match runs.last_mut() {
+            Some(r) if joins => {
+                t.data_off = r.dev + (addr - r.src);
+                r.len = addr + bytes.len() - r.src;
+            }
+            _ => {
+                let phase = if addr.is_multiple_of(4) { addr % 16 } else { 0 };
+                t.data_off = align16(end).and_then(|d| d.checked_add(phase)).ok_or_else(overflow)?;
+                runs.push(Run { src: addr, len: bytes.len(), dev: t.data_off });
+            }
+        }
+        end = t.data_off.checked_add(bytes.len()).ok_or_else(overflow)?;
     }
-    Ok(Plan { len: data_off, table_off: table_off as u64, tabled, total_chunks: first, length_error })
+    let len = align16(end).ok_or_else(overflow)?;
+    Ok(Plan { len, head, runs, table_off: table_off as u64, tabled, total_chunks: first, length_error })
 }
 
-/// Writes the staging image of `plan` into `buf[..plan.len]`, every byte of it (the buffer may
-/// be uninitialised page-locked memory): sum 0, flags ~0, the table, the segments' bytes and
-/// zero padding.
-fn fill_stage(update: &Update<'_>, plan: &Plan, buf: &mut [u8]) {
-    let buf = &mut buf[..plan.len];
+/// Writes the head of the staging image of `plan` into `buf[..plan.head]`, every byte of it (the
+/// buffer may be uninitialised page-locked memory): sum 0, flags ~0, the table, zero padding.
+/// The segments' bytes go to the device straight from where they are ([`Plan::runs`]).
+fn fill_head(plan: &Plan, update: &Update<'_>, buf: &mut [u8]) {
+    let buf = &mut buf[..plan.head];
     let table_off = plan.table_off as usize;
     buf[..8].fill(0);
     buf[8..table_off].fill(0xff);
@@ -259,12 +299,6 @@ fn fill_stage(update: &Update<'_>, plan: &Plan, buf: &mut [u8]) {
             buf[at..at + 8].copy_from_slice(&v.to_le_bytes());
             at += 8;
         }
-    }
-    for t in &plan.tabled {
-        buf[at..t.data_off].fill(0);
-        let bytes = update.segments[t.segment].bytes;
-        buf[t.data_off..t.data_off + bytes.len()].copy_from_slice(bytes);
-        at = t.data_off + bytes.len();
     }
     buf[at..].fill(0);
 }
@@ -354,6 +388,44 @@ fn grow<T: DeviceRepr + ValidAsZeroBits>(
         *buf = stream.alloc_zeros(len.max(1)).map_err(cuda_err)?;
     }
     Ok(())
+}
+
+/// Registers host memory with the CUDA driver (page-locked, portable to every context), so
+/// that copies from it are DMAs from where it is. Regions under [`HostLock::MIN`] are left
+/// alone: for them the registration costs more than it saves.
+#[derive(Debug)]
+struct HostLock {
+    ctx: Arc<CudaContext>,
+}
+
+impl HostLock {
+    const MIN: usize = 1 << 16;
+}
+
+impl PageLock for HostLock {
+    fn lock(&self, region: &[u8]) -> bool {
+        if region.len() < Self::MIN || self.ctx.bind_to_thread().is_err() {
+            return false;
+        }
+        // SAFETY: the driver page-locks the pages of a live, borrowed region and records its
+        // range; the PageLock contract keeps the memory in place until unlock. A region that
+        // shares a page with one already registered is refused (an error result, not UB).
+        let r = unsafe {
+            cudarc::driver::sys::cuMemHostRegister_v2(
+                region.as_ptr().cast_mut().cast(),
+                region.len(),
+                cudarc::driver::sys::CU_MEMHOSTREGISTER_PORTABLE,
+            )
+        };
+        r == CUresult::CUDA_SUCCESS
+    }
+
+    fn unlock(&self, region: &[u8]) {
+        if self.ctx.bind_to_thread().is_ok() {
+            // SAFETY: `region` was registered by lock (the contract) and is still allocated.
+            let _ = unsafe { cudarc::driver::sys::cuMemHostUnregister(region.as_ptr().cast_mut().cast()) };
+        }
+    }
 }
 
 /// The backend. Create with [`CudaBackend::new`]; see the module documentation.
@@ -574,13 +646,16 @@ impl CudaBackend {
         Ok(sumsq)
     }
 
-    /// Copies the staging image of `plan` to the device.
+    /// Copies the staging image of `plan` to the device: the head through the host stage, the
+    /// segments' bytes straight from the update's memory (a DMA from it where it is page-locked,
+    /// as the transport's pool buffers are when given [`Backend::page_lock`]). Returns when the
+    /// copies are done: the update's memory is the caller's again.
     fn upload(&mut self, update: &Update<'_>, plan: &Plan) -> Result<(), Error> {
         grow(&self.stream, &mut self.stage, plan.len)?;
-        if !self.pinned_failed && self.pinned.as_ref().is_none_or(|p| p.len() < plan.len) {
+        if !self.pinned_failed && self.pinned.as_ref().is_none_or(|p| p.len() < plan.head) {
             self.pinned = None;
-            let cap = plan.len.max(1 << 20).checked_next_power_of_two().unwrap_or(plan.len);
-            // SAFETY: the memory is uninitialised; nothing reads it before fill_stage has written
+            let cap = plan.head.max(1 << 16).checked_next_power_of_two().unwrap_or(plan.head);
+            // SAFETY: the memory is uninitialised; nothing reads it before fill_head has written
             // every byte of the prefix that is copied.
             match unsafe { self.ctx.alloc_pinned::<u8>(cap) } {
                 Ok(p) => self.pinned = Some(p),
@@ -588,19 +663,54 @@ impl CudaBackend {
                 Err(_) => self.pinned_failed = true,
             }
         }
-        // The previous upload from the host buffer may still be in flight (a pinned copy is a
-        // DMA the stream runs later): wait for it before overwriting the buffer.
-        self.stream.synchronize().map_err(cuda_err)?;
         let buf: &mut [u8] = match self.pinned.as_mut() {
-            Some(p) if p.len() >= plan.len => p.as_mut_slice().map_err(cuda_err)?,
+            Some(p) if p.len() >= plan.head => p.as_mut_slice().map_err(cuda_err)?,
             _ => {
-                self.host_stage.resize(plan.len, 0);
+                self.host_stage.resize(plan.head, 0);
                 &mut self.host_stage
             }
         };
-        fill_stage(update, plan, buf);
-        let mut dst = self.stage.try_slice_mut(0..plan.len).ok_or_else(|| Error::Cuda("staging buffer".into()))?;
-        self.stream.memcpy_htod(&buf[..plan.len], &mut dst).map_err(cuda_err)
+        fill_head(plan, update, buf);
+        let mut dst = self.stage.try_slice_mut(0..plan.head).ok_or_else(|| Error::Cuda("staging buffer".into()))?;
+        self.stream.memcpy_htod(&buf[..plan.head], &mut dst).map_err(cuda_err)?;
+        let copied = self.copy_runs(plan);
+        // Wait even when a copy failed to enqueue: those before it read the caller's memory
+        // (and the head buffer, which the next upload overwrites).
+        let synced = self.stream.synchronize().map_err(cuda_err);
+        copied.and(synced)
+    }
+
+    /// Enqueues [`Plan::runs`] into the staging buffer.
+    fn copy_runs(&mut self, plan: &Plan) -> Result<(), Error> {
+        let stream = self.stream.clone();
+        let stage_len = self.stage.len();
+        let (base, record) = self.stage.device_ptr_mut(&stream);
+        let mut r = Ok(());
+        for run in &plan.runs {
+            if run.dev.checked_add(run.len).is_none_or(|e| e > stage_len) {
+                r = Err(Error::Cuda("staging buffer".into()));
+                break;
+            }
+            // SAFETY: the destination [dev, dev + len) is inside the staging buffer (checked
+            // above). The source is host memory: a run is one segment's bytes, or consecutive
+            // segments at most MAX_GAP bytes apart, so each byte it spans is on a page holding
+            // segment bytes, all borrowed by `update` for this call; upload() waits for the
+            // stream before returning, so no copy outlives the borrow.
+            let res = unsafe {
+                cudarc::driver::sys::cuMemcpyHtoDAsync_v2(
+                    base + run.dev as u64,
+                    run.src as *const std::ffi::c_void,
+                    run.len,
+                    stream.cu_stream(),
+                )
+            };
+            if let Err(e) = res.result() {
+                r = Err(cuda_err(e));
+                break;
+            }
+        }
+        drop(record);
+        r
     }
 
     /// robust.cu on the selected rows: op 0 median, 1 trimmed mean, 2 closest-to-median mean.
@@ -670,6 +780,10 @@ impl Backend for CudaBackend {
 
     fn max_order_rows(&self) -> Option<usize> {
         Some(MAX_SUBSET)
+    }
+
+    fn page_lock(&self) -> Option<Arc<dyn PageLock>> {
+        Some(Arc::new(HostLock { ctx: self.ctx.clone() }))
     }
 
     fn prepare(&mut self, dim: usize, rows: usize) -> Result<(), Error> {
@@ -898,13 +1012,14 @@ mod tests {
         let up = Update { segments: &segs };
         let plan = plan_update(&up, 6000).expect("must succeed");
         assert!(plan.length_error.is_none());
-        // Every byte of the image is written: garbage and zeroed buffers end up the same.
-        let mut host = vec![0u8; plan.len + 7];
-        fill_stage(&up, &plan, &mut host);
-        let mut dirty = vec![0xa5u8; plan.len];
-        fill_stage(&up, &plan, &mut dirty);
-        assert_eq!(&host[..plan.len], &dirty[..]);
-        assert!(host[plan.len..].iter().all(|&b| b == 0));
+        // Every byte of the head is written: garbage and zeroed buffers end up the same.
+        let mut host = vec![0u8; plan.head + 7];
+        fill_head(&plan, &up, &mut host);
+        let mut dirty = vec![0xa5u8; plan.head];
+        fill_head(&plan, &up, &mut dirty);
+        assert_eq!(&host[..plan.head], &dirty[..]);
+        assert!(host[plan.head..].iter().all(|&b| b == 0));
+        let host = image(&plan, &up);
         let tabled: Vec<usize> = plan.tabled.iter().map(|t| t.segment).collect();
         assert_eq!(tabled, [0, 1, 4]);
         assert_eq!(plan.table_off, 8 + 8 * 3);
@@ -924,12 +1039,75 @@ mod tests {
             assert_eq!(row(t, 6), first);
             first += work.div_ceil(DECODE_CHUNK);
             let data = row(t, 4) as usize;
-            assert_eq!(data % 16, 0);
-            assert!(data >= plan.table_off as usize + 64 * 3);
+            assert_eq!(data % 4, 0);
+            assert!(data >= plan.head && plan.head >= plan.table_off as usize + 64 * 3);
             assert_eq!(&host[data..data + bytes.len()], bytes);
         }
         assert_eq!(plan.total_chunks, first);
         assert_eq!(plan.len % 16, 0);
+    }
+
+    /// What the device holds after an upload of `plan`: the head, then each run's copy. Only
+    /// segment bytes are placed (a run's gaps are not the test's to read), after checking that
+    /// exactly one run covers each tabled segment, at its data offset.
+    fn image(plan: &Plan, up: &Update<'_>) -> Vec<u8> {
+        let mut img = vec![0u8; plan.len];
+        fill_head(plan, up, &mut img);
+        let mut end = plan.head;
+        for r in &plan.runs {
+            assert!(r.dev >= end, "runs overlap or cover the head: {:?}", plan.runs);
+            end = r.dev + r.len;
+            assert!(end <= plan.len);
+        }
+        for t in &plan.tabled {
+            let b = up.segments[t.segment].bytes;
+            let addr = b.as_ptr() as usize;
+            let covering: Vec<&Run> =
+                plan.runs.iter().filter(|r| r.src <= addr && addr + b.len() <= r.src + r.len).collect();
+            assert_eq!(covering.len(), 1, "segment {} in {:?}", t.segment, plan.runs);
+            assert_eq!(t.data_off, covering[0].dev + (addr - covering[0].src));
+            img[t.data_off..t.data_off + b.len()].copy_from_slice(b);
+        }
+        img
+    }
+
+    #[test]
+    fn segments_in_one_payload_go_up_in_one_copy_keeping_their_alignment() {
+        // A payload as the transport delivers it: 64-aligned, tensors at multiples of 8.
+        let mut payload = vec![0u64; 64];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut payload);
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let bytes: &[u8] = bytes;
+        let f32s = |at: usize, n: usize| &bytes[at..at + 4 * n];
+        let segs = [
+            seg(0, 6, Encoding::DenseF32, f32s(8, 6)),
+            seg(6, 3, Encoding::DenseF16, &bytes[40..46]),
+            seg(9, 5, Encoding::DenseF32, f32s(48, 5)),
+            seg(14, 2, Encoding::DenseF32, f32s(136, 2)),
+        ];
+        let up = Update { segments: &segs };
+        let plan = plan_update(&up, 100).expect("plan");
+        // 8..46 and 48..68 are 2 bytes apart: one run; 136 is 68 bytes past 68: a second.
+        assert_eq!(plan.runs.len(), 2, "{:?}", plan.runs);
+        assert_eq!(plan.runs[0].len, 68 - 8);
+        for t in &plan.tabled {
+            let addr = segs[t.segment].bytes.as_ptr() as usize;
+            assert_eq!(t.data_off % 16, addr % 16, "segment {}", t.segment);
+        }
+        let img = image(&plan, &up);
+        for t in &plan.tabled {
+            let b = segs[t.segment].bytes;
+            assert_eq!(&img[t.data_off..t.data_off + b.len()], b);
+        }
+        // A segment at an address that is not 4-aligned gets a copy of its own, 16-aligned.
+        let odd = [seg(0, 2, Encoding::DenseF16, &bytes[8..12]), seg(2, 1, Encoding::DenseF16, &bytes[14..16])];
+        let up = Update { segments: &odd };
+        let plan = plan_update(&up, 100).expect("plan");
+        assert_eq!(plan.runs.len(), 2, "{:?}", plan.runs);
+        assert_eq!(plan.tabled[1].data_off % 16, 0);
+        image(&plan, &up);
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! or SIMD lanes in place and copied to a device without re-alignment; and a bounded [`Pool`] of
 //! them, so a shard receiving update after update reuses memory that is already mapped instead
 //! of faulting in fresh pages for every multi-megabyte payload.
+//!
+//! A pool can page-lock what it allocates through a [`Pinner`] (the aggregator passes the CUDA
+//! backend's), so the device's copy engine reads a payload straight from its pool buffer
+//! rather than the driver first copying it into a page-locked bounce buffer of its own.
 
 use bytemuck::{Pod, Zeroable};
 use std::sync::{Arc, Mutex};
@@ -16,22 +20,52 @@ struct Line([u8; ALIGN]);
 /// A fixed-length, 64-byte aligned byte buffer; from [`AlignedBuf::zeroed`] or a [`Pool`], to
 /// which it returns when dropped.
 pub struct AlignedBuf {
-    lines: Vec<Line>,
+    block: Block,
     len: usize,
     pool: Option<Arc<Shared>>,
 }
 
+/// Page-locks host memory for a device's DMA engine.
+///
+/// A [`Pool`] calls [`Pinner::pin`] on each buffer it allocates and, if that succeeded,
+/// [`Pinner::unpin`] on the same region before the buffer is freed; between the two the
+/// memory does not move.
+pub trait Pinner: Send + Sync + std::fmt::Debug {
+    /// Page-locks `region`; false if it could not (the buffer is then used as it is).
+    fn pin(&self, region: &[u8]) -> bool;
+    /// Undoes a successful [`Pinner::pin`] of exactly `region`.
+    fn unpin(&self, region: &[u8]);
+}
+
+/// A buffer's memory, never resized while it lives (so a page-locked region stays exactly
+/// the lines), and whether it is page-locked.
+#[derive(Default)]
+struct Block {
+    lines: Vec<Line>,
+    pinned: bool,
+}
+
+impl Block {
+    fn bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.lines)
+    }
+
+    fn size(&self) -> usize {
+        self.lines.len() * ALIGN
+    }
+}
+
 impl Clone for AlignedBuf {
-    /// A copy outside any pool.
+    /// A copy outside any pool (and not page-locked).
     fn clone(&self) -> Self {
-        Self { lines: self.lines.clone(), len: self.len, pool: None }
+        Self { block: Block { lines: self.block.lines.clone(), pinned: false }, len: self.len, pool: None }
     }
 }
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
         if let Some(pool) = self.pool.take() {
-            pool.give_back(std::mem::take(&mut self.lines));
+            pool.give_back(std::mem::take(&mut self.block));
         }
     }
 }
@@ -39,7 +73,12 @@ impl Drop for AlignedBuf {
 impl AlignedBuf {
     /// `len` zero bytes. The caller checks `len` against its limits first.
     pub fn zeroed(len: usize) -> Self {
-        Self { lines: vec![Line([0; ALIGN]); len.div_ceil(ALIGN)], len, pool: None }
+        Self { block: Block { lines: vec![Line([0; ALIGN]); len.div_ceil(ALIGN)], pinned: false }, len, pool: None }
+    }
+
+    /// Whether the buffer is page-locked (see [`Pinner`]).
+    pub fn is_pinned(&self) -> bool {
+        self.block.pinned
     }
 
     /// Length in bytes.
@@ -54,13 +93,13 @@ impl AlignedBuf {
 
     /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
-        &bytemuck::cast_slice::<Line, u8>(&self.lines)[..self.len]
+        &self.block.bytes()[..self.len]
     }
 
     /// The bytes, mutably.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         let len = self.len;
-        &mut bytemuck::cast_slice_mut::<Line, u8>(&mut self.lines)[..len]
+        &mut bytemuck::cast_slice_mut::<Line, u8>(&mut self.block.lines)[..len]
     }
 }
 
@@ -89,28 +128,58 @@ pub struct PoolStats {
     pub allocated: u64,
     /// Buffers freed on return because the idle set was full.
     pub dropped: u64,
+    /// Of the allocated buffers, those the pool's [`Pinner`] page-locked.
+    pub pinned: u64,
 }
 
 struct Idle {
-    free: Vec<Vec<Line>>,
+    free: Vec<Block>,
     bytes: usize,
     stats: PoolStats,
 }
 
 struct Shared {
     limits: PoolLimits,
+    pinner: Option<Arc<dyn Pinner>>,
     idle: Mutex<Idle>,
 }
 
 impl Shared {
-    fn give_back(&self, lines: Vec<Line>) {
-        let size = lines.len() * ALIGN;
-        let Ok(mut idle) = self.idle.lock() else { return };
-        if idle.free.len() < self.limits.buffers && idle.bytes + size <= self.limits.bytes {
-            idle.bytes += size;
-            idle.free.push(lines);
-        } else {
-            idle.stats.dropped += 1;
+    fn give_back(&self, block: Block) {
+        let size = block.size();
+        let rest = match self.idle.lock() {
+            Ok(mut idle) if idle.free.len() < self.limits.buffers && idle.bytes + size <= self.limits.bytes => {
+                idle.bytes += size;
+                idle.free.push(block);
+                None
+            }
+            Ok(mut idle) => {
+                idle.stats.dropped += 1;
+                Some(block)
+            }
+            Err(_) => Some(block),
+        };
+        if let Some(b) = rest {
+            self.free(b);
+        }
+    }
+
+    /// Frees a block, unlocking it first if it was locked.
+    fn free(&self, block: Block) {
+        if block.pinned
+            && let Some(p) = &self.pinner
+        {
+            p.unpin(block.bytes());
+        }
+    }
+}
+
+impl Drop for Shared {
+    /// The last holder is gone (the pool and every buffer): free the idle blocks.
+    fn drop(&mut self) {
+        let free = self.idle.get_mut().map(|i| std::mem::take(&mut i.free)).unwrap_or_default();
+        for b in free {
+            self.free(b);
         }
     }
 }
@@ -132,9 +201,15 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     /// An empty pool keeping at most `limits` idle.
     pub fn new(limits: PoolLimits) -> Self {
+        Self::with_pinner(limits, None)
+    }
+
+    /// An empty pool keeping at most `limits` idle whose buffers `pinner` page-locks.
+    pub fn with_pinner(limits: PoolLimits, pinner: Option<Arc<dyn Pinner>>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 limits,
+                pinner,
                 idle: Mutex::new(Idle { free: Vec::new(), bytes: 0, stats: PoolStats::default() }),
             }),
         }
@@ -150,16 +225,16 @@ impl Pool {
                 .free
                 .iter()
                 .enumerate()
-                .filter(|(_, l)| l.len() >= need && l.len() <= need.saturating_mul(2).max(16))
-                .min_by_key(|(_, l)| l.len())
+                .filter(|(_, b)| b.lines.len() >= need && b.lines.len() <= need.saturating_mul(2).max(16))
+                .min_by_key(|(_, b)| b.lines.len())
                 .map(|(i, _)| i);
             match best {
                 Some(i) => {
-                    let mut lines = idle.free.swap_remove(i);
-                    idle.bytes -= lines.len() * ALIGN;
+                    // Kept whole, not truncated: a locked region must stay what was locked.
+                    let block = idle.free.swap_remove(i);
+                    idle.bytes -= block.size();
                     idle.stats.reused += 1;
-                    lines.truncate(need);
-                    Some(lines)
+                    Some(block)
                 }
                 None => {
                     idle.stats.allocated += 1;
@@ -167,8 +242,15 @@ impl Pool {
                 }
             }
         });
-        let lines = reused.unwrap_or_else(|| vec![Line([0; ALIGN]); need]);
-        AlignedBuf { lines, len, pool: Some(self.shared.clone()) }
+        let block = reused.unwrap_or_else(|| {
+            let lines = vec![Line([0; ALIGN]); need];
+            let pinned = self.shared.pinner.as_ref().is_some_and(|p| p.pin(bytemuck::cast_slice(&lines)));
+            if pinned && let Ok(mut idle) = self.shared.idle.lock() {
+                idle.stats.pinned += 1;
+            }
+            Block { lines, pinned }
+        });
+        AlignedBuf { block, len, pool: Some(self.shared.clone()) }
     }
 
     /// Counters so far.
@@ -234,6 +316,64 @@ mod tests {
         let big = pool.take(2 << 20);
         drop(big);
         assert_eq!(pool.stats().dropped, 4);
+    }
+
+    /// Records what is locked; refuses every `refuse`-th lock, as a memlock limit would.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        locked: Mutex<Vec<(usize, usize)>>,
+        calls: Mutex<usize>,
+        refuse: usize,
+    }
+
+    impl Pinner for Recorder {
+        fn pin(&self, region: &[u8]) -> bool {
+            let mut calls = self.calls.lock().expect("lock");
+            *calls += 1;
+            if self.refuse > 0 && (*calls).is_multiple_of(self.refuse) {
+                return false;
+            }
+            self.locked.lock().expect("lock").push((region.as_ptr() as usize, region.len()));
+            true
+        }
+
+        fn unpin(&self, region: &[u8]) {
+            let mut l = self.locked.lock().expect("lock");
+            let at = l.iter().position(|&r| r == (region.as_ptr() as usize, region.len()));
+            // Exactly a region that was locked, once.
+            l.swap_remove(at.expect("unpin of a region that is not locked"));
+        }
+    }
+
+    #[test]
+    fn page_locked_buffers_are_unlocked_exactly_once_before_they_are_freed() {
+        let rec = Arc::new(Recorder { refuse: 3, ..Default::default() });
+        let pool = Pool::with_pinner(PoolLimits { buffers: 2, bytes: 1 << 20 }, Some(rec.clone()));
+        let bufs: Vec<AlignedBuf> = (0..4).map(|i| pool.take(1000 * (i + 1))).collect();
+        // The third lock was refused; that buffer works unlocked.
+        assert_eq!(bufs.iter().map(AlignedBuf::is_pinned).collect::<Vec<_>>(), [true, true, false, true]);
+        assert_eq!(rec.locked.lock().expect("lock").len(), 3);
+        assert_eq!(pool.stats().pinned, 3);
+        // The first two return to the idle set still locked; the other two are beyond the
+        // bound: freed, the locked one unlocked first.
+        drop(bufs);
+        assert_eq!(pool.idle(), 2);
+        assert_eq!(rec.locked.lock().expect("lock").len(), 2);
+        // A reused buffer keeps its lock and its whole region, even for a smaller payload.
+        let b = pool.take(1500);
+        assert!(b.is_pinned());
+        assert_eq!((b.len(), pool.stats().reused), (1500, 1));
+        drop(b);
+        let c = pool.take(900);
+        assert!(c.is_pinned());
+        // A clone is a plain copy.
+        assert!(!c.clone().is_pinned());
+        // Dropping the pool while a buffer is out: its memory lives on until the last buffer
+        // comes back, then everything is unlocked.
+        drop(pool);
+        assert_eq!(rec.locked.lock().expect("lock").len(), 2);
+        drop(c);
+        assert!(rec.locked.lock().expect("lock").is_empty());
     }
 
     #[test]

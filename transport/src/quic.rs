@@ -16,7 +16,7 @@
 //! io_uring; without it, every datagram goes through glommio's io_uring `recv_from`/`send_to`
 //! (glommio's operations carry no control messages, so they cannot do GRO/GSO).
 
-use crate::buf::{Pool, PoolLimits};
+use crate::buf::{Pinner, Pool, PoolLimits};
 use crate::frame::{Decoder, Frame};
 use crate::limit::{Admission, Caps, Peers, Rates};
 use crate::{tls, udp};
@@ -86,6 +86,8 @@ pub struct Config {
     /// Each shard's pool of payload buffers (buffers return to it when the handler's consumer
     /// drops them); `None` allocates a fresh buffer per frame.
     pub pool: Option<PoolLimits>,
+    /// Page-locks the pools' buffers for a device backend (see [`crate::buf::Pinner`]).
+    pub page_lock: Option<Arc<dyn Pinner>>,
 }
 
 impl Config {
@@ -107,6 +109,7 @@ impl Config {
             offload: true,
             pin: false,
             pool: Some(PoolLimits::default()),
+            page_lock: None,
         }
     }
 
@@ -228,6 +231,8 @@ pub struct Stats {
     pub pool_reused: u64,
     /// Payload buffers the pool had to allocate.
     pub pool_allocated: u64,
+    /// Of those, the ones page-locked for the device backend.
+    pub pool_pinned: u64,
 }
 
 impl Stats {
@@ -256,6 +261,7 @@ impl Stats {
         self.cpu_ns += o.cpu_ns;
         self.pool_reused += o.pool_reused;
         self.pool_allocated += o.pool_allocated;
+        self.pool_pinned += o.pool_pinned;
     }
 }
 
@@ -564,7 +570,7 @@ async fn shard_main(ctx: ShardCtx, sock: Socket, handler: impl FnMut(Peer, Frame
         admission: Admission::new(ctx.cfg.caps),
         peers: Peers::new(ctx.cfg.rates, ctx.cfg.max_peers, 60_000_000_000),
         limits: ctx.cfg.limits.clone(),
-        pool: ctx.cfg.pool.map(Pool::new),
+        pool: ctx.cfg.pool.map(|l| Pool::with_pinner(l, ctx.cfg.page_lock.clone())),
         handler,
         epoch: Instant::now(),
     };
@@ -604,7 +610,8 @@ async fn shard_main(ctx: ShardCtx, sock: Socket, handler: impl FnMut(Peer, Frame
     shard.stats.cpu_ns = udp::thread_cpu_ns().saturating_sub(cpu0);
     if let Some(p) = &shard.pool {
         let ps = p.stats();
-        (shard.stats.pool_reused, shard.stats.pool_allocated) = (ps.reused, ps.allocated);
+        (shard.stats.pool_reused, shard.stats.pool_allocated, shard.stats.pool_pinned) =
+            (ps.reused, ps.allocated, ps.pinned);
     }
     Ok(shard.stats)
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use thiserror::Error;
 use vain_ingest::{Accepted, Checked, Checker, Ingest, Refused, Rejection};
 use vain_schema::PublicKey;
-use vain_transport::buf::{AlignedBuf, Pool, PoolLimits};
+use vain_transport::buf::{AlignedBuf, Pinner, Pool, PoolLimits};
 use vain_transport::frame::Frame;
 use vain_transport::quic::{self, Peer, Stats};
 
@@ -132,8 +132,30 @@ pub fn unix_ns() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// A stage and `shards` handlers joined by a channel holding at most `capacity` updates.
-pub fn channels(shards: usize, capacity: usize) -> (Stage, Vec<ShardHandler>) {
+/// Page-locks the transport's buffers for `backend` when it has a device (see
+/// [`vain_kernels::backend::PageLock`]): set it as [`quic::Config::page_lock`] so a payload is
+/// copied to the device straight from the buffer it arrived in.
+pub fn page_lock(backend: &dyn vain_kernels::backend::Backend) -> Option<Arc<dyn Pinner>> {
+    backend.page_lock().map(|l| Arc::new(PageLocked(l)) as Arc<dyn Pinner>)
+}
+
+/// The kernels' page lock as the transport's pinner (neither crate depends on the other).
+#[derive(Debug)]
+struct PageLocked(Arc<dyn vain_kernels::backend::PageLock>);
+
+impl Pinner for PageLocked {
+    fn pin(&self, region: &[u8]) -> bool {
+        self.0.lock(region)
+    }
+
+    fn unpin(&self, region: &[u8]) {
+        self.0.unlock(region)
+    }
+}
+
+/// A stage and `shards` handlers joined by a channel holding at most `capacity` updates; the
+/// stage's zstd output buffers are page-locked by `page_lock` (see [`page_lock`]).
+pub fn channels(shards: usize, capacity: usize, page_lock: Option<Arc<dyn Pinner>>) -> (Stage, Vec<ShardHandler>) {
     let (tx, rx) = sync_channel(capacity.max(1));
     let published = Arc::new(Published {
         generation: AtomicU64::new(0),
@@ -143,7 +165,7 @@ pub fn channels(shards: usize, capacity: usize) -> (Stage, Vec<ShardHandler>) {
     let handlers = (0..shards)
         .map(|shard| ShardHandler { shard, published: published.clone(), seen: 0, checker: None, tx: tx.clone() })
         .collect();
-    (Stage { published, rx, scratch: Pool::new(PoolLimits::default()) }, handlers)
+    (Stage { published, rx, scratch: Pool::with_pinner(PoolLimits::default(), page_lock) }, handlers)
 }
 
 impl Stage {
@@ -227,9 +249,10 @@ impl Service {
     /// Binds `shards` shards with `cfg` and starts them; the stage's channel holds `capacity`
     /// updates.
     pub fn start(cfg: quic::Config, shards: usize, capacity: usize) -> Result<Self, Error> {
+        let page_lock = cfg.page_lock.clone();
         let server = quic::Server::bind(cfg, shards)?;
         let (addr, routed) = (server.local_addr(), server.routed());
-        let (stage, handlers) = channels(shards, capacity);
+        let (stage, handlers) = channels(shards, capacity, page_lock);
         let handlers: Vec<_> = handlers.into_iter().map(|mut h| move |p: Peer, f: Frame| h.handle(p, f)).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();

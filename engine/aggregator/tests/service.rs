@@ -68,6 +68,20 @@ fn config(round: u64) -> Config {
     }
 }
 
+/// Stands in for a device backend's page lock: records what is locked.
+#[derive(Debug, Default)]
+struct Locks(std::sync::Mutex<BTreeSet<(usize, usize)>>);
+
+impl vain_transport::buf::Pinner for Locks {
+    fn pin(&self, region: &[u8]) -> bool {
+        self.0.lock().expect("lock").insert((region.as_ptr() as usize, region.len()))
+    }
+
+    fn unpin(&self, region: &[u8]) {
+        assert!(self.0.lock().expect("lock").remove(&(region.as_ptr() as usize, region.len())), "not locked");
+    }
+}
+
 #[test]
 fn bad_updates_and_garbage_are_rejected_by_type_while_an_honest_client_completes_its_rounds() {
     if let Err(e) = quic::probe() {
@@ -77,7 +91,9 @@ fn bad_updates_and_garbage_are_rejected_by_type_while_an_honest_client_completes
     }
     let deny = Arc::new(RwLock::new(BTreeSet::new()));
     let tls = tls::server_config(&AGG, Policy::AnyExcept(deny)).expect("tls");
-    let cfg = quic::Config::new("127.0.0.1:0".parse().expect("addr"), tls);
+    let mut cfg = quic::Config::new("127.0.0.1:0".parse().expect("addr"), tls);
+    let locks = Arc::new(Locks::default());
+    cfg.page_lock = Some(locks.clone());
     let service = Service::start(cfg, 2, 16).expect("service");
     let addr = service.local_addr();
     let agg_public = key(&AGG).verifying_key().to_bytes();
@@ -193,6 +209,9 @@ fn bad_updates_and_garbage_are_rejected_by_type_while_an_honest_client_completes
     });
     let stats = service.stop().expect("stop");
     let total = quic::Stats::total(&stats);
+    // The payloads arrived in page-locked pool buffers, all unlocked once the service is gone.
+    assert!(total.pool_pinned > 0 && total.pool_pinned == total.pool_allocated, "{total:?}");
+    assert!(locks.0.lock().expect("lock").is_empty());
     assert!(refused_by_transport <= 3, "{total:?}");
     assert_eq!(total.bad_frames, 3, "the oversized frames: {total:?}");
     assert_eq!(rejects.get("header"), Some(&3), "{rejects:?}");
