@@ -31,9 +31,14 @@ const RELAY: &str = "/vain/announce/1.0.0";
 const IDENTIFY: &str = "/vain/0.1.0";
 /// Largest request-response message (a PEX answer of `max_entries` announcements).
 const MAX_MESSAGE: usize = 1 << 20;
-/// The early re-puts of a node's own announcement stop after this; then only the republish
-/// interval (and routing updates while the table is small) re-put it.
-const BOOST_UNTIL: Duration = Duration::from_secs(32);
+/// The longest wait between two checks of who is closest to a node's own record key while it
+/// settles (the checks start 1 s apart; the wait doubles after each check that finds someone
+/// new).
+const SETTLE_MAX_WAIT: Duration = Duration::from_secs(32);
+/// Peers remembered as given our record while it settles.
+const SETTLE_GIVEN: usize = 256;
+/// Checks in a row that must find no new closest peer before the record counts as settled.
+const SETTLE_STABLE: u8 = 2;
 /// Announcements remembered for relay de-duplication.
 const SEEN: usize = 8192;
 
@@ -157,6 +162,9 @@ pub struct Status {
     pub rejected: BTreeMap<String, u64>,
     /// Announcements relayed onward.
     pub relayed: u64,
+    /// Whether this node's own announcement has settled: the last checks of the peers closest
+    /// to its key found none that had not already been given it.
+    pub settled: bool,
 }
 
 /// A verified node record found in the DHT.
@@ -317,10 +325,48 @@ struct Node {
     relayed: u64,
     seen: Seen,
     hb_seq: u64,
+    hb_cache: Option<(Vec<u8>, Instant)>,
     last_heartbeat: Option<Instant>,
     gets: HashMap<kad::QueryId, Pending>,
     beacon: Option<(tokio::net::UdpSocket, SocketAddr, beacon::RateLimit)>,
-    last_put: Instant,
+    settle: Settle,
+}
+
+/// Placing a node's own announcement on the peers that end up closest to its key.
+///
+/// While many nodes join at once, the k peers closest to a key keep changing, and a put
+/// made early lands on peers that later are not among them; Kademlia's fix is republishing,
+/// hourly. Instead a joining node asks who is closest now (1 s after start, then at a wait
+/// that doubles, up to [`SETTLE_MAX_WAIT`], each time the answer holds someone new), gives the
+/// record to any closest peer it has not given it to, and stops once [`SETTLE_STABLE`] checks
+/// in a row find nobody new. In a network that has already formed this costs three lookups
+/// over about 5 s; in a cluster started at once it keeps going until the network has formed.
+struct Settle {
+    /// The peers given the record so far (found closest by some check). Not just the last
+    /// answer: under load a lookup misses some of the closest peers, and one missing from one
+    /// answer and back in the next is not new.
+    given: HashSet<PeerId>,
+    /// Checks in a row that found no new closest peer.
+    stable: u8,
+    wait: Duration,
+    next: tokio::time::Instant,
+    query: Option<kad::QueryId>,
+}
+
+impl Settle {
+    fn new() -> Self {
+        Settle {
+            given: HashSet::new(),
+            stable: 0,
+            wait: Duration::from_secs(1),
+            next: tokio::time::Instant::now() + Duration::from_secs(1),
+            query: None,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.stable >= SETTLE_STABLE
+    }
 }
 
 fn build_swarm(cfg: &Config, kp: libp2p::identity::Keypair, transport: Transport) -> Result<Swarm<Behaviour>, Error> {
@@ -426,12 +472,13 @@ pub async fn spawn(cfg: Config, identity: Identity, transport: Transport) -> Res
         relayed: 0,
         seen: (HashSet::new(), VecDeque::new()),
         hb_seq: 0,
+        hb_cache: None,
         last_heartbeat: None,
         gets: HashMap::new(),
         beacon,
         identity,
         cfg,
-        last_put: Instant::now(),
+        settle: Settle::new(),
     };
     node.refresh_announcement();
     for b in node.cfg.bootstrap.clone() {
@@ -489,7 +536,6 @@ impl Node {
         let body = a.encode();
         let sig = self.signer.sign(Announcement::signing_input(&body).as_bytes()).to_bytes();
         self.own = Announcement::wrap(&body, &sig);
-        self.last_put = Instant::now();
         // Our own record passes the same check as anyone's: put_record skips the filter.
         let key = Key::Node(self.identity.node_id).record_key();
         if records::check(key.as_ref(), &self.own, unix_ms(), self.cfg.dht.max_record_bytes, self.max_age_ms()).is_ok()
@@ -596,7 +642,15 @@ impl Node {
         ok
     }
 
+    /// This node's signed heartbeat. One signature serves every heartbeat sent within a
+    /// second (a tick to all connected peers, a burst of new connections): the receiver checks
+    /// signer and node, not freshness to the millisecond.
     fn heartbeat_bytes(&mut self) -> Vec<u8> {
+        if let Some((bytes, at)) = &self.hb_cache
+            && at.elapsed() < Duration::from_secs(1)
+        {
+            return bytes.clone();
+        }
         self.hb_seq += 1;
         let hb = Heartbeat {
             node_id: self.identity.node_id,
@@ -606,7 +660,11 @@ impl Node {
             round: 0,
         };
         let signer = &self.signer;
-        hb.encode_signed(|input| Ok::<_, std::convert::Infallible>(signer.sign(input).to_bytes())).unwrap_or_default()
+        let bytes = hb
+            .encode_signed(|input| Ok::<_, std::convert::Infallible>(signer.sign(input).to_bytes()))
+            .unwrap_or_default();
+        self.hb_cache = Some((bytes.clone(), Instant::now()));
+        bytes
     }
 
     /// A heartbeat from `pid`: signed by the key its PeerId is.
@@ -834,6 +892,52 @@ impl Node {
             last_heartbeat_ms: self.last_heartbeat.map(|t| t.elapsed().as_millis() as u64),
             rejected: self.rejected.clone(),
             relayed: self.relayed,
+            settled: self.settle.done(),
+        }
+    }
+
+    /// Starts a check of who is closest to our own record key (see [`Settle`]).
+    fn settle_check(&mut self) {
+        if self.settle.query.is_none() {
+            let key = Key::Node(self.identity.node_id).record_key().to_vec();
+            self.settle.query = Some(self.swarm.behaviour_mut().kad.get_closest_peers(key));
+        }
+        // Jittered by the PeerId, so nodes started together do not check together.
+        let jitter = f64::from(self.peer_id.to_bytes().last().copied().unwrap_or(0)) / 255.0;
+        self.settle.next = tokio::time::Instant::now() + self.settle.wait.mul_f64(0.75 + 0.5 * jitter);
+    }
+
+    /// The answer to a [`Node::settle_check`]: the record goes to the closest peers that do not
+    /// have it yet.
+    fn on_settle(&mut self, peers: Vec<kad::PeerInfo>) {
+        self.settle.query = None;
+        if peers.is_empty() {
+            return;
+        }
+        // Closest first. A lookup under load misses some of the closest peers and reports
+        // farther ones instead, which differ from answer to answer; what must be stable is the
+        // nearest quarter, where every lookup for the record ends (a lookup asks all k closest
+        // peers it finds, so one holder among them is enough to find the record).
+        let target = kad::KBucketKey::new(Key::Node(self.identity.node_id).record_key().to_vec());
+        let mut peers: Vec<PeerId> = peers.into_iter().map(|p| p.peer_id).collect();
+        peers.sort_by_key(|p| target.distance(&kad::KBucketKey::from(*p)));
+        let near = peers.len().div_ceil(4);
+        let near_new = peers[..near].iter().any(|p| !self.settle.given.contains(p));
+        let new: Vec<PeerId> = peers.into_iter().filter(|p| !self.settle.given.contains(p)).collect();
+        if near_new {
+            self.settle.stable = 0;
+            self.settle.wait = (self.settle.wait * 2).min(SETTLE_MAX_WAIT);
+        } else {
+            self.settle.stable = self.settle.stable.saturating_add(1);
+        }
+        if !new.is_empty() {
+            // Bounded: a network that keeps changing around our key for long restarts the set.
+            if self.settle.given.len() + new.len() > SETTLE_GIVEN {
+                self.settle.given.clear();
+            }
+            self.settle.given.extend(new.iter().copied());
+            let record = kad::Record::new(Key::Node(self.identity.node_id).record_key(), self.own.clone());
+            let _ = self.swarm.behaviour_mut().kad.put_record_to(record, new.into_iter(), kad::Quorum::One);
         }
     }
 
@@ -936,20 +1040,22 @@ impl Node {
                 _ => {}
             },
             kad::Event::OutboundQueryProgressed { id, result, step, stats } => {
+                if self.settle.query == Some(id) {
+                    match result {
+                        kad::QueryResult::GetClosestPeers(Ok(kad::GetClosestPeersOk { peers, .. }))
+                        | kad::QueryResult::GetClosestPeers(Err(kad::GetClosestPeersError::Timeout {
+                            peers, ..
+                        })) => self.on_settle(peers),
+                        _ => self.settle.query = None,
+                    }
+                    return;
+                }
                 let cost = Lookup { requests: stats.num_requests(), successes: stats.num_successes() };
                 self.on_query(id, result, step.last, cost)
             }
-            kad::Event::RoutingUpdated { peer, addresses, is_new_peer, .. } => {
+            kad::Event::RoutingUpdated { peer, addresses, .. } => {
                 for a in addresses.iter() {
                     self.learn_addr(peer, a.clone());
-                }
-                // While the table fills, the closest peers to our own key change: put our
-                // announcement again (at most once a second) so it lands on them.
-                if is_new_peer && self.last_put.elapsed() > Duration::from_secs(1) {
-                    let routing: usize = self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum();
-                    if routing < self.cfg.dht.replication_factor {
-                        self.refresh_announcement();
-                    }
                 }
             }
             _ => {}
@@ -1131,10 +1237,6 @@ impl Node {
         let mut bootstrap = tokio::time::interval(secs(self.cfg.dht.bootstrap_interval));
         let mut provided = false;
         let mut buf = vec![0u8; beacon::MAX_DATAGRAM + 1];
-        // While the network around a new node forms, the peers closest to its key change:
-        // put the announcement again about 1, 2, 4, … 32 s after start.
-        let mut boost = Duration::from_secs(1);
-        let mut next_boost = tokio::time::Instant::now() + boost;
         loop {
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_event(ev),
@@ -1155,13 +1257,7 @@ impl Node {
                         let _ = kad.bootstrap();
                     }
                 }
-                _ = tokio::time::sleep_until(next_boost), if boost <= BOOST_UNTIL => {
-                    self.refresh_announcement();
-                    boost *= 2;
-                    // Jittered by the PeerId, so nodes started together do not re-put together.
-                    let jitter = f64::from(self.peer_id.to_bytes().last().copied().unwrap_or(0)) / 255.0;
-                    next_boost = tokio::time::Instant::now() + boost.mul_f64(0.75 + 0.5 * jitter);
-                }
+                _ = tokio::time::sleep_until(self.settle.next), if !self.settle.done() => self.settle_check(),
                 _ = republish.tick() => {
                     self.refresh_announcement();
                     if !provided && self.roles & roles::AGGREGATOR != 0 {

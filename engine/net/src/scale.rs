@@ -34,6 +34,9 @@ pub struct Report {
     pub spawn_seconds: f64,
     /// Seconds until every node's routing table held min(k, n − 1) peers (None if it never did).
     pub converge_seconds: Option<f64>,
+    /// Seconds until, in addition, every node's own record had settled on the peers closest to
+    /// its key (two checks in a row found nobody new; None if not within the timeout).
+    pub settle_seconds: Option<f64>,
     /// Routing-table sizes at the end: min, median, max.
     pub routing: (usize, usize, usize),
     /// Lookups made.
@@ -46,6 +49,8 @@ pub struct Report {
     pub latency_ms: (f64, f64),
     /// Resident memory added per node, KiB.
     pub kib_per_node: f64,
+    /// Lookups not found, by what the query said (its error, without the key).
+    pub failures: std::collections::BTreeMap<String, usize>,
 }
 
 fn rss_kib() -> u64 {
@@ -86,8 +91,8 @@ fn config(port: u64, bootstrap: Option<String>) -> Config {
     c.limits.max_connections = 128;
     c.limits.target_connections = 8;
     c.limits.idle_timeout = 20.0;
-    c.liveness.heartbeat_interval = 30.0;
-    c.liveness.stale_after = 120.0;
+    c.liveness.heartbeat_interval = 60.0;
+    c.liveness.stale_after = 240.0;
     c.liveness.probes_per_tick = 2;
     c.pex.interval = 60.0;
     c
@@ -143,11 +148,31 @@ pub async fn run(o: Options) -> Result<Report, Error> {
     let kib_per_node = rss_kib().saturating_sub(rss0) as f64 / o.nodes.max(1) as f64;
     let mut s = sizes.clone();
     let routing = (pct(&mut s, 0.0).unwrap_or(0), pct(&mut s, 0.5).unwrap_or(0), pct(&mut s, 1.0).unwrap_or(0));
-    // Records settle after their owners' first re-puts (1, 2, 4 s after start).
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut settle_seconds = None;
+    while converge_seconds.is_some() && start.elapsed() < o.timeout {
+        let all = futures::future::join_all(nodes.iter().map(|h| h.status())).await;
+        let all = all.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let unsettled = all.iter().filter(|s| !s.settled).count();
+        let mut conns: Vec<usize> = all.iter().map(|s| s.connected).collect();
+        if unsettled == 0 {
+            settle_seconds = Some(start.elapsed().as_secs_f64());
+            break;
+        }
+        if o.progress {
+            eprintln!(
+                "{:>6.1} s: {unsettled} of {} nodes' records not settled; {} connections per node (median); {} MiB resident",
+                start.elapsed().as_secs_f64(),
+                o.nodes,
+                pct(&mut conns, 0.5).unwrap_or(0),
+                rss_kib() / 1024
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(if o.progress { 2000 } else { 250 })).await;
+    }
     let mut found = 0;
     let mut requests = Vec::new();
     let mut latency = Vec::new();
+    let mut failures = std::collections::BTreeMap::<String, usize>::new();
     // Lookups in batches of 20 concurrent ones.
     let pairs: Vec<(usize, usize)> = (0..o.lookups).map(|_| (rng.below(o.nodes), rng.below(o.nodes))).collect();
     for batch in pairs.chunks(20) {
@@ -165,21 +190,39 @@ pub async fn run(o: Options) -> Result<Report, Error> {
             latency.push(took.as_secs_f64() * 1e3);
             requests.push(cost.requests);
             let want: String = id.iter().map(|b| format!("{b:02x}")).collect();
-            if matches!(r, Ok(Found::Node(ref n)) if n.node_id == want) {
-                found += 1;
+            match r {
+                Ok(Found::Node(ref n)) if n.node_id == want => found += 1,
+                Ok(_) => *failures.entry("another record".into()).or_default() += 1,
+                Err(e) => {
+                    // Keep the reason, not the key, so that failures group.
+                    let e = e.to_string();
+                    let reason = e.rsplit(": ").next().unwrap_or(&e).to_string();
+                    *failures.entry(reason).or_default() += 1;
+                }
             }
+        }
+        if o.progress {
+            eprintln!(
+                "{:>6.1} s: {} of {} lookups done, {found} found; {} MiB resident; failures {failures:?}",
+                start.elapsed().as_secs_f64(),
+                latency.len(),
+                o.lookups,
+                rss_kib() / 1024
+            );
         }
     }
     Ok(Report {
         nodes: o.nodes,
         spawn_seconds,
         converge_seconds,
+        settle_seconds,
         routing,
         lookups: o.lookups,
         found,
         requests: (pct(&mut requests, 0.5).unwrap_or(0), pct(&mut requests, 0.99).unwrap_or(0)),
         latency_ms: (pct(&mut latency, 0.5).unwrap_or(0.0), pct(&mut latency, 0.99).unwrap_or(0.0)),
         kib_per_node,
+        failures,
     })
 }
 
@@ -199,7 +242,7 @@ mod tests {
         })
         .await
         .expect("run");
-        assert!(r.converge_seconds.is_some(), "{r:?}");
+        assert!(r.converge_seconds.is_some() && r.settle_seconds.is_some(), "{r:?}");
         assert_eq!(r.found, 40, "{r:?}");
         assert!(r.routing.0 >= 20, "{r:?}");
     }

@@ -268,13 +268,14 @@ fn run_command(cmd: Command) -> Result<()> {
             let r = rt.block_on(vain_net::scale::run(o)).map_err(anyhow::Error::msg)?;
             println!(
                 "{} nodes on the memory transport, each bootstrapped from one random earlier node
-                 spawned in {:.1} s; every routing table ≥ min(20, n−1) after {}
+                 spawned in {:.1} s; every routing table ≥ min(20, n−1) after {}; every node's record settled after {}
                  routing-table size min / median / max: {} / {} / {}
                  lookups: {} of {} found and verified ({:.1} %); requests per lookup p50 {} / p99 {}; latency p50 {:.1} ms / p99 {:.1} ms
-                 memory: {:.0} KiB resident per node",
+                 memory: {:.0} KiB resident per node{}",
                 r.nodes,
                 r.spawn_seconds,
                 r.converge_seconds.map_or("— (did not converge)".into(), |s| format!("{s:.1} s")),
+                r.settle_seconds.map_or("— (did not settle)".into(), |s| format!("{s:.1} s")),
                 r.routing.0,
                 r.routing.1,
                 r.routing.2,
@@ -285,7 +286,8 @@ fn run_command(cmd: Command) -> Result<()> {
                 r.requests.1,
                 r.latency_ms.0,
                 r.latency_ms.1,
-                r.kib_per_node
+                r.kib_per_node,
+                if r.failures.is_empty() { String::new() } else { format!("\n                 not found: {:?}", r.failures) }
             );
             println!("{}", serde_json::to_string(&r)?);
         }
