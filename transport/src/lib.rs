@@ -8,6 +8,7 @@
 pub mod buf;
 pub mod client;
 pub mod frame;
+pub mod heap;
 pub mod limit;
 pub mod quic;
 pub mod tls;

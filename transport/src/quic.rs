@@ -573,6 +573,7 @@ async fn shard_main(ctx: ShardCtx, sock: Socket, handler: impl FnMut(Peer, Frame
         pool: ctx.cfg.pool.map(|l| Pool::with_pinner(l, ctx.cfg.page_lock.clone())),
         handler,
         epoch: Instant::now(),
+        readable: Vec::new(),
     };
     let mut out = Vec::with_capacity(65_536);
     let mut batch = Vec::with_capacity(BATCH);
@@ -628,6 +629,8 @@ struct Shard<H> {
     pool: Option<Pool>,
     handler: H,
     epoch: Instant,
+    /// Streams to read in the current pass (kept to reuse its allocation).
+    readable: Vec<StreamId>,
 }
 
 impl<H: FnMut(Peer, Frame)> Shard<H> {
@@ -717,6 +720,7 @@ impl<H: FnMut(Peer, Frame)> Shard<H> {
             }
         }
         let tick = now.saturating_duration_since(self.epoch).as_nanos() as u64;
+        let mut readable = std::mem::take(&mut self.readable);
         while let Some(ev) = c.conn.poll() {
             match ev {
                 Event::Connected => {
@@ -736,22 +740,28 @@ impl<H: FnMut(Peer, Frame)> Shard<H> {
                     }
                 }
                 Event::ConnectionLost { .. } if c.in_handshake => self.stats.refused += 1,
-                Event::Stream(StreamEvent::Opened { dir: Dir::Uni }) | Event::Stream(StreamEvent::Readable { .. }) => {
+                Event::Stream(StreamEvent::Opened { dir: Dir::Uni }) => {
                     while let Some(id) = c.conn.streams().accept(Dir::Uni) {
                         let d = match &self.pool {
                             Some(p) => Decoder::with_pool(self.limits.clone(), p.clone()),
                             None => Decoder::new(self.limits.clone()),
                         };
                         c.streams.insert(id, (d, false));
-                    }
-                    let ids: Vec<StreamId> = c.streams.keys().copied().collect();
-                    for id in ids {
-                        read_stream(c, id, tick, &mut self.peers, &mut self.stats, &mut self.handler);
+                        readable.push(id);
                     }
                 }
+                Event::Stream(StreamEvent::Readable { id }) => readable.push(id),
                 _ => {}
             }
         }
+        // Each stream with news is read once per pass, however many packets brought it: a read
+        // costs quinn-proto a map removal and re-insertion and a flow-control check.
+        readable.sort_unstable();
+        readable.dedup();
+        for id in readable.drain(..) {
+            read_stream(c, id, tick, &mut self.peers, &mut self.stats, &mut self.handler);
+        }
+        self.readable = readable;
         let max = io.max_datagrams();
         loop {
             out.clear();
