@@ -112,6 +112,8 @@ struct Peer {
     requests: (f64, Instant),
     /// The last dial since it was last heard from failed.
     probe_failed: bool,
+    /// Which of our announcements (its `own_version`) this peer was sent on connecting.
+    told: u64,
 }
 
 /// One row of `vain peers`.
@@ -317,6 +319,8 @@ struct Node {
     peer_id: PeerId,
     listen: Vec<Multiaddr>,
     own: Vec<u8>,
+    /// Bumped each time `own` is re-signed.
+    own_version: u64,
     peers: HashMap<PeerId, Peer>,
     blocked: HashSet<PeerId>,
     prefixes: HashMap<IpAddr, usize>,
@@ -464,6 +468,7 @@ pub async fn spawn(cfg: Config, identity: Identity, transport: Transport) -> Res
         peer_id,
         listen: Vec::new(),
         own: Vec::new(),
+        own_version: 0,
         peers: HashMap::new(),
         blocked: HashSet::new(),
         prefixes: HashMap::new(),
@@ -536,6 +541,7 @@ impl Node {
         let body = a.encode();
         let sig = self.signer.sign(Announcement::signing_input(&body).as_bytes()).to_bytes();
         self.own = Announcement::wrap(&body, &sig);
+        self.own_version += 1;
         // Our own record passes the same check as anyone's: put_record skips the filter.
         let key = Key::Node(self.identity.node_id).record_key();
         if records::check(key.as_ref(), &self.own, unix_ms(), self.cfg.dht.max_record_bytes, self.max_age_ms()).is_ok()
@@ -565,6 +571,7 @@ impl Node {
             in_routing: false,
             requests: (burst, Instant::now()),
             probe_failed: false,
+            told: 0,
         })
     }
 
@@ -734,6 +741,10 @@ impl Node {
 
     /// Stale-node cleanup: out of the routing table and the provider directories.
     fn drop_stale(&mut self, pid: PeerId) {
+        // If it comes back, it may have lost what we told it.
+        if let Some(p) = self.peers.get_mut(&pid) {
+            p.told = 0;
+        }
         let kad = &mut self.swarm.behaviour_mut().kad;
         kad.remove_peer(&pid);
         for key in &self.provider_keys {
@@ -1143,10 +1154,22 @@ impl Node {
                 }
                 if first {
                     // New neighbours learn about us right away (they relay onward if their
-                    // tier allows), and answer a heartbeat, which makes them live.
-                    self.announce_to(peer_id);
-                    let hb = self.heartbeat_bytes();
-                    self.swarm.behaviour_mut().heartbeat.send_request(&peer_id, hb);
+                    // tier allows), and answer a heartbeat, which makes them live. Kademlia
+                    // reconnects to the same peers again and again (connections close when
+                    // idle): a peer already sent this announcement, or heard within a
+                    // heartbeat interval, is not sent it, or a heartbeat, again.
+                    let version = self.own_version;
+                    let fresh_within = secs(self.cfg.liveness.heartbeat_interval);
+                    let p = self.peer(peer_id);
+                    let tell = std::mem::replace(&mut p.told, version) != version;
+                    let fresh = p.last_heartbeat.is_some_and(|t| t.elapsed() < fresh_within);
+                    if tell {
+                        self.announce_to(peer_id);
+                    }
+                    if !fresh {
+                        let hb = self.heartbeat_bytes();
+                        self.swarm.behaviour_mut().heartbeat.send_request(&peer_id, hb);
+                    }
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
