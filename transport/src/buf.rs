@@ -37,17 +37,45 @@ pub trait Pinner: Send + Sync + std::fmt::Debug {
     fn unpin(&self, region: &[u8]);
 }
 
-/// A buffer's memory, never resized while it lives (so a page-locked region stays exactly
-/// the lines), and whether it is page-locked.
+/// Page size assumed for page-locking (the smallest on the platforms we run on).
+const PAGE: usize = 4096;
+
+/// A buffer's memory, never resized while it lives (so a page-locked region stays what was
+/// locked): `cap` lines from line `start` on are the buffer's; `pinned` says they are locked.
+///
+/// A block meant for locking is allocated with a page of slack at each end, and its usable
+/// lines are whole pages from the first page boundary in it: page locking works on whole pages,
+/// and a page shared with a neighbouring allocation could already be locked by that one (the
+/// driver then refuses the second lock).
 #[derive(Default)]
 struct Block {
     lines: Vec<Line>,
+    start: usize,
+    cap: usize,
     pinned: bool,
 }
 
 impl Block {
+    fn plain(lines: usize) -> Self {
+        Self { lines: vec![Line([0; ALIGN]); lines], start: 0, cap: lines, pinned: false }
+    }
+
+    fn page_aligned(lines: usize) -> Self {
+        let per_page = PAGE / ALIGN;
+        let cap = lines.div_ceil(per_page) * per_page;
+        let v = vec![Line([0; ALIGN]); cap + 2 * per_page];
+        let misalign = (v.as_ptr() as usize % PAGE) / ALIGN;
+        let start = (per_page - misalign) % per_page;
+        Self { lines: v, start, cap, pinned: false }
+    }
+
+    /// The buffer's usable bytes (the locked region when locked).
     fn bytes(&self) -> &[u8] {
-        bytemuck::cast_slice(&self.lines)
+        bytemuck::cast_slice(&self.lines[self.start..self.start + self.cap])
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        bytemuck::cast_slice_mut(&mut self.lines[self.start..self.start + self.cap])
     }
 
     fn size(&self) -> usize {
@@ -58,7 +86,9 @@ impl Block {
 impl Clone for AlignedBuf {
     /// A copy outside any pool (and not page-locked).
     fn clone(&self) -> Self {
-        Self { block: Block { lines: self.block.lines.clone(), pinned: false }, len: self.len, pool: None }
+        let mut block = Block::plain(self.len.div_ceil(ALIGN));
+        block.bytes_mut()[..self.len].copy_from_slice(self.as_slice());
+        Self { block, len: self.len, pool: None }
     }
 }
 
@@ -73,7 +103,7 @@ impl Drop for AlignedBuf {
 impl AlignedBuf {
     /// `len` zero bytes. The caller checks `len` against its limits first.
     pub fn zeroed(len: usize) -> Self {
-        Self { block: Block { lines: vec![Line([0; ALIGN]); len.div_ceil(ALIGN)], pinned: false }, len, pool: None }
+        Self { block: Block::plain(len.div_ceil(ALIGN)), len, pool: None }
     }
 
     /// Whether the buffer is page-locked (see [`Pinner`]).
@@ -99,7 +129,7 @@ impl AlignedBuf {
     /// The bytes, mutably.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         let len = self.len;
-        &mut bytemuck::cast_slice_mut::<Line, u8>(&mut self.block.lines)[..len]
+        &mut self.block.bytes_mut()[..len]
     }
 }
 
@@ -225,8 +255,8 @@ impl Pool {
                 .free
                 .iter()
                 .enumerate()
-                .filter(|(_, b)| b.lines.len() >= need && b.lines.len() <= need.saturating_mul(2).max(16))
-                .min_by_key(|(_, b)| b.lines.len())
+                .filter(|(_, b)| b.cap >= need && b.cap <= need.saturating_mul(2).max(64))
+                .min_by_key(|(_, b)| b.cap)
                 .map(|(i, _)| i);
             match best {
                 Some(i) => {
@@ -242,13 +272,18 @@ impl Pool {
                 }
             }
         });
-        let block = reused.unwrap_or_else(|| {
-            let lines = vec![Line([0; ALIGN]); need];
-            let pinned = self.shared.pinner.as_ref().is_some_and(|p| p.pin(bytemuck::cast_slice(&lines)));
-            if pinned && let Ok(mut idle) = self.shared.idle.lock() {
-                idle.stats.pinned += 1;
+        let block = reused.unwrap_or_else(|| match &self.shared.pinner {
+            Some(p) => {
+                let mut b = Block::page_aligned(need);
+                b.pinned = p.pin(b.bytes());
+                if b.pinned
+                    && let Ok(mut idle) = self.shared.idle.lock()
+                {
+                    idle.stats.pinned += 1;
+                }
+                b
             }
-            Block { lines, pinned }
+            None => Block::plain(need),
         });
         AlignedBuf { block, len, pool: Some(self.shared.clone()) }
     }
@@ -333,6 +368,8 @@ mod tests {
             if self.refuse > 0 && (*calls).is_multiple_of(self.refuse) {
                 return false;
             }
+            // Whole pages, so no page is shared with another allocation's lock.
+            assert_eq!((region.as_ptr() as usize % PAGE, region.len() % PAGE), (0, 0));
             self.locked.lock().expect("lock").push((region.as_ptr() as usize, region.len()));
             true
         }
