@@ -204,6 +204,12 @@ fn default_rules(n: usize) -> Vec<Rule> {
 
 /// Runs `vain bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
+    // The ingest benchmarks (aggregator and client processes) move bulk data: keep freed memory
+    // for reuse rather than faulting in fresh pages for each receive arena and payload buffer.
+    // Not for the DHT run, whose thousands of small allocations it slows (perf: _int_malloc).
+    if !matches!(args.command, Some(Command::Dht(_)) | Some(Command::Aggregate(_))) {
+        vain_transport::heap::retain_freed();
+    }
     match args.command {
         Some(c) => run_command(c),
         None => ingest(args.ingest),

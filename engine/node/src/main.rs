@@ -48,9 +48,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // Every command moves bulk data (updates, rounds, benchmarks): keep freed memory for reuse
-    // rather than faulting in fresh pages for each receive arena and payload buffer.
-    vain_transport::heap::retain_freed();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Identity(c) => identity::run(c),
