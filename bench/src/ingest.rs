@@ -333,6 +333,14 @@ fn rounds(
             })
             .map_err(|e| e.to_string())?;
         row.updates = accepted.len();
+        if row.updates == 0 {
+            // A report of a round nothing arrived in would be all zeros and nonsense ratios.
+            return Err(format!(
+                "{transport}: round {r}: no update arrived within {:.0} s ({} rejected: {rejects:?})",
+                opts.round_timeout.as_secs_f64(),
+                row.rejected
+            ));
+        }
         row.round_seconds = last.duration_since(t0).as_secs_f64();
         let c0 = Instant::now();
         if row.updates > 0 {

@@ -146,8 +146,14 @@ pub fn endpoint_config(max_udp_payload: u16) -> Result<EndpointConfig, Error> {
     Ok(e)
 }
 
+/// Largest UDP payload the transport is configured for: jumbo frames. Above about 10 000 bytes
+/// on loopback, the quinn client (0.11) sent nothing at all and connections hung (seen with
+/// 12 000 and 16 384; not investigated further), so larger values are refused.
+pub const MAX_UDP_PAYLOAD: u16 = 9216;
+
 /// Transport settings shared by the shards, the clients and the quinn baseline: stream and
-/// connection windows, uni streams only, the idle timeout and the MTU range.
+/// connection windows, uni streams only, the idle timeout and the MTU range (at most
+/// [`MAX_UDP_PAYLOAD`]; larger is [`Error::Config`]).
 pub fn transport_config(
     stream_window: u32,
     max_streams: u32,
@@ -164,6 +170,9 @@ pub fn transport_config(
     t.max_idle_timeout(Some(idle_timeout.try_into().map_err(|_| Error::Config("idle timeout"))?));
     if initial_mtu < 1200 || initial_mtu > max_udp_payload {
         return Err(Error::Config("initial_mtu must be in [1200, max_udp_payload]"));
+    }
+    if max_udp_payload > MAX_UDP_PAYLOAD {
+        return Err(Error::Config("max_udp_payload above 9216 (jumbo frames) is not supported"));
     }
     t.initial_mtu(initial_mtu);
     let mut mtud = quinn_proto::MtuDiscoveryConfig::default();
@@ -835,5 +844,18 @@ fn read_stream(
             }
             _ => stats.bad_frames += 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_payloads_above_jumbo_frames_are_refused() {
+        let cfg = |mtu| transport_config(1 << 20, 16, Duration::from_secs(5), 1200, mtu);
+        assert!(cfg(MAX_UDP_PAYLOAD).is_ok());
+        assert!(matches!(cfg(MAX_UDP_PAYLOAD + 1), Err(Error::Config(_))));
+        assert!(matches!(transport_config(1 << 20, 16, Duration::from_secs(5), 1100, 1472), Err(Error::Config(_))));
     }
 }

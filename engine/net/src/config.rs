@@ -83,6 +83,9 @@ pub struct Dht {
     /// While the routing table holds fewer than `replication_factor` peers, run a Kademlia
     /// bootstrap this often (Kademlia's own periodic one is every 5 minutes).
     pub bootstrap_interval: f64,
+    /// A lookup, put or bootstrap that has not finished after this many seconds ends with a
+    /// timeout (what it found so far is kept).
+    pub query_timeout: f64,
 }
 
 impl Default for Dht {
@@ -97,6 +100,7 @@ impl Default for Dht {
             max_records: 4096,
             max_per_prefix: 8,
             bootstrap_interval: 5.0,
+            query_timeout: 30.0,
         }
     }
 }
@@ -254,6 +258,7 @@ impl Config {
         positive("dht.republish_interval", self.dht.republish_interval)?;
         positive("dht.replication_interval", self.dht.replication_interval)?;
         positive("dht.bootstrap_interval", self.dht.bootstrap_interval)?;
+        positive("dht.query_timeout", self.dht.query_timeout)?;
         positive("beacon.interval", self.beacon.interval)?;
         positive("beacon.per_source_rate", self.beacon.per_source_rate)?;
         positive("liveness.heartbeat_interval", self.liveness.heartbeat_interval)?;

@@ -386,7 +386,7 @@ fn build_swarm(cfg: &Config, kp: libp2p::identity::Keypair, transport: Transport
             .set_replication_interval(Some(secs(cfg.dht.replication_interval)))
             .set_record_filtering(kad::StoreInserts::FilterBoth)
             .set_max_packet_size(cfg.dht.max_record_bytes * 2 + 4096)
-            .set_query_timeout(Duration::from_secs(30));
+            .set_query_timeout(secs(cfg.dht.query_timeout));
         let store = MemoryStore::with_config(
             peer_id,
             MemoryStoreConfig {

@@ -23,6 +23,8 @@ pub struct Options {
     pub base_port: u64,
     /// Print convergence progress to stderr.
     pub progress: bool,
+    /// Kademlia query timeout, seconds (`dht.query_timeout`).
+    pub query_timeout: f64,
 }
 
 /// The figures.
@@ -76,7 +78,7 @@ impl Rng {
     }
 }
 
-fn config(port: u64, bootstrap: Option<String>) -> Config {
+fn config(port: u64, bootstrap: Option<String>, query_timeout: f64) -> Config {
     let mut c = Config {
         listen: vec![format!("/memory/{port}")],
         bootstrap: bootstrap.into_iter().collect(),
@@ -95,6 +97,7 @@ fn config(port: u64, bootstrap: Option<String>) -> Config {
     c.liveness.stale_after = 240.0;
     c.liveness.probes_per_tick = 2;
     c.pex.interval = 60.0;
+    c.dht.query_timeout = query_timeout;
     c
 }
 
@@ -118,7 +121,12 @@ pub async fn run(o: Options) -> Result<Report, Error> {
         let seed = seed_of(o.base_port + i as u64);
         ids.push(Identity::from_seed(seed).node_id);
         nodes.push(
-            node::spawn(config(o.base_port + i as u64, boot), Identity::from_seed(seed), Transport::Memory).await?,
+            node::spawn(
+                config(o.base_port + i as u64, boot, o.query_timeout),
+                Identity::from_seed(seed),
+                Transport::Memory,
+            )
+            .await?,
         );
     }
     let spawn_seconds = start.elapsed().as_secs_f64();
@@ -239,6 +247,7 @@ mod tests {
             timeout: Duration::from_secs(60),
             base_port: 50_000,
             progress: false,
+            query_timeout: 30.0,
         })
         .await
         .expect("run");

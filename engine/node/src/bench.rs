@@ -81,6 +81,9 @@ pub struct DhtArgs {
     /// Give up converging after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// Kademlia query timeout in seconds (a node's `dht.query_timeout`).
+    #[arg(long, default_value_t = 30.0)]
+    query_timeout: f64,
 }
 
 /// Options of the client process the ingest benchmark starts.
@@ -139,8 +142,7 @@ pub struct QuicArgs {
     /// Client connections the frames are spread over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
-    /// UDP payload size for both transports (1472 is Ethernet; loopback allows up to 65527,
-    /// but the shard's receive path does not keep up with large datagrams yet).
+    /// UDP payload size for both transports (1472 is Ethernet; at most 9216, jumbo frames).
     #[arg(long, default_value_t = 1472)]
     mtu: u16,
     /// Move our shard's datagrams one io_uring operation each instead of with GRO/GSO.
@@ -269,16 +271,18 @@ fn run_command(cmd: Command) -> Result<()> {
                 timeout: std::time::Duration::from_secs(d.timeout),
                 base_port: 1_000_000 + std::process::id() as u64 * 10_000,
                 progress: true,
+                query_timeout: d.query_timeout,
             };
             eprintln!("starting {} nodes…", d.nodes);
             let r = rt.block_on(vain_net::scale::run(o)).map_err(anyhow::Error::msg)?;
             println!(
-                "{} nodes on the memory transport, each bootstrapped from one random earlier node
+                "{} nodes on the memory transport, each bootstrapped from one random earlier node; query timeout {} s
                  spawned in {:.1} s; every routing table ≥ min(20, n−1) after {}; every node's record settled after {}
                  routing-table size min / median / max: {} / {} / {}
                  lookups: {} of {} found and verified ({:.1} %); requests per lookup p50 {} / p99 {}; latency p50 {:.1} ms / p99 {:.1} ms
                  memory: {:.0} KiB resident per node{}",
                 r.nodes,
+                d.query_timeout,
                 r.spawn_seconds,
                 r.converge_seconds.map_or("— (did not converge)".into(), |s| format!("{s:.1} s")),
                 r.settle_seconds.map_or("— (did not settle)".into(), |s| format!("{s:.1} s")),
