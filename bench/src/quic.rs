@@ -83,8 +83,15 @@ fn quinn_endpoint(
 ) -> Result<quinn::Endpoint, String> {
     let socket = std::net::UdpSocket::bind(addr).map_err(|e| e.to_string())?;
     let runtime = quinn::default_runtime().ok_or("no async runtime")?;
-    quinn::Endpoint::new(cfg.endpoint_config().map_err(|e| e.to_string())?, server, socket, runtime)
-        .map_err(|e| e.to_string())
+    let socket =
+        vain_transport::client::gso_capped(socket, cfg.max_udp_payload, &runtime).map_err(|e| e.to_string())?;
+    quinn::Endpoint::new_with_abstract_socket(
+        cfg.endpoint_config().map_err(|e| e.to_string())?,
+        server,
+        socket,
+        runtime,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// The frame every stream carries (the payload differs by index so nothing is deduplicated).

@@ -116,8 +116,9 @@ impl Client {
         let socket = std::net::UdpSocket::bind(local).map_err(|e| Error::Config(e.to_string()))?;
         let runtime = quinn::default_runtime().ok_or_else(|| Error::Config("no tokio runtime".into()))?;
         let endpoint_cfg = quic::endpoint_config(mtu).map_err(|e| Error::Config(e.to_string()))?;
-        let mut endpoint =
-            quinn::Endpoint::new(endpoint_cfg, None, socket, runtime).map_err(|e| Error::Config(e.to_string()))?;
+        let socket = gso_capped(socket, mtu, &runtime).map_err(|e| Error::Config(e.to_string()))?;
+        let mut endpoint = quinn::Endpoint::new_with_abstract_socket(endpoint_cfg, None, socket, runtime)
+            .map_err(|e| Error::Config(e.to_string()))?;
         endpoint.set_default_client_config(cc);
         Ok(Self { cfg, endpoint, conn: None })
     }
@@ -199,5 +200,79 @@ impl Client {
             c.close(0u32.into(), b"done");
         }
         self.endpoint.wait_idle().await;
+    }
+}
+
+/// `socket` for quinn with at most as many datagrams per send as fit in one 64 KiB GSO send.
+///
+/// quinn 0.11 batches up to 10 datagrams per send whatever their size. The kernel refuses a
+/// GSO send over 64 KiB; quinn counts the refusal as loss, so with jumbo-frame datagrams the path
+/// looked like a black hole and fell back to 1200-byte datagrams.
+pub fn gso_capped(
+    socket: std::net::UdpSocket,
+    mtu: u16,
+    runtime: &Arc<dyn quinn::Runtime>,
+) -> std::io::Result<Arc<dyn quinn::AsyncUdpSocket>> {
+    let inner = runtime.wrap_udp_socket(socket)?;
+    let max = (65_507 / usize::from(mtu.max(1200))).clamp(1, inner.max_transmit_segments().max(1));
+    Ok(Arc::new(GsoCapped { inner, max }))
+}
+
+#[derive(Debug)]
+struct GsoCapped {
+    inner: Arc<dyn quinn::AsyncUdpSocket>,
+    max: usize,
+}
+
+impl quinn::AsyncUdpSocket for GsoCapped {
+    fn create_io_poller(self: Arc<Self>) -> std::pin::Pin<Box<dyn quinn::UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &quinn::udp::Transmit<'_>) -> std::io::Result<()> {
+        self.inner.try_send(transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+        meta: &mut [quinn::udp::RecvMeta],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.inner.poll_recv(cx, bufs, meta)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.max
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gso_sends_stay_within_64_kib() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let _guard = rt.enter();
+        let runtime = quinn::default_runtime().expect("tokio runtime");
+        for (mtu, most) in [(1472u16, 44usize), (8952, 7), (9216, 7)] {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            let s = gso_capped(socket, mtu, &runtime).expect("wrap");
+            let n = s.max_transmit_segments();
+            assert!(n >= 1 && n <= most && n * usize::from(mtu) <= 65_507, "mtu {mtu}: {n}");
+        }
     }
 }
