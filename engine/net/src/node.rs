@@ -164,8 +164,8 @@ pub struct Status {
     pub rejected: BTreeMap<String, u64>,
     /// Announcements relayed onward.
     pub relayed: u64,
-    /// Whether this node's own announcement has settled: the last checks of the peers closest
-    /// to its key found none that had not already been given it.
+    /// Whether this node's own announcement has settled: the last two checks of the peers
+    /// closest to its key found nobody new among the nearest quarter of them.
     pub settled: bool,
 }
 
@@ -341,9 +341,9 @@ struct Node {
 /// While many nodes join at once, the k peers closest to a key keep changing, and a put
 /// made early lands on peers that later are not among them; Kademlia's fix is republishing,
 /// hourly. Instead a joining node asks who is closest now (1 s after start, then at a wait
-/// that doubles, up to [`SETTLE_MAX_WAIT`], each time the answer holds someone new), gives the
-/// record to any closest peer it has not given it to, and stops once [`SETTLE_STABLE`] checks
-/// in a row find nobody new. In a network that has already formed this costs three lookups
+/// that doubles, up to [`SETTLE_MAX_WAIT`], each time the nearest quarter of the answer holds
+/// someone new), gives the record to any closest peer it has not given it to, and stops once
+/// [`SETTLE_STABLE`] checks in a row find nobody new there. In a network that has already formed this costs three lookups
 /// over about 5 s; in a cluster started at once it keeps going until the network has formed.
 struct Settle {
     /// The peers given the record so far (found closest by some check). Not just the last
