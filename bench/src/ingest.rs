@@ -168,28 +168,6 @@ fn server_config(listen: SocketAddr, opts: &Options) -> Result<quic::Config, Str
     Ok(cfg)
 }
 
-/// CPU seconds of this process's threads whose name starts with `prefix`.
-fn thread_cpu(prefix: &str) -> Vec<(String, f64)> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return out };
-    // USER_HZ is 100 on every Linux ABI Rust supports.
-    let hz = 100.0;
-    for e in dir.flatten() {
-        let name = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default().trim().to_string();
-        if !name.starts_with(prefix) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        out.push((name, (ticks(11) + ticks(12)) / hz));
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
-}
-
 struct Clients {
     children: Vec<Child>,
     stdins: Vec<ChildStdin>,
@@ -377,13 +355,13 @@ fn rounds(
     let check_seconds: f64 = stage.check_seconds().iter().sum();
     let cpu = if transport.starts_with("glommio") {
         let mut by: BTreeMap<String, f64> = BTreeMap::new();
-        for (name, s) in thread_cpu("vain-shard-") {
+        for (name, s) in crate::proc::thread_cpu("vain-shard-") {
             let shard = name.trim_start_matches("vain-shard-").split('-').next().unwrap_or("?").to_string();
             *by.entry(format!("shard {shard}")).or_default() += s;
         }
         by.into_iter().map(|(n, s)| (n, s / secs.max(1e-9))).collect()
     } else {
-        let t = thread_cpu("vain-quinn");
+        let t = crate::proc::thread_cpu("vain-quinn");
         let n = t.len();
         vec![(format!("{n} tokio workers"), t.iter().map(|(_, s)| s).sum::<f64>() / secs.max(1e-9))]
     };

@@ -3,4 +3,5 @@
 
 pub mod aggregate;
 pub mod ingest;
+mod proc;
 pub mod quic;

@@ -57,13 +57,13 @@ struct Block {
 
 impl Block {
     fn plain(lines: usize) -> Self {
-        Self { lines: vec![Line([0; ALIGN]); lines], start: 0, cap: lines, pinned: false }
+        Self { lines: bytemuck::zeroed_vec::<Line>(lines), start: 0, cap: lines, pinned: false }
     }
 
     fn page_aligned(lines: usize) -> Self {
         let per_page = PAGE / ALIGN;
         let cap = lines.div_ceil(per_page) * per_page;
-        let v = vec![Line([0; ALIGN]); cap + 2 * per_page];
+        let v = bytemuck::zeroed_vec::<Line>(cap + 2 * per_page);
         let misalign = (v.as_ptr() as usize % PAGE) / ALIGN;
         let start = (per_page - misalign) % per_page;
         Self { lines: v, start, cap, pinned: false }

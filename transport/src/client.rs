@@ -214,7 +214,7 @@ pub fn gso_capped(
     runtime: &Arc<dyn quinn::Runtime>,
 ) -> std::io::Result<Arc<dyn quinn::AsyncUdpSocket>> {
     let inner = runtime.wrap_udp_socket(socket)?;
-    let max = (65_507 / usize::from(mtu.max(1200))).clamp(1, inner.max_transmit_segments().max(1));
+    let max = quic::gso_segments(mtu).min(inner.max_transmit_segments().max(1));
     Ok(Arc::new(GsoCapped { inner, max }))
 }
 
@@ -268,7 +268,7 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let _guard = rt.enter();
         let runtime = quinn::default_runtime().expect("tokio runtime");
-        for (mtu, most) in [(1472u16, 44usize), (8952, 7), (9216, 7)] {
+        for (mtu, most) in [(1472u16, 10usize), (8952, 7), (9216, 7), (16384, 3), (65507, 1)] {
             let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
             let s = gso_capped(socket, mtu, &runtime).expect("wrap");
             let n = s.max_transmit_segments();

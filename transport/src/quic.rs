@@ -146,10 +146,17 @@ pub fn endpoint_config(max_udp_payload: u16) -> Result<EndpointConfig, Error> {
     Ok(e)
 }
 
-/// Largest UDP payload the transport is configured for: jumbo frames. Above about 10 000 bytes
-/// on loopback, the quinn client (0.11) sent nothing at all and connections hung (seen with
-/// 12 000 and 16 384; not investigated further), so larger values are refused.
-pub const MAX_UDP_PAYLOAD: u16 = 9216;
+/// Largest UDP payload the transport accepts: the most an IPv4 datagram can carry (loopback's
+/// MTU is 65 536). Jumbo frames (9 000-byte MTU, 8 972-byte payloads) are the useful setting on
+/// real networks; see docs/benchmarks.md for what larger datagrams do on loopback.
+pub const MAX_UDP_PAYLOAD: u16 = 65_507;
+
+/// RFC 9002's initial congestion window for datagrams of `mtu` bytes:
+/// min(10 × mtu, max(2 × mtu, 14 720)).
+pub fn initial_window(mtu: u16) -> u64 {
+    let mtu = u64::from(mtu);
+    (10 * mtu).min((2 * mtu).max(14_720))
+}
 
 /// Transport settings shared by the shards, the clients and the quinn baseline: stream and
 /// connection windows, uni streams only, the idle timeout and the MTU range (at most
@@ -172,9 +179,16 @@ pub fn transport_config(
         return Err(Error::Config("initial_mtu must be in [1200, max_udp_payload]"));
     }
     if max_udp_payload > MAX_UDP_PAYLOAD {
-        return Err(Error::Config("max_udp_payload above 9216 (jumbo frames) is not supported"));
+        return Err(Error::Config("max_udp_payload above 65 507 (an IPv4 datagram's limit)"));
     }
     t.initial_mtu(initial_mtu);
+    // quinn's default initial congestion window is 12 000 bytes whatever the datagram size (RFC
+    // 9002's value for 1200-byte datagrams), and a sender whose next datagram would fill the
+    // window waits for acknowledgements: with datagrams of 12 000 bytes or more, nothing was
+    // ever sent. RFC 9002 §7.2 scales the window with the datagram size.
+    let mut cc = quinn_proto::congestion::CubicConfig::default();
+    cc.initial_window(initial_window(initial_mtu));
+    t.congestion_controller_factory(Arc::new(cc));
     let mut mtud = quinn_proto::MtuDiscoveryConfig::default();
     mtud.upper_bound(max_udp_payload);
     t.mtu_discovery_config(Some(mtud));
@@ -447,26 +461,34 @@ struct ShardCtx {
 
 /// How a shard moves datagrams.
 enum Io {
-    /// recvmsg with GRO, sendmsg with GSO; io_uring only to wait for readability.
-    Offload { sock: Socket, ring: UdpSocket, arena: BytesMut, family: SockAddr },
+    /// recvmsg with GRO, sendmsg with GSO (at most `gso` datagrams per send); io_uring only to
+    /// wait for readability.
+    Offload { sock: Socket, ring: UdpSocket, arena: BytesMut, family: SockAddr, gso: usize },
     /// Every datagram an io_uring operation, through a dedicated receive task (an in-flight
     /// `recv_from` must never be dropped: glommio would cancel the request and lose a datagram
     /// that already arrived) feeding a bounded channel.
     Ring { ring: Rc<UdpSocket>, rx: glommio::channels::local_channel::LocalReceiver<(BytesMut, SocketAddr)> },
 }
 
+/// Datagrams of up to `max_udp_payload` bytes one GSO send may carry: the kernel refuses a
+/// send over 64 KiB (quinn-proto would take that as loss), and more than 10 gains little.
+pub fn gso_segments(max_udp_payload: u16) -> usize {
+    (65_507 / usize::from(max_udp_payload.max(1200))).clamp(1, 10)
+}
+
 /// Datagrams taken per pass before the connections are driven.
 const BATCH: usize = 256;
 
 impl Io {
-    fn new(sock: Socket, offload: bool) -> Result<Self, Error> {
+    fn new(sock: Socket, offload: bool, max_udp_payload: u16) -> Result<Self, Error> {
         let ring = glommio_socket(&sock)?;
         if offload {
             let family = match sock.local_addr()?.as_socket() {
                 Some(SocketAddr::V6(_)) => SockAddr::from(SocketAddr::from(([0u16; 8], 0))),
                 _ => SockAddr::from(SocketAddr::from(([0u8; 4], 0))),
             };
-            return Ok(Io::Offload { sock, ring, arena: BytesMut::new(), family });
+            let gso = gso_segments(max_udp_payload);
+            return Ok(Io::Offload { sock, ring, arena: BytesMut::new(), family, gso });
         }
         let ring = Rc::new(ring);
         let (tx, rx) = glommio::channels::local_channel::new_bounded::<(BytesMut, SocketAddr)>(4096);
@@ -491,7 +513,7 @@ impl Io {
         stats: &mut Stats,
     ) -> Result<(), Error> {
         match self {
-            Io::Offload { sock, ring, arena, family } => {
+            Io::Offload { sock, ring, arena, family, .. } => {
                 drain(sock, arena, family, out, stats)?;
                 if out.is_empty() && !wait.is_zero() {
                     let mut one = [0u8; 1];
@@ -538,7 +560,7 @@ impl Io {
     /// Datagrams one `poll_transmit` may return.
     fn max_datagrams(&self) -> usize {
         match self {
-            Io::Offload { .. } => 10,
+            Io::Offload { gso, .. } => *gso,
             Io::Ring { .. } => 1,
         }
     }
@@ -568,7 +590,7 @@ fn drain(
 
 async fn shard_main(ctx: ShardCtx, sock: Socket, handler: impl FnMut(Peer, Frame)) -> Result<Stats, Error> {
     let cpu0 = udp::thread_cpu_ns();
-    let mut io = Io::new(sock, ctx.cfg.offload)?;
+    let mut io = Io::new(sock, ctx.cfg.offload, ctx.cfg.max_udp_payload)?;
     let endpoint = quinn_proto::Endpoint::new(ctx.endpoint.clone(), Some(ctx.server.clone()), true, None);
     let mut shard = Shard {
         index: ctx.index,
@@ -852,10 +874,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn udp_payloads_above_jumbo_frames_are_refused() {
+    fn udp_payloads_above_an_ipv4_datagram_are_refused() {
         let cfg = |mtu| transport_config(1 << 20, 16, Duration::from_secs(5), 1200, mtu);
         assert!(cfg(MAX_UDP_PAYLOAD).is_ok());
         assert!(matches!(cfg(MAX_UDP_PAYLOAD + 1), Err(Error::Config(_))));
         assert!(matches!(transport_config(1 << 20, 16, Duration::from_secs(5), 1100, 1472), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn the_initial_window_and_gso_batches_scale_with_the_datagram_size() {
+        // RFC 9002 §7.2: min(10 × mtu, max(2 × mtu, 14 720)).
+        assert_eq!(initial_window(1200), 12_000);
+        assert_eq!(initial_window(1472), 14_720);
+        assert_eq!(initial_window(8952), 17_904);
+        assert_eq!(initial_window(16_384), 32_768);
+        for (mtu, segments) in [(1200, 10), (1472, 10), (8952, 7), (16_384, 3), (40_000, 1), (MAX_UDP_PAYLOAD, 1)] {
+            assert_eq!(gso_segments(mtu), segments, "mtu {mtu}");
+            assert!(segments * usize::from(mtu) <= 65_507);
+        }
     }
 }

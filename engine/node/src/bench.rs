@@ -142,12 +142,15 @@ pub struct QuicArgs {
     /// Client connections the frames are spread over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
-    /// UDP payload size for both transports (1472 is Ethernet; at most 9216, jumbo frames).
+    /// UDP payload size for both transports (1472 is Ethernet, 8952 jumbo frames; at most 65507).
     #[arg(long, default_value_t = 1472)]
     mtu: u16,
     /// Move our shard's datagrams one io_uring operation each instead of with GRO/GSO.
     #[arg(long)]
     no_offload: bool,
+    /// Runs of both transports, alternating; the summary gives the median ratios.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
 }
 
 /// Options of `vain bench aggregate`.
@@ -314,8 +317,8 @@ fn run_command(cmd: Command) -> Result<()> {
             vain_bench::ingest::client_main(&o).map_err(anyhow::Error::msg)?;
         }
         Command::Quic(q) => {
-            if q.frames == 0 || q.connections == 0 {
-                bail!("--frames and --connections must be at least 1");
+            if q.frames == 0 || q.connections == 0 || q.repeat == 0 {
+                bail!("--frames, --connections and --repeat must be at least 1");
             }
             let opts = vain_bench::quic::Options {
                 frames: q.frames,
@@ -326,8 +329,8 @@ fn run_command(cmd: Command) -> Result<()> {
             };
             vain_transport::quic::probe()
                 .map_err(|e| anyhow::anyhow!("the glommio shard cannot start on this machine: {e}"))?;
-            let (ours, base) = vain_bench::quic::run(opts).map_err(anyhow::Error::msg)?;
-            print!("{}", vain_bench::quic::table(&opts, &ours, &base));
+            let runs = vain_bench::quic::run(opts, q.repeat).map_err(anyhow::Error::msg)?;
+            print!("{}", vain_bench::quic::table(&opts, &runs));
         }
         Command::Aggregate(a) => {
             if a.updates == 0 {
