@@ -1,13 +1,16 @@
 //! Transport throughput, ours against the ordinary choice in the same run: the glommio +
 //! quinn-proto shard, and quinn on a one-thread tokio runtime with the same TLS (raw public
 //! keys) and transport settings, each receiving the same frames from the same quinn client and
-//! running them through the same frame decoder into aligned buffers.
+//! running them through the same frame decoder into aligned buffers from a pool of the same size.
+//! Each run sends the frames twice and times the second pass, so both receivers are measured
+//! warm.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use vain_transport::buf::{Pool, PoolLimits};
 use vain_transport::frame::Decoder;
 use vain_transport::quic::{self, Config};
 use vain_transport::tls::{self, Policy};
@@ -44,11 +47,11 @@ pub struct Side {
     pub gbps: f64,
     /// Frames received whole.
     pub frames: u64,
-    /// CPU seconds of the receiving thread(s), handshakes included.
+    /// CPU seconds of the receiving thread(s) over the timed pass.
     pub recv_cpu: f64,
-    /// CPU seconds of the sending client's thread(s).
+    /// CPU seconds of the sending client's thread(s) over the timed pass.
     pub send_cpu: f64,
-    /// Datagrams the kernel dropped for a full receive buffer during this side's run
+    /// Datagrams the kernel dropped for a full receive buffer during the timed pass
     /// (machine-wide counter; `None` where unreadable).
     pub dropped: Option<u64>,
 }
@@ -60,10 +63,17 @@ impl Side {
     }
 }
 
-/// What `drive` measured.
+/// What `drive` measured over the timed pass.
 struct Drive {
     seconds: f64,
     send_cpu: f64,
+    recv_cpu: f64,
+    dropped: Option<u64>,
+}
+
+/// CPU seconds so far of this process's threads named `prefix`…
+fn cpu(prefix: &str) -> f64 {
+    crate::proc::thread_cpu(prefix).iter().map(|(_, s)| s).sum()
 }
 
 struct Sink {
@@ -75,6 +85,10 @@ struct Sink {
 impl Sink {
     fn new() -> Arc<Self> {
         Arc::new(Self { frames: AtomicU64::new(0), bytes: AtomicU64::new(0), last: Mutex::new(None) })
+    }
+    fn reset(&self) {
+        self.frames.store(0, Ordering::Relaxed);
+        self.bytes.store(0, Ordering::Relaxed);
     }
     fn take(&self, payload: usize) {
         self.bytes.fetch_add(payload as u64, Ordering::Relaxed);
@@ -93,10 +107,14 @@ fn free_addr() -> Result<SocketAddr, String> {
     std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map_err(|e| e.to_string())
 }
 
-fn config(addr: SocketAddr, mtu: u16) -> Result<Config, String> {
+/// Both servers' settings; the buffer pool keeps every frame of a pass, so the timed pass runs
+/// on buffers the warm-up pass allocated.
+fn config(addr: SocketAddr, opts: &Options) -> Result<Config, String> {
     let deny = Arc::new(RwLock::new(BTreeSet::new()));
     let tls = tls::server_config(&SERVER, Policy::AnyExcept(deny)).map_err(|e| e.to_string())?;
-    Ok(Config { max_udp_payload: mtu.max(1200), initial_mtu: mtu.max(1200), ..Config::new(addr, tls) })
+    let mtu = opts.mtu.max(1200);
+    let pool = PoolLimits { buffers: opts.frames, bytes: opts.frames.saturating_mul(opts.size + 4096) };
+    Ok(Config { max_udp_payload: mtu, initial_mtu: mtu, pool: Some(pool), ..Config::new(addr, tls) })
 }
 
 fn quinn_endpoint(
@@ -124,9 +142,36 @@ fn frame(i: usize, size: usize) -> Vec<u8> {
     vain_schema::frame::encode(&header, &payload).unwrap_or_default()
 }
 
-/// Sends `opts.frames` frames to `addr` and waits until `sink` has them all; returns the time
-/// from the first write to the last frame decoded, and the sender's CPU time.
-fn drive(addr: SocketAddr, opts: Options, cfg: &Config, sink: &Sink) -> Result<Drive, String> {
+/// Each frame on its own stream, spread over `conns`, all at once; returns when all are written.
+async fn send_all(conns: &[quinn::Connection], frames: &[Arc<Vec<u8>>]) -> Result<(), String> {
+    let mut tasks = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        let (c, f) = (conns[i % conns.len()].clone(), f.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut s = c.open_uni().await.map_err(|e| e.to_string())?;
+            s.write_all(&f).await.map_err(|e| e.to_string())?;
+            s.finish().map_err(|e| e.to_string())
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
+
+/// Waits until `sink` holds `n` frames, at most 120 s.
+async fn wait_for(sink: &Sink, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while sink.frames.load(Ordering::Relaxed) < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Sends `opts.frames` frames to `addr` twice, the first time untimed, and waits until `sink`
+/// has the second lot; returns the time from the first write of the second lot to its last
+/// frame decoded, with the CPU time of the sender and of the receiver (threads named
+/// `receiver`…) and the kernel's receive-buffer drops over that pass.
+fn drive(addr: SocketAddr, opts: Options, cfg: &Config, sink: &Sink, receiver: &str) -> Result<Drive, String> {
     let transport = cfg.transport().map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -148,43 +193,36 @@ fn drive(addr: SocketAddr, opts: Options, cfg: &Config, sink: &Sink) -> Result<D
             conns.push(c);
         }
         let frames: Vec<Arc<Vec<u8>>> = (0..opts.frames).map(|i| Arc::new(frame(i, opts.size))).collect();
+        // One untimed pass first, so both receivers are measured warm: heap pages faulted in,
+        // our shard's buffer pool filled, congestion windows open.
+        send_all(&conns, &frames).await?;
+        wait_for(sink, opts.frames as u64).await;
+        sink.reset();
+        let (send0, recv0, drops0) = (cpu(SENDER), cpu(receiver), crate::proc::udp_rcvbuf_errors());
         let start = Instant::now();
-        let mut tasks = Vec::new();
-        for (i, f) in frames.into_iter().enumerate() {
-            let c = conns[i % conns.len()].clone();
-            tasks.push(tokio::spawn(async move {
-                let mut s = c.open_uni().await.map_err(|e| e.to_string())?;
-                s.write_all(&f).await.map_err(|e| e.to_string())?;
-                s.finish().map_err(|e| e.to_string())
-            }));
-        }
-        for t in tasks {
-            t.await.map_err(|e| e.to_string())??;
-        }
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while sink.frames.load(Ordering::Relaxed) < opts.frames as u64 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        send_all(&conns, &frames).await?;
+        wait_for(sink, opts.frames as u64).await;
+        let (send_cpu, recv_cpu) = (cpu(SENDER) - send0, cpu(receiver) - recv0);
+        let dropped = dropped_since(drops0);
         let last = sink.last.lock().map_err(|_| "lock")?.unwrap_or_else(Instant::now);
         for c in &conns {
             c.close(0u32.into(), b"done");
         }
         ep.wait_idle().await;
-        let send_cpu = crate::proc::thread_cpu(SENDER).iter().map(|(_, s)| s).sum();
-        Ok(Drive { seconds: last.saturating_duration_since(start).as_secs_f64(), send_cpu })
+        Ok(Drive { seconds: last.saturating_duration_since(start).as_secs_f64(), send_cpu, recv_cpu, dropped })
     })
 }
 
-fn side(name: &'static str, d: Drive, recv_cpu: f64, dropped: Option<u64>, sink: &Sink) -> Side {
+fn side(name: &'static str, d: Drive, sink: &Sink) -> Side {
     let bytes = sink.bytes.load(Ordering::Relaxed) as f64;
     Side {
         name,
         seconds: d.seconds,
         gbps: bytes / d.seconds.max(1e-9) / 1e9,
         frames: sink.frames.load(Ordering::Relaxed),
-        recv_cpu,
+        recv_cpu: d.recv_cpu,
         send_cpu: d.send_cpu,
-        dropped,
+        dropped: d.dropped,
     }
 }
 
@@ -195,28 +233,27 @@ fn dropped_since(before: Option<u64>) -> Option<u64> {
 
 /// Our shard (one glommio executor).
 pub fn ours(opts: Options) -> Result<Side, String> {
-    let cfg = Config { offload: opts.offload, ..config("127.0.0.1:0".parse().map_err(|_| "addr")?, opts.mtu)? };
+    let cfg = Config { offload: opts.offload, ..config("127.0.0.1:0".parse().map_err(|_| "addr")?, &opts)? };
     let server = quic::Server::bind(cfg.clone(), 1).map_err(|e| e.to_string())?;
     let addr = server.local_addr();
     let sink = Sink::new();
     let stop = Arc::new(AtomicBool::new(false));
     let (s, st) = (sink.clone(), stop.clone());
-    let before = crate::proc::udp_rcvbuf_errors();
     let h = std::thread::spawn(move || {
         server.run(vec![move |_, f: vain_transport::frame::Frame| s.take(f.payload.len())], st)
     });
-    let d = drive(addr, opts, &cfg, &sink);
+    let d = drive(addr, opts, &cfg, &sink, "vain-shard-");
     stop.store(true, Ordering::Relaxed);
     let shard = h.join().map_err(|_| "shard thread panicked".to_string())?;
-    let stats = shard.map_err(|e| e.to_string())?;
-    let recv_cpu = stats.iter().map(|s| s.cpu_ns).sum::<u64>() as f64 / 1e9;
-    Ok(side("glommio + quinn-proto (ours)", d?, recv_cpu, dropped_since(before), &sink))
+    shard.map_err(|e| e.to_string())?;
+    Ok(side("glommio + quinn-proto (ours)", d?, &sink))
 }
 
 /// quinn on a one-thread tokio runtime, same TLS and transport settings, same decoder.
 pub fn baseline(opts: Options) -> Result<Side, String> {
     let addr = free_addr()?;
-    let cfg = config(addr, opts.mtu)?;
+    let cfg = config(addr, &opts)?;
+    let pool = Pool::new(cfg.pool.unwrap_or_default());
     let server = cfg.server_config().map_err(|e| e.to_string())?;
     let limits = cfg.limits.clone();
     let sink = Sink::new();
@@ -227,18 +264,17 @@ pub fn baseline(opts: Options) -> Result<Side, String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let before = crate::proc::udp_rcvbuf_errors();
     let ep = rt.block_on(async { quinn_endpoint(&cfg, Some(server), addr) })?;
     let accept = ep.clone();
     rt.spawn(async move {
         while let Some(inc) = accept.accept().await {
-            let (s, limits) = (s.clone(), limits.clone());
+            let (s, limits, pool) = (s.clone(), limits.clone(), pool.clone());
             tokio::spawn(async move {
                 let Ok(conn) = inc.await else { return };
                 while let Ok(mut recv) = conn.accept_uni().await {
-                    let (s, limits) = (s.clone(), limits.clone());
+                    let (s, limits, pool) = (s.clone(), limits.clone(), pool.clone());
                     tokio::spawn(async move {
-                        let mut d = Decoder::new(limits);
+                        let mut d = Decoder::with_pool(limits, pool);
                         while let Ok(Some(chunk)) = recv.read_chunk(usize::MAX, true).await {
                             if d.push(&chunk.bytes).is_err() {
                                 return;
@@ -252,12 +288,10 @@ pub fn baseline(opts: Options) -> Result<Side, String> {
             });
         }
     });
-    let d = drive(addr, opts, &cfg, &sink);
-    let dropped = dropped_since(before);
-    let recv_cpu = crate::proc::thread_cpu(RECEIVER).iter().map(|(_, s)| s).sum();
+    let d = drive(addr, opts, &cfg, &sink, RECEIVER);
     ep.close(0u32.into(), b"done");
     drop(rt);
-    Ok(side("quinn on tokio (baseline)", d?, recv_cpu, dropped, &sink))
+    Ok(side("quinn on tokio (baseline)", d?, &sink))
 }
 
 /// Both, `repeat` times, returned as (ours, baseline). Which goes first alternates: the first
