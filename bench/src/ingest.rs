@@ -605,9 +605,10 @@ impl Report {
             && let Some(t) = &run.transport_stats
         {
             s += &format!(
-                "our shards: {} datagrams in {} receives, {} connections, {} frames, {} bad frames, {} throttled, {} misrouted, payload buffers {} reused / {} allocated ({} page-locked); connection-ID routing {}\n",
+                "our shards: {} datagrams in {} receives, {} sent, {} connections, {} frames, {} bad frames, {} throttled, {} misrouted, payload buffers {} reused / {} allocated ({} page-locked); connection-ID routing {}\n",
                 t.datagrams,
                 t.receives,
+                t.sent,
                 t.connections,
                 t.frames,
                 t.bad_frames,

@@ -54,6 +54,10 @@ pub struct Side {
     /// Datagrams the kernel dropped for a full receive buffer during the timed pass
     /// (machine-wide counter; `None` where unreadable).
     pub dropped: Option<u64>,
+    /// The sending connections' counters over the timed pass.
+    pub sender: Sender,
+    /// Our shard's counters over both passes (`None` for the baseline).
+    pub shard: Option<quic::Stats>,
 }
 
 impl Side {
@@ -69,6 +73,44 @@ struct Drive {
     send_cpu: f64,
     recv_cpu: f64,
     dropped: Option<u64>,
+    sender: Sender,
+}
+
+/// The sending connections' own counters over the timed pass (summed).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sender {
+    /// Datagrams sent.
+    pub datagrams: u64,
+    /// Send calls (with GSO, several datagrams each).
+    pub sends: u64,
+    /// ACK frames received.
+    pub acks: u64,
+    /// Packets declared lost.
+    pub lost: u64,
+    /// Congestion events (window reductions).
+    pub congestion_events: u64,
+}
+
+impl Sender {
+    fn of(conns: &[quinn::Connection]) -> Self {
+        conns.iter().map(|c| c.stats()).fold(Self::default(), |a, s| Self {
+            datagrams: a.datagrams + s.udp_tx.datagrams,
+            sends: a.sends + s.udp_tx.ios,
+            acks: a.acks + s.frame_rx.acks,
+            lost: a.lost + s.path.lost_packets,
+            congestion_events: a.congestion_events + s.path.congestion_events,
+        })
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            datagrams: self.datagrams.saturating_sub(before.datagrams),
+            sends: self.sends.saturating_sub(before.sends),
+            acks: self.acks.saturating_sub(before.acks),
+            lost: self.lost.saturating_sub(before.lost),
+            congestion_events: self.congestion_events.saturating_sub(before.congestion_events),
+        }
+    }
 }
 
 /// CPU seconds so far of this process's threads named `prefix`…
@@ -199,17 +241,19 @@ fn drive(addr: SocketAddr, opts: Options, cfg: &Config, sink: &Sink, receiver: &
         wait_for(sink, opts.frames as u64).await;
         sink.reset();
         let (send0, recv0, drops0) = (cpu(SENDER), cpu(receiver), crate::proc::udp_rcvbuf_errors());
+        let sender0 = Sender::of(&conns);
         let start = Instant::now();
         send_all(&conns, &frames).await?;
         wait_for(sink, opts.frames as u64).await;
         let (send_cpu, recv_cpu) = (cpu(SENDER) - send0, cpu(receiver) - recv0);
         let dropped = dropped_since(drops0);
+        let sender = Sender::of(&conns).since(sender0);
         let last = sink.last.lock().map_err(|_| "lock")?.unwrap_or_else(Instant::now);
         for c in &conns {
             c.close(0u32.into(), b"done");
         }
         ep.wait_idle().await;
-        Ok(Drive { seconds: last.saturating_duration_since(start).as_secs_f64(), send_cpu, recv_cpu, dropped })
+        Ok(Drive { seconds: last.saturating_duration_since(start).as_secs_f64(), send_cpu, recv_cpu, dropped, sender })
     })
 }
 
@@ -223,6 +267,8 @@ fn side(name: &'static str, d: Drive, sink: &Sink) -> Side {
         recv_cpu: d.recv_cpu,
         send_cpu: d.send_cpu,
         dropped: d.dropped,
+        sender: d.sender,
+        shard: None,
     }
 }
 
@@ -245,8 +291,8 @@ pub fn ours(opts: Options) -> Result<Side, String> {
     let d = drive(addr, opts, &cfg, &sink, "vain-shard-");
     stop.store(true, Ordering::Relaxed);
     let shard = h.join().map_err(|_| "shard thread panicked".to_string())?;
-    shard.map_err(|e| e.to_string())?;
-    Ok(side("glommio + quinn-proto (ours)", d?, &sink))
+    let stats = quic::Stats::total(&shard.map_err(|e| e.to_string())?);
+    Ok(Side { shard: Some(stats), ..side("glommio + quinn-proto (ours)", d?, &sink) })
 }
 
 /// quinn on a one-thread tokio runtime, same TLS and transport settings, same decoder.
@@ -319,12 +365,14 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// The comparison as text: one line per side per run, then the medians.
+/// The comparison as text: one line per side per run (the sender's datagrams, datagrams per
+/// send call, ACK frames it received and packets it declared lost are over the timed pass),
+/// then the medians.
 pub fn table(opts: &Options, runs: &[(Side, Side)]) -> String {
     use std::fmt::Write;
     let mut t = format!(
         "QUIC ingest, loopback, TLS 1.3 (raw public keys), {} frames × {} MB over {} connection(s), UDP payload {} B, one receiving thread each\n\n\
-         {:>3} {:<30} {:>8} {:>7} {:>7} {:>10} {:>8} {:>8} {:>7}\n",
+         {:>3} {:<30} {:>8} {:>7} {:>7} {:>10} {:>8} {:>8} {:>7} {:>9} {:>6} {:>7} {:>5}\n",
         opts.frames,
         opts.size as f64 / 1e6,
         opts.connections,
@@ -338,13 +386,17 @@ pub fn table(opts: &Options, runs: &[(Side, Side)]) -> String {
         "GB/CPU-s",
         "send CPU",
         "drops",
+        "datagrams",
+        "/send",
+        "ACKs",
+        "lost",
     );
     for (i, (a, b)) in runs.iter().enumerate() {
         for s in [a, b] {
             let drops = s.dropped.map_or("-".to_string(), |d| d.to_string());
             let _ = writeln!(
                 t,
-                "{:>3} {:<30} {:>8.3} {:>7.2} {:>7} {:>10.3} {:>8.2} {:>8.3} {:>7}",
+                "{:>3} {:<30} {:>8.3} {:>7.2} {:>7} {:>10.3} {:>8.2} {:>8.3} {:>7} {:>9} {:>6.1} {:>7} {:>5}",
                 i + 1,
                 s.name,
                 s.seconds,
@@ -353,9 +405,20 @@ pub fn table(opts: &Options, runs: &[(Side, Side)]) -> String {
                 s.recv_cpu,
                 s.gb_per_recv_cpu(),
                 s.send_cpu,
-                drops
+                drops,
+                s.sender.datagrams,
+                s.sender.datagrams as f64 / s.sender.sends.max(1) as f64,
+                s.sender.acks,
+                s.sender.lost
             );
         }
+    }
+    if let Some(s) = runs.last().and_then(|(a, _)| a.shard.as_ref()) {
+        let _ = writeln!(
+            t,
+            "\nour shard, last run (both passes): {} datagrams in {} receives, {} datagrams sent",
+            s.datagrams, s.receives, s.sent
+        );
     }
     let ratio = |f: &dyn Fn(&Side) -> f64| median(runs.iter().map(|(a, b)| f(a) / f(b).max(1e-12)).collect());
     let _ = writeln!(

@@ -229,6 +229,8 @@ pub struct Stats {
     pub datagrams: u64,
     /// Receive calls that returned data (with GRO, several datagrams each).
     pub receives: u64,
+    /// Datagrams sent: acknowledgements, handshakes, retries, refusals.
+    pub sent: u64,
     /// Connections accepted.
     pub connections: u64,
     /// Frames completed and handed over.
@@ -272,6 +274,7 @@ impl Stats {
     pub fn add(&mut self, o: &Stats) {
         self.datagrams += o.datagrams;
         self.receives += o.receives;
+        self.sent += o.sent;
         self.connections += o.connections;
         self.frames += o.frames;
         self.frame_bytes += o.frame_bytes;
@@ -543,18 +546,18 @@ impl Io {
         Ok(())
     }
 
-    /// Sends one transmit (several datagrams when `segment_size` is set).
-    async fn send(&self, t: &Transmit, data: &[u8]) -> Result<(), Error> {
+    /// Sends one transmit (several datagrams when `segment_size` is set); returns how many.
+    async fn send(&self, t: &Transmit, data: &[u8]) -> Result<u64, Error> {
+        let seg = t.segment_size.unwrap_or(t.size).max(1);
         match self {
-            Io::Offload { sock, .. } => Ok(udp::send(sock, &data[..t.size], t.destination, t.segment_size)?),
+            Io::Offload { sock, .. } => udp::send(sock, &data[..t.size], t.destination, t.segment_size)?,
             Io::Ring { ring, .. } => {
-                let seg = t.segment_size.unwrap_or(t.size).max(1);
                 for d in data[..t.size].chunks(seg) {
                     ring.send_to(d, t.destination).await?;
                 }
-                Ok(())
             }
         }
+        Ok(t.size.div_ceil(seg) as u64)
     }
 
     /// Datagrams one `poll_transmit` may return.
@@ -691,7 +694,7 @@ impl<H: FnMut(Peer, Frame)> Shard<H> {
                     match self.endpoint.retry(incoming, out) {
                         Ok(t) => {
                             self.stats.retries += 1;
-                            io.send(&t, out).await?;
+                            self.stats.sent += io.send(&t, out).await?;
                         }
                         Err(e) => self.endpoint.ignore(e.into_incoming()),
                     }
@@ -701,7 +704,7 @@ impl<H: FnMut(Peer, Frame)> Shard<H> {
                     self.stats.capped += 1;
                     out.clear();
                     let t = self.endpoint.refuse(incoming, out);
-                    io.send(&t, out).await?;
+                    self.stats.sent += io.send(&t, out).await?;
                     return Ok(());
                 }
                 out.clear();
@@ -722,7 +725,7 @@ impl<H: FnMut(Peer, Frame)> Shard<H> {
                     Err(e) => {
                         self.admission.end(remote.ip(), None, true);
                         if let Some(t) = e.response {
-                            io.send(&t, out).await?;
+                            self.stats.sent += io.send(&t, out).await?;
                         }
                     }
                 }
@@ -733,7 +736,7 @@ impl<H: FnMut(Peer, Frame)> Shard<H> {
                     dirty.push(ch);
                 }
             }
-            Some(DatagramEvent::Response(t)) => io.send(&t, out).await?,
+            Some(DatagramEvent::Response(t)) => self.stats.sent += io.send(&t, out).await?,
             None => {}
         }
         Ok(())
@@ -797,7 +800,7 @@ impl<H: FnMut(Peer, Frame)> Shard<H> {
         loop {
             out.clear();
             let Some(t) = c.conn.poll_transmit(now, max, out) else { break };
-            io.send(&t, out).await?;
+            self.stats.sent += io.send(&t, out).await?;
         }
         if c.conn.is_drained() {
             let admitted = c.admitted.then_some(c.peer).flatten();
