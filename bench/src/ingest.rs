@@ -431,8 +431,12 @@ pub fn baseline(
         .map_err(|e| e.to_string())?;
     let server = cfg.server_config().map_err(|e| e.to_string())?;
     let limits = cfg.limits.clone();
+    // Payload buffers as a shard gets them: pooled, page-locked for a device backend.
+    let pool =
+        vain_transport::buf::Pool::with_pinner(cfg.pool.unwrap_or_default(), vain_aggregator::page_lock(&*backend));
     let ep = rt.block_on(async {
-        let socket = std::net::UdpSocket::bind(cfg.listen).map_err(|e| e.to_string())?;
+        // The shards' socket buffers, so the two transports differ only in how they run.
+        let socket = quic::bind_udp(cfg.listen, cfg.socket_buffer).map_err(|e| e.to_string())?;
         let runtime = quinn::default_runtime().ok_or("no async runtime")?;
         quinn::Endpoint::new(cfg.endpoint_config().map_err(|e| e.to_string())?, Some(server), socket, runtime)
             .map_err(|e| e.to_string())
@@ -441,7 +445,7 @@ pub fn baseline(
     let accept = ep.clone();
     rt.spawn(async move {
         while let Some(inc) = accept.accept().await {
-            let (h, limits) = (handler.clone(), limits.clone());
+            let (h, limits, pool) = (handler.clone(), limits.clone(), pool.clone());
             tokio::spawn(async move {
                 let Ok(conn) = inc.await else { return };
                 let peer = conn
@@ -450,9 +454,9 @@ pub fn baseline(
                     .and_then(|certs| tls::peer_key(Some(&certs)));
                 let Some(peer) = peer else { return };
                 while let Ok(mut recv) = conn.accept_uni().await {
-                    let (h, limits) = (h.clone(), limits.clone());
+                    let (h, limits, pool) = (h.clone(), limits.clone(), pool.clone());
                     tokio::spawn(async move {
-                        let mut d = Decoder::new(limits);
+                        let mut d = Decoder::with_pool(limits, pool);
                         while let Ok(Some(chunk)) = recv.read_chunk(usize::MAX, true).await {
                             if d.push(&chunk.bytes).is_err() {
                                 let _ = recv.stop(1u32.into());

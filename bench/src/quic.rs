@@ -164,7 +164,7 @@ fn quinn_endpoint(
     server: Option<quinn::ServerConfig>,
     addr: SocketAddr,
 ) -> Result<quinn::Endpoint, String> {
-    let socket = std::net::UdpSocket::bind(addr).map_err(|e| e.to_string())?;
+    let socket = quic::bind_udp(addr, cfg.socket_buffer).map_err(|e| e.to_string())?;
     let runtime = quinn::default_runtime().ok_or("no async runtime")?;
     let socket =
         vain_transport::client::gso_capped(socket, cfg.max_udp_payload, &runtime).map_err(|e| e.to_string())?;

@@ -428,6 +428,13 @@ pub fn run_shard(
     Ok(stats.pop().unwrap_or_default())
 }
 
+/// A UDP socket bound to `listen` with the shards' socket settings (receive and send buffers
+/// of `buffer` bytes), for a transport on another runtime: the quinn baseline gets the same
+/// buffers as the shards it is compared with.
+pub fn bind_udp(listen: SocketAddr, buffer: usize) -> Result<std::net::UdpSocket, Error> {
+    Ok(bind(listen, buffer)?.into())
+}
+
 /// A UDP socket with SO_REUSEPORT (one per shard on the same address) and large buffers.
 /// glommio's own `bind` cannot size the buffers.
 fn bind(listen: SocketAddr, buffer: usize) -> Result<Socket, Error> {
