@@ -53,7 +53,8 @@ pub struct Options {
     pub rounds: usize,
     /// Stop opening rounds after this long.
     pub duration: Option<Duration>,
-    /// UDP payload size.
+    /// Largest UDP payload: path-MTU discovery's upper bound (connections start at
+    /// [`start_mtu`]).
     pub mtu: u16,
     /// GRO/GSO on our shards.
     pub offload: bool,
@@ -154,12 +155,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Where connections start when MTU discovery may go up to `mtu`: Ethernet's 1472, or `mtu`
+/// when that is smaller.
+pub(crate) fn start_mtu(mtu: u16) -> u16 {
+    mtu.clamp(1200, 1472)
+}
+
 fn server_config(listen: SocketAddr, opts: &Options) -> Result<quic::Config, String> {
     let allowed = (0..opts.clients as u64).map(client_public).collect();
     let tls = tls::server_config(&AGGREGATOR_SEED, Policy::Only(allowed)).map_err(|e| e.to_string())?;
     let mut cfg = quic::Config::new(listen, tls);
     cfg.max_udp_payload = opts.mtu.max(1200);
-    cfg.initial_mtu = opts.mtu.max(1200);
+    cfg.initial_mtu = start_mtu(opts.mtu);
     cfg.offload = opts.offload;
     cfg.pin = opts.shards > 1;
     // One update per client per round, and room for a whole round in flight.
@@ -784,7 +791,8 @@ pub struct ClientOptions {
     pub encoding: Codec,
     /// zstd level, if any.
     pub zstd: Option<i32>,
-    /// UDP payload size.
+    /// Largest UDP payload: path-MTU discovery's upper bound (connections start at
+    /// [`start_mtu`]).
     pub mtu: u16,
 }
 
@@ -795,7 +803,7 @@ pub fn client_main(o: &ClientOptions) -> Result<(), String> {
     let secret = client_secret(o.seed);
     let signer = ed25519_dalek::SigningKey::from_bytes(&secret);
     let mut cfg = client::Config::new(o.server, key, secret);
-    cfg.mtu = o.mtu;
+    (cfg.initial_mtu, cfg.max_udp_payload) = (start_mtu(o.mtu), o.mtu.max(1200));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     let mut client = rt.block_on(async { Client::new(cfg) }).map_err(|e| e.to_string())?;
     let mut x = 0x2545_f491_4f6c_dd1du64 ^ o.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);

@@ -30,7 +30,8 @@ pub struct Options {
     pub size: usize,
     /// Client connections the frames are spread over.
     pub connections: usize,
-    /// UDP payload size both sides start with and accept (loopback carries up to 65 527).
+    /// Largest UDP payload: both sides accept it and MTU discovery probes up to it, from
+    /// Ethernet's 1472 (loopback carries up to 65 507).
     pub mtu: u16,
     /// Receive with GRO / send with GSO (ours; quinn always does).
     pub offload: bool,
@@ -156,7 +157,12 @@ fn config(addr: SocketAddr, opts: &Options) -> Result<Config, String> {
     let tls = tls::server_config(&SERVER, Policy::AnyExcept(deny)).map_err(|e| e.to_string())?;
     let mtu = opts.mtu.max(1200);
     let pool = PoolLimits { buffers: opts.frames, bytes: opts.frames.saturating_mul(opts.size + 4096) };
-    Ok(Config { max_udp_payload: mtu, initial_mtu: mtu, pool: Some(pool), ..Config::new(addr, tls) })
+    Ok(Config {
+        max_udp_payload: mtu,
+        initial_mtu: crate::ingest::start_mtu(mtu),
+        pool: Some(pool),
+        ..Config::new(addr, tls)
+    })
 }
 
 fn quinn_endpoint(

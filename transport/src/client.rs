@@ -19,8 +19,12 @@ pub struct Config {
     pub server_key: [u8; 32],
     /// This client's Ed25519 secret.
     pub secret: [u8; 32],
-    /// UDP payload size to start with and probe up to (see [`quic::Config::max_udp_payload`]).
-    pub mtu: u16,
+    /// UDP payload size to start with (1472 fits Ethernet).
+    pub initial_mtu: u16,
+    /// Largest UDP payload path-MTU discovery probes for (at least `initial_mtu`; see
+    /// [`quic::Config::max_udp_payload`]). Where the path is smaller the probes are lost and
+    /// the connection keeps the size it has.
+    pub max_udp_payload: u16,
     /// Stream and connection windows (the server's settings mirror these).
     pub stream_window: u32,
     /// Connection attempts per send before giving up.
@@ -34,13 +38,15 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults: Ethernet-sized datagrams, 64 MiB windows, 6 attempts from 100 ms to 5 s.
+    /// Defaults: Ethernet-sized datagrams at first, probing up to jumbo frames (8952), 64 MiB
+    /// windows, 6 attempts from 100 ms to 5 s.
     pub fn new(server: SocketAddr, server_key: [u8; 32], secret: [u8; 32]) -> Self {
         Self {
             server,
             server_key,
             secret,
-            mtu: 1472,
+            initial_mtu: 1472,
+            max_udp_payload: 8952,
             stream_window: 64 << 20,
             attempts: 6,
             backoff: Duration::from_millis(100),
@@ -106,8 +112,9 @@ impl Client {
         let crypto =
             quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| Error::Config(e.to_string()))?;
         let mut cc = quinn::ClientConfig::new(Arc::new(crypto));
-        let mtu = cfg.mtu.max(1200);
-        let transport = quic::transport_config(cfg.stream_window, 256, Duration::from_secs(30), mtu, mtu)
+        let initial = cfg.initial_mtu.max(1200);
+        let mtu = cfg.max_udp_payload.max(initial);
+        let transport = quic::transport_config(cfg.stream_window, 256, Duration::from_secs(30), initial, mtu)
             .map_err(|e| Error::Config(e.to_string()))?;
         cc.transport_config(Arc::new(transport));
         let local: SocketAddr = if cfg.server.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }

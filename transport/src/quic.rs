@@ -64,7 +64,8 @@ pub struct Config {
     /// Idle timeout.
     pub idle_timeout: Duration,
     /// Largest UDP payload accepted and probed for (path-MTU discovery's upper bound): 1472
-    /// for Ethernet, up to 8952 on jumbo frames, more on loopback.
+    /// for Ethernet, 8952 for jumbo frames (the default: a path that carries less loses the
+    /// probes and keeps its size), up to [`MAX_UDP_PAYLOAD`] on loopback.
     pub max_udp_payload: u16,
     /// Socket receive and send buffer sizes in bytes (the kernel caps them at
     /// `net.core.rmem_max`/`wmem_max`): bursts of datagrams must fit while the shard is busy.
@@ -91,7 +92,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for `listen` with `tls`: 64 MiB stream windows, 256 streams, 30 s idle.
+    /// Defaults for `listen` with `tls`: 64 MiB stream windows, 256 streams, 30 s idle,
+    /// datagrams from 1200 bytes up to what MTU discovery finds (at most 8952).
     pub fn new(listen: SocketAddr, tls: rustls::ServerConfig) -> Self {
         Self {
             listen,
@@ -100,7 +102,7 @@ impl Config {
             stream_window: 64 << 20,
             max_streams: 256,
             idle_timeout: Duration::from_secs(30),
-            max_udp_payload: 1472,
+            max_udp_payload: 8952,
             initial_mtu: 1200,
             socket_buffer: 4 << 20,
             caps: Caps::default(),

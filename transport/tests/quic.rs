@@ -184,7 +184,7 @@ fn datagrams_larger_than_the_default_initial_window_flow() {
     let rt = tokio::runtime::Runtime::new().expect("tokio");
     let sent = rt.block_on(async {
         let mut cfg = vain_transport::client::Config::new(addr, public(&AGG), CLIENT);
-        cfg.mtu = mtu;
+        (cfg.initial_mtu, cfg.max_udp_payload) = (mtu, mtu);
         cfg.attempts = 1;
         cfg.connect_timeout = Duration::from_secs(5);
         let mut c = vain_transport::client::Client::new(cfg).expect("client");

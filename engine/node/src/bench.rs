@@ -49,8 +49,9 @@ pub struct IngestArgs {
     /// Stop opening rounds after this many seconds (per transport).
     #[arg(long)]
     duration: Option<f64>,
-    /// UDP payload size.
-    #[arg(long, default_value_t = 1472)]
+    /// Largest UDP payload, probed for by MTU discovery from 1472 (8952: jumbo frames, which
+    /// loopback carries; 1472 keeps Ethernet-sized datagrams; at most 65507).
+    #[arg(long, default_value_t = 8952)]
     mtu: u16,
     /// Move our shards' datagrams one io_uring operation each instead of with GRO/GSO.
     #[arg(long)]
@@ -107,8 +108,9 @@ pub struct ClientArgs {
     /// zstd level.
     #[arg(long)]
     zstd: Option<i32>,
-    /// UDP payload size.
-    #[arg(long, default_value_t = 1472)]
+    /// Largest UDP payload, probed for by MTU discovery from 1472 (8952: jumbo frames, which
+    /// loopback carries; 1472 keeps Ethernet-sized datagrams; at most 65507).
+    #[arg(long, default_value_t = 8952)]
     mtu: u16,
 }
 
@@ -142,8 +144,9 @@ pub struct QuicArgs {
     /// Client connections the frames are spread over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
-    /// UDP payload size for both transports (1472 is Ethernet, 8952 jumbo frames; at most 65507).
-    #[arg(long, default_value_t = 1472)]
+    /// Largest UDP payload for both transports, probed for by MTU discovery from 1472 (8952:
+    /// jumbo frames; 1472 keeps Ethernet-sized datagrams; at most 65507).
+    #[arg(long, default_value_t = 8952)]
     mtu: u16,
     /// Move our shard's datagrams one io_uring operation each instead of with GRO/GSO.
     #[arg(long)]
