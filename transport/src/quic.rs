@@ -84,6 +84,16 @@ pub struct Config {
     pub offload: bool,
     /// Pin shard i to CPU i (modulo the CPUs online).
     pub pin: bool,
+    /// Datagrams a shard gathers before it drives its connections (reads their streams and
+    /// acknowledges), unless `gather_wait` passes first, a handshake is under way or a timer is
+    /// due; 0 drives after every receive. Fewer, larger acknowledgements cost both ends less.
+    pub gather: usize,
+    /// Longest a received datagram waits for others to gather (QUIC lets an acknowledgement
+    /// wait 25 ms).
+    pub gather_wait: Duration,
+    /// How long an idle shard keeps polling before it sleeps: glommio issues a `membarrier`
+    /// (an interrupt to every core running the process) each time an executor goes to sleep.
+    pub spin: Duration,
     /// Each shard's pool of payload buffers (buffers return to it when the handler's consumer
     /// drops them); `None` allocates a fresh buffer per frame.
     pub pool: Option<PoolLimits>,
@@ -110,6 +120,9 @@ impl Config {
             max_peers: 4096,
             offload: true,
             pin: false,
+            gather: 128,
+            gather_wait: Duration::from_micros(300),
+            spin: Duration::from_micros(50),
             pool: Some(PoolLimits::default()),
             page_lock: None,
         }
@@ -411,6 +424,7 @@ impl Server {
             };
             let placement = if self.cfg.pin { Placement::Fixed(i % cpus) } else { Placement::Unbound };
             let ex = LocalExecutorBuilder::new(placement)
+                .spin_before_park(self.cfg.spin)
                 .name(&format!("vain-shard-{i}"))
                 .spawn(move || async move { shard_main(ctx, sock, handler).await })
                 .map_err(|e| Error::Executor(e.to_string()))?;
@@ -486,6 +500,24 @@ enum Io {
 /// send over 64 KiB (quinn-proto would take that as loss), and more than 10 gains little.
 pub fn gso_segments(max_udp_payload: u16) -> usize {
     (65_507 / usize::from(max_udp_payload.max(1200))).clamp(1, 10)
+}
+
+/// When a shard stops gathering datagrams and drives its connections.
+#[derive(Debug, Clone, Copy)]
+struct Gather {
+    /// Drive once this many datagrams have arrived since the last drive (0: after every receive).
+    datagrams: usize,
+    /// Drive once the first of them has waited this long.
+    wait: Duration,
+}
+
+impl Gather {
+    /// Whether to drive now: the last wait brought nothing (`arrived` = 0), enough datagrams have
+    /// gathered, or the first of them (at `first`) has waited long enough. Handshakes and due
+    /// timers are the caller's to add.
+    fn done(self, arrived: usize, gathered: usize, first: Instant, now: Instant) -> bool {
+        arrived == 0 || gathered >= self.datagrams || now >= first + self.wait
+    }
 }
 
 /// Datagrams taken per pass before the connections are driven.
@@ -621,15 +653,38 @@ async fn shard_main(ctx: ShardCtx, sock: Socket, handler: impl FnMut(Peer, Frame
     let mut out = Vec::with_capacity(65_536);
     let mut batch = Vec::with_capacity(BATCH);
     let mut dirty: Vec<ConnectionHandle> = Vec::new();
+    let gather = Gather { datagrams: ctx.cfg.gather, wait: ctx.cfg.gather_wait };
+    // Datagrams handed to their connections since the connections were last driven, and when
+    // the first of them came.
+    let (mut gathered, mut since) = (0usize, None::<Instant>);
     while !ctx.stop.load(Ordering::Relaxed) {
-        // Wait for a datagram or the earliest connection timer, at most 50 ms (to see `stop`).
+        // Wait for a datagram, the earliest connection timer or the end of gathering, at most
+        // 50 ms (to see `stop`).
         let next = shard.conns.values_mut().filter_map(|c| c.conn.poll_timeout()).min();
+        let next = match since {
+            Some(t) => Some(next.map_or(t + gather.wait, |n| n.min(t + gather.wait))),
+            None => next,
+        };
         let wait = next.map_or(Duration::from_millis(50), |t| t.saturating_duration_since(Instant::now()));
         io.next_batch(wait.min(Duration::from_millis(50)), &mut batch, &mut shard.stats).await?;
         let now = Instant::now();
+        let arrived = batch.len();
         for (data, from) in batch.drain(..) {
             shard.datagram(now, from, data, &mut out, &io, &mut dirty).await?;
         }
+        // Driving a connection reads its streams and acknowledges what arrived; after every
+        // burst a sender's GSO send makes, that is an ACK per few datagrams, each costing an
+        // encrypted packet and a sendmsg here and a receive and ACK processing at the sender.
+        gathered += arrived;
+        let first = *since.get_or_insert(now);
+        let mut urgent = || {
+            dirty.iter().any(|ch| shard.conns.get(ch).is_none_or(|c| c.in_handshake))
+                || shard.conns.values_mut().any(|c| c.conn.poll_timeout().is_some_and(|t| t <= now))
+        };
+        if !gather.done(arrived, gathered, first, now) && !urgent() {
+            continue;
+        }
+        (gathered, since) = (0, None);
         for (ch, c) in shard.conns.iter_mut() {
             if c.conn.poll_timeout().is_some_and(|t| t <= now) {
                 dirty.push(*ch);
@@ -891,6 +946,23 @@ mod tests {
         assert!(cfg(MAX_UDP_PAYLOAD).is_ok());
         assert!(matches!(cfg(MAX_UDP_PAYLOAD + 1), Err(Error::Config(_))));
         assert!(matches!(transport_config(1 << 20, 16, Duration::from_secs(5), 1100, 1472), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn a_shard_drives_its_connections_when_enough_has_gathered_or_waited() {
+        let g = Gather { datagrams: 128, wait: Duration::from_micros(300) };
+        let t0 = Instant::now();
+        let at = |us| t0 + Duration::from_micros(us);
+        // A burst of 10 right after the first: keep gathering.
+        assert!(!g.done(10, 10, t0, at(20)));
+        assert!(!g.done(10, 127, t0, at(299)));
+        // Enough datagrams, or the first has waited long enough.
+        assert!(g.done(10, 128, t0, at(20)));
+        assert!(g.done(1, 12, t0, at(300)));
+        // The wait for more brought nothing: drive what there is.
+        assert!(g.done(0, 40, t0, at(50)));
+        // Gathering off: every receive drives.
+        assert!(Gather { datagrams: 0, ..g }.done(1, 1, t0, t0));
     }
 
     #[test]
