@@ -88,11 +88,12 @@ pub struct Config {
     /// acknowledges), unless `gather_wait` passes first, a handshake is under way or a timer is
     /// due; 0 drives after every receive. Fewer, larger acknowledgements cost both ends less.
     pub gather: usize,
-    /// Longest a received datagram waits for others to gather (QUIC lets an acknowledgement
-    /// wait 25 ms).
+    /// Longest a received datagram waits for others to gather (at most [`MAX_GATHER_WAIT`];
+    /// QUIC lets an acknowledgement wait 25 ms).
     pub gather_wait: Duration,
-    /// How long an idle shard keeps polling before it sleeps: glommio issues a `membarrier`
-    /// (an interrupt to every core running the process) each time an executor goes to sleep.
+    /// How long an idle shard keeps polling before it sleeps (at most [`MAX_SPIN`]): glommio
+    /// issues a `membarrier` (an interrupt to every core running the process) each time an
+    /// executor goes to sleep.
     pub spin: Duration,
     /// Each shard's pool of payload buffers (buffers return to it when the handler's consumer
     /// drops them); `None` allocates a fresh buffer per frame.
@@ -367,6 +368,14 @@ impl Server {
         }
         cfg.server_config()?;
         cfg.endpoint_config()?;
+        // Held longer, datagrams would wait past the acknowledgement delay the peer expects
+        // (25 ms) and it would retransmit what arrived.
+        if cfg.gather_wait > MAX_GATHER_WAIT {
+            return Err(Error::Config("gather_wait above 10 ms"));
+        }
+        if cfg.spin > MAX_SPIN {
+            return Err(Error::Config("spin above 10 ms"));
+        }
         let mut sockets = Vec::with_capacity(shards);
         let first = bind(cfg.listen, cfg.socket_buffer)?;
         let addr = first.local_addr()?.as_socket().ok_or(Error::Config("listen address"))?;
@@ -501,6 +510,12 @@ enum Io {
 pub fn gso_segments(max_udp_payload: u16) -> usize {
     (65_507 / usize::from(max_udp_payload.max(1200))).clamp(1, 10)
 }
+
+/// Longest [`Config::gather_wait`] accepted.
+pub const MAX_GATHER_WAIT: Duration = Duration::from_millis(10);
+
+/// Longest [`Config::spin`] accepted (a shard that spins longer is a busy loop).
+pub const MAX_SPIN: Duration = Duration::from_millis(10);
 
 /// When a shard stops gathering datagrams and drives its connections.
 #[derive(Debug, Clone, Copy)]

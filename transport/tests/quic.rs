@@ -210,6 +210,16 @@ fn datagrams_larger_than_the_default_initial_window_flow() {
 }
 
 #[test]
+fn gathering_and_spinning_longer_than_10_ms_are_refused() {
+    let long = Duration::from_millis(11);
+    for cfg in [Config { gather_wait: long, ..config(&[]) }, Config { spin: long, ..config(&[]) }] {
+        assert!(matches!(quic::Server::bind(cfg, 1), Err(quic::Error::Config(_))));
+    }
+    let ok = Config { gather_wait: quic::MAX_GATHER_WAIT, spin: quic::MAX_SPIN, ..config(&[]) };
+    assert!(quic::Server::bind(ok, 1).is_ok());
+}
+
+#[test]
 fn connections_spread_over_shards_and_packets_follow_their_connection_ids() {
     if !io_uring_available() {
         return;
