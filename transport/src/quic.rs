@@ -675,10 +675,10 @@ async fn shard_main(ctx: ShardCtx, sock: Socket, handler: impl FnMut(Peer, Frame
     while !ctx.stop.load(Ordering::Relaxed) {
         // Wait for a datagram, the earliest connection timer or the end of gathering, at most
         // 50 ms (to see `stop`).
-        let next = shard.conns.values_mut().filter_map(|c| c.conn.poll_timeout()).min();
+        let timer = shard.conns.values_mut().filter_map(|c| c.conn.poll_timeout()).min();
         let next = match since {
-            Some(t) => Some(next.map_or(t + gather.wait, |n| n.min(t + gather.wait))),
-            None => next,
+            Some(t) => Some(timer.map_or(t + gather.wait, |n| n.min(t + gather.wait))),
+            None => timer,
         };
         let wait = next.map_or(Duration::from_millis(50), |t| t.saturating_duration_since(Instant::now()));
         io.next_batch(wait.min(Duration::from_millis(50)), &mut batch, &mut shard.stats).await?;
@@ -692,9 +692,10 @@ async fn shard_main(ctx: ShardCtx, sock: Socket, handler: impl FnMut(Peer, Frame
         // encrypted packet and a sendmsg here and a receive and ACK processing at the sender.
         gathered += arrived;
         let first = *since.get_or_insert(now);
-        let mut urgent = || {
-            dirty.iter().any(|ch| shard.conns.get(ch).is_none_or(|c| c.in_handshake))
-                || shard.conns.values_mut().any(|c| c.conn.poll_timeout().is_some_and(|t| t <= now))
+        // A timer that the datagrams just handled set lies ahead of `now`, so the earliest one
+        // from before the wait is the one that can be due.
+        let urgent = || {
+            timer.is_some_and(|t| t <= now) || dirty.iter().any(|ch| shard.conns.get(ch).is_none_or(|c| c.in_handshake))
         };
         if !gather.done(arrived, gathered, first, now) && !urgent() {
             continue;
