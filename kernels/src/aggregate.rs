@@ -9,6 +9,7 @@
 //! clipped mean.
 
 use crate::backend::{self, Backend, Kind, Update};
+use crate::philox;
 use std::fmt;
 use std::str::FromStr;
 use thiserror::Error;
@@ -139,12 +140,13 @@ impl FromStr for Rule {
 }
 
 /// Differential-privacy noise for the round's aggregate.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Noise {
     /// σ: the noise standard deviation is σ × the sensitivity of the aggregate.
     pub multiplier: f32,
-    /// Philox key; production code draws it from the OS CSPRNG.
-    pub seed: u64,
+    /// Selects the Philox stream with the round ([`philox::Secret::stream`]); production code
+    /// draws it from the OS CSPRNG. The report carries only its commitment.
+    pub secret: philox::Secret,
 }
 
 /// What one round does.
@@ -158,7 +160,7 @@ pub struct Config {
     pub clip: Option<f32>,
     /// Gaussian noise added once to the aggregate.
     pub noise: Option<Noise>,
-    /// Round number: with the seed, it selects the noise stream.
+    /// Round number: with the noise secret, it selects the noise stream.
     pub round: u64,
     /// Most updates the round accepts.
     pub max_updates: usize,
@@ -301,6 +303,8 @@ pub struct Report {
     pub fraction_clipped: f64,
     /// Standard deviation of the noise added to each coordinate, if any.
     pub noise_std: Option<f32>,
+    /// Commitment to the noise secret ([`philox::Secret::commitment`]), if noise was added.
+    pub noise_commitment: Option<[u8; 32]>,
     /// One entry per update.
     pub updates: Vec<UpdateReport>,
 }
@@ -331,7 +335,7 @@ impl<'b> Round<'b> {
         {
             return Err(Error::Parameter { name: "clip", value: f64::from(c) });
         }
-        if let Some(n) = cfg.noise {
+        if let Some(n) = &cfg.noise {
             if cfg.clip.is_none() {
                 return Err(Error::NoiseWithoutClip);
             }
@@ -551,7 +555,7 @@ impl<'b> Round<'b> {
             let (dots, cc) = backend.dots_with_out(n)?;
             set_cosines(&mut updates, &dots, cc);
         }
-        let noise_std = match (cfg.noise, clip) {
+        let noise_std = match (&cfg.noise, clip) {
             (Some(nz), Some(c)) => {
                 // Sensitivity of the aggregate to one clipped update: C·w_max/Σw for the weighted
                 // rules, C/n for the others (equal weights).
@@ -560,7 +564,8 @@ impl<'b> Round<'b> {
                     _ => f64::from(c) / n as f64,
                 };
                 let std = (f64::from(nz.multiplier) * sens) as f32;
-                backend.add_noise(std, nz.seed, cfg.round)?;
+                let (seed, stream) = nz.secret.stream(cfg.round);
+                backend.add_noise(std, seed, stream)?;
                 Some(std)
             }
             _ => None,
@@ -577,6 +582,7 @@ impl<'b> Round<'b> {
                 storage_bytes: cfg.storage_bytes(),
                 fraction_clipped: clipped as f64 / n as f64,
                 noise_std,
+                noise_commitment: noise_std.and(cfg.noise.as_ref()).map(|nz| nz.secret.commitment()),
                 updates,
             },
         })

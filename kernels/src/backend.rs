@@ -214,7 +214,8 @@ pub trait Backend: Send {
     /// out = scale × accumulator.
     fn out_from_acc(&mut self, scale: f32) -> Result<(), Error>;
 
-    /// out[i] += std × z_i with z from [`crate::philox`]'s stream (`seed`, `round`).
+    /// out[i] += std × z_i with z from [`crate::philox`]'s stream (`seed`, `round`): the words
+    /// [`crate::philox::Secret::stream`] derives, never a value from a report.
     fn add_noise(&mut self, std: f32, seed: u64, round: u64) -> Result<(), Error>;
 
     /// Copies the output vector into `dst` (length `dim`).

@@ -12,6 +12,71 @@
 //! four output words of block j give the Gaussians of coordinates 4j … 4j+3 through Box–Muller:
 //! (x0, x1) → (z0, z1) and (x2, x3) → (z2, z3), with u = (x_even + 1)·2⁻³², t = x_odd·2⁻³²,
 //! r = √(−2 ln u), z_even = r·cos 2πt, z_odd = r·sin 2πt, each rounded once to f32.
+//!
+//! A round's `seed` and `round` words are not chosen by hand in production: [`Secret::stream`]
+//! derives both from a 32-byte secret drawn from the OS CSPRNG, so 128 bits of the block input
+//! are secret. Whoever knows them can regenerate the noise and subtract it from the aggregate, so
+//! the secret never goes into a report; the report carries [`Secret::commitment`], and the secret
+//! itself is only sealed to an auditor.
+
+use zeroize::Zeroizing;
+
+/// Key-derivation context of [`Secret::commitment`] (BLAKE3 `derive_key`).
+pub const COMMITMENT_CONTEXT: &str = "vain 2026 dp-noise commitment v1";
+/// Key-derivation context of [`Secret::stream`] (BLAKE3 `derive_key`).
+pub const STREAM_CONTEXT: &str = "vain 2026 dp-noise stream v1";
+
+/// The secret behind a round's DP noise: 32 bytes, zeroed on drop, never printed.
+#[derive(Clone)]
+pub struct Secret(Zeroizing<[u8; 32]>);
+
+impl Secret {
+    /// A fresh secret from the OS CSPRNG.
+    pub fn generate() -> Result<Self, getrandom::Error> {
+        let mut b = Zeroizing::new([0u8; 32]);
+        getrandom::fill(b.as_mut())?;
+        Ok(Self(b))
+    }
+
+    /// A secret from its bytes (an auditor's opened copy, or a test's fixed value).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+
+    /// The bytes, for sealing to an auditor. Never log or report them.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The public commitment: BLAKE3 `derive_key(COMMITMENT_CONTEXT, secret)`. Hiding because
+    /// the secret is 256 uniformly random bits; binding because BLAKE3 is collision resistant.
+    pub fn commitment(&self) -> [u8; 32] {
+        blake3::derive_key(COMMITMENT_CONTEXT, self.0.as_ref())
+    }
+
+    /// The (`seed`, `round`) words of round `round`'s noise stream: the first 16 bytes of
+    /// BLAKE3 `derive_key(STREAM_CONTEXT, secret ‖ round as u64 LE)`, little-endian.
+    pub fn stream(&self, round: u64) -> (u64, u64) {
+        let mut h = blake3::Hasher::new_derive_key(STREAM_CONTEXT);
+        h.update(self.0.as_ref());
+        h.update(&round.to_le_bytes());
+        let out = h.finalize();
+        let b = out.as_bytes();
+        let word =
+            |i: usize| u64::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3], b[i + 4], b[i + 5], b[i + 6], b[i + 7]]);
+        (word(0), word(8))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Secret(commitment {})",
+            self.commitment().iter().take(8).map(|b| format!("{b:02x}")).collect::<String>()
+        )
+    }
+}
 
 const M0: u32 = 0xD251_1F53;
 const M1: u32 = 0xCD9E_8D57;
@@ -183,6 +248,21 @@ mod tests {
         // P(|z| > 3) = 0.0027.
         let p = tail as f64 / nf;
         assert!((p - 0.0027).abs() < 0.0006, "tail {p}");
+    }
+
+    #[test]
+    fn secret_streams_differ_by_round_and_secret_and_debug_hides_the_secret() {
+        let a = Secret::from_bytes([7; 32]);
+        let b = Secret::from_bytes([8; 32]);
+        assert_ne!(a.stream(1), a.stream(2));
+        assert_ne!(a.stream(1), b.stream(1));
+        assert_ne!(a.commitment(), b.commitment());
+        assert_ne!(a.commitment()[..16], [a.stream(0).0.to_le_bytes(), a.stream(0).1.to_le_bytes()].concat()[..]);
+        let shown = format!("{a:?}");
+        assert!(!shown.contains("0707"), "{shown}");
+        assert!(shown.contains("commitment"));
+        let fresh = Secret::generate().expect("OS random");
+        assert_ne!(fresh.expose(), Secret::generate().expect("OS random").expose());
     }
 
     #[test]

@@ -251,25 +251,42 @@ fn noise_is_the_philox_stream_bit_for_bit() {
 }
 
 #[test]
-fn noise_std_follows_the_sensitivity() {
+fn noise_follows_the_sensitivity_and_the_secret_stream() {
     for mut b in backends() {
         let dim = 5000;
         let mut rng = Rng(77);
         let ups: Vec<Owned> = (0..4).map(|_| random_update(&mut rng, dim, false, 1.0)).collect();
-        let noise = Noise { multiplier: 1.3, seed: 5 };
+        let secret = philox::Secret::from_bytes([5; 32]);
+        let noise = Noise { multiplier: 1.3, secret: secret.clone() };
         for (rule, want) in [(Rule::FedAvg, None), (Rule::Median, Some(1.3 * 2.0 / 4.0))] {
-            let cfg =
-                Config { clip: Some(2.0), noise: Some(noise), round: 9, max_updates: 4, ..Config::new(dim, rule) };
-            let mut round = Round::new(b.as_mut(), cfg).expect("round");
-            for u in &ups {
-                u.with(|upd| round.ingest(upd, u.weight)).expect("ingest");
-            }
+            let run = |b: &mut dyn Backend, noise: Option<Noise>| {
+                let cfg = Config { clip: Some(2.0), noise, round: 9, max_updates: 4, ..Config::new(dim, rule) };
+                let mut round = Round::new(b, cfg).expect("round");
+                for u in &ups {
+                    u.with(|upd| round.ingest(upd, u.weight)).expect("ingest");
+                }
+                round.finish().expect("finish")
+            };
+            let clean = run(b.as_mut(), None);
+            let noisy = run(b.as_mut(), Some(noise.clone()));
             let w: Vec<f32> = ups.iter().map(|u| u.weight).collect();
             let fed = 1.3 * 2.0 * f64::from(w.iter().copied().fold(0f32, f32::max))
                 / w.iter().map(|x| f64::from(*x)).sum::<f64>();
             let want = want.unwrap_or(fed);
-            let got = f64::from(round.finish().expect("finish").report.noise_std.expect("noise"));
+            let std = noisy.report.noise_std.expect("noise");
+            let got = f64::from(std);
             assert!((got - want).abs() < 1e-6 * want, "{rule}: {got} vs {want}");
+            assert_eq!(noisy.report.noise_commitment, Some(secret.commitment()));
+            assert_eq!(clean.report.noise_commitment, None);
+            // The noise is exactly the secret's stream for round 9, and not the stream of the
+            // secret's bytes read as a seed (what a report-derived guess would try).
+            let (seed, stream) = secret.stream(9);
+            let mut want_out = clean.aggregate.clone();
+            philox::add_noise(&mut want_out, 0, std, seed, stream);
+            assert!(want_out.iter().zip(&noisy.aggregate).all(|(a, b)| a.to_bits() == b.to_bits()), "{rule}");
+            let mut guess = clean.aggregate.clone();
+            philox::add_noise(&mut guess, 0, std, 0x0505_0505_0505_0505, 9);
+            assert!(guess.iter().zip(&noisy.aggregate).all(|(a, b)| a != b), "{rule}");
         }
     }
 }

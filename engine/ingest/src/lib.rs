@@ -170,6 +170,9 @@ pub struct RoundResult {
     pub rule: String,
     /// Senders whose updates were used, with their weights, in acceptance order.
     pub contributors: Vec<(PublicKey, f32)>,
+    /// The DP noise added: its standard deviation and the commitment to its secret
+    /// (`philox::Secret::commitment`). The secret itself is never part of a result.
+    pub noise: Option<(f32, Digest)>,
 }
 
 impl Body for RoundResult {
@@ -186,6 +189,14 @@ impl Body for RoundResult {
         for (k, w) in &self.contributors {
             out.extend_from_slice(k);
             out.extend_from_slice(&w.to_le_bytes());
+        }
+        match &self.noise {
+            None => out.push(0),
+            Some((std, commitment)) => {
+                out.push(1);
+                out.extend_from_slice(&std.to_le_bytes());
+                out.extend_from_slice(commitment);
+            }
         }
     }
 }
@@ -510,6 +521,7 @@ impl<'b> Ingest<'b> {
             aggregate: *blake3::hash(&bytes).as_bytes(),
             rule,
             contributors: self.contributors,
+            noise: outcome.report.noise_std.zip(outcome.report.noise_commitment),
         };
         Ok((outcome, Signed::sign(signer, result)))
     }

@@ -280,3 +280,28 @@ fn client_encoder_frames_are_accepted_and_carry_topk_residuals() {
     );
     assert!(matches!(bad, Err(vain_ingest::update::Error::Shape { .. })));
 }
+
+#[test]
+fn a_noised_round_signs_the_noise_commitment_never_the_secret() {
+    use vain_kernels::aggregate::Noise;
+    use vain_kernels::philox::Secret;
+    let secret = Secret::from_bytes([0x5a; 32]);
+    let mut cfg = config(Rule::FedAvg, 4);
+    cfg.aggregation.clip = Some(1.0);
+    cfg.aggregation.noise = Some(Noise { multiplier: 0.7, secret: secret.clone() });
+    let mut backend = CpuBackend::new(1);
+    let mut ing = Ingest::new(&mut backend, cfg, |_| Ok(())).expect("round");
+    for c in 0..3 {
+        ing.ingest_frame(&update(&key(c), c, Codec::F32, false, |_| {}).frame).expect("honest");
+    }
+    let (outcome, result) = ing.finish(&SigningKey::from_bytes(&[4; 32])).expect("finish");
+    let std = outcome.report.noise_std.expect("noise");
+    assert_eq!(result.body.noise, Some((std, secret.commitment())));
+    assert_eq!(result.verify(), Ok(()));
+    let text = format!("{result:?}{:?}", outcome.report);
+    assert!(!text.contains("5a5a5a") && !text.contains("90, 90, 90"), "the secret shows in {text}");
+    // A result that drops or changes the commitment no longer verifies.
+    let mut forged = result.clone();
+    forged.body.noise = None;
+    assert!(forged.verify().is_err());
+}

@@ -56,8 +56,9 @@ pub enum Transport {
 /// linking them, and its X25519 key for sealed messages.
 #[derive(Clone)]
 pub struct Identity {
-    /// Seed of the current signing key.
-    pub seed: [u8; 32],
+    /// Seed of the current signing key (zeroed on drop; the type has no `Debug` so it cannot
+    /// reach a log).
+    pub seed: zeroize::Zeroizing<[u8; 32]>,
     /// Root key.
     pub node_id: [u8; 32],
     /// `SignedRotationCertificate`s from the root to the signing key.
@@ -70,7 +71,7 @@ impl Identity {
     /// A node whose signing key is its root key.
     pub fn from_seed(seed: [u8; 32]) -> Self {
         let node_id = SigningKey::from_bytes(&seed).verifying_key().to_bytes();
-        Self { seed, node_id, rotation_chain: Vec::new(), x25519: [0; 32] }
+        Self { seed: zeroize::Zeroizing::new(seed), node_id, rotation_chain: Vec::new(), x25519: [0; 32] }
     }
 }
 

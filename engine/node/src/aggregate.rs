@@ -8,10 +8,14 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use vain_identity::hpke;
 use vain_kernels::aggregate::{Config, Noise, Outcome, Round, Rule};
 use vain_kernels::backend::{Backend, Segment, Update};
 use vain_kernels::cpu::CpuBackend;
 use vain_kernels::decode::Encoding;
+use vain_kernels::philox;
+use vain_schema::Limits;
+use vain_schema::node::Announcement;
 
 /// Which backend runs the math.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -78,10 +82,21 @@ pub struct AggregateArgs {
     /// Gaussian noise multiplier σ: noise std = σ × clip × sensitivity scale.
     #[arg(long)]
     noise_multiplier: Option<f32>,
-    /// Noise seed (default: drawn from the OS random generator, and printed in the report).
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Round number, which selects the noise stream together with the seed.
+    /// Seal the noise secret to this auditor (their announcement file, verified), so that they
+    /// and only they can later check the noise with `vain audit noise`.
+    #[arg(long, value_name = "ANNOUNCEMENT", conflicts_with = "auditor_key")]
+    auditor: Option<PathBuf>,
+    /// Seal the noise secret to this X25519 public key (hex) instead of an announcement's.
+    #[arg(long, value_name = "HEX")]
+    auditor_key: Option<String>,
+    /// Where to write the sealed noise secret. Default: OUTPUT with extension .noise.sealed.
+    #[arg(long, value_name = "FILE")]
+    sealed_secret: Option<PathBuf>,
+    /// Take the noise secret from this file (64 hex digits) instead of the OS random generator:
+    /// for an auditor re-running a round with the secret they opened. Never publish the file.
+    #[arg(long, value_name = "FILE")]
+    noise_secret_file: Option<PathBuf>,
+    /// Round number, which selects the noise stream together with the noise secret.
     #[arg(long, default_value_t = 0)]
     round: u64,
     /// Backend.
@@ -156,13 +171,16 @@ pub fn run(args: AggregateArgs) -> Result<()> {
     if args.noise_multiplier.is_some() && args.clip.is_none() {
         bail!("--noise-multiplier needs --clip (the noise is scaled to the clip bound)");
     }
-    let seed = match (args.noise_multiplier, args.seed) {
-        (Some(_), None) => {
-            let mut b = [0u8; 8];
-            getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("OS random generator: {e}"))?;
-            Some(u64::from_le_bytes(b))
-        }
-        (_, s) => s,
+    if args.noise_multiplier.is_none()
+        && (args.auditor.is_some() || args.auditor_key.is_some() || args.noise_secret_file.is_some())
+    {
+        bail!("--auditor, --auditor-key and --noise-secret-file only apply with --noise-multiplier");
+    }
+    let auditor = auditor_key(args.auditor.as_deref(), args.auditor_key.as_deref())?;
+    let secret = match (args.noise_multiplier, &args.noise_secret_file) {
+        (None, _) => None,
+        (Some(_), Some(f)) => Some(read_secret(f)?),
+        (Some(_), None) => Some(philox::Secret::generate().map_err(|e| anyhow::anyhow!("OS random generator: {e}"))?),
     };
     let mut backend = open_backend(args.backend, args.threads)?;
 
@@ -175,7 +193,7 @@ pub fn run(args: AggregateArgs) -> Result<()> {
     let dim: usize = slots.iter().map(|s| s.numel).sum();
     let cfg = Config {
         clip: args.clip,
-        noise: args.noise_multiplier.map(|m| Noise { multiplier: m, seed: seed.unwrap_or(0) }),
+        noise: args.noise_multiplier.zip(secret.clone()).map(|(multiplier, secret)| Noise { multiplier, secret }),
         round: args.round,
         max_updates: n,
         memory_limit: args.memory_limit,
@@ -231,7 +249,19 @@ pub fn run(args: AggregateArgs) -> Result<()> {
     let kind = outcome.report.backend;
     write_output(&args.output, &slots, &outcome, &cfg)?;
     let report_path = args.report.clone().unwrap_or_else(|| args.output.with_extension("report.json"));
-    let report = report_json(&outcome, &args.inputs, seed);
+    // The secret leaves this process only sealed to the auditor; otherwise it is dropped (and
+    // zeroed) here, and nobody, this operator included, can regenerate the noise.
+    let sealed = match (&secret, auditor) {
+        (Some(secret), Some(to)) => {
+            let path = args.sealed_secret.clone().unwrap_or_else(|| args.output.with_extension("noise.sealed"));
+            let sealed = hpke::seal(&to, secret.expose(), &sealed_secret_aad(&secret.commitment(), args.round))?;
+            std::fs::write(&path, sealed).with_context(|| format!("writing {}", path.display()))?;
+            Some((path, to))
+        }
+        _ => None,
+    };
+    drop(secret);
+    let report = report_json(&outcome, &args.inputs, args.round, sealed.as_ref());
     std::fs::write(&report_path, serde_json::to_vec_pretty(&report)?)
         .with_context(|| format!("writing {}", report_path.display()))?;
     println!(
@@ -240,6 +270,13 @@ pub fn run(args: AggregateArgs) -> Result<()> {
         args.output.display(),
         report_path.display()
     );
+    match (&sealed, outcome.report.noise_std) {
+        (Some((path, _)), Some(_)) => println!("noise secret sealed to the auditor in {}", path.display()),
+        (None, Some(_)) if args.noise_secret_file.is_none() => {
+            println!("noise secret discarded: nobody can audit this noise (give --auditor to seal it to an auditor)")
+        }
+        _ => {}
+    }
     let flagged: Vec<usize> = outcome.report.updates.iter().filter(|u| u.norm_z.abs() > 3.5).map(|u| u.index).collect();
     if !flagged.is_empty() {
         println!("updates with |norm z| > 3.5: {flagged:?}");
@@ -262,16 +299,54 @@ fn write_output(path: &Path, slots: &[Slot], outcome: &Outcome, cfg: &Config) ->
     Ok(())
 }
 
-fn report_json(outcome: &Outcome, inputs: &[PathBuf], seed: Option<u64>) -> serde_json::Value {
+/// Associated data of a sealed noise secret: binds it to its commitment and round, so a sealed
+/// secret cannot be passed off as another round's.
+pub fn sealed_secret_aad(commitment: &[u8; 32], round: u64) -> Vec<u8> {
+    [&b"vain/noise-secret/v1"[..], commitment, &round.to_le_bytes()].concat()
+}
+
+/// The auditor's X25519 key, from a verified announcement or given in hex.
+fn auditor_key(announcement: Option<&Path>, hex_key: Option<&str>) -> Result<Option<[u8; 32]>> {
+    match (announcement, hex_key) {
+        (Some(a), _) => {
+            let bytes = std::fs::read(a).with_context(|| format!("reading {}", a.display()))?;
+            let ann = Announcement::open(&bytes, &Limits::default(), crate::identity::now_ms())
+                .with_context(|| format!("auditor announcement {} does not verify", a.display()))?;
+            Ok(Some(ann.x25519_key))
+        }
+        (None, Some(h)) => Ok(Some(crate::identity::parse_hex(h, "--auditor-key")?)),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Reads a noise secret written as 64 hex digits.
+pub fn read_secret(path: &Path) -> Result<philox::Secret> {
+    let text =
+        zeroize::Zeroizing::new(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?);
+    let mut b = zeroize::Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(text.trim(), b.as_mut())
+        .with_context(|| format!("{}: a noise secret is 64 hex digits", path.display()))?;
+    Ok(philox::Secret::from_bytes(*b))
+}
+
+fn report_json(
+    outcome: &Outcome,
+    inputs: &[PathBuf],
+    round: u64,
+    sealed: Option<&(PathBuf, [u8; 32])>,
+) -> serde_json::Value {
     let r = &outcome.report;
     json!({
         "rule": r.rule.to_string(),
         "backend": r.backend.to_string(),
         "dim": r.dim,
+        "round": round,
         "storage_bytes": r.storage_bytes,
         "fraction_clipped": r.fraction_clipped,
         "noise_std": r.noise_std,
-        "noise_seed": seed,
+        "noise_commitment": r.noise_commitment.map(hex::encode),
+        "noise_sealed_to": sealed.map(|(_, k)| hex::encode(k)),
+        "noise_sealed_file": sealed.map(|(p, _)| p.display().to_string()),
         "updates": r.updates.iter().map(|u| json!({
             "index": u.index,
             "file": inputs.get(u.index).map(|p| p.display().to_string()),

@@ -172,7 +172,7 @@ pub struct HsmArgs {
 
 /// The clock, in Unix ms. `VAIN_NOW_MS` overrides it so expiry paths can be exercised end to end
 /// (tests, and operators rehearsing a rotation schedule).
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::env::var("VAIN_NOW_MS").ok().and_then(|v| v.parse().ok()).unwrap_or_else(vain_identity::now_ms)
 }
 
@@ -242,7 +242,7 @@ fn unlock_passphrase(common: &Common) -> Result<Option<Zeroizing<String>>> {
     if keyfile::is_encrypted(&x)? { Ok(Some(passphrase(common, false)?)) } else { Ok(None) }
 }
 
-fn open(common: &Common, hsm: Option<&HsmArgs>) -> Result<Identity> {
+pub(crate) fn open(common: &Common, hsm: Option<&HsmArgs>) -> Result<Identity> {
     let pass = unlock_passphrase(common)?;
     let cfg = match hsm {
         Some(h) => h.config()?,
@@ -293,7 +293,7 @@ fn print_identity(id: &vain_schema::persist::IdentityMetadata) -> Result<()> {
     Ok(())
 }
 
-fn parse_hex<const N: usize>(s: &str, what: &str) -> Result<[u8; N]> {
+pub(crate) fn parse_hex<const N: usize>(s: &str, what: &str) -> Result<[u8; N]> {
     let v = hex::decode(s.trim()).with_context(|| format!("{what} is not hex"))?;
     v.try_into().map_err(|v: Vec<u8>| anyhow::anyhow!("{what} is {} bytes, expected {N}", v.len()))
 }

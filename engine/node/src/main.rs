@@ -1,6 +1,7 @@
 //! `vain`: the vAIn node binary.
 
 mod aggregate;
+mod audit;
 mod bench;
 mod identity;
 mod net;
@@ -27,6 +28,9 @@ enum Command {
     /// Aggregate client updates (safetensors files) with a robust rule, clipping and DP noise;
     /// writes the aggregate and a JSON anomaly report.
     Aggregate(aggregate::AggregateArgs),
+    /// Auditor checks on published results (the DP noise behind an aggregate).
+    #[command(subcommand)]
+    Audit(audit::Command),
     /// Throughput benchmarks. With no subcommand: the end-to-end ingest benchmark (client
     /// processes → QUIC → our shards → checks → aggregation), against quinn on tokio.
     Bench(bench::BenchArgs),
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Identity(c) => identity::run(c),
         Command::Aggregate(a) => aggregate::run(a),
+        Command::Audit(c) => audit::run(c),
         Command::Privacy(c) => privacy::run(c),
         Command::Bench(c) => bench::run(c),
         Command::Sim(a) => sim::run(a),

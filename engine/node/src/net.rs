@@ -72,7 +72,7 @@ fn identity(data_dir: &Path) -> Result<node::Identity> {
         bail!("{} is not the identity's current key", dir.join(KEY_FILE).display());
     }
     Ok(node::Identity {
-        seed: *seed,
+        seed: zeroize::Zeroizing::new(*seed),
         node_id: id.node_id(),
         rotation_chain: id.meta().rotation_chain.clone(),
         x25519: id.x25519().public(),

@@ -1,7 +1,8 @@
 //! `vain aggregate` end to end: random safetensors updates (f32, f16 and bf16 tensors, weights in
 //! metadata), every rule, with and without clipping, compared with the float64 reference
 //! (relative L2 error ≤ 1e-5; 1e-4 for the iterated CenteredClip); noise checked against the
-//! Philox stream; mismatched inputs refused.
+//! secret's Philox stream, which the report does not reveal and the auditor can open;
+//! mismatched inputs refused.
 
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
@@ -163,37 +164,188 @@ fn every_rule_reproduces_the_f64_reference() {
     assert!(checked >= 12, "only {checked} of 14 rule/clip combinations were value-checked");
 }
 
+fn run_ok(args: &[&str]) -> String {
+    let o = vain(args);
+    assert!(o.status.success(), "vain {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("report")).expect("json")
+}
+
 #[test]
-fn noise_is_the_philox_stream_scaled_by_the_sensitivity() {
+fn noise_is_the_secret_stream_scaled_by_the_sensitivity() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (paths, _, ws) = inputs(dir.path(), 5, 7);
     let files: Vec<&str> = paths.iter().map(|p| p.to_str().expect("utf8")).collect();
     let clean = dir.path().join("clean.safetensors");
     let noisy = dir.path().join("noisy.safetensors");
+    let secret_file = dir.path().join("secret.hex");
+    std::fs::write(&secret_file, "ab".repeat(32)).expect("write");
     let base = ["aggregate", "--backend", "cpu", "--clip", "2.5", "--round", "4"];
     let mut a: Vec<&str> = base.to_vec();
     a.extend(["-o", clean.to_str().expect("utf8")]);
     a.extend(&files);
-    assert!(vain(&a).status.success());
+    run_ok(&a);
     let mut b: Vec<&str> = base.to_vec();
-    b.extend(["--noise-multiplier", "0.8", "--seed", "12345", "-o", noisy.to_str().expect("utf8")]);
+    b.extend(["--noise-multiplier", "0.8", "--noise-secret-file", secret_file.to_str().expect("utf8")]);
+    b.extend(["-o", noisy.to_str().expect("utf8")]);
     b.extend(&files);
-    let o = vain(&b);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run_ok(&b);
     let (c, n) = (read_output(&clean), read_output(&noisy));
     let total: f32 = ws.iter().sum();
     let max = ws.iter().copied().fold(0f32, f32::max);
     let std = (0.8f64 * 2.5 * f64::from(max) / f64::from(total)) as f32;
+    let secret = philox::Secret::from_bytes([0xab; 32]);
+    let (seed, stream) = secret.stream(4);
     let mut z = vec![0f32; c.len()];
-    philox::add_noise(&mut z, 0, 1.0, 12345, 4);
+    philox::add_noise(&mut z, 0, 1.0, seed, stream);
     for i in 0..c.len() {
         let want = std * z[i];
         assert!((n[i] - c[i] - want).abs() <= 1e-5 * (1.0 + c[i].abs()), "coordinate {i}: {} vs {want}", n[i] - c[i]);
     }
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("noisy.report.json")).expect("report")).expect("json");
-    assert_eq!(report["noise_seed"], 12345);
+    let report = json(&dir.path().join("noisy.report.json"));
+    assert_eq!(report["noise_commitment"], hex::encode(secret.commitment()));
+    assert_eq!(report["round"], 4);
     assert!((report["noise_std"].as_f64().expect("std") - f64::from(std)).abs() < 1e-7);
+    assert!(!report.to_string().contains(&"ab".repeat(32)), "the report holds the secret");
+}
+
+/// Every integer and every hex string in a report, read as a Philox seed (with the report's round
+/// or 0 as the stream), and the commitment's own words: none of them gives the noise.
+fn guesses_from_report(report: &serde_json::Value) -> Vec<(u64, u64)> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<u64>) {
+        match v {
+            serde_json::Value::Number(n) => out.extend(n.as_u64().into_iter().chain(n.as_f64().map(f64::to_bits))),
+            serde_json::Value::String(s) => {
+                if let Ok(b) = hex::decode(s) {
+                    out.extend(b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8"))));
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let mut words = Vec::new();
+    walk(report, &mut words);
+    let round = report["round"].as_u64().expect("round");
+    let mut g: Vec<(u64, u64)> = words.iter().flat_map(|&w| [(w, round), (w, 0)]).collect();
+    g.extend(words.windows(2).map(|w| (w[0], w[1])));
+    g
+}
+
+#[test]
+fn the_report_does_not_reproduce_the_noise_but_the_auditor_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = |name: &str| dir.path().join(name).to_str().expect("utf8").to_owned();
+    let (paths, _, _) = inputs(dir.path(), 5, 11);
+    let files: Vec<&str> = paths.iter().map(|p| p.to_str().expect("utf8")).collect();
+    // The auditor has an identity and publishes a signed announcement.
+    let (auditor, ann) = (d("auditor"), d("auditor.ann"));
+    let env_free = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_vain"))
+            .args(args)
+            .env_remove("VAIN_PASSPHRASE")
+            .env_remove("VAIN_IDENTITY_DIR")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run vain");
+        assert!(o.status.success(), "vain {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    env_free(&["identity", "new", "--dir", &auditor]);
+    env_free(&["identity", "announce", "--dir", &auditor, "--out", &ann, "--roles", "validator"]);
+
+    let base = ["aggregate", "--backend", "cpu", "--clip", "1.5", "--round", "7"];
+    let clean = d("clean.safetensors");
+    let mut a: Vec<&str> = base.to_vec();
+    a.extend(["-o", &clean]);
+    a.extend(&files);
+    run_ok(&a);
+    // Two noised runs on the same inputs, the first sealed to the auditor.
+    let (n1, n2) = (d("n1.safetensors"), d("n2.safetensors"));
+    let mut b: Vec<&str> = base.to_vec();
+    b.extend(["--noise-multiplier", "1.2", "--auditor", &ann, "-o", &n1]);
+    b.extend(&files);
+    let out = run_ok(&b);
+    assert!(out.contains("noise secret sealed to the auditor"), "{out}");
+    let mut b2: Vec<&str> = base.to_vec();
+    b2.extend(["--noise-multiplier", "1.2", "-o", &n2]);
+    b2.extend(&files);
+    let out = run_ok(&b2);
+    assert!(out.contains("noise secret discarded"), "{out}");
+
+    let (c, x1, x2) = (read_output(Path::new(&clean)), read_output(Path::new(&n1)), read_output(Path::new(&n2)));
+    let (r1, r2) = (json(&dir.path().join("n1.report.json")), json(&dir.path().join("n2.report.json")));
+    assert!(r1.get("noise_seed").is_none() && r2.get("noise_seed").is_none());
+    // Same inputs, same report apart from the commitment and the sealing fields, yet different
+    // noise: the report does not determine the noise.
+    let strip = |r: &serde_json::Value| {
+        let mut r = r.clone();
+        for k in ["noise_commitment", "noise_sealed_to", "noise_sealed_file"] {
+            r.as_object_mut().expect("object").remove(k);
+        }
+        r
+    };
+    assert_eq!(strip(&r1), strip(&r2));
+    assert_ne!(r1["noise_commitment"], r2["noise_commitment"]);
+    assert!(x1.iter().zip(&x2).all(|(a, b)| a != b), "two runs drew the same noise");
+    // No number or hex string of the report, used as the stream's words, gives the noise.
+    let std = r1["noise_std"].as_f64().expect("std") as f32;
+    for (seed, stream) in guesses_from_report(&r1) {
+        let mut g = c.clone();
+        philox::add_noise(&mut g, 0, std, seed, stream);
+        let close = g.iter().zip(&x1).filter(|(a, b)| (*a - *b).abs() <= 1e-4 * (1.0 + b.abs())).count();
+        assert!(close < c.len() / 10, "the report's words ({seed:#x}, {stream}) reproduce the noise");
+    }
+
+    // The auditor opens the sealed secret and verifies the noise.
+    let sealed = d("n1.noise.sealed");
+    let secret_out = d("opened.hex");
+    let r1p = d("n1.report.json");
+    let audit = ["audit", "noise", "--aggregate", &n1, "--report", &r1p, "--sealed", &sealed, "--reference", &clean];
+    let mut a1: Vec<&str> = audit.to_vec();
+    a1.extend(["--dir", &auditor, "--write-secret", &secret_out]);
+    let out = env_free(&a1);
+    assert!(out.contains("matches the commitment") && out.contains("noise verified"), "{out}");
+    // With the opened secret the auditor regenerates the noise exactly.
+    let hexs = std::fs::read_to_string(&secret_out).expect("secret");
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(hexs.trim(), &mut bytes).expect("hex");
+    let secret = philox::Secret::from_bytes(bytes);
+    assert_eq!(hex::encode(secret.commitment()), r1["noise_commitment"]);
+    let (seed, stream) = secret.stream(7);
+    let mut g = c.clone();
+    philox::add_noise(&mut g, 0, std, seed, stream);
+    for (i, (a, b)) in g.iter().zip(&x1).enumerate() {
+        assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "coordinate {i}: {a} vs {b}");
+    }
+
+    // Someone else cannot open it; a report with another commitment or round does not match it;
+    // the other run's aggregate is not this secret's noise.
+    let other = d("other");
+    env_free(&["identity", "new", "--dir", &other]);
+    let fail = |extra: &[&str], report: &str, agg: &str, needle: &str| {
+        let mut v: Vec<&str> =
+            vec!["audit", "noise", "--aggregate", agg, "--report", report, "--sealed", &sealed, "--reference", &clean];
+        v.extend(extra);
+        let o = vain(&v);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(needle), "{extra:?}: {err}");
+    };
+    fail(&["--dir", &other], &r1p, &n1, "does not open for this node");
+    let mut bad = r1.clone();
+    bad["round"] = 8.into();
+    let badp = d("bad.report.json");
+    std::fs::write(&badp, bad.to_string()).expect("write");
+    fail(&["--dir", &auditor], &badp, &n1, "does not open for this node");
+    let mut bad2 = r1.clone();
+    bad2["noise_std"] = (std * 2.0).into();
+    std::fs::write(&badp, bad2.to_string()).expect("write");
+    fail(&["--dir", &auditor], &badp, &n1, "not the reference plus the committed noise");
+    fail(&["--dir", &auditor], &r1p, &n2, "not the reference plus the committed noise");
 }
 
 #[test]
