@@ -393,7 +393,11 @@ pub struct Ingest<'b> {
     rejected: BTreeMap<&'static str, u64>,
     logged: BTreeSet<(PublicKey, &'static str)>,
     contributors: Vec<(PublicKey, f32)>,
+    weigh: Option<Weigh<'b>>,
 }
+
+/// Turns a sender and its declared example count into the weight its update gets.
+pub type Weigh<'b> = Box<dyn Fn(&PublicKey, f32) -> f32 + 'b>;
 
 fn kernel_encoding(e: Encoding) -> KEnc {
     match e {
@@ -425,8 +429,17 @@ impl<'b> Ingest<'b> {
             rejected: BTreeMap::new(),
             logged: BTreeSet::new(),
             contributors: Vec::new(),
+            weigh: None,
             cfg,
         })
+    }
+
+    /// Weighs each accepted update by `f(sender, declared example count)` instead of the count
+    /// alone: how reputation sets a client's influence. A weight that is not finite and
+    /// positive refuses the update (`Reject::Values`).
+    pub fn with_weights(mut self, f: impl Fn(&PublicKey, f32) -> f32 + 'b) -> Self {
+        self.weigh = Some(Box::new(f));
+        self
     }
 
     /// A checker for this round, for a shard (same config and allow rule).
@@ -500,10 +513,11 @@ impl<'b> Ingest<'b> {
                 bytes: &body[r.clone()],
             })
             .collect();
-        match self.round.ingest(&Update { segments: &segs }, c.weight) {
+        let weight = self.weigh.as_ref().map_or(c.weight, |f| f(&c.sender, c.weight));
+        match self.round.ingest(&Update { segments: &segs }, weight) {
             Ok(index) => {
-                self.contributors.push((c.sender, c.weight));
-                Ok(Accepted { index, sender: c.sender, weight: c.weight })
+                self.contributors.push((c.sender, weight));
+                Ok(Accepted { index, sender: c.sender, weight })
             }
             Err(e) => Err(self.refused(Refused { reject: Reject::Values(e), sender })),
         }

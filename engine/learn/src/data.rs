@@ -213,7 +213,13 @@ fn check_magic(b: &[u8], file: &Path, expected: u32, what: &'static str) -> Resu
 fn size(b: &[u8], at: usize, file: &Path, what: &'static str, max: u32, header: u64) -> Result<u32, Error> {
     let v = be32(b, at, file, header)?;
     if v == 0 || v > max {
-        return Err(Error::Size { file: file.to_path_buf(), offset: at as u64, what, value: u64::from(v), max: u64::from(max) });
+        return Err(Error::Size {
+            file: file.to_path_buf(),
+            offset: at as u64,
+            what,
+            value: u64::from(v),
+            max: u64::from(max),
+        });
     }
     Ok(v)
 }
@@ -288,7 +294,13 @@ fn find(dir: &Path, name: &'static str) -> Result<Option<PathBuf>, Error> {
 fn read_file(path: &Path) -> Result<Vec<u8>, Error> {
     let meta = std::fs::metadata(path).map_err(|source| Error::Io { file: path.to_path_buf(), source })?;
     if meta.len() > MAX_BYTES {
-        return Err(Error::Size { file: path.to_path_buf(), offset: 0, what: "file bytes", value: meta.len(), max: MAX_BYTES });
+        return Err(Error::Size {
+            file: path.to_path_buf(),
+            offset: 0,
+            what: "file bytes",
+            value: meta.len(),
+            max: MAX_BYTES,
+        });
     }
     std::fs::read(path).map_err(|source| Error::Io { file: path.to_path_buf(), source })
 }
@@ -384,9 +396,15 @@ mod tests {
         let mut wrong = images(1, 28, 28, PIXELS);
         wrong[3] = 0x01;
         let e = parse_images(&wrong, p).expect_err("magic");
-        assert!(matches!(e, Error::Magic { found: 0x801, .. }) && e.to_string().starts_with("bad.idx: offset 0"), "{e}");
+        assert!(
+            matches!(e, Error::Magic { found: 0x801, .. }) && e.to_string().starts_with("bad.idx: offset 0"),
+            "{e}"
+        );
         let e = parse_images(&images(2, 28, 28, PIXELS + 5), p).expect_err("short");
-        assert!(matches!(e, Error::Truncated { offset, expected, .. } if offset == 16 + PIXELS as u64 + 5 && expected == 16 + 2 * PIXELS as u64), "{e}");
+        assert!(
+            matches!(e, Error::Truncated { offset, expected, .. } if offset == 16 + PIXELS as u64 + 5 && expected == 16 + 2 * PIXELS as u64),
+            "{e}"
+        );
         let e = parse_images(&images(1, 28, 28, PIXELS + 1), p).expect_err("long");
         assert!(matches!(e, Error::TrailingBytes { extra: 1, .. }), "{e}");
         let e = parse_images(&images(MAX_ITEMS + 1, 28, 28, 0), p).expect_err("count");

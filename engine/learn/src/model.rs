@@ -85,7 +85,11 @@ impl Arch {
     pub fn layout(self) -> Vec<TensorLayout> {
         self.tensors()
             .into_iter()
-            .map(|(n, s, _)| TensorLayout { name: n.into(), shape: s.iter().map(|&d| d as u64).collect(), dtype: WireDType::F32 })
+            .map(|(n, s, _)| TensorLayout {
+                name: n.into(),
+                shape: s.iter().map(|&d| d as u64).collect(),
+                dtype: WireDType::F32,
+            })
             .collect()
     }
 
@@ -215,7 +219,8 @@ impl Model {
     /// Logits for a batch `x` of normalised images, shape `[batch, 784]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, Error> {
         let v = |i: usize| self.vars[i].as_tensor();
-        let dense = |x: &Tensor, w: &Tensor, b: &Tensor| -> candle_core::Result<Tensor> { x.matmul(&w.t()?)?.broadcast_add(b) };
+        let dense =
+            |x: &Tensor, w: &Tensor, b: &Tensor| -> candle_core::Result<Tensor> { x.matmul(&w.t()?)?.broadcast_add(b) };
         Ok(match self.arch {
             Arch::MnistMlp => {
                 let h = dense(x, v(1), v(0))?.relu()?;
@@ -274,7 +279,10 @@ pub fn save_flat(arch: Arch, flat: &[f32], path: &Path) -> Result<(), Error> {
     let mut at = 0;
     for (name, shape, _) in arch.tensors() {
         let n: usize = shape.iter().product();
-        views.push((name, safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes[4 * at..4 * (at + n)])?));
+        views.push((
+            name,
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes[4 * at..4 * (at + n)])?,
+        ));
         at += n;
     }
     let mut meta = HashMap::new();
@@ -291,11 +299,16 @@ pub fn load_flat(arch: Arch, path: &Path) -> Result<Vec<f32>, Error> {
     let st = safetensors::SafeTensors::deserialize(&bytes)?;
     let want = arch.tensors();
     if st.len() != want.len() {
-        return Err(Error::Checkpoint { file: path.to_path_buf(), why: format!("{} tensors, {} has {}", st.len(), arch, want.len()) });
+        return Err(Error::Checkpoint {
+            file: path.to_path_buf(),
+            why: format!("{} tensors, {} has {}", st.len(), arch, want.len()),
+        });
     }
     let mut flat = Vec::with_capacity(arch.dim());
     for (name, shape, _) in want {
-        let t = st.tensor(name).map_err(|_| Error::Checkpoint { file: path.to_path_buf(), why: format!("no tensor {name}") })?;
+        let t = st
+            .tensor(name)
+            .map_err(|_| Error::Checkpoint { file: path.to_path_buf(), why: format!("no tensor {name}") })?;
         if t.shape() != shape.as_slice() || t.dtype() != safetensors::Dtype::F32 {
             return Err(Error::Checkpoint {
                 file: path.to_path_buf(),
@@ -376,7 +389,8 @@ mod tests {
                 let mut vals = orig.flatten_all().expect("flat").to_vec1::<f64>().expect("vec");
                 vals[c - at] += h;
                 v.set(&Tensor::from_vec(vals, orig.shape(), &Device::Cpu).expect("t")).expect("set");
-                let l = cross_entropy(&m.forward(x).expect("fwd"), y).expect("loss").to_scalar::<f64>().expect("scalar");
+                let l =
+                    cross_entropy(&m.forward(x).expect("fwd"), y).expect("loss").to_scalar::<f64>().expect("scalar");
                 v.set(&orig).expect("restore");
                 return l;
             }
@@ -404,11 +418,15 @@ mod tests {
             }
             // One coordinate in each tensor plus a few at random, moved in f64 by a step small
             // enough not to cross a ReLU or max-pool kink.
-            let mut coords: Vec<usize> = a.tensors().iter().scan(0, |at, (_, s, _)| {
-                let c = *at + s.iter().product::<usize>() / 2;
-                *at += s.iter().product::<usize>();
-                Some(c)
-            }).collect();
+            let mut coords: Vec<usize> = a
+                .tensors()
+                .iter()
+                .scan(0, |at, (_, s, _)| {
+                    let c = *at + s.iter().product::<usize>() / 2;
+                    *at += s.iter().product::<usize>();
+                    Some(c)
+                })
+                .collect();
             coords.extend((0..10).map(|_| (u.sample(&mut rng).abs() * 1e6) as usize % a.dim()));
             let mut checked = 0;
             for c in coords {
@@ -418,7 +436,10 @@ mod tests {
                 if an.abs() < 1e-7 && fd.abs() < 1e-7 {
                     continue;
                 }
-                assert!((fd - an).abs() <= 1e-4 * (fd.abs() + an.abs()) + 1e-8, "{a} coordinate {c}: finite difference {fd}, backprop {an}");
+                assert!(
+                    (fd - an).abs() <= 1e-4 * (fd.abs() + an.abs()) + 1e-8,
+                    "{a} coordinate {c}: finite difference {fd}, backprop {an}"
+                );
                 checked += 1;
             }
             assert!(checked >= 6, "{a}: only {checked} coordinates had a gradient");

@@ -50,7 +50,9 @@ pub enum Error {
         min: usize,
     },
     /// No draw in 1,000 gave every client the minimum (α too small for this many clients).
-    #[error("Dirichlet({alpha}) left a client with fewer than {min} items in 1000 draws; raise α or lower the client count")]
+    #[error(
+        "Dirichlet({alpha}) left a client with fewer than {min} items in 1000 draws; raise α or lower the client count"
+    )]
     Degenerate {
         /// α.
         alpha: f64,
@@ -75,7 +77,13 @@ impl FromStr for Scheme {
 }
 
 /// Deals the items (given by their labels) to `clients`; returns each client's item indices.
-pub fn split(labels: &[u8], clients: usize, scheme: Scheme, min_items: usize, seed: u64) -> Result<Vec<Vec<usize>>, Error> {
+pub fn split(
+    labels: &[u8],
+    clients: usize,
+    scheme: Scheme,
+    min_items: usize,
+    seed: u64,
+) -> Result<Vec<Vec<usize>>, Error> {
     if clients == 0 || labels.len() < clients * min_items.max(1) {
         return Err(Error::TooFew { items: labels.len(), clients, min: min_items.max(1) });
     }
@@ -210,8 +218,12 @@ mod tests {
         let skew = |s: Scheme| {
             (0..5u64).map(|seed| label_skew(&ls, &split(&ls, 20, s, 10, seed).expect("split"))).sum::<f64>() / 5.0
         };
-        let (iid, a10, a1, a01) =
-            (skew(Scheme::Iid), skew(Scheme::Dirichlet(10.0)), skew(Scheme::Dirichlet(1.0)), skew(Scheme::Dirichlet(0.1)));
+        let (iid, a10, a1, a01) = (
+            skew(Scheme::Iid),
+            skew(Scheme::Dirichlet(10.0)),
+            skew(Scheme::Dirichlet(1.0)),
+            skew(Scheme::Dirichlet(0.1)),
+        );
         assert!(iid < a10 && a10 < a1 && a1 < a01, "iid {iid} α=10 {a10} α=1 {a1} α=0.1 {a01}");
         assert!(iid < 0.1 && a01 > 0.6, "iid {iid} α=0.1 {a01}");
     }

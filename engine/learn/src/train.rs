@@ -151,6 +151,42 @@ pub fn train(
     relabel: &dyn Fn(usize, u8) -> u8,
     pixels: &dyn Fn(usize, &mut [f32]),
 ) -> Result<Stats, Error> {
+    run(model, data, idx, cfg, round, rng, relabel, pixels, None)
+}
+
+/// Like [`train`] on clean data, but only the variables at `vars` (indices into
+/// [`Model::vars`]) move: fine-tuning a personal head on a frozen body.
+pub fn train_vars(
+    model: &Model,
+    data: &Dataset,
+    idx: &[usize],
+    cfg: &Config,
+    round: u64,
+    rng: &mut ChaCha20Rng,
+    vars: &[usize],
+) -> Result<Stats, Error> {
+    run(model, data, idx, cfg, round, rng, &same_label, &same_pixels, Some(vars))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    model: &Model,
+    data: &Dataset,
+    idx: &[usize],
+    cfg: &Config,
+    round: u64,
+    rng: &mut ChaCha20Rng,
+    relabel: &dyn Fn(usize, u8) -> u8,
+    pixels: &dyn Fn(usize, &mut [f32]),
+    only: Option<&[usize]>,
+) -> Result<Stats, Error> {
+    let trained: Vec<candle_core::Var> = model
+        .vars()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| only.is_none_or(|o| o.contains(i)))
+        .map(|(_, v)| v.clone())
+        .collect();
     if idx.is_empty() || cfg.batch == 0 || cfg.steps == 0 {
         return Ok(Stats::default());
     }
@@ -163,10 +199,11 @@ pub fn train(
         Sgd { momentum: f64, velocity: Vec<Option<Tensor>> },
     }
     let mut opt = match cfg.optim {
-        Optim::Adam => {
-            State::Adam(Box::new(AdamW::new(model.vars().to_vec(), ParamsAdamW { lr, weight_decay: 0.0, ..Default::default() })?))
-        }
-        Optim::Sgd { momentum } => State::Sgd { momentum, velocity: vec![None; model.vars().len()] },
+        Optim::Adam => State::Adam(Box::new(AdamW::new(
+            trained.clone(),
+            ParamsAdamW { lr, weight_decay: 0.0, ..Default::default() },
+        )?)),
+        Optim::Sgd { momentum } => State::Sgd { momentum, velocity: vec![None; trained.len()] },
     };
     let (mut loss_sum, mut samples) = (0f64, 0usize);
     for _ in 0..cfg.steps {
@@ -185,7 +222,7 @@ pub fn train(
             State::Adam(adam) => adam.step(&grads)?,
             State::Sgd { momentum, velocity } => {
                 let momentum = *momentum;
-                for (v, vel) in model.vars().iter().zip(velocity.iter_mut()) {
+                for (v, vel) in trained.iter().zip(velocity.iter_mut()) {
                     let Some(g) = grads.get(v.as_tensor()) else { continue };
                     let step = match vel.take() {
                         Some(prev) if momentum > 0.0 => ((prev * momentum)? + g)?,
@@ -247,9 +284,11 @@ mod tests {
     fn loss_falls_on_a_fixed_batch_and_runs_are_deterministic() {
         let m = Mnist::embedded();
         let idx: Vec<usize> = (0..10_000).step_by(157).collect();
-        for (arch, optim, lr) in
-            [(Arch::MnistMlp, Optim::Sgd { momentum: 0.9 }, 0.05), (Arch::MnistCnn, Optim::Adam, 0.003), (Arch::MnistMlp, Optim::Sgd { momentum: 0.0 }, 0.1)]
-        {
+        for (arch, optim, lr) in [
+            (Arch::MnistMlp, Optim::Sgd { momentum: 0.9 }, 0.05),
+            (Arch::MnistCnn, Optim::Adam, 0.003),
+            (Arch::MnistMlp, Optim::Sgd { momentum: 0.0 }, 0.1),
+        ] {
             let run = || {
                 let model = Model::init(arch, 1, &Device::Cpu, DType::F32).expect("init");
                 let before = evaluate(&model, &m.train, &idx, &same_label, &same_pixels).expect("eval").1;

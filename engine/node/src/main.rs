@@ -7,6 +7,7 @@ mod identity;
 mod net;
 mod privacy;
 mod sim;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -34,6 +35,9 @@ enum Command {
     /// Throughput benchmarks. With no subcommand: the end-to-end ingest benchmark (client
     /// processes → QUIC → our shards → checks → aggregation), against quinn on tokio.
     Bench(bench::BenchArgs),
+    /// Local learning: a whole federation in one process (`vain train simulate`).
+    #[command(subcommand)]
+    Train(train::Command),
     /// Run the deterministic reputation / governance simulator and chart reputation over time.
     Sim(sim::SimArgs),
     /// Run one node of the control plane (libp2p: Kademlia, mDNS, beacon, peer exchange,
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
         Command::Privacy(c) => privacy::run(c),
         Command::Bench(c) => bench::run(c),
         Command::Sim(a) => sim::run(a),
+        Command::Train(c) => train::run(c),
         Command::Node(a) => net::run_node(a),
         Command::Up(a) => net::run_up(a),
         Command::Peers(a) => net::run_peers(a),

@@ -1,0 +1,73 @@
+//! A short federation on the real digits: honest clients learn, attackers are spotted by the
+//! aggregation report, lose weight in the ledger and are suspended; the same run without
+//! reputation keeps giving them their share.
+
+use vain_kernels::aggregate::Rule;
+use vain_kernels::cpu::CpuBackend;
+use vain_learn::attack::{Attack, Plan};
+use vain_learn::federation::{Config, Federation, RoundRow};
+use vain_learn::model::Arch;
+use vain_learn::partition::Scheme;
+
+fn config(reputation: bool) -> Config {
+    let mut cfg = Config::new(Arch::MnistMlp, 6);
+    cfg.malicious = 0.34;
+    cfg.plan = Plan::One(Attack::Scale(-4.0));
+    cfg.rule = Rule::FedAvg;
+    cfg.partition = Scheme::Iid;
+    cfg.rounds = 5;
+    cfg.train.steps = 8;
+    cfg.train.batch = 32;
+    cfg.test_size = 1000;
+    cfg.reputation = reputation;
+    cfg.seed = 3;
+    cfg
+}
+
+fn run(cfg: Config) -> (Vec<RoundRow>, Vec<Option<Attack>>) {
+    let mut fed = Federation::new(cfg.clone(), None).expect("federation");
+    let mut backend = CpuBackend::new(2);
+    let rows = (0..cfg.rounds).map(|_| fed.run_round(&mut backend).expect("round")).collect();
+    (rows, fed.attacks())
+}
+
+fn attacker_share(row: &RoundRow) -> f64 {
+    row.clients.iter().filter(|c| c.attack.is_some()).map(|c| c.weight).sum()
+}
+
+#[test]
+fn reputation_drops_the_attackers_and_the_model_learns() {
+    let (rows, attacks) = run(config(true));
+    assert_eq!(attacks.iter().filter(|a| a.is_some()).count(), 2);
+    let first = &rows[0];
+    let last = rows.last().expect("rows");
+    // Round 0: nobody has evidence yet, every client weighs its examples.
+    assert!(attacker_share(first) > 0.25, "round 0 attacker share {}", attacker_share(first));
+    for (i, a) in attacks.iter().enumerate() {
+        if a.is_some() {
+            assert!(first.suspected.contains(&i), "attacker {i} not suspected in round 0: {:?}", first.clients[i]);
+        }
+    }
+    assert!(attacker_share(last) < 0.05, "attacker share at the end {}", attacker_share(last));
+    assert!(
+        last.clients.iter().filter(|c| c.attack.is_some()).all(|c| c.status != "active" || c.score < 0.05),
+        "{:?}",
+        last.clients
+    );
+    assert!(
+        last.clients.iter().filter(|c| c.attack.is_none()).all(|c| c.status == "active"),
+        "an honest client was suspended"
+    );
+    assert!(last.accuracy > 0.80, "accuracy {}", last.accuracy);
+    assert!(rows.iter().all(|r| r.rejected == 0));
+
+    // Without reputation the attackers keep their share and drag the model down.
+    let (plain, _) = run(config(false));
+    assert!(attacker_share(plain.last().expect("rows")) > 0.25);
+    assert!(
+        plain.last().expect("rows").accuracy < last.accuracy - 0.05,
+        "{} vs {}",
+        plain.last().expect("rows").accuracy,
+        last.accuracy
+    );
+}

@@ -1,0 +1,425 @@
+//! `vain train`: local learning and the in-process federation.
+//!
+//! `vain train simulate` runs a whole federation (vain-learn's `federation`) with a progress bar,
+//! prints a table per round and writes `rounds.csv`, `clients.csv`, `summary.json` and
+//! `accuracy.svg`. `vain train local` trains one client from a checkpoint and writes its signed
+//! update, so `vain aggregate` can be driven by real updates.
+
+use crate::aggregate::{BackendChoice, open_backend};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use plotters::prelude::*;
+use serde_json::json;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use vain_kernels::aggregate::Rule;
+use vain_kernels::encode::Codec;
+use vain_learn::attack::Plan;
+use vain_learn::data::Mnist;
+use vain_learn::federation::{Config, Federation, RoundRow};
+use vain_learn::model::Arch;
+use vain_learn::partition::Scheme;
+use vain_learn::train::{Optim, Schedule};
+
+/// `vain train` subcommands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run a whole federation in one process: real training, encoders, envelopes, checks,
+    /// kernels, ledger and attacks.
+    Simulate(SimulateArgs),
+}
+
+/// On or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
+/// Arguments of `vain train simulate`.
+#[derive(Args)]
+pub struct SimulateArgs {
+    /// mnist-mlp | mnist-cnn.
+    #[arg(long, default_value = "mnist-cnn")]
+    model: Arch,
+    /// Clients.
+    #[arg(long, default_value_t = 20)]
+    clients: usize,
+    /// Fraction of clients that attack, in [0, 0.5).
+    #[arg(long, default_value_t = 0.0)]
+    malicious: f64,
+    /// alie | ipm[:ε] | label-flip | sign-flip | scale:λ | noise[:σ] | free-ride[:stale] | backdoor | mixed.
+    #[arg(long, default_value = "sign-flip")]
+    attack: Plan,
+    /// fedavg | median | trimmed-mean:β | multi-krum:f,m | bulyan:f | centered-clip:τ,iters | clipped-mean:C.
+    #[arg(long, default_value = "fedavg")]
+    rule: Rule,
+    /// iid | dirichlet:α.
+    #[arg(long, default_value = "dirichlet:0.5")]
+    partition: Scheme,
+    /// Rounds.
+    #[arg(long, default_value_t = 30)]
+    rounds: u64,
+    /// Optimiser steps (minibatches) per client per round.
+    #[arg(long, default_value_t = 10)]
+    local_steps: usize,
+    /// Minibatch size.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// sgd[:momentum] | adam.
+    #[arg(long, default_value = "sgd:0.9")]
+    optimizer: Optim,
+    /// Base learning rate.
+    #[arg(long, default_value_t = 0.05)]
+    lr: f64,
+    /// Learning rate decay: cosine from the base rate to 10 % of it over the run.
+    #[arg(long)]
+    cosine: bool,
+    /// f32 | f16 | bf16 | int8:BLOCK | topk:FRACTION | topk-f16:FRACTION | sign.
+    #[arg(long, default_value = "f32")]
+    encoding: Codec,
+    /// zstd level for update payloads.
+    #[arg(long)]
+    zstd: Option<i32>,
+    /// Clip every update to this L2 norm.
+    #[arg(long)]
+    clip: Option<f32>,
+    /// DP noise multiplier σ (needs --clip); ε per round is reported (δ = 1e-5).
+    #[arg(long)]
+    noise_multiplier: Option<f32>,
+    /// Reputation sets weights and excludes suspended clients.
+    #[arg(long, value_enum, default_value = "on")]
+    reputation: Switch,
+    /// Reptile outer step ε: global ← global + ε·aggregate (1 = plain averaging).
+    #[arg(long, default_value_t = 1.0)]
+    reptile: f64,
+    /// Steps fine-tuning each client's personal head per round (0 = no personalisation).
+    #[arg(long, default_value_t = 0)]
+    personal_steps: usize,
+    /// Seed: the same seed gives the same run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Aggregation backend.
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendChoice,
+    /// Client training threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Directory with the MNIST IDX files (train-images-idx3-ubyte[.gz], …); default: the
+    /// 10,000 embedded digits.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Where to write rounds.csv, clients.csv, summary.json and accuracy.svg.
+    #[arg(long, default_value = "vain-train-out")]
+    out: PathBuf,
+    /// No per-round table (the summary and files only).
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Runs a `vain train` subcommand.
+pub fn run(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Simulate(a) => simulate(a),
+    }
+}
+
+fn simulate(a: SimulateArgs) -> Result<()> {
+    let data = match &a.data {
+        Some(dir) => Some(Mnist::load_dir(dir).with_context(|| format!("loading MNIST from {}", dir.display()))?),
+        None => None,
+    };
+    let mut cfg = Config::new(a.model, a.clients);
+    cfg.malicious = a.malicious;
+    cfg.plan = a.attack;
+    cfg.rule = a.rule;
+    cfg.partition = a.partition;
+    cfg.rounds = a.rounds;
+    cfg.train.steps = a.local_steps;
+    cfg.train.batch = a.batch;
+    cfg.train.optim = a.optimizer;
+    cfg.train.lr = a.lr;
+    if a.cosine {
+        cfg.train.schedule = Schedule::Cosine { rounds: a.rounds, floor: 0.1 };
+    }
+    cfg.codec = a.encoding;
+    cfg.zstd = a.zstd;
+    cfg.clip = a.clip;
+    cfg.noise_multiplier = a.noise_multiplier;
+    cfg.reputation = a.reputation == Switch::On;
+    cfg.server_lr = a.reptile;
+    cfg.personal_steps = a.personal_steps;
+    cfg.seed = a.seed;
+    cfg.threads = a.threads;
+    let mut backend = open_backend(a.backend, 0)?;
+    let start = Instant::now();
+    let mut fed = Federation::new(cfg.clone(), data)?;
+    let attacks = fed.attacks();
+    let title = format!(
+        "vain train simulate --model {} --clients {} --malicious {} --attack {} --rule {} --partition {} --rounds {} --encoding {} --reputation {} --seed {}",
+        cfg.arch,
+        cfg.clients,
+        cfg.malicious,
+        cfg.plan,
+        cfg.rule,
+        cfg.partition,
+        cfg.rounds,
+        cfg.codec,
+        if cfg.reputation { "on" } else { "off" },
+        cfg.seed
+    );
+    println!("{title}");
+    let sizes = fed.client_sizes();
+    println!(
+        "{} clients ({} attacking: {}), {}–{} training items each, {} parameters, {} local steps of {}",
+        cfg.clients,
+        cfg.attackers(),
+        attacks.iter().enumerate().filter_map(|(i, a)| a.map(|a| format!("#{i} {a}"))).collect::<Vec<_>>().join(", "),
+        sizes.iter().min().copied().unwrap_or(0),
+        sizes.iter().max().copied().unwrap_or(0),
+        cfg.arch.dim(),
+        cfg.train.steps,
+        cfg.train.batch
+    );
+    let bar = ProgressBar::new(cfg.rounds);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} round {pos}/{len} [{bar:30}] {elapsed_precise} eta {eta} {msg}")
+            .context("progress bar template")?
+            .progress_chars("=> "),
+    );
+    // A hidden bar (output not a terminal) prints nothing, so the table goes to stdout then.
+    let say = |s: String| if bar.is_hidden() { println!("{s}") } else { bar.println(s) };
+    if !a.quiet {
+        say(header());
+    }
+    let mut rows = Vec::with_capacity(cfg.rounds as usize);
+    for _ in 0..cfg.rounds {
+        let row = fed.run_round(backend.as_mut())?;
+        bar.set_message(format!("accuracy {:.2} %", 100.0 * row.accuracy));
+        if !a.quiet {
+            say(line(&row));
+        }
+        bar.inc(1);
+        rows.push(row);
+    }
+    bar.finish_and_clear();
+    let wall = start.elapsed();
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    write_csv(&a.out, &rows)?;
+    let summary = summary_json(&cfg, &title, &rows, wall);
+    std::fs::write(a.out.join("summary.json"), serde_json::to_vec_pretty(&summary)?)
+        .with_context(|| format!("writing {}", a.out.join("summary.json").display()))?;
+    chart(&a.out.join("accuracy.svg"), &title, &rows)?;
+    let last = rows.last().context("no rounds were run")?;
+    println!("{}", final_clients(last));
+    println!(
+        "final accuracy {:.2} % (loss {:.4}){}{} after {} rounds in {:.1} s; {:.0} training samples/s per core, {:.1} % of the time outside training",
+        100.0 * last.accuracy,
+        last.loss,
+        last.backdoor_success.map(|b| format!(", backdoor success {:.1} %", 100.0 * b)).unwrap_or_default(),
+        last.epsilon.map(|e| format!(", ε = {e:.2} (δ = 1e-5)")).unwrap_or_default(),
+        rows.len(),
+        wall.as_secs_f64(),
+        summary["samples_per_second_per_core"].as_f64().unwrap_or(0.0),
+        summary["outside_training_percent"].as_f64().unwrap_or(0.0),
+    );
+    println!("wrote {}/rounds.csv, clients.csv, summary.json, accuracy.svg", a.out.display());
+    Ok(())
+}
+
+fn header() -> String {
+    format!(
+        "{:>5} {:>8} {:>7} {:>8} {:>8} {:>4} {:>4} {:>4} {:>8} {:>7}  {:<12} {}",
+        "round",
+        "acc %",
+        "loss",
+        "local %",
+        "pers %",
+        "acc",
+        "rej",
+        "excl",
+        "backdoor",
+        "ε",
+        "suspected",
+        "weight % / tier per client (* attacker)"
+    )
+}
+
+fn line(r: &RoundRow) -> String {
+    let opt =
+        |v: Option<f64>, scale: f64, prec: usize| v.map_or("-".to_string(), |x| format!("{:.*}", prec, scale * x));
+    format!(
+        "{:>5} {:>8.2} {:>7.4} {:>8.2} {:>8} {:>4} {:>4} {:>4} {:>8} {:>7}  {:<12} {}",
+        r.round,
+        100.0 * r.accuracy,
+        r.loss,
+        100.0 * r.local_accuracy,
+        opt(r.personal_accuracy, 100.0, 2),
+        r.accepted,
+        r.rejected,
+        r.excluded,
+        opt(r.backdoor_success, 100.0, 1),
+        opt(r.epsilon, 1.0, 2),
+        r.suspected.iter().map(|i| format!("#{i}")).collect::<Vec<_>>().join(" "),
+        r.clients
+            .iter()
+            .map(|c| format!("{:.1}{}/{}", 100.0 * c.weight, if c.attack.is_some() { "*" } else { "" }, c.tier))
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+fn final_clients(r: &RoundRow) -> String {
+    let mut s = String::from("client  role            weight %  tier  score   status\n");
+    for c in &r.clients {
+        let role = c.attack.map_or("honest".to_string(), |a| a.to_string());
+        let _ = writeln!(
+            s,
+            "#{:<6} {:<15} {:>8.2} {:>5} {:>6.3}   {}",
+            c.index,
+            role,
+            100.0 * c.weight,
+            c.tier,
+            c.score,
+            c.status
+        );
+    }
+    s
+}
+
+fn write_csv(out: &Path, rows: &[RoundRow]) -> Result<()> {
+    let mut s = String::from(
+        "round,accuracy,loss,local_accuracy,personal_accuracy,accepted,rejected,excluded,suspected,backdoor_success,epsilon,samples,train_s,other_s,eval_s\n",
+    );
+    let opt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.6}"));
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{},{:.6},{:.6},{:.6},{},{},{},{},{},{},{},{},{:.3},{:.3},{:.3}",
+            r.round,
+            r.accuracy,
+            r.loss,
+            r.local_accuracy,
+            opt(r.personal_accuracy),
+            r.accepted,
+            r.rejected,
+            r.excluded,
+            r.suspected.len(),
+            opt(r.backdoor_success),
+            opt(r.epsilon),
+            r.samples,
+            r.train_time.as_secs_f64(),
+            r.other_time.as_secs_f64(),
+            r.eval_time.as_secs_f64()
+        );
+    }
+    std::fs::write(out.join("rounds.csv"), s)
+        .with_context(|| format!("writing {}", out.join("rounds.csv").display()))?;
+    let mut c = String::from("round,client,attack,weight,tier,score,z,status\n");
+    for r in rows {
+        for cl in &r.clients {
+            let _ = writeln!(
+                c,
+                "{},{},{},{:.6},{},{:.6},{},{}",
+                r.round,
+                cl.index,
+                cl.attack.map_or("honest".to_string(), |a| a.to_string()),
+                cl.weight,
+                cl.tier,
+                cl.score,
+                if cl.z.is_finite() { format!("{:.4}", cl.z) } else { String::new() },
+                cl.status
+            );
+        }
+    }
+    std::fs::write(out.join("clients.csv"), c)
+        .with_context(|| format!("writing {}", out.join("clients.csv").display()))?;
+    Ok(())
+}
+
+fn summary_json(cfg: &Config, title: &str, rows: &[RoundRow], wall: Duration) -> serde_json::Value {
+    let train: f64 = rows.iter().map(|r| r.train_time.as_secs_f64()).sum();
+    let other: f64 = rows.iter().map(|r| r.other_time.as_secs_f64()).sum();
+    let samples: usize = rows.iter().map(|r| r.samples).sum();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let last = rows.last();
+    json!({
+        "command": title,
+        "model": cfg.arch.id(),
+        "parameters": cfg.arch.dim(),
+        "clients": cfg.clients,
+        "attackers": cfg.attackers(),
+        "attack": cfg.plan.to_string(),
+        "rule": cfg.rule.to_string(),
+        "partition": cfg.partition.to_string(),
+        "encoding": cfg.codec.to_string(),
+        "reputation": cfg.reputation,
+        "rounds": rows.len(),
+        "seed": cfg.seed,
+        "final_accuracy": last.map(|r| r.accuracy),
+        "final_loss": last.map(|r| r.loss),
+        "final_backdoor_success": last.and_then(|r| r.backdoor_success),
+        "final_epsilon": last.and_then(|r| r.epsilon),
+        "honest_suspended": last.map(|r| r.clients.iter().filter(|c| c.attack.is_none() && c.status != "active").count()),
+        "wall_seconds": wall.as_secs_f64(),
+        "training_samples": samples,
+        "samples_per_second_per_core": samples as f64 / train.max(1e-9) / cores,
+        "outside_training_percent": 100.0 * other / (train + other).max(1e-9),
+        "accuracy": rows.iter().map(|r| r.accuracy).collect::<Vec<_>>(),
+        "backdoor_success": rows.iter().map(|r| r.backdoor_success).collect::<Vec<_>>(),
+        "attacker_weight": rows.iter().map(|r| r.clients.iter().filter(|c| c.attack.is_some()).map(|c| c.weight).sum::<f64>()).collect::<Vec<_>>(),
+    })
+}
+
+fn chart(path: &Path, title: &str, rows: &[RoundRow]) -> Result<()> {
+    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
+    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
+        root.fill(&WHITE)?;
+        let n = rows.len().max(2) as f64 - 1.0;
+        let mut c = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 13))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0f64..n, 0f64..100f64)?;
+        c.configure_mesh().x_desc("round").y_desc("%").draw()?;
+        let series = |f: &dyn Fn(&RoundRow) -> Option<f64>| -> Vec<(f64, f64)> {
+            rows.iter().filter_map(|r| f(r).map(|v| (r.round as f64, 100.0 * v))).collect()
+        };
+        c.draw_series(LineSeries::new(series(&|r| Some(r.accuracy)), BLUE.stroke_width(2)))?
+            .label("global test accuracy")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
+        let attacker = series(&|r| Some(r.clients.iter().filter(|c| c.attack.is_some()).map(|c| c.weight).sum()));
+        if rows.iter().any(|r| r.clients.iter().any(|c| c.attack.is_some())) {
+            c.draw_series(LineSeries::new(attacker, RED.stroke_width(2)))?
+                .label("attackers' share of the weight")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
+        }
+        if rows.iter().any(|r| r.backdoor_success.is_some()) {
+            c.draw_series(LineSeries::new(series(&|r| r.backdoor_success), MAGENTA.stroke_width(2)))?
+                .label("backdoor success")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], MAGENTA));
+        }
+        if rows.iter().any(|r| r.personal_accuracy.is_some()) {
+            c.draw_series(LineSeries::new(series(&|r| r.personal_accuracy), GREEN.stroke_width(2)))?
+                .label("personalised accuracy (honest clients)")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], GREEN));
+        }
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::MiddleRight)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
+    if !path.exists() {
+        bail!("{} was not written", path.display());
+    }
+    Ok(())
+}
