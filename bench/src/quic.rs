@@ -443,8 +443,8 @@ mod tests {
 
     #[test]
     fn both_transports_deliver_every_frame() {
-        if quic::probe().is_err() {
-            eprintln!("skipped: glommio cannot start here");
+        if let Err(e) = quic::probe() {
+            vain_testkit::unavailable(vain_testkit::Need::IoUring, "bench quic: both transports", e);
             return;
         }
         let opts = Options { frames: 8, size: 300_000, connections: 2, mtu: 1472, offload: true };

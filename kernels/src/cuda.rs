@@ -1212,6 +1212,7 @@ mod tests {
     #[test]
     fn compile_all_or_skip() {
         if !nvrtc_present() {
+            vain_testkit::unavailable(vain_testkit::Need::Nvrtc, "cuda: compile_all", "libnvrtc not found");
             return;
         }
         let names: Vec<&str> = compile_all()

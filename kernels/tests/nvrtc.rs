@@ -7,12 +7,12 @@ use vain_kernels::cuda;
 #[test]
 fn every_kernel_compiles() {
     if !cuda::nvrtc_present() {
-        assert!(
-            std::env::var_os("CI").is_none(),
+        vain_testkit::unavailable(
+            vain_testkit::Need::Nvrtc,
+            "nvrtc: every kernel compiles",
             "libnvrtc not found: install the pip wheel `nvidia-cuda-nvrtc==13.0.88` and put its \
-             `nvidia/cu13/lib` directory on LD_LIBRARY_PATH"
+             `nvidia/cu13/lib` directory on LD_LIBRARY_PATH",
         );
-        eprintln!("skipped: libnvrtc not found");
         return;
     }
     let compiled = match cuda::compile_all() {

@@ -23,15 +23,19 @@ fn public(secret: &[u8; 32]) -> [u8; 32] {
 }
 
 /// glommio needs io_uring and ≥ 512 KiB of lockable memory; where the machine lacks them the
-/// tests say so and stop, unless VAIN_REQUIRE_IO_URING is set (then they fail).
+/// test fails when the run requires io_uring and is counted as skipped otherwise (vain-testkit).
+#[track_caller]
 fn io_uring_available() -> bool {
     match quic::probe() {
         Ok(()) => true,
-        Err(e) if std::env::var_os("VAIN_REQUIRE_IO_URING").is_none() => {
-            eprintln!("skipped: glommio cannot start here ({e})");
+        Err(e) => {
+            vain_testkit::unavailable(
+                vain_testkit::Need::IoUring,
+                std::panic::Location::caller().to_string().as_str(),
+                e,
+            );
             false
         }
-        Err(e) => panic!("io_uring required but unavailable: {e}"),
     }
 }
 

@@ -85,8 +85,7 @@ impl vain_transport::buf::Pinner for Locks {
 #[test]
 fn bad_updates_and_garbage_are_rejected_by_type_while_an_honest_client_completes_its_rounds() {
     if let Err(e) = quic::probe() {
-        assert!(std::env::var_os("VAIN_REQUIRE_IO_URING").is_none(), "io_uring required: {e}");
-        eprintln!("skipped: glommio cannot start here ({e})");
+        vain_testkit::unavailable(vain_testkit::Need::IoUring, "service: bad updates and garbage", e);
         return;
     }
     let deny = Arc::new(RwLock::new(BTreeSet::new()));
@@ -226,8 +225,8 @@ fn bad_updates_and_garbage_are_rejected_by_type_while_an_honest_client_completes
 /// client's next send reconnects (with backoff) to the new instance on the same port.
 #[test]
 fn a_client_reconnects_to_a_restarted_aggregator() {
-    if quic::probe().is_err() {
-        eprintln!("skipped: glommio cannot start here");
+    if let Err(e) = quic::probe() {
+        vain_testkit::unavailable(vain_testkit::Need::IoUring, "service: client reconnects", e);
         return;
     }
     let cfg = || {

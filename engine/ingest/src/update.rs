@@ -60,7 +60,13 @@ pub enum Error {
     /// The header or frame exceeds the format's limits.
     #[error("frame: {0}")]
     Frame(vain_schema::Error),
+    /// The signer (a key file, an HSM) refused to sign.
+    #[error("signing: {0}")]
+    Sign(Box<dyn std::error::Error + Send + Sync>),
 }
+
+/// Signs a header's signing input (Ed25519, RFC 8032): an in-memory key, or an HSM.
+pub type SignFn<'a> = dyn FnMut(&[u8]) -> Result<[u8; 64], Box<dyn std::error::Error + Send + Sync>> + 'a;
 
 /// A framed, signed update and what encoding it cost.
 #[derive(Debug, Clone)]
@@ -109,6 +115,18 @@ impl Encoder {
         nonce: [u8; 16],
         tensors: &[Tensor<'_>],
     ) -> Result<Built, Error> {
+        self.build_with(key.verifying_key().to_bytes(), &mut |m| Ok(key.sign(m).to_bytes()), round, nonce, tensors)
+    }
+
+    /// Like [`Encoder::build`], signed by `sign` for the key `sender` (e.g. a PKCS#11 token).
+    pub fn build_with(
+        &mut self,
+        sender: vain_schema::PublicKey,
+        sign: &mut SignFn<'_>,
+        round: &Round,
+        nonce: [u8; 16],
+        tensors: &[Tensor<'_>],
+    ) -> Result<Built, Error> {
         let mut pb = PayloadBuilder::new();
         let mut max_rel_error = 0f64;
         let mut raw = 0u64;
@@ -140,13 +158,7 @@ impl Encoder {
             nonce,
             num_examples: round.num_examples,
             timestamp_ms: round.timestamp_ms,
-            ..HeaderSpec::for_payload(
-                round.model_id.clone(),
-                key.verifying_key().to_bytes(),
-                wire_encoding(self.codec),
-                &payload,
-                specs,
-            )
+            ..HeaderSpec::for_payload(round.model_id.clone(), sender, wire_encoding(self.codec), &payload, specs)
         };
         let wire = match self.zstd_level {
             Some(level) => {
@@ -160,7 +172,7 @@ impl Encoder {
             None => payload,
         };
         let unsigned = spec.unsigned();
-        let signature = key.sign(unsigned.signing_input().as_bytes()).to_bytes();
+        let signature = sign(unsigned.signing_input().as_bytes()).map_err(Error::Sign)?;
         let frame = frame::encode(&unsigned.finish(&signature), &wire).map_err(Error::Frame)?;
         Ok(Built { ratio: raw as f64 / wire.len().max(1) as f64, max_rel_error, frame })
     }

@@ -150,8 +150,13 @@ pub struct ClientRow {
     pub tier: u8,
     /// Ledger score after the round.
     pub score: f64,
-    /// Anomaly z this round (NaN when it did not take part).
+    /// Anomaly z this round, the larger of the two below (NaN when it did not take part;
+    /// infinite when its update was rejected).
     pub z: f64,
+    /// Robust z of its update's norm.
+    pub z_norm: f64,
+    /// Robust z of its update's cosine to the robust centre (low side).
+    pub z_cosine: f64,
     /// active | suspended | banned.
     pub status: &'static str,
 }
@@ -193,6 +198,9 @@ pub struct RoundRow {
     pub eval_time: Duration,
 }
 
+/// A client's trained update: (client index, update, examples, training time).
+type Trained = (usize, Vec<f32>, usize, Duration);
+
 struct Client {
     key: SigningKey,
     id: NodeId,
@@ -202,6 +210,62 @@ struct Client {
     encoder: Encoder,
     rng: ChaCha20Rng,
     head: Option<Vec<f32>>,
+}
+
+/// The data of a federation: every item, the shared test split, each client's (training,
+/// held-out) items and who attacks with what. `vain train local` uses it to give one client
+/// exactly the data it has in the simulator.
+#[derive(Debug, Clone)]
+pub struct Split {
+    /// Every item (training and test).
+    pub data: Dataset,
+    /// The global test items.
+    pub test: Vec<usize>,
+    /// Per client: training items and held-out items.
+    pub clients: Vec<(Vec<usize>, Vec<usize>)>,
+    /// Per client: its attack, if malicious.
+    pub attack_of: Vec<Option<Attack>>,
+}
+
+/// Splits `data` (the embedded digits when `None`) as `cfg` says, from `cfg.seed`.
+pub fn split(cfg: &Config, data: Option<Mnist>) -> Result<Split, Error> {
+    let mnist = data.unwrap_or_else(Mnist::embedded);
+    let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed);
+    let (data, test, pool): (Dataset, Vec<usize>, Vec<usize>) = match mnist.test {
+        Some(t) => {
+            let n = mnist.train.len();
+            let mut all = mnist.train;
+            all.images.extend_from_slice(&t.images);
+            all.labels.extend_from_slice(&t.labels);
+            let test = (n..all.len()).collect();
+            (all, test, (0..n).collect())
+        }
+        None => {
+            let mut idx: Vec<usize> = (0..mnist.train.len()).collect();
+            idx.shuffle(&mut rng);
+            let k = cfg.test_size.min(idx.len() / 2);
+            let test = idx.split_off(idx.len() - k);
+            (mnist.train, test, idx)
+        }
+    };
+    let pool_labels: Vec<u8> = pool.iter().map(|&i| data.labels[i]).collect();
+    let parts = partition::split(&pool_labels, cfg.clients, cfg.partition, 10, rng.random())?;
+    // Attackers are a seeded random subset, not the first indices.
+    let mut order: Vec<usize> = (0..cfg.clients).collect();
+    order.shuffle(&mut rng);
+    let mut attack_of = vec![None; cfg.clients];
+    for (k, &c) in order.iter().take(cfg.attackers()).enumerate() {
+        attack_of[c] = Some(cfg.plan.for_attacker(k));
+    }
+    let clients = parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let items: Vec<usize> = p.iter().map(|&j| pool[j]).collect();
+            partition::hold_out(&items, cfg.holdout, cfg.seed ^ (i as u64 + 1))
+        })
+        .collect();
+    Ok(Split { data, test, clients, attack_of })
 }
 
 /// The running federation.
@@ -245,17 +309,25 @@ fn robust_z(x: &[f64], floor: f64) -> Vec<f64> {
     x.iter().map(|v| (v - m) / (1.4826 * mad)).collect()
 }
 
-/// Each update's anomaly z: the larger of its norm's robust z (MAD at least 10 % of the median
-/// norm) and its cosine-to-centre's robust z on the low side (MAD at least 0.05).
-pub fn anomaly_z(norms: &[f64], cosines: &[f64]) -> Vec<f64> {
+/// Floor of the norms' MAD, as a fraction of the median norm.
+pub const NORM_MAD_FLOOR: f64 = 0.5;
+/// Floor of the cosines' MAD.
+pub const COSINE_MAD_FLOOR: f64 = 0.1;
+
+/// Each update's (norm z, cosine z): the robust z of its norm (both sides; MAD at least
+/// [`NORM_MAD_FLOOR`] of the median norm) and of its cosine to the robust centre on the low side
+/// (MAD at least [`COSINE_MAD_FLOOR`]). The floors keep honest non-IID spread from looking
+/// anomalous: an update needs a norm about 3.6× the median, or a cosine 0.52 below the median, to
+/// reach z = 3.5.
+pub fn anomaly_z(norms: &[f64], cosines: &[f64]) -> Vec<(f64, f64)> {
     let med_norm = {
         let mut v = norms.to_vec();
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(0.0)
     };
-    let zn = robust_z(norms, 0.1 * med_norm.abs() + f64::MIN_POSITIVE);
-    let zc = robust_z(&cosines.iter().map(|c| -c).collect::<Vec<_>>(), 0.05);
-    zn.iter().zip(&zc).map(|(a, b)| a.abs().max(*b)).collect()
+    let zn = robust_z(norms, NORM_MAD_FLOOR * med_norm.abs() + f64::MIN_POSITIVE);
+    let zc = robust_z(&cosines.iter().map(|c| -c).collect::<Vec<_>>(), COSINE_MAD_FLOOR);
+    zn.iter().zip(&zc).map(|(a, b)| (a.abs(), b.max(0.0))).collect()
 }
 
 impl Federation {
@@ -274,41 +346,11 @@ impl Federation {
         if !(cfg.server_lr.is_finite() && cfg.server_lr > 0.0) {
             return Err(Error::Config("the server step must be positive"));
         }
-        let mnist = data.unwrap_or_else(Mnist::embedded);
-        let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed);
-        let (data, test, pool): (Dataset, Vec<usize>, Vec<usize>) = match mnist.test {
-            Some(t) => {
-                let n = mnist.train.len();
-                let mut all = mnist.train;
-                all.images.extend_from_slice(&t.images);
-                all.labels.extend_from_slice(&t.labels);
-                let test = (n..all.len()).collect();
-                (all, test, (0..n).collect())
-            }
-            None => {
-                let mut idx: Vec<usize> = (0..mnist.train.len()).collect();
-                idx.shuffle(&mut rng);
-                let k = cfg.test_size.min(idx.len() / 2);
-                let test = idx.split_off(idx.len() - k);
-                (mnist.train, test, idx)
-            }
-        };
-        let pool_labels: Vec<u8> = pool.iter().map(|&i| data.labels[i]).collect();
-        let parts = partition::split(&pool_labels, cfg.clients, cfg.partition, 10, rng.random())?;
-        let attackers = cfg.attackers();
-        // Attackers are a seeded random subset, not the first indices.
-        let mut order: Vec<usize> = (0..cfg.clients).collect();
-        order.shuffle(&mut rng);
-        let mut attack_of = vec![None; cfg.clients];
-        for (k, &c) in order.iter().take(attackers).enumerate() {
-            attack_of[c] = Some(cfg.plan.for_attacker(k));
-        }
+        let Split { data, test, clients: parts, attack_of } = split(&cfg, data)?;
         let clients = parts
-            .iter()
+            .into_iter()
             .enumerate()
-            .map(|(i, p)| {
-                let items: Vec<usize> = p.iter().map(|&j| pool[j]).collect();
-                let (train, held) = partition::hold_out(&items, cfg.holdout, cfg.seed ^ (i as u64 + 1));
+            .map(|(i, (train, held))| {
                 let key = derive_key(cfg.seed, "client", i);
                 Client {
                     id: key.verifying_key().to_bytes(),
@@ -402,7 +444,7 @@ impl Federation {
             )?,
             Some(Attack::Backdoor) => {
                 // Half of the items, chosen by index parity, carry the trigger and the target.
-                let poisoned = |i: usize| i % 2 == 0;
+                let poisoned = |i: usize| i.is_multiple_of(2);
                 train::train(
                     model,
                     &self.data,
@@ -478,11 +520,11 @@ impl Federation {
             clients.iter_mut().enumerate().filter(|(i, _)| selected.contains(i)).collect();
         let chunk = work.len().div_ceil(threads).max(1);
         let this = &*self;
-        let results: Vec<Result<Vec<(usize, Vec<f32>, usize, Duration)>, Error>> = std::thread::scope(|s| {
+        let results: Vec<Result<Vec<Trained>, Error>> = std::thread::scope(|s| {
             let handles: Vec<_> = work
                 .chunks_mut(chunk)
                 .map(|part| {
-                    s.spawn(move || -> Result<Vec<(usize, Vec<f32>, usize, Duration)>, Error> {
+                    s.spawn(move || -> Result<Vec<Trained>, Error> {
                         let model = Model::from_flat(arch, &this.global, &this.device, DType::F32)?;
                         let mut out = Vec::with_capacity(part.len());
                         for (i, c) in part.iter_mut() {
@@ -628,19 +670,22 @@ impl Federation {
 
         // 6. Evidence → ledger.
         let mut z_of = vec![f64::NAN; clients.len()];
+        let mut parts_of = vec![(f64::NAN, f64::NAN); clients.len()];
         let mut observations = Vec::new();
         if let Some(o) = &outcome {
             let reps = &o.report.updates;
             let zs = anomaly_z(
-                &reps.iter().map(|u| f64::from(u.norm)).collect::<Vec<_>>(),
+                &reps.iter().map(|u| u.norm).collect::<Vec<_>>(),
                 &reps.iter().map(|u| u.cosine.unwrap_or(1.0)).collect::<Vec<_>>(),
             );
             for (i, idx) in accepted_of.iter().enumerate() {
                 let Some(idx) = idx else { continue };
                 let Some(pos) = reps.iter().position(|u| u.index == *idx) else { continue };
                 let u = &reps[pos];
-                let z = zs[pos];
+                let (zn, zc) = zs[pos];
+                let z = zn.max(zc);
                 z_of[i] = z;
+                parts_of[i] = (zn, zc);
                 let subject = clients[i].id;
                 observations.push(Observation { subject, what: Observed::Participated });
                 observations.push(Observation { subject, what: Observed::Anomaly { z } });
@@ -733,6 +778,8 @@ impl Federation {
                     tier: self.ledger.tier(&c.id, later),
                     score: rec.map_or(0.0, |r| r.score),
                     z: z_of[i],
+                    z_norm: parts_of[i].0,
+                    z_cosine: parts_of[i].1,
                     status: match rec {
                         Some(r) if r.banned => "banned",
                         Some(r) if r.suspended_until.is_some_and(|u| later < u) => "suspended",

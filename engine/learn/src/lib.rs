@@ -12,8 +12,16 @@ pub mod model;
 pub mod partition;
 pub mod train;
 
+pub use candle_core::{DType, Device};
+pub use rand_chacha::ChaCha20Rng;
+
 use std::path::PathBuf;
 use thiserror::Error;
+
+/// A seeded random stream (ChaCha20), as every client's training uses.
+pub fn seeded(seed: u64) -> ChaCha20Rng {
+    <ChaCha20Rng as rand::SeedableRng>::seed_from_u64(seed)
+}
 
 /// Why learning failed.
 #[derive(Debug, Error)]

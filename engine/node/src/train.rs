@@ -14,14 +14,17 @@ use serde_json::json;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use vain_ingest::update::{Encoder, Round as UpdateRound, Tensor as UpdateTensor};
 use vain_kernels::aggregate::Rule;
 use vain_kernels::encode::Codec;
 use vain_learn::attack::Plan;
 use vain_learn::data::Mnist;
 use vain_learn::federation::{Config, Federation, RoundRow};
-use vain_learn::model::Arch;
+use vain_learn::model::{self, Arch, Model};
 use vain_learn::partition::Scheme;
+use vain_learn::train::{Config as TrainConfig, same_label, same_pixels};
 use vain_learn::train::{Optim, Schedule};
+use vain_learn::{DType, Device};
 
 /// `vain train` subcommands.
 #[derive(Subcommand)]
@@ -29,6 +32,122 @@ pub enum Command {
     /// Run a whole federation in one process: real training, encoders, envelopes, checks,
     /// kernels, ledger and attacks.
     Simulate(SimulateArgs),
+    /// Train one client of a federation from a checkpoint and write its update: safetensors
+    /// (for `vain aggregate`) and the signed wire frame a client sends.
+    Local(LocalArgs),
+    /// Evaluate a checkpoint (optionally plus an aggregated update) on the global test split,
+    /// and optionally save the sum as the next checkpoint.
+    Eval(EvalArgs),
+}
+
+/// The federation's data: which set, how it is split, which client.
+#[derive(Args)]
+pub struct DataArgs {
+    /// mnist-mlp | mnist-cnn.
+    #[arg(long, default_value = "mnist-cnn")]
+    model: Arch,
+    /// Directory with the MNIST IDX files; default: the 10,000 embedded digits.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Clients the data is split across.
+    #[arg(long, default_value_t = 20)]
+    clients: usize,
+    /// iid | dirichlet:α.
+    #[arg(long, default_value = "dirichlet:0.5")]
+    partition: Scheme,
+    /// Seed of the split (and of the initial model when no --base is given): the same as
+    /// `vain train simulate --seed` gives the same data.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+impl DataArgs {
+    fn config(&self) -> Config {
+        let mut cfg = Config::new(self.model, self.clients);
+        cfg.partition = self.partition;
+        cfg.seed = self.seed;
+        cfg
+    }
+
+    fn split(&self) -> Result<(Config, vain_learn::federation::Split)> {
+        let data = match &self.data {
+            Some(dir) => Some(Mnist::load_dir(dir).with_context(|| format!("loading MNIST from {}", dir.display()))?),
+            None => None,
+        };
+        let cfg = self.config();
+        let split = vain_learn::federation::split(&cfg, data)?;
+        Ok((cfg, split))
+    }
+
+    fn base(&self, path: Option<&Path>) -> Result<Vec<f32>> {
+        Ok(match path {
+            Some(p) => model::load_flat(self.model, p)?,
+            None => Model::init(self.model, self.seed, &Device::Cpu, DType::F32)?.flat()?,
+        })
+    }
+}
+
+/// Arguments of `vain train local`.
+#[derive(Args)]
+pub struct LocalArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// This client's index (0-based).
+    #[arg(long)]
+    client: usize,
+    /// The global checkpoint to train from (safetensors); default: the seeded initial model.
+    #[arg(long)]
+    base: Option<PathBuf>,
+    /// Round number written into the envelope.
+    #[arg(long, default_value_t = 0)]
+    round: u64,
+    /// Optimiser steps (minibatches).
+    #[arg(long, default_value_t = 10)]
+    local_steps: usize,
+    /// Minibatch size.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// sgd[:momentum] | adam.
+    #[arg(long, default_value = "sgd:0.9")]
+    optimizer: Optim,
+    /// Learning rate.
+    #[arg(long, default_value_t = 0.05)]
+    lr: f64,
+    /// Wire encoding of the signed frame.
+    #[arg(long, default_value = "f32")]
+    encoding: Codec,
+    /// zstd level for the frame's payload.
+    #[arg(long)]
+    zstd: Option<i32>,
+    /// The update (local − base) as f32 safetensors, with `num_examples` in its metadata.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// The signed frame (as sent over QUIC). Default: OUTPUT with extension .frame.
+    #[arg(long)]
+    frame: Option<PathBuf>,
+    #[command(flatten)]
+    identity: crate::identity::Common,
+    #[command(flatten)]
+    hsm_args: crate::identity::HsmArgs,
+}
+
+/// Arguments of `vain train eval`.
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// The checkpoint (safetensors); default: the seeded initial model.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// An update to add first (e.g. the output of `vain aggregate`).
+    #[arg(long)]
+    delta: Option<PathBuf>,
+    /// Server step: checkpoint + step × delta.
+    #[arg(long, default_value_t = 1.0)]
+    step: f32,
+    /// Write checkpoint + step × delta here (the next global model).
+    #[arg(long)]
+    save: Option<PathBuf>,
 }
 
 /// On or off.
@@ -125,7 +244,114 @@ pub struct SimulateArgs {
 pub fn run(cmd: Command) -> Result<()> {
     match cmd {
         Command::Simulate(a) => simulate(a),
+        Command::Local(a) => local(a),
+        Command::Eval(a) => eval(a),
     }
+}
+
+fn local(a: LocalArgs) -> Result<()> {
+    let (cfg, split) = a.data.split()?;
+    let Some((train_idx, _)) = split.clients.get(a.client) else {
+        bail!("--client {} is outside the {} clients", a.client, cfg.clients);
+    };
+    let base = a.data.base(a.base.as_deref())?;
+    let model = Model::from_flat(cfg.arch, &base, &Device::Cpu, DType::F32)?;
+    let tcfg = TrainConfig {
+        optim: a.optimizer,
+        lr: a.lr,
+        schedule: Schedule::Constant,
+        batch: a.batch,
+        steps: a.local_steps,
+    };
+    let mut rng = vain_learn::seeded(cfg.seed ^ (a.client as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ a.round);
+    let stats =
+        vain_learn::train::train(&model, &split.data, train_idx, &tcfg, a.round, &mut rng, &same_label, &same_pixels)?;
+    let local = model.flat()?;
+    let update: Vec<f32> = local.iter().zip(&base).map(|(l, b)| l - b).collect();
+    let base_digest = model::digest(&base);
+    model::save_flat(cfg.arch, &update, &a.output)?;
+    add_metadata(&a.output, stats.samples, &base_digest)?;
+
+    let id = crate::identity::open(&a.identity, Some(&a.hsm_args))?;
+    let layout = cfg.arch.layout();
+    let mut at = 0;
+    let tensors: Vec<UpdateTensor<'_>> = layout
+        .iter()
+        .map(|l| {
+            let k = l.shape.iter().product::<u64>() as usize;
+            at += k;
+            UpdateTensor { name: &l.name, shape: &l.shape, values: &update[at - k..at] }
+        })
+        .collect();
+    let round = UpdateRound {
+        model_id: cfg.arch.id().to_string(),
+        round: a.round,
+        base_model: base_digest,
+        num_examples: stats.samples.max(1) as u64,
+        timestamp_ms: crate::identity::now_ms(),
+    };
+    let mut nonce = [0u8; 16];
+    getrandom::fill(&mut nonce).map_err(|e| anyhow::anyhow!("OS random generator: {e}"))?;
+    let signer = id.signer();
+    let built = Encoder::new(a.encoding, a.zstd).build_with(
+        signer.public_key(),
+        &mut |m| signer.sign(m).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
+        &round,
+        nonce,
+        &tensors,
+    )?;
+    let frame = a.frame.clone().unwrap_or_else(|| a.output.with_extension("frame"));
+    std::fs::write(&frame, &built.frame).with_context(|| format!("writing {}", frame.display()))?;
+    println!(
+        "client {} trained {} steps on {} items (mean loss {:.4}); update {} ({} parameters), signed frame {} ({} bytes, {:.1}× smaller than f32)",
+        a.client,
+        a.local_steps,
+        train_idx.len(),
+        stats.loss,
+        a.output.display(),
+        update.len(),
+        frame.display(),
+        built.frame.len(),
+        built.ratio
+    );
+    Ok(())
+}
+
+/// Adds `num_examples` and the base digest to an update file's metadata (rewrites the file).
+fn add_metadata(path: &Path, samples: usize, base: &[u8; 32]) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)?;
+    let mut m = meta.metadata().clone().unwrap_or_default();
+    m.insert("num_examples".into(), samples.max(1).to_string());
+    m.insert("vain.base".into(), hex::encode(base));
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = st.tensors().into_iter().collect();
+    safetensors::serialize_to_file(views, Some(m), path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    let (cfg, split) = a.data.split()?;
+    let mut flat = a.data.base(a.checkpoint.as_deref())?;
+    if let Some(d) = &a.delta {
+        let delta = model::load_flat(cfg.arch, d)?;
+        flat.iter_mut().zip(&delta).for_each(|(p, d)| *p += a.step * d);
+    }
+    let model = Model::from_flat(cfg.arch, &flat, &Device::Cpu, DType::F32)?;
+    let (acc, loss) = vain_learn::train::evaluate(&model, &split.data, &split.test, &same_label, &same_pixels)?;
+    println!(
+        "{}: accuracy {:.2} % (loss {:.4}) on {} test digits; digest {}",
+        cfg.arch,
+        100.0 * acc,
+        loss,
+        split.test.len(),
+        hex::encode(model::digest(&flat))
+    );
+    if let Some(p) = &a.save {
+        model::save_flat(cfg.arch, &flat, p)?;
+        println!("wrote {}", p.display());
+    }
+    Ok(())
 }
 
 fn simulate(a: SimulateArgs) -> Result<()> {
@@ -291,6 +517,10 @@ fn final_clients(r: &RoundRow) -> String {
     s
 }
 
+fn num(x: f64) -> String {
+    if x.is_finite() { format!("{x:.4}") } else { String::new() }
+}
+
 fn write_csv(out: &Path, rows: &[RoundRow]) -> Result<()> {
     let mut s = String::from(
         "round,accuracy,loss,local_accuracy,personal_accuracy,accepted,rejected,excluded,suspected,backdoor_success,epsilon,samples,train_s,other_s,eval_s\n",
@@ -319,19 +549,21 @@ fn write_csv(out: &Path, rows: &[RoundRow]) -> Result<()> {
     }
     std::fs::write(out.join("rounds.csv"), s)
         .with_context(|| format!("writing {}", out.join("rounds.csv").display()))?;
-    let mut c = String::from("round,client,attack,weight,tier,score,z,status\n");
+    let mut c = String::from("round,client,attack,weight,tier,score,z,z_norm,z_cosine,status\n");
     for r in rows {
         for cl in &r.clients {
             let _ = writeln!(
                 c,
-                "{},{},{},{:.6},{},{:.6},{},{}",
+                "{},{},{},{:.6},{},{:.6},{},{},{},{}",
                 r.round,
                 cl.index,
                 cl.attack.map_or("honest".to_string(), |a| a.to_string()),
                 cl.weight,
                 cl.tier,
                 cl.score,
-                if cl.z.is_finite() { format!("{:.4}", cl.z) } else { String::new() },
+                num(cl.z),
+                num(cl.z_norm),
+                num(cl.z_cosine),
                 cl.status
             );
         }

@@ -6,8 +6,7 @@ use std::process::Command;
 #[test]
 fn the_ingest_benchmark_runs_both_transports_and_writes_its_report() {
     if let Err(e) = vain_transport::quic::probe() {
-        assert!(std::env::var_os("VAIN_REQUIRE_IO_URING").is_none(), "io_uring required: {e}");
-        eprintln!("skipped: glommio cannot start here ({e})");
+        vain_testkit::unavailable(vain_testkit::Need::IoUring, "bench: ingest benchmark", e);
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

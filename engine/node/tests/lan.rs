@@ -8,10 +8,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use vain_net::control;
 
-fn root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip");
     assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
@@ -99,8 +95,8 @@ fn discover(tag: &str, net: u8, cfg: &str) {
 
 #[test]
 fn nodes_without_bootstrap_find_each_other_by_broadcast_beacon() {
-    if !root() {
-        eprintln!("skipped: needs root (ip netns)");
+    if !vain_testkit::is_root() {
+        vain_testkit::unavailable(vain_testkit::Need::Root, "lan: broadcast beacon", "ip netns");
         return;
     }
     discover(
@@ -112,8 +108,8 @@ fn nodes_without_bootstrap_find_each_other_by_broadcast_beacon() {
 
 #[test]
 fn nodes_without_bootstrap_find_each_other_by_mdns() {
-    if !root() {
-        eprintln!("skipped: needs root (ip netns)");
+    if !vain_testkit::is_root() {
+        vain_testkit::unavailable(vain_testkit::Need::Root, "lan: mdns", "ip netns");
         return;
     }
     discover("m", 42, "listen = [\"/ip4/0.0.0.0/tcp/0\"]\n[mdns]\nenabled = true\n[beacon]\nenabled = false\n");
