@@ -71,3 +71,55 @@ fn reputation_drops_the_attackers_and_the_model_learns() {
         last.accuracy
     );
 }
+
+#[test]
+fn the_same_seed_gives_the_same_run_and_reptile_scales_the_step() {
+    let mut cfg = config(false);
+    cfg.malicious = 0.0;
+    cfg.rounds = 1;
+    let init = vain_learn::model::Model::init(cfg.arch, cfg.seed, &vain_learn::Device::Cpu, vain_learn::DType::F32)
+        .expect("init")
+        .flat()
+        .expect("flat");
+    let global_after = |cfg: &Config| {
+        let mut fed = Federation::new(cfg.clone(), None).expect("federation");
+        fed.run_round(&mut CpuBackend::new(2)).expect("round");
+        fed.global().to_vec()
+    };
+    let a = global_after(&cfg);
+    assert_eq!(a, global_after(&cfg), "same seed, different global model");
+    let mut other = cfg.clone();
+    other.seed = 4;
+    assert_ne!(a, global_after(&other));
+    let mut half = cfg.clone();
+    half.server_lr = 0.5;
+    let h = global_after(&half);
+    let (mut err, mut norm) = (0f64, 0f64);
+    for ((a, h), i) in a.iter().zip(&h).zip(&init) {
+        let want = 0.5 * f64::from(a - i);
+        err += (f64::from(h - i) - want).powi(2);
+        norm += want * want;
+    }
+    assert!(norm > 0.0 && (err / norm).sqrt() < 1e-5, "Reptile step: relative error {}", (err / norm).sqrt());
+}
+
+#[test]
+fn personal_heads_are_kept_and_top_k_with_error_feedback_learns() {
+    let mut cfg = config(true);
+    cfg.malicious = 0.0;
+    cfg.partition = Scheme::Dirichlet(0.3);
+    cfg.codec = "topk:0.1".parse().expect("codec");
+    cfg.zstd = Some(1);
+    cfg.personal_steps = 5;
+    let (rows, _) = run(cfg);
+    let last = rows.last().expect("rows");
+    let personal = last.personal_accuracy.expect("personalised accuracy");
+    assert!(last.accuracy > 0.7, "top-k federation accuracy {}", last.accuracy);
+    // On label-skewed clients a head tuned to the client's own classes beats the global one.
+    assert!(
+        personal > last.local_accuracy,
+        "personalised {personal} vs global {} on the clients' own items",
+        last.local_accuracy
+    );
+    assert!(rows.iter().all(|r| r.rejected == 0 && r.accepted == 6));
+}

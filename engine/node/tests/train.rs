@@ -58,8 +58,10 @@ fn simulate_prints_the_table_writes_the_files_and_drops_the_attackers() {
         p(&out),
     ]);
     assert!(stdout.contains("weight % / tier per client"), "{stdout}");
-    let table: Vec<&str> =
-        stdout.lines().filter(|l| l.split_whitespace().next().is_some_and(|w| w.parse::<u64>().is_ok())).collect();
+    let table: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with(' ') && l.split_whitespace().next().is_some_and(|w| w.parse::<u64>().is_ok()))
+        .collect();
     assert_eq!(table.len(), 4, "{stdout}");
     assert!(stdout.contains("final accuracy"), "{stdout}");
     let summary: serde_json::Value =
