@@ -10,9 +10,12 @@
 //! CenteredClip, out = scale·acc), `robust.cu` (coordinate-wise median, trimmed mean and
 //! Bulyan's closest-to-median mean for up to [`MAX_SUBSET`] rows) and `noise.cu` (the Philox
 //! Gaussian stream of [`crate::philox`], bit for bit). Each file's header comment gives its
-//! layout conventions. They are compiled once per process for `compute_90` with `--fmad=false`
-//! (the PTX is cached in a process-wide `OnceLock`); the driver JIT-compiles the PTX for the
-//! actual GPU when a module is first loaded.
+//! layout conventions. [`CudaBackend::new`] compiles every module with `--fmad=false` for the
+//! device's own compute capability (the highest of [`ARCHS`] not above it: A100 `compute_80`,
+//! A10/RTX 30 `compute_86`, L4/L40S `compute_89`, H100/H200 `compute_90`, …), caches the PTX per
+//! architecture for the process, and loads every module then, so a device the kernels cannot
+//! run on fails at start-up (and `--backend auto` falls back to the CPU) rather than at the
+//! first update.
 //!
 //! Storage lives on the device: the rows (rows × dim f32, row-major), the accumulator and the
 //! output (dim f32 each), plus a staging buffer for updates and small argument/result buffers.
@@ -51,8 +54,29 @@ const MOD_REDUCE: usize = 1;
 const MOD_ROBUST: usize = 2;
 const MOD_NOISE: usize = 3;
 
-/// The PTX of each source, compiled on first use and shared by every backend of the process.
-static PTX: [OnceLock<Result<Ptx, String>>; 4] = [const { OnceLock::new() }; 4];
+/// Virtual architectures the kernels are compiled for: a device gets the highest one not above
+/// its compute capability (PTX runs on any later device through the driver's JIT).
+pub const ARCHS: [(u32, &str); 8] = [
+    (70, "compute_70"),
+    (75, "compute_75"),
+    (80, "compute_80"),
+    (86, "compute_86"),
+    (87, "compute_87"),
+    (89, "compute_89"),
+    (90, "compute_90"),
+    (100, "compute_100"),
+];
+
+/// The PTX of each (architecture, source), compiled on first use and shared by every backend
+/// of the process.
+static PTX: [[OnceLock<Result<Ptx, String>>; 4]; ARCHS.len()] = [const { [const { OnceLock::new() }; 4] }; ARCHS.len()];
+
+/// The index in [`ARCHS`] for a device of compute capability `major.minor`, or `None` when the
+/// device is older than every architecture the kernels are built for.
+pub fn arch_for(major: u32, minor: u32) -> Option<usize> {
+    let cc = major * 10 + minor;
+    ARCHS.iter().rposition(|(a, _)| *a <= cc)
+}
 
 /// Must match decode.cu: BLOCK threads × ITEMS items per chunk, 8 u64 fields per table row.
 const DECODE_BLOCK: u32 = 256;
@@ -85,24 +109,25 @@ pub fn nvrtc_present() -> bool {
     unsafe { cudarc::nvrtc::sys::is_culib_present() }
 }
 
-fn compile_options() -> CompileOptions {
+fn compile_options(arch: usize) -> CompileOptions {
     CompileOptions {
         fmad: Some(false),
-        arch: Some("compute_90"),
+        arch: Some(ARCHS[arch].1),
         options: vec!["--std=c++17".to_string()],
         ..Default::default()
     }
 }
 
-/// The PTX of source `i`, compiling it on first use.
-fn ptx(i: usize) -> Result<Ptx, Error> {
+/// The PTX of source `i` for architecture `arch` (an index into [`ARCHS`]), compiling it on
+/// first use.
+fn ptx(arch: usize, i: usize) -> Result<Ptx, Error> {
     if !nvrtc_present() {
         return Err(Error::Cuda("libnvrtc could not be loaded (install the CUDA NVRTC library)".into()));
     }
     let (name, src) = SOURCES[i];
-    PTX[i]
+    PTX[arch][i]
         .get_or_init(|| {
-            let opts = CompileOptions { name: Some(name.to_string()), ..compile_options() };
+            let opts = CompileOptions { name: Some(name.to_string()), ..compile_options(arch) };
             cudarc::nvrtc::compile_ptx_with_opts(src, opts).map_err(|e| match e {
                 CompileError::CompileError { nvrtc, log, .. } => {
                     format!("NVRTC failed on {name}: {nvrtc:?}\n{}", log.to_string_lossy())
@@ -114,12 +139,17 @@ fn ptx(i: usize) -> Result<Ptx, Error> {
         .map_err(Error::Cuda)
 }
 
-/// Compiles every kernel source with NVRTC (needs libnvrtc, not a GPU or driver) and returns
-/// each file name with the length of its PTX.
-pub fn compile_all() -> Result<Vec<(&'static str, usize)>, Error> {
+/// Compiles every kernel source with NVRTC for virtual architecture `arch` (e.g.
+/// `"compute_80"`, one of [`ARCHS`]; needs libnvrtc, not a GPU or driver) and returns each file
+/// name with the length of its PTX.
+pub fn compile_all(arch: &str) -> Result<Vec<(&'static str, usize)>, Error> {
+    let a = ARCHS
+        .iter()
+        .position(|(_, name)| *name == arch)
+        .ok_or_else(|| Error::Cuda(format!("no kernels for {arch} (built for {:?})", ARCHS.map(|a| a.1))))?;
     (0..SOURCES.len())
         .map(|i| {
-            let p = ptx(i)?;
+            let p = ptx(a, i)?;
             let len = p.as_bytes().map_or(0, |b| b.iter().position(|&c| c == 0).unwrap_or(b.len()));
             Ok((SOURCES[i].0, len))
         })
@@ -481,6 +511,22 @@ impl CudaBackend {
             _ => cuda_err(e),
         })?;
         let sms = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).map_err(cuda_err)?;
+        let major =
+            ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).map_err(cuda_err)?;
+        let minor =
+            ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR).map_err(cuda_err)?;
+        let (major, minor) = (u32::try_from(major).unwrap_or(0), u32::try_from(minor).unwrap_or(0));
+        let arch = arch_for(major, minor).ok_or_else(|| {
+            Error::Cuda(format!(
+                "compute capability {major}.{minor} is older than every architecture the kernels are built for"
+            ))
+        })?;
+        // Every module is compiled and loaded now: a failure here is a start-up error that
+        // `--backend auto` turns into the CPU backend, never a failed round later.
+        let mut modules: [Option<Arc<CudaModule>>; 4] = [None, None, None, None];
+        for (i, m) in modules.iter_mut().enumerate() {
+            *m = Some(ctx.load_module(ptx(arch, i)?).map_err(cuda_err)?);
+        }
         let stream = ctx.default_stream();
         let one_f32 = |s: &Arc<CudaStream>| s.alloc_zeros::<f32>(1).map_err(cuda_err);
         Ok(Self {
@@ -497,7 +543,7 @@ impl CudaBackend {
             idx: stream.alloc_zeros(1).map_err(cuda_err)?,
             fac: one_f32(&stream)?,
             res: stream.alloc_zeros(1).map_err(cuda_err)?,
-            modules: [None, None, None, None],
+            modules,
             funcs: HashMap::new(),
             ctx,
             stream,
@@ -509,19 +555,13 @@ impl CudaBackend {
         self.ctx.name().map_err(cuda_err)
     }
 
-    /// Kernel `name` of module `m`, loading the module on first use.
+    /// Kernel `name` of module `m` (every module was loaded by [`CudaBackend::new`]).
     fn func(&mut self, m: usize, name: &'static str) -> Result<CudaFunction, Error> {
         if let Some(f) = self.funcs.get(name) {
             return Ok(f.clone());
         }
-        let module = match &self.modules[m] {
-            Some(module) => module.clone(),
-            None => {
-                let module = self.ctx.load_module(ptx(m)?).map_err(cuda_err)?;
-                self.modules[m] = Some(module.clone());
-                module
-            }
-        };
+        let module =
+            self.modules[m].clone().ok_or_else(|| Error::Cuda(format!("module {} not loaded", SOURCES[m].0)))?;
         let f = module.load_function(name).map_err(cuda_err)?;
         self.funcs.insert(name, f.clone());
         Ok(f)
@@ -1210,12 +1250,23 @@ mod tests {
     }
 
     #[test]
+    fn architectures_map_to_the_highest_one_not_above_the_device() {
+        assert_eq!(arch_for(8, 0).map(|a| ARCHS[a].1), Some("compute_80"));
+        assert_eq!(arch_for(8, 9).map(|a| ARCHS[a].1), Some("compute_89"));
+        assert_eq!(arch_for(8, 8).map(|a| ARCHS[a].1), Some("compute_87"));
+        assert_eq!(arch_for(9, 0).map(|a| ARCHS[a].1), Some("compute_90"));
+        assert_eq!(arch_for(12, 0).map(|a| ARCHS[a].1), Some("compute_100"));
+        assert_eq!(arch_for(6, 1), None);
+    }
+
+    #[test]
     fn compile_all_or_skip() {
         if !nvrtc_present() {
             vain_testkit::unavailable(vain_testkit::Need::Nvrtc, "cuda: compile_all", "libnvrtc not found");
             return;
         }
-        let names: Vec<&str> = compile_all()
+        assert!(compile_all("compute_61").is_err());
+        let names: Vec<&str> = compile_all("compute_90")
             .expect("must succeed")
             .into_iter()
             .map(|(n, len)| {
