@@ -41,6 +41,27 @@ extern "C" __global__ void scale_rows(float* x, u64 dim, const float* factors, u
     }
 }
 
+// Row mixing for the pre-aggregation steps (nearest-neighbour mixing, bucketing): for each
+// target t < k, row targets[t] ← Σ_{j<n} mix[t·n + j]·row_j, every sum over the rows as they were
+// before the launch. Each thread owns whole columns: it loads column c of the n rows (n ≤
+// MIX_MAX) into a local array first, so writing the targets in place cannot race. The sum runs
+// in f32, j ascending, one rounded multiply and one rounded add per term: the CPU backend's
+// order, so the two agree bit for bit. Grid: (any); x strides over columns.
+#define MIX_MAX 256
+extern "C" __global__ void mix_rows(float* x, u64 dim, u32 n, const u32* targets, u32 k, const float* mix) {
+    float col[MIX_MAX];
+    const u64 stride = (u64)gridDim.x * blockDim.x;
+    for (u64 c = (u64)blockIdx.x * blockDim.x + threadIdx.x; c < dim; c += stride) {
+        for (u32 j = 0; j < n; ++j) col[j] = x[(u64)j * dim + c];
+        for (u32 t = 0; t < k; ++t) {
+            const float* w = mix + (u64)t * n;
+            float s = 0.0f;
+            for (u32 j = 0; j < n; ++j) s = __fadd_rn(s, __fmul_rn(w[j], col[j]));
+            x[(u64)targets[t] * dim + c] = s;
+        }
+    }
+}
+
 // Gram matrix G[i·n + j] += Σ_k x[i,k]·x[j,k] over the k range of this block, for the
 // 64 × 64 tile pair (blockIdx.y, blockIdx.z) with z ≥ y (the host mirrors the upper triangle).
 // Split-K: blockIdx.x covers k in [blockIdx.x·kchunk, +kchunk). 256 threads as 16 × 16, each

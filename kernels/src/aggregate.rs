@@ -149,6 +149,64 @@ pub struct Noise {
     pub secret: philox::Secret,
 }
 
+/// A step between clipping and the rule, from the robust-FL literature on non-IID data; any
+/// sequence of them composes with any rule (`arc:f+nnm:f`, applied left to right).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pre {
+    /// Nearest-neighbour mixing (Allouah et al., AISTATS 2023): each update becomes the mean of
+    /// its n − f nearest updates (itself included), from the Gram matrix.
+    Nnm {
+        /// Tolerated Byzantine updates.
+        f: usize,
+    },
+    /// Bucketing (Karimireddy, He and Jaggi, ICLR 2022): the updates, in a permutation drawn
+    /// from the round number, are cut into buckets of `s`; each bucket's weighted mean is one
+    /// row, and the rule runs on the ⌈n/s⌉ bucket means (weights: the buckets' sums).
+    Bucketing {
+        /// Updates per bucket.
+        s: usize,
+    },
+    /// Adaptive robust clipping (Allouah et al., NeurIPS 2024): the k = ⌊2(f/n)(n − f)⌋ largest
+    /// updates are scaled down to the norm of the (k+1)-th largest.
+    Arc {
+        /// Tolerated Byzantine updates.
+        f: usize,
+    },
+}
+
+impl fmt::Display for Pre {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pre::Nnm { f: b } => write!(f, "nnm:{b}"),
+            Pre::Bucketing { s } => write!(f, "bucketing:{s}"),
+            Pre::Arc { f: b } => write!(f, "arc:{b}"),
+        }
+    }
+}
+
+impl FromStr for Pre {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let bad = || Error::ParsePre(s.to_string());
+        let (name, v) = s.split_once(':').ok_or_else(bad)?;
+        let v: usize = v.parse().map_err(|_| bad())?;
+        match name {
+            "nnm" => Ok(Pre::Nnm { f: v }),
+            "arc" => Ok(Pre::Arc { f: v }),
+            "bucketing" if v >= 1 => Ok(Pre::Bucketing { s: v }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// Parses `step+step+…` (e.g. `arc:2+nnm:2`) into pre-aggregation steps.
+pub fn parse_pre(s: &str) -> Result<Vec<Pre>, Error> {
+    if s.is_empty() || s == "none" {
+        return Ok(Vec::new());
+    }
+    s.split('+').map(str::parse).collect()
+}
+
 /// What one round does.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -168,6 +226,8 @@ pub struct Config {
     pub memory_limit: u64,
     /// Store rows even for streaming rules, so the report has cosines to the robust centre.
     pub full_report: bool,
+    /// Pre-aggregation steps, in order (they need stored rows).
+    pub pre: Vec<Pre>,
 }
 
 impl Config {
@@ -182,12 +242,13 @@ impl Config {
             max_updates: 1024,
             memory_limit: 16 << 30,
             full_report: false,
+            pre: Vec::new(),
         }
     }
 
     /// Whether this config keeps dense rows.
     pub fn stores_rows(&self) -> bool {
-        self.rule.needs_rows() || self.full_report
+        self.rule.needs_rows() || self.full_report || !self.pre.is_empty()
     }
 
     /// Bytes of dense row storage this config allocates.
@@ -216,6 +277,9 @@ pub enum Error {
         "cannot parse rule {0:?}: expected fedavg | median | trimmed-mean:β | multi-krum:f,m | bulyan:f | centered-clip:τ,iters | clipped-mean:C"
     )]
     Syntax(String),
+    /// A pre-aggregation step did not parse.
+    #[error("cannot parse pre-aggregation step {0:?}: expected nnm:f | bucketing:s | arc:f, joined by +")]
+    ParsePre(String),
     /// A parameter is out of its range.
     #[error("{name} = {value} is out of range")]
     Parameter {
@@ -427,7 +491,21 @@ impl<'b> Round<'b> {
     /// Applies the rule, noise and report, and returns the aggregate.
     pub fn finish(self) -> Result<Outcome, Error> {
         let n = self.weights.len();
-        self.cfg.rule.check_count(n)?;
+        if n == 0 {
+            return Err(Error::Empty);
+        }
+        let rule_rows = self.cfg.pre.iter().fold(n, |m, p| match p {
+            Pre::Bucketing { s } => m.div_ceil(*s),
+            _ => m,
+        });
+        self.cfg.rule.check_count(rule_rows)?;
+        for p in &self.cfg.pre {
+            if let Pre::Nnm { f } | Pre::Arc { f } = p
+                && 2 * f >= n
+            {
+                return Err(Error::Precondition { rule: p.to_string(), n, requirement: "2f < n" });
+            }
+        }
         let Round { backend, cfg, sq_norms, weights } = self;
         let norms: Vec<f64> = sq_norms.iter().map(|s| s.sqrt()).collect();
         let clip = cfg.effective_clip();
@@ -471,14 +549,29 @@ impl<'b> Round<'b> {
         };
         // The median and trimmed mean compute the dots in their own pass.
         let mut dots_done = false;
-        if cfg.stores_rows() && !cfg.rule.needs_rows() {
+        if cfg.stores_rows() && (!cfg.rule.needs_rows() || !cfg.pre.is_empty()) {
+            // With pre-aggregation the rows are mixed before the rule runs, so the report's
+            // cosines are to the coordinate median of the updates as received (clipped).
             let (dots, cc) = backend.median_with_dots(&all, n)?;
             set_cosines(&mut updates, &dots, cc);
+            dots_done = !cfg.pre.is_empty();
         }
+        let pre = pre_aggregate(backend, &cfg.pre, &weights, &norms, &factors, cfg.round)?;
+        let (n, all, weights) = match &pre {
+            Some(p) => (p.rows, (0..p.rows as u32).collect::<Vec<u32>>(), p.weights.clone()),
+            None => (n, all, weights),
+        };
+        let saved = pre.as_ref().map(|_| updates.clone());
         let weighted = |backend: &mut dyn Backend, rows: &[u32]| -> Result<(), Error> {
             let w: Vec<f32> = rows.iter().map(|&r| (f64::from(weights[r as usize]) / total_w) as f32).collect();
             backend.weighted_sum(rows, &w)?;
             Ok(())
+        };
+        let cosines_fixed = dots_done;
+        let set_cosines = |updates: &mut [UpdateReport], dots: &[f64], cc: f64| {
+            if !cosines_fixed {
+                set_cosines(updates, dots, cc);
+            }
         };
         match cfg.rule {
             Rule::FedAvg | Rule::ClippedMean { .. } => {
@@ -555,6 +648,16 @@ impl<'b> Round<'b> {
             let (dots, cc) = backend.dots_with_out(n)?;
             set_cosines(&mut updates, &dots, cc);
         }
+        // The rule saw rows, not updates: each update gets its row's Krum score and selection
+        // (under bucketing, its bucket's).
+        if let (Some(p), Some(saved)) = (&pre, saved) {
+            let per_row: Vec<(Option<f64>, bool)> =
+                updates[..p.rows].iter().map(|u| (u.krum_score, u.selected)).collect();
+            updates = saved;
+            for (u, &r) in updates.iter_mut().zip(&p.row_of) {
+                (u.krum_score, u.selected) = per_row[r];
+            }
+        }
         let noise_std = match (&cfg.noise, clip) {
             (Some(nz), Some(c)) => {
                 // Sensitivity of the aggregate to one clipped update: C·w_max/Σw for the weighted
@@ -587,6 +690,117 @@ impl<'b> Round<'b> {
             },
         })
     }
+}
+
+/// The rows a pre-aggregation produced: how many, their weights, and the row each update went
+/// into.
+struct Mixed {
+    rows: usize,
+    weights: Vec<f32>,
+    row_of: Vec<usize>,
+}
+
+/// The permutation bucketing uses in round `seed`: Fisher–Yates on splitmix64, public and
+/// reproducible, so anyone can recompute a round's buckets.
+pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
+    let mut state = seed ^ 0x6a09_e667_f3bc_c909;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut p: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        p.swap(i, j);
+    }
+    p
+}
+
+/// Runs the pre-aggregation `steps` on rows 0..n (weights, norms as received, clip factors);
+/// `None` when there are none.
+fn pre_aggregate(
+    backend: &mut dyn Backend,
+    steps: &[Pre],
+    weights: &[f32],
+    norms: &[f64],
+    factors: &[f64],
+    round: u64,
+) -> Result<Option<Mixed>, Error> {
+    if steps.is_empty() {
+        return Ok(None);
+    }
+    let mut rows = weights.len();
+    let mut w = weights.to_vec();
+    let mut row_of: Vec<usize> = (0..rows).collect();
+    // The rows' current norms, while known (a mix makes them unknown until the next Gram).
+    let mut cur: Option<Vec<f64>> = Some(norms.iter().zip(factors).map(|(n, f)| n * f).collect());
+    for step in steps {
+        match *step {
+            Pre::Arc { f } => {
+                let nr = match cur.take() {
+                    Some(v) => v,
+                    None => {
+                        let g = backend.gram(rows)?;
+                        (0..rows).map(|i| g[i * rows + i].max(0.0).sqrt()).collect()
+                    }
+                };
+                let k = ((2.0 * f as f64 / rows as f64) * rows.saturating_sub(f) as f64).floor() as usize;
+                let k = k.min(rows - 1);
+                let mut sorted = nr.clone();
+                sorted.sort_by(|a, b| b.total_cmp(a));
+                let thr = sorted[k];
+                let fac: Vec<f32> =
+                    nr.iter().map(|&x| if k > 0 && x > thr && x > 0.0 { (thr / x) as f32 } else { 1.0 }).collect();
+                if fac.iter().any(|f| *f < 1.0) {
+                    backend.scale_rows(&fac)?;
+                }
+                cur = Some(nr.iter().zip(&fac).map(|(x, f)| x * f64::from(*f)).collect());
+            }
+            Pre::Nnm { f } => {
+                let g = backend.gram(rows)?;
+                let keep = rows - f.min(rows - 1);
+                let mut mix = vec![0f32; rows * rows];
+                for i in 0..rows {
+                    let mut d: Vec<(f64, usize)> = (0..rows)
+                        .map(|j| ((g[i * rows + i] + g[j * rows + j] - 2.0 * g[i * rows + j]).max(0.0), j))
+                        .collect();
+                    // An update is its own nearest neighbour, whatever the rounding says.
+                    d.sort_by(|a, b| (a.1 != i).cmp(&(b.1 != i)).then(a.0.total_cmp(&b.0)).then(a.1.cmp(&b.1)));
+                    for &(_, j) in &d[..keep] {
+                        mix[i * rows + j] = 1.0 / keep as f32;
+                    }
+                }
+                let targets: Vec<u32> = (0..rows as u32).collect();
+                backend.mix_rows(rows, &targets, &mix)?;
+                cur = None;
+            }
+            Pre::Bucketing { s } => {
+                let perm = permutation(rows, round);
+                let m = rows.div_ceil(s);
+                let mut mix = vec![0f32; m * rows];
+                let mut nw = vec![0f32; m];
+                let mut bucket_of = vec![0usize; rows];
+                for (b, chunk) in perm.chunks(s).enumerate() {
+                    let total: f64 = chunk.iter().map(|&j| f64::from(w[j])).sum();
+                    for &j in chunk {
+                        mix[b * rows + j] = (f64::from(w[j]) / total) as f32;
+                        bucket_of[j] = b;
+                    }
+                    nw[b] = total as f32;
+                }
+                let targets: Vec<u32> = (0..m as u32).collect();
+                backend.mix_rows(rows, &targets, &mix)?;
+                row_of.iter_mut().for_each(|r| *r = bucket_of[*r]);
+                rows = m;
+                w = nw;
+                cur = None;
+            }
+        }
+    }
+    Ok(Some(Mixed { rows, weights: w, row_of }))
 }
 
 /// Krum score of each row in `among` (indexed like `among`): the sum of squared distances to

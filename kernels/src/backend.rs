@@ -170,6 +170,12 @@ pub trait Backend: Send {
     /// Multiplies row i by `factors[i]` for the first `factors.len()` rows.
     fn scale_rows(&mut self, factors: &[f32]) -> Result<(), Error>;
 
+    /// Mixes rows in place: for each `t < targets.len()`, row `targets[t]` ← Σ_{j<n}
+    /// `mix[t·n + j]` · row j, every sum over the rows as they were before the call (f32, j
+    /// ascending, one rounded multiply and add per term, so every backend gives the same bits).
+    /// The pre-aggregation steps (nearest-neighbour mixing, bucketing) are built on it.
+    fn mix_rows(&mut self, n: usize, targets: &[u32], mix: &[f32]) -> Result<(), Error>;
+
     /// The n × n Gram matrix of rows 0..n, row-major, accumulated in f64.
     fn gram(&mut self, n: usize) -> Result<Vec<f64>, Error>;
 

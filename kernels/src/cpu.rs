@@ -66,6 +66,17 @@ impl CpuBackend {
     }
 }
 
+/// Checks a [`Backend::mix_rows`] call's shapes: targets below n, one weight row per target.
+pub(crate) fn check_mix(n: usize, targets: &[u32], mix: &[f32]) -> Result<(), Error> {
+    if let Some(t) = targets.iter().find(|t| **t as usize >= n) {
+        return Err(Error::Row { row: *t as usize, rows: n });
+    }
+    if mix.len() != targets.len() * n {
+        return Err(Error::Length { what: "mix weights", got: mix.len(), want: targets.len() * n });
+    }
+    Ok(())
+}
+
 /// Splits `len` into `parts` ranges whose starts are multiples of 64 (so sign bytes and SIMD
 /// lanes never straddle two threads).
 fn ranges(len: usize, parts: usize) -> impl Iterator<Item = Range<usize>> {
@@ -821,6 +832,56 @@ impl Backend for CpuBackend {
                 let row = &mut self.rows[r * self.dim..(r + 1) * self.dim];
                 par_chunks(row, parts, |_, c| c.iter_mut().for_each(|x| *x *= f));
             }
+        }
+        Ok(())
+    }
+
+    fn mix_rows(&mut self, n: usize, targets: &[u32], mix: &[f32]) -> Result<(), Error> {
+        self.check_n(n)?;
+        check_mix(n, targets, mix)?;
+        let dim = self.dim;
+        if n == 0 || dim == 0 || targets.is_empty() {
+            return Ok(());
+        }
+        // Each thread owns a range of columns of every row, so the in-place writes of one
+        // thread are never read by another.
+        let parts = self.parts(dim * n);
+        let step = dim.div_ceil(parts).next_multiple_of(64).max(64);
+        let mut pieces: Vec<Vec<&mut [f32]>> = (0..dim.div_ceil(step)).map(|_| Vec::with_capacity(n)).collect();
+        for row in self.rows[..n * dim].chunks_mut(dim) {
+            for (p, piece) in row.chunks_mut(step).enumerate() {
+                pieces[p].push(piece);
+            }
+        }
+        let work = |rows: &mut Vec<&mut [f32]>| {
+            let len = rows[0].len();
+            let mut tmp = vec![0f32; targets.len() * CHUNK];
+            let mut c0 = 0;
+            while c0 < len {
+                let c1 = (c0 + CHUNK).min(len);
+                for (t, out) in tmp.chunks_mut(CHUNK).enumerate() {
+                    let out = &mut out[..c1 - c0];
+                    out.fill(0.0);
+                    for (j, &w) in mix[t * n..(t + 1) * n].iter().enumerate() {
+                        for (o, v) in out.iter_mut().zip(&rows[j][c0..c1]) {
+                            *o += w * v;
+                        }
+                    }
+                }
+                for (t, &target) in targets.iter().enumerate() {
+                    rows[target as usize][c0..c1].copy_from_slice(&tmp[t * CHUNK..t * CHUNK + c1 - c0]);
+                }
+                c0 = c1;
+            }
+        };
+        if pieces.len() == 1 {
+            work(&mut pieces[0]);
+        } else {
+            std::thread::scope(|s| {
+                for mut p in pieces {
+                    s.spawn(move || work(&mut p));
+                }
+            });
         }
         Ok(())
     }

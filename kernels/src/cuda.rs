@@ -41,6 +41,9 @@ use std::sync::{Arc, OnceLock};
 /// [`Backend::closest_to_median_mean`] accept on CUDA (the sorting network of `robust.cu` keeps
 /// one coordinate's values in registers); more gives [`Error::Length`].
 pub const MAX_SUBSET: usize = 256;
+/// Most rows [`Backend::mix_rows`] mixes on the GPU (reduce.cu's `MIX_MAX`: each thread holds
+/// one column of them).
+pub const MIX_MAX: usize = 256;
 
 /// The kernel sources, in module order.
 const SOURCES: [(&str, &str); 4] = [
@@ -874,6 +877,29 @@ impl Backend for CudaBackend {
         // SAFETY: scale_rows(float* x, u64 dim, const float* factors, u32 n) matches; n ≤ rows
         // and fac holds n factors.
         unsafe { b.launch(cfg((gx, gy as u32, 1), BLOCK)) }.map_err(cuda_err)?;
+        Ok(())
+    }
+
+    fn mix_rows(&mut self, n: usize, targets: &[u32], mix: &[f32]) -> Result<(), Error> {
+        self.check_count(n)?;
+        crate::cpu::check_mix(n, targets, mix)?;
+        if n > MIX_MAX {
+            return Err(Error::Length { what: "rows mixed by the CUDA backend", got: n, want: MIX_MAX });
+        }
+        if n == 0 || self.dim == 0 || targets.is_empty() {
+            return Ok(());
+        }
+        self.upload_idx(targets)?;
+        self.upload_fac(mix)?;
+        let f = self.func(MOD_REDUCE, "mix_rows")?;
+        let gx = self.grid_1d(self.dim);
+        let (dim, n32, k32) = (self.dim as u64, n as u32, targets.len() as u32);
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&mut self.x).arg(&dim).arg(&n32).arg(&self.idx).arg(&k32).arg(&self.fac);
+        // SAFETY: mix_rows(float* x, u64 dim, u32 n, const u32* targets, u32 k, const float* mix)
+        // matches; n ≤ rows, n ≤ MIX_MAX (the kernel's local column), targets < n (checked),
+        // idx holds k targets and fac k·n weights.
+        unsafe { b.launch(cfg((gx, 1, 1), BLOCK)) }.map_err(cuda_err)?;
         Ok(())
     }
 

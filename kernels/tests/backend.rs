@@ -10,7 +10,7 @@
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestRunner};
 use std::cell::RefCell;
-use vain_kernels::aggregate::{Config, Error as AggError, Noise, Round, Rule};
+use vain_kernels::aggregate::{Config, Error as AggError, Noise, Pre, Round, Rule};
 use vain_kernels::backend::{Backend, Error as BackendError, Segment, Update};
 use vain_kernels::cpu::CpuBackend;
 use vain_kernels::decode::{self, Encoding};
@@ -477,5 +477,155 @@ fn batched_ingest_equals_one_by_one_and_skips_bad_updates() {
             let got = round.finish().expect("finish").aggregate;
             assert!(rel_err(&got, &want) < 1e-6, "{:?} clip {clip:?}", b.kind());
         }
+    }
+}
+
+#[test]
+fn mix_rows_is_the_f32_reference_bit_for_bit_and_checks_its_arguments() {
+    for mut b in backends() {
+        let (dim, n) = (70_001, 5);
+        let mut rng = Rng(91);
+        let ups: Vec<Owned> = (0..n).map(|_| random_update(&mut rng, dim, false, 1.0)).collect();
+        let cfg = Config { max_updates: n, full_report: true, ..Config::new(dim, Rule::FedAvg) };
+        // Store the rows through a round, then mix them directly.
+        b.prepare(dim, n).expect("prepare");
+        let rows: Vec<Vec<f32>> = ups.iter().map(|u| u.dense(dim).iter().map(|v| *v as f32).collect()).collect();
+        for (i, u) in ups.iter().enumerate() {
+            u.with(|upd| b.store_row(i, upd)).expect("store");
+        }
+        let _ = cfg;
+        let targets = [3u32, 0];
+        let mix: Vec<f32> = (0..targets.len() * n).map(|_| rng.value(1.0)).collect();
+        b.mix_rows(n, &targets, &mix).expect("mix");
+        b.weighted_sum(&[0, 1, 3], &[1.0, 0.0, 0.0]).expect("read row 0");
+        let mut got0 = vec![0f32; dim];
+        b.read_out(&mut got0).expect("read");
+        b.weighted_sum(&[3], &[1.0]).expect("read row 3");
+        let mut got3 = vec![0f32; dim];
+        b.read_out(&mut got3).expect("read");
+        let want = |t: usize, c: usize| {
+            let mut s = 0f32;
+            for (j, row) in rows.iter().enumerate() {
+                s += mix[t * n + j] * row[c];
+            }
+            s
+        };
+        for c in 0..dim {
+            assert_eq!(got3[c].to_bits(), want(0, c).to_bits(), "{:?} row 3 col {c}", b.kind());
+            // weighted_sum adds 0·row1 and 0·row3 in f32: exact unless a value is non-finite.
+            assert_eq!(got0[c], want(1, c), "{:?} row 0 col {c}", b.kind());
+        }
+        assert!(matches!(b.mix_rows(n, &[5], &mix[..n]), Err(BackendError::Row { row: 5, .. })));
+        assert!(matches!(b.mix_rows(n, &[1], &mix), Err(BackendError::Length { .. })));
+    }
+}
+
+/// The f64 reference of the pre-aggregation steps on clipped dense rows: the rows and weights
+/// the rule then sees.
+fn pre_reference(mut xs: Vec<Vec<f64>>, mut w: Vec<f32>, steps: &[Pre], round: u64) -> (Vec<Vec<f64>>, Vec<f32>) {
+    let norm = |x: &[f64]| x.iter().map(|v| v * v).sum::<f64>().sqrt();
+    for step in steps {
+        let n = xs.len();
+        match *step {
+            Pre::Arc { f } => {
+                let k = (((2.0 * f as f64 / n as f64) * (n - f) as f64).floor() as usize).min(n - 1);
+                let mut nr: Vec<f64> = xs.iter().map(|x| norm(x)).collect();
+                let norms = nr.clone();
+                nr.sort_by(|a, b| b.total_cmp(a));
+                let thr = nr[k];
+                for (x, nm) in xs.iter_mut().zip(norms) {
+                    if k > 0 && nm > thr {
+                        let f = f64::from((thr / nm) as f32);
+                        x.iter_mut().for_each(|v| *v *= f);
+                    }
+                }
+            }
+            Pre::Nnm { f } => {
+                let keep = n - f;
+                let mixed: Vec<Vec<f64>> = (0..n)
+                    .map(|i| {
+                        let mut d: Vec<(f64, usize)> = (0..n)
+                            .map(|j| (xs[i].iter().zip(&xs[j]).map(|(a, b)| (a - b).powi(2)).sum::<f64>(), j))
+                            .collect();
+                        d.sort_by(|a, b| (a.1 != i).cmp(&(b.1 != i)).then(a.0.total_cmp(&b.0)));
+                        let mut m = vec![0f64; xs[0].len()];
+                        for &(_, j) in &d[..keep] {
+                            m.iter_mut().zip(&xs[j]).for_each(|(a, b)| *a += b / keep as f64);
+                        }
+                        m
+                    })
+                    .collect();
+                xs = mixed;
+            }
+            Pre::Bucketing { s } => {
+                let perm = vain_kernels::aggregate::permutation(n, round);
+                let (mut nx, mut nw) = (Vec::new(), Vec::new());
+                for chunk in perm.chunks(s) {
+                    let total: f64 = chunk.iter().map(|&j| f64::from(w[j])).sum();
+                    let mut m = vec![0f64; xs[0].len()];
+                    for &j in chunk {
+                        m.iter_mut().zip(&xs[j]).for_each(|(a, b)| *a += f64::from(w[j]) / total * b);
+                    }
+                    nx.push(m);
+                    nw.push(total as f32);
+                }
+                xs = nx;
+                w = nw;
+            }
+        }
+    }
+    (xs, w)
+}
+
+#[test]
+fn pre_aggregation_steps_match_the_f64_reference_with_every_kind_of_rule() {
+    use vain_kernels::aggregate::parse_pre;
+    for mut b in backends() {
+        let (dim, n) = (3_001, 10);
+        let mut rng = Rng(5);
+        let mut ups: Vec<Owned> = (0..n).map(|_| random_update(&mut rng, dim, false, 1.0)).collect();
+        // Two outliers, 20× longer: ARC and NNM must act on them.
+        for u in ups.iter_mut().take(2) {
+            *u = random_update(&mut rng, dim, false, 20.0);
+        }
+        let clip = Some(30.0f32);
+        let dense: Vec<Vec<f64>> = ups
+            .iter()
+            .map(|u| {
+                let x = u.dense(dim);
+                let nm = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+                let f = if nm > 30.0 { f64::from((30.0 / nm) as f32) } else { 1.0 };
+                x.iter().map(|v| v * f).collect()
+            })
+            .collect();
+        let weights: Vec<f32> = ups.iter().map(|u| u.weight).collect();
+        for pre in ["nnm:2", "arc:2", "bucketing:3", "arc:2+nnm:2", "nnm:2+bucketing:2"] {
+            let steps = parse_pre(pre).expect("pre");
+            for rule in [Rule::FedAvg, Rule::Median, Rule::TrimmedMean { beta: 0.2 }] {
+                let cfg = Config { clip, max_updates: n, round: 12, pre: steps.clone(), ..Config::new(dim, rule) };
+                let mut round = Round::new(b.as_mut(), cfg).expect("round");
+                for u in &ups {
+                    u.with(|upd| round.ingest(upd, u.weight)).expect("ingest");
+                }
+                let out = round.finish().unwrap_or_else(|e| panic!("{pre} {rule}: {e}"));
+                let (xs, w) = pre_reference(dense.clone(), weights.clone(), &steps, 12);
+                let want = reference(&xs, &w, rule, None).expect("unambiguous");
+                let err = rel_err(&out.aggregate, &want);
+                assert!(err <= 1e-5, "{:?} {pre} {rule}: relative error {err}", b.kind());
+                assert_eq!(out.report.updates.len(), n);
+                assert!(
+                    out.report.updates.iter().all(|u| u.cosine.is_some()),
+                    "{pre} {rule}: cosines to the median of the updates"
+                );
+            }
+        }
+        let steps = parse_pre("nnm:5").expect("pre");
+        let cfg = Config { max_updates: n, pre: steps, ..Config::new(dim, Rule::FedAvg) };
+        let mut round = Round::new(b.as_mut(), cfg).expect("round");
+        for u in &ups {
+            u.with(|upd| round.ingest(upd, u.weight)).expect("ingest");
+        }
+        assert!(matches!(round.finish(), Err(AggError::Precondition { .. })), "nnm with 2f ≥ n must be refused");
+        assert!(parse_pre("nnm").is_err() && parse_pre("bucketing:0").is_err() && parse_pre("zzz:1").is_err());
     }
 }

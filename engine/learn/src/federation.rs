@@ -42,7 +42,7 @@ use vain_core::signed::Signed;
 use vain_core::{HOUR, NodeId};
 use vain_ingest::update::{Encoder, Round as UpdateRound, Tensor as UpdateTensor};
 use vain_ingest::{Config as IngestConfig, Ingest};
-use vain_kernels::aggregate::{Config as RoundConfig, Noise, Rule};
+use vain_kernels::aggregate::{Config as RoundConfig, Noise, Pre, Rule};
 use vain_kernels::backend::Backend;
 use vain_kernels::encode::Codec;
 use vain_kernels::philox;
@@ -69,6 +69,8 @@ pub struct Config {
     pub plan: Plan,
     /// Aggregation rule.
     pub rule: Rule,
+    /// Pre-aggregation steps before the rule (NNM, bucketing, ARC).
+    pub pre: Vec<Pre>,
     /// How the training data is spread.
     pub partition: Scheme,
     /// Rounds.
@@ -108,6 +110,7 @@ impl Config {
             malicious: 0.0,
             plan: Plan::One(Attack::SignFlip),
             rule: Rule::FedAvg,
+            pre: Vec::new(),
             partition: Scheme::Dirichlet(0.5),
             rounds: 30,
             train: train::Config {
@@ -626,6 +629,7 @@ impl Federation {
                 round: self.round,
                 max_updates: frames.len().max(1),
                 full_report: true,
+                pre: self.cfg.pre.clone(),
                 ..RoundConfig::new(arch.dim(), self.cfg.rule)
             },
             replay_window: 4,

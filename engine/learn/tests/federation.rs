@@ -123,3 +123,18 @@ fn personal_heads_are_kept_and_top_k_with_error_feedback_learns() {
     );
     assert!(rows.iter().all(|r| r.rejected == 0 && r.accepted == 6));
 }
+
+#[test]
+fn pre_aggregation_composes_with_a_robust_rule_in_the_federation() {
+    let mut cfg = config(false);
+    cfg.clients = 8;
+    cfg.malicious = 0.25;
+    cfg.plan = Plan::One(Attack::SignFlip);
+    cfg.rule = Rule::Median;
+    cfg.pre = vain_kernels::aggregate::parse_pre("arc:2+nnm:2").expect("pre");
+    cfg.rounds = 4;
+    let (rows, _) = run(cfg);
+    let last = rows.last().expect("rows");
+    assert!(rows.iter().all(|r| r.accepted == 8 && r.rejected == 0));
+    assert!(last.accuracy > 0.75, "median after ARC and NNM under sign flipping: {}", last.accuracy);
+}

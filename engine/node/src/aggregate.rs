@@ -70,6 +70,9 @@ pub struct AggregateArgs {
     /// fedavg | median | trimmed-mean:β | multi-krum:f,m | bulyan:f | centered-clip:τ,iters | clipped-mean:C
     #[arg(long, default_value = "fedavg")]
     rule: Rule,
+    /// Pre-aggregation steps before the rule: nnm:f | bucketing:s | arc:f, joined by +.
+    #[arg(long, default_value = "none")]
+    pre: String,
     /// Per-update weights (FedAvg, clipped mean), one per input, comma-separated.
     #[arg(long, value_delimiter = ',')]
     weights: Option<Vec<f32>>,
@@ -162,6 +165,7 @@ fn weight_from_metadata(bytes: &[u8], key: &str, path: &Path) -> Result<Option<f
 
 /// Runs the command.
 pub fn run(args: AggregateArgs) -> Result<()> {
+    let pre = vain_kernels::aggregate::parse_pre(&args.pre)?;
     let n = args.inputs.len();
     if let Some(w) = &args.weights
         && w.len() != n
@@ -198,6 +202,7 @@ pub fn run(args: AggregateArgs) -> Result<()> {
         max_updates: n,
         memory_limit: args.memory_limit,
         full_report: true,
+        pre,
         ..Config::new(dim, args.rule)
     };
     // Robust rules need every update; ask for the report's cosines too when it fits.

@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use vain_ingest::update::{Encoder, Round as UpdateRound, Tensor as UpdateTensor};
-use vain_kernels::aggregate::Rule;
+use vain_kernels::aggregate::{Rule, parse_pre};
 use vain_kernels::encode::Codec;
 use vain_learn::attack::Plan;
 use vain_learn::data::Mnist;
@@ -177,6 +177,10 @@ pub struct SimulateArgs {
     /// fedavg | median | trimmed-mean:β | multi-krum:f,m | bulyan:f | centered-clip:τ,iters | clipped-mean:C.
     #[arg(long, default_value = "fedavg")]
     rule: Rule,
+    /// Pre-aggregation steps before the rule: nnm:f | bucketing:s | arc:f, joined by + (e.g.
+    /// arc:6+nnm:6).
+    #[arg(long, default_value = "none")]
+    pre: String,
     /// iid | dirichlet:α.
     #[arg(long, default_value = "dirichlet:0.5")]
     partition: Scheme,
@@ -363,6 +367,7 @@ fn simulate(a: SimulateArgs) -> Result<()> {
     cfg.malicious = a.malicious;
     cfg.plan = a.attack;
     cfg.rule = a.rule;
+    cfg.pre = parse_pre(&a.pre)?;
     cfg.partition = a.partition;
     cfg.rounds = a.rounds;
     cfg.train.steps = a.local_steps;
@@ -386,12 +391,17 @@ fn simulate(a: SimulateArgs) -> Result<()> {
     let mut fed = Federation::new(cfg.clone(), data)?;
     let attacks = fed.attacks();
     let title = format!(
-        "vain train simulate --model {} --clients {} --malicious {} --attack {} --rule {} --partition {} --rounds {} --encoding {} --reputation {} --seed {}",
+        "vain train simulate --model {} --clients {} --malicious {} --attack {} --rule {}{} --partition {} --rounds {} --encoding {} --reputation {} --seed {}",
         cfg.arch,
         cfg.clients,
         cfg.malicious,
         cfg.plan,
         cfg.rule,
+        if cfg.pre.is_empty() {
+            String::new()
+        } else {
+            format!(" --pre {}", cfg.pre.iter().map(ToString::to_string).collect::<Vec<_>>().join("+"))
+        },
         cfg.partition,
         cfg.rounds,
         cfg.codec,
@@ -587,6 +597,7 @@ fn summary_json(cfg: &Config, title: &str, rows: &[RoundRow], wall: Duration) ->
         "attackers": cfg.attackers(),
         "attack": cfg.plan.to_string(),
         "rule": cfg.rule.to_string(),
+        "pre": cfg.pre.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "partition": cfg.partition.to_string(),
         "encoding": cfg.codec.to_string(),
         "reputation": cfg.reputation,

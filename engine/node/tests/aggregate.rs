@@ -376,6 +376,22 @@ fn mismatched_or_bad_inputs_are_refused_with_a_clear_message() {
     let mut args = vec!["aggregate", "--noise-multiplier", "1", "-o", out.to_str().expect("p")];
     args.extend(&all);
     assert!(String::from_utf8_lossy(&vain(&args).stderr).contains("--clip"));
+    let o = vain(&["aggregate", "--pre", "nnm", "-o", "x", "y"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot parse pre-aggregation step"));
+    let mut args = vec![
+        "aggregate",
+        "--backend",
+        "cpu",
+        "--pre",
+        "arc:1+nnm:1",
+        "--rule",
+        "median",
+        "-o",
+        out.to_str().expect("p"),
+    ];
+    args.extend(&all);
+    let o = vain(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = vain(&["aggregate", "--rule", "krum", "-o", "x", "y"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot parse rule"));
 }

@@ -128,6 +128,7 @@ fn bad_arguments_and_data_are_refused_clearly() {
     fails(&["train", "simulate", "--malicious", "0.6", "--rounds", "1"], "--malicious must be in [0, 0.5)");
     fails(&["train", "simulate", "--attack", "trojan"], "cannot parse attack");
     fails(&["train", "simulate", "--model", "resnet"], "unknown model");
+    fails(&["train", "simulate", "--pre", "nnm"], "cannot parse pre-aggregation step");
     fails(&["train", "simulate", "--noise-multiplier", "1", "--rounds", "1"], "needs --clip");
     fails(&["train", "simulate", "--data", p(&t.path().join("none"))], "no train-images-idx3-ubyte");
     std::fs::write(

@@ -16,7 +16,7 @@
 //     both the x and the y grid-stride loops run (1e-12 relative);
 //   * sumsq_vec (1e-12 relative);
 //   * weighted_sum over a row subset with repeats, and with m = 0; centered_clip; scale_rows
-//     (rows past n untouched); scale_acc — bit-exact, since each sums in one order in f64 and
+//     (rows past n untouched); mix_rows (in place, non-targets untouched); scale_acc — bit-exact, since each sums in one order in f64 and
 //     rounds once, as the reference does.
 #include "emu.h"
 
@@ -151,6 +151,31 @@ int main() {
                               want);
                 }
         }
+        // mix_rows: targets {n−1, 0} (and row 1 when n > 2) from random weights, grid-stride in
+        // x; other rows untouched; bit-exact against the f32 j-ascending reference.
+        if (n <= 256) {
+            std::vector<u32> targets = {n - 1};
+            if (n > 1) targets.push_back(0);
+            if (n > 2) targets.push_back(1);
+            const u32 k = (u32)targets.size();
+            std::vector<float> mix((size_t)k * n);
+            for (auto& v : mix) v = rndf();
+            std::vector<float> y(x);
+            emu_launch({3, 1, 1}, 64, [&] { mix_rows(y.data(), dim, n, targets.data(), k, mix.data()); });
+            ++launches;
+            for (u32 i = 0; i < n; ++i) {
+                const auto t = std::find(targets.begin(), targets.end(), i);
+                for (u64 j = 0; j < dim; ++j) {
+                    float want = x[i * dim + j];
+                    if (t != targets.end()) {
+                        const size_t ti = (size_t)(t - targets.begin());
+                        want = 0.0f;
+                        for (u32 r = 0; r < n; ++r) want = want + mix[ti * n + r] * x[r * dim + j];
+                    }
+                    EMU_CHECK(y[i * dim + j] == want, "mix_rows row %u j %llu: %.9g vs %.9g", i, j, y[i * dim + j], want);
+                }
+            }
+        }
         {
             std::vector<float> o(dim);
             emu_launch({1, 1, 1}, 256, [&] { scale_acc(acc.data(), dim, 0.25f, o.data()); });
@@ -162,7 +187,7 @@ int main() {
     char what[256];
     std::snprintf(what, sizeof what,
                   "gram_tile (3 split-K chunks), rows_vs_out (2 modes x 4 grids), sumsq_vec, weighted_sum, "
-                  "centered_clip, scale_rows, scale_acc vs sequential reference on %zu (dim, n) shapes; %llu launches",
+                  "centered_clip, scale_rows, mix_rows, scale_acc vs sequential reference on %zu (dim, n) shapes; %llu launches",
                   std::size(cases), launches);
     return emu_finish("reduce", what);
 }
