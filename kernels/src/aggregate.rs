@@ -350,6 +350,11 @@ pub struct UpdateReport {
     pub krum_score: Option<f64>,
     /// Whether the rule used this update (Multi-Krum and Bulyan select a subset).
     pub selected: bool,
+    /// The largest cosine similarity between this update and any other of the round (clipped,
+    /// as received), with `full_report`: colluders that send the same vector (ALIE, IPM, Sybil
+    /// copies) sit near 1 where honest clients on their own data do not (FoolsGold's signal,
+    /// Fung et al., RAID 2020).
+    pub max_similarity: Option<f64>,
 }
 
 /// The round's anomaly report: evidence for reputation, not a verdict.
@@ -526,6 +531,7 @@ impl<'b> Round<'b> {
                 cosine: None,
                 krum_score: None,
                 selected: true,
+                max_similarity: None,
             })
             .collect();
         for (u, z) in updates.iter_mut().zip(robust_z(&norms)) {
@@ -555,6 +561,19 @@ impl<'b> Round<'b> {
             let (dots, cc) = backend.median_with_dots(&all, n)?;
             set_cosines(&mut updates, &dots, cc);
             dots_done = !cfg.pre.is_empty();
+        }
+        if cfg.full_report && n > 1 {
+            let g = backend.gram(n)?;
+            for (i, u) in updates.iter_mut().enumerate() {
+                let best = (0..n)
+                    .filter(|&j| j != i)
+                    .map(|j| {
+                        let d = (g[i * n + i] * g[j * n + j]).sqrt();
+                        if d > 0.0 { g[i * n + j] / d } else { 0.0 }
+                    })
+                    .fold(f64::NEG_INFINITY, f64::max);
+                u.max_similarity = Some(best);
+            }
         }
         let pre = pre_aggregate(backend, &cfg.pre, &weights, &norms, &factors, cfg.round)?;
         let (n, all, weights) = match &pre {

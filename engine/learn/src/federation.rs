@@ -160,6 +160,8 @@ pub struct ClientRow {
     pub z_norm: f64,
     /// Robust z of its update's cosine to the robust centre (low side).
     pub z_cosine: f64,
+    /// Robust z of its update's largest similarity to another update (high side).
+    pub z_similarity: f64,
     /// active | suspended | banned.
     pub status: &'static str,
 }
@@ -313,16 +315,33 @@ fn robust_z(x: &[f64], floor: f64) -> Vec<f64> {
 }
 
 /// Floor of the norms' MAD, as a fraction of the median norm.
-pub const NORM_MAD_FLOOR: f64 = 0.5;
+pub const NORM_MAD_FLOOR: f64 = 1.5;
 /// Floor of the cosines' MAD.
 pub const COSINE_MAD_FLOOR: f64 = 0.1;
+/// Floor of the largest pairwise similarities' MAD.
+pub const SIMILARITY_MAD_FLOOR: f64 = 0.05;
+/// A largest similarity from which an update counts as a copy of another (z = 10): clients
+/// training on their own data do not send updates this close to someone else's.
+pub const COPY_SIMILARITY: f64 = 0.99;
 
-/// Each update's (norm z, cosine z): the robust z of its norm (both sides; MAD at least
-/// [`NORM_MAD_FLOOR`] of the median norm) and of its cosine to the robust centre on the low side
-/// (MAD at least [`COSINE_MAD_FLOOR`]). The floors keep honest non-IID spread from looking
-/// anomalous: an update needs a norm about 3.6× the median, or a cosine 0.52 below the median, to
-/// reach z = 3.5.
-pub fn anomaly_z(norms: &[f64], cosines: &[f64]) -> Vec<(f64, f64)> {
+/// Each update's (norm z, cosine z, similarity z): the robust z of its norm (both sides; MAD at
+/// least [`NORM_MAD_FLOOR`] of the median norm), of its cosine to the robust centre on the low
+/// side (MAD at least [`COSINE_MAD_FLOOR`]), and of its largest similarity to another update on
+/// the high side (MAD at least [`SIMILARITY_MAD_FLOOR`]; from [`COPY_SIMILARITY`] on, z = 10):
+/// copies and colluders' shared vectors. The floors keep honest non-IID spread from looking
+/// anomalous (a client holding mostly one class sent 6× the median norm late in a clean run): an
+/// update needs a norm about 8.8× the median, or a cosine 0.52 below the median, to reach z = 3.5;
+/// magnitude itself is the clip bound's business.
+pub fn anomaly_z(norms: &[f64], cosines: &[f64], similarity: &[f64]) -> Vec<(f64, f64, f64)> {
+    let zs = robust_z(similarity, SIMILARITY_MAD_FLOOR);
+    anomaly_pairs(norms, cosines)
+        .into_iter()
+        .zip(zs.iter().zip(similarity))
+        .map(|((a, b), (z, s))| (a, b, if *s >= COPY_SIMILARITY { z.max(10.0) } else { z.max(0.0) }))
+        .collect()
+}
+
+fn anomaly_pairs(norms: &[f64], cosines: &[f64]) -> Vec<(f64, f64)> {
     let med_norm = {
         let mut v = norms.to_vec();
         v.sort_by(f64::total_cmp);
@@ -674,22 +693,23 @@ impl Federation {
 
         // 6. Evidence → ledger.
         let mut z_of = vec![f64::NAN; clients.len()];
-        let mut parts_of = vec![(f64::NAN, f64::NAN); clients.len()];
+        let mut parts_of = vec![(f64::NAN, f64::NAN, f64::NAN); clients.len()];
         let mut observations = Vec::new();
         if let Some(o) = &outcome {
             let reps = &o.report.updates;
             let zs = anomaly_z(
                 &reps.iter().map(|u| u.norm).collect::<Vec<_>>(),
                 &reps.iter().map(|u| u.cosine.unwrap_or(1.0)).collect::<Vec<_>>(),
+                &reps.iter().map(|u| u.max_similarity.unwrap_or(0.0)).collect::<Vec<_>>(),
             );
             for (i, idx) in accepted_of.iter().enumerate() {
                 let Some(idx) = idx else { continue };
                 let Some(pos) = reps.iter().position(|u| u.index == *idx) else { continue };
                 let u = &reps[pos];
-                let (zn, zc) = zs[pos];
-                let z = zn.max(zc);
+                let (zn, zc, zs) = zs[pos];
+                let z = zn.max(zc).max(zs);
                 z_of[i] = z;
-                parts_of[i] = (zn, zc);
+                parts_of[i] = (zn, zc, zs);
                 let subject = clients[i].id;
                 observations.push(Observation { subject, what: Observed::Participated });
                 observations.push(Observation { subject, what: Observed::Anomaly { z } });
@@ -784,6 +804,7 @@ impl Federation {
                     z: z_of[i],
                     z_norm: parts_of[i].0,
                     z_cosine: parts_of[i].1,
+                    z_similarity: parts_of[i].2,
                     status: match rec {
                         Some(r) if r.banned => "banned",
                         Some(r) if r.suspended_until.is_some_and(|u| later < u) => "suspended",

@@ -361,6 +361,7 @@ fn report_json(
             "clip_factor": u.clip_factor,
             "cosine_to_median": u.cosine,
             "krum_score": u.krum_score,
+            "max_similarity": u.max_similarity,
             "selected": u.selected,
         })).collect::<Vec<_>>(),
     })

@@ -559,12 +559,12 @@ fn write_csv(out: &Path, rows: &[RoundRow]) -> Result<()> {
     }
     std::fs::write(out.join("rounds.csv"), s)
         .with_context(|| format!("writing {}", out.join("rounds.csv").display()))?;
-    let mut c = String::from("round,client,attack,weight,tier,score,z,z_norm,z_cosine,status\n");
+    let mut c = String::from("round,client,attack,weight,tier,score,z,z_norm,z_cosine,z_similarity,status\n");
     for r in rows {
         for cl in &r.clients {
             let _ = writeln!(
                 c,
-                "{},{},{},{:.6},{},{:.6},{},{},{},{}",
+                "{},{},{},{:.6},{},{:.6},{},{},{},{},{}",
                 r.round,
                 cl.index,
                 cl.attack.map_or("honest".to_string(), |a| a.to_string()),
@@ -574,6 +574,7 @@ fn write_csv(out: &Path, rows: &[RoundRow]) -> Result<()> {
                 num(cl.z),
                 num(cl.z_norm),
                 num(cl.z_cosine),
+                num(cl.z_similarity),
                 cl.status
             );
         }
