@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The identity workflow on embedded defaults, in a throwaway directory: create a node identity,
-# rotate its key, sign and verify, announce, and seal a file to the node through its announcement.
+# The identity workflow, a small federation and an audited DP aggregate on embedded defaults, in a
+# throwaway directory: create a node identity, rotate its key, sign and verify, announce, and seal
+# a file to the node through its announcement; simulate a federation with attackers; aggregate
+# real client updates with DP noise sealed to an auditor, who checks it.
 # VAIN_BIN may point at an already built `vain`; otherwise it is built in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,3 +27,18 @@ cmp "$work/model.txt" "$work/model.opened"
 echo
 echo "identity workflow complete: rotated key verified, sealed file round-tripped"
 run bench aggregate --backend auto --params 256k --updates 16 --reps 1
+# A short simulated federation on the embedded digits: two of six clients attack, the aggregation
+# report turns into ledger evidence, and their weight falls.
+run train simulate --model mnist-mlp --clients 6 --malicious 0.34 --attack sign-flip --partition iid \
+  --rounds 3 --local-steps 5 --out "$work/train"
+# DP noise whose secret only an auditor can open.
+run identity new --dir "$work/auditor"
+run identity announce --dir "$work/auditor" --out "$work/auditor.ann" --roles validator
+for c in 0 1 2; do
+  "$VAIN_BIN" train local --model mnist-mlp --clients 3 --client "$c" --partition iid --local-steps 5 \
+    --dir "$work/node" -o "$work/u$c.safetensors" > /dev/null
+done
+run aggregate "$work"/u?.safetensors -o "$work/clean.safetensors" --backend cpu --clip 5
+run aggregate "$work"/u?.safetensors -o "$work/noisy.safetensors" --backend cpu --clip 5 --noise-multiplier 0.5 --auditor "$work/auditor.ann"
+run audit noise --dir "$work/auditor" --aggregate "$work/noisy.safetensors" --report "$work/noisy.report.json" \
+  --sealed "$work/noisy.noise.sealed" --reference "$work/clean.safetensors"
