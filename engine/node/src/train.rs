@@ -55,8 +55,8 @@ pub struct DataArgs {
     /// iid | dirichlet:α.
     #[arg(long, default_value = "dirichlet:0.5")]
     partition: Scheme,
-    /// Seed of the split (and of the initial model when no --base is given): the same as
-    /// `vain train simulate --seed` gives the same data.
+    /// Seed of everything: the data split, the initial model, training and attacks. The same
+    /// seed gives the same run, and `vain train local`/`eval` the same data as the simulator.
     #[arg(long, default_value_t = 1)]
     seed: u64,
 }
@@ -69,13 +69,16 @@ impl DataArgs {
         cfg
     }
 
-    fn split(&self) -> Result<(Config, vain_learn::federation::Split)> {
-        let data = match &self.data {
+    fn load(&self) -> Result<Option<Mnist>> {
+        Ok(match &self.data {
             Some(dir) => Some(Mnist::load_dir(dir).with_context(|| format!("loading MNIST from {}", dir.display()))?),
             None => None,
-        };
+        })
+    }
+
+    fn split(&self) -> Result<(Config, vain_learn::federation::Split)> {
         let cfg = self.config();
-        let split = vain_learn::federation::split(&cfg, data)?;
+        let split = vain_learn::federation::split(&cfg, self.load()?)?;
         Ok((cfg, split))
     }
 
@@ -84,6 +87,35 @@ impl DataArgs {
             Some(p) => model::load_flat(self.model, p)?,
             None => Model::init(self.model, self.seed, &Device::Cpu, DType::F32)?.flat()?,
         })
+    }
+}
+
+/// How a client trains in a round.
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Optimiser steps (minibatches) per round.
+    #[arg(long, default_value_t = 10)]
+    local_steps: usize,
+    /// Minibatch size.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// sgd[:momentum] | adam.
+    #[arg(long, default_value = "sgd:0.9")]
+    optimizer: Optim,
+    /// Base learning rate.
+    #[arg(long, default_value_t = 0.05)]
+    lr: f64,
+}
+
+impl TrainArgs {
+    fn config(&self) -> TrainConfig {
+        TrainConfig {
+            optim: self.optimizer,
+            lr: self.lr,
+            schedule: Schedule::Constant,
+            batch: self.batch,
+            steps: self.local_steps,
+        }
     }
 }
 
@@ -101,18 +133,8 @@ pub struct LocalArgs {
     /// Round number written into the envelope.
     #[arg(long, default_value_t = 0)]
     round: u64,
-    /// Optimiser steps (minibatches).
-    #[arg(long, default_value_t = 10)]
-    local_steps: usize,
-    /// Minibatch size.
-    #[arg(long, default_value_t = 32)]
-    batch: usize,
-    /// sgd[:momentum] | adam.
-    #[arg(long, default_value = "sgd:0.9")]
-    optimizer: Optim,
-    /// Learning rate.
-    #[arg(long, default_value_t = 0.05)]
-    lr: f64,
+    #[command(flatten)]
+    train: TrainArgs,
     /// Wire encoding of the signed frame.
     #[arg(long, default_value = "f32")]
     encoding: Codec,
@@ -162,12 +184,10 @@ pub enum Switch {
 /// Arguments of `vain train simulate`.
 #[derive(Args)]
 pub struct SimulateArgs {
-    /// mnist-mlp | mnist-cnn.
-    #[arg(long, default_value = "mnist-cnn")]
-    model: Arch,
-    /// Clients.
-    #[arg(long, default_value_t = 20)]
-    clients: usize,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    train: TrainArgs,
     /// Fraction of clients that attack, in [0, 0.5).
     #[arg(long, default_value_t = 0.0)]
     malicious: f64,
@@ -181,24 +201,9 @@ pub struct SimulateArgs {
     /// arc:6+nnm:6).
     #[arg(long, default_value = "none")]
     pre: String,
-    /// iid | dirichlet:α.
-    #[arg(long, default_value = "dirichlet:0.5")]
-    partition: Scheme,
     /// Rounds.
     #[arg(long, default_value_t = 30)]
     rounds: u64,
-    /// Optimiser steps (minibatches) per client per round.
-    #[arg(long, default_value_t = 10)]
-    local_steps: usize,
-    /// Minibatch size.
-    #[arg(long, default_value_t = 32)]
-    batch: usize,
-    /// sgd[:momentum] | adam.
-    #[arg(long, default_value = "sgd:0.9")]
-    optimizer: Optim,
-    /// Base learning rate.
-    #[arg(long, default_value_t = 0.05)]
-    lr: f64,
     /// Learning rate decay: cosine from the base rate to 10 % of it over the run.
     #[arg(long)]
     cosine: bool,
@@ -223,19 +228,12 @@ pub struct SimulateArgs {
     /// Steps fine-tuning each client's personal head per round (0 = no personalisation).
     #[arg(long, default_value_t = 0)]
     personal_steps: usize,
-    /// Seed: the same seed gives the same run.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
     /// Aggregation backend.
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendChoice,
     /// Client training threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Directory with the MNIST IDX files (train-images-idx3-ubyte[.gz], …); default: the
-    /// 10,000 embedded digits.
-    #[arg(long)]
-    data: Option<PathBuf>,
     /// Where to write rounds.csv, clients.csv, summary.json and accuracy.svg.
     #[arg(long, default_value = "vain-train-out")]
     out: PathBuf,
@@ -260,13 +258,7 @@ fn local(a: LocalArgs) -> Result<()> {
     };
     let base = a.data.base(a.base.as_deref())?;
     let model = Model::from_flat(cfg.arch, &base, &Device::Cpu, DType::F32)?;
-    let tcfg = TrainConfig {
-        optim: a.optimizer,
-        lr: a.lr,
-        schedule: Schedule::Constant,
-        batch: a.batch,
-        steps: a.local_steps,
-    };
+    let tcfg = a.train.config();
     let mut rng = vain_learn::seeded(cfg.seed ^ (a.client as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ a.round);
     let stats =
         vain_learn::train::train(&model, &split.data, train_idx, &tcfg, a.round, &mut rng, &same_label, &same_pixels)?;
@@ -309,7 +301,7 @@ fn local(a: LocalArgs) -> Result<()> {
     println!(
         "client {} trained {} steps on {} items (mean loss {:.4}); update {} ({} parameters), signed frame {} ({} bytes, {:.1}× smaller than f32)",
         a.client,
-        a.local_steps,
+        a.train.local_steps,
         train_idx.len(),
         stats.loss,
         a.output.display(),
@@ -359,21 +351,14 @@ fn eval(a: EvalArgs) -> Result<()> {
 }
 
 fn simulate(a: SimulateArgs) -> Result<()> {
-    let data = match &a.data {
-        Some(dir) => Some(Mnist::load_dir(dir).with_context(|| format!("loading MNIST from {}", dir.display()))?),
-        None => None,
-    };
-    let mut cfg = Config::new(a.model, a.clients);
+    let data = a.data.load()?;
+    let mut cfg = a.data.config();
+    cfg.train = a.train.config();
     cfg.malicious = a.malicious;
     cfg.plan = a.attack;
     cfg.rule = a.rule;
     cfg.pre = parse_pre(&a.pre)?;
-    cfg.partition = a.partition;
     cfg.rounds = a.rounds;
-    cfg.train.steps = a.local_steps;
-    cfg.train.batch = a.batch;
-    cfg.train.optim = a.optimizer;
-    cfg.train.lr = a.lr;
     if a.cosine {
         cfg.train.schedule = Schedule::Cosine { rounds: a.rounds, floor: 0.1 };
     }
@@ -384,7 +369,6 @@ fn simulate(a: SimulateArgs) -> Result<()> {
     cfg.reputation = a.reputation == Switch::On;
     cfg.server_lr = a.reptile;
     cfg.personal_steps = a.personal_steps;
-    cfg.seed = a.seed;
     cfg.threads = a.threads;
     let mut backend = open_backend(a.backend, 0)?;
     let start = Instant::now();
