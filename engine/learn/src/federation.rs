@@ -319,7 +319,7 @@ pub const NORM_MAD_FLOOR: f64 = 1.5;
 /// Floor of the cosines' MAD.
 pub const COSINE_MAD_FLOOR: f64 = 0.1;
 /// Floor of the largest pairwise similarities' MAD.
-pub const SIMILARITY_MAD_FLOOR: f64 = 0.05;
+pub const SIMILARITY_MAD_FLOOR: f64 = 0.1;
 /// A largest similarity from which an update counts as a copy of another (z = 10): clients
 /// training on their own data do not send updates this close to someone else's.
 pub const COPY_SIMILARITY: f64 = 0.99;
@@ -662,9 +662,13 @@ impl Federation {
             selected
                 .iter()
                 .map(|&i| {
-                    let s = self.ledger.record(&clients[i].id).map_or(0.0, |r| r.score);
+                    let rec = self.ledger.record(&clients[i].id);
+                    let s = rec.map_or(0.0, |r| r.score);
+                    // A suspension pays off the penalty points, so a client back from one starts
+                    // a fresh count: it is on probation, its weight halved per past suspension.
+                    let probation = 0.5f64.powi(rec.map_or(0, |r| r.suspensions).min(30) as i32);
                     // Before any evidence every score is 0: equal weights.
-                    let f = if !self.cfg.reputation || best <= 0.0 { 1.0 } else { (s / best).max(0.01) };
+                    let f = if !self.cfg.reputation || best <= 0.0 { 1.0 } else { (s / best * probation).max(0.01) };
                     (clients[i].id, f as f32)
                 })
                 .collect()
@@ -839,4 +843,25 @@ impl Federation {
 /// shared among the colluding backdoor clients).
 fn boost(participants: usize, attackers: usize) -> usize {
     participants.max(1) / attackers.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anomaly_scores_tolerate_honest_spread_and_flag_outliers_and_copies() {
+        // Norms: 5× the median stays below 3.5 (non-IID clients do that); 10× does not.
+        let norms = [1.0, 1.2, 0.8, 1.1, 0.9, 5.0, 10.0];
+        let cos = [0.5, 0.6, 0.4, 0.55, 0.45, 0.5, -0.5];
+        let sim = [0.3, 0.4, 0.35, 0.5, 0.45, 0.99, 0.995];
+        let z = anomaly_z(&norms, &cos, &sim);
+        assert!(z[5].0 < SUSPECT_Z && z[6].0 > SUSPECT_Z, "{z:?}");
+        assert!(z[..6].iter().all(|(_, c, _)| *c < SUSPECT_Z) && z[6].1 > SUSPECT_Z, "{z:?}");
+        assert!(z[..5].iter().all(|(_, _, s)| *s < SUSPECT_Z), "{z:?}");
+        assert_eq!((z[5].2, z[6].2), (10.0, 10.0), "copies count as z = 10");
+        // A round of near-identical honest updates (MAD ≈ 0) calls nobody an outlier.
+        let z = anomaly_z(&[1.0, 1.0, 1.001, 1.0], &[0.9, 0.9, 0.899, 0.9], &[0.5, 0.5, 0.52, 0.5]);
+        assert!(z.iter().all(|(a, b, c)| a.max(*b).max(*c) < 1.0), "{z:?}");
+    }
 }
