@@ -47,6 +47,7 @@ use vain_kernels::backend::Backend;
 use vain_kernels::encode::Codec;
 use vain_kernels::philox;
 use vain_kernels::privacy;
+use vain_kernels::reference::median64;
 use vain_schema::Limits;
 
 /// Virtual time between rounds in the ledger.
@@ -298,19 +299,11 @@ fn derive_key(seed: u64, what: &str, i: usize) -> SigningKey {
 /// Robust z-scores (x − median)/(1.4826·max(MAD, floor)). The floor keeps a round of a few
 /// similar honest updates (MAD near 0) from calling a slightly different one an outlier.
 fn robust_z(x: &[f64], floor: f64) -> Vec<f64> {
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        if n == 0 {
-            0.0
-        } else if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            0.5 * (v[n / 2 - 1] + v[n / 2])
-        }
-    };
-    let m = med(&mut x.to_vec());
-    let mad = med(&mut x.iter().map(|v| (v - m).abs()).collect()).max(floor);
+    if x.is_empty() {
+        return Vec::new();
+    }
+    let m = median64(&mut x.to_vec());
+    let mad = median64(&mut x.iter().map(|v| (v - m).abs()).collect::<Vec<_>>()).max(floor);
     x.iter().map(|v| (v - m) / (1.4826 * mad)).collect()
 }
 
@@ -342,6 +335,7 @@ pub fn anomaly_z(norms: &[f64], cosines: &[f64], similarity: &[f64]) -> Vec<(f64
 }
 
 fn anomaly_pairs(norms: &[f64], cosines: &[f64]) -> Vec<(f64, f64)> {
+    // The upper middle norm (no averaging): the floor's scale, not a statistic that is reported.
     let med_norm = {
         let mut v = norms.to_vec();
         v.sort_by(f64::total_cmp);
