@@ -220,6 +220,10 @@ pub struct Announcement {
     pub x25519_key: [u8; 32],
     /// Signing time, Unix ms.
     pub timestamp_ms: u64,
+    /// QUIC ingest endpoints (`ip:port`); the TLS handshake there presents `signing_key`.
+    pub ingest: Vec<String>,
+    /// Region tag, empty when none.
+    pub region: String,
 }
 
 impl Announcement {
@@ -276,6 +280,14 @@ impl Announcement {
         let node_id = wire::PublicKey::new(&self.node_id);
         let signing_key = wire::PublicKey::new(&self.signing_key);
         let x = wire::X25519Key::new(&self.x25519_key);
+        // Absent rather than empty, so an announcement without them keeps its v1 bytes.
+        let ingest = if self.ingest.is_empty() {
+            None
+        } else {
+            let v: Vec<_> = self.ingest.iter().map(|a| b.create_string(a)).collect();
+            Some(b.create_vector(&v))
+        };
+        let region = if self.region.is_empty() { None } else { Some(b.create_string(&self.region)) };
         let a = wire::Announcement::create(
             &mut b,
             &wire::AnnouncementArgs {
@@ -288,6 +300,8 @@ impl Announcement {
                 resources: Some(res),
                 x25519_key: Some(&x),
                 timestamp_ms: self.timestamp_ms,
+                ingest,
+                region,
             },
         );
         b.finish_minimal(a);
@@ -339,6 +353,31 @@ impl Announcement {
                     out.push(s.to_owned());
                 }
                 out
+            }
+        };
+        let ingest: Vec<String> = match a.ingest() {
+            None => Vec::new(),
+            Some(v) => {
+                if v.len() > limits.max_addresses {
+                    return Err(Error::TooLarge {
+                        what: "ingest",
+                        len: v.len() as u64,
+                        max: limits.max_addresses as u64,
+                    });
+                }
+                let mut out = Vec::with_capacity(v.len());
+                for (i, s) in v.iter().enumerate() {
+                    crate::delta::check_name(&format!("ingest[{i}]"), s, limits)?;
+                    out.push(s.to_owned());
+                }
+                out
+            }
+        };
+        let region = match a.region() {
+            None => String::new(),
+            Some(r) => {
+                crate::delta::check_name("region", r, limits)?;
+                r.to_owned()
             }
         };
         let resources = match a.resources() {
@@ -407,6 +446,8 @@ impl Announcement {
             resources,
             x25519_key: a.x25519_key().0,
             timestamp_ms: a.timestamp_ms(),
+            ingest,
+            region,
         })
     }
 }

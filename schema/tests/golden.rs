@@ -92,6 +92,8 @@ fn golden_announcement_with_rotation_verifies() {
         },
         x25519_key: [0x42; 32],
         timestamp_ms: T0 + 1000,
+        ingest: Vec::new(),
+        region: String::new(),
     };
     let body = a.encode();
     let sig = next.sign(Announcement::signing_input(&body).as_bytes()).to_bytes();

@@ -22,6 +22,8 @@ fn announcement(
         resources: Resources::default(),
         x25519_key: [7; 32],
         timestamp_ms: T0,
+        ingest: Vec::new(),
+        region: String::new(),
     };
     f(&mut a);
     let body = a.encode();

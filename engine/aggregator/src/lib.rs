@@ -191,8 +191,25 @@ impl Stage {
         deadline: Instant,
         mut on: impl FnMut(Event),
     ) -> Result<usize, Error> {
+        if ingest.accepted() >= want {
+            return Ok(0);
+        }
+        self.collect_while(ingest, deadline, |ingest, ev| {
+            on(ev);
+            ingest.accepted() < want
+        })
+    }
+
+    /// Feeds `ingest` until `go_on` (called after each update with the round and the event)
+    /// says stop or `deadline` passes. Returns the updates accepted during the call.
+    pub fn collect_while(
+        &self,
+        ingest: &mut Ingest<'_>,
+        deadline: Instant,
+        mut go_on: impl FnMut(&Ingest<'_>, Event) -> bool,
+    ) -> Result<usize, Error> {
         let mut got = 0;
-        while ingest.accepted() < want {
+        loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -202,18 +219,21 @@ impl Stage {
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => return Err(Error::Shard("every shard stopped".into())),
             };
-            match item {
+            let ev = match item {
                 Item::Checked { shard, update } => {
                     let wire_bytes = update.wire_bytes;
                     match ingest.accept(update) {
                         Ok(accepted) => {
                             got += 1;
-                            on(Event::Accepted { accepted, shard, wire_bytes, at_unix_ns: unix_ns() });
+                            Event::Accepted { accepted, shard, wire_bytes, at_unix_ns: unix_ns() }
                         }
-                        Err(r) => on(Event::Rejected(r)),
+                        Err(r) => Event::Rejected(r),
                     }
                 }
-                Item::Refused { refused, .. } => on(Event::Rejected(ingest.refused(*refused))),
+                Item::Refused { refused, .. } => Event::Rejected(ingest.refused(*refused)),
+            };
+            if !go_on(ingest, ev) {
+                break;
             }
         }
         Ok(got)

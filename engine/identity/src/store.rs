@@ -278,6 +278,8 @@ impl Identity {
             resources,
             x25519_key: self.x25519.public(),
             timestamp_ms: now_ms,
+            ingest: Vec::new(),
+            region: String::new(),
         };
         let body = a.encode();
         let sig = self.signer.sign(Announcement::signing_input(&body).as_bytes())?;

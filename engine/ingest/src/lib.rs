@@ -153,6 +153,9 @@ pub struct Accepted {
     pub sender: PublicKey,
     /// Weight (example count).
     pub weight: f32,
+    /// BLAKE3 of the update's signed header (which commits to the payload): its identity in
+    /// the round result's Merkle tree.
+    pub digest: Digest,
 }
 
 /// The signed summary of a closed round.
@@ -245,6 +248,8 @@ pub struct Checked<B> {
     pub sender: PublicKey,
     /// Round the update is for.
     pub round: u64,
+    /// BLAKE3 of the signed header.
+    pub digest: Digest,
     base_model: Digest,
     nonce: [u8; 16],
     /// Weight (example count).
@@ -373,6 +378,7 @@ impl Checker {
         Ok(Checked {
             sender,
             round: env.round(),
+            digest: *blake3::hash(header).as_bytes(),
             base_model: env.base_model(),
             nonce: env.nonce(),
             weight: env.num_examples() as f32,
@@ -517,7 +523,7 @@ impl<'b> Ingest<'b> {
         match self.round.ingest(&Update { segments: &segs }, weight) {
             Ok(index) => {
                 self.contributors.push((c.sender, weight));
-                Ok(Accepted { index, sender: c.sender, weight })
+                Ok(Accepted { index, sender: c.sender, weight, digest: c.digest })
             }
             Err(e) => Err(self.refused(Refused { reject: Reject::Values(e), sender })),
         }

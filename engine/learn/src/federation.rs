@@ -26,7 +26,9 @@
 
 use crate::Error;
 use crate::attack::{self, Attack, Plan};
+use crate::client;
 use crate::data::{Dataset, Mnist};
+use crate::judge::Judge;
 use crate::model::{self, Arch, Model};
 use crate::partition::{self, Scheme};
 use crate::train::{self, same_label, same_pixels};
@@ -37,8 +39,7 @@ use rand::{Rng as _, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use vain_core::ledger::{self, Input, Ledger, Observation, Observed};
-use vain_core::signed::Signed;
+use vain_core::ledger::Ledger;
 use vain_core::{HOUR, NodeId};
 use vain_ingest::update::{Encoder, Round as UpdateRound, Tensor as UpdateTensor};
 use vain_ingest::{Config as IngestConfig, Ingest};
@@ -281,7 +282,7 @@ pub struct Federation {
     test: Vec<usize>,
     clients: Vec<Client>,
     global: Vec<f32>,
-    ledger: Ledger,
+    judge: Judge,
     aggregator: SigningKey,
     round: u64,
     device: Device,
@@ -381,12 +382,9 @@ impl Federation {
             })
             .collect::<Vec<_>>();
         let aggregator = derive_key(cfg.seed, "aggregator", 0);
-        let mut ledger = Ledger::new(
-            ledger::Config { pretrusted: vec![aggregator.verifying_key().to_bytes()], ..ledger::Config::default() },
-            0,
-        );
+        let mut judge = Judge::new(aggregator.clone(), cfg.reputation, 0);
         for c in &clients {
-            ledger.join(c.id, 0);
+            judge.join(c.id, 0);
         }
         let device = Device::Cpu;
         let global = Model::init(cfg.arch, cfg.seed, &device, DType::F32)?.flat()?;
@@ -397,7 +395,7 @@ impl Federation {
             test,
             clients,
             global,
-            ledger,
+            judge,
             aggregator,
             round: 0,
             device,
@@ -431,7 +429,7 @@ impl Federation {
 
     /// The ledger.
     pub fn ledger(&self) -> &Ledger {
-        &self.ledger
+        self.judge.ledger()
     }
 
     fn now(&self) -> u64 {
@@ -439,58 +437,24 @@ impl Federation {
     }
 
     fn allowed(&self, c: &Client) -> bool {
-        !self.cfg.reputation || self.ledger.tier(&c.id, self.now()) > 0
+        self.judge.allowed(&c.id, self.now())
     }
 
     /// Trains one client from the global model: its (honest or poisoned) local update and the
     /// examples it saw.
     fn local_update(&self, model: &Model, c: &mut Client) -> Result<(Vec<f32>, usize, Duration), Error> {
-        model.set_flat(&self.global)?;
         let start = Instant::now();
-        let stats = match c.attack {
-            Some(Attack::LabelFlip) => train::train(
-                model,
-                &self.data,
-                &c.train,
-                &self.cfg.train,
-                self.round,
-                &mut c.rng,
-                &|_, l| attack::flip_label(l),
-                &same_pixels,
-            )?,
-            Some(Attack::Backdoor) => {
-                // Half of the items, chosen by index parity, carry the trigger and the target.
-                let poisoned = |i: usize| i.is_multiple_of(2);
-                train::train(
-                    model,
-                    &self.data,
-                    &c.train,
-                    &self.cfg.train,
-                    self.round,
-                    &mut c.rng,
-                    &|i, l| if poisoned(i) { attack::BACKDOOR_TARGET } else { l },
-                    &|i, px| {
-                        if poisoned(i) {
-                            attack::stamp_trigger(px)
-                        }
-                    },
-                )?
-            }
-            Some(Attack::FreeRide { .. }) => train::Stats::default(),
-            _ => train::train(
-                model,
-                &self.data,
-                &c.train,
-                &self.cfg.train,
-                self.round,
-                &mut c.rng,
-                &same_label,
-                &same_pixels,
-            )?,
-        };
-        let elapsed = start.elapsed();
-        let local = model.flat()?;
-        Ok((local.iter().zip(&self.global).map(|(l, g)| l - g).collect(), stats.samples, elapsed))
+        let (u, n) = client::local_update(
+            model,
+            &self.global,
+            &self.data,
+            &c.train,
+            &self.cfg.train,
+            self.round,
+            &mut c.rng,
+            c.attack,
+        )?;
+        Ok((u, n, start.elapsed()))
     }
 
     /// Fine-tunes client `c`'s personal head on its data, from the global body; returns its
@@ -576,24 +540,17 @@ impl Federation {
             if colluding && !honest.is_empty() { attack::mean_std(&honest) } else { (Vec::new(), Vec::new()) };
         let n_attackers = updates.iter().filter(|(i, ..)| clients[*i].attack.is_some()).count();
         let z_alie = attack::alie_z(updates.len(), n_attackers);
+        let know = client::Knowledge {
+            mean: &mean,
+            std: &std,
+            z_alie,
+            last_step: &self.last_step,
+            boost: boost(selected.len(), n_attackers) as f32,
+        };
         for (i, u, _) in updates.iter_mut() {
             let c = &mut clients[*i];
             let Some(a) = c.attack else { continue };
-            match a {
-                Attack::SignFlip => u.iter_mut().for_each(|v| *v = -*v),
-                Attack::Scale(l) => u.iter_mut().for_each(|v| *v *= l),
-                Attack::Noise(s) => *u = attack::gaussian(u.len(), s, &mut c.rng)?,
-                Attack::FreeRide { stale: false } => u.iter_mut().for_each(|v| *v = 0.0),
-                Attack::FreeRide { stale: true } => *u = self.last_step.clone(),
-                Attack::Alie if !mean.is_empty() => *u = attack::alie(&mean, &std, z_alie),
-                Attack::Ipm(e) if !mean.is_empty() => *u = attack::ipm(&mean, e),
-                Attack::Backdoor => {
-                    // Model replacement: scale so the average carries the attacker's model.
-                    let gamma = boost(selected.len(), n_attackers) as f32;
-                    u.iter_mut().for_each(|v| *v *= gamma);
-                }
-                Attack::LabelFlip | Attack::Alie | Attack::Ipm(_) => {}
-            }
+            client::poison(a, u, &know, &mut c.rng)?;
         }
 
         // 3. Encode, sign and frame, as a client sends it.
@@ -648,25 +605,8 @@ impl Federation {
             replay_window: 4,
         };
         let allowed: BTreeSet<NodeId> = selected.iter().map(|&i| clients[i].id).collect();
-        let factors: Vec<(NodeId, f32)> = {
-            let best = selected
-                .iter()
-                .filter_map(|&i| self.ledger.record(&clients[i].id).map(|r| r.score))
-                .fold(0f64, f64::max);
-            selected
-                .iter()
-                .map(|&i| {
-                    let rec = self.ledger.record(&clients[i].id);
-                    let s = rec.map_or(0.0, |r| r.score);
-                    // A suspension pays off the penalty points, so a client back from one starts
-                    // a fresh count: it is on probation, its weight halved per past suspension.
-                    let probation = 0.5f64.powi(rec.map_or(0, |r| r.suspensions).min(30) as i32);
-                    // Before any evidence every score is 0: equal weights.
-                    let f = if !self.cfg.reputation || best <= 0.0 { 1.0 } else { (s / best * probation).max(0.01) };
-                    (clients[i].id, f as f32)
-                })
-                .collect()
-        };
+        let ids: Vec<NodeId> = selected.iter().map(|&i| clients[i].id).collect();
+        let factors = self.judge.factors(&ids);
         let mut ingest = Ingest::new(backend, cfg, move |k| {
             if allowed.contains(k) { Ok(()) } else { Err("suspended or banned in the ledger".into()) }
         })?
@@ -692,46 +632,21 @@ impl Federation {
         // 6. Evidence → ledger.
         let mut z_of = vec![f64::NAN; clients.len()];
         let mut parts_of = vec![(f64::NAN, f64::NAN, f64::NAN); clients.len()];
-        let mut observations = Vec::new();
-        if let Some(o) = &outcome {
-            let reps = &o.report.updates;
-            let zs = anomaly_z(
-                &reps.iter().map(|u| u.norm).collect::<Vec<_>>(),
-                &reps.iter().map(|u| u.cosine.unwrap_or(1.0)).collect::<Vec<_>>(),
-                &reps.iter().map(|u| u.max_similarity.unwrap_or(0.0)).collect::<Vec<_>>(),
-            );
-            for (i, idx) in accepted_of.iter().enumerate() {
-                let Some(idx) = idx else { continue };
-                let Some(pos) = reps.iter().position(|u| u.index == *idx) else { continue };
-                let u = &reps[pos];
-                let (zn, zc, zs) = zs[pos];
-                let z = zn.max(zc).max(zs);
-                z_of[i] = z;
-                parts_of[i] = (zn, zc, zs);
-                let subject = clients[i].id;
-                observations.push(Observation { subject, what: Observed::Participated });
-                observations.push(Observation { subject, what: Observed::Anomaly { z } });
-                let quality = ((1.0 + u.cosine.unwrap_or(0.0)) / 2.0).clamp(0.0, 1.0);
-                observations.push(Observation { subject, what: Observed::Feedback { score: quality } });
+        let accepted_ids: Vec<(NodeId, usize)> =
+            accepted_of.iter().enumerate().filter_map(|(i, a)| a.map(|idx| (clients[i].id, idx))).collect();
+        let rejected_ids: Vec<NodeId> = rejected.iter().map(|&i| clients[i].id).collect();
+        let verdicts =
+            self.judge.observe(self.round, now, outcome.as_ref().map(|o| &o.report), &accepted_ids, &rejected_ids)?;
+        for v in &verdicts {
+            if let Some(i) = clients.iter().position(|c| c.id == v.id) {
+                z_of[i] = v.z;
+                parts_of[i] = (v.z_norm, v.z_cosine, v.z_similarity);
             }
         }
-        for &i in &rejected {
-            z_of[i] = f64::INFINITY;
-            observations.push(Observation { subject: clients[i].id, what: Observed::Anomaly { z: 100.0 } });
-        }
         let suspected: Vec<usize> = (0..clients.len()).filter(|&i| z_of[i] >= SUSPECT_Z).collect();
-        if self.cfg.reputation {
-            let report = Signed::sign(&self.aggregator, ledger::Report { epoch: self.round, observations });
-            // The aggregator is pre-trusted, so its report is accepted; an error here is a bug
-            // in how the report was built.
-            self.ledger
-                .handle(now, Input::Report(report))
-                .map_err(|_| Error::Config("the ledger refused the aggregator's report"))?;
-        }
         self.round += 1;
         let later = self.now();
-        self.ledger.tick(later);
-        while self.ledger.poll().is_some() {}
+        self.judge.tick(later);
         let other_time = t1.elapsed();
 
         // 7. Evaluation.
@@ -785,7 +700,7 @@ impl Federation {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let rec = self.ledger.record(&c.id);
+                let rec = self.judge.ledger().record(&c.id);
                 let weight = match (&outcome, accepted_of[i]) {
                     (Some(o), Some(idx)) => {
                         o.report.updates.iter().find(|u| u.index == idx).map_or(0.0, |u| f64::from(u.weight))
@@ -797,7 +712,7 @@ impl Federation {
                     index: i,
                     attack: c.attack,
                     weight,
-                    tier: self.ledger.tier(&c.id, later),
+                    tier: self.judge.ledger().tier(&c.id, later),
                     score: rec.map_or(0.0, |r| r.score),
                     z: z_of[i],
                     z_norm: parts_of[i].0,

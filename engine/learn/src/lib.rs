@@ -6,8 +6,10 @@
 //! the networked node uses, so what it shows is what the system does.
 
 pub mod attack;
+pub mod client;
 pub mod data;
 pub mod federation;
+pub mod judge;
 pub mod model;
 pub mod partition;
 pub mod train;

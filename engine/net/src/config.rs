@@ -22,8 +22,13 @@ pub struct Config {
     /// This node's tier (computed by the reputation layer; here an input). Nodes at or above
     /// `relay.min_tier` relay announcements.
     pub tier: u8,
-    /// Models this node aggregates (aggregators provide `agg/<model>` in the DHT).
+    /// Models this node aggregates (aggregators provide `agg/<model>` in the DHT) or trains.
     pub models: Vec<String>,
+    /// QUIC ingest endpoints (`ip:port`) to announce; an aggregator's node fills them in from
+    /// the address its ingest server bound.
+    pub ingest: Vec<String>,
+    /// Region tag announced (e.g. `eu-west`); clients prefer aggregators of their own region.
+    pub region: String,
     /// Kademlia.
     pub dht: Dht,
     /// mDNS.
@@ -49,6 +54,8 @@ impl Default for Config {
             data_dir: PathBuf::from(".vain"),
             tier: 0,
             models: Vec::new(),
+            ingest: Vec::new(),
+            region: String::new(),
             dht: Dht::default(),
             mdns: Mdns::default(),
             beacon: Beacon::default(),
@@ -283,6 +290,13 @@ impl Config {
             if !m.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_))) {
                 return Err(Error::Config(format!("bootstrap address {b:?} must end in /p2p/<PeerId>")));
             }
+        }
+        for e in &self.ingest {
+            e.parse::<std::net::SocketAddr>()
+                .map_err(|_| Error::Config(format!("ingest endpoint {e:?} is not ip:port")))?;
+        }
+        if self.region.len() > 64 || self.region.chars().any(char::is_control) {
+            return Err(Error::Config("region must be at most 64 printable bytes".into()));
         }
         self.beacon.broadcast.parse::<std::net::Ipv4Addr>().map_err(|_| {
             Error::Config(format!("beacon.broadcast {:?} is not an IPv4 address", self.beacon.broadcast))

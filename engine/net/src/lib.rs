@@ -4,7 +4,9 @@
 //! PeerId is its Ed25519 signing key, composed of Kademlia (our protocol id, signed records
 //! validated before they are stored or served), identify, mDNS, and three request-response
 //! protocols of ours: heartbeats, peer exchange and announcement relay. Beside the swarm it runs
-//! a signed UDP broadcast beacon. Everything a peer sends is size-limited, rate-limited and
+//! a signed UDP broadcast beacon. A fourth protocol, `/vain/round/1.0.0`, carries opaque
+//! request-response messages for the round protocol, which the node's owner serves
+//! ([`node::spawn_serving`]). Everything a peer sends is size-limited, rate-limited and
 //! verified before use; counters of what was refused are in [`node::Status`].
 //! docs/architecture.md ("Control plane") and docs/protocol.md §9 describe the design and the
 //! wire formats.
@@ -19,6 +21,7 @@ pub mod records;
 pub mod scale;
 
 pub use config::Config;
+pub use libp2p::PeerId;
 
 use thiserror::Error;
 
@@ -44,4 +47,12 @@ pub enum Error {
     /// A DHT query failed.
     #[error("query: {0}")]
     Query(String),
+    /// A request on the round protocol got no answer (unreachable peer, timeout, refused).
+    #[error("request to {peer}: {why}")]
+    Request {
+        /// The peer asked.
+        peer: String,
+        /// What went wrong.
+        why: String,
+    },
 }

@@ -28,6 +28,11 @@ use vain_schema::node::{Announcement, Heartbeat, Resources, roles};
 const HEARTBEAT: &str = "/vain/heartbeat/1.0.0";
 const PEX: &str = "/vain/pex/1.0.0";
 const RELAY: &str = "/vain/announce/1.0.0";
+const ROUND: &str = "/vain/round/1.0.0";
+/// Largest round-protocol message: a checkpoint of a model with up to 16 M f32 parameters.
+pub const MAX_ROUND_MESSAGE: usize = 64 << 20;
+/// How long a round-protocol request waits for its answer.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(30);
 const IDENTIFY: &str = "/vain/0.1.0";
 /// Largest request-response message (a PEX answer of `max_entries` announcements).
 const MAX_MESSAGE: usize = 1 << 20;
@@ -84,6 +89,7 @@ struct Behaviour {
     heartbeat: request_response::Behaviour<Codec>,
     pex: request_response::Behaviour<Codec>,
     relay: request_response::Behaviour<Codec>,
+    round: request_response::Behaviour<Codec>,
 }
 
 /// Where a peer stands.
@@ -203,6 +209,34 @@ enum Command {
     Dial(Multiaddr, oneshot::Sender<Result<(), Error>>),
     PutRaw(Vec<u8>, Vec<u8>, oneshot::Sender<Result<(), Error>>),
     Holds(Key, oneshot::Sender<bool>),
+    Request(PeerId, Vec<u8>, oneshot::Sender<Result<Vec<u8>, Error>>),
+    Directory(oneshot::Sender<Vec<Entry>>),
+}
+
+/// A peer whose announcement this node verified (the directory the round protocol reads).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Its PeerId.
+    pub peer_id: PeerId,
+    /// Its latest verified announcement.
+    pub announcement: Announcement,
+    /// Where it stands.
+    pub state: State,
+    /// Connected now.
+    pub connected: bool,
+}
+
+/// A round-protocol request from a peer, for the node's owner to answer.
+#[derive(Debug)]
+pub struct Inbound {
+    /// Who asked.
+    pub peer: PeerId,
+    /// Its verified announcement, when this node has one.
+    pub announcement: Option<Announcement>,
+    /// The request's bytes (at most [`MAX_ROUND_MESSAGE`]).
+    pub request: Vec<u8>,
+    /// Where the answer goes; dropping it leaves the requester with an error.
+    pub reply: oneshot::Sender<Vec<u8>>,
 }
 
 /// Talks to a running node.
@@ -253,6 +287,16 @@ impl Handle {
     /// Whether this node's own store holds a record (or provider records) for `key`.
     pub async fn holds(&self, key: Key) -> Result<bool, Error> {
         self.ask(|tx| Command::Holds(key, tx)).await
+    }
+
+    /// Sends a round-protocol request to `peer` and waits for the answer.
+    pub async fn request(&self, peer: PeerId, message: Vec<u8>) -> Result<Vec<u8>, Error> {
+        self.ask(|tx| Command::Request(peer, message, tx)).await?
+    }
+
+    /// The peers with a verified announcement.
+    pub async fn directory(&self) -> Result<Vec<Entry>, Error> {
+        self.ask(Command::Directory).await
     }
 
     /// Puts `value` under `key` exactly as given, without this node's own check — what a
@@ -335,6 +379,15 @@ struct Node {
     gets: HashMap<kad::QueryId, Pending>,
     beacon: Option<(tokio::net::UdpSocket, SocketAddr, beacon::RateLimit)>,
     settle: Settle,
+    /// Where round-protocol requests go (none: they are refused).
+    inbound: Option<mpsc::Sender<Inbound>>,
+    /// Answers to inbound requests, from the tasks waiting on the owner.
+    replies: (
+        mpsc::Sender<(request_response::ResponseChannel<Vec<u8>>, Vec<u8>)>,
+        Option<mpsc::Receiver<(request_response::ResponseChannel<Vec<u8>>, Vec<u8>)>>,
+    ),
+    /// Our round-protocol requests waiting for answers.
+    requests: HashMap<request_response::OutboundRequestId, (PeerId, oneshot::Sender<Result<Vec<u8>, Error>>)>,
 }
 
 /// Placing a node's own announcement on the peers that end up closest to its key.
@@ -421,6 +474,11 @@ fn build_swarm(cfg: &Config, kp: libp2p::identity::Keypair, transport: Transport
             heartbeat: rr(HEARTBEAT),
             pex: rr(PEX),
             relay: rr(RELAY),
+            round: request_response::Behaviour::with_codec(
+                Codec { max: MAX_ROUND_MESSAGE },
+                [(StreamProtocol::new(ROUND), ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(ROUND_TIMEOUT),
+            ),
         })
     };
     let idle = secs(cfg.limits.idle_timeout);
@@ -450,7 +508,28 @@ fn build_swarm(cfg: &Config, kp: libp2p::identity::Keypair, transport: Transport
 }
 
 /// Starts a node on the current tokio runtime; it runs until every [`Handle`] is dropped.
+/// Round-protocol requests are refused.
 pub async fn spawn(cfg: Config, identity: Identity, transport: Transport) -> Result<Handle, Error> {
+    spawn_inner(cfg, identity, transport, None).await
+}
+
+/// [`spawn`], handing round-protocol requests to `inbound` (bounded: when it is full a request
+/// is refused and counted as `round busy`).
+pub async fn spawn_serving(
+    cfg: Config,
+    identity: Identity,
+    transport: Transport,
+    inbound: mpsc::Sender<Inbound>,
+) -> Result<Handle, Error> {
+    spawn_inner(cfg, identity, transport, Some(inbound)).await
+}
+
+async fn spawn_inner(
+    cfg: Config,
+    identity: Identity,
+    transport: Transport,
+    inbound: Option<mpsc::Sender<Inbound>>,
+) -> Result<Handle, Error> {
     cfg.validate()?;
     let roles = cfg.role_bits()?;
     let kp = keys::keypair(&identity.seed)?;
@@ -485,6 +564,12 @@ pub async fn spawn(cfg: Config, identity: Identity, transport: Transport) -> Res
         identity,
         cfg,
         settle: Settle::new(),
+        inbound,
+        replies: {
+            let (tx, rx) = mpsc::channel(256);
+            (tx, Some(rx))
+        },
+        requests: HashMap::new(),
     };
     node.refresh_announcement();
     for b in node.cfg.bootstrap.clone() {
@@ -538,6 +623,8 @@ impl Node {
             },
             x25519_key: self.identity.x25519,
             timestamp_ms: unix_ms(),
+            ingest: self.cfg.ingest.clone(),
+            region: self.cfg.region.clone(),
         };
         let body = a.encode();
         let sig = self.signer.sign(Announcement::signing_input(&body).as_bytes()).to_bytes();
@@ -992,6 +1079,29 @@ impl Node {
                 let r = self.swarm.behaviour_mut().kad.start_providing(key.record_key());
                 let _ = tx.send(r.map(|_| ()).map_err(|e| Error::Query(e.to_string())));
             }
+            Command::Request(peer, message, tx) => {
+                let id = self.swarm.behaviour_mut().round.send_request(&peer, message);
+                self.requests.insert(id, (peer, tx));
+            }
+            Command::Directory(tx) => {
+                let now = unix_ms();
+                let max_age = self.max_age_ms();
+                let entries = self
+                    .peers
+                    .iter()
+                    .filter_map(|(pid, p)| {
+                        let bytes = p.announcement.as_ref()?;
+                        let a = Announcement::open(bytes, &Limits::default(), now).ok()?;
+                        (now.saturating_sub(a.timestamp_ms) <= max_age).then(|| Entry {
+                            peer_id: *pid,
+                            announcement: a,
+                            state: p.state,
+                            connected: p.connected,
+                        })
+                    })
+                    .collect();
+                let _ = tx.send(entries);
+            }
             Command::Holds(key, tx) => {
                 let store = self.swarm.behaviour_mut().kad.store_mut();
                 let k = key.record_key();
@@ -1040,7 +1150,18 @@ impl Node {
                     }
                 }
                 kad::InboundRequest::AddProvider { record: Some(p) } => {
-                    if Key::parse(p.key.as_ref()).is_some_and(|k| !matches!(k, Key::Node(_))) {
+                    // A directory lists only nodes whose verified announcement has the role it
+                    // is for: aggregators under agg/, aggregators and validators under ckpt/.
+                    let provider_roles = self.peers.get(&p.provider).map_or(0, |x| x.roles);
+                    let key = Key::parse(p.key.as_ref());
+                    let role_ok = match key {
+                        Some(Key::Aggregators(_)) => provider_roles & roles::AGGREGATOR != 0,
+                        Some(Key::Checkpoint(_)) => provider_roles & (roles::AGGREGATOR | roles::VALIDATOR) != 0,
+                        _ => true,
+                    };
+                    if !role_ok {
+                        self.count("provider role");
+                    } else if key.is_some_and(|k| !matches!(k, Key::Node(_))) {
                         self.provider_keys.insert(p.key.clone());
                         if self.swarm.behaviour_mut().kad.store_mut().add_provider(p).is_err() {
                             self.count("provider store full");
@@ -1249,6 +1370,48 @@ impl Node {
                 }
                 request_response::Message::Response { .. } => {}
             },
+            BehaviourEvent::Round(ev) => self.on_round(ev),
+            _ => {}
+        }
+    }
+
+    fn on_round(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match ev {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    let Some(inbound) = self.inbound.clone() else {
+                        self.count("round unserved");
+                        return;
+                    };
+                    let announcement = self
+                        .peers
+                        .get(&peer)
+                        .and_then(|p| p.announcement.as_ref())
+                        .and_then(|b| Announcement::open(b, &Limits::default(), unix_ms()).ok());
+                    let (tx, rx) = oneshot::channel();
+                    if inbound.try_send(Inbound { peer, announcement, request, reply: tx }).is_err() {
+                        // Dropping the channel tells the requester no answer is coming.
+                        self.count("round busy");
+                        return;
+                    }
+                    let replies = self.replies.0.clone();
+                    tokio::spawn(async move {
+                        if let Ok(answer) = rx.await {
+                            let _ = replies.send((channel, answer)).await;
+                        }
+                    });
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some((_, tx)) = self.requests.remove(&request_id) {
+                        let _ = tx.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, .. } => {
+                if let Some((peer, tx)) = self.requests.remove(&request_id) {
+                    let _ = tx.send(Err(Error::Request { peer: peer.to_string(), why: error.to_string() }));
+                }
+            }
             _ => {}
         }
     }
@@ -1261,8 +1424,12 @@ impl Node {
         let mut bootstrap = tokio::time::interval(secs(self.cfg.dht.bootstrap_interval));
         let mut provided = false;
         let mut buf = vec![0u8; beacon::MAX_DATAGRAM + 1];
+        let Some(mut replies) = self.replies.1.take() else { return };
         loop {
             tokio::select! {
+                Some((channel, answer)) = replies.recv() => {
+                    let _ = self.swarm.behaviour_mut().round.send_response(channel, answer);
+                }
                 ev = self.swarm.select_next_some() => self.on_event(ev),
                 cmd = cmds.recv() => match cmd {
                     Some(c) => self.on_command(c),

@@ -24,6 +24,8 @@ fn signed(seed: [u8; 32], addresses: Vec<String>, timestamp_ms: u64) -> Vec<u8> 
         resources: Resources::default(),
         x25519_key: [0; 32],
         timestamp_ms,
+        ingest: Vec::new(),
+        region: String::new(),
     };
     let body = a.encode();
     let sig = key.sign(Announcement::signing_input(&body).as_bytes()).to_bytes();

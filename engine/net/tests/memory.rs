@@ -45,6 +45,8 @@ fn announcement(i: u64) -> Vec<u8> {
         x25519_key: [0; 32],
         timestamp_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis()
             as u64,
+        ingest: Vec::new(),
+        region: String::new(),
     };
     let body = a.encode();
     let sig = key.sign(Announcement::signing_input(&body).as_bytes()).to_bytes();

@@ -3,8 +3,10 @@
 mod aggregate;
 mod audit;
 mod bench;
+mod demo;
 mod identity;
 mod net;
+mod node;
 mod privacy;
 mod sim;
 mod train;
@@ -23,6 +25,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// A federation of real node processes on loopback: a bootstrap, an aggregator and
+    /// clients (some attacking) train a model over QUIC and libp2p, with a live view of the
+    /// rounds, a summary and a chart.
+    Demo(demo::DemoArgs),
     /// Create, inspect, rotate and use a node identity (keys, signatures, sealed messages).
     #[command(subcommand)]
     Identity(identity::Command),
@@ -58,6 +64,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(a) => demo::run(a),
         Command::Identity(c) => identity::run(c),
         Command::Aggregate(a) => aggregate::run(a),
         Command::Audit(c) => audit::run(c),

@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use vain_identity::store::{KEY_FILE, NewKey};
 use vain_identity::{Identity, keyfile};
-use vain_net::node::{self, Transport};
-use vain_net::{Config, control};
+use vain_net::control;
+use vain_net::node::{self};
 
 /// Options of `vain node`.
 #[derive(Args)]
@@ -56,7 +56,7 @@ pub enum DhtCommand {
 
 /// Loads or creates the node's identity in `<data dir>/identity` (unencrypted unless
 /// VAIN_PASSPHRASE is set) and returns the network identity.
-fn identity(data_dir: &Path) -> Result<node::Identity> {
+pub(crate) fn identity(data_dir: &Path) -> Result<node::Identity> {
     let dir = data_dir.join("identity");
     let pass = std::env::var("VAIN_PASSPHRASE").ok();
     let pass = pass.as_deref().map(str::as_bytes);
@@ -81,39 +81,7 @@ fn identity(data_dir: &Path) -> Result<node::Identity> {
 
 /// Runs `vain node`.
 pub fn run_node(a: NodeArgs) -> Result<()> {
-    let cfg = match &a.config {
-        Some(p) => Config::load(p)?,
-        None => Config::default(),
-    };
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-    let id = identity(&cfg.data_dir)?;
-    let socket = cfg.data_dir.join("control.sock");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(async move {
-        let handle = node::spawn(cfg, id, Transport::Tcp).await?;
-        let status = handle.status().await?;
-        println!("node {} (peer {})", status.node_id, status.peer_id);
-        let h = handle.clone();
-        let sock = socket.clone();
-        tokio::spawn(async move {
-            if let Err(e) = control::serve(&sock, h).await {
-                eprintln!("control socket {}: {e}", sock.display());
-            }
-        });
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        for l in handle.status().await?.listen {
-            println!("listening on {l}");
-        }
-        println!("control socket {}", socket.display());
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        let _ = std::fs::remove_file(&socket);
-        println!("stopped");
-        Ok::<_, anyhow::Error>(())
-    })
+    crate::node::run(a.config.as_deref())
 }
 
 fn print_json(v: &Value) -> Result<()> {
@@ -150,10 +118,10 @@ pub fn run_dht(c: DhtCommand) -> Result<()> {
     }
 }
 
-struct Cluster {
-    children: Vec<Child>,
-    sockets: Vec<PathBuf>,
-    _tmp: Option<tempfile::TempDir>,
+pub(crate) struct Cluster {
+    pub(crate) children: Vec<Child>,
+    pub(crate) sockets: Vec<PathBuf>,
+    pub(crate) _tmp: Option<tempfile::TempDir>,
 }
 
 impl Drop for Cluster {
@@ -173,21 +141,29 @@ impl Drop for Cluster {
     }
 }
 
-fn free_tcp_port() -> Result<u16> {
+pub(crate) fn free_tcp_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Writes node i's config and identity, returns its config path.
-fn prepare(dir: &Path, i: usize, port: u16, bootstrap: Option<&str>) -> Result<(PathBuf, String)> {
+/// Writes node i's config (control plane for loopback, `roles`, then the `extra` sections) and
+/// identity; returns its config path and its bootstrap address.
+pub(crate) fn prepare(
+    dir: &Path,
+    i: usize,
+    port: u16,
+    bootstrap: Option<&str>,
+    roles: &str,
+    extra: &str,
+) -> Result<(PathBuf, String)> {
     let data = dir.join(format!("node-{i:02}"));
     std::fs::create_dir_all(&data)?;
     let id = identity(&data)?;
     let peer = vain_net::keys::peer_id(&ed25519_dalek::SigningKey::from_bytes(&id.seed).verifying_key().to_bytes())?;
     let boot = bootstrap.map(|b| format!("bootstrap = [\"{b}\"]\n")).unwrap_or_default();
     let text = format!(
-        "roles = [\"client\"]\nlisten = [\"/ip4/127.0.0.1/tcp/{port}\"]\n{boot}data_dir = \"{}\"\n\
+        "roles = [{roles}]\nlisten = [\"/ip4/127.0.0.1/tcp/{port}\"]\n{boot}data_dir = \"{}\"\n\
          [mdns]\nenabled = false\n[beacon]\nenabled = false\n\
-         [liveness]\nheartbeat_interval = 1.0\nstale_after = 6.0\n[pex]\ninterval = 1.0\n",
+         [liveness]\nheartbeat_interval = 1.0\nstale_after = 6.0\n[pex]\ninterval = 1.0\n{extra}",
         data.display()
     );
     let path = data.join("node.toml");
@@ -211,7 +187,7 @@ pub fn run_up(a: UpArgs) -> Result<()> {
     let mut cluster = Cluster { children: Vec::new(), sockets: Vec::new(), _tmp: tmp };
     let mut boot = None;
     for i in 0..a.nodes {
-        let (cfg, addr) = prepare(&dir, i, free_tcp_port()?, boot.as_deref())?;
+        let (cfg, addr) = prepare(&dir, i, free_tcp_port()?, boot.as_deref(), "\"client\"", "")?;
         let log = std::fs::File::create(cfg.with_file_name("node.log"))?;
         let child = Command::new(&exe)
             .arg("node")

@@ -27,6 +27,8 @@ impl<'a> Announcement<'a> {
   pub const VT_RESOURCES: ::flatbuffers::VOffsetT = 16;
   pub const VT_X25519_KEY: ::flatbuffers::VOffsetT = 18;
   pub const VT_TIMESTAMP_MS: ::flatbuffers::VOffsetT = 20;
+  pub const VT_INGEST: ::flatbuffers::VOffsetT = 22;
+  pub const VT_REGION: ::flatbuffers::VOffsetT = 24;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -39,6 +41,8 @@ impl<'a> Announcement<'a> {
   ) -> ::flatbuffers::WIPOffset<Announcement<'bldr>> {
     let mut builder = AnnouncementBuilder::new(_fbb);
     builder.add_timestamp_ms(args.timestamp_ms);
+    if let Some(x) = args.region { builder.add_region(x); }
+    if let Some(x) = args.ingest { builder.add_ingest(x); }
     if let Some(x) = args.x25519_key { builder.add_x25519_key(x); }
     if let Some(x) = args.resources { builder.add_resources(x); }
     if let Some(x) = args.addresses { builder.add_addresses(x); }
@@ -119,6 +123,22 @@ impl<'a> Announcement<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Announcement::VT_TIMESTAMP_MS, Some(0)).unwrap()}
   }
+  /// QUIC ingest endpoints ("ip:port") of an aggregator; its TLS presents `signing_key`.
+  #[inline]
+  pub fn ingest(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(Announcement::VT_INGEST, None)}
+  }
+  /// Free-form region tag (e.g. "eu-west"), so clients can prefer nearby aggregators.
+  #[inline]
+  pub fn region(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Announcement::VT_REGION, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Announcement<'_> {
@@ -136,6 +156,8 @@ impl ::flatbuffers::Verifiable for Announcement<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<Resources>>("resources", Self::VT_RESOURCES, false)?
      .visit_field::<X25519Key>("x25519_key", Self::VT_X25519_KEY, true)?
      .visit_field::<u64>("timestamp_ms", Self::VT_TIMESTAMP_MS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("ingest", Self::VT_INGEST, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("region", Self::VT_REGION, false)?
      .finish();
     Ok(())
   }
@@ -150,6 +172,8 @@ pub struct AnnouncementArgs<'a> {
     pub resources: Option<::flatbuffers::WIPOffset<Resources<'a>>>,
     pub x25519_key: Option<&'a X25519Key>,
     pub timestamp_ms: u64,
+    pub ingest: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub region: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for AnnouncementArgs<'a> {
   #[inline]
@@ -164,6 +188,8 @@ impl<'a> Default for AnnouncementArgs<'a> {
       resources: None,
       x25519_key: None, // required field
       timestamp_ms: 0,
+      ingest: None,
+      region: None,
     }
   }
 }
@@ -210,6 +236,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AnnouncementBuilder<'a, 'b, A
     self.fbb_.push_slot::<u64>(Announcement::VT_TIMESTAMP_MS, timestamp_ms, 0);
   }
   #[inline]
+  pub fn add_ingest(&mut self, ingest: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Announcement::VT_INGEST, ingest);
+  }
+  #[inline]
+  pub fn add_region(&mut self, region: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Announcement::VT_REGION, region);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AnnouncementBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     AnnouncementBuilder {
@@ -239,6 +273,8 @@ impl ::core::fmt::Debug for Announcement<'_> {
       ds.field("resources", &self.resources());
       ds.field("x25519_key", &self.x25519_key());
       ds.field("timestamp_ms", &self.timestamp_ms());
+      ds.field("ingest", &self.ingest());
+      ds.field("region", &self.region());
       ds.finish()
   }
 }

@@ -1,0 +1,268 @@
+//! `vain demo`: a federation of real `vain node` processes on loopback — a bootstrap node, an
+//! aggregator and a set of clients, some of them attacking — running rounds of a model on the
+//! embedded digits, with a live view of the rounds, a summary and a chart at the end.
+
+use crate::net::{Cluster, free_tcp_port, prepare};
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use plotters::prelude::*;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use vain_learn::attack::Attack;
+use vain_learn::model::Arch;
+
+/// Options of `vain demo`.
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Client processes.
+    #[arg(long, default_value_t = 10)]
+    clients: usize,
+    /// Attacks, one client each (comma-separated, as `vain train simulate --attack`).
+    #[arg(long, default_value = "alie,label-flip,scale:10", value_delimiter = ',')]
+    attacks: Vec<String>,
+    /// Rounds.
+    #[arg(long, default_value_t = 10)]
+    rounds: u64,
+    /// Model.
+    #[arg(long, default_value = "mnist-cnn")]
+    model: String,
+    /// Aggregation backend: cpu | cuda | auto.
+    #[arg(long, default_value = "auto")]
+    backend: String,
+    /// Aggregation rule.
+    #[arg(long, default_value = "fedavg")]
+    rule: String,
+    /// Per-update L2 clip (0 for none).
+    #[arg(long, default_value_t = 2.0)]
+    clip: f32,
+    /// Seconds from a round's open to its deadline.
+    #[arg(long, default_value_t = 30.0)]
+    round_time: f64,
+    /// Optimiser steps per client per round.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Where the nodes' data, logs, `summary.json` and `accuracy.svg` go.
+    #[arg(long, default_value = "vain-demo")]
+    out: PathBuf,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600.0)]
+    timeout: f64,
+}
+
+fn short_of(data: &Path) -> Result<String> {
+    let id = crate::net::identity(data)?;
+    let k = ed25519_dalek::SigningKey::from_bytes(&id.seed).verifying_key().to_bytes();
+    Ok(k.iter().take(4).map(|b| format!("{b:02x}")).collect())
+}
+
+/// Runs `vain demo`.
+pub fn run(a: DemoArgs) -> Result<()> {
+    let arch: Arch = a.model.parse().map_err(|e| anyhow::anyhow!("--model: {e}"))?;
+    if a.clients == 0 {
+        bail!("--clients must be at least 1");
+    }
+    let attacks: Vec<Attack> = a
+        .attacks
+        .iter()
+        .filter(|s| !s.is_empty() && *s != "none")
+        .map(|s| s.parse::<Attack>().map_err(|e| anyhow::anyhow!("--attacks {s}: {e}")))
+        .collect::<Result<_>>()?;
+    if attacks.len() * 2 >= a.clients {
+        bail!("{} attackers of {} clients: attackers must be fewer than half", attacks.len(), a.clients);
+    }
+    if a.out.exists() {
+        std::fs::remove_dir_all(&a.out).with_context(|| format!("clearing {}", a.out.display()))?;
+    }
+    let dir = a.out.join("nodes");
+    std::fs::create_dir_all(&dir)?;
+    let exe = std::env::current_exe()?;
+    let mut cluster = Cluster { children: Vec::new(), sockets: Vec::new(), _tmp: None };
+    let start = |cluster: &mut Cluster, cfg: &Path, env: &[(&str, &str)]| -> Result<()> {
+        let log = std::fs::File::create(cfg.with_file_name("node.log"))?;
+        let mut cmd = Command::new(&exe);
+        cmd.arg("node").arg("--config").arg(cfg).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cluster.children.push(cmd.spawn().context("starting a node")?);
+        cluster.sockets.push(cfg.with_file_name("control.sock"));
+        Ok(())
+    };
+    let t0 = Instant::now();
+
+    // The bootstrap: control plane only.
+    let (boot_cfg, boot) = prepare(&dir, 0, free_tcp_port()?, None, "", "")?;
+    start(&mut cluster, &boot_cfg, &[])?;
+
+    // The aggregator (`models` is a top-level key: it goes before the sections).
+    let agg_extra = format!(
+        "[aggregate]\nbackend = \"{backend}\"\nrule = \"{rule}\"\nclip = {clip}\nrounds = {rounds}\n\
+         round_time = {rt}\nmin_clients = {n}\nwait_clients = 60.0\n",
+        backend = a.backend,
+        rule = a.rule,
+        clip = a.clip,
+        rounds = a.rounds,
+        rt = a.round_time,
+        n = a.clients,
+    );
+    let (agg_cfg, _) = prepare(&dir, 1, free_tcp_port()?, Some(&boot), "\"aggregator\"", &agg_extra)?;
+    let text = std::fs::read_to_string(&agg_cfg)?;
+    std::fs::write(&agg_cfg, format!("models = [\"{}\"]\n{text}", arch.id()))?;
+    start(&mut cluster, &agg_cfg, &[])?;
+    let agg_dir = agg_cfg.parent().map(Path::to_path_buf).unwrap_or_default();
+
+    // The clients; the attackers are spread among them.
+    let mut labels: BTreeMap<String, String> = BTreeMap::new();
+    let stride = (a.clients / attacks.len().max(1)).max(1);
+    for i in 0..a.clients {
+        let attack = if i % stride == stride - 1 { attacks.get(i / stride) } else { None };
+        let attack_line = attack.map(|x| format!("attack = \"{x}\"\n")).unwrap_or_default();
+        let extra = format!(
+            "[train]\nshard = \"{i}/{n}\"\npartition = \"dirichlet:0.5\"\nseed = 1\nsteps = {steps}\n{attack_line}",
+            n = a.clients,
+            steps = a.steps,
+        );
+        let (cfg, _) = prepare(&dir, i + 2, free_tcp_port()?, Some(&boot), "\"client\"", &extra)?;
+        let text = std::fs::read_to_string(&cfg)?;
+        std::fs::write(&cfg, format!("models = [\"{}\"]\n{text}", arch.id()))?;
+        let data = cfg.parent().map(Path::to_path_buf).unwrap_or_default();
+        labels.insert(
+            short_of(&data)?,
+            match attack {
+                Some(x) => format!("client {i} ({x})"),
+                None => format!("client {i}"),
+            },
+        );
+        // Clients share the cores: one training thread each.
+        start(&mut cluster, &cfg, &[("RAYON_NUM_THREADS", "1")])?;
+    }
+    println!(
+        "vain demo: 1 bootstrap, 1 aggregator, {} clients ({} attacking: {}), {} rounds of {} — nodes in {}",
+        a.clients,
+        attacks.len(),
+        attacks.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        a.rounds,
+        arch.id(),
+        dir.display()
+    );
+    println!(
+        "{:>5} {:>9} {:>9} {:>8} {:>7} {:>9} {:>9}  suspects / kept out",
+        "round", "accuracy", "accepted", "rejected", "missing", "round s", "gap ms"
+    );
+
+    let log = agg_dir.join("aggregator").join("rounds.jsonl");
+    let mut rows: Vec<Value> = Vec::new();
+    let deadline = t0 + Duration::from_secs_f64(a.timeout);
+    let agg_index = 1;
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        for line in text.lines().skip(rows.len()) {
+            let Ok(v) = serde_json::from_str::<Value>(line) else { break };
+            print_row(&v, &labels);
+            rows.push(v);
+        }
+        if rows.len() as u64 >= a.rounds {
+            break;
+        }
+        if let Some(c) = cluster.children.get_mut(agg_index)
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            bail!(
+                "the aggregator exited ({status}) after {} rounds; see {}",
+                rows.len(),
+                agg_dir.join("node.log").display()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {} of {} rounds", rows.len(), a.rounds);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let wall = t0.elapsed();
+    drop(cluster);
+
+    let last = rows.last().cloned().unwrap_or(Value::Null);
+    let mut kept_out = Vec::new();
+    if let Some(cs) = last["clients"].as_array() {
+        for c in cs {
+            let standing = c["standing"].as_str().unwrap_or("");
+            if standing != "active" {
+                let id = c["id"].as_str().unwrap_or("");
+                kept_out.push(format!("{} {standing}", labels.get(id).map_or(id, String::as_str)));
+            }
+        }
+    }
+    let summary = json!({
+        "model": arch.id(),
+        "clients": a.clients,
+        "attacks": attacks.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "rule": a.rule,
+        "clip": a.clip,
+        "rounds": rows.len(),
+        "final_accuracy": last["accuracy"],
+        "kept_out": kept_out,
+        "wall_seconds": wall.as_secs_f64(),
+        "round_overhead_ms": rows.iter().filter_map(|r| r["overhead_ms"].as_f64()).collect::<Vec<_>>(),
+    });
+    std::fs::write(a.out.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
+    chart(&a.out.join("accuracy.svg"), &rows)?;
+    println!(
+        "\nfinal accuracy {:.2} % after {} rounds in {:.0} s; kept out: {}",
+        last["accuracy"].as_f64().unwrap_or(f64::NAN) * 100.0,
+        rows.len(),
+        wall.as_secs_f64(),
+        if kept_out.is_empty() { "none".to_string() } else { kept_out.join(", ") }
+    );
+    println!("wrote {} and {}", a.out.join("summary.json").display(), a.out.join("accuracy.svg").display());
+    Ok(())
+}
+
+fn print_row(v: &Value, labels: &BTreeMap<String, String>) {
+    let name = |id: &str| labels.get(id).cloned().unwrap_or_else(|| id.to_string());
+    let suspects: Vec<String> =
+        v["suspects"].as_array().into_iter().flatten().filter_map(|s| s.as_str()).map(name).collect();
+    let out: Vec<String> = v["clients"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["standing"].as_str().is_some_and(|s| s != "active"))
+        .map(|c| format!("{} {}", name(c["id"].as_str().unwrap_or("")), c["standing"].as_str().unwrap_or("")))
+        .collect();
+    println!(
+        "{:>5} {:>8.2}% {:>4} of {:<3} {:>8} {:>7} {:>9.1} {:>9}  {} / {}",
+        v["round"].as_u64().unwrap_or(0),
+        v["accuracy"].as_f64().unwrap_or(f64::NAN) * 100.0,
+        v["accepted"].as_u64().unwrap_or(0),
+        v["participants"].as_u64().unwrap_or(0),
+        v["rejected"].as_u64().unwrap_or(0),
+        v["missing"].as_u64().unwrap_or(0),
+        v["round_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+        v["overhead_ms"].as_f64().map_or("-".to_string(), |x| format!("{x:.0}")),
+        if suspects.is_empty() { "-".to_string() } else { suspects.join(", ") },
+        if out.is_empty() { "-".to_string() } else { out.join(", ") },
+    );
+}
+
+fn chart(path: &Path, rows: &[Value]) -> Result<()> {
+    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
+    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
+        root.fill(&WHITE)?;
+        let n = rows.len().max(2) as f64 - 1.0;
+        let mut c = ChartBuilder::on(&root)
+            .caption("vain demo: global test accuracy per round", ("sans-serif", 13))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0f64..n, 0f64..100f64)?;
+        c.configure_mesh().x_desc("round").y_desc("accuracy %").draw()?;
+        let pts: Vec<(f64, f64)> =
+            rows.iter().filter_map(|r| Some((r["round"].as_u64()? as f64, 100.0 * r["accuracy"].as_f64()?))).collect();
+        c.draw_series(LineSeries::new(pts, BLUE.stroke_width(2)))?;
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
+}

@@ -1,0 +1,406 @@
+//! `vain node`: the composition root. One process runs the control plane always, and by role
+//! the aggregator's QUIC ingest service with its round coordinator, and the client's
+//! participant training on the node's own data.
+//!
+//! `node.toml` is the control plane's file (vain_net::Config) plus two sections read here:
+//! `[aggregate]` for the aggregator role and `[train]` for the client role (docs/architecture.md,
+//! "The node").
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use vain_kernels::aggregate::{Rule, parse_pre};
+use vain_kernels::encode::Codec;
+use vain_learn::attack::Attack;
+use vain_learn::data::Mnist;
+use vain_learn::federation;
+use vain_learn::model::Arch;
+use vain_learn::partition::Scheme;
+use vain_learn::train;
+use vain_net::node::{self, Inbound, Transport};
+use vain_net::{Config, control};
+use vain_round::coordinator::{self, Coordinator};
+use vain_round::msg::{self, Ack, Message};
+use vain_round::participant::{self, Participant};
+use vain_round::store::Store;
+use vain_schema::node::roles;
+use vain_transport::quic;
+use vain_transport::tls::{self, Policy};
+
+use crate::aggregate::{BackendChoice, open_backend};
+
+/// `[aggregate]`: what an aggregator runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AggregateSection {
+    /// QUIC ingest address (`ip:port`; port 0 picks one).
+    pub listen: String,
+    /// Ingest shards (threads).
+    pub shards: usize,
+    /// cpu | cuda | auto.
+    pub backend: String,
+    /// Aggregation rule (as `vain aggregate --rule`).
+    pub rule: String,
+    /// Pre-aggregation steps (as `--pre`), empty for none.
+    pub pre: String,
+    /// Per-update L2 clip, 0 for none.
+    pub clip: f32,
+    /// DP noise multiplier, 0 for none.
+    pub noise_multiplier: f32,
+    /// Wire encoding clients use (as `--codec`).
+    pub codec: String,
+    /// zstd level clients use, 0 for none.
+    pub zstd: u8,
+    /// Rounds to run, 0 until stopped.
+    pub rounds: u64,
+    /// Seconds from a round's open to its deadline.
+    pub round_time: f64,
+    /// Live clients to wait for before the first round.
+    pub min_clients: usize,
+    /// Seconds to wait for them.
+    pub wait_clients: f64,
+    /// Fewer accepted updates by the deadline: the round keeps its base.
+    pub min_updates: usize,
+    /// Participants per round, 0 for every eligible client.
+    pub per_round: usize,
+    /// Reputation sets weights and exclusions.
+    pub reputation: bool,
+    /// Server step η.
+    pub server_lr: f32,
+    /// Seed of the initial model and the evaluation split.
+    pub seed: u64,
+}
+
+impl Default for AggregateSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:0".into(),
+            shards: 1,
+            backend: "auto".into(),
+            rule: "fedavg".into(),
+            pre: String::new(),
+            clip: 0.0,
+            noise_multiplier: 0.0,
+            codec: "f32".into(),
+            zstd: 0,
+            rounds: 0,
+            round_time: 60.0,
+            min_clients: 1,
+            wait_clients: 60.0,
+            min_updates: 1,
+            per_round: 0,
+            reputation: true,
+            server_lr: 1.0,
+            seed: 1,
+        }
+    }
+}
+
+/// `[train]`: what a client trains on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainSection {
+    /// Directory of MNIST IDX files; empty for the embedded digits.
+    pub data: String,
+    /// This client's part of the data: `index/of`.
+    pub shard: String,
+    /// iid | dirichlet:α.
+    pub partition: String,
+    /// Seed of the split (shared by the clients of one federation) and of training.
+    pub seed: u64,
+    /// Optimiser steps per round.
+    pub steps: usize,
+    /// Minibatch size.
+    pub batch: usize,
+    /// Learning rate.
+    pub lr: f64,
+    /// sgd:μ | adam.
+    pub optim: String,
+    /// For demonstrations and robustness tests only: poison this node's updates
+    /// (as `vain train simulate --attack`).
+    pub attack: String,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            data: String::new(),
+            shard: "0/1".into(),
+            partition: "iid".into(),
+            seed: 1,
+            steps: 10,
+            batch: 32,
+            lr: 0.05,
+            optim: "sgd:0.9".into(),
+            attack: String::new(),
+        }
+    }
+}
+
+/// The whole `node.toml`.
+pub struct NodeFile {
+    /// The control plane.
+    pub net: Config,
+    /// `[aggregate]`.
+    pub aggregate: AggregateSection,
+    /// `[train]`.
+    pub train: TrainSection,
+}
+
+impl NodeFile {
+    /// Parses `node.toml` text.
+    pub fn parse(text: &str) -> Result<NodeFile> {
+        let mut v: toml::Table = toml::from_str(text).context("node.toml")?;
+        let aggregate = match v.remove("aggregate") {
+            Some(t) => t.try_into().context("[aggregate]")?,
+            None => AggregateSection::default(),
+        };
+        let train = match v.remove("train") {
+            Some(t) => t.try_into().context("[train]")?,
+            None => TrainSection::default(),
+        };
+        let net = Config::parse(&toml::to_string(&v)?)?;
+        Ok(NodeFile { net, aggregate, train })
+    }
+
+    /// Reads a file.
+    pub fn load(path: &Path) -> Result<NodeFile> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// The model this node serves or trains (the first of `models`, default `mnist-cnn`).
+    pub fn arch(&self) -> Result<Arch> {
+        match self.net.models.first() {
+            None => Ok(Arch::MnistCnn),
+            Some(m) => m.parse::<Arch>().map_err(|e| anyhow::anyhow!("models: {e}")),
+        }
+    }
+
+    fn coordinator(&self) -> Result<coordinator::Config> {
+        let a = &self.aggregate;
+        let secs = |name: &str, s: f64| {
+            if s.is_finite() && s > 0.0 {
+                Ok(Duration::from_secs_f64(s))
+            } else {
+                bail!("[aggregate] {name} must be > 0")
+            }
+        };
+        Ok(coordinator::Config {
+            rule: a.rule.parse::<Rule>().map_err(|e| anyhow::anyhow!("[aggregate] rule: {e}"))?,
+            pre: if a.pre.is_empty() { Vec::new() } else { parse_pre(&a.pre).context("[aggregate] pre")? },
+            clip: (a.clip > 0.0).then_some(a.clip),
+            noise_multiplier: (a.noise_multiplier > 0.0).then_some(a.noise_multiplier),
+            codec: a.codec.parse::<Codec>().map_err(|e| anyhow::anyhow!("[aggregate] codec: {e}"))?,
+            zstd: (a.zstd > 0).then_some(a.zstd),
+            rounds: a.rounds,
+            round_time: secs("round_time", a.round_time)?,
+            min_clients: a.min_clients,
+            wait_clients: secs("wait_clients", a.wait_clients)?,
+            min_updates: a.min_updates,
+            per_round: a.per_round,
+            reputation: a.reputation,
+            server_lr: a.server_lr,
+            seed: a.seed,
+            ..coordinator::Config::new(self.arch()?)
+        })
+    }
+
+    fn participant(&self, dir: PathBuf) -> Result<participant::Config> {
+        let t = &self.train;
+        let (index, of) = t
+            .shard
+            .split_once('/')
+            .and_then(|(i, n)| Some((i.trim().parse::<usize>().ok()?, n.trim().parse::<usize>().ok()?)))
+            .filter(|(i, n)| i < n)
+            .ok_or_else(|| anyhow::anyhow!("[train] shard {:?} must be index/of with index < of", t.shard))?;
+        let arch = self.arch()?;
+        let fcfg = federation::Config {
+            partition: t.partition.parse::<Scheme>().map_err(|e| anyhow::anyhow!("[train] partition: {e}"))?,
+            seed: t.seed,
+            ..federation::Config::new(arch, of)
+        };
+        let data = if t.data.is_empty() { None } else { Some(Mnist::load_dir(Path::new(&t.data))?) };
+        let split = federation::split(&fcfg, data)?;
+        let items = split.clients[index].0.clone();
+        let attack = if t.attack.is_empty() {
+            None
+        } else {
+            Some(t.attack.parse::<Attack>().map_err(|e| anyhow::anyhow!("[train] attack: {e}"))?)
+        };
+        Ok(participant::Config {
+            arch,
+            items,
+            data: split.data,
+            train: train::Config {
+                optim: t.optim.parse().map_err(|e| anyhow::anyhow!("[train] optim: {e}"))?,
+                lr: t.lr,
+                schedule: train::Schedule::Constant,
+                batch: t.batch,
+                steps: t.steps,
+            },
+            attack,
+            seed: t.seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            dir,
+        })
+    }
+}
+
+/// Runs `vain node --config FILE`.
+pub fn run(path: Option<&Path>) -> Result<()> {
+    let file = match path {
+        Some(p) => NodeFile::load(p)?,
+        None => NodeFile::parse("")?,
+    };
+    let mut cfg = file.net.clone();
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let id = crate::net::identity(&cfg.data_dir)?;
+    let seed = *id.seed;
+    let role_bits = cfg.role_bits()?;
+    let socket = cfg.data_dir.join("control.sock");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+
+    // The aggregator's ingest service binds first, so the announcement carries its address.
+    let mut service = None;
+    if role_bits & roles::AGGREGATOR != 0 {
+        let listen: std::net::SocketAddr =
+            file.aggregate.listen.parse().with_context(|| format!("[aggregate] listen {:?}", file.aggregate.listen))?;
+        let deny = Arc::new(RwLock::new(BTreeSet::new()));
+        let tls = tls::server_config(&seed, Policy::AnyExcept(deny))?;
+        let mut q = quic::Config::new(listen, tls);
+        q.idle_timeout = Duration::from_secs(120);
+        let backend = open_backend(
+            match file.aggregate.backend.as_str() {
+                "cpu" => BackendChoice::Cpu,
+                "cuda" => BackendChoice::Cuda,
+                "auto" => BackendChoice::Auto,
+                other => bail!("[aggregate] backend {other:?} (cpu, cuda, auto)"),
+            },
+            0,
+        )?;
+        q.page_lock = vain_aggregator::page_lock(&*backend);
+        let s = vain_aggregator::Service::start(q, file.aggregate.shards.max(1), 64)?;
+        cfg.ingest = vec![s.local_addr().to_string()];
+        println!("ingest on {} (QUIC)", s.local_addr());
+        service = Some((s, backend));
+    }
+    let participant_cfg =
+        if role_bits & roles::CLIENT != 0 { Some(file.participant(cfg.data_dir.join("client"))?) } else { None };
+    let coord_cfg = if service.is_some() { Some(file.coordinator()?) } else { None };
+    let data_dir = cfg.data_dir.clone();
+
+    rt.block_on(async move {
+        let (tx, mut inbound) = mpsc::channel::<Inbound>(256);
+        let handle = node::spawn_serving(cfg, id, Transport::Tcp, tx).await?;
+        let status = handle.status().await?;
+        println!("node {} (peer {})", status.node_id, status.peer_id);
+        let h = handle.clone();
+        let sock = socket.clone();
+        tokio::spawn(async move {
+            if let Err(e) = control::serve(&sock, h).await {
+                eprintln!("control socket {}: {e}", sock.display());
+            }
+        });
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut coordinator_thread = None;
+        let mut store: Option<Store> = None;
+        if let (Some((service, backend)), Some(ccfg)) = (service, coord_cfg) {
+            let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+            let c = Coordinator::new(
+                ccfg,
+                handle.clone(),
+                tokio::runtime::Handle::current(),
+                service,
+                backend,
+                key,
+                data_dir.join("aggregator"),
+            )?;
+            store = Some(c.store());
+            let stop = stop.clone();
+            coordinator_thread = Some(std::thread::Builder::new().name("vain-rounds".into()).spawn(move || {
+                c.run(&stop, |row| {
+                    println!(
+                        "round {} {}: {} of {} accepted, {} rejected, {} missing, accuracy {:.2} %",
+                        row.round,
+                        row.outcome,
+                        row.accepted,
+                        row.participants,
+                        row.rejected,
+                        row.missing,
+                        row.accuracy * 100.0
+                    );
+                })
+            })?);
+        }
+        let participant = match participant_cfg {
+            Some(p) => Some(Participant::start(p, handle.clone(), seed)?),
+            None => None,
+        };
+
+        // Round-protocol requests: fetches from the checkpoint store, opens and closes to the
+        // participant.
+        tokio::spawn(async move {
+            while let Some(req) = inbound.recv().await {
+                let (store, participant) = (store.clone(), participant.clone());
+                tokio::spawn(async move {
+                    let answer = match Message::decode(&req.request) {
+                        Err(_) => vec![Ack::Malformed as u8],
+                        Ok(Message::Fetch(d)) => match &store {
+                            Some(s) => coordinator::serve_fetch(s, &d),
+                            None => msg::encode_checkpoint(None),
+                        },
+                        Ok(m) => match &participant {
+                            Some(p) => p.answer(m, &req).await,
+                            None => vec![Ack::NotSelected as u8],
+                        },
+                    };
+                    let _ = req.reply.send(answer);
+                });
+            }
+        });
+
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for l in handle.status().await?.listen {
+            println!("listening on {l}");
+        }
+        println!("control socket {}", socket.display());
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let finished = async {
+            loop {
+                if coordinator_thread.as_ref().is_some_and(|t| t.is_finished()) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+            _ = finished, if coordinator_thread.is_some() => {}
+        }
+        stop.store(true, Ordering::Relaxed);
+        if let Some(t) = coordinator_thread {
+            // The coordinator syncs its state after every round; a round in progress ends at
+            // its deadline, so do not wait for it beyond a moment.
+            for _ in 0..25 {
+                if t.is_finished() {
+                    match t.join() {
+                        Ok(r) => r?,
+                        Err(_) => bail!("the round coordinator panicked"),
+                    }
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        let _ = std::fs::remove_file(&socket);
+        println!("stopped");
+        Ok::<_, anyhow::Error>(())
+    })
+}

@@ -1,0 +1,642 @@
+//! The aggregator's side of the round protocol: select, open, collect, aggregate, judge, close.
+//!
+//! The coordinator runs on its own thread (the stage's collection blocks) and reaches the
+//! control plane through the tokio runtime's handle. Between two rounds it does only what the
+//! next round needs — the server step, the checkpoint, the ledger — and hands the evaluation of
+//! the new checkpoint to an evaluator thread, so the next open goes out at once.
+
+use crate::msg::{self, Ack, Close, Contribution, Message, Open, Outcome};
+use crate::store::Store;
+use crate::{Error, merkle, short, unix_ms};
+use ed25519_dalek::SigningKey;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use vain_aggregator::{Event, Service};
+use vain_core::{HOUR, NodeId};
+use vain_ingest::{Config as IngestConfig, Ingest};
+use vain_kernels::aggregate::{Config as RoundConfig, Noise, Pre, Rule};
+use vain_kernels::backend::Backend;
+use vain_kernels::encode::Codec;
+use vain_kernels::{philox, privacy};
+use vain_learn::federation::{self, DELTA};
+use vain_learn::judge::Judge;
+use vain_learn::model::{self, Arch, Model};
+use vain_learn::train::{self, same_label, same_pixels};
+use vain_learn::{DType, Device};
+use vain_net::node::{Entry, Handle};
+use vain_net::records::Key;
+use vain_schema::node::roles;
+use vain_schema::{Digest, Limits};
+
+/// What the coordinator runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The model.
+    pub arch: Arch,
+    /// Aggregation rule.
+    pub rule: Rule,
+    /// Pre-aggregation steps.
+    pub pre: Vec<Pre>,
+    /// Per-update L2 clip.
+    pub clip: Option<f32>,
+    /// DP noise multiplier (needs `clip`).
+    pub noise_multiplier: Option<f32>,
+    /// Wire encoding clients use.
+    pub codec: Codec,
+    /// zstd level clients use.
+    pub zstd: Option<u8>,
+    /// Rounds to run (0: until stopped).
+    pub rounds: u64,
+    /// From the open to the deadline.
+    pub round_time: Duration,
+    /// Live clients to wait for before the first round.
+    pub min_clients: usize,
+    /// How long to wait for them (then go on with whoever is there, if anyone).
+    pub wait_clients: Duration,
+    /// Fewer accepted updates than this by the deadline: the round closes as
+    /// [`Outcome::TooFew`] and the base checkpoint stays.
+    pub min_updates: usize,
+    /// Participants per round (0: every eligible client).
+    pub per_round: usize,
+    /// Whether the ledger's reputation sets weights and keeps clients out.
+    pub reputation: bool,
+    /// Server step η.
+    pub server_lr: f32,
+    /// Seed of the initial model, the evaluation split and participant sampling.
+    pub seed: u64,
+    /// Items of the embedded digits held out for evaluation (as `vain train simulate` does).
+    pub test_size: usize,
+}
+
+impl Config {
+    /// Defaults for `arch`.
+    pub fn new(arch: Arch) -> Config {
+        Config {
+            arch,
+            rule: Rule::FedAvg,
+            pre: Vec::new(),
+            clip: None,
+            noise_multiplier: None,
+            codec: Codec::F32,
+            zstd: None,
+            rounds: 0,
+            round_time: Duration::from_secs(60),
+            min_clients: 1,
+            wait_clients: Duration::from_secs(60),
+            min_updates: 1,
+            per_round: 0,
+            reputation: true,
+            server_lr: 1.0,
+            seed: 1,
+            test_size: 2000,
+        }
+    }
+}
+
+/// One client in a round's row.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientRow {
+    /// First bytes of its key.
+    pub id: String,
+    /// accepted | rejected: reason | missing | unreachable | not selected.
+    pub status: String,
+    /// Anomaly z (null when it did not contribute).
+    pub z: Option<f64>,
+    /// Ledger tier after the round.
+    pub tier: u8,
+    /// active | suspended | banned.
+    pub standing: &'static str,
+}
+
+/// What a round did, as `rounds.jsonl` and the demo's view show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Round number.
+    pub round: u64,
+    /// aggregated | too few.
+    pub outcome: &'static str,
+    /// Selected clients.
+    pub participants: usize,
+    /// Accepted updates.
+    pub accepted: usize,
+    /// Refused updates.
+    pub rejected: usize,
+    /// Participants that sent nothing.
+    pub missing: usize,
+    /// Suspected senders.
+    pub suspects: Vec<String>,
+    /// Global model accuracy on the evaluation split after the round.
+    pub accuracy: f64,
+    /// Its mean cross-entropy.
+    pub loss: f64,
+    /// The new checkpoint (hex).
+    pub checkpoint: String,
+    /// ε spent (null without noise).
+    pub epsilon: Option<f64>,
+    /// From the previous round's last update (or deadline) to this round's open acknowledged
+    /// by every participant, ms (null for the first round).
+    pub overhead_ms: Option<f64>,
+    /// From the open to the close, ms.
+    pub round_ms: f64,
+    /// Per client the coordinator knows.
+    pub clients: Vec<ClientRow>,
+    /// The aggregator (first bytes of its key).
+    pub aggregator: String,
+    /// Wall clock at the close, Unix ms.
+    pub closed_ms: u64,
+}
+
+/// What the coordinator keeps across restarts.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+struct State {
+    round: u64,
+    checkpoint: String,
+}
+
+/// The aggregator's round loop.
+pub struct Coordinator {
+    cfg: Config,
+    net: Handle,
+    rt: tokio::runtime::Handle,
+    service: Service,
+    backend: Box<dyn Backend>,
+    key: SigningKey,
+    store: Store,
+    dir: PathBuf,
+    judge: Judge,
+    global: Vec<f32>,
+    round: u64,
+    known: BTreeMap<NodeId, u64>,
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex32(s: &str) -> Option<Digest> {
+    let mut out = [0u8; 32];
+    if s.len() != 64 {
+        return None;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl Coordinator {
+    /// A coordinator keeping its checkpoints, state and `rounds.jsonl` in `dir`; it resumes
+    /// from the last round recorded there.
+    pub fn new(
+        cfg: Config,
+        net: Handle,
+        rt: tokio::runtime::Handle,
+        service: Service,
+        backend: Box<dyn Backend>,
+        key: SigningKey,
+        dir: PathBuf,
+    ) -> Result<Coordinator, Error> {
+        if cfg.noise_multiplier.is_some() && cfg.clip.is_none() {
+            return Err(Error::Config("noise needs a clip bound".into()));
+        }
+        let store = Store::open(&dir.join("checkpoints"))?;
+        let mut round = 0;
+        let mut global = Model::init(cfg.arch, cfg.seed, &Device::Cpu, DType::F32)?.flat()?;
+        let state_path = dir.join("state.json");
+        if let Ok(text) = std::fs::read_to_string(&state_path)
+            && let Ok(s) = serde_json::from_str::<State>(&text)
+            && let Some(d) = unhex32(&s.checkpoint)
+            && let Some(b) = store.get(&d)
+            && b.len() == 4 * cfg.arch.dim()
+        {
+            global = b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            round = s.round;
+        }
+        store.put(&global)?;
+        let judge = Judge::new(key.clone(), cfg.reputation, round * HOUR);
+        Ok(Coordinator {
+            cfg,
+            net,
+            rt,
+            service,
+            backend,
+            key,
+            store,
+            dir,
+            judge,
+            global,
+            round,
+            known: BTreeMap::new(),
+        })
+    }
+
+    /// The checkpoint store (the node serves fetches from it).
+    pub fn store(&self) -> Store {
+        self.store.clone()
+    }
+
+    /// The QUIC ingest address.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.service.local_addr()
+    }
+
+    fn clients(&self) -> Result<Vec<Entry>, Error> {
+        let mut v: Vec<Entry> = self
+            .rt
+            .block_on(self.net.directory())?
+            .into_iter()
+            .filter(|e| e.announcement.roles & roles::CLIENT != 0 && e.connected)
+            .collect();
+        v.sort_by_key(|e| e.announcement.signing_key);
+        Ok(v)
+    }
+
+    /// Runs rounds until `cfg.rounds` are done or `stop` is set; `on` sees each round's row
+    /// (after its evaluation).
+    pub fn run(mut self, stop: &AtomicBool, on: impl FnMut(&Row) + Send + 'static) -> Result<(), Error> {
+        let (eval_tx, eval_rx) = std::sync::mpsc::sync_channel::<(Row, Vec<f32>)>(4);
+        let log_path = self.dir.join("rounds.jsonl");
+        let (arch, seed, test_size) = (self.cfg.arch, self.cfg.seed, self.cfg.test_size);
+        let evaluator = std::thread::Builder::new()
+            .name("vain-eval".into())
+            .spawn(move || evaluate_rows(arch, seed, test_size, eval_rx, log_path, on))
+            .map_err(|e| Error::Config(format!("evaluator thread: {e}")))?;
+        let result = self.rounds(stop, &eval_tx);
+        drop(eval_tx);
+        let evaluated = evaluator.join().map_err(|_| Error::Config("the evaluator panicked".into()))?;
+        result.and(evaluated)
+    }
+
+    fn rounds(&mut self, stop: &AtomicBool, eval: &std::sync::mpsc::SyncSender<(Row, Vec<f32>)>) -> Result<(), Error> {
+        let model_key = Key::aggregators(self.cfg.arch.id());
+        let waited = Instant::now();
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let n = self.clients()?.len();
+            if n >= self.cfg.min_clients || (n > 0 && waited.elapsed() > self.cfg.wait_clients) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let mut last_end: Option<Instant> = None;
+        let first = self.round;
+        while !stop.load(Ordering::Relaxed) && (self.cfg.rounds == 0 || self.round < first + self.cfg.rounds) {
+            // Providers re-announce every round: a client that joined late finds us, and a
+            // directory that refused us before it had our announcement gets another chance.
+            let _ = self.rt.block_on(self.net.provide(model_key.clone()));
+            let row = self.round_once(last_end)?;
+            last_end = Some(Instant::now());
+            if let Some((row, global)) = row {
+                let _ = eval.send((row, global));
+            } else {
+                // No client: wait for one rather than spin.
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+        Ok(())
+    }
+
+    /// Chooses the round's participants among eligible clients: all of them, or `per_round`
+    /// sampled without replacement with weight reputation factor × advertised cores.
+    fn select(&mut self, clients: &[Entry], now: u64) -> Vec<Entry> {
+        for e in clients {
+            self.judge.join(e.announcement.signing_key, now);
+            self.known.entry(e.announcement.signing_key).or_insert(self.round);
+        }
+        let eligible: Vec<&Entry> =
+            clients.iter().filter(|e| self.judge.allowed(&e.announcement.signing_key, now)).collect();
+        if self.cfg.per_round == 0 || eligible.len() <= self.cfg.per_round {
+            return eligible.into_iter().cloned().collect();
+        }
+        let ids: Vec<NodeId> = eligible.iter().map(|e| e.announcement.signing_key).collect();
+        let factors = self.judge.factors(&ids);
+        // Efraimidis–Spirakis: the k largest u^(1/w).
+        let mut h = blake3::Hasher::new_derive_key("vain 2026 participant sampling v1");
+        h.update(&self.cfg.seed.to_le_bytes());
+        h.update(&self.round.to_le_bytes());
+        let mut xof = h.finalize_xof();
+        let mut keyed: Vec<(f64, &Entry)> = eligible
+            .iter()
+            .zip(&factors)
+            .map(|(e, (_, f))| {
+                let mut b = [0u8; 8];
+                xof.fill(&mut b);
+                let u = (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64;
+                let w = f64::from(*f) * f64::from(e.announcement.resources.cpu_cores.max(1));
+                (u.max(f64::MIN_POSITIVE).powf(1.0 / w.max(1e-6)), *e)
+            })
+            .collect();
+        keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
+        keyed.into_iter().take(self.cfg.per_round).map(|(_, e)| e.clone()).collect()
+    }
+
+    fn round_once(&mut self, last_end: Option<Instant>) -> Result<Option<(Row, Vec<f32>)>, Error> {
+        let now = self.round * HOUR;
+        let clients = self.clients()?;
+        let mut selected = self.select(&clients, now);
+        if selected.is_empty() {
+            return Ok(None);
+        }
+        let arch = self.cfg.arch;
+        let base = model::digest(&self.global);
+        let participants: BTreeSet<NodeId> = selected.iter().map(|e| e.announcement.signing_key).collect();
+        let t_open = Instant::now();
+        let deadline_ms = unix_ms() + self.cfg.round_time.as_millis() as u64;
+        let deadline = t_open + self.cfg.round_time;
+
+        let ids: Vec<NodeId> = participants.iter().copied().collect();
+        let factors = self.judge.factors(&ids);
+        let noise = match self.cfg.noise_multiplier {
+            Some(multiplier) => Some(Noise {
+                multiplier,
+                secret: philox::Secret::generate()
+                    .map_err(|_| Error::Config("the OS random generator failed".into()))?,
+            }),
+            None => None,
+        };
+        let cfg = IngestConfig {
+            limits: Limits::default(),
+            model_id: arch.id().to_string(),
+            round: self.round,
+            base_model: base,
+            layout: arch.layout(),
+            aggregation: RoundConfig {
+                clip: self.cfg.clip,
+                noise,
+                round: self.round,
+                max_updates: participants.len(),
+                full_report: true,
+                pre: self.cfg.pre.clone(),
+                ..RoundConfig::new(arch.dim(), self.cfg.rule)
+            },
+            replay_window: 4,
+        };
+        let allowed = participants.clone();
+        let mut ingest = Ingest::new(&mut *self.backend, cfg, move |k| {
+            if allowed.contains(k) { Ok(()) } else { Err("not selected for this round".into()) }
+        })?
+        .with_weights(move |k, examples| examples * factors.iter().find(|(id, _)| id == k).map_or(0.01, |(_, f)| *f));
+        self.service.stage.open(ingest.checker());
+
+        // The open, signed, to every participant at once.
+        let open = Open {
+            model_id: arch.id().to_string(),
+            layout: arch.layout_digest(),
+            round: self.round,
+            base,
+            deadline_ms,
+            rule: self.cfg.rule.to_string(),
+            codec: self.cfg.codec.to_string(),
+            zstd: self.cfg.zstd.unwrap_or(0),
+            clip: self.cfg.clip.unwrap_or(0.0),
+            noise_multiplier: self.cfg.noise_multiplier.unwrap_or(0.0),
+            participants: participants.iter().copied().collect(),
+        };
+        let bytes = Message::Open(vain_core::signed::Signed::sign(&self.key, open)).encode();
+        let acks = self.rt.block_on(async {
+            let sends = selected.iter().map(|e| {
+                let (net, bytes, pid) = (self.net.clone(), bytes.clone(), e.peer_id);
+                async move {
+                    match tokio::time::timeout(Duration::from_secs(5), net.request(pid, bytes)).await {
+                        Ok(Ok(a)) => a.first().copied().and_then(Ack::from_byte),
+                        _ => None,
+                    }
+                }
+            });
+            futures::future::join_all(sends).await
+        });
+        let overhead_ms = last_end.map(|t| t.elapsed().as_secs_f64() * 1000.0);
+        let mut status: BTreeMap<NodeId, String> = BTreeMap::new();
+        let mut waiting: BTreeSet<NodeId> = BTreeSet::new();
+        for (e, ack) in selected.iter().zip(&acks) {
+            let k = e.announcement.signing_key;
+            match ack {
+                Some(Ack::Taken) => {
+                    waiting.insert(k);
+                }
+                Some(a) => {
+                    status.insert(k, format!("declined: {}", a.reason()));
+                }
+                None => {
+                    status.insert(k, "unreachable".into());
+                }
+            }
+        }
+        selected.retain(|e| waiting.contains(&e.announcement.signing_key));
+
+        // Collect until every participant that took the open was heard from, or the deadline.
+        let mut accepted: Vec<(NodeId, usize, Contribution)> = Vec::new();
+        let mut rejected: Vec<(NodeId, String)> = Vec::new();
+        if !waiting.is_empty() {
+            self.service.stage.collect_while(&mut ingest, deadline, |_, ev| {
+                match ev {
+                    Event::Accepted { accepted: a, .. } => {
+                        waiting.remove(&a.sender);
+                        accepted.push((
+                            a.sender,
+                            a.index,
+                            Contribution { sender: a.sender, weight: a.weight, digest: a.digest },
+                        ));
+                    }
+                    Event::Rejected(r) => {
+                        let k = r.sender.unwrap_or([0; 32]);
+                        if r.first_for_peer || r.sender.is_none() {
+                            rejected.push((k, r.reject.reason().to_string()));
+                        }
+                        if let Some(s) = r.sender
+                            && participants.contains(&s)
+                        {
+                            waiting.remove(&s);
+                        }
+                    }
+                }
+                !waiting.is_empty()
+            })?;
+        }
+        let collected = Instant::now();
+        // Whatever the shards still hold is for a closed round.
+        self.service.stage.drain();
+        let missing: Vec<NodeId> = waiting.iter().copied().collect();
+
+        // Close: aggregate (or keep the base), server step, checkpoint.
+        let (outcome, report, noise, agg_rule) = if accepted.len() >= self.cfg.min_updates.max(1) {
+            let (o, _signed) = ingest.finish(&self.key)?;
+            let eta = self.cfg.server_lr;
+            self.global.iter_mut().zip(&o.aggregate).for_each(|(g, a)| *g += eta * a);
+            let noise = o.report.noise_std.zip(o.report.noise_commitment);
+            (Outcome::Aggregated, Some(o.report), noise, self.cfg.rule.to_string())
+        } else {
+            drop(ingest);
+            (Outcome::TooFew, None, None, self.cfg.rule.to_string())
+        };
+        let checkpoint = self.store.put(&self.global)?;
+        let _ = self.rt.block_on(self.net.provide(Key::Checkpoint(checkpoint)));
+
+        // Judge: anomaly scores → ledger.
+        let acc_ids: Vec<(NodeId, usize)> = accepted.iter().map(|(k, i, _)| (*k, *i)).collect();
+        let rej_ids: Vec<NodeId> = rejected.iter().map(|(k, _)| *k).filter(|k| participants.contains(k)).collect();
+        let verdicts = self.judge.observe(self.round, now, report.as_ref(), &acc_ids, &rej_ids)?;
+        let suspects: Vec<(NodeId, f64)> =
+            verdicts.iter().filter(|v| v.suspected() && v.z.is_finite()).map(|v| (v.id, v.z)).collect();
+        let epsilon = match self.cfg.noise_multiplier {
+            Some(s) => privacy::epsilon(
+                participants.len() as f64 / clients.len().max(1) as f64,
+                f64::from(s),
+                self.round + 1,
+                DELTA,
+                privacy::DEFAULT_ORDERS,
+            )
+            .ok()
+            .map(|e| e.epsilon),
+            None => None,
+        };
+        let contributions: Vec<Contribution> = accepted.iter().map(|(_, _, c)| *c).collect();
+        let mut close = Close {
+            model_id: arch.id().to_string(),
+            round: self.round,
+            base,
+            checkpoint,
+            outcome,
+            rule: agg_rule,
+            root: [0; 32],
+            accepted: contributions,
+            rejected: rejected.clone(),
+            missing: missing.clone(),
+            suspects: suspects.clone(),
+            noise,
+            epsilon: epsilon.unwrap_or(f64::NAN),
+        };
+        close.root = merkle::root(&close.leaves());
+        let signed = vain_core::signed::Signed::sign(&self.key, close);
+        self.persist(&signed)?;
+        let bytes = Message::Close(signed).encode();
+        for e in &selected {
+            let (net, bytes, pid) = (self.net.clone(), bytes.clone(), e.peer_id);
+            self.rt.spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(5), net.request(pid, bytes)).await;
+            });
+        }
+
+        self.round += 1;
+        let later = self.round * HOUR;
+        self.judge.tick(later);
+        self.save_state(&checkpoint)?;
+
+        for (k, _, _) in &accepted {
+            status.insert(*k, "accepted".into());
+        }
+        for (k, why) in &rejected {
+            if participants.contains(k) {
+                status.insert(*k, format!("rejected: {why}"));
+            }
+        }
+        for k in &missing {
+            status.insert(*k, "missing".into());
+        }
+        let z_of: BTreeMap<NodeId, f64> = verdicts.iter().filter(|v| v.z.is_finite()).map(|v| (v.id, v.z)).collect();
+        let ledger = self.judge.ledger();
+        let rows = self
+            .known
+            .keys()
+            .map(|k| {
+                let rec = ledger.record(k);
+                ClientRow {
+                    id: short(k),
+                    status: status.get(k).cloned().unwrap_or_else(|| "not selected".into()),
+                    z: z_of.get(k).copied(),
+                    tier: ledger.tier(k, later),
+                    standing: match rec {
+                        Some(r) if r.banned => "banned",
+                        Some(r) if r.suspended_until.is_some_and(|u| later < u) => "suspended",
+                        _ => "active",
+                    },
+                }
+            })
+            .collect();
+        let row = Row {
+            round: self.round - 1,
+            outcome: match outcome {
+                Outcome::Aggregated => "aggregated",
+                Outcome::TooFew => "too few",
+            },
+            participants: participants.len(),
+            accepted: accepted.len(),
+            rejected: rejected.iter().filter(|(k, _)| participants.contains(k)).count(),
+            missing: missing.len(),
+            suspects: suspects.iter().map(|(k, _)| short(k)).collect(),
+            accuracy: f64::NAN,
+            loss: f64::NAN,
+            checkpoint: hex(&checkpoint),
+            epsilon,
+            overhead_ms,
+            round_ms: collected.duration_since(t_open).as_secs_f64() * 1000.0,
+            clients: rows,
+            aggregator: short(&self.key.verifying_key().to_bytes()),
+            closed_ms: unix_ms(),
+        };
+        Ok(Some((row, self.global.clone())))
+    }
+
+    /// Appends the signed close to `closes.bin` (u32 length ‖ message), synced.
+    fn persist(&self, close: &vain_core::signed::Signed<Close>) -> Result<(), Error> {
+        let path = self.dir.join("closes.bin");
+        let io = |e| Error::Io { path: path.clone(), source: e };
+        let bytes = Message::Close(close.clone()).encode();
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;
+        f.write_all(&(bytes.len() as u32).to_le_bytes()).map_err(io)?;
+        f.write_all(&bytes).map_err(io)?;
+        f.sync_data().map_err(io)
+    }
+
+    fn save_state(&self, checkpoint: &Digest) -> Result<(), Error> {
+        let path = self.dir.join("state.json");
+        let tmp = self.dir.join(".state.json.tmp");
+        let io = |e| Error::Io { path: path.clone(), source: e };
+        let s = State { round: self.round, checkpoint: hex(checkpoint) };
+        let text = serde_json::to_string(&s).map_err(|e| Error::Config(e.to_string()))?;
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(text.as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)
+    }
+}
+
+/// The evaluator thread: accuracy of each new checkpoint on the evaluation split, then the
+/// row to `rounds.jsonl` and to `on`.
+fn evaluate_rows(
+    arch: Arch,
+    seed: u64,
+    test_size: usize,
+    rx: std::sync::mpsc::Receiver<(Row, Vec<f32>)>,
+    log: PathBuf,
+    mut on: impl FnMut(&Row),
+) -> Result<(), Error> {
+    let fcfg = federation::Config { seed, test_size, ..federation::Config::new(arch, 1) };
+    let split = federation::split(&fcfg, None)?;
+    let model = Model::init(arch, seed, &Device::Cpu, DType::F32)?;
+    let io = |e| Error::Io { path: log.clone(), source: e };
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log).map_err(io)?;
+    for (mut row, global) in rx {
+        model.set_flat(&global)?;
+        let (acc, loss) = train::evaluate(&model, &split.data, &split.test, &same_label, &same_pixels)?;
+        row.accuracy = acc;
+        row.loss = loss;
+        let line = serde_json::to_string(&row).map_err(|e| Error::Config(e.to_string()))?;
+        writeln!(f, "{line}").map_err(io)?;
+        f.flush().map_err(io)?;
+        on(&row);
+    }
+    Ok(())
+}
+
+/// The fetch answer for `digest` from `store`.
+pub fn serve_fetch(store: &Store, digest: &Digest) -> Vec<u8> {
+    msg::encode_checkpoint(store.get(digest).as_deref())
+}

@@ -1,0 +1,489 @@
+//! The round protocol's messages (docs/protocol.md, "Round protocol"): a signed [`Open`] from
+//! the aggregator to each selected client, the signed [`Close`] that publishes what the round
+//! did, and the content-addressed checkpoint fetch. All travel as requests on the control
+//! plane's `/vain/round/1.0.0` protocol; every length is checked against a limit before
+//! anything is allocated.
+
+use vain_core::codec::{self, Decode, Reader, decode_signed, encode_signed};
+use vain_core::signed::{Body, Signed};
+use vain_schema::{Digest, PublicKey};
+
+/// Most participants one round selects.
+pub const MAX_PARTICIPANTS: u64 = 4096;
+/// Most rejected or suspected entries a close lists.
+pub const MAX_ENTRIES: u64 = 4 * MAX_PARTICIPANTS;
+
+/// Opens a round: everything a selected client needs to train and send its update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Open {
+    /// Model id (e.g. `mnist-cnn`).
+    pub model_id: String,
+    /// The model's layout digest: the tensor table updates must match.
+    pub layout: Digest,
+    /// Round number.
+    pub round: u64,
+    /// BLAKE3 of the base checkpoint (the global model's little-endian f32 bytes).
+    pub base: Digest,
+    /// Unix ms after which the aggregator closes the round.
+    pub deadline_ms: u64,
+    /// Aggregation rule, as `vain aggregate --rule` spells it.
+    pub rule: String,
+    /// Wire encoding clients use, as `--codec` spells it.
+    pub codec: String,
+    /// zstd level for the payload, 0 for none.
+    pub zstd: u8,
+    /// Per-update L2 clip, 0 for none.
+    pub clip: f32,
+    /// DP noise multiplier σ, 0 for none.
+    pub noise_multiplier: f32,
+    /// The selected clients (their signing keys), sorted.
+    pub participants: Vec<PublicKey>,
+}
+
+impl Body for Open {
+    const TAG: &'static [u8] = b"vain/round-open/v1";
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_str(out, &self.model_id);
+        out.extend_from_slice(&self.layout);
+        out.extend_from_slice(&self.round.to_le_bytes());
+        out.extend_from_slice(&self.base);
+        out.extend_from_slice(&self.deadline_ms.to_le_bytes());
+        put_str(out, &self.rule);
+        put_str(out, &self.codec);
+        out.push(self.zstd);
+        out.extend_from_slice(&self.clip.to_le_bytes());
+        out.extend_from_slice(&self.noise_multiplier.to_le_bytes());
+        out.extend_from_slice(&(self.participants.len() as u64).to_le_bytes());
+        for p in &self.participants {
+            out.extend_from_slice(p);
+        }
+    }
+}
+
+impl Decode for Open {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, codec::Error> {
+        let model_id = r.string("model_id")?;
+        let layout = r.array("layout")?;
+        let round = r.u64("round")?;
+        let base = r.array("base")?;
+        let deadline_ms = r.u64("deadline_ms")?;
+        let rule = r.string("rule")?;
+        let codec = r.string("codec")?;
+        let zstd = r.u8("zstd")?;
+        let clip = f32::from_le_bytes(r.array("clip")?);
+        let noise_multiplier = f32::from_le_bytes(r.array("noise_multiplier")?);
+        let n = r.count("participants", MAX_PARTICIPANTS, 32)?;
+        let mut participants = Vec::with_capacity(n);
+        for _ in 0..n {
+            participants.push(r.array("participant")?);
+        }
+        Ok(Open { model_id, layout, round, base, deadline_ms, rule, codec, zstd, clip, noise_multiplier, participants })
+    }
+}
+
+/// How a round ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The accepted updates were aggregated into a new checkpoint.
+    Aggregated,
+    /// Fewer than the minimum arrived by the deadline: the base checkpoint stays.
+    TooFew,
+}
+
+/// An accepted update, as the close lists it (and the Merkle tree's leaf).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Contribution {
+    /// Its signer.
+    pub sender: PublicKey,
+    /// The weight it was given.
+    pub weight: f32,
+    /// BLAKE3 of its signed header.
+    pub digest: Digest,
+}
+
+/// Closes a round: what was accepted (and its Merkle root), refused and suspected, and the
+/// checkpoint it produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Close {
+    /// Model id.
+    pub model_id: String,
+    /// Round number.
+    pub round: u64,
+    /// The base checkpoint.
+    pub base: Digest,
+    /// The new checkpoint (equal to `base` when nothing was aggregated).
+    pub checkpoint: Digest,
+    /// How the round ended.
+    pub outcome: Outcome,
+    /// Rule applied.
+    pub rule: String,
+    /// keccak-256 Merkle root of the contributions' leaves ([`crate::merkle`]).
+    pub root: [u8; 32],
+    /// The accepted updates, in acceptance order.
+    pub accepted: Vec<Contribution>,
+    /// Refused updates: sender (zeros when the header named none) and the reason.
+    pub rejected: Vec<(PublicKey, String)>,
+    /// Selected clients that sent nothing by the deadline.
+    pub missing: Vec<PublicKey>,
+    /// Updates whose anomaly z reached the suspicion threshold: sender and z.
+    pub suspects: Vec<(PublicKey, f64)>,
+    /// DP noise: its standard deviation and the commitment to its secret.
+    pub noise: Option<(f32, Digest)>,
+    /// ε spent so far at δ = 1e-5 (NaN without noise).
+    pub epsilon: f64,
+}
+
+impl Close {
+    /// The Merkle leaves of the accepted updates.
+    pub fn leaves(&self) -> Vec<crate::merkle::Hash> {
+        self.accepted.iter().map(|c| crate::merkle::leaf(&c.sender, &c.digest)).collect()
+    }
+}
+
+impl Body for Close {
+    const TAG: &'static [u8] = b"vain/round-close/v1";
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_str(out, &self.model_id);
+        out.extend_from_slice(&self.round.to_le_bytes());
+        out.extend_from_slice(&self.base);
+        out.extend_from_slice(&self.checkpoint);
+        out.push(match self.outcome {
+            Outcome::Aggregated => 0,
+            Outcome::TooFew => 1,
+        });
+        put_str(out, &self.rule);
+        out.extend_from_slice(&self.root);
+        out.extend_from_slice(&(self.accepted.len() as u64).to_le_bytes());
+        for c in &self.accepted {
+            out.extend_from_slice(&c.sender);
+            out.extend_from_slice(&c.weight.to_le_bytes());
+            out.extend_from_slice(&c.digest);
+        }
+        out.extend_from_slice(&(self.rejected.len() as u64).to_le_bytes());
+        for (k, why) in &self.rejected {
+            out.extend_from_slice(k);
+            put_str(out, why);
+        }
+        out.extend_from_slice(&(self.missing.len() as u64).to_le_bytes());
+        for k in &self.missing {
+            out.extend_from_slice(k);
+        }
+        out.extend_from_slice(&(self.suspects.len() as u64).to_le_bytes());
+        for (k, z) in &self.suspects {
+            out.extend_from_slice(k);
+            out.extend_from_slice(&z.to_bits().to_le_bytes());
+        }
+        match &self.noise {
+            None => out.push(0),
+            Some((std, c)) => {
+                out.push(1);
+                out.extend_from_slice(&std.to_le_bytes());
+                out.extend_from_slice(c);
+            }
+        }
+        out.extend_from_slice(&self.epsilon.to_bits().to_le_bytes());
+    }
+}
+
+impl Decode for Close {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, codec::Error> {
+        let model_id = r.string("model_id")?;
+        let round = r.u64("round")?;
+        let base = r.array("base")?;
+        let checkpoint = r.array("checkpoint")?;
+        let outcome = match r.u8("outcome")? {
+            0 => Outcome::Aggregated,
+            1 => Outcome::TooFew,
+            value => return Err(codec::Error::Tag { field: "outcome", value }),
+        };
+        let rule = r.string("rule")?;
+        let root = r.array("root")?;
+        let n = r.count("accepted", MAX_PARTICIPANTS, 68)?;
+        let mut accepted = Vec::with_capacity(n);
+        for _ in 0..n {
+            let sender = r.array("sender")?;
+            let weight = f32::from_le_bytes(r.array("weight")?);
+            let digest = r.array("digest")?;
+            accepted.push(Contribution { sender, weight, digest });
+        }
+        let n = r.count("rejected", MAX_ENTRIES, 40)?;
+        let mut rejected = Vec::with_capacity(n);
+        for _ in 0..n {
+            rejected.push((r.array("rejected sender")?, r.string("reason")?));
+        }
+        let n = r.count("missing", MAX_PARTICIPANTS, 32)?;
+        let mut missing = Vec::with_capacity(n);
+        for _ in 0..n {
+            missing.push(r.array("missing")?);
+        }
+        let n = r.count("suspects", MAX_ENTRIES, 40)?;
+        let mut suspects = Vec::with_capacity(n);
+        for _ in 0..n {
+            suspects.push((r.array("suspect")?, r.f64("z")?));
+        }
+        let noise = match r.u8("noise")? {
+            0 => None,
+            1 => Some((f32::from_le_bytes(r.array("noise std")?), r.array("noise commitment")?)),
+            value => return Err(codec::Error::Tag { field: "noise", value }),
+        };
+        let epsilon = r.f64("epsilon")?;
+        Ok(Close {
+            model_id,
+            round,
+            base,
+            checkpoint,
+            outcome,
+            rule,
+            root,
+            accepted,
+            rejected,
+            missing,
+            suspects,
+            noise,
+            epsilon,
+        })
+    }
+}
+
+/// A request on `/vain/round/1.0.0`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// An aggregator opens a round (answer: [`Ack`]).
+    Open(Signed<Open>),
+    /// An aggregator publishes a round's close (answer: [`Ack`]).
+    Close(Signed<Close>),
+    /// Asks for the checkpoint with this BLAKE3 digest (answer: [`encode_checkpoint`]).
+    Fetch(Digest),
+}
+
+const OPEN: u8 = 1;
+const CLOSE: u8 = 2;
+const FETCH: u8 = 3;
+
+impl Message {
+    /// The request's bytes: a kind byte, then the message.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        match self {
+            Message::Open(s) => {
+                out.push(OPEN);
+                encode_signed(s, &mut out);
+            }
+            Message::Close(s) => {
+                out.push(CLOSE);
+                encode_signed(s, &mut out);
+            }
+            Message::Fetch(d) => {
+                out.push(FETCH);
+                out.extend_from_slice(d);
+            }
+        }
+        out
+    }
+
+    /// Decodes a request; the signature is not checked here.
+    pub fn decode(bytes: &[u8]) -> Result<Message, codec::Error> {
+        let mut r = Reader::new(bytes);
+        let m = match r.u8("kind")? {
+            OPEN => Message::Open(decode_signed(&mut r)?),
+            CLOSE => Message::Close(decode_signed(&mut r)?),
+            FETCH => Message::Fetch(r.array("digest")?),
+            value => return Err(codec::Error::Tag { field: "kind", value }),
+        };
+        r.finish()?;
+        Ok(m)
+    }
+}
+
+/// The answer to an [`Open`] or [`Close`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Ack {
+    /// Taken.
+    Taken = 0,
+    /// The bytes do not decode.
+    Malformed = 1,
+    /// The signature does not verify, or the signer is not the sender's announced key.
+    BadSignature = 2,
+    /// The sender is not an aggregator of the model (no verified announcement with the role,
+    /// or not in the model's directory).
+    NotAggregator = 3,
+    /// A round number not above the last one seen from this aggregator.
+    Stale = 4,
+    /// Another model or layout than this node trains.
+    WrongModel = 5,
+    /// This node is not among the participants.
+    NotSelected = 6,
+    /// A close whose base is not the base of the round this node took part in.
+    WrongBase = 7,
+    /// The node is busy with a round and cannot take another.
+    Busy = 8,
+}
+
+impl Ack {
+    /// From the answer's byte; unknown bytes are `None`.
+    pub fn from_byte(b: u8) -> Option<Ack> {
+        Some(match b {
+            0 => Ack::Taken,
+            1 => Ack::Malformed,
+            2 => Ack::BadSignature,
+            3 => Ack::NotAggregator,
+            4 => Ack::Stale,
+            5 => Ack::WrongModel,
+            6 => Ack::NotSelected,
+            7 => Ack::WrongBase,
+            8 => Ack::Busy,
+            _ => return None,
+        })
+    }
+
+    /// The counter this answer goes to.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Ack::Taken => "taken",
+            Ack::Malformed => "malformed",
+            Ack::BadSignature => "bad signature",
+            Ack::NotAggregator => "not an aggregator",
+            Ack::Stale => "stale round",
+            Ack::WrongModel => "wrong model",
+            Ack::NotSelected => "not selected",
+            Ack::WrongBase => "wrong base",
+            Ack::Busy => "busy",
+        }
+    }
+}
+
+/// A fetch answer: `0 ‖ bytes` when held, `1` when not.
+pub fn encode_checkpoint(bytes: Option<&[u8]>) -> Vec<u8> {
+    match bytes {
+        Some(b) => {
+            let mut out = Vec::with_capacity(b.len() + 1);
+            out.push(0);
+            out.extend_from_slice(b);
+            out
+        }
+        None => vec![1],
+    }
+}
+
+/// The checkpoint in a fetch answer, when its bytes hash to `digest`.
+pub fn decode_checkpoint(answer: &[u8], digest: &Digest) -> Result<Vec<f32>, crate::Error> {
+    match answer.split_first() {
+        Some((0, b)) => {
+            if blake3::hash(b).as_bytes() != digest {
+                return Err(crate::Error::CheckpointDigest);
+            }
+            if !b.len().is_multiple_of(4) {
+                return Err(crate::Error::CheckpointLength(b.len()));
+            }
+            Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        }
+        Some((1, [])) => Err(crate::Error::CheckpointMissing),
+        _ => Err(crate::Error::Malformed(codec::Error::Tag {
+            field: "fetch answer",
+            value: answer.first().copied().unwrap_or(0),
+        })),
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+    use proptest::prelude::*;
+
+    fn open(n: usize) -> Open {
+        Open {
+            model_id: "mnist-cnn".into(),
+            layout: [1; 32],
+            round: 7,
+            base: [2; 32],
+            deadline_ms: 1_800_000_000_000,
+            rule: "median".into(),
+            codec: "topk:0.05".into(),
+            zstd: 3,
+            clip: 2.0,
+            noise_multiplier: 0.0,
+            participants: (0..n).map(|i| [i as u8; 32]).collect(),
+        }
+    }
+
+    #[test]
+    fn messages_round_trip_and_signatures_bind_every_field() {
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let s = Signed::sign(&key, open(3));
+        let m = Message::Open(s.clone());
+        assert_eq!(Message::decode(&m.encode()), Ok(m));
+        let mut t = s.clone();
+        t.body.deadline_ms += 1;
+        assert!(t.verify().is_err());
+        let close = Close {
+            model_id: "mnist-cnn".into(),
+            round: 7,
+            base: [2; 32],
+            checkpoint: [3; 32],
+            outcome: Outcome::Aggregated,
+            rule: "fedavg".into(),
+            root: [4; 32],
+            accepted: vec![Contribution { sender: [5; 32], weight: 3.5, digest: [6; 32] }],
+            rejected: vec![([0; 32], "frame".into())],
+            missing: vec![[8; 32]],
+            suspects: vec![([5; 32], 4.25)],
+            noise: Some((0.5, [7; 32])),
+            epsilon: 1.5,
+        };
+        let m = Message::Close(Signed::sign(&key, close));
+        assert_eq!(Message::decode(&m.encode()), Ok(m));
+        let m = Message::Fetch([1; 32]);
+        assert_eq!(Message::decode(&m.encode()), Ok(m));
+    }
+
+    #[test]
+    fn malformed_requests_get_typed_errors() {
+        assert_eq!(Message::decode(&[]), Err(codec::Error::Truncated { field: "kind" }));
+        assert_eq!(Message::decode(&[9]), Err(codec::Error::Tag { field: "kind", value: 9 }));
+        let mut b = Message::Fetch([1; 32]).encode();
+        b.push(0);
+        assert_eq!(Message::decode(&b), Err(codec::Error::Trailing(1)));
+        // A participant count larger than the limit is refused before allocating.
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let mut b = Message::Open(Signed::sign(&key, open(0))).encode();
+        let at = b.len() - 64 - 8;
+        b[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(Message::decode(&b), Err(codec::Error::TooLong { field: "participants", .. })));
+    }
+
+    #[test]
+    fn checkpoints_are_checked_against_their_digest() {
+        let flat = [1.0f32, -2.5, 3.25];
+        let bytes: Vec<u8> = flat.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let d = *blake3::hash(&bytes).as_bytes();
+        assert_eq!(decode_checkpoint(&encode_checkpoint(Some(&bytes)), &d).expect("valid"), flat.to_vec());
+        let mut bad = encode_checkpoint(Some(&bytes));
+        bad[1] ^= 1;
+        assert!(matches!(decode_checkpoint(&bad, &d), Err(crate::Error::CheckpointDigest)));
+        assert!(matches!(decode_checkpoint(&encode_checkpoint(None), &d), Err(crate::Error::CheckpointMissing)));
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Message::decode(&bytes);
+        }
+
+        #[test]
+        fn open_round_trips(n in 0usize..50, round in any::<u64>(), clip in 0f32..10.0) {
+            let key = SigningKey::from_bytes(&[3; 32]);
+            let mut o = open(n);
+            o.round = round;
+            o.clip = clip;
+            let m = Message::Open(Signed::sign(&key, o));
+            prop_assert_eq!(Message::decode(&m.encode()), Ok(m));
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! The client's side of the round protocol: answer opens, fetch the base checkpoint by digest,
+//! train on the node's own data, send the signed update over QUIC, check the close.
+//!
+//! Opens are answered at once (the answer says whether the client takes part); the work runs
+//! on one worker task, one round at a time, so an open arriving while a round is being trained
+//! is declined as busy rather than queued.
+
+use crate::msg::{self, Ack, Close, Message, Open};
+use crate::store::Store;
+use crate::{Error, merkle, short, unix_ms};
+use ed25519_dalek::{Signer, SigningKey};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use vain_core::NodeId;
+use vain_core::signed::Signed;
+use vain_ingest::update::{Encoder, Round as UpdateRound, Tensor};
+use vain_kernels::encode::Codec;
+use vain_learn::attack::{self, Attack};
+use vain_learn::client::{self, Knowledge};
+use vain_learn::data::Dataset;
+use vain_learn::model::{Arch, Model};
+use vain_learn::{ChaCha20Rng, DType, Device, train};
+use vain_net::node::{Handle, Inbound};
+use vain_net::records::Key;
+use vain_net::{PeerId, node::Found};
+use vain_schema::Digest;
+use vain_schema::node::{Announcement, roles};
+use vain_transport::client::{Client, Config as ClientConfig};
+
+/// What a client trains with.
+pub struct Config {
+    /// The model it trains.
+    pub arch: Arch,
+    /// Its training items in `data`.
+    pub items: Vec<usize>,
+    /// The data.
+    pub data: Dataset,
+    /// Local training.
+    pub train: train::Config,
+    /// For demonstrations and robustness tests: poison this node's updates.
+    pub attack: Option<Attack>,
+    /// Seed of its training randomness.
+    pub seed: u64,
+    /// Its data directory (checkpoint cache, `participant.jsonl`).
+    pub dir: PathBuf,
+}
+
+/// What one round did at this client, as `participant.jsonl` records it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Round.
+    pub round: u64,
+    /// The aggregator (first bytes of its key).
+    pub aggregator: String,
+    /// sent | late | failed: why | included | not included.
+    pub status: String,
+    /// Examples trained on.
+    pub examples: usize,
+    /// Bytes of the update frame.
+    pub frame_bytes: usize,
+    /// Unix ms.
+    pub at_ms: u64,
+}
+
+struct Job {
+    open: Open,
+    from: PeerId,
+    aggregator: Announcement,
+}
+
+struct Shared {
+    arch: Arch,
+    me: NodeId,
+    net: Handle,
+    /// Last round opened by each aggregator (a lower or equal one is stale).
+    last: Mutex<BTreeMap<NodeId, u64>>,
+    /// Aggregators found under `agg/<model>`.
+    directory: Mutex<BTreeSet<PeerId>>,
+    /// Rounds this client sent an update in: (aggregator, round) → update digest.
+    sent: Mutex<BTreeMap<(NodeId, u64), Digest>>,
+    /// Answers given, by reason.
+    counts: Mutex<BTreeMap<&'static str, u64>>,
+    log: PathBuf,
+}
+
+/// A running participant; feed it the round-protocol requests the node receives.
+#[derive(Clone)]
+pub struct Participant {
+    shared: Arc<Shared>,
+    jobs: mpsc::Sender<Job>,
+}
+
+struct Trainer {
+    cfg: Config,
+    key: SigningKey,
+    rng: ChaCha20Rng,
+    encoders: BTreeMap<String, Encoder>,
+    model: Option<Model>,
+}
+
+impl Participant {
+    /// Starts the worker on the current tokio runtime; `seed` is the node's signing key (it
+    /// signs updates and authenticates the QUIC connection).
+    pub fn start(cfg: Config, net: Handle, seed: [u8; 32]) -> Result<Participant, Error> {
+        let key = SigningKey::from_bytes(&seed);
+        let me = key.verifying_key().to_bytes();
+        std::fs::create_dir_all(&cfg.dir).map_err(|e| Error::Io { path: cfg.dir.clone(), source: e })?;
+        let shared = Arc::new(Shared {
+            arch: cfg.arch,
+            me,
+            net,
+            last: Mutex::new(BTreeMap::new()),
+            directory: Mutex::new(BTreeSet::new()),
+            sent: Mutex::new(BTreeMap::new()),
+            counts: Mutex::new(BTreeMap::new()),
+            log: cfg.dir.join("participant.jsonl"),
+        });
+        let store = Store::open(&cfg.dir.join("checkpoints"))?;
+        let rng = vain_learn::seeded(cfg.seed);
+        let trainer = Trainer { cfg, key, rng, encoders: BTreeMap::new(), model: None };
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(worker(shared.clone(), store, trainer, rx, seed));
+        tokio::spawn(watch_directory(shared.clone()));
+        Ok(Participant { shared, jobs: tx })
+    }
+
+    /// Answers given so far, by reason.
+    pub fn counts(&self) -> BTreeMap<&'static str, u64> {
+        self.shared.counts.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    fn count(&self, a: Ack) -> Vec<u8> {
+        if let Ok(mut c) = self.shared.counts.lock() {
+            *c.entry(a.reason()).or_default() += 1;
+        }
+        vec![a as u8]
+    }
+
+    /// Whether `peer` is listed under `agg/<model>`, looking it up once more if not.
+    async fn listed(&self, peer: PeerId) -> bool {
+        if self.shared.directory.lock().is_ok_and(|d| d.contains(&peer)) {
+            return true;
+        }
+        refresh_directory(&self.shared).await;
+        self.shared.directory.lock().is_ok_and(|d| d.contains(&peer))
+    }
+
+    /// Answers an open or a close (fetches are served by whoever holds checkpoints).
+    pub async fn answer(&self, m: Message, from: &Inbound) -> Vec<u8> {
+        match m {
+            Message::Open(s) => self.on_open(s, from).await,
+            Message::Close(s) => self.on_close(s, from),
+            Message::Fetch(_) => msg::encode_checkpoint(None),
+        }
+    }
+
+    /// The checks an aggregator's signed message must pass: the signature, by the key the
+    /// sender announced, and the aggregator role.
+    fn check_sender<T: vain_core::signed::Body>(&self, s: &Signed<T>, from: &Inbound) -> Result<Announcement, Ack> {
+        let Some(a) = &from.announcement else { return Err(Ack::NotAggregator) };
+        if s.verify().is_err() || s.signer != a.signing_key {
+            return Err(Ack::BadSignature);
+        }
+        if a.roles & roles::AGGREGATOR == 0 {
+            return Err(Ack::NotAggregator);
+        }
+        Ok(a.clone())
+    }
+
+    async fn on_open(&self, s: Signed<Open>, from: &Inbound) -> Vec<u8> {
+        let a = match self.check_sender(&s, from) {
+            Ok(a) => a,
+            Err(ack) => return self.count(ack),
+        };
+        let open = s.body;
+        if open.model_id != self.shared.arch.id() || open.layout != self.shared.arch.layout_digest() {
+            return self.count(Ack::WrongModel);
+        }
+        if self.shared.last.lock().is_ok_and(|l| l.get(&s.signer).is_some_and(|&r| open.round <= r)) {
+            return self.count(Ack::Stale);
+        }
+        if open.participants.binary_search(&self.shared.me).is_err() {
+            return self.count(Ack::NotSelected);
+        }
+        if !self.listed(from.peer).await {
+            return self.count(Ack::NotAggregator);
+        }
+        let round = open.round;
+        if self.jobs.try_send(Job { open, from: from.peer, aggregator: a }).is_err() {
+            return self.count(Ack::Busy);
+        }
+        if let Ok(mut l) = self.shared.last.lock() {
+            l.insert(s.signer, round);
+        }
+        self.count(Ack::Taken)
+    }
+
+    fn on_close(&self, s: Signed<Close>, from: &Inbound) -> Vec<u8> {
+        if let Err(ack) = self.check_sender(&s, from) {
+            return self.count(ack);
+        }
+        let close = s.body;
+        let Some(digest) = self.shared.sent.lock().ok().and_then(|m| m.get(&(s.signer, close.round)).copied()) else {
+            // Not a round this client sent in: nothing to check.
+            return self.count(Ack::Taken);
+        };
+        // Our update must be in the published root, or listed as refused.
+        let leaves = close.leaves();
+        let mine = merkle::leaf(&self.shared.me, &digest);
+        let included = match leaves.iter().position(|l| *l == mine) {
+            Some(i) => merkle::proof(&leaves, i).is_some_and(|p| merkle::verify(&close.root, mine, &p)),
+            None => false,
+        };
+        let status = if included {
+            "included".to_string()
+        } else {
+            match close.rejected.iter().find(|(k, _)| *k == self.shared.me) {
+                Some((_, why)) => format!("rejected: {why}"),
+                None => "not included".into(),
+            }
+        };
+        log(
+            &self.shared,
+            &Row {
+                round: close.round,
+                aggregator: short(&s.signer),
+                status,
+                examples: 0,
+                frame_bytes: 0,
+                at_ms: unix_ms(),
+            },
+        );
+        self.count(Ack::Taken)
+    }
+}
+
+fn log(shared: &Shared, row: &Row) {
+    if let (Ok(line), Ok(mut f)) =
+        (serde_json::to_string(row), std::fs::OpenOptions::new().create(true).append(true).open(&shared.log))
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+async fn refresh_directory(shared: &Shared) {
+    let key = Key::aggregators(shared.arch.id());
+    if let Ok(Ok(Ok(Found::Providers(v)))) =
+        tokio::time::timeout(Duration::from_secs(5), shared.net.lookup(key)).await.map(|r| r.map(|(f, _)| f))
+        && let Ok(mut d) = shared.directory.lock()
+    {
+        d.extend(v.iter().filter_map(|p| p.parse::<PeerId>().ok()));
+    }
+}
+
+/// Keeps the aggregator directory fresh, so an open does not wait for a lookup.
+async fn watch_directory(shared: Arc<Shared>) {
+    loop {
+        refresh_directory(&shared).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+}
+
+/// The base checkpoint: from the local cache, the aggregator, or any holder listed under
+/// `ckpt/<digest>` — whichever gives bytes that hash to the digest.
+async fn fetch(shared: &Shared, store: &Store, from: PeerId, digest: &Digest) -> Result<Vec<f32>, Error> {
+    if let Some(b) = store.get(digest) {
+        return msg::decode_checkpoint(&msg::encode_checkpoint(Some(&b)), digest);
+    }
+    let ask = |peer: PeerId| {
+        let net = shared.net.clone();
+        async move {
+            let answer = net.request(peer, Message::Fetch(*digest).encode()).await?;
+            msg::decode_checkpoint(&answer, digest)
+        }
+    };
+    let mut holders = vec![from];
+    match ask(from).await {
+        Ok(flat) => {
+            store.put(&flat)?;
+            return Ok(flat);
+        }
+        Err(_) => {
+            if let Ok((Ok(Found::Providers(v)), _)) = shared.net.lookup(Key::Checkpoint(*digest)).await {
+                holders.extend(v.iter().filter_map(|p| p.parse::<PeerId>().ok()).filter(|p| *p != from));
+            }
+        }
+    }
+    for p in holders.into_iter().skip(1) {
+        if let Ok(flat) = ask(p).await {
+            store.put(&flat)?;
+            return Ok(flat);
+        }
+    }
+    Err(Error::CheckpointUnavailable(short(digest)))
+}
+
+async fn worker(shared: Arc<Shared>, store: Store, trainer: Trainer, mut jobs: mpsc::Receiver<Job>, seed: [u8; 32]) {
+    let mut trainer = Some(trainer);
+    let mut clients: BTreeMap<(std::net::SocketAddr, NodeId), Client> = BTreeMap::new();
+    while let Some(job) = jobs.recv().await {
+        let Some(t) = trainer.take() else { return };
+        let (t, row) = run_job(&shared, &store, t, &job, &mut clients, seed).await;
+        log(&shared, &row);
+        trainer = Some(t);
+    }
+}
+
+async fn run_job(
+    shared: &Shared,
+    store: &Store,
+    trainer: Trainer,
+    job: &Job,
+    clients: &mut BTreeMap<(std::net::SocketAddr, NodeId), Client>,
+    seed: [u8; 32],
+) -> (Trainer, Row) {
+    let mut row = Row {
+        round: job.open.round,
+        aggregator: short(&job.aggregator.signing_key),
+        status: String::new(),
+        examples: 0,
+        frame_bytes: 0,
+        at_ms: 0,
+    };
+    let base = match fetch(shared, store, job.from, &job.open.base).await {
+        Ok(b) => b,
+        Err(e) => {
+            row.status = format!("failed: {e}");
+            return (trainer, row);
+        }
+    };
+    let open = job.open.clone();
+    let (trainer, built) = match tokio::task::spawn_blocking(move || {
+        let mut t = trainer;
+        let r = t.build(&open, &base);
+        (t, r)
+    })
+    .await
+    {
+        Ok(x) => x,
+        Err(_) => {
+            // The training thread panicked: nothing to return to; a fresh start is needed.
+            std::process::abort();
+        }
+    };
+    let (frame, examples) = match built {
+        Ok(x) => x,
+        Err(e) => {
+            row.status = format!("failed: {e}");
+            return (trainer, row);
+        }
+    };
+    row.examples = examples;
+    row.frame_bytes = frame.len();
+    if unix_ms() > job.open.deadline_ms {
+        row.status = "late".into();
+        return (trainer, row);
+    }
+    let Some(addr) = job.aggregator.ingest.iter().find_map(|e| e.parse::<std::net::SocketAddr>().ok()) else {
+        row.status = "failed: the aggregator announces no ingest endpoint".into();
+        return (trainer, row);
+    };
+    let server_key = job.aggregator.signing_key;
+    let client = match clients.entry((addr, server_key)) {
+        std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+        std::collections::btree_map::Entry::Vacant(v) => {
+            let mut cfg = ClientConfig::new(addr, server_key, seed);
+            // A dead aggregator is noticed within a round, not after a minute of retries.
+            cfg.attempts = 3;
+            cfg.connect_timeout = Duration::from_secs(3);
+            match Client::new(cfg) {
+                Ok(c) => v.insert(c),
+                Err(e) => {
+                    row.status = format!("failed: {e}");
+                    return (trainer, row);
+                }
+            }
+        }
+    };
+    match client.send(&frame).await {
+        Ok(_) => {
+            let header_digest = header_digest(&frame);
+            if let (Some(d), Ok(mut sent)) = (header_digest, shared.sent.lock()) {
+                sent.insert((server_key, job.open.round), d);
+            }
+            row.status = "sent".into();
+        }
+        Err(e) => {
+            clients.remove(&(addr, server_key));
+            row.status = format!("failed: {e}");
+        }
+    }
+    row.at_ms = unix_ms();
+    (trainer, row)
+}
+
+/// BLAKE3 of a frame's header (what the aggregator lists as the update's digest).
+fn header_digest(frame: &[u8]) -> Option<Digest> {
+    let (header, _) = vain_schema::frame::split(frame, &vain_schema::Limits::default()).ok()?;
+    Some(*blake3::hash(header).as_bytes())
+}
+
+impl Trainer {
+    /// Trains from `base` and builds the signed frame; returns it and the examples seen.
+    fn build(&mut self, open: &Open, base: &[f32]) -> Result<(Vec<u8>, usize), Error> {
+        let arch = self.cfg.arch;
+        if base.len() != arch.dim() {
+            return Err(Error::Config(format!("checkpoint has {} values, {arch} has {}", base.len(), arch.dim())));
+        }
+        let model = match self.model.take() {
+            Some(m) => m,
+            None => Model::from_flat(arch, base, &Device::Cpu, DType::F32)?,
+        };
+        let r = self.train_and_encode(&model, open, base);
+        self.model = Some(model);
+        r
+    }
+
+    fn train_and_encode(&mut self, model: &Model, open: &Open, base: &[f32]) -> Result<(Vec<u8>, usize), Error> {
+        let c = &self.cfg;
+        let (mut u, n) =
+            client::local_update(model, base, &c.data, &c.items, &c.train, open.round, &mut self.rng, c.attack)?;
+        if let Some(a) = c.attack {
+            // On a network an attacker sees no one else's update: ALIE and IPM estimate the
+            // benign mean and spread from their own data, and assume a quarter of the round
+            // colludes.
+            let (mean, std) = if matches!(a, Attack::Alie | Attack::Ipm(_)) {
+                client::estimate_benign(model, base, &c.data, &c.items, &c.train, open.round, &mut self.rng, 4)?
+            } else {
+                (Vec::new(), Vec::new())
+            };
+            let n_part = open.participants.len().max(1);
+            let know = Knowledge {
+                mean: &mean,
+                std: &std,
+                z_alie: attack::alie_z(n_part, (n_part / 4).max(1)),
+                last_step: &[],
+                boost: n_part as f32 / (n_part / 4).max(1) as f32,
+            };
+            client::poison(a, &mut u, &know, &mut self.rng)?;
+        }
+        let codec: Codec = open.codec.parse().map_err(|_| Error::Config(format!("unknown codec {:?}", open.codec)))?;
+        let zstd = (open.zstd > 0).then_some(i32::from(open.zstd));
+        let encoder = self.encoders.entry(format!("{codec}/{zstd:?}")).or_insert_with(|| Encoder::new(codec, zstd));
+        let layout = self.cfg.arch.layout();
+        let mut tensors = Vec::with_capacity(layout.len());
+        let mut at = 0;
+        for l in &layout {
+            let k = l.shape.iter().product::<u64>() as usize;
+            tensors.push(Tensor { name: &l.name, shape: &l.shape, values: &u[at..at + k] });
+            at += k;
+        }
+        let round = UpdateRound {
+            model_id: open.model_id.clone(),
+            round: open.round,
+            base_model: open.base,
+            num_examples: n.max(1) as u64,
+            timestamp_ms: unix_ms(),
+        };
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).map_err(|_| Error::Config("the OS random generator failed".into()))?;
+        let key = &self.key;
+        let built = encoder.build_with(
+            key.verifying_key().to_bytes(),
+            &mut |m| Ok(key.sign(m).to_bytes()),
+            &round,
+            nonce,
+            &tensors,
+        )?;
+        Ok((built.frame, n))
+    }
+}
