@@ -85,20 +85,24 @@ impl fmt::Display for Attack {
 }
 
 /// Which attack the malicious clients run.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Plan {
     /// Every attacker runs this one.
     One(Attack),
     /// Attacker k runs `Attack::MIXED[k % 8]`.
     Mixed,
+    /// Attacker k runs the k-th of these (cyclically); written `a,b,c`.
+    List(Vec<Attack>),
 }
 
 impl Plan {
     /// The attack of the k-th attacker.
-    pub fn for_attacker(self, k: usize) -> Attack {
+    pub fn for_attacker(&self, k: usize) -> Attack {
         match self {
-            Plan::One(a) => a,
+            Plan::One(a) => *a,
             Plan::Mixed => Attack::MIXED[k % Attack::MIXED.len()],
+            Plan::List(v) if v.is_empty() => Attack::MIXED[k % Attack::MIXED.len()],
+            Plan::List(v) => v[k % v.len()],
         }
     }
 }
@@ -108,6 +112,10 @@ impl fmt::Display for Plan {
         match self {
             Plan::One(a) => a.fmt(f),
             Plan::Mixed => write!(f, "mixed"),
+            Plan::List(v) => {
+                let parts: Vec<String> = v.iter().map(ToString::to_string).collect();
+                write!(f, "{}", parts.join(","))
+            }
         }
     }
 }
@@ -147,7 +155,13 @@ impl FromStr for Attack {
 impl FromStr for Plan {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        if s == "mixed" { Ok(Plan::Mixed) } else { Ok(Plan::One(s.parse()?)) }
+        if s == "mixed" {
+            Ok(Plan::Mixed)
+        } else if s.contains(',') {
+            Ok(Plan::List(s.split(',').map(str::parse).collect::<Result<_, _>>()?))
+        } else {
+            Ok(Plan::One(s.parse()?))
+        }
     }
 }
 

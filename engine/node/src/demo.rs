@@ -47,6 +47,10 @@ pub struct DemoArgs {
     /// Where the nodes' data, logs, `summary.json` and `accuracy.svg` go.
     #[arg(long, default_value = "vain-demo")]
     out: PathBuf,
+    /// Kill client 0 with SIGKILL once this round has closed, and restart it from its data
+    /// directory (it rejoins a later round).
+    #[arg(long)]
+    restart_client: Option<u64>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600.0)]
     timeout: f64,
@@ -116,6 +120,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
 
     // The clients; the attackers are spread among them.
     let mut labels: BTreeMap<String, String> = BTreeMap::new();
+    let mut client_cfgs: Vec<PathBuf> = Vec::new();
     let stride = (a.clients / attacks.len().max(1)).max(1);
     for i in 0..a.clients {
         let attack = if i % stride == stride - 1 { attacks.get(i / stride) } else { None };
@@ -128,6 +133,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         let (cfg, _) = prepare(&dir, i + 2, free_tcp_port()?, Some(&boot), "\"client\"", &extra)?;
         let text = std::fs::read_to_string(&cfg)?;
         std::fs::write(&cfg, format!("models = [\"{}\"]\n{text}", arch.id()))?;
+        client_cfgs.push(cfg.clone());
         let data = cfg.parent().map(Path::to_path_buf).unwrap_or_default();
         labels.insert(
             short_of(&data)?,
@@ -162,7 +168,34 @@ pub fn run(a: DemoArgs) -> Result<()> {
         for line in text.lines().skip(rows.len()) {
             let Ok(v) = serde_json::from_str::<Value>(line) else { break };
             print_row(&v, &labels);
+            let round = v["round"].as_u64();
             rows.push(v);
+            if round.is_some()
+                && round == a.restart_client
+                && let Some(cfg) = client_cfgs.first()
+            {
+                // Client 0 is the third process (after the bootstrap and the aggregator).
+                if let Some(c) = cluster.children.get_mut(2) {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                println!(
+                    "      client 0 killed (SIGKILL) and restarted from {}",
+                    cfg.parent().map_or(cfg.as_path(), |p| p).display()
+                );
+                let log = std::fs::OpenOptions::new().append(true).create(true).open(cfg.with_file_name("node.log"))?;
+                let child = Command::new(&exe)
+                    .arg("node")
+                    .arg("--config")
+                    .arg(cfg)
+                    .env("RAYON_NUM_THREADS", "1")
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone()?)
+                    .stderr(log)
+                    .spawn()
+                    .context("restarting client 0")?;
+                cluster.children[2] = child;
+            }
         }
         if rows.len() as u64 >= a.rounds {
             break;
