@@ -39,6 +39,8 @@ pub enum Error {
 }
 
 /// What a shard sends the stage.
+// Moving a few hundred bytes through the bounded channel is cheaper than an allocation per update.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Item {
     /// An update that passed the shard's checks.

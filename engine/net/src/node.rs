@@ -341,6 +341,11 @@ fn announced(a: &Announcement) -> Option<(PeerId, Vec<Multiaddr>)> {
     Some((pid, addrs))
 }
 
+/// An answer to an inbound round-protocol request, on its way back to the swarm.
+type Reply = (request_response::ResponseChannel<Vec<u8>>, Vec<u8>);
+/// Where the answer to one of our round-protocol requests goes.
+type Answer = oneshot::Sender<Result<Vec<u8>, Error>>;
+
 /// Announcements already relayed, by (node id, timestamp), oldest first for eviction.
 type Seen = (HashSet<([u8; 32], u64)>, VecDeque<([u8; 32], u64)>);
 /// A DHT lookup in flight: its key, who waits, providers found so far.
@@ -382,12 +387,9 @@ struct Node {
     /// Where round-protocol requests go (none: they are refused).
     inbound: Option<mpsc::Sender<Inbound>>,
     /// Answers to inbound requests, from the tasks waiting on the owner.
-    replies: (
-        mpsc::Sender<(request_response::ResponseChannel<Vec<u8>>, Vec<u8>)>,
-        Option<mpsc::Receiver<(request_response::ResponseChannel<Vec<u8>>, Vec<u8>)>>,
-    ),
+    replies: (mpsc::Sender<Reply>, Option<mpsc::Receiver<Reply>>),
     /// Our round-protocol requests waiting for answers.
-    requests: HashMap<request_response::OutboundRequestId, (PeerId, oneshot::Sender<Result<Vec<u8>, Error>>)>,
+    requests: HashMap<request_response::OutboundRequestId, (PeerId, Answer)>,
 }
 
 /// Placing a node's own announcement on the peers that end up closest to its key.
@@ -1092,7 +1094,7 @@ impl Node {
                     .filter_map(|(pid, p)| {
                         let bytes = p.announcement.as_ref()?;
                         let a = Announcement::open(bytes, &Limits::default(), now).ok()?;
-                        (now.saturating_sub(a.timestamp_ms) <= max_age).then(|| Entry {
+                        (now.saturating_sub(a.timestamp_ms) <= max_age).then_some(Entry {
                             peer_id: *pid,
                             announcement: a,
                             state: p.state,

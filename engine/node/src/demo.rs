@@ -104,13 +104,16 @@ pub fn run(a: DemoArgs) -> Result<()> {
     // The aggregator (`models` is a top-level key: it goes before the sections).
     let agg_extra = format!(
         "[aggregate]\nbackend = \"{backend}\"\nrule = \"{rule}\"\nclip = {clip}\nrounds = {rounds}\n\
-         round_time = {rt}\nmin_clients = {n}\nwait_clients = 60.0\n",
+         round_time = {rt}\nmin_clients = {n}\nwait_clients = 60.0\n\
+         connections_per_address = {conns}\n",
         backend = a.backend,
         rule = a.rule,
         clip = a.clip,
         rounds = a.rounds,
         rt = a.round_time,
         n = a.clients,
+        // Every client connects from 127.0.0.1.
+        conns = 2 * a.clients + 4,
     );
     let (agg_cfg, _) = prepare(&dir, 1, free_tcp_port()?, Some(&boot), "\"aggregator\"", &agg_extra)?;
     let text = std::fs::read_to_string(&agg_cfg)?;

@@ -42,6 +42,9 @@ pub struct AggregateSection {
     pub listen: String,
     /// Ingest shards (threads).
     pub shards: usize,
+    /// QUIC connections accepted from one IP address (per shard); clients behind one NAT, or
+    /// on one loopback, share an address.
+    pub connections_per_address: usize,
     /// cpu | cuda | auto.
     pub backend: String,
     /// Aggregation rule (as `vain aggregate --rule`).
@@ -81,6 +84,7 @@ impl Default for AggregateSection {
         Self {
             listen: "127.0.0.1:0".into(),
             shards: 1,
+            connections_per_address: 16,
             backend: "auto".into(),
             rule: "fedavg".into(),
             pre: String::new(),
@@ -274,6 +278,7 @@ pub fn run(path: Option<&Path>) -> Result<()> {
         let tls = tls::server_config(&seed, Policy::AnyExcept(deny))?;
         let mut q = quic::Config::new(listen, tls);
         q.idle_timeout = Duration::from_secs(120);
+        q.caps.per_address = file.aggregate.connections_per_address.max(1);
         let backend = open_backend(
             match file.aggregate.backend.as_str() {
                 "cpu" => BackendChoice::Cpu,

@@ -289,7 +289,7 @@ impl Coordinator {
         while !stop.load(Ordering::Relaxed) && (self.cfg.rounds == 0 || self.round < first + self.cfg.rounds) {
             // Providers re-announce every round: a client that joined late finds us, and a
             // directory that refused us before it had our announcement gets another chance.
-            let _ = self.rt.block_on(self.net.provide(model_key.clone()));
+            let _ = self.rt.block_on(self.net.provide(model_key));
             let row = self.round_once(last_end)?;
             last_end = Some(Instant::now());
             if let Some((row, global)) = row {

@@ -81,8 +81,8 @@ struct Shared {
     last: Mutex<BTreeMap<NodeId, u64>>,
     /// Aggregators found under `agg/<model>`.
     directory: Mutex<BTreeSet<PeerId>>,
-    /// Rounds this client sent an update in: (aggregator, round) → update digest.
-    sent: Mutex<BTreeMap<(NodeId, u64), Digest>>,
+    /// Rounds this client sent an update in: (aggregator, round) → (update digest, base).
+    sent: Mutex<BTreeMap<(NodeId, u64), (Digest, Digest)>>,
     /// Answers given, by reason.
     counts: Mutex<BTreeMap<&'static str, u64>>,
     log: PathBuf,
@@ -205,10 +205,14 @@ impl Participant {
             return self.count(ack);
         }
         let close = s.body;
-        let Some(digest) = self.shared.sent.lock().ok().and_then(|m| m.get(&(s.signer, close.round)).copied()) else {
+        let Some((digest, base)) = self.shared.sent.lock().ok().and_then(|m| m.get(&(s.signer, close.round)).copied())
+        else {
             // Not a round this client sent in: nothing to check.
             return self.count(Ack::Taken);
         };
+        if close.base != base {
+            return self.count(Ack::WrongBase);
+        }
         // Our update must be in the published root, or listed as refused.
         let leaves = close.leaves();
         let mine = merkle::leaf(&self.shared.me, &digest);
@@ -385,7 +389,7 @@ async fn run_job(
         Ok(_) => {
             let header_digest = header_digest(&frame);
             if let (Some(d), Ok(mut sent)) = (header_digest, shared.sent.lock()) {
-                sent.insert((server_key, job.open.round), d);
+                sent.insert((server_key, job.open.round), (d, job.open.base));
             }
             row.status = "sent".into();
         }

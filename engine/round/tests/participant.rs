@@ -1,0 +1,199 @@
+//! A client's participant answering opens sent over the control plane (libp2p's memory
+//! transport): forged, foreign, misaddressed, stale and valid opens each get their typed answer,
+//! and a valid one makes the client fetch the base checkpoint by digest from the aggregator.
+
+use ed25519_dalek::SigningKey;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use vain_core::signed::Signed;
+use vain_learn::data::Mnist;
+use vain_learn::model::{self, Arch, Model};
+use vain_learn::{DType, Device, train};
+use vain_net::Config;
+use vain_net::node::{self, Handle, Identity, Inbound, Transport};
+use vain_net::records::Key;
+use vain_round::msg::{self, Ack, Message, Open};
+use vain_round::participant::{self, Participant};
+use vain_round::store::Store;
+
+fn config(port: u64, roles: &[&str], bootstrap: Option<String>) -> Config {
+    let mut c = Config {
+        listen: vec![format!("/memory/{port}")],
+        bootstrap: bootstrap.into_iter().collect(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        models: vec!["mnist-mlp".into()],
+        ..Default::default()
+    };
+    c.mdns.enabled = false;
+    c.beacon.enabled = false;
+    c.liveness.heartbeat_interval = 0.2;
+    c.liveness.stale_after = 2.0;
+    c.pex.interval = 0.3;
+    c
+}
+
+fn seed(i: u8) -> [u8; 32] {
+    [i; 32]
+}
+
+/// Answers round-protocol requests: fetches from `store`, opens and closes through
+/// `participant`.
+fn serve(mut rx: mpsc::Receiver<Inbound>, store: Option<Store>, participant: Option<Participant>) {
+    tokio::spawn(async move {
+        while let Some(req) = rx.recv().await {
+            let answer = match Message::decode(&req.request) {
+                Err(_) => vec![Ack::Malformed as u8],
+                Ok(Message::Fetch(d)) => msg::encode_checkpoint(store.as_ref().and_then(|s| s.get(&d)).as_deref()),
+                Ok(m) => match &participant {
+                    Some(p) => p.answer(m, &req).await,
+                    None => vec![Ack::NotSelected as u8],
+                },
+            };
+            let _ = req.reply.send(answer);
+        }
+    });
+}
+
+async fn wait_until(what: &str, secs: u64, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn open(round: u64, base: [u8; 32], participants: Vec<[u8; 32]>) -> Open {
+    Open {
+        model_id: "mnist-mlp".into(),
+        layout: Arch::MnistMlp.layout_digest(),
+        round,
+        base,
+        deadline_ms: vain_round::unix_ms() + 60_000,
+        rule: "fedavg".into(),
+        codec: "f32".into(),
+        zstd: 0,
+        clip: 0.0,
+        noise_multiplier: 0.0,
+        participants,
+    }
+}
+
+async fn ask(from: &Handle, to: &Handle, m: Message) -> Option<Ack> {
+    let a = from.request(to.peer_id, m.encode()).await.expect("answer");
+    a.first().copied().and_then(Ack::from_byte)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_are_checked_and_a_valid_one_fetches_the_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The aggregator: serves checkpoints, provides agg/mnist-mlp.
+    let (atx, arx) = mpsc::channel(16);
+    let agg =
+        node::spawn_serving(config(9100, &["aggregator"], None), Identity::from_seed(seed(1)), Transport::Memory, atx)
+            .await
+            .expect("aggregator");
+    let store = Store::open(&dir.path().join("agg")).expect("store");
+    let global = Model::init(Arch::MnistMlp, 1, &Device::Cpu, DType::F32).expect("model").flat().expect("flat");
+    let base = store.put(&global).expect("put");
+    assert_eq!(base, model::digest(&global));
+    serve(arx, Some(store), None);
+    let boot = format!("/memory/9100/p2p/{}", agg.peer_id);
+
+    // The client, training on 100 embedded digits.
+    let (ctx, crx) = mpsc::channel(16);
+    let client = node::spawn_serving(
+        config(9101, &["client"], Some(boot.clone())),
+        Identity::from_seed(seed(2)),
+        Transport::Memory,
+        ctx,
+    )
+    .await
+    .expect("client");
+    let data = Mnist::embedded().train.subset(&(0..200).collect::<Vec<_>>());
+    let pcfg = participant::Config {
+        arch: Arch::MnistMlp,
+        items: (0..100).collect(),
+        data,
+        train: train::Config {
+            optim: train::Optim::Sgd { momentum: 0.9 },
+            lr: 0.05,
+            schedule: train::Schedule::Constant,
+            batch: 16,
+            steps: 2,
+        },
+        attack: None,
+        seed: 3,
+        dir: dir.path().join("client"),
+    };
+    let p = Participant::start(pcfg, client.clone(), seed(2)).expect("participant");
+    serve(crx, None, Some(p.clone()));
+
+    // A third node announcing only the client role.
+    let (otx, orx) = mpsc::channel(16);
+    let other = node::spawn_serving(
+        config(9102, &["client"], Some(boot)),
+        Identity::from_seed(seed(3)),
+        Transport::Memory,
+        otx,
+    )
+    .await
+    .expect("other");
+    serve(orx, None, None);
+
+    wait_until("the client knows both announcements", 20, async || {
+        client.directory().await.map(|d| d.len() >= 2).unwrap_or(false)
+    })
+    .await;
+    agg.provide(Key::aggregators("mnist-mlp")).await.expect("provide");
+
+    let agg_key = SigningKey::from_bytes(&seed(1));
+    let me = SigningKey::from_bytes(&seed(2)).verifying_key().to_bytes();
+
+    // Signed by a key other than the one the sender announced.
+    let forged = Signed::sign(&SigningKey::from_bytes(&seed(9)), open(1, base, vec![me]));
+    assert_eq!(ask(&agg, &client, Message::Open(forged)).await, Some(Ack::BadSignature));
+    // A tampered body.
+    let mut tampered = Signed::sign(&agg_key, open(1, base, vec![me]));
+    tampered.body.round = 2;
+    assert_eq!(ask(&agg, &client, Message::Open(tampered)).await, Some(Ack::BadSignature));
+    // Another model.
+    let mut o = open(1, base, vec![me]);
+    o.model_id = "mnist-cnn".into();
+    assert_eq!(ask(&agg, &client, Message::Open(Signed::sign(&agg_key, o))).await, Some(Ack::WrongModel));
+    // Not among the participants.
+    let o = open(1, base, vec![[7; 32]]);
+    assert_eq!(ask(&agg, &client, Message::Open(Signed::sign(&agg_key, o))).await, Some(Ack::NotSelected));
+    // From a node that does not announce the aggregator role, signed by its own key.
+    let o = Signed::sign(&SigningKey::from_bytes(&seed(3)), open(1, base, vec![me]));
+    assert_eq!(ask(&other, &client, Message::Open(o)).await, Some(Ack::NotAggregator));
+    // Bytes that do not decode.
+    let a = agg.request(client.peer_id, vec![1, 2, 3]).await.expect("answer");
+    assert_eq!(a, vec![Ack::Malformed as u8]);
+
+    // A valid open is taken; the same round again is stale.
+    let valid = Signed::sign(&agg_key, open(1, base, vec![me]));
+    let mut taken = None;
+    for _ in 0..50 {
+        taken = ask(&agg, &client, Message::Open(valid.clone())).await;
+        if taken != Some(Ack::NotAggregator) {
+            break;
+        }
+        // The directory lookup may not have found the provider record yet.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(taken, Some(Ack::Taken));
+    assert_eq!(ask(&agg, &client, Message::Open(valid)).await, Some(Ack::Stale));
+
+    // The client fetched the base by digest (it is now in its cache, intact) and, finding no
+    // ingest endpoint in the aggregator's announcement, logged why it could not send.
+    let log = dir.path().join("client/participant.jsonl");
+    wait_until("the client's round", 60, async || std::fs::read_to_string(&log).is_ok_and(|t| !t.is_empty())).await;
+    let cache = Store::open(&dir.path().join("client/checkpoints")).expect("cache");
+    assert_eq!(cache.get(&base).map(|b| b.len()), Some(4 * Arch::MnistMlp.dim()));
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(text.contains("no ingest endpoint"), "{text}");
+    assert_eq!(p.counts().get("taken"), Some(&1));
+}
