@@ -191,7 +191,8 @@ pub struct SimulateArgs {
     /// Fraction of clients that attack, in [0, 0.5).
     #[arg(long, default_value_t = 0.0)]
     malicious: f64,
-    /// alie | ipm[:ε] | label-flip | sign-flip | scale:λ | noise[:σ] | free-ride[:stale] | backdoor | mixed.
+    /// alie | ipm[:ε] | label-flip | sign-flip | scale:λ | noise[:σ] | free-ride[:stale] | backdoor | mixed,
+    /// or a comma-separated list (attacker k runs the k-th, cyclically).
     #[arg(long, default_value = "sign-flip")]
     attack: Plan,
     /// fedavg | median | trimmed-mean:β | multi-krum:f,m | bulyan:f | centered-clip:τ,iters | clipped-mean:C.
