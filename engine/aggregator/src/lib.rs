@@ -196,18 +196,26 @@ impl Stage {
         if ingest.accepted() >= want {
             return Ok(0);
         }
-        self.collect_while(ingest, deadline, |ingest, ev| {
-            on(ev);
-            ingest.accepted() < want
-        })
+        self.collect_while(
+            ingest,
+            deadline,
+            |_| {},
+            |ingest, ev| {
+                on(ev);
+                ingest.accepted() < want
+            },
+        )
     }
 
     /// Feeds `ingest` until `go_on` (called after each update with the round and the event)
-    /// says stop or `deadline` passes. Returns the updates accepted during the call.
+    /// says stop or `deadline` passes; `before` sees each checked update before the round takes
+    /// it (a journal writes it there, so nothing is acknowledged that a crash could lose).
+    /// Returns the updates accepted during the call.
     pub fn collect_while(
         &self,
         ingest: &mut Ingest<'_>,
         deadline: Instant,
+        mut before: impl FnMut(&Checked<AlignedBuf>),
         mut go_on: impl FnMut(&Ingest<'_>, Event) -> bool,
     ) -> Result<usize, Error> {
         let mut got = 0;
@@ -224,6 +232,7 @@ impl Stage {
             let ev = match item {
                 Item::Checked { shard, update } => {
                     let wire_bytes = update.wire_bytes;
+                    before(&update);
                     match ingest.accept(update) {
                         Ok(accepted) => {
                             got += 1;

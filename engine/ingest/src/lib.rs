@@ -227,14 +227,15 @@ pub type ScratchAlloc = Arc<dyn Fn(usize) -> Box<dyn Scratch> + Send + Sync>;
 /// Where an update's values are: the decoded bytes, or the payload as received.
 enum Values<B> {
     Raw(B),
-    Decoded(Box<dyn Scratch>),
+    /// The decoded values, and the payload as received (kept for [`Checked::frame`]).
+    Decoded(Box<dyn Scratch>, B),
 }
 
 impl<B> std::fmt::Debug for Values<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Values::Raw(_) => write!(f, "Raw"),
-            Values::Decoded(d) => write!(f, "Decoded({} bytes)", (**d).as_ref().len()),
+            Values::Decoded(d, _) => write!(f, "Decoded({} bytes)", (**d).as_ref().len()),
         }
     }
 }
@@ -260,6 +261,18 @@ pub struct Checked<B> {
     /// (offset in the flat model, element count, byte range in the body), by offset.
     segments: Vec<(usize, usize, std::ops::Range<usize>)>,
     body: Values<B>,
+    header: Vec<u8>,
+}
+
+impl<B: AsRef<[u8]>> Checked<B> {
+    /// The update's frame as it arrived (header and payload as received), for a journal from
+    /// which [`Ingest::ingest_frame`] can take it again.
+    pub fn frame(&self) -> Result<Vec<u8>, vain_schema::Error> {
+        let payload = match &self.body {
+            Values::Raw(b) | Values::Decoded(_, b) => b.as_ref(),
+        };
+        frame::encode(&self.header, payload)
+    }
 }
 
 /// The per-shard half of the pipeline: every check before the round's shared state.
@@ -372,7 +385,7 @@ impl Checker {
                 };
                 zstd_decompress_into(payload.as_ref(), (*buf).as_mut())
                     .map_err(|e| refuse(Reject::Decompress(e), Some(sender)))?;
-                Values::Decoded(buf)
+                Values::Decoded(buf, payload)
             }
         };
         Ok(Checked {
@@ -386,6 +399,7 @@ impl Checker {
             encoding: kernel_encoding(env.encoding()),
             segments,
             body,
+            header: header.to_vec(),
         })
     }
 }
@@ -507,7 +521,7 @@ impl<'b> Ingest<'b> {
         }
         let body: &[u8] = match &c.body {
             Values::Raw(b) => b.as_ref(),
-            Values::Decoded(v) => (**v).as_ref(),
+            Values::Decoded(v, _) => (**v).as_ref(),
         };
         let segs: Vec<Segment<'_>> = c
             .segments

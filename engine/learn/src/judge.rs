@@ -24,6 +24,8 @@ pub struct Verdict {
     pub z_cosine: f64,
     /// Robust z of its largest similarity to another update (high side).
     pub z_similarity: f64,
+    /// Quality (1 + cosine to the robust centre) / 2, the feedback score (NaN when rejected).
+    pub quality: f64,
 }
 
 impl Verdict {
@@ -98,7 +100,6 @@ impl Judge {
         rejected: &[NodeId],
     ) -> Result<Vec<Verdict>, Error> {
         let mut verdicts = Vec::new();
-        let mut observations = Vec::new();
         if let Some(r) = report {
             let reps = &r.updates;
             let zs = anomaly_z(
@@ -111,17 +112,45 @@ impl Judge {
                 let u = &reps[pos];
                 let (zn, zc, zsim) = zs[pos];
                 let z = zn.max(zc).max(zsim);
-                verdicts.push(Verdict { id: *id, z, z_norm: zn, z_cosine: zc, z_similarity: zsim });
-                observations.push(Observation { subject: *id, what: Observed::Participated });
-                observations.push(Observation { subject: *id, what: Observed::Anomaly { z } });
                 let quality = ((1.0 + u.cosine.unwrap_or(0.0)) / 2.0).clamp(0.0, 1.0);
-                observations.push(Observation { subject: *id, what: Observed::Feedback { score: quality } });
+                verdicts.push(Verdict { id: *id, z, z_norm: zn, z_cosine: zc, z_similarity: zsim, quality });
             }
         }
         for id in rejected {
             let nan = f64::NAN;
-            verdicts.push(Verdict { id: *id, z: f64::INFINITY, z_norm: nan, z_cosine: nan, z_similarity: nan });
-            observations.push(Observation { subject: *id, what: Observed::Anomaly { z: 100.0 } });
+            verdicts.push(Verdict {
+                id: *id,
+                z: f64::INFINITY,
+                z_norm: nan,
+                z_cosine: nan,
+                z_similarity: nan,
+                quality: nan,
+            });
+        }
+        self.apply(epoch, now, verdicts.iter().map(|v| (v.id, v.z, v.quality)))?;
+        Ok(verdicts)
+    }
+
+    /// Records verdicts as evidence: for each (client, z, quality), participation, the anomaly
+    /// z and the quality as feedback; an infinite z (a refused update) counts as z = 100. A
+    /// follower applies the verdicts its leader published, so their ledgers agree.
+    pub fn apply(
+        &mut self,
+        epoch: u64,
+        now: u64,
+        verdicts: impl Iterator<Item = (NodeId, f64, f64)>,
+    ) -> Result<(), Error> {
+        let mut observations = Vec::new();
+        for (id, z, quality) in verdicts {
+            self.join(id, now);
+            if z.is_finite() {
+                observations.push(Observation { subject: id, what: Observed::Participated });
+                observations.push(Observation { subject: id, what: Observed::Anomaly { z } });
+                let score = if quality.is_finite() { quality.clamp(0.0, 1.0) } else { 0.5 };
+                observations.push(Observation { subject: id, what: Observed::Feedback { score } });
+            } else {
+                observations.push(Observation { subject: id, what: Observed::Anomaly { z: 100.0 } });
+            }
         }
         if self.reputation && !observations.is_empty() {
             let report = Signed::sign(&self.key, ledger::Report { epoch, observations });
@@ -131,7 +160,7 @@ impl Judge {
                 .handle(now, Input::Report(report))
                 .map_err(|_| Error::Config("the ledger refused the aggregator's report"))?;
         }
-        Ok(verdicts)
+        Ok(())
     }
 
     /// Advances the ledger's clock (suspensions expire, scores decay).

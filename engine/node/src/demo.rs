@@ -47,6 +47,16 @@ pub struct DemoArgs {
     /// Where the nodes' data, logs, `summary.json` and `accuracy.svg` go.
     #[arg(long, default_value = "vain-demo")]
     out: PathBuf,
+    /// Aggregator processes: the first to lead opens the rounds, the others stand by.
+    #[arg(long, default_value_t = 2)]
+    aggregators: usize,
+    /// Kill the leading aggregator with SIGKILL while this round is open (once it has journaled
+    /// an update of it), to show failover.
+    #[arg(long, default_value = "5")]
+    kill_primary: Option<u64>,
+    /// Restart the killed aggregator from its data directory.
+    #[arg(long)]
+    restart_primary: bool,
     /// Kill client 0 with SIGKILL once this round has closed, and restart it from its data
     /// directory (it rejoins a later round).
     #[arg(long)]
@@ -101,7 +111,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let (boot_cfg, boot) = prepare(&dir, 0, free_tcp_port()?, None, "", "")?;
     start(&mut cluster, &boot_cfg, &[])?;
 
-    // The aggregator (`models` is a top-level key: it goes before the sections).
+    // The aggregators (`models` is a top-level key: it goes before the sections).
     let agg_extra = format!(
         "[aggregate]\nbackend = \"{backend}\"\nrule = \"{rule}\"\nclip = {clip}\nrounds = {rounds}\n\
          round_time = {rt}\nmin_clients = {n}\nwait_clients = 60.0\n\
@@ -115,14 +125,19 @@ pub fn run(a: DemoArgs) -> Result<()> {
         // Every client connects from 127.0.0.1.
         conns = 2 * a.clients + 4,
     );
-    let (agg_cfg, _) = prepare(&dir, 1, free_tcp_port()?, Some(&boot), "\"aggregator\"", &agg_extra)?;
-    let text = std::fs::read_to_string(&agg_cfg)?;
-    std::fs::write(&agg_cfg, format!("models = [\"{}\"]\n{text}", arch.id()))?;
-    start(&mut cluster, &agg_cfg, &[])?;
-    let agg_dir = agg_cfg.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut labels: BTreeMap<String, String> = BTreeMap::new();
+    let mut aggs: Vec<(PathBuf, usize)> = Vec::new();
+    for j in 0..a.aggregators.max(1) {
+        let (cfg, _) = prepare(&dir, 1 + j, free_tcp_port()?, Some(&boot), "\"aggregator\"", &agg_extra)?;
+        let text = std::fs::read_to_string(&cfg)?;
+        std::fs::write(&cfg, format!("models = [\"{}\"]\n{text}", arch.id()))?;
+        labels.insert(short_of(cfg.parent().unwrap_or(&dir))?, format!("aggregator {j}"));
+        aggs.push((cfg.clone(), cluster.children.len()));
+        start(&mut cluster, &cfg, &[])?;
+    }
+    let first_client = cluster.children.len();
 
     // The clients; the attackers are spread among them.
-    let mut labels: BTreeMap<String, String> = BTreeMap::new();
     let mut client_cfgs: Vec<PathBuf> = Vec::new();
     let stride = (a.clients / attacks.len().max(1)).max(1);
     for i in 0..a.clients {
@@ -133,7 +148,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
             n = a.clients,
             steps = a.steps,
         );
-        let (cfg, _) = prepare(&dir, i + 2, free_tcp_port()?, Some(&boot), "\"client\"", &extra)?;
+        let (cfg, _) = prepare(&dir, 1 + aggs.len() + i, free_tcp_port()?, Some(&boot), "\"client\"", &extra)?;
         let text = std::fs::read_to_string(&cfg)?;
         std::fs::write(&cfg, format!("models = [\"{}\"]\n{text}", arch.id()))?;
         client_cfgs.push(cfg.clone());
@@ -149,7 +164,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
         start(&mut cluster, &cfg, &[("RAYON_NUM_THREADS", "1")])?;
     }
     println!(
-        "vain demo: 1 bootstrap, 1 aggregator, {} clients ({} attacking: {}), {} rounds of {} — nodes in {}",
+        "vain demo: 1 bootstrap, {} aggregator(s), {} clients ({} attacking: {}), {} rounds of {} — nodes in {}",
+        aggs.len(),
         a.clients,
         attacks.len(),
         attacks.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
@@ -158,64 +174,98 @@ pub fn run(a: DemoArgs) -> Result<()> {
         dir.display()
     );
     println!(
-        "{:>5} {:>9} {:>9} {:>8} {:>7} {:>9} {:>9}  suspects / kept out",
-        "round", "accuracy", "accepted", "rejected", "missing", "round s", "gap ms"
+        "{:>5} {:>9} {:>9} {:>8} {:>7} {:>9} {:>9}  {:<13} suspects / kept out",
+        "round", "accuracy", "accepted", "rejected", "missing", "round s", "gap ms", "closed by"
     );
 
-    let log = agg_dir.join("aggregator").join("rounds.jsonl");
+    // Rows come from whichever aggregator closed the round.
+    let logs: Vec<PathBuf> = aggs.iter().map(|(c, _)| c.with_file_name("aggregator").join("rounds.jsonl")).collect();
     let mut rows: Vec<Value> = Vec::new();
     let deadline = t0 + Duration::from_secs_f64(a.timeout);
-    let agg_index = 1;
+    let mut killed: Option<usize> = None;
+    let mut killed_at: Option<Instant> = None;
+    let mut failover_seconds: Option<f64> = None;
+    let mut kill_wait: Option<Instant> = None;
     loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        for line in text.lines().skip(rows.len()) {
-            let Ok(v) = serde_json::from_str::<Value>(line) else { break };
+        let mut by_round: BTreeMap<u64, Value> = BTreeMap::new();
+        for l in &logs {
+            for line in std::fs::read_to_string(l).unwrap_or_default().lines() {
+                let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+                let Some(r) = v["round"].as_u64() else { continue };
+                by_round.insert(r, v);
+            }
+        }
+        while let Some(v) = by_round.remove(&(rows.len() as u64)) {
             print_row(&v, &labels);
             let round = v["round"].as_u64();
+            if let Some(t) = killed_at
+                && failover_seconds.is_none()
+            {
+                let s = t.elapsed().as_secs_f64();
+                failover_seconds = Some(s);
+                println!("      round {} closed {s:.1} s after the kill", round.unwrap_or(0));
+            }
             rows.push(v);
             if round.is_some()
                 && round == a.restart_client
                 && let Some(cfg) = client_cfgs.first()
             {
-                // Client 0 is the third process (after the bootstrap and the aggregator).
-                if let Some(c) = cluster.children.get_mut(2) {
+                if let Some(c) = cluster.children.get_mut(first_client) {
                     let _ = c.kill();
                     let _ = c.wait();
                 }
-                println!(
-                    "      client 0 killed (SIGKILL) and restarted from {}",
-                    cfg.parent().map_or(cfg.as_path(), |p| p).display()
-                );
-                let log = std::fs::OpenOptions::new().append(true).create(true).open(cfg.with_file_name("node.log"))?;
-                let child = Command::new(&exe)
-                    .arg("node")
-                    .arg("--config")
-                    .arg(cfg)
-                    .env("RAYON_NUM_THREADS", "1")
-                    .stdin(Stdio::null())
-                    .stdout(log.try_clone()?)
-                    .stderr(log)
-                    .spawn()
-                    .context("restarting client 0")?;
-                cluster.children[2] = child;
+                println!("      client 0 killed (SIGKILL) and restarted from its data directory");
+                cluster.children[first_client] = respawn(&exe, cfg, &[("RAYON_NUM_THREADS", "1")])?;
+            }
+        }
+        // Failover: once round K−1 has closed, kill the aggregator that closed it as soon as it
+        // has journaled an update of round K (mid-round), or when round K closes first.
+        if let Some(k) = a.kill_primary
+            && killed.is_none()
+            && k >= 1
+            && rows.len() as u64 >= k
+        {
+            let closer = rows[k as usize - 1]["aggregator"].as_str().unwrap_or("").to_string();
+            let idx = aggs.iter().position(|(c, _)| short_of(c.parent().unwrap_or(&dir)).is_ok_and(|s| s == closer));
+            if let Some(j) = idx {
+                let journal = aggs[j].0.with_file_name("aggregator").join("journal").join(format!("{k}.bin"));
+                let mid = std::fs::metadata(&journal).is_ok_and(|m| m.len() > 0);
+                let waited =
+                    kill_wait.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs_f64(a.round_time);
+                if mid || waited || rows.len() as u64 > k {
+                    if let Some(c) = cluster.children.get_mut(aggs[j].1) {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                    }
+                    killed = Some(j);
+                    killed_at = Some(Instant::now());
+                    println!(
+                        "      aggregator {j} ({closer}) killed (SIGKILL) {} round {k}",
+                        if mid { "with updates of" } else { "before" }
+                    );
+                    if a.restart_primary {
+                        std::thread::sleep(Duration::from_millis(500));
+                        cluster.children[aggs[j].1] = respawn(&exe, &aggs[j].0, &[])?;
+                        println!("      aggregator {j} restarted from its data directory");
+                    }
+                }
             }
         }
         if rows.len() as u64 >= a.rounds {
             break;
         }
-        if let Some(c) = cluster.children.get_mut(agg_index)
-            && let Ok(Some(status)) = c.try_wait()
-        {
-            bail!(
-                "the aggregator exited ({status}) after {} rounds; see {}",
-                rows.len(),
-                agg_dir.join("node.log").display()
-            );
+        let alive = aggs
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| Some(*j) != killed || a.restart_primary)
+            .any(|(_, (_, i))| cluster.children.get_mut(*i).is_some_and(|c| matches!(c.try_wait(), Ok(None))));
+        if !alive {
+            bail!("every aggregator exited after {} rounds; see {}", rows.len(), dir.display());
         }
         if Instant::now() > deadline {
             bail!("timed out after {} of {} rounds", rows.len(), a.rounds);
         }
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(if a.kill_primary.is_some() && killed.is_none() { 20 } else { 250 }));
     }
     let wall = t0.elapsed();
     drop(cluster);
@@ -242,6 +292,16 @@ pub fn run(a: DemoArgs) -> Result<()> {
         "kept_out": kept_out,
         "wall_seconds": wall.as_secs_f64(),
         "round_overhead_ms": rows.iter().filter_map(|r| r["overhead_ms"].as_f64()).collect::<Vec<_>>(),
+        "closed_by": rows
+            .iter()
+            .map(|r| {
+                let k = r["aggregator"].as_str().unwrap_or("");
+                labels.get(k).cloned().unwrap_or_else(|| k.to_string())
+            })
+            .collect::<Vec<_>>(),
+        "killed_aggregator": killed.map(|j| format!("aggregator {j}")),
+        "kill_round": killed.and(a.kill_primary),
+        "failover_seconds": failover_seconds,
     });
     std::fs::write(a.out.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
     chart(&a.out.join("accuracy.svg"), &rows)?;
@@ -256,6 +316,17 @@ pub fn run(a: DemoArgs) -> Result<()> {
     Ok(())
 }
 
+/// Starts `vain node --config cfg` again, appending to its log.
+fn respawn(exe: &Path, cfg: &Path, env: &[(&str, &str)]) -> Result<std::process::Child> {
+    let log = std::fs::OpenOptions::new().append(true).create(true).open(cfg.with_file_name("node.log"))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("node").arg("--config").arg(cfg).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().context("restarting a node")
+}
+
 fn print_row(v: &Value, labels: &BTreeMap<String, String>) {
     let name = |id: &str| labels.get(id).cloned().unwrap_or_else(|| id.to_string());
     let suspects: Vec<String> =
@@ -267,8 +338,9 @@ fn print_row(v: &Value, labels: &BTreeMap<String, String>) {
         .filter(|c| c["standing"].as_str().is_some_and(|s| s != "active"))
         .map(|c| format!("{} {}", name(c["id"].as_str().unwrap_or("")), c["standing"].as_str().unwrap_or("")))
         .collect();
+    let closer = v["aggregator"].as_str().unwrap_or("");
     println!(
-        "{:>5} {:>8.2}% {:>4} of {:<3} {:>8} {:>7} {:>9.1} {:>9}  {} / {}",
+        "{:>5} {:>8.2}% {:>4} of {:<3} {:>8} {:>7} {:>9.1} {:>9}  {:<13} {} / {}",
         v["round"].as_u64().unwrap_or(0),
         v["accuracy"].as_f64().unwrap_or(f64::NAN) * 100.0,
         v["accepted"].as_u64().unwrap_or(0),
@@ -277,6 +349,7 @@ fn print_row(v: &Value, labels: &BTreeMap<String, String>) {
         v["missing"].as_u64().unwrap_or(0),
         v["round_ms"].as_f64().unwrap_or(0.0) / 1000.0,
         v["overhead_ms"].as_f64().map_or("-".to_string(), |x| format!("{x:.0}")),
+        labels.get(closer).map_or(closer, String::as_str),
         if suspects.is_empty() { "-".to_string() } else { suspects.join(", ") },
         if out.is_empty() { "-".to_string() } else { out.join(", ") },
     );

@@ -128,7 +128,9 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for c in &mut self.children {
             // SIGTERM first, so each node removes its socket and closes its connections.
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            if matches!(c.try_wait(), Ok(None)) {
+                let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).stderr(Stdio::null()).status();
+            }
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         for c in &mut self.children {

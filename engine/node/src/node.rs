@@ -315,6 +315,7 @@ pub fn run(path: Option<&Path>) -> Result<()> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut coordinator_thread = None;
         let mut store: Option<Store> = None;
+        let mut link = None;
         if let (Some((service, backend)), Some(ccfg)) = (service, coord_cfg) {
             let key = ed25519_dalek::SigningKey::from_bytes(&seed);
             let c = Coordinator::new(
@@ -327,6 +328,7 @@ pub fn run(path: Option<&Path>) -> Result<()> {
                 data_dir.join("aggregator"),
             )?;
             store = Some(c.store());
+            link = Some(c.link());
             let stop = stop.clone();
             coordinator_thread = Some(std::thread::Builder::new().name("vain-rounds".into()).spawn(move || {
                 c.run(&stop, |row| {
@@ -344,7 +346,11 @@ pub fn run(path: Option<&Path>) -> Result<()> {
             })?);
         }
         let participant = match participant_cfg {
-            Some(p) => Some(Participant::start(p, handle.clone(), seed)?),
+            Some(p) => {
+                // A client serves the checkpoints it holds too.
+                store = store.or(Some(Store::open(&data_dir.join("client").join("checkpoints"))?));
+                Some(Participant::start(p, handle.clone(), seed)?)
+            }
             None => None,
         };
 
@@ -352,13 +358,22 @@ pub fn run(path: Option<&Path>) -> Result<()> {
         // participant.
         tokio::spawn(async move {
             while let Some(req) = inbound.recv().await {
-                let (store, participant) = (store.clone(), participant.clone());
+                let (store, participant, link) = (store.clone(), participant.clone(), link.clone());
                 tokio::spawn(async move {
                     let answer = match Message::decode(&req.request) {
                         Err(_) => vec![Ack::Malformed as u8],
                         Ok(Message::Fetch(d)) => match &store {
                             Some(s) => coordinator::serve_fetch(s, &d),
                             None => msg::encode_checkpoint(None),
+                        },
+                        Ok(Message::Status(model)) => match &link {
+                            Some(l) => l.status(&model).encode(),
+                            None => msg::Status { serves: false, leading: false, round: 0 }.encode(),
+                        },
+                        // Another aggregator's close: an aggregator follows it.
+                        Ok(Message::Close(c)) if link.is_some() => match &link {
+                            Some(l) => vec![l.offer(c, &req) as u8],
+                            None => vec![Ack::NotSelected as u8],
                         },
                         Ok(m) => match &participant {
                             Some(p) => p.answer(m, &req).await,

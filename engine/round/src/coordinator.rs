@@ -1,21 +1,31 @@
 //! The aggregator's side of the round protocol: select, open, collect, aggregate, judge, close.
 //!
 //! The coordinator runs on its own thread (the stage's collection blocks) and reaches the
-//! control plane through the tokio runtime's handle. Between two rounds it does only what the
+//! control plane through the tokio runtime's handle.
+//!
+//! Several aggregators may serve a model; one leads (opens the rounds), the others follow: they
+//! receive the leader's signed closes and fetch each new checkpoint. When the leader's
+//! connection is gone, the best-ranked live follower takes over at the round the leader had
+//! open, with the same base, and the clients re-send their updates for it. Each accepted update
+//! is written to the round's journal (fsynced) before its signed receipt goes to the client; a
+//! leader restarted after a crash re-ingests its journal. Between two rounds it does only what the
 //! next round needs — the server step, the checkpoint, the ledger — and hands the evaluation of
 //! the new checkpoint to an evaluator thread, so the next open goes out at once.
 
-use crate::msg::{self, Ack, Close, Contribution, Message, Open, Outcome};
+use crate::msg::{self, Ack, Close, Contribution, Message, Open, Outcome, Receipt, Status};
 use crate::store::Store;
 use crate::{Error, merkle, short, unix_ms};
 use ed25519_dalek::SigningKey;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vain_aggregator::{Event, Service};
+use vain_core::signed::Signed;
 use vain_core::{HOUR, NodeId};
 use vain_ingest::{Config as IngestConfig, Ingest};
 use vain_kernels::aggregate::{Config as RoundConfig, Noise, Pre, Rule};
@@ -27,7 +37,8 @@ use vain_learn::judge::Judge;
 use vain_learn::model::{self, Arch, Model};
 use vain_learn::train::{self, same_label, same_pixels};
 use vain_learn::{DType, Device};
-use vain_net::node::{Entry, Handle};
+use vain_net::PeerId;
+use vain_net::node::{Entry, Handle, Inbound};
 use vain_net::records::Key;
 use vain_schema::node::roles;
 use vain_schema::{Digest, Limits};
@@ -49,7 +60,8 @@ pub struct Config {
     pub codec: Codec,
     /// zstd level clients use.
     pub zstd: Option<u8>,
-    /// Rounds to run (0: until stopped).
+    /// The round after which the federation stops (0: never): an aggregator that resumes or
+    /// takes over runs up to it, not this many more.
     pub rounds: u64,
     /// From the open to the deadline.
     pub round_time: Duration,
@@ -70,6 +82,8 @@ pub struct Config {
     pub seed: u64,
     /// Items of the embedded digits held out for evaluation (as `vain train simulate` does).
     pub test_size: usize,
+    /// A leader whose connection has been gone this long is replaced.
+    pub failover_after: Duration,
 }
 
 impl Config {
@@ -93,6 +107,7 @@ impl Config {
             server_lr: 1.0,
             seed: 1,
             test_size: 2000,
+            failover_after: Duration::from_secs(1),
         }
     }
 }
@@ -146,6 +161,10 @@ pub struct Row {
     pub clients: Vec<ClientRow>,
     /// The aggregator (first bytes of its key).
     pub aggregator: String,
+    /// The accepted updates: sender (first bytes) `:` update digest (hex), in acceptance order.
+    pub updates: Vec<String>,
+    /// Updates re-ingested from the journal after a restart.
+    pub recovered: usize,
     /// Wall clock at the close, Unix ms.
     pub closed_ms: u64,
 }
@@ -171,6 +190,61 @@ pub struct Coordinator {
     global: Vec<f32>,
     round: u64,
     known: BTreeMap<NodeId, u64>,
+    link: Link,
+    follow: Receiver<(Signed<Close>, PeerId)>,
+    /// The aggregator this one follows, and when it was last seen connected.
+    leader: Option<(PeerId, Instant)>,
+    /// Other aggregators of the model (closes go to them too).
+    peers: Arc<Mutex<Vec<PeerId>>>,
+}
+
+/// What the node's request handler shares with the coordinator: its status, and the closes of
+/// other aggregators to follow.
+#[derive(Clone)]
+pub struct Link {
+    model: String,
+    leading: Arc<AtomicBool>,
+    round: Arc<AtomicU64>,
+    follow: SyncSender<(Signed<Close>, PeerId)>,
+}
+
+impl Link {
+    /// The answer to a status request about `model`.
+    pub fn status(&self, model: &str) -> Status {
+        let serves = model == self.model;
+        Status {
+            serves,
+            leading: serves && self.leading.load(Ordering::Relaxed),
+            round: self.round.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Hands a close from another aggregator to the coordinator (its signature and role are
+    /// checked here; adoption happens on the coordinator's thread).
+    pub fn offer(&self, close: Signed<Close>, from: &Inbound) -> Ack {
+        let Some(a) = &from.announcement else { return Ack::NotAggregator };
+        if close.verify().is_err() || close.signer != a.signing_key {
+            return Ack::BadSignature;
+        }
+        if a.roles & roles::AGGREGATOR == 0 {
+            return Ack::NotAggregator;
+        }
+        match self.follow.try_send((close, from.peer)) {
+            Ok(()) => Ack::Taken,
+            Err(_) => Ack::Busy,
+        }
+    }
+}
+
+/// The order in which a model's aggregators lead: by XOR distance of their key to BLAKE3 of
+/// the model id, nearest first — every node computes the same order without talking.
+pub fn rank_key(model_id: &str, key: &NodeId) -> [u8; 32] {
+    let m = blake3::hash(model_id.as_bytes());
+    let mut out = [0u8; 32];
+    for (o, (a, b)) in out.iter_mut().zip(m.as_bytes().iter().zip(key)) {
+        *o = a ^ b;
+    }
+    out
 }
 
 fn hex(d: &[u8]) -> String {
@@ -218,6 +292,14 @@ impl Coordinator {
         }
         store.put(&global)?;
         let judge = Judge::new(key.clone(), cfg.reputation, round * HOUR);
+        let (tx, follow) = std::sync::mpsc::sync_channel(16);
+        let link = Link {
+            model: cfg.arch.id().to_string(),
+            leading: Arc::new(AtomicBool::new(false)),
+            round: Arc::new(AtomicU64::new(round)),
+            follow: tx,
+        };
+        std::fs::create_dir_all(dir.join("journal")).map_err(|e| Error::Io { path: dir.join("journal"), source: e })?;
         Ok(Coordinator {
             cfg,
             net,
@@ -231,7 +313,60 @@ impl Coordinator {
             global,
             round,
             known: BTreeMap::new(),
+            link,
+            follow,
+            leader: None,
+            peers: Arc::new(Mutex::new(Vec::new())),
         })
+    }
+
+    /// The link the node's request handler answers status requests and passes closes with.
+    pub fn link(&self) -> Link {
+        self.link.clone()
+    }
+
+    fn journal_path(&self, round: u64) -> PathBuf {
+        self.dir.join("journal").join(format!("{round}.bin"))
+    }
+
+    /// Appends an update's frame to a round's journal and syncs it.
+    fn journal(path: &Path, frame: &[u8]) -> Result<(), Error> {
+        let io = |e| Error::Io { path: path.to_path_buf(), source: e };
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
+        f.write_all(&(frame.len() as u32).to_le_bytes()).map_err(io)?;
+        f.write_all(frame).map_err(io)?;
+        f.sync_data().map_err(io)
+    }
+
+    /// The frames journaled for `round`; a torn last entry (a crash mid-write) is dropped.
+    fn journaled(&self, round: u64) -> Vec<Vec<u8>> {
+        let Ok(b) = std::fs::read(self.journal_path(round)) else { return Vec::new() };
+        let l = Limits::default();
+        let max = l.max_header_bytes as u64 + l.max_payload_bytes + 4096;
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at + 4 <= b.len() {
+            let n = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize;
+            if n as u64 > max || at + 4 + n > b.len() {
+                break;
+            }
+            out.push(b[at + 4..at + 4 + n].to_vec());
+            at += 4 + n;
+        }
+        out
+    }
+
+    /// Removes the journals of rounds before `round`.
+    fn prune_journals(&self, round: u64) {
+        if let Ok(rd) = std::fs::read_dir(self.dir.join("journal")) {
+            for e in rd.flatten() {
+                let n = e.file_name();
+                let done = n.to_str().and_then(|s| s.strip_suffix(".bin")).and_then(|s| s.parse::<u64>().ok());
+                if done.is_some_and(|r| r < round) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
     }
 
     /// The checkpoint store (the node serves fetches from it).
@@ -273,23 +408,41 @@ impl Coordinator {
 
     fn rounds(&mut self, stop: &AtomicBool, eval: &std::sync::mpsc::SyncSender<(Row, Vec<f32>)>) -> Result<(), Error> {
         let model_key = Key::aggregators(self.cfg.arch.id());
-        let waited = Instant::now();
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                return Ok(());
-            }
-            let n = self.clients()?.len();
-            if n >= self.cfg.min_clients || (n > 0 && waited.elapsed() > self.cfg.wait_clients) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let started = Instant::now();
+        let mut ready = false;
+        let mut provided: Option<Instant> = None;
         let mut last_end: Option<Instant> = None;
-        let first = self.round;
-        while !stop.load(Ordering::Relaxed) && (self.cfg.rounds == 0 || self.round < first + self.cfg.rounds) {
-            // Providers re-announce every round: a client that joined late finds us, and a
-            // directory that refused us before it had our announcement gets another chance.
-            let _ = self.rt.block_on(self.net.provide(model_key));
+        while !stop.load(Ordering::Relaxed) && (self.cfg.rounds == 0 || self.round < self.cfg.rounds) {
+            // Providers re-announce every few seconds, leading or not: a client that joined
+            // late finds us, and a directory that refused us before it had our announcement
+            // gets another chance.
+            if provided.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                let _ = self.rt.block_on(self.net.provide(model_key));
+                provided = Some(Instant::now());
+            }
+            self.adopt_closes()?;
+            if !self.link.leading.load(Ordering::Relaxed) {
+                // Nothing is decided before enough clients (and so the other aggregators, which
+                // they connect us to) are there.
+                if !ready {
+                    let n = self.clients()?.len();
+                    ready = n >= self.cfg.min_clients || (n > 0 && started.elapsed() > self.cfg.wait_clients);
+                    if !ready {
+                        std::thread::sleep(Duration::from_millis(200));
+                        continue;
+                    }
+                }
+                if !self.should_lead()? {
+                    std::thread::sleep(Duration::from_millis(300));
+                    continue;
+                }
+                self.link.leading.store(true, Ordering::Relaxed);
+                last_end = None;
+            } else {
+                // Learn who follows (they get the closes); step down if someone else leads
+                // further ahead (a healed partition).
+                self.live_aggregators()?;
+            }
             let row = self.round_once(last_end)?;
             last_end = Some(Instant::now());
             if let Some((row, global)) = row {
@@ -298,6 +451,109 @@ impl Coordinator {
                 // No client: wait for one rather than spin.
                 std::thread::sleep(Duration::from_millis(500));
             }
+        }
+        Ok(())
+    }
+
+    /// The other aggregators serving the model that are connected now, each with its status,
+    /// best-ranked first; remembers them as the followers closes go to.
+    fn live_aggregators(&mut self) -> Result<Vec<(Entry, Status)>, Error> {
+        let model = self.cfg.arch.id();
+        let candidates: Vec<Entry> = self
+            .rt
+            .block_on(self.net.directory())?
+            .into_iter()
+            .filter(|e| e.connected && e.announcement.roles & roles::AGGREGATOR != 0)
+            .collect();
+        let ask = Message::Status(model.to_string()).encode();
+        let answers = self.rt.block_on(async {
+            let asks = candidates.iter().map(|e| {
+                let (net, ask, pid) = (self.net.clone(), ask.clone(), e.peer_id);
+                async move { tokio::time::timeout(Duration::from_secs(1), net.request(pid, ask)).await }
+            });
+            futures::future::join_all(asks).await
+        });
+        let mut v: Vec<(Entry, Status)> = candidates
+            .into_iter()
+            .zip(answers)
+            .filter_map(|(e, a)| match a {
+                Ok(Ok(b)) => Status::decode(&b).ok().filter(|s| s.serves).map(|s| (e, s)),
+                _ => None,
+            })
+            .collect();
+        v.sort_by_key(|(e, _)| rank_key(model, &e.announcement.signing_key));
+        if let Ok(mut p) = self.peers.lock() {
+            *p = v.iter().map(|(e, _)| e.peer_id).collect();
+        }
+        Ok(v)
+    }
+
+    /// Whether this aggregator should open the rounds now: no live aggregator of the model
+    /// leads, the last leader has been gone for `failover_after`, and this one is the
+    /// best-ranked live aggregator.
+    fn should_lead(&mut self) -> Result<bool, Error> {
+        let live = self.live_aggregators()?;
+        if let Some((e, _)) = live.iter().find(|(_, s)| s.leading) {
+            self.leader = Some((e.peer_id, Instant::now()));
+            return Ok(false);
+        }
+        if let Some((l, seen)) = self.leader {
+            if live.iter().any(|(e, _)| e.peer_id == l) {
+                // Connected but not leading at this instant: between two of its rounds.
+                self.leader = Some((l, Instant::now()));
+                return Ok(false);
+            }
+            if seen.elapsed() < self.cfg.failover_after {
+                return Ok(false);
+            }
+            self.leader = None;
+        }
+        let model = self.cfg.arch.id();
+        let me = rank_key(model, &self.key.verifying_key().to_bytes());
+        Ok(live.iter().all(|(e, _)| rank_key(model, &e.announcement.signing_key) > me))
+    }
+
+    /// Adopts the closes other aggregators sent: their checkpoint becomes this one's state.
+    fn adopt_closes(&mut self) -> Result<(), Error> {
+        while let Ok((close, peer)) = self.follow.try_recv() {
+            let c = &close.body;
+            if c.model_id != self.cfg.arch.id() || c.round < self.round {
+                continue;
+            }
+            if self.link.leading.load(Ordering::Relaxed) {
+                // Two leaders (a partition healed): the one further ahead stays, a tie goes to
+                // the better rank.
+                let mine = rank_key(&c.model_id, &self.key.verifying_key().to_bytes());
+                if c.round + 1 < self.round
+                    || (c.round + 1 == self.round && mine < rank_key(&c.model_id, &close.signer))
+                {
+                    continue;
+                }
+                self.link.leading.store(false, Ordering::Relaxed);
+            }
+            let fetch = Message::Fetch(c.checkpoint).encode();
+            let answer = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(10), self.net.request(peer, fetch)).await });
+            let Ok(Ok(answer)) = answer else { continue };
+            let Ok(flat) = msg::decode_checkpoint(&answer, &c.checkpoint) else { continue };
+            if flat.len() != self.cfg.arch.dim() {
+                continue;
+            }
+            self.store.put(&flat)?;
+            self.global = flat;
+            // The leader's evidence, so this ledger agrees with its weights and exclusions.
+            let now = c.round * HOUR;
+            self.judge.apply(c.round, now, c.verdicts.iter().copied())?;
+            for (k, _, _) in &c.verdicts {
+                self.known.entry(*k).or_insert(c.round);
+            }
+            self.round = c.round + 1;
+            self.judge.tick(self.round * HOUR);
+            self.link.round.store(self.round, Ordering::Relaxed);
+            self.leader = Some((peer, Instant::now()));
+            self.save_state(&c.checkpoint)?;
+            self.prune_journals(self.round);
         }
         Ok(())
     }
@@ -378,10 +634,39 @@ impl Coordinator {
             replay_window: 4,
         };
         let allowed = participants.clone();
+        let journaled = self.journaled(self.round);
+        let journal_path = self.journal_path(self.round);
+        let receipts = Receipts {
+            net: self.net.clone(),
+            rt: self.rt.clone(),
+            key: self.key.clone(),
+            model_id: arch.id().to_string(),
+            round: self.round,
+            base,
+            peer_of: selected.iter().map(|e| (e.announcement.signing_key, e.peer_id)).collect(),
+        };
         let mut ingest = Ingest::new(&mut *self.backend, cfg, move |k| {
             if allowed.contains(k) { Ok(()) } else { Err("not selected for this round".into()) }
         })?
         .with_weights(move |k, examples| examples * factors.iter().find(|(id, _)| id == k).map_or(0.01, |(_, f)| *f));
+        // After a crash: what was journaled (and so acknowledged) for this round comes first.
+        let mut accepted: Vec<(NodeId, usize, Contribution)> = Vec::new();
+        for frame in &journaled {
+            if let Ok(a) = ingest.ingest_frame(frame) {
+                accepted.push((
+                    a.sender,
+                    a.index,
+                    Contribution { sender: a.sender, weight: a.weight, digest: a.digest },
+                ));
+            }
+        }
+        let recovered = accepted.len();
+        let recovered_from: BTreeSet<NodeId> = accepted.iter().map(|(k, _, _)| *k).collect();
+        // Receipts for what was recovered (the crash may have come before they went out), ahead
+        // of the open, so those clients do not send again.
+        for (k, _, c) in &accepted {
+            receipts.send(k, &c.digest);
+        }
         self.service.stage.open(ingest.checker());
 
         // The open, signed, to every participant at once.
@@ -417,6 +702,7 @@ impl Coordinator {
         for (e, ack) in selected.iter().zip(&acks) {
             let k = e.announcement.signing_key;
             match ack {
+                Some(Ack::Taken) if recovered_from.contains(&k) => {}
                 Some(Ack::Taken) => {
                     waiting.insert(k);
                 }
@@ -431,33 +717,58 @@ impl Coordinator {
         selected.retain(|e| waiting.contains(&e.announcement.signing_key));
 
         // Collect until every participant that took the open was heard from, or the deadline.
-        let mut accepted: Vec<(NodeId, usize, Contribution)> = Vec::new();
+        // Each update is journaled before the round takes it, and receipted after.
         let mut rejected: Vec<(NodeId, String)> = Vec::new();
+        let journal_error: std::cell::RefCell<Option<Error>> = std::cell::RefCell::new(None);
         if !waiting.is_empty() {
-            self.service.stage.collect_while(&mut ingest, deadline, |_, ev| {
-                match ev {
-                    Event::Accepted { accepted: a, .. } => {
-                        waiting.remove(&a.sender);
-                        accepted.push((
-                            a.sender,
-                            a.index,
-                            Contribution { sender: a.sender, weight: a.weight, digest: a.digest },
-                        ));
+            self.service.stage.collect_while(
+                &mut ingest,
+                deadline,
+                |u| {
+                    let r = u
+                        .frame()
+                        .map_err(|e| Error::Config(e.to_string()))
+                        .and_then(|f| Coordinator::journal(&journal_path, &f));
+                    if let Err(e) = r {
+                        journal_error.borrow_mut().get_or_insert(e);
                     }
-                    Event::Rejected(r) => {
-                        let k = r.sender.unwrap_or([0; 32]);
-                        if r.first_for_peer || r.sender.is_none() {
-                            rejected.push((k, r.reject.reason().to_string()));
+                },
+                |_, ev| {
+                    if journal_error.borrow().is_some() {
+                        return false;
+                    }
+                    match ev {
+                        Event::Accepted { accepted: a, .. } => {
+                            waiting.remove(&a.sender);
+                            receipts.send(&a.sender, &a.digest);
+                            accepted.push((
+                                a.sender,
+                                a.index,
+                                Contribution { sender: a.sender, weight: a.weight, digest: a.digest },
+                            ));
                         }
-                        if let Some(s) = r.sender
-                            && participants.contains(&s)
-                        {
-                            waiting.remove(&s);
+                        Event::Rejected(r) => {
+                            let k = r.sender.unwrap_or([0; 32]);
+                            // A recovered update sent again is a duplicate, not an offence.
+                            let duplicate = r.reject.reason() == "replay" && recovered_from.contains(&k);
+                            if !duplicate && (r.first_for_peer || r.sender.is_none()) {
+                                rejected.push((k, r.reject.reason().to_string()));
+                            }
+                            if let Some(s) = r.sender
+                                && participants.contains(&s)
+                            {
+                                waiting.remove(&s);
+                            }
                         }
                     }
-                }
-                !waiting.is_empty()
-            })?;
+                    !waiting.is_empty()
+                },
+            )?;
+        }
+        if let Some(e) = journal_error.into_inner() {
+            // An update that could not be journaled must not be acknowledged or counted: the
+            // aggregator stops rather than close a round it cannot stand by.
+            return Err(e);
         }
         let collected = Instant::now();
         // Whatever the shards still hold is for a closed round.
@@ -509,6 +820,7 @@ impl Coordinator {
             rejected: rejected.clone(),
             missing: missing.clone(),
             suspects: suspects.clone(),
+            verdicts: verdicts.iter().map(|v| (v.id, v.z, v.quality)).collect(),
             noise,
             epsilon: epsilon.unwrap_or(f64::NAN),
         };
@@ -516,17 +828,20 @@ impl Coordinator {
         let signed = vain_core::signed::Signed::sign(&self.key, close);
         self.persist(&signed)?;
         let bytes = Message::Close(signed).encode();
-        for e in &selected {
-            let (net, bytes, pid) = (self.net.clone(), bytes.clone(), e.peer_id);
+        let followers: Vec<PeerId> = self.peers.lock().map(|p| p.clone()).unwrap_or_default();
+        for pid in selected.iter().map(|e| e.peer_id).chain(followers) {
+            let (net, bytes) = (self.net.clone(), bytes.clone());
             self.rt.spawn(async move {
                 let _ = tokio::time::timeout(Duration::from_secs(5), net.request(pid, bytes)).await;
             });
         }
 
         self.round += 1;
+        self.link.round.store(self.round, Ordering::Relaxed);
         let later = self.round * HOUR;
         self.judge.tick(later);
         self.save_state(&checkpoint)?;
+        self.prune_journals(self.round);
 
         for (k, _, _) in &accepted {
             status.insert(*k, "accepted".into());
@@ -579,6 +894,8 @@ impl Coordinator {
             clients: rows,
             aggregator: short(&self.key.verifying_key().to_bytes()),
             closed_ms: unix_ms(),
+            updates: accepted.iter().map(|(k, _, c)| format!("{}:{}", short(k), hex(&c.digest))).collect(),
+            recovered,
         };
         Ok(Some((row, self.global.clone())))
     }
@@ -605,6 +922,35 @@ impl Coordinator {
         f.sync_all().map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)?;
         std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)
+    }
+}
+
+/// Sends signed receipts of journaled updates (in the background).
+struct Receipts {
+    net: Handle,
+    rt: tokio::runtime::Handle,
+    key: SigningKey,
+    model_id: String,
+    round: u64,
+    base: Digest,
+    peer_of: BTreeMap<NodeId, PeerId>,
+}
+
+impl Receipts {
+    fn send(&self, sender: &NodeId, digest: &Digest) {
+        let Some(pid) = self.peer_of.get(sender).copied() else { return };
+        let r = Receipt {
+            model_id: self.model_id.clone(),
+            round: self.round,
+            base: self.base,
+            sender: *sender,
+            digest: *digest,
+        };
+        let bytes = Message::Receipt(Signed::sign(&self.key, r)).encode();
+        let net = self.net.clone();
+        self.rt.spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), net.request(pid, bytes)).await;
+        });
     }
 }
 

@@ -127,6 +127,9 @@ pub struct Close {
     pub missing: Vec<PublicKey>,
     /// Updates whose anomaly z reached the suspicion threshold: sender and z.
     pub suspects: Vec<(PublicKey, f64)>,
+    /// The evidence the aggregator recorded in its ledger: per scored client its anomaly z
+    /// (infinite for a refused update) and quality; followers record the same.
+    pub verdicts: Vec<(PublicKey, f64, f64)>,
     /// DP noise: its standard deviation and the commitment to its secret.
     pub noise: Option<(f32, Digest)>,
     /// ε spent so far at δ = 1e-5 (NaN without noise).
@@ -172,6 +175,12 @@ impl Body for Close {
         for (k, z) in &self.suspects {
             out.extend_from_slice(k);
             out.extend_from_slice(&z.to_bits().to_le_bytes());
+        }
+        out.extend_from_slice(&(self.verdicts.len() as u64).to_le_bytes());
+        for (k, z, q) in &self.verdicts {
+            out.extend_from_slice(k);
+            out.extend_from_slice(&z.to_bits().to_le_bytes());
+            out.extend_from_slice(&q.to_bits().to_le_bytes());
         }
         match &self.noise {
             None => out.push(0),
@@ -221,6 +230,11 @@ impl Decode for Close {
         for _ in 0..n {
             suspects.push((r.array("suspect")?, r.f64("z")?));
         }
+        let n = r.count("verdicts", MAX_ENTRIES, 48)?;
+        let mut verdicts = Vec::with_capacity(n);
+        for _ in 0..n {
+            verdicts.push((r.array("verdict")?, r.f64("verdict z")?, r.f64("quality")?));
+        }
         let noise = match r.u8("noise")? {
             0 => None,
             1 => Some((f32::from_le_bytes(r.array("noise std")?), r.array("noise commitment")?)),
@@ -239,9 +253,86 @@ impl Decode for Close {
             rejected,
             missing,
             suspects,
+            verdicts,
             noise,
             epsilon,
         })
+    }
+}
+
+/// The aggregator's acknowledgement of an update: sent only once the update is in its journal
+/// on disk, so an acknowledged update survives the aggregator's crash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// Model id.
+    pub model_id: String,
+    /// Round.
+    pub round: u64,
+    /// The round's base checkpoint.
+    pub base: Digest,
+    /// The update's signer.
+    pub sender: PublicKey,
+    /// BLAKE3 of the update's signed header.
+    pub digest: Digest,
+}
+
+impl Body for Receipt {
+    const TAG: &'static [u8] = b"vain/round-receipt/v1";
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_str(out, &self.model_id);
+        out.extend_from_slice(&self.round.to_le_bytes());
+        out.extend_from_slice(&self.base);
+        out.extend_from_slice(&self.sender);
+        out.extend_from_slice(&self.digest);
+    }
+}
+
+impl Decode for Receipt {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, codec::Error> {
+        Ok(Receipt {
+            model_id: r.string("model_id")?,
+            round: r.u64("round")?,
+            base: r.array("base")?,
+            sender: r.array("sender")?,
+            digest: r.array("digest")?,
+        })
+    }
+}
+
+/// An aggregator's answer to [`Message::Status`]: whether it serves the model, runs its rounds
+/// now, and the round it is at. Unsigned: it only tells another aggregator whom to follow;
+/// state is adopted from signed closes alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    /// It aggregates the model asked about.
+    pub serves: bool,
+    /// It opens the model's rounds now.
+    pub leading: bool,
+    /// The next round it will open (or follows).
+    pub round: u64,
+}
+
+impl Status {
+    /// `serves: u8 ‖ leading: u8 ‖ round: u64`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![u8::from(self.serves), u8::from(self.leading)];
+        out.extend_from_slice(&self.round.to_le_bytes());
+        out
+    }
+
+    /// The inverse of [`Status::encode`].
+    pub fn decode(b: &[u8]) -> Result<Status, codec::Error> {
+        let mut r = Reader::new(b);
+        let mut flag = |field| match r.u8(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            value => Err(codec::Error::Tag { field, value }),
+        };
+        let serves = flag("serves")?;
+        let leading = flag("leading")?;
+        let round = r.u64("round")?;
+        r.finish()?;
+        Ok(Status { serves, leading, round })
     }
 }
 
@@ -254,11 +345,17 @@ pub enum Message {
     Close(Signed<Close>),
     /// Asks for the checkpoint with this BLAKE3 digest (answer: [`encode_checkpoint`]).
     Fetch(Digest),
+    /// An aggregator acknowledges an update it journaled (answer: [`Ack`]).
+    Receipt(Signed<Receipt>),
+    /// One aggregator asks another whether it serves and leads this model (answer: [`Status`]).
+    Status(String),
 }
 
 const OPEN: u8 = 1;
 const CLOSE: u8 = 2;
 const FETCH: u8 = 3;
+const RECEIPT: u8 = 4;
+const STATUS: u8 = 5;
 
 impl Message {
     /// The request's bytes: a kind byte, then the message.
@@ -277,6 +374,14 @@ impl Message {
                 out.push(FETCH);
                 out.extend_from_slice(d);
             }
+            Message::Receipt(s) => {
+                out.push(RECEIPT);
+                encode_signed(s, &mut out);
+            }
+            Message::Status(model) => {
+                out.push(STATUS);
+                put_str(&mut out, model);
+            }
         }
         out
     }
@@ -288,6 +393,8 @@ impl Message {
             OPEN => Message::Open(decode_signed(&mut r)?),
             CLOSE => Message::Close(decode_signed(&mut r)?),
             FETCH => Message::Fetch(r.array("digest")?),
+            RECEIPT => Message::Receipt(decode_signed(&mut r)?),
+            STATUS => Message::Status(r.string("model_id")?),
             value => return Err(codec::Error::Tag { field: "kind", value }),
         };
         r.finish()?;
@@ -434,6 +541,7 @@ mod tests {
             rejected: vec![([0; 32], "frame".into())],
             missing: vec![[8; 32]],
             suspects: vec![([5; 32], 4.25)],
+            verdicts: vec![([5; 32], 4.25, 0.75)],
             noise: Some((0.5, [7; 32])),
             epsilon: 1.5,
         };
@@ -441,6 +549,15 @@ mod tests {
         assert_eq!(Message::decode(&m.encode()), Ok(m));
         let m = Message::Fetch([1; 32]);
         assert_eq!(Message::decode(&m.encode()), Ok(m));
+        let receipt =
+            Receipt { model_id: "mnist-cnn".into(), round: 3, base: [1; 32], sender: [2; 32], digest: [3; 32] };
+        let m = Message::Receipt(Signed::sign(&key, receipt));
+        assert_eq!(Message::decode(&m.encode()), Ok(m));
+        let m = Message::Status("mnist-cnn".into());
+        assert_eq!(Message::decode(&m.encode()), Ok(m));
+        let st = Status { serves: true, leading: true, round: 9 };
+        assert_eq!(Status::decode(&st.encode()), Ok(st));
+        assert!(Status::decode(&[1, 2, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
     }
 
     #[test]

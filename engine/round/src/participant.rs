@@ -5,7 +5,7 @@
 //! on one worker task, one round at a time, so an open arriving while a round is being trained
 //! is declined as busy rather than queued.
 
-use crate::msg::{self, Ack, Close, Message, Open};
+use crate::msg::{self, Ack, Close, Message, Open, Receipt};
 use crate::store::Store;
 use crate::{Error, merkle, short, unix_ms};
 use ed25519_dalek::{Signer, SigningKey};
@@ -57,8 +57,11 @@ pub struct Row {
     pub round: u64,
     /// The aggregator (first bytes of its key).
     pub aggregator: String,
-    /// sent | late | failed: why | included | not included.
+    /// sent | resent | late | failed: why | acknowledged | included | rejected: why |
+    /// not included.
     pub status: String,
+    /// BLAKE3 of the update's signed header (hex), when there is one.
+    pub digest: String,
     /// Examples trained on.
     pub examples: usize,
     /// Bytes of the update frame.
@@ -77,12 +80,18 @@ struct Shared {
     arch: Arch,
     me: NodeId,
     net: Handle,
-    /// Last round opened by each aggregator (a lower or equal one is stale).
-    last: Mutex<BTreeMap<NodeId, u64>>,
+    /// Last round opened by each aggregator and its base (a lower round, or the same round with
+    /// another base, is stale; the same round and base is the round resumed).
+    last: Mutex<BTreeMap<NodeId, (u64, Digest)>>,
+    /// Receipts: (aggregator, round) → the update digest it acknowledged.
+    receipts: Mutex<BTreeMap<(NodeId, u64), Digest>>,
+    /// Updates built, by (round, base): the same update goes to whichever aggregator holds the
+    /// round (the envelope does not name the aggregator). The last few are kept.
+    frames: Mutex<BTreeMap<(u64, Digest), Vec<u8>>>,
     /// Aggregators found under `agg/<model>`.
     directory: Mutex<BTreeSet<PeerId>>,
-    /// Rounds this client sent an update in: (aggregator, round) → (update digest, base).
-    sent: Mutex<BTreeMap<(NodeId, u64), (Digest, Digest)>>,
+    /// Rounds this client sent an update in: round → (update digest, base).
+    sent: Mutex<BTreeMap<u64, (Digest, Digest)>>,
     /// Answers given, by reason.
     counts: Mutex<BTreeMap<&'static str, u64>>,
     log: PathBuf,
@@ -115,6 +124,8 @@ impl Participant {
             me,
             net,
             last: Mutex::new(BTreeMap::new()),
+            receipts: Mutex::new(BTreeMap::new()),
+            frames: Mutex::new(BTreeMap::new()),
             directory: Mutex::new(BTreeSet::new()),
             sent: Mutex::new(BTreeMap::new()),
             counts: Mutex::new(BTreeMap::new()),
@@ -155,7 +166,9 @@ impl Participant {
         match m {
             Message::Open(s) => self.on_open(s, from).await,
             Message::Close(s) => self.on_close(s, from),
+            Message::Receipt(s) => self.on_receipt(s, from),
             Message::Fetch(_) => msg::encode_checkpoint(None),
+            Message::Status(_) => self.count(Ack::NotAggregator),
         }
     }
 
@@ -181,8 +194,16 @@ impl Participant {
         if open.model_id != self.shared.arch.id() || open.layout != self.shared.arch.layout_digest() {
             return self.count(Ack::WrongModel);
         }
-        if self.shared.last.lock().is_ok_and(|l| l.get(&s.signer).is_some_and(|&r| open.round <= r)) {
-            return self.count(Ack::Stale);
+        let prev = self.shared.last.lock().ok().and_then(|l| l.get(&s.signer).copied());
+        let resumed = match prev {
+            Some((r, _)) if open.round < r => return self.count(Ack::Stale),
+            Some((r, b)) if open.round == r && open.base != b => return self.count(Ack::Stale),
+            Some((r, _)) => open.round == r,
+            None => false,
+        };
+        if resumed && self.shared.receipts.lock().is_ok_and(|m| m.contains_key(&(s.signer, open.round))) {
+            // The aggregator restarted and already holds this client's update.
+            return self.count(Ack::Taken);
         }
         if open.participants.binary_search(&self.shared.me).is_err() {
             return self.count(Ack::NotSelected);
@@ -190,13 +211,41 @@ impl Participant {
         if !self.listed(from.peer).await {
             return self.count(Ack::NotAggregator);
         }
-        let round = open.round;
+        let (round, base) = (open.round, open.base);
         if self.jobs.try_send(Job { open, from: from.peer, aggregator: a }).is_err() {
             return self.count(Ack::Busy);
         }
         if let Ok(mut l) = self.shared.last.lock() {
-            l.insert(s.signer, round);
+            l.insert(s.signer, (round, base));
         }
+        self.count(Ack::Taken)
+    }
+
+    fn on_receipt(&self, s: Signed<Receipt>, from: &Inbound) -> Vec<u8> {
+        if let Err(ack) = self.check_sender(&s, from) {
+            return self.count(ack);
+        }
+        let r = s.body;
+        if r.sender != self.shared.me {
+            return self.count(Ack::NotSelected);
+        }
+        if let Ok(mut m) = self.shared.receipts.lock() {
+            m.insert((s.signer, r.round), r.digest);
+            // Bounded: receipts of old rounds are of no further use.
+            while m.len() > 64 {
+                m.pop_first();
+            }
+        }
+        let row = Row {
+            round: r.round,
+            aggregator: short(&s.signer),
+            status: "acknowledged".into(),
+            digest: hex(&r.digest),
+            examples: 0,
+            frame_bytes: 0,
+            at_ms: unix_ms(),
+        };
+        log(&self.shared, &row);
         self.count(Ack::Taken)
     }
 
@@ -205,8 +254,7 @@ impl Participant {
             return self.count(ack);
         }
         let close = s.body;
-        let Some((digest, base)) = self.shared.sent.lock().ok().and_then(|m| m.get(&(s.signer, close.round)).copied())
-        else {
+        let Some((digest, base)) = self.shared.sent.lock().ok().and_then(|m| m.get(&close.round).copied()) else {
             // Not a round this client sent in: nothing to check.
             return self.count(Ack::Taken);
         };
@@ -234,6 +282,7 @@ impl Participant {
                 round: close.round,
                 aggregator: short(&s.signer),
                 status,
+                digest: hex(&digest),
                 examples: 0,
                 frame_bytes: 0,
                 at_ms: unix_ms(),
@@ -326,40 +375,41 @@ async fn run_job(
         round: job.open.round,
         aggregator: short(&job.aggregator.signing_key),
         status: String::new(),
+        digest: String::new(),
         examples: 0,
         frame_bytes: 0,
         at_ms: 0,
     };
-    let base = match fetch(shared, store, job.from, &job.open.base).await {
-        Ok(b) => b,
-        Err(e) => {
-            row.status = format!("failed: {e}");
-            return (trainer, row);
+    let agg_key = job.aggregator.signing_key;
+    let key = (job.open.round, job.open.base);
+    let cached = shared.frames.lock().ok().and_then(|f| f.get(&key).cloned());
+    let (trainer, frame) = match cached {
+        Some(frame) => {
+            row.status = "resent".into();
+            (trainer, frame)
+        }
+        None => {
+            let (trainer, frame) = match build(shared, store, trainer, job, &mut row).await {
+                (t, Some(f)) => (t, f),
+                (t, None) => return (t, row),
+            };
+            if let Ok(mut f) = shared.frames.lock() {
+                f.insert(key, frame.clone());
+                while f.len() > 4 {
+                    f.pop_first();
+                }
+            }
+            row.status = "sent".into();
+            (trainer, frame)
         }
     };
-    let open = job.open.clone();
-    let (trainer, built) = match tokio::task::spawn_blocking(move || {
-        let mut t = trainer;
-        let r = t.build(&open, &base);
-        (t, r)
-    })
-    .await
-    {
-        Ok(x) => x,
-        Err(_) => {
-            // The training thread panicked: nothing to return to; a fresh start is needed.
-            std::process::abort();
-        }
-    };
-    let (frame, examples) = match built {
-        Ok(x) => x,
-        Err(e) => {
-            row.status = format!("failed: {e}");
-            return (trainer, row);
-        }
-    };
-    row.examples = examples;
     row.frame_bytes = frame.len();
+    let digest = header_digest(&frame);
+    row.digest = digest.map(|d| hex(&d)).unwrap_or_default();
+    if shared.receipts.lock().is_ok_and(|m| m.contains_key(&(agg_key, job.open.round))) {
+        row.status = "acknowledged before".into();
+        return (trainer, row);
+    }
     if unix_ms() > job.open.deadline_ms {
         row.status = "late".into();
         return (trainer, row);
@@ -368,11 +418,10 @@ async fn run_job(
         row.status = "failed: the aggregator announces no ingest endpoint".into();
         return (trainer, row);
     };
-    let server_key = job.aggregator.signing_key;
-    let client = match clients.entry((addr, server_key)) {
+    let client = match clients.entry((addr, agg_key)) {
         std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
         std::collections::btree_map::Entry::Vacant(v) => {
-            let mut cfg = ClientConfig::new(addr, server_key, seed);
+            let mut cfg = ClientConfig::new(addr, agg_key, seed);
             // A dead aggregator is noticed within a round, not after a minute of retries.
             cfg.attempts = 3;
             cfg.connect_timeout = Duration::from_secs(3);
@@ -385,21 +434,87 @@ async fn run_job(
             }
         }
     };
-    match client.send(&frame).await {
+    // The send ends with the round's deadline, or as soon as the aggregator's control-plane
+    // connection is gone (a dead aggregator's QUIC connection would only time out when idle):
+    // the update then goes to whoever takes the round over.
+    let deadline = Duration::from_millis(job.open.deadline_ms.saturating_sub(unix_ms()));
+    let sent = tokio::select! {
+        r = client.send(&frame) => r.map_err(|e| e.to_string()),
+        _ = tokio::time::sleep(deadline) => Err("the round's deadline passed".to_string()),
+        _ = gone(&shared.net, job.from) => Err("the aggregator is gone".to_string()),
+    };
+    match sent {
         Ok(_) => {
-            let header_digest = header_digest(&frame);
-            if let (Some(d), Ok(mut sent)) = (header_digest, shared.sent.lock()) {
-                sent.insert((server_key, job.open.round), (d, job.open.base));
+            if let (Some(d), Ok(mut sent)) = (digest, shared.sent.lock()) {
+                sent.insert(job.open.round, (d, job.open.base));
+                while sent.len() > 64 {
+                    sent.pop_first();
+                }
             }
-            row.status = "sent".into();
         }
         Err(e) => {
-            clients.remove(&(addr, server_key));
+            clients.remove(&(addr, agg_key));
             row.status = format!("failed: {e}");
         }
     }
     row.at_ms = unix_ms();
     (trainer, row)
+}
+
+/// Resolves once `peer` is no longer connected (checked every 200 ms).
+async fn gone(net: &Handle, peer: PeerId) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match net.directory().await {
+            Ok(d) if d.iter().any(|e| e.peer_id == peer && e.connected) => {}
+            _ => return,
+        }
+    }
+}
+
+/// Fetches the base and trains; `None` (with the row saying why) when either failed.
+async fn build(
+    shared: &Shared,
+    store: &Store,
+    trainer: Trainer,
+    job: &Job,
+    row: &mut Row,
+) -> (Trainer, Option<Vec<u8>>) {
+    let base = match fetch(shared, store, job.from, &job.open.base).await {
+        Ok(b) => b,
+        Err(e) => {
+            row.status = format!("failed: {e}");
+            return (trainer, None);
+        }
+    };
+    let open = job.open.clone();
+    let (trainer, built) = match tokio::task::spawn_blocking(move || {
+        let mut t = trainer;
+        let r = t.build(&open, &base);
+        (t, r)
+    })
+    .await
+    {
+        Ok(x) => x,
+        Err(_) => {
+            // The training thread panicked: its state is gone with it; a fresh start is needed.
+            std::process::abort();
+        }
+    };
+    match built {
+        Ok((frame, examples)) => {
+            row.examples = examples;
+            (trainer, Some(frame))
+        }
+        Err(e) => {
+            row.status = format!("failed: {e}");
+            (trainer, None)
+        }
+    }
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// BLAKE3 of a frame's header (what the aggregator lists as the update's digest).
