@@ -1,28 +1,109 @@
 //! The federation over the network, end to end: `vain demo` starts real `vain node` processes
-//! (a bootstrap, an aggregator, six clients of which one attacks — eight nodes), which find
-//! each other over libp2p, exchange signed opens and closes, fetch checkpoints by digest and
-//! send signed updates over QUIC. Midway one client is killed with SIGKILL and restarted from
-//! its data directory.
+//! which find each other over libp2p, exchange signed opens, receipts and closes, fetch
+//! checkpoints by digest and send signed updates over QUIC.
+//!
+//! 1. Two aggregators and six clients (one attacking) — nine nodes with the bootstrap: the
+//!    leading aggregator is killed with SIGKILL while a round is open, the standby takes the
+//!    round over, and every update the dead leader acknowledged is in the round's result
+//!    exactly once; a client is killed and restarted and rejoins.
+//! 2. One aggregator, killed mid-round and restarted: it recovers its journal and the round
+//!    closes with every acknowledged update exactly once.
 
 use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
 
+fn demo(out: &Path, args: &[&str]) -> String {
+    let run = Command::new(env!("CARGO_BIN_EXE_vain"))
+        .arg("demo")
+        .args(args)
+        .args(["--backend", "cpu", "--round-time", "60", "--timeout", "400", "--out"])
+        .arg(out)
+        .output()
+        .expect("run vain demo");
+    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    stdout
+}
+
+fn jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// Rows of every aggregator, by round (the closing aggregator's).
+fn rounds(out: &Path) -> BTreeMap<u64, Value> {
+    let mut by = BTreeMap::new();
+    for e in std::fs::read_dir(out.join("nodes")).expect("nodes").flatten() {
+        for r in jsonl(&e.path().join("aggregator/rounds.jsonl")) {
+            by.insert(r["round"].as_u64().expect("round"), r);
+        }
+    }
+    by
+}
+
+/// Every client's (round, digest) pairs its aggregator acknowledged with a receipt.
+fn acknowledged(out: &Path) -> Vec<(u64, String)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(out.join("nodes")).expect("nodes").flatten() {
+        for r in jsonl(&e.path().join("client/participant.jsonl")) {
+            if r["status"] == "acknowledged" {
+                v.push((r["round"].as_u64().expect("round"), r["digest"].as_str().expect("digest").to_string()));
+            }
+        }
+    }
+    v
+}
+
+/// Each acknowledged update of `round` appears exactly once among the round's accepted updates,
+/// and nothing is listed twice.
+fn exactly_once(rows: &BTreeMap<u64, Value>, acks: &[(u64, String)], round: u64) {
+    let row = &rows[&round];
+    let updates: Vec<String> = row["updates"]
+        .as_array()
+        .expect("updates")
+        .iter()
+        .map(|u| u.as_str().expect("update").split_once(':').expect("sender:digest").1.to_string())
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for u in &updates {
+        assert!(seen.insert(u), "update {u} counted twice in round {round}: {row}");
+    }
+    let acked: Vec<&String> = acks.iter().filter(|(r, _)| *r == round).map(|(_, d)| d).collect();
+    assert!(!acked.is_empty(), "no update of round {round} was acknowledged");
+    for d in acked {
+        assert!(updates.contains(d), "acknowledged update {d} lost from round {round}: {row}");
+    }
+}
+
 #[test]
-fn eight_node_processes_run_rounds_and_a_killed_client_rejoins() {
+fn the_standby_takes_over_a_killed_leader_and_loses_no_acknowledged_update() {
     if let Err(e) = vain_transport::quic::probe() {
-        vain_testkit::unavailable(vain_testkit::Need::IoUring, "federation: vain demo", e);
+        vain_testkit::unavailable(vain_testkit::Need::IoUring, "federation: failover", e);
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("demo");
-    let run = Command::new(env!("CARGO_BIN_EXE_vain"))
-        .args(["demo", "--clients", "6", "--attacks", "scale:10", "--rounds", "5", "--steps", "3"])
-        .args(["--backend", "cpu", "--round-time", "60", "--restart-client", "1", "--timeout", "400", "--out"])
-        .arg(&out)
-        .output()
-        .expect("run vain demo");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    let stdout = demo(
+        &out,
+        &[
+            "--clients",
+            "6",
+            "--attacks",
+            "scale:10",
+            "--rounds",
+            "5",
+            "--steps",
+            "3",
+            "--aggregators",
+            "2",
+            "--kill-primary",
+            "2",
+            "--restart-client",
+            "3",
+        ],
+    );
+    assert!(stdout.contains("killed (SIGKILL) with updates of round 2"), "{stdout}");
     assert!(stdout.contains("client 0 killed (SIGKILL) and restarted"), "{stdout}");
 
     let summary: Value =
@@ -31,36 +112,74 @@ fn eight_node_processes_run_rounds_and_a_killed_client_rejoins() {
     let acc = summary["final_accuracy"].as_f64().expect("accuracy");
     assert!(acc > 0.4, "five rounds of three steps reach well above chance: {acc}");
     assert!(std::fs::read_to_string(out.join("accuracy.svg")).expect("svg").starts_with("<svg"));
+    let closed_by: Vec<&str> =
+        summary["closed_by"].as_array().expect("closed_by").iter().map(|v| v.as_str().expect("name")).collect();
+    assert_eq!(closed_by.len(), 5);
+    assert!(closed_by[..2].iter().all(|c| *c == closed_by[0]), "{closed_by:?}");
+    assert!(closed_by[2..].iter().all(|c| *c != closed_by[0]), "the standby closed rounds 2–4: {closed_by:?}");
 
-    // Every round: each participant accounted for, the attacker suspected at least once.
-    let log = std::fs::read_to_string(out.join("nodes/node-01/aggregator/rounds.jsonl")).expect("rounds");
-    let rows: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).expect("row")).collect();
+    let rows = rounds(&out);
     assert_eq!(rows.len(), 5);
-    let mut accuracies = Vec::new();
-    for r in &rows {
-        let n = r["participants"].as_u64().expect("participants");
-        let (a, j, m) = (r["accepted"].as_u64(), r["rejected"].as_u64(), r["missing"].as_u64());
-        let declined = r["clients"]
-            .as_array()
-            .expect("clients")
-            .iter()
-            .filter(|c| c["status"].as_str().is_some_and(|s| s.starts_with("declined") || s == "unreachable"))
-            .count() as u64;
-        assert_eq!(a.unwrap_or(0) + j.unwrap_or(0) + m.unwrap_or(0) + declined, n, "{r}");
-        assert_eq!(r["outcome"], "aggregated", "{r}");
-        accuracies.push(r["accuracy"].as_f64().expect("accuracy"));
+    let acks = acknowledged(&out);
+    // Round 2: acknowledged by the killed leader, closed by the standby.
+    exactly_once(&rows, &acks, 2);
+    for (r, row) in &rows {
+        assert_eq!(row["outcome"], "aggregated", "{row}");
+        let n = row["participants"].as_u64().expect("participants");
+        let accounted = row["accepted"].as_u64().unwrap_or(0)
+            + row["rejected"].as_u64().unwrap_or(0)
+            + row["missing"].as_u64().unwrap_or(0)
+            + row["clients"]
+                .as_array()
+                .expect("clients")
+                .iter()
+                .filter(|c| c["status"].as_str().is_some_and(|s| s.starts_with("declined") || s == "unreachable"))
+                .count() as u64;
+        assert_eq!(accounted, n, "round {r}: {row}");
     }
-    assert!(accuracies[4] > accuracies[0], "{accuracies:?}");
-    assert!(rows.iter().any(|r| !r["suspects"].as_array().expect("suspects").is_empty()), "{log}");
+    assert!(rows.values().any(|r| !r["suspects"].as_array().expect("suspects").is_empty()), "{rows:?}");
+    assert!(rows[&4]["accuracy"].as_f64() > rows[&0]["accuracy"].as_f64());
 
-    // The restarted client (node-02) took part in the last round again, and its own log shows
-    // its updates inside the published Merkle roots.
-    let client0 = std::fs::read_to_string(out.join("nodes/node-02/client/participant.jsonl")).expect("client log");
-    let included = client0.lines().filter(|l| l.contains("\"included\"")).count();
-    assert!(included >= 2, "{client0}");
-    let rejoined = client0
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .any(|v| v["round"].as_u64().is_some_and(|r| r >= 3) && v["status"] == "included");
-    assert!(rejoined, "the restarted client rejoined a later round: {client0}");
+    // The restarted client (the first client process) took part again after its restart, and
+    // saw its updates inside the published Merkle roots.
+    let client0 = jsonl(&out.join("nodes/node-03/client/participant.jsonl"));
+    assert!(
+        client0.iter().any(|v| v["round"].as_u64() == Some(4) && v["status"] == "included"),
+        "the restarted client rejoined: {client0:?}"
+    );
+}
+
+#[test]
+fn a_restarted_aggregator_recovers_its_journal() {
+    if let Err(e) = vain_transport::quic::probe() {
+        vain_testkit::unavailable(vain_testkit::Need::IoUring, "federation: restart recovery", e);
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("demo");
+    let stdout = demo(
+        &out,
+        &[
+            "--clients",
+            "5",
+            "--attacks",
+            "none",
+            "--rounds",
+            "4",
+            "--steps",
+            "3",
+            "--aggregators",
+            "1",
+            "--kill-primary",
+            "2",
+            "--restart-primary",
+        ],
+    );
+    assert!(stdout.contains("killed (SIGKILL) with updates of round 2"), "{stdout}");
+    assert!(stdout.contains("restarted from its data directory"), "{stdout}");
+    let rows = rounds(&out);
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert!(rows[&2]["recovered"].as_u64().is_some_and(|n| n >= 1), "{}", rows[&2]);
+    exactly_once(&rows, &acknowledged(&out), 2);
+    assert_eq!(rows[&2]["accepted"], 5, "{}", rows[&2]);
 }

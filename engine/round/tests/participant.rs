@@ -1,6 +1,7 @@
 //! A client's participant answering opens sent over the control plane (libp2p's memory
 //! transport): forged, foreign, misaddressed, stale and valid opens each get their typed answer,
-//! and a valid one makes the client fetch the base checkpoint by digest from the aggregator.
+//! and a valid one makes the client fetch the base checkpoint by digest — refusing the
+//! aggregator's corrupted copy and taking it from another holder listed under `ckpt/`.
 
 use ed25519_dalek::SigningKey;
 use std::time::{Duration, Instant};
@@ -36,14 +37,20 @@ fn seed(i: u8) -> [u8; 32] {
     [i; 32]
 }
 
-/// Answers round-protocol requests: fetches from `store`, opens and closes through
-/// `participant`.
-fn serve(mut rx: mpsc::Receiver<Inbound>, store: Option<Store>, participant: Option<Participant>) {
+/// Answers round-protocol requests: fetches from `store` (with one bit flipped when `corrupt`),
+/// opens and closes through `participant`.
+fn serve(mut rx: mpsc::Receiver<Inbound>, store: Option<Store>, participant: Option<Participant>, corrupt: bool) {
     tokio::spawn(async move {
         while let Some(req) = rx.recv().await {
             let answer = match Message::decode(&req.request) {
                 Err(_) => vec![Ack::Malformed as u8],
-                Ok(Message::Fetch(d)) => msg::encode_checkpoint(store.as_ref().and_then(|s| s.get(&d)).as_deref()),
+                Ok(Message::Fetch(d)) => {
+                    let mut b = store.as_ref().and_then(|s| s.get(&d));
+                    if corrupt && let Some(b) = b.as_mut() {
+                        b[10] ^= 1;
+                    }
+                    msg::encode_checkpoint(b.as_deref())
+                }
                 Ok(m) => match &participant {
                     Some(p) => p.answer(m, &req).await,
                     None => vec![Ack::NotSelected as u8],
@@ -99,7 +106,7 @@ async fn opens_are_checked_and_a_valid_one_fetches_the_checkpoint() {
     let global = Model::init(Arch::MnistMlp, 1, &Device::Cpu, DType::F32).expect("model").flat().expect("flat");
     let base = store.put(&global).expect("put");
     assert_eq!(base, model::digest(&global));
-    serve(arx, Some(store), None);
+    serve(arx, Some(store.clone()), None, true);
     let boot = format!("/memory/9100/p2p/{}", agg.peer_id);
 
     // The client, training on 100 embedded digits.
@@ -129,25 +136,27 @@ async fn opens_are_checked_and_a_valid_one_fetches_the_checkpoint() {
         dir: dir.path().join("client"),
     };
     let p = Participant::start(pcfg, client.clone(), seed(2)).expect("participant");
-    serve(crx, None, Some(p.clone()));
+    serve(crx, None, Some(p.clone()), false);
 
-    // A third node announcing only the client role.
+    // A third node, a validator: it holds the intact checkpoint and provides ckpt/<base>; it
+    // does not announce the aggregator role.
     let (otx, orx) = mpsc::channel(16);
     let other = node::spawn_serving(
-        config(9102, &["client"], Some(boot)),
+        config(9102, &["validator"], Some(boot)),
         Identity::from_seed(seed(3)),
         Transport::Memory,
         otx,
     )
     .await
     .expect("other");
-    serve(orx, None, None);
+    serve(orx, Some(store), None, false);
 
     wait_until("the client knows both announcements", 20, async || {
         client.directory().await.map(|d| d.len() >= 2).unwrap_or(false)
     })
     .await;
     agg.provide(Key::aggregators("mnist-mlp")).await.expect("provide");
+    other.provide(Key::Checkpoint(base)).await.expect("provide");
 
     let agg_key = SigningKey::from_bytes(&seed(1));
     let me = SigningKey::from_bytes(&seed(2)).verifying_key().to_bytes();
@@ -185,10 +194,15 @@ async fn opens_are_checked_and_a_valid_one_fetches_the_checkpoint() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(taken, Some(Ack::Taken));
-    assert_eq!(ask(&agg, &client, Message::Open(valid)).await, Some(Ack::Stale));
+    // The same round with another base, or an earlier round: stale.
+    let other_base = Signed::sign(&agg_key, open(1, [9; 32], vec![me]));
+    assert_eq!(ask(&agg, &client, Message::Open(other_base)).await, Some(Ack::Stale));
+    let earlier = Signed::sign(&agg_key, open(0, base, vec![me]));
+    assert_eq!(ask(&agg, &client, Message::Open(earlier)).await, Some(Ack::Stale));
 
-    // The client fetched the base by digest (it is now in its cache, intact) and, finding no
-    // ingest endpoint in the aggregator's announcement, logged why it could not send.
+    // The client refused the aggregator's corrupted copy, fetched the base from the validator
+    // (it is now in its cache, intact) and, finding no ingest endpoint in the aggregator's
+    // announcement, logged why it could not send.
     let log = dir.path().join("client/participant.jsonl");
     wait_until("the client's round", 60, async || std::fs::read_to_string(&log).is_ok_and(|t| !t.is_empty())).await;
     let cache = Store::open(&dir.path().join("client/checkpoints")).expect("cache");
