@@ -1,0 +1,274 @@
+//! The aggregator's coordinator in one process, on the control plane's memory transport and a
+//! real QUIC ingest service: updates from a node that was not selected, relayed over another
+//! node's connection, or for a closed round are refused with their reasons in the signed close;
+//! a participant that never sends is listed as missing; and a round with fewer updates than the
+//! minimum at its deadline closes as "too few", keeping its base.
+
+use ed25519_dalek::{Signer, SigningKey};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use vain_ingest::update::{Encoder, Round as UpdateRound, Tensor};
+use vain_kernels::cpu::CpuBackend;
+use vain_kernels::encode::Codec;
+use vain_learn::data::Mnist;
+use vain_learn::model::{self, Arch, Model};
+use vain_learn::{DType, Device, train};
+use vain_net::Config;
+use vain_net::node::{self, Identity, Inbound, Transport};
+use vain_net::records::Key;
+use vain_round::coordinator::{self, Coordinator, Link};
+use vain_round::msg::{self, Ack, Close, Message, Outcome};
+use vain_round::participant::{self, Participant};
+use vain_round::store::Store;
+use vain_transport::client::{Client, Config as ClientConfig};
+use vain_transport::quic;
+use vain_transport::tls::{self, Policy};
+
+fn config(port: u64, roles: &[&str], bootstrap: Option<String>) -> Config {
+    let mut c = Config {
+        listen: vec![format!("/memory/{port}")],
+        bootstrap: bootstrap.into_iter().collect(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        models: vec!["mnist-mlp".into()],
+        ..Default::default()
+    };
+    c.mdns.enabled = false;
+    c.beacon.enabled = false;
+    c.liveness.heartbeat_interval = 0.2;
+    c.liveness.stale_after = 2.0;
+    c.pex.interval = 0.3;
+    c
+}
+
+fn seed(i: u8) -> [u8; 32] {
+    [i; 32]
+}
+
+/// The node's request handler: fetches from `store`, status and closes to `link`, opens to
+/// `participant` — or, for a node that takes opens and then never sends, `Taken` and a signal.
+fn serve(
+    mut rx: mpsc::Receiver<Inbound>,
+    store: Option<Store>,
+    link: Option<Link>,
+    participant: Option<Participant>,
+    opened: Option<mpsc::Sender<u64>>,
+) {
+    tokio::spawn(async move {
+        while let Some(req) = rx.recv().await {
+            let answer = match Message::decode(&req.request) {
+                Err(_) => vec![Ack::Malformed as u8],
+                Ok(Message::Fetch(d)) => msg::encode_checkpoint(store.as_ref().and_then(|s| s.get(&d)).as_deref()),
+                Ok(Message::Status(m)) => match &link {
+                    Some(l) => l.status(&m).encode(),
+                    None => msg::Status { serves: false, leading: false, round: 0 }.encode(),
+                },
+                Ok(Message::Open(o)) if opened.is_some() => {
+                    if let Some(tx) = &opened {
+                        let _ = tx.send(o.body.round).await;
+                    }
+                    vec![Ack::Taken as u8]
+                }
+                Ok(m) => match &participant {
+                    Some(p) => p.answer(m, &req).await,
+                    None => vec![Ack::Taken as u8],
+                },
+            };
+            let _ = req.reply.send(answer);
+        }
+    });
+}
+
+/// A signed update frame of `key` for `round` on `base` (a small random-looking delta).
+fn frame(key: &SigningKey, round: u64, base: [u8; 32]) -> Vec<u8> {
+    let arch = Arch::MnistMlp;
+    let values: Vec<f32> = (0..arch.dim()).map(|i| ((i % 7) as f32 - 3.0) * 1e-4).collect();
+    let layout = arch.layout();
+    let mut tensors = Vec::new();
+    let mut at = 0;
+    for l in &layout {
+        let k = l.shape.iter().product::<u64>() as usize;
+        tensors.push(Tensor { name: &l.name, shape: &l.shape, values: &values[at..at + k] });
+        at += k;
+    }
+    let r = UpdateRound { model_id: "mnist-mlp".into(), round, base_model: base, num_examples: 10, timestamp_ms: 1 };
+    let mut nonce = [0u8; 16];
+    nonce[0] = round as u8;
+    let mut enc = Encoder::new(Codec::F32, None);
+    enc.build_with(key.verifying_key().to_bytes(), &mut |m| Ok(key.sign(m).to_bytes()), &r, nonce, &tensors)
+        .expect("frame")
+        .frame
+}
+
+fn closes(dir: &std::path::Path) -> Vec<Close> {
+    let b = std::fs::read(dir.join("closes.bin")).unwrap_or_default();
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 4 <= b.len() {
+        let n = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize;
+        if let Ok(Message::Close(c)) = Message::decode(&b[at + 4..at + 4 + n]) {
+            assert!(c.verify().is_ok());
+            out.push(c.body);
+        }
+        at += 4 + n;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_missing_participants_and_too_few_updates_are_in_the_signed_close() {
+    if let Err(e) = quic::probe() {
+        vain_testkit::unavailable(vain_testkit::Need::IoUring, "round: coordinator refusals", e);
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // The aggregator: QUIC ingest first, then the control plane announcing it.
+    let agg_seed = seed(11);
+    let deny = Arc::new(std::sync::RwLock::new(std::collections::BTreeSet::new()));
+    let q = quic::Config::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        tls::server_config(&agg_seed, Policy::AnyExcept(deny)).expect("tls"),
+    );
+    let service = vain_aggregator::Service::start(q, 1, 16).expect("service");
+    let ingest_addr = service.local_addr();
+    let mut acfg = config(9200, &["aggregator"], None);
+    acfg.ingest = vec![ingest_addr.to_string()];
+    let (atx, arx) = mpsc::channel(64);
+    let agg = node::spawn_serving(acfg, Identity::from_seed(agg_seed), Transport::Memory, atx).await.expect("agg");
+    let boot = format!("/memory/9200/p2p/{}", agg.peer_id);
+    let ccfg = coordinator::Config {
+        rounds: 2,
+        round_time: Duration::from_secs(6),
+        min_clients: 2,
+        min_updates: 2,
+        failover_after: Duration::from_millis(200),
+        ..coordinator::Config::new(Arch::MnistMlp)
+    };
+    let c = Coordinator::new(
+        ccfg,
+        agg.clone(),
+        tokio::runtime::Handle::current(),
+        service,
+        Box::new(CpuBackend::new(1)),
+        SigningKey::from_bytes(&agg_seed),
+        dir.path().join("agg"),
+    )
+    .expect("coordinator");
+    serve(arx, Some(c.store()), Some(c.link()), None, None);
+
+    // An honest client.
+    let (ctx, crx) = mpsc::channel(64);
+    let client = node::spawn_serving(
+        config(9201, &["client"], Some(boot.clone())),
+        Identity::from_seed(seed(12)),
+        Transport::Memory,
+        ctx,
+    )
+    .await
+    .expect("client");
+    let data = Mnist::embedded().train.subset(&(0..200).collect::<Vec<_>>());
+    let p = Participant::start(
+        participant::Config {
+            arch: Arch::MnistMlp,
+            items: (0..100).collect(),
+            data,
+            train: train::Config {
+                optim: train::Optim::Sgd { momentum: 0.9 },
+                lr: 0.05,
+                schedule: train::Schedule::Constant,
+                batch: 16,
+                steps: 2,
+            },
+            attack: None,
+            seed: 3,
+            dir: dir.path().join("client"),
+        },
+        client.clone(),
+        seed(12),
+    )
+    .expect("participant");
+    serve(crx, None, None, Some(p), None);
+
+    // A participant that takes every open and never sends.
+    let (stx, srx) = mpsc::channel(64);
+    let _silent = node::spawn_serving(
+        config(9202, &["client"], Some(boot.clone())),
+        Identity::from_seed(seed(13)),
+        Transport::Memory,
+        stx,
+    )
+    .await
+    .expect("silent");
+    let (otx, mut opened) = mpsc::channel(8);
+    serve(srx, None, None, None, Some(otx));
+
+    // A node that announces no client role (so it is never selected) and sends anyway.
+    let (rtx, rrx) = mpsc::channel(64);
+    let _rogue =
+        node::spawn_serving(config(9203, &[], Some(boot)), Identity::from_seed(seed(14)), Transport::Memory, rtx)
+            .await
+            .expect("rogue");
+    serve(rrx, None, None, None, None);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.directory().await.map(|d| d.len()).unwrap_or(0) < 3 {
+        assert!(Instant::now() < deadline, "the nodes did not find each other");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    agg.provide(Key::aggregators("mnist-mlp")).await.expect("provide");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let run = std::thread::spawn(move || c.run(&s, |_| {}));
+
+    // Round 0 is open once the silent participant has its open.
+    let r = tokio::time::timeout(Duration::from_secs(30), opened.recv()).await.expect("round 0 opens");
+    assert_eq!(r, Some(0));
+    let base =
+        model::digest(&Model::init(Arch::MnistMlp, 1, &Device::Cpu, DType::F32).expect("model").flat().expect("flat"));
+    let rogue_key = SigningKey::from_bytes(&seed(14));
+    let send = |f: Vec<u8>| async move {
+        let mut c = Client::new(ClientConfig::new(
+            ingest_addr,
+            SigningKey::from_bytes(&agg_seed).verifying_key().to_bytes(),
+            seed(14),
+        ))
+        .expect("client");
+        c.send(&f).await.expect("sent");
+        c.close().await;
+    };
+    // Not selected.
+    send(frame(&rogue_key, 0, base)).await;
+    // Signed by someone else than the connection's identity.
+    send(frame(&SigningKey::from_bytes(&seed(15)), 0, base)).await;
+
+    // Round 1: an update for the closed round 0.
+    let r = tokio::time::timeout(Duration::from_secs(30), opened.recv()).await.expect("round 1 opens");
+    assert_eq!(r, Some(1));
+    send(frame(&rogue_key, 0, base)).await;
+
+    let result = tokio::task::spawn_blocking(move || run.join()).await.expect("join");
+    result.expect("thread").expect("coordinator");
+    let cs = closes(&dir.path().join("agg"));
+    assert_eq!(cs.len(), 2, "{cs:?}");
+    let me = |i: u8| SigningKey::from_bytes(&seed(i)).verifying_key().to_bytes();
+
+    // Round 0: the honest update accepted, the silent participant missing, two refusals with
+    // their reasons; fewer than two updates: "too few", the base stays.
+    let c0 = &cs[0];
+    assert_eq!(c0.outcome, Outcome::TooFew);
+    assert_eq!(c0.checkpoint, c0.base);
+    assert_eq!(c0.base, base);
+    assert_eq!(c0.accepted.iter().map(|a| a.sender).collect::<Vec<_>>(), vec![me(12)]);
+    assert_eq!(c0.missing, vec![me(13)]);
+    assert!(c0.rejected.contains(&(me(14), "not allowed".to_string())), "{:?}", c0.rejected);
+    assert!(c0.rejected.contains(&(me(15), "relayed".to_string())), "{:?}", c0.rejected);
+    assert_eq!(c0.root, vain_round::merkle::root(&c0.leaves()));
+    // Round 1: the update for round 0 is refused as such.
+    let c1 = &cs[1];
+    assert_eq!(c1.base, base, "round 0 kept its base");
+    assert!(c1.rejected.contains(&(me(14), "wrong round".to_string())), "{:?}", c1.rejected);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+}
