@@ -1,8 +1,8 @@
-//! A round-protocol request (open, close, checkpoint fetch) or a fetch answer from an untrusted
-//! peer.
+//! A round-protocol request (open, close, fetch, receipt, status) or a fetch or status answer
+//! from an untrusted peer.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use vain_round::msg::{Message, decode_checkpoint};
+use vain_round::msg::{Message, Status, decode_checkpoint};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(m) = Message::decode(data) {
@@ -10,4 +10,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(m.encode(), data);
     }
     let _ = decode_checkpoint(data, &[0; 32]);
+    if let Ok(s) = Status::decode(data) {
+        assert_eq!(s.encode(), data);
+    }
 });
