@@ -135,6 +135,12 @@ pub fn run(a: DemoArgs) -> Result<()> {
         aggs.push((cfg.clone(), cluster.children.len()));
         start(&mut cluster, &cfg, &[])?;
     }
+    // The validator: checks every close and evaluates its checkpoint.
+    let (val_cfg, _) = prepare(&dir, 1 + aggs.len(), free_tcp_port()?, Some(&boot), "\"validator\"", "")?;
+    let text = std::fs::read_to_string(&val_cfg)?;
+    std::fs::write(&val_cfg, format!("models = [\"{}\"]\n{text}", arch.id()))?;
+    start(&mut cluster, &val_cfg, &[])?;
+    let val_log = val_cfg.with_file_name("validator").join("validator.jsonl");
     let first_client = cluster.children.len();
 
     // The clients; the attackers are spread among them.
@@ -148,7 +154,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
             n = a.clients,
             steps = a.steps,
         );
-        let (cfg, _) = prepare(&dir, 1 + aggs.len() + i, free_tcp_port()?, Some(&boot), "\"client\"", &extra)?;
+        let (cfg, _) = prepare(&dir, 2 + aggs.len() + i, free_tcp_port()?, Some(&boot), "\"client\"", &extra)?;
         let text = std::fs::read_to_string(&cfg)?;
         std::fs::write(&cfg, format!("models = [\"{}\"]\n{text}", arch.id()))?;
         client_cfgs.push(cfg.clone());
@@ -164,7 +170,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         start(&mut cluster, &cfg, &[("RAYON_NUM_THREADS", "1")])?;
     }
     println!(
-        "vain demo: 1 bootstrap, {} aggregator(s), {} clients ({} attacking: {}), {} rounds of {} — nodes in {}",
+        "vain demo: 1 bootstrap, {} aggregator(s), 1 validator, {} clients ({} attacking: {}), {} rounds of {} — nodes in {}",
         aggs.len(),
         a.clients,
         attacks.len(),
@@ -268,7 +274,27 @@ pub fn run(a: DemoArgs) -> Result<()> {
         std::thread::sleep(Duration::from_millis(if a.kill_primary.is_some() && killed.is_none() { 20 } else { 250 }));
     }
     let wall = t0.elapsed();
+    // The validator's verdicts on the closes (it may still be evaluating the last one).
+    let verdict_deadline = Instant::now() + Duration::from_secs(10);
+    let mut verdicts: Vec<Value> = Vec::new();
+    while Instant::now() < verdict_deadline {
+        verdicts = std::fs::read_to_string(&val_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if verdicts.len() >= rows.len() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     drop(cluster);
+    let valid = verdicts.iter().filter(|v| v["valid"] == true).count();
+    let invalid: Vec<String> = verdicts
+        .iter()
+        .filter(|v| v["valid"] != true)
+        .map(|v| format!("round {}: {}", v["round"], v["failed"]))
+        .collect();
 
     let last = rows.last().cloned().unwrap_or(Value::Null);
     let mut kept_out = Vec::new();
@@ -302,6 +328,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         "killed_aggregator": killed.map(|j| format!("aggregator {j}")),
         "kill_round": killed.and(a.kill_primary),
         "failover_seconds": failover_seconds,
+        "validator": { "checked": verdicts.len(), "valid": valid, "invalid": invalid },
     });
     std::fs::write(a.out.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
     chart(&a.out.join("accuracy.svg"), &rows)?;
@@ -311,6 +338,11 @@ pub fn run(a: DemoArgs) -> Result<()> {
         rows.len(),
         wall.as_secs_f64(),
         if kept_out.is_empty() { "none".to_string() } else { kept_out.join(", ") }
+    );
+    println!(
+        "validator: {valid} of {} closes checked valid (signature, Merkle root, base chain, checkpoint digest){}",
+        verdicts.len(),
+        if invalid.is_empty() { String::new() } else { format!("; invalid: {}", invalid.join("; ")) }
     );
     println!("wrote {} and {}", a.out.join("summary.json").display(), a.out.join("accuracy.svg").display());
     Ok(())

@@ -28,6 +28,7 @@ use vain_round::coordinator::{self, Coordinator};
 use vain_round::msg::{self, Ack, Message};
 use vain_round::participant::{self, Participant};
 use vain_round::store::Store;
+use vain_round::validator::Validator;
 use vain_schema::node::roles;
 use vain_transport::quic;
 use vain_transport::tls::{self, Policy};
@@ -297,6 +298,9 @@ pub fn run(path: Option<&Path>) -> Result<()> {
     let participant_cfg =
         if role_bits & roles::CLIENT != 0 { Some(file.participant(cfg.data_dir.join("client"))?) } else { None };
     let coord_cfg = if service.is_some() { Some(file.coordinator()?) } else { None };
+    let arch = file.arch()?;
+    // A validator evaluates on the split the aggregators evaluate on.
+    let eval_seed = file.aggregate.seed;
     let data_dir = cfg.data_dir.clone();
 
     rt.block_on(async move {
@@ -345,6 +349,13 @@ pub fn run(path: Option<&Path>) -> Result<()> {
                 })
             })?);
         }
+        let validator = if role_bits & roles::VALIDATOR != 0 {
+            let dir = data_dir.join("validator");
+            store = store.or(Some(Validator::store(&dir)?));
+            Some(Validator::start(arch, eval_seed, 2000, handle.clone(), dir)?)
+        } else {
+            None
+        };
         let participant = match participant_cfg {
             Some(p) => {
                 // A client serves the checkpoints it holds too.
@@ -359,6 +370,7 @@ pub fn run(path: Option<&Path>) -> Result<()> {
         tokio::spawn(async move {
             while let Some(req) = inbound.recv().await {
                 let (store, participant, link) = (store.clone(), participant.clone(), link.clone());
+                let validator = validator.clone();
                 tokio::spawn(async move {
                     let answer = match Message::decode(&req.request) {
                         Err(_) => vec![Ack::Malformed as u8],
@@ -370,10 +382,12 @@ pub fn run(path: Option<&Path>) -> Result<()> {
                             Some(l) => l.status(&model).encode(),
                             None => msg::Status { serves: false, leading: false, round: 0 }.encode(),
                         },
-                        // Another aggregator's close: an aggregator follows it.
-                        Ok(Message::Close(c)) if link.is_some() => match &link {
-                            Some(l) => vec![l.offer(c, &req) as u8],
-                            None => vec![Ack::NotSelected as u8],
+                        // Another aggregator's close: an aggregator follows it, a validator checks
+                        // it (a client checks its own update in it).
+                        Ok(Message::Close(c)) if link.is_some() || validator.is_some() => match (&link, &validator) {
+                            (Some(l), _) => vec![l.offer(c, &req) as u8],
+                            (None, Some(v)) => vec![v.offer(c, &req) as u8],
+                            (None, None) => vec![Ack::NotSelected as u8],
                         },
                         Ok(m) => match &participant {
                             Some(p) => p.answer(m, &req).await,

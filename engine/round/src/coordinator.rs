@@ -828,8 +828,16 @@ impl Coordinator {
         let signed = vain_core::signed::Signed::sign(&self.key, close);
         self.persist(&signed)?;
         let bytes = Message::Close(signed).encode();
+        // To the participants, the other aggregators (followers) and the validators.
         let followers: Vec<PeerId> = self.peers.lock().map(|p| p.clone()).unwrap_or_default();
-        for pid in selected.iter().map(|e| e.peer_id).chain(followers) {
+        let validators: Vec<PeerId> = self
+            .rt
+            .block_on(self.net.directory())?
+            .into_iter()
+            .filter(|e| e.connected && e.announcement.roles & roles::VALIDATOR != 0)
+            .map(|e| e.peer_id)
+            .collect();
+        for pid in selected.iter().map(|e| e.peer_id).chain(followers).chain(validators) {
             let (net, bytes) = (self.net.clone(), bytes.clone());
             self.rt.spawn(async move {
                 let _ = tokio::time::timeout(Duration::from_secs(5), net.request(pid, bytes)).await;

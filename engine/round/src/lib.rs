@@ -7,13 +7,15 @@
 //! passes, aggregates, stores the new checkpoint content-addressed, scores the updates into its
 //! ledger and publishes a signed [`msg::Close`]. A client's [`participant`] verifies the open
 //! against the aggregator's announcement, fetches the base checkpoint by digest, trains on its
-//! own data and sends the signed update to the aggregator's announced QUIC endpoint.
+//! own data and sends the signed update to the aggregator's announced QUIC endpoint. A
+//! [`validator`] checks every close it is sent and evaluates its checkpoint.
 
 pub mod coordinator;
 pub mod merkle;
 pub mod msg;
 pub mod participant;
 pub mod store;
+pub mod validator;
 
 use std::path::PathBuf;
 use thiserror::Error;
