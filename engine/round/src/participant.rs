@@ -85,9 +85,10 @@ struct Shared {
     last: Mutex<BTreeMap<NodeId, (u64, Digest)>>,
     /// Receipts: (aggregator, round) → the update digest it acknowledged.
     receipts: Mutex<BTreeMap<(NodeId, u64), Digest>>,
-    /// Updates built, by (round, base): the same update goes to whichever aggregator holds the
-    /// round (the envelope does not name the aggregator). The last few are kept.
-    frames: Mutex<BTreeMap<(u64, Digest), Vec<u8>>>,
+    /// Updates built, by (round, base), on disk: the same update goes to whichever aggregator
+    /// holds the round (the envelope does not name the aggregator), also after this client
+    /// restarts. The last few are kept.
+    frames: PathBuf,
     /// Aggregators found under `agg/<model>`.
     directory: Mutex<BTreeSet<PeerId>>,
     /// Rounds this client sent an update in: round → (update digest, base).
@@ -125,7 +126,7 @@ impl Participant {
             net,
             last: Mutex::new(BTreeMap::new()),
             receipts: Mutex::new(BTreeMap::new()),
-            frames: Mutex::new(BTreeMap::new()),
+            frames: cfg.dir.join("updates"),
             directory: Mutex::new(BTreeSet::new()),
             sent: Mutex::new(BTreeMap::new()),
             counts: Mutex::new(BTreeMap::new()),
@@ -382,7 +383,7 @@ async fn run_job(
     };
     let agg_key = job.aggregator.signing_key;
     let key = (job.open.round, job.open.base);
-    let cached = shared.frames.lock().ok().and_then(|f| f.get(&key).cloned());
+    let cached = saved_frame(&shared.frames, key);
     let (trainer, frame) = match cached {
         Some(frame) => {
             row.status = "resent".into();
@@ -393,11 +394,9 @@ async fn run_job(
                 (t, Some(f)) => (t, f),
                 (t, None) => return (t, row),
             };
-            if let Ok(mut f) = shared.frames.lock() {
-                f.insert(key, frame.clone());
-                while f.len() > 4 {
-                    f.pop_first();
-                }
+            if let Err(e) = save_frame(&shared.frames, key, &frame) {
+                row.status = format!("failed: {e}");
+                return (trainer, row);
             }
             row.status = "sent".into();
             (trainer, frame)
@@ -459,6 +458,42 @@ async fn run_job(
     }
     row.at_ms = unix_ms();
     (trainer, row)
+}
+
+fn frame_path(dir: &std::path::Path, (round, base): (u64, Digest)) -> PathBuf {
+    dir.join(format!("{round:020}-{}.frame", hex(&base)))
+}
+
+/// The update saved for (round, base), if any and whole.
+fn saved_frame(dir: &std::path::Path, key: (u64, Digest)) -> Option<Vec<u8>> {
+    let b = std::fs::read(frame_path(dir, key)).ok()?;
+    // A frame that does not split is a torn write: build it again.
+    vain_schema::frame::split(&b, &vain_schema::Limits::default()).ok()?;
+    Some(b)
+}
+
+/// Saves an update before it is sent (temporary file, fsync, rename), keeping the last four.
+fn save_frame(dir: &std::path::Path, key: (u64, Digest), frame: &[u8]) -> Result<(), Error> {
+    let io = |e| Error::Io { path: dir.to_path_buf(), source: e };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let path = frame_path(dir, key);
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(frame).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "frame"))
+        .collect();
+    // Names start with the zero-padded round, so they sort by round.
+    names.sort();
+    for old in names.iter().take(names.len().saturating_sub(4)) {
+        let _ = std::fs::remove_file(old);
+    }
+    Ok(())
 }
 
 /// Resolves once `peer` is no longer connected (checked every 200 ms).
