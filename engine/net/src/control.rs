@@ -1,8 +1,9 @@
 //! The local control socket: a Unix socket (mode 0600) in the node's data directory speaking JSON
 //! lines. A request is one object per line — `{"cmd":"status"}`, `{"cmd":"peers"}`,
 //! `{"cmd":"get","key":"node/<hex>"}`, `{"cmd":"holds","key":…}` (in this node's own store?),
-//! `{"cmd":"provide","key":"agg/<model>"}` — and the answer
-//! one line, `{"ok": …}` or `{"error": "…"}`. Lines over 4 KiB are refused.
+//! `{"cmd":"provide","key":"agg/<model>"}`, `{"cmd":"round"}` (what the node's owner reports
+//! about the round protocol, see [`serve_with`]) — and the answer one line, `{"ok": …}` or
+//! `{"error": "…"}`. Lines over 4 KiB are refused.
 
 use crate::Error;
 use crate::node::Handle;
@@ -14,9 +15,17 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt};
 
 const MAX_LINE: usize = 4096;
 
+/// What the node's owner reports for `{"cmd":"round"}`.
+pub type Report = std::sync::Arc<dyn Fn() -> Value + Send + Sync>;
+
 /// Serves `handle` on a Unix socket at `path` (replacing a stale socket file) until the node
 /// stops.
 pub async fn serve(path: &Path, handle: Handle) -> Result<(), Error> {
+    serve_with(path, handle, None).await
+}
+
+/// [`serve`], answering `{"cmd":"round"}` with `report`.
+pub async fn serve_with(path: &Path, handle: Handle, report: Option<Report>) -> Result<(), Error> {
     if path.exists() {
         std::fs::remove_file(path)?;
     }
@@ -28,6 +37,7 @@ pub async fn serve(path: &Path, handle: Handle) -> Result<(), Error> {
     loop {
         let (stream, _) = listener.accept().await?;
         let h = handle.clone();
+        let report = report.clone();
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
             let mut lines = tokio::io::BufReader::new(r.take(64 * MAX_LINE as u64)).lines();
@@ -35,7 +45,7 @@ pub async fn serve(path: &Path, handle: Handle) -> Result<(), Error> {
                 let answer = if line.len() > MAX_LINE {
                     json!({"error": "request line over 4 KiB"})
                 } else {
-                    answer(&h, &line).await
+                    answer(&h, report.as_ref(), &line).await
                 };
                 if w.write_all(format!("{answer}\n").as_bytes()).await.is_err() {
                     break;
@@ -45,7 +55,7 @@ pub async fn serve(path: &Path, handle: Handle) -> Result<(), Error> {
     }
 }
 
-async fn answer(h: &Handle, line: &str) -> Value {
+async fn answer(h: &Handle, report: Option<&Report>, line: &str) -> Value {
     let req: Value = match serde_json::from_str(line) {
         Ok(v) => v,
         Err(e) => return json!({"error": format!("not JSON: {e}")}),
@@ -66,7 +76,11 @@ async fn answer(h: &Handle, line: &str) -> Value {
             Ok(k) => h.provide(k).await.map_err(|e| e.to_string()).map(|()| json!(null)),
             Err(e) => Err(e),
         },
-        other => Err(format!("unknown cmd {other:?} (status, peers, get, holds, provide)")),
+        Some("round") => match report {
+            Some(f) => Ok(f()),
+            None => Err("this node runs no round protocol".into()),
+        },
+        other => Err(format!("unknown cmd {other:?} (status, peers, get, holds, provide, round)")),
     };
     match r {
         Ok(v) => json!({"ok": v}),

@@ -288,6 +288,17 @@ pub fn run(a: DemoArgs) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Every client's answers to the round protocol, from its control socket.
+    let mut answers: BTreeMap<String, u64> = BTreeMap::new();
+    for sock in cluster.sockets.iter().skip(first_client) {
+        if let Ok(v) = vain_net::control::request(sock, &json!({"cmd": "round"}))
+            && let Some(m) = v["client"]["answers"].as_object()
+        {
+            for (k, n) in m {
+                *answers.entry(k.clone()).or_default() += n.as_u64().unwrap_or(0);
+            }
+        }
+    }
     drop(cluster);
     let valid = verdicts.iter().filter(|v| v["valid"] == true).count();
     let invalid: Vec<String> = verdicts
@@ -329,6 +340,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         "kill_round": killed.and(a.kill_primary),
         "failover_seconds": failover_seconds,
         "validator": { "checked": verdicts.len(), "valid": valid, "invalid": invalid },
+        "client_answers": answers,
     });
     std::fs::write(a.out.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
     chart(&a.out.join("accuracy.svg"), &rows)?;

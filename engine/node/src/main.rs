@@ -53,6 +53,9 @@ enum Command {
     Up(net::UpArgs),
     /// List the peers a running node knows.
     Peers(net::SocketArgs),
+    /// What a running node reports about the round protocol: whether its aggregator leads and
+    /// the next round; its client's answers to opens, closes and receipts, by reason.
+    Round(net::SocketArgs),
     /// Query the DHT through a running node.
     #[command(subcommand)]
     Dht(net::DhtCommand),
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Command::Node(a) => net::run_node(a),
         Command::Up(a) => net::run_up(a),
         Command::Peers(a) => net::run_peers(a),
+        Command::Round(a) => net::run_round(a),
         Command::Dht(c) => net::run_dht(c),
     };
     match result {

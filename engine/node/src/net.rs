@@ -108,6 +108,11 @@ pub fn run_peers(a: SocketArgs) -> Result<()> {
     Ok(())
 }
 
+/// Runs `vain round`.
+pub fn run_round(a: SocketArgs) -> Result<()> {
+    print_json(&control::request(&a.socket, &json!({"cmd": "round"}))?)
+}
+
 /// Runs `vain dht`.
 pub fn run_dht(c: DhtCommand) -> Result<()> {
     match c {

@@ -308,13 +308,6 @@ pub fn run(path: Option<&Path>) -> Result<()> {
         let handle = node::spawn_serving(cfg, id, Transport::Tcp, tx).await?;
         let status = handle.status().await?;
         println!("node {} (peer {})", status.node_id, status.peer_id);
-        let h = handle.clone();
-        let sock = socket.clone();
-        tokio::spawn(async move {
-            if let Err(e) = control::serve(&sock, h).await {
-                eprintln!("control socket {}: {e}", sock.display());
-            }
-        });
 
         let stop = Arc::new(AtomicBool::new(false));
         let mut coordinator_thread = None;
@@ -364,6 +357,30 @@ pub fn run(path: Option<&Path>) -> Result<()> {
             }
             None => None,
         };
+
+        // The control socket: the control plane's commands, and `round` for what the planes
+        // of this node report.
+        let report: control::Report = {
+            let (link, participant) = (link.clone(), participant.clone());
+            Arc::new(move || {
+                let mut v = serde_json::Map::new();
+                if let Some(l) = &link {
+                    let (leading, round) = l.leading();
+                    v.insert("aggregator".into(), serde_json::json!({"leading": leading, "next_round": round}));
+                }
+                if let Some(p) = &participant {
+                    v.insert("client".into(), serde_json::json!({"answers": p.counts()}));
+                }
+                serde_json::Value::Object(v)
+            })
+        };
+        let h = handle.clone();
+        let sock = socket.clone();
+        tokio::spawn(async move {
+            if let Err(e) = control::serve_with(&sock, h, Some(report)).await {
+                eprintln!("control socket {}: {e}", sock.display());
+            }
+        });
 
         // Round-protocol requests: fetches from the checkpoint store, opens and closes to the
         // participant.

@@ -143,6 +143,8 @@ fn the_standby_takes_over_a_killed_leader_and_loses_no_acknowledged_update() {
     // The validator found every close valid, across the failover too.
     assert_eq!(summary["validator"]["checked"], 5, "{summary}");
     assert_eq!(summary["validator"]["valid"], 5, "{summary}");
+    // The clients' control sockets report their answers: opens, receipts and closes taken.
+    assert!(summary["client_answers"]["taken"].as_u64().is_some_and(|n| n >= 5 * 5), "{summary}");
 
     // The restarted client (the first client process) took part again after its restart, and
     // saw its updates inside the published Merkle roots.

@@ -209,6 +209,11 @@ pub struct Link {
 }
 
 impl Link {
+    /// Whether this aggregator leads its model now, and the next round.
+    pub fn leading(&self) -> (bool, u64) {
+        (self.leading.load(Ordering::Relaxed), self.round.load(Ordering::Relaxed))
+    }
+
     /// The answer to a status request about `model`.
     pub fn status(&self, model: &str) -> Status {
         let serves = model == self.model;
