@@ -212,6 +212,7 @@ impl NodeFile {
             reputation: a.reputation,
             server_lr: a.server_lr,
             seed: a.seed,
+            tier: self.net.tier,
             ..coordinator::Config::new(self.arch()?)
         })
     }
@@ -397,7 +398,7 @@ pub fn run(path: Option<&Path>) -> Result<()> {
                         },
                         Ok(Message::Status(model)) => match &link {
                             Some(l) => l.status(&model).encode(),
-                            None => msg::Status { serves: false, leading: false, round: 0 }.encode(),
+                            None => msg::Status { serves: false, leading: false, tier: 0, round: 0 }.encode(),
                         },
                         // Another aggregator's close: an aggregator follows it, a validator checks
                         // it (a client checks its own update in it).

@@ -84,6 +84,9 @@ pub struct Config {
     pub test_size: usize,
     /// A leader whose connection has been gone this long is replaced.
     pub failover_after: Duration,
+    /// This aggregator's tier: among live aggregators of a model the highest tier leads
+    /// (then the XOR order of [`rank_key`]).
+    pub tier: u8,
 }
 
 impl Config {
@@ -108,6 +111,7 @@ impl Config {
             seed: 1,
             test_size: 2000,
             failover_after: Duration::from_secs(1),
+            tier: 0,
         }
     }
 }
@@ -203,6 +207,7 @@ pub struct Coordinator {
 #[derive(Clone)]
 pub struct Link {
     model: String,
+    tier: u8,
     leading: Arc<AtomicBool>,
     round: Arc<AtomicU64>,
     follow: SyncSender<(Signed<Close>, PeerId)>,
@@ -220,6 +225,7 @@ impl Link {
         Status {
             serves,
             leading: serves && self.leading.load(Ordering::Relaxed),
+            tier: self.tier,
             round: self.round.load(Ordering::Relaxed),
         }
     }
@@ -241,8 +247,14 @@ impl Link {
     }
 }
 
-/// The order in which a model's aggregators lead: by XOR distance of their key to BLAKE3 of
-/// the model id, nearest first — every node computes the same order without talking.
+/// Where an aggregator stands in the order of leaders of `model`: higher tier first, then
+/// [`rank_key`]; the smallest leads.
+pub fn order(model_id: &str, tier: u8, key: &NodeId) -> (std::cmp::Reverse<u8>, [u8; 32]) {
+    (std::cmp::Reverse(tier), rank_key(model_id, key))
+}
+
+/// The order in which a model's aggregators of one tier lead: by XOR distance of their key to
+/// BLAKE3 of the model id, nearest first — every node computes the same order without talking.
 pub fn rank_key(model_id: &str, key: &NodeId) -> [u8; 32] {
     let m = blake3::hash(model_id.as_bytes());
     let mut out = [0u8; 32];
@@ -300,6 +312,7 @@ impl Coordinator {
         let (tx, follow) = std::sync::mpsc::sync_channel(16);
         let link = Link {
             model: cfg.arch.id().to_string(),
+            tier: cfg.tier,
             leading: Arc::new(AtomicBool::new(false)),
             round: Arc::new(AtomicU64::new(round)),
             follow: tx,
@@ -486,7 +499,7 @@ impl Coordinator {
                 _ => None,
             })
             .collect();
-        v.sort_by_key(|(e, _)| rank_key(model, &e.announcement.signing_key));
+        v.sort_by_key(|(e, s)| order(model, s.tier, &e.announcement.signing_key));
         if let Ok(mut p) = self.peers.lock() {
             *p = v.iter().map(|(e, _)| e.peer_id).collect();
         }
@@ -514,8 +527,8 @@ impl Coordinator {
             self.leader = None;
         }
         let model = self.cfg.arch.id();
-        let me = rank_key(model, &self.key.verifying_key().to_bytes());
-        Ok(live.iter().all(|(e, _)| rank_key(model, &e.announcement.signing_key) > me))
+        let me = order(model, self.cfg.tier, &self.key.verifying_key().to_bytes());
+        Ok(live.iter().all(|(e, s)| order(model, s.tier, &e.announcement.signing_key) > me))
     }
 
     /// Adopts the closes other aggregators sent: their checkpoint becomes this one's state.
@@ -998,4 +1011,22 @@ fn evaluate_rows(
 /// The fetch answer for `digest` from `store`.
 pub fn serve_fetch(store: &Store, digest: &Digest) -> Vec<u8> {
     msg::encode_checkpoint(store.get(digest).as_deref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_higher_tier_leads_then_the_nearest_key() {
+        let keys: Vec<NodeId> = (0..6u8).map(|i| SigningKey::from_bytes(&[i; 32]).verifying_key().to_bytes()).collect();
+        let mut by_key = keys.clone();
+        by_key.sort_by_key(|k| rank_key("mnist-cnn", k));
+        // Same tier: XOR distance decides, and every node computes the same order.
+        assert!(order("mnist-cnn", 1, &by_key[0]) < order("mnist-cnn", 1, &by_key[1]));
+        // A higher tier comes first whatever its distance.
+        assert!(order("mnist-cnn", 2, &by_key[5]) < order("mnist-cnn", 1, &by_key[0]));
+        // Distinct keys never tie.
+        assert!(by_key.windows(2).all(|w| rank_key("mnist-cnn", &w[0]) < rank_key("mnist-cnn", &w[1])));
+    }
 }

@@ -308,14 +308,16 @@ pub struct Status {
     pub serves: bool,
     /// It opens the model's rounds now.
     pub leading: bool,
+    /// Its tier (a higher tier leads first).
+    pub tier: u8,
     /// The next round it will open (or follows).
     pub round: u64,
 }
 
 impl Status {
-    /// `serves: u8 ‖ leading: u8 ‖ round: u64`.
+    /// `serves: u8 ‖ leading: u8 ‖ tier: u8 ‖ round: u64`.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![u8::from(self.serves), u8::from(self.leading)];
+        let mut out = vec![u8::from(self.serves), u8::from(self.leading), self.tier];
         out.extend_from_slice(&self.round.to_le_bytes());
         out
     }
@@ -330,9 +332,10 @@ impl Status {
         };
         let serves = flag("serves")?;
         let leading = flag("leading")?;
+        let tier = r.u8("tier")?;
         let round = r.u64("round")?;
         r.finish()?;
-        Ok(Status { serves, leading, round })
+        Ok(Status { serves, leading, tier, round })
     }
 }
 
@@ -555,9 +558,9 @@ mod tests {
         assert_eq!(Message::decode(&m.encode()), Ok(m));
         let m = Message::Status("mnist-cnn".into());
         assert_eq!(Message::decode(&m.encode()), Ok(m));
-        let st = Status { serves: true, leading: true, round: 9 };
+        let st = Status { serves: true, leading: true, tier: 3, round: 9 };
         assert_eq!(Status::decode(&st.encode()), Ok(st));
-        assert!(Status::decode(&[1, 2, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        assert!(Status::decode(&[1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
     }
 
     #[test]

@@ -62,7 +62,7 @@ fn serve(
                 Ok(Message::Fetch(d)) => msg::encode_checkpoint(store.as_ref().and_then(|s| s.get(&d)).as_deref()),
                 Ok(Message::Status(m)) => match &link {
                     Some(l) => l.status(&m).encode(),
-                    None => msg::Status { serves: false, leading: false, round: 0 }.encode(),
+                    None => msg::Status { serves: false, leading: false, tier: 0, round: 0 }.encode(),
                 },
                 Ok(Message::Open(o)) if opened.is_some() => {
                     if let Some(tx) = &opened {
