@@ -35,6 +35,23 @@ impl Verdict {
     }
 }
 
+/// The evidence verdicts stand for: per (client, z, quality), participation, the anomaly z and
+/// the quality as feedback; an infinite z (a refused update) is an anomaly of z = 100.
+pub fn observations(verdicts: &[(NodeId, f64, f64)]) -> Vec<Observation> {
+    let mut out = Vec::with_capacity(3 * verdicts.len());
+    for &(id, z, quality) in verdicts {
+        if z.is_finite() {
+            out.push(Observation { subject: id, what: Observed::Participated });
+            out.push(Observation { subject: id, what: Observed::Anomaly { z } });
+            let score = if quality.is_finite() { quality.clamp(0.0, 1.0) } else { 0.5 };
+            out.push(Observation { subject: id, what: Observed::Feedback { score } });
+        } else {
+            out.push(Observation { subject: id, what: Observed::Anomaly { z: 100.0 } });
+        }
+    }
+    out
+}
+
 /// A ledger seen from one aggregator, which is its pre-trusted reporter.
 pub struct Judge {
     ledger: Ledger,
@@ -140,18 +157,11 @@ impl Judge {
         now: u64,
         verdicts: impl Iterator<Item = (NodeId, f64, f64)>,
     ) -> Result<(), Error> {
-        let mut observations = Vec::new();
-        for (id, z, quality) in verdicts {
-            self.join(id, now);
-            if z.is_finite() {
-                observations.push(Observation { subject: id, what: Observed::Participated });
-                observations.push(Observation { subject: id, what: Observed::Anomaly { z } });
-                let score = if quality.is_finite() { quality.clamp(0.0, 1.0) } else { 0.5 };
-                observations.push(Observation { subject: id, what: Observed::Feedback { score } });
-            } else {
-                observations.push(Observation { subject: id, what: Observed::Anomaly { z: 100.0 } });
-            }
+        let verdicts: Vec<(NodeId, f64, f64)> = verdicts.collect();
+        for (id, _, _) in &verdicts {
+            self.join(*id, now);
         }
+        let observations = observations(&verdicts);
         if self.reputation && !observations.is_empty() {
             let report = Signed::sign(&self.key, ledger::Report { epoch, observations });
             // The judge is pre-trusted, so its report is accepted; an error here is a bug in

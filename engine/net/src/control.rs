@@ -1,8 +1,8 @@
 //! The local control socket: a Unix socket (mode 0600) in the node's data directory speaking JSON
 //! lines. A request is one object per line — `{"cmd":"status"}`, `{"cmd":"peers"}`,
 //! `{"cmd":"get","key":"node/<hex>"}`, `{"cmd":"holds","key":…}` (in this node's own store?),
-//! `{"cmd":"provide","key":"agg/<model>"}`, `{"cmd":"round"}` (what the node's owner reports
-//! about the round protocol, see [`serve_with`]) — and the answer one line, `{"ok": …}` or
+//! `{"cmd":"provide","key":"agg/<model>"}`, and the commands the node's owner adds (see
+//! [`serve_with`]: `round`, `ledger`) — and the answer one line, `{"ok": …}` or
 //! `{"error": "…"}`. Lines over 4 KiB are refused.
 
 use crate::Error;
@@ -15,17 +15,18 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt};
 
 const MAX_LINE: usize = 4096;
 
-/// What the node's owner reports for `{"cmd":"round"}`.
+/// What the node's owner answers to one of its commands.
 pub type Report = std::sync::Arc<dyn Fn() -> Value + Send + Sync>;
 
 /// Serves `handle` on a Unix socket at `path` (replacing a stale socket file) until the node
 /// stops.
 pub async fn serve(path: &Path, handle: Handle) -> Result<(), Error> {
-    serve_with(path, handle, None).await
+    serve_with(path, handle, Vec::new()).await
 }
 
-/// [`serve`], answering `{"cmd":"round"}` with `report`.
-pub async fn serve_with(path: &Path, handle: Handle, report: Option<Report>) -> Result<(), Error> {
+/// [`serve`], answering `{"cmd":NAME}` with the report of that name.
+pub async fn serve_with(path: &Path, handle: Handle, extra: Vec<(&'static str, Report)>) -> Result<(), Error> {
+    let extra = std::sync::Arc::new(extra);
     if path.exists() {
         std::fs::remove_file(path)?;
     }
@@ -37,7 +38,7 @@ pub async fn serve_with(path: &Path, handle: Handle, report: Option<Report>) -> 
     loop {
         let (stream, _) = listener.accept().await?;
         let h = handle.clone();
-        let report = report.clone();
+        let extra = extra.clone();
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
             let mut lines = tokio::io::BufReader::new(r.take(64 * MAX_LINE as u64)).lines();
@@ -45,7 +46,7 @@ pub async fn serve_with(path: &Path, handle: Handle, report: Option<Report>) -> 
                 let answer = if line.len() > MAX_LINE {
                     json!({"error": "request line over 4 KiB"})
                 } else {
-                    answer(&h, report.as_ref(), &line).await
+                    answer(&h, &extra, &line).await
                 };
                 if w.write_all(format!("{answer}\n").as_bytes()).await.is_err() {
                     break;
@@ -55,7 +56,7 @@ pub async fn serve_with(path: &Path, handle: Handle, report: Option<Report>) -> 
     }
 }
 
-async fn answer(h: &Handle, report: Option<&Report>, line: &str) -> Value {
+async fn answer(h: &Handle, extra: &[(&'static str, Report)], line: &str) -> Value {
     let req: Value = match serde_json::from_str(line) {
         Ok(v) => v,
         Err(e) => return json!({"error": format!("not JSON: {e}")}),
@@ -76,11 +77,14 @@ async fn answer(h: &Handle, report: Option<&Report>, line: &str) -> Value {
             Ok(k) => h.provide(k).await.map_err(|e| e.to_string()).map(|()| json!(null)),
             Err(e) => Err(e),
         },
-        Some("round") => match report {
-            Some(f) => Ok(f()),
-            None => Err("this node runs no round protocol".into()),
-        },
-        other => Err(format!("unknown cmd {other:?} (status, peers, get, holds, provide, round)")),
+        Some(cmd) if extra.iter().any(|(n, _)| *n == cmd) => {
+            Ok(extra.iter().find(|(n, _)| *n == cmd).map_or(Value::Null, |(_, f)| f()))
+        }
+        other => {
+            let mut names = vec!["status", "peers", "get", "holds", "provide"];
+            names.extend(extra.iter().map(|(n, _)| *n));
+            Err(format!("unknown cmd {other:?} ({})", names.join(", ")))
+        }
     };
     match r {
         Ok(v) => json!({"ok": v}),

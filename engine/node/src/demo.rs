@@ -94,22 +94,21 @@ pub fn run(a: DemoArgs) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let exe = std::env::current_exe()?;
     let mut cluster = Cluster { children: Vec::new(), sockets: Vec::new(), _tmp: None };
-    let start = |cluster: &mut Cluster, cfg: &Path, env: &[(&str, &str)]| -> Result<()> {
-        let log = std::fs::File::create(cfg.with_file_name("node.log"))?;
-        let mut cmd = Command::new(&exe);
-        cmd.arg("node").arg("--config").arg(cfg).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cluster.children.push(cmd.spawn().context("starting a node")?);
-        cluster.sockets.push(cfg.with_file_name("control.sock"));
+    // Every node is configured first (each needs the aggregators' keys as the ledger's
+    // pre-trusted reporters), then started in order.
+    let mut planned: Vec<(PathBuf, Vec<(&str, &str)>)> = Vec::new();
+    let start = |planned: &mut Vec<(PathBuf, Vec<(&str, &str)>)>,
+                 cfg: &Path,
+                 env: &[(&'static str, &'static str)]|
+     -> Result<()> {
+        planned.push((cfg.to_path_buf(), env.to_vec()));
         Ok(())
     };
     let t0 = Instant::now();
 
     // The bootstrap: control plane only.
     let (boot_cfg, boot) = prepare(&dir, 0, free_tcp_port()?, None, "", "")?;
-    start(&mut cluster, &boot_cfg, &[])?;
+    start(&mut planned, &boot_cfg, &[])?;
 
     // The aggregators (`models` is a top-level key: it goes before the sections).
     let agg_extra = format!(
@@ -132,16 +131,16 @@ pub fn run(a: DemoArgs) -> Result<()> {
         let text = std::fs::read_to_string(&cfg)?;
         std::fs::write(&cfg, format!("models = [\"{}\"]\n{text}", arch.id()))?;
         labels.insert(short_of(cfg.parent().unwrap_or(&dir))?, format!("aggregator {j}"));
-        aggs.push((cfg.clone(), cluster.children.len()));
-        start(&mut cluster, &cfg, &[])?;
+        aggs.push((cfg.clone(), planned.len()));
+        start(&mut planned, &cfg, &[])?;
     }
     // The validator: checks every close and evaluates its checkpoint.
     let (val_cfg, _) = prepare(&dir, 1 + aggs.len(), free_tcp_port()?, Some(&boot), "\"validator\"", "")?;
     let text = std::fs::read_to_string(&val_cfg)?;
     std::fs::write(&val_cfg, format!("models = [\"{}\"]\n{text}", arch.id()))?;
-    start(&mut cluster, &val_cfg, &[])?;
+    start(&mut planned, &val_cfg, &[])?;
     let val_log = val_cfg.with_file_name("validator").join("validator.jsonl");
-    let first_client = cluster.children.len();
+    let first_client = planned.len();
 
     // The clients; the attackers are spread among them.
     let mut client_cfgs: Vec<PathBuf> = Vec::new();
@@ -167,7 +166,28 @@ pub fn run(a: DemoArgs) -> Result<()> {
             },
         );
         // Clients share the cores: one training thread each.
-        start(&mut cluster, &cfg, &[("RAYON_NUM_THREADS", "1")])?;
+        start(&mut planned, &cfg, &[("RAYON_NUM_THREADS", "1")])?;
+    }
+    // The network's genesis: the aggregators report evidence from the start.
+    let mut pretrusted = Vec::new();
+    for (cfg, _) in &aggs {
+        let id = crate::net::identity(cfg.parent().unwrap_or(&dir))?;
+        let k = ed25519_dalek::SigningKey::from_bytes(&id.seed).verifying_key().to_bytes();
+        pretrusted.push(format!("\"{}\"", hex::encode(k)));
+    }
+    let ledger = format!("\n[ledger]\npretrusted = [{}]\n", pretrusted.join(", "));
+    for (cfg, env) in &planned {
+        let mut text = std::fs::read_to_string(cfg)?;
+        text.push_str(&ledger);
+        std::fs::write(cfg, text)?;
+        let log = std::fs::File::create(cfg.with_file_name("node.log"))?;
+        let mut cmd = Command::new(&exe);
+        cmd.arg("node").arg("--config").arg(cfg).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cluster.children.push(cmd.spawn().context("starting a node")?);
+        cluster.sockets.push(cfg.with_file_name("control.sock"));
     }
     println!(
         "vain demo: 1 bootstrap, {} aggregator(s), 1 validator, {} clients ({} attacking: {}), {} rounds of {} — nodes in {}",
@@ -191,7 +211,6 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let mut killed: Option<usize> = None;
     let mut killed_at: Option<Instant> = None;
     let mut failover_seconds: Option<f64> = None;
-    let mut kill_wait: Option<Instant> = None;
     loop {
         let mut by_round: BTreeMap<u64, Value> = BTreeMap::new();
         for l in &logs {
@@ -224,36 +243,45 @@ pub fn run(a: DemoArgs) -> Result<()> {
                 cluster.children[first_client] = respawn(&exe, cfg, &[("RAYON_NUM_THREADS", "1")])?;
             }
         }
-        // Failover: once round K−1 has closed, kill the aggregator that closed it as soon as it
-        // has journaled an update of round K (mid-round), or when round K closes first.
+        // Failover: kill the aggregator that holds round K open as soon as it has journaled an
+        // update of it (mid-round; rounds can outrun the evaluated rows, so the journal, not the
+        // table, tells). If round K closes before any journal is seen, kill its leader after.
         if let Some(k) = a.kill_primary
             && killed.is_none()
-            && k >= 1
-            && rows.len() as u64 >= k
         {
-            let closer = rows[k as usize - 1]["aggregator"].as_str().unwrap_or("").to_string();
-            let idx = aggs.iter().position(|(c, _)| short_of(c.parent().unwrap_or(&dir)).is_ok_and(|s| s == closer));
-            if let Some(j) = idx {
-                let journal = aggs[j].0.with_file_name("aggregator").join("journal").join(format!("{k}.bin"));
-                let mid = std::fs::metadata(&journal).is_ok_and(|m| m.len() > 0);
-                let waited =
-                    kill_wait.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs_f64(a.round_time);
-                if mid || waited || rows.len() as u64 > k {
-                    if let Some(c) = cluster.children.get_mut(aggs[j].1) {
-                        let _ = c.kill();
-                        let _ = c.wait();
-                    }
-                    killed = Some(j);
-                    killed_at = Some(Instant::now());
-                    println!(
-                        "      aggregator {j} ({closer}) killed (SIGKILL) {} round {k}",
-                        if mid { "with updates of" } else { "before" }
-                    );
-                    if a.restart_primary {
-                        std::thread::sleep(Duration::from_millis(500));
-                        cluster.children[aggs[j].1] = respawn(&exe, &aggs[j].0, &[])?;
-                        println!("      aggregator {j} restarted from its data directory");
-                    }
+            let state_round = |j: usize| -> u64 {
+                std::fs::read_to_string(aggs[j].0.with_file_name("aggregator").join("state.json"))
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                    .and_then(|v| v["round"].as_u64())
+                    .unwrap_or(0)
+            };
+            let journaling = (0..aggs.len()).find(|&j| {
+                std::fs::metadata(aggs[j].0.with_file_name("aggregator").join("journal").join(format!("{k}.bin")))
+                    .is_ok_and(|m| m.len() > 0)
+            });
+            let late = (0..aggs.len()).find(|&j| {
+                state_round(j) > k
+                    && rows
+                        .get(k as usize)
+                        .and_then(|r| r["aggregator"].as_str())
+                        .is_some_and(|c| short_of(aggs[j].0.parent().unwrap_or(&dir)).is_ok_and(|s| s == c))
+            });
+            if let Some(j) = journaling.or(late) {
+                if let Some(c) = cluster.children.get_mut(aggs[j].1) {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                killed = Some(j);
+                killed_at = Some(Instant::now());
+                println!(
+                    "      aggregator {j} killed (SIGKILL) {} round {k}",
+                    if journaling.is_some() { "with updates of" } else { "after" }
+                );
+                if a.restart_primary {
+                    std::thread::sleep(Duration::from_millis(500));
+                    cluster.children[aggs[j].1] = respawn(&exe, &aggs[j].0, &[])?;
+                    println!("      aggregator {j} restarted from its data directory");
                 }
             }
         }
@@ -266,7 +294,15 @@ pub fn run(a: DemoArgs) -> Result<()> {
             .filter(|(j, _)| Some(*j) != killed || a.restart_primary)
             .any(|(_, (_, i))| cluster.children.get_mut(*i).is_some_and(|c| matches!(c.try_wait(), Ok(None))));
         if !alive {
-            bail!("every aggregator exited after {} rounds; see {}", rows.len(), dir.display());
+            let states: Vec<String> = aggs
+                .iter()
+                .map(|(_, i)| match cluster.children.get_mut(*i).map(|c| c.try_wait()) {
+                    Some(Ok(Some(st))) => st.to_string(),
+                    Some(Ok(None)) => "running".into(),
+                    _ => "unknown".into(),
+                })
+                .collect();
+            bail!("every aggregator exited after {} rounds ({}); see {}", rows.len(), states.join(", "), dir.display());
         }
         if Instant::now() > deadline {
             bail!("timed out after {} of {} rounds", rows.len(), a.rounds);
@@ -288,6 +324,19 @@ pub fn run(a: DemoArgs) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Every node's ledger: the same evidence, in the same order, gives the same digest.
+    let mut digests: BTreeMap<String, usize> = BTreeMap::new();
+    let mut epochs = Vec::new();
+    for (i, sock) in cluster.sockets.iter().enumerate() {
+        if killed.is_some_and(|j| aggs[j].1 == i) && !a.restart_primary {
+            continue;
+        }
+        if let Ok(v) = vain_net::control::request(sock, &json!({"cmd": "ledger"})) {
+            *digests.entry(v["digest"].as_str().unwrap_or("").to_string()).or_default() += 1;
+            epochs.push(v["next_epoch"].as_u64().unwrap_or(0));
+        }
+    }
+    let ledger_nodes: usize = digests.values().sum();
     // Every client's answers to the round protocol, from its control socket.
     let mut answers: BTreeMap<String, u64> = BTreeMap::new();
     for sock in cluster.sockets.iter().skip(first_client) {
@@ -301,6 +350,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     }
     drop(cluster);
     let valid = verdicts.iter().filter(|v| v["valid"] == true).count();
+    let unverified = verdicts.iter().filter(|v| v["unverified"] == true).count();
     let invalid: Vec<String> = verdicts
         .iter()
         .filter(|v| v["valid"] != true)
@@ -339,8 +389,14 @@ pub fn run(a: DemoArgs) -> Result<()> {
         "killed_aggregator": killed.map(|j| format!("aggregator {j}")),
         "kill_round": killed.and(a.kill_primary),
         "failover_seconds": failover_seconds,
-        "validator": { "checked": verdicts.len(), "valid": valid, "invalid": invalid },
+        "validator": { "checked": verdicts.len(), "valid": valid, "invalid": invalid, "unverified_checkpoints": unverified },
         "client_answers": answers,
+        "ledger": {
+            "nodes": ledger_nodes,
+            "distinct_digests": digests.len(),
+            "epochs": epochs.iter().max(),
+            "digest": digests.iter().max_by_key(|(_, n)| **n).map(|(d, _)| d.clone()),
+        },
     });
     std::fs::write(a.out.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
     chart(&a.out.join("accuracy.svg"), &rows)?;
@@ -352,9 +408,15 @@ pub fn run(a: DemoArgs) -> Result<()> {
         if kept_out.is_empty() { "none".to_string() } else { kept_out.join(", ") }
     );
     println!(
-        "validator: {valid} of {} closes checked valid (signature, Merkle root, base chain, checkpoint digest){}",
+        "validator: {valid} of {} closes checked valid (signature, Merkle root, base chain, checkpoint digest{}){}",
         verdicts.len(),
+        if unverified > 0 { format!("; {unverified} checkpoint(s) unavailable") } else { String::new() },
         if invalid.is_empty() { String::new() } else { format!("; invalid: {}", invalid.join("; ")) }
+    );
+    println!(
+        "ledger: {ledger_nodes} nodes, {} distinct state digest(s) after {} epochs of evidence",
+        digests.len(),
+        epochs.iter().max().copied().unwrap_or(0)
     );
     println!("wrote {} and {}", a.out.join("summary.json").display(), a.out.join("accuracy.svg").display());
     Ok(())

@@ -56,6 +56,9 @@ enum Command {
     /// What a running node reports about the round protocol: whether its aggregator leads and
     /// the next round; its client's answers to opens, closes and receipts, by reason.
     Round(net::SocketArgs),
+    /// A running node's reputation ledger.
+    #[command(subcommand)]
+    Ledger(net::LedgerCommand),
     /// Query the DHT through a running node.
     #[command(subcommand)]
     Dht(net::DhtCommand),
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Up(a) => net::run_up(a),
         Command::Peers(a) => net::run_peers(a),
         Command::Round(a) => net::run_round(a),
+        Command::Ledger(c) => net::run_ledger(c),
         Command::Dht(c) => net::run_dht(c),
     };
     match result {

@@ -108,6 +108,41 @@ pub fn run_peers(a: SocketArgs) -> Result<()> {
     Ok(())
 }
 
+/// `vain ledger`.
+#[derive(Subcommand)]
+pub enum LedgerCommand {
+    /// The node's ledger: state digest (equal on nodes that applied the same evidence), the next
+    /// epoch, evidence offered by outcome, and every node's tier, score and standing.
+    Status {
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+}
+
+/// Runs `vain ledger`.
+pub fn run_ledger(c: LedgerCommand) -> Result<()> {
+    match c {
+        LedgerCommand::Status { socket } => {
+            let v = control::request(&socket.socket, &json!({"cmd": "ledger"}))?;
+            println!("digest     {}", v["digest"].as_str().unwrap_or("?"));
+            println!("next epoch {}", v["next_epoch"]);
+            println!("applied    {} reports ({} pending)", v["applied"], v["pending"]);
+            println!("offers     {}", v["offers"]);
+            println!("{:<10} {:>4} {:>8}  standing", "node", "tier", "score");
+            for n in v["nodes"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<10} {:>4} {:>8.3}  {}",
+                    n["id"].as_str().unwrap_or(""),
+                    n["tier"],
+                    n["score"].as_f64().unwrap_or(f64::NAN),
+                    n["standing"].as_str().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Runs `vain round`.
 pub fn run_round(a: SocketArgs) -> Result<()> {
     print_json(&control::request(&a.socket, &json!({"cmd": "round"}))?)

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use vain_kernels::aggregate::{Rule, parse_pre};
@@ -32,6 +32,7 @@ use vain_round::validator::Validator;
 use vain_schema::node::roles;
 use vain_transport::quic;
 use vain_transport::tls::{self, Policy};
+use vain_trust::{Live, Offer};
 
 use crate::aggregate::{BackendChoice, open_backend};
 
@@ -147,6 +148,15 @@ impl Default for TrainSection {
     }
 }
 
+/// `[ledger]`: the network's genesis for every node's ledger.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LedgerSection {
+    /// Pre-trusted reporters: signing keys (hex) whose evidence every node takes from the start
+    /// (typically the network's first aggregators).
+    pub pretrusted: Vec<String>,
+}
+
 /// The whole `node.toml`.
 pub struct NodeFile {
     /// The control plane.
@@ -155,6 +165,8 @@ pub struct NodeFile {
     pub aggregate: AggregateSection,
     /// `[train]`.
     pub train: TrainSection,
+    /// `[ledger]`.
+    pub ledger: LedgerSection,
 }
 
 impl NodeFile {
@@ -169,8 +181,12 @@ impl NodeFile {
             Some(t) => t.try_into().context("[train]")?,
             None => TrainSection::default(),
         };
+        let ledger = match v.remove("ledger") {
+            Some(t) => t.try_into().context("[ledger]")?,
+            None => LedgerSection::default(),
+        };
         let net = Config::parse(&toml::to_string(&v)?)?;
-        Ok(NodeFile { net, aggregate, train })
+        Ok(NodeFile { net, aggregate, train, ledger })
     }
 
     /// Reads a file.
@@ -257,6 +273,44 @@ impl NodeFile {
     }
 }
 
+/// Offers a signed report to the live ledger; a new one is passed on to every connected peer
+/// but the one it came from (each node forwards a report once, so the flood ends).
+fn take_evidence(
+    live: &Mutex<Live>,
+    net: &vain_net::node::Handle,
+    rt: &tokio::runtime::Handle,
+    r: vain_core::signed::Signed<vain_core::ledger::Report>,
+    from: Option<vain_net::PeerId>,
+) -> Ack {
+    let offer = match live.lock() {
+        Ok(mut l) => l.offer(r.clone()),
+        Err(_) => return Ack::Busy,
+    };
+    match offer {
+        Ok(Offer::New) => {
+            let (net, bytes) = (net.clone(), Message::Evidence(r).encode());
+            rt.spawn(async move {
+                let peers = net.directory().await.unwrap_or_default();
+                for e in peers.into_iter().filter(|e| e.connected && Some(e.peer_id) != from) {
+                    let (net, bytes) = (net.clone(), bytes.clone());
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(Duration::from_secs(5), net.request(e.peer_id, bytes)).await;
+                    });
+                }
+            });
+            Ack::Taken
+        }
+        Ok(Offer::Duplicate) => Ack::Taken,
+        Ok(Offer::Stale | Offer::TooFarAhead) => Ack::Stale,
+        Ok(Offer::BadSignature) => Ack::BadSignature,
+        Ok(Offer::Equivocation) => Ack::Equivocation,
+        Err(e) => {
+            eprintln!("ledger: {e}");
+            Ack::Busy
+        }
+    }
+}
+
 /// Runs `vain node --config FILE`.
 pub fn run(path: Option<&Path>) -> Result<()> {
     let file = match path {
@@ -303,6 +357,12 @@ pub fn run(path: Option<&Path>) -> Result<()> {
     // A validator evaluates on the split the aggregators evaluate on.
     let eval_seed = file.aggregate.seed;
     let data_dir = cfg.data_dir.clone();
+    let mut pretrusted = Vec::new();
+    for k in &file.ledger.pretrusted {
+        let b = hex::decode(k).ok().and_then(|b| <[u8; 32]>::try_from(b).ok());
+        pretrusted.push(b.ok_or_else(|| anyhow::anyhow!("[ledger] pretrusted {k:?} is not a 32-byte hex key"))?);
+    }
+    let live = Arc::new(Mutex::new(Live::open(&data_dir.join("ledger"), vain_trust::Config { pretrusted })?));
 
     rt.block_on(async move {
         let (tx, mut inbound) = mpsc::channel::<Inbound>(256);
@@ -324,7 +384,13 @@ pub fn run(path: Option<&Path>) -> Result<()> {
                 backend,
                 key,
                 data_dir.join("aggregator"),
-            )?;
+            )?
+            .with_evidence({
+                let (live, net, rt) = (live.clone(), handle.clone(), tokio::runtime::Handle::current());
+                Arc::new(move |r| {
+                    take_evidence(&live, &net, &rt, r, None);
+                })
+            });
             store = Some(c.store());
             link = Some(c.link());
             let stop = stop.clone();
@@ -375,19 +441,28 @@ pub fn run(path: Option<&Path>) -> Result<()> {
                 serde_json::Value::Object(v)
             })
         };
+        let ledger_report: control::Report = {
+            let live = live.clone();
+            Arc::new(move || match live.lock() {
+                Ok(l) => serde_json::to_value(l.status()).unwrap_or(serde_json::Value::Null),
+                Err(_) => serde_json::Value::Null,
+            })
+        };
         let h = handle.clone();
         let sock = socket.clone();
         tokio::spawn(async move {
-            if let Err(e) = control::serve_with(&sock, h, Some(report)).await {
+            if let Err(e) = control::serve_with(&sock, h, vec![("round", report), ("ledger", ledger_report)]).await {
                 eprintln!("control socket {}: {e}", sock.display());
             }
         });
 
         // Round-protocol requests: fetches from the checkpoint store, opens and closes to the
-        // participant.
+        // participant, evidence to the ledger.
+        let dispatch_net = handle.clone();
         tokio::spawn(async move {
             while let Some(req) = inbound.recv().await {
                 let (store, participant, link) = (store.clone(), participant.clone(), link.clone());
+                let (live, net) = (live.clone(), dispatch_net.clone());
                 let validator = validator.clone();
                 tokio::spawn(async move {
                     let answer = match Message::decode(&req.request) {
@@ -407,6 +482,11 @@ pub fn run(path: Option<&Path>) -> Result<()> {
                             (None, Some(v)) => vec![v.offer(c, &req) as u8],
                             (None, None) => vec![Ack::NotSelected as u8],
                         },
+                        // Evidence for the ledger: taken once, passed on to the peers.
+                        Ok(Message::Evidence(r)) => {
+                            let rt = tokio::runtime::Handle::current();
+                            vec![take_evidence(&live, &net, &rt, r, Some(req.peer)) as u8]
+                        }
                         Ok(m) => match &participant {
                             Some(p) => p.answer(m, &req).await,
                             None => vec![Ack::NotSelected as u8],
@@ -423,18 +503,29 @@ pub fn run(path: Option<&Path>) -> Result<()> {
         }
         println!("control socket {}", socket.display());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let finished = async {
-            loop {
-                if coordinator_thread.as_ref().is_some_and(|t| t.is_finished()) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+        // A coordinator that fails stops the node; one that ran its rounds leaves the node
+        // serving (checkpoints, the ledger, the control plane) until it is stopped.
+        let mut coordinator_thread = coordinator_thread;
+        let mut term_signal = std::pin::pin!(async {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
             }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-            _ = finished, if coordinator_thread.is_some() => {}
+        });
+        loop {
+            tokio::select! {
+                _ = &mut term_signal => break,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+            if coordinator_thread.as_ref().is_some_and(|t| t.is_finished())
+                && let Some(t) = coordinator_thread.take()
+            {
+                match t.join() {
+                    Ok(Ok(())) => println!("rounds done; serving until stopped"),
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(_) => bail!("the round coordinator panicked"),
+                }
+            }
         }
         stop.store(true, Ordering::Relaxed);
         if let Some(t) = coordinator_thread {

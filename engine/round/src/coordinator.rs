@@ -200,7 +200,14 @@ pub struct Coordinator {
     leader: Option<(PeerId, Instant)>,
     /// Other aggregators of the model (closes go to them too).
     peers: Arc<Mutex<Vec<PeerId>>>,
+    evidence: Option<Evidence>,
+    /// Rows of adopted closes, for the evaluator.
+    adopted: Vec<(Row, Vec<f32>)>,
 }
+
+/// Where the coordinator hands the signed evidence of each closed round (the node's live
+/// ledger, which spreads it).
+pub type Evidence = Arc<dyn Fn(Signed<vain_core::ledger::Report>) + Send + Sync>;
 
 /// What the node's request handler shares with the coordinator: its status, and the closes of
 /// other aggregators to follow.
@@ -335,7 +342,15 @@ impl Coordinator {
             follow,
             leader: None,
             peers: Arc::new(Mutex::new(Vec::new())),
+            evidence: None,
+            adopted: Vec::new(),
         })
+    }
+
+    /// Hands each round's signed evidence (epoch = round) to `f`.
+    pub fn with_evidence(mut self, f: Evidence) -> Self {
+        self.evidence = Some(f);
+        self
     }
 
     /// The link the node's request handler answers status requests and passes closes with.
@@ -418,6 +433,11 @@ impl Coordinator {
             .name("vain-eval".into())
             .spawn(move || evaluate_rows(arch, seed, test_size, eval_rx, log_path, on))
             .map_err(|e| Error::Config(format!("evaluator thread: {e}")))?;
+        // Rounds closed before a crash whose evaluation never reached the log: from the
+        // journaled closes and the stored checkpoints.
+        for r in self.unlogged_rows() {
+            let _ = eval_tx.send(r);
+        }
         let result = self.rounds(stop, &eval_tx);
         drop(eval_tx);
         let evaluated = evaluator.join().map_err(|_| Error::Config("the evaluator panicked".into()))?;
@@ -439,6 +459,9 @@ impl Coordinator {
                 provided = Some(Instant::now());
             }
             self.adopt_closes()?;
+            for r in self.adopted.drain(..) {
+                let _ = eval.send(r);
+            }
             if !self.link.leading.load(Ordering::Relaxed) {
                 // Nothing is decided before enough clients (and so the other aggregators, which
                 // they connect us to) are there.
@@ -449,6 +472,9 @@ impl Coordinator {
                         std::thread::sleep(Duration::from_millis(200));
                         continue;
                     }
+                    // The clients are here; give the connections to the other aggregators, which
+                    // come through the same discovery, a moment to form before deciding.
+                    std::thread::sleep(self.cfg.failover_after);
                 }
                 if !self.should_lead()? {
                     std::thread::sleep(Duration::from_millis(300));
@@ -457,9 +483,18 @@ impl Coordinator {
                 self.link.leading.store(true, Ordering::Relaxed);
                 last_end = None;
             } else {
-                // Learn who follows (they get the closes); step down if someone else leads
-                // further ahead (a healed partition).
-                self.live_aggregators()?;
+                // Learn who follows (they get the closes). Two leaders (started together, or a
+                // healed partition): the one later in the order steps down and follows.
+                let me = order(self.cfg.arch.id(), self.cfg.tier, &self.key.verifying_key().to_bytes());
+                let live = self.live_aggregators()?;
+                let better = live
+                    .iter()
+                    .find(|(e, st)| st.leading && order(self.cfg.arch.id(), st.tier, &e.announcement.signing_key) < me);
+                if let Some((e, _)) = better {
+                    self.leader = Some((e.peer_id, Instant::now()));
+                    self.link.leading.store(false, Ordering::Relaxed);
+                    continue;
+                }
             }
             let row = self.round_once(last_end)?;
             last_end = Some(Instant::now());
@@ -559,6 +594,8 @@ impl Coordinator {
                 continue;
             }
             self.store.put(&flat)?;
+            // A second holder of the checkpoint, should the leader go.
+            let _ = self.rt.block_on(self.net.provide(Key::Checkpoint(c.checkpoint)));
             self.global = flat;
             // The leader's evidence, so this ledger agrees with its weights and exclusions.
             let now = c.round * HOUR;
@@ -572,8 +609,96 @@ impl Coordinator {
             self.leader = Some((peer, Instant::now()));
             self.save_state(&c.checkpoint)?;
             self.prune_journals(self.round);
+            // This aggregator's record of the round too: the leader's own may die with it.
+            let row = self.row_of(&close);
+            self.adopted.push((row, self.global.clone()));
         }
         Ok(())
+    }
+
+    /// Rows of the closes in `closes.bin` that `rounds.jsonl` lacks.
+    fn unlogged_rows(&self) -> Vec<(Row, Vec<f32>)> {
+        let logged: BTreeSet<u64> = std::fs::read_to_string(self.dir.join("rounds.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["round"].as_u64())
+            .collect();
+        let Ok(b) = std::fs::read(self.dir.join("closes.bin")) else { return Vec::new() };
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at + 4 <= b.len() {
+            let n = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize;
+            let Some(bytes) = b.get(at + 4..at + 4 + n) else { break };
+            at += 4 + n;
+            let Ok(Message::Close(close)) = Message::decode(bytes) else { continue };
+            if logged.contains(&close.body.round) {
+                continue;
+            }
+            let Some(ck) = self.store.get(&close.body.checkpoint) else { continue };
+            let flat = ck.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            out.push((self.row_of(&close), flat));
+        }
+        out
+    }
+
+    /// The row of a close this aggregator adopted (statuses from the close itself).
+    fn row_of(&self, close: &Signed<Close>) -> Row {
+        let c = &close.body;
+        let later = self.round * HOUR;
+        let ledger = self.judge.ledger();
+        let mut status: BTreeMap<NodeId, String> = BTreeMap::new();
+        for a in &c.accepted {
+            status.insert(a.sender, "accepted".into());
+        }
+        for (k, why) in &c.rejected {
+            status.entry(*k).or_insert_with(|| format!("rejected: {why}"));
+        }
+        for k in &c.missing {
+            status.insert(*k, "missing".into());
+        }
+        let z: BTreeMap<NodeId, f64> = c.verdicts.iter().filter(|v| v.1.is_finite()).map(|v| (v.0, v.1)).collect();
+        let participants: BTreeSet<NodeId> =
+            c.accepted.iter().map(|a| a.sender).chain(c.missing.iter().copied()).chain(z.keys().copied()).collect();
+        Row {
+            round: c.round,
+            outcome: match c.outcome {
+                Outcome::Aggregated => "aggregated",
+                Outcome::TooFew => "too few",
+            },
+            participants: participants.len(),
+            accepted: c.accepted.len(),
+            rejected: c.rejected.iter().filter(|(k, _)| participants.contains(k)).count(),
+            missing: c.missing.len(),
+            suspects: c.suspects.iter().map(|(k, _)| short(k)).collect(),
+            accuracy: f64::NAN,
+            loss: f64::NAN,
+            checkpoint: hex(&c.checkpoint),
+            epsilon: c.epsilon.is_finite().then_some(c.epsilon),
+            overhead_ms: None,
+            round_ms: 0.0,
+            clients: self
+                .known
+                .keys()
+                .map(|k| {
+                    let rec = ledger.record(k);
+                    ClientRow {
+                        id: short(k),
+                        status: status.get(k).cloned().unwrap_or_else(|| "not selected".into()),
+                        z: z.get(k).copied(),
+                        tier: ledger.tier(k, later),
+                        standing: match rec {
+                            Some(r) if r.banned => "banned",
+                            Some(r) if r.suspended_until.is_some_and(|u| later < u) => "suspended",
+                            _ => "active",
+                        },
+                    }
+                })
+                .collect(),
+            aggregator: short(&close.signer),
+            updates: c.accepted.iter().map(|a| format!("{}:{}", short(&a.sender), hex(&a.digest))).collect(),
+            recovered: 0,
+            closed_ms: unix_ms(),
+        }
     }
 
     /// Chooses the round's participants among eligible clients: all of them, or `per_round`
@@ -843,6 +968,12 @@ impl Coordinator {
             epsilon: epsilon.unwrap_or(f64::NAN),
         };
         close.root = merkle::root(&close.leaves());
+        if let Some(f) = &self.evidence {
+            let observations = vain_learn::judge::observations(&close.verdicts);
+            if !observations.is_empty() {
+                f(Signed::sign(&self.key, vain_core::ledger::Report { epoch: self.round, observations }));
+            }
+        }
         let signed = vain_core::signed::Signed::sign(&self.key, close);
         self.persist(&signed)?;
         let bytes = Message::Close(signed).encode();

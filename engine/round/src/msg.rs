@@ -352,6 +352,8 @@ pub enum Message {
     Receipt(Signed<Receipt>),
     /// One aggregator asks another whether it serves and leads this model (answer: [`Status`]).
     Status(String),
+    /// Evidence for every node's ledger: a reporter's signed observations (answer: [`Ack`]).
+    Evidence(Signed<vain_core::ledger::Report>),
 }
 
 const OPEN: u8 = 1;
@@ -359,6 +361,7 @@ const CLOSE: u8 = 2;
 const FETCH: u8 = 3;
 const RECEIPT: u8 = 4;
 const STATUS: u8 = 5;
+const EVIDENCE: u8 = 6;
 
 impl Message {
     /// The request's bytes: a kind byte, then the message.
@@ -385,6 +388,10 @@ impl Message {
                 out.push(STATUS);
                 put_str(&mut out, model);
             }
+            Message::Evidence(s) => {
+                out.push(EVIDENCE);
+                encode_signed(s, &mut out);
+            }
         }
         out
     }
@@ -398,6 +405,7 @@ impl Message {
             FETCH => Message::Fetch(r.array("digest")?),
             RECEIPT => Message::Receipt(decode_signed(&mut r)?),
             STATUS => Message::Status(r.string("model_id")?),
+            EVIDENCE => Message::Evidence(decode_signed(&mut r)?),
             value => return Err(codec::Error::Tag { field: "kind", value }),
         };
         r.finish()?;
@@ -428,6 +436,8 @@ pub enum Ack {
     WrongBase = 7,
     /// The node is busy with a round and cannot take another.
     Busy = 8,
+    /// A second, different report of the same reporter and epoch.
+    Equivocation = 9,
 }
 
 impl Ack {
@@ -443,6 +453,7 @@ impl Ack {
             6 => Ack::NotSelected,
             7 => Ack::WrongBase,
             8 => Ack::Busy,
+            9 => Ack::Equivocation,
             _ => return None,
         })
     }
@@ -459,6 +470,7 @@ impl Ack {
             Ack::NotSelected => "not selected",
             Ack::WrongBase => "wrong base",
             Ack::Busy => "busy",
+            Ack::Equivocation => "equivocation",
         }
     }
 }
@@ -557,6 +569,12 @@ mod tests {
         let m = Message::Receipt(Signed::sign(&key, receipt));
         assert_eq!(Message::decode(&m.encode()), Ok(m));
         let m = Message::Status("mnist-cnn".into());
+        assert_eq!(Message::decode(&m.encode()), Ok(m));
+        let obs = vec![vain_core::ledger::Observation {
+            subject: [4; 32],
+            what: vain_core::ledger::Observed::Anomaly { z: 2.5 },
+        }];
+        let m = Message::Evidence(Signed::sign(&key, vain_core::ledger::Report { epoch: 4, observations: obs }));
         assert_eq!(Message::decode(&m.encode()), Ok(m));
         let st = Status { serves: true, leading: true, tier: 3, round: 9 };
         assert_eq!(Status::decode(&st.encode()), Ok(st));

@@ -22,7 +22,7 @@ use vain_learn::model::{Arch, Model};
 use vain_learn::train::{self, same_label, same_pixels};
 use vain_learn::{DType, Device};
 use vain_net::PeerId;
-use vain_net::node::{Handle, Inbound};
+use vain_net::node::{Found, Handle, Inbound};
 use vain_net::records::Key;
 use vain_schema::Digest;
 use vain_schema::node::roles;
@@ -38,6 +38,9 @@ pub struct Row {
     pub valid: bool,
     /// The checks that failed, by name.
     pub failed: Vec<&'static str>,
+    /// No holder gave the checkpoint's bytes: its digest and accuracy are unverified (not a
+    /// fault of the close).
+    pub unverified: bool,
     /// Accuracy of the new checkpoint on the validator's split (null when it could not be
     /// fetched).
     pub accuracy: Option<f64>,
@@ -124,12 +127,17 @@ async fn check_all(
         {
             failed.push("base is not the previous checkpoint");
         }
-        let flat = match fetch(&net, job.from, &c.checkpoint).await {
-            Some(f) if f.len() == arch.dim() => Some(f),
-            _ => {
-                failed.push("checkpoint unavailable or corrupt");
-                None
+        let (flat, unverified) = match fetch(&net, job.from, &c.checkpoint).await {
+            Fetched::Flat(f) if f.len() == arch.dim() => (Some(f), false),
+            Fetched::Flat(_) => {
+                failed.push("checkpoint has the wrong size");
+                (None, false)
             }
+            Fetched::Corrupt => {
+                failed.push("checkpoint bytes do not match the digest");
+                (None, false)
+            }
+            Fetched::Unavailable => (None, true),
         };
         let accuracy = match flat {
             Some(flat) => {
@@ -166,6 +174,7 @@ async fn check_all(
             aggregator: short(&job.close.signer),
             valid: failed.is_empty(),
             failed,
+            unverified,
             accuracy,
             at_ms: unix_ms(),
         };
@@ -177,10 +186,37 @@ async fn check_all(
     }
 }
 
-async fn fetch(net: &Handle, from: PeerId, digest: &Digest) -> Option<Vec<f32>> {
-    let answer = tokio::time::timeout(Duration::from_secs(10), net.request(from, Message::Fetch(*digest).encode()))
-        .await
-        .ok()?
-        .ok()?;
-    msg::decode_checkpoint(&answer, digest).ok()
+enum Fetched {
+    Flat(Vec<f32>),
+    /// The aggregator that signed the close served bytes that do not hash to its digest.
+    Corrupt,
+    Unavailable,
+}
+
+/// The checkpoint from the aggregator that signed the close, or else from any holder listed
+/// under `ckpt/<digest>`.
+async fn fetch(net: &Handle, from: PeerId, digest: &Digest) -> Fetched {
+    let ask = |peer: PeerId| async move {
+        let answer =
+            tokio::time::timeout(Duration::from_secs(5), net.request(peer, Message::Fetch(*digest).encode())).await;
+        match answer {
+            Ok(Ok(a)) => Some(msg::decode_checkpoint(&a, digest)),
+            _ => None,
+        }
+    };
+    match ask(from).await {
+        Some(Ok(f)) => return Fetched::Flat(f),
+        Some(Err(crate::Error::CheckpointDigest | crate::Error::CheckpointLength(_))) => return Fetched::Corrupt,
+        _ => {}
+    }
+    if let Ok(Ok((Ok(Found::Providers(v)), _))) =
+        tokio::time::timeout(Duration::from_secs(5), net.lookup(Key::Checkpoint(*digest))).await
+    {
+        for p in v.iter().filter_map(|p| p.parse::<PeerId>().ok()).filter(|p| *p != from) {
+            if let Some(Ok(f)) = ask(p).await {
+                return Fetched::Flat(f);
+            }
+        }
+    }
+    Fetched::Unavailable
 }
