@@ -203,6 +203,20 @@ impl NodeFile {
         }
     }
 
+    /// The ledger's pre-trusted reporters.
+    pub fn pretrusted(&self) -> Result<Vec<[u8; 32]>> {
+        self.ledger
+            .pretrusted
+            .iter()
+            .map(|k| {
+                hex::decode(k)
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or_else(|| anyhow::anyhow!("[ledger] pretrusted {k:?} is not a 32-byte hex key"))
+            })
+            .collect()
+    }
+
     fn coordinator(&self) -> Result<coordinator::Config> {
         let a = &self.aggregate;
         let secs = |name: &str, s: f64| {
@@ -357,11 +371,7 @@ pub fn run(path: Option<&Path>) -> Result<()> {
     // A validator evaluates on the split the aggregators evaluate on.
     let eval_seed = file.aggregate.seed;
     let data_dir = cfg.data_dir.clone();
-    let mut pretrusted = Vec::new();
-    for k in &file.ledger.pretrusted {
-        let b = hex::decode(k).ok().and_then(|b| <[u8; 32]>::try_from(b).ok());
-        pretrusted.push(b.ok_or_else(|| anyhow::anyhow!("[ledger] pretrusted {k:?} is not a 32-byte hex key"))?);
-    }
+    let pretrusted = file.pretrusted()?;
     let live = Arc::new(Mutex::new(Live::open(&data_dir.join("ledger"), vain_trust::Config { pretrusted })?));
 
     rt.block_on(async move {
@@ -546,4 +556,36 @@ pub fn run(path: Option<&Path>) -> Result<()> {
         println!("stopped");
         Ok::<_, anyhow::Error>(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_parses_and_mistakes_are_named() {
+        let f = NodeFile::parse(include_str!("../node.example.toml")).expect("example");
+        assert_eq!(f.arch().expect("model"), Arch::MnistCnn);
+        assert_eq!(f.aggregate.round_time, 60.0);
+        assert_eq!(f.train.shard, "0/1");
+        assert!(f.ledger.pretrusted.is_empty());
+        assert!(f.coordinator().is_ok());
+        for (text, needle) in [
+            ("[aggregate]\nrule = \"mean-ish\"", "rule"),
+            ("[aggregate]\nround_time = 0.0", "round_time"),
+            ("[aggregate]\nunknown = 1", "unknown"),
+            ("[train]\nshard = \"3/2\"", "shard"),
+            ("[ledger]\npretrusted = [\"zz\"]", "pretrusted"),
+        ] {
+            let e = NodeFile::parse(text)
+                .and_then(|f| {
+                    f.coordinator()?;
+                    f.participant(std::env::temp_dir())?;
+                    f.pretrusted()?;
+                    Ok(())
+                })
+                .expect_err(text);
+            assert!(format!("{e:#}").contains(needle), "{text}: {e:#}");
+        }
+    }
 }

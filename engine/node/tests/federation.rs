@@ -91,7 +91,7 @@ fn the_standby_takes_over_a_killed_leader_and_loses_no_acknowledged_update() {
             "--clients",
             "6",
             "--attacks",
-            "scale:10",
+            "scale:30",
             "--rounds",
             "5",
             "--steps",
