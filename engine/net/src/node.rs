@@ -211,6 +211,7 @@ enum Command {
     Holds(Key, oneshot::Sender<bool>),
     Request(PeerId, Vec<u8>, oneshot::Sender<Result<Vec<u8>, Error>>),
     Directory(oneshot::Sender<Vec<Entry>>),
+    Ban(Vec<[u8; 32]>, oneshot::Sender<usize>),
 }
 
 /// A peer whose announcement this node verified (the directory the round protocol reads).
@@ -297,6 +298,13 @@ impl Handle {
     /// The peers with a verified announcement.
     pub async fn directory(&self) -> Result<Vec<Entry>, Error> {
         self.ask(Command::Directory).await
+    }
+
+    /// Refuses these nodes (by node id or signing key) from now on: disconnected, out of the
+    /// routing table and directories, their dials and announcements refused. Returns how many
+    /// peers were newly blocked.
+    pub async fn ban(&self, nodes: Vec<[u8; 32]>) -> Result<usize, Error> {
+        self.ask(|tx| Command::Ban(nodes, tx)).await
     }
 
     /// Puts `value` under `key` exactly as given, without this node's own check — what a
@@ -1085,6 +1093,22 @@ impl Node {
                 let id = self.swarm.behaviour_mut().round.send_request(&peer, message);
                 self.requests.insert(id, (peer, tx));
             }
+            Command::Ban(nodes, tx) => {
+                let ids: HashSet<[u8; 32]> = nodes.into_iter().collect();
+                let mut pids: Vec<PeerId> = ids.iter().filter_map(|k| keys::peer_id(k).ok()).collect();
+                pids.extend(
+                    self.peers.iter().filter(|(_, p)| p.node_id.is_some_and(|n| ids.contains(&n))).map(|(k, _)| *k),
+                );
+                let mut newly = 0;
+                for pid in pids {
+                    if pid != self.peer_id && self.blocked.insert(pid) {
+                        newly += 1;
+                        self.count("banned");
+                        self.drop_stale(pid);
+                    }
+                }
+                let _ = tx.send(newly);
+            }
             Command::Directory(tx) => {
                 let now = unix_ms();
                 let max_age = self.max_age_ms();
@@ -1262,6 +1286,7 @@ impl Node {
             }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
                 if self.blocked.contains(&peer_id) {
+                    self.count("blocked connection");
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
                 }

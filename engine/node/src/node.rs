@@ -339,13 +339,15 @@ pub fn run(path: Option<&Path>) -> Result<()> {
     let socket = cfg.data_dir.join("control.sock");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
 
+    // The ledger's bans, refused by the QUIC handshake (the deny list can change while the
+    // endpoint runs) and by the control plane.
+    let deny: Arc<RwLock<BTreeSet<[u8; 32]>>> = Arc::new(RwLock::new(BTreeSet::new()));
     // The aggregator's ingest service binds first, so the announcement carries its address.
     let mut service = None;
     if role_bits & roles::AGGREGATOR != 0 {
         let listen: std::net::SocketAddr =
             file.aggregate.listen.parse().with_context(|| format!("[aggregate] listen {:?}", file.aggregate.listen))?;
-        let deny = Arc::new(RwLock::new(BTreeSet::new()));
-        let tls = tls::server_config(&seed, Policy::AnyExcept(deny))?;
+        let tls = tls::server_config(&seed, Policy::AnyExcept(deny.clone()))?;
         let mut q = quic::Config::new(listen, tls);
         q.idle_timeout = Duration::from_secs(120);
         q.caps.per_address = file.aggregate.connections_per_address.max(1);
@@ -465,6 +467,30 @@ pub fn run(path: Option<&Path>) -> Result<()> {
                 eprintln!("control socket {}: {e}", sock.display());
             }
         });
+
+        // Bans from the ledger reach the planes within one tick.
+        {
+            let (live, net, deny) = (live.clone(), handle.clone(), deny.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let banned = live.lock().map(|l| l.banned()).unwrap_or_default();
+                    let new: Vec<[u8; 32]> = match deny.read() {
+                        Ok(d) => banned.into_iter().filter(|k| !d.contains(k)).collect(),
+                        Err(_) => continue,
+                    };
+                    if new.is_empty() {
+                        continue;
+                    }
+                    if let Ok(mut d) = deny.write() {
+                        d.extend(new.iter().copied());
+                    }
+                    if let Ok(n) = net.ban(new.clone()).await {
+                        println!("banned by the ledger: {} node(s), {n} peer(s) disconnected", new.len());
+                    }
+                }
+            });
+        }
 
         // Round-protocol requests: fetches from the checkpoint store, opens and closes to the
         // participant, evidence to the ledger.

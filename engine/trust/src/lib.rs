@@ -178,6 +178,12 @@ impl Live {
         self.next_epoch
     }
 
+    /// The nodes the ledger has banned (the planes refuse them: connections, handshakes,
+    /// updates).
+    pub fn banned(&self) -> Vec<NodeId> {
+        self.ledger.nodes().filter(|(_, r)| r.banned).map(|(id, _)| *id).collect()
+    }
+
     /// Takes a report; applies every epoch that is now complete. A journal failure is an
     /// error (nothing unjournaled is applied).
     pub fn offer(&mut self, r: Signed<Report>) -> Result<Offer, Error> {
@@ -329,5 +335,30 @@ mod tests {
         let x = Live::open(d1.path(), cfg()).expect("reopen");
         assert_eq!(x.status().digest, digest);
         assert_eq!(x.next_epoch(), 7);
+    }
+
+    #[test]
+    fn repeated_anomalies_suspend_then_ban() {
+        let a = SigningKey::from_bytes(&[1; 32]);
+        let d = tempfile::tempdir().expect("dir");
+        let mut x = Live::open(d.path(), Config { pretrusted: vec![a.verifying_key().to_bytes()] }).expect("open");
+        // Epochs are hours: three anomalous rounds suspend (a day); after the suspension the
+        // same again bans.
+        let mut epoch = 0;
+        for _ in 0..3 {
+            assert_eq!(x.offer(report(&a, epoch, 9, 8.0)).expect("offer"), Offer::New);
+            epoch += 1;
+        }
+        assert_eq!(x.status().nodes.iter().find(|n| n.id == "09090909").map(|n| n.standing), Some("suspended"));
+        assert!(x.banned().is_empty());
+        while epoch < 30 {
+            x.offer(report(&a, epoch, 8, 0.1)).expect("offer");
+            epoch += 1;
+        }
+        for _ in 0..3 {
+            x.offer(report(&a, epoch, 9, 8.0)).expect("offer");
+            epoch += 1;
+        }
+        assert_eq!(x.banned(), vec![[9; 32]]);
     }
 }
