@@ -521,7 +521,8 @@ impl Ledger {
         Ok(())
     }
 
-    fn may_report(&self, node: &NodeId, now: Time) -> bool {
+    /// Whether `node` may report evidence at `now` (pre-trusted, or at the reporting tier).
+    pub fn may_report(&self, node: &NodeId, now: Time) -> bool {
         self.pretrusted.contains(node) || self.tier(node, now) >= self.cfg.tiers.report_from
     }
 

@@ -208,16 +208,16 @@ async fn aggregators_are_found_through_the_directory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_banned_node_is_disconnected_and_its_next_dial_refused() {
-    let nodes = cluster(40_000, 3, |_| 0).await;
+    let nodes = cluster(45_000, 3, |_| 0).await;
     let (a, c) = (&nodes[0], &nodes[2]);
     let c_pid = c.peer_id.to_string();
     let connected =
         async |h: &Handle, pid: &str| h.peers().await.expect("peers").iter().any(|p| p.peer_id == pid && p.connected);
     wait_until("node 2 connected to node 0", 30, async || connected(a, &c_pid).await).await;
-    assert!(a.ban(vec![node_id(40_002)]).await.expect("ban") >= 1);
+    assert!(a.ban(vec![node_id(45_002)]).await.expect("ban") >= 1);
     wait_until("node 2 disconnected", 10, async || !connected(a, &c_pid).await).await;
     // Node 2 dials node 0 again: the connection is dropped as soon as it is established.
-    let addr: libp2p::Multiaddr = format!("/memory/40000/p2p/{}", a.peer_id).parse().expect("addr");
+    let addr: libp2p::Multiaddr = format!("/memory/45000/p2p/{}", a.peer_id).parse().expect("addr");
     let _ = c.dial(addr).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!connected(a, &c_pid).await, "a banned node stays disconnected");

@@ -318,6 +318,7 @@ fn take_evidence(
         Ok(Offer::Stale | Offer::TooFarAhead) => Ack::Stale,
         Ok(Offer::BadSignature) => Ack::BadSignature,
         Ok(Offer::Equivocation) => Ack::Equivocation,
+        Ok(Offer::Ineligible) => Ack::NotAggregator,
         Err(e) => {
             eprintln!("ledger: {e}");
             Ack::Busy
@@ -513,11 +514,21 @@ pub fn run(path: Option<&Path>) -> Result<()> {
                         },
                         // Another aggregator's close: an aggregator follows it, a validator checks
                         // it (a client checks its own update in it).
-                        Ok(Message::Close(c)) if link.is_some() || validator.is_some() => match (&link, &validator) {
-                            (Some(l), _) => vec![l.offer(c, &req) as u8],
-                            (None, Some(v)) => vec![v.offer(c, &req) as u8],
-                            (None, None) => vec![Ack::NotSelected as u8],
-                        },
+                        Ok(Message::Close(c)) if link.is_some() || validator.is_some() => {
+                            // Every consumer on this node gets it; the first answer goes back.
+                            let mut acks = Vec::new();
+                            if let Some(l) = &link {
+                                acks.push(l.offer(c.clone(), &req) as u8);
+                            }
+                            if let Some(v) = &validator {
+                                acks.push(v.offer(c.clone(), &req) as u8);
+                            }
+                            if let Some(p) = &participant {
+                                acks.extend(p.answer(Message::Close(c), &req).await);
+                            }
+                            acks.truncate(1);
+                            acks
+                        }
                         // Evidence for the ledger: taken once, passed on to the peers.
                         Ok(Message::Evidence(r)) => {
                             let rt = tokio::runtime::Handle::current();

@@ -271,6 +271,30 @@ pub fn rank_key(model_id: &str, key: &NodeId) -> [u8; 32] {
     out
 }
 
+/// The entries of an append-only log of `u32 LE length ‖ bytes` records. A torn last record (a
+/// crash mid-write) is cut off the file, so the next append starts on a record boundary.
+fn read_log(path: &Path) -> Vec<Vec<u8>> {
+    let Ok(b) = std::fs::read(path) else { return Vec::new() };
+    let l = Limits::default();
+    let max = l.max_header_bytes as u64 + l.max_payload_bytes + 4096;
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 4 <= b.len() {
+        let n = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize;
+        if n as u64 > max || at + 4 + n > b.len() {
+            break;
+        }
+        out.push(b[at + 4..at + 4 + n].to_vec());
+        at += 4 + n;
+    }
+    if at < b.len()
+        && let Ok(f) = std::fs::OpenOptions::new().write(true).open(path)
+    {
+        let _ = f.set_len(at as u64).and_then(|()| f.sync_all());
+    }
+    out
+}
+
 fn hex(d: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -314,8 +338,30 @@ impl Coordinator {
             global = b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
             round = s.round;
         }
+        // The signed closes this aggregator journaled: its ledger's evidence (so a restart
+        // forgets no suspension), and the last round it closed — a crash after journaling a
+        // close but before recording the state must not close that round a second time.
+        let mut judge = Judge::new(key.clone(), cfg.reputation, 0);
+        let closes: Vec<Close> = read_log(&dir.join("closes.bin"))
+            .iter()
+            .filter_map(|b| match Message::decode(b) {
+                Ok(Message::Close(c)) if c.verify().is_ok() => Some(c.body),
+                _ => None,
+            })
+            .collect();
+        for c in &closes {
+            judge.apply(c.round, c.round * HOUR, c.verdicts.iter().copied())?;
+            judge.tick(c.round.saturating_add(1).saturating_mul(HOUR));
+        }
+        if let Some(last) = closes.last()
+            && last.round >= round
+            && let Some(b) = store.get(&last.checkpoint)
+            && b.len() == 4 * cfg.arch.dim()
+        {
+            global = b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            round = last.round + 1;
+        }
         store.put(&global)?;
-        let judge = Judge::new(key.clone(), cfg.reputation, round * HOUR);
         let (tx, follow) = std::sync::mpsc::sync_channel(16);
         let link = Link {
             model: cfg.arch.id().to_string(),
@@ -371,22 +417,9 @@ impl Coordinator {
         f.sync_data().map_err(io)
     }
 
-    /// The frames journaled for `round`; a torn last entry (a crash mid-write) is dropped.
+    /// The frames journaled for `round`; a torn last entry (a crash mid-write) is cut off.
     fn journaled(&self, round: u64) -> Vec<Vec<u8>> {
-        let Ok(b) = std::fs::read(self.journal_path(round)) else { return Vec::new() };
-        let l = Limits::default();
-        let max = l.max_header_bytes as u64 + l.max_payload_bytes + 4096;
-        let mut out = Vec::new();
-        let mut at = 0;
-        while at + 4 <= b.len() {
-            let n = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize;
-            if n as u64 > max || at + 4 + n > b.len() {
-                break;
-            }
-            out.push(b[at + 4..at + 4 + n].to_vec());
-            at += 4 + n;
-        }
-        out
+        read_log(&self.journal_path(round))
     }
 
     /// Removes the journals of rounds before `round`.
@@ -570,19 +603,21 @@ impl Coordinator {
     fn adopt_closes(&mut self) -> Result<(), Error> {
         while let Ok((close, peer)) = self.follow.try_recv() {
             let c = &close.body;
-            if c.model_id != self.cfg.arch.id() || c.round < self.round {
+            // Two leaders are resolved by the order (each leader polls the others' status every
+            // round), not by whose close arrives first: a leader ignores other closes.
+            if self.link.leading.load(Ordering::Relaxed) {
                 continue;
             }
-            if self.link.leading.load(Ordering::Relaxed) {
-                // Two leaders (a partition healed): the one further ahead stays, a tie goes to
-                // the better rank.
-                let mine = rank_key(&c.model_id, &self.key.verifying_key().to_bytes());
-                if c.round + 1 < self.round
-                    || (c.round + 1 == self.round && mine < rank_key(&c.model_id, &close.signer))
-                {
-                    continue;
-                }
-                self.link.leading.store(false, Ordering::Relaxed);
+            if c.model_id != self.cfg.arch.id() || c.round < self.round || c.round > self.round.saturating_add(1 << 20)
+            {
+                continue;
+            }
+            // Only an aggregator that reports serving the model is followed, and the next round's
+            // close must build on this aggregator's checkpoint.
+            let serving =
+                self.peers.lock().is_ok_and(|p| p.contains(&peer)) || self.leader.is_some_and(|(l, _)| l == peer);
+            if !serving || (c.round == self.round && c.base != model::digest(&self.global)) {
+                continue;
             }
             let fetch = Message::Fetch(c.checkpoint).encode();
             let answer = self
@@ -623,14 +658,9 @@ impl Coordinator {
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["round"].as_u64())
             .collect();
-        let Ok(b) = std::fs::read(self.dir.join("closes.bin")) else { return Vec::new() };
         let mut out = Vec::new();
-        let mut at = 0;
-        while at + 4 <= b.len() {
-            let n = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize;
-            let Some(bytes) = b.get(at + 4..at + 4 + n) else { break };
-            at += 4 + n;
-            let Ok(Message::Close(close)) = Message::decode(bytes) else { continue };
+        for bytes in read_log(&self.dir.join("closes.bin")) {
+            let Ok(Message::Close(close)) = Message::decode(&bytes) else { continue };
             if logged.contains(&close.body.round) {
                 continue;
             }
@@ -710,7 +740,12 @@ impl Coordinator {
         }
         let eligible: Vec<&Entry> =
             clients.iter().filter(|e| self.judge.allowed(&e.announcement.signing_key, now)).collect();
-        if self.cfg.per_round == 0 || eligible.len() <= self.cfg.per_round {
+        // An open lists at most MAX_PARTICIPANTS clients (what every decoder accepts).
+        let k = match self.cfg.per_round {
+            0 => msg::MAX_PARTICIPANTS as usize,
+            n => n.min(msg::MAX_PARTICIPANTS as usize),
+        };
+        if eligible.len() <= k {
             return eligible.into_iter().cloned().collect();
         }
         let ids: Vec<NodeId> = eligible.iter().map(|e| e.announcement.signing_key).collect();
@@ -732,7 +767,7 @@ impl Coordinator {
             })
             .collect();
         keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
-        keyed.into_iter().take(self.cfg.per_round).map(|(_, e)| e.clone()).collect()
+        keyed.into_iter().take(k).map(|(_, e)| e.clone()).collect()
     }
 
     fn round_once(&mut self, last_end: Option<Instant>) -> Result<Option<(Row, Vec<f32>)>, Error> {
@@ -744,7 +779,17 @@ impl Coordinator {
         }
         let arch = self.cfg.arch;
         let base = model::digest(&self.global);
-        let participants: BTreeSet<NodeId> = selected.iter().map(|e| e.announcement.signing_key).collect();
+        // After a crash, the senders of journaled (acknowledged) updates take part whether or not
+        // they are back yet: their updates must count.
+        let journaled = self.journaled(self.round);
+        let mut participants: BTreeSet<NodeId> = selected.iter().map(|e| e.announcement.signing_key).collect();
+        for f in &journaled {
+            if let Ok((header, _)) = vain_schema::frame::split(f, &Limits::default())
+                && let Ok(env) = vain_schema::delta::Envelope::parse(header, &Limits::default())
+            {
+                participants.insert(env.sender());
+            }
+        }
         let t_open = Instant::now();
         let deadline_ms = unix_ms() + self.cfg.round_time.as_millis() as u64;
         let deadline = t_open + self.cfg.round_time;
@@ -777,7 +822,6 @@ impl Coordinator {
             replay_window: 4,
         };
         let allowed = participants.clone();
-        let journaled = self.journaled(self.round);
         let journal_path = self.journal_path(self.round);
         let receipts = Receipts {
             net: self.net.clone(),
@@ -894,7 +938,9 @@ impl Coordinator {
                             let k = r.sender.unwrap_or([0; 32]);
                             // A recovered update sent again is a duplicate, not an offence.
                             let duplicate = r.reject.reason() == "replay" && recovered_from.contains(&k);
-                            if !duplicate && (r.first_for_peer || r.sender.is_none()) {
+                            // Bounded: a close must stay within what its decoders accept.
+                            let room = rejected.len() < (msg::MAX_ENTRIES as usize) / 2;
+                            if room && !duplicate && (r.first_for_peer || r.sender.is_none()) {
                                 rejected.push((k, r.reject.reason().to_string()));
                             }
                             if let Some(s) = r.sender
@@ -968,14 +1014,14 @@ impl Coordinator {
             epsilon: epsilon.unwrap_or(f64::NAN),
         };
         close.root = merkle::root(&close.leaves());
-        if let Some(f) = &self.evidence {
-            let observations = vain_learn::judge::observations(&close.verdicts);
-            if !observations.is_empty() {
-                f(Signed::sign(&self.key, vain_core::ledger::Report { epoch: self.round, observations }));
-            }
-        }
+        let observations = vain_learn::judge::observations(&close.verdicts);
         let signed = vain_core::signed::Signed::sign(&self.key, close);
         self.persist(&signed)?;
+        // The round's evidence for every ledger, once the close is journaled — also when empty,
+        // since every epoch needs its report to be applied.
+        if let Some(f) = &self.evidence {
+            f(Signed::sign(&self.key, vain_core::ledger::Report { epoch: self.round, observations }));
+        }
         let bytes = Message::Close(signed).encode();
         // To the participants, the other aggregators (followers) and the validators.
         let followers: Vec<PeerId> = self.peers.lock().map(|p| p.clone()).unwrap_or_default();

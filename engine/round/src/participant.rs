@@ -227,14 +227,22 @@ impl Participant {
             return self.count(ack);
         }
         let r = s.body;
-        if r.sender != self.shared.me {
+        // Only a listed aggregator's receipt for a round this client built an update in counts
+        // (and is logged): anything else could fill the log.
+        let listed = self.shared.directory.lock().is_ok_and(|d| d.contains(&from.peer));
+        let built = std::fs::read_dir(&self.shared.frames).is_ok_and(|rd| {
+            let prefix = format!("{:020}-", r.round);
+            rd.flatten().any(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)))
+        });
+        if r.sender != self.shared.me || !listed || !built {
             return self.count(Ack::NotSelected);
         }
         if let Ok(mut m) = self.shared.receipts.lock() {
             m.insert((s.signer, r.round), r.digest);
-            // Bounded: receipts of old rounds are of no further use.
+            // Bounded: receipts of the oldest rounds are of no further use.
             while m.len() > 64 {
-                m.pop_first();
+                let Some(oldest) = m.keys().min_by_key(|(_, round)| *round).copied() else { break };
+                m.remove(&oldest);
             }
         }
         let row = Row {

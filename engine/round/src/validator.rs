@@ -141,8 +141,11 @@ async fn check_all(
         };
         let accuracy = match flat {
             Some(flat) => {
-                let _ = store.put(&flat);
-                let _ = net.provide(Key::Checkpoint(c.checkpoint)).await;
+                // Only a checkpoint of a close that passed is kept and offered to others.
+                if failed.is_empty() {
+                    let _ = store.put(&flat);
+                    let _ = net.provide(Key::Checkpoint(c.checkpoint)).await;
+                }
                 let m = model.take();
                 let split = split.clone();
                 let r = tokio::task::spawn_blocking(move || -> Result<(f64, Model), Error> {
@@ -165,7 +168,11 @@ async fn check_all(
             }
             None => None,
         };
-        chain.insert(c.round, c.checkpoint);
+        // The chain follows valid closes only: a bogus close must not make the next honest one
+        // look broken.
+        if failed.is_empty() {
+            chain.insert(c.round, c.checkpoint);
+        }
         while chain.len() > 64 {
             chain.pop_first();
         }

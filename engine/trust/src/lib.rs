@@ -60,6 +60,8 @@ pub enum Offer {
     BadSignature,
     /// A second, different report of the same reporter and epoch.
     Equivocation,
+    /// The reporter may not report (neither pre-trusted nor at the reporting tier).
+    Ineligible,
 }
 
 impl Offer {
@@ -72,6 +74,7 @@ impl Offer {
             Offer::TooFarAhead => "too far ahead",
             Offer::BadSignature => "bad signature",
             Offer::Equivocation => "equivocation",
+            Offer::Ineligible => "ineligible reporter",
         }
     }
 }
@@ -139,7 +142,14 @@ impl Live {
     /// Opens the journal in `dir` (creating it) and replays it.
     pub fn open(dir: &Path, cfg: Config) -> Result<Live, Error> {
         std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?;
-        let (store, recovered) = Store::open(&dir.join("ledger.journal"))?;
+        let (mut store, mut recovered) = Store::open(&dir.join("ledger.journal"))?;
+        // Reports journaled without their epoch's closing tick (a crash between the frames):
+        // the epoch is complete as far as this node ever saw it, so close it now.
+        if let Some(Entry::Input { at, .. }) = recovered.entries.last() {
+            let tick = Entry::Tick { at: *at };
+            store.append(std::slice::from_ref(&tick))?;
+            recovered.entries.push(tick);
+        }
         let lcfg = ledger::Config { pretrusted: cfg.pretrusted, ..ledger::Config::default() };
         let ledger = vain_core::journal::replay(lcfg, 0, &recovered.entries);
         // Each applied epoch ends with a tick at its time; reports are counted as applied.
@@ -222,8 +232,12 @@ impl Live {
                 None => Offer::Stale,
             };
         }
-        if e > self.next_epoch + AHEAD {
+        if e > self.next_epoch.saturating_add(AHEAD) {
             return Offer::TooFarAhead;
+        }
+        // Only an eligible reporter may complete an epoch (or fill the buffer).
+        if !self.ledger.may_report(&r.signer, epoch_time(self.next_epoch.saturating_sub(1))) {
+            return Offer::Ineligible;
         }
         match self.taken.get(&(r.signer, e)) {
             Some(x) if *x == d => Offer::Duplicate,
@@ -238,10 +252,14 @@ impl Live {
         while let Some(reports) = self.pending.remove(&self.next_epoch) {
             let at = epoch_time(self.next_epoch);
             let mut entries: Vec<Entry> =
-                reports.into_values().map(|r| Entry::Input { at, input: Input::Report(r) }).collect();
+                reports.values().map(|r| Entry::Input { at, input: Input::Report(r.clone()) }).collect();
             entries.push(Entry::Tick { at });
-            // Journal first: what is applied survives a crash, and replays identically.
-            self.store.append(&entries)?;
+            // Journal first: what is applied survives a crash, and replays identically. A failed
+            // write applies nothing and keeps the epoch's reports for the next try.
+            if let Err(e) = self.store.append(&entries) {
+                self.pending.insert(self.next_epoch, reports);
+                return Err(e.into());
+            }
             for e in &entries {
                 if matches!(e, Entry::Input { .. }) {
                     self.applied += 1;
@@ -327,6 +345,9 @@ mod tests {
         assert_eq!(x.offer(report(&a, 6, 9, 0.1)).expect("offer"), Offer::New);
         assert_eq!(x.offer(report(&a, 6, 8, 0.1)).expect("offer"), Offer::Equivocation);
         assert_eq!(x.offer(report(&a, 6 + AHEAD + 2, 9, 0.1)).expect("offer"), Offer::TooFarAhead);
+        // A key that is neither pre-trusted nor at the reporting tier cannot fill an epoch.
+        assert_eq!(x.offer(report(&SigningKey::from_bytes(&[3; 32]), 7, 9, 0.1)).expect("offer"), Offer::Ineligible);
+        assert_eq!(x.next_epoch(), 7);
         let mut forged = report(&a, 8, 9, 0.1);
         forged.body.epoch = 9;
         assert_eq!(x.offer(forged).expect("offer"), Offer::BadSignature);
