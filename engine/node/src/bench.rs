@@ -87,6 +87,20 @@ pub struct DhtArgs {
     query_timeout: f64,
 }
 
+/// Options of `vain bench ledger`.
+#[derive(Args)]
+pub struct LedgerArgs {
+    /// Epochs (one signed report each).
+    #[arg(long, default_value_t = 200)]
+    epochs: u64,
+    /// Observations per report.
+    #[arg(long, default_value_t = 1000)]
+    observations: usize,
+    /// Distinct nodes observed.
+    #[arg(long, default_value_t = 1000)]
+    subjects: usize,
+}
+
 /// Options of the client process the ingest benchmark starts.
 #[derive(Args)]
 pub struct ClientArgs {
@@ -127,6 +141,10 @@ pub enum Command {
     /// joining through a random earlier node; convergence time, lookup success and cost,
     /// memory per node.
     Dht(DhtArgs),
+    /// The ledger's apply rate on one core: signed reports of many observations, in memory
+    /// (`Ledger::handle`) and through a node's live ledger (signature, journal with fsync per
+    /// epoch, apply).
+    Ledger(LedgerArgs),
     /// One synthetic client of the ingest benchmark (started by it; reads rounds on stdin).
     #[command(hide = true)]
     Client(ClientArgs),
@@ -263,8 +281,77 @@ fn ingest(a: IngestArgs) -> Result<()> {
     Ok(())
 }
 
+/// Runs `vain bench ledger`.
+fn ledger(a: LedgerArgs) -> Result<()> {
+    use vain_core::ledger::{self, Input, Ledger, Observation, Observed, Report};
+    use vain_core::signed::Signed;
+    if a.epochs == 0 || a.observations == 0 || a.subjects == 0 {
+        bail!("--epochs, --observations and --subjects must be at least 1");
+    }
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let reporter = key.verifying_key().to_bytes();
+    // Mostly honest participation and feedback, some anomalies: the ledger's common work.
+    let reports: Vec<Signed<Report>> = (0..a.epochs)
+        .map(|e| {
+            let observations = (0..a.observations)
+                .map(|i| {
+                    let n = (e as usize * a.observations + i) % a.subjects;
+                    let mut subject = [0u8; 32];
+                    subject[..8].copy_from_slice(&(n as u64).to_le_bytes());
+                    let what = match i % 3 {
+                        0 => Observed::Participated,
+                        1 => Observed::Anomaly { z: if n.is_multiple_of(50) { 5.0 } else { 0.5 } },
+                        _ => Observed::Feedback { score: 0.8 },
+                    };
+                    Observation { subject, what }
+                })
+                .collect();
+            Signed::sign(&key, Report { epoch: e, observations })
+        })
+        .collect();
+    let total = a.epochs as f64 * a.observations as f64;
+
+    let mut l = Ledger::new(ledger::Config { pretrusted: vec![reporter], ..ledger::Config::default() }, 0);
+    let t = std::time::Instant::now();
+    for r in &reports {
+        let at = vain_trust::epoch_time(r.body.epoch);
+        l.handle(at, Input::Report(r.clone())).map_err(|e| anyhow::anyhow!("ledger refused a report: {e}"))?;
+        l.tick(at);
+        while l.poll().is_some() {}
+    }
+    let mem = t.elapsed().as_secs_f64();
+
+    let dir = tempfile::tempdir()?;
+    let mut live = vain_trust::Live::open(dir.path(), vain_trust::Config { pretrusted: vec![reporter] })?;
+    let t = std::time::Instant::now();
+    for r in &reports {
+        live.offer(r.clone())?;
+    }
+    let journaled = t.elapsed().as_secs_f64();
+    if live.next_epoch() != a.epochs || live.status().digest != hex::encode(l.digest()) {
+        bail!("the live ledger did not reach the in-memory ledger's state");
+    }
+    println!(
+        "{} reports × {} observations over {} nodes, one core:
+         in memory (Ledger::handle + tick):      {:>10.0} observations/s ({:.3} s)
+         live (verify + journal fsync + apply):  {:>10.0} observations/s ({:.3} s, {:.2} ms per epoch)
+         both reach state digest {}",
+        a.epochs,
+        a.observations,
+        a.subjects,
+        total / mem,
+        mem,
+        total / journaled,
+        journaled,
+        journaled * 1000.0 / a.epochs as f64,
+        live.status().digest
+    );
+    Ok(())
+}
+
 fn run_command(cmd: Command) -> Result<()> {
     match cmd {
+        Command::Ledger(a) => ledger(a)?,
         Command::Dht(d) => {
             if d.nodes < 2 {
                 bail!("--nodes must be at least 2");

@@ -47,3 +47,20 @@ fn bad_settings_are_refused_with_a_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bulyan") && err.contains("2 clients"), "{err}");
 }
+
+#[test]
+fn the_ledger_benchmark_applies_every_report_live_and_in_memory_alike() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vain"))
+        .args(["bench", "ledger", "--epochs", "5", "--observations", "60", "--subjects", "10"])
+        .output()
+        .expect("run vain");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("5 reports × 60 observations over 10 nodes"), "{stdout}");
+    assert!(stdout.contains("both reach state digest"), "{stdout}");
+    let rate = |label: &str| -> f64 {
+        let line = stdout.lines().find(|l| l.contains(label)).expect("line");
+        line.split("):").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|x| x.parse().ok()).expect("rate")
+    };
+    assert!(rate("in memory") > 0.0 && rate("live") > 0.0, "{stdout}");
+}
