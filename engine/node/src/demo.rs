@@ -327,6 +327,10 @@ pub fn run(a: DemoArgs) -> Result<()> {
     // Every node's ledger: the same evidence, in the same order, gives the same digest.
     let mut digests: BTreeMap<String, usize> = BTreeMap::new();
     let mut epochs = Vec::new();
+    // Evidence propagation: from a round's close to each node applying its epoch.
+    let closed: BTreeMap<u64, u64> =
+        rows.iter().filter_map(|r| Some((r["round"].as_u64()?, r["closed_ms"].as_u64()?))).collect();
+    let mut delays: Vec<f64> = Vec::new();
     for (i, sock) in cluster.sockets.iter().enumerate() {
         if killed.is_some_and(|j| aggs[j].1 == i) && !a.restart_primary {
             continue;
@@ -334,9 +338,18 @@ pub fn run(a: DemoArgs) -> Result<()> {
         if let Ok(v) = vain_net::control::request(sock, &json!({"cmd": "ledger"})) {
             *digests.entry(v["digest"].as_str().unwrap_or("").to_string()).or_default() += 1;
             epochs.push(v["next_epoch"].as_u64().unwrap_or(0));
+            for e in v["applied_at_ms"].as_array().into_iter().flatten() {
+                if let (Some(epoch), Some(at)) = (e[0].as_u64(), e[1].as_u64())
+                    && let Some(c) = closed.get(&epoch)
+                {
+                    delays.push(at as f64 - *c as f64);
+                }
+            }
         }
     }
     let ledger_nodes: usize = digests.values().sum();
+    delays.sort_by(f64::total_cmp);
+    let pct = |p: f64| delays.get(((delays.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied();
     // Every client's answers to the round protocol, from its control socket.
     let mut answers: BTreeMap<String, u64> = BTreeMap::new();
     for sock in cluster.sockets.iter().skip(first_client) {
@@ -396,6 +409,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
             "distinct_digests": digests.len(),
             "epochs": epochs.iter().max(),
             "digest": digests.iter().max_by_key(|(_, n)| **n).map(|(d, _)| d.clone()),
+            "propagation_ms": { "p50": pct(0.5), "p95": pct(0.95), "max": delays.last(), "samples": delays.len() },
         },
     });
     std::fs::write(a.out.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
@@ -414,9 +428,12 @@ pub fn run(a: DemoArgs) -> Result<()> {
         if invalid.is_empty() { String::new() } else { format!("; invalid: {}", invalid.join("; ")) }
     );
     println!(
-        "ledger: {ledger_nodes} nodes, {} distinct state digest(s) after {} epochs of evidence",
+        "ledger: {ledger_nodes} nodes, {} distinct state digest(s) after {} epochs of evidence; \
+         applied {} ms (p50) / {} ms (p95) after the close",
         digests.len(),
-        epochs.iter().max().copied().unwrap_or(0)
+        epochs.iter().max().copied().unwrap_or(0),
+        pct(0.5).map_or("-".into(), |x| format!("{x:.0}")),
+        pct(0.95).map_or("-".into(), |x| format!("{x:.0}")),
     );
     println!("wrote {} and {}", a.out.join("summary.json").display(), a.out.join("accuracy.svg").display());
     Ok(())

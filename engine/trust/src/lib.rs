@@ -112,6 +112,8 @@ pub struct Status {
     pub pending: usize,
     /// Offers by outcome.
     pub offers: BTreeMap<&'static str, u64>,
+    /// When this node applied each of the last epochs: (epoch, Unix ms).
+    pub applied_at_ms: Vec<(u64, u64)>,
     /// The ledger's nodes.
     pub nodes: Vec<NodeRow>,
 }
@@ -127,6 +129,7 @@ pub struct Live {
     taken: BTreeMap<(NodeId, u64), [u8; 32]>,
     seen: (HashSet<[u8; 32]>, VecDeque<[u8; 32]>),
     offers: BTreeMap<&'static str, u64>,
+    applied_at: VecDeque<(u64, u64)>,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -175,6 +178,7 @@ impl Live {
             taken,
             seen: (HashSet::new(), VecDeque::new()),
             offers: BTreeMap::new(),
+            applied_at: VecDeque::new(),
         })
     }
 
@@ -267,6 +271,12 @@ impl Live {
                 e.apply(&mut self.ledger);
             }
             while self.ledger.poll().is_some() {}
+            let now_ms =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            self.applied_at.push_back((self.next_epoch, now_ms));
+            if self.applied_at.len() > 64 {
+                self.applied_at.pop_front();
+            }
             self.next_epoch += 1;
             self.taken.retain(|(_, e), _| *e + AHEAD >= self.next_epoch);
         }
@@ -298,6 +308,7 @@ impl Live {
             applied: self.applied,
             pending: self.pending.values().map(BTreeMap::len).sum(),
             offers: self.offers.clone(),
+            applied_at_ms: self.applied_at.iter().copied().collect(),
             nodes,
         }
     }
