@@ -16,7 +16,7 @@ pub const MAX_EDGES: u64 = 1 << 16;
 pub const MAX_STRING: u64 = 1024;
 
 /// Why bytes do not decode.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
     /// The input ended inside `field`.

@@ -104,7 +104,7 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
 }
 
 /// Why scanning stopped before the end of the bytes.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Tail {
     /// The file does not start with [`MAGIC`].
@@ -149,6 +149,8 @@ pub struct Scan {
     pub valid_len: usize,
     /// Why the rest was cut off, if anything was.
     pub tail: Option<Tail>,
+    /// Valid frames found after a damaged one (0 for a torn tail): corruption, not a crash.
+    pub later: usize,
 }
 
 fn decode_payload(p: &[u8]) -> Result<Entry, codec::Error> {
@@ -168,9 +170,16 @@ fn decode_payload(p: &[u8]) -> Result<Entry, codec::Error> {
 /// Reads a journal file's bytes: the longest valid prefix of frames.
 pub fn scan(bytes: &[u8]) -> Scan {
     if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-        // An empty file is a new journal; anything else is not ours.
-        let tail = if bytes.is_empty() { None } else { Some(Tail::Magic) };
-        return Scan { entries: Vec::new(), valid_len: 0, tail };
+        // An empty file is a new journal, and so is a torn header (a crash while the file was
+        // created left a prefix of the magic); anything else is not ours.
+        let tail = if bytes.is_empty() {
+            None
+        } else if bytes.len() < MAGIC.len() && MAGIC.starts_with(bytes) {
+            Some(Tail::Torn { offset: 0 })
+        } else {
+            Some(Tail::Magic)
+        };
+        return Scan { entries: Vec::new(), valid_len: 0, tail, later: 0 };
     }
     let mut entries = Vec::new();
     let mut off = MAGIC.len();
@@ -199,7 +208,51 @@ pub fn scan(bytes: &[u8]) -> Scan {
         }
         off += HEADER + len as usize;
     };
-    Scan { entries, valid_len: off, tail }
+    let later = if matches!(tail, Some(Tail::Checksum { .. } | Tail::Decode { .. } | Tail::Oversized { .. })) {
+        valid_frames_after(bytes, off + 1)
+    } else {
+        0
+    };
+    Scan { entries, valid_len: off, tail, later }
+}
+
+/// Bytes after a damaged frame searched for valid ones (bounded: the search hashes a candidate
+/// payload at each offset whose header looks plausible).
+const RESYNC_WINDOW: usize = 4 << 20;
+
+/// How many valid frames follow, from the first one found at or after `from`.
+fn valid_frames_after(bytes: &[u8], from: usize) -> usize {
+    let end = bytes.len().min(from.saturating_add(RESYNC_WINDOW));
+    let mut at = from;
+    while at + HEADER <= end {
+        if let Some(n) = frames_from(bytes, at) {
+            return n;
+        }
+        at += 1;
+    }
+    0
+}
+
+/// The number of consecutive valid frames starting at `at`, if one starts there.
+fn frames_from(bytes: &[u8], mut at: usize) -> Option<usize> {
+    let mut n = 0;
+    while let Some(rest) = bytes.get(at..) {
+        if rest.len() < HEADER {
+            break;
+        }
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        // The payload starts with `at: u64` and a kind byte 0..=3.
+        if !(9..=MAX_PAYLOAD).contains(&len) || rest.len() < HEADER + len as usize || rest[HEADER + 8] > 3 {
+            break;
+        }
+        let payload = &rest[HEADER..HEADER + len as usize];
+        if blake3::hash(payload).as_bytes()[..16] != rest[4..HEADER] || decode_payload(payload).is_err() {
+            break;
+        }
+        n += 1;
+        at += HEADER + len as usize;
+    }
+    (n > 0).then_some(n)
 }
 
 /// A ledger rebuilt from `entries` (all of them, in order).

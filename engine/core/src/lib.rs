@@ -26,6 +26,7 @@ pub mod ledger;
 pub mod reputation;
 pub mod signed;
 pub mod sim;
+pub mod storage;
 pub mod store;
 pub mod tier;
 pub mod trust;

@@ -271,6 +271,17 @@ pub fn rank_key(model_id: &str, key: &NodeId) -> [u8; 32] {
     out
 }
 
+/// Opens an append-only log, creating it; a new file's directory entry is synced, so a
+/// power loss cannot take the file (and its synced records) away.
+fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    let existed = path.exists();
+    let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    if !existed && let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(f)
+}
+
 /// The entries of an append-only log of `u32 LE length ‖ bytes` records. A torn last record (a
 /// crash mid-write) is cut off the file, so the next append starts on a record boundary.
 fn read_log(path: &Path) -> Vec<Vec<u8>> {
@@ -411,7 +422,7 @@ impl Coordinator {
     /// Appends an update's frame to a round's journal and syncs it.
     fn journal(path: &Path, frame: &[u8]) -> Result<(), Error> {
         let io = |e| Error::Io { path: path.to_path_buf(), source: e };
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
+        let mut f = open_log(path).map_err(io)?;
         f.write_all(&(frame.len() as u32).to_le_bytes()).map_err(io)?;
         f.write_all(frame).map_err(io)?;
         f.sync_data().map_err(io)
@@ -1108,7 +1119,7 @@ impl Coordinator {
         let path = self.dir.join("closes.bin");
         let io = |e| Error::Io { path: path.clone(), source: e };
         let bytes = Message::Close(close.clone()).encode();
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;
+        let mut f = open_log(&path).map_err(io)?;
         f.write_all(&(bytes.len() as u32).to_le_bytes()).map_err(io)?;
         f.write_all(&bytes).map_err(io)?;
         f.sync_data().map_err(io)

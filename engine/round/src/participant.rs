@@ -490,6 +490,7 @@ fn save_frame(dir: &std::path::Path, key: (u64, Digest), frame: &[u8]) -> Result
     f.write_all(frame).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(io)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(io)?
         .flatten()
