@@ -41,7 +41,7 @@ pub fn open_backend(choice: BackendChoice, threads: usize) -> Result<Box<dyn Bac
         BackendChoice::Auto => match vain_kernels::cuda::CudaBackend::new(0) {
             Ok(b) => Ok(Box::new(b)),
             Err(e) => {
-                eprintln!("note: CUDA backend unavailable ({e}); using the CPU backend");
+                tracing::warn!(error = %e, "CUDA backend unavailable; using the CPU backend");
                 Ok(cpu())
             }
         },
@@ -49,7 +49,7 @@ pub fn open_backend(choice: BackendChoice, threads: usize) -> Result<Box<dyn Bac
         BackendChoice::Cuda => bail!("this build of vain has no CUDA backend (build with `--features cuda`)"),
         #[cfg(not(feature = "cuda"))]
         BackendChoice::Auto => {
-            eprintln!("note: this build has no CUDA backend; using the CPU backend");
+            tracing::info!("this build has no CUDA backend; using the CPU backend");
             Ok(cpu())
         }
     }

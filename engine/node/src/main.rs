@@ -19,8 +19,49 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "vain", version, propagate_version = true)]
 struct Cli {
+    /// More log detail (-v debug, -vv trace); RUST_LOG, when set, decides instead.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Less log detail (-q warnings and errors, -qq errors).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    quiet: u8,
+    /// Log lines on stderr: human, or json (one object per line).
+    #[arg(long, value_enum, default_value = "human", global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Readable lines.
+    Human,
+    /// One JSON object per line (timestamp, level, target, fields, spans).
+    Json,
+}
+
+/// Logs go to stderr; command output (tables, reports) stays on stdout.
+fn init_logs(verbose: u8, quiet: u8, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let level = match i16::from(verbose) - i16::from(quiet) {
+        i16::MIN..=-2 => "error",
+        -1 => "warn",
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    // libp2p and quinn are chatty below warn; -vv shows them too.
+    let default =
+        if verbose >= 2 { level.to_string() } else { format!("{level},libp2p=warn,libp2p_kad=error,quinn=warn") };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Colours only on a terminal: node logs often go to files.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let _ = match format {
+        LogFormat::Human => b.try_init(),
+        LogFormat::Json => b.json().with_current_span(true).with_span_list(true).try_init(),
+    };
 }
 
 #[derive(Subcommand)]
@@ -69,6 +110,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logs(cli.verbose, cli.quiet, cli.log_format);
     let result = match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Identity(c) => identity::run(c),
@@ -77,7 +119,7 @@ fn main() -> ExitCode {
         Command::Privacy(c) => privacy::run(c),
         Command::Bench(c) => bench::run(c),
         Command::Sim(a) => sim::run(a),
-        Command::Train(c) => train::run(c),
+        Command::Train(c) => train::run(c, cli.quiet > 0),
         Command::Node(a) => net::run_node(a),
         Command::Up(a) => net::run_up(a),
         Command::Peers(a) => net::run_peers(a),

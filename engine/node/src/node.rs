@@ -320,7 +320,7 @@ fn take_evidence(
         Ok(Offer::Equivocation) => Ack::Equivocation,
         Ok(Offer::Ineligible) => Ack::NotAggregator,
         Err(e) => {
-            eprintln!("ledger: {e}");
+            tracing::error!(error = %e, "ledger journal");
             Ack::Busy
         }
     }
@@ -364,7 +364,7 @@ pub fn run(path: Option<&Path>) -> Result<()> {
         q.page_lock = vain_aggregator::page_lock(&*backend);
         let s = vain_aggregator::Service::start(q, file.aggregate.shards.max(1), 64)?;
         cfg.ingest = vec![s.local_addr().to_string()];
-        println!("ingest on {} (QUIC)", s.local_addr());
+        tracing::info!(addr = %s.local_addr(), shards = file.aggregate.shards.max(1), "QUIC ingest listening");
         service = Some((s, backend));
     }
     let participant_cfg =
@@ -381,7 +381,7 @@ pub fn run(path: Option<&Path>) -> Result<()> {
         let (tx, mut inbound) = mpsc::channel::<Inbound>(256);
         let handle = node::spawn_serving(cfg, id, Transport::Tcp, tx).await?;
         let status = handle.status().await?;
-        println!("node {} (peer {})", status.node_id, status.peer_id);
+        tracing::info!(node_id = %status.node_id, peer = %status.peer_id, roles = role_bits, "node started");
 
         let stop = Arc::new(AtomicBool::new(false));
         let mut coordinator_thread = None;
@@ -409,15 +409,17 @@ pub fn run(path: Option<&Path>) -> Result<()> {
             let stop = stop.clone();
             coordinator_thread = Some(std::thread::Builder::new().name("vain-rounds".into()).spawn(move || {
                 c.run(&stop, |row| {
-                    println!(
-                        "round {} {}: {} of {} accepted, {} rejected, {} missing, accuracy {:.2} %",
-                        row.round,
-                        row.outcome,
-                        row.accepted,
-                        row.participants,
-                        row.rejected,
-                        row.missing,
-                        row.accuracy * 100.0
+                    tracing::info!(
+                        round = row.round,
+                        outcome = row.outcome,
+                        accepted = row.accepted,
+                        participants = row.participants,
+                        rejected = row.rejected,
+                        missing = row.missing,
+                        suspects = row.suspects.len(),
+                        accuracy = row.accuracy,
+                        closed_by = %row.aggregator,
+                        "round evaluated"
                     );
                 })
             })?);
@@ -465,7 +467,7 @@ pub fn run(path: Option<&Path>) -> Result<()> {
         let sock = socket.clone();
         tokio::spawn(async move {
             if let Err(e) = control::serve_with(&sock, h, vec![("round", report), ("ledger", ledger_report)]).await {
-                eprintln!("control socket {}: {e}", sock.display());
+                tracing::error!(socket = %sock.display(), error = %e, "control socket");
             }
         });
 
@@ -487,7 +489,7 @@ pub fn run(path: Option<&Path>) -> Result<()> {
                         d.extend(new.iter().copied());
                     }
                     if let Ok(n) = net.ban(new.clone()).await {
-                        println!("banned by the ledger: {} node(s), {n} peer(s) disconnected", new.len());
+                        tracing::warn!(nodes = new.len(), disconnected = n, "banned by the ledger");
                     }
                 }
             });
@@ -546,9 +548,9 @@ pub fn run(path: Option<&Path>) -> Result<()> {
 
         tokio::time::sleep(Duration::from_millis(300)).await;
         for l in handle.status().await?.listen {
-            println!("listening on {l}");
+            tracing::info!(addr = %l, "control plane listening");
         }
-        println!("control socket {}", socket.display());
+        tracing::info!(socket = %socket.display(), "control socket");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         // A coordinator that fails stops the node; one that ran its rounds leaves the node
         // serving (checkpoints, the ledger, the control plane) until it is stopped.
@@ -568,7 +570,7 @@ pub fn run(path: Option<&Path>) -> Result<()> {
                 && let Some(t) = coordinator_thread.take()
             {
                 match t.join() {
-                    Ok(Ok(())) => println!("rounds done; serving until stopped"),
+                    Ok(Ok(())) => tracing::info!("rounds done; serving until stopped"),
                     Ok(Err(e)) => return Err(e.into()),
                     Err(_) => bail!("the round coordinator panicked"),
                 }
@@ -590,7 +592,7 @@ pub fn run(path: Option<&Path>) -> Result<()> {
             }
         }
         let _ = std::fs::remove_file(&socket);
-        println!("stopped");
+        tracing::info!("stopped");
         Ok::<_, anyhow::Error>(())
     })
 }

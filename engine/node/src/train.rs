@@ -238,15 +238,12 @@ pub struct SimulateArgs {
     /// Where to write rounds.csv, clients.csv, summary.json and accuracy.svg.
     #[arg(long, default_value = "vain-train-out")]
     out: PathBuf,
-    /// No per-round table (the summary and files only).
-    #[arg(long)]
-    quiet: bool,
 }
 
-/// Runs a `vain train` subcommand.
-pub fn run(cmd: Command) -> Result<()> {
+/// Runs a `vain train` subcommand; `quiet` (the global `-q`) leaves out the per-round table.
+pub fn run(cmd: Command, quiet: bool) -> Result<()> {
     match cmd {
-        Command::Simulate(a) => simulate(a),
+        Command::Simulate(a) => simulate(a, quiet),
         Command::Local(a) => local(a),
         Command::Eval(a) => eval(a),
     }
@@ -351,7 +348,7 @@ fn eval(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-fn simulate(a: SimulateArgs) -> Result<()> {
+fn simulate(a: SimulateArgs, quiet: bool) -> Result<()> {
     let data = a.data.load()?;
     let mut cfg = a.data.config();
     cfg.train = a.train.config();
@@ -414,14 +411,14 @@ fn simulate(a: SimulateArgs) -> Result<()> {
     );
     // A hidden bar (output not a terminal) prints nothing, so the table goes to stdout then.
     let say = |s: String| if bar.is_hidden() { println!("{s}") } else { bar.println(s) };
-    if !a.quiet {
+    if !quiet {
         say(header());
     }
     let mut rows = Vec::with_capacity(cfg.rounds as usize);
     for _ in 0..cfg.rounds {
         let row = fed.run_round(backend.as_mut())?;
         bar.set_message(format!("accuracy {:.2} %", 100.0 * row.accuracy));
-        if !a.quiet {
+        if !quiet {
             say(line(&row));
         }
         bar.inc(1);

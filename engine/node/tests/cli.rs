@@ -245,3 +245,47 @@ fn hsm_backed_identity_signs_and_rotates_inside_the_token() {
     fails(&["identity", "sign", "--dir", p(&dir), p(&msg)], &bad_pin, "login");
     fails(&["identity", "sign", "--dir", p(&dir), p(&msg)], &[], "PKCS#11 token");
 }
+
+/// `vain node` logs with tracing: JSON lines on stderr with `--log-format json`, fewer with -q.
+#[test]
+fn the_node_logs_json_lines_and_quiet_silences_info() {
+    let run = |args: &[&str]| -> String {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("node.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "roles = []\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\ndata_dir = \"{}\"\n[mdns]\nenabled = false\n[beacon]\nenabled = false\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("config");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_vain"))
+            .args(args)
+            .arg("node")
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start vain node");
+        let sock = dir.path().join("data").join("control.sock");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !sock.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let out = child.wait_with_output().expect("wait");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let json = run(&["--log-format", "json"]);
+    let lines: Vec<serde_json::Value> =
+        json.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect(l)).collect();
+    let started = lines.iter().find(|v| v["fields"]["message"] == "node started").expect("a node started event");
+    assert_eq!(started["level"], "INFO");
+    assert_eq!(started["fields"]["node_id"].as_str().map(str::len), Some(64), "{started}");
+    assert!(lines.iter().any(|v| v["fields"]["message"] == "stopped"), "{json}");
+    let quiet = run(&["-q"]);
+    assert!(!quiet.contains("node started"), "{quiet}");
+}

@@ -525,6 +525,7 @@ impl Coordinator {
                     continue;
                 }
                 self.link.leading.store(true, Ordering::Relaxed);
+                tracing::info!(round = self.round, tier = self.cfg.tier, "leading the model's rounds");
                 last_end = None;
             } else {
                 // Learn who follows (they get the closes). Two leaders (started together, or a
@@ -537,6 +538,7 @@ impl Coordinator {
                 if let Some((e, _)) = better {
                     self.leader = Some((e.peer_id, Instant::now()));
                     self.link.leading.store(false, Ordering::Relaxed);
+                    tracing::warn!(leader = %e.peer_id, "another aggregator leads and ranks first: following it");
                     continue;
                 }
             }
@@ -653,6 +655,7 @@ impl Coordinator {
             self.judge.tick(self.round * HOUR);
             self.link.round.store(self.round, Ordering::Relaxed);
             self.leader = Some((peer, Instant::now()));
+            tracing::debug!(round = c.round, leader = %peer, accepted = c.accepted.len(), "adopted the leader's close");
             self.save_state(&c.checkpoint)?;
             self.prune_journals(self.round);
             // This aggregator's record of the round too: the leader's own may die with it.
@@ -782,6 +785,7 @@ impl Coordinator {
     }
 
     fn round_once(&mut self, last_end: Option<Instant>) -> Result<Option<(Row, Vec<f32>)>, Error> {
+        let _round = tracing::info_span!("round", round = self.round, model = self.cfg.arch.id()).entered();
         let now = self.round * HOUR;
         let clients = self.clients()?;
         let mut selected = self.select(&clients, now);
@@ -895,6 +899,13 @@ impl Coordinator {
             futures::future::join_all(sends).await
         });
         let overhead_ms = last_end.map(|t| t.elapsed().as_secs_f64() * 1000.0);
+        tracing::info!(
+            participants = participants.len(),
+            took = acks.iter().filter(|a| **a == Some(Ack::Taken)).count(),
+            recovered,
+            deadline_ms,
+            "round open"
+        );
         let mut status: BTreeMap<NodeId, String> = BTreeMap::new();
         let mut waiting: BTreeSet<NodeId> = BTreeSet::new();
         for (e, ack) in selected.iter().zip(&acks) {
@@ -937,6 +948,7 @@ impl Coordinator {
                     }
                     match ev {
                         Event::Accepted { accepted: a, .. } => {
+                            tracing::debug!(sender = %short(&a.sender), weight = a.weight, "update accepted and journaled");
                             waiting.remove(&a.sender);
                             receipts.send(&a.sender, &a.digest);
                             accepted.push((
@@ -952,6 +964,7 @@ impl Coordinator {
                             // Bounded: a close must stay within what its decoders accept.
                             let room = rejected.len() < (msg::MAX_ENTRIES as usize) / 2;
                             if room && !duplicate && (r.first_for_peer || r.sender.is_none()) {
+                                tracing::warn!(sender = %short(&k), reason = r.reject.reason(), error = %r.reject, "update refused");
                                 rejected.push((k, r.reject.reason().to_string()));
                             }
                             if let Some(s) = r.sender
@@ -1088,6 +1101,15 @@ impl Coordinator {
                 }
             })
             .collect();
+        tracing::info!(
+            outcome = ?outcome,
+            accepted = accepted.len(),
+            rejected = rejected.len(),
+            missing = missing.len(),
+            suspects = suspects.len(),
+            checkpoint = %short(&checkpoint),
+            "round closed"
+        );
         let row = Row {
             round: self.round - 1,
             outcome: match outcome {

@@ -150,6 +150,11 @@ impl Participant {
         if let Ok(mut c) = self.shared.counts.lock() {
             *c.entry(a.reason()).or_default() += 1;
         }
+        match a {
+            Ack::Taken | Ack::NotSelected => {}
+            Ack::Stale | Ack::Busy | Ack::WrongModel => tracing::debug!(answer = a.reason(), "round message declined"),
+            _ => tracing::warn!(answer = a.reason(), "round message refused"),
+        }
         vec![a as u8]
     }
 
@@ -366,7 +371,15 @@ async fn worker(shared: Arc<Shared>, store: Store, trainer: Trainer, mut jobs: m
     let mut clients: BTreeMap<(std::net::SocketAddr, NodeId), Client> = BTreeMap::new();
     while let Some(job) = jobs.recv().await {
         let Some(t) = trainer.take() else { return };
-        let (t, row) = run_job(&shared, &store, t, &job, &mut clients, seed).await;
+        let span =
+            tracing::info_span!("round", round = job.open.round, aggregator = %short(&job.aggregator.signing_key));
+        let (t, row) =
+            tracing::Instrument::instrument(run_job(&shared, &store, t, &job, &mut clients, seed), span).await;
+        if row.status.starts_with("failed") {
+            tracing::warn!(round = row.round, status = %row.status, "update not delivered");
+        } else {
+            tracing::info!(round = row.round, status = %row.status, examples = row.examples, bytes = row.frame_bytes, "update");
+        }
         log(&shared, &row);
         trainer = Some(t);
     }

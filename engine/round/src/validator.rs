@@ -176,6 +176,11 @@ async fn check_all(
         while chain.len() > 64 {
             chain.pop_first();
         }
+        if failed.is_empty() {
+            tracing::info!(round = c.round, aggregator = %short(&job.close.signer), ?accuracy, unverified, "close valid");
+        } else {
+            tracing::warn!(round = c.round, aggregator = %short(&job.close.signer), ?failed, "close invalid");
+        }
         let row = Row {
             round: c.round,
             aggregator: short(&job.close.signer),

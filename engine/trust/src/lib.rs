@@ -203,6 +203,10 @@ impl Live {
     pub fn offer(&mut self, r: Signed<Report>) -> Result<Offer, Error> {
         let verdict = self.classify(&r);
         *self.offers.entry(verdict.reason()).or_default() += 1;
+        match verdict {
+            Offer::New | Offer::Duplicate | Offer::Stale => {}
+            _ => tracing::warn!(epoch = r.body.epoch, outcome = verdict.reason(), "evidence refused"),
+        }
         if verdict == Offer::New {
             let d = r.digest();
             self.taken.insert((r.signer, r.body.epoch), d);
@@ -271,6 +275,7 @@ impl Live {
                 e.apply(&mut self.ledger);
             }
             while self.ledger.poll().is_some() {}
+            tracing::debug!(epoch = self.next_epoch, digest = %hex(&self.ledger.digest()[..8]), "ledger epoch applied");
             let now_ms =
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
             self.applied_at.push_back((self.next_epoch, now_ms));
