@@ -5,6 +5,7 @@ mod audit;
 mod bench;
 mod demo;
 mod identity;
+mod metrics;
 mod net;
 mod node;
 mod privacy;

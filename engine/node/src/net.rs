@@ -18,6 +18,9 @@ pub struct NodeArgs {
     /// node.toml (every field has a default; see docs/architecture.md, "Control plane").
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 /// Options of `vain up`.
@@ -81,7 +84,7 @@ pub(crate) fn identity(data_dir: &Path) -> Result<node::Identity> {
 
 /// Runs `vain node`.
 pub fn run_node(a: NodeArgs) -> Result<()> {
-    crate::node::run(a.config.as_deref())
+    crate::node::run(a.config.as_deref(), a.metrics)
 }
 
 fn print_json(v: &Value) -> Result<()> {

@@ -327,7 +327,8 @@ fn take_evidence(
 }
 
 /// Runs `vain node --config FILE`.
-pub fn run(path: Option<&Path>) -> Result<()> {
+pub fn run(path: Option<&Path>, metrics_addr: Option<std::net::SocketAddr>) -> Result<()> {
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     let file = match path {
         Some(p) => NodeFile::load(p)?,
         None => NodeFile::parse("")?,
@@ -407,8 +408,10 @@ pub fn run(path: Option<&Path>) -> Result<()> {
             store = Some(c.store());
             link = Some(c.link());
             let stop = stop.clone();
+            let metrics = metrics.clone();
             coordinator_thread = Some(std::thread::Builder::new().name("vain-rounds".into()).spawn(move || {
-                c.run(&stop, |row| {
+                c.run(&stop, move |row| {
+                    metrics.round(row);
                     tracing::info!(
                         round = row.round,
                         outcome = row.outcome,
@@ -439,6 +442,20 @@ pub fn run(path: Option<&Path>) -> Result<()> {
             }
             None => None,
         };
+
+        if let Some(addr) = metrics_addr {
+            let sources = Arc::new(crate::metrics::Sources {
+                net: handle.clone(),
+                ledger: live.clone(),
+                participant: participant.clone(),
+            });
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::metrics::serve(addr, metrics, sources).await {
+                    tracing::error!(%addr, error = %e, "metrics endpoint");
+                }
+            });
+        }
 
         // The control socket: the control plane's commands, and `round` for what the planes
         // of this node report.

@@ -289,3 +289,55 @@ fn the_node_logs_json_lines_and_quiet_silences_info() {
     let quiet = run(&["-q"]);
     assert!(!quiet.contains("node started"), "{quiet}");
 }
+
+/// `vain node --metrics ADDR` serves OpenMetrics text at /metrics.
+#[test]
+fn the_node_serves_prometheus_metrics() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("node.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "roles = []\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\ndata_dir = \"{}\"\n[mdns]\nenabled = false\n[beacon]\nenabled = false\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .expect("config");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_vain"))
+        .args(["-q", "node", "--metrics", &format!("127.0.0.1:{port}"), "--config"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start vain node");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let body = loop {
+        let got = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+            let mut r = String::new();
+            s.read_to_string(&mut r)?;
+            Ok(r)
+        });
+        match got {
+            Ok(r) if r.contains("# EOF") => break r,
+            _ if std::time::Instant::now() > deadline => panic!("no metrics served"),
+            _ => std::thread::sleep(std::time::Duration::from_millis(200)),
+        }
+    };
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait_with_output();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.contains("application/openmetrics-text"), "{body}");
+    for name in [
+        "vain_ledger_epoch 0",
+        "vain_peers_connected",
+        "# TYPE vain_rounds counter",
+        "# TYPE vain_round_duration_seconds histogram",
+        "# UNIT vain_round_duration_seconds seconds",
+    ] {
+        assert!(body.contains(name), "{name} missing:\n{body}");
+    }
+    assert!(body.contains("vain_ledger_nodes{standing=\"banned\"} 0"), "{body}");
+}
