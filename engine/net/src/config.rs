@@ -87,6 +87,9 @@ pub struct Dht {
     pub max_records: usize,
     /// Routing-table entries per /24 (IPv4) or /48 (IPv6) prefix, against eclipse attempts.
     pub max_per_prefix: usize,
+    /// Lowest ledger tier (see [`crate::node::Handle::set_tiers`]) whose `agg/` provider records
+    /// this node stores; 0 takes any node announcing the aggregator role.
+    pub aggregate_from: u8,
     /// While the routing table holds fewer than `replication_factor` peers, run a Kademlia
     /// bootstrap this often (Kademlia's own periodic one is every 5 minutes).
     pub bootstrap_interval: f64,
@@ -106,6 +109,7 @@ impl Default for Dht {
             max_record_bytes: 16 << 10,
             max_records: 4096,
             max_per_prefix: 8,
+            aggregate_from: 0,
             bootstrap_interval: 5.0,
             query_timeout: 30.0,
         }

@@ -212,6 +212,7 @@ enum Command {
     Request(PeerId, Vec<u8>, oneshot::Sender<Result<Vec<u8>, Error>>),
     Directory(oneshot::Sender<Vec<Entry>>),
     Ban(Vec<[u8; 32]>, oneshot::Sender<usize>),
+    Tiers(HashMap<[u8; 32], u8>),
 }
 
 /// A peer whose announcement this node verified (the directory the round protocol reads).
@@ -298,6 +299,12 @@ impl Handle {
     /// The peers with a verified announcement.
     pub async fn directory(&self) -> Result<Vec<Entry>, Error> {
         self.ask(Command::Directory).await
+    }
+
+    /// The ledger's tiers (by node id or signing key), for the tier policies of this node's
+    /// directories (`dht.aggregate_from`); nodes not listed are tier 0.
+    pub async fn set_tiers(&self, tiers: HashMap<[u8; 32], u8>) -> Result<(), Error> {
+        self.tx.send(Command::Tiers(tiers)).await.map_err(|_| Error::Stopped)
     }
 
     /// Refuses these nodes (by node id or signing key) from now on: disconnected, out of the
@@ -396,6 +403,8 @@ struct Node {
     inbound: Option<mpsc::Sender<Inbound>>,
     /// Answers to inbound requests, from the tasks waiting on the owner.
     replies: (mpsc::Sender<Reply>, Option<mpsc::Receiver<Reply>>),
+    /// The ledger's tiers, as last pushed by the node's owner.
+    tiers: HashMap<[u8; 32], u8>,
     /// Our round-protocol requests waiting for answers.
     requests: HashMap<request_response::OutboundRequestId, (PeerId, Answer)>,
 }
@@ -580,6 +589,7 @@ async fn spawn_inner(
             (tx, Some(rx))
         },
         requests: HashMap::new(),
+        tiers: HashMap::new(),
     };
     node.refresh_announcement();
     for b in node.cfg.bootstrap.clone() {
@@ -1093,6 +1103,7 @@ impl Node {
                 let id = self.swarm.behaviour_mut().round.send_request(&peer, message);
                 self.requests.insert(id, (peer, tx));
             }
+            Command::Tiers(t) => self.tiers = t,
             Command::Ban(nodes, tx) => {
                 let ids: HashSet<[u8; 32]> = nodes.into_iter().collect();
                 let mut pids: Vec<PeerId> = ids.iter().filter_map(|k| keys::peer_id(k).ok()).collect();
@@ -1185,8 +1196,15 @@ impl Node {
                         Some(Key::Checkpoint(_)) => provider_roles & (roles::AGGREGATOR | roles::VALIDATOR) != 0,
                         _ => true,
                     };
+                    // And, for agg/, the tier the policy requires, from the ledger.
+                    let tier =
+                        self.peers.get(&p.provider).and_then(|x| x.node_id).and_then(|n| self.tiers.get(&n)).copied();
+                    let tier_ok =
+                        !matches!(key, Some(Key::Aggregators(_))) || tier.unwrap_or(0) >= self.cfg.dht.aggregate_from;
                     if !role_ok {
                         self.count("provider role");
+                    } else if !tier_ok {
+                        self.count("provider tier");
                     } else if key.is_some_and(|k| !matches!(k, Key::Node(_))) {
                         self.provider_keys.insert(p.key.clone());
                         if self.swarm.behaviour_mut().kad.store_mut().add_provider(p).is_err() {

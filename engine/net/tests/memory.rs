@@ -228,3 +228,29 @@ async fn a_banned_node_is_disconnected_and_its_next_dial_refused() {
     let b_pid = nodes[1].peer_id.to_string();
     assert!(connected(a, &b_pid).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agg_provider_records_need_the_tier_the_policy_requires() {
+    let mut c0 = config(46_000, None);
+    c0.dht.aggregate_from = 1;
+    let a = node::spawn(c0, Identity::from_seed(seed(46_000)), Transport::Memory).await.expect("node 0");
+    let boot = format!("/memory/46000/p2p/{}", a.peer_id);
+    let mut c1 = config(46_001, Some(boot));
+    c1.roles = vec!["aggregator".into()];
+    let b = node::spawn(c1, Identity::from_seed(seed(46_001)), Transport::Memory).await.expect("node 1");
+    wait_until("node 0 knows node 1's announcement", 20, async || {
+        a.peers().await.expect("peers").iter().any(|p| p.peer_id == b.peer_id.to_string() && p.node_id.is_some())
+    })
+    .await;
+    // Tier 0 in node 0's ledger: node 0 does not store node 1's agg/ record.
+    b.provide(Key::aggregators("mnist")).await.expect("provide");
+    wait_until("the refusal", 10, async || {
+        a.status().await.expect("status").rejected.get("provider tier").is_some_and(|n| *n >= 1)
+    })
+    .await;
+    assert!(!a.holds(Key::aggregators("mnist")).await.expect("holds"));
+    // At tier 1 it does.
+    a.set_tiers(std::collections::HashMap::from([(node_id(46_001), 1)])).await.expect("tiers");
+    b.provide(Key::aggregators("mnist")).await.expect("provide");
+    wait_until("the record stored", 10, async || a.holds(Key::aggregators("mnist")).await.expect("holds")).await;
+}

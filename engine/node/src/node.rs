@@ -488,12 +488,16 @@ pub fn run(path: Option<&Path>, metrics_addr: Option<std::net::SocketAddr>) -> R
             }
         });
 
-        // Bans from the ledger reach the planes within one tick.
+        // Bans and tiers from the ledger reach the planes within one tick.
         {
             let (live, net, deny) = (live.clone(), handle.clone(), deny.clone());
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_millis(500)).await;
+                    // Tiers for the control plane's directory policies.
+                    if let Ok(t) = live.lock().map(|l| l.tiers()) {
+                        let _ = net.set_tiers(t).await;
+                    }
                     let banned = live.lock().map(|l| l.banned()).unwrap_or_default();
                     let new: Vec<[u8; 32]> = match deny.read() {
                         Ok(d) => banned.into_iter().filter(|k| !d.contains(k)).collect(),

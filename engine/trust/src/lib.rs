@@ -192,6 +192,12 @@ impl Live {
         self.next_epoch
     }
 
+    /// Every node's tier now (at the last applied epoch).
+    pub fn tiers(&self) -> std::collections::HashMap<NodeId, u8> {
+        let now = epoch_time(self.next_epoch.saturating_sub(1));
+        self.ledger.nodes().map(|(id, _)| (*id, self.ledger.tier(id, now))).collect()
+    }
+
     /// The nodes the ledger has banned (the planes refuse them: connections, handshakes,
     /// updates).
     pub fn banned(&self) -> Vec<NodeId> {
