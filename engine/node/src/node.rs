@@ -495,7 +495,8 @@ pub fn run(path: Option<&Path>, metrics_addr: Option<std::net::SocketAddr>) -> R
                 loop {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     // Tiers for the control plane's directory policies.
-                    if let Ok(t) = live.lock().map(|l| l.tiers()) {
+                    let tiers = live.lock().map(|l| l.tiers()).ok();
+                    if let Some(t) = tiers {
                         let _ = net.set_tiers(t).await;
                     }
                     let banned = live.lock().map(|l| l.banned()).unwrap_or_default();
