@@ -447,10 +447,12 @@ mod tests {
             vain_testkit::unavailable(vain_testkit::Need::IoUring, "bench quic: both transports", e);
             return;
         }
-        let opts = Options { frames: 8, size: 300_000, connections: 2, mtu: 1472, offload: true };
+        // Enough bytes (32 MB) that each thread's CPU time spans several of the kernel's 10 ms
+        // accounting ticks: with less, a fast run can be charged 0.
+        let opts = Options { frames: 32, size: 1_000_000, connections: 2, mtu: 1472, offload: true };
         let runs = run(opts, 1).expect("run");
         let (a, b) = &runs[0];
-        assert_eq!((a.frames, b.frames), (8, 8));
+        assert_eq!((a.frames, b.frames), (32, 32));
         assert!(a.gbps > 0.0 && b.gbps > 0.0);
         // Both receivers and the sender did work that the scheduler charged to them.
         assert!(a.recv_cpu > 0.0 && b.recv_cpu > 0.0 && a.send_cpu > 0.0 && b.send_cpu > 0.0);
