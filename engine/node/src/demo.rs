@@ -307,7 +307,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         if Instant::now() > deadline {
             bail!("timed out after {} of {} rounds", rows.len(), a.rounds);
         }
-        std::thread::sleep(Duration::from_millis(if a.kill_primary.is_some() && killed.is_none() { 20 } else { 250 }));
+        std::thread::sleep(Duration::from_millis(if a.kill_primary.is_some() && killed.is_none() { 5 } else { 250 }));
     }
     let wall = t0.elapsed();
     // The validator's verdicts on the closes (it may still be evaluating the last one).
