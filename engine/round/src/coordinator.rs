@@ -665,6 +665,29 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Every client this aggregator knows, with its status in the round, its z and its standing
+    /// in the ledger at `later`.
+    fn client_rows(&self, status: &BTreeMap<NodeId, String>, z: &BTreeMap<NodeId, f64>, later: u64) -> Vec<ClientRow> {
+        let ledger = self.judge.ledger();
+        self.known
+            .keys()
+            .map(|k| {
+                let rec = ledger.record(k);
+                ClientRow {
+                    id: short(k),
+                    status: status.get(k).cloned().unwrap_or_else(|| "not selected".into()),
+                    z: z.get(k).copied(),
+                    tier: ledger.tier(k, later),
+                    standing: match rec {
+                        Some(r) if r.banned => "banned",
+                        Some(r) if r.suspended_until.is_some_and(|u| later < u) => "suspended",
+                        _ => "active",
+                    },
+                }
+            })
+            .collect()
+    }
+
     /// Rows of the closes in `closes.bin` that `rounds.jsonl` lacks.
     fn unlogged_rows(&self) -> Vec<(Row, Vec<f32>)> {
         let logged: BTreeSet<u64> = std::fs::read_to_string(self.dir.join("rounds.jsonl"))
@@ -689,7 +712,6 @@ impl Coordinator {
     fn row_of(&self, close: &Signed<Close>) -> Row {
         let c = &close.body;
         let later = self.round * HOUR;
-        let ledger = self.judge.ledger();
         let mut status: BTreeMap<NodeId, String> = BTreeMap::new();
         for a in &c.accepted {
             status.insert(a.sender, "accepted".into());
@@ -720,24 +742,7 @@ impl Coordinator {
             epsilon: c.epsilon.is_finite().then_some(c.epsilon),
             overhead_ms: None,
             round_ms: 0.0,
-            clients: self
-                .known
-                .keys()
-                .map(|k| {
-                    let rec = ledger.record(k);
-                    ClientRow {
-                        id: short(k),
-                        status: status.get(k).cloned().unwrap_or_else(|| "not selected".into()),
-                        z: z.get(k).copied(),
-                        tier: ledger.tier(k, later),
-                        standing: match rec {
-                            Some(r) if r.banned => "banned",
-                            Some(r) if r.suspended_until.is_some_and(|u| later < u) => "suspended",
-                            _ => "active",
-                        },
-                    }
-                })
-                .collect(),
+            clients: self.client_rows(&status, &z, later),
             aggregator: short(&close.signer),
             updates: c.accepted.iter().map(|a| format!("{}:{}", short(&a.sender), hex(&a.digest))).collect(),
             recovered: 0,
@@ -1082,25 +1087,7 @@ impl Coordinator {
             status.insert(*k, "missing".into());
         }
         let z_of: BTreeMap<NodeId, f64> = verdicts.iter().filter(|v| v.z.is_finite()).map(|v| (v.id, v.z)).collect();
-        let ledger = self.judge.ledger();
-        let rows = self
-            .known
-            .keys()
-            .map(|k| {
-                let rec = ledger.record(k);
-                ClientRow {
-                    id: short(k),
-                    status: status.get(k).cloned().unwrap_or_else(|| "not selected".into()),
-                    z: z_of.get(k).copied(),
-                    tier: ledger.tier(k, later),
-                    standing: match rec {
-                        Some(r) if r.banned => "banned",
-                        Some(r) if r.suspended_until.is_some_and(|u| later < u) => "suspended",
-                        _ => "active",
-                    },
-                }
-            })
-            .collect();
+        let rows = self.client_rows(&status, &z_of, later);
         tracing::info!(
             outcome = ?outcome,
             accepted = accepted.len(),
