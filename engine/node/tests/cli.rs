@@ -246,20 +246,24 @@ fn hsm_backed_identity_signs_and_rotates_inside_the_token() {
     fails(&["identity", "sign", "--dir", p(&dir), p(&msg)], &[], "PKCS#11 token");
 }
 
+/// A `node.toml` in `dir` for a node that runs only the control plane on loopback (data in
+/// `dir/data`), without LAN discovery.
+fn control_plane_only(dir: &std::path::Path) -> std::path::PathBuf {
+    let cfg = dir.join("node.toml");
+    let text = format!(
+        "roles = []\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\ndata_dir = \"{}\"\n[mdns]\nenabled = false\n[beacon]\nenabled = false\n",
+        dir.join("data").display()
+    );
+    std::fs::write(&cfg, text).expect("config");
+    cfg
+}
+
 /// `vain node` logs with tracing: JSON lines on stderr with `--log-format json`, fewer with -q.
 #[test]
 fn the_node_logs_json_lines_and_quiet_silences_info() {
     let run = |args: &[&str]| -> String {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = dir.path().join("node.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "roles = []\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\ndata_dir = \"{}\"\n[mdns]\nenabled = false\n[beacon]\nenabled = false\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .expect("config");
+        let cfg = control_plane_only(dir.path());
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_vain"))
             .args(args)
             .arg("node")
@@ -295,15 +299,7 @@ fn the_node_logs_json_lines_and_quiet_silences_info() {
 fn the_node_serves_prometheus_metrics() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("node.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "roles = []\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\ndata_dir = \"{}\"\n[mdns]\nenabled = false\n[beacon]\nenabled = false\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .expect("config");
+    let cfg = control_plane_only(dir.path());
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_vain"))
         .args(["-q", "node", "--metrics", &format!("127.0.0.1:{port}"), "--config"])

@@ -15,7 +15,6 @@ use vain_kernels::encode::Codec;
 use vain_learn::data::Mnist;
 use vain_learn::model::{self, Arch, Model};
 use vain_learn::{DType, Device, train};
-use vain_net::Config;
 use vain_net::node::{self, Identity, Inbound, Transport};
 use vain_net::records::Key;
 use vain_round::coordinator::{self, Coordinator, Link};
@@ -26,25 +25,8 @@ use vain_transport::client::{Client, Config as ClientConfig};
 use vain_transport::quic;
 use vain_transport::tls::{self, Policy};
 
-fn config(port: u64, roles: &[&str], bootstrap: Option<String>) -> Config {
-    let mut c = Config {
-        listen: vec![format!("/memory/{port}")],
-        bootstrap: bootstrap.into_iter().collect(),
-        roles: roles.iter().map(|r| r.to_string()).collect(),
-        models: vec!["mnist-mlp".into()],
-        ..Default::default()
-    };
-    c.mdns.enabled = false;
-    c.beacon.enabled = false;
-    c.liveness.heartbeat_interval = 0.2;
-    c.liveness.stale_after = 2.0;
-    c.pex.interval = 0.3;
-    c
-}
-
-fn seed(i: u8) -> [u8; 32] {
-    [i; 32]
-}
+mod common;
+use common::{config, seed};
 
 /// The node's request handler: fetches from `store`, status and closes to `link`, opens to
 /// `participant` — or, for a node that takes opens and then never sends, `Taken` and a signal.

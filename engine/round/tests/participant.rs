@@ -10,32 +10,14 @@ use vain_core::signed::Signed;
 use vain_learn::data::Mnist;
 use vain_learn::model::{self, Arch, Model};
 use vain_learn::{DType, Device, train};
-use vain_net::Config;
 use vain_net::node::{self, Handle, Identity, Inbound, Transport};
 use vain_net::records::Key;
 use vain_round::msg::{self, Ack, Message, Open};
 use vain_round::participant::{self, Participant};
 use vain_round::store::Store;
 
-fn config(port: u64, roles: &[&str], bootstrap: Option<String>) -> Config {
-    let mut c = Config {
-        listen: vec![format!("/memory/{port}")],
-        bootstrap: bootstrap.into_iter().collect(),
-        roles: roles.iter().map(|r| r.to_string()).collect(),
-        models: vec!["mnist-mlp".into()],
-        ..Default::default()
-    };
-    c.mdns.enabled = false;
-    c.beacon.enabled = false;
-    c.liveness.heartbeat_interval = 0.2;
-    c.liveness.stale_after = 2.0;
-    c.pex.interval = 0.3;
-    c
-}
-
-fn seed(i: u8) -> [u8; 32] {
-    [i; 32]
-}
+mod common;
+use common::{config, seed};
 
 /// Answers round-protocol requests: fetches from `store` (with one bit flipped when `corrupt`),
 /// opens and closes through `participant`.
