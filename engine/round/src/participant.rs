@@ -325,10 +325,14 @@ async fn refresh_directory(shared: &Shared) {
 }
 
 /// Keeps the aggregator directory fresh, so an open does not wait for a lookup.
+/// Every 3 s at first, backing off to every 60 s: an open from an aggregator not yet listed
+/// triggers a lookup of its own, so the background refresh need not load the DHT.
 async fn watch_directory(shared: Arc<Shared>) {
+    let mut wait = Duration::from_secs(3);
     loop {
         refresh_directory(&shared).await;
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(60));
     }
 }
 
