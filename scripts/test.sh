@@ -6,10 +6,13 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# Debian packages: SoftHSM2 for the PKCS#11 signer tests; g++ for the CUDA kernels' CPU emulator.
+# Debian packages: SoftHSM2 for the PKCS#11 signer tests; g++ for the CUDA kernels' CPU emulator;
+# Chromium for the dashboard test.
 apt_missing=()
 command -v softhsm2-util >/dev/null 2>&1 || apt_missing+=(softhsm2)
 command -v g++ >/dev/null 2>&1 || apt_missing+=(g++)
+# Chromium for the dashboard's browser test.
+command -v chromium >/dev/null 2>&1 || apt_missing+=(chromium)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   echo "== installing ${apt_missing[*]}"
   as_root apt-get update -qq
@@ -35,7 +38,7 @@ fi
 export LD_LIBRARY_PATH="$(nvrtc_lib)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 # Every capability this machine can give is required: a test that lacks io_uring, root (network
-# namespaces), NVRTC or SoftHSM2 fails. What may legitimately be missing (a GPU) is logged by the
+# namespaces), NVRTC, SoftHSM2 or Chromium fails. What may legitimately be missing (a GPU) is logged by the
 # tests (vain-testkit) and summed up at the end.
 export VAIN_REQUIRE=all
 export VAIN_SKIP_LOG="$PWD/target/skipped.log"
@@ -66,6 +69,9 @@ fi
 echo "demo ok"
 echo "== tests"
 cargo test --workspace --locked
+if [ -f target/dashboard.png ]; then
+  echo "== dashboard screenshot (headless Chromium): $PWD/target/dashboard.png"
+fi
 echo "== CUDA kernels on the CPU emulator (logic, barriers, bounds; no GPU needed)"
 bash kernels/cuda/emu/run.sh
 echo "== kernels with the CUDA backend built (NVRTC compile check; GPU tests run when a driver is present)"

@@ -21,6 +21,8 @@ pub enum Need {
     Nvrtc,
     /// SoftHSM2's PKCS#11 module.
     SoftHsm,
+    /// Headless Chromium (`chromium` on the PATH), for the dashboard's browser test.
+    Chromium,
     /// A CUDA driver and GPU.
     Gpu,
 }
@@ -33,6 +35,7 @@ impl Need {
             Need::Root => "root",
             Need::Nvrtc => "nvrtc",
             Need::SoftHsm => "softhsm",
+            Need::Chromium => "chromium",
             Need::Gpu => "gpu",
         }
     }

@@ -271,6 +271,12 @@ pub fn digest(flat: &[f32]) -> [u8; 32] {
 
 /// Writes a flat parameter vector as the model's safetensors file.
 pub fn save_flat(arch: Arch, flat: &[f32], path: &Path) -> Result<(), Error> {
+    let bytes = safetensors_bytes(arch, flat)?;
+    std::fs::write(path, bytes).map_err(|source| Error::Io { file: path.to_path_buf(), source })
+}
+
+/// A flat parameter vector as the bytes of the model's safetensors file.
+pub fn safetensors_bytes(arch: Arch, flat: &[f32]) -> Result<Vec<u8>, Error> {
     if flat.len() != arch.dim() {
         return Err(Error::Dim { model: arch.id(), expected: arch.dim(), got: flat.len() });
     }
@@ -289,8 +295,7 @@ pub fn save_flat(arch: Arch, flat: &[f32], path: &Path) -> Result<(), Error> {
     meta.insert("vain.model".to_string(), arch.id().to_string());
     meta.insert("vain.version".to_string(), arch.version().to_string());
     meta.insert("vain.layout".to_string(), hex(&arch.layout_digest()));
-    safetensors::serialize_to_file(views, Some(meta), path)?;
-    Ok(())
+    Ok(safetensors::serialize(views, Some(meta))?)
 }
 
 /// Reads a checkpoint of `arch` into a flat vector.

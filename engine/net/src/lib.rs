@@ -21,7 +21,7 @@ pub mod records;
 pub mod scale;
 
 pub use config::Config;
-pub use libp2p::PeerId;
+pub use libp2p::{Multiaddr, PeerId};
 
 use thiserror::Error;
 

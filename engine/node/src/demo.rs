@@ -64,6 +64,14 @@ pub struct DemoArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600.0)]
     timeout: f64,
+    /// Serve each aggregator's HTTP API and dashboard: aggregator j at ADDR's port + j
+    /// (127.0.0.1:9480 when given without an address).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = crate::api::DEFAULT_ADDR)]
+    api: Option<std::net::SocketAddr>,
+    /// Keep the federation serving this many seconds after the last round (default: until
+    /// Ctrl-C with --api, not at all without).
+    #[arg(long, value_name = "SECONDS")]
+    hold: Option<f64>,
 }
 
 fn short_of(data: &Path) -> Result<String> {
@@ -77,6 +85,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let arch: Arch = a.model.parse().map_err(|e| anyhow::anyhow!("--model: {e}"))?;
     if a.clients == 0 {
         bail!("--clients must be at least 1");
+    }
+    if a.hold.is_some_and(|h| h.is_nan() || h < 0.0) {
+        bail!("--hold must be a number of seconds ≥ 0");
     }
     let attacks: Vec<Attack> = a
         .attacks
@@ -126,8 +137,17 @@ pub fn run(a: DemoArgs) -> Result<()> {
     );
     let mut labels: BTreeMap<String, String> = BTreeMap::new();
     let mut aggs: Vec<(PathBuf, usize)> = Vec::new();
+    // Extra `vain node` arguments by config file (the aggregators' API addresses).
+    let mut node_args: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+    let mut dashboards: Vec<String> = Vec::new();
     for j in 0..a.aggregators.max(1) {
         let (cfg, _) = prepare(&dir, 1 + j, free_tcp_port()?, Some(&boot), "\"aggregator\"", &agg_extra)?;
+        if let Some(base) = a.api {
+            let port = base.port().checked_add(j as u16).context("--api: port out of range")?;
+            let addr = std::net::SocketAddr::new(base.ip(), port);
+            node_args.insert(cfg.clone(), vec!["--api".into(), addr.to_string()]);
+            dashboards.push(format!("http://{addr}/ (aggregator {j})"));
+        }
         let text = std::fs::read_to_string(&cfg)?;
         std::fs::write(&cfg, format!("models = [\"{}\"]\n{text}", arch.id()))?;
         labels.insert(short_of(cfg.parent().unwrap_or(&dir))?, format!("aggregator {j}"));
@@ -183,6 +203,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         let log = std::fs::File::create(cfg.with_file_name("node.log"))?;
         let mut cmd = Command::new(&exe);
         cmd.arg("node").arg("--config").arg(cfg).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        cmd.args(node_args.get(cfg).into_iter().flatten());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -199,6 +220,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
         arch.id(),
         dir.display()
     );
+    if !dashboards.is_empty() {
+        println!("dashboards: {}", dashboards.join(", "));
+    }
     println!(
         "{:>5} {:>9} {:>9} {:>8} {:>7} {:>9} {:>9}  {:<13} suspects / kept out",
         "round", "accuracy", "accepted", "rejected", "missing", "round s", "gap ms", "closed by"
@@ -240,7 +264,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
                     let _ = c.wait();
                 }
                 println!("      client 0 killed (SIGKILL) and restarted from its data directory");
-                cluster.children[first_client] = respawn(&exe, cfg, &[("RAYON_NUM_THREADS", "1")])?;
+                cluster.children[first_client] = respawn(&exe, cfg, &[], &[("RAYON_NUM_THREADS", "1")])?;
             }
         }
         // Failover: kill the aggregator that holds round K open as soon as it has journaled an
@@ -280,7 +304,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
                 );
                 if a.restart_primary {
                     std::thread::sleep(Duration::from_millis(500));
-                    cluster.children[aggs[j].1] = respawn(&exe, &aggs[j].0, &[])?;
+                    let args = node_args.get(&aggs[j].0).cloned().unwrap_or_default();
+                    cluster.children[aggs[j].1] = respawn(&exe, &aggs[j].0, &args, &[])?;
                     println!("      aggregator {j} restarted from its data directory");
                 }
             }
@@ -361,7 +386,6 @@ pub fn run(a: DemoArgs) -> Result<()> {
             }
         }
     }
-    drop(cluster);
     let valid = verdicts.iter().filter(|v| v["valid"] == true).count();
     let unverified = verdicts.iter().filter(|v| v["unverified"] == true).count();
     let invalid: Vec<String> = verdicts
@@ -436,14 +460,36 @@ pub fn run(a: DemoArgs) -> Result<()> {
         pct(0.95).map_or("-".into(), |x| format!("{x:.0}")),
     );
     println!("wrote {} and {}", a.out.join("summary.json").display(), a.out.join("accuracy.svg").display());
+    let hold = a.hold.unwrap_or(if a.api.is_some() { f64::INFINITY } else { 0.0 });
+    if hold > 0.0 {
+        let forever = !hold.is_finite();
+        println!(
+            "the federation keeps serving{}{} (Ctrl-C stops it)",
+            if forever { String::new() } else { format!(" for {hold:.0} s") },
+            if dashboards.is_empty() { String::new() } else { format!("; dashboards: {}", dashboards.join(", ")) },
+        );
+        let wait = if forever { Duration::from_secs(365 * 86_400) } else { Duration::from_secs_f64(hold) };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            Ok::<_, anyhow::Error>(())
+        })?;
+    }
+    drop(cluster);
     Ok(())
 }
 
 /// Starts `vain node --config cfg` again, appending to its log.
-fn respawn(exe: &Path, cfg: &Path, env: &[(&str, &str)]) -> Result<std::process::Child> {
+fn respawn(exe: &Path, cfg: &Path, args: &[String], env: &[(&str, &str)]) -> Result<std::process::Child> {
     let log = std::fs::OpenOptions::new().append(true).create(true).open(cfg.with_file_name("node.log"))?;
     let mut cmd = Command::new(exe);
     cmd.arg("node").arg("--config").arg(cfg).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }

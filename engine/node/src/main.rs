@@ -1,6 +1,7 @@
 //! `vain`: the vAIn node binary.
 
 mod aggregate;
+mod api;
 mod audit;
 mod bench;
 mod demo;

@@ -185,6 +185,9 @@ impl Metrics {
     }
 }
 
+/// The exposition's content type.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// Serves `/metrics` on `addr` until the process ends.
 pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>, sources: Arc<Sources>) -> std::io::Result<()> {
     let app = Router::new().route(
@@ -193,8 +196,7 @@ pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>, sources: A
             let (m, s) = (metrics.clone(), sources.clone());
             async move {
                 let body = m.scrape(&s).await;
-                ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
-                    .into_response()
+                ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
             }
         }),
     );

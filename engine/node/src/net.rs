@@ -21,6 +21,14 @@ pub struct NodeArgs {
     /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics, e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// Serve the HTTP API, the dashboard (/) and the metrics at ADDR (127.0.0.1:9480 when
+    /// given without one); see docs/api.md.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = crate::api::DEFAULT_ADDR)]
+    api: Option<std::net::SocketAddr>,
+    /// The API's bearer token file for requests that change state (default: <data dir>/api.token,
+    /// created with mode 0600 on first start).
+    #[arg(long, value_name = "FILE")]
+    api_token: Option<PathBuf>,
 }
 
 /// Options of `vain up`.
@@ -84,7 +92,7 @@ pub(crate) fn identity(data_dir: &Path) -> Result<node::Identity> {
 
 /// Runs `vain node`.
 pub fn run_node(a: NodeArgs) -> Result<()> {
-    crate::node::run(a.config.as_deref(), a.metrics)
+    crate::node::run(a.config.as_deref(), crate::node::Serve { metrics: a.metrics, api: a.api, api_token: a.api_token })
 }
 
 fn print_json(v: &Value) -> Result<()> {

@@ -326,8 +326,20 @@ fn take_evidence(
     }
 }
 
+/// What `vain node` serves over HTTP besides its planes.
+#[derive(Debug, Clone, Default)]
+pub struct Serve {
+    /// `--metrics ADDR`.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// `--api ADDR`.
+    pub api: Option<std::net::SocketAddr>,
+    /// `--api-token FILE`.
+    pub api_token: Option<PathBuf>,
+}
+
 /// Runs `vain node --config FILE`.
-pub fn run(path: Option<&Path>, metrics_addr: Option<std::net::SocketAddr>) -> Result<()> {
+pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
+    let metrics_addr = serve.metrics;
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let file = match path {
         Some(p) => NodeFile::load(p)?,
@@ -377,6 +389,14 @@ pub fn run(path: Option<&Path>, metrics_addr: Option<std::net::SocketAddr>) -> R
     let data_dir = cfg.data_dir.clone();
     let pretrusted = file.pretrusted()?;
     let live = Arc::new(Mutex::new(Live::open(&data_dir.join("ledger"), vain_trust::Config { pretrusted })?));
+    let api_token = match serve.api {
+        Some(_) => Some(crate::api::Token::load_or_create(
+            &serve.api_token.clone().unwrap_or_else(|| data_dir.join("api.token")),
+        )?),
+        None => None,
+    };
+    let rounds = Arc::new(crate::api::Rounds::load(&data_dir.join("aggregator").join("rounds.jsonl")));
+    let privacy = (coord_cfg.as_ref().and_then(|c| c.clip), coord_cfg.as_ref().and_then(|c| c.noise_multiplier));
 
     rt.block_on(async move {
         let (tx, mut inbound) = mpsc::channel::<Inbound>(256);
@@ -409,9 +429,11 @@ pub fn run(path: Option<&Path>, metrics_addr: Option<std::net::SocketAddr>) -> R
             link = Some(c.link());
             let stop = stop.clone();
             let metrics = metrics.clone();
+            let rounds = rounds.clone();
             coordinator_thread = Some(std::thread::Builder::new().name("vain-rounds".into()).spawn(move || {
                 c.run(&stop, move |row| {
                     metrics.round(row);
+                    rounds.push(row);
                     tracing::info!(
                         round = row.round,
                         outcome = row.outcome,
@@ -443,16 +465,36 @@ pub fn run(path: Option<&Path>, metrics_addr: Option<std::net::SocketAddr>) -> R
             None => None,
         };
 
+        let sources = Arc::new(crate::metrics::Sources {
+            net: handle.clone(),
+            ledger: live.clone(),
+            participant: participant.clone(),
+        });
         if let Some(addr) = metrics_addr {
-            let sources = Arc::new(crate::metrics::Sources {
-                net: handle.clone(),
-                ledger: live.clone(),
-                participant: participant.clone(),
-            });
-            let metrics = metrics.clone();
+            let (metrics, sources) = (metrics.clone(), sources.clone());
             tokio::spawn(async move {
                 if let Err(e) = crate::metrics::serve(addr, metrics, sources).await {
                     tracing::error!(%addr, error = %e, "metrics endpoint");
+                }
+            });
+        }
+        if let (Some(addr), Some(token)) = (serve.api, api_token) {
+            let listener = crate::api::bind(addr).await?;
+            let planes = crate::api::Planes {
+                sources: sources.clone(),
+                metrics: metrics.clone(),
+                link: link.clone(),
+                rounds: rounds.clone(),
+                checkpoints: if role_bits & roles::AGGREGATOR != 0 { store.clone() } else { None },
+                arch,
+                roles: role_bits,
+                clip: privacy.0,
+                noise_multiplier: privacy.1,
+                token,
+            };
+            tokio::spawn(async move {
+                if let Err(e) = crate::api::serve(listener, planes).await {
+                    tracing::error!(%addr, error = %e, "API");
                 }
             });
         }

@@ -91,6 +91,12 @@ pub struct Config {
 pub struct NodeRow {
     /// First bytes of its key (hex).
     pub id: String,
+    /// Its whole key (hex).
+    pub key: String,
+    /// Bonded stake.
+    pub stake: u64,
+    /// Suspensions so far.
+    pub suspensions: u32,
     /// Tier now.
     pub tier: u8,
     /// Score.
@@ -302,6 +308,9 @@ impl Live {
             .nodes()
             .map(|(id, r)| NodeRow {
                 id: hex(&id[..4]),
+                key: hex(id),
+                stake: r.stake,
+                suspensions: r.suspensions,
                 tier: self.ledger.tier(id, now),
                 score: r.score,
                 standing: if r.banned {

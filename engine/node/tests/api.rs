@@ -1,0 +1,290 @@
+//! The node's HTTP API and dashboard, on a real federation: `vain demo --api` starts an
+//! aggregator serving them; every route is checked against the run's own files, bad requests
+//! get JSON errors, and the dashboard opened in headless Chromium shows the values the API
+//! gives (a screenshot is kept at target/dashboard.png).
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ROUNDS: u64 = 3;
+
+/// The demo, stopped with SIGTERM (which stops its nodes) however the test ends.
+struct Demo(Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline && matches!(self.0.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request (the body, when any, as JSON).
+fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> std::io::Result<Reply> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or(std::io::ErrorKind::InvalidData)?;
+    let headers = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status =
+        headers.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or(std::io::ErrorKind::InvalidData)?;
+    let mut body = raw[split + 4..].to_vec();
+    if headers.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    Ok(Reply { status, headers, body })
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap_or("0").trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[eol + 4 + n..];
+    }
+    out
+}
+
+fn get(port: u16, path: &str) -> Reply {
+    http(port, "GET", path, None, None).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+fn error_code(r: &Reply) -> String {
+    r.json()["error"]["code"].as_str().unwrap_or_default().to_string()
+}
+
+/// The text of the element with `id` in a dumped DOM.
+fn text_of(dom: &str, id: &str) -> String {
+    let at = dom.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no #{id} in the page"));
+    let start = at + dom[at..].find('>').expect("tag end") + 1;
+    let end = start + dom[start..].find('<').expect("text end");
+    dom[start..end].trim().to_string()
+}
+
+fn chromium(args: &[&str], profile: &Path) -> std::process::Output {
+    Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            // The page polls; virtual time lets its first refreshes run before the dump.
+            "--virtual-time-budget=8000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chromium")
+}
+
+#[test]
+fn the_api_answers_every_route_and_the_dashboard_shows_the_same_values() {
+    if let Err(e) = vain_transport::quic::probe() {
+        vain_testkit::unavailable(vain_testkit::Need::IoUring, "api: dashboard", e);
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("demo");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let log = std::fs::File::create(dir.path().join("demo.log")).expect("log");
+    let _demo = Demo(
+        Command::new(env!("CARGO_BIN_EXE_vain"))
+            .args(["-q", "demo", "--clients", "4", "--attacks", "scale:30", "--aggregators", "1"])
+            .args(["--model", "mnist-mlp", "--steps", "2", "--backend", "cpu", "--round-time", "30"])
+            .args(["--rounds", &ROUNDS.to_string(), "--api", &format!("127.0.0.1:{port}"), "--hold", "600", "--out"])
+            .arg(&out)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start vain demo"),
+    );
+
+    // Wait for the rounds, through the API itself.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Ok(r) = http(port, "GET", "/api/v1/status", None, None)
+            && r.status == 200
+            && r.json()["aggregator"]["rounds"].as_u64() == Some(ROUNDS)
+        {
+            break r.json();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {ROUNDS} rounds in the API: {}",
+            std::fs::read_to_string(dir.path().join("demo.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let data = out.join("nodes").join("node-01");
+    let rows: Vec<Value> = std::fs::read_to_string(data.join("aggregator/rounds.jsonl"))
+        .expect("rounds.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("row"))
+        .collect();
+    assert_eq!(rows.len() as u64, ROUNDS);
+
+    // Status: this aggregator, by its identity.
+    assert_eq!(status["roles"], serde_json::json!(["aggregator"]));
+    assert_eq!(status["model"], "mnist-mlp");
+    assert_eq!(status["node_id"].as_str().map(str::len), Some(64));
+    assert!(status["control"]["connected"].as_u64() >= Some(5), "{status}");
+
+    // Rounds: the list and each round equal the aggregator's rounds.jsonl.
+    let list = get(port, "/api/v1/rounds").json();
+    let listed = list["rounds"].as_array().expect("rounds");
+    assert_eq!(listed.len() as u64, ROUNDS);
+    for (l, row) in listed.iter().zip(&rows) {
+        for k in ["round", "accuracy", "loss", "accepted", "rejected", "missing", "checkpoint", "aggregator"] {
+            assert_eq!(l[k], row[k], "{k}");
+        }
+        assert!(l.get("clients").is_none(), "the list leaves the per-client rows out");
+        let one = get(port, &format!("/api/v1/rounds/{}", row["round"])).json();
+        assert_eq!(&one, row);
+    }
+    assert_eq!(get(port, "/api/v1/rounds?limit=1").json()["rounds"][0]["round"], ROUNDS - 1);
+    for (path, status, code) in [
+        ("/api/v1/rounds/99", 404, "not_found"),
+        ("/api/v1/rounds/x", 400, "bad_parameter"),
+        ("/api/v1/rounds?limit=0", 400, "bad_parameter"),
+        ("/api/v1/rounds?limit=many", 400, "bad_parameter"),
+        ("/api/v1/ledger/zz", 400, "bad_parameter"),
+        ("/api/v1/ledger/0000000000", 404, "not_found"),
+        ("/api/v1/nothing", 404, "no_route"),
+    ] {
+        let r = get(port, path);
+        assert_eq!((r.status, error_code(&r).as_str()), (status, code), "{path}: {}", r.text());
+    }
+
+    // Ledger: every node's row, and one node found by a prefix of its key.
+    let ledger = get(port, "/api/v1/ledger").json();
+    let nodes = ledger["nodes"].as_array().expect("nodes").clone();
+    assert!(nodes.len() >= 5, "the clients and the aggregator are in the ledger: {ledger}");
+    assert_eq!(ledger["next_epoch"].as_u64(), Some(ROUNDS));
+    let me = nodes.iter().find(|n| n["key"] == status["node_id"]).expect("the aggregator's row");
+    let by_prefix = get(port, &format!("/api/v1/ledger/{}", &me["key"].as_str().expect("key")[..12])).json();
+    assert_eq!(&by_prefix, me);
+
+    // Privacy: the demo clips without noise; nothing is spent.
+    let privacy = get(port, "/api/v1/privacy").json();
+    assert_eq!(privacy["clip"], 2.0);
+    assert_eq!(privacy["noise_multiplier"], Value::Null);
+    assert_eq!(privacy["epsilon"], Value::Null);
+
+    // The latest checkpoint, and its safetensors bytes hash to its digest.
+    let ck = get(port, "/api/v1/checkpoint").json();
+    let last = rows.last().expect("row");
+    assert_eq!(ck["digest"], last["checkpoint"]);
+    assert_eq!(ck["round"], last["round"]);
+    let st = get(port, "/api/v1/checkpoint/safetensors");
+    assert_eq!(st.status, 200);
+    let tensors = safetensors::SafeTensors::deserialize(&st.body).expect("safetensors");
+    let mut h = blake3::Hasher::new();
+    for name in ["fc1.bias", "fc1.weight", "fc2.bias", "fc2.weight"] {
+        h.update(tensors.tensor(name).expect(name).data());
+    }
+    assert_eq!(hex::encode(h.finalize().as_bytes()), ck["digest"].as_str().expect("digest"));
+
+    // Metrics on the same address agree with the rounds.
+    let m = get(port, "/metrics").text();
+    let accepted: u64 = rows.iter().map(|r| r["accepted"].as_u64().expect("accepted")).sum();
+    assert!(m.contains(&format!("vain_round_updates_total{{status=\"accepted\"}} {accepted}")), "{m}");
+
+    // Changing state needs the token from the 0600 file.
+    let token_file = data.join("api.token");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&token_file).expect("token").permissions().mode() & 0o777, 0o600);
+    let token = std::fs::read_to_string(&token_file).expect("token").trim().to_string();
+    let dial = r#"{"address": "/ip4/127.0.0.1/tcp/9"}"#;
+    let r = http(port, "POST", "/api/v1/peers", None, Some(dial)).expect("post");
+    assert_eq!((r.status, error_code(&r).as_str()), (401, "missing_token"));
+    assert!(r.headers.to_ascii_lowercase().contains("www-authenticate: bearer"), "{}", r.headers);
+    let r = http(port, "POST", "/api/v1/peers", Some("not-the-token-at-all"), Some(dial)).expect("post");
+    assert_eq!((r.status, error_code(&r).as_str()), (403, "wrong_token"));
+    for (body, code) in
+        [("{", "bad_json"), (r#"{"addr": 1}"#, "bad_json"), (r#"{"address": "nowhere"}"#, "bad_parameter")]
+    {
+        let r = http(port, "POST", "/api/v1/peers", Some(&token), Some(body)).expect("post");
+        assert_eq!((r.status, error_code(&r).as_str()), (400, code), "{body}: {}", r.text());
+    }
+    let r = http(port, "POST", "/api/v1/peers", Some(&token), Some(dial)).expect("post");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let r = http(port, "DELETE", "/api/v1/ledger", Some(&token), None).expect("delete");
+    assert_eq!((r.status, error_code(&r).as_str()), (405, "method_not_allowed"));
+    let big = format!(r#"{{"address": "{}"}}"#, "a".repeat(100_000));
+    let r = http(port, "POST", "/api/v1/peers", Some(&token), Some(&big)).expect("post");
+    assert_eq!(r.status, 413, "bodies are bounded");
+
+    // The dashboard in a real browser.
+    if Command::new("chromium").arg("--version").output().map(|o| !o.status.success()).unwrap_or(true) {
+        vain_testkit::unavailable(vain_testkit::Need::Chromium, "api: dashboard in a browser", "no chromium on PATH");
+        return;
+    }
+    let url = format!("http://127.0.0.1:{port}/");
+    let profile = tempfile::tempdir().expect("profile");
+    let dumped = chromium(&["--dump-dom", &url], profile.path());
+    let dom = String::from_utf8_lossy(&dumped.stdout).into_owned();
+    assert!(dom.contains("data-ready=\"1\""), "the page never refreshed: {dom}");
+    // The values on the page are the API's.
+    let ledger = get(port, "/api/v1/ledger").json();
+    assert_eq!(text_of(&dom, "node-id"), status["node_id"].as_str().expect("id"));
+    assert_eq!(text_of(&dom, "rounds-closed"), ROUNDS.to_string());
+    assert_eq!(text_of(&dom, "last-accuracy"), format!("{:.2} %", 100.0 * last["accuracy"].as_f64().expect("acc")));
+    assert_eq!(text_of(&dom, "ledger-digest"), ledger["digest"].as_str().expect("digest"));
+    assert_eq!(text_of(&dom, "ledger-epoch"), ROUNDS.to_string());
+    assert_eq!(text_of(&dom, "epsilon"), "no noise");
+    for r in &rows {
+        assert!(dom.contains(&format!("data-round=\"{}\"", r["round"])), "round {} missing from the page", r["round"]);
+    }
+    for n in ledger["nodes"].as_array().expect("nodes") {
+        assert!(dom.contains(&format!("data-key=\"{}\"", n["key"].as_str().expect("key"))), "{n} missing");
+    }
+    assert_eq!(dom.matches("<polyline").count(), 2, "accuracy and loss lines");
+    // A screenshot for people, kept where CI can pick it up.
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard.png");
+    let shot_profile = tempfile::tempdir().expect("profile");
+    let taken =
+        chromium(&["--window-size=1400,1700", &format!("--screenshot={}", shot.display()), &url], shot_profile.path());
+    let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&taken.stderr)));
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "a real picture");
+    println!("dashboard screenshot: {}", shot.canonicalize().unwrap_or(shot).display());
+}
