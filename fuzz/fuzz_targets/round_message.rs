@@ -1,5 +1,5 @@
-//! A round-protocol request (open, close, fetch, receipt, status) or a fetch or status answer
-//! from an untrusted peer.
+//! A round-protocol request (open, close, fetch, receipt, status, evidence, governance) or a
+//! fetch or status answer from an untrusted peer.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use vain_round::msg::{Message, Status, decode_checkpoint};

@@ -4,7 +4,7 @@
 
 use crate::audit::Verdict;
 use crate::governance::{Choice, Kind, Proposal, Vote};
-use crate::ledger::{AuditRequest, Bond, Input, Observation, Observed, Report, TrustVector};
+use crate::ledger::{AuditRequest, Bond, Governed, Input, MAX_GOVERNANCE, Observation, Observed, Report, TrustVector};
 use crate::signed::{Body, Signed};
 use thiserror::Error;
 
@@ -158,7 +158,16 @@ impl Decode for Report {
             };
             observations.push(Observation { subject, what });
         }
-        Ok(Report { epoch, observations })
+        let n = r.count("report.governance", MAX_GOVERNANCE as u64, 1 + 32 + 33 + 64)?;
+        let mut governance = Vec::with_capacity(n);
+        for _ in 0..n {
+            governance.push(match r.u8("governance.kind")? {
+                0 => Governed::Propose(decode_signed(r)?),
+                1 => Governed::Vote(decode_signed(r)?),
+                value => return Err(Error::Tag { field: "governance.kind", value }),
+            });
+        }
+        Ok(Report { epoch, observations, governance })
     }
 }
 

@@ -204,6 +204,11 @@ impl Ballot {
     pub fn voters(&self) -> impl Iterator<Item = &NodeId> {
         self.votes.keys()
     }
+
+    /// Each voter's choice (equivocators excluded).
+    pub fn choices(&self) -> impl Iterator<Item = (&NodeId, Choice)> {
+        self.votes.iter().map(|(k, v)| (k, v.body.choice))
+    }
 }
 
 /// Weights of a closed tally.

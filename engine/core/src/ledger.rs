@@ -58,17 +58,67 @@ pub struct Observation {
     pub what: Observed,
 }
 
-/// A signed batch of observations (one per reporter and epoch is typical).
+/// Governance inputs a report carries at most.
+pub const MAX_GOVERNANCE: usize = 256;
+
+/// A governance input carried by a report, signed by its own author: the reporter only orders
+/// it (it cannot forge or alter it; it can leave it out).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Governed {
+    /// A proposal.
+    Propose(Signed<Proposal>),
+    /// A vote.
+    Vote(Signed<Vote>),
+}
+
+impl Governed {
+    /// The digest of the signed input.
+    pub fn digest(&self) -> [u8; 32] {
+        match self {
+            Governed::Propose(p) => p.digest(),
+            Governed::Vote(v) => v.digest(),
+        }
+    }
+
+    /// Its author.
+    pub fn signer(&self) -> NodeId {
+        match self {
+            Governed::Propose(p) => p.signer,
+            Governed::Vote(v) => v.signer,
+        }
+    }
+
+    /// The ledger input it is.
+    pub fn input(&self) -> Input {
+        match self {
+            Governed::Propose(p) => Input::Propose(p.clone()),
+            Governed::Vote(v) => Input::Vote(v.clone()),
+        }
+    }
+}
+
+/// A signed batch of observations (one per reporter and epoch is typical), and the governance
+/// inputs the reporter sequences into its epoch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
     /// Reporter's epoch counter (distinguishes reports).
     pub epoch: u64,
     /// The observations.
     pub observations: Vec<Observation>,
+    /// Proposals and votes, applied after the observations in this order (at most
+    /// [`MAX_GOVERNANCE`]).
+    pub governance: Vec<Governed>,
+}
+
+impl Report {
+    /// A report of observations only.
+    pub fn new(epoch: u64, observations: Vec<Observation>) -> Report {
+        Report { epoch, observations, governance: Vec::new() }
+    }
 }
 
 impl Body for Report {
-    const TAG: &'static [u8] = b"vain/report/v1";
+    const TAG: &'static [u8] = b"vain/report/v2";
     fn encode(&self, out: &mut Vec<u8>) {
         put_u64(out, self.epoch);
         put_u64(out, self.observations.len() as u64);
@@ -91,6 +141,19 @@ impl Body for Report {
                 Observed::Uptime { fraction } => {
                     out.push(7);
                     put_f64(out, fraction);
+                }
+            }
+        }
+        put_u64(out, self.governance.len() as u64);
+        for g in &self.governance {
+            match g {
+                Governed::Propose(p) => {
+                    out.push(0);
+                    crate::codec::encode_signed(p, out);
+                }
+                Governed::Vote(v) => {
+                    out.push(1);
+                    crate::codec::encode_signed(v, out);
                 }
             }
         }
@@ -574,6 +637,11 @@ impl Ledger {
                         Observed::Uptime { fraction } => self.observe(&o.subject, Source::Participation, fraction, now),
                     }
                 }
+                // Each governance input stands on its own signature and its author's
+                // eligibility; one the ledger refuses changes nothing, and the rest still apply.
+                for g in r.body.governance.iter().take(MAX_GOVERNANCE) {
+                    let _ = self.handle(now, g.input());
+                }
                 Ok(())
             }
             Input::Trust(t) => {
@@ -790,6 +858,33 @@ impl Ledger {
         }
     }
 
+    /// The open proposals: id, the signed proposal, the votes so far.
+    pub fn proposals(&self) -> impl Iterator<Item = (&ProposalId, &Signed<Proposal>, &Ballot)> {
+        self.proposals.iter().map(|(id, p)| (id, &p.proposal, &p.ballot))
+    }
+
+    /// How an open proposal would close if its window ended at `at`, with the weights of `at`.
+    pub fn tally_at(&self, id: &ProposalId, at: Time) -> Option<(Outcome, Tally)> {
+        self.proposals.get(id).map(|p| self.tally_of(&p.ballot, at))
+    }
+
+    /// The lowest tier that may propose and vote.
+    pub fn vote_from(&self) -> u8 {
+        self.cfg.vote_from
+    }
+
+    /// Whether `node` is pre-trusted.
+    pub fn is_pretrusted(&self, node: &NodeId) -> bool {
+        self.pretrusted.contains(node)
+    }
+
+    fn tally_of(&self, ballot: &Ballot, at: Time) -> (Outcome, Tally) {
+        let eligible: Vec<NodeId> =
+            self.nodes.keys().filter(|n| self.tier(n, at) >= self.cfg.vote_from).copied().collect();
+        let total: f64 = eligible.iter().map(|n| self.voting_weight(n, at)).sum();
+        ballot.tally(|n| self.voting_weight(n, at), total, self.cfg.quorum)
+    }
+
     fn close_proposals(&mut self, now: Time) {
         let due: Vec<ProposalId> =
             self.proposals.iter().filter(|(_, p)| p.proposal.body.closes <= now).map(|(id, _)| *id).collect();
@@ -798,8 +893,7 @@ impl Ledger {
             let closes = open.proposal.body.closes;
             let eligible: Vec<NodeId> =
                 self.nodes.keys().filter(|n| self.tier(n, closes) >= self.cfg.vote_from).copied().collect();
-            let total: f64 = eligible.iter().map(|n| self.voting_weight(n, closes)).sum();
-            let (outcome, tally) = open.ballot.tally(|n| self.voting_weight(n, closes), total, self.cfg.quorum);
+            let (outcome, tally) = self.tally_of(&open.ballot, closes);
             let voted: BTreeSet<NodeId> = open.ballot.voters().copied().collect();
             for n in &eligible {
                 self.observe(n, Source::Governance, if voted.contains(n) { 1.0 } else { 0.0 }, now);

@@ -397,7 +397,8 @@ pub fn run(scenario: &Scenario, opts: &Options) -> Run {
                     obs.push(Observation { subject: ids[s], what });
                 }
             }
-            let report = Signed::sign(&keys[r], Report { epoch: u64::from(e), observations: obs });
+            let report =
+                Signed::sign(&keys[r], Report { epoch: u64::from(e), observations: obs, governance: Vec::new() });
             send(r, t0 + 1, Input::Report(report), &mut rng, &mut c);
         }
         // Sybils also report glowing reviews of each other; the ledger refuses them.
@@ -408,7 +409,8 @@ pub fn run(scenario: &Scenario, opts: &Options) -> Run {
                 .take(10)
                 .map(|&o| Observation { subject: ids[o], what: Observed::ChallengePassed })
                 .collect();
-            let report = Signed::sign(&keys[s], Report { epoch: u64::from(e), observations: obs });
+            let report =
+                Signed::sign(&keys[s], Report { epoch: u64::from(e), observations: obs, governance: Vec::new() });
             send(s, t0 + 2, Input::Report(report), &mut rng, &mut c);
         }
 

@@ -181,7 +181,7 @@ fn votes_outside_the_window_or_from_banned_keys_are_refused() {
     }
     l.tick(HOUR);
     assert!(l.is_banned(&target));
-    let after = Signed::sign(&keys[3], Report { epoch: 1, observations: vec![] });
+    let after = Signed::sign(&keys[3], Report { epoch: 1, observations: vec![], governance: Vec::new() });
     assert_eq!(l.handle(HOUR + 1, Input::Report(after)), Err(Error::Banned));
 }
 
@@ -203,10 +203,19 @@ fn two_colluders_on_a_team_of_five_cannot_pass_a_bad_node() {
                 ]
             })
             .collect();
-        l.handle(h * HOUR - 1, Input::Report(Signed::sign(&keys[0], Report { epoch: h, observations: obs.clone() })))
-            .expect("r");
-        l.handle(h * HOUR - 1, Input::Report(Signed::sign(&keys[1], Report { epoch: h, observations: obs })))
-            .expect("r");
+        l.handle(
+            h * HOUR - 1,
+            Input::Report(Signed::sign(
+                &keys[0],
+                Report { epoch: h, observations: obs.clone(), governance: Vec::new() },
+            )),
+        )
+        .expect("r");
+        l.handle(
+            h * HOUR - 1,
+            Input::Report(Signed::sign(&keys[1], Report { epoch: h, observations: obs, governance: Vec::new() })),
+        )
+        .expect("r");
         l.tick(h * HOUR);
     }
     while l.poll().is_some() {}

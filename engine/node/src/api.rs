@@ -17,10 +17,14 @@ use std::collections::BTreeMap;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use vain_core::governance::{Choice, Kind, Proposal, Vote};
+use vain_core::ledger::Governed;
+use vain_core::signed::Signed;
 use vain_learn::model::Arch;
 use vain_round::coordinator::{Link, Row};
 use vain_round::store::Store;
 use vain_schema::node::roles;
+use vain_trust::Submit;
 
 use crate::metrics::{Metrics, Sources};
 
@@ -94,6 +98,20 @@ pub enum Error {
     /// The checkpoint could not be written as safetensors.
     #[error("checkpoint: {0}")]
     Checkpoint(#[from] vain_learn::Error),
+    /// This node may not propose or vote.
+    #[error("this node's tier {tier} is below the ledger's voting tier {need}")]
+    NotEligible {
+        /// Its tier.
+        tier: u8,
+        /// The tier needed.
+        need: u8,
+    },
+    /// The proposal's voting window is over.
+    #[error("proposal {0} is closed (or closes before the next epoch)")]
+    Closed(String),
+    /// The pool of proposals and votes waiting for a report is full (for this node).
+    #[error("too many proposals and votes are waiting for the next report; try after the next round")]
+    PoolFull,
 }
 
 impl Error {
@@ -110,6 +128,9 @@ impl Error {
             Error::WrongToken => (StatusCode::FORBIDDEN, "wrong_token"),
             Error::Net(_) => (StatusCode::BAD_GATEWAY, "control_plane"),
             Error::Unavailable(_) | Error::Checkpoint(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Error::NotEligible { .. } => (StatusCode::FORBIDDEN, "not_eligible"),
+            Error::Closed(_) => (StatusCode::CONFLICT, "closed"),
+            Error::PoolFull => (StatusCode::TOO_MANY_REQUESTS, "pool_full"),
         }
     }
 }
@@ -261,6 +282,10 @@ pub struct Planes {
     pub noise_multiplier: Option<f32>,
     /// The API token.
     pub token: Token,
+    /// The node's signing key (it signs the proposals and votes made here).
+    pub key: ed25519_dalek::SigningKey,
+    /// Hands a proposal or vote to the ledger's pool and the network.
+    pub govern: Arc<dyn Fn(Governed) -> Option<Submit> + Send + Sync>,
 }
 
 struct Inner {
@@ -478,6 +503,147 @@ async fn checkpoint_safetensors(State(s): Shared) -> Result<Response, Error> {
         .into_response())
 }
 
+async fn proposals(State(s): Shared) -> Result<axum::Json<Value>, Error> {
+    let l = ledger_status(&s.p)?;
+    Ok(axum::Json(json!({
+        "next_epoch": l.next_epoch,
+        "vote_from": l.vote_from,
+        "pool": l.pool,
+        "submits": l.submits,
+        "proposals": l.proposals,
+    })))
+}
+
+/// The body of `POST /api/v1/proposals`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewProposal {
+    kind: String,
+    node: Option<String>,
+    name: Option<String>,
+    value: Option<f64>,
+    version: Option<String>,
+    epochs: Option<u64>,
+}
+
+fn key_param(v: Option<String>) -> Result<[u8; 32], Error> {
+    let v = v.unwrap_or_default();
+    hex::decode(&v).ok().and_then(|b| b.try_into().ok()).ok_or(Error::BadParameter {
+        name: "node",
+        value: v,
+        expected: "a node key: 64 hex digits",
+    })
+}
+
+fn text_param(name: &'static str, v: Option<String>) -> Result<String, Error> {
+    match v {
+        Some(t) if !t.is_empty() && t.len() <= 256 => Ok(t),
+        other => {
+            Err(Error::BadParameter { name, value: other.unwrap_or_default(), expected: "1 to 256 bytes of text" })
+        }
+    }
+}
+
+/// The HTTP answer to what the ledger's pool made of a proposal or vote.
+fn submitted(outcome: Option<Submit>, id: &str) -> Result<&'static str, Error> {
+    match outcome {
+        Some(Submit::New) => Ok("new"),
+        Some(Submit::Duplicate) => Ok("duplicate"),
+        Some(Submit::Ineligible { tier, need }) => Err(Error::NotEligible { tier, need }),
+        Some(Submit::UnknownProposal) => Err(Error::NotFound { what: "proposal", id: id.to_string() }),
+        Some(Submit::Closed) => Err(Error::Closed(id.to_string())),
+        Some(Submit::Full) => Err(Error::PoolFull),
+        // This node signed it: a bad signature means its key is unusable.
+        Some(Submit::BadSignature) | None => Err(Error::Unavailable("the ledger")),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn propose(State(s): Shared, headers: HeaderMap, body: Bytes) -> Result<Response, Error> {
+    s.p.token.check(&headers)?;
+    let b: NewProposal = serde_json::from_slice(&body).map_err(Error::BadJson)?;
+    let kind = match b.kind.as_str() {
+        "ban" => Kind::Ban { node: key_param(b.node)? },
+        "unban" => Kind::Unban { node: key_param(b.node)? },
+        "set_parameter" => Kind::SetParameter {
+            name: text_param("name", b.name)?,
+            value: b.value.filter(|v| v.is_finite()).ok_or(Error::BadParameter {
+                name: "value",
+                value: format!("{:?}", b.value),
+                expected: "a finite number",
+            })?,
+        },
+        "upgrade" => Kind::Upgrade { version: text_param("version", b.version)? },
+        other => {
+            return Err(Error::BadParameter {
+                name: "kind",
+                value: other.to_string(),
+                expected: "ban, unban, set_parameter or upgrade",
+            });
+        }
+    };
+    let epochs = b.epochs.unwrap_or(3);
+    if !(1..=720).contains(&epochs) {
+        return Err(Error::BadParameter { name: "epochs", value: epochs.to_string(), expected: "1 to 720 epochs" });
+    }
+    let next = s.p.sources.ledger.lock().map(|l| l.next_epoch()).map_err(|_| Error::Unavailable("the ledger"))?;
+    // Votes count from the next epoch (the earliest a report can carry the proposal) until the
+    // epoch that tallies it.
+    let proposal = Proposal {
+        kind,
+        opens: vain_trust::epoch_time(next),
+        closes: vain_trust::epoch_time(next + epochs),
+        nonce: now_ms(),
+    };
+    let signed = Signed::sign(&s.p.key, proposal);
+    let id = hex::encode(signed.digest());
+    let outcome = submitted((s.p.govern)(Governed::Propose(signed)), &id)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"id": id, "opens_epoch": next, "closes_epoch": next + epochs, "outcome": outcome})),
+    )
+        .into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewVote {
+    choice: String,
+}
+
+async fn vote(State(s): Shared, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Response, Error> {
+    s.p.token.check(&headers)?;
+    let proposal: [u8; 32] = hex::decode(&id).ok().and_then(|b| b.try_into().ok()).ok_or(Error::BadParameter {
+        name: "proposal",
+        value: id.clone(),
+        expected: "a proposal id: 64 hex digits",
+    })?;
+    let b: NewVote = serde_json::from_slice(&body).map_err(Error::BadJson)?;
+    let choice = match b.choice.as_str() {
+        "yes" => Choice::Yes,
+        "no" => Choice::No,
+        "abstain" => Choice::Abstain,
+        other => {
+            return Err(Error::BadParameter {
+                name: "choice",
+                value: other.to_string(),
+                expected: "yes, no or abstain",
+            });
+        }
+    };
+    let signed = Signed::sign(&s.p.key, Vote { proposal, choice });
+    let digest = hex::encode(signed.digest());
+    let outcome = submitted((s.p.govern)(Governed::Vote(signed)), &id)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"proposal": id, "choice": b.choice, "vote": digest, "outcome": outcome})),
+    )
+        .into_response())
+}
+
 async fn metrics(State(s): Shared) -> Response {
     let body = s.p.metrics.scrape(&s.p.sources).await;
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
@@ -506,6 +672,8 @@ pub fn router(p: Planes) -> Router {
         .route("/api/v1/privacy", get(privacy))
         .route("/api/v1/checkpoint", get(checkpoint))
         .route("/api/v1/checkpoint/safetensors", get(checkpoint_safetensors))
+        .route("/api/v1/proposals", get(proposals).post(propose))
+        .route("/api/v1/proposals/{id}/votes", axum::routing::post(vote))
         .fallback(no_route)
         .method_not_allowed_fallback(|| async { Error::Method })
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -306,7 +306,7 @@ fn ledger(a: LedgerArgs) -> Result<()> {
                     Observation { subject, what }
                 })
                 .collect();
-            Signed::sign(&key, Report { epoch: e, observations })
+            Signed::sign(&key, Report { epoch: e, observations, governance: Vec::new() })
         })
         .collect();
     let total = a.epochs as f64 * a.observations as f64;
@@ -322,7 +322,10 @@ fn ledger(a: LedgerArgs) -> Result<()> {
     let mem = t.elapsed().as_secs_f64();
 
     let dir = tempfile::tempdir()?;
-    let mut live = vain_trust::Live::open(dir.path(), vain_trust::Config { pretrusted: vec![reporter] })?;
+    let mut live = vain_trust::Live::open(
+        dir.path(),
+        vain_trust::Config { pretrusted: vec![reporter], ..vain_trust::Config::default() },
+    )?;
     let t = std::time::Instant::now();
     for r in &reports {
         live.offer(r.clone())?;

@@ -72,6 +72,14 @@ pub struct DemoArgs {
     /// Ctrl-C with --api, not at all without).
     #[arg(long, value_name = "SECONDS")]
     hold: Option<f64>,
+    /// The ledger's voting tier (`[ledger] vote_from`): a demo's rounds are hours of ledger
+    /// time, too few for anyone to climb above tier 1.
+    #[arg(long, default_value_t = 1)]
+    vote_from: u8,
+    /// The ledger's quorum (`[ledger] quorum`): the fraction of eligible voting weight that
+    /// must vote.
+    #[arg(long, default_value_t = 0.5)]
+    quorum: f64,
 }
 
 fn short_of(data: &Path) -> Result<String> {
@@ -85,6 +93,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let arch: Arch = a.model.parse().map_err(|e| anyhow::anyhow!("--model: {e}"))?;
     if a.clients == 0 {
         bail!("--clients must be at least 1");
+    }
+    if a.vote_from == 0 || !(a.quorum > 0.0 && a.quorum <= 1.0) {
+        bail!("--vote-from must be at least 1 and --quorum in (0, 1]");
     }
     if a.hold.is_some_and(|h| h.is_nan() || h < 0.0) {
         bail!("--hold must be a number of seconds ≥ 0");
@@ -195,7 +206,12 @@ pub fn run(a: DemoArgs) -> Result<()> {
         let k = ed25519_dalek::SigningKey::from_bytes(&id.seed).verifying_key().to_bytes();
         pretrusted.push(format!("\"{}\"", hex::encode(k)));
     }
-    let ledger = format!("\n[ledger]\npretrusted = [{}]\n", pretrusted.join(", "));
+    let ledger = format!(
+        "\n[ledger]\npretrusted = [{}]\nvote_from = {}\nquorum = {}\n",
+        pretrusted.join(", "),
+        a.vote_from,
+        a.quorum
+    );
     for (cfg, env) in &planned {
         let mut text = std::fs::read_to_string(cfg)?;
         text.push_str(&ledger);

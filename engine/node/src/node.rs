@@ -148,13 +148,25 @@ impl Default for TrainSection {
     }
 }
 
-/// `[ledger]`: the network's genesis for every node's ledger.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[ledger]`: the network's genesis for every node's ledger (equal on every node, or their
+/// state digests differ).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LedgerSection {
     /// Pre-trusted reporters: signing keys (hex) whose evidence every node takes from the start
     /// (typically the network's first aggregators).
     pub pretrusted: Vec<String>,
+    /// The lowest tier that may propose and vote.
+    pub vote_from: u8,
+    /// The fraction of eligible voting weight that must vote for a proposal to count.
+    pub quorum: f64,
+}
+
+impl Default for LedgerSection {
+    fn default() -> Self {
+        let d = vain_trust::Config::default();
+        Self { pretrusted: Vec::new(), vote_from: d.vote_from, quorum: d.quorum }
+    }
 }
 
 /// The whole `node.toml`.
@@ -203,9 +215,10 @@ impl NodeFile {
         }
     }
 
-    /// The ledger's pre-trusted reporters.
-    pub fn pretrusted(&self) -> Result<Vec<[u8; 32]>> {
-        self.ledger
+    /// The ledger's settings: pre-trusted reporters, voting tier, quorum.
+    pub fn ledger(&self) -> Result<vain_trust::Config> {
+        let l = &self.ledger;
+        let pretrusted = l
             .pretrusted
             .iter()
             .map(|k| {
@@ -214,7 +227,14 @@ impl NodeFile {
                     .and_then(|b| <[u8; 32]>::try_from(b).ok())
                     .ok_or_else(|| anyhow::anyhow!("[ledger] pretrusted {k:?} is not a 32-byte hex key"))
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        if l.vote_from == 0 {
+            bail!("[ledger] vote_from must be at least 1 (tier 0 is suspended or banned)");
+        }
+        if !(l.quorum > 0.0 && l.quorum <= 1.0) {
+            bail!("[ledger] quorum {} must be in (0, 1]", l.quorum);
+        }
+        Ok(vain_trust::Config { pretrusted, vote_from: l.vote_from, quorum: l.quorum })
     }
 
     fn coordinator(&self) -> Result<coordinator::Config> {
@@ -302,16 +322,7 @@ fn take_evidence(
     };
     match offer {
         Ok(Offer::New) => {
-            let (net, bytes) = (net.clone(), Message::Evidence(r).encode());
-            rt.spawn(async move {
-                let peers = net.directory().await.unwrap_or_default();
-                for e in peers.into_iter().filter(|e| e.connected && Some(e.peer_id) != from) {
-                    let (net, bytes) = (net.clone(), bytes.clone());
-                    tokio::spawn(async move {
-                        let _ = tokio::time::timeout(Duration::from_secs(5), net.request(e.peer_id, bytes)).await;
-                    });
-                }
-            });
+            flood(net, rt, Message::Evidence(r), from);
             Ack::Taken
         }
         Ok(Offer::Duplicate) => Ack::Taken,
@@ -335,6 +346,37 @@ pub struct Serve {
     pub api: Option<std::net::SocketAddr>,
     /// `--api-token FILE`.
     pub api_token: Option<PathBuf>,
+}
+
+/// Takes a proposal or vote into the live ledger's pool; a new one is passed on to every
+/// connected peer but the one it came from, as evidence is.
+fn take_governance(
+    live: &Mutex<Live>,
+    net: &vain_net::node::Handle,
+    rt: &tokio::runtime::Handle,
+    g: vain_core::ledger::Governed,
+    from: Option<vain_net::PeerId>,
+) -> Option<vain_trust::Submit> {
+    let verdict = live.lock().ok()?.submit(g.clone());
+    if verdict == vain_trust::Submit::New {
+        flood(net, rt, Message::Govern(g), from);
+    }
+    Some(verdict)
+}
+
+/// Sends `m` to every connected peer but `from` (each node forwards a message once, so the
+/// flood ends).
+fn flood(net: &vain_net::node::Handle, rt: &tokio::runtime::Handle, m: Message, from: Option<vain_net::PeerId>) {
+    let (net, bytes) = (net.clone(), m.encode());
+    rt.spawn(async move {
+        let peers = net.directory().await.unwrap_or_default();
+        for e in peers.into_iter().filter(|e| e.connected && Some(e.peer_id) != from) {
+            let (net, bytes) = (net.clone(), bytes.clone());
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(5), net.request(e.peer_id, bytes)).await;
+            });
+        }
+    });
 }
 
 /// Runs `vain node --config FILE`.
@@ -387,8 +429,7 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
     // A validator evaluates on the split the aggregators evaluate on.
     let eval_seed = file.aggregate.seed;
     let data_dir = cfg.data_dir.clone();
-    let pretrusted = file.pretrusted()?;
-    let live = Arc::new(Mutex::new(Live::open(&data_dir.join("ledger"), vain_trust::Config { pretrusted })?));
+    let live = Arc::new(Mutex::new(Live::open(&data_dir.join("ledger"), file.ledger()?)?));
     let api_token = match serve.api {
         Some(_) => Some(crate::api::Token::load_or_create(
             &serve.api_token.clone().unwrap_or_else(|| data_dir.join("api.token")),
@@ -424,6 +465,10 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                 Arc::new(move |r| {
                     take_evidence(&live, &net, &rt, r, None);
                 })
+            })
+            .with_governance({
+                let live = live.clone();
+                Arc::new(move || live.lock().map(|l| l.governance_for_report()).unwrap_or_default())
             });
             store = Some(c.store());
             link = Some(c.link());
@@ -491,6 +536,11 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                 clip: privacy.0,
                 noise_multiplier: privacy.1,
                 token,
+                key: ed25519_dalek::SigningKey::from_bytes(&seed),
+                govern: {
+                    let (live, net, rt) = (live.clone(), handle.clone(), tokio::runtime::Handle::current());
+                    Arc::new(move |g| take_governance(&live, &net, &rt, g, None))
+                },
             };
             tokio::spawn(async move {
                 if let Err(e) = crate::api::serve(listener, planes).await {
@@ -600,6 +650,18 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                             let rt = tokio::runtime::Handle::current();
                             vec![take_evidence(&live, &net, &rt, r, Some(req.peer)) as u8]
                         }
+                        // Proposals and votes: held for the next report, passed on likewise.
+                        Ok(Message::Govern(g)) => {
+                            let rt = tokio::runtime::Handle::current();
+                            let ack = match take_governance(&live, &net, &rt, g, Some(req.peer)) {
+                                Some(vain_trust::Submit::New | vain_trust::Submit::Duplicate) => Ack::Taken,
+                                Some(vain_trust::Submit::BadSignature) => Ack::BadSignature,
+                                Some(vain_trust::Submit::Ineligible { .. }) => Ack::Ineligible,
+                                Some(vain_trust::Submit::UnknownProposal | vain_trust::Submit::Closed) => Ack::Stale,
+                                Some(vain_trust::Submit::Full) | None => Ack::Busy,
+                            };
+                            vec![ack as u8]
+                        }
                         Ok(m) => match &participant {
                             Some(p) => p.answer(m, &req).await,
                             None => vec![Ack::NotSelected as u8],
@@ -679,12 +741,14 @@ mod tests {
             ("[aggregate]\nunknown = 1", "unknown"),
             ("[train]\nshard = \"3/2\"", "shard"),
             ("[ledger]\npretrusted = [\"zz\"]", "pretrusted"),
+            ("[ledger]\nquorum = 1.5", "quorum"),
+            ("[ledger]\nvote_from = 0", "vote_from"),
         ] {
             let e = NodeFile::parse(text)
                 .and_then(|f| {
                     f.coordinator()?;
                     f.participant(std::env::temp_dir())?;
-                    f.pretrusted()?;
+                    f.ledger()?;
                     Ok(())
                 })
                 .expect_err(text);

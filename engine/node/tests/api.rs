@@ -1,7 +1,9 @@
-//! The node's HTTP API and dashboard, on a real federation: `vain demo --api` starts an
-//! aggregator serving them; every route is checked against the run's own files, bad requests
-//! get JSON errors, and the dashboard opened in headless Chromium shows the values the API
-//! gives (a screenshot is kept at target/dashboard.png).
+//! The node's HTTP API and dashboard, on a real federation: `vain demo --api` starts two
+//! aggregators serving them; a governance proposal made through one and voted through both
+//! rides in the rounds' reports to every ledger and bans a client; every route is checked
+//! against the run's own files, bad requests get JSON errors, and the dashboard opened in
+//! headless Chromium shows the values the API gives (a screenshot is kept at
+//! target/dashboard.png).
 
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -9,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ROUNDS: u64 = 3;
+const ROUNDS: u64 = 40;
 
 /// The demo, stopped with SIGTERM (which stops its nodes) however the test ends.
 struct Demo(Child);
@@ -124,11 +126,18 @@ fn the_api_answers_every_route_and_the_dashboard_shows_the_same_values() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("demo");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    // Two free ports in a row: aggregator j serves at port + j.
+    let port = loop {
+        let p = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            break p;
+        }
+    };
     let log = std::fs::File::create(dir.path().join("demo.log")).expect("log");
     let _demo = Demo(
         Command::new(env!("CARGO_BIN_EXE_vain"))
-            .args(["-q", "demo", "--clients", "4", "--attacks", "scale:30", "--aggregators", "1"])
+            .args(["-q", "demo", "--clients", "4", "--attacks", "scale:30", "--aggregators", "2"])
+            .args(["--kill-primary", "100000", "--quorum", "0.3"])
             .args(["--model", "mnist-mlp", "--steps", "2", "--backend", "cpu", "--round-time", "30"])
             .args(["--rounds", &ROUNDS.to_string(), "--api", &format!("127.0.0.1:{port}"), "--hold", "600", "--out"])
             .arg(&out)
@@ -139,22 +148,104 @@ fn the_api_answers_every_route_and_the_dashboard_shows_the_same_values() {
             .expect("start vain demo"),
     );
 
-    // Wait for the rounds, through the API itself.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let status = loop {
-        if let Ok(r) = http(port, "GET", "/api/v1/status", None, None)
-            && r.status == 200
-            && r.json()["aggregator"]["rounds"].as_u64() == Some(ROUNDS)
-        {
-            break r.json();
+    let log_text = || std::fs::read_to_string(dir.path().join("demo.log")).unwrap_or_default();
+    let wait_rounds = |port: u16, n: u64| {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            if let Ok(r) = http(port, "GET", "/api/v1/status", None, None)
+                && r.status == 200
+                && r.json()["aggregator"]["rounds"].as_u64() >= Some(n)
+            {
+                return r.json();
+            }
+            assert!(Instant::now() < deadline, "no {n} rounds in the API: {}", log_text());
+            std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(
-            Instant::now() < deadline,
-            "no {ROUNDS} rounds in the API: {}",
-            std::fs::read_to_string(dir.path().join("demo.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(300));
     };
+
+    // Governance, while the rounds go on: aggregator 0 proposes to ban a client, both
+    // aggregators vote for it; the reports of the next rounds carry the proposal and the votes
+    // to every ledger, which tally them at the window's end.
+    let s0 = wait_rounds(port, 3);
+    let s1 = wait_rounds(port + 1, 3);
+    let token_of = |j: usize| {
+        std::fs::read_to_string(out.join("nodes").join(format!("node-0{}", j + 1)).join("api.token"))
+            .expect("token")
+            .trim()
+            .to_string()
+    };
+    let (t0, t1) = (token_of(0), token_of(1));
+    let aggregators = [s0["node_id"].as_str().expect("id"), s1["node_id"].as_str().expect("id")];
+    let ledger0 = get(port, "/api/v1/ledger").json();
+    let target = ledger0["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["standing"] == "active" && n["tier"] == 1)
+        .map(|n| n["key"].as_str().expect("key").to_string())
+        .find(|k| !aggregators.contains(&k.as_str()))
+        .expect("an active client");
+    let post = |port: u16, path: &str, token: &str, body: &str| {
+        http(port, "POST", path, Some(token), Some(body)).unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    };
+    for (body, code) in [
+        (r#"{"kind": "nuke"}"#.to_string(), "bad_parameter"),
+        (r#"{"kind": "ban", "node": "zz"}"#.to_string(), "bad_parameter"),
+        (format!(r#"{{"kind": "ban", "node": "{target}", "epochs": 0}}"#), "bad_parameter"),
+        (r#"{"kind": "set_parameter", "name": "x"}"#.to_string(), "bad_parameter"),
+        (r#"{"kind": "ban", "nod": "x"}"#.to_string(), "bad_json"),
+    ] {
+        let r = post(port, "/api/v1/proposals", &t0, &body);
+        assert_eq!((r.status, error_code(&r).as_str()), (400, code), "{body}: {}", r.text());
+    }
+    let r = post(port, "/api/v1/proposals", &t1, r#"{"kind": "upgrade", "version": "2"}"#);
+    assert_eq!((r.status, error_code(&r).as_str()), (403, "wrong_token"), "each node has its own token");
+    let r = post(port, "/api/v1/proposals", &t0, &format!(r#"{{"kind": "ban", "node": "{target}", "epochs": 8}}"#));
+    assert_eq!(r.status, 202, "{}", r.text());
+    let proposal = r.json();
+    assert_eq!(proposal["outcome"], "new");
+    let id = proposal["id"].as_str().expect("id").to_string();
+    // The proposal reaches aggregator 1 by the flood (pending there until a report carries it).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !get(port + 1, "/api/v1/proposals").text().contains(&id) {
+        assert!(Instant::now() < deadline, "the proposal never reached aggregator 1");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (p, t) in [(port, &t0), (port + 1, &t1)] {
+        let r = post(p, &format!("/api/v1/proposals/{id}/votes"), t, r#"{"choice": "yes"}"#);
+        assert_eq!(r.status, 202, "{}", r.text());
+        assert_eq!(r.json()["outcome"], "new", "{}", r.text());
+    }
+    let again = post(port, &format!("/api/v1/proposals/{id}/votes"), &t0, r#"{"choice": "yes"}"#);
+    assert_eq!(again.json()["outcome"], "duplicate", "{}", again.text());
+    let r = post(port, &format!("/api/v1/proposals/{}/votes", "00".repeat(32)), &t0, r#"{"choice": "yes"}"#);
+    assert_eq!((r.status, error_code(&r).as_str()), (404, "not_found"), "{}", r.text());
+    let r = post(port, &format!("/api/v1/proposals/{id}/votes"), &t0, r#"{"choice": "maybe"}"#);
+    assert_eq!((r.status, error_code(&r).as_str()), (400, "bad_parameter"));
+    let r = post(port, "/api/v1/proposals/xyz/votes", &t0, r#"{"choice": "no"}"#);
+    assert_eq!((r.status, error_code(&r).as_str()), (400, "bad_parameter"));
+    // Both aggregators' ledgers tally it the same way: passed, and the client is banned.
+    for p in [port, port + 1] {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let row = loop {
+            let g = get(p, "/api/v1/proposals").json();
+            let row = g["proposals"].as_array().expect("proposals").iter().find(|x| x["id"] == id.as_str()).cloned();
+            if let Some(row) = row.filter(|r| r["state"] != "open" && r["state"] != "pending") {
+                break row;
+            }
+            assert!(Instant::now() < deadline, "proposal never closed on {p}: {g}\n{}", log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(row["state"], "passed", "{row}");
+        assert_eq!(row["votes"]["yes"], 2, "{row}");
+        assert_eq!(row["action"]["node"], target.as_str());
+        assert_eq!(get(p, &format!("/api/v1/ledger/{target}")).json()["standing"], "banned");
+    }
+    let banned_at = get(port, "/api/v1/status").json()["aggregator"]["next_round"].as_u64().expect("round");
+
+    // The rounds, through the API itself.
+    let status = wait_rounds(port, ROUNDS);
+
     let data = out.join("nodes").join("node-01");
     let rows: Vec<Value> = std::fs::read_to_string(data.join("aggregator/rounds.jsonl"))
         .expect("rounds.jsonl")
@@ -162,6 +253,14 @@ fn the_api_answers_every_route_and_the_dashboard_shows_the_same_values() {
         .map(|l| serde_json::from_str(l).expect("row"))
         .collect();
     assert_eq!(rows.len() as u64, ROUNDS);
+    // The banned client's updates stop: a round that opened after every ledger banned it
+    // accepts none (the QUIC handshake and the control plane refuse it).
+    let after: Vec<&Value> = rows.iter().filter(|r| r["round"].as_u64() > Some(banned_at + 2)).collect();
+    assert!(!after.is_empty(), "rounds after the ban (at round {banned_at})");
+    for r in after {
+        let updates = r["updates"].as_array().expect("updates");
+        assert!(!updates.iter().any(|u| u.as_str().is_some_and(|u| u.starts_with(&target[..8]))), "{r}");
+    }
 
     // Status: this aggregator, by its identity.
     assert_eq!(status["roles"], serde_json::json!(["aggregator"]));
@@ -272,6 +371,8 @@ fn the_api_answers_every_route_and_the_dashboard_shows_the_same_values() {
     assert_eq!(text_of(&dom, "ledger-digest"), ledger["digest"].as_str().expect("digest"));
     assert_eq!(text_of(&dom, "ledger-epoch"), ROUNDS.to_string());
     assert_eq!(text_of(&dom, "epsilon"), "no noise");
+    assert!(dom.contains(&format!("data-proposal=\"{id}\"")), "the proposal is on the page");
+    assert!(dom.contains(">passed<"), "with its outcome");
     for r in &rows {
         assert!(dom.contains(&format!("data-round=\"{}\"", r["round"])), "round {} missing from the page", r["round"]);
     }

@@ -201,6 +201,7 @@ pub struct Coordinator {
     /// Other aggregators of the model (closes go to them too).
     peers: Arc<Mutex<Vec<PeerId>>>,
     evidence: Option<Evidence>,
+    governance: Option<Governance>,
     /// Rows of adopted closes, for the evaluator.
     adopted: Vec<(Row, Vec<f32>)>,
 }
@@ -208,6 +209,10 @@ pub struct Coordinator {
 /// Where the coordinator hands the signed evidence of each closed round (the node's live
 /// ledger, which spreads it).
 pub type Evidence = Arc<dyn Fn(Signed<vain_core::ledger::Report>) + Send + Sync>;
+
+/// Where the coordinator takes the proposals and votes its next report carries (the node's
+/// live ledger's pool).
+pub type Governance = Arc<dyn Fn() -> Vec<vain_core::ledger::Governed> + Send + Sync>;
 
 /// What the node's request handler shares with the coordinator: its status, and the closes of
 /// other aggregators to follow.
@@ -400,8 +405,15 @@ impl Coordinator {
             leader: None,
             peers: Arc::new(Mutex::new(Vec::new())),
             evidence: None,
+            governance: None,
             adopted: Vec::new(),
         })
+    }
+
+    /// Puts what `f` gives (held proposals and votes) into each round's report.
+    pub fn with_governance(mut self, f: Governance) -> Self {
+        self.governance = Some(f);
+        self
     }
 
     /// Hands each round's signed evidence (epoch = round) to `f`.
@@ -1049,7 +1061,8 @@ impl Coordinator {
         // The round's evidence for every ledger, once the close is journaled — also when empty,
         // since every epoch needs its report to be applied.
         if let Some(f) = &self.evidence {
-            f(Signed::sign(&self.key, vain_core::ledger::Report { epoch: self.round, observations }));
+            let governance = self.governance.as_ref().map(|g| g()).unwrap_or_default();
+            f(Signed::sign(&self.key, vain_core::ledger::Report { epoch: self.round, observations, governance }));
         }
         let bytes = Message::Close(signed).encode();
         // To the participants, the other aggregators (followers) and the validators.

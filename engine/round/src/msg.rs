@@ -354,6 +354,9 @@ pub enum Message {
     Status(String),
     /// Evidence for every node's ledger: a reporter's signed observations (answer: [`Ack`]).
     Evidence(Signed<vain_core::ledger::Report>),
+    /// A proposal or a vote, signed by its author, for the next reporter to sequence into its
+    /// epoch (answer: [`Ack`]).
+    Govern(vain_core::ledger::Governed),
 }
 
 const OPEN: u8 = 1;
@@ -362,6 +365,7 @@ const FETCH: u8 = 3;
 const RECEIPT: u8 = 4;
 const STATUS: u8 = 5;
 const EVIDENCE: u8 = 6;
+const GOVERN: u8 = 7;
 
 impl Message {
     /// The request's bytes: a kind byte, then the message.
@@ -392,6 +396,19 @@ impl Message {
                 out.push(EVIDENCE);
                 encode_signed(s, &mut out);
             }
+            Message::Govern(g) => {
+                out.push(GOVERN);
+                match g {
+                    vain_core::ledger::Governed::Propose(p) => {
+                        out.push(0);
+                        encode_signed(p, &mut out);
+                    }
+                    vain_core::ledger::Governed::Vote(v) => {
+                        out.push(1);
+                        encode_signed(v, &mut out);
+                    }
+                }
+            }
         }
         out
     }
@@ -406,6 +423,11 @@ impl Message {
             RECEIPT => Message::Receipt(decode_signed(&mut r)?),
             STATUS => Message::Status(r.string("model_id")?),
             EVIDENCE => Message::Evidence(decode_signed(&mut r)?),
+            GOVERN => Message::Govern(match r.u8("governance.kind")? {
+                0 => vain_core::ledger::Governed::Propose(decode_signed(&mut r)?),
+                1 => vain_core::ledger::Governed::Vote(decode_signed(&mut r)?),
+                value => return Err(codec::Error::Tag { field: "governance.kind", value }),
+            }),
             value => return Err(codec::Error::Tag { field: "kind", value }),
         };
         r.finish()?;
@@ -438,6 +460,8 @@ pub enum Ack {
     Busy = 8,
     /// A second, different report of the same reporter and epoch.
     Equivocation = 9,
+    /// The author may not do this (its tier is below what the ledger requires).
+    Ineligible = 10,
 }
 
 impl Ack {
@@ -454,6 +478,7 @@ impl Ack {
             7 => Ack::WrongBase,
             8 => Ack::Busy,
             9 => Ack::Equivocation,
+            10 => Ack::Ineligible,
             _ => return None,
         })
     }
@@ -471,6 +496,7 @@ impl Ack {
             Ack::WrongBase => "wrong base",
             Ack::Busy => "busy",
             Ack::Equivocation => "equivocation",
+            Ack::Ineligible => "ineligible",
         }
     }
 }
@@ -574,8 +600,30 @@ mod tests {
             subject: [4; 32],
             what: vain_core::ledger::Observed::Anomaly { z: 2.5 },
         }];
-        let m = Message::Evidence(Signed::sign(&key, vain_core::ledger::Report { epoch: 4, observations: obs }));
+        let proposal = vain_core::governance::Proposal {
+            kind: vain_core::governance::Kind::Ban { node: [5; 32] },
+            opens: 1,
+            closes: 9,
+            nonce: 3,
+        };
+        let proposal = Signed::sign(&key, proposal);
+        let vote = Signed::sign(
+            &key,
+            vain_core::governance::Vote { proposal: proposal.digest(), choice: vain_core::governance::Choice::Yes },
+        );
+        let governance = vec![
+            vain_core::ledger::Governed::Propose(proposal.clone()),
+            vain_core::ledger::Governed::Vote(vote.clone()),
+        ];
+        let m = Message::Evidence(Signed::sign(
+            &key,
+            vain_core::ledger::Report { epoch: 4, observations: obs, governance },
+        ));
         assert_eq!(Message::decode(&m.encode()), Ok(m));
+        for g in [vain_core::ledger::Governed::Propose(proposal), vain_core::ledger::Governed::Vote(vote)] {
+            let m = Message::Govern(g);
+            assert_eq!(Message::decode(&m.encode()), Ok(m));
+        }
         let st = Status { serves: true, leading: true, tier: 3, round: 9 };
         assert_eq!(Status::decode(&st.encode()), Ok(st));
         assert!(Status::decode(&[1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());

@@ -14,11 +14,13 @@
 //! digests seen.
 
 use serde::Serialize;
+use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::Path;
 use thiserror::Error;
+use vain_core::governance::{Choice, Kind, Outcome, Proposal, ProposalId, Tally};
 use vain_core::journal::Entry;
-use vain_core::ledger::{self, Input, Ledger, Report};
+use vain_core::ledger::{self, Governed, Input, Ledger, MAX_GOVERNANCE, Output, Report};
 use vain_core::signed::Signed;
 use vain_core::store::Store;
 use vain_core::{HOUR, NodeId, Time};
@@ -27,6 +29,12 @@ use vain_core::{HOUR, NodeId, Time};
 pub const AHEAD: u64 = 64;
 /// Report digests remembered for de-duplication.
 pub const SEEN: usize = 4096;
+/// Proposals and votes held for the next report, at most …
+pub const POOL: usize = 1024;
+/// … and at most this many of them by one author: a flood from one author is refused past it.
+pub const POOL_PER_AUTHOR: usize = 16;
+/// Closed proposals remembered for the status.
+pub const CLOSED_KEPT: usize = 64;
 
 /// Why the ledger could not be opened or written.
 #[derive(Debug, Error)]
@@ -79,11 +87,93 @@ impl Offer {
     }
 }
 
-/// Ledger settings of the network.
-#[derive(Debug, Clone, Default)]
+/// What became of a proposal or vote handed to the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submit {
+    /// Held for the next report; pass it on.
+    New,
+    /// Held or applied already.
+    Duplicate,
+    /// The signature does not verify.
+    BadSignature,
+    /// Its author's tier is below the ledger's voting tier (and, for a proposal, it is not
+    /// pre-trusted).
+    Ineligible {
+        /// The author's tier.
+        tier: u8,
+        /// The tier needed.
+        need: u8,
+    },
+    /// A vote on a proposal that is neither open nor held.
+    UnknownProposal,
+    /// A proposal whose window ends before the next epoch, or a vote on one.
+    Closed,
+    /// The pool, or the author's share of it, is full.
+    Full,
+}
+
+impl Submit {
+    /// The counter it goes to.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Submit::New => "new",
+            Submit::Duplicate => "duplicate",
+            Submit::BadSignature => "bad signature",
+            Submit::Ineligible { .. } => "ineligible",
+            Submit::UnknownProposal => "unknown proposal",
+            Submit::Closed => "closed",
+            Submit::Full => "full",
+        }
+    }
+}
+
+/// Ledger settings of the network (its genesis: equal on every node, or their digests differ).
+#[derive(Debug, Clone)]
 pub struct Config {
     /// Pre-trusted reporters (the network's genesis; e.g. its first aggregators).
     pub pretrusted: Vec<NodeId>,
+    /// The lowest tier that may propose and vote.
+    pub vote_from: u8,
+    /// The fraction of eligible voting weight that must vote for a proposal to count.
+    pub quorum: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let l = ledger::Config::default();
+        Config { pretrusted: Vec::new(), vote_from: l.vote_from, quorum: l.quorum }
+    }
+}
+
+/// A proposal, open or closed, as the status shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProposalRow {
+    /// Its id (hex digest of the signed proposal).
+    pub id: String,
+    /// What it does: `{"kind": "ban", "node": hex}`, `unban`, `set_parameter` (`name`,
+    /// `value`) or `upgrade` (`version`).
+    pub action: Value,
+    /// Its author (hex key).
+    pub proposer: String,
+    /// The first epoch whose votes count.
+    pub opens_epoch: u64,
+    /// The epoch at which it is tallied.
+    pub closes_epoch: u64,
+    /// pending (held, not yet carried by a report) | open | passed | rejected | no quorum.
+    pub state: &'static str,
+    /// Votes by choice (counts).
+    pub votes: BTreeMap<&'static str, usize>,
+    /// Weights: yes, no, abstain and all eligible (for an open proposal, as of now).
+    pub tally: BTreeMap<&'static str, f64>,
+    /// For an open proposal, how it would close now.
+    pub leaning: Option<&'static str>,
+}
+
+struct Closed {
+    proposal: Signed<Proposal>,
+    votes: BTreeMap<&'static str, usize>,
+    outcome: Outcome,
+    tally: Tally,
 }
 
 /// One node's row in [`Status`].
@@ -122,6 +212,14 @@ pub struct Status {
     pub applied_at_ms: Vec<(u64, u64)>,
     /// The ledger's nodes.
     pub nodes: Vec<NodeRow>,
+    /// The lowest tier that may propose and vote.
+    pub vote_from: u8,
+    /// Proposals and votes held for the next report.
+    pub pool: usize,
+    /// Proposals and votes handed to this node, by outcome.
+    pub submits: BTreeMap<&'static str, u64>,
+    /// Open proposals, then pending ones, then the last closed ones (newest first).
+    pub proposals: Vec<ProposalRow>,
 }
 
 /// The live ledger.
@@ -136,6 +234,59 @@ pub struct Live {
     seen: (HashSet<[u8; 32]>, VecDeque<[u8; 32]>),
     offers: BTreeMap<&'static str, u64>,
     applied_at: VecDeque<(u64, u64)>,
+    /// Proposals and votes waiting for a report, by digest.
+    pool: BTreeMap<[u8; 32], Governed>,
+    /// Digests of governance inputs reports carried (de-duplication).
+    carried: (HashSet<[u8; 32]>, VecDeque<[u8; 32]>),
+    /// Open proposals' signed bodies (the ledger forgets them when they close).
+    open_proposals: BTreeMap<ProposalId, Signed<Proposal>>,
+    closed: VecDeque<Closed>,
+    submits: BTreeMap<&'static str, u64>,
+}
+
+fn remember(set: &mut (HashSet<[u8; 32]>, VecDeque<[u8; 32]>), d: [u8; 32]) {
+    if set.0.insert(d) {
+        set.1.push_back(d);
+        if set.1.len() > SEEN
+            && let Some(old) = set.1.pop_front()
+        {
+            set.0.remove(&old);
+        }
+    }
+}
+
+fn choice_name(c: Choice) -> &'static str {
+    match c {
+        Choice::Yes => "yes",
+        Choice::No => "no",
+        Choice::Abstain => "abstain",
+    }
+}
+
+fn outcome_name(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Passed => "passed",
+        Outcome::Rejected => "rejected",
+        Outcome::NoQuorum => "no quorum",
+    }
+}
+
+fn action(k: &Kind) -> Value {
+    match k {
+        Kind::Ban { node } => json!({"kind": "ban", "node": hex(node)}),
+        Kind::Unban { node } => json!({"kind": "unban", "node": hex(node)}),
+        Kind::SetParameter { name, value } => json!({"kind": "set_parameter", "name": name, "value": value}),
+        Kind::Upgrade { version } => json!({"kind": "upgrade", "version": version}),
+    }
+}
+
+fn tally_map(t: &Tally) -> BTreeMap<&'static str, f64> {
+    BTreeMap::from([("yes", t.yes), ("no", t.no), ("abstain", t.abstain), ("eligible", t.eligible)])
+}
+
+/// The epoch whose ledger time is `t` (inverse of [`epoch_time`]).
+pub fn epoch_of(t: Time) -> u64 {
+    (t / HOUR).saturating_sub(1)
 }
 
 fn hex(b: &[u8]) -> String {
@@ -159,33 +310,79 @@ impl Live {
             store.append(std::slice::from_ref(&tick))?;
             recovered.entries.push(tick);
         }
-        let lcfg = ledger::Config { pretrusted: cfg.pretrusted, ..ledger::Config::default() };
-        let ledger = vain_core::journal::replay(lcfg, 0, &recovered.entries);
-        // Each applied epoch ends with a tick at its time; reports are counted as applied.
-        let mut next_epoch = 0;
-        let mut applied = 0;
-        let mut taken = BTreeMap::new();
-        for e in &recovered.entries {
-            match e {
-                Entry::Tick { at } => next_epoch = at / HOUR,
-                Entry::Input { input: Input::Report(r), .. } => {
-                    applied += 1;
-                    taken.insert((r.signer, r.body.epoch), r.digest());
-                }
-                _ => {}
-            }
-        }
-        Ok(Live {
-            ledger,
+        let lcfg = ledger::Config {
+            pretrusted: cfg.pretrusted,
+            vote_from: cfg.vote_from,
+            quorum: cfg.quorum,
+            ..ledger::Config::default()
+        };
+        let mut live = Live {
+            ledger: Ledger::new(lcfg, 0),
             store,
-            next_epoch,
-            applied,
+            next_epoch: 0,
+            applied: 0,
             pending: BTreeMap::new(),
-            taken,
+            taken: BTreeMap::new(),
             seen: (HashSet::new(), VecDeque::new()),
             offers: BTreeMap::new(),
             applied_at: VecDeque::new(),
-        })
+            pool: BTreeMap::new(),
+            carried: (HashSet::new(), VecDeque::new()),
+            open_proposals: BTreeMap::new(),
+            closed: VecDeque::new(),
+            submits: BTreeMap::new(),
+        };
+        // Replay: each applied epoch ends with a tick at its time; reports are counted as
+        // applied; proposals' outcomes are rebuilt as they were decided.
+        for e in &recovered.entries {
+            match e {
+                Entry::Tick { at } => live.next_epoch = at / HOUR,
+                Entry::Input { input: Input::Report(r), .. } => {
+                    live.applied += 1;
+                    live.taken.insert((r.signer, r.body.epoch), r.digest());
+                }
+                _ => {}
+            }
+            live.apply_entry(e);
+        }
+        Ok(live)
+    }
+
+    /// Applies one journaled entry and follows what it decided: proposals it opened, their
+    /// outcomes, the governance inputs its report carried (out of the pool).
+    fn apply_entry(&mut self, e: &Entry) {
+        // A tick closes proposals and the ledger forgets their ballots: count the votes first.
+        let mut counts: BTreeMap<ProposalId, BTreeMap<&'static str, usize>> = BTreeMap::new();
+        if matches!(e, Entry::Tick { .. }) {
+            for (id, _, ballot) in self.ledger.proposals() {
+                let c = counts.entry(*id).or_default();
+                for (_, choice) in ballot.choices() {
+                    *c.entry(choice_name(choice)).or_default() += 1;
+                }
+            }
+        }
+        e.apply(&mut self.ledger);
+        if let Entry::Input { input: Input::Report(r), .. } = e {
+            for g in &r.body.governance {
+                let d = g.digest();
+                self.pool.remove(&d);
+                remember(&mut self.carried, d);
+                if let Governed::Propose(p) = g
+                    && self.ledger.proposals().any(|(id, _, _)| *id == d)
+                {
+                    self.open_proposals.insert(d, p.clone());
+                }
+            }
+        }
+        while let Some(out) = self.ledger.poll() {
+            if let Output::ProposalClosed { id, outcome, tally } = out
+                && let Some(proposal) = self.open_proposals.remove(&id)
+            {
+                let votes = counts.remove(&id).unwrap_or_default();
+                self.closed.push_front(Closed { proposal, votes, outcome, tally });
+                self.closed.truncate(CLOSED_KEPT);
+            }
+        }
     }
 
     /// The ledger.
@@ -284,9 +481,9 @@ impl Live {
                 if matches!(e, Entry::Input { .. }) {
                     self.applied += 1;
                 }
-                e.apply(&mut self.ledger);
+                self.apply_entry(e);
             }
-            while self.ledger.poll().is_some() {}
+            self.expire_pool();
             tracing::debug!(epoch = self.next_epoch, digest = %hex(&self.ledger.digest()[..8]), "ledger epoch applied");
             let now_ms =
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
@@ -298,6 +495,137 @@ impl Live {
             self.taken.retain(|(_, e), _| *e + AHEAD >= self.next_epoch);
         }
         Ok(())
+    }
+
+    /// Ledger time as of the last applied epoch.
+    fn now(&self) -> Time {
+        epoch_time(self.next_epoch.saturating_sub(1))
+    }
+
+    /// Takes a proposal or vote to hold until a report carries it (the aggregator that closes
+    /// the next round puts it in its report).
+    pub fn submit(&mut self, g: Governed) -> Submit {
+        let verdict = self.judge(&g);
+        *self.submits.entry(verdict.reason()).or_default() += 1;
+        if verdict == Submit::New {
+            self.pool.insert(g.digest(), g);
+        }
+        verdict
+    }
+
+    fn judge(&self, g: &Governed) -> Submit {
+        let d = g.digest();
+        if self.pool.contains_key(&d) || self.carried.0.contains(&d) {
+            return Submit::Duplicate;
+        }
+        let verified = match g {
+            Governed::Propose(p) => p.verify().is_ok(),
+            Governed::Vote(v) => v.verify().is_ok(),
+        };
+        if !verified {
+            return Submit::BadSignature;
+        }
+        let author = g.signer();
+        let (tier, need) = (self.ledger.tier(&author, self.now()), self.ledger.vote_from());
+        // The earliest ledger time at which a report can still carry it.
+        let next = epoch_time(self.next_epoch);
+        match g {
+            Governed::Propose(p) => {
+                if tier < need && !self.ledger.is_pretrusted(&author) {
+                    return Submit::Ineligible { tier, need };
+                }
+                if p.body.closes <= next || p.body.closes <= p.body.opens {
+                    return Submit::Closed;
+                }
+            }
+            Governed::Vote(v) => {
+                if tier < need {
+                    return Submit::Ineligible { tier, need };
+                }
+                let closes = self
+                    .ledger
+                    .proposals()
+                    .find(|(id, _, _)| **id == v.body.proposal)
+                    .map(|(_, p, _)| p.body.closes)
+                    .or_else(|| match self.pool.get(&v.body.proposal) {
+                        Some(Governed::Propose(p)) => Some(p.body.closes),
+                        _ => None,
+                    });
+                match closes {
+                    None => return Submit::UnknownProposal,
+                    Some(c) if c <= next => return Submit::Closed,
+                    Some(_) => {}
+                }
+            }
+        }
+        if self.pool.len() >= POOL || self.pool.values().filter(|x| x.signer() == author).count() >= POOL_PER_AUTHOR {
+            return Submit::Full;
+        }
+        Submit::New
+    }
+
+    /// What the next report should carry: held proposals (by digest), then votes, at most
+    /// [`MAX_GOVERNANCE`].
+    pub fn governance_for_report(&self) -> Vec<Governed> {
+        let proposals = self.pool.values().filter(|g| matches!(g, Governed::Propose(_)));
+        let votes = self.pool.values().filter(|g| matches!(g, Governed::Vote(_)));
+        proposals.chain(votes).take(MAX_GOVERNANCE).cloned().collect()
+    }
+
+    /// Drops held inputs that no report can apply any more.
+    fn expire_pool(&mut self) {
+        let next = epoch_time(self.next_epoch);
+        let open: BTreeMap<ProposalId, Time> = self.ledger.proposals().map(|(id, p, _)| (*id, p.body.closes)).collect();
+        let held: BTreeMap<ProposalId, Time> = self
+            .pool
+            .iter()
+            .filter_map(|(d, g)| match g {
+                Governed::Propose(p) => Some((*d, p.body.closes)),
+                Governed::Vote(_) => None,
+            })
+            .collect();
+        self.pool.retain(|_, g| match g {
+            Governed::Propose(p) => p.body.closes > next,
+            Governed::Vote(v) => {
+                open.get(&v.body.proposal).or_else(|| held.get(&v.body.proposal)).is_some_and(|c| *c > next)
+            }
+        });
+    }
+
+    fn proposal_rows(&self) -> Vec<ProposalRow> {
+        let now = self.now();
+        let row = |p: &Signed<Proposal>, state, votes, tally: &Tally, leaning| ProposalRow {
+            id: hex(&p.digest()),
+            action: action(&p.body.kind),
+            proposer: hex(&p.signer),
+            opens_epoch: epoch_of(p.body.opens),
+            closes_epoch: epoch_of(p.body.closes),
+            state,
+            votes,
+            tally: tally_map(tally),
+            leaning,
+        };
+        let mut rows: Vec<ProposalRow> = self
+            .ledger
+            .proposals()
+            .map(|(id, p, ballot)| {
+                let mut votes: BTreeMap<&'static str, usize> = BTreeMap::new();
+                for (_, c) in ballot.choices() {
+                    *votes.entry(choice_name(c)).or_default() += 1;
+                }
+                let (outcome, tally) = self.ledger.tally_at(id, now).unwrap_or((Outcome::NoQuorum, Tally::default()));
+                row(p, "open", votes, &tally, Some(outcome_name(outcome)))
+            })
+            .collect();
+        // Held, not yet carried by a report.
+        rows.extend(self.pool.values().filter_map(|g| match g {
+            Governed::Propose(p) => Some(row(p, "pending", BTreeMap::new(), &Tally::default(), None)),
+            Governed::Vote(_) => None,
+        }));
+        rows.extend(
+            self.closed.iter().map(|c| row(&c.proposal, outcome_name(c.outcome), c.votes.clone(), &c.tally, None)),
+        );
+        rows
     }
 
     /// The status `vain ledger status` prints.
@@ -330,6 +658,10 @@ impl Live {
             offers: self.offers.clone(),
             applied_at_ms: self.applied_at.iter().copied().collect(),
             nodes,
+            vote_from: self.ledger.vote_from(),
+            pool: self.pool.len(),
+            submits: self.submits.clone(),
+            proposals: self.proposal_rows(),
         }
     }
 }
@@ -345,13 +677,13 @@ mod tests {
             Observation { subject: [subject; 32], what: Observed::Participated },
             Observation { subject: [subject; 32], what: Observed::Anomaly { z } },
         ];
-        Signed::sign(key, Report { epoch, observations })
+        Signed::sign(key, Report { epoch, observations, governance: Vec::new() })
     }
 
     #[test]
     fn any_arrival_order_gives_the_same_digest_and_a_restart_replays_to_it() {
         let a = SigningKey::from_bytes(&[1; 32]);
-        let cfg = || Config { pretrusted: vec![a.verifying_key().to_bytes()] };
+        let cfg = || Config { pretrusted: vec![a.verifying_key().to_bytes()], ..Config::default() };
         let reports: Vec<_> =
             (0..6).map(|e| report(&a, e, 7 + (e % 3) as u8, if e == 3 { 9.0 } else { 0.5 })).collect();
         let d1 = tempfile::tempdir().expect("dir");
@@ -393,7 +725,9 @@ mod tests {
     fn repeated_anomalies_suspend_then_ban() {
         let a = SigningKey::from_bytes(&[1; 32]);
         let d = tempfile::tempdir().expect("dir");
-        let mut x = Live::open(d.path(), Config { pretrusted: vec![a.verifying_key().to_bytes()] }).expect("open");
+        let mut x =
+            Live::open(d.path(), Config { pretrusted: vec![a.verifying_key().to_bytes()], ..Config::default() })
+                .expect("open");
         // Epochs are hours: three anomalous rounds suspend (a day); after the suspension the
         // same again bans.
         let mut epoch = 0;
@@ -412,5 +746,120 @@ mod tests {
             epoch += 1;
         }
         assert_eq!(x.banned(), vec![[9; 32]]);
+    }
+
+    #[test]
+    fn proposals_and_votes_ride_in_reports_and_every_node_reaches_the_same_outcome() {
+        use vain_core::governance::{Choice, Kind, Proposal, Vote};
+        let (a, b, c) =
+            (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]), SigningKey::from_bytes(&[3; 32]));
+        let cfg = || Config { pretrusted: vec![a.verifying_key().to_bytes()], vote_from: 1, quorum: 0.2 };
+        let d1 = tempfile::tempdir().expect("dir");
+        let mut x = Live::open(d1.path(), cfg()).expect("open");
+        // Epoch 0 brings b, c and the node to be banned into the ledger.
+        let obs = |e: u64| {
+            let o =
+                |k: &SigningKey| Observation { subject: k.verifying_key().to_bytes(), what: Observed::Participated };
+            vec![
+                o(&b),
+                o(&c),
+                Observation { subject: [9; 32], what: Observed::Participated },
+                Observation { subject: [9; 32], what: Observed::Anomaly { z: if e == 0 { 0.5 } else { 0.1 } } },
+            ]
+        };
+        let mut reports = vec![Signed::sign(&a, Report::new(0, obs(0)))];
+        assert_eq!(x.offer(reports[0].clone()).expect("offer"), Offer::New);
+
+        let ban = Proposal { kind: Kind::Ban { node: [9; 32] }, opens: epoch_time(1), closes: epoch_time(4), nonce: 1 };
+        let ban = Signed::sign(&a, ban);
+        let id = ban.digest();
+        let vote = |k: &SigningKey, choice| Governed::Vote(Signed::sign(k, Vote { proposal: id, choice }));
+        // A vote before its proposal is known; then the proposal, its repeat, two votes.
+        assert_eq!(x.submit(vote(&b, Choice::Yes)), Submit::UnknownProposal);
+        assert_eq!(x.submit(Governed::Propose(ban.clone())), Submit::New);
+        assert_eq!(x.submit(Governed::Propose(ban.clone())), Submit::Duplicate);
+        assert_eq!(x.submit(vote(&b, Choice::Yes)), Submit::New);
+        assert_eq!(x.submit(vote(&c, Choice::Yes)), Submit::New);
+        // Forgeries, windows already over, unknown proposals.
+        let mut forged = ban.clone();
+        forged.body.nonce = 2;
+        assert_eq!(x.submit(Governed::Propose(forged)), Submit::BadSignature);
+        let late = Proposal { kind: Kind::Upgrade { version: "2".into() }, opens: 0, closes: epoch_time(1), nonce: 3 };
+        assert_eq!(x.submit(Governed::Propose(Signed::sign(&a, late))), Submit::Closed);
+        assert_eq!(
+            x.submit(Governed::Vote(Signed::sign(&b, Vote { proposal: [7; 32], choice: Choice::No }))),
+            Submit::UnknownProposal
+        );
+        // A key the ledger does not know has tier 0: it may neither propose nor vote.
+        let stranger = SigningKey::from_bytes(&[4; 32]);
+        let p2 =
+            Proposal { kind: Kind::Unban { node: [9; 32] }, opens: epoch_time(1), closes: epoch_time(9), nonce: 4 };
+        assert!(matches!(x.submit(Governed::Propose(Signed::sign(&stranger, p2))), Submit::Ineligible { need: 1, .. }));
+
+        // The reporter carries the pool: the proposal first, then the votes.
+        let carried = x.governance_for_report();
+        assert_eq!(carried.len(), 3);
+        assert!(matches!(carried[0], Governed::Propose(_)));
+        reports.push(Signed::sign(&a, Report { epoch: 1, observations: obs(1), governance: carried }));
+        assert_eq!(x.offer(reports[1].clone()).expect("offer"), Offer::New);
+        let st = x.status();
+        assert_eq!(st.pool, 0, "what a report carried leaves the pool");
+        assert_eq!(st.proposals.len(), 1);
+        assert_eq!(st.proposals[0].state, "open");
+        assert_eq!(st.proposals[0].votes.get("yes"), Some(&2));
+        assert_eq!(st.proposals[0].closes_epoch, 4);
+        // Carried once: handing it in again is a duplicate.
+        assert_eq!(x.submit(vote(&b, Choice::Yes)), Submit::Duplicate);
+
+        for e in 2..5 {
+            reports.push(Signed::sign(&a, Report::new(e, obs(e))));
+        }
+        for r in &reports[2..] {
+            x.offer(r.clone()).expect("offer");
+        }
+        let st = x.status();
+        assert_eq!(st.proposals[0].state, "passed", "{:?}", st.proposals);
+        assert_eq!(st.proposals[0].votes.get("yes"), Some(&2));
+        assert!(x.banned().contains(&[9; 32]));
+
+        // Another node, the same reports in another order: the same state.
+        let d2 = tempfile::tempdir().expect("dir");
+        let mut y = Live::open(d2.path(), cfg()).expect("open");
+        for r in reports.iter().rev() {
+            y.offer(r.clone()).expect("offer");
+        }
+        assert_eq!(y.status().digest, x.status().digest);
+        assert!(y.banned().contains(&[9; 32]));
+        // A restart rebuilds the outcome from the journal.
+        let digest = x.status().digest;
+        drop(x);
+        let x = Live::open(d1.path(), cfg()).expect("reopen");
+        assert_eq!(x.status().digest, digest);
+        assert_eq!(x.status().proposals[0].state, "passed");
+        assert_eq!(x.status().proposals[0].votes.get("yes"), Some(&2));
+    }
+
+    #[test]
+    fn one_author_cannot_fill_the_pool() {
+        use vain_core::governance::{Kind, Proposal};
+        let a = SigningKey::from_bytes(&[1; 32]);
+        let d = tempfile::tempdir().expect("dir");
+        let mut x =
+            Live::open(d.path(), Config { pretrusted: vec![a.verifying_key().to_bytes()], ..Config::default() })
+                .expect("open");
+        let outcomes: Vec<Submit> = (0..POOL_PER_AUTHOR as u64 + 3)
+            .map(|n| {
+                let p = Proposal {
+                    kind: Kind::Upgrade { version: format!("{n}") },
+                    opens: 0,
+                    closes: epoch_time(9),
+                    nonce: n,
+                };
+                x.submit(Governed::Propose(Signed::sign(&a, p)))
+            })
+            .collect();
+        assert_eq!(outcomes.iter().filter(|o| **o == Submit::New).count(), POOL_PER_AUTHOR);
+        assert!(outcomes[POOL_PER_AUTHOR..].iter().all(|o| *o == Submit::Full));
+        assert_eq!(x.status().submits.get("full"), Some(&3));
     }
 }
