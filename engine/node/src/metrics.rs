@@ -51,6 +51,11 @@ pub struct Metrics {
     peers_live: Gauge,
     refused: Family<Labels, Counter>,
     answers: Family<Labels, Counter>,
+    anomaly_z: Histogram,
+    epsilon: Gauge<f64, AtomicU64>,
+    tiers: Family<Labels, Gauge>,
+    proposals: Family<Labels, Gauge>,
+    submits: Family<Labels, Counter>,
     /// Totals seen at the last scrape, per counter and label, to add only the difference.
     seen: Mutex<BTreeMap<(String, String), u64>>,
 }
@@ -103,6 +108,24 @@ impl Metrics {
         registry.register("control_refused", "Control-plane refusals, by reason", refused.clone());
         let answers = Family::<Labels, Counter>::default();
         registry.register("client_answers", "The client's answers to round messages, by answer", answers.clone());
+        let anomaly_z = Histogram::new([0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 10.0, 100.0]);
+        registry.register(
+            "round_anomaly_z",
+            "Anomaly z of each client's update in each closed round",
+            anomaly_z.clone(),
+        );
+        let epsilon = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "privacy_epsilon",
+            "Privacy budget spent so far (RDP accountant, delta 1e-5; 0 without noise)",
+            epsilon.clone(),
+        );
+        let tiers = Family::<Labels, Gauge>::default();
+        registry.register("ledger_tier_nodes", "Nodes in the ledger, by tier", tiers.clone());
+        let proposals = Family::<Labels, Gauge>::default();
+        registry.register("governance_proposals", "Governance proposals the ledger holds, by state", proposals.clone());
+        let submits = Family::<Labels, Counter>::default();
+        registry.register("governance_submits", "Proposals and votes handed to this node, by outcome", submits.clone());
         Metrics {
             registry,
             rounds,
@@ -118,6 +141,11 @@ impl Metrics {
             peers_live,
             refused,
             answers,
+            anomaly_z,
+            epsilon,
+            tiers,
+            proposals,
+            submits,
             seen: Mutex::new(BTreeMap::new()),
         }
     }
@@ -137,6 +165,12 @@ impl Metrics {
         }
         if row.accuracy.is_finite() {
             self.accuracy.set(row.accuracy);
+        }
+        for z in row.clients.iter().filter_map(|c| c.z).filter(|z| z.is_finite()) {
+            self.anomaly_z.observe(z);
+        }
+        if let Some(e) = row.epsilon.filter(|e| e.is_finite()) {
+            self.epsilon.set(e);
         }
     }
 
@@ -172,12 +206,35 @@ impl Metrics {
             for (outcome, n) in &l.offers {
                 self.advance(&self.evidence, "evidence", "outcome", outcome, *n);
             }
+            let mut by_tier: BTreeMap<u8, i64> = (0..=4).map(|t| (t, 0)).collect();
+            for n in &l.nodes {
+                *by_tier.entry(n.tier).or_default() += 1;
+            }
+            for (tier, n) in by_tier {
+                self.tiers.get_or_create(&label("tier", &tier.to_string())).set(n);
+            }
+            let mut by_state: BTreeMap<&str, i64> =
+                ["pending", "open", "passed", "rejected", "no quorum"].into_iter().map(|s| (s, 0)).collect();
+            for p in &l.proposals {
+                *by_state.entry(p.state).or_default() += 1;
+            }
+            for (state, n) in by_state {
+                self.proposals.get_or_create(&label("state", state)).set(n);
+            }
+            for (outcome, n) in &l.submits {
+                self.advance(&self.submits, "submits", "outcome", outcome, *n);
+            }
         }
         if let Some(p) = &s.participant {
             for (answer, n) in p.counts() {
                 self.advance(&self.answers, "answers", "answer", answer, n);
             }
         }
+        self.encode()
+    }
+
+    /// The exposition of what is recorded now.
+    fn encode(&self) -> String {
         let mut out = String::new();
         // Encoding into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
@@ -203,4 +260,52 @@ pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>, sources: A
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "metrics listening");
     axum::serve(listener, app).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every metric the shipped Grafana dashboard queries is one the node exposes.
+    #[test]
+    fn the_grafana_dashboard_queries_only_exposed_metrics() {
+        let exposed: std::collections::BTreeSet<String> = Metrics::new()
+            .encode()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect();
+        assert!(
+            exposed.contains("vain_round_anomaly_z") && exposed.contains("vain_governance_proposals"),
+            "{exposed:?}"
+        );
+        let dash: serde_json::Value =
+            serde_json::from_str(include_str!("../../../docs/grafana/vain-node.json")).expect("dashboard JSON");
+        let panels = dash["panels"].as_array().expect("panels");
+        assert!(panels.len() >= 12);
+        let mut queried = 0;
+        for p in panels {
+            assert!(p["gridPos"]["w"].as_u64().is_some(), "{p}");
+            for t in p["targets"].as_array().expect("targets") {
+                let expr = t["expr"].as_str().expect("expr");
+                for (at, _) in expr.match_indices("vain_") {
+                    let name: String =
+                        expr[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                    let base = ["_bucket", "_count", "_sum", "_total"]
+                        .iter()
+                        .find_map(|s| name.strip_suffix(s))
+                        .unwrap_or(&name)
+                        .to_string();
+                    assert!(
+                        exposed.contains(&base),
+                        "panel {:?} queries {name}, which the node does not expose",
+                        p["title"]
+                    );
+                    queried += 1;
+                }
+            }
+        }
+        assert!(queried >= 16);
+    }
 }

@@ -469,6 +469,10 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
             .with_governance({
                 let live = live.clone();
                 Arc::new(move || live.lock().map(|l| l.governance_for_report()).unwrap_or_default())
+            })
+            .with_exclusions({
+                let live = live.clone();
+                Arc::new(move |k| live.lock().is_ok_and(|l| l.ledger().is_banned(k)))
             });
             store = Some(c.store());
             link = Some(c.link());

@@ -202,6 +202,7 @@ pub struct Coordinator {
     peers: Arc<Mutex<Vec<PeerId>>>,
     evidence: Option<Evidence>,
     governance: Option<Governance>,
+    excluded: Option<Excluded>,
     /// Rows of adopted closes, for the evaluator.
     adopted: Vec<(Row, Vec<f32>)>,
 }
@@ -209,6 +210,10 @@ pub struct Coordinator {
 /// Where the coordinator hands the signed evidence of each closed round (the node's live
 /// ledger, which spreads it).
 pub type Evidence = Arc<dyn Fn(Signed<vain_core::ledger::Report>) + Send + Sync>;
+
+/// Whether the node's live ledger keeps a client out (banned, e.g. by a passed proposal): it is
+/// not selected from the next round on.
+pub type Excluded = Arc<dyn Fn(&NodeId) -> bool + Send + Sync>;
 
 /// Where the coordinator takes the proposals and votes its next report carries (the node's
 /// live ledger's pool).
@@ -406,8 +411,15 @@ impl Coordinator {
             peers: Arc::new(Mutex::new(Vec::new())),
             evidence: None,
             governance: None,
+            excluded: None,
             adopted: Vec::new(),
         })
+    }
+
+    /// Leaves out of every round the clients `f` excludes.
+    pub fn with_exclusions(mut self, f: Excluded) -> Self {
+        self.excluded = Some(f);
+        self
     }
 
     /// Puts what `f` gives (held proposals and votes) into each round's report.
@@ -474,6 +486,7 @@ impl Coordinator {
             .block_on(self.net.directory())?
             .into_iter()
             .filter(|e| e.announcement.roles & roles::CLIENT != 0 && e.connected)
+            .filter(|e| !self.excluded.as_ref().is_some_and(|f| f(&e.announcement.signing_key)))
             .collect();
         v.sort_by_key(|e| e.announcement.signing_key);
         Ok(v)
