@@ -192,7 +192,7 @@ impl Clients {
             let mut child = Command::new(prog)
                 .args(pre)
                 .args(["--server", &server.to_string()])
-                .args(["--server-key", &hex(&server_key)])
+                .args(["--server-key", &hex::encode(server_key)])
                 .args(["--seed", &i.to_string()])
                 .args(["--params", &opts.params.to_string()])
                 .args(["--encoding", &opts.encoding.to_string()])
@@ -219,7 +219,7 @@ impl Clients {
     }
 
     fn open(&mut self, round: u64) -> Result<(), String> {
-        let line = format!("round {round} {}\n", hex(&base_model(round)));
+        let line = format!("round {round} {}\n", hex::encode(base_model(round)));
         for s in &mut self.stdins {
             s.write_all(line.as_bytes()).and_then(|_| s.flush()).map_err(|e| format!("a client exited: {e}"))?;
         }
@@ -504,10 +504,6 @@ pub fn run(
         runs.push(baseline(opts, backend, progress)?);
     }
     Ok(Report { options: opts.clone(), backend: backend.kind().to_string(), runs })
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -831,7 +827,7 @@ pub fn client_main(o: &ClientOptions) -> Result<(), String> {
             round,
             base_model,
             num_examples: 100 + o.seed,
-            timestamp_ms: (vain_aggregator::unix_ns() / 1_000_000),
+            timestamp_ms: vain_schema::clock::unix_ms(),
         };
         let mut nonce = [0u8; 16];
         nonce[..8].copy_from_slice(&round.to_le_bytes());

@@ -12,6 +12,7 @@
 //! verifier runs with explicit [`Limits`], then every field is checked for meaning. Every failure is
 //! an [`Error`] that names the field. docs/protocol.md is the byte-level specification.
 
+pub mod clock;
 pub mod delta;
 mod error;
 pub mod frame;

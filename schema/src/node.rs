@@ -20,6 +20,33 @@ pub mod roles {
     pub const VALIDATOR: u8 = 4;
     /// Every defined bit.
     pub const ALL: u8 = CLIENT | AGGREGATOR | VALIDATOR;
+
+    const NAMES: [(u8, &str); 3] = [(CLIENT, "client"), (AGGREGATOR, "aggregator"), (VALIDATOR, "validator")];
+
+    /// The bit of a role named in a config file or on the command line (surrounding spaces
+    /// ignored); `None` for an unknown name.
+    pub fn parse(name: &str) -> Option<u8> {
+        NAMES.iter().find(|(_, n)| *n == name.trim()).map(|(b, _)| *b)
+    }
+
+    /// The names of the roles in `bits`, in bit order.
+    pub fn names(bits: u8) -> Vec<&'static str> {
+        NAMES.iter().filter(|(b, _)| bits & b != 0).map(|(_, n)| *n).collect()
+    }
+
+    /// The names every role can be given by, for error messages.
+    pub const KNOWN: &str = "client, aggregator, validator";
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn names_and_bits_round_trip() {
+            assert_eq!(super::parse(" aggregator "), Some(super::AGGREGATOR));
+            assert_eq!(super::parse("miner"), None);
+            assert_eq!(super::names(super::ALL), ["client", "aggregator", "validator"]);
+            assert!(super::names(0).is_empty());
+        }
+    }
 }
 
 /// `old_key` hands over to `new_key` for the window `[not_before_ms, not_after_ms]`.

@@ -18,6 +18,12 @@ use ed25519_dalek::VerifyingKey;
 pub struct Tag(&'static str);
 
 impl Tag {
+    /// A tag named `name` (ASCII, at most 64 bytes; every tag is listed in docs/protocol.md §2).
+    pub const fn new(name: &'static str) -> Tag {
+        assert!(name.len() <= MAX_TAG, "signing tags are at most 64 bytes");
+        Tag(name)
+    }
+
     /// The tag's ASCII bytes.
     pub fn as_str(self) -> &'static str {
         self.0

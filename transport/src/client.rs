@@ -7,7 +7,7 @@ use crate::tls::{self, Policy};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
 /// Client settings.
@@ -97,10 +97,6 @@ pub struct Client {
     conn: Option<quinn::Connection>,
 }
 
-fn unix_ns() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
-
 impl Client {
     /// Opens the local endpoint (a UDP socket); connects on the first send.
     pub fn new(cfg: Config) -> Result<Self, Error> {
@@ -186,7 +182,7 @@ impl Client {
                 self.connection().await?.open_uni().await.map_err(|e| Error::Send(e.to_string()))?
             }
         };
-        let first_byte_unix_ns = unix_ns();
+        let first_byte_unix_ns = vain_schema::clock::unix_ns();
         let start = Instant::now();
         match stream.write_all(frame).await {
             Ok(()) => {}

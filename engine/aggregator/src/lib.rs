@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use thiserror::Error;
 use vain_ingest::{Accepted, Checked, Checker, Ingest, Refused, Rejection};
 use vain_schema::PublicKey;
@@ -33,9 +33,18 @@ pub enum Error {
     /// The transport failed.
     #[error("transport: {0}")]
     Transport(#[from] quic::Error),
-    /// A shard thread panicked or the channel closed.
-    #[error("shard: {0}")]
-    Shard(String),
+    /// The shards' thread could not be started.
+    #[error("starting the shards' thread: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// Every shard stopped (its channel closed) while the stage waited for updates.
+    #[error("every shard stopped")]
+    ShardsGone,
+    /// The service was stopped already.
+    #[error("the service was stopped already")]
+    Stopped,
+    /// A shard thread panicked.
+    #[error("a shard thread panicked")]
+    ShardPanicked,
 }
 
 /// What a shard sends the stage.
@@ -127,11 +136,6 @@ pub struct Stage {
     published: Arc<Published>,
     rx: Receiver<Item>,
     scratch: Pool,
-}
-
-/// Wall-clock now in Unix nanoseconds.
-pub fn unix_ns() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Page-locks the transport's buffers for `backend` when it has a device (see
@@ -227,7 +231,7 @@ impl Stage {
             let item = match self.rx.recv_timeout(left) {
                 Ok(item) => item,
                 Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => return Err(Error::Shard("every shard stopped".into())),
+                Err(RecvTimeoutError::Disconnected) => return Err(Error::ShardsGone),
             };
             let ev = match item {
                 Item::Checked { shard, update } => {
@@ -236,7 +240,7 @@ impl Stage {
                     match ingest.accept(update) {
                         Ok(accepted) => {
                             got += 1;
-                            Event::Accepted { accepted, shard, wire_bytes, at_unix_ns: unix_ns() }
+                            Event::Accepted { accepted, shard, wire_bytes, at_unix_ns: vain_schema::clock::unix_ns() }
                         }
                         Err(r) => Event::Rejected(r),
                     }
@@ -290,7 +294,7 @@ impl Service {
         let join = std::thread::Builder::new()
             .name("vain-shards".into())
             .spawn(move || server.run(handlers, s))
-            .map_err(|e| Error::Shard(e.to_string()))?;
+            .map_err(Error::Spawn)?;
         Ok(Self { stage, addr, routed, stop, shards: Some(join) })
     }
 
@@ -309,13 +313,13 @@ impl Service {
         self.stop.store(true, Ordering::Relaxed);
         // Unblock shards waiting on a full channel.
         self.stage.drain();
-        let join = self.shards.take().ok_or_else(|| Error::Shard("already stopped".into()))?;
+        let join = self.shards.take().ok_or(Error::Stopped)?;
         // Keep draining while the shards wind down, so none stays blocked on a send.
         while !join.is_finished() {
             self.stage.drain();
             std::thread::sleep(Duration::from_millis(5));
         }
-        join.join().map_err(|_| Error::Shard("a shard thread panicked".into()))?.map_err(Error::from)
+        join.join().map_err(|_| Error::ShardPanicked)?.map_err(Error::from)
     }
 }
 

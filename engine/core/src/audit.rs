@@ -145,7 +145,7 @@ pub struct Verdict {
 }
 
 impl Body for Verdict {
-    const TAG: &'static [u8] = b"vain/audit-verdict/v1";
+    const TAG: vain_schema::sign::Tag = vain_schema::sign::Tag::new("vain/audit-verdict/v1");
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.audit);
         out.extend_from_slice(&self.subject);

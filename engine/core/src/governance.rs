@@ -51,7 +51,7 @@ pub struct Proposal {
 }
 
 impl Body for Proposal {
-    const TAG: &'static [u8] = b"vain/proposal/v1";
+    const TAG: vain_schema::sign::Tag = vain_schema::sign::Tag::new("vain/proposal/v1");
     fn encode(&self, out: &mut Vec<u8>) {
         match &self.kind {
             Kind::SetParameter { name, value } => {
@@ -102,7 +102,7 @@ pub struct Vote {
 }
 
 impl Body for Vote {
-    const TAG: &'static [u8] = b"vain/vote/v1";
+    const TAG: vain_schema::sign::Tag = vain_schema::sign::Tag::new("vain/vote/v1");
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.proposal);
         out.push(match self.choice {

@@ -118,7 +118,7 @@ impl Report {
 }
 
 impl Body for Report {
-    const TAG: &'static [u8] = b"vain/report/v2";
+    const TAG: vain_schema::sign::Tag = vain_schema::sign::Tag::new("vain/report/v2");
     fn encode(&self, out: &mut Vec<u8>) {
         put_u64(out, self.epoch);
         put_u64(out, self.observations.len() as u64);
@@ -170,7 +170,7 @@ pub struct TrustVector {
 }
 
 impl Body for TrustVector {
-    const TAG: &'static [u8] = b"vain/trust/v1";
+    const TAG: vain_schema::sign::Tag = vain_schema::sign::Tag::new("vain/trust/v1");
     fn encode(&self, out: &mut Vec<u8>) {
         put_u64(out, self.epoch);
         put_u64(out, self.edges.len() as u64);
@@ -191,7 +191,7 @@ pub struct Bond {
 }
 
 impl Body for Bond {
-    const TAG: &'static [u8] = b"vain/bond/v1";
+    const TAG: vain_schema::sign::Tag = vain_schema::sign::Tag::new("vain/bond/v1");
     fn encode(&self, out: &mut Vec<u8>) {
         put_u64(out, self.total);
         put_u64(out, self.seq);
@@ -208,7 +208,7 @@ pub struct AuditRequest {
 }
 
 impl Body for AuditRequest {
-    const TAG: &'static [u8] = b"vain/audit-request/v1";
+    const TAG: vain_schema::sign::Tag = vain_schema::sign::Tag::new("vain/audit-request/v1");
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.subject);
         put_u64(out, self.nonce);

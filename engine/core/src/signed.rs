@@ -8,7 +8,7 @@ use thiserror::Error;
 /// A message body with a canonical byte encoding and its own domain-separation tag.
 pub trait Body {
     /// Domain-separation tag, e.g. `b"vain/vote/v1"`.
-    const TAG: &'static [u8];
+    const TAG: vain_schema::sign::Tag;
     /// Appends the canonical encoding (fixed field order, little-endian integers).
     fn encode(&self, out: &mut Vec<u8>);
 }
@@ -36,15 +36,12 @@ pub enum Error {
     BadSignature,
 }
 
-/// `tag ‖ 0 ‖ BLAKE3(body)`: what is signed.
+/// What is signed: the one signing rule of every vAIn message (`vain_schema::sign`,
+/// docs/protocol.md §2) applied to the body's canonical bytes.
 pub fn signing_input<T: Body>(body: &T) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(64);
     body.encode(&mut bytes);
-    let mut input = Vec::with_capacity(T::TAG.len() + 33);
-    input.extend_from_slice(T::TAG);
-    input.push(0);
-    input.extend_from_slice(blake3::hash(&bytes).as_bytes());
-    input
+    vain_schema::sign::SigningInput::new(T::TAG, &bytes).as_bytes().to_vec()
 }
 
 impl<T: Body> Signed<T> {
@@ -64,7 +61,7 @@ impl<T: Body> Signed<T> {
     /// BLAKE3 of the signed message (signer, body, signature): an evidence reference.
     pub fn digest(&self) -> [u8; 32] {
         let mut h = blake3::Hasher::new();
-        h.update(T::TAG);
+        h.update(T::TAG.as_str().as_bytes());
         h.update(&self.signer);
         let mut b = Vec::new();
         self.body.encode(&mut b);
@@ -95,7 +92,7 @@ mod tests {
     #[derive(Debug, Clone, PartialEq, Eq)]
     struct Ping(u64);
     impl Body for Ping {
-        const TAG: &'static [u8] = b"vain/test-ping/v1";
+        const TAG: vain_schema::sign::Tag = vain_schema::sign::Tag::new("vain/test-ping/v1");
         fn encode(&self, out: &mut Vec<u8>) {
             put_u64(out, self.0);
         }

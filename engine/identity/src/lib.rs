@@ -25,11 +25,6 @@ pub use error::Error;
 pub use signer::Signer;
 pub use store::Identity;
 
-/// Wall-clock time in Unix milliseconds (0 if the clock is before 1970).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 /// 32 bytes from the operating system's CSPRNG.
 pub fn random32() -> Result<[u8; 32], Error> {
     let mut b = [0u8; 32];

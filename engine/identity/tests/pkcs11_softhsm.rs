@@ -80,12 +80,12 @@ fn softhsm_signs_with_ed25519_and_backs_an_identity() {
     // An identity whose key lives in the token, rotated to a second token key.
     let dir = tmp.path().join("id");
     let id_cfg = Config { key_label: "root".into(), ..cfg.clone() };
-    let id = Identity::create(&dir, NewKey::Hsm(id_cfg), None, KdfParams::default(), vain_identity::now_ms())
+    let id = Identity::create(&dir, NewKey::Hsm(id_cfg), None, KdfParams::default(), vain_schema::clock::unix_ms())
         .expect("create");
     let root = id.node_id();
     drop(id);
     let mut id = Identity::open(&dir, None, Some(cfg.clone())).expect("open");
-    let now = vain_identity::now_ms();
+    let now = vain_schema::clock::unix_ms();
     let next = Config { key_label: "rotated".into(), ..cfg.clone() };
     let cert = id.rotate(NewKey::Hsm(next), None, KdfParams::default(), now, &Policy::default()).expect("rotate");
     assert_eq!(cert.old_key, root);

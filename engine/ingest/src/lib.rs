@@ -90,7 +90,7 @@ pub enum Reject {
     #[error("sender not allowed: {0}")]
     NotAllowed(String),
     /// The update arrived on a connection authenticated as someone other than its signer.
-    #[error("signed by {}, sent over a connection of {}", hex(.signer), hex(.connection))]
+    #[error("signed by {}, sent over a connection of {}", short_hex(.signer), short_hex(.connection))]
     Relayed {
         /// The envelope's sender.
         signer: PublicKey,
@@ -179,7 +179,7 @@ pub struct RoundResult {
 }
 
 impl Body for RoundResult {
-    const TAG: &'static [u8] = b"vain/round-result/v1";
+    const TAG: vain_schema::sign::Tag = vain_schema::sign::Tag::new("vain/round-result/v1");
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&(self.model_id.len() as u64).to_le_bytes());
         out.extend_from_slice(self.model_id.as_bytes());
@@ -351,7 +351,7 @@ impl Checker {
             return Err(wrong("round", env.round().to_string(), self.round.to_string()));
         }
         if env.base_model() != self.base_model {
-            return Err(wrong("base model", hex(&env.base_model()), hex(&self.base_model)));
+            return Err(wrong("base model", short_hex(&env.base_model()), short_hex(&self.base_model)));
         }
         env.check_payload(payload.as_ref()).map_err(|e| refuse(Reject::Payload(e), Some(sender)))?;
         env.verify_signature().map_err(|e| refuse(Reject::Signature(e), Some(sender)))?;
@@ -561,6 +561,7 @@ impl<'b> Ingest<'b> {
     }
 }
 
-fn hex(d: &[u8]) -> String {
-    d.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>() + "…"
+/// The first 8 bytes of a digest, for messages.
+fn short_hex(d: &[u8]) -> String {
+    hex::encode(&d[..d.len().min(8)]) + "…"
 }

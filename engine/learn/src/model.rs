@@ -294,7 +294,7 @@ pub fn safetensors_bytes(arch: Arch, flat: &[f32]) -> Result<Vec<u8>, Error> {
     let mut meta = HashMap::new();
     meta.insert("vain.model".to_string(), arch.id().to_string());
     meta.insert("vain.version".to_string(), arch.version().to_string());
-    meta.insert("vain.layout".to_string(), hex(&arch.layout_digest()));
+    meta.insert("vain.layout".to_string(), hex::encode(arch.layout_digest()));
     Ok(safetensors::serialize(views, Some(meta))?)
 }
 
@@ -323,10 +323,6 @@ pub fn load_flat(arch: Arch, path: &Path) -> Result<Vec<f32>, Error> {
         flat.extend(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
     }
     Ok(flat)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -233,37 +233,38 @@ impl Default for Limits {
 impl Config {
     /// Parses `node.toml` text.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let c: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        let c: Config = toml::from_str(text)?;
         c.validate()?;
         Ok(c)
     }
 
     /// Reads and parses a file.
     pub fn load(path: &std::path::Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| Error::ReadConfig { path: path.to_path_buf(), source })?;
         Self::parse(&text)
     }
 
     /// The role bits.
     pub fn role_bits(&self) -> Result<u8, Error> {
         self.roles.iter().try_fold(0u8, |acc, r| {
-            Ok(acc
-                | match r.as_str() {
-                    "client" => roles::CLIENT,
-                    "aggregator" => roles::AGGREGATOR,
-                    "validator" => roles::VALIDATOR,
-                    other => {
-                        return Err(Error::Config(format!("unknown role {other:?} (client, aggregator, validator)")));
-                    }
-                })
+            roles::parse(r).map(|b| acc | b).ok_or_else(|| Error::Setting {
+                field: "roles",
+                value: r.clone(),
+                expected: roles::KNOWN,
+            })
         })
     }
 
     /// Checks ranges and addresses.
     pub fn validate(&self) -> Result<(), Error> {
         self.role_bits()?;
-        let positive = |name: &str, v: f64| {
-            if v > 0.0 && v.is_finite() { Ok(()) } else { Err(Error::Config(format!("{name} must be > 0 (got {v})"))) }
+        let positive = |field: &'static str, v: f64| {
+            if v > 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(Error::Setting { field, value: v.to_string(), expected: "a number > 0" })
+            }
         };
         positive("dht.record_ttl", self.dht.record_ttl)?;
         positive("dht.republish_interval", self.dht.republish_interval)?;
@@ -278,32 +279,60 @@ impl Config {
         positive("limits.requests_per_s", self.limits.requests_per_s)?;
         positive("limits.idle_timeout", self.limits.idle_timeout)?;
         if self.liveness.stale_after <= self.liveness.heartbeat_interval {
-            return Err(Error::Config("liveness.stale_after must exceed liveness.heartbeat_interval".into()));
+            return Err(Error::Setting {
+                field: "liveness.stale_after",
+                value: self.liveness.stale_after.to_string(),
+                expected: "more than liveness.heartbeat_interval",
+            });
         }
-        if self.dht.replication_factor == 0 || self.dht.max_records == 0 || self.dht.max_per_prefix == 0 {
-            return Err(Error::Config("dht.replication_factor, max_records and max_per_prefix must be ≥ 1".into()));
+        for (field, v) in [
+            ("dht.replication_factor", self.dht.replication_factor),
+            ("dht.max_records", self.dht.max_records),
+            ("dht.max_per_prefix", self.dht.max_per_prefix),
+        ] {
+            if v == 0 {
+                return Err(Error::Setting { field, value: "0".into(), expected: "at least 1" });
+            }
         }
         if !self.dht.protocol.starts_with('/') {
-            return Err(Error::Config("dht.protocol must start with '/'".into()));
+            return Err(Error::Setting {
+                field: "dht.protocol",
+                value: self.dht.protocol.clone(),
+                expected: "a protocol name starting with '/'",
+            });
         }
         for a in self.listen.iter().chain(&self.bootstrap) {
-            a.parse::<libp2p::Multiaddr>().map_err(|e| Error::Config(format!("address {a:?}: {e}")))?;
+            a.parse::<libp2p::Multiaddr>().map_err(|e| Error::Address { addr: a.clone(), source: Box::new(e) })?;
         }
         for b in &self.bootstrap {
-            let m: libp2p::Multiaddr = b.parse().map_err(|e| Error::Config(format!("{b:?}: {e}")))?;
+            let m: libp2p::Multiaddr =
+                b.parse().map_err(|e| Error::Address { addr: b.clone(), source: Box::new(e) })?;
             if !m.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_))) {
-                return Err(Error::Config(format!("bootstrap address {b:?} must end in /p2p/<PeerId>")));
+                return Err(Error::Setting {
+                    field: "bootstrap",
+                    value: b.clone(),
+                    expected: "an address ending in /p2p/<PeerId>",
+                });
             }
         }
         for e in &self.ingest {
-            e.parse::<std::net::SocketAddr>()
-                .map_err(|_| Error::Config(format!("ingest endpoint {e:?} is not ip:port")))?;
+            e.parse::<std::net::SocketAddr>().map_err(|_| Error::Setting {
+                field: "ingest",
+                value: e.clone(),
+                expected: "ip:port",
+            })?;
         }
         if self.region.len() > 64 || self.region.chars().any(char::is_control) {
-            return Err(Error::Config("region must be at most 64 printable bytes".into()));
+            return Err(Error::Setting {
+                field: "region",
+                value: self.region.clone(),
+                expected: "at most 64 printable bytes",
+            });
         }
-        self.beacon.broadcast.parse::<std::net::Ipv4Addr>().map_err(|_| {
-            Error::Config(format!("beacon.broadcast {:?} is not an IPv4 address", self.beacon.broadcast))
+        self.beacon.broadcast.parse::<std::net::Ipv4Addr>().map_err(|_| Error::Setting {
+            field: "beacon.broadcast",
+            value: self.beacon.broadcast.clone(),
+            expected: "an IPv4 address",
         })?;
         Ok(())
     }

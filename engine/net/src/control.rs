@@ -95,15 +95,15 @@ async fn answer(h: &Handle, extra: &[(&'static str, Report)], line: &str) -> Val
 /// Sends one request to the node at `path` and returns its `ok` value.
 pub fn request(path: &Path, req: &Value) -> Result<Value, Error> {
     let mut s = std::os::unix::net::UnixStream::connect(path)
-        .map_err(|e| Error::Config(format!("no node answers at {}: {e}", path.display())))?;
+        .map_err(|source| Error::Socket { path: path.to_path_buf(), source })?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
     s.write_all(format!("{req}\n").as_bytes())?;
     let mut line = String::new();
     BufReader::new(&s).take(16 << 20).read_line(&mut line)?;
-    let v: Value = serde_json::from_str(&line).map_err(|e| Error::Query(format!("bad answer: {e}")))?;
+    let v: Value = serde_json::from_str(&line)?;
     match (v.get("ok"), v.get("error")) {
         (Some(ok), _) => Ok(ok.clone()),
-        (_, Some(e)) => Err(Error::Query(e.as_str().unwrap_or("error").to_string())),
-        _ => Err(Error::Query("bad answer".into())),
+        (_, Some(e)) => Err(Error::Refused { message: e.as_str().map_or_else(|| e.to_string(), str::to_string) }),
+        _ => Err(Error::Refused { message: format!("an answer with neither ok nor error: {v}") }),
     }
 }

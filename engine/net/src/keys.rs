@@ -10,12 +10,12 @@ use libp2p::identity::{Keypair, PublicKey, ed25519};
 pub fn keypair(seed: &[u8; 32]) -> Result<Keypair, Error> {
     // libp2p zeroizes the bytes it is given: hand it a copy.
     let mut copy = *seed;
-    Keypair::ed25519_from_bytes(&mut copy).map_err(|e| Error::Key(e.to_string()))
+    Ok(Keypair::ed25519_from_bytes(&mut copy)?)
 }
 
 /// The PeerId of a raw Ed25519 public key.
 pub fn peer_id(public: &[u8; 32]) -> Result<PeerId, Error> {
-    let pk = ed25519::PublicKey::try_from_bytes(public).map_err(|e| Error::Key(e.to_string()))?;
+    let pk = ed25519::PublicKey::try_from_bytes(public)?;
     Ok(PublicKey::from(pk).to_peer_id())
 }
 

@@ -29,30 +29,104 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The configuration is invalid.
+    /// The config file is not valid TOML for the settings (unknown key, wrong type).
     #[error("config: {0}")]
-    Config(String),
-    /// A key could not be used.
+    Toml(#[from] toml::de::Error),
+    /// The config file could not be read.
+    #[error("{path}: {source}")]
+    ReadConfig {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A setting is out of range or malformed.
+    #[error("config: {field} = {value}: {expected}")]
+    Setting {
+        /// The setting.
+        field: &'static str,
+        /// Its value.
+        value: String,
+        /// What it must be.
+        expected: &'static str,
+    },
+    /// An address is not a multiaddr.
+    #[error("address {addr:?}: {source}")]
+    Address {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: Box<libp2p::multiaddr::Error>,
+    },
+    /// A key is not a valid Ed25519 key.
     #[error("key: {0}")]
-    Key(String),
-    /// The transport or a listener failed.
+    Key(#[from] libp2p::identity::DecodingError),
+    /// The libp2p transport or behaviour could not be built.
     #[error("transport: {0}")]
-    Transport(String),
+    Build(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Listening on an address failed.
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: Box<libp2p::TransportError<std::io::Error>>,
+    },
+    /// Dialling failed at once (no address, banned, …).
+    #[error("dial: {0}")]
+    Dial(#[source] Box<libp2p::swarm::DialError>),
     /// Socket or file I/O.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
     /// The node stopped before answering.
     #[error("the node is not running")]
     Stopped,
-    /// A DHT query failed.
-    #[error("query: {0}")]
-    Query(String),
+    /// The local DHT store refused a record or provider entry.
+    #[error("DHT store: {0}")]
+    Store(#[from] libp2p::kad::store::Error),
+    /// A DHT lookup failed.
+    #[error("lookup {key}: {source}")]
+    Lookup {
+        /// The key.
+        key: String,
+        /// Why.
+        #[source]
+        source: Box<libp2p::kad::GetRecordError>,
+    },
+    /// A DHT lookup ended without a valid record.
+    #[error("lookup {key}: no valid record found")]
+    NotFound {
+        /// The key.
+        key: String,
+    },
+    /// Nothing answers on a control socket.
+    #[error("no node answers at {path}: {source}")]
+    Socket {
+        /// The socket.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A control-socket answer is not JSON.
+    #[error("the node's answer: {0}")]
+    Answer(#[from] serde_json::Error),
+    /// The node behind a control socket refused the request, with its message.
+    #[error("the node refused: {message}")]
+    Refused {
+        /// What the node said.
+        message: String,
+    },
     /// A request on the round protocol got no answer (unreachable peer, timeout, refused).
-    #[error("request to {peer}: {why}")]
+    #[error("request to {peer}: {source}")]
     Request {
         /// The peer asked.
         peer: String,
         /// What went wrong.
-        why: String,
+        #[source]
+        source: Box<libp2p::request_response::OutboundFailure>,
     },
 }

@@ -20,7 +20,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use vain_schema::Limits;
 use vain_schema::node::{Announcement, Heartbeat, Resources, roles};
@@ -321,14 +321,6 @@ impl Handle {
     }
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.max(0.001))
 }
@@ -448,8 +440,11 @@ impl Settle {
 
 fn build_swarm(cfg: &Config, kp: libp2p::identity::Keypair, transport: Transport) -> Result<Swarm<Behaviour>, Error> {
     let peer_id = kp.public().to_peer_id();
-    let protocol =
-        StreamProtocol::try_from_owned(cfg.dht.protocol.clone()).map_err(|e| Error::Config(e.to_string()))?;
+    let protocol = StreamProtocol::try_from_owned(cfg.dht.protocol.clone()).map_err(|_| Error::Setting {
+        field: "dht.protocol",
+        value: cfg.dht.protocol.clone(),
+        expected: "a protocol name starting with '/'",
+    })?;
     let mdns_on = cfg.mdns.enabled && transport == Transport::Tcp;
     let make = |key: &libp2p::identity::Keypair| -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
         let mut kc = kad::Config::new(protocol.clone());
@@ -505,9 +500,9 @@ fn build_swarm(cfg: &Config, kp: libp2p::identity::Keypair, transport: Transport
     let swarm = match transport {
         Transport::Tcp => builder
             .with_tcp(libp2p::tcp::Config::default(), noise::Config::new, yamux::Config::default)
-            .map_err(|e| Error::Transport(e.to_string()))?
+            .map_err(|e| Error::Build(e.into()))?
             .with_behaviour(make)
-            .map_err(|e| Error::Transport(e.to_string()))?
+            .map_err(|e| Error::Build(e.into()))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build(),
         Transport::Memory => builder
@@ -517,9 +512,9 @@ fn build_swarm(cfg: &Config, kp: libp2p::identity::Keypair, transport: Transport
                     .authenticate(noise::Config::new(key)?)
                     .multiplex(yamux::Config::default()))
             })
-            .map_err(|e| Error::Transport(e.to_string()))?
+            .map_err(|e| Error::Build(e.into()))?
             .with_behaviour(make)
-            .map_err(|e| Error::Transport(e.to_string()))?
+            .map_err(|e| Error::Build(e.into()))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build(),
     };
@@ -555,8 +550,8 @@ async fn spawn_inner(
     let peer_id = kp.public().to_peer_id();
     let mut swarm = build_swarm(&cfg, kp, transport)?;
     for l in &cfg.listen {
-        let addr: Multiaddr = l.parse().map_err(|e| Error::Config(format!("{l}: {e}")))?;
-        swarm.listen_on(addr).map_err(|e| Error::Transport(e.to_string()))?;
+        let addr: Multiaddr = l.parse().map_err(|e| Error::Address { addr: l.clone(), source: Box::new(e) })?;
+        swarm.listen_on(addr).map_err(|e| Error::Listen { addr: l.clone(), source: Box::new(e) })?;
     }
     let beacon = if cfg.beacon.enabled && transport == Transport::Tcp { Some(bind_beacon(&cfg)?) } else { None };
     let signer = SigningKey::from_bytes(&identity.seed);
@@ -613,7 +608,11 @@ fn bind_beacon(cfg: &Config) -> Result<(tokio::net::UdpSocket, SocketAddr, beaco
     s.set_broadcast(true)?;
     s.set_nonblocking(true)?;
     s.bind(&SocketAddr::from(([0, 0, 0, 0], cfg.beacon.port)).into())?;
-    let ip: std::net::Ipv4Addr = cfg.beacon.broadcast.parse().map_err(|_| Error::Config("beacon.broadcast".into()))?;
+    let ip: std::net::Ipv4Addr = cfg.beacon.broadcast.parse().map_err(|_| Error::Setting {
+        field: "beacon.broadcast",
+        value: cfg.beacon.broadcast.clone(),
+        expected: "an IPv4 address",
+    })?;
     let sock = tokio::net::UdpSocket::from_std(s.into())?;
     Ok((sock, SocketAddr::from((ip, cfg.beacon.port)), beacon::RateLimit::new(cfg.beacon.per_source_rate, 4096)))
 }
@@ -642,7 +641,7 @@ impl Node {
                 ..Resources::default()
             },
             x25519_key: self.identity.x25519,
-            timestamp_ms: unix_ms(),
+            timestamp_ms: vain_schema::clock::unix_ms(),
             ingest: self.cfg.ingest.clone(),
             region: self.cfg.region.clone(),
         };
@@ -652,7 +651,14 @@ impl Node {
         self.own_version += 1;
         // Our own record passes the same check as anyone's: put_record skips the filter.
         let key = Key::Node(self.identity.node_id).record_key();
-        if records::check(key.as_ref(), &self.own, unix_ms(), self.cfg.dht.max_record_bytes, self.max_age_ms()).is_ok()
+        if records::check(
+            key.as_ref(),
+            &self.own,
+            vain_schema::clock::unix_ms(),
+            self.cfg.dht.max_record_bytes,
+            self.max_age_ms(),
+        )
+        .is_ok()
         {
             let _ =
                 self.swarm.behaviour_mut().kad.put_record(kad::Record::new(key, self.own.clone()), kad::Quorum::One);
@@ -771,7 +777,7 @@ impl Node {
             node_id: self.identity.node_id,
             signing_key: self.signer.verifying_key().to_bytes(),
             sequence: self.hb_seq,
-            timestamp_ms: unix_ms(),
+            timestamp_ms: vain_schema::clock::unix_ms(),
             round: 0,
         };
         let signer = &self.signer;
@@ -875,7 +881,7 @@ impl Node {
         if connected.is_empty() {
             return;
         }
-        let pick = connected[(unix_ms() as usize) % connected.len()];
+        let pick = connected[(vain_schema::clock::unix_ms() as usize) % connected.len()];
         self.swarm.behaviour_mut().pex.send_request(&pick, Vec::new());
     }
 
@@ -900,7 +906,7 @@ impl Node {
             self.junk(from, 10, "pex malformed");
             return;
         };
-        let now = unix_ms();
+        let now = vain_schema::clock::unix_ms();
         let max_age = self.max_age_ms();
         let items: Vec<Vec<u8>> = items.into_iter().map(<[u8]>::to_vec).collect();
         for item in items {
@@ -934,7 +940,7 @@ impl Node {
             self.count("relay malformed");
             return;
         };
-        let a = match records::check_announcement(body, unix_ms(), self.max_age_ms()) {
+        let a = match records::check_announcement(body, vain_schema::clock::unix_ms(), self.max_age_ms()) {
             Ok(a) => a,
             Err(e) => {
                 let reason = format!("relay {}", e.reason());
@@ -982,7 +988,7 @@ impl Node {
             self.count("beacon rate");
             return;
         }
-        match beacon::decode(datagram, unix_ms(), self.max_age_ms()) {
+        match beacon::decode(datagram, vain_schema::clock::unix_ms(), self.max_age_ms()) {
             Ok((a, body)) => {
                 let body = body.to_vec();
                 self.learn_announcement(&a, &body);
@@ -1000,7 +1006,7 @@ impl Node {
         let records = self.swarm.behaviour_mut().kad.store_mut().records().count();
         Status {
             peer_id: self.peer_id.to_string(),
-            node_id: hex(&self.identity.node_id),
+            node_id: hex::encode(self.identity.node_id),
             listen: self.listen.iter().map(|a| a.clone().with(Protocol::P2p(self.peer_id)).to_string()).collect(),
             known: self.peers.len(),
             live: self.peers.values().filter(|p| p.state == State::Live).count(),
@@ -1066,7 +1072,7 @@ impl Node {
             .iter()
             .map(|(pid, p)| PeerRow {
                 peer_id: pid.to_string(),
-                node_id: p.node_id.map(|n| hex(&n)),
+                node_id: p.node_id.map(hex::encode),
                 state: p.state,
                 connected: p.connected,
                 roles: p.roles,
@@ -1097,7 +1103,7 @@ impl Node {
             }
             Command::Provide(key, tx) => {
                 let r = self.swarm.behaviour_mut().kad.start_providing(key.record_key());
-                let _ = tx.send(r.map(|_| ()).map_err(|e| Error::Query(e.to_string())));
+                let _ = tx.send(r.map(|_| ()).map_err(Error::from));
             }
             Command::Request(peer, message, tx) => {
                 let id = self.swarm.behaviour_mut().round.send_request(&peer, message);
@@ -1121,7 +1127,7 @@ impl Node {
                 let _ = tx.send(newly);
             }
             Command::Directory(tx) => {
-                let now = unix_ms();
+                let now = vain_schema::clock::unix_ms();
                 let max_age = self.max_age_ms();
                 let entries = self
                     .peers
@@ -1150,10 +1156,10 @@ impl Node {
                     .behaviour_mut()
                     .kad
                     .put_record(kad::Record::new(kad::RecordKey::new(&key), value), kad::Quorum::One);
-                let _ = tx.send(r.map(|_| ()).map_err(|e| Error::Query(e.to_string())));
+                let _ = tx.send(r.map(|_| ()).map_err(Error::from));
             }
             Command::Dial(addr, tx) => {
-                let _ = tx.send(self.swarm.dial(addr).map_err(|e| Error::Transport(e.to_string())));
+                let _ = tx.send(self.swarm.dial(addr).map_err(|e| Error::Dial(Box::new(e))));
             }
         }
     }
@@ -1162,7 +1168,7 @@ impl Node {
         match ev {
             kad::Event::InboundRequest { request } => match request {
                 kad::InboundRequest::PutRecord { source, record: Some(r), .. } => {
-                    let now = unix_ms();
+                    let now = vain_schema::clock::unix_ms();
                     match records::check(
                         r.key.as_ref(),
                         &r.value,
@@ -1245,14 +1251,19 @@ impl Node {
         match result {
             kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(pr))) => {
                 // Values from other peers are unverified until checked here.
-                match records::check(pr.record.key.as_ref(), &pr.record.value, unix_ms(), usize::MAX, self.max_age_ms())
-                {
+                match records::check(
+                    pr.record.key.as_ref(),
+                    &pr.record.value,
+                    vain_schema::clock::unix_ms(),
+                    usize::MAX,
+                    self.max_age_ms(),
+                ) {
                     Ok(a) => {
                         if let Some((_, tx, _)) = self.gets.remove(&id) {
                             let _ = tx.send((
                                 Ok(Found::Node(NodeRecord {
-                                    node_id: hex(&a.node_id),
-                                    signing_key: hex(&a.signing_key),
+                                    node_id: hex::encode(a.node_id),
+                                    signing_key: hex::encode(a.signing_key),
                                     addresses: a.addresses.clone(),
                                     roles: a.roles,
                                     timestamp_ms: a.timestamp_ms,
@@ -1277,14 +1288,14 @@ impl Node {
             }
             kad::QueryResult::GetRecord(Err(e)) => {
                 if let Some((_, tx, _)) = self.gets.remove(&id) {
-                    let _ = tx.send((Err(Error::Query(format!("{key}: {e}"))), cost));
+                    let _ = tx.send((Err(Error::Lookup { key: key.to_string(), source: Box::new(e) }), cost));
                 }
             }
             _ => {}
         }
         if last && let Some((key, tx, acc)) = self.gets.remove(&id) {
             let r = match key {
-                Key::Node(_) => Err(Error::Query(format!("{key}: no valid record found"))),
+                Key::Node(_) => Err(Error::NotFound { key: key.to_string() }),
                 _ => {
                     let mut v: Vec<String> = acc.iter().map(|p| p.to_string()).collect();
                     v.sort();
@@ -1428,11 +1439,10 @@ impl Node {
                         self.count("round unserved");
                         return;
                     };
-                    let announcement = self
-                        .peers
-                        .get(&peer)
-                        .and_then(|p| p.announcement.as_ref())
-                        .and_then(|b| Announcement::open(b, &Limits::default(), unix_ms()).ok());
+                    let announcement =
+                        self.peers.get(&peer).and_then(|p| p.announcement.as_ref()).and_then(|b| {
+                            Announcement::open(b, &Limits::default(), vain_schema::clock::unix_ms()).ok()
+                        });
                     let (tx, rx) = oneshot::channel();
                     if inbound.try_send(Inbound { peer, announcement, request, reply: tx }).is_err() {
                         // Dropping the channel tells the requester no answer is coming.
@@ -1454,7 +1464,7 @@ impl Node {
             },
             request_response::Event::OutboundFailure { request_id, error, .. } => {
                 if let Some((peer, tx)) = self.requests.remove(&request_id) {
-                    let _ = tx.send(Err(Error::Request { peer: peer.to_string(), why: error.to_string() }));
+                    let _ = tx.send(Err(Error::Request { peer: peer.to_string(), source: Box::new(error) }));
                 }
             }
             _ => {}

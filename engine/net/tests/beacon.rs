@@ -32,10 +32,6 @@ fn signed(seed: [u8; 32], addresses: Vec<String>, timestamp_ms: u64) -> Vec<u8> 
     Announcement::wrap(&body, &sig)
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bogus_beacons_are_counted_and_a_valid_one_still_finds_its_peer() {
     let port = std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("port").port();
@@ -60,21 +56,21 @@ async fn bogus_beacons_are_counted_and_a_valid_one_still_finds_its_peer() {
     // one from the future; one that announces someone else's PeerId.
     let flood = std::net::UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2");
     let to = ("127.0.0.1", port);
-    let mut wrong_sig = signed(seed(3), vec![], now_ms());
+    let mut wrong_sig = signed(seed(3), vec![], vain_schema::clock::unix_ms());
     let n = wrong_sig.len();
     wrong_sig[n - 5] ^= 1;
     let kinds: Vec<Vec<u8>> = vec![
         b"hello".to_vec(),
         [b"vAInBCN\x01".as_slice(), &[9u8; 200]].concat(),
         [b"vAInBCN\x01".as_slice(), &wrong_sig].concat(),
-        [b"vAInBCN\x01".as_slice(), &signed(seed(4), vec![], now_ms() + 3_600_000)].concat(),
+        [b"vAInBCN\x01".as_slice(), &signed(seed(4), vec![], vain_schema::clock::unix_ms() + 3_600_000)].concat(),
     ];
     for i in 0..4000 {
         let _ = flood.send_to(&kinds[i % kinds.len()], to);
     }
     // The honest beacon, from 127.0.0.3.
     let honest = std::net::UdpSocket::bind("127.0.0.3:0").expect("bind 127.0.0.3");
-    let beacon = [b"vAInBCN\x01".as_slice(), &signed(seed(2), b_addrs, now_ms())].concat();
+    let beacon = [b"vAInBCN\x01".as_slice(), &signed(seed(2), b_addrs, vain_schema::clock::unix_ms())].concat();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let _ = honest.send_to(&beacon, to);

@@ -295,14 +295,6 @@ struct Inner {
 
 type Shared = State<Arc<Inner>>;
 
-fn role_names(bits: u8) -> Vec<&'static str> {
-    [(roles::CLIENT, "client"), (roles::AGGREGATOR, "aggregator"), (roles::VALIDATOR, "validator")]
-        .into_iter()
-        .filter(|(b, _)| bits & b != 0)
-        .map(|(_, n)| n)
-        .collect()
-}
-
 fn ledger_status(p: &Planes) -> Result<vain_trust::Status, Error> {
     p.sources.ledger.lock().map(|l| l.status()).map_err(|_| Error::Unavailable("the ledger"))
 }
@@ -316,7 +308,7 @@ async fn status(State(s): Shared) -> Result<axum::Json<Value>, Error> {
         "node_id": net.node_id,
         "peer_id": net.peer_id,
         "version": env!("CARGO_PKG_VERSION"),
-        "roles": role_names(p.roles),
+        "roles": roles::names(p.roles),
         "model": p.arch.id(),
         "uptime_s": s.started.elapsed().as_secs_f64(),
         "listen": net.listen,
@@ -349,7 +341,7 @@ async fn peers(State(s): Shared) -> Result<axum::Json<Value>, Error> {
         .map(|r| {
             let l = r.node_id.as_ref().and_then(|id| ledger.nodes.iter().find(|n| &n.key == id));
             let mut v = serde_json::to_value(&r).unwrap_or(Value::Null);
-            v["role_names"] = json!(role_names(r.roles));
+            v["role_names"] = json!(roles::names(r.roles));
             v["tier"] = json!(l.map(|n| n.tier));
             v["standing"] = json!(l.map(|n| n.standing));
             v
@@ -558,10 +550,6 @@ fn submitted(outcome: Option<Submit>, id: &str) -> Result<&'static str, Error> {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 async fn propose(State(s): Shared, headers: HeaderMap, body: Bytes) -> Result<Response, Error> {
     s.p.token.check(&headers)?;
     let b: NewProposal = serde_json::from_slice(&body).map_err(Error::BadJson)?;
@@ -596,7 +584,7 @@ async fn propose(State(s): Shared, headers: HeaderMap, body: Bytes) -> Result<Re
         kind,
         opens: vain_trust::epoch_time(next),
         closes: vain_trust::epoch_time(next + epochs),
-        nonce: now_ms(),
+        nonce: vain_schema::clock::unix_ms(),
     };
     let signed = Signed::sign(&s.p.key, proposal);
     let id = hex::encode(signed.digest());

@@ -173,7 +173,7 @@ pub struct HsmArgs {
 /// The clock, in Unix ms. `VAIN_NOW_MS` overrides it so expiry paths can be exercised end to end
 /// (tests, and operators rehearsing a rotation schedule).
 pub(crate) fn now_ms() -> u64 {
-    std::env::var("VAIN_NOW_MS").ok().and_then(|v| v.parse().ok()).unwrap_or_else(vain_identity::now_ms)
+    std::env::var("VAIN_NOW_MS").ok().and_then(|v| v.parse().ok()).unwrap_or_else(vain_schema::clock::unix_ms)
 }
 
 fn default_dir() -> PathBuf {
@@ -402,12 +402,7 @@ pub fn run(cmd: Command) -> Result<()> {
             let id = open(&common, Some(&hsm_args))?;
             let mut bits = 0u8;
             for r in &role_names {
-                bits |= match r.trim() {
-                    "client" => roles::CLIENT,
-                    "aggregator" => roles::AGGREGATOR,
-                    "validator" => roles::VALIDATOR,
-                    other => bail!("unknown role {other:?} (client, aggregator, validator)"),
-                };
+                bits |= roles::parse(r).with_context(|| format!("unknown role {r:?} ({})", roles::KNOWN))?;
             }
             let bytes = id.announcement(addresses, bits, Resources::default(), now_ms())?;
             std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;

@@ -74,7 +74,7 @@ pub(crate) fn identity(data_dir: &Path) -> Result<node::Identity> {
     let id = if dir.join(vain_identity::store::META_FILE).exists() {
         Identity::open(&dir, pass, None).with_context(|| format!("opening the identity in {}", dir.display()))?
     } else {
-        Identity::create(&dir, NewKey::Random, pass, Default::default(), vain_identity::now_ms())
+        Identity::create(&dir, NewKey::Random, pass, Default::default(), vain_schema::clock::unix_ms())
             .with_context(|| format!("creating an identity in {}", dir.display()))?
     };
     let seed = keyfile::read(&dir.join(KEY_FILE), keyfile::Kind::Ed25519, pass)

@@ -14,7 +14,7 @@
 
 use crate::msg::{self, Ack, Close, Contribution, Message, Open, Outcome, Receipt, Status};
 use crate::store::Store;
-use crate::{Error, merkle, short, unix_ms};
+use crate::{Error, merkle, short};
 use ed25519_dalek::SigningKey;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +40,7 @@ use vain_learn::{DType, Device};
 use vain_net::PeerId;
 use vain_net::node::{Entry, Handle, Inbound};
 use vain_net::records::Key;
+use vain_schema::clock::unix_ms;
 use vain_schema::node::roles;
 use vain_schema::{Digest, Limits};
 
@@ -316,10 +317,6 @@ fn read_log(path: &Path) -> Vec<Vec<u8>> {
     out
 }
 
-fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn unhex32(s: &str) -> Option<Digest> {
     let mut out = [0u8; 32];
     if s.len() != 64 {
@@ -344,7 +341,7 @@ impl Coordinator {
         dir: PathBuf,
     ) -> Result<Coordinator, Error> {
         if cfg.noise_multiplier.is_some() && cfg.clip.is_none() {
-            return Err(Error::Config("noise needs a clip bound".into()));
+            return Err(Error::NoiseWithoutClip);
         }
         let store = Store::open(&dir.join("checkpoints"))?;
         let mut round = 0;
@@ -501,7 +498,7 @@ impl Coordinator {
         let evaluator = std::thread::Builder::new()
             .name("vain-eval".into())
             .spawn(move || evaluate_rows(arch, seed, test_size, eval_rx, log_path, on))
-            .map_err(|e| Error::Config(format!("evaluator thread: {e}")))?;
+            .map_err(|source| Error::Thread { name: "evaluator", source })?;
         // Rounds closed before a crash whose evaluation never reached the log: from the
         // journaled closes and the stored checkpoints.
         for r in self.unlogged_rows() {
@@ -509,7 +506,7 @@ impl Coordinator {
         }
         let result = self.rounds(stop, &eval_tx);
         drop(eval_tx);
-        let evaluated = evaluator.join().map_err(|_| Error::Config("the evaluator panicked".into()))?;
+        let evaluated = evaluator.join().map_err(|_| Error::Panicked("evaluator"))?;
         result.and(evaluated)
     }
 
@@ -763,13 +760,13 @@ impl Coordinator {
             suspects: c.suspects.iter().map(|(k, _)| short(k)).collect(),
             accuracy: f64::NAN,
             loss: f64::NAN,
-            checkpoint: hex(&c.checkpoint),
+            checkpoint: hex::encode(c.checkpoint),
             epsilon: c.epsilon.is_finite().then_some(c.epsilon),
             overhead_ms: None,
             round_ms: 0.0,
             clients: self.client_rows(&status, &z, later),
             aggregator: short(&close.signer),
-            updates: c.accepted.iter().map(|a| format!("{}:{}", short(&a.sender), hex(&a.digest))).collect(),
+            updates: c.accepted.iter().map(|a| format!("{}:{}", short(&a.sender), hex::encode(a.digest))).collect(),
             recovered: 0,
             closed_ms: unix_ms(),
         }
@@ -842,11 +839,7 @@ impl Coordinator {
         let ids: Vec<NodeId> = participants.iter().copied().collect();
         let factors = self.judge.factors(&ids);
         let noise = match self.cfg.noise_multiplier {
-            Some(multiplier) => Some(Noise {
-                multiplier,
-                secret: philox::Secret::generate()
-                    .map_err(|_| Error::Config("the OS random generator failed".into()))?,
-            }),
+            Some(multiplier) => Some(Noise { multiplier, secret: philox::Secret::generate().map_err(Error::Random)? }),
             None => None,
         };
         let cfg = IngestConfig {
@@ -966,7 +959,7 @@ impl Coordinator {
                 |u| {
                     let r = u
                         .frame()
-                        .map_err(|e| Error::Config(e.to_string()))
+                        .map_err(Error::Frame)
                         .and_then(|f| Coordinator::journal(&journal_path, &f));
                     if let Err(e) = r {
                         journal_error.borrow_mut().get_or_insert(e);
@@ -1136,14 +1129,14 @@ impl Coordinator {
             suspects: suspects.iter().map(|(k, _)| short(k)).collect(),
             accuracy: f64::NAN,
             loss: f64::NAN,
-            checkpoint: hex(&checkpoint),
+            checkpoint: hex::encode(checkpoint),
             epsilon,
             overhead_ms,
             round_ms: collected.duration_since(t_open).as_secs_f64() * 1000.0,
             clients: rows,
             aggregator: short(&self.key.verifying_key().to_bytes()),
             closed_ms: unix_ms(),
-            updates: accepted.iter().map(|(k, _, c)| format!("{}:{}", short(k), hex(&c.digest))).collect(),
+            updates: accepted.iter().map(|(k, _, c)| format!("{}:{}", short(k), hex::encode(c.digest))).collect(),
             recovered,
         };
         Ok(Some((row, self.global.clone())))
@@ -1164,8 +1157,8 @@ impl Coordinator {
         let path = self.dir.join("state.json");
         let tmp = self.dir.join(".state.json.tmp");
         let io = |e| Error::Io { path: path.clone(), source: e };
-        let s = State { round: self.round, checkpoint: hex(checkpoint) };
-        let text = serde_json::to_string(&s).map_err(|e| Error::Config(e.to_string()))?;
+        let s = State { round: self.round, checkpoint: hex::encode(checkpoint) };
+        let text = serde_json::to_string(&s)?;
         let mut f = std::fs::File::create(&tmp).map_err(io)?;
         f.write_all(text.as_bytes()).map_err(io)?;
         f.sync_all().map_err(io)?;
@@ -1223,7 +1216,7 @@ fn evaluate_rows(
         let (acc, loss) = train::evaluate(&model, &split.data, &split.test, &same_label, &same_pixels)?;
         row.accuracy = acc;
         row.loss = loss;
-        let line = serde_json::to_string(&row).map_err(|e| Error::Config(e.to_string()))?;
+        let line = serde_json::to_string(&row)?;
         writeln!(f, "{line}").map_err(io)?;
         f.flush().map_err(io)?;
         on(&row);

@@ -37,8 +37,8 @@ pub enum Error {
     #[error("the peer does not hold the checkpoint")]
     CheckpointMissing,
     /// No holder of the checkpoint gave intact bytes.
-    #[error("no holder of checkpoint {0} answered with intact bytes")]
-    CheckpointUnavailable(String),
+    #[error("no holder of checkpoint {} answered with intact bytes", hex::encode(&.0[..4]))]
+    CheckpointUnavailable(vain_schema::Digest),
     /// The control plane failed.
     #[error("control plane: {0}")]
     Net(#[from] vain_net::Error),
@@ -57,9 +57,43 @@ pub enum Error {
     /// Sending the update failed.
     #[error("sending the update: {0}")]
     Send(#[from] vain_transport::client::Error),
-    /// The round's settings are invalid.
-    #[error("config: {0}")]
-    Config(String),
+    /// DP noise was asked for without a clip bound (the noise is scaled to the clip).
+    #[error("config: noise needs a clip bound")]
+    NoiseWithoutClip,
+    /// A thread could not be started.
+    #[error("starting the {name} thread: {source}")]
+    Thread {
+        /// The thread.
+        name: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A thread panicked.
+    #[error("the {0} thread panicked")]
+    Panicked(&'static str),
+    /// The OS random generator failed.
+    #[error("the OS random generator: {0}")]
+    Random(#[source] getrandom::Error),
+    /// An update's frame could not be written for the journal.
+    #[error("framing an update: {0}")]
+    Frame(#[source] vain_schema::Error),
+    /// A state or row file could not be encoded.
+    #[error("encoding JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A checkpoint does not have the model's size.
+    #[error("checkpoint has {got} values, {model} has {expected}")]
+    CheckpointSize {
+        /// Values in the checkpoint.
+        got: usize,
+        /// The model.
+        model: &'static str,
+        /// Values of the model.
+        expected: usize,
+    },
+    /// An open names a codec this client does not know.
+    #[error("unknown codec {0:?}")]
+    UnknownCodec(String),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -70,12 +104,7 @@ pub enum Error {
     },
 }
 
-/// Wall-clock now in Unix milliseconds.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 /// First bytes of a key, in hex, for logs.
 pub fn short(key: &[u8]) -> String {
-    key.iter().take(4).map(|b| format!("{b:02x}")).collect()
+    hex::encode(&key[..key.len().min(4)])
 }

@@ -41,7 +41,7 @@ pub struct Open {
 }
 
 impl Body for Open {
-    const TAG: &'static [u8] = b"vain/round-open/v1";
+    const TAG: vain_schema::sign::Tag = vain_schema::sign::Tag::new("vain/round-open/v1");
     fn encode(&self, out: &mut Vec<u8>) {
         put_str(out, &self.model_id);
         out.extend_from_slice(&self.layout);
@@ -144,7 +144,7 @@ impl Close {
 }
 
 impl Body for Close {
-    const TAG: &'static [u8] = b"vain/round-close/v1";
+    const TAG: vain_schema::sign::Tag = vain_schema::sign::Tag::new("vain/round-close/v1");
     fn encode(&self, out: &mut Vec<u8>) {
         put_str(out, &self.model_id);
         out.extend_from_slice(&self.round.to_le_bytes());
@@ -277,7 +277,7 @@ pub struct Receipt {
 }
 
 impl Body for Receipt {
-    const TAG: &'static [u8] = b"vain/round-receipt/v1";
+    const TAG: vain_schema::sign::Tag = vain_schema::sign::Tag::new("vain/round-receipt/v1");
     fn encode(&self, out: &mut Vec<u8>) {
         put_str(out, &self.model_id);
         out.extend_from_slice(&self.round.to_le_bytes());

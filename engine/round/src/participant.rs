@@ -7,7 +7,7 @@
 
 use crate::msg::{self, Ack, Close, Message, Open, Receipt};
 use crate::store::Store;
-use crate::{Error, merkle, short, unix_ms};
+use crate::{Error, merkle, short};
 use ed25519_dalek::{Signer, SigningKey};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,6 +29,7 @@ use vain_net::node::{Handle, Inbound};
 use vain_net::records::Key;
 use vain_net::{PeerId, node::Found};
 use vain_schema::Digest;
+use vain_schema::clock::unix_ms;
 use vain_schema::node::{Announcement, roles};
 use vain_transport::client::{Client, Config as ClientConfig};
 
@@ -254,7 +255,7 @@ impl Participant {
             round: r.round,
             aggregator: short(&s.signer),
             status: "acknowledged".into(),
-            digest: hex(&r.digest),
+            digest: hex::encode(r.digest),
             examples: 0,
             frame_bytes: 0,
             at_ms: unix_ms(),
@@ -296,7 +297,7 @@ impl Participant {
                 round: close.round,
                 aggregator: short(&s.signer),
                 status,
-                digest: hex(&digest),
+                digest: hex::encode(digest),
                 examples: 0,
                 frame_bytes: 0,
                 at_ms: unix_ms(),
@@ -367,7 +368,7 @@ async fn fetch(shared: &Shared, store: &Store, from: PeerId, digest: &Digest) ->
             return Ok(flat);
         }
     }
-    Err(Error::CheckpointUnavailable(short(digest)))
+    Err(Error::CheckpointUnavailable(*digest))
 }
 
 async fn worker(shared: Arc<Shared>, store: Store, trainer: Trainer, mut jobs: mpsc::Receiver<Job>, seed: [u8; 32]) {
@@ -429,7 +430,7 @@ async fn run_job(
     };
     row.frame_bytes = frame.len();
     let digest = header_digest(&frame);
-    row.digest = digest.map(|d| hex(&d)).unwrap_or_default();
+    row.digest = digest.map(hex::encode).unwrap_or_default();
     if shared.receipts.lock().is_ok_and(|m| m.contains_key(&(agg_key, job.open.round))) {
         row.status = "acknowledged before".into();
         return (trainer, row);
@@ -486,7 +487,7 @@ async fn run_job(
 }
 
 fn frame_path(dir: &std::path::Path, (round, base): (u64, Digest)) -> PathBuf {
-    dir.join(format!("{round:020}-{}.frame", hex(&base)))
+    dir.join(format!("{round:020}-{}.frame", hex::encode(base)))
 }
 
 /// The update saved for (round, base), if any and whole.
@@ -574,10 +575,6 @@ async fn build(
     }
 }
 
-fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// BLAKE3 of a frame's header (what the aggregator lists as the update's digest).
 fn header_digest(frame: &[u8]) -> Option<Digest> {
     let (header, _) = vain_schema::frame::split(frame, &vain_schema::Limits::default()).ok()?;
@@ -589,7 +586,7 @@ impl Trainer {
     fn build(&mut self, open: &Open, base: &[f32]) -> Result<(Vec<u8>, usize), Error> {
         let arch = self.cfg.arch;
         if base.len() != arch.dim() {
-            return Err(Error::Config(format!("checkpoint has {} values, {arch} has {}", base.len(), arch.dim())));
+            return Err(Error::CheckpointSize { got: base.len(), model: arch.id(), expected: arch.dim() });
         }
         let model = match self.model.take() {
             Some(m) => m,
@@ -623,7 +620,7 @@ impl Trainer {
             };
             client::poison(a, &mut u, &know, &mut self.rng)?;
         }
-        let codec: Codec = open.codec.parse().map_err(|_| Error::Config(format!("unknown codec {:?}", open.codec)))?;
+        let codec: Codec = open.codec.parse().map_err(|_| Error::UnknownCodec(open.codec.clone()))?;
         let zstd = (open.zstd > 0).then_some(i32::from(open.zstd));
         let encoder = self.encoders.entry(format!("{codec}/{zstd:?}")).or_insert_with(|| Encoder::new(codec, zstd));
         let layout = self.cfg.arch.layout();
@@ -642,7 +639,7 @@ impl Trainer {
             timestamp_ms: unix_ms(),
         };
         let mut nonce = [0u8; 16];
-        getrandom::fill(&mut nonce).map_err(|_| Error::Config("the OS random generator failed".into()))?;
+        getrandom::fill(&mut nonce).map_err(Error::Random)?;
         let key = &self.key;
         let built = encoder.build_with(
             key.verifying_key().to_bytes(),

@@ -21,10 +21,6 @@ pub fn bytes_of(flat: &[f32]) -> Vec<u8> {
     flat.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-fn hex(d: &Digest) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl Store {
     /// Opens (creating) `dir`.
     pub fn open(dir: &Path) -> Result<Store, Error> {
@@ -33,7 +29,7 @@ impl Store {
     }
 
     fn path(&self, d: &Digest) -> PathBuf {
-        self.dir.join(format!("{}.f32", hex(d)))
+        self.dir.join(format!("{}.f32", hex::encode(d)))
     }
 
     /// Stores `flat`; returns its digest.
@@ -45,7 +41,7 @@ impl Store {
             return Ok(d);
         }
         let io = |e| Error::Io { path: path.clone(), source: e };
-        let tmp = self.dir.join(format!(".{}.tmp", hex(&d)));
+        let tmp = self.dir.join(format!(".{}.tmp", hex::encode(d)));
         let mut f = std::fs::File::create(&tmp).map_err(io)?;
         f.write_all(&bytes).map_err(io)?;
         f.sync_all().map_err(io)?;

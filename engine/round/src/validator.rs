@@ -7,7 +7,7 @@
 
 use crate::msg::{self, Ack, Close, Message, Outcome};
 use crate::store::Store;
-use crate::{Error, merkle, short, unix_ms};
+use crate::{Error, merkle, short};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -25,6 +25,7 @@ use vain_net::PeerId;
 use vain_net::node::{Found, Handle, Inbound};
 use vain_net::records::Key;
 use vain_schema::Digest;
+use vain_schema::clock::unix_ms;
 use vain_schema::node::roles;
 
 /// What the validator found about one close.

@@ -60,7 +60,7 @@ fn open(round: u64, base: [u8; 32], participants: Vec<[u8; 32]>) -> Open {
         layout: Arch::MnistMlp.layout_digest(),
         round,
         base,
-        deadline_ms: vain_round::unix_ms() + 60_000,
+        deadline_ms: vain_schema::clock::unix_ms() + 60_000,
         rule: "fedavg".into(),
         codec: "f32".into(),
         zstd: 0,

@@ -273,8 +273,8 @@ fn outcome_name(o: Outcome) -> &'static str {
 
 fn action(k: &Kind) -> Value {
     match k {
-        Kind::Ban { node } => json!({"kind": "ban", "node": hex(node)}),
-        Kind::Unban { node } => json!({"kind": "unban", "node": hex(node)}),
+        Kind::Ban { node } => json!({"kind": "ban", "node": hex::encode(node)}),
+        Kind::Unban { node } => json!({"kind": "unban", "node": hex::encode(node)}),
         Kind::SetParameter { name, value } => json!({"kind": "set_parameter", "name": name, "value": value}),
         Kind::Upgrade { version } => json!({"kind": "upgrade", "version": version}),
     }
@@ -287,10 +287,6 @@ fn tally_map(t: &Tally) -> BTreeMap<&'static str, f64> {
 /// The epoch whose ledger time is `t` (inverse of [`epoch_time`]).
 pub fn epoch_of(t: Time) -> u64 {
     (t / HOUR).saturating_sub(1)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Ledger time of an epoch's evidence.
@@ -484,10 +480,8 @@ impl Live {
                 self.apply_entry(e);
             }
             self.expire_pool();
-            tracing::debug!(epoch = self.next_epoch, digest = %hex(&self.ledger.digest()[..8]), "ledger epoch applied");
-            let now_ms =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-            self.applied_at.push_back((self.next_epoch, now_ms));
+            tracing::debug!(epoch = self.next_epoch, digest = %hex::encode(&self.ledger.digest()[..8]), "ledger epoch applied");
+            self.applied_at.push_back((self.next_epoch, vain_schema::clock::unix_ms()));
             if self.applied_at.len() > 64 {
                 self.applied_at.pop_front();
             }
@@ -595,9 +589,9 @@ impl Live {
     fn proposal_rows(&self) -> Vec<ProposalRow> {
         let now = self.now();
         let row = |p: &Signed<Proposal>, state, votes, tally: &Tally, leaning| ProposalRow {
-            id: hex(&p.digest()),
+            id: hex::encode(p.digest()),
             action: action(&p.body.kind),
-            proposer: hex(&p.signer),
+            proposer: hex::encode(p.signer),
             opens_epoch: epoch_of(p.body.opens),
             closes_epoch: epoch_of(p.body.closes),
             state,
@@ -635,8 +629,8 @@ impl Live {
             .ledger
             .nodes()
             .map(|(id, r)| NodeRow {
-                id: hex(&id[..4]),
-                key: hex(id),
+                id: hex::encode(&id[..4]),
+                key: hex::encode(id),
                 stake: r.stake,
                 suspensions: r.suspensions,
                 tier: self.ledger.tier(id, now),
@@ -651,7 +645,7 @@ impl Live {
             })
             .collect();
         Status {
-            digest: hex(&self.ledger.digest()),
+            digest: hex::encode(self.ledger.digest()),
             next_epoch: self.next_epoch,
             applied: self.applied,
             pending: self.pending.values().map(BTreeMap::len).sum(),
