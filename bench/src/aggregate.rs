@@ -120,8 +120,8 @@ pub fn copy_bandwidth(bytes: usize, threads: usize) -> f64 {
 }
 
 /// Runs every rule of `opts` on `backend`.
-pub fn run(backend: &mut dyn Backend, opts: &Options) -> Result<Results, String> {
-    let Synthetic { bytes: updates, sizes, ratio } = make_updates(opts).map_err(|e| e.to_string())?;
+pub fn run(backend: &mut dyn Backend, opts: &Options) -> Result<Results, crate::Error> {
+    let Synthetic { bytes: updates, sizes, ratio } = make_updates(opts)?;
     let round_bytes: u64 = updates.iter().flatten().map(|t| t.len() as u64).sum();
     let copy_gbps = copy_bandwidth(round_bytes as usize, opts.copy_threads);
     let enc = opts.codec.encoding();
@@ -149,13 +149,21 @@ pub fn run(backend: &mut dyn Backend, opts: &Options) -> Result<Results, String>
             let views: Vec<Update<'_>> = segs.iter().map(|s| Update { segments: s }).collect();
             let ones = vec![1.0f32; opts.batch.max(1)];
             let start = Instant::now();
-            let mut round = Round::new(backend, cfg).map_err(|e| format!("{rule}: {e}"))?;
+            let mut round = Round::new(backend, cfg).map_err(|source| crate::Error::Rule {
+                rule: rule.to_string(),
+                clients: opts.updates,
+                source,
+            })?;
             for chunk in views.chunks(opts.batch.max(1)) {
                 for r in round.ingest_batch(chunk, &ones[..chunk.len()]) {
-                    r.map_err(|e| format!("{rule}: {e}"))?;
+                    r.map_err(|source| crate::Error::Rule { rule: rule.to_string(), clients: opts.updates, source })?;
                 }
             }
-            let out = round.finish().map_err(|e| format!("{rule}: {e}"))?;
+            let out = round.finish().map_err(|source| crate::Error::Rule {
+                rule: rule.to_string(),
+                clients: opts.updates,
+                source,
+            })?;
             if rep > 0 {
                 times.push(start.elapsed());
             }

@@ -161,9 +161,9 @@ pub(crate) fn start_mtu(mtu: u16) -> u16 {
     mtu.clamp(1200, 1472)
 }
 
-fn server_config(listen: SocketAddr, opts: &Options) -> Result<quic::Config, String> {
+fn server_config(listen: SocketAddr, opts: &Options) -> Result<quic::Config, crate::Error> {
     let allowed = (0..opts.clients as u64).map(client_public).collect();
-    let tls = tls::server_config(&AGGREGATOR_SEED, Policy::Only(allowed)).map_err(|e| e.to_string())?;
+    let tls = tls::server_config(&AGGREGATOR_SEED, Policy::Only(allowed))?;
     let mut cfg = quic::Config::new(listen, tls);
     cfg.max_udp_payload = opts.mtu.max(1200);
     cfg.initial_mtu = start_mtu(opts.mtu);
@@ -182,8 +182,8 @@ struct Clients {
 }
 
 impl Clients {
-    fn spawn(opts: &Options, server: SocketAddr) -> Result<Self, String> {
-        let (prog, pre) = opts.client_command.split_first().ok_or("no client command")?;
+    fn spawn(opts: &Options, server: SocketAddr) -> Result<Self, crate::Error> {
+        let (prog, pre) = opts.client_command.split_first().ok_or(crate::Error::Options("no client command"))?;
         let server_key = ed25519_dalek::SigningKey::from_bytes(&AGGREGATOR_SEED).verifying_key().to_bytes();
         let (tx, lines) = mpsc::channel();
         let mut children = Vec::new();
@@ -202,9 +202,9 @@ impl Clients {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()
-                .map_err(|e| format!("starting client {prog}: {e}"))?;
-            stdins.push(child.stdin.take().ok_or("client stdin")?);
-            let out = child.stdout.take().ok_or("client stdout")?;
+                .map_err(|source| crate::Error::Io { what: format!("starting client {prog}"), source })?;
+            stdins.push(child.stdin.take().ok_or(crate::Error::Options("client stdin"))?);
+            let out = child.stdout.take().ok_or(crate::Error::Options("client stdout"))?;
             let tx = tx.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -218,17 +218,19 @@ impl Clients {
         Ok(Self { children, stdins, lines })
     }
 
-    fn open(&mut self, round: u64) -> Result<(), String> {
+    fn open(&mut self, round: u64) -> Result<(), crate::Error> {
         let line = format!("round {round} {}\n", hex::encode(base_model(round)));
         for s in &mut self.stdins {
-            s.write_all(line.as_bytes()).and_then(|_| s.flush()).map_err(|e| format!("a client exited: {e}"))?;
+            s.write_all(line.as_bytes())
+                .and_then(|_| s.flush())
+                .map_err(|source| crate::Error::Io { what: "a client exited".into(), source })?;
         }
         Ok(())
     }
 
     /// The first-byte times clients report for `round`, by client index, waiting until each
     /// answered or `deadline`.
-    fn answers(&self, round: u64, deadline: Instant) -> Result<HashMap<usize, u64>, String> {
+    fn answers(&self, round: u64, deadline: Instant) -> Result<HashMap<usize, u64>, crate::Error> {
         let mut got = HashMap::new();
         while got.len() < self.stdins.len() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -236,7 +238,10 @@ impl Clients {
             let f: Vec<&str> = line.splitn(3, ' ').collect();
             match f.as_slice() {
                 ["sent", r, ns] if r.parse::<u64>() == Ok(round) => {
-                    got.insert(i, ns.parse::<u64>().map_err(|_| format!("client {i}: {line}"))?);
+                    got.insert(
+                        i,
+                        ns.parse::<u64>().map_err(|_| crate::Error::Client { client: i, line: line.clone() })?,
+                    );
                 }
                 ["error", r, msg] if r.parse::<u64>() == Ok(round) => {
                     eprintln!("client {i}, round {round}: {msg}");
@@ -272,7 +277,7 @@ fn rounds(
     server: SocketAddr,
     transport: &'static str,
     progress: &mut dyn FnMut(&str, usize, usize),
-) -> Result<Run, String> {
+) -> Result<Run, crate::Error> {
     let mut clients = Clients::spawn(opts, server)?;
     let index_of: HashMap<[u8; 32], usize> = (0..opts.clients).map(|i| (client_public(i as u64), i)).collect();
     let started = Instant::now();
@@ -294,42 +299,42 @@ fn rounds(
             aggregation: RoundConfig { max_updates: opts.clients, ..RoundConfig::new(dim, opts.rule) },
             replay_window: 4,
         };
-        let mut ingest = Ingest::new(&mut *backend, cfg, |_| Ok(())).map_err(|e| e.to_string())?;
+        let mut ingest = Ingest::new(&mut *backend, cfg, |_| Ok(()))?;
         stage.open(ingest.checker());
         let t0 = Instant::now();
         clients.open(r)?;
         let mut accepted: Vec<([u8; 32], u64)> = Vec::new();
         let mut row = RoundRow { round: r, ..Default::default() };
         let mut last = t0;
-        stage
-            .collect(&mut ingest, opts.clients, t0 + opts.round_timeout, |ev| match ev {
-                Event::Accepted { accepted: a, wire_bytes, at_unix_ns, .. } => {
-                    accepted.push((a.sender, at_unix_ns));
-                    row.wire_bytes += wire_bytes;
-                    last = Instant::now();
+        stage.collect(&mut ingest, opts.clients, t0 + opts.round_timeout, |ev| match ev {
+            Event::Accepted { accepted: a, wire_bytes, at_unix_ns, .. } => {
+                accepted.push((a.sender, at_unix_ns));
+                row.wire_bytes += wire_bytes;
+                last = Instant::now();
+            }
+            Event::Rejected(rej) => {
+                row.rejected += 1;
+                *rejects.entry(rej.reject.reason().to_string()).or_default() += 1;
+                if rej.first_for_peer {
+                    eprintln!("round {r}: rejected: {}", rej.reject);
                 }
-                Event::Rejected(rej) => {
-                    row.rejected += 1;
-                    *rejects.entry(rej.reject.reason().to_string()).or_default() += 1;
-                    if rej.first_for_peer {
-                        eprintln!("round {r}: rejected: {}", rej.reject);
-                    }
-                }
-            })
-            .map_err(|e| e.to_string())?;
+            }
+        })?;
         row.updates = accepted.len();
         if row.updates == 0 {
             // A report of a round nothing arrived in would be all zeros and nonsense ratios.
-            return Err(format!(
-                "{transport}: round {r}: no update arrived within {:.0} s ({} rejected: {rejects:?})",
-                opts.round_timeout.as_secs_f64(),
-                row.rejected
-            ));
+            return Err(crate::Error::NothingArrived {
+                transport: transport.to_string(),
+                round: r,
+                timeout_s: opts.round_timeout.as_secs_f64(),
+                rejected: row.rejected,
+                rejects: format!("{rejects:?}"),
+            });
         }
         row.round_seconds = last.duration_since(t0).as_secs_f64();
         let c0 = Instant::now();
         if row.updates > 0 {
-            ingest.finish(&ed25519_dalek::SigningKey::from_bytes(&AGGREGATOR_SEED)).map_err(|e| e.to_string())?;
+            ingest.finish(&ed25519_dalek::SigningKey::from_bytes(&AGGREGATOR_SEED))?;
         }
         row.close_seconds = c0.elapsed().as_secs_f64();
         let sent = clients.answers(r, Instant::now() + opts.round_timeout)?;
@@ -398,14 +403,14 @@ pub fn ours(
     opts: &Options,
     backend: &mut dyn Backend,
     progress: &mut dyn FnMut(&str, usize, usize),
-) -> Result<Run, String> {
-    let mut cfg = server_config("127.0.0.1:0".parse().map_err(|_| "addr")?, opts)?;
+) -> Result<Run, crate::Error> {
+    let mut cfg = server_config(SocketAddr::from(([127, 0, 0, 1], 0)), opts)?;
     cfg.page_lock = vain_aggregator::page_lock(&*backend);
-    let service = Service::start(cfg, opts.shards, 2 * opts.clients.max(4)).map_err(|e| e.to_string())?;
+    let service = Service::start(cfg, opts.shards, 2 * opts.clients.max(4))?;
     let addr = service.local_addr();
     let routed = service.routed();
     let run = rounds(opts, backend, &service.stage, addr, "glommio + quinn-proto (ours)", progress);
-    let stats = service.stop().map_err(|e| e.to_string());
+    let stats = service.stop().map_err(crate::Error::from);
     let mut run = run?;
     let per_shard = stats?;
     let total = quic::Stats::total(&per_shard);
@@ -425,8 +430,8 @@ pub fn baseline(
     opts: &Options,
     backend: &mut dyn Backend,
     progress: &mut dyn FnMut(&str, usize, usize),
-) -> Result<Run, String> {
-    let cfg = server_config("127.0.0.1:0".parse().map_err(|_| "addr")?, opts)?;
+) -> Result<Run, crate::Error> {
+    let cfg = server_config(SocketAddr::from(([127, 0, 0, 1], 0)), opts)?;
     let (stage, mut handlers) =
         vain_aggregator::channels(1, 2 * opts.clients.max(4), vain_aggregator::page_lock(&*backend));
     let handler: Arc<Mutex<ShardHandler>> = Arc::new(Mutex::new(handlers.remove(0)));
@@ -434,21 +439,19 @@ pub fn baseline(
         .worker_threads(opts.shards.max(1))
         .thread_name("vain-quinn")
         .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let server = cfg.server_config().map_err(|e| e.to_string())?;
+        .build()?;
+    let server = cfg.server_config()?;
     let limits = cfg.limits.clone();
     // Payload buffers as a shard gets them: pooled, page-locked for a device backend.
     let pool =
         vain_transport::buf::Pool::with_pinner(cfg.pool.unwrap_or_default(), vain_aggregator::page_lock(&*backend));
     let ep = rt.block_on(async {
         // The shards' socket buffers, so the two transports differ only in how they run.
-        let socket = quic::bind_udp(cfg.listen, cfg.socket_buffer).map_err(|e| e.to_string())?;
-        let runtime = quinn::default_runtime().ok_or("no async runtime")?;
-        quinn::Endpoint::new(cfg.endpoint_config().map_err(|e| e.to_string())?, Some(server), socket, runtime)
-            .map_err(|e| e.to_string())
+        let socket = quic::bind_udp(cfg.listen, cfg.socket_buffer)?;
+        let runtime = quinn::default_runtime().ok_or(crate::Error::NoRuntime)?;
+        quinn::Endpoint::new(cfg.endpoint_config()?, Some(server), socket, runtime).map_err(crate::Error::from)
     })?;
-    let addr = ep.local_addr().map_err(|e| e.to_string())?;
+    let addr = ep.local_addr()?;
     let accept = ep.clone();
     rt.spawn(async move {
         while let Some(inc) = accept.accept().await {
@@ -492,13 +495,15 @@ pub fn run(
     opts: &Options,
     backend: &mut dyn Backend,
     progress: &mut dyn FnMut(&str, usize, usize),
-) -> Result<Report, String> {
+) -> Result<Report, crate::Error> {
     if opts.clients == 0 || opts.shards == 0 || opts.params == 0 || opts.rounds == 0 {
-        return Err("--clients, --shards, --params and --rounds must be at least 1".into());
+        return Err(crate::Error::Options("--clients, --shards, --params and --rounds must be at least 1"));
     }
-    opts.rule
-        .check_count(opts.clients)
-        .map_err(|e| format!("rule {} with {} clients: {e}", opts.rule, opts.clients))?;
+    opts.rule.check_count(opts.clients).map_err(|source| crate::Error::Rule {
+        rule: opts.rule.to_string(),
+        clients: opts.clients,
+        source,
+    })?;
     let mut runs = vec![ours(opts, backend, progress)?];
     if opts.baseline {
         runs.push(baseline(opts, backend, progress)?);
@@ -507,10 +512,7 @@ pub fn run(
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+    hex::decode(s).ok()
 }
 
 impl Report {
@@ -793,15 +795,16 @@ pub struct ClientOptions {
 }
 
 /// The client process: answers every `round` line on stdin with one update.
-pub fn client_main(o: &ClientOptions) -> Result<(), String> {
-    let key: [u8; 32] =
-        unhex(&o.server_key).and_then(|v| v.try_into().ok()).ok_or("--server-key must be 64 hex digits")?;
+pub fn client_main(o: &ClientOptions) -> Result<(), crate::Error> {
+    let key: [u8; 32] = unhex(&o.server_key)
+        .and_then(|v| v.try_into().ok())
+        .ok_or(crate::Error::Options("--server-key must be 64 hex digits"))?;
     let secret = client_secret(o.seed);
     let signer = ed25519_dalek::SigningKey::from_bytes(&secret);
     let mut cfg = client::Config::new(o.server, key, secret);
     (cfg.initial_mtu, cfg.max_udp_payload) = (start_mtu(o.mtu), o.mtu.max(1200));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let mut client = rt.block_on(async { Client::new(cfg) }).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut client = rt.block_on(async { Client::new(cfg) })?;
     let mut x = 0x2545_f491_4f6c_dd1du64 ^ o.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let base: Vec<f32> = (0..o.params)
         .map(|_| {
@@ -815,11 +818,12 @@ pub fn client_main(o: &ClientOptions) -> Result<(), String> {
     let shape = [o.params as u64];
     let stdout = std::io::stdout();
     for line in std::io::stdin().lock().lines() {
-        let line = line.map_err(|e| e.to_string())?;
+        let line = line?;
         let f: Vec<&str> = line.split(' ').collect();
         let (Some(&"round"), Some(r), Some(b)) = (f.first(), f.get(1), f.get(2)) else { continue };
-        let round: u64 = r.parse().map_err(|_| format!("bad line {line:?}"))?;
-        let base_model: [u8; 32] = unhex(b).and_then(|v| v.try_into().ok()).ok_or("bad base model")?;
+        let round: u64 = r.parse().map_err(|_| crate::Error::BadLine(line.clone()))?;
+        let base_model: [u8; 32] =
+            unhex(b).and_then(|v| v.try_into().ok()).ok_or_else(|| crate::Error::BadLine(line.clone()))?;
         let scale = 1.0 + (round % 7) as f32 * 0.01;
         let values: Vec<f32> = base.iter().map(|v| v * scale).collect();
         let meta = ClientRound {
@@ -832,15 +836,13 @@ pub fn client_main(o: &ClientOptions) -> Result<(), String> {
         let mut nonce = [0u8; 16];
         nonce[..8].copy_from_slice(&round.to_le_bytes());
         nonce[8..].copy_from_slice(&o.seed.to_le_bytes());
-        let built = encoder
-            .build(&signer, &meta, nonce, &[Tensor { name: TENSOR, shape: &shape, values: &values }])
-            .map_err(|e| e.to_string())?;
+        let built = encoder.build(&signer, &meta, nonce, &[Tensor { name: TENSOR, shape: &shape, values: &values }])?;
         let answer = match rt.block_on(client.send(&built.frame)) {
             Ok(sent) => format!("sent {round} {}\n", sent.first_byte_unix_ns),
             Err(e) => format!("error {round} {e}\n"),
         };
         let mut out = stdout.lock();
-        out.write_all(answer.as_bytes()).and_then(|_| out.flush()).map_err(|e| e.to_string())?;
+        out.write_all(answer.as_bytes()).and_then(|_| out.flush())?;
     }
     rt.block_on(client.close());
     Ok(())

@@ -2,6 +2,8 @@
 //! (`cargo bench -p vain-bench`).
 
 pub mod aggregate;
+mod error;
+pub use error::Error;
 pub mod ingest;
 mod proc;
 pub mod quic;

@@ -146,15 +146,15 @@ fn public(secret: &[u8; 32]) -> [u8; 32] {
     ed25519_dalek::SigningKey::from_bytes(secret).verifying_key().to_bytes()
 }
 
-fn free_addr() -> Result<SocketAddr, String> {
-    std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map_err(|e| e.to_string())
+fn free_addr() -> Result<SocketAddr, crate::Error> {
+    std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map_err(crate::Error::from)
 }
 
 /// Both servers' settings; the buffer pool keeps every frame of a pass, so the timed pass runs
 /// on buffers the warm-up pass allocated.
-fn config(addr: SocketAddr, opts: &Options) -> Result<Config, String> {
+fn config(addr: SocketAddr, opts: &Options) -> Result<Config, crate::Error> {
     let deny = Arc::new(RwLock::new(BTreeSet::new()));
-    let tls = tls::server_config(&SERVER, Policy::AnyExcept(deny)).map_err(|e| e.to_string())?;
+    let tls = tls::server_config(&SERVER, Policy::AnyExcept(deny))?;
     let mtu = opts.mtu.max(1200);
     let pool = PoolLimits { buffers: opts.frames, bytes: opts.frames.saturating_mul(opts.size + 4096) };
     Ok(Config {
@@ -169,18 +169,12 @@ fn quinn_endpoint(
     cfg: &Config,
     server: Option<quinn::ServerConfig>,
     addr: SocketAddr,
-) -> Result<quinn::Endpoint, String> {
-    let socket = quic::bind_udp(addr, cfg.socket_buffer).map_err(|e| e.to_string())?;
-    let runtime = quinn::default_runtime().ok_or("no async runtime")?;
-    let socket =
-        vain_transport::client::gso_capped(socket, cfg.max_udp_payload, &runtime).map_err(|e| e.to_string())?;
-    quinn::Endpoint::new_with_abstract_socket(
-        cfg.endpoint_config().map_err(|e| e.to_string())?,
-        server,
-        socket,
-        runtime,
-    )
-    .map_err(|e| e.to_string())
+) -> Result<quinn::Endpoint, crate::Error> {
+    let socket = quic::bind_udp(addr, cfg.socket_buffer)?;
+    let runtime = quinn::default_runtime().ok_or(crate::Error::NoRuntime)?;
+    let socket = vain_transport::client::gso_capped(socket, cfg.max_udp_payload, &runtime)?;
+    quinn::Endpoint::new_with_abstract_socket(cfg.endpoint_config()?, server, socket, runtime)
+        .map_err(crate::Error::from)
 }
 
 /// The frame every stream carries (the payload differs by index so nothing is deduplicated).
@@ -191,18 +185,18 @@ fn frame(i: usize, size: usize) -> Vec<u8> {
 }
 
 /// Each frame on its own stream, spread over `conns`, all at once; returns when all are written.
-async fn send_all(conns: &[quinn::Connection], frames: &[Arc<Vec<u8>>]) -> Result<(), String> {
+async fn send_all(conns: &[quinn::Connection], frames: &[Arc<Vec<u8>>]) -> Result<(), crate::Error> {
     let mut tasks = Vec::new();
     for (i, f) in frames.iter().enumerate() {
         let (c, f) = (conns[i % conns.len()].clone(), f.clone());
         tasks.push(tokio::spawn(async move {
-            let mut s = c.open_uni().await.map_err(|e| e.to_string())?;
-            s.write_all(&f).await.map_err(|e| e.to_string())?;
-            s.finish().map_err(|e| e.to_string())
+            let mut s = c.open_uni().await?;
+            s.write_all(&f).await?;
+            s.finish().map_err(crate::Error::from)
         }));
     }
     for t in tasks {
-        t.await.map_err(|e| e.to_string())??;
+        t.await??;
     }
     Ok(())
 }
@@ -219,25 +213,19 @@ async fn wait_for(sink: &Sink, n: u64) {
 /// has the second lot; returns the time from the first write of the second lot to its last
 /// frame decoded, with the CPU time of the sender and of the receiver (threads named
 /// `receiver`…) and the kernel's receive-buffer drops over that pass.
-fn drive(addr: SocketAddr, opts: Options, cfg: &Config, sink: &Sink, receiver: &str) -> Result<Drive, String> {
-    let transport = cfg.transport().map_err(|e| e.to_string())?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name(SENDER)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+fn drive(addr: SocketAddr, opts: Options, cfg: &Config, sink: &Sink, receiver: &str) -> Result<Drive, crate::Error> {
+    let transport = cfg.transport()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name(SENDER).enable_all().build()?;
     rt.block_on(async {
-        let tls =
-            tls::client_config(&CLIENT, Policy::Only(BTreeSet::from([public(&SERVER)]))).map_err(|e| e.to_string())?;
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
+        let tls = tls::client_config(&CLIENT, Policy::Only(BTreeSet::from([public(&SERVER)])))?;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
         let mut cc = quinn::ClientConfig::new(Arc::new(crypto));
         cc.transport_config(Arc::new(transport));
-        let mut ep = quinn_endpoint(cfg, None, "127.0.0.1:0".parse().map_err(|_| "addr")?)?;
+        let mut ep = quinn_endpoint(cfg, None, SocketAddr::from(([127, 0, 0, 1], 0)))?;
         ep.set_default_client_config(cc);
         let mut conns = Vec::new();
         for _ in 0..opts.connections.max(1) {
-            let c = ep.connect(addr, "aggregator").map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
+            let c = ep.connect(addr, "aggregator")?.await?;
             conns.push(c);
         }
         let frames: Vec<Arc<Vec<u8>>> = (0..opts.frames).map(|i| Arc::new(frame(i, opts.size))).collect();
@@ -254,7 +242,7 @@ fn drive(addr: SocketAddr, opts: Options, cfg: &Config, sink: &Sink, receiver: &
         let (send_cpu, recv_cpu) = (cpu(SENDER) - send0, cpu(receiver) - recv0);
         let dropped = dropped_since(drops0);
         let sender = Sender::of(&conns).since(sender0);
-        let last = sink.last.lock().map_err(|_| "lock")?.unwrap_or_else(Instant::now);
+        let last = sink.last.lock().map_err(|_| crate::Error::Panicked("sink"))?.unwrap_or_else(Instant::now);
         for c in &conns {
             c.close(0u32.into(), b"done");
         }
@@ -284,9 +272,9 @@ fn dropped_since(before: Option<u64>) -> Option<u64> {
 }
 
 /// Our shard (one glommio executor).
-pub fn ours(opts: Options) -> Result<Side, String> {
-    let cfg = Config { offload: opts.offload, ..config("127.0.0.1:0".parse().map_err(|_| "addr")?, &opts)? };
-    let server = quic::Server::bind(cfg.clone(), 1).map_err(|e| e.to_string())?;
+pub fn ours(opts: Options) -> Result<Side, crate::Error> {
+    let cfg = Config { offload: opts.offload, ..config(SocketAddr::from(([127, 0, 0, 1], 0)), &opts)? };
+    let server = quic::Server::bind(cfg.clone(), 1)?;
     let addr = server.local_addr();
     let sink = Sink::new();
     let stop = Arc::new(AtomicBool::new(false));
@@ -296,26 +284,22 @@ pub fn ours(opts: Options) -> Result<Side, String> {
     });
     let d = drive(addr, opts, &cfg, &sink, "vain-shard-");
     stop.store(true, Ordering::Relaxed);
-    let shard = h.join().map_err(|_| "shard thread panicked".to_string())?;
-    let stats = quic::Stats::total(&shard.map_err(|e| e.to_string())?);
+    let shard = h.join().map_err(|_| crate::Error::Panicked("shard"))?;
+    let stats = quic::Stats::total(&shard?);
     Ok(Side { shard: Some(stats), ..side("glommio + quinn-proto (ours)", d?, &sink) })
 }
 
 /// quinn on a one-thread tokio runtime, same TLS and transport settings, same decoder.
-pub fn baseline(opts: Options) -> Result<Side, String> {
+pub fn baseline(opts: Options) -> Result<Side, crate::Error> {
     let addr = free_addr()?;
     let cfg = config(addr, &opts)?;
     let pool = Pool::new(cfg.pool.unwrap_or_default());
-    let server = cfg.server_config().map_err(|e| e.to_string())?;
+    let server = cfg.server_config()?;
     let limits = cfg.limits.clone();
     let sink = Sink::new();
     let s = sink.clone();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name(RECEIVER)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name(RECEIVER).enable_all().build()?;
     let ep = rt.block_on(async { quinn_endpoint(&cfg, Some(server), addr) })?;
     let accept = ep.clone();
     rt.spawn(async move {
@@ -348,7 +332,7 @@ pub fn baseline(opts: Options) -> Result<Side, String> {
 
 /// Both, `repeat` times, returned as (ours, baseline). Which goes first alternates: the first
 /// run in the process also pays for faulting in the heap the later ones reuse.
-pub fn run(opts: Options, repeat: usize) -> Result<Vec<(Side, Side)>, String> {
+pub fn run(opts: Options, repeat: usize) -> Result<Vec<(Side, Side)>, crate::Error> {
     (0..repeat.max(1))
         .map(|i| {
             if i % 2 == 0 {

@@ -273,7 +273,7 @@ fn ingest(a: IngestArgs) -> Result<()> {
             }
         }
     };
-    let report = vain_bench::ingest::run(&opts, backend.as_mut(), &mut progress).map_err(anyhow::Error::msg)?;
+    let report = vain_bench::ingest::run(&opts, backend.as_mut(), &mut progress)?;
     print!("{}", report.text());
     let files = report.write(&a.out)?;
     let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
@@ -407,7 +407,7 @@ fn run_command(cmd: Command) -> Result<()> {
                 zstd: c.zstd,
                 mtu: c.mtu,
             };
-            vain_bench::ingest::client_main(&o).map_err(anyhow::Error::msg)?;
+            vain_bench::ingest::client_main(&o)?;
         }
         Command::Quic(q) => {
             if q.frames == 0 || q.connections == 0 || q.repeat == 0 {
@@ -422,7 +422,7 @@ fn run_command(cmd: Command) -> Result<()> {
             };
             vain_transport::quic::probe()
                 .map_err(|e| anyhow::anyhow!("the glommio shard cannot start on this machine: {e}"))?;
-            let runs = vain_bench::quic::run(opts, q.repeat).map_err(anyhow::Error::msg)?;
+            let runs = vain_bench::quic::run(opts, q.repeat)?;
             print!("{}", vain_bench::quic::table(&opts, &runs));
         }
         Command::Aggregate(a) => {
@@ -446,7 +446,7 @@ fn run_command(cmd: Command) -> Result<()> {
             };
             let need = (a.updates as u64) * (a.params as u64) * 4;
             eprintln!("preparing {} updates ({} MB of f32-equivalent data)…", a.updates, need / 1_000_000);
-            let res = harness::run(backend.as_mut(), &opts).map_err(anyhow::Error::msg)?;
+            let res = harness::run(backend.as_mut(), &opts)?;
             print!("{}", harness::table(&opts, &backend.kind().to_string(), &res));
         }
     }
