@@ -713,57 +713,10 @@ impl Report {
         s
     }
 
-    /// Wire GB/s per round, one line per transport.
-    pub fn svg(&self) -> String {
-        let (w, h, l, r, t, b) = (820.0, 400.0, 60.0, 230.0, 40.0, 50.0);
-        let (pw, ph) = (w - l - r, h - t - b);
-        let gbps = |x: &RoundRow| x.wire_bytes as f64 / x.seconds.max(1e-9) / 1e9;
-        let top = self.runs.iter().flat_map(|run| run.rounds.iter().map(gbps)).fold(0.0f64, f64::max).max(0.01) * 1.1;
-        let n = self.runs.iter().map(|run| run.rounds.len()).max().unwrap_or(1).max(2) as f64;
-        let mut s = format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-             <text x=\"{l}\" y=\"24\" font-size=\"15\">vain bench: wire GB/s per round ({} clients, {} shard(s), {} params, {})</text>\n",
-            self.options.clients, self.options.shards, self.options.params, self.options.encoding
-        );
-        for k in 0..=4 {
-            let y = t + ph - ph * f64::from(k) / 4.0;
-            s += &format!(
-                "<line x1=\"{l}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{:.2}</text>\n",
-                l + pw,
-                l - 6.0,
-                y + 4.0,
-                top * f64::from(k) / 4.0
-            );
-        }
-        s += &format!("<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">round</text>\n", l + pw / 2.0, h - 12.0);
-        for (k, run) in self.runs.iter().enumerate() {
-            let colour = ["#1b9e77", "#d95f02"][k % 2];
-            let pts: Vec<String> = run
-                .rounds
-                .iter()
-                .enumerate()
-                .map(|(i, x)| format!("{:.1},{:.1}", l + pw * i as f64 / (n - 1.0), t + ph - ph * gbps(x) / top))
-                .collect();
-            s += &format!(
-                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>\n\
-                 <rect x=\"{:.1}\" y=\"{:.1}\" width=\"12\" height=\"12\" fill=\"{colour}\"/><text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n",
-                pts.join(" "),
-                l + pw + 16.0,
-                t + 20.0 * k as f64,
-                l + pw + 34.0,
-                t + 20.0 * k as f64 + 10.0,
-                run.transport
-            );
-        }
-        s += "</svg>\n";
-        s
-    }
-
-    /// Writes `report.json`, `rounds.csv` and `throughput.svg` into `dir`.
+    /// Writes `report.json` and `rounds.csv` into `dir` (the CLI draws the chart).
     pub fn write(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         std::fs::create_dir_all(dir)?;
-        let files = [("report.json", self.json()), ("rounds.csv", self.csv()), ("throughput.svg", self.svg())];
+        let files = [("report.json", self.json()), ("rounds.csv", self.csv())];
         let mut out = Vec::new();
         for (name, body) in files {
             let p = dir.join(name);

@@ -286,6 +286,11 @@ struct Net {
 
 /// Runs `scenario` with `opts`.
 pub fn run(scenario: &Scenario, opts: &Options) -> Run {
+    run_with(scenario, opts, &mut |_| {})
+}
+
+/// [`run`], calling `on_epoch` with each finished epoch (for progress).
+pub fn run_with(scenario: &Scenario, opts: &Options, on_epoch: &mut dyn FnMut(u32)) -> Run {
     let n = opts.nodes.max(opts.validators + 1);
     let mut rng = Rng(opts.seed ^ 0x005e_ed0f_5a11);
     let keys: Vec<SigningKey> = (0..n)
@@ -556,6 +561,7 @@ pub fn run(scenario: &Scenario, opts: &Options) -> Run {
             mean_score: sum.iter().map(|(b, (s, _, k))| (*b, s / *k as f64)).collect(),
             tier2: sum.iter().map(|(b, (_, t, k))| (*b, t / *k as f64)).collect(),
         });
+        on_epoch(e + 1);
     }
     Run {
         banned: ids.iter().map(|id| ledger.is_banned(id)).collect(),
@@ -648,78 +654,4 @@ impl Run {
         );
         s
     }
-
-    /// An SVG line chart of the mean score per behaviour over the epochs.
-    pub fn svg(&self, title: &str) -> String {
-        let (w, h, l, r, t, b) = (820.0, 420.0, 60.0, 150.0, 40.0, 50.0);
-        let pw = w - l - r;
-        let ph = h - t - b;
-        let epochs = self.history.len().max(1) as f64;
-        let colour = |b: Behaviour| match b {
-            Behaviour::Honest => "#1b9e77",
-            Behaviour::Lazy => "#7570b3",
-            Behaviour::Offline => "#999999",
-            Behaviour::Sybil => "#d95f02",
-            Behaviour::Equivocator => "#e7298a",
-            Behaviour::Poisoner => "#a6761d",
-            Behaviour::Colluder => "#e6ab02",
-        };
-        let mut s = format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-             <text x=\"{l}\" y=\"24\" font-size=\"15\">{}</text>\n",
-            escape(title)
-        );
-        for k in 0..=4 {
-            let y = t + ph - ph * f64::from(k) / 4.0;
-            s += &format!(
-                "<line x1=\"{l}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{:.2}</text>\n",
-                l + pw,
-                l - 6.0,
-                y + 4.0,
-                f64::from(k) / 4.0
-            );
-        }
-        s += &format!(
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">epoch (virtual hours)</text>\n\
-             <text x=\"16\" y=\"{:.1}\" transform=\"rotate(-90 16 {:.1})\" text-anchor=\"middle\">mean reputation score</text>\n",
-            l + pw / 2.0,
-            h - 12.0,
-            t + ph / 2.0,
-            t + ph / 2.0
-        );
-        let present: Vec<Behaviour> = Behaviour::ALL
-            .into_iter()
-            .filter(|b| self.history.first().is_some_and(|e| e.mean_score.contains_key(b)))
-            .collect();
-        for (k, bh) in present.iter().enumerate() {
-            let pts: Vec<String> = self
-                .history
-                .iter()
-                .map(|e| {
-                    let x = l + pw * f64::from(e.epoch) / epochs;
-                    let y = t + ph - ph * e.mean_score.get(bh).copied().unwrap_or(0.0);
-                    format!("{x:.1},{y:.1}")
-                })
-                .collect();
-            s += &format!(
-                "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>\n\
-                 <rect x=\"{:.1}\" y=\"{:.1}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n",
-                colour(*bh),
-                pts.join(" "),
-                l + pw + 16.0,
-                t + 20.0 * k as f64,
-                colour(*bh),
-                l + pw + 34.0,
-                t + 20.0 * k as f64 + 10.0,
-                bh.name()
-            );
-        }
-        s += "</svg>\n";
-        s
-    }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }

@@ -87,14 +87,6 @@ fn partitions_and_loss_slow_honest_nodes_but_do_not_promote_sybils() {
     assert!(run.counters.lost > run.counters.sent / 10);
 }
 
-#[test]
-fn the_svg_chart_has_a_line_per_behaviour() {
-    let run = sim::run(sim::scenario("mixed").expect("scenario"), &opts(60, 1, 12));
-    let svg = run.svg("t");
-    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-    assert_eq!(svg.matches("<polyline").count(), 7);
-}
-
 // ---- governance and audits on the ledger directly ----
 
 fn key(i: u32) -> SigningKey {

@@ -3,7 +3,6 @@
 use crate::aggregate::{BackendChoice, open_backend};
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use std::io::IsTerminal;
 use vain_bench::aggregate::{self as harness, Options};
 use vain_kernels::aggregate::Rule;
 use vain_kernels::encode::Codec;
@@ -262,20 +261,46 @@ fn ingest(a: IngestArgs) -> Result<()> {
         round_timeout: std::time::Duration::from_secs(120),
     };
     let mut backend = open_backend(a.backend, a.threads)?;
-    let tty = std::io::stderr().is_terminal();
+    let bar = crate::progress::bar(0, "round");
     let mut progress = |transport: &str, done: usize, total: usize| {
-        if tty {
-            let width = 30;
-            let filled = (done * width).checked_div(total).unwrap_or(0).min(width);
-            eprint!("\r{transport:<30} [{}{}] {done}/{total} rounds", "#".repeat(filled), ".".repeat(width - filled));
-            if done == total {
-                eprintln!();
-            }
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        bar.set_message(transport.to_string());
+        if done == total {
+            bar.finish_and_clear();
+            bar.reset();
         }
     };
     let report = vain_bench::ingest::run(&opts, backend.as_mut(), &mut progress)?;
     print!("{}", report.text());
-    let files = report.write(&a.out)?;
+    let mut files = report.write(&a.out)?;
+    // Wire GB/s per round, one line per transport.
+    let series: Vec<crate::chart::Series> = report
+        .runs
+        .iter()
+        .enumerate()
+        .map(|(i, run)| crate::chart::Series {
+            name: run.transport.to_string(),
+            colour: crate::chart::PALETTE[i % crate::chart::PALETTE.len()],
+            points: run
+                .rounds
+                .iter()
+                .map(|r| (r.round as f64, r.wire_bytes as f64 / r.seconds.max(1e-9) / 1e9))
+                .collect(),
+        })
+        .collect();
+    let o = &report.options;
+    let title = format!(
+        "vain bench: wire GB/s per round ({} clients, {} shard(s), {} params, {})",
+        o.clients, o.shards, o.params, o.encoding
+    );
+    let svg = a.out.join("throughput.svg");
+    crate::chart::lines(
+        &svg,
+        &crate::chart::Chart { title: &title, x: "round", y: "wire GB/s", y_range: None },
+        &series,
+    )?;
+    files.push(svg);
     let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
     println!("wrote {}", names.join(", "));
     Ok(())

@@ -5,7 +5,6 @@
 use crate::net::{Cluster, free_tcp_port, prepare};
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use plotters::prelude::*;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -251,6 +250,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let mut killed: Option<usize> = None;
     let mut killed_at: Option<Instant> = None;
     let mut failover_seconds: Option<f64> = None;
+    // The table scrolls above a progress bar (on a terminal).
+    let bar = crate::progress::bar(a.rounds, "round");
     loop {
         let mut by_round: BTreeMap<u64, Value> = BTreeMap::new();
         for l in &logs {
@@ -261,14 +262,19 @@ pub fn run(a: DemoArgs) -> Result<()> {
             }
         }
         while let Some(v) = by_round.remove(&(rows.len() as u64)) {
-            print_row(&v, &labels);
+            bar.suspend(|| print_row(&v, &labels));
+            bar.set_position(rows.len() as u64 + 1);
+            bar.set_message(format!("accuracy {:.2} %", 100.0 * v["accuracy"].as_f64().unwrap_or(f64::NAN)));
             let round = v["round"].as_u64();
             if let Some(t) = killed_at
                 && failover_seconds.is_none()
             {
                 let s = t.elapsed().as_secs_f64();
                 failover_seconds = Some(s);
-                println!("      round {} closed {s:.1} s after the kill", round.unwrap_or(0));
+                crate::progress::say(
+                    &bar,
+                    format!("      round {} closed {s:.1} s after the kill", round.unwrap_or(0)),
+                );
             }
             rows.push(v);
             if round.is_some()
@@ -279,7 +285,10 @@ pub fn run(a: DemoArgs) -> Result<()> {
                     let _ = c.kill();
                     let _ = c.wait();
                 }
-                println!("      client 0 killed (SIGKILL) and restarted from its data directory");
+                crate::progress::say(
+                    &bar,
+                    "      client 0 killed (SIGKILL) and restarted from its data directory".into(),
+                );
                 cluster.children[first_client] = respawn(&exe, cfg, &[], &[("RAYON_NUM_THREADS", "1")])?;
             }
         }
@@ -314,19 +323,23 @@ pub fn run(a: DemoArgs) -> Result<()> {
                 }
                 killed = Some(j);
                 killed_at = Some(Instant::now());
-                println!(
-                    "      aggregator {j} killed (SIGKILL) {} round {k}",
-                    if journaling.is_some() { "with updates of" } else { "after" }
+                crate::progress::say(
+                    &bar,
+                    format!(
+                        "      aggregator {j} killed (SIGKILL) {} round {k}",
+                        if journaling.is_some() { "with updates of" } else { "after" }
+                    ),
                 );
                 if a.restart_primary {
                     std::thread::sleep(Duration::from_millis(500));
                     let args = node_args.get(&aggs[j].0).cloned().unwrap_or_default();
                     cluster.children[aggs[j].1] = respawn(&exe, &aggs[j].0, &args, &[])?;
-                    println!("      aggregator {j} restarted from its data directory");
+                    crate::progress::say(&bar, format!("      aggregator {j} restarted from its data directory"));
                 }
             }
         }
         if rows.len() as u64 >= a.rounds {
+            bar.finish_and_clear();
             break;
         }
         let alive = aggs
@@ -541,22 +554,15 @@ fn print_row(v: &Value, labels: &BTreeMap<String, String>) {
 }
 
 fn chart(path: &Path, rows: &[Value]) -> Result<()> {
-    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
-    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
-        root.fill(&WHITE)?;
-        let n = rows.len().max(2) as f64 - 1.0;
-        let mut c = ChartBuilder::on(&root)
-            .caption("vain demo: global test accuracy per round", ("sans-serif", 13))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(48)
-            .build_cartesian_2d(0f64..n, 0f64..100f64)?;
-        c.configure_mesh().x_desc("round").y_desc("accuracy %").draw()?;
-        let pts: Vec<(f64, f64)> =
-            rows.iter().filter_map(|r| Some((r["round"].as_u64()? as f64, 100.0 * r["accuracy"].as_f64()?))).collect();
-        c.draw_series(LineSeries::new(pts, BLUE.stroke_width(2)))?;
-        root.present()?;
-        Ok(())
+    let points: Vec<(f64, f64)> =
+        rows.iter().filter_map(|r| Some((r["round"].as_u64()? as f64, 100.0 * r["accuracy"].as_f64()?))).collect();
+    let series =
+        [crate::chart::Series { name: "global test accuracy".into(), colour: crate::chart::PALETTE[0], points }];
+    let chart = crate::chart::Chart {
+        title: "vain demo: global test accuracy per round",
+        x: "round",
+        y: "accuracy %",
+        y_range: Some((0.0, 100.0)),
     };
-    draw().map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
+    crate::chart::lines(path, &chart, &series)
 }

@@ -4,12 +4,14 @@ mod aggregate;
 mod api;
 mod audit;
 mod bench;
+mod chart;
 mod demo;
 mod identity;
 mod metrics;
 mod net;
 mod node;
 mod privacy;
+mod progress;
 mod sim;
 mod train;
 

@@ -59,7 +59,9 @@ pub fn run(a: SimArgs) -> Result<()> {
     opts.loss = a.loss;
     opts.partition = a.partition.as_deref().map(parse_partition).transpose()?;
     let start = Instant::now();
-    let run = sim::run(scenario, &opts);
+    let bar = crate::progress::bar(u64::from(a.epochs), "epoch");
+    let run = sim::run_with(scenario, &opts, &mut |e| bar.set_position(u64::from(e)));
+    bar.finish_and_clear();
     let took = start.elapsed();
     println!(
         "scenario {} ({}): {} nodes, {} epochs, seed {} — simulated in {:.2} s\n",
@@ -72,7 +74,27 @@ pub fn run(a: SimArgs) -> Result<()> {
     );
     print!("{}", run.summary());
     let title = format!("vain sim --scenario {} --nodes {} --seed {}", scenario.name, a.nodes, a.seed);
-    std::fs::write(&a.svg, run.svg(&title)).with_context(|| format!("writing {}", a.svg.display()))?;
+    let series: Vec<crate::chart::Series> = sim::Behaviour::ALL
+        .into_iter()
+        .filter(|b| run.history.first().is_some_and(|e| e.mean_score.contains_key(b)))
+        .enumerate()
+        .map(|(i, b)| crate::chart::Series {
+            name: b.name().to_string(),
+            colour: crate::chart::PALETTE[i % crate::chart::PALETTE.len()],
+            points: run
+                .history
+                .iter()
+                .map(|e| (f64::from(e.epoch), e.mean_score.get(&b).copied().unwrap_or(0.0)))
+                .collect(),
+        })
+        .collect();
+    let chart = crate::chart::Chart {
+        title: &title,
+        x: "epoch (virtual hours)",
+        y: "mean reputation score",
+        y_range: Some((0.0, 1.0)),
+    };
+    crate::chart::lines(&a.svg, &chart, &series)?;
     println!("chart: {}", a.svg.display());
     Ok(())
 }

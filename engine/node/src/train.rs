@@ -8,8 +8,6 @@
 use crate::aggregate::{BackendChoice, open_backend};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
-use plotters::prelude::*;
 use serde_json::json;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -403,14 +401,8 @@ fn simulate(a: SimulateArgs, quiet: bool) -> Result<()> {
         cfg.train.steps,
         cfg.train.batch
     );
-    let bar = ProgressBar::new(cfg.rounds);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} round {pos}/{len} [{bar:30}] {elapsed_precise} eta {eta} {msg}")
-            .context("progress bar template")?
-            .progress_chars("=> "),
-    );
-    // A hidden bar (output not a terminal) prints nothing, so the table goes to stdout then.
-    let say = |s: String| if bar.is_hidden() { println!("{s}") } else { bar.println(s) };
+    let bar = crate::progress::bar(cfg.rounds, "round");
+    let say = |s: String| crate::progress::say(&bar, s);
     if !quiet {
         say(header());
     }
@@ -602,50 +594,23 @@ fn summary_json(cfg: &Config, title: &str, rows: &[RoundRow], wall: Duration) ->
 }
 
 fn chart(path: &Path, title: &str, rows: &[RoundRow]) -> Result<()> {
-    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
-    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
-        root.fill(&WHITE)?;
-        let n = rows.len().max(2) as f64 - 1.0;
-        let mut c = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 13))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(48)
-            .build_cartesian_2d(0f64..n, 0f64..100f64)?;
-        c.configure_mesh().x_desc("round").y_desc("%").draw()?;
-        let series = |f: &dyn Fn(&RoundRow) -> Option<f64>| -> Vec<(f64, f64)> {
-            rows.iter().filter_map(|r| f(r).map(|v| (r.round as f64, 100.0 * v))).collect()
-        };
-        c.draw_series(LineSeries::new(series(&|r| Some(r.accuracy)), BLUE.stroke_width(2)))?
-            .label("global test accuracy")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
-        let attacker = series(&|r| Some(r.clients.iter().filter(|c| c.attack.is_some()).map(|c| c.weight).sum()));
-        if rows.iter().any(|r| r.clients.iter().any(|c| c.attack.is_some())) {
-            c.draw_series(LineSeries::new(attacker, RED.stroke_width(2)))?
-                .label("attackers' share of the weight")
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
-        }
-        if rows.iter().any(|r| r.backdoor_success.is_some()) {
-            c.draw_series(LineSeries::new(series(&|r| r.backdoor_success), MAGENTA.stroke_width(2)))?
-                .label("backdoor success")
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], MAGENTA));
-        }
-        if rows.iter().any(|r| r.personal_accuracy.is_some()) {
-            c.draw_series(LineSeries::new(series(&|r| r.personal_accuracy), GREEN.stroke_width(2)))?
-                .label("personalised accuracy (honest clients)")
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], GREEN));
-        }
-        c.configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::MiddleRight)
-            .draw()?;
-        root.present()?;
-        Ok(())
+    use crate::chart::{PALETTE, Series};
+    let series = |name: &str, colour, f: &dyn Fn(&RoundRow) -> Option<f64>| Series {
+        name: name.into(),
+        colour,
+        points: rows.iter().filter_map(|r| f(r).map(|v| (r.round as f64, 100.0 * v))).collect(),
     };
-    draw().map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
-    if !path.exists() {
-        bail!("{} was not written", path.display());
+    let mut lines = vec![series("global test accuracy", PALETTE[0], &|r| Some(r.accuracy))];
+    if rows.iter().any(|r| r.clients.iter().any(|c| c.attack.is_some())) {
+        lines.push(series("attackers' share of the weight", PALETTE[1], &|r| {
+            Some(r.clients.iter().filter(|c| c.attack.is_some()).map(|c| c.weight).sum())
+        }));
     }
-    Ok(())
+    if rows.iter().any(|r| r.backdoor_success.is_some()) {
+        lines.push(series("backdoor success", PALETTE[3], &|r| r.backdoor_success));
+    }
+    if rows.iter().any(|r| r.personal_accuracy.is_some()) {
+        lines.push(series("personalised accuracy (honest clients)", PALETTE[4], &|r| r.personal_accuracy));
+    }
+    crate::chart::lines(path, &crate::chart::Chart { title, x: "round", y: "%", y_range: Some((0.0, 100.0)) }, &lines)
 }

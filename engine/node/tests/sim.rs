@@ -30,7 +30,10 @@ fn sim_prints_a_summary_and_writes_the_chart() {
     let sybil_line = out.lines().find(|l| l.starts_with("sybil")).expect("sybil row");
     assert!(sybil_line.contains(" 0%"), "no Sybil reached tier 2: {sybil_line}");
     let chart = std::fs::read_to_string(&svg).expect("svg");
-    assert!(chart.starts_with("<svg") && chart.contains("sybil"));
+    assert!(chart.starts_with("<svg") && chart.contains("\nsybil\n") && chart.contains("\nhonest\n"), "{chart}");
+    assert!(chart.contains("\nepoch (virtual hours)\n") && chart.contains("\nmean reputation score\n"));
+    // A line and a legend swatch per behaviour present.
+    assert_eq!(chart.matches("stroke-width=\"2\" points=").count(), 4);
     // Same seed, same output.
     let again = vain(&args);
     let strip = |s: &str| s.lines().filter(|l| !l.contains("simulated in")).collect::<Vec<_>>().join("\n");
