@@ -31,15 +31,23 @@ fn krum_scores64(xs: &[Vec<f64>], among: &[usize], f: usize) -> Vec<f64> {
         .collect()
 }
 
-/// Whether scores put a near-tie at the selection boundary (then f32 may legitimately choose
-/// differently, and the case says nothing).
-fn ambiguous(scores: &[f64], m: usize) -> bool {
-    let mut s = scores.to_vec();
-    s.sort_by(f64::total_cmp);
-    // Exact ties are fine: they come from symmetric distances (a mutual nearest pair), which
-    // every backend computes symmetrically too, and both sides break them by index.
-    let gap = if m < s.len() { (s[m] - s[m - 1]).abs() } else { f64::INFINITY };
-    gap > 0.0 && gap <= 1e-4 * s[m.min(s.len() - 1)].abs().max(1e-12)
+/// Whether scores of the candidates `among` put a near-tie at the selection boundary (then f32
+/// may legitimately choose differently, and the case says nothing).
+fn ambiguous(xs: &[Vec<f64>], among: &[usize], scores: &[f64], m: usize) -> bool {
+    if m == 0 || m >= scores.len() {
+        return false;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|a, b| scores[*a].total_cmp(&scores[*b]));
+    let (inside, outside) = (order[m - 1], order[m]);
+    let gap = (scores[outside] - scores[inside]).abs();
+    if gap == 0.0 {
+        // An exact tie is safe only between identical updates: every backend computes their
+        // distances alike and breaks the tie by index. Different updates whose f64 scores
+        // happen to tie (quantised values) may differ in the last bit in f32.
+        return xs[among[inside]] != xs[among[outside]];
+    }
+    gap <= 1e-4 * scores[outside].abs().max(1e-12)
 }
 
 /// The f64 aggregate of `xs` (dense updates) under `rule` with optional per-update clipping,
@@ -84,7 +92,7 @@ pub fn reference(xs_in: &[Vec<f64>], weights: &[f32], rule: Rule, clip: Option<f
         }
         Rule::MultiKrum { f, m } => {
             let s = krum_scores64(&xs, &all, f);
-            if ambiguous(&s, m) {
+            if ambiguous(&xs, &all, &s, m) {
                 return None;
             }
             let mut order = all.clone();
@@ -97,7 +105,7 @@ pub fn reference(xs_in: &[Vec<f64>], weights: &[f32], rule: Rule, clip: Option<f
             let mut chosen = Vec::new();
             while chosen.len() < theta {
                 let s = krum_scores64(&xs, &left, f);
-                if ambiguous(&s, 1) {
+                if ambiguous(&xs, &left, &s, 1) {
                     return None;
                 }
                 let best = (0..left.len()).min_by(|a, b| s[*a].total_cmp(&s[*b])).unwrap_or(0);
@@ -112,10 +120,12 @@ pub fn reference(xs_in: &[Vec<f64>], weights: &[f32], rule: Rule, clip: Option<f
                 let dist = |v: f64| (v - med).abs();
                 c.sort_by(|a, b| dist(*a).total_cmp(&dist(*b)).then(a.total_cmp(b)));
                 // Two different values almost equally far from the median at the cut: f32
-                // distances may order them either way.
+                // distances may order them either way. A distance is a difference of two f32
+                // values, so its rounding error scales with the values, not with the distance.
                 if beta < c.len() && c[beta] != c[beta - 1] {
                     let (a, b) = (dist(c[beta - 1]), dist(c[beta]));
-                    if b - a <= 1e-5 * b.max(1e-12) {
+                    let magnitude = c[beta].abs().max(c[beta - 1].abs()).max(med.abs());
+                    if b - a <= 1e-5 * b.max(1e-12) || b - a <= 8.0 * f64::from(f32::EPSILON) * magnitude {
                         return None;
                     }
                 }

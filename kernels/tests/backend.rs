@@ -224,6 +224,17 @@ fn sweep_seeds() {
     assert!(failures.is_empty(), "{} failures, first: {:?}", failures.len(), failures.first());
 }
 
+/// Seeds the random runs once found, kept so every run covers them.
+#[test]
+fn known_hard_seeds() {
+    let mut b = CpuBackend::new(1);
+    for seed in [15_288_500_605_735_815_192u64] {
+        if let Err(e) = run_case(&mut b, seed, false) {
+            panic!("seed {seed}: {e}");
+        }
+    }
+}
+
 #[test]
 fn every_rule_matches_the_f64_reference() {
     for_each_backend(400, |b, seed| run_case(b, seed, false));

@@ -176,13 +176,15 @@ pub(crate) fn now_ms() -> u64 {
     std::env::var("VAIN_NOW_MS").ok().and_then(|v| v.parse().ok()).unwrap_or_else(vain_schema::clock::unix_ms)
 }
 
+/// The identity `vain node` uses with its default data directory (`.vain`), so both commands
+/// find the same key.
 fn default_dir() -> PathBuf {
-    std::env::var_os("HOME")
-        .map_or_else(|| PathBuf::from(".vain/identity"), |h| PathBuf::from(h).join(".vain/identity"))
+    PathBuf::from(".vain/identity")
 }
 
 impl HsmArgs {
-    fn config(&self) -> Result<Option<pkcs11::Config>> {
+    /// The token settings, when a module is named.
+    pub(crate) fn config(&self) -> Result<Option<pkcs11::Config>> {
         let Some(module) = &self.pkcs11_module else { return Ok(None) };
         let pin = match &self.pin_file {
             Some(f) => read_secret_file(f)?,

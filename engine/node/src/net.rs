@@ -18,6 +18,10 @@ pub struct NodeArgs {
     /// node.toml (every field has a default; see docs/architecture.md, "Control plane").
     #[arg(long)]
     config: Option<PathBuf>,
+    /// The node's key in a PKCS#11 token: its root key stays in the token, which certifies the
+    /// operational key the node runs on (docs/architecture.md, "Identity").
+    #[command(flatten)]
+    hsm: crate::identity::HsmArgs,
     /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics, e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
@@ -68,17 +72,47 @@ pub enum DhtCommand {
 /// Loads or creates the node's identity in `<data dir>/identity` (unencrypted unless
 /// VAIN_PASSPHRASE is set) and returns the network identity.
 pub(crate) fn identity(data_dir: &Path) -> Result<node::Identity> {
+    identity_with(data_dir, None)
+}
+
+/// [`identity`], with the root key in a PKCS#11 token when `hsm` names one: a new identity's
+/// root key is generated in the token. libp2p's handshake and the TLS key need the secret in
+/// process, so the node runs on an operational file key that the token certifies (a rotation
+/// certificate signed inside the token): when the current key is the token's, or a file key
+/// near its expiry, the node has the current key certify a fresh operational key at start-up.
+pub(crate) fn identity_with(data_dir: &Path, hsm: Option<vain_identity::pkcs11::Config>) -> Result<node::Identity> {
+    use vain_identity::rotation::{Policy, Status};
+    use vain_schema::persist::KeySource;
     let dir = data_dir.join("identity");
     let pass = std::env::var("VAIN_PASSPHRASE").ok();
     let pass = pass.as_deref().map(str::as_bytes);
-    let id = if dir.join(vain_identity::store::META_FILE).exists() {
-        Identity::open(&dir, pass, None).with_context(|| format!("opening the identity in {}", dir.display()))?
+    let now = vain_schema::clock::unix_ms();
+    let mut id = if dir.join(vain_identity::store::META_FILE).exists() {
+        Identity::open(&dir, pass, hsm.clone()).with_context(|| format!("opening the identity in {}", dir.display()))?
     } else {
-        Identity::create(&dir, NewKey::Random, pass, Default::default(), vain_schema::clock::unix_ms())
+        let key = match hsm.clone() {
+            Some(cfg) => NewKey::Hsm(cfg),
+            None => NewKey::Random,
+        };
+        Identity::create(&dir, key, pass, Default::default(), now)
             .with_context(|| format!("creating an identity in {}", dir.display()))?
     };
-    let seed = keyfile::read(&dir.join(KEY_FILE), keyfile::Kind::Ed25519, pass)
-        .context("the control plane needs a file key (an HSM key cannot sign libp2p handshakes)")?;
+    let policy = Policy::default();
+    let in_token = matches!(id.meta().key_source, KeySource::Pkcs11 { .. });
+    let expiring = matches!(id.status(now, &policy)?, Status::ExpiringSoon { .. });
+    if in_token || expiring {
+        let cert = id
+            .rotate(NewKey::Random, pass, Default::default(), now, &policy)
+            .with_context(|| format!("certifying an operational key for {}", dir.display()))?;
+        tracing::info!(
+            certified_by = %hex::encode(cert.old_key),
+            key = %hex::encode(cert.new_key),
+            days = policy.validity_ms / 86_400_000,
+            "operational key certified"
+        );
+    }
+    let seed =
+        keyfile::read(&dir.join(KEY_FILE), keyfile::Kind::Ed25519, pass).context("reading the operational key")?;
     if ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().to_bytes() != id.current_key() {
         bail!("{} is not the identity's current key", dir.join(KEY_FILE).display());
     }
@@ -92,7 +126,8 @@ pub(crate) fn identity(data_dir: &Path) -> Result<node::Identity> {
 
 /// Runs `vain node`.
 pub fn run_node(a: NodeArgs) -> Result<()> {
-    crate::node::run(a.config.as_deref(), crate::node::Serve { metrics: a.metrics, api: a.api, api_token: a.api_token })
+    let serve = crate::node::Serve { metrics: a.metrics, api: a.api, api_token: a.api_token, hsm: a.hsm.config()? };
+    crate::node::run(a.config.as_deref(), serve)
 }
 
 fn print_json(v: &Value) -> Result<()> {

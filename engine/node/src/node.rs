@@ -346,6 +346,8 @@ pub struct Serve {
     pub api: Option<std::net::SocketAddr>,
     /// `--api-token FILE`.
     pub api_token: Option<PathBuf>,
+    /// The PKCS#11 token holding the node's root key.
+    pub hsm: Option<vain_identity::pkcs11::Config>,
 }
 
 /// Takes a proposal or vote into the live ledger's pool; a new one is passed on to every
@@ -389,7 +391,7 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
     };
     let mut cfg = file.net.clone();
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-    let id = crate::net::identity(&cfg.data_dir)?;
+    let id = crate::net::identity_with(&cfg.data_dir, serve.hsm.clone())?;
     let seed = *id.seed;
     let role_bits = cfg.role_bits()?;
     let socket = cfg.data_dir.join("control.sock");

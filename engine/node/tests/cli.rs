@@ -246,6 +246,72 @@ fn hsm_backed_identity_signs_and_rotates_inside_the_token() {
     fails(&["identity", "sign", "--dir", p(&dir), p(&msg)], &[], "PKCS#11 token");
 }
 
+/// `vain node` on a root key held in a PKCS#11 token: the token certifies the operational key the
+/// node runs on; the node's id is the token's key, and the secret root never touches the disk.
+#[test]
+fn the_node_runs_on_a_root_key_in_a_token() {
+    let Some(module) = ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"]
+        .into_iter()
+        .find(|m| Path::new(m).exists())
+    else {
+        vain_testkit::unavailable(vain_testkit::Need::SoftHsm, "cli: node on an hsm root", "libsofthsm2.so not found");
+        return;
+    };
+    let t = tempfile::tempdir().expect("tmp");
+    let tokens = t.path().join("tokens");
+    std::fs::create_dir(&tokens).expect("mkdir");
+    let conf = t.path().join("softhsm2.conf");
+    std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\n", tokens.display()))
+        .expect("conf");
+    let init = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", "node-token", "--so-pin", "11112222", "--pin", "33334444"])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .expect("softhsm2-util");
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let env = [("SOFTHSM2_CONF", p(&conf)), ("VAIN_PKCS11_PIN", "33334444"), ("VAIN_PKCS11_MODULE", module)];
+    let cfg = control_plane_only(t.path());
+    let id_dir = t.path().join("data").join("identity");
+    let out =
+        ok(&["identity", "new", "--dir", p(&id_dir), "--hsm", "--token", "node-token", "--key-label", "root"], &env);
+    let root = field(&out, "node id:");
+
+    let run = |env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vain"));
+        c.args(["--log-format", "json", "node", "--token", "node-token", "--key-label", "root", "--config"]).arg(&cfg);
+        c.env_remove("VAIN_PKCS11_MODULE").env_remove("VAIN_PKCS11_PIN");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        // A node killed before its signal handler is up leaves its socket: start clean.
+        let sock = t.path().join("data").join("control.sock");
+        let _ = std::fs::remove_file(&sock);
+        let mut child =
+            c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().expect("node");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !sock.exists() && std::time::Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let o = child.wait_with_output().expect("wait");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let log = run(&env);
+    let started = log.lines().find(|l| l.contains("node started")).unwrap_or_else(|| panic!("{log}"));
+    assert!(started.contains(&root), "the node's id is the token's key: {started}");
+    assert!(log.contains("operational key certified"), "{log}");
+    // The operational key is a file key certified by the token's key; the root stays inside.
+    let shown = ok(&["identity", "show", "--dir", p(&id_dir)], &[]);
+    assert_eq!(field(&shown, "node id:"), root);
+    assert_ne!(field(&shown, "current key:"), root);
+    assert_eq!(field(&shown, "rotations:"), "1");
+    // Later starts run on it without the token, until it nears expiry.
+    let log = run(&[]);
+    assert!(log.lines().any(|l| l.contains("node started") && l.contains(&root)), "{log}");
+    assert!(!log.contains("operational key certified"), "{log}");
+}
+
 /// A `node.toml` in `dir` for a node that runs only the control plane on loopback (data in
 /// `dir/data`), without LAN discovery.
 fn control_plane_only(dir: &std::path::Path) -> std::path::PathBuf {
