@@ -202,27 +202,34 @@ fn help_lists_every_identity_command() {
     }
 }
 
-#[test]
-fn hsm_backed_identity_signs_and_rotates_inside_the_token() {
+/// A fresh SoftHSM2 token labelled `label` under `dir` (user PIN 33334444): the module's path
+/// and the config file, or `None` (a counted skip) without SoftHSM2.
+fn softhsm(dir: &Path, label: &str, test: &str) -> Option<(&'static str, std::path::PathBuf)> {
     let Some(module) = ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"]
         .into_iter()
         .find(|m| Path::new(m).exists())
     else {
-        vain_testkit::unavailable(vain_testkit::Need::SoftHsm, "cli: hsm-backed identity", "libsofthsm2.so not found");
-        return;
+        vain_testkit::unavailable(vain_testkit::Need::SoftHsm, test, "libsofthsm2.so not found");
+        return None;
     };
-    let t = tempfile::tempdir().expect("tmp");
-    let tokens = t.path().join("tokens");
+    let tokens = dir.join("tokens");
     std::fs::create_dir(&tokens).expect("mkdir");
-    let conf = t.path().join("softhsm2.conf");
+    let conf = dir.join("softhsm2.conf");
     std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\n", tokens.display()))
         .expect("conf");
     let init = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", "cli-token", "--so-pin", "11112222", "--pin", "33334444"])
+        .args(["--init-token", "--free", "--label", label, "--so-pin", "11112222", "--pin", "33334444"])
         .env("SOFTHSM2_CONF", &conf)
         .output()
         .expect("softhsm2-util");
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    Some((module, conf))
+}
+
+#[test]
+fn hsm_backed_identity_signs_and_rotates_inside_the_token() {
+    let t = tempfile::tempdir().expect("tmp");
+    let Some((module, conf)) = softhsm(t.path(), "cli-token", "cli: hsm-backed identity") else { return };
     let env = [("SOFTHSM2_CONF", p(&conf)), ("VAIN_PKCS11_PIN", "33334444"), ("VAIN_PKCS11_MODULE", module)];
     let dir = t.path().join("id");
     let out = ok(&["identity", "new", "--dir", p(&dir), "--hsm", "--token", "cli-token", "--key-label", "root"], &env);
@@ -250,25 +257,8 @@ fn hsm_backed_identity_signs_and_rotates_inside_the_token() {
 /// node runs on; the node's id is the token's key, and the secret root never touches the disk.
 #[test]
 fn the_node_runs_on_a_root_key_in_a_token() {
-    let Some(module) = ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"]
-        .into_iter()
-        .find(|m| Path::new(m).exists())
-    else {
-        vain_testkit::unavailable(vain_testkit::Need::SoftHsm, "cli: node on an hsm root", "libsofthsm2.so not found");
-        return;
-    };
     let t = tempfile::tempdir().expect("tmp");
-    let tokens = t.path().join("tokens");
-    std::fs::create_dir(&tokens).expect("mkdir");
-    let conf = t.path().join("softhsm2.conf");
-    std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\n", tokens.display()))
-        .expect("conf");
-    let init = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", "node-token", "--so-pin", "11112222", "--pin", "33334444"])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .expect("softhsm2-util");
-    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let Some((module, conf)) = softhsm(t.path(), "node-token", "cli: node on an hsm root") else { return };
     let env = [("SOFTHSM2_CONF", p(&conf)), ("VAIN_PKCS11_PIN", "33334444"), ("VAIN_PKCS11_MODULE", module)];
     let cfg = control_plane_only(t.path());
     let id_dir = t.path().join("data").join("identity");
