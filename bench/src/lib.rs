@@ -5,5 +5,4 @@ pub mod aggregate;
 mod error;
 pub use error::Error;
 pub mod ingest;
-mod proc;
 pub mod quic;

@@ -116,7 +116,7 @@ impl Sender {
 
 /// CPU seconds so far of this process's threads named `prefix`…
 fn cpu(prefix: &str) -> f64 {
-    crate::proc::thread_cpu(prefix).iter().map(|(_, s)| s).sum()
+    vain_transport::proc::thread_cpu(prefix).iter().map(|(_, s)| s).sum()
 }
 
 struct Sink {
@@ -234,7 +234,7 @@ fn drive(addr: SocketAddr, opts: Options, cfg: &Config, sink: &Sink, receiver: &
         send_all(&conns, &frames).await?;
         wait_for(sink, opts.frames as u64).await;
         sink.reset();
-        let (send0, recv0, drops0) = (cpu(SENDER), cpu(receiver), crate::proc::udp_rcvbuf_errors());
+        let (send0, recv0, drops0) = (cpu(SENDER), cpu(receiver), vain_transport::proc::udp_rcvbuf_errors());
         let sender0 = Sender::of(&conns);
         let start = Instant::now();
         send_all(&conns, &frames).await?;
@@ -268,7 +268,7 @@ fn side(name: &'static str, d: Drive, sink: &Sink) -> Side {
 
 /// Drops counted from `before` to now.
 fn dropped_since(before: Option<u64>) -> Option<u64> {
-    Some(crate::proc::udp_rcvbuf_errors()?.saturating_sub(before?))
+    Some(vain_transport::proc::udp_rcvbuf_errors()?.saturating_sub(before?))
 }
 
 /// Our shard (one glommio executor).

@@ -23,6 +23,8 @@ pub enum Need {
     SoftHsm,
     /// Headless Chromium (`chromium` on the PATH), for the dashboard's browser test.
     Chromium,
+    /// The Prometheus project's OpenMetrics parser (PyPI `prometheus-client`).
+    OpenMetricsParser,
     /// A CUDA driver and GPU.
     Gpu,
 }
@@ -36,6 +38,7 @@ impl Need {
             Need::Nvrtc => "nvrtc",
             Need::SoftHsm => "softhsm",
             Need::Chromium => "chromium",
+            Need::OpenMetricsParser => "openmetrics-parser",
             Need::Gpu => "gpu",
         }
     }

@@ -10,6 +10,7 @@ pub mod client;
 pub mod frame;
 pub mod heap;
 pub mod limit;
+pub mod proc;
 pub mod quic;
 pub mod tls;
 mod udp;

@@ -56,6 +56,12 @@ pub struct Metrics {
     tiers: Family<Labels, Gauge>,
     proposals: Family<Labels, Gauge>,
     submits: Family<Labels, Counter>,
+    ingest_bytes: Counter,
+    ingest_updates: Family<Labels, Counter>,
+    aggregation: Family<Labels, Histogram, fn() -> Histogram>,
+    shard_cpu: Family<Labels, Counter<f64, AtomicU64>>,
+    /// Shard CPU seconds seen at the last scrape, by shard.
+    shard_seen: Mutex<BTreeMap<String, f64>>,
     /// Totals seen at the last scrape, per counter and label, to add only the difference.
     seen: Mutex<BTreeMap<(String, String), u64>>,
 }
@@ -126,6 +132,35 @@ impl Metrics {
         registry.register("governance_proposals", "Governance proposals the ledger holds, by state", proposals.clone());
         let submits = Family::<Labels, Counter>::default();
         registry.register("governance_submits", "Proposals and votes handed to this node, by outcome", submits.clone());
+        let ingest_bytes = Counter::default();
+        registry.register_with_unit(
+            "ingest",
+            "Payload bytes of the updates this aggregator accepted",
+            Unit::Bytes,
+            ingest_bytes.clone(),
+        );
+        let ingest_updates = Family::<Labels, Counter>::default();
+        registry.register(
+            "ingest_updates",
+            "Updates this aggregator's ingest took or refused, by outcome (accepted, or the refusal's reason)",
+            ingest_updates.clone(),
+        );
+        let aggregation = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register_with_unit(
+            "aggregation",
+            "Time a round's aggregation took (order statistics, clipping, noise, report), by rule and backend",
+            Unit::Seconds,
+            aggregation.clone(),
+        );
+        let shard_cpu = Family::<Labels, Counter<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "shard_cpu",
+            "CPU time of each ingest shard thread",
+            Unit::Seconds,
+            shard_cpu.clone(),
+        );
         Metrics {
             registry,
             rounds,
@@ -146,6 +181,11 @@ impl Metrics {
             tiers,
             proposals,
             submits,
+            ingest_bytes,
+            ingest_updates,
+            aggregation,
+            shard_cpu,
+            shard_seen: Mutex::new(BTreeMap::new()),
             seen: Mutex::new(BTreeMap::new()),
         }
     }
@@ -171,6 +211,39 @@ impl Metrics {
         }
         if let Some(e) = row.epsilon.filter(|e| e.is_finite()) {
             self.epsilon.set(e);
+        }
+        self.sample_shards();
+        // What this node's own ingest and aggregation did (a followed round has no backend).
+        if !row.backend.is_empty() {
+            self.ingest_bytes.inc_by(row.ingest_bytes);
+            self.ingest_updates.get_or_create(&label("outcome", "accepted")).inc_by(row.accepted as u64);
+            for (reason, n) in &row.rejects {
+                self.ingest_updates.get_or_create(&label("outcome", reason)).inc_by(*n);
+            }
+            if let Some(ms) = row.aggregate_ms {
+                let labels = vec![("rule".to_string(), row.rule.clone()), ("backend".to_string(), row.backend.clone())];
+                self.aggregation.get_or_create(&labels).observe(ms / 1000.0);
+            }
+        }
+    }
+
+    /// The ingest shards' CPU, from the kernel's per-thread accounting: sampled at every round
+    /// and scrape (the shards live as long as the coordinator runs its rounds).
+    fn sample_shards(&self) {
+        let Ok(mut seen) = self.shard_seen.lock() else { return };
+        // glommio names a shard's threads `vain-shard-<i>-<executor id>`: sum them by shard.
+        let mut by_shard: BTreeMap<String, f64> = BTreeMap::new();
+        for (name, secs) in vain_transport::proc::thread_cpu("vain-shard-") {
+            let rest = name.trim_start_matches("vain-shard-");
+            let shard = rest.split_once('-').map_or(rest, |(i, _)| i).to_string();
+            *by_shard.entry(shard).or_default() += secs;
+        }
+        for (shard, secs) in by_shard {
+            let last = seen.entry(shard.clone()).or_default();
+            if secs > *last {
+                self.shard_cpu.get_or_create(&label("shard", &shard)).inc_by(secs - *last);
+                *last = secs;
+            }
         }
     }
 
@@ -225,6 +298,7 @@ impl Metrics {
                 self.advance(&self.submits, "submits", "outcome", outcome, *n);
             }
         }
+        self.sample_shards();
         if let Some(p) = &s.participant {
             for (answer, n) in p.counts() {
                 self.advance(&self.answers, "answers", "answer", answer, n);

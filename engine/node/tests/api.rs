@@ -333,6 +333,42 @@ fn the_api_answers_every_route_and_the_dashboard_shows_the_same_values() {
     let accepted: u64 = rows.iter().map(|r| r["accepted"].as_u64().expect("accepted")).sum();
     assert!(m.contains(&format!("vain_round_updates_total{{status=\"accepted\"}} {accepted}")), "{m}");
     assert!(m.contains("vain_governance_proposals{state=\"passed\"} 1"), "{m}");
+    // This aggregator's own ingest: the rounds it closed (a followed round has no backend).
+    let own: Vec<&Value> = rows.iter().filter(|r| r["backend"].as_str().is_some_and(|b| !b.is_empty())).collect();
+    let own_accepted: u64 = own.iter().map(|r| r["accepted"].as_u64().expect("accepted")).sum();
+    let own_bytes: u64 = own.iter().map(|r| r["ingest_bytes"].as_u64().expect("bytes")).sum();
+    if own_accepted > 0 {
+        assert!(m.contains(&format!("vain_ingest_updates_total{{outcome=\"accepted\"}} {own_accepted}")), "{m}");
+        assert!(m.contains(&format!("vain_ingest_bytes_total {own_bytes}")), "{m}");
+        assert!(m.contains("vain_aggregation_seconds_count{rule=\"fedavg\",backend=\"cpu\"}"), "{m}");
+        assert!(m.contains("vain_shard_cpu_seconds_total{shard=\"0\"}"), "{m}");
+    }
+    // The exposition parses with the Prometheus project's OpenMetrics parser.
+    let parsed = Command::new("python3")
+        .args([
+            "-c",
+            "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\n\
+             print(len(list(p(sys.stdin.read()))))",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            if let Some(mut i) = c.stdin.take() {
+                i.write_all(m.as_bytes())?;
+            }
+            c.wait_with_output()
+        })
+        .expect("python3");
+    let stderr = String::from_utf8_lossy(&parsed.stderr);
+    if stderr.contains("No module named") {
+        vain_testkit::unavailable(vain_testkit::Need::OpenMetricsParser, "api: exposition parses", stderr);
+    } else {
+        assert!(parsed.status.success(), "the OpenMetrics parser refused the exposition: {stderr}\n{m}");
+        let families: usize = String::from_utf8_lossy(&parsed.stdout).trim().parse().expect("count");
+        assert!(families >= 20, "{families} metric families");
+    }
     assert!(m.contains("vain_governance_submits_total{outcome=\"new\"}"), "{m}");
     assert!(m.contains("vain_privacy_epsilon 0.0"), "{m}");
     let banned = ledger["nodes"].as_array().expect("nodes").iter().filter(|n| n["tier"] == 0).count();

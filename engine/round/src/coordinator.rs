@@ -172,6 +172,16 @@ pub struct Row {
     pub recovered: usize,
     /// Wall clock at the close, Unix ms.
     pub closed_ms: u64,
+    /// Payload bytes of the accepted updates, as they arrived (0 for a followed round).
+    pub ingest_bytes: u64,
+    /// Refused updates by reason, every refusal counted (the close lists one per sender).
+    pub rejects: BTreeMap<String, u64>,
+    /// The aggregation rule.
+    pub rule: String,
+    /// The backend that aggregated (cpu, cuda), empty for a followed round.
+    pub backend: String,
+    /// Time the aggregation took (finish: order statistics, clipping, noise, report), ms.
+    pub aggregate_ms: Option<f64>,
 }
 
 /// What the coordinator keeps across restarts.
@@ -769,6 +779,14 @@ impl Coordinator {
             updates: c.accepted.iter().map(|a| format!("{}:{}", short(&a.sender), hex::encode(a.digest))).collect(),
             recovered: 0,
             closed_ms: unix_ms(),
+            ingest_bytes: 0,
+            rejects: c.rejected.iter().fold(BTreeMap::new(), |mut m, (_, why)| {
+                *m.entry(why.clone()).or_default() += 1;
+                m
+            }),
+            rule: c.rule.clone(),
+            backend: String::new(),
+            aggregate_ms: None,
         }
     }
 
@@ -951,6 +969,7 @@ impl Coordinator {
         // Collect until every participant that took the open was heard from, or the deadline.
         // Each update is journaled before the round takes it, and receipted after.
         let mut rejected: Vec<(NodeId, String)> = Vec::new();
+        let (mut ingest_bytes, mut rejects) = (0u64, BTreeMap::<String, u64>::new());
         let journal_error: std::cell::RefCell<Option<Error>> = std::cell::RefCell::new(None);
         if !waiting.is_empty() {
             self.service.stage.collect_while(
@@ -970,7 +989,8 @@ impl Coordinator {
                         return false;
                     }
                     match ev {
-                        Event::Accepted { accepted: a, .. } => {
+                        Event::Accepted { accepted: a, wire_bytes, .. } => {
+                            ingest_bytes += wire_bytes;
                             tracing::debug!(sender = %short(&a.sender), weight = a.weight, "update accepted and journaled");
                             waiting.remove(&a.sender);
                             receipts.send(&a.sender, &a.digest);
@@ -981,6 +1001,7 @@ impl Coordinator {
                             ));
                         }
                         Event::Rejected(r) => {
+                            *rejects.entry(r.reject.reason().to_string()).or_default() += 1;
                             let k = r.sender.unwrap_or([0; 32]);
                             // A recovered update sent again is a duplicate, not an offence.
                             let duplicate = r.reject.reason() == "replay" && recovered_from.contains(&k);
@@ -1012,8 +1033,11 @@ impl Coordinator {
         let missing: Vec<NodeId> = waiting.iter().copied().collect();
 
         // Close: aggregate (or keep the base), server step, checkpoint.
+        let mut aggregate_ms = None;
         let (outcome, report, noise, agg_rule) = if accepted.len() >= self.cfg.min_updates.max(1) {
+            let t_aggregate = Instant::now();
             let (o, _signed) = ingest.finish(&self.key)?;
+            aggregate_ms = Some(t_aggregate.elapsed().as_secs_f64() * 1000.0);
             let eta = self.cfg.server_lr;
             self.global.iter_mut().zip(&o.aggregate).for_each(|(g, a)| *g += eta * a);
             let noise = o.report.noise_std.zip(o.report.noise_commitment);
@@ -1138,6 +1162,11 @@ impl Coordinator {
             closed_ms: unix_ms(),
             updates: accepted.iter().map(|(k, _, c)| format!("{}:{}", short(k), hex::encode(c.digest))).collect(),
             recovered,
+            ingest_bytes,
+            rejects,
+            rule: self.cfg.rule.to_string(),
+            backend: self.backend.kind().to_string(),
+            aggregate_ms,
         };
         Ok(Some((row, self.global.clone())))
     }

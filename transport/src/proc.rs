@@ -3,7 +3,7 @@
 /// CPU seconds of this process's threads whose name starts with `prefix`, by thread name,
 /// sorted. Uses the scheduler's nanosecond run time (`schedstat`), so short runs are not
 /// rounded to clock ticks.
-pub(crate) fn thread_cpu(prefix: &str) -> Vec<(String, f64)> {
+pub fn thread_cpu(prefix: &str) -> Vec<(String, f64)> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return out };
     for e in dir.flatten() {
@@ -21,7 +21,7 @@ pub(crate) fn thread_cpu(prefix: &str) -> Vec<(String, f64)> {
 
 /// UDP datagrams the kernel dropped because a socket's receive buffer was full, machine-wide
 /// (`RcvbufErrors` in /proc/net/snmp); `None` where that file cannot be read.
-pub(crate) fn udp_rcvbuf_errors() -> Option<u64> {
+pub fn udp_rcvbuf_errors() -> Option<u64> {
     let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
     let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
     let (names, values) = (udp.next()?, udp.next()?);
