@@ -90,6 +90,9 @@ struct Behaviour {
     pex: request_response::Behaviour<Codec>,
     relay: request_response::Behaviour<Codec>,
     round: request_response::Behaviour<Codec>,
+    /// The standard `/ipfs/ping/1.0.0`, which other implementations' DHTs use to check a new
+    /// contact before adding it to their routing table.
+    ping: libp2p::ping::Behaviour,
 }
 
 /// Where a peer stands.
@@ -102,6 +105,10 @@ pub enum State {
     Live,
     /// Silent past the stale timeout: removed from the routing table and directories.
     Stale,
+    /// Stayed connected past the stale timeout without ever answering a heartbeat (a stuck
+    /// node, or another libp2p implementation): treated as stale, and not dialled again; it
+    /// becomes live if it answers a heartbeat on a connection it opens.
+    Unresponsive,
 }
 
 struct Peer {
@@ -121,6 +128,8 @@ struct Peer {
     probe_failed: bool,
     /// Which of our announcements (its `own_version`) this peer was sent on connecting.
     told: u64,
+    /// When its current connection was established.
+    connected_at: Instant,
 }
 
 /// One row of `vain peers`.
@@ -161,6 +170,8 @@ pub struct Status {
     pub connected: usize,
     /// Peers marked stale.
     pub stale: usize,
+    /// Peers that stayed connected without ever answering a heartbeat (not dialled again).
+    pub unresponsive: usize,
     /// Kademlia routing-table entries.
     pub routing: usize,
     /// Records in the local store.
@@ -493,6 +504,7 @@ fn build_swarm(cfg: &Config, kp: libp2p::identity::Keypair, transport: Transport
                 [(StreamProtocol::new(ROUND), ProtocolSupport::Full)],
                 request_response::Config::default().with_request_timeout(ROUND_TIMEOUT),
             ),
+            ping: libp2p::ping::Behaviour::default(),
         })
     };
     let idle = secs(cfg.limits.idle_timeout);
@@ -686,6 +698,7 @@ impl Node {
             requests: (burst, Instant::now()),
             probe_failed: false,
             told: 0,
+            connected_at: Instant::now(),
         })
     }
 
@@ -829,17 +842,29 @@ impl Node {
         // unreachable when last probed. A peer merely not probed yet keeps its state.
         let mut gone = Vec::new();
         let mut probe: Vec<(Instant, PeerId)> = Vec::new();
+        let mut unresponsive = 0;
         for (pid, p) in self.peers.iter_mut() {
-            if p.state == State::Stale {
+            if matches!(p.state, State::Stale | State::Unresponsive) {
                 continue;
             }
             let silent = now.saturating_duration_since(p.last_seen) > stale_after;
-            if silent && (p.connected || p.probe_failed) {
+            // Connected all along yet never a heartbeat: dialling it again would only repeat this.
+            let mute = p.connected
+                && p.last_heartbeat.is_none()
+                && now.saturating_duration_since(p.connected_at) > stale_after;
+            if mute {
+                p.state = State::Unresponsive;
+                unresponsive += 1;
+                gone.push(*pid);
+            } else if silent && (p.connected || p.probe_failed) {
                 p.state = State::Stale;
                 gone.push(*pid);
             } else if !p.connected && !p.addrs.is_empty() {
                 probe.push((p.last_seen, *pid));
             }
+        }
+        for _ in 0..unresponsive {
+            self.count("unresponsive to heartbeats");
         }
         for pid in gone {
             self.drop_stale(pid);
@@ -1012,6 +1037,7 @@ impl Node {
             live: self.peers.values().filter(|p| p.state == State::Live).count(),
             connected: self.peers.values().filter(|p| p.connected).count(),
             stale: self.peers.values().filter(|p| p.state == State::Stale).count(),
+            unresponsive: self.peers.values().filter(|p| p.state == State::Unresponsive).count(),
             routing,
             records,
             last_heartbeat_ms: self.last_heartbeat.map(|t| t.elapsed().as_millis() as u64),
@@ -1321,6 +1347,9 @@ impl Node {
                 }
                 let first = !self.peers.get(&peer_id).is_some_and(|p| p.connected);
                 let p = self.peer(peer_id);
+                if !p.connected {
+                    p.connected_at = Instant::now();
+                }
                 p.connected = true;
                 p.probe_failed = false;
                 p.last_seen = Instant::now();

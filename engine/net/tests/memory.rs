@@ -254,3 +254,73 @@ async fn agg_provider_records_need_the_tier_the_policy_requires() {
     b.provide(Key::aggregators("mnist")).await.expect("provide");
     wait_until("the record stored", 10, async || a.holds(Key::aggregators("mnist")).await.expect("holds")).await;
 }
+
+/// A peer of another implementation: identify and the standard ping only, no vAIn heartbeats.
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct Foreign {
+    identify: libp2p::identify::Behaviour,
+    ping: libp2p::ping::Behaviour,
+}
+
+/// A vAIn node answers the standard ping (other DHTs ping a new contact before routing to it);
+/// a peer that stays connected without ever answering a heartbeat is reported as unresponsive
+/// and dropped, and the node does not dial it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_peer_gets_pongs_and_one_that_never_answers_heartbeats_is_reported_not_redialled() {
+    use futures::StreamExt;
+    use libp2p::core::transport::MemoryTransport;
+    use libp2p::core::upgrade::Version;
+    use libp2p::swarm::SwarmEvent;
+    use libp2p::{Transport as _, identify, noise, ping, yamux};
+    let vain =
+        node::spawn(config(9_500, None), Identity::from_seed(seed(9_500)), Transport::Memory).await.expect("node");
+    let mut foreign = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+            Ok(MemoryTransport::new()
+                .upgrade(Version::V1Lazy)
+                .authenticate(noise::Config::new(key)?)
+                .multiplex(yamux::Config::default()))
+        })
+        .expect("transport")
+        .with_behaviour(|key| Foreign {
+            identify: identify::Behaviour::new(identify::Config::new("/vain/0.1.0".into(), key.public())),
+            ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_millis(200))),
+        })
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    let me = *foreign.local_peer_id();
+    foreign.listen_on("/memory/9599".parse().expect("addr")).expect("listen");
+    foreign
+        .dial(format!("/memory/9500/p2p/{}", vain.peer_id).parse::<libp2p::Multiaddr>().expect("addr"))
+        .expect("dial");
+
+    let (mut pongs, mut connections, mut closed_at) = (0, 0, None::<Instant>);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        // After the drop, watch a few heartbeat periods for a redial.
+        if closed_at.is_some_and(|t| t.elapsed() > Duration::from_secs(4)) {
+            break;
+        }
+        let Ok(ev) = tokio::time::timeout(Duration::from_millis(200), foreign.select_next_some()).await else {
+            continue;
+        };
+        match ev {
+            SwarmEvent::Behaviour(ForeignEvent::Ping(ping::Event { result: Ok(_), .. })) => pongs += 1,
+            SwarmEvent::ConnectionEstablished { .. } => connections += 1,
+            SwarmEvent::ConnectionClosed { num_established: 0, .. } => {
+                closed_at.get_or_insert(Instant::now());
+            }
+            _ => {}
+        }
+    }
+    assert!(pongs >= 1, "the vAIn node answered no ping");
+    assert!(closed_at.is_some(), "the silent peer was never dropped");
+    assert_eq!(connections, 1, "the vAIn node dialled the unresponsive peer again");
+    let row = vain.peers().await.expect("peers").into_iter().find(|p| p.peer_id == me.to_string()).expect("listed");
+    assert_eq!(row.state, node::State::Unresponsive);
+    let st = vain.status().await.expect("status");
+    assert_eq!(st.unresponsive, 1);
+    assert_eq!(st.rejected.get("unresponsive to heartbeats"), Some(&1));
+}
