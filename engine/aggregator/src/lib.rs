@@ -89,6 +89,8 @@ pub struct ShardHandler {
 impl ShardHandler {
     /// Checks one frame against the current round and hands it to the stage.
     pub fn handle(&mut self, peer: Peer, frame: Frame) {
+        // The connection's key (its TLS-verified Ed25519 key) on whatever this frame logs.
+        let _span = tracing::debug_span!("connection", shard = self.shard, peer = %short(&peer)).entered();
         let generation = self.published.generation.load(Ordering::Acquire);
         if generation != self.seen {
             if let Ok(c) = self.published.checker.lock() {

@@ -1334,6 +1334,24 @@ impl Node {
     }
 
     fn on_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        // The peer an event concerns, on whatever handling it logs.
+        let peer = match &ev {
+            SwarmEvent::ConnectionEstablished { peer_id, .. } | SwarmEvent::ConnectionClosed { peer_id, .. } => {
+                Some(*peer_id)
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, .. } => *peer_id,
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, .. })) => {
+                Some(*peer_id)
+            }
+            SwarmEvent::Behaviour(
+                BehaviourEvent::Heartbeat(request_response::Event::Message { peer, .. })
+                | BehaviourEvent::Pex(request_response::Event::Message { peer, .. })
+                | BehaviourEvent::Relay(request_response::Event::Message { peer, .. })
+                | BehaviourEvent::Round(request_response::Event::Message { peer, .. }),
+            ) => Some(*peer),
+            _ => None,
+        };
+        let _span = peer.map(|p| tracing::debug_span!("peer", peer = %p).entered());
         match ev {
             SwarmEvent::NewListenAddr { address, .. } if !self.listen.contains(&address) => {
                 self.listen.push(address);
