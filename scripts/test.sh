@@ -32,6 +32,13 @@ if ! python3 -c 'import importlib.metadata as m; assert m.version("prometheus-cl
   python3 -m pip install -q --disable-pip-version-check 'prometheus-client==0.21.1'
 fi
 
+# npm: the js-libp2p interop client's packages, pinned by tests/interop-js/package-lock.json.
+if [ ! -d tests/interop-js/node_modules ] || [ tests/interop-js/package-lock.json -nt tests/interop-js/node_modules ]; then
+  echo "== installing the js-libp2p interop client (npm ci)"
+  (cd tests/interop-js && npm ci --no-audit --no-fund --loglevel=error)
+  touch tests/interop-js/node_modules
+fi
+
 # PyPI: NVRTC 13.0 for compile-checking every CUDA kernel (no GPU or driver needed).
 nvrtc_lib() {
   python3 -c 'import nvidia, os, sys; [print(os.path.join(p, "cu13", "lib")) for p in nvidia.__path__ if os.path.exists(os.path.join(p, "cu13", "lib", "libnvrtc.so.13"))]' 2>/dev/null | head -n1
@@ -44,7 +51,7 @@ fi
 export LD_LIBRARY_PATH="$(nvrtc_lib)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 # Every capability this machine can give is required: a test that lacks io_uring, root (network
-# namespaces), NVRTC, SoftHSM2, Chromium or the OpenMetrics parser fails. What may legitimately be missing (a GPU) is logged by the
+# namespaces), NVRTC, SoftHSM2, Chromium, the OpenMetrics parser or the js-libp2p client fails. What may legitimately be missing (a GPU) is logged by the
 # tests (vain-testkit) and summed up at the end.
 export VAIN_REQUIRE=all
 export VAIN_SKIP_LOG="$PWD/target/skipped.log"

@@ -25,6 +25,8 @@ pub enum Need {
     Chromium,
     /// The Prometheus project's OpenMetrics parser (PyPI `prometheus-client`).
     OpenMetricsParser,
+    /// Node.js with the js-libp2p interop client's packages (tests/interop-js).
+    JsLibp2p,
     /// A CUDA driver and GPU.
     Gpu,
 }
@@ -39,6 +41,7 @@ impl Need {
             Need::SoftHsm => "softhsm",
             Need::Chromium => "chromium",
             Need::OpenMetricsParser => "openmetrics-parser",
+            Need::JsLibp2p => "js-libp2p",
             Need::Gpu => "gpu",
         }
     }
