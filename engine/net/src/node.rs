@@ -172,6 +172,8 @@ pub struct Status {
     pub stale: usize,
     /// Peers that stayed connected without ever answering a heartbeat (not dialled again).
     pub unresponsive: usize,
+    /// DHT lookups this node made.
+    pub lookups: Lookups,
     /// Kademlia routing-table entries.
     pub routing: usize,
     /// Records in the local store.
@@ -376,6 +378,41 @@ pub struct Lookup {
     pub requests: u32,
     /// Of which answered.
     pub successes: u32,
+    /// How long it took, ms.
+    pub ms: f64,
+}
+
+/// Upper bounds (ms) of the lookup-duration buckets in [`Lookups`].
+pub const LOOKUP_BUCKETS_MS: [f64; 10] = [5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 10000.0];
+
+/// DHT lookups this node made (for its metrics).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Lookups {
+    /// Lookups that found what they looked for.
+    pub ok: u64,
+    /// Lookups that found nothing valid, or failed.
+    pub failed: u64,
+    /// Lookups by duration: one count per bound of [`LOOKUP_BUCKETS_MS`], then one past the
+    /// last bound.
+    pub buckets: Vec<u64>,
+    /// Sum of their durations, ms.
+    pub sum_ms: f64,
+}
+
+impl Lookups {
+    fn record(&mut self, ok: bool, ms: f64) {
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; LOOKUP_BUCKETS_MS.len() + 1];
+        }
+        if ok {
+            self.ok += 1;
+        } else {
+            self.failed += 1;
+        }
+        let i = LOOKUP_BUCKETS_MS.iter().position(|b| ms <= *b).unwrap_or(LOOKUP_BUCKETS_MS.len());
+        self.buckets[i] += 1;
+        self.sum_ms += ms;
+    }
 }
 
 struct Node {
@@ -399,6 +436,7 @@ struct Node {
     hb_seq: u64,
     hb_cache: Option<(Vec<u8>, Instant)>,
     last_heartbeat: Option<Instant>,
+    lookups: Lookups,
     gets: HashMap<kad::QueryId, Pending>,
     beacon: Option<(tokio::net::UdpSocket, SocketAddr, beacon::RateLimit)>,
     settle: Settle,
@@ -585,6 +623,7 @@ async fn spawn_inner(
         hb_seq: 0,
         hb_cache: None,
         last_heartbeat: None,
+        lookups: Lookups::default(),
         gets: HashMap::new(),
         beacon,
         identity,
@@ -1038,6 +1077,7 @@ impl Node {
             connected: self.peers.values().filter(|p| p.connected).count(),
             stale: self.peers.values().filter(|p| p.state == State::Stale).count(),
             unresponsive: self.peers.values().filter(|p| p.state == State::Unresponsive).count(),
+            lookups: self.lookups.clone(),
             routing,
             records,
             last_heartbeat_ms: self.last_heartbeat.map(|t| t.elapsed().as_millis() as u64),
@@ -1259,7 +1299,11 @@ impl Node {
                     }
                     return;
                 }
-                let cost = Lookup { requests: stats.num_requests(), successes: stats.num_successes() };
+                let cost = Lookup {
+                    requests: stats.num_requests(),
+                    successes: stats.num_successes(),
+                    ms: stats.duration().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+                };
                 self.on_query(id, result, step.last, cost)
             }
             kad::Event::RoutingUpdated { peer, addresses, .. } => {
@@ -1286,6 +1330,7 @@ impl Node {
                 ) {
                     Ok(a) => {
                         if let Some((_, tx, _)) = self.gets.remove(&id) {
+                            self.lookups.record(true, cost.ms);
                             let _ = tx.send((
                                 Ok(Found::Node(NodeRecord {
                                     node_id: hex::encode(a.node_id),
@@ -1314,6 +1359,7 @@ impl Node {
             }
             kad::QueryResult::GetRecord(Err(e)) => {
                 if let Some((_, tx, _)) = self.gets.remove(&id) {
+                    self.lookups.record(false, cost.ms);
                     let _ = tx.send((Err(Error::Lookup { key: key.to_string(), source: Box::new(e) }), cost));
                 }
             }
@@ -1329,6 +1375,8 @@ impl Node {
                     Ok(Found::Providers(v))
                 }
             };
+            let found = matches!(&r, Ok(Found::Providers(v)) if !v.is_empty());
+            self.lookups.record(found, cost.ms);
             let _ = tx.send((r, cost));
         }
     }

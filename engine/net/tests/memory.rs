@@ -108,6 +108,11 @@ async fn nodes_find_each_other_from_one_bootstrap_and_every_announcement_is_foun
             }
             other => panic!("{other:?}"),
         }
+        // Each lookup is counted, with its duration in one bucket.
+        let l = h.status().await.expect("status").lookups;
+        assert!(l.ok >= 1, "{l:?}");
+        assert_eq!(l.buckets.iter().sum::<u64>(), l.ok + l.failed);
+        assert_eq!(l.buckets.len(), vain_net::node::LOOKUP_BUCKETS_MS.len() + 1);
     }
 }
 

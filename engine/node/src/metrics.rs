@@ -21,6 +21,42 @@ use vain_round::coordinator::Row;
 
 type Labels = Vec<(String, String)>;
 
+/// A histogram whose buckets another component counts (the control plane's DHT lookups): the
+/// latest snapshot, encoded as an OpenMetrics histogram.
+#[derive(Debug, Default)]
+struct Snapshot(Mutex<Counts>);
+
+/// Sum, count, and (upper bound, count) per bucket.
+type Counts = (f64, u64, Vec<(f64, u64)>);
+
+/// The registry takes ownership of what it encodes; the scrape updates the same snapshot.
+#[derive(Debug)]
+struct SharedSnapshot(Arc<Snapshot>);
+
+impl prometheus_client::encoding::EncodeMetric for SharedSnapshot {
+    fn encode(&self, encoder: prometheus_client::encoding::MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
+}
+
+impl prometheus_client::encoding::EncodeMetric for Snapshot {
+    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder) -> Result<(), std::fmt::Error> {
+        let Ok(s) = self.0.lock() else { return Ok(()) };
+        // OpenMetrics requires the +Inf bucket even before anything was counted.
+        let empty = [(f64::MAX, 0)];
+        let buckets = if s.2.is_empty() { &empty[..] } else { &s.2[..] };
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(s.0, s.1, buckets, None)
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
+}
+
 fn label(k: &str, v: &str) -> Labels {
     vec![(k.to_string(), v.to_string())]
 }
@@ -60,6 +96,8 @@ pub struct Metrics {
     ingest_updates: Family<Labels, Counter>,
     aggregation: Family<Labels, Histogram, fn() -> Histogram>,
     shard_cpu: Family<Labels, Counter<f64, AtomicU64>>,
+    lookups: Family<Labels, Counter>,
+    lookup_time: Arc<Snapshot>,
     /// Shard CPU seconds seen at the last scrape, by shard.
     shard_seen: Mutex<BTreeMap<String, f64>>,
     /// Totals seen at the last scrape, per counter and label, to add only the difference.
@@ -161,6 +199,15 @@ impl Metrics {
             Unit::Seconds,
             shard_cpu.clone(),
         );
+        let lookups = Family::<Labels, Counter>::default();
+        registry.register("dht_lookups", "DHT lookups this node made, by outcome (ok, failed)", lookups.clone());
+        let lookup_time = Arc::new(Snapshot::default());
+        registry.register_with_unit(
+            "dht_lookup_duration",
+            "How long this node's DHT lookups took",
+            Unit::Seconds,
+            SharedSnapshot(lookup_time.clone()),
+        );
         Metrics {
             registry,
             rounds,
@@ -185,6 +232,8 @@ impl Metrics {
             ingest_updates,
             aggregation,
             shard_cpu,
+            lookups,
+            lookup_time,
             shard_seen: Mutex::new(BTreeMap::new()),
             seen: Mutex::new(BTreeMap::new()),
         }
@@ -264,6 +313,14 @@ impl Metrics {
             self.peers_live.set(st.live as i64);
             for (reason, n) in &st.rejected {
                 self.advance(&self.refused, "refused", "reason", reason, *n);
+            }
+            let l = &st.lookups;
+            self.advance(&self.lookups, "lookups", "outcome", "ok", l.ok);
+            self.advance(&self.lookups, "lookups", "outcome", "failed", l.failed);
+            if let Ok(mut snap) = self.lookup_time.0.lock() {
+                let bounds = vain_net::node::LOOKUP_BUCKETS_MS.iter().map(|b| b / 1000.0).chain([f64::MAX]);
+                let counts = l.buckets.iter().copied().chain(std::iter::repeat(0));
+                *snap = (l.sum_ms / 1000.0, l.ok + l.failed, bounds.zip(counts).collect());
             }
         }
         let ledger = s.ledger.lock().map(|l| l.status()).ok();

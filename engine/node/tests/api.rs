@@ -343,6 +343,8 @@ fn the_api_answers_every_route_and_the_dashboard_shows_the_same_values() {
         assert!(m.contains("vain_aggregation_seconds_count{rule=\"fedavg\",backend=\"cpu\"}"), "{m}");
         assert!(m.contains("vain_shard_cpu_seconds_total{shard=\"0\"}"), "{m}");
     }
+    assert!(m.contains("# TYPE vain_dht_lookup_duration_seconds histogram"), "{m}");
+    assert!(m.contains("vain_dht_lookup_duration_seconds_count "), "{m}");
     // The exposition parses with the Prometheus project's OpenMetrics parser.
     let parsed = Command::new("python3")
         .args([
