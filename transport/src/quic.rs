@@ -274,6 +274,35 @@ pub struct Stats {
     pub pool_allocated: u64,
     /// Of those, the ones page-locked for the device backend.
     pub pool_pinned: u64,
+    /// Connections open when these figures were taken.
+    pub open: u64,
+}
+
+/// Each shard's figures while the server runs, published by the shard about every
+/// [`LIVE_EVERY`] (a node's metrics read them).
+#[derive(Debug, Clone)]
+pub struct Live(Arc<Vec<std::sync::Mutex<Stats>>>);
+
+/// How often a shard publishes its figures.
+pub const LIVE_EVERY: Duration = Duration::from_millis(250);
+
+impl Live {
+    fn new(shards: usize) -> Live {
+        Live(Arc::new((0..shards).map(|_| std::sync::Mutex::new(Stats::default())).collect()))
+    }
+
+    /// The latest figures of every shard.
+    pub fn snapshot(&self) -> Vec<Stats> {
+        self.0.iter().map(|s| s.lock().map(|s| s.clone()).unwrap_or_default()).collect()
+    }
+
+    fn publish(&self, shard: usize, stats: &Stats, open: usize) {
+        if let Some(slot) = self.0.get(shard)
+            && let Ok(mut s) = slot.lock()
+        {
+            *s = Stats { open: open as u64, ..stats.clone() };
+        }
+    }
 }
 
 impl Stats {
@@ -304,6 +333,7 @@ impl Stats {
         self.pool_reused += o.pool_reused;
         self.pool_allocated += o.pool_allocated;
         self.pool_pinned += o.pool_pinned;
+        self.open += o.open;
     }
 }
 
@@ -357,6 +387,7 @@ pub struct Server {
     sockets: Vec<Socket>,
     addr: SocketAddr,
     routed: bool,
+    live: Live,
 }
 
 impl Server {
@@ -392,7 +423,12 @@ impl Server {
                 let _ = udp::enable_gro(s);
             }
         }
-        Ok(Self { cfg, sockets, addr, routed })
+        Ok(Self { cfg, sockets, addr, routed, live: Live::new(shards) })
+    }
+
+    /// The shards' figures while they run.
+    pub fn live(&self) -> Live {
+        self.live.clone()
     }
 
     /// The address the shards listen on.
@@ -430,6 +466,7 @@ impl Server {
                 cfg: self.cfg.clone(),
                 stop: stop.clone(),
                 multi: joins.capacity() > 1,
+                live: self.live.clone(),
             };
             let placement = if self.cfg.pin { Placement::Fixed(i % cpus) } else { Placement::Unbound };
             let ex = LocalExecutorBuilder::new(placement)
@@ -492,6 +529,7 @@ struct ShardCtx {
     cfg: Config,
     stop: Arc<AtomicBool>,
     multi: bool,
+    live: Live,
 }
 
 /// How a shard moves datagrams.
@@ -672,7 +710,12 @@ async fn shard_main(ctx: ShardCtx, sock: Socket, handler: impl FnMut(Peer, Frame
     // Datagrams handed to their connections since the connections were last driven, and when
     // the first of them came.
     let (mut gathered, mut since) = (0usize, None::<Instant>);
+    let mut published = Instant::now();
     while !ctx.stop.load(Ordering::Relaxed) {
+        if published.elapsed() >= LIVE_EVERY {
+            ctx.live.publish(usize::from(ctx.index), &shard.stats, shard.conns.len());
+            published = Instant::now();
+        }
         // Wait for a datagram, the earliest connection timer or the end of gathering, at most
         // 50 ms (to see `stop`).
         let timer = shard.conns.values_mut().filter_map(|c| c.conn.poll_timeout()).min();

@@ -280,6 +280,7 @@ pub struct Service {
     routed: bool,
     stop: Arc<AtomicBool>,
     shards: Option<JoinHandle<Result<Vec<Stats>, quic::Error>>>,
+    live: quic::Live,
 }
 
 impl Service {
@@ -288,7 +289,7 @@ impl Service {
     pub fn start(cfg: quic::Config, shards: usize, capacity: usize) -> Result<Self, Error> {
         let page_lock = cfg.page_lock.clone();
         let server = quic::Server::bind(cfg, shards)?;
-        let (addr, routed) = (server.local_addr(), server.routed());
+        let (addr, routed, live) = (server.local_addr(), server.routed(), server.live());
         let (stage, handlers) = channels(shards, capacity, page_lock);
         let handlers: Vec<_> = handlers.into_iter().map(|mut h| move |p: Peer, f: Frame| h.handle(p, f)).collect();
         let stop = Arc::new(AtomicBool::new(false));
@@ -297,12 +298,17 @@ impl Service {
             .name("vain-shards".into())
             .spawn(move || server.run(handlers, s))
             .map_err(Error::Spawn)?;
-        Ok(Self { stage, addr, routed, stop, shards: Some(join) })
+        Ok(Self { stage, addr, routed, stop, shards: Some(join), live })
     }
 
     /// Where the shards listen.
     pub fn local_addr(&self) -> std::net::SocketAddr {
         self.addr
+    }
+
+    /// The shards' QUIC figures while they run (connections, handshakes, datagrams).
+    pub fn live(&self) -> quic::Live {
+        self.live.clone()
     }
 
     /// Whether the kernel routes packets to shards by connection ID.

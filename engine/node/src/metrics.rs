@@ -69,6 +69,8 @@ pub struct Sources {
     pub ledger: Arc<Mutex<vain_trust::Live>>,
     /// The client, when the node has that role.
     pub participant: Option<vain_round::participant::Participant>,
+    /// The aggregator's QUIC ingest shards, when the node has that role.
+    pub quic: Option<vain_transport::quic::Live>,
 }
 
 /// The node's metrics.
@@ -98,6 +100,8 @@ pub struct Metrics {
     shard_cpu: Family<Labels, Counter<f64, AtomicU64>>,
     lookups: Family<Labels, Counter>,
     lookup_time: Arc<Snapshot>,
+    quic: Family<Labels, Counter>,
+    quic_open: Gauge,
     /// Shard CPU seconds seen at the last scrape, by shard.
     shard_seen: Mutex<BTreeMap<String, f64>>,
     /// Totals seen at the last scrape, per counter and label, to add only the difference.
@@ -208,6 +212,15 @@ impl Metrics {
             Unit::Seconds,
             SharedSnapshot(lookup_time.clone()),
         );
+        let quic = Family::<Labels, Counter>::default();
+        registry.register(
+            "quic_events",
+            "The ingest's QUIC figures, by event (connections accepted, handshakes refused, connections capped, \
+             datagrams received and sent, retries, bad frames, throttled streams)",
+            quic.clone(),
+        );
+        let quic_open = Gauge::default();
+        registry.register("quic_connections_open", "QUIC ingest connections open", quic_open.clone());
         Metrics {
             registry,
             rounds,
@@ -234,6 +247,8 @@ impl Metrics {
             shard_cpu,
             lookups,
             lookup_time,
+            quic,
+            quic_open,
             shard_seen: Mutex::new(BTreeMap::new()),
             seen: Mutex::new(BTreeMap::new()),
         }
@@ -356,6 +371,22 @@ impl Metrics {
             }
         }
         self.sample_shards();
+        if let Some(live) = &s.quic {
+            let t = vain_transport::quic::Stats::total(&live.snapshot());
+            self.quic_open.set(t.open as i64);
+            for (event, n) in [
+                ("connection accepted", t.connections),
+                ("handshake refused", t.refused),
+                ("connection capped", t.capped),
+                ("datagram received", t.datagrams),
+                ("datagram sent", t.sent),
+                ("retry", t.retries),
+                ("bad frame", t.bad_frames),
+                ("stream throttled", t.throttled),
+            ] {
+                self.advance(&self.quic, "quic", "event", event, n);
+            }
+        }
         if let Some(p) = &s.participant {
             for (answer, n) in p.counts() {
                 self.advance(&self.answers, "answers", "answer", answer, n);

@@ -402,6 +402,7 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
     let deny: Arc<RwLock<BTreeSet<[u8; 32]>>> = Arc::new(RwLock::new(BTreeSet::new()));
     // The aggregator's ingest service binds first, so the announcement carries its address.
     let mut service = None;
+    let mut quic_live = None;
     if role_bits & roles::AGGREGATOR != 0 {
         let listen: std::net::SocketAddr =
             file.aggregate.listen.parse().with_context(|| format!("[aggregate] listen {:?}", file.aggregate.listen))?;
@@ -422,6 +423,7 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
         let s = vain_aggregator::Service::start(q, file.aggregate.shards.max(1), 64)?;
         cfg.ingest = vec![s.local_addr().to_string()];
         tracing::info!(addr = %s.local_addr(), shards = file.aggregate.shards.max(1), "QUIC ingest listening");
+        quic_live = Some(s.live());
         service = Some((s, backend));
     }
     let participant_cfg =
@@ -520,6 +522,7 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
             net: handle.clone(),
             ledger: live.clone(),
             participant: participant.clone(),
+            quic: quic_live.clone(),
         });
         if let Some(addr) = metrics_addr {
             let (metrics, sources) = (metrics.clone(), sources.clone());

@@ -342,6 +342,13 @@ fn the_api_answers_every_route_and_the_dashboard_shows_the_same_values() {
         assert!(m.contains(&format!("vain_ingest_bytes_total {own_bytes}")), "{m}");
         assert!(m.contains("vain_aggregation_seconds_count{rule=\"fedavg\",backend=\"cpu\"}"), "{m}");
         assert!(m.contains("vain_shard_cpu_seconds_total{shard=\"0\"}"), "{m}");
+        // The clients' QUIC connections to this aggregator's ingest, from the shards' live figures.
+        let accepted_connections = m
+            .lines()
+            .find_map(|l| l.strip_prefix("vain_quic_events_total{event=\"connection accepted\"} "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        assert!(accepted_connections >= 1, "{m}");
     }
     assert!(m.contains("# TYPE vain_dht_lookup_duration_seconds histogram"), "{m}");
     assert!(m.contains("vain_dht_lookup_duration_seconds_count "), "{m}");
