@@ -9,7 +9,7 @@ use serde::Serialize;
 use std::time::{Duration, Instant};
 
 /// What to run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Options {
     /// Nodes.
     pub nodes: usize,
@@ -21,11 +21,15 @@ pub struct Options {
     pub timeout: Duration,
     /// First memory-transport port (ports `base..base + nodes`).
     pub base_port: u64,
-    /// Print convergence progress to stderr.
-    pub progress: bool,
+    /// Told how far the run is: phase (converging, settling, lookups), done, total; `None` for
+    /// a quiet run.
+    pub progress: Option<Progress>,
     /// Kademlia query timeout, seconds (`dht.query_timeout`).
     pub query_timeout: f64,
 }
+
+/// Where a scale run reports its progress.
+pub type Progress = std::sync::Arc<dyn Fn(&str, u64, u64) + Send + Sync>;
 
 /// The figures.
 #[derive(Debug, Clone, Serialize)]
@@ -142,16 +146,11 @@ pub async fn run(o: Options) -> Result<Report, Error> {
             converge_seconds = Some(start.elapsed().as_secs_f64());
             break;
         }
-        if o.progress {
-            let below = sizes.iter().filter(|s| **s < want).count();
-            eprintln!(
-                "{:>6.1} s: {below} of {} nodes below {want} routing entries; {} MiB resident",
-                start.elapsed().as_secs_f64(),
-                o.nodes,
-                rss_kib() / 1024
-            );
+        if let Some(p) = &o.progress {
+            let at = sizes.iter().filter(|s| **s >= want).count();
+            p("nodes with their routing table filled", at as u64, o.nodes as u64);
         }
-        tokio::time::sleep(Duration::from_millis(if o.progress { 2000 } else { 250 })).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let kib_per_node = rss_kib().saturating_sub(rss0) as f64 / o.nodes.max(1) as f64;
     let mut s = sizes.clone();
@@ -166,16 +165,11 @@ pub async fn run(o: Options) -> Result<Report, Error> {
             settle_seconds = Some(start.elapsed().as_secs_f64());
             break;
         }
-        if o.progress {
-            eprintln!(
-                "{:>6.1} s: {unsettled} of {} nodes' records not settled; {} connections per node (median); {} MiB resident",
-                start.elapsed().as_secs_f64(),
-                o.nodes,
-                pct(&mut conns, 0.5).unwrap_or(0),
-                rss_kib() / 1024
-            );
+        if let Some(p) = &o.progress {
+            let median = pct(&mut conns, 0.5).unwrap_or(0);
+            p(&format!("nodes settled ({median} connections per node)"), (o.nodes - unsettled) as u64, o.nodes as u64);
         }
-        tokio::time::sleep(Duration::from_millis(if o.progress { 2000 } else { 250 })).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let mut found = 0;
     let mut requests = Vec::new();
@@ -209,14 +203,8 @@ pub async fn run(o: Options) -> Result<Report, Error> {
                 }
             }
         }
-        if o.progress {
-            eprintln!(
-                "{:>6.1} s: {} of {} lookups done, {found} found; {} MiB resident; failures {failures:?}",
-                start.elapsed().as_secs_f64(),
-                latency.len(),
-                o.lookups,
-                rss_kib() / 1024
-            );
+        if let Some(p) = &o.progress {
+            p(&format!("lookups ({found} found)"), latency.len() as u64, o.lookups as u64);
         }
     }
     Ok(Report {
@@ -246,7 +234,7 @@ mod tests {
             seed: 7,
             timeout: Duration::from_secs(60),
             base_port: 50_000,
-            progress: false,
+            progress: None,
             query_timeout: 30.0,
         })
         .await

@@ -391,7 +391,14 @@ fn run_command(cmd: Command) -> Result<()> {
                 seed: d.seed,
                 timeout: std::time::Duration::from_secs(d.timeout),
                 base_port: 1_000_000 + std::process::id() as u64 * 10_000,
-                progress: true,
+                progress: Some({
+                    let bar = crate::progress::bar(d.nodes as u64, "");
+                    std::sync::Arc::new(move |phase: &str, done: u64, total: u64| {
+                        bar.set_length(total);
+                        bar.set_position(done);
+                        bar.set_message(phase.to_string());
+                    })
+                }),
                 query_timeout: d.query_timeout,
             };
             eprintln!("starting {} nodes…", d.nodes);
