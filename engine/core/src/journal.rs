@@ -3,7 +3,7 @@
 //!
 //! The ledger is deterministic, so its state is a function of the entries applied to it: the
 //! journal records every entry (each input with its arrival time, each tick, each join and audit
-//! opening) and recovery replays them. A file is the 8-byte magic `vAInLOG1` followed by frames:
+//! opening) and recovery replays them. A file is the 8-byte magic `vAInLOG2` (`2`: reports carry governance inputs) followed by frames:
 //! `len: u32 LE ‖ check: first 16 bytes of BLAKE3(payload) ‖ payload`, with
 //! `payload = at: u64 LE ‖ tag: u8 ‖ body`. A frame is committed once its bytes are on disk
 //! (`fsync`); a crash can leave a torn last frame, which [`scan`] detects by length or checksum
@@ -15,7 +15,7 @@ use crate::{NodeId, Time};
 use thiserror::Error;
 
 /// File magic and version.
-pub const MAGIC: &[u8; 8] = b"vAInLOG1";
+pub const MAGIC: &[u8; 8] = b"vAInLOG2";
 /// Largest payload a frame may declare (checked before allocating).
 pub const MAX_PAYLOAD: u32 = 16 << 20;
 const HEADER: usize = 4 + 16;

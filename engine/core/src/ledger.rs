@@ -60,6 +60,10 @@ pub struct Observation {
 
 /// Governance inputs a report carries at most.
 pub const MAX_GOVERNANCE: usize = 256;
+/// The longest voting window a proposal may have (30 days of ledger time).
+pub const MAX_VOTING_WINDOW: Time = 30 * DAY;
+/// Open proposals one proposer may have at a time.
+pub const MAX_OPEN_PER_PROPOSER: usize = 8;
 
 /// A governance input carried by a report, signed by its own author: the reporter only orders
 /// it (it cannot forge or alter it; it can leave it out).
@@ -353,9 +357,12 @@ pub enum Error {
         /// When the vote arrived.
         now: Time,
     },
-    /// The proposal's window is empty or already over.
-    #[error("proposal window is empty or in the past")]
+    /// The proposal's window is empty, already over, or longer than [`MAX_VOTING_WINDOW`].
+    #[error("proposal window is empty, in the past or longer than 30 days")]
     BadWindow,
+    /// The proposer already has [`MAX_OPEN_PER_PROPOSER`] open proposals.
+    #[error("the proposer has too many open proposals")]
+    TooManyOpen,
     /// No open audit with this id, or the signer is not on its team.
     #[error("not an open audit of this node with the signer on its team")]
     NotOnTeam,
@@ -384,6 +391,7 @@ impl Error {
             Error::UnknownProposal => "unknown proposal",
             Error::OutsideWindow { .. } => "vote outside window",
             Error::BadWindow => "bad proposal window",
+            Error::TooManyOpen => "too many open proposals",
             Error::NotOnTeam => "not on audit team",
             Error::Value { .. } => "value out of range",
             Error::AuditOpen => "audit already open",
@@ -673,8 +681,17 @@ impl Ledger {
                 if tier < self.cfg.vote_from && !self.pretrusted.contains(&p.signer) {
                     return Err(Error::NotEligible { tier, what: "propose" });
                 }
-                if p.body.closes <= p.body.opens || p.body.closes <= now {
+                if p.body.closes <= p.body.opens
+                    || p.body.closes <= now
+                    || p.body.closes - p.body.opens > MAX_VOTING_WINDOW
+                {
                     return Err(Error::BadWindow);
+                }
+                if !self.proposals.contains_key(&p.digest())
+                    && self.proposals.values().filter(|o| o.proposal.signer == p.signer).count()
+                        >= MAX_OPEN_PER_PROPOSER
+                {
+                    return Err(Error::TooManyOpen);
                 }
                 self.proposals.entry(p.digest()).or_insert(OpenProposal { proposal: p, ballot: Ballot::default() });
                 Ok(())

@@ -26,6 +26,15 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The file is a journal of an older format, whose entries this version cannot replay; it
+    /// is left untouched.
+    #[error("journal {path} was written in format {found} by an older vAIn; move it aside to start afresh")]
+    OlderFormat {
+        /// The file.
+        path: PathBuf,
+        /// Its format version (the magic's last byte).
+        found: char,
+    },
     /// The file is not a vAIn journal; it is left untouched.
     #[error("journal {path} is not a vAIn journal")]
     NotAJournal {
@@ -70,6 +79,9 @@ impl Store {
         let io = |source| Error::Io { path: path.to_path_buf(), source };
         let mut file = storage.open(path).map_err(io)?;
         let bytes = file.read_all().map_err(io)?;
+        if bytes.len() >= MAGIC.len() && bytes[..MAGIC.len() - 1] == MAGIC[..MAGIC.len() - 1] && bytes[7] != MAGIC[7] {
+            return Err(Error::OlderFormat { path: path.to_path_buf(), found: char::from(bytes[7]) });
+        }
         let scan = journal::scan(&bytes);
         if scan.tail == Some(Tail::Magic) {
             return Err(Error::NotAJournal { path: path.to_path_buf() });

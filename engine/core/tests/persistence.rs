@@ -237,3 +237,21 @@ fn a_torn_header_is_a_new_journal_and_mid_file_corruption_is_refused_not_dropped
     let (_, rec) = Store::open_in(&sim, path).expect("a damaged last frame is cut off");
     assert_eq!(rec.entries.len(), 19);
 }
+
+#[test]
+fn a_journal_of_an_older_format_is_refused_by_name_and_left_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ledger.journal");
+    let mut old = MAGIC.to_vec();
+    old[7] = b'1';
+    old.extend_from_slice(&[7; 40]);
+    std::fs::write(&path, &old).expect("write");
+    match Store::open(&path) {
+        Err(e @ vain_core::store::Error::OlderFormat { found: '1', .. }) => {
+            assert!(e.to_string().contains("move it aside"), "{e}");
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("an older journal was opened"),
+    }
+    assert_eq!(std::fs::read(&path).expect("read"), old);
+}

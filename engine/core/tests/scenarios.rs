@@ -115,6 +115,26 @@ fn propose(l: &mut Ledger, k: &SigningKey) -> [u8; 32] {
     id
 }
 
+#[test]
+fn proposals_have_a_bounded_window_and_a_bounded_number_per_proposer() {
+    use vain_core::ledger::{Error as LedgerError, MAX_OPEN_PER_PROPOSER, MAX_VOTING_WINDOW};
+    let (mut l, keys) = voters(2);
+    let p = |nonce, closes| {
+        Signed::sign(&keys[0], Proposal { kind: Kind::Upgrade { version: "0.3".into() }, opens: 0, closes, nonce })
+    };
+    assert_eq!(l.handle(0, Input::Propose(p(0, MAX_VOTING_WINDOW + 1))), Err(LedgerError::BadWindow));
+    for n in 0..MAX_OPEN_PER_PROPOSER as u64 {
+        l.handle(0, Input::Propose(p(n + 1, HOUR))).expect("within the bound");
+    }
+    assert_eq!(l.handle(0, Input::Propose(p(99, HOUR))), Err(LedgerError::TooManyOpen));
+    // Another proposer is not held back by the first one's.
+    let q = Signed::sign(
+        &keys[1],
+        Proposal { kind: Kind::Upgrade { version: "0.3".into() }, opens: 0, closes: HOUR, nonce: 1 },
+    );
+    l.handle(0, Input::Propose(q)).expect("another proposer");
+}
+
 fn close(l: &mut Ledger) -> Outcome {
     l.tick(HOUR);
     std::iter::from_fn(|| l.poll())

@@ -225,6 +225,7 @@ enum Command {
     Request(PeerId, Vec<u8>, oneshot::Sender<Result<Vec<u8>, Error>>),
     Directory(oneshot::Sender<Vec<Entry>>),
     Ban(Vec<[u8; 32]>, oneshot::Sender<usize>),
+    Unban(Vec<[u8; 32]>, oneshot::Sender<usize>),
     Tiers(HashMap<[u8; 32], u8>),
 }
 
@@ -325,6 +326,12 @@ impl Handle {
     /// peers were newly blocked.
     pub async fn ban(&self, nodes: Vec<[u8; 32]>) -> Result<usize, Error> {
         self.ask(|tx| Command::Ban(nodes, tx)).await
+    }
+
+    /// Lifts the bans of these nodes (a passed unban proposal): their PeerIds may connect
+    /// again. Returns how many were blocked.
+    pub async fn unban(&self, nodes: Vec<[u8; 32]>) -> Result<usize, Error> {
+        self.ask(|tx| Command::Unban(nodes, tx)).await
     }
 
     /// Puts `value` under `key` exactly as given, without this node's own check — what a
@@ -917,6 +924,14 @@ impl Node {
         }
     }
 
+    /// The PeerIds of these nodes: each key's own, and every peer announcing one as its node id.
+    fn peer_ids_of(&self, nodes: Vec<[u8; 32]>) -> Vec<PeerId> {
+        let ids: HashSet<[u8; 32]> = nodes.into_iter().collect();
+        let mut pids: Vec<PeerId> = ids.iter().filter_map(|k| keys::peer_id(k).ok()).collect();
+        pids.extend(self.peers.iter().filter(|(_, p)| p.node_id.is_some_and(|n| ids.contains(&n))).map(|(k, _)| *k));
+        pids
+    }
+
     /// Stale-node cleanup: out of the routing table and the provider directories.
     fn drop_stale(&mut self, pid: PeerId) {
         // If it comes back, it may have lost what we told it.
@@ -1177,11 +1192,7 @@ impl Node {
             }
             Command::Tiers(t) => self.tiers = t,
             Command::Ban(nodes, tx) => {
-                let ids: HashSet<[u8; 32]> = nodes.into_iter().collect();
-                let mut pids: Vec<PeerId> = ids.iter().filter_map(|k| keys::peer_id(k).ok()).collect();
-                pids.extend(
-                    self.peers.iter().filter(|(_, p)| p.node_id.is_some_and(|n| ids.contains(&n))).map(|(k, _)| *k),
-                );
+                let pids = self.peer_ids_of(nodes);
                 let mut newly = 0;
                 for pid in pids {
                     if pid != self.peer_id && self.blocked.insert(pid) {
@@ -1191,6 +1202,20 @@ impl Node {
                     }
                 }
                 let _ = tx.send(newly);
+            }
+            Command::Unban(nodes, tx) => {
+                let pids = self.peer_ids_of(nodes);
+                let mut lifted = 0;
+                for pid in pids {
+                    if self.blocked.remove(&pid) {
+                        lifted += 1;
+                        self.count("unbanned");
+                        if let Some(p) = self.peers.get_mut(&pid) {
+                            p.state = State::Candidate;
+                        }
+                    }
+                }
+                let _ = tx.send(lifted);
             }
             Command::Directory(tx) => {
                 let now = vain_schema::clock::unix_ms();
@@ -1419,7 +1444,9 @@ impl Node {
                 p.connected = true;
                 p.probe_failed = false;
                 p.last_seen = Instant::now();
-                if p.state == State::Stale {
+                // A new connection is a new chance: a peer unresponsive before must be silent
+                // for another `stale_after` to be marked again.
+                if matches!(p.state, State::Stale | State::Unresponsive) {
                     p.state = State::Candidate;
                 }
                 if endpoint.is_dialer() {

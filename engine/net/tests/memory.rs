@@ -232,6 +232,12 @@ async fn a_banned_node_is_disconnected_and_its_next_dial_refused() {
     // Node 1 is untouched.
     let b_pid = nodes[1].peer_id.to_string();
     assert!(connected(a, &b_pid).await);
+    // A lifted ban (a passed unban proposal): node 2 may connect again.
+    assert_eq!(a.unban(vec![node_id(45_002)]).await.expect("unban"), 1);
+    let addr: libp2p::Multiaddr = format!("/memory/45000/p2p/{}", a.peer_id).parse().expect("addr");
+    let _ = c.dial(addr).await;
+    wait_until("node 2 connected again", 10, async || connected(a, &c_pid).await).await;
+    assert_eq!(a.status().await.expect("status").rejected.get("unbanned"), Some(&1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -112,6 +113,13 @@ pub enum Error {
     /// The pool of proposals and votes waiting for a report is full (for this node).
     #[error("too many proposals and votes are waiting for the next report; try after the next round")]
     PoolFull,
+    /// This node already voted otherwise on the proposal (a second, different vote would be
+    /// equivocation: the ledger would discard both and penalise the node).
+    #[error("this node already voted {0} on this proposal")]
+    AlreadyVoted(&'static str),
+    /// The control plane refused to dial the address.
+    #[error("dial: {0}")]
+    Dial(#[source] vain_net::Error),
 }
 
 impl Error {
@@ -131,6 +139,8 @@ impl Error {
             Error::NotEligible { .. } => (StatusCode::FORBIDDEN, "not_eligible"),
             Error::Closed(_) => (StatusCode::CONFLICT, "closed"),
             Error::PoolFull => (StatusCode::TOO_MANY_REQUESTS, "pool_full"),
+            Error::AlreadyVoted(_) => (StatusCode::CONFLICT, "already_voted"),
+            Error::Dial(_) => (StatusCode::BAD_REQUEST, "dial_refused"),
         }
     }
 }
@@ -217,7 +227,14 @@ impl Token {
     /// tells nothing about the token's bytes.
     fn check(&self, headers: &HeaderMap) -> Result<(), Error> {
         let v = headers.get(header::AUTHORIZATION).ok_or(Error::MissingToken)?;
-        let t = v.to_str().ok().and_then(|s| s.strip_prefix("Bearer ")).ok_or(Error::MissingToken)?;
+        // The scheme's name is case-insensitive (RFC 7235).
+        let t = v
+            .to_str()
+            .ok()
+            .and_then(|s| s.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t)
+            .ok_or(Error::MissingToken)?;
         if *blake3::hash(t.trim().as_bytes()).as_bytes() == self.0 { Ok(()) } else { Err(Error::WrongToken) }
     }
 }
@@ -303,7 +320,8 @@ async fn status(State(s): Shared) -> Result<axum::Json<Value>, Error> {
     let p = &s.p;
     let net = p.sources.net.status().await?;
     let ledger = ledger_status(p)?;
-    let me = ledger.nodes.iter().find(|n| n.key == net.node_id);
+    let key = ledger_key(&net.peer_id);
+    let me = ledger.nodes.iter().find(|n| Some(&n.key) == key.as_ref());
     let mut v = json!({
         "node_id": net.node_id,
         "peer_id": net.peer_id,
@@ -339,7 +357,8 @@ async fn peers(State(s): Shared) -> Result<axum::Json<Value>, Error> {
     let peers: Vec<Value> = rows
         .into_iter()
         .map(|r| {
-            let l = r.node_id.as_ref().and_then(|id| ledger.nodes.iter().find(|n| &n.key == id));
+            let key = ledger_key(&r.peer_id);
+            let l = key.as_ref().and_then(|k| ledger.nodes.iter().find(|n| &n.key == k));
             let mut v = serde_json::to_value(&r).unwrap_or(Value::Null);
             v["role_names"] = json!(roles::names(r.roles));
             v["tier"] = json!(l.map(|n| n.tier));
@@ -364,7 +383,7 @@ async fn dial(State(s): Shared, headers: HeaderMap, body: Bytes) -> Result<Respo
         value: d.address.clone(),
         expected: "a multiaddr such as /ip4/192.0.2.7/tcp/4001",
     })?;
-    s.p.sources.net.dial(addr).await?;
+    s.p.sources.net.dial(addr).await.map_err(Error::Dial)?;
     Ok((StatusCode::ACCEPTED, axum::Json(json!({"dialing": d.address}))).into_response())
 }
 
@@ -410,7 +429,19 @@ async fn rounds(State(s): Shared, RawQuery(q): RawQuery) -> Result<axum::Json<Va
     Ok(axum::Json(json!({"rounds": rows})))
 }
 
-async fn round(State(s): Shared, Path(r): Path<String>) -> Result<axum::Json<Value>, Error> {
+/// A path segment, or a JSON 400 when it is not valid UTF-8 after percent-decoding.
+fn segment(p: Result<Path<String>, PathRejection>, name: &'static str) -> Result<String, Error> {
+    p.map(|Path(s)| s).map_err(|e| Error::BadParameter { name, value: e.body_text(), expected: "a UTF-8 path segment" })
+}
+
+/// The ledger's key of a peer: its signing key, which its PeerId is (the node id is the root key,
+/// which differs once a node runs on a certified key).
+fn ledger_key(peer_id: &str) -> Option<String> {
+    peer_id.parse::<vain_net::PeerId>().ok().and_then(|p| vain_net::keys::public_key(&p)).map(hex::encode)
+}
+
+async fn round(State(s): Shared, r: Result<Path<String>, PathRejection>) -> Result<axum::Json<Value>, Error> {
+    let r = segment(r, "round")?;
     aggregator_only(&s.p, "rounds")?;
     let n = number("round", &r, "a round number")?;
     let m = s.p.rounds.0.lock().map_err(|_| Error::Unavailable("the rounds"))?;
@@ -421,7 +452,11 @@ async fn ledger(State(s): Shared) -> Result<axum::Json<vain_trust::Status>, Erro
     Ok(axum::Json(ledger_status(&s.p)?))
 }
 
-async fn ledger_node(State(s): Shared, Path(k): Path<String>) -> Result<axum::Json<vain_trust::NodeRow>, Error> {
+async fn ledger_node(
+    State(s): Shared,
+    k: Result<Path<String>, PathRejection>,
+) -> Result<axum::Json<vain_trust::NodeRow>, Error> {
+    let k = segment(k, "node")?;
     let prefix = k.to_ascii_lowercase();
     if prefix.len() < 8 || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(Error::BadParameter { name: "node", value: k, expected: "8 to 64 hex digits of a node key" });
@@ -602,7 +637,13 @@ struct NewVote {
     choice: String,
 }
 
-async fn vote(State(s): Shared, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Response, Error> {
+async fn vote(
+    State(s): Shared,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Error> {
+    let id = segment(id, "proposal")?;
     s.p.token.check(&headers)?;
     let proposal: [u8; 32] = hex::decode(&id).ok().and_then(|b| b.try_into().ok()).ok_or(Error::BadParameter {
         name: "proposal",
@@ -622,6 +663,15 @@ async fn vote(State(s): Shared, Path(id): Path<String>, headers: HeaderMap, body
             });
         }
     };
+    let me = s.p.key.verifying_key().to_bytes();
+    let earlier = s.p.sources.ledger.lock().map_err(|_| Error::Unavailable("the ledger"))?.vote_of(&me, &proposal);
+    if let Some(c) = earlier.filter(|c| *c != choice) {
+        return Err(Error::AlreadyVoted(match c {
+            Choice::Yes => "yes",
+            Choice::No => "no",
+            Choice::Abstain => "abstain",
+        }));
+    }
     let signed = Signed::sign(&s.p.key, Vote { proposal, choice });
     let digest = hex::encode(signed.digest());
     let outcome = submitted((s.p.govern)(Governed::Vote(signed)), &id)?;

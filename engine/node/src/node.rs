@@ -600,19 +600,29 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                     if let Some(t) = tiers {
                         let _ = net.set_tiers(t).await;
                     }
-                    let banned = live.lock().map(|l| l.banned()).unwrap_or_default();
-                    let new: Vec<[u8; 32]> = match deny.read() {
-                        Ok(d) => banned.into_iter().filter(|k| !d.contains(k)).collect(),
+                    let Ok(banned) = live.lock().map(|l| l.banned().into_iter().collect::<BTreeSet<_>>()) else {
+                        continue;
+                    };
+                    // New bans join the deny list; bans lifted by a passed unban leave it.
+                    let (new, lifted): (Vec<[u8; 32]>, Vec<[u8; 32]>) = match deny.read() {
+                        Ok(d) => (banned.difference(&d).copied().collect(), d.difference(&banned).copied().collect()),
                         Err(_) => continue,
                     };
-                    if new.is_empty() {
+                    if new.is_empty() && lifted.is_empty() {
                         continue;
                     }
                     if let Ok(mut d) = deny.write() {
-                        d.extend(new.iter().copied());
+                        *d = banned;
                     }
-                    if let Ok(n) = net.ban(new.clone()).await {
+                    if !new.is_empty()
+                        && let Ok(n) = net.ban(new.clone()).await
+                    {
                         tracing::warn!(nodes = new.len(), disconnected = n, "banned by the ledger");
+                    }
+                    if !lifted.is_empty()
+                        && let Ok(n) = net.unban(lifted.clone()).await
+                    {
+                        tracing::info!(nodes = lifted.len(), unblocked = n, "ban lifted by the ledger");
                     }
                 }
             });

@@ -8,6 +8,21 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// `vain up`, stopped with SIGINT (which stops its nodes) however the test ends.
+struct Up(std::process::Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-INT").arg(self.0.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn status(sock: &Path) -> Option<Value> {
     vain_net::control::request(sock, &json!({"cmd": "status"})).ok()
 }
@@ -25,14 +40,14 @@ fn a_js_libp2p_peer_finds_a_node_record_and_has_a_forgery_refused() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut up = Command::new(env!("CARGO_BIN_EXE_vain"))
+    let _up = Up(Command::new(env!("CARGO_BIN_EXE_vain"))
         .args(["-q", "up", "--nodes", "3", "--seconds", "300", "--dir"])
         .arg(dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("vain up");
+        .expect("vain up"));
     let socks: Vec<_> = (0..3).map(|i| dir.path().join(format!("node-0{i}")).join("control.sock")).collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     let statuses = loop {
@@ -52,7 +67,6 @@ fn a_js_libp2p_peer_finds_a_node_record_and_has_a_forgery_refused() {
         .stdin(Stdio::null())
         .output()
         .expect("node join.mjs");
-    let _ = Command::new("kill").arg("-INT").arg(up.id().to_string()).status();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let steps: Vec<Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
@@ -79,10 +93,4 @@ fn a_js_libp2p_peer_finds_a_node_record_and_has_a_forgery_refused() {
         .sum();
     assert!(refused >= 1, "no vAIn node counted the forged record");
     assert!(after["put_responses"].as_u64() >= Some(1), "the forgery reached no vAIn node: {after}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while matches!(up.try_wait(), Ok(None)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = up.kill();
-    let _ = up.wait();
 }

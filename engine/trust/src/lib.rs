@@ -20,7 +20,9 @@ use std::path::Path;
 use thiserror::Error;
 use vain_core::governance::{Choice, Kind, Outcome, Proposal, ProposalId, Tally};
 use vain_core::journal::Entry;
-use vain_core::ledger::{self, Governed, Input, Ledger, MAX_GOVERNANCE, Output, Report};
+use vain_core::ledger::{
+    self, Governed, Input, Ledger, MAX_GOVERNANCE, MAX_OPEN_PER_PROPOSER, MAX_VOTING_WINDOW, Output, Report,
+};
 use vain_core::signed::Signed;
 use vain_core::store::Store;
 use vain_core::{HOUR, NodeId, Time};
@@ -528,8 +530,16 @@ impl Live {
                 if tier < need && !self.ledger.is_pretrusted(&author) {
                     return Submit::Ineligible { tier, need };
                 }
-                if p.body.closes <= next || p.body.closes <= p.body.opens {
+                if p.body.closes <= next
+                    || p.body.closes <= p.body.opens
+                    || p.body.closes - p.body.opens > MAX_VOTING_WINDOW
+                {
                     return Submit::Closed;
+                }
+                // The ledger refuses more open proposals by one author: do not carry them.
+                let open = self.ledger.proposals().filter(|(_, q, _)| q.signer == author).count();
+                if open >= MAX_OPEN_PER_PROPOSER {
+                    return Submit::Full;
                 }
             }
             Governed::Vote(v) => {
@@ -558,12 +568,41 @@ impl Live {
         Submit::New
     }
 
-    /// What the next report should carry: held proposals (by digest), then votes, at most
+    /// What the next report should carry: held proposals (by digest), then votes whose
+    /// proposal's window has opened (the others wait: the ledger would refuse them), at most
     /// [`MAX_GOVERNANCE`].
     pub fn governance_for_report(&self) -> Vec<Governed> {
+        let next = epoch_time(self.next_epoch);
+        let opens: BTreeMap<ProposalId, Time> = self
+            .ledger
+            .proposals()
+            .map(|(id, p, _)| (*id, p.body.opens))
+            .chain(self.pool.iter().filter_map(|(d, g)| match g {
+                Governed::Propose(p) => Some((*d, p.body.opens)),
+                Governed::Vote(_) => None,
+            }))
+            .collect();
         let proposals = self.pool.values().filter(|g| matches!(g, Governed::Propose(_)));
-        let votes = self.pool.values().filter(|g| matches!(g, Governed::Vote(_)));
+        let votes = self.pool.values().filter(|g| match g {
+            Governed::Vote(v) => opens.get(&v.body.proposal).is_some_and(|o| *o <= next),
+            Governed::Propose(_) => false,
+        });
         proposals.chain(votes).take(MAX_GOVERNANCE).cloned().collect()
+    }
+
+    /// The choice `voter` made on `proposal`, as carried into the ledger or held here.
+    pub fn vote_of(&self, voter: &NodeId, proposal: &ProposalId) -> Option<Choice> {
+        let carried = self
+            .ledger
+            .proposals()
+            .find(|(id, _, _)| *id == proposal)
+            .and_then(|(_, _, b)| b.choices().find(|(k, _)| *k == voter).map(|(_, c)| c));
+        carried.or_else(|| {
+            self.pool.values().find_map(|g| match g {
+                Governed::Vote(v) if v.signer == *voter && v.body.proposal == *proposal => Some(v.body.choice),
+                _ => None,
+            })
+        })
     }
 
     /// Drops held inputs that no report can apply any more.
@@ -831,6 +870,41 @@ mod tests {
         assert_eq!(x.status().digest, digest);
         assert_eq!(x.status().proposals[0].state, "passed");
         assert_eq!(x.status().proposals[0].votes.get("yes"), Some(&2));
+    }
+
+    #[test]
+    fn a_vote_waits_for_its_window_and_the_node_knows_its_own_choice() {
+        use vain_core::governance::{Choice, Kind, Proposal, Vote};
+        let a = SigningKey::from_bytes(&[1; 32]);
+        let d = tempfile::tempdir().expect("dir");
+        let mut x =
+            Live::open(d.path(), Config { pretrusted: vec![a.verifying_key().to_bytes()], vote_from: 1, quorum: 0.2 })
+                .expect("open");
+        // Votes from epoch 5 on; the ledger is at epoch 0.
+        let p = Signed::sign(
+            &a,
+            Proposal {
+                kind: Kind::Upgrade { version: "2".into() },
+                opens: epoch_time(5),
+                closes: epoch_time(9),
+                nonce: 1,
+            },
+        );
+        let id = p.digest();
+        assert_eq!(x.submit(Governed::Propose(p)), Submit::New);
+        let v = Governed::Vote(Signed::sign(&a, Vote { proposal: id, choice: Choice::No }));
+        assert_eq!(x.submit(v), Submit::New);
+        assert_eq!(x.vote_of(&a.verifying_key().to_bytes(), &id), Some(Choice::No));
+        // The next report carries the proposal, not yet the vote (the ledger would refuse it).
+        let carried = x.governance_for_report();
+        assert_eq!(carried.len(), 1);
+        assert!(matches!(carried[0], Governed::Propose(_)));
+        // A window longer than the ledger allows is refused before it is carried.
+        let long = Signed::sign(
+            &a,
+            Proposal { kind: Kind::Upgrade { version: "3".into() }, opens: 0, closes: epoch_time(10_000), nonce: 2 },
+        );
+        assert_eq!(x.submit(Governed::Propose(long)), Submit::Closed);
     }
 
     #[test]
