@@ -117,6 +117,10 @@ pub enum Error {
     /// equivocation: the ledger would discard both and penalise the node).
     #[error("this node already voted {0} on this proposal")]
     AlreadyVoted(&'static str),
+    /// A request for another host name than this node's loopback address (what a page on another
+    /// site would send after rebinding its name to 127.0.0.1).
+    #[error("host {0:?} is not this node's loopback address")]
+    Host(String),
     /// The control plane refused to dial the address.
     #[error("dial: {0}")]
     Dial(#[source] vain_net::Error),
@@ -141,6 +145,7 @@ impl Error {
             Error::PoolFull => (StatusCode::TOO_MANY_REQUESTS, "pool_full"),
             Error::AlreadyVoted(_) => (StatusCode::CONFLICT, "already_voted"),
             Error::Dial(_) => (StatusCode::BAD_REQUEST, "dial_refused"),
+            Error::Host(_) => (StatusCode::FORBIDDEN, "bad_host"),
         }
     }
 }
@@ -695,6 +700,19 @@ async fn no_route(uri: axum::http::Uri) -> Error {
     Error::NoRoute(uri.path().to_string())
 }
 
+/// On a loopback address, only requests naming a loopback host are served: a web page cannot
+/// reach the API by rebinding its own name to 127.0.0.1 (its requests carry that name).
+async fn loopback_host(req: axum::extract::Request, next: axum::middleware::Next) -> Result<Response, Error> {
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default().to_string();
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    let local =
+        name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if local { Ok(next.run(req).await) } else { Err(Error::Host(host)) }
+}
+
 /// The router (every route of docs/api.md).
 pub fn router(p: Planes) -> Router {
     let state = Arc::new(Inner { p, started: Instant::now() });
@@ -734,7 +752,10 @@ pub async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener,
 
 /// Serves the API until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, p: Planes) -> std::io::Result<()> {
-    axum::serve(listener, router(p)).await
+    let loopback = listener.local_addr()?.ip().is_loopback();
+    let app = router(p);
+    let app = if loopback { app.layer(axum::middleware::from_fn(loopback_host)) } else { app };
+    axum::serve(listener, app).await
 }
 
 #[cfg(test)]

@@ -414,6 +414,14 @@ fn the_api_answers_every_route_and_the_dashboard_shows_the_same_values() {
         .find_map(|_| http(port, "POST", "/api/v1/peers", Some(&token), Some(&big)).ok())
         .expect("an answer to the oversized body");
     assert_eq!(over.status, 413, "bodies are bounded");
+    // A request naming another host (a page that rebound its name to 127.0.0.1) is refused.
+    let mut rebound = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    rebound
+        .write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: attacker.example:80\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut reply = String::new();
+    let _ = rebound.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 403") && reply.contains("bad_host"), "{reply}");
     // Malformed path segments get JSON errors too; the scheme's name is case-insensitive.
     let r = get(port, "/api/v1/rounds/%FF");
     assert_eq!((r.status, error_code(&r).as_str()), (400, "bad_parameter"), "{}", r.text());
