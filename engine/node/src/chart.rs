@@ -57,7 +57,14 @@ pub fn lines(path: &Path, chart: &Chart<'_>, series: &[Series]) -> Result<()> {
             .x_label_area_size(40)
             .y_label_area_size(56)
             .build_cartesian_2d(x0..x1, y0..y1)?;
-        c.configure_mesh().x_desc(chart.x).y_desc(chart.y).light_line_style(WHITE.mix(0.0)).draw()?;
+        // Rounds and epochs are whole numbers: label them so.
+        let whole = |v: &f64| if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.1}") };
+        c.configure_mesh()
+            .x_desc(chart.x)
+            .y_desc(chart.y)
+            .x_label_formatter(&whole)
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
         for s in series {
             let colour = s.colour;
             c.draw_series(LineSeries::new(s.points.iter().copied(), colour.stroke_width(2)))?
