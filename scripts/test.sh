@@ -65,7 +65,11 @@ skip_summary() {
     sort "$VAIN_SKIP_LOG" | uniq -c | awk -F'\t' '{ printf "   %s: %s (%s)\n", $1, $2, $3 }'
   fi
 }
-trap skip_summary EXIT
+
+# A clean CI clone gains nothing from incremental caches, which would take several GB of disk.
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+disk_report() { echo "== disk: target/ $(du -sh target 2>/dev/null | cut -f1), free $(df -h --output=avail . | tail -n1 | tr -d ' ')"; }
+trap 'skip_summary; disk_report' EXIT
 
 echo "== rustfmt"
 cargo fmt --all -- --check
