@@ -39,6 +39,14 @@ if [ ! -d tests/interop-js/node_modules ] || [ tests/interop-js/package-lock.jso
   touch tests/interop-js/node_modules
 fi
 
+# npm: solcjs, OpenZeppelin Contracts and anvil for the contracts, pinned by
+# contracts/package-lock.json.
+if [ ! -d contracts/node_modules ] || [ contracts/package-lock.json -nt contracts/node_modules ]; then
+  echo "== installing the contracts' toolchain (npm ci: solc, OpenZeppelin, anvil)"
+  (cd contracts && npm ci --no-audit --no-fund --loglevel=error)
+  touch contracts/node_modules
+fi
+
 # PyPI: NVRTC 13.0 for compile-checking every CUDA kernel (no GPU or driver needed).
 nvrtc_lib() {
   python3 -c 'import nvidia, os, sys; [print(os.path.join(p, "cu13", "lib")) for p in nvidia.__path__ if os.path.exists(os.path.join(p, "cu13", "lib", "libnvrtc.so.13"))]' 2>/dev/null | head -n1
@@ -51,7 +59,8 @@ fi
 export LD_LIBRARY_PATH="$(nvrtc_lib)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 # Every capability this machine can give is required: a test that lacks io_uring, root (network
-# namespaces), NVRTC, SoftHSM2, Chromium, the OpenMetrics parser or the js-libp2p client fails. What may legitimately be missing (a GPU) is logged by the
+# namespaces), NVRTC, SoftHSM2, Chromium, the OpenMetrics parser, the js-libp2p client or the contracts'
+# toolchain (solcjs, anvil) fails. What may legitimately be missing (a GPU) is logged by the
 # tests (vain-testkit) and summed up at the end.
 export VAIN_REQUIRE=all
 export VAIN_SKIP_LOG="$PWD/target/skipped.log"

@@ -40,6 +40,8 @@ pub const ANNOUNCEMENT: Tag = Tag("vain/announcement/v1");
 pub const HEARTBEAT: Tag = Tag("vain/heartbeat/v1");
 /// Free-form messages signed with `vain identity sign`.
 pub const MESSAGE: Tag = Tag("vain/message/v1");
+/// A node's binding to the Ethereum account that registers it (`NodeRegistry.registrationMessage`).
+pub const CHAIN_REGISTRATION: Tag = Tag("vain/chain-registration/v1");
 
 /// Longest tag; signing inputs fit in a fixed buffer.
 const MAX_TAG: usize = 64;

@@ -27,6 +27,8 @@ pub enum Need {
     OpenMetricsParser,
     /// Node.js with the js-libp2p interop client's packages (tests/interop-js).
     JsLibp2p,
+    /// The contracts' npm packages (solcjs, OpenZeppelin, anvil; contracts/node_modules).
+    Contracts,
     /// A CUDA driver and GPU.
     Gpu,
 }
@@ -42,6 +44,7 @@ impl Need {
             Need::Chromium => "chromium",
             Need::OpenMetricsParser => "openmetrics-parser",
             Need::JsLibp2p => "js-libp2p",
+            Need::Contracts => "contracts",
             Need::Gpu => "gpu",
         }
     }

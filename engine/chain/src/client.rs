@@ -1,0 +1,464 @@
+//! The node's chain client: one Ethereum account, one deployment, any JSON-RPC endpoint (the
+//! embedded chain, anvil, or a real network). Every transaction is estimated first, so a call
+//! the contracts refuse fails with the contract's own error, decoded, before anything is sent.
+
+use std::time::Duration;
+
+use alloy::network::{EthereumWallet, TransactionBuilder};
+use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::{Filter, TransactionReceipt, TransactionRequest};
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::SolEvent;
+use alloy::transports::TransportError;
+
+use crate::contracts::{LiquidityPool, NodeRegistry, ReputationAnchor, Rewards, Staking, VainGovernor, VainToken};
+use crate::deploy::Deployment;
+use crate::{Error, revert};
+
+/// How long a transaction may take to be mined.
+const MINE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The roles a stake backs, numbered as in `Staking.Role`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Trains and sends updates.
+    Client = 0,
+    /// Aggregates rounds and anchors them.
+    Aggregator = 1,
+    /// Checks results and attests epochs.
+    Validator = 2,
+}
+
+impl Role {
+    /// From the node's role name.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "client" => Some(Role::Client),
+            "aggregator" => Some(Role::Aggregator),
+            "validator" => Some(Role::Validator),
+            _ => None,
+        }
+    }
+
+    /// From the contract's number.
+    pub fn from_u8(n: u8) -> Option<Role> {
+        [Role::Client, Role::Aggregator, Role::Validator].get(n as usize).copied()
+    }
+
+    /// The node's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Aggregator => "aggregator",
+            Role::Validator => "validator",
+        }
+    }
+}
+
+/// Whether `signature` is the node key `key`'s signature binding it to the account and role
+/// that `message` (`NodeRegistry.registrationMessage`) names. The EVM cannot check Ed25519, so
+/// every reader of the registry checks this before trusting a registration.
+pub fn verify_registration(key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
+    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(key) else { return false };
+    let input = vain_schema::sign::SigningInput::new(vain_schema::sign::CHAIN_REGISTRATION, message);
+    key.verify_strict(input.as_bytes(), &ed25519_dalek::Signature::from_bytes(signature)).is_ok()
+}
+
+/// A model's id on chain: keccak-256 of its name, so a contract or any tool computes it too.
+pub fn model_key(model: &str) -> B256 {
+    keccak256(model.as_bytes())
+}
+
+/// What a mined transaction cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Mined {
+    /// Its hash.
+    pub tx: B256,
+    /// The block it is in.
+    pub block: u64,
+    /// Gas it used.
+    pub gas_used: u64,
+    /// The contract it deployed.
+    pub contract: Option<Address>,
+}
+
+/// One account's standing on chain.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Standing {
+    /// The account.
+    pub account: Address,
+    /// Ether for gas, in wei.
+    pub eth: U256,
+    /// VAIN held.
+    pub vain: U256,
+    /// VAIN bonded in Staking.
+    pub staked: U256,
+    /// VAIN unbonding, and when it is released (Unix seconds).
+    pub unbonding: (U256, u64),
+    /// The node id and role the account registered, if it did.
+    pub registration: Option<(B256, Role)>,
+}
+
+/// A registration read from the registry (not yet verified: see [`Registration::verify`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registration {
+    /// The registered account.
+    pub account: Address,
+    /// The node id it claims.
+    pub node_id: [u8; 32],
+    /// The role it claims.
+    pub role: Role,
+    /// The node's signature over `message`.
+    pub signature: [u8; 64],
+    /// What the node must have signed.
+    pub message: Vec<u8>,
+}
+
+impl Registration {
+    /// Whether the node whose current key is `key` signed this registration.
+    pub fn verify(&self, key: &[u8; 32]) -> bool {
+        verify_registration(key, &self.message, &self.signature)
+    }
+}
+
+/// A round as anchored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Anchored {
+    /// Merkle root of the accepted updates.
+    pub root: B256,
+    /// Digest of the checkpoint the round produced.
+    pub checkpoint: B256,
+    /// The account that anchored it.
+    pub aggregator: Address,
+    /// The block it was anchored in.
+    pub block: u64,
+}
+
+/// A connection to a deployment through one account.
+#[derive(Clone, Debug)]
+pub struct Client {
+    provider: DynProvider,
+    url: String,
+    account: Address,
+    deployment: Deployment,
+}
+
+impl Client {
+    /// Connect to `url` as `signer`, and check that the endpoint is the deployment's chain and
+    /// holds its contracts.
+    pub async fn connect(url: &str, signer: PrivateKeySigner, deployment: Deployment) -> Result<Client, Error> {
+        let client = Client::bare(url, signer, deployment)?;
+        let chain = client.provider.get_chain_id().await.map_err(|e| client.rpc(e))?;
+        if chain != client.deployment.chain_id {
+            return Err(Error::ChainMismatch { expected: client.deployment.chain_id, got: chain });
+        }
+        for (contract, address) in client.deployment.contracts() {
+            if client.provider.get_code_at(address).await.map_err(|e| client.rpc(e))?.is_empty() {
+                return Err(Error::NotDeployed { contract, address });
+            }
+        }
+        Ok(client)
+    }
+
+    /// A client that checks nothing: for the deployment itself.
+    pub(crate) fn bare(url: &str, signer: PrivateKeySigner, deployment: Deployment) -> Result<Client, Error> {
+        let account = signer.address();
+        let parsed = url.parse().map_err(|_| Error::Argument { what: "the RPC URL does not parse" })?;
+        // Nonces are read from the chain for every transaction: a cached nonce is lost when
+        // estimation refuses a call after the nonce was taken, and every later send fails.
+        let provider = ProviderBuilder::new()
+            .disable_recommended_fillers()
+            .with_gas_estimation()
+            .with_simple_nonce_management()
+            .fetch_chain_id()
+            .wallet(EthereumWallet::from(signer))
+            .connect_http(parsed)
+            .erased();
+        Ok(Client { provider, url: url.to_owned(), account, deployment })
+    }
+
+    /// The account this client signs with.
+    pub fn account(&self) -> Address {
+        self.account
+    }
+
+    /// The deployment.
+    pub fn deployment(&self) -> &Deployment {
+        &self.deployment
+    }
+
+    /// The provider, for reads the client does not wrap.
+    pub fn provider(&self) -> &DynProvider {
+        &self.provider
+    }
+
+    /// The endpoint.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn rpc(&self, source: TransportError) -> Error {
+        Error::Rpc { url: self.url.clone(), source: Box::new(source) }
+    }
+
+    fn refused(&self, call: &'static str, e: TransportError) -> Error {
+        match e.as_error_resp().and_then(|p| p.as_revert_data()) {
+            Some(data) => Error::Reverted { call, revert: revert::decode(&data) },
+            None => self.rpc(e),
+        }
+    }
+
+    fn view_error(&self, call: &'static str, e: alloy::contract::Error) -> Error {
+        match e {
+            alloy::contract::Error::TransportError(t) => self.refused(call, t),
+            source => Error::Contract { call, source: Box::new(source) },
+        }
+    }
+
+    /// Send `tx`, wait until it is mined, and return what it cost; a refusal at estimation is
+    /// the contract's error.
+    pub async fn send(&self, call: &'static str, tx: TransactionRequest) -> Result<Mined, Error> {
+        let gas_price = self.provider.get_gas_price().await.map_err(|e| self.rpc(e))?;
+        let tx = tx.with_from(self.account).with_gas_price(gas_price);
+        let pending = self.provider.send_transaction(tx).await.map_err(|e| self.refused(call, e))?;
+        let hash = *pending.tx_hash();
+        let receipt = self.wait(call, hash).await?;
+        if !receipt.status() {
+            return Err(Error::Failed { call, tx: hash });
+        }
+        Ok(Mined {
+            tx: hash,
+            block: receipt.block_number.unwrap_or_default(),
+            gas_used: receipt.gas_used,
+            contract: receipt.contract_address,
+        })
+    }
+
+    /// The receipt of `hash`, polling until it is mined.
+    pub async fn wait(&self, call: &'static str, hash: B256) -> Result<TransactionReceipt, Error> {
+        let start = std::time::Instant::now();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            if let Some(r) = self.provider.get_transaction_receipt(hash).await.map_err(|e| self.rpc(e))? {
+                return Ok(r);
+            }
+            if start.elapsed() > MINE_TIMEOUT {
+                return Err(Error::NotMined { call, tx: hash, secs: MINE_TIMEOUT.as_secs() });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    fn token(&self) -> VainToken::VainTokenInstance<DynProvider> {
+        VainToken::new(self.deployment.token, self.provider.clone())
+    }
+    fn staking(&self) -> Staking::StakingInstance<DynProvider> {
+        Staking::new(self.deployment.staking, self.provider.clone())
+    }
+    fn registry(&self) -> NodeRegistry::NodeRegistryInstance<DynProvider> {
+        NodeRegistry::new(self.deployment.registry, self.provider.clone())
+    }
+    fn anchor(&self) -> ReputationAnchor::ReputationAnchorInstance<DynProvider> {
+        ReputationAnchor::new(self.deployment.anchor, self.provider.clone())
+    }
+    /// The governor contract.
+    pub fn governor(&self) -> VainGovernor::VainGovernorInstance<DynProvider> {
+        VainGovernor::new(self.deployment.governor, self.provider.clone())
+    }
+    /// The rewards contract.
+    pub fn rewards(&self) -> Rewards::RewardsInstance<DynProvider> {
+        Rewards::new(self.deployment.rewards, self.provider.clone())
+    }
+    /// The liquidity pool.
+    pub fn pool(&self) -> LiquidityPool::LiquidityPoolInstance<DynProvider> {
+        LiquidityPool::new(self.deployment.pool, self.provider.clone())
+    }
+
+    /// The account's standing: balances, stake and registration.
+    pub async fn standing(&self, account: Address) -> Result<Standing, Error> {
+        let eth = self.provider.get_balance(account).await.map_err(|e| self.rpc(e))?;
+        let vain =
+            self.token().balanceOf(account).call().await.map_err(|e| self.view_error("VainToken.balanceOf", e))?;
+        let staked = self.staking().stakeOf(account).call().await.map_err(|e| self.view_error("Staking.stakeOf", e))?;
+        let u =
+            self.staking().unbondingOf(account).call().await.map_err(|e| self.view_error("Staking.unbondingOf", e))?;
+        let r = self
+            .registry()
+            .registrationOf(account)
+            .call()
+            .await
+            .map_err(|e| self.view_error("NodeRegistry.registrationOf", e))?;
+        let registration = (r.nodeId != B256::ZERO).then(|| (r.nodeId, Role::from_u8(r.role).unwrap_or(Role::Client)));
+        Ok(Standing { account, eth, vain, staked, unbonding: (u.amount, u.releaseAt), registration })
+    }
+
+    /// The registration of `account` with its signature, if it registered.
+    pub async fn registration(&self, account: Address) -> Result<Option<Registration>, Error> {
+        let r = self
+            .registry()
+            .registrationOf(account)
+            .call()
+            .await
+            .map_err(|e| self.view_error("NodeRegistry.registrationOf", e))?;
+        if r.nodeId == B256::ZERO {
+            return Ok(None);
+        }
+        let role = Role::from_u8(r.role).ok_or(Error::Argument { what: "the registry holds an unknown role" })?;
+        let mut signature = [0u8; 64];
+        signature[..32].copy_from_slice(r.sigR.as_slice());
+        signature[32..].copy_from_slice(r.sigS.as_slice());
+        let message = self.registration_message(account, role).await?;
+        Ok(Some(Registration { account, node_id: r.nodeId.0, role, signature, message: message.to_vec() }))
+    }
+
+    /// Send `amount` wei of ether to `to`.
+    pub async fn send_eth(&self, to: Address, amount: U256) -> Result<Mined, Error> {
+        self.send("transfer", TransactionRequest::default().with_to(to).with_value(amount)).await
+    }
+
+    /// Send `amount` VAIN to `to`.
+    pub async fn transfer(&self, to: Address, amount: U256) -> Result<Mined, Error> {
+        let token = self.token();
+        self.send("VainToken.transfer", token.transfer(to, amount).into_transaction_request()).await
+    }
+
+    /// Bond `amount` VAIN (approving Staking first when its allowance is short).
+    pub async fn stake(&self, amount: U256) -> Result<Mined, Error> {
+        let allowance = self
+            .token()
+            .allowance(self.account, self.deployment.staking)
+            .call()
+            .await
+            .map_err(|e| self.view_error("VainToken.allowance", e))?;
+        if allowance < amount {
+            let token = self.token();
+            let approve = token.approve(self.deployment.staking, amount).into_transaction_request();
+            self.send("VainToken.approve", approve).await?;
+        }
+        let staking = self.staking();
+        self.send("Staking.stake", staking.stake(amount).into_transaction_request()).await
+    }
+
+    /// Start unbonding `amount`.
+    pub async fn request_unstake(&self, amount: U256) -> Result<Mined, Error> {
+        let staking = self.staking();
+        self.send("Staking.requestUnstake", staking.requestUnstake(amount).into_transaction_request()).await
+    }
+
+    /// Withdraw what finished unbonding.
+    pub async fn withdraw(&self) -> Result<Mined, Error> {
+        let staking = self.staking();
+        self.send("Staking.withdraw", staking.withdraw().into_transaction_request()).await
+    }
+
+    /// The bytes a node signs to bind itself to `account` in `role`.
+    pub async fn registration_message(&self, account: Address, role: Role) -> Result<Bytes, Error> {
+        self.registry()
+            .registrationMessage(account, role as u8)
+            .call()
+            .await
+            .map_err(|e| self.view_error("NodeRegistry.registrationMessage", e))
+    }
+
+    /// Register this account for `node_id` in `role`, with the node's Ed25519 `signature` over
+    /// [`Client::registration_message`].
+    pub async fn register(&self, node_id: [u8; 32], role: Role, signature: [u8; 64]) -> Result<Mined, Error> {
+        let (r, s) = signature.split_at(32);
+        let registry = self.registry();
+        let call = registry.register(B256::from(node_id), role as u8, B256::from_slice(r), B256::from_slice(s));
+        self.send("NodeRegistry.register", call.into_transaction_request()).await
+    }
+
+    /// Anchor round `round` of `model`: the Merkle root of its accepted updates and the
+    /// checkpoint it produced.
+    pub async fn anchor_round(
+        &self,
+        model: &str,
+        round: u64,
+        root: [u8; 32],
+        checkpoint: [u8; 32],
+    ) -> Result<Mined, Error> {
+        let anchor = self.anchor();
+        let call = anchor.anchorRound(model_key(model), round, B256::from(root), B256::from(checkpoint));
+        self.send("ReputationAnchor.anchorRound", call.into_transaction_request()).await
+    }
+
+    /// The next round of `model` the chain takes (0 when none was anchored).
+    pub async fn next_round(&self, model: &str) -> Result<u64, Error> {
+        self.anchor()
+            .nextRound(model_key(model))
+            .call()
+            .await
+            .map_err(|e| self.view_error("ReputationAnchor.nextRound", e))
+    }
+
+    /// What was anchored for a round (`None` when nothing was): the root from the contract's
+    /// storage, the checkpoint and the aggregator from its `RoundAnchored` event.
+    pub async fn round(&self, model: &str, round: u64) -> Result<Option<Anchored>, Error> {
+        let key = model_key(model);
+        let filter = Filter::new()
+            .address(self.deployment.anchor)
+            .event_signature(ReputationAnchor::RoundAnchored::SIGNATURE_HASH)
+            .topic1(key)
+            .topic2(B256::from(U256::from(round)))
+            .from_block(self.deployment.block);
+        let logs = self.provider.get_logs(&filter).await.map_err(|e| self.rpc(e))?;
+        let Some(log) = logs.first() else { return Ok(None) };
+        let event = log
+            .log_decode::<ReputationAnchor::RoundAnchored>()
+            .map_err(|_| Error::Argument { what: "a RoundAnchored event that does not decode" })?;
+        let root =
+            self.anchor().rootOf(key, round).call().await.map_err(|e| self.view_error("ReputationAnchor.rootOf", e))?;
+        Ok(Some(Anchored {
+            root,
+            checkpoint: event.inner.checkpoint,
+            aggregator: event.inner.aggregator,
+            block: log.block_number.unwrap_or_default(),
+        }))
+    }
+
+    /// Whether the chain accepts `proof` for `leaf` in round `round` of `model`.
+    pub async fn verify_inclusion(
+        &self,
+        model: &str,
+        round: u64,
+        leaf: [u8; 32],
+        proof: &[[u8; 32]],
+    ) -> Result<bool, Error> {
+        let proof: Vec<B256> = proof.iter().map(|p| B256::from(*p)).collect();
+        self.anchor()
+            .verifyInclusion(model_key(model), round, B256::from(leaf), proof)
+            .call()
+            .await
+            .map_err(|e| self.view_error("ReputationAnchor.verifyInclusion", e))
+    }
+
+    /// Attest the ledger's state digest at the end of `epoch`.
+    pub async fn attest_epoch(&self, epoch: u64, digest: [u8; 32]) -> Result<Mined, Error> {
+        let anchor = self.anchor();
+        let call = anchor.attestEpoch(epoch, B256::from(digest));
+        self.send("ReputationAnchor.attestEpoch", call.into_transaction_request()).await
+    }
+
+    /// How many validators attested `digest` for `epoch`.
+    pub async fn attestations(&self, epoch: u64, digest: [u8; 32]) -> Result<u64, Error> {
+        let n = self
+            .anchor()
+            .attestations(epoch, B256::from(digest))
+            .call()
+            .await
+            .map_err(|e| self.view_error("ReputationAnchor.attestations", e))?;
+        Ok(n.saturating_to())
+    }
+
+    /// Move the chain's clock forward and mine a block (the embedded chain and anvil only).
+    pub async fn advance(&self, secs: u64) -> Result<(), Error> {
+        let _: U256 =
+            self.provider.raw_request("evm_increaseTime".into(), (U256::from(secs),)).await.map_err(|e| self.rpc(e))?;
+        let _: serde_json::Value = self.provider.raw_request("evm_mine".into(), ()).await.map_err(|e| self.rpc(e))?;
+        Ok(())
+    }
+}
