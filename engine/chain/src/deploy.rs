@@ -270,7 +270,11 @@ pub async fn deploy(
         gas.push((name, m.gas_used));
         last = m.block;
     }
-    let chain_id = c.provider().get_chain_id().await.map_err(|source| Error::Rpc { url: url.to_owned(), source: Box::new(source) })?;
+    let chain_id = c
+        .provider()
+        .get_chain_id()
+        .await
+        .map_err(|source| Error::Rpc { url: url.to_owned(), source: Box::new(source) })?;
     let deployment = Deployment {
         chain_id,
         deployer: me,

@@ -10,6 +10,7 @@
 //!
 //! alloy, not ethers-rs: ethers-rs is deprecated by its authors in favour of alloy.
 
+pub mod account;
 pub mod client;
 pub mod contracts;
 pub mod deploy;

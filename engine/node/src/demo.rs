@@ -205,6 +205,15 @@ pub fn run(a: DemoArgs) -> Result<()> {
         let k = ed25519_dalek::SigningKey::from_bytes(&id.seed).verifying_key().to_bytes();
         pretrusted.push(format!("\"{}\"", hex::encode(k)));
     }
+    // The chain: the embedded EVM in this process, every aggregator staked and registered; the
+    // aggregators anchor each round they close.
+    let agg_dirs: Vec<PathBuf> = aggs.iter().map(|(cfg, _)| cfg.parent().unwrap_or(&dir).to_path_buf()).collect();
+    let (demo_chain, sections) = crate::chain::DemoChain::start(&a.out.join("chain"), &agg_dirs)?;
+    for ((cfg, _), section) in aggs.iter().zip(&sections) {
+        let mut text = std::fs::read_to_string(cfg)?;
+        text.push_str(section);
+        std::fs::write(cfg, text)?;
+    }
     let ledger = format!(
         "\n[ledger]\npretrusted = [{}]\nvote_from = {}\nquorum = {}\n",
         pretrusted.join(", "),
@@ -434,7 +443,16 @@ pub fn run(a: DemoArgs) -> Result<()> {
             }
         }
     }
+    let mut closers = agg_dirs.clone();
+    closers.push(val_cfg.parent().unwrap_or(&dir).to_path_buf());
+    let chain = demo_chain.check(arch.id(), rows.len() as u64, &closers)?;
     let summary = json!({
+        "chain": {
+            "url": demo_chain.url(),
+            "deployment": chain.deployment,
+            "anchored_rounds": chain.anchored,
+            "proven_update": chain.proven.as_ref().map(|(r, s, u)| json!({"round": r, "sender": s, "update": u})),
+        },
         "model": arch.id(),
         "clients": a.clients,
         "attacks": attacks.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -487,6 +505,17 @@ pub fn run(a: DemoArgs) -> Result<()> {
         epochs.iter().max().copied().unwrap_or(0),
         pct(0.5).map_or("-".into(), |x| format!("{x:.0}")),
         pct(0.95).map_or("-".into(), |x| format!("{x:.0}")),
+    );
+    println!(
+        "chain: {} of {} rounds anchored on the embedded chain ({}){}",
+        chain.anchored,
+        rows.len(),
+        chain.deployment.display(),
+        match &chain.proven {
+            Some((r, s, u)) =>
+                format!("; update {}… of {}… in round {r} proven from the chain alone", &u[..12], &s[..8]),
+            None => String::new(),
+        }
     );
     println!("wrote {} and {}", a.out.join("summary.json").display(), a.out.join("accuracy.svg").display());
     let hold = a.hold.unwrap_or(if a.api.is_some() { f64::INFINITY } else { 0.0 });

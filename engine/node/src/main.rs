@@ -4,6 +4,7 @@ mod aggregate;
 mod api;
 mod audit;
 mod bench;
+mod chain;
 mod chart;
 mod demo;
 mod identity;
@@ -110,6 +111,10 @@ enum Command {
     /// Differential-privacy accounting (RDP accountant for the sampled Gaussian mechanism).
     #[command(subcommand)]
     Privacy(privacy::Command),
+    /// On-chain anchoring: the embedded chain, deployment, account, stake, registration,
+    /// anchors and inclusion proofs.
+    #[command(subcommand)]
+    Chain(chain::Command),
 }
 
 fn main() -> ExitCode {
@@ -121,6 +126,7 @@ fn main() -> ExitCode {
         Command::Aggregate(a) => aggregate::run(a),
         Command::Audit(c) => audit::run(c),
         Command::Privacy(c) => privacy::run(c),
+        Command::Chain(c) => chain::run(c),
         Command::Bench(c) => bench::run(c),
         Command::Sim(a) => sim::run(a),
         Command::Train(c) => train::run(c, cli.quiet > 0),

@@ -102,6 +102,8 @@ pub struct Metrics {
     lookup_time: Arc<Snapshot>,
     quic: Family<Labels, Counter>,
     quic_open: Gauge,
+    chain: Family<Labels, Counter>,
+    chain_gas: Family<Labels, Counter>,
     /// Shard CPU seconds seen at the last scrape, by shard.
     shard_seen: Mutex<BTreeMap<String, f64>>,
     /// Totals seen at the last scrape, per counter and label, to add only the difference.
@@ -172,6 +174,14 @@ impl Metrics {
         registry.register("ledger_tier_nodes", "Nodes in the ledger, by tier", tiers.clone());
         let proposals = Family::<Labels, Gauge>::default();
         registry.register("governance_proposals", "Governance proposals the ledger holds, by state", proposals.clone());
+        let chain = Family::<Labels, Counter>::default();
+        registry.register(
+            "chain_submissions",
+            "Transactions this node sent to the chain, by call and outcome",
+            chain.clone(),
+        );
+        let chain_gas = Family::<Labels, Counter>::default();
+        registry.register("chain_gas", "Gas this node's mined transactions used, by call", chain_gas.clone());
         let submits = Family::<Labels, Counter>::default();
         registry.register("governance_submits", "Proposals and votes handed to this node, by outcome", submits.clone());
         let ingest_bytes = Counter::default();
@@ -241,6 +251,8 @@ impl Metrics {
             tiers,
             proposals,
             submits,
+            chain,
+            chain_gas,
             ingest_bytes,
             ingest_updates,
             aggregation,
@@ -251,6 +263,15 @@ impl Metrics {
             quic_open,
             shard_seen: Mutex::new(BTreeMap::new()),
             seen: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// A transaction sent to the chain: its call, outcome (ok, already, reverted, failed) and
+    /// the gas it used when mined.
+    pub fn chain(&self, call: &str, outcome: &str, gas: u64) {
+        self.chain.get_or_create(&vec![("call".into(), call.into()), ("outcome".into(), outcome.into())]).inc();
+        if gas > 0 {
+            self.chain_gas.get_or_create(&vec![("call".into(), call.into())]).inc_by(gas);
         }
     }
 

@@ -179,6 +179,8 @@ pub struct NodeFile {
     pub train: TrainSection,
     /// `[ledger]`.
     pub ledger: LedgerSection,
+    /// `[chain]`: where an aggregator anchors its rounds (none: no anchoring).
+    pub chain: Option<crate::chain::ChainSection>,
 }
 
 impl NodeFile {
@@ -197,8 +199,12 @@ impl NodeFile {
             Some(t) => t.try_into().context("[ledger]")?,
             None => LedgerSection::default(),
         };
+        let chain = match v.remove("chain") {
+            Some(t) => Some(t.try_into().context("[chain]")?),
+            None => None,
+        };
         let net = Config::parse(&toml::to_string(&v)?)?;
-        Ok(NodeFile { net, aggregate, train, ledger })
+        Ok(NodeFile { net, aggregate, train, ledger, chain })
     }
 
     /// Reads a file.
@@ -483,10 +489,32 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
             let stop = stop.clone();
             let metrics = metrics.clone();
             let rounds = rounds.clone();
+            // Rounds this aggregator closes go on chain, in order, from a task of their own.
+            let anchors = match &file.chain {
+                Some(section) if section.anchor => Some(crate::chain::spawn_anchoring(
+                    section,
+                    arch.id().to_string(),
+                    data_dir.clone(),
+                    ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().to_bytes(),
+                    metrics.clone(),
+                    &tokio::runtime::Handle::current(),
+                )?),
+                _ => None,
+            };
+            let me = vain_round::short(&ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().to_bytes());
             coordinator_thread = Some(std::thread::Builder::new().name("vain-rounds".into()).spawn(move || {
                 c.run(&stop, move |row| {
                     metrics.round(row);
                     rounds.push(row);
+                    if let Some(tx) = &anchors
+                        && row.aggregator == me
+                        && let (Ok(root), Ok(checkpoint)) = (hex::decode(&row.root), hex::decode(&row.checkpoint))
+                        && let (Ok(root), Ok(checkpoint)) =
+                            (<[u8; 32]>::try_from(root), <[u8; 32]>::try_from(checkpoint))
+                    {
+                        // Blocks only with 1024 rounds unanchored: the chain is far behind.
+                        let _ = tx.blocking_send(crate::chain::Anchor { round: row.round, root, checkpoint });
+                    }
                     tracing::info!(
                         round = row.round,
                         outcome = row.outcome,

@@ -118,6 +118,10 @@ fn the_standby_takes_over_a_killed_leader_and_loses_no_acknowledged_update() {
     assert_eq!(closed_by.len(), 5);
     assert!(closed_by[..2].iter().all(|c| *c == closed_by[0]), "{closed_by:?}");
     assert!(closed_by[2..].iter().all(|c| *c != closed_by[0]), "the standby closed rounds 2–4: {closed_by:?}");
+    // Each round is anchored once, by the aggregator that closed it: the leader's first two,
+    // the standby's after the takeover.
+    assert_eq!(summary["chain"]["anchored_rounds"], 5, "{summary}");
+    assert!(summary["chain"]["proven_update"].is_object(), "{summary}");
 
     let rows = rounds(&out);
     assert_eq!(rows.len(), 5);

@@ -155,6 +155,8 @@ pub struct Row {
     pub loss: f64,
     /// The new checkpoint (hex).
     pub checkpoint: String,
+    /// Merkle root of the accepted updates (hex), as the signed close and the chain hold it.
+    pub root: String,
     /// ε spent (null without noise).
     pub epsilon: Option<f64>,
     /// From the previous round's last update (or deadline) to this round's open acknowledged
@@ -771,6 +773,7 @@ impl Coordinator {
             accuracy: f64::NAN,
             loss: f64::NAN,
             checkpoint: hex::encode(c.checkpoint),
+            root: hex::encode(c.root),
             epsilon: c.epsilon.is_finite().then_some(c.epsilon),
             overhead_ms: None,
             round_ms: 0.0,
@@ -1085,6 +1088,7 @@ impl Coordinator {
             epsilon: epsilon.unwrap_or(f64::NAN),
         };
         close.root = merkle::root(&close.leaves());
+        let root = close.root;
         let observations = vain_learn::judge::observations(&close.verdicts);
         let signed = vain_core::signed::Signed::sign(&self.key, close);
         self.persist(&signed)?;
@@ -1154,6 +1158,7 @@ impl Coordinator {
             accuracy: f64::NAN,
             loss: f64::NAN,
             checkpoint: hex::encode(checkpoint),
+            root: hex::encode(root),
             epsilon,
             overhead_ms,
             round_ms: collected.duration_since(t_open).as_secs_f64() * 1000.0,

@@ -1,0 +1,741 @@
+//! `vain chain`: the embedded chain, deployment, the node's Ethereum account, stake and
+//! registration, anchoring and inclusion proofs; and the aggregator's anchoring task that
+//! `vain node` runs when node.toml has a `[chain]` section.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::primitives::utils::{format_units, parse_units};
+use alloy::primitives::{Address, U256};
+use alloy::signers::local::PrivateKeySigner;
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use vain_chain::client::Role;
+use vain_chain::deploy::{self, Deployment, Genesis, VAIN};
+use vain_chain::devnet::Devnet;
+use vain_chain::{Client, Error as ChainError, account, rpc};
+
+/// `[chain]` in node.toml: where this node anchors.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChainSection {
+    /// JSON-RPC endpoint (`vain chain serve`, anvil, or a real chain).
+    pub rpc_url: String,
+    /// The deployment file `vain chain serve` / `vain chain deploy` wrote.
+    pub deployment: PathBuf,
+    /// The node's Ethereum keystore (`vain chain account new`).
+    pub keystore: PathBuf,
+    /// File holding the keystore's password.
+    pub password_file: PathBuf,
+    /// Whether an aggregator anchors every round it closes.
+    #[serde(default = "yes")]
+    pub anchor: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Where to reach the chain and as whom.
+#[derive(Args, Clone, Debug)]
+pub struct Conn {
+    /// JSON-RPC endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:8545")]
+    rpc_url: String,
+    /// The deployment file.
+    #[arg(long, default_value = ".vain/chain/deployment.json")]
+    deployment: PathBuf,
+    #[command(flatten)]
+    account: AccountArgs,
+}
+
+/// The signing account: a keystore, a BIP-39 mnemonic, or a public development account.
+#[derive(Args, Clone, Debug)]
+pub struct AccountArgs {
+    /// Encrypted keystore (with --password-file).
+    #[arg(long, conflicts_with_all = ["mnemonic_file", "dev_account"])]
+    keystore: Option<PathBuf>,
+    /// File holding the keystore's password.
+    #[arg(long, requires = "keystore")]
+    password_file: Option<PathBuf>,
+    /// File holding a BIP-39 mnemonic (account m/44'/60'/0'/0/0).
+    #[arg(long, conflicts_with = "dev_account")]
+    mnemonic_file: Option<PathBuf>,
+    /// Development account N of the public test mnemonic (embedded chain and anvil only).
+    #[arg(long)]
+    dev_account: Option<u32>,
+}
+
+impl AccountArgs {
+    fn signer(&self) -> Result<Option<PrivateKeySigner>> {
+        if let Some(k) = &self.keystore {
+            let pw = self.password_file.as_ref().context("--keystore needs --password-file")?;
+            return Ok(Some(account::open(k, &read_secret(pw)?)?));
+        }
+        if let Some(m) = &self.mnemonic_file {
+            return Ok(Some(account::from_mnemonic(&String::from_utf8_lossy(&read_secret(m)?))?));
+        }
+        if let Some(i) = self.dev_account {
+            return Ok(Some(deploy::dev_account(i)?));
+        }
+        Ok(None)
+    }
+
+    fn required(&self) -> Result<PrivateKeySigner> {
+        self.signer()?.context("this command signs: give --keystore, --mnemonic-file or --dev-account")
+    }
+}
+
+fn read_secret(path: &Path) -> Result<Vec<u8>> {
+    let mut b = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    while b.last().is_some_and(|c| c.is_ascii_whitespace()) {
+        b.pop();
+    }
+    Ok(b)
+}
+
+/// An amount of VAIN ("1500", "0.25").
+fn vain_amount(s: &str) -> Result<U256> {
+    let v: U256 = parse_units(s, 18).with_context(|| format!("{s:?} is not an amount of VAIN"))?.into();
+    if v.is_zero() {
+        bail!("the amount must be above zero");
+    }
+    Ok(v)
+}
+
+fn show(v: U256) -> String {
+    format_units(v, 18).map(|s| s.trim_end_matches('0').trim_end_matches('.').to_string()).unwrap_or_default()
+}
+
+/// `vain chain …`.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the embedded chain (an in-process EVM) over JSON-RPC; deploys the contracts at its
+    /// first start and writes the deployment file.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8545")]
+        listen: std::net::SocketAddr,
+        /// Where the chain keeps its journal and deployment file.
+        #[arg(long, default_value = ".vain/chain")]
+        dir: PathBuf,
+        /// Accounts funded with ether at genesis (besides the development accounts).
+        #[arg(long)]
+        fund: Vec<Address>,
+    },
+    /// Deploy the contracts on the chain at --rpc-url and write the deployment file.
+    Deploy {
+        /// JSON-RPC endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:8545")]
+        rpc_url: String,
+        /// Where to write the deployment.
+        #[arg(long, default_value = ".vain/chain/deployment.json")]
+        out: PathBuf,
+        #[command(flatten)]
+        account: AccountArgs,
+    },
+    /// The node's Ethereum account.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Balances, stake and registration of an account (yours by default).
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+        /// Another account to show.
+        #[arg(long)]
+        address: Option<Address>,
+    },
+    /// Send ether and/or VAIN.
+    Fund {
+        #[command(flatten)]
+        conn: Conn,
+        /// Recipient.
+        #[arg(long)]
+        to: Address,
+        /// Ether to send.
+        #[arg(long)]
+        eth: Option<String>,
+        /// VAIN to send.
+        #[arg(long)]
+        vain: Option<String>,
+    },
+    /// Bond VAIN in Staking.
+    Stake {
+        #[command(flatten)]
+        conn: Conn,
+        /// VAIN to bond.
+        #[arg(long)]
+        amount: String,
+    },
+    /// Start unbonding VAIN.
+    Unstake {
+        #[command(flatten)]
+        conn: Conn,
+        /// VAIN to unbond.
+        #[arg(long)]
+        amount: String,
+    },
+    /// Withdraw VAIN that finished unbonding.
+    Withdraw {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Register a node (its identity in --data-dir signs the binding) for this account.
+    Register {
+        #[command(flatten)]
+        conn: Conn,
+        /// The node's data directory (its identity).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// client, aggregator or validator.
+        #[arg(long)]
+        role: String,
+    },
+    /// Anchor a round by hand (aggregators anchor every round themselves).
+    Anchor {
+        #[command(flatten)]
+        conn: Conn,
+        /// Model id.
+        #[arg(long)]
+        model: String,
+        /// Round number.
+        #[arg(long)]
+        round: u64,
+        /// Merkle root of the accepted updates (hex).
+        #[arg(long)]
+        root: String,
+        /// Checkpoint digest (hex).
+        #[arg(long)]
+        checkpoint: String,
+    },
+    /// Write the inclusion proof of an update from a node's journaled closes.
+    Proof {
+        /// The node's data directory (an aggregator's or a validator's).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Round number.
+        #[arg(long)]
+        round: u64,
+        /// The update's digest (hex).
+        #[arg(long)]
+        update: String,
+        /// Where to write the proof (JSON).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check an inclusion proof against the chain alone.
+    Verify {
+        /// JSON-RPC endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:8545")]
+        rpc_url: String,
+        /// The deployment file.
+        #[arg(long, default_value = ".vain/chain/deployment.json")]
+        deployment: PathBuf,
+        /// The proof `vain chain proof` wrote.
+        #[arg(long)]
+        proof: PathBuf,
+    },
+}
+
+/// `vain chain account …`.
+#[derive(Subcommand)]
+pub enum AccountCommand {
+    /// Create an encrypted keystore from OS randomness, or from a BIP-39 mnemonic.
+    New {
+        /// The keystore to create.
+        #[arg(long)]
+        keystore: PathBuf,
+        /// File holding its password.
+        #[arg(long)]
+        password_file: PathBuf,
+        /// Derive the key from this mnemonic (m/44'/60'/0'/0/0) instead.
+        #[arg(long)]
+        mnemonic_file: Option<PathBuf>,
+    },
+    /// Print the address of a keystore.
+    Show {
+        /// The keystore.
+        #[arg(long)]
+        keystore: PathBuf,
+        /// File holding its password.
+        #[arg(long)]
+        password_file: PathBuf,
+    },
+}
+
+/// An update's inclusion proof, as `vain chain proof` writes it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Proof {
+    /// Model id.
+    pub model: String,
+    /// Round.
+    pub round: u64,
+    /// The sender's node key (hex).
+    pub sender: String,
+    /// The update digest (hex).
+    pub update: String,
+    /// The round's Merkle root (hex).
+    pub root: String,
+    /// Sibling hashes from the leaf up (hex).
+    pub proof: Vec<String>,
+}
+
+fn rt() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+async fn connect(conn: &Conn, signer: PrivateKeySigner) -> Result<Client> {
+    let d = Deployment::load(&conn.deployment)?;
+    Ok(Client::connect(&conn.rpc_url, signer, d).await?)
+}
+
+/// A signer for reads: reads need no key, any address will do.
+fn reader() -> PrivateKeySigner {
+    PrivateKeySigner::random()
+}
+
+fn mined(what: &str, m: vain_chain::client::Mined) {
+    println!("{what}: transaction {} in block {} ({} gas)", m.tx, m.block, m.gas_used);
+}
+
+/// Run the embedded chain until interrupted.
+fn serve(listen: std::net::SocketAddr, dir: &Path, fund: &[Address]) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut funded: Vec<Address> =
+        (0..10).map(deploy::dev_account).collect::<Result<Vec<_>, _>>()?.iter().map(|s| s.address()).collect();
+    funded.extend_from_slice(fund);
+    let chain = Devnet::open(&dir.join("chain.log"), &funded, U256::from(10_000u64) * VAIN)?;
+    let fresh = chain.height() == 0;
+    let server = rpc::Server::spawn(listen, chain)?;
+    let path = dir.join("deployment.json");
+    let rt = rt()?;
+    if fresh {
+        let (d, gas) = rt.block_on(deploy::deploy(&server.url(), deploy::dev_account(0)?, &Genesis::default()))?;
+        d.save(&path)?;
+        let total: u64 = gas.iter().map(|(_, g)| g).sum();
+        println!("deployed {} contracts ({total} gas) → {}", d.contracts().len(), path.display());
+    } else if !path.exists() {
+        bail!("{} holds a chain but no deployment file", dir.display());
+    }
+    println!("embedded chain (id {}) on {} — Ctrl-C stops it", vain_chain::devnet::CHAIN_ID, server.url());
+    rt.block_on(async { tokio::signal::ctrl_c().await })?;
+    drop(server);
+    Ok(())
+}
+
+/// Runs the command.
+pub fn run(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Serve { listen, dir, fund } => serve(listen, &dir, &fund),
+        Command::Deploy { rpc_url, out, account } => {
+            let signer = account.required()?;
+            let (d, gas) = rt()?.block_on(deploy::deploy(&rpc_url, signer, &Genesis::default()))?;
+            if let Some(p) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(p)?;
+            }
+            d.save(&out)?;
+            for (step, g) in &gas {
+                println!("{step:<36} {g:>9} gas");
+            }
+            println!("deployment → {}", out.display());
+            Ok(())
+        }
+        Command::Account(AccountCommand::New { keystore, password_file, mnemonic_file }) => {
+            let signer = match mnemonic_file {
+                Some(m) => account::from_mnemonic(&String::from_utf8_lossy(&read_secret(&m)?))?,
+                None => PrivateKeySigner::random(),
+            };
+            account::create(&keystore, &signer, &read_secret(&password_file)?)?;
+            println!("{}", signer.address());
+            Ok(())
+        }
+        Command::Account(AccountCommand::Show { keystore, password_file }) => {
+            println!("{}", account::open(&keystore, &read_secret(&password_file)?)?.address());
+            Ok(())
+        }
+        Command::Status { conn, address } => rt()?.block_on(async {
+            let signer = conn.account.signer()?;
+            let me = signer.as_ref().map(|s| s.address());
+            let c = connect(&conn, signer.unwrap_or_else(reader)).await?;
+            let who = address.or(me).context("give --address, or the account to show")?;
+            let s = c.standing(who).await?;
+            println!("account      {}", s.account);
+            println!("ether        {}", show(s.eth));
+            println!("VAIN         {}", show(s.vain));
+            println!("staked       {}", show(s.staked));
+            if !s.unbonding.0.is_zero() {
+                println!("unbonding    {} (released at {})", show(s.unbonding.0), s.unbonding.1);
+            }
+            match c.registration(who).await? {
+                Some(r) => println!("registered   {} as {}", hex::encode(r.node_id), r.role.name()),
+                None => println!("registered   no"),
+            }
+            Ok(())
+        }),
+        Command::Fund { conn, to, eth, vain } => rt()?.block_on(async {
+            let c = connect(&conn, conn.account.required()?).await?;
+            if eth.is_none() && vain.is_none() {
+                bail!("give --eth and/or --vain");
+            }
+            if let Some(e) = eth {
+                mined("ether", c.send_eth(to, vain_amount(&e)?).await?);
+            }
+            if let Some(v) = vain {
+                mined("VAIN", c.transfer(to, vain_amount(&v)?).await?);
+            }
+            Ok(())
+        }),
+        Command::Stake { conn, amount } => rt()?.block_on(async {
+            let c = connect(&conn, conn.account.required()?).await?;
+            mined("staked", c.stake(vain_amount(&amount)?).await?);
+            Ok(())
+        }),
+        Command::Unstake { conn, amount } => rt()?.block_on(async {
+            let c = connect(&conn, conn.account.required()?).await?;
+            mined("unbonding", c.request_unstake(vain_amount(&amount)?).await?);
+            Ok(())
+        }),
+        Command::Withdraw { conn } => rt()?.block_on(async {
+            let c = connect(&conn, conn.account.required()?).await?;
+            mined("withdrawn", c.withdraw().await?);
+            Ok(())
+        }),
+        Command::Register { conn, data_dir, role } => rt()?.block_on(async {
+            let role = Role::parse(&role).with_context(|| format!("role {role:?} (client, aggregator, validator)"))?;
+            if !data_dir.join("identity").exists() {
+                bail!("{} holds no node identity", data_dir.display());
+            }
+            let id = crate::net::identity_with(&data_dir, None)?;
+            let key = ed25519_dalek::SigningKey::from_bytes(&id.seed);
+            let c = connect(&conn, conn.account.required()?).await?;
+            let message = c.registration_message(c.account(), role).await?;
+            let input = vain_schema::sign::SigningInput::new(vain_schema::sign::CHAIN_REGISTRATION, &message);
+            use ed25519_dalek::Signer as _;
+            let sig = key.sign(input.as_bytes());
+            let node = key.verifying_key().to_bytes();
+            mined("registered", c.register(node, role, sig.to_bytes()).await?);
+            println!("node {} is {} for {}", hex::encode(node), role.name(), c.account());
+            Ok(())
+        }),
+        Command::Anchor { conn, model, round, root, checkpoint } => rt()?.block_on(async {
+            let c = connect(&conn, conn.account.required()?).await?;
+            let root = crate::identity::parse_hex::<32>(&root, "root")?;
+            let cp = crate::identity::parse_hex::<32>(&checkpoint, "checkpoint")?;
+            mined("anchored", c.anchor_round(&model, round, root, cp).await?);
+            Ok(())
+        }),
+        Command::Proof { data_dir, round, update, out } => {
+            let digest = crate::identity::parse_hex::<32>(&update, "update")?;
+            let p = proof_from_closes(&data_dir, round, &digest)?;
+            std::fs::write(&out, serde_json::to_vec_pretty(&p)?)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("proof of {} in round {round} ({} siblings) → {}", update, p.proof.len(), out.display());
+            Ok(())
+        }
+        Command::Verify { rpc_url, deployment, proof } => rt()?.block_on(async {
+            let text = std::fs::read(&proof).with_context(|| format!("reading {}", proof.display()))?;
+            let p: Proof =
+                serde_json::from_slice(&text).with_context(|| format!("{} is not a proof", proof.display()))?;
+            let sender = crate::identity::parse_hex::<32>(&p.sender, "sender")?;
+            let update = crate::identity::parse_hex::<32>(&p.update, "update")?;
+            let siblings: Vec<[u8; 32]> =
+                p.proof.iter().map(|h| crate::identity::parse_hex::<32>(h, "proof")).collect::<Result<_>>()?;
+            let c = Client::connect(&rpc_url, reader(), Deployment::load(&deployment)?).await?;
+            let anchored = c.round(&p.model, p.round).await?;
+            let Some(a) = anchored else { bail!("round {} of {} is not anchored on this chain", p.round, p.model) };
+            let leaf = vain_round::merkle::leaf(&sender, &update);
+            if !c.verify_inclusion(&p.model, p.round, leaf, &siblings).await? {
+                bail!(
+                    "NOT included: the chain's root for round {} of {} is {} and the proof does not lead to it",
+                    p.round,
+                    p.model,
+                    a.root
+                );
+            }
+            println!(
+                "included: update {} of {} in round {} of {} (root {}, anchored by {} in block {}, checkpoint {})",
+                p.update, p.sender, p.round, p.model, a.root, a.aggregator, a.block, a.checkpoint
+            );
+            Ok(())
+        }),
+    }
+}
+
+/// The signed closes (signature checked) an aggregator or a validator journaled in `data_dir`.
+fn closes(data_dir: &Path) -> Vec<([u8; 32], vain_round::msg::Close)> {
+    use vain_round::msg::Message;
+    let mut out = Vec::new();
+    for sub in ["aggregator", "validator"] {
+        let Ok(bytes) = std::fs::read(data_dir.join(sub).join("closes.bin")) else { continue };
+        let mut at = 0usize;
+        while bytes.len() - at >= 4 {
+            let len = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
+            if bytes.len() - at - 4 < len {
+                break;
+            }
+            if let Ok(Message::Close(c)) = Message::decode(&bytes[at + 4..at + 4 + len])
+                && c.verify().is_ok()
+            {
+                out.push((c.signer, c.body));
+            }
+            at += 4 + len;
+        }
+    }
+    out
+}
+
+/// The proof of `update` in `round` from the signed closes a node journaled.
+pub fn proof_from_closes(data_dir: &Path, round: u64, update: &[u8; 32]) -> Result<Proof> {
+    let (_, close) = closes(data_dir)
+        .into_iter()
+        .rfind(|(_, c)| c.round == round)
+        .with_context(|| format!("no signed close of round {round} in {}", data_dir.display()))?;
+    let i = close
+        .accepted
+        .iter()
+        .position(|a| a.digest == *update)
+        .with_context(|| format!("update {} was not accepted in round {round}", hex::encode(update)))?;
+    let leaves = close.leaves();
+    let siblings = vain_round::merkle::proof(&leaves, i).context("proof")?;
+    Ok(Proof {
+        model: close.model_id.clone(),
+        round,
+        sender: hex::encode(close.accepted[i].sender),
+        update: hex::encode(update),
+        root: hex::encode(close.root),
+        proof: siblings.iter().map(hex::encode).collect(),
+    })
+}
+
+/// A round to anchor.
+#[derive(Clone, Debug)]
+pub struct Anchor {
+    /// Round number.
+    pub round: u64,
+    /// Merkle root of its accepted updates.
+    pub root: [u8; 32],
+    /// The checkpoint it produced.
+    pub checkpoint: [u8; 32],
+}
+
+/// Rounds waiting to be anchored; beyond this the oldest are anchored late, never dropped:
+/// the coordinator blocks on a full queue only after this many unanchored rounds.
+const QUEUE: usize = 1024;
+
+/// Start the task that anchors, in order, every round this aggregator closes. A round the
+/// chain already holds (anchored before a restart, or by the aggregator that took over) is
+/// skipped; an unreachable endpoint is retried with backoff, so no round is lost.
+pub fn spawn_anchoring(
+    section: &ChainSection,
+    model: String,
+    data_dir: PathBuf,
+    me: [u8; 32],
+    metrics: Arc<crate::metrics::Metrics>,
+    rt: &tokio::runtime::Handle,
+) -> Result<mpsc::Sender<Anchor>> {
+    let signer = account::open(&section.keystore, &read_secret(&section.password_file)?)?;
+    let deployment = Deployment::load(&section.deployment)?;
+    let url = section.rpc_url.clone();
+    let (tx, mut rx) = mpsc::channel::<Anchor>(QUEUE);
+    rt.spawn(async move {
+        let mut client = None;
+        let mut pause = Duration::from_millis(500);
+        // First the rounds this aggregator closed but the chain lacks: a crash between the
+        // close and its anchor loses nothing, the close is journaled.
+        let mut backlog: std::collections::VecDeque<Anchor> = closes(&data_dir)
+            .into_iter()
+            .filter(|(signer, c)| *signer == me && c.model_id == model)
+            .map(|(_, c)| Anchor { round: c.round, root: c.root, checkpoint: c.checkpoint })
+            .collect();
+        loop {
+            let a = match backlog.pop_front() {
+                Some(a) => a,
+                None => match rx.recv().await {
+                    Some(a) => a,
+                    None => break,
+                },
+            };
+            loop {
+                if client.is_none() {
+                    match Client::connect(&url, signer.clone(), deployment.clone()).await {
+                        Ok(c) => {
+                            tracing::info!(%url, account = %c.account(), "chain connected");
+                            client = Some(c);
+                        }
+                        Err(e) => {
+                            tracing::warn!(%url, error = %e, "chain unreachable; retrying");
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_secs(10));
+                            continue;
+                        }
+                    }
+                }
+                let Some(c) = client.as_ref() else { continue };
+                // A round the chain holds already is not sent again.
+                if let Ok(next) = c.next_round(&model).await
+                    && a.round < next
+                {
+                    break;
+                }
+                match c.anchor_round(&model, a.round, a.root, a.checkpoint).await {
+                    Ok(m) => {
+                        metrics.chain("anchorRound", "ok", m.gas_used);
+                        tracing::info!(round = a.round, gas = m.gas_used, tx = %m.tx, "round anchored");
+                        pause = Duration::from_millis(500);
+                        break;
+                    }
+                    Err(ChainError::Reverted { revert, .. }) if revert.name == "RoundOutOfOrder" => {
+                        metrics.chain("anchorRound", "already", 0);
+                        tracing::info!(round = a.round, "round already anchored");
+                        break;
+                    }
+                    Err(ChainError::Reverted { revert, .. }) => {
+                        // Not registered, or not enough stake: nothing retrying fixes.
+                        metrics.chain("anchorRound", "reverted", 0);
+                        tracing::error!(round = a.round, %revert, "the chain refused the anchor");
+                        break;
+                    }
+                    Err(e) => {
+                        metrics.chain("anchorRound", "failed", 0);
+                        tracing::warn!(round = a.round, error = %e, "anchoring failed; retrying");
+                        client = None;
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        }
+    });
+    Ok(tx)
+}
+
+/// The demo's chain: the embedded chain in the demo's own process, the contracts deployed, and
+/// every aggregator staked and registered with an account of its own.
+pub struct DemoChain {
+    server: rpc::Server,
+    deployment: Deployment,
+    path: PathBuf,
+    rt: tokio::runtime::Runtime,
+}
+
+/// What the demo's chain shows at the end.
+#[derive(Debug, Serialize)]
+pub struct DemoChainSummary {
+    /// Rounds the chain holds for the model.
+    pub anchored: u64,
+    /// The update proven from the chain alone: round, sender and digest (hex).
+    pub proven: Option<(u64, String, String)>,
+    /// The deployment file.
+    pub deployment: PathBuf,
+}
+
+impl DemoChain {
+    /// Start the chain in `dir`, deploy, and give each aggregator (by data dir) an account
+    /// funded from the development account, 10,000 VAIN staked and its node registered; returns
+    /// each aggregator's `[chain]` section.
+    pub fn start(dir: &Path, aggregators: &[PathBuf]) -> Result<(DemoChain, Vec<String>)> {
+        std::fs::create_dir_all(dir)?;
+        let funded: Vec<Address> =
+            (0..10).map(deploy::dev_account).collect::<Result<Vec<_>, _>>()?.iter().map(|s| s.address()).collect();
+        let server = rpc::Server::spawn(
+            "127.0.0.1:0".parse()?,
+            Devnet::open(&dir.join("chain.log"), &funded, U256::from(10_000u64) * VAIN)?,
+        )?;
+        let rt = rt()?;
+        let url = server.url();
+        let (deployment, _) = rt.block_on(deploy::deploy(&url, deploy::dev_account(0)?, &Genesis::default()))?;
+        let path = dir.join("deployment.json");
+        deployment.save(&path)?;
+        let mut sections = Vec::new();
+        for data in aggregators {
+            let keystore = data.join("chain-account.json");
+            let password = data.join("chain-password");
+            write_private(&password, &hex::encode(rand_bytes()?))?;
+            let signer = PrivateKeySigner::random();
+            account::create(&keystore, &signer, &read_secret(&password)?)?;
+            let id = crate::net::identity(data)?;
+            let key = ed25519_dalek::SigningKey::from_bytes(&id.seed);
+            rt.block_on(async {
+                let bank = Client::connect(&url, deploy::dev_account(0)?, deployment.clone()).await?;
+                bank.send_eth(signer.address(), VAIN * U256::from(10u64)).await?;
+                bank.transfer(signer.address(), VAIN * U256::from(10_000u64)).await?;
+                let me = Client::connect(&url, signer.clone(), deployment.clone()).await?;
+                me.stake(VAIN * U256::from(10_000u64)).await?;
+                let message = me.registration_message(me.account(), Role::Aggregator).await?;
+                let input = vain_schema::sign::SigningInput::new(vain_schema::sign::CHAIN_REGISTRATION, &message);
+                use ed25519_dalek::Signer as _;
+                let sig = key.sign(input.as_bytes());
+                me.register(key.verifying_key().to_bytes(), Role::Aggregator, sig.to_bytes()).await?;
+                anyhow::Ok(())
+            })?;
+            sections.push(format!(
+                "\n[chain]\nrpc_url = \"{url}\"\ndeployment = {:?}\nkeystore = {:?}\npassword_file = {:?}\n",
+                path.display().to_string(),
+                keystore.display().to_string(),
+                password.display().to_string(),
+            ));
+        }
+        Ok((DemoChain { server, deployment, path, rt }, sections))
+    }
+
+    /// The chain's URL.
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// Wait (up to 20 s) until `rounds` rounds of `model` are anchored, then prove, from the
+    /// chain alone, the last accepted update of the latest anchored round with one.
+    pub fn check(&self, model: &str, rounds: u64, data_dirs: &[PathBuf]) -> Result<DemoChainSummary> {
+        self.rt.block_on(async {
+            let c = Client::connect(&self.server.url(), reader(), self.deployment.clone()).await?;
+            let start = std::time::Instant::now();
+            let mut anchored = c.next_round(model).await?;
+            while anchored < rounds && start.elapsed() < Duration::from_secs(20) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                anchored = c.next_round(model).await?;
+            }
+            let mut all: Vec<vain_round::msg::Close> =
+                data_dirs.iter().flat_map(|d| closes(d)).map(|(_, c)| c).collect();
+            all.sort_by_key(|c| std::cmp::Reverse(c.round));
+            let mut proven = None;
+            for close in all.iter().filter(|c| c.round < anchored && !c.accepted.is_empty()) {
+                let Some(a) = c.round(model, close.round).await? else { continue };
+                if a.root.0 != close.root {
+                    continue;
+                }
+                let i = close.accepted.len() - 1;
+                let leaves = close.leaves();
+                let siblings = vain_round::merkle::proof(&leaves, i).context("proof")?;
+                let u = &close.accepted[i];
+                if c.verify_inclusion(model, close.round, leaves[i], &siblings).await? {
+                    proven = Some((close.round, hex::encode(u.sender), hex::encode(u.digest)));
+                    break;
+                }
+            }
+            Ok(DemoChainSummary { anchored, proven, deployment: self.path.clone() })
+        })
+    }
+}
+
+fn rand_bytes() -> Result<[u8; 16]> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("OS randomness: {e}"))?;
+    Ok(b)
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,273 @@
+//! `vain chain` as an operator drives it: the embedded chain served by one process, an account
+//! created, funded, staked and registered for a node, a round anchored by hand, and the
+//! contracts' refusals reported with their reasons.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn vain(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vain")).args(args).output().expect("run vain")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = vain(args);
+    assert!(
+        out.status.success(),
+        "vain {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = vain(args);
+    assert!(!out.status.success(), "vain {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(dir: &Path, port: u16) -> Serve {
+    let child = Command::new(env!("CARGO_BIN_EXE_vain"))
+        .args(["chain", "serve", "--listen", &format!("127.0.0.1:{port}"), "--dir"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("serve");
+    let s = Serve(child);
+    let start = Instant::now();
+    while !dir.join("deployment.json").exists() || std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(60), "the embedded chain did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s
+}
+
+#[test]
+fn an_operator_stakes_registers_and_anchors_on_the_embedded_chain() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let chain_dir = tmp.path().join("chain");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let server = serve(&chain_dir, port);
+    let url = format!("http://127.0.0.1:{port}");
+    let dep = chain_dir.join("deployment.json");
+    let dep = dep.to_str().expect("utf-8");
+    let keystore = tmp.path().join("account.json");
+    let pw = tmp.path().join("password");
+    std::fs::write(&pw, "correct horse\n").expect("password");
+    let (ks, pwf) = (keystore.to_str().expect("utf-8"), pw.to_str().expect("utf-8"));
+
+    // A new account: its address is printed, never its key.
+    let address = ok(&["chain", "account", "new", "--keystore", ks, "--password-file", pwf]).trim().to_string();
+    assert!(address.starts_with("0x") && address.len() == 42, "{address}");
+    assert_eq!(ok(&["chain", "account", "show", "--keystore", ks, "--password-file", pwf]).trim(), address);
+    let wrong = tmp.path().join("wrong");
+    std::fs::write(&wrong, "nope").expect("write");
+    let e = fails(&["chain", "account", "show", "--keystore", ks, "--password-file", wrong.to_str().expect("utf-8")]);
+    assert!(e.contains("account key"), "{e}");
+
+    let me = ["--rpc-url", &url, "--deployment", dep, "--keystore", ks, "--password-file", pwf];
+    let with = |cmd: &[&str], extra: &[&str]| -> Vec<String> {
+        cmd.iter().chain(me.iter()).chain(extra.iter()).map(|s| s.to_string()).collect()
+    };
+    let run = |v: Vec<String>| ok(&v.iter().map(String::as_str).collect::<Vec<_>>());
+    let run_fail = |v: Vec<String>| fails(&v.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // No ether for gas yet: the chain says so.
+    let e = run_fail(with(&["chain", "stake"], &["--amount", "10"]));
+    assert!(e.contains("lack of funds"), "{e}");
+    ok(&[
+        "chain",
+        "fund",
+        "--rpc-url",
+        &url,
+        "--deployment",
+        dep,
+        "--dev-account",
+        "0",
+        "--to",
+        &address,
+        "--eth",
+        "5",
+    ]);
+    // Ether but no VAIN: the token's own error says why.
+    let e = run_fail(with(&["chain", "stake"], &["--amount", "10"]));
+    assert!(e.contains("ERC20InsufficientBalance"), "{e}");
+
+    ok(&[
+        "chain",
+        "fund",
+        "--rpc-url",
+        &url,
+        "--deployment",
+        dep,
+        "--dev-account",
+        "0",
+        "--to",
+        &address,
+        "--vain",
+        "12000",
+    ]);
+    run(with(&["chain", "stake"], &["--amount", "10000"]));
+
+    // A node identity, registered as an aggregator with its signature.
+    let node = tmp.path().join("node");
+    ok(&["identity", "new", "--dir", node.join("identity").to_str().expect("utf-8")]);
+    let e =
+        run_fail(with(&["chain", "register"], &["--data-dir", node.to_str().expect("utf-8"), "--role", "validatr"]));
+    assert!(e.contains("role"), "{e}");
+    let out = run(with(&["chain", "register"], &["--data-dir", node.to_str().expect("utf-8"), "--role", "aggregator"]));
+    assert!(out.contains("is aggregator for"), "{out}");
+    let status = run(with(&["chain", "status"], &[]));
+    assert!(status.contains("staked       10000"), "{status}");
+    assert!(status.contains("as aggregator"), "{status}");
+    assert!(status.contains("VAIN         2000"), "{status}");
+
+    // Anchors: in order, each once.
+    let root = "11".repeat(32);
+    let cp = "22".repeat(32);
+    let anchor = |round: &str| {
+        with(&["chain", "anchor"], &["--model", "mnist-mlp", "--round", round, "--root", &root, "--checkpoint", &cp])
+    };
+    let out = run(anchor("0"));
+    assert!(out.contains("anchored: transaction"), "{out}");
+    let e = run_fail(anchor("0"));
+    assert!(e.contains("RoundOutOfOrder") && e.contains("next=1"), "{e}");
+
+    // Unstaking waits; the deployer cannot anchor (not registered).
+    run(with(&["chain", "unstake"], &["--amount", "1"]));
+    let e = run_fail(with(&["chain", "withdraw"], &[]));
+    assert!(e.contains("StillBonding"), "{e}");
+    let e = fails(&[
+        "chain",
+        "anchor",
+        "--rpc-url",
+        &url,
+        "--deployment",
+        dep,
+        "--dev-account",
+        "0",
+        "--model",
+        "mnist-mlp",
+        "--round",
+        "5",
+        "--root",
+        &root,
+        "--checkpoint",
+        &cp,
+    ]);
+    assert!(e.contains("NotAuthorized"), "{e}");
+
+    // The chain survives a restart of its process: the stake is still there.
+    drop(server);
+    let _server = serve(&chain_dir, port);
+    let status = run(with(&["chain", "status"], &[]));
+    assert!(status.contains("staked       9999"), "{status}");
+}
+
+#[test]
+fn a_federation_anchors_every_round_and_a_third_party_verifies_an_update() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("demo");
+    let run = Command::new(env!("CARGO_BIN_EXE_vain"))
+        .args([
+            "demo",
+            "--rounds",
+            "3",
+            "--clients",
+            "4",
+            "--attacks",
+            "none",
+            "--backend",
+            "cpu",
+            "--timeout",
+            "300",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .expect("run vain demo");
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).expect("summary")).expect("json");
+    assert_eq!(summary["chain"]["anchored_rounds"], summary["rounds"], "{stdout}");
+    let proven = &summary["chain"]["proven_update"];
+    let round = proven["round"].as_u64().expect("a proven update");
+    let update = proven["update"].as_str().expect("update").to_string();
+    assert!(stdout.contains("proven from the chain alone"), "{stdout}");
+
+    // A third party: the chain's journal served again, the proof from an aggregator's closes,
+    // checked with nothing but the RPC URL and the deployment's addresses.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let _chain = serve(&out.join("chain"), port);
+    let url = format!("http://127.0.0.1:{port}");
+    let proof = tmp.path().join("proof.json");
+    let p = proof.to_str().expect("utf-8");
+    // The aggregator that closed the round holds its signed close.
+    let agg = std::fs::read_dir(out.join("nodes"))
+        .expect("nodes")
+        .flatten()
+        .map(|e| e.path())
+        .find(|d| {
+            vain(&[
+                "chain",
+                "proof",
+                "--data-dir",
+                d.to_str().expect("utf-8"),
+                "--round",
+                &round.to_string(),
+                "--update",
+                &update,
+                "--out",
+                p,
+            ])
+            .status
+            .success()
+        })
+        .expect("an aggregator with the round's close");
+    let dep = out.join("chain").join("deployment.json");
+    let dep = dep.to_str().expect("utf-8");
+    let verified = ok(&["chain", "verify", "--rpc-url", &url, "--deployment", dep, "--proof", p]);
+    assert!(verified.contains(&format!("included: update {update}")), "{verified}");
+
+    // The same proof for another round, or with a flipped bit, is refused.
+    let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&proof).expect("proof")).expect("json");
+    doc["round"] = serde_json::json!((round + 1) % 3);
+    std::fs::write(&proof, serde_json::to_vec(&doc).expect("json")).expect("write");
+    let e = fails(&["chain", "verify", "--rpc-url", &url, "--deployment", dep, "--proof", p]);
+    assert!(e.contains("NOT included"), "{e}");
+    doc["round"] = serde_json::json!(round);
+    let flipped = {
+        let u = doc["update"].as_str().expect("update");
+        format!("{}{}", if u.starts_with('0') { "1" } else { "0" }, &u[1..])
+    };
+    doc["update"] = serde_json::json!(flipped);
+    std::fs::write(&proof, serde_json::to_vec(&doc).expect("json")).expect("write");
+    let e = fails(&["chain", "verify", "--rpc-url", &url, "--deployment", dep, "--proof", p]);
+    assert!(e.contains("NOT included"), "{e}");
+    // An update that was not accepted has no proof to write.
+    let e = fails(&[
+        "chain",
+        "proof",
+        "--data-dir",
+        agg.to_str().expect("utf-8"),
+        "--round",
+        "0",
+        "--update",
+        &"ab".repeat(32),
+        "--out",
+        p,
+    ]);
+    assert!(e.contains("was not accepted"), "{e}");
+}
