@@ -9,7 +9,7 @@ use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::{Filter, TransactionReceipt, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
-use alloy::sol_types::SolEvent;
+use alloy::sol_types::{SolCall, SolEvent};
 use alloy::transports::TransportError;
 
 use crate::contracts::{LiquidityPool, NodeRegistry, ReputationAnchor, Rewards, Staking, VainGovernor, VainToken};
@@ -452,6 +452,151 @@ impl Client {
             .await
             .map_err(|e| self.view_error("ReputationAnchor.attestations", e))?;
         Ok(n.saturating_to())
+    }
+
+    /// Delegate this account's VAIN votes to itself (votes count only once delegated).
+    pub async fn delegate_self(&self) -> Result<Mined, Error> {
+        let token = self.token();
+        self.send("VainToken.delegate", token.delegate(self.account).into_transaction_request()).await
+    }
+
+    /// Propose that governance slash `amount` of `account`'s stake (sent to the timelock);
+    /// returns the proposal id. The same proposal twice is refused by the governor.
+    pub async fn propose_slash(
+        &self,
+        account: Address,
+        amount: U256,
+        description: &str,
+    ) -> Result<(U256, Mined), Error> {
+        let call = Staking::slashCall { account, amount, recipient: self.deployment.timelock };
+        self.propose(vec![self.deployment.staking], vec![Bytes::from(call.abi_encode())], description).await
+    }
+
+    /// Propose that governance set `role`'s minimum stake; returns the proposal id.
+    pub async fn propose_minimum(&self, role: Role, amount: U256, description: &str) -> Result<(U256, Mined), Error> {
+        let call = Staking::setMinimumStakeCall { role: role as u8, amount };
+        self.propose(vec![self.deployment.staking], vec![Bytes::from(call.abi_encode())], description).await
+    }
+
+    async fn propose(
+        &self,
+        targets: Vec<Address>,
+        calldatas: Vec<Bytes>,
+        description: &str,
+    ) -> Result<(U256, Mined), Error> {
+        let g = self.governor();
+        let values = vec![U256::ZERO; targets.len()];
+        let id = g
+            .hashProposal(targets.clone(), values.clone(), calldatas.clone(), keccak256(description.as_bytes()))
+            .call()
+            .await
+            .map_err(|e| self.view_error("VainGovernor.hashProposal", e))?;
+        let tx = g.propose(targets, values, calldatas, description.to_owned()).into_transaction_request();
+        Ok((id, self.send("VainGovernor.propose", tx).await?))
+    }
+
+    /// Vote on proposal `id`: 0 against, 1 for, 2 abstain.
+    pub async fn vote(&self, id: U256, support: u8) -> Result<Mined, Error> {
+        let g = self.governor();
+        self.send("VainGovernor.castVote", g.castVote(id, support).into_transaction_request()).await
+    }
+
+    /// The state of proposal `id` (OpenZeppelin's `ProposalState`: 0 pending, 1 active,
+    /// 2 canceled, 3 defeated, 4 succeeded, 5 queued, 6 expired, 7 executed).
+    pub async fn proposal_state(&self, id: U256) -> Result<u8, Error> {
+        self.governor().state(id).call().await.map_err(|e| self.view_error("VainGovernor.state", e))
+    }
+
+    /// Move proposal `id` on: queue it when it succeeded, execute it when queued (the timelock
+    /// refuses until its delay is over). Its parameters come from its `ProposalCreated` event.
+    pub async fn advance_proposal(&self, id: U256) -> Result<(&'static str, Mined), Error> {
+        let filter = Filter::new()
+            .address(self.deployment.governor)
+            .event_signature(VainGovernor::ProposalCreated::SIGNATURE_HASH)
+            .from_block(self.deployment.block);
+        let logs = self.provider.get_logs(&filter).await.map_err(|e| self.rpc(e))?;
+        let created = logs
+            .iter()
+            .filter_map(|l| l.log_decode::<VainGovernor::ProposalCreated>().ok())
+            .find(|e| e.inner.proposalId == id)
+            .ok_or(Error::Argument { what: "no such proposal on this chain" })?;
+        let p = created.inner.data;
+        let hash = keccak256(p.description.as_bytes());
+        let g = self.governor();
+        if self.proposal_state(id).await? == 4 {
+            let tx = g.queue(p.targets, p.values, p.calldatas, hash).into_transaction_request();
+            Ok(("queued", self.send("VainGovernor.queue", tx).await?))
+        } else {
+            let tx = g.execute(p.targets, p.values, p.calldatas, hash).into_transaction_request();
+            Ok(("executed", self.send("VainGovernor.execute", tx).await?))
+        }
+    }
+
+    /// Accounts registered for `node_id` whose registration the node's key `node_id` signed
+    /// (the registry cannot check Ed25519: squatters' claims are dropped here).
+    pub async fn accounts_of(&self, node_id: [u8; 32]) -> Result<Vec<Address>, Error> {
+        let claims = self
+            .registry()
+            .claimsOf(B256::from(node_id), U256::ZERO, U256::from(256u64))
+            .call()
+            .await
+            .map_err(|e| self.view_error("NodeRegistry.claimsOf", e))?;
+        let mut out = Vec::new();
+        for a in claims {
+            if let Some(r) = self.registration(a).await?
+                && r.node_id == node_id
+                && r.verify(&node_id)
+                && !out.contains(&a)
+            {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Swap `amount` of VAIN (or of the pool's other token when `sell_vain` is false) for at
+    /// least `min_out` of the other, before `deadline` (Unix seconds).
+    pub async fn swap(&self, sell_vain: bool, amount: U256, min_out: U256, deadline: u64) -> Result<Mined, Error> {
+        let sold = if sell_vain { self.deployment.token } else { self.deployment.quote };
+        let token = VainToken::new(sold, self.provider.clone());
+        let allowance = token
+            .allowance(self.account, self.deployment.pool)
+            .call()
+            .await
+            .map_err(|e| self.view_error("allowance", e))?;
+        if allowance < amount {
+            self.send("approve", token.approve(self.deployment.pool, amount).into_transaction_request()).await?;
+        }
+        let pool = self.pool();
+        let tx = pool.swap(sold, amount, min_out, self.account, U256::from(deadline)).into_transaction_request();
+        self.send("LiquidityPool.swap", tx).await
+    }
+
+    /// Claim leaf `index` of `epoch`'s rewards: `amount` to `account`, with its Merkle proof.
+    pub async fn claim(
+        &self,
+        epoch: u64,
+        index: u64,
+        account: Address,
+        amount: U256,
+        proof: &[[u8; 32]],
+    ) -> Result<Mined, Error> {
+        let r = self.rewards();
+        let proof: Vec<B256> = proof.iter().map(|p| B256::from(*p)).collect();
+        self.send("Rewards.claim", r.claim(epoch, U256::from(index), account, amount, proof).into_transaction_request())
+            .await
+    }
+
+    /// The latest block's timestamp (Unix seconds): the chain's clock, which deadlines and
+    /// unbonding delays are measured against.
+    pub async fn chain_time(&self) -> Result<u64, Error> {
+        let block = self
+            .provider
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await
+            .map_err(|e| self.rpc(e))?
+            .ok_or(Error::Argument { what: "the endpoint has no latest block" })?;
+        Ok(block.header.timestamp)
     }
 
     /// Move the chain's clock forward and mine a block (the embedded chain and anvil only).

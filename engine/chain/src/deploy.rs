@@ -62,6 +62,8 @@ pub struct Genesis {
     /// Supply of the pool's second token, deployed with the network (a test token: a real
     /// network names an existing ERC-20 instead).
     pub quote_supply: U256,
+    /// VAIN and second token the deployer puts in the pool at genesis (none: an empty pool).
+    pub pool_seed: Option<(U256, U256)>,
 }
 
 impl Default for Genesis {
@@ -80,6 +82,7 @@ impl Default for Genesis {
             publishers: Vec::new(),
             pool_fee_bps: 30,
             quote_supply: VAIN * U256::from(1_000_000_000u64),
+            pool_seed: Some((VAIN * U256::from(1_000_000u64), VAIN * U256::from(1_000_000u64))),
         }
     }
 }
@@ -265,6 +268,15 @@ pub async fn deploy(
         ("VainToken.transferOwnership", tk.transferOwnership(timelock).into_transaction_request()),
         ("VainTimelock.renounceRole(admin)", tl.renounceRole(B256::ZERO, me).into_transaction_request()),
     ]);
+    if let Some((v, q)) = genesis.pool_seed {
+        let lp = LiquidityPool::new(pool, p.clone());
+        let qt = TestToken::new(quote, p.clone());
+        wire.extend([
+            ("VainToken.approve(pool)", tk.approve(pool, v).into_transaction_request()),
+            ("TestToken.approve(pool)", qt.approve(pool, q).into_transaction_request()),
+            ("LiquidityPool.addLiquidity", lp.addLiquidity(v, q, U256::ZERO, me, U256::MAX).into_transaction_request()),
+        ]);
+    }
     for (name, tx) in wire {
         let m = c.send(name, tx).await?;
         gas.push((name, m.gas_used));

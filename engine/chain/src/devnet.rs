@@ -135,6 +135,31 @@ impl std::fmt::Debug for Devnet {
     }
 }
 
+/// A journal record: its offset, the block's timestamp and the raw transaction (empty for an
+/// empty block).
+pub type Record<'a> = (usize, u64, &'a [u8]);
+
+/// A journal's records and the length of its whole records (a torn tail lies beyond); `None`
+/// when the magic is wrong.
+pub fn parse_journal(bytes: &[u8]) -> Option<(Vec<Record<'_>>, usize)> {
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        return None;
+    }
+    let mut records = Vec::new();
+    let mut at = MAGIC.len();
+    while bytes.len() - at >= 12 {
+        let len = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&bytes[at + 4..at + 12]);
+        if len > MAX_RECORD || bytes.len() - at - 12 < len as usize {
+            break;
+        }
+        records.push((at, u64::from_le_bytes(ts), &bytes[at + 12..at + 12 + len as usize]));
+        at += 12 + len as usize;
+    }
+    Some((records, at))
+}
+
 fn bad(reason: impl Into<String>) -> Error {
     Error::BadTransaction { reason: reason.into() }
 }
@@ -183,29 +208,17 @@ impl Devnet {
             file.write_all(MAGIC).map_err(io)?;
             file.sync_all().map_err(io)?;
         } else {
-            if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-                return Err(Error::NotAJournal { path: path.to_owned() });
-            }
-            let mut at = MAGIC.len();
-            let mut good = at;
-            while bytes.len() - at >= 12 {
-                let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default());
-                let ts = u64::from_le_bytes(bytes[at + 4..at + 12].try_into().unwrap_or_default());
-                if len > MAX_RECORD || bytes.len() - at - 12 < len as usize {
-                    break;
-                }
-                let raw = &bytes[at + 12..at + 12 + len as usize];
+            let (records, good) = parse_journal(&bytes).ok_or_else(|| Error::NotAJournal { path: path.to_owned() })?;
+            for (offset, ts, raw) in records {
                 if raw.is_empty() {
                     chain.mine_empty(ts);
                 } else {
                     chain.apply_raw(raw, ts).map_err(|e| Error::Replay {
                         path: path.to_owned(),
-                        offset: at,
+                        offset,
                         source: Box::new(e),
                     })?;
                 }
-                at += 12 + len as usize;
-                good = at;
             }
             if good < bytes.len() {
                 tracing::warn!(path = %path.display(), kept = good, dropped = bytes.len() - good, "chain journal: cut a torn last record");
@@ -389,6 +402,16 @@ impl Devnet {
         rec.extend_from_slice(raw);
         file.write_all(&rec).map_err(io)?;
         file.sync_data().map_err(io)
+    }
+
+    /// Apply a journaled record as a replay does (no journal write): for tools and fuzzing.
+    pub fn replay_record(&mut self, raw: &[u8], timestamp: u64) -> Result<(), Error> {
+        if raw.is_empty() {
+            self.mine_empty(timestamp);
+            Ok(())
+        } else {
+            self.apply_raw(raw, timestamp).map(|_| ())
+        }
     }
 
     fn apply_raw(&mut self, raw: &[u8], timestamp: u64) -> Result<B256, Error> {

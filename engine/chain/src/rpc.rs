@@ -292,16 +292,20 @@ fn answer(chain: &Shared, req: &Value) -> Value {
 }
 
 async fn handle(State(chain): State<Shared>, body: axum::body::Bytes) -> axum::Json<Value> {
-    let reply = match serde_json::from_slice::<Value>(&body) {
+    axum::Json(respond(&chain, &body))
+}
+
+/// The reply to a request body (one request or a batch), as the server sends it.
+pub fn respond(chain: &Shared, body: &[u8]) -> Value {
+    match serde_json::from_slice::<Value>(body) {
         Err(_) => json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "parse error"}}),
         Ok(Value::Array(batch)) if batch.is_empty() || batch.len() > MAX_BATCH => json!({
             "jsonrpc": "2.0", "id": null,
             "error": {"code": -32600, "message": format!("a batch holds 1 to {MAX_BATCH} requests")}
         }),
-        Ok(Value::Array(batch)) => Value::Array(batch.iter().map(|r| answer(&chain, r)).collect()),
-        Ok(req) => answer(&chain, &req),
-    };
-    axum::Json(reply)
+        Ok(Value::Array(batch)) => Value::Array(batch.iter().map(|r| answer(chain, r)).collect()),
+        Ok(req) => answer(chain, &req),
+    }
 }
 
 /// The JSON-RPC router over `chain` (POST /).
@@ -367,5 +371,60 @@ impl Drop for Server {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain() -> Shared {
+        Arc::new(Mutex::new(Devnet::in_memory(&[Address::repeat_byte(1)], U256::from(5u64))))
+    }
+
+    fn call(c: &Shared, method: &str, params: Value) -> Value {
+        respond(c, json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params}).to_string().as_bytes())
+    }
+
+    #[test]
+    fn answers_reads_and_names_every_mistake() {
+        let c = chain();
+        assert_eq!(call(&c, "eth_chainId", json!([]))["result"], "0x7661");
+        assert_eq!(call(&c, "eth_blockNumber", json!([]))["result"], "0x0");
+        assert_eq!(call(&c, "eth_getBalance", json!([Address::repeat_byte(1), "latest"]))["result"], "0x5");
+        assert_eq!(call(&c, "eth_getBalance", json!([Address::repeat_byte(1), "0x0"]))["result"], "0x5");
+        assert_eq!(call(&c, "eth_getBalance", json!([Address::repeat_byte(1), "0x9"]))["error"]["code"], -32000);
+        assert_eq!(call(&c, "eth_getBalance", json!(["not an address"]))["error"]["code"], -32602);
+        assert_eq!(call(&c, "eth_getBalance", json!([]))["error"]["code"], -32602);
+        assert_eq!(call(&c, "eth_nothing", json!([]))["error"]["code"], -32601);
+        assert_eq!(call(&c, "eth_chainId", json!({"a": 1}))["error"]["code"], -32602);
+        assert_eq!(call(&c, "eth_getTransactionReceipt", json!([B256::ZERO]))["result"], Value::Null);
+        assert_eq!(call(&c, "eth_getBlockByNumber", json!(["latest", false]))["result"]["number"], "0x0");
+        assert_eq!(call(&c, "eth_getBlockByNumber", json!(["0x5", false]))["result"], Value::Null);
+        // Garbage and odd shapes.
+        assert_eq!(respond(&c, b"{nope")["error"]["code"], -32700);
+        assert_eq!(respond(&c, b"[]")["error"]["code"], -32600);
+        assert_eq!(respond(&c, b"{\"id\": 1}")["error"]["code"], -32600);
+        let batch: Vec<Value> = (0..MAX_BATCH + 1).map(|i| json!({"id": i, "method": "eth_chainId"})).collect();
+        assert_eq!(respond(&c, Value::Array(batch).to_string().as_bytes())["error"]["code"], -32600);
+        let two = json!([{"id": 1, "method": "eth_chainId"}, {"id": 2, "method": "eth_blockNumber"}]);
+        let r = respond(&c, two.to_string().as_bytes());
+        assert_eq!((r[0]["id"].clone(), r[1]["result"].clone()), (json!(1), json!("0x0")));
+    }
+
+    #[test]
+    fn refuses_bad_transactions_with_a_reason() {
+        let c = chain();
+        let e = call(&c, "eth_sendRawTransaction", json!(["0x02f8"]));
+        assert_eq!(e["error"]["code"], -32000);
+        assert!(e["error"]["message"].as_str().unwrap_or("").contains("invalid transaction"), "{e}");
+        let big = format!("0x{}", "00".repeat(MAX_TX_BYTES + 1));
+        let e = call(&c, "eth_sendRawTransaction", json!([big]));
+        assert!(e["error"]["message"].as_str().unwrap_or("").contains("above the limit"), "{e}");
+        // A call that reverts reports code 3 with the revert data, as geth does.
+        let revert = Bytes::from_static(&[0x60, 0x00, 0x60, 0x00, 0xfd]); // PUSH 0 PUSH 0 REVERT
+        let e = call(&c, "eth_call", json!([{"data": revert}]));
+        assert_eq!(e["error"]["code"], 3, "{e}");
+        assert_eq!(e["error"]["data"], "0x");
     }
 }

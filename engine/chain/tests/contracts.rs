@@ -35,7 +35,7 @@ impl Net {
 }
 
 fn genesis() -> Genesis {
-    Genesis { publishers: vec![dev_account(0).expect("dev").address()], ..Genesis::default() }
+    Genesis { publishers: vec![dev_account(0).expect("dev").address()], pool_seed: None, ..Genesis::default() }
 }
 
 async fn embedded() -> Net {

@@ -226,6 +226,99 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Delegate your VAIN votes to yourself (needed once before voting).
+    Delegate {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Propose, through the governor, a slash of an account's stake or a new minimum stake.
+    Propose {
+        #[command(flatten)]
+        conn: Conn,
+        /// Slash this account's stake (sent to the timelock).
+        #[arg(long, conflicts_with = "minimum", required_unless_present = "minimum")]
+        slash: Option<Address>,
+        /// Set this role's minimum stake (client, aggregator, validator).
+        #[arg(long)]
+        minimum: Option<String>,
+        /// VAIN to slash, or the new minimum.
+        #[arg(long)]
+        amount: String,
+        /// Why (part of the proposal's identity: the same text twice is the same proposal).
+        #[arg(long)]
+        description: String,
+    },
+    /// Vote on a proposal.
+    Vote {
+        #[command(flatten)]
+        conn: Conn,
+        /// The proposal id (decimal, as `propose` printed it).
+        #[arg(long)]
+        proposal: U256,
+        /// for, against or abstain.
+        #[arg(long)]
+        support: String,
+    },
+    /// Queue a passed proposal, or execute a queued one whose delay is over.
+    Execute {
+        #[command(flatten)]
+        conn: Conn,
+        /// The proposal id.
+        #[arg(long)]
+        proposal: U256,
+    },
+    /// Swap VAIN for the pool's other token, or back.
+    Swap {
+        #[command(flatten)]
+        conn: Conn,
+        /// What to sell: vain or quote.
+        #[arg(long)]
+        sell: String,
+        /// How much to sell.
+        #[arg(long)]
+        amount: String,
+        /// The least to receive (slippage bound).
+        #[arg(long)]
+        min_out: String,
+        /// Seconds from the chain's latest block after which the swap must not happen.
+        #[arg(long, default_value_t = 600)]
+        deadline_secs: u64,
+    },
+    /// Claim a reward leaf with its Merkle proof.
+    Claim {
+        #[command(flatten)]
+        conn: Conn,
+        /// Epoch.
+        #[arg(long)]
+        epoch: u64,
+        /// The leaf's index.
+        #[arg(long)]
+        index: u64,
+        /// The account the leaf pays (yours by default).
+        #[arg(long)]
+        account: Option<Address>,
+        /// The leaf's amount of VAIN.
+        #[arg(long)]
+        amount: String,
+        /// Sibling hashes, hex, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        proof: Vec<String>,
+    },
+    /// Development chains only (the embedded chain, anvil): move the clock and mine blocks.
+    Mine {
+        /// JSON-RPC endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:8545")]
+        rpc_url: String,
+        /// The deployment file.
+        #[arg(long, default_value = ".vain/chain/deployment.json")]
+        deployment: PathBuf,
+        /// Blocks to mine.
+        #[arg(long, default_value_t = 1)]
+        blocks: u32,
+        /// Seconds to move the clock forward first.
+        #[arg(long, default_value_t = 0)]
+        seconds: u64,
+    },
     /// Check an inclusion proof against the chain alone.
     Verify {
         /// JSON-RPC endpoint.
@@ -425,6 +518,75 @@ pub fn run(cmd: Command) -> Result<()> {
             let root = crate::identity::parse_hex::<32>(&root, "root")?;
             let cp = crate::identity::parse_hex::<32>(&checkpoint, "checkpoint")?;
             mined("anchored", c.anchor_round(&model, round, root, cp).await?);
+            Ok(())
+        }),
+        Command::Mine { rpc_url, deployment, blocks, seconds } => rt()?.block_on(async {
+            let c = Client::connect(&rpc_url, reader(), Deployment::load(&deployment)?).await?;
+            c.advance(seconds).await?;
+            for _ in 1..blocks {
+                c.advance(0).await?;
+            }
+            println!("mined {blocks} block(s), clock +{seconds} s");
+            Ok(())
+        }),
+        Command::Delegate { conn } => rt()?.block_on(async {
+            let c = connect(&conn, conn.account.required()?).await?;
+            mined("delegated", c.delegate_self().await?);
+            Ok(())
+        }),
+        Command::Propose { conn, slash, minimum, amount, description } => rt()?.block_on(async {
+            let c = connect(&conn, conn.account.required()?).await?;
+            let amount = vain_amount(&amount)?;
+            let (id, m) = match (slash, minimum) {
+                (Some(a), _) => c.propose_slash(a, amount, &description).await?,
+                (None, Some(r)) => {
+                    let role =
+                        Role::parse(&r).with_context(|| format!("role {r:?} (client, aggregator, validator)"))?;
+                    c.propose_minimum(role, amount, &description).await?
+                }
+                (None, None) => bail!("give --slash ADDRESS or --minimum ROLE"),
+            };
+            mined("proposed", m);
+            println!("proposal {id}");
+            Ok(())
+        }),
+        Command::Vote { conn, proposal, support } => rt()?.block_on(async {
+            let support = match support.as_str() {
+                "against" => 0,
+                "for" => 1,
+                "abstain" => 2,
+                other => bail!("--support {other:?} (for, against, abstain)"),
+            };
+            let c = connect(&conn, conn.account.required()?).await?;
+            mined("voted", c.vote(proposal, support).await?);
+            Ok(())
+        }),
+        Command::Execute { conn, proposal } => rt()?.block_on(async {
+            let c = connect(&conn, conn.account.required()?).await?;
+            let (what, m) = c.advance_proposal(proposal).await?;
+            mined(what, m);
+            Ok(())
+        }),
+        Command::Swap { conn, sell, amount, min_out, deadline_secs } => rt()?.block_on(async {
+            let sell_vain = match sell.as_str() {
+                "vain" => true,
+                "quote" => false,
+                other => bail!("--sell {other:?} (vain, quote)"),
+            };
+            let amount = vain_amount(&amount)?;
+            let min_out: U256 = parse_units(&min_out, 18).with_context(|| format!("--min-out {min_out:?}"))?.into();
+            let c = connect(&conn, conn.account.required()?).await?;
+            // Deadlines are measured against the chain's clock, not this machine's.
+            let deadline = c.chain_time().await? + deadline_secs;
+            mined("swapped", c.swap(sell_vain, amount, min_out, deadline).await?);
+            Ok(())
+        }),
+        Command::Claim { conn, epoch, index, account, amount, proof } => rt()?.block_on(async {
+            let c = connect(&conn, conn.account.required()?).await?;
+            let siblings: Vec<[u8; 32]> =
+                proof.iter().map(|h| crate::identity::parse_hex::<32>(h, "proof")).collect::<Result<_>>()?;
+            let to = account.unwrap_or(c.account());
+            mined("claimed", c.claim(epoch, index, to, vain_amount(&amount)?, &siblings).await?);
             Ok(())
         }),
         Command::Proof { data_dir, round, update, out } => {
@@ -628,15 +790,17 @@ pub struct DemoChainSummary {
     pub anchored: u64,
     /// The update proven from the chain alone: round, sender and digest (hex).
     pub proven: Option<(u64, String, String)>,
+    /// Validators that attested the ledger's final digest.
+    pub attested: u64,
     /// The deployment file.
     pub deployment: PathBuf,
 }
 
 impl DemoChain {
-    /// Start the chain in `dir`, deploy, and give each aggregator (by data dir) an account
-    /// funded from the development account, 10,000 VAIN staked and its node registered; returns
-    /// each aggregator's `[chain]` section.
-    pub fn start(dir: &Path, aggregators: &[PathBuf]) -> Result<(DemoChain, Vec<String>)> {
+    /// Start the chain in `dir`, deploy, and give each node (by data dir, with its role) an
+    /// account funded from the development account, its role's minimum stake bonded and its
+    /// node registered; returns each node's `[chain]` section.
+    pub fn start(dir: &Path, nodes: &[(PathBuf, Role)]) -> Result<(DemoChain, Vec<String>)> {
         std::fs::create_dir_all(dir)?;
         let funded: Vec<Address> =
             (0..10).map(deploy::dev_account).collect::<Result<Vec<_>, _>>()?.iter().map(|s| s.address()).collect();
@@ -650,7 +814,9 @@ impl DemoChain {
         let path = dir.join("deployment.json");
         deployment.save(&path)?;
         let mut sections = Vec::new();
-        for data in aggregators {
+        let genesis = Genesis::default();
+        for (data, role) in nodes {
+            let stake = genesis.minimum_stake[*role as usize];
             let keystore = data.join("chain-account.json");
             let password = data.join("chain-password");
             write_private(&password, &hex::encode(rand_bytes()?))?;
@@ -661,14 +827,14 @@ impl DemoChain {
             rt.block_on(async {
                 let bank = Client::connect(&url, deploy::dev_account(0)?, deployment.clone()).await?;
                 bank.send_eth(signer.address(), VAIN * U256::from(10u64)).await?;
-                bank.transfer(signer.address(), VAIN * U256::from(10_000u64)).await?;
+                bank.transfer(signer.address(), stake).await?;
                 let me = Client::connect(&url, signer.clone(), deployment.clone()).await?;
-                me.stake(VAIN * U256::from(10_000u64)).await?;
-                let message = me.registration_message(me.account(), Role::Aggregator).await?;
+                me.stake(stake).await?;
+                let message = me.registration_message(me.account(), *role).await?;
                 let input = vain_schema::sign::SigningInput::new(vain_schema::sign::CHAIN_REGISTRATION, &message);
                 use ed25519_dalek::Signer as _;
                 let sig = key.sign(input.as_bytes());
-                me.register(key.verifying_key().to_bytes(), Role::Aggregator, sig.to_bytes()).await?;
+                me.register(key.verifying_key().to_bytes(), *role, sig.to_bytes()).await?;
                 anyhow::Ok(())
             })?;
             sections.push(format!(
@@ -688,7 +854,13 @@ impl DemoChain {
 
     /// Wait (up to 20 s) until `rounds` rounds of `model` are anchored, then prove, from the
     /// chain alone, the last accepted update of the latest anchored round with one.
-    pub fn check(&self, model: &str, rounds: u64, data_dirs: &[PathBuf]) -> Result<DemoChainSummary> {
+    pub fn check(
+        &self,
+        model: &str,
+        rounds: u64,
+        data_dirs: &[PathBuf],
+        ledger: Option<(u64, [u8; 32])>,
+    ) -> Result<DemoChainSummary> {
         self.rt.block_on(async {
             let c = Client::connect(&self.server.url(), reader(), self.deployment.clone()).await?;
             let start = std::time::Instant::now();
@@ -715,7 +887,18 @@ impl DemoChain {
                     break;
                 }
             }
-            Ok(DemoChainSummary { anchored, proven, deployment: self.path.clone() })
+            // The validators' attestation of the ledger's final digest (they attest within a
+            // second of applying the epoch).
+            let mut attested = 0;
+            if let Some((epoch, digest)) = ledger {
+                let start = std::time::Instant::now();
+                attested = c.attestations(epoch, digest).await?;
+                while attested == 0 && start.elapsed() < Duration::from_secs(10) {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    attested = c.attestations(epoch, digest).await?;
+                }
+            }
+            Ok(DemoChainSummary { anchored, proven, attested, deployment: self.path.clone() })
         })
     }
 }
@@ -737,5 +920,126 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
     f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Start the task by which a validator attests, on chain, the ledger's state digest after each
+/// epoch it applied (an epoch applied while a previous attestation was in flight is attested
+/// with the digest of the latest one; an epoch the chain already holds from this account is
+/// not sent again).
+pub fn spawn_attesting(
+    section: &ChainSection,
+    live: Arc<std::sync::Mutex<vain_trust::Live>>,
+    metrics: Arc<crate::metrics::Metrics>,
+    rt: &tokio::runtime::Handle,
+) -> Result<()> {
+    let signer = account::open(&section.keystore, &read_secret(&section.password_file)?)?;
+    let deployment = Deployment::load(&section.deployment)?;
+    let url = section.rpc_url.clone();
+    rt.spawn(async move {
+        let mut client: Option<Client> = None;
+        let mut done: Option<u64> = None;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let Some((epoch, digest)) = live.lock().ok().and_then(|l| {
+                let s = l.status();
+                let d = hex::decode(&s.digest).ok().and_then(|d| <[u8; 32]>::try_from(d).ok())?;
+                s.next_epoch.checked_sub(1).map(|e| (e, d))
+            }) else {
+                continue;
+            };
+            if done.is_some_and(|d| d >= epoch) {
+                continue;
+            }
+            if client.is_none() {
+                match Client::connect(&url, signer.clone(), deployment.clone()).await {
+                    Ok(c) => client = Some(c),
+                    Err(e) => {
+                        tracing::warn!(%url, error = %e, "chain unreachable; retrying");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        continue;
+                    }
+                }
+            }
+            let Some(c) = client.as_ref() else { continue };
+            match c.attest_epoch(epoch, digest).await {
+                Ok(m) => {
+                    metrics.chain("attestEpoch", "ok", m.gas_used);
+                    tracing::info!(epoch, digest = %hex::encode(digest), gas = m.gas_used, "epoch attested");
+                    done = Some(epoch);
+                }
+                Err(ChainError::Reverted { revert, .. }) if revert.name == "AlreadyAttested" => {
+                    metrics.chain("attestEpoch", "already", 0);
+                    done = Some(epoch);
+                }
+                Err(ChainError::Reverted { revert, .. }) => {
+                    metrics.chain("attestEpoch", "reverted", 0);
+                    tracing::error!(epoch, %revert, "the chain refused the attestation");
+                    done = Some(epoch);
+                }
+                Err(e) => {
+                    metrics.chain("attestEpoch", "failed", 0);
+                    tracing::warn!(epoch, error = %e, "attesting failed; retrying");
+                    client = None;
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// File, through the governor, a proposal to slash the whole stake of every account a banned
+/// node registered (signature checked). Every node with `[chain]` may file it; the governor
+/// refuses the same proposal twice, so the first one counts and the others are no-ops.
+pub fn file_slashing(
+    section: &ChainSection,
+    banned: Vec<[u8; 32]>,
+    metrics: Arc<crate::metrics::Metrics>,
+    rt: &tokio::runtime::Handle,
+) -> Result<()> {
+    let signer = account::open(&section.keystore, &read_secret(&section.password_file)?)?;
+    let deployment = Deployment::load(&section.deployment)?;
+    let url = section.rpc_url.clone();
+    rt.spawn(async move {
+        let c = match Client::connect(&url, signer, deployment).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(%url, error = %e, "chain unreachable: no slashing proposal filed");
+                return;
+            }
+        };
+        for node in banned {
+            let accounts = match c.accounts_of(node).await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(node = %hex::encode(node), error = %e, "reading the registry");
+                    continue;
+                }
+            };
+            for account in accounts {
+                let staked = match c.standing(account).await {
+                    Ok(s) => s.staked + s.unbonding.0,
+                    Err(_) => continue,
+                };
+                if staked.is_zero() {
+                    continue;
+                }
+                let description = format!("vAIn: slash {account} (node {}) banned by the ledger", hex::encode(node));
+                match c.propose_slash(account, staked, &description).await {
+                    Ok((id, m)) => {
+                        metrics.chain("propose", "ok", m.gas_used);
+                        tracing::warn!(node = %hex::encode(node), %account, proposal = %id, "slashing proposal filed");
+                    }
+                    Err(ChainError::Reverted { revert, .. }) if revert.name == "GovernorUnexpectedProposalState" => {
+                        metrics.chain("propose", "already", 0);
+                    }
+                    Err(e) => {
+                        metrics.chain("propose", "failed", 0);
+                        tracing::warn!(node = %hex::encode(node), error = %e, "filing a slashing proposal");
+                    }
+                }
+            }
+        }
+    });
     Ok(())
 }

@@ -208,8 +208,12 @@ pub fn run(a: DemoArgs) -> Result<()> {
     // The chain: the embedded EVM in this process, every aggregator staked and registered; the
     // aggregators anchor each round they close.
     let agg_dirs: Vec<PathBuf> = aggs.iter().map(|(cfg, _)| cfg.parent().unwrap_or(&dir).to_path_buf()).collect();
-    let (demo_chain, sections) = crate::chain::DemoChain::start(&a.out.join("chain"), &agg_dirs)?;
-    for ((cfg, _), section) in aggs.iter().zip(&sections) {
+    let mut staked: Vec<(PathBuf, vain_chain::client::Role)> =
+        agg_dirs.iter().map(|d| (d.clone(), vain_chain::client::Role::Aggregator)).collect();
+    staked.push((val_cfg.parent().unwrap_or(&dir).to_path_buf(), vain_chain::client::Role::Validator));
+    let (demo_chain, sections) = crate::chain::DemoChain::start(&a.out.join("chain"), &staked)?;
+    let cfgs: Vec<&PathBuf> = aggs.iter().map(|(cfg, _)| cfg).chain(std::iter::once(&val_cfg)).collect();
+    for (cfg, section) in cfgs.into_iter().zip(&sections) {
         let mut text = std::fs::read_to_string(cfg)?;
         text.push_str(section);
         std::fs::write(cfg, text)?;
@@ -445,13 +449,20 @@ pub fn run(a: DemoArgs) -> Result<()> {
     }
     let mut closers = agg_dirs.clone();
     closers.push(val_cfg.parent().unwrap_or(&dir).to_path_buf());
-    let chain = demo_chain.check(arch.id(), rows.len() as u64, &closers)?;
+    let final_digest = digests
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .and_then(|(d, _)| hex::decode(d).ok())
+        .and_then(|d| <[u8; 32]>::try_from(d).ok());
+    let final_epoch = epochs.iter().max().and_then(|e| e.checked_sub(1));
+    let chain = demo_chain.check(arch.id(), rows.len() as u64, &closers, final_epoch.zip(final_digest))?;
     let summary = json!({
         "chain": {
             "url": demo_chain.url(),
             "deployment": chain.deployment,
             "anchored_rounds": chain.anchored,
             "proven_update": chain.proven.as_ref().map(|(r, s, u)| json!({"round": r, "sender": s, "update": u})),
+            "final_digest_attestations": chain.attested,
         },
         "model": arch.id(),
         "clients": a.clients,
@@ -507,10 +518,11 @@ pub fn run(a: DemoArgs) -> Result<()> {
         pct(0.95).map_or("-".into(), |x| format!("{x:.0}")),
     );
     println!(
-        "chain: {} of {} rounds anchored on the embedded chain ({}){}",
+        "chain: {} of {} rounds anchored on the embedded chain ({}); the ledger's final digest attested by {} validator(s){}",
         chain.anchored,
         rows.len(),
         chain.deployment.display(),
+        chain.attested,
         match &chain.proven {
             Some((r, s, u)) =>
                 format!("; update {}… of {}… in round {r} proven from the chain alone", &u[..12], &s[..8]),

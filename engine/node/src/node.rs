@@ -530,6 +530,12 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                 })
             })?);
         }
+        // A validator attests the ledger's digest of each epoch on chain.
+        if role_bits & roles::VALIDATOR != 0
+            && let Some(section) = &file.chain
+        {
+            crate::chain::spawn_attesting(section, live.clone(), metrics.clone(), &tokio::runtime::Handle::current())?;
+        }
         let validator = if role_bits & roles::VALIDATOR != 0 {
             let dir = data_dir.join("validator");
             store = store.or(Some(Validator::store(&dir)?));
@@ -620,6 +626,9 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
         // Bans and tiers from the ledger reach the planes within one tick.
         {
             let (live, net, deny) = (live.clone(), handle.clone(), deny.clone());
+            // A node on chain files a slashing proposal for each new ban (the governor keeps one).
+            let chain_section = file.chain.clone().filter(|_| role_bits & (roles::AGGREGATOR | roles::VALIDATOR) != 0);
+            let ban_metrics = metrics.clone();
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -641,6 +650,17 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                     }
                     if let Ok(mut d) = deny.write() {
                         *d = banned;
+                    }
+                    if !new.is_empty()
+                        && let Some(section) = &chain_section
+                        && let Err(e) = crate::chain::file_slashing(
+                            section,
+                            new.clone(),
+                            ban_metrics.clone(),
+                            &tokio::runtime::Handle::current(),
+                        )
+                    {
+                        tracing::warn!(error = %e, "slashing proposals");
                     }
                     if !new.is_empty()
                         && let Ok(n) = net.ban(new.clone()).await

@@ -168,11 +168,50 @@ fn an_operator_stakes_registers_and_anchors_on_the_embedded_chain() {
     ]);
     assert!(e.contains("NotAuthorized"), "{e}");
 
+    // Governance: the deployer (who holds most VAIN) delegates, proposes to slash the
+    // aggregator, votes; the proposal waits its blocks and the timelock, then executes.
+    let dev0 = ["--rpc-url", url.as_str(), "--deployment", dep, "--dev-account", "0"];
+    let dev = |cmd: &[&str], extra: &[&str]| -> Vec<String> {
+        cmd.iter().chain(dev0.iter()).chain(extra.iter()).map(|s| s.to_string()).collect()
+    };
+    run(dev(&["chain", "delegate"], &[]));
+    let out =
+        run(dev(&["chain", "propose"], &["--slash", &address, "--amount", "4000", "--description", "misbehaved"]));
+    let id = out.lines().find_map(|l| l.strip_prefix("proposal ")).expect("proposal id").trim().to_string();
+    let e =
+        run_fail(dev(&["chain", "propose"], &["--slash", &address, "--amount", "4000", "--description", "misbehaved"]));
+    assert!(e.contains("GovernorUnexpectedProposalState"), "{e}");
+    let mine = |blocks: &str, secs: &str| {
+        ok(&["chain", "mine", "--rpc-url", &url, "--deployment", dep, "--blocks", blocks, "--seconds", secs])
+    };
+    mine("2", "0");
+    let e = run_fail(dev(&["chain", "vote"], &["--proposal", &id, "--support", "maybe"]));
+    assert!(e.contains("--support"), "{e}");
+    run(dev(&["chain", "vote"], &["--proposal", &id, "--support", "for"]));
+    let e = run_fail(dev(&["chain", "execute"], &["--proposal", &id]));
+    assert!(e.contains("GovernorUnexpectedProposalState"), "voting is still open: {e}");
+    mine("51", "0");
+    assert!(run(dev(&["chain", "execute"], &["--proposal", &id])).contains("queued"));
+    let e = run_fail(dev(&["chain", "execute"], &["--proposal", &id]));
+    assert!(e.contains("TimelockUnexpectedOperationState"), "the timelock waits: {e}");
+    mine("1", "3700");
+    assert!(run(dev(&["chain", "execute"], &["--proposal", &id])).contains("executed"));
+    let status = run(with(&["chain", "status"], &[]));
+    assert!(status.contains("staked       5999"), "slashed by 4000: {status}");
+
+    // The pool: a swap within the bound goes through, one beyond it is refused.
+    let swap = |min: &str| with(&["chain", "swap"], &["--sell", "vain", "--amount", "10", "--min-out", min]);
+    let e = run_fail(swap("10"));
+    assert!(e.contains("SlippageExceeded"), "10 VAIN buy a little under 10 of the other token at 1:1: {e}");
+    assert!(run(swap("9.9")).contains("swapped"));
+    let e = run_fail(with(&["chain", "swap"], &["--sell", "gold", "--amount", "1", "--min-out", "0"]));
+    assert!(e.contains("--sell"), "{e}");
+
     // The chain survives a restart of its process: the stake is still there.
     drop(server);
     let _server = serve(&chain_dir, port);
     let status = run(with(&["chain", "status"], &[]));
-    assert!(status.contains("staked       9999"), "{status}");
+    assert!(status.contains("staked       5999"), "{status}");
 }
 
 #[test]
@@ -202,6 +241,8 @@ fn a_federation_anchors_every_round_and_a_third_party_verifies_an_update() {
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).expect("summary")).expect("json");
     assert_eq!(summary["chain"]["anchored_rounds"], summary["rounds"], "{stdout}");
+    // The validator attested the digest every node's ledger reached.
+    assert_eq!(summary["chain"]["final_digest_attestations"], 1, "{stdout}");
     let proven = &summary["chain"]["proven_update"];
     let round = proven["round"].as_u64().expect("a proven update");
     let update = proven["update"].as_str().expect("update").to_string();
