@@ -154,6 +154,7 @@ impl Decode for Report {
                 5 => Observed::Feedback { score: r.f64("observation.score")? },
                 6 => Observed::ChallengeTimeout,
                 7 => Observed::Uptime { fraction: r.f64("observation.fraction")? },
+                8 => Observed::Staked { total: r.u64("observation.total")? },
                 value => return Err(Error::Tag { field: "observation.kind", value }),
             };
             observations.push(Observation { subject, what });

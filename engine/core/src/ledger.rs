@@ -47,6 +47,13 @@ pub enum Observed {
         /// The rating.
         score: f64,
     },
+    /// The subject's bonded stake in the chain's Staking contract, in whole VAIN, as the
+    /// reporter read it (summed over the accounts the subject registered, their signatures
+    /// checked): the ledger's stake comes from the chain, not from the node's own word.
+    Staked {
+        /// Whole VAIN.
+        total: u64,
+    },
 }
 
 /// One observation.
@@ -145,6 +152,10 @@ impl Body for Report {
                 Observed::Uptime { fraction } => {
                     out.push(7);
                     put_f64(out, fraction);
+                }
+                Observed::Staked { total } => {
+                    out.push(8);
+                    put_u64(out, total);
                 }
             }
         }
@@ -643,6 +654,9 @@ impl Ledger {
                         }
                         Observed::Feedback { score } => self.observe(&o.subject, Source::Audit, score, now),
                         Observed::Uptime { fraction } => self.observe(&o.subject, Source::Participation, fraction, now),
+                        Observed::Staked { total } => {
+                            self.nodes.entry(o.subject).or_insert_with(|| Record::new(now)).stake = total;
+                        }
                     }
                 }
                 // Each governance input stands on its own signature and its author's

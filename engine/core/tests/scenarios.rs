@@ -271,3 +271,35 @@ fn a_thousand_node_mixed_run_keeps_every_property() {
     assert!(run.of(Behaviour::Equivocator).filter(|&i| run.suspended[i]).count() > 0);
     assert!(run.counters.equivocations > 0 && run.counters.proposals[0] > 0);
 }
+
+#[test]
+fn stake_comes_from_reporters_reading_the_chain_and_round_trips_the_codec() {
+    let (mut l, keys) = voters(2);
+    let subject = key(77).verifying_key().to_bytes();
+    let reporter_id = keys[0].verifying_key().to_bytes();
+    let report = |epoch, what| {
+        Signed::sign(&keys[0], Report { epoch, observations: vec![Observation { subject, what }], governance: vec![] })
+    };
+    let r = report(0, Observed::Staked { total: 10_000 });
+    // The wire form carries the stake exactly.
+    let mut wire = Vec::new();
+    vain_core::codec::encode_signed(&r, &mut wire);
+    let back = vain_core::codec::decode_signed::<Report>(&mut vain_core::codec::Reader::new(&wire)).expect("decode");
+    assert_eq!(back.body.observations[0].what, Observed::Staked { total: 10_000 });
+    l.handle(HOUR, Input::Report(r)).expect("apply");
+    assert_eq!(l.record(&subject).expect("record").stake, 10_000);
+    // A later read replaces it (unstaked, or slashed by governance).
+    l.handle(2 * HOUR, Input::Report(report(1, Observed::Staked { total: 6_000 }))).expect("apply");
+    assert_eq!(l.record(&subject).expect("record").stake, 6_000);
+    // A reporter's word about its own stake is not taken.
+    let own = Signed::sign(
+        &keys[0],
+        Report {
+            epoch: 2,
+            observations: vec![Observation { subject: reporter_id, what: Observed::Staked { total: 1 << 40 } }],
+            governance: vec![],
+        },
+    );
+    l.handle(3 * HOUR, Input::Report(own)).expect("apply");
+    assert_eq!(l.record(&reporter_id).map_or(0, |r| r.stake), 0);
+}

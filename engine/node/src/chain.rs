@@ -1043,3 +1043,88 @@ pub fn file_slashing(
     });
     Ok(())
 }
+
+/// The chain's stakes of the nodes this node knows (the ledger's and its peers), read in the
+/// background; an aggregator's reports carry the ones that changed, so every ledger takes its
+/// stake from the Staking contract rather than from a node's own word.
+#[derive(Default)]
+pub struct Stakes {
+    current: std::sync::Mutex<std::collections::BTreeMap<[u8; 32], u64>>,
+    reported: std::sync::Mutex<std::collections::BTreeMap<[u8; 32], u64>>,
+}
+
+impl Stakes {
+    /// Stake observations for the nodes whose stake changed since the last call.
+    pub fn changes(&self) -> Vec<vain_core::ledger::Observation> {
+        let (Ok(current), Ok(mut reported)) = (self.current.lock(), self.reported.lock()) else { return Vec::new() };
+        let mut out = Vec::new();
+        for (id, total) in current.iter() {
+            if reported.get(id) != Some(total) {
+                reported.insert(*id, *total);
+                out.push(vain_core::ledger::Observation {
+                    subject: *id,
+                    what: vain_core::ledger::Observed::Staked { total: *total },
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Most nodes whose stake one pass reads.
+const MAX_STAKE_READS: usize = 1024;
+
+/// Start reading stakes every 3 s; returns the shared table the coordinator's reports take
+/// from.
+pub fn spawn_stake_reader(
+    section: &ChainSection,
+    live: Arc<std::sync::Mutex<vain_trust::Live>>,
+    net: vain_net::node::Handle,
+    rt: &tokio::runtime::Handle,
+) -> Result<Arc<Stakes>> {
+    let deployment = Deployment::load(&section.deployment)?;
+    let url = section.rpc_url.clone();
+    let stakes = Arc::new(Stakes::default());
+    let table = stakes.clone();
+    rt.spawn(async move {
+        let mut client: Option<Client> = None;
+        loop {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            if client.is_none() {
+                client = Client::connect(&url, reader(), deployment.clone()).await.ok();
+            }
+            let Some(c) = client.as_ref() else { continue };
+            let mut ids: std::collections::BTreeSet<[u8; 32]> =
+                live.lock().map(|l| l.ledger().nodes().map(|(id, _)| *id).collect()).unwrap_or_default();
+            if let Ok(peers) = net.peers().await {
+                ids.extend(
+                    peers
+                        .iter()
+                        .filter_map(|p| p.node_id.as_deref())
+                        .filter_map(|h| hex::decode(h).ok())
+                        .filter_map(|b| <[u8; 32]>::try_from(b).ok()),
+                );
+            }
+            for id in ids.into_iter().take(MAX_STAKE_READS) {
+                let Ok(accounts) = c.accounts_of(id).await else {
+                    client = None;
+                    break;
+                };
+                let mut total = U256::ZERO;
+                for a in accounts {
+                    if let Ok(s) = c.standing(a).await {
+                        total += s.staked;
+                    }
+                }
+                let whole = u64::try_from(total / VAIN).unwrap_or(u64::MAX);
+                if let Ok(mut t) = table.current.lock() {
+                    if whole == 0 && !t.contains_key(&id) {
+                        continue;
+                    }
+                    t.insert(id, whole);
+                }
+            }
+        }
+    });
+    Ok(stakes)
+}

@@ -394,6 +394,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     // Every node's ledger: the same evidence, in the same order, gives the same digest.
     let mut digests: BTreeMap<String, usize> = BTreeMap::new();
     let mut epochs = Vec::new();
+    let mut ledger_stakes: BTreeMap<String, u64> = BTreeMap::new();
     // Evidence propagation: from a round's close to each node applying its epoch.
     let closed: BTreeMap<u64, u64> =
         rows.iter().filter_map(|r| Some((r["round"].as_u64()?, r["closed_ms"].as_u64()?))).collect();
@@ -405,6 +406,14 @@ pub fn run(a: DemoArgs) -> Result<()> {
         if let Ok(v) = vain_net::control::request(sock, &json!({"cmd": "ledger"})) {
             *digests.entry(v["digest"].as_str().unwrap_or("").to_string()).or_default() += 1;
             epochs.push(v["next_epoch"].as_u64().unwrap_or(0));
+            // The stakes the ledger took from the chain (the same in every ledger).
+            for n in v["nodes"].as_array().into_iter().flatten() {
+                if let (Some(id), Some(stake)) = (n["id"].as_str(), n["stake"].as_u64())
+                    && stake > 0
+                {
+                    ledger_stakes.insert(id.to_string(), stake);
+                }
+            }
             for e in v["applied_at_ms"].as_array().into_iter().flatten() {
                 if let (Some(epoch), Some(at)) = (e[0].as_u64(), e[1].as_u64())
                     && let Some(c) = closed.get(&epoch)
@@ -463,6 +472,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
             "anchored_rounds": chain.anchored,
             "proven_update": chain.proven.as_ref().map(|(r, s, u)| json!({"round": r, "sender": s, "update": u})),
             "final_digest_attestations": chain.attested,
+            "ledger_stakes": ledger_stakes,
         },
         "model": arch.id(),
         "clients": a.clients,

@@ -480,6 +480,19 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                 let live = live.clone();
                 Arc::new(move || live.lock().map(|l| l.governance_for_report()).unwrap_or_default())
             })
+            .with_stakes({
+                // With [chain], the stakes of known nodes are read from the Staking contract.
+                let stakes = match &file.chain {
+                    Some(section) => Some(crate::chain::spawn_stake_reader(
+                        section,
+                        live.clone(),
+                        handle.clone(),
+                        &tokio::runtime::Handle::current(),
+                    )?),
+                    None => None,
+                };
+                Arc::new(move || stakes.as_ref().map(|s| s.changes()).unwrap_or_default())
+            })
             .with_exclusions({
                 let live = live.clone();
                 Arc::new(move |k| live.lock().is_ok_and(|l| l.ledger().is_banned(k)))

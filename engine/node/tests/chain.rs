@@ -243,6 +243,15 @@ fn a_federation_anchors_every_round_and_a_third_party_verifies_an_update() {
     assert_eq!(summary["chain"]["anchored_rounds"], summary["rounds"], "{stdout}");
     // The validator attested the digest every node's ledger reached.
     assert_eq!(summary["chain"]["final_digest_attestations"], 1, "{stdout}");
+    // The ledgers took the standby aggregator's and the validator's stake from the chain,
+    // through the leader's reports.
+    let stakes: Vec<u64> = summary["chain"]["ledger_stakes"]
+        .as_object()
+        .expect("stakes")
+        .values()
+        .filter_map(serde_json::Value::as_u64)
+        .collect();
+    assert!(stakes.contains(&10_000) && stakes.contains(&5_000), "{}", summary["chain"]);
     let proven = &summary["chain"]["proven_update"];
     let round = proven["round"].as_u64().expect("a proven update");
     let update = proven["update"].as_str().expect("update").to_string();

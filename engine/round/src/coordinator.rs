@@ -215,6 +215,7 @@ pub struct Coordinator {
     peers: Arc<Mutex<Vec<PeerId>>>,
     evidence: Option<Evidence>,
     governance: Option<Governance>,
+    stakes: Option<Stakes>,
     excluded: Option<Excluded>,
     /// Rows of adopted closes, for the evaluator.
     adopted: Vec<(Row, Vec<f32>)>,
@@ -231,6 +232,10 @@ pub type Excluded = Arc<dyn Fn(&NodeId) -> bool + Send + Sync>;
 /// Where the coordinator takes the proposals and votes its next report carries (the node's
 /// live ledger's pool).
 pub type Governance = Arc<dyn Fn() -> Vec<vain_core::ledger::Governed> + Send + Sync>;
+
+/// Where the coordinator takes the stake observations its next report carries (the node's
+/// reader of the chain's Staking contract): nodes whose stake changed since the last report.
+pub type Stakes = Arc<dyn Fn() -> Vec<vain_core::ledger::Observation> + Send + Sync>;
 
 /// What the node's request handler shares with the coordinator: its status, and the closes of
 /// other aggregators to follow.
@@ -420,6 +425,7 @@ impl Coordinator {
             peers: Arc::new(Mutex::new(Vec::new())),
             evidence: None,
             governance: None,
+            stakes: None,
             excluded: None,
             adopted: Vec::new(),
         })
@@ -434,6 +440,12 @@ impl Coordinator {
     /// Puts what `f` gives (held proposals and votes) into each round's report.
     pub fn with_governance(mut self, f: Governance) -> Self {
         self.governance = Some(f);
+        self
+    }
+
+    /// Takes the stake observations of each report from `f`.
+    pub fn with_stakes(mut self, f: Stakes) -> Self {
+        self.stakes = Some(f);
         self
     }
 
@@ -1089,13 +1101,17 @@ impl Coordinator {
         };
         close.root = merkle::root(&close.leaves());
         let root = close.root;
-        let observations = vain_learn::judge::observations(&close.verdicts);
+        let mut observations = vain_learn::judge::observations(&close.verdicts);
         let signed = vain_core::signed::Signed::sign(&self.key, close);
         self.persist(&signed)?;
         // The round's evidence for every ledger, once the close is journaled — also when empty,
         // since every epoch needs its report to be applied.
         if let Some(f) = &self.evidence {
             let governance = self.governance.as_ref().map(|g| g()).unwrap_or_default();
+            if let Some(s) = &self.stakes {
+                let room = vain_core::codec::MAX_OBSERVATIONS.saturating_sub(observations.len() as u64) as usize;
+                observations.extend(s().into_iter().take(room));
+            }
             f(Signed::sign(&self.key, vain_core::ledger::Report { epoch: self.round, observations, governance }));
         }
         let bytes = Message::Close(signed).encode();
