@@ -299,8 +299,18 @@ fn reward_leaf(index: u64, account: Address, amount: U256) -> merkle::Hash {
 }
 
 #[tokio::test]
-async fn rewards_are_claimed_once_with_a_proof() {
-    let net = embedded().await;
+async fn rewards_are_claimed_once_with_a_proof_embedded() {
+    rewards(&embedded().await).await;
+}
+
+#[tokio::test]
+async fn rewards_are_claimed_once_with_a_proof_on_anvil() {
+    if let Some(net) = on_anvil("rewards_are_claimed_once_with_a_proof_on_anvil").await {
+        rewards(&net).await;
+    }
+}
+
+async fn rewards(net: &Net) {
     let publisher = net.client(0).await;
     let rewards = publisher.rewards();
     let accounts: Vec<Address> = (3..6).map(|i| dev_account(i).expect("dev").address()).collect();
@@ -366,8 +376,18 @@ async fn deadline(c: &Client) -> U256 {
 }
 
 #[tokio::test]
-async fn the_pool_enforces_deadline_slippage_and_refuses_reentrancy() {
-    let net = embedded().await;
+async fn the_pool_enforces_deadline_slippage_and_refuses_reentrancy_embedded() {
+    pool(&embedded().await).await;
+}
+
+#[tokio::test]
+async fn the_pool_enforces_deadline_slippage_and_refuses_reentrancy_on_anvil() {
+    if let Some(net) = on_anvil("the_pool_enforces_deadline_slippage_and_refuses_reentrancy_on_anvil").await {
+        pool(&net).await;
+    }
+}
+
+async fn pool(net: &Net) {
     let d = net.deployment.clone();
     let lp = net.client(0).await;
     approve(&lp, d.token, d.pool).await;
