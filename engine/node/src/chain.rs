@@ -33,6 +33,10 @@ pub struct ChainSection {
     /// Whether an aggregator anchors every round it closes.
     #[serde(default = "yes")]
     pub anchor: bool,
+    /// VAIN an aggregator whose account holds the publisher role pays per round it closes, split
+    /// among the round's contributors by reputation (none: no rewards).
+    #[serde(default)]
+    pub rewards_per_round: Option<String>,
 }
 
 fn yes() -> bool {
@@ -284,22 +288,26 @@ pub enum Command {
         #[arg(long, default_value_t = 600)]
         deadline_secs: u64,
     },
-    /// Claim a reward leaf with its Merkle proof.
+    /// Claim a reward: the account's leaf from a rewards file an aggregator kept
+    /// (`<data_dir>/rewards/<round>.json`), or a leaf given in full.
     Claim {
         #[command(flatten)]
         conn: Conn,
-        /// Epoch.
-        #[arg(long)]
-        epoch: u64,
-        /// The leaf's index.
-        #[arg(long)]
-        index: u64,
+        /// A rewards file (takes the epoch, index, amount and proof from it).
+        #[arg(long, conflicts_with_all = ["epoch", "index", "amount", "proof"])]
+        rewards_file: Option<PathBuf>,
         /// The account the leaf pays (yours by default).
         #[arg(long)]
         account: Option<Address>,
+        /// Epoch.
+        #[arg(long, required_unless_present = "rewards_file")]
+        epoch: Option<u64>,
+        /// The leaf's index.
+        #[arg(long, required_unless_present = "rewards_file")]
+        index: Option<u64>,
         /// The leaf's amount of VAIN.
-        #[arg(long)]
-        amount: String,
+        #[arg(long, required_unless_present = "rewards_file")]
+        amount: Option<String>,
         /// Sibling hashes, hex, comma-separated.
         #[arg(long, value_delimiter = ',')]
         proof: Vec<String>,
@@ -581,12 +589,33 @@ pub fn run(cmd: Command) -> Result<()> {
             mined("swapped", c.swap(sell_vain, amount, min_out, deadline).await?);
             Ok(())
         }),
-        Command::Claim { conn, epoch, index, account, amount, proof } => rt()?.block_on(async {
+        Command::Claim { conn, rewards_file, account, epoch, index, amount, proof } => rt()?.block_on(async {
             let c = connect(&conn, conn.account.required()?).await?;
+            let to = account.unwrap_or(c.account());
+            let (epoch, index, amount, proof) = match rewards_file {
+                Some(f) => {
+                    let text = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+                    let tree: RewardTree = serde_json::from_slice(&text)
+                        .with_context(|| format!("{} is not a rewards file", f.display()))?;
+                    let leaf = tree
+                        .leaves
+                        .into_iter()
+                        .find(|l| l.account == to)
+                        .with_context(|| format!("{to} has no reward in epoch {} ({})", tree.epoch, f.display()))?;
+                    let amount: U256 = leaf.amount.parse().with_context(|| format!("amount {:?}", leaf.amount))?;
+                    (tree.epoch, leaf.index, amount, leaf.proof)
+                }
+                None => (
+                    epoch.context("--epoch")?,
+                    index.context("--index")?,
+                    vain_amount(amount.as_deref().context("--amount")?)?,
+                    proof,
+                ),
+            };
             let siblings: Vec<[u8; 32]> =
                 proof.iter().map(|h| crate::identity::parse_hex::<32>(h, "proof")).collect::<Result<_>>()?;
-            let to = account.unwrap_or(c.account());
-            mined("claimed", c.claim(epoch, index, to, vain_amount(&amount)?, &siblings).await?);
+            mined("claimed", c.claim(epoch, index, to, amount, &siblings).await?);
+            println!("{} VAIN to {to} (epoch {epoch})", show(amount));
             Ok(())
         }),
         Command::Proof { data_dir, round, update, out } => {
@@ -695,9 +724,14 @@ pub fn spawn_anchoring(
     model: String,
     data_dir: PathBuf,
     me: [u8; 32],
+    live: Arc<std::sync::Mutex<vain_trust::Live>>,
     metrics: Arc<crate::metrics::Metrics>,
     rt: &tokio::runtime::Handle,
 ) -> Result<mpsc::Sender<Anchor>> {
+    let per_round = match &section.rewards_per_round {
+        Some(v) => Some(vain_amount(v).context("[chain] rewards_per_round")?),
+        None => None,
+    };
     let signer = account::open(&section.keystore, &read_secret(&section.password_file)?)?;
     let deployment = Deployment::load(&section.deployment)?;
     let url = section.rpc_url.clone();
@@ -740,6 +774,9 @@ pub fn spawn_anchoring(
                 if let Ok(next) = c.next_round(&model).await
                     && a.round < next
                 {
+                    if let Some(p) = per_round {
+                        publish_rewards(c, &data_dir, &me, a.round, p, &live, &metrics).await;
+                    }
                     break;
                 }
                 match c.anchor_round(&model, a.round, a.root, a.checkpoint).await {
@@ -747,6 +784,9 @@ pub fn spawn_anchoring(
                         metrics.chain("anchorRound", "ok", m.gas_used);
                         tracing::info!(round = a.round, gas = m.gas_used, tx = %m.tx, "round anchored");
                         pause = Duration::from_millis(500);
+                        if let Some(p) = per_round {
+                            publish_rewards(c, &data_dir, &me, a.round, p, &live, &metrics).await;
+                        }
                         break;
                     }
                     Err(ChainError::Reverted { revert, .. }) if revert.name == "RoundOutOfOrder" => {
@@ -792,6 +832,9 @@ pub struct DemoChainSummary {
     pub proven: Option<(u64, String, String)>,
     /// Validators that attested the ledger's final digest.
     pub attested: u64,
+    /// The latest published rewards: epoch, contributors paid, and the first one's claim
+    /// (node, VAIN received).
+    pub rewarded: Option<(u64, usize, String, String)>,
     /// The deployment file.
     pub deployment: PathBuf,
 }
@@ -810,18 +853,31 @@ impl DemoChain {
         )?;
         let rt = rt()?;
         let url = server.url();
-        let (deployment, _) = rt.block_on(deploy::deploy(&url, deploy::dev_account(0)?, &Genesis::default()))?;
-        let path = dir.join("deployment.json");
-        deployment.save(&path)?;
-        let mut sections = Vec::new();
-        let genesis = Genesis::default();
-        for (data, role) in nodes {
-            let stake = genesis.minimum_stake[*role as usize];
+        // Every node's account first: the aggregators' may publish rewards from genesis.
+        let mut signers = Vec::new();
+        for (data, _) in nodes {
             let keystore = data.join("chain-account.json");
             let password = data.join("chain-password");
             write_private(&password, &hex::encode(rand_bytes()?))?;
             let signer = PrivateKeySigner::random();
             account::create(&keystore, &signer, &read_secret(&password)?)?;
+            signers.push((signer, keystore, password));
+        }
+        let genesis = Genesis {
+            publishers: nodes
+                .iter()
+                .zip(&signers)
+                .filter(|((_, r), _)| *r == Role::Aggregator)
+                .map(|(_, s)| s.0.address())
+                .collect(),
+            ..Genesis::default()
+        };
+        let (deployment, _) = rt.block_on(deploy::deploy(&url, deploy::dev_account(0)?, &genesis))?;
+        let path = dir.join("deployment.json");
+        deployment.save(&path)?;
+        let mut sections = Vec::new();
+        for ((data, role), (signer, keystore, password)) in nodes.iter().zip(signers) {
+            let stake = genesis.minimum_stake[*role as usize];
             let id = crate::net::identity(data)?;
             let key = ed25519_dalek::SigningKey::from_bytes(&id.seed);
             rt.block_on(async {
@@ -838,10 +894,11 @@ impl DemoChain {
                 anyhow::Ok(())
             })?;
             sections.push(format!(
-                "\n[chain]\nrpc_url = \"{url}\"\ndeployment = {:?}\nkeystore = {:?}\npassword_file = {:?}\n",
+                "\n[chain]\nrpc_url = \"{url}\"\ndeployment = {:?}\nkeystore = {:?}\npassword_file = {:?}\n{}",
                 path.display().to_string(),
                 keystore.display().to_string(),
                 password.display().to_string(),
+                if *role == Role::Aggregator { "rewards_per_round = \"100\"\n" } else { "" },
             ));
         }
         Ok((DemoChain { server, deployment, path, rt }, sections))
@@ -898,7 +955,34 @@ impl DemoChain {
                     attested = c.attestations(epoch, digest).await?;
                 }
             }
-            Ok(DemoChainSummary { anchored, proven, attested, deployment: self.path.clone() })
+            // Rewards: the latest round's tree an aggregator kept; its first leaf claimed (anyone
+            // may submit a claim: the tokens go to the leaf's account).
+            let mut rewarded = None;
+            let latest = data_dirs
+                .iter()
+                .filter_map(|d| std::fs::read_dir(d.join("rewards")).ok())
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter_map(|p| std::fs::read(&p).ok().and_then(|b| serde_json::from_slice::<RewardTree>(&b).ok()))
+                .max_by_key(|t| t.epoch);
+            if let Some(tree) = latest
+                && let Some(leaf) = tree.leaves.first()
+            {
+                let amount: U256 = leaf.amount.parse().unwrap_or_default();
+                let siblings: Vec<[u8; 32]> = leaf
+                    .proof
+                    .iter()
+                    .filter_map(|h| hex::decode(h).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()))
+                    .collect();
+                let bank =
+                    Client::connect(&self.server.url(), deploy::dev_account(0)?, self.deployment.clone()).await?;
+                let before = bank.standing(leaf.account).await?.vain;
+                bank.claim(tree.epoch, leaf.index, leaf.account, amount, &siblings).await?;
+                let after = bank.standing(leaf.account).await?.vain;
+                rewarded = Some((tree.epoch, tree.leaves.len(), leaf.node.clone(), show(after - before)));
+            }
+            Ok(DemoChainSummary { anchored, proven, attested, rewarded, deployment: self.path.clone() })
         })
     }
 }
@@ -1127,4 +1211,115 @@ pub fn spawn_stake_reader(
         }
     });
     Ok(stakes)
+}
+
+/// One round's rewards as the publishing aggregator keeps them (`<data_dir>/rewards/<round>.json`):
+/// everything a contributor needs to claim.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RewardTree {
+    /// The epoch (= the round).
+    pub epoch: u64,
+    /// Root of the tree (hex).
+    pub root: String,
+    /// VAIN paid in all, smallest units (decimal).
+    pub total: String,
+    /// The leaves with their proofs.
+    pub leaves: Vec<RewardLeaf>,
+}
+
+/// One contributor's reward.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RewardLeaf {
+    /// Its index in the tree.
+    pub index: u64,
+    /// The account paid.
+    pub account: Address,
+    /// The node it registered (hex).
+    pub node: String,
+    /// VAIN, smallest units (decimal).
+    pub amount: String,
+    /// Sibling hashes (hex).
+    pub proof: Vec<String>,
+}
+
+/// OpenZeppelin's standard leaf: keccak256(keccak256(abi.encode(index, account, amount))).
+pub fn reward_leaf(index: u64, account: Address, amount: U256) -> [u8; 32] {
+    use alloy::sol_types::SolValue as _;
+    alloy::primitives::keccak256(alloy::primitives::keccak256((U256::from(index), account, amount).abi_encode())).0
+}
+
+/// Split `per_round` among the contributors of this aggregator's close of `round` that
+/// registered an account, by their reputation score (equally when every score is zero), keep
+/// the tree on disk, and publish its root. A round published before (a restart) is left alone.
+async fn publish_rewards(
+    c: &Client,
+    data_dir: &Path,
+    me: &[u8; 32],
+    round: u64,
+    per_round: U256,
+    live: &Arc<std::sync::Mutex<vain_trust::Live>>,
+    metrics: &crate::metrics::Metrics,
+) {
+    let Some((_, close)) = closes(data_dir).into_iter().rfind(|(s, c)| s == me && c.round == round) else { return };
+    let mut senders: Vec<[u8; 32]> = close.accepted.iter().map(|a| a.sender).collect();
+    senders.dedup();
+    let mut paid: Vec<(Address, [u8; 32], f64)> = Vec::new();
+    for node in senders {
+        let Ok(accounts) = c.accounts_of(node).await else { return };
+        let Some(account) = accounts.first() else { continue };
+        let score = live.lock().ok().and_then(|l| l.ledger().record(&node).map(|r| r.score)).unwrap_or(0.0);
+        paid.push((*account, node, if score.is_finite() { score.max(0.0) } else { 0.0 }));
+    }
+    if paid.is_empty() {
+        return;
+    }
+    let sum: f64 = paid.iter().map(|p| p.2).sum();
+    // Shares in parts per million of the round's budget, so the arithmetic stays in integers.
+    let shares: Vec<u64> =
+        paid.iter().map(|p| if sum > 0.0 { (p.2 / sum * 1e6) as u64 } else { 1_000_000 / paid.len() as u64 }).collect();
+    let amounts: Vec<U256> = shares.iter().map(|s| per_round * U256::from(*s) / U256::from(1_000_000u64)).collect();
+    let leaves: Vec<[u8; 32]> =
+        paid.iter().zip(&amounts).enumerate().map(|(i, (p, a))| reward_leaf(i as u64, p.0, *a)).collect();
+    let root = vain_round::merkle::root(&leaves);
+    let total: U256 = amounts.iter().fold(U256::ZERO, |t, a| t + *a);
+    let tree = RewardTree {
+        epoch: round,
+        root: hex::encode(root),
+        total: total.to_string(),
+        leaves: paid
+            .iter()
+            .zip(&amounts)
+            .enumerate()
+            .map(|(i, (p, a))| RewardLeaf {
+                index: i as u64,
+                account: p.0,
+                node: hex::encode(p.1),
+                amount: a.to_string(),
+                proof: vain_round::merkle::proof(&leaves, i).unwrap_or_default().iter().map(hex::encode).collect(),
+            })
+            .collect(),
+    };
+    let dir = data_dir.join("rewards");
+    let path = dir.join(format!("{round}.json"));
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|_| std::fs::write(&path, serde_json::to_vec_pretty(&tree).unwrap_or_default()));
+    if let Err(e) = written {
+        tracing::error!(path = %path.display(), error = %e, "keeping the rewards tree");
+        return;
+    }
+    let rewards = c.rewards();
+    let tx = rewards.publish(round, alloy::primitives::B256::from(root), total).into_transaction_request();
+    match c.send("Rewards.publish", tx).await {
+        Ok(m) => {
+            metrics.chain("publish", "ok", m.gas_used);
+            tracing::info!(round, contributors = leaves.len(), total = %show(total), "rewards published");
+        }
+        Err(ChainError::Reverted { revert, .. }) if revert.name == "EpochAlreadyPublished" => {
+            metrics.chain("publish", "already", 0);
+        }
+        Err(e) => {
+            metrics.chain("publish", "failed", 0);
+            tracing::warn!(round, error = %e, "publishing rewards");
+        }
+    }
 }

@@ -211,8 +211,13 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let mut staked: Vec<(PathBuf, vain_chain::client::Role)> =
         agg_dirs.iter().map(|d| (d.clone(), vain_chain::client::Role::Aggregator)).collect();
     staked.push((val_cfg.parent().unwrap_or(&dir).to_path_buf(), vain_chain::client::Role::Validator));
+    // The clients register too: rewards are paid to the accounts nodes registered.
+    staked.extend(
+        client_cfgs.iter().map(|c| (c.parent().unwrap_or(&dir).to_path_buf(), vain_chain::client::Role::Client)),
+    );
     let (demo_chain, sections) = crate::chain::DemoChain::start(&a.out.join("chain"), &staked)?;
-    let cfgs: Vec<&PathBuf> = aggs.iter().map(|(cfg, _)| cfg).chain(std::iter::once(&val_cfg)).collect();
+    let cfgs: Vec<&PathBuf> =
+        aggs.iter().map(|(cfg, _)| cfg).chain(std::iter::once(&val_cfg)).chain(client_cfgs.iter()).collect();
     for (cfg, section) in cfgs.into_iter().zip(&sections) {
         let mut text = std::fs::read_to_string(cfg)?;
         text.push_str(section);
@@ -473,6 +478,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
             "proven_update": chain.proven.as_ref().map(|(r, s, u)| json!({"round": r, "sender": s, "update": u})),
             "final_digest_attestations": chain.attested,
             "ledger_stakes": ledger_stakes,
+            "rewards": chain.rewarded.as_ref().map(|(e, n, node, got)| json!({"epoch": e, "paid": n, "claimed_by": node, "claimed_vain": got})),
         },
         "model": arch.id(),
         "clients": a.clients,
@@ -539,6 +545,12 @@ pub fn run(a: DemoArgs) -> Result<()> {
             None => String::new(),
         }
     );
+    if let Some((epoch, paid, node, got)) = &chain.rewarded {
+        let who = labels.get(&node[..8.min(node.len())]).cloned().unwrap_or_else(|| node.chars().take(8).collect());
+        println!(
+            "rewards: round {epoch} paid {paid} contributor(s) by reputation; {who} claimed {got} VAIN with its proof"
+        );
+    }
     println!("wrote {} and {}", a.out.join("summary.json").display(), a.out.join("accuracy.svg").display());
     let hold = a.hold.unwrap_or(if a.api.is_some() { f64::INFINITY } else { 0.0 });
     if hold > 0.0 {

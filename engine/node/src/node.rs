@@ -509,6 +509,7 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                     arch.id().to_string(),
                     data_dir.clone(),
                     ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().to_bytes(),
+                    live.clone(),
                     metrics.clone(),
                     &tokio::runtime::Handle::current(),
                 )?),

@@ -306,6 +306,50 @@ fn a_federation_anchors_every_round_and_a_third_party_verifies_an_update() {
     std::fs::write(&proof, serde_json::to_vec(&doc).expect("json")).expect("write");
     let e = fails(&["chain", "verify", "--rpc-url", &url, "--deployment", dep, "--proof", p]);
     assert!(e.contains("NOT included"), "{e}");
+    // Rewards: each round's tree is kept by the aggregator that published it; the demo claimed
+    // the first leaf of the last one, anyone can submit the others from the file.
+    assert!(summary["chain"]["rewards"]["paid"].as_u64().is_some_and(|n| n >= 1), "{}", summary["chain"]);
+    let tree_path = std::fs::read_dir(out.join("nodes"))
+        .expect("nodes")
+        .flatten()
+        .map(|e| e.path().join("rewards").join("0.json"))
+        .find(|p| p.exists())
+        .expect("a rewards file for round 0");
+    let tree: serde_json::Value = serde_json::from_slice(&std::fs::read(&tree_path).expect("read")).expect("json");
+    let account = tree["leaves"][0]["account"].as_str().expect("account").to_string();
+    let claim = [
+        "chain",
+        "claim",
+        "--rpc-url",
+        &url,
+        "--deployment",
+        dep,
+        "--dev-account",
+        "0",
+        "--rewards-file",
+        tree_path.to_str().expect("utf-8"),
+        "--account",
+        &account,
+    ];
+    let out_claim = ok(&claim);
+    assert!(out_claim.contains("claimed") && out_claim.contains("(epoch 0)"), "{out_claim}");
+    let e = fails(&claim);
+    assert!(e.contains("AlreadyClaimed"), "{e}");
+    let e = fails(&[
+        "chain",
+        "claim",
+        "--rpc-url",
+        &url,
+        "--deployment",
+        dep,
+        "--dev-account",
+        "0",
+        "--rewards-file",
+        tree_path.to_str().expect("utf-8"),
+        "--account",
+        "0x000000000000000000000000000000000000dEaD",
+    ]);
+    assert!(e.contains("has no reward"), "{e}");
     // An update that was not accepted has no proof to write.
     let e = fails(&[
         "chain",
