@@ -335,9 +335,18 @@ pub enum Command {
         /// The deployment file.
         #[arg(long, default_value = ".vain/chain/deployment.json")]
         deployment: PathBuf,
-        /// The proof `vain chain proof` wrote.
+        /// The proof `vain chain proof` wrote (what a third party holds).
+        #[arg(long, conflicts_with_all = ["data_dir", "round", "update"], required_unless_present = "data_dir")]
+        proof: Option<PathBuf>,
+        /// Or: build the proof from this node's journaled closes (with --round and --update).
+        #[arg(long, requires_all = ["round", "update"])]
+        data_dir: Option<PathBuf>,
+        /// Round number.
         #[arg(long)]
-        proof: PathBuf,
+        round: Option<u64>,
+        /// The update's digest (hex).
+        #[arg(long)]
+        update: Option<String>,
     },
 }
 
@@ -626,10 +635,17 @@ pub fn run(cmd: Command) -> Result<()> {
             println!("proof of {} in round {round} ({} siblings) → {}", update, p.proof.len(), out.display());
             Ok(())
         }
-        Command::Verify { rpc_url, deployment, proof } => rt()?.block_on(async {
-            let text = std::fs::read(&proof).with_context(|| format!("reading {}", proof.display()))?;
-            let p: Proof =
-                serde_json::from_slice(&text).with_context(|| format!("{} is not a proof", proof.display()))?;
+        Command::Verify { rpc_url, deployment, proof, data_dir, round, update } => rt()?.block_on(async {
+            let p: Proof = match (proof, data_dir, round, update) {
+                (Some(proof), ..) => {
+                    let text = std::fs::read(&proof).with_context(|| format!("reading {}", proof.display()))?;
+                    serde_json::from_slice(&text).with_context(|| format!("{} is not a proof", proof.display()))?
+                }
+                (None, Some(dir), Some(round), Some(update)) => {
+                    proof_from_closes(&dir, round, &crate::identity::parse_hex::<32>(&update, "update")?)?
+                }
+                _ => bail!("give --proof FILE, or --data-dir, --round and --update"),
+            };
             let sender = crate::identity::parse_hex::<32>(&p.sender, "sender")?;
             let update = crate::identity::parse_hex::<32>(&p.update, "update")?;
             let siblings: Vec<[u8; 32]> =

@@ -290,6 +290,22 @@ fn a_federation_anchors_every_round_and_a_third_party_verifies_an_update() {
     let dep = dep.to_str().expect("utf-8");
     let verified = ok(&["chain", "verify", "--rpc-url", &url, "--deployment", dep, "--proof", p]);
     assert!(verified.contains(&format!("included: update {update}")), "{verified}");
+    // The node that holds the close verifies in one step.
+    let direct = ok(&[
+        "chain",
+        "verify",
+        "--rpc-url",
+        &url,
+        "--deployment",
+        dep,
+        "--data-dir",
+        agg.to_str().expect("utf-8"),
+        "--round",
+        &round.to_string(),
+        "--update",
+        &update,
+    ]);
+    assert!(direct.contains("included"), "{direct}");
 
     // The same proof for another round, or with a flipped bit, is refused.
     let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&proof).expect("proof")).expect("json");
