@@ -164,6 +164,9 @@ impl Client {
 
     /// A client that checks nothing: for the deployment itself.
     pub(crate) fn bare(url: &str, signer: PrivateKeySigner, deployment: Deployment) -> Result<Client, Error> {
+        // HTTPS endpoints use rustls with ring, the provider the rest of the node uses (a
+        // second install is refused harmlessly).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let account = signer.address();
         let parsed = url.parse().map_err(|_| Error::Argument { what: "the RPC URL does not parse" })?;
         // Nonces are read from the chain for every transaction: a cached nonce is lost when

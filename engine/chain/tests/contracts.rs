@@ -548,3 +548,53 @@ async fn the_embedded_chain_replays_its_journal_and_cuts_a_torn_tail() {
     std::fs::write(&other, b"something else entirely").expect("write");
     assert!(matches!(Devnet::open(&other, &funded, balance), Err(Error::NotAJournal { .. })));
 }
+
+#[tokio::test]
+async fn an_https_endpoint_is_spoken_to_over_tls_and_its_certificate_checked() {
+    use std::io::Read as _;
+    use std::sync::Arc;
+    // A TLS server with a self-signed certificate: the client must speak TLS to it, and refuse
+    // the certificate (no CA vouches for it).
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .expect("config");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().expect("accept");
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let conn = rustls::ServerConnection::new(Arc::new(config)).expect("server");
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut buf = [0u8; 64];
+        // The handshake runs inside read; the client aborts it over the certificate.
+        let r = tls.read(&mut buf);
+        (tls.conn.server_name().map(str::to_owned), format!("{r:?}"))
+    });
+    let d = Deployment {
+        chain_id: 1,
+        deployer: Address::ZERO,
+        token: Address::ZERO,
+        staking: Address::ZERO,
+        registry: Address::ZERO,
+        anchor: Address::ZERO,
+        timelock: Address::ZERO,
+        governor: Address::ZERO,
+        rewards: Address::ZERO,
+        pool: Address::ZERO,
+        quote: Address::ZERO,
+        block: 0,
+    };
+    let e = Client::connect(&format!("https://localhost:{port}"), dev_account(0).expect("dev"), d)
+        .await
+        .expect_err("a self-signed endpoint is refused");
+    let (sni, read) = server.join().expect("server thread");
+    assert_eq!(sni.as_deref(), Some("localhost"), "the client sent a TLS ClientHello naming the host ({read})");
+    let text = format!("{e:?}");
+    assert!(matches!(e, Error::Rpc { .. }), "{text}");
+    assert!(text.contains("certificate") || text.contains("UnknownIssuer"), "{text}");
+}
