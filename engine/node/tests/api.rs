@@ -254,6 +254,23 @@ fn the_api_answers_every_route_and_the_dashboard_shows_the_same_values() {
     // The rounds, through the API itself.
     let status = wait_rounds(port, ROUNDS);
 
+    // On chain, the ban filed a governance proposal to slash the client's stake (every node with
+    // a chain account registered it, the client too).
+    let filed = Instant::now() + Duration::from_secs(30);
+    loop {
+        let logs: String = std::fs::read_dir(out.join("nodes"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path().join("node.log")).unwrap_or_default())
+            .collect();
+        if logs.lines().any(|l| l.contains("slashing proposal filed") && l.contains(&target)) {
+            break;
+        }
+        assert!(Instant::now() < filed, "no slashing proposal filed for the banned client {target}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     let data = out.join("nodes").join("node-01");
     let rows: Vec<Value> = std::fs::read_to_string(data.join("aggregator/rounds.jsonl"))
         .expect("rounds.jsonl")
