@@ -7,6 +7,7 @@ mod bench;
 mod chain;
 mod chart;
 mod demo;
+mod gov;
 mod identity;
 mod metrics;
 mod net;
@@ -111,6 +112,9 @@ enum Command {
     /// Differential-privacy accounting (RDP accountant for the sampled Gaussian mechanism).
     #[command(subcommand)]
     Privacy(privacy::Command),
+    /// Governance through a running node's API: list, show, propose, vote.
+    #[command(subcommand)]
+    Gov(gov::Command),
     /// On-chain anchoring: the embedded chain, deployment, account, stake, registration,
     /// anchors and inclusion proofs.
     #[command(subcommand)]
@@ -120,6 +124,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.verbose, cli.quiet, cli.log_format);
+    // One TLS provider for the whole process (QUIC, HTTPS to a chain, the API client): ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Identity(c) => identity::run(c),
@@ -127,6 +133,7 @@ fn main() -> ExitCode {
         Command::Audit(c) => audit::run(c),
         Command::Privacy(c) => privacy::run(c),
         Command::Chain(c) => chain::run(c),
+        Command::Gov(c) => gov::run(c),
         Command::Bench(c) => bench::run(c),
         Command::Sim(a) => sim::run(a),
         Command::Train(c) => train::run(c, cli.quiet > 0),

@@ -211,11 +211,30 @@ fn the_api_answers_every_route_and_the_dashboard_shows_the_same_values() {
         assert!(Instant::now() < deadline, "the proposal never reached aggregator 1");
         std::thread::sleep(Duration::from_millis(20));
     }
-    for (p, t) in [(port, &t0), (port + 1, &t1)] {
-        let r = post(p, &format!("/api/v1/proposals/{id}/votes"), t, r#"{"choice": "yes"}"#);
-        assert_eq!(r.status, 202, "{}", r.text());
-        assert_eq!(r.json()["outcome"], "new", "{}", r.text());
-    }
+    let r = post(port, &format!("/api/v1/proposals/{id}/votes"), &t0, r#"{"choice": "yes"}"#);
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.json()["outcome"], "new", "{}", r.text());
+    // Aggregator 1's operator votes with `vain gov`, which goes through the same API.
+    let gov =
+        |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_vain")).arg("gov").args(args).output().expect("run vain gov");
+    let api1 = format!("127.0.0.1:{}", port + 1);
+    let token1 = out.join("nodes").join("node-02").join("api.token");
+    let token1 = token1.to_str().expect("utf-8");
+    let wrong = out.join("nodes").join("node-01").join("api.token");
+    let refused =
+        gov(&["vote", &id, "--choice", "yes", "--api", &api1, "--token-file", wrong.to_str().expect("utf-8")]);
+    assert!(
+        !refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("wrong_token"),
+        "{refused:?}"
+    );
+    let voted = gov(&["vote", &id, "--choice", "yes", "--api", &api1, "--token-file", token1]);
+    assert!(voted.status.success(), "{voted:?}");
+    assert!(String::from_utf8_lossy(&voted.stdout).contains("(new)"), "{voted:?}");
+    let listed = gov(&["list", "--api", &api1]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&id[..16]), "{listed:?}");
+    let shown = gov(&["show", &id[..12], "--api", &api1]);
+    let shown: Value = serde_json::from_slice(&shown.stdout).expect("vain gov show prints the proposal");
+    assert_eq!(shown["action"]["node"], target.as_str());
     let again = post(port, &format!("/api/v1/proposals/{id}/votes"), &t0, r#"{"choice": "yes"}"#);
     assert_eq!(again.json()["outcome"], "duplicate", "{}", again.text());
     // Another choice by the same node would be equivocation: refused before it is signed.
