@@ -323,9 +323,13 @@ pub fn run(a: DemoArgs) -> Result<()> {
                     .and_then(|v| v["round"].as_u64())
                     .unwrap_or(0)
             };
+            // At least one whole record (u32 length ‖ frame) in the round's journal: a kill while
+            // the first one is half written would leave nothing to recover.
             let journaling = (0..aggs.len()).find(|&j| {
-                std::fs::metadata(aggs[j].0.with_file_name("aggregator").join("journal").join(format!("{k}.bin")))
-                    .is_ok_and(|m| m.len() > 0)
+                std::fs::read(aggs[j].0.with_file_name("aggregator").join("journal").join(format!("{k}.bin")))
+                    .is_ok_and(|b| {
+                        b.len() >= 4 && b.len() as u64 >= 4 + u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    })
             });
             let late = (0..aggs.len()).find(|&j| {
                 state_round(j) > k
