@@ -117,6 +117,24 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// A deployment on chain `chain_id` with every address zero (none deployed yet).
+    pub fn unset(chain_id: u64) -> Deployment {
+        Deployment {
+            chain_id,
+            deployer: Address::ZERO,
+            token: Address::ZERO,
+            staking: Address::ZERO,
+            registry: Address::ZERO,
+            anchor: Address::ZERO,
+            timelock: Address::ZERO,
+            governor: Address::ZERO,
+            rewards: Address::ZERO,
+            pool: Address::ZERO,
+            quote: Address::ZERO,
+            block: 0,
+        }
+    }
+
     /// Every contract with its name.
     pub fn contracts(&self) -> [(&'static str, Address); 9] {
         [
@@ -165,21 +183,7 @@ pub async fn deploy(
     genesis: &Genesis,
 ) -> Result<(Deployment, GasReport), Error> {
     let me = deployer.address();
-    let zero = Deployment {
-        chain_id: 0,
-        deployer: me,
-        token: Address::ZERO,
-        staking: Address::ZERO,
-        registry: Address::ZERO,
-        anchor: Address::ZERO,
-        timelock: Address::ZERO,
-        governor: Address::ZERO,
-        rewards: Address::ZERO,
-        pool: Address::ZERO,
-        quote: Address::ZERO,
-        block: 0,
-    };
-    let c = Client::bare(url, deployer, zero)?;
+    let c = Client::bare(url, deployer, Deployment::unset(0))?;
     let p = c.provider().clone();
     let mut gas = GasReport::new();
     let mut last = 0;

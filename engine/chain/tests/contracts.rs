@@ -575,20 +575,7 @@ async fn an_https_endpoint_is_spoken_to_over_tls_and_its_certificate_checked() {
         let r = tls.read(&mut buf);
         (tls.conn.server_name().map(str::to_owned), format!("{r:?}"))
     });
-    let d = Deployment {
-        chain_id: 1,
-        deployer: Address::ZERO,
-        token: Address::ZERO,
-        staking: Address::ZERO,
-        registry: Address::ZERO,
-        anchor: Address::ZERO,
-        timelock: Address::ZERO,
-        governor: Address::ZERO,
-        rewards: Address::ZERO,
-        pool: Address::ZERO,
-        quote: Address::ZERO,
-        block: 0,
-    };
+    let d = Deployment::unset(1);
     let e = Client::connect(&format!("https://localhost:{port}"), dev_account(0).expect("dev"), d)
         .await
         .expect_err("a self-signed endpoint is refused");

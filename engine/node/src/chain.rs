@@ -43,6 +43,14 @@ fn yes() -> bool {
     true
 }
 
+impl ChainSection {
+    /// The node's account (its keystore opened), the deployment and the endpoint.
+    fn open(&self) -> Result<(PrivateKeySigner, Deployment, String)> {
+        let signer = account::open(&self.keystore, &read_secret(&self.password_file)?)?;
+        Ok((signer, Deployment::load(&self.deployment)?, self.rpc_url.clone()))
+    }
+}
+
 /// Where to reach the chain and as whom.
 #[derive(Args, Clone, Debug)]
 pub struct Conn {
@@ -748,9 +756,7 @@ pub fn spawn_anchoring(
         Some(v) => Some(vain_amount(v).context("[chain] rewards_per_round")?),
         None => None,
     };
-    let signer = account::open(&section.keystore, &read_secret(&section.password_file)?)?;
-    let deployment = Deployment::load(&section.deployment)?;
-    let url = section.rpc_url.clone();
+    let (signer, deployment, url) = section.open()?;
     let (tx, mut rx) = mpsc::channel::<Anchor>(QUEUE);
     rt.spawn(async move {
         let mut client = None;
@@ -1033,9 +1039,7 @@ pub fn spawn_attesting(
     metrics: Arc<crate::metrics::Metrics>,
     rt: &tokio::runtime::Handle,
 ) -> Result<()> {
-    let signer = account::open(&section.keystore, &read_secret(&section.password_file)?)?;
-    let deployment = Deployment::load(&section.deployment)?;
-    let url = section.rpc_url.clone();
+    let (signer, deployment, url) = section.open()?;
     rt.spawn(async move {
         let mut client: Option<Client> = None;
         let mut done: Option<u64> = None;
@@ -1097,9 +1101,7 @@ pub fn file_slashing(
     metrics: Arc<crate::metrics::Metrics>,
     rt: &tokio::runtime::Handle,
 ) -> Result<()> {
-    let signer = account::open(&section.keystore, &read_secret(&section.password_file)?)?;
-    let deployment = Deployment::load(&section.deployment)?;
-    let url = section.rpc_url.clone();
+    let (signer, deployment, url) = section.open()?;
     rt.spawn(async move {
         let c = match Client::connect(&url, signer, deployment).await {
             Ok(c) => c,
