@@ -1,8 +1,9 @@
-//! A round-protocol request (open, close, fetch, receipt, status, evidence, governance) or a
-//! fetch or status answer from an untrusted peer.
+//! A round-protocol request (open, close, fetch, receipt, status, evidence, governance,
+//! challenge) or a fetch, status or challenge answer from an untrusted peer.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use vain_round::msg::{Message, Status, decode_checkpoint};
+use vain_core::challenge::Challenge;
+use vain_round::msg::{Answer, Message, Status, decode_checkpoint};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(m) = Message::decode(data) {
@@ -12,5 +13,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = decode_checkpoint(data, &[0; 32]);
     if let Ok(s) = Status::decode(data) {
         assert_eq!(s.encode(), data);
+    }
+    let c = Challenge { rows: 3, inner: 5, cols: 2, seed: 0, issued: 0, deadline: 0 };
+    if let Ok(a) = Answer::decode(data, &c) {
+        assert_eq!(a.encode(), data);
     }
 });

@@ -57,12 +57,15 @@ pub enum Error {
 /// A cursor over bytes.
 pub struct Reader<'a> {
     b: &'a [u8],
+    /// Inside a carried testimony: a report there carries nothing further, so nesting (and the
+    /// decoder's recursion) stops at one level.
+    nested: bool,
 }
 
 impl<'a> Reader<'a> {
     /// Reads from `b`.
     pub fn new(b: &'a [u8]) -> Self {
-        Self { b }
+        Self { b, nested: false }
     }
 
     /// Bytes not read yet.
@@ -159,14 +162,11 @@ impl Decode for Report {
             };
             observations.push(Observation { subject, what });
         }
-        let n = r.count("report.governance", MAX_GOVERNANCE as u64, 1 + 32 + 33 + 64)?;
+        let limit = if r.nested { 0 } else { MAX_GOVERNANCE as u64 };
+        let n = r.count("report.governance", limit, 1 + 32 + 33 + 64)?;
         let mut governance = Vec::with_capacity(n);
         for _ in 0..n {
-            governance.push(match r.u8("governance.kind")? {
-                0 => Governed::Propose(decode_signed(r)?),
-                1 => Governed::Vote(decode_signed(r)?),
-                value => return Err(Error::Tag { field: "governance.kind", value }),
-            });
+            governance.push(decode_governed(r)?);
         }
         Ok(Report { epoch, observations, governance })
     }
@@ -255,6 +255,39 @@ pub fn decode_signed<T: Decode>(r: &mut Reader<'_>) -> Result<Signed<T>, Error> 
     Ok(Signed { signer, body, signature })
 }
 
+/// A [`Governed`] input with its kind tag (how reports and the round protocol carry it).
+pub fn encode_governed(g: &Governed, out: &mut Vec<u8>) {
+    match g {
+        Governed::Propose(p) => {
+            out.push(0);
+            encode_signed(p, out);
+        }
+        Governed::Vote(v) => {
+            out.push(1);
+            encode_signed(v, out);
+        }
+        Governed::Testimony(t) => {
+            out.push(2);
+            encode_signed(t, out);
+        }
+    }
+}
+
+/// The inverse of [`encode_governed`]. A testimony's report may carry nothing itself.
+pub fn decode_governed(r: &mut Reader<'_>) -> Result<Governed, Error> {
+    Ok(match r.u8("governance.kind")? {
+        0 => Governed::Propose(decode_signed(r)?),
+        1 => Governed::Vote(decode_signed(r)?),
+        2 => {
+            let outer = std::mem::replace(&mut r.nested, true);
+            let t = decode_signed(r);
+            r.nested = outer;
+            Governed::Testimony(t?)
+        }
+        value => return Err(Error::Tag { field: "governance.kind", value }),
+    })
+}
+
 /// An [`Input`] with a kind tag.
 pub fn encode_input(input: &Input, out: &mut Vec<u8>) {
     match input {
@@ -286,6 +319,10 @@ pub fn encode_input(input: &Input, out: &mut Vec<u8>) {
             out.push(6);
             encode_signed(s, out);
         }
+        Input::Testimony(s) => {
+            out.push(7);
+            encode_signed(s, out);
+        }
     }
 }
 
@@ -299,6 +336,10 @@ pub fn decode_input(r: &mut Reader<'_>) -> Result<Input, Error> {
         4 => Input::Bond(decode_signed(r)?),
         5 => Input::Verdict(decode_signed(r)?),
         6 => Input::RequestAudit(decode_signed(r)?),
+        7 => {
+            r.nested = true;
+            Input::Testimony(decode_signed(r)?)
+        }
         value => return Err(Error::Tag { field: "input.kind", value }),
     })
 }

@@ -80,6 +80,11 @@ pub enum Governed {
     Propose(Signed<Proposal>),
     /// A vote.
     Vote(Signed<Vote>),
+    /// Another eligible reporter's observations (a validator's challenge outcomes and uptime
+    /// measurements), carried so that every node applies them at the same place in the same
+    /// epoch. Its report carries nothing itself, and a reporter's testimonies apply in strictly
+    /// increasing epochs, so a carrier cannot replay one.
+    Testimony(Signed<Report>),
 }
 
 impl Governed {
@@ -88,6 +93,7 @@ impl Governed {
         match self {
             Governed::Propose(p) => p.digest(),
             Governed::Vote(v) => v.digest(),
+            Governed::Testimony(t) => t.digest(),
         }
     }
 
@@ -96,6 +102,7 @@ impl Governed {
         match self {
             Governed::Propose(p) => p.signer,
             Governed::Vote(v) => v.signer,
+            Governed::Testimony(t) => t.signer,
         }
     }
 
@@ -104,6 +111,7 @@ impl Governed {
         match self {
             Governed::Propose(p) => Input::Propose(p.clone()),
             Governed::Vote(v) => Input::Vote(v.clone()),
+            Governed::Testimony(t) => Input::Testimony(t.clone()),
         }
     }
 }
@@ -161,16 +169,7 @@ impl Body for Report {
         }
         put_u64(out, self.governance.len() as u64);
         for g in &self.governance {
-            match g {
-                Governed::Propose(p) => {
-                    out.push(0);
-                    crate::codec::encode_signed(p, out);
-                }
-                Governed::Vote(v) => {
-                    out.push(1);
-                    crate::codec::encode_signed(v, out);
-                }
-            }
+            crate::codec::encode_governed(g, out);
         }
     }
 }
@@ -248,6 +247,9 @@ pub enum Input {
     /// Any node asks for an audit; the team is drawn from the ledger's last state digest, which
     /// the requester cannot choose.
     RequestAudit(Signed<AuditRequest>),
+    /// An eligible reporter's observations carried by another's report (see
+    /// [`Governed::Testimony`]).
+    Testimony(Signed<Report>),
 }
 
 /// Penalty points per kind of bad evidence, and when they act.
@@ -483,6 +485,8 @@ pub struct Record {
     pub stake: u64,
     bond_seq: u64,
     trust_epoch: Option<u64>,
+    /// Epoch of the last testimony this node signed that was applied.
+    testified: Option<u64>,
     /// End of the current suspension.
     pub suspended_until: Option<Time>,
     /// Suspensions so far.
@@ -503,6 +507,7 @@ impl Record {
             stake: 0,
             bond_seq: 0,
             trust_epoch: None,
+            testified: None,
             suspended_until: None,
             suspensions: 0,
             banned: false,
@@ -618,6 +623,45 @@ impl Ledger {
         self.nodes.entry(*node).or_insert_with(|| Record::new(now)).sources[source as usize].observe(now, x, hl);
     }
 
+    /// Checks a report's observations (all or nothing) and applies them; what a reporter says
+    /// about itself is ignored.
+    fn observe_all(&mut self, r: &Signed<Report>, now: Time) -> Result<(), Error> {
+        for o in &r.body.observations {
+            let bad = match o.what {
+                Observed::Anomaly { z } => !z.is_finite(),
+                Observed::Feedback { score: x } | Observed::Uptime { fraction: x } => !(0.0..=1.0).contains(&x),
+                _ => false,
+            };
+            if bad {
+                return Err(Error::Value { field: "observation" });
+            }
+        }
+        let p = self.cfg.penalties.clone();
+        for o in r.body.observations.iter().filter(|o| o.subject != r.signer) {
+            match o.what {
+                Observed::Participated => self.observe(&o.subject, Source::Participation, 1.0, now),
+                Observed::Missed => self.observe(&o.subject, Source::Participation, 0.0, now),
+                Observed::ChallengePassed => self.observe(&o.subject, Source::Resource, 1.0, now),
+                Observed::ChallengeTimeout => self.observe(&o.subject, Source::Resource, 0.0, now),
+                Observed::ChallengeFailed => {
+                    self.observe(&o.subject, Source::Resource, 0.0, now);
+                    self.penalise(&o.subject, p.failed_challenge, now);
+                }
+                Observed::Anomaly { z } => {
+                    if z.abs() >= p.anomaly_z {
+                        self.penalise(&o.subject, p.anomaly, now);
+                    }
+                }
+                Observed::Feedback { score } => self.observe(&o.subject, Source::Audit, score, now),
+                Observed::Uptime { fraction } => self.observe(&o.subject, Source::Participation, fraction, now),
+                Observed::Staked { total } => {
+                    self.nodes.entry(o.subject).or_insert_with(|| Record::new(now)).stake = total;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Verifies and applies one input.
     pub fn handle(&mut self, now: Time, input: Input) -> Result<(), Error> {
         match input {
@@ -626,44 +670,27 @@ impl Ledger {
                 if !self.may_report(&r.signer, now) {
                     return Err(Error::NotEligible { tier: self.tier(&r.signer, now), what: "report evidence" });
                 }
-                for o in &r.body.observations {
-                    let bad = match o.what {
-                        Observed::Anomaly { z } => !z.is_finite(),
-                        Observed::Feedback { score: x } | Observed::Uptime { fraction: x } => !(0.0..=1.0).contains(&x),
-                        _ => false,
-                    };
-                    if bad {
-                        return Err(Error::Value { field: "observation" });
-                    }
-                }
-                let p = self.cfg.penalties.clone();
-                for o in r.body.observations.iter().filter(|o| o.subject != r.signer) {
-                    match o.what {
-                        Observed::Participated => self.observe(&o.subject, Source::Participation, 1.0, now),
-                        Observed::Missed => self.observe(&o.subject, Source::Participation, 0.0, now),
-                        Observed::ChallengePassed => self.observe(&o.subject, Source::Resource, 1.0, now),
-                        Observed::ChallengeTimeout => self.observe(&o.subject, Source::Resource, 0.0, now),
-                        Observed::ChallengeFailed => {
-                            self.observe(&o.subject, Source::Resource, 0.0, now);
-                            self.penalise(&o.subject, p.failed_challenge, now);
-                        }
-                        Observed::Anomaly { z } => {
-                            if z.abs() >= p.anomaly_z {
-                                self.penalise(&o.subject, p.anomaly, now);
-                            }
-                        }
-                        Observed::Feedback { score } => self.observe(&o.subject, Source::Audit, score, now),
-                        Observed::Uptime { fraction } => self.observe(&o.subject, Source::Participation, fraction, now),
-                        Observed::Staked { total } => {
-                            self.nodes.entry(o.subject).or_insert_with(|| Record::new(now)).stake = total;
-                        }
-                    }
-                }
+                self.observe_all(&r, now)?;
                 // Each governance input stands on its own signature and its author's
                 // eligibility; one the ledger refuses changes nothing, and the rest still apply.
                 for g in r.body.governance.iter().take(MAX_GOVERNANCE) {
                     let _ = self.handle(now, g.input());
                 }
+                Ok(())
+            }
+            Input::Testimony(t) => {
+                self.check_signer(&t, now)?;
+                if !self.may_report(&t.signer, now) {
+                    return Err(Error::NotEligible { tier: self.tier(&t.signer, now), what: "testify" });
+                }
+                if !t.body.governance.is_empty() {
+                    return Err(Error::Value { field: "testimony.governance" });
+                }
+                if self.nodes.get(&t.signer).and_then(|r| r.testified).is_some_and(|e| t.body.epoch <= e) {
+                    return Err(Error::Stale);
+                }
+                self.observe_all(&t, now)?;
+                self.nodes.entry(t.signer).or_insert_with(|| Record::new(now)).testified = Some(t.body.epoch);
                 Ok(())
             }
             Input::Trust(t) => {
@@ -904,6 +931,23 @@ impl Ledger {
         self.cfg.vote_from
     }
 
+    /// The lowest tier that may report evidence (or testify) without being pre-trusted.
+    pub fn report_from(&self) -> u8 {
+        self.cfg.tiers.report_from
+    }
+
+    /// Epoch of `node`'s last applied testimony.
+    pub fn testified(&self, node: &NodeId) -> Option<u64> {
+        self.nodes.get(node).and_then(|r| r.testified)
+    }
+
+    /// `node`'s evidence at `now`: the decayed mean of each source (indexed by [`Source`]) and
+    /// its decayed penalty points.
+    pub fn evidence(&self, node: &NodeId, now: Time) -> Option<([f64; SOURCES], f64)> {
+        let (hl, prior) = (self.cfg.half_life, self.cfg.prior);
+        self.nodes.get(node).map(|r| (r.sources.map(|d| d.mean(now, hl, prior)), r.penalty.sum(now, hl)))
+    }
+
     /// Whether `node` is pre-trusted.
     pub fn is_pretrusted(&self, node: &NodeId) -> bool {
         self.pretrusted.contains(node)
@@ -972,6 +1016,7 @@ impl Ledger {
             h.update(&r.stake.to_le_bytes());
             h.update(&r.bond_seq.to_le_bytes());
             h.update(&r.trust_epoch.map_or(u64::MAX, |e| e).to_le_bytes());
+            h.update(&r.testified.map_or(u64::MAX, |e| e).to_le_bytes());
             h.update(&r.suspended_until.map_or(u64::MAX, |t| t).to_le_bytes());
             h.update(&r.suspensions.to_le_bytes());
             h.update(&[u8::from(r.banned)]);

@@ -388,13 +388,14 @@ pub fn run_with(scenario: &Scenario, opts: &Options, on_epoch: &mut dyn FnMut(u3
                 }
                 if k % 4 == 0 {
                     // A real challenge, small so the simulation stays fast.
-                    let ch = Challenge { n: 16, seed: rng.next(), issued: t0, deadline: t0 + 10_000 };
+                    let ch =
+                        Challenge { rows: 8, inner: 16, cols: 8, seed: rng.next(), issued: t0, deadline: t0 + 10_000 };
                     let what = if b == Behaviour::Sybil {
                         // Claims a GPU it does not have: answers with made-up numbers.
-                        let ok = challenge::verify(&ch, &vec![0u32; 256], 8, rng.next());
+                        let ok = challenge::verify(&ch, &vec![0u32; 64], rng.next());
                         if ok { Observed::ChallengePassed } else { Observed::ChallengeFailed }
                     } else if took_part {
-                        let ok = challenge::verify(&ch, &challenge::solve(&ch), 8, rng.next());
+                        let ok = challenge::verify(&ch, &challenge::solve(&ch, 1), rng.next());
                         if ok { Observed::ChallengePassed } else { Observed::ChallengeFailed }
                     } else {
                         Observed::ChallengeTimeout

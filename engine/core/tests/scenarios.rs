@@ -303,3 +303,56 @@ fn stake_comes_from_reporters_reading_the_chain_and_round_trips_the_codec() {
     l.handle(3 * HOUR, Input::Report(own)).expect("apply");
     assert_eq!(l.record(&reporter_id).map_or(0, |r| r.stake), 0);
 }
+
+#[test]
+fn a_carried_testimony_applies_once_in_its_reporters_order_and_only_from_a_reporter() {
+    use vain_core::ledger::Governed;
+    let (mut l, keys) = voters(2);
+    let (carrier, validator) = (&keys[0], &keys[1]);
+    let subject = key(40).verifying_key().to_bytes();
+    let testimony =
+        |k: &SigningKey, epoch, what| Signed::sign(k, Report::new(epoch, vec![Observation { subject, what }]));
+    let carry = |epoch, t: Vec<Signed<Report>>| {
+        Input::Report(Signed::sign(
+            carrier,
+            Report { epoch, observations: vec![], governance: t.into_iter().map(Governed::Testimony).collect() },
+        ))
+    };
+    let penalty = |l: &Ledger, at| l.evidence(&subject, at).map_or(0.0, |e| e.1);
+    let failed = testimony(validator, 3, Observed::ChallengeFailed);
+    l.handle(HOUR, carry(0, vec![failed.clone()])).expect("apply");
+    let once = penalty(&l, HOUR);
+    assert!((once - 0.15).abs() < 1e-9, "{once}");
+    assert_eq!(l.testified(&validator.verifying_key().to_bytes()), Some(3));
+    // Carried again (a replaying carrier), or an older epoch: nothing changes.
+    let before = l.digest();
+    l.handle(HOUR, carry(1, vec![failed.clone(), testimony(validator, 2, Observed::ChallengeFailed)])).expect("apply");
+    assert!((penalty(&l, HOUR) - once).abs() < 1e-9);
+    // Only the carrier's own (empty) report changed nothing either: the state is the same.
+    assert_eq!(l.digest(), before);
+    assert_eq!(l.handle(HOUR, Input::Testimony(failed)), Err(Error::Stale));
+    // A newer epoch applies.
+    l.handle(HOUR, carry(2, vec![testimony(validator, 4, Observed::ChallengePassed)])).expect("apply");
+    let (means, _) = l.evidence(&subject, HOUR).expect("record");
+    assert!(means[0] > 0.0, "a passed challenge is resource evidence: {means:?}");
+    // A testimony by a node that may not report, or one that carries inputs, is refused.
+    let stranger = testimony(&key(90), 9, Observed::ChallengeFailed);
+    assert!(matches!(l.handle(HOUR, Input::Testimony(stranger)), Err(Error::NotEligible { .. })));
+    let carrying = Signed::sign(
+        validator,
+        Report {
+            epoch: 9,
+            observations: vec![],
+            governance: vec![Governed::Testimony(testimony(validator, 10, Observed::ChallengeFailed))],
+        },
+    );
+    assert_eq!(l.handle(HOUR, Input::Testimony(carrying)), Err(Error::Value { field: "testimony.governance" }));
+    // The journal's form of the input round-trips.
+    let t = testimony(validator, 11, Observed::Uptime { fraction: 0.5 });
+    let mut wire = Vec::new();
+    vain_core::codec::encode_input(&Input::Testimony(t.clone()), &mut wire);
+    match vain_core::codec::decode_input(&mut vain_core::codec::Reader::new(&wire)).expect("decode") {
+        Input::Testimony(back) => assert_eq!(back, t),
+        other => panic!("{other:?}"),
+    }
+}

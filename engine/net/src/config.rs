@@ -29,6 +29,9 @@ pub struct Config {
     pub ingest: Vec<String>,
     /// Region tag announced (e.g. `eu-west`); clients prefer aggregators of their own region.
     pub region: String,
+    /// CPU cores to announce; 0 (the default) announces what the OS reports. Validators
+    /// challenge the claim: a node announcing more cores than it has fails its challenges.
+    pub cpu_cores: u32,
     /// Kademlia.
     pub dht: Dht,
     /// mDNS.
@@ -56,6 +59,7 @@ impl Default for Config {
             models: Vec::new(),
             ingest: Vec::new(),
             region: String::new(),
+            cpu_cores: 0,
             dht: Dht::default(),
             mdns: Mdns::default(),
             beacon: Beacon::default(),
@@ -231,6 +235,15 @@ impl Default for Limits {
 }
 
 impl Config {
+    /// The CPU cores this node announces (`cpu_cores`, or what the OS reports).
+    pub fn claimed_cores(&self) -> u32 {
+        if self.cpu_cores > 0 {
+            self.cpu_cores
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+        }
+    }
+
     /// Parses `node.toml` text.
     pub fn parse(text: &str) -> Result<Self, Error> {
         let c: Config = toml::from_str(text)?;

@@ -694,10 +694,7 @@ impl Node {
             rotation_chain: self.identity.rotation_chain.clone(),
             addresses,
             roles: self.roles,
-            resources: Resources {
-                cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
-                ..Resources::default()
-            },
+            resources: Resources { cpu_cores: self.cfg.claimed_cores(), ..Resources::default() },
             x25519_key: self.identity.x25519,
             timestamp_ms: vain_schema::clock::unix_ms(),
             ingest: self.cfg.ingest.clone(),

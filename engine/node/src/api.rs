@@ -586,7 +586,8 @@ fn submitted(outcome: Option<Submit>, id: &str) -> Result<&'static str, Error> {
         Some(Submit::Closed) => Err(Error::Closed(id.to_string())),
         Some(Submit::Full) => Err(Error::PoolFull),
         // This node signed it: a bad signature means its key is unusable.
-        Some(Submit::BadSignature) | None => Err(Error::Unavailable("the ledger")),
+        // (The API submits proposals and votes, never testimonies.)
+        Some(Submit::BadSignature | Submit::Invalid) | None => Err(Error::Unavailable("the ledger")),
     }
 }
 

@@ -79,6 +79,13 @@ pub struct DemoArgs {
     /// must vote.
     #[arg(long, default_value_t = 0.5)]
     quorum: f64,
+    /// The last honest client announces this many CPU cores, far more than it has, and fails
+    /// the validator's resource challenges (0: every client announces what it has).
+    #[arg(long, default_value_t = 64)]
+    overclaim: u32,
+    /// Seconds between two resource challenges of the same node (`[challenge] interval`).
+    #[arg(long, default_value_t = 4.0)]
+    challenge_interval: f64,
 }
 
 fn short_of(data: &Path) -> Result<String> {
@@ -146,6 +153,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         conns = 2 * a.clients + 4,
     );
     let mut labels: BTreeMap<String, String> = BTreeMap::new();
+    labels.insert(short_of(boot_cfg.parent().unwrap_or(&dir))?, "bootstrap".to_string());
     let mut aggs: Vec<(PathBuf, usize)> = Vec::new();
     // Extra `vain node` arguments by config file (the aggregators' API addresses).
     let mut node_args: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
@@ -165,18 +173,26 @@ pub fn run(a: DemoArgs) -> Result<()> {
         start(&mut planned, &cfg, &[])?;
     }
     // The validator: checks every close and evaluates its checkpoint.
-    let (val_cfg, _) = prepare(&dir, 1 + aggs.len(), free_tcp_port()?, Some(&boot), "\"validator\"", "")?;
+    // It challenges every node's claimed cores each few seconds (half a second of work at the
+    // claim, a second allowed) and measures uptime each second.
+    let challenge =
+        format!("[challenge]\nbudget = 1.0\ngrace = 0.5\ninterval = {}\nheartbeat = 1.0\n", a.challenge_interval);
+    let (val_cfg, _) = prepare(&dir, 1 + aggs.len(), free_tcp_port()?, Some(&boot), "\"validator\"", &challenge)?;
     let text = std::fs::read_to_string(&val_cfg)?;
     std::fs::write(&val_cfg, format!("models = [\"{}\"]\n{text}", arch.id()))?;
     start(&mut planned, &val_cfg, &[])?;
     let val_log = val_cfg.with_file_name("validator").join("validator.jsonl");
+    labels.insert(short_of(val_cfg.parent().unwrap_or(&dir))?, "validator".to_string());
     let first_client = planned.len();
 
     // The clients; the attackers are spread among them.
     let mut client_cfgs: Vec<PathBuf> = Vec::new();
     let stride = (a.clients / attacks.len().max(1)).max(1);
+    let attack_of = |i: usize| if i % stride == stride - 1 { attacks.get(i / stride) } else { None };
+    // The last honest client overstates its cores (when asked to).
+    let overclaiming = (0..a.clients).rev().find(|i| attack_of(*i).is_none()).filter(|_| a.overclaim > 0);
     for i in 0..a.clients {
-        let attack = if i % stride == stride - 1 { attacks.get(i / stride) } else { None };
+        let attack = attack_of(i);
         let attack_line = attack.map(|x| format!("attack = \"{x}\"\n")).unwrap_or_default();
         let extra = format!(
             "[train]\nshard = \"{i}/{n}\"\npartition = \"dirichlet:0.5\"\nseed = 1\nsteps = {steps}\n{attack_line}",
@@ -185,22 +201,25 @@ pub fn run(a: DemoArgs) -> Result<()> {
         );
         let (cfg, _) = prepare(&dir, 2 + aggs.len() + i, free_tcp_port()?, Some(&boot), "\"client\"", &extra)?;
         let text = std::fs::read_to_string(&cfg)?;
-        std::fs::write(&cfg, format!("models = [\"{}\"]\n{text}", arch.id()))?;
+        let cores = if overclaiming == Some(i) { format!("cpu_cores = {}\n", a.overclaim) } else { String::new() };
+        std::fs::write(&cfg, format!("models = [\"{}\"]\n{cores}{text}", arch.id()))?;
         client_cfgs.push(cfg.clone());
         let data = cfg.parent().map(Path::to_path_buf).unwrap_or_default();
         labels.insert(
             short_of(&data)?,
             match attack {
                 Some(x) => format!("client {i} ({x})"),
+                None if overclaiming == Some(i) => format!("client {i} (claims {} cores)", a.overclaim),
                 None => format!("client {i}"),
             },
         );
         // Clients share the cores: one training thread each.
         start(&mut planned, &cfg, &[("RAYON_NUM_THREADS", "1")])?;
     }
-    // The network's genesis: the aggregators report evidence from the start.
+    // The network's genesis: the aggregators report evidence from the start, the validator
+    // testifies to challenges and uptime.
     let mut pretrusted = Vec::new();
-    for (cfg, _) in &aggs {
+    for cfg in aggs.iter().map(|(c, _)| c).chain(std::iter::once(&val_cfg)) {
         let id = crate::net::identity(cfg.parent().unwrap_or(&dir))?;
         let k = ed25519_dalek::SigningKey::from_bytes(&id.seed).verifying_key().to_bytes();
         pretrusted.push(format!("\"{}\"", hex::encode(k)));
@@ -446,6 +465,23 @@ pub fn run(a: DemoArgs) -> Result<()> {
             }
         }
     }
+    // The validator's resource challenges, and what every ledger made of them.
+    let mut challenges: BTreeMap<String, u64> = BTreeMap::new();
+    let mut resource: BTreeMap<String, Value> = BTreeMap::new();
+    if let Some(sock) = cluster.sockets.get(first_client - 1) {
+        if let Ok(v) = vain_net::control::request(sock, &json!({"cmd": "round"}))
+            && let Some(m) = v["validator"]["challenges"].as_object()
+        {
+            challenges = m.iter().map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0))).collect();
+        }
+        if let Ok(v) = vain_net::control::request(sock, &json!({"cmd": "ledger"})) {
+            for n in v["nodes"].as_array().into_iter().flatten() {
+                let Some(id) = n["id"].as_str() else { continue };
+                let label = labels.get(id).cloned().unwrap_or_else(|| id.to_string());
+                resource.insert(label, json!({"resource": n["resource"], "penalty": n["penalty"], "tier": n["tier"]}));
+            }
+        }
+    }
     let valid = verdicts.iter().filter(|v| v["valid"] == true).count();
     let unverified = verdicts.iter().filter(|v| v["unverified"] == true).count();
     let invalid: Vec<String> = verdicts
@@ -506,6 +542,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
         "failover_seconds": failover_seconds,
         "validator": { "checked": verdicts.len(), "valid": valid, "invalid": invalid, "unverified_checkpoints": unverified },
         "client_answers": answers,
+        "challenges": challenges,
+        "resource_evidence": resource,
         "ledger": {
             "nodes": ledger_nodes,
             "distinct_digests": digests.len(),
@@ -528,6 +566,20 @@ pub fn run(a: DemoArgs) -> Result<()> {
         verdicts.len(),
         if unverified > 0 { format!("; {unverified} checkpoint(s) unavailable") } else { String::new() },
         if invalid.is_empty() { String::new() } else { format!("; invalid: {}", invalid.join("; ")) }
+    );
+    let passed = challenges.get("passed").copied().unwrap_or(0);
+    let failed: u64 = ["wrong", "late", "gave up"].iter().filter_map(|k| challenges.get(*k)).sum();
+    let overclaimer = resource.iter().find(|(k, _)| k.contains("claims")).map(|(k, v)| {
+        format!(
+            "; {k}: resource {:.2}, penalty {:.2}",
+            v["resource"].as_f64().unwrap_or(f64::NAN),
+            v["penalty"].as_f64().unwrap_or(f64::NAN)
+        )
+    });
+    println!(
+        "challenges: {passed} passed, {failed} failed, {} unanswered (validator's resource challenges, testified to every ledger){}",
+        challenges.get("no answer").copied().unwrap_or(0) + challenges.get("busy").copied().unwrap_or(0),
+        overclaimer.unwrap_or_default()
     );
     println!(
         "ledger: {ledger_nodes} nodes, {} distinct state digest(s) after {} epochs of evidence; \

@@ -24,6 +24,7 @@ use vain_learn::partition::Scheme;
 use vain_learn::train;
 use vain_net::node::{self, Inbound, Transport};
 use vain_net::{Config, control};
+use vain_round::challenger::{Challenger, Prover};
 use vain_round::coordinator::{self, Coordinator};
 use vain_round::msg::{self, Ack, Message};
 use vain_round::participant::{self, Participant};
@@ -169,6 +170,52 @@ impl Default for LedgerSection {
     }
 }
 
+/// `[challenge]`: how a validator challenges the nodes' claimed capacity and measures their
+/// uptime (seconds).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChallengeSection {
+    /// Time a challenge allows; the work is sized so that a node with the cores it claims
+    /// needs about half of it.
+    pub budget: f64,
+    /// Allowance on top of the budget for the network.
+    pub grace: f64,
+    /// How often each node is challenged.
+    pub interval: f64,
+    /// How often each node is asked for its status (uptime).
+    pub heartbeat: f64,
+}
+
+impl Default for ChallengeSection {
+    fn default() -> Self {
+        let d = vain_round::challenger::Config::default();
+        Self {
+            budget: d.budget.as_secs_f64(),
+            grace: d.grace.as_secs_f64(),
+            interval: d.interval.as_secs_f64(),
+            heartbeat: d.heartbeat.as_secs_f64(),
+        }
+    }
+}
+
+impl ChallengeSection {
+    fn config(&self) -> Result<vain_round::challenger::Config> {
+        let secs = |name: &str, s: f64, min: f64| {
+            if s.is_finite() && s >= min && s <= 86_400.0 {
+                Ok(Duration::from_secs_f64(s))
+            } else {
+                Err(anyhow::anyhow!("[challenge] {name} = {s} must be between {min} and 86400 seconds"))
+            }
+        };
+        Ok(vain_round::challenger::Config {
+            budget: secs("budget", self.budget, 0.05)?,
+            grace: secs("grace", self.grace, 0.0)?,
+            interval: secs("interval", self.interval, 0.1)?,
+            heartbeat: secs("heartbeat", self.heartbeat, 0.1)?,
+        })
+    }
+}
+
 /// The whole `node.toml`.
 pub struct NodeFile {
     /// The control plane.
@@ -179,6 +226,8 @@ pub struct NodeFile {
     pub train: TrainSection,
     /// `[ledger]`.
     pub ledger: LedgerSection,
+    /// `[challenge]`.
+    pub challenge: ChallengeSection,
     /// `[chain]`: where an aggregator anchors its rounds (none: no anchoring).
     pub chain: Option<crate::chain::ChainSection>,
 }
@@ -199,12 +248,16 @@ impl NodeFile {
             Some(t) => t.try_into().context("[ledger]")?,
             None => LedgerSection::default(),
         };
+        let challenge = match v.remove("challenge") {
+            Some(t) => t.try_into().context("[challenge]")?,
+            None => ChallengeSection::default(),
+        };
         let chain = match v.remove("chain") {
             Some(t) => Some(t.try_into().context("[chain]")?),
             None => None,
         };
         let net = Config::parse(&toml::to_string(&v)?)?;
-        Ok(NodeFile { net, aggregate, train, ledger, chain })
+        Ok(NodeFile { net, aggregate, train, ledger, challenge, chain })
     }
 
     /// Reads a file.
@@ -343,6 +396,42 @@ fn take_evidence(
     }
 }
 
+/// Signs what the challenger witnessed into a testimony once per ledger epoch (epochs only
+/// grow, so each testimony's epoch is above the last) and hands it to the ledger's pool and the
+/// peers, for the next report to carry.
+fn spawn_testifying(
+    key: ed25519_dalek::SigningKey,
+    witness: vain_round::challenger::Witness,
+    live: Arc<Mutex<Live>>,
+    net: vain_net::node::Handle,
+) {
+    tokio::spawn(async move {
+        let mut last: Option<u64> = None;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let Ok(epoch) = live.lock().map(|l| l.next_epoch()) else { continue };
+            if last.is_some_and(|e| e >= epoch) {
+                continue;
+            }
+            let observations = witness.take();
+            if observations.is_empty() {
+                continue;
+            }
+            let n = observations.len();
+            let t = vain_core::signed::Signed::sign(&key, vain_core::ledger::Report::new(epoch, observations));
+            let rt = tokio::runtime::Handle::current();
+            let verdict = take_governance(&live, &net, &rt, vain_core::ledger::Governed::Testimony(t), None);
+            tracing::info!(
+                epoch,
+                observations = n,
+                outcome = verdict.map_or("ledger unavailable", |v| v.reason()),
+                "testimony"
+            );
+            last = Some(epoch);
+        }
+    });
+}
+
 /// What `vain node` serves over HTTP besides its planes.
 #[derive(Debug, Clone, Default)]
 pub struct Serve {
@@ -440,6 +529,8 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
     let eval_seed = file.aggregate.seed;
     let data_dir = cfg.data_dir.clone();
     let live = Arc::new(Mutex::new(Live::open(&data_dir.join("ledger"), file.ledger()?)?));
+    let challenge_cfg = file.challenge.config()?;
+    let claimed_cores = cfg.claimed_cores();
     let api_token = match serve.api {
         Some(_) => Some(crate::api::Token::load_or_create(
             &serve.api_token.clone().unwrap_or_else(|| data_dir.join("api.token")),
@@ -557,6 +648,23 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
         } else {
             None
         };
+        // A validator challenges every node's claimed capacity, measures uptime, and testifies.
+        let witness = if role_bits & roles::VALIDATOR != 0 {
+            let witness = vain_round::challenger::Witness::default();
+            let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+            tokio::spawn(Challenger::new(challenge_cfg.clone(), handle.clone(), key.clone(), witness.clone()).run());
+            spawn_testifying(key, witness.clone(), live.clone(), handle.clone());
+            Some(witness)
+        } else {
+            None
+        };
+        // Every node answers the challenges of its ledger's reporters.
+        let prover = {
+            let live = live.clone();
+            let me = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().to_bytes();
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            Prover::new(me, claimed_cores, threads, Arc::new(move |k| live.lock().is_ok_and(|l| l.may_report(k))))
+        };
         let participant = match participant_cfg {
             Some(p) => {
                 // A client serves the checkpoints it holds too.
@@ -609,9 +717,12 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
         // The control socket: the control plane's commands, and `round` for what the planes
         // of this node report.
         let report: control::Report = {
-            let (link, participant) = (link.clone(), participant.clone());
+            let (link, participant, witness) = (link.clone(), participant.clone(), witness.clone());
             Arc::new(move || {
                 let mut v = serde_json::Map::new();
+                if let Some(w) = &witness {
+                    v.insert("validator".into(), serde_json::json!({"challenges": w.counts()}));
+                }
                 if let Some(l) = &link {
                     let (leading, round) = l.leading();
                     v.insert("aggregator".into(), serde_json::json!({"leading": leading, "next_round": round}));
@@ -697,7 +808,7 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
             while let Some(req) = inbound.recv().await {
                 let (store, participant, link) = (store.clone(), participant.clone(), link.clone());
                 let (live, net) = (live.clone(), dispatch_net.clone());
-                let validator = validator.clone();
+                let (validator, prover) = (validator.clone(), prover.clone());
                 tokio::spawn(async move {
                     let answer = match Message::decode(&req.request) {
                         Err(_) => vec![Ack::Malformed as u8],
@@ -726,6 +837,7 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                             acks.truncate(1);
                             acks
                         }
+                        Ok(Message::Challenge(t)) => prover.answer(t, &req).await,
                         // Evidence for the ledger: taken once, passed on to the peers.
                         Ok(Message::Evidence(r)) => {
                             let rt = tokio::runtime::Handle::current();
@@ -737,6 +849,7 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                             let ack = match take_governance(&live, &net, &rt, g, Some(req.peer)) {
                                 Some(vain_trust::Submit::New | vain_trust::Submit::Duplicate) => Ack::Taken,
                                 Some(vain_trust::Submit::BadSignature) => Ack::BadSignature,
+                                Some(vain_trust::Submit::Invalid) => Ack::Malformed,
                                 Some(vain_trust::Submit::Ineligible { .. }) => Ack::Ineligible,
                                 Some(vain_trust::Submit::UnknownProposal | vain_trust::Submit::Closed) => Ack::Stale,
                                 Some(vain_trust::Submit::Full) | None => Ack::Busy,
@@ -815,6 +928,8 @@ mod tests {
         assert_eq!(f.aggregate.round_time, 60.0);
         assert_eq!(f.train.shard, "0/1");
         assert!(f.ledger.pretrusted.is_empty());
+        assert_eq!(f.challenge.config().expect("challenge").interval, Duration::from_secs(60));
+        assert_eq!(f.net.claimed_cores(), std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
         assert!(f.coordinator().is_ok());
         for (text, needle) in [
             ("[aggregate]\nrule = \"mean-ish\"", "rule"),
@@ -824,12 +939,17 @@ mod tests {
             ("[ledger]\npretrusted = [\"zz\"]", "pretrusted"),
             ("[ledger]\nquorum = 1.5", "quorum"),
             ("[ledger]\nvote_from = 0", "vote_from"),
+            ("[challenge]\nbudget = 0.0", "budget"),
+            ("[challenge]\nheartbeat = -1.0", "heartbeat"),
+            ("[challenge]\nsize = 3", "size"),
+            ("cpu_cores = -2", "cpu_cores"),
         ] {
             let e = NodeFile::parse(text)
                 .and_then(|f| {
                     f.coordinator()?;
                     f.participant(std::env::temp_dir())?;
                     f.ledger()?;
+                    f.challenge.config()?;
                     Ok(())
                 })
                 .expect_err(text);

@@ -152,6 +152,21 @@ fn the_standby_takes_over_a_killed_leader_and_loses_no_acknowledged_update() {
     assert_eq!(summary["ledger"]["distinct_digests"], 1, "{summary}");
     assert_eq!(summary["ledger"]["nodes"], 9, "every node but the killed aggregator: {summary}");
     assert_eq!(summary["ledger"]["epochs"], 5, "{summary}");
+    // The validator challenged every node's claimed cores and testified to every ledger (the
+    // digests above agree): the client announcing 64 cores on this machine never passed, and
+    // is penalised; honest nodes pass.
+    let challenges = &summary["challenges"];
+    let count = |k: &str| challenges[k].as_u64().unwrap_or(0);
+    assert!(count("passed") > count("gave up") + count("late") + count("wrong"), "{challenges}");
+    let evidence = summary["resource_evidence"].as_object().expect("resource evidence");
+    let (liar, row) = evidence.iter().find(|(k, _)| k.ends_with("(claims 64 cores)")).expect("the overclaiming client");
+    assert_eq!(row["resource"], 0.0, "{liar}: {row}");
+    assert!(row["penalty"].as_f64().is_some_and(|p| p >= 0.14), "{liar}: {row}");
+    let honest_passed = evidence
+        .iter()
+        .filter(|(k, v)| k.starts_with("client") && !k.contains('(') && v["resource"].as_f64() > Some(0.0))
+        .count();
+    assert!(honest_passed >= 2, "{evidence:?}");
     // The clients' control sockets report their answers: opens, receipts and closes taken.
     assert!(summary["client_answers"]["taken"].as_u64().is_some_and(|n| n >= 5 * 5), "{summary}");
 

@@ -8,8 +8,10 @@
 //! ledger and publishes a signed [`msg::Close`]. A client's [`participant`] verifies the open
 //! against the aggregator's announcement, fetches the base checkpoint by digest, trains on its
 //! own data and sends the signed update to the aggregator's announced QUIC endpoint. A
-//! [`validator`] checks every close it is sent and evaluates its checkpoint.
+//! [`validator`] checks every close it is sent and evaluates its checkpoint; its
+//! [`challenger`] challenges every node's claimed capacity and measures its uptime.
 
+pub mod challenger;
 pub mod coordinator;
 pub mod merkle;
 pub mod msg;

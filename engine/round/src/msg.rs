@@ -4,6 +4,7 @@
 //! plane's `/vain/round/1.0.0` protocol; every length is checked against a limit before
 //! anything is allocated.
 
+use vain_core::challenge::Challenge;
 use vain_core::codec::{self, Decode, Reader, decode_signed, encode_signed};
 use vain_core::signed::{Body, Signed};
 use vain_schema::{Digest, PublicKey};
@@ -339,6 +340,100 @@ impl Status {
     }
 }
 
+/// A resource challenge a validator sends one node: the matrices, the deadline, and whom it
+/// is for (so that the answer speaks for that node's claimed capacity only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Task {
+    /// The challenged node's signing key.
+    pub subject: PublicKey,
+    /// What to compute, and by when.
+    pub challenge: Challenge,
+}
+
+impl Body for Task {
+    const TAG: vain_schema::sign::Tag = vain_schema::sign::Tag::new("vain/challenge/v2");
+    fn encode(&self, out: &mut Vec<u8>) {
+        let c = &self.challenge;
+        out.extend_from_slice(&self.subject);
+        for x in [c.rows, c.inner, c.cols] {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        for x in [c.seed, c.issued, c.deadline] {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+}
+
+impl Decode for Task {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, codec::Error> {
+        let subject = r.array("subject")?;
+        let mut dim = |field| r.array::<4>(field).map(u32::from_le_bytes);
+        let (rows, inner, cols) = (dim("rows")?, dim("inner")?, dim("cols")?);
+        Ok(Task {
+            subject,
+            challenge: Challenge {
+                rows,
+                inner,
+                cols,
+                seed: r.u64("seed")?,
+                issued: r.u64("issued")?,
+                deadline: r.u64("deadline")?,
+            },
+        })
+    }
+}
+
+/// The answer to a [`Task`]: C, or why there is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// C = A·B, row-major (`rows × cols` entries).
+    Product(Vec<u32>),
+    /// Refused ([`Ack::Late`]: the node gave up at the deadline).
+    Refused(Ack),
+}
+
+impl Answer {
+    /// `0 ‖ u32 LE entries`, or `1 ‖ ack`.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Answer::Product(c) => {
+                let mut out = Vec::with_capacity(1 + 4 * c.len());
+                out.push(0);
+                for x in c {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+                out
+            }
+            Answer::Refused(a) => vec![1, *a as u8],
+        }
+    }
+
+    /// The inverse of [`Answer::encode`], for the challenge `c` this node sent (within
+    /// [`Challenge::in_bounds`]): a product must have exactly its `rows × cols` entries.
+    pub fn decode(b: &[u8], c: &Challenge) -> Result<Answer, codec::Error> {
+        match b.split_first() {
+            Some((0, rest)) => {
+                let n = c.rows as usize * c.cols as usize;
+                if rest.len() != 4 * n {
+                    return Err(codec::Error::TooLong {
+                        field: "answer",
+                        value: rest.len() as u64,
+                        limit: 4 * n as u64,
+                    });
+                }
+                Ok(Answer::Product(
+                    rest.chunks_exact(4).map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]])).collect(),
+                ))
+            }
+            Some((1, [a])) => match Ack::from_byte(*a) {
+                Some(a) => Ok(Answer::Refused(a)),
+                None => Err(codec::Error::Tag { field: "answer.ack", value: *a }),
+            },
+            _ => Err(codec::Error::Tag { field: "answer", value: b.first().copied().unwrap_or(0) }),
+        }
+    }
+}
+
 /// A request on `/vain/round/1.0.0`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -357,6 +452,8 @@ pub enum Message {
     /// A proposal or a vote, signed by its author, for the next reporter to sequence into its
     /// epoch (answer: [`Ack`]).
     Govern(vain_core::ledger::Governed),
+    /// A validator's resource challenge (answer: [`Answer`]).
+    Challenge(Signed<Task>),
 }
 
 const OPEN: u8 = 1;
@@ -366,6 +463,7 @@ const RECEIPT: u8 = 4;
 const STATUS: u8 = 5;
 const EVIDENCE: u8 = 6;
 const GOVERN: u8 = 7;
+const CHALLENGE: u8 = 8;
 
 impl Message {
     /// The request's bytes: a kind byte, then the message.
@@ -398,16 +496,11 @@ impl Message {
             }
             Message::Govern(g) => {
                 out.push(GOVERN);
-                match g {
-                    vain_core::ledger::Governed::Propose(p) => {
-                        out.push(0);
-                        encode_signed(p, &mut out);
-                    }
-                    vain_core::ledger::Governed::Vote(v) => {
-                        out.push(1);
-                        encode_signed(v, &mut out);
-                    }
-                }
+                vain_core::codec::encode_governed(g, &mut out);
+            }
+            Message::Challenge(t) => {
+                out.push(CHALLENGE);
+                encode_signed(t, &mut out);
             }
         }
         out
@@ -423,11 +516,8 @@ impl Message {
             RECEIPT => Message::Receipt(decode_signed(&mut r)?),
             STATUS => Message::Status(r.string("model_id")?),
             EVIDENCE => Message::Evidence(decode_signed(&mut r)?),
-            GOVERN => Message::Govern(match r.u8("governance.kind")? {
-                0 => vain_core::ledger::Governed::Propose(decode_signed(&mut r)?),
-                1 => vain_core::ledger::Governed::Vote(decode_signed(&mut r)?),
-                value => return Err(codec::Error::Tag { field: "governance.kind", value }),
-            }),
+            GOVERN => Message::Govern(vain_core::codec::decode_governed(&mut r)?),
+            CHALLENGE => Message::Challenge(decode_signed(&mut r)?),
             value => return Err(codec::Error::Tag { field: "kind", value }),
         };
         r.finish()?;
@@ -462,6 +552,11 @@ pub enum Ack {
     Equivocation = 9,
     /// The author may not do this (its tier is below what the ledger requires).
     Ineligible = 10,
+    /// A challenge the node could not finish by its deadline (it stopped there).
+    Late = 11,
+    /// A challenge larger than the node's claimed capacity can do by its deadline, or beyond
+    /// the bounds every node answers.
+    Oversized = 12,
 }
 
 impl Ack {
@@ -479,6 +574,8 @@ impl Ack {
             8 => Ack::Busy,
             9 => Ack::Equivocation,
             10 => Ack::Ineligible,
+            11 => Ack::Late,
+            12 => Ack::Oversized,
             _ => return None,
         })
     }
@@ -497,6 +594,8 @@ impl Ack {
             Ack::Busy => "busy",
             Ack::Equivocation => "equivocation",
             Ack::Ineligible => "ineligible",
+            Ack::Late => "late",
+            Ack::Oversized => "oversized",
         }
     }
 }
@@ -620,10 +719,54 @@ mod tests {
             vain_core::ledger::Report { epoch: 4, observations: obs, governance },
         ));
         assert_eq!(Message::decode(&m.encode()), Ok(m));
-        for g in [vain_core::ledger::Governed::Propose(proposal), vain_core::ledger::Governed::Vote(vote)] {
+        let testimony = Signed::sign(
+            &key,
+            vain_core::ledger::Report::new(
+                6,
+                vec![
+                    vain_core::ledger::Observation {
+                        subject: [6; 32],
+                        what: vain_core::ledger::Observed::ChallengeFailed,
+                    },
+                    vain_core::ledger::Observation {
+                        subject: [7; 32],
+                        what: vain_core::ledger::Observed::Uptime { fraction: 0.75 },
+                    },
+                ],
+            ),
+        );
+        for g in [
+            vain_core::ledger::Governed::Propose(proposal.clone()),
+            vain_core::ledger::Governed::Vote(vote),
+            vain_core::ledger::Governed::Testimony(testimony.clone()),
+        ] {
             let m = Message::Govern(g);
             assert_eq!(Message::decode(&m.encode()), Ok(m));
         }
+        // A report carrying a testimony round-trips; a testimony carrying anything does not
+        // decode (nesting stops at one level).
+        let carrier = vain_core::ledger::Report {
+            epoch: 5,
+            observations: Vec::new(),
+            governance: vec![vain_core::ledger::Governed::Testimony(testimony.clone())],
+        };
+        let m = Message::Evidence(Signed::sign(&key, carrier.clone()));
+        assert_eq!(Message::decode(&m.encode()), Ok(m));
+        let nested = vain_core::ledger::Report {
+            governance: vec![vain_core::ledger::Governed::Propose(proposal)],
+            ..testimony.body.clone()
+        };
+        let m = Message::Govern(vain_core::ledger::Governed::Testimony(Signed::sign(&key, nested)));
+        assert!(matches!(
+            Message::decode(&m.encode()),
+            Err(codec::Error::TooLong { field: "report.governance", limit: 0, .. })
+        ));
+        let task = Task {
+            subject: [8; 32],
+            challenge: Challenge { rows: 4, inner: 100, cols: 3, seed: 11, issued: 1000, deadline: 3000 },
+        };
+        let m = Message::Challenge(Signed::sign(&key, task));
+        assert_eq!(Message::decode(&m.encode()), Ok(m));
         let st = Status { serves: true, leading: true, tier: 3, round: 9 };
         assert_eq!(Status::decode(&st.encode()), Ok(st));
         assert!(Status::decode(&[1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
@@ -642,6 +785,23 @@ mod tests {
         let at = b.len() - 64 - 8;
         b[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(matches!(Message::decode(&b), Err(codec::Error::TooLong { field: "participants", .. })));
+    }
+
+    #[test]
+    fn answers_are_checked_against_their_challenge() {
+        let c = Challenge { rows: 2, inner: 9, cols: 3, seed: 1, issued: 0, deadline: 10 };
+        let product = Answer::Product(vec![1, 2, 3, 4, 5, u32::MAX]);
+        assert_eq!(Answer::decode(&product.encode(), &c), Ok(product.clone()));
+        for a in [Ack::Late, Ack::Busy, Ack::Oversized] {
+            assert_eq!(Answer::decode(&Answer::Refused(a).encode(), &c), Ok(Answer::Refused(a)));
+        }
+        // Another size than the challenge's, an unknown refusal, an unknown kind.
+        let mut short = product.encode();
+        short.truncate(short.len() - 4);
+        assert!(matches!(Answer::decode(&short, &c), Err(codec::Error::TooLong { field: "answer", .. })));
+        assert_eq!(Answer::decode(&[1, 200], &c), Err(codec::Error::Tag { field: "answer.ack", value: 200 }));
+        assert_eq!(Answer::decode(&[7], &c), Err(codec::Error::Tag { field: "answer", value: 7 }));
+        assert_eq!(Answer::decode(&[], &c), Err(codec::Error::Tag { field: "answer", value: 0 }));
     }
 
     #[test]

@@ -112,6 +112,8 @@ pub enum Submit {
     Closed,
     /// The pool, or the author's share of it, is full.
     Full,
+    /// A testimony that carries inputs itself (only a report of observations may be carried).
+    Invalid,
 }
 
 impl Submit {
@@ -125,6 +127,7 @@ impl Submit {
             Submit::UnknownProposal => "unknown proposal",
             Submit::Closed => "closed",
             Submit::Full => "full",
+            Submit::Invalid => "invalid",
         }
     }
 }
@@ -193,6 +196,12 @@ pub struct NodeRow {
     pub tier: u8,
     /// Score.
     pub score: f64,
+    /// Recent mean of its resource evidence (challenges: 1 passed, 0 failed or unanswered).
+    pub resource: f64,
+    /// Recent mean of its participation evidence (rounds taken part in, uptime).
+    pub participation: f64,
+    /// Its penalty points now (they decay; at 1 a node is suspended).
+    pub penalty: f64,
     /// active | suspended | banned.
     pub standing: &'static str,
 }
@@ -399,6 +408,12 @@ impl Live {
         self.ledger.nodes().map(|(id, _)| (*id, self.ledger.tier(id, now))).collect()
     }
 
+    /// Whether `node` may report evidence now (pre-trusted, or at the reporting tier): whom
+    /// this node takes testimony and challenges from.
+    pub fn may_report(&self, node: &NodeId) -> bool {
+        self.ledger.may_report(node, self.now())
+    }
+
     /// The nodes the ledger has banned (the planes refuse them: connections, handshakes,
     /// updates).
     pub fn banned(&self) -> Vec<NodeId> {
@@ -517,6 +532,7 @@ impl Live {
         let verified = match g {
             Governed::Propose(p) => p.verify().is_ok(),
             Governed::Vote(v) => v.verify().is_ok(),
+            Governed::Testimony(t) => t.verify().is_ok(),
         };
         if !verified {
             return Submit::BadSignature;
@@ -526,6 +542,18 @@ impl Live {
         // The earliest ledger time at which a report can still carry it.
         let next = epoch_time(self.next_epoch);
         match g {
+            Governed::Testimony(t) => {
+                if !self.ledger.may_report(&author, self.now()) {
+                    return Submit::Ineligible { tier, need: self.ledger.report_from() };
+                }
+                if !t.body.governance.is_empty() {
+                    return Submit::Invalid;
+                }
+                // The ledger applies a reporter's testimonies in increasing epochs only.
+                if self.ledger.testified(&author).is_some_and(|e| t.body.epoch <= e) {
+                    return Submit::Closed;
+                }
+            }
             Governed::Propose(p) => {
                 if tier < need && !self.ledger.is_pretrusted(&author) {
                     return Submit::Ineligible { tier, need };
@@ -579,15 +607,23 @@ impl Live {
             .map(|(id, p, _)| (*id, p.body.opens))
             .chain(self.pool.iter().filter_map(|(d, g)| match g {
                 Governed::Propose(p) => Some((*d, p.body.opens)),
-                Governed::Vote(_) => None,
+                _ => None,
             }))
             .collect();
         let proposals = self.pool.values().filter(|g| matches!(g, Governed::Propose(_)));
         let votes = self.pool.values().filter(|g| match g {
             Governed::Vote(v) => opens.get(&v.body.proposal).is_some_and(|o| *o <= next),
-            Governed::Propose(_) => false,
+            _ => false,
         });
-        proposals.chain(votes).take(MAX_GOVERNANCE).cloned().collect()
+        // Testimonies in each reporter's epoch order (the ledger refuses one older than the
+        // reporter's last).
+        let mut testimonies: Vec<&Governed> =
+            self.pool.values().filter(|g| matches!(g, Governed::Testimony(_))).collect();
+        testimonies.sort_by_key(|g| match g {
+            Governed::Testimony(t) => (t.body.epoch, t.signer),
+            _ => (0, [0; 32]),
+        });
+        proposals.chain(votes).chain(testimonies).take(MAX_GOVERNANCE).cloned().collect()
     }
 
     /// The choice `voter` made on `proposal`, as carried into the ledger or held here.
@@ -614,10 +650,12 @@ impl Live {
             .iter()
             .filter_map(|(d, g)| match g {
                 Governed::Propose(p) => Some((*d, p.body.closes)),
-                Governed::Vote(_) => None,
+                _ => None,
             })
             .collect();
+        let ledger = &self.ledger;
         self.pool.retain(|_, g| match g {
+            Governed::Testimony(t) => ledger.testified(&t.signer).is_none_or(|e| t.body.epoch > e),
             Governed::Propose(p) => p.body.closes > next,
             Governed::Vote(v) => {
                 open.get(&v.body.proposal).or_else(|| held.get(&v.body.proposal)).is_some_and(|c| *c > next)
@@ -653,7 +691,7 @@ impl Live {
         // Held, not yet carried by a report.
         rows.extend(self.pool.values().filter_map(|g| match g {
             Governed::Propose(p) => Some(row(p, "pending", BTreeMap::new(), &Tally::default(), None)),
-            Governed::Vote(_) => None,
+            _ => None,
         }));
         rows.extend(
             self.closed.iter().map(|c| row(&c.proposal, outcome_name(c.outcome), c.votes.clone(), &c.tally, None)),
@@ -667,20 +705,26 @@ impl Live {
         let nodes = self
             .ledger
             .nodes()
-            .map(|(id, r)| NodeRow {
-                id: hex::encode(&id[..4]),
-                key: hex::encode(id),
-                stake: r.stake,
-                suspensions: r.suspensions,
-                tier: self.ledger.tier(id, now),
-                score: r.score,
-                standing: if r.banned {
-                    "banned"
-                } else if r.suspended_until.is_some_and(|u| now < u) {
-                    "suspended"
-                } else {
-                    "active"
-                },
+            .map(|(id, r)| {
+                let (means, penalty) = self.ledger.evidence(id, now).unwrap_or_default();
+                NodeRow {
+                    id: hex::encode(&id[..4]),
+                    key: hex::encode(id),
+                    stake: r.stake,
+                    suspensions: r.suspensions,
+                    tier: self.ledger.tier(id, now),
+                    score: r.score,
+                    resource: means[vain_core::reputation::Source::Resource as usize],
+                    participation: means[vain_core::reputation::Source::Participation as usize],
+                    penalty,
+                    standing: if r.banned {
+                        "banned"
+                    } else if r.suspended_until.is_some_and(|u| now < u) {
+                        "suspended"
+                    } else {
+                        "active"
+                    },
+                }
             })
             .collect();
         Status {
@@ -752,6 +796,45 @@ mod tests {
         let x = Live::open(d1.path(), cfg()).expect("reopen");
         assert_eq!(x.status().digest, digest);
         assert_eq!(x.next_epoch(), 7);
+    }
+
+    #[test]
+    fn a_validators_testimony_rides_in_the_next_report_and_every_node_applies_it_once() {
+        let (a, v) = (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));
+        let cfg = || Config {
+            pretrusted: vec![a.verifying_key().to_bytes(), v.verifying_key().to_bytes()],
+            ..Config::default()
+        };
+        let (d1, d2) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+        // The validator's node and the aggregator's.
+        let (mut x, mut y) = (Live::open(d1.path(), cfg()).expect("open"), Live::open(d2.path(), cfg()).expect("open"));
+        let testimony = |epoch, what| {
+            Governed::Testimony(Signed::sign(&v, Report::new(epoch, vec![Observation { subject: [9; 32], what }])))
+        };
+        let failed = testimony(0, Observed::ChallengeFailed);
+        assert_eq!(x.submit(failed.clone()), Submit::New);
+        assert_eq!(y.submit(failed.clone()), Submit::New);
+        assert_eq!(y.submit(failed.clone()), Submit::Duplicate);
+        // Not a reporter; carrying inputs itself.
+        let stranger = Governed::Testimony(Signed::sign(&SigningKey::from_bytes(&[3; 32]), Report::new(0, vec![])));
+        assert!(matches!(x.submit(stranger), Submit::Ineligible { need: 2, .. }));
+        let mut carrying = Report::new(1, vec![]);
+        carrying.governance.push(testimony(5, Observed::ChallengePassed));
+        assert_eq!(x.submit(Governed::Testimony(Signed::sign(&v, carrying))), Submit::Invalid);
+        // The aggregator's next report carries it; both nodes apply it and leave their pools.
+        let carried = y.governance_for_report();
+        assert_eq!(carried, vec![failed.clone()]);
+        let r = Signed::sign(&a, Report { epoch: 0, observations: Vec::new(), governance: carried });
+        assert_eq!(y.offer(r.clone()).expect("offer"), Offer::New);
+        assert_eq!(x.offer(r).expect("offer"), Offer::New);
+        assert_eq!(x.status().digest, y.status().digest);
+        assert_eq!((x.status().pool, y.status().pool), (0, 0));
+        let row = x.status().nodes.into_iter().find(|n| n.id == "09090909").expect("subject");
+        assert!((row.penalty - 0.15).abs() < 1e-9, "{row:?}");
+        // Applied once: the same testimony, or an older one, is not taken again.
+        assert_eq!(x.submit(failed), Submit::Duplicate);
+        assert_eq!(y.submit(testimony(0, Observed::ChallengePassed)), Submit::Closed);
+        assert_eq!(y.submit(testimony(1, Observed::ChallengePassed)), Submit::New);
     }
 
     #[test]

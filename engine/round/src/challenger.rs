@@ -1,0 +1,393 @@
+//! Resource challenges and heartbeats over the network (docs/protocol.md, "Resource
+//! challenges").
+//!
+//! A validator's [`Challenger`] takes turns among the nodes it is connected to: each heartbeat
+//! it asks every one for its status (the fraction answered is the node's uptime), and every
+//! challenge interval it sends each node a signed [`Task`] sized to the cores the node claims in
+//! its announcement — [`challenge::CORE_RATE`] multiply-adds per millisecond per core, half the
+//! budget's worth — and enforces the deadline on its own clock. A correct answer in time is
+//! `ChallengePassed`; a wrong one, a late one, or the node's own admission that it stopped at
+//! the deadline is `ChallengeFailed` (its claim is false); no answer, or a node too busy to
+//! take the task, is `ChallengeTimeout` (no credit, no penalty). The outcomes wait in a
+//! [`Witness`] until the node signs them into a testimony for every ledger.
+//!
+//! A node's [`Prover`] answers only validators its ledger lets report, one task at a time, and
+//! only tasks within what its own claim can do by the deadline; it stops computing at the
+//! deadline and says so.
+
+use crate::msg::{Ack, Answer, Message, Task};
+use ed25519_dalek::SigningKey;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use vain_core::challenge::{self, Challenge};
+use vain_core::ledger::{Observation, Observed};
+use vain_core::signed::Signed;
+use vain_core::{NodeId, Time};
+use vain_net::node::{Handle, Inbound};
+use vain_schema::clock::unix_ms;
+use vain_schema::node::roles;
+
+/// Most subjects a witness keeps outcomes for (a testimony's observations are bounded by
+/// the codec's limit far above this).
+pub const MAX_SUBJECTS: usize = 4096;
+
+/// How a validator challenges.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Time a challenge allows (its deadline after issue); the work is sized so that a node
+    /// with the cores it claims needs about half of it.
+    pub budget: Duration,
+    /// Allowance on top of the budget for the request and the answer to cross the network.
+    pub grace: Duration,
+    /// How often each node is challenged.
+    pub interval: Duration,
+    /// How often each node is asked for its status (uptime).
+    pub heartbeat: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            budget: Duration::from_secs(2),
+            grace: Duration::from_millis(500),
+            interval: Duration::from_secs(60),
+            heartbeat: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Outcomes waiting to be testified: the last challenge outcome per node and the heartbeats
+/// it answered, since the last testimony.
+#[derive(Debug, Default)]
+struct Pending {
+    outcomes: BTreeMap<NodeId, Observed>,
+    beats: BTreeMap<NodeId, (u32, u32)>,
+    counts: BTreeMap<&'static str, u64>,
+}
+
+/// Outcomes shared between the challenger and whoever signs testimonies.
+#[derive(Debug, Clone, Default)]
+pub struct Witness(Arc<Mutex<Pending>>);
+
+impl Witness {
+    fn outcome(&self, subject: NodeId, what: Observed, reason: &'static str) {
+        if let Ok(mut p) = self.0.lock() {
+            *p.counts.entry(reason).or_default() += 1;
+            if p.outcomes.len() < MAX_SUBJECTS || p.outcomes.contains_key(&subject) {
+                p.outcomes.insert(subject, what);
+            }
+        }
+    }
+
+    fn beat(&self, subject: NodeId, answered: bool) {
+        if let Ok(mut p) = self.0.lock()
+            && (p.beats.len() < MAX_SUBJECTS || p.beats.contains_key(&subject))
+        {
+            let b = p.beats.entry(subject).or_default();
+            b.0 += u32::from(answered);
+            b.1 += 1;
+        }
+    }
+
+    /// Takes what waits: each challenge outcome, then each node's uptime (heartbeats answered /
+    /// asked) — empty when nothing happened.
+    pub fn take(&self) -> Vec<Observation> {
+        let Ok(mut p) = self.0.lock() else { return Vec::new() };
+        let outcomes = std::mem::take(&mut p.outcomes);
+        let beats = std::mem::take(&mut p.beats);
+        let mut out: Vec<Observation> =
+            outcomes.into_iter().map(|(subject, what)| Observation { subject, what }).collect();
+        out.extend(beats.into_iter().filter(|(_, (_, asked))| *asked > 0).map(|(subject, (answered, asked))| {
+            Observation { subject, what: Observed::Uptime { fraction: f64::from(answered) / f64::from(asked) } }
+        }));
+        out
+    }
+
+    /// Challenges by outcome so far (`passed`, `wrong`, `late`, `gave up`, `no answer`, `busy`,
+    /// `refused`).
+    pub fn counts(&self) -> BTreeMap<&'static str, u64> {
+        self.0.lock().map(|p| p.counts.clone()).unwrap_or_default()
+    }
+}
+
+/// The cores a node claims in its announcement, as a rate: multiply-adds per millisecond.
+pub fn claimed_rate(cores: u32) -> f64 {
+    f64::from(cores.max(1)) * challenge::CORE_RATE
+}
+
+/// A validator's challenger: call [`Challenger::run`] on the node's runtime.
+pub struct Challenger {
+    cfg: Config,
+    net: Handle,
+    key: SigningKey,
+    witness: Witness,
+}
+
+impl Challenger {
+    /// A challenger signing its tasks with `key` and leaving outcomes in `witness`.
+    pub fn new(cfg: Config, net: Handle, key: SigningKey, witness: Witness) -> Challenger {
+        Challenger { cfg, net, key, witness }
+    }
+
+    /// Heartbeats and challenges until the runtime stops.
+    pub async fn run(self) {
+        let me = self.key.verifying_key().to_bytes();
+        let mut last_challenge: BTreeMap<NodeId, Instant> = BTreeMap::new();
+        // A node is first challenged one interval after it is first seen: one that has just
+        // started is busy loading, and its first answer would say little about its cores.
+        let mut first_seen: BTreeMap<NodeId, Instant> = BTreeMap::new();
+        let mut beat = tokio::time::interval(self.cfg.heartbeat);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            beat.tick().await;
+            let Ok(dir) = self.net.directory().await else { continue };
+            let nodes: Vec<_> = dir.into_iter().filter(|e| e.connected && e.announcement.signing_key != me).collect();
+            // Heartbeats all at once: a slow node must not delay the others' measurements.
+            let asks = nodes.iter().map(|e| {
+                let (net, peer, key) = (self.net.clone(), e.peer_id, e.announcement.signing_key);
+                let bytes = Message::Status(String::new()).encode();
+                let timeout = self.cfg.heartbeat.min(Duration::from_secs(5));
+                async move {
+                    let ok = matches!(tokio::time::timeout(timeout, net.request(peer, bytes)).await, Ok(Ok(_)));
+                    (key, ok)
+                }
+            });
+            for (key, ok) in futures::future::join_all(asks).await {
+                self.witness.beat(key, ok);
+            }
+            // Challenges one at a time: the validator's own verification stays bounded.
+            for e in &nodes {
+                let key = e.announcement.signing_key;
+                let seen = *first_seen.entry(key).or_insert_with(Instant::now);
+                if seen.elapsed() < self.cfg.interval
+                    || last_challenge.get(&key).is_some_and(|t| t.elapsed() < self.cfg.interval)
+                {
+                    continue;
+                }
+                last_challenge.insert(key, Instant::now());
+                let cores = e.announcement.resources.cpu_cores;
+                let (what, reason) = self.challenge(e.peer_id, key, cores).await;
+                tracing::info!(node = %crate::short(&key), cores, outcome = reason, "resource challenge");
+                if let Some(what) = what {
+                    self.witness.outcome(key, what, reason);
+                } else if let Ok(mut p) = self.witness.0.lock() {
+                    *p.counts.entry(reason).or_default() += 1;
+                }
+            }
+            if last_challenge.len() > MAX_SUBJECTS || first_seen.len() > 2 * MAX_SUBJECTS {
+                let interval = self.cfg.interval;
+                last_challenge.retain(|_, t| t.elapsed() < interval);
+                let connected: std::collections::BTreeSet<NodeId> =
+                    nodes.iter().map(|e| e.announcement.signing_key).collect();
+                first_seen.retain(|k, _| connected.contains(k));
+            }
+        }
+    }
+
+    /// Sends one challenge and judges the answer.
+    async fn challenge(&self, peer: vain_net::PeerId, subject: NodeId, cores: u32) -> (Option<Observed>, &'static str) {
+        let mut seeds = [0u8; 16];
+        if getrandom::fill(&mut seeds).is_err() {
+            return (None, "no randomness");
+        }
+        let seed = u64::from_le_bytes(seeds[..8].try_into().unwrap_or_default());
+        let verifier_seed = u64::from_le_bytes(seeds[8..].try_into().unwrap_or_default());
+        let budget = self.cfg.budget.as_millis() as Time;
+        let ch = challenge::sized(claimed_rate(cores), budget, seed, unix_ms());
+        let task = Signed::sign(&self.key, Task { subject, challenge: ch });
+        let started = Instant::now();
+        let limit = self.cfg.budget + self.cfg.grace;
+        // Wait past the deadline for a late answer: late is a false claim, silence is not.
+        let answer = tokio::time::timeout(2 * limit, self.net.request(peer, Message::Challenge(task).encode())).await;
+        let took = started.elapsed();
+        let bytes = match answer {
+            Ok(Ok(b)) => b,
+            _ => return (Some(Observed::ChallengeTimeout), "no answer"),
+        };
+        match Answer::decode(&bytes, &ch) {
+            Ok(Answer::Product(c)) => {
+                let ok = tokio::task::spawn_blocking(move || challenge::verify(&ch, &c, verifier_seed))
+                    .await
+                    .unwrap_or(false);
+                if !ok {
+                    (Some(Observed::ChallengeFailed), "wrong")
+                } else if took > limit {
+                    (Some(Observed::ChallengeFailed), "late")
+                } else {
+                    (Some(Observed::ChallengePassed), "passed")
+                }
+            }
+            Ok(Answer::Refused(Ack::Late)) => (Some(Observed::ChallengeFailed), "gave up"),
+            Ok(Answer::Refused(Ack::Busy)) => (Some(Observed::ChallengeTimeout), "busy"),
+            // It does not take this validator's tasks (its ledger disagrees): nothing to say.
+            Ok(Answer::Refused(_)) => (None, "refused"),
+            Err(_) => (Some(Observed::ChallengeFailed), "wrong"),
+        }
+    }
+}
+
+/// Answers challenges on a node.
+#[derive(Clone)]
+pub struct Prover {
+    me: NodeId,
+    cores: u32,
+    threads: usize,
+    busy: Arc<AtomicBool>,
+    may_challenge: Arc<dyn Fn(&NodeId) -> bool + Send + Sync>,
+}
+
+impl Prover {
+    /// A prover for the node whose signing key is `me`, claiming `cores`, computing on
+    /// `threads`; `may_challenge` says whether a validator's key may set it work (its ledger's
+    /// reporters).
+    pub fn new(
+        me: NodeId,
+        cores: u32,
+        threads: usize,
+        may_challenge: Arc<dyn Fn(&NodeId) -> bool + Send + Sync>,
+    ) -> Prover {
+        Prover { me, cores, threads: threads.max(1), busy: Arc::new(AtomicBool::new(false)), may_challenge }
+    }
+
+    /// The answer to a challenge from `from` ([`Answer`]'s bytes).
+    pub async fn answer(&self, task: Signed<Task>, from: &Inbound) -> Vec<u8> {
+        Answer::Refused(match self.check(&task, from) {
+            Ok(()) => return self.solve(task.body.challenge).await,
+            Err(a) => a,
+        })
+        .encode()
+    }
+
+    fn check(&self, task: &Signed<Task>, from: &Inbound) -> Result<(), Ack> {
+        let Some(a) = &from.announcement else { return Err(Ack::Ineligible) };
+        if a.roles & roles::VALIDATOR == 0 {
+            return Err(Ack::Ineligible);
+        }
+        if task.verify().is_err() || task.signer != a.signing_key || task.body.subject != self.me {
+            return Err(Ack::BadSignature);
+        }
+        if !(self.may_challenge)(&task.signer) {
+            return Err(Ack::Ineligible);
+        }
+        let c = &task.body.challenge;
+        let window = c.deadline.saturating_sub(c.issued);
+        // Twice what the challenger's sizing gives for this claim: room for rounding, no more.
+        if !c.in_bounds() || c.work() as f64 > claimed_rate(self.cores) * window as f64 + 1e6 {
+            return Err(Ack::Oversized);
+        }
+        Ok(())
+    }
+
+    async fn solve(&self, c: Challenge) -> Vec<u8> {
+        if self.busy.swap(true, Ordering::AcqRel) {
+            return Answer::Refused(Ack::Busy).encode();
+        }
+        // The deadline on this node's clock: the window the task allows, from now (clocks of
+        // the two nodes need not agree).
+        let until = Instant::now() + Duration::from_millis(c.deadline.saturating_sub(c.issued));
+        let threads = self.threads;
+        let busy = self.busy.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            let a = challenge::solve_until(&c, threads, Some(until));
+            busy.store(false, Ordering::Release);
+            a
+        })
+        .await;
+        match answer {
+            Ok(Some(product)) => Answer::Product(product).encode(),
+            Ok(None) => Answer::Refused(Ack::Late).encode(),
+            Err(_) => {
+                self.busy.store(false, Ordering::Release);
+                Answer::Refused(Ack::Busy).encode()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vain_schema::node::{Announcement, Resources};
+
+    fn inbound(key: &SigningKey, roles: u8) -> Inbound {
+        let pk = key.verifying_key().to_bytes();
+        let announcement = Announcement {
+            node_id: pk,
+            signing_key: pk,
+            rotation_chain: Vec::new(),
+            addresses: Vec::new(),
+            roles,
+            resources: Resources::default(),
+            x25519_key: [0; 32],
+            timestamp_ms: 0,
+            ingest: Vec::new(),
+            region: String::new(),
+        };
+        let (reply, _) = tokio::sync::oneshot::channel();
+        Inbound { peer: vain_net::PeerId::random(), announcement: Some(announcement), request: Vec::new(), reply }
+    }
+
+    fn task(key: &SigningKey, subject: NodeId, c: Challenge) -> Signed<Task> {
+        Signed::sign(key, Task { subject, challenge: c })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_prover_answers_its_reporters_within_its_claim_and_gives_up_at_the_deadline() {
+        let (validator, other) = (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));
+        let me = [7; 32];
+        let trusted = validator.verifying_key().to_bytes();
+        let prover = Prover::new(me, 2, 2, Arc::new(move |k| *k == trusted));
+        let from = inbound(&validator, roles::VALIDATOR);
+        let ok = challenge::sized(claimed_rate(2), 2000, 5, 1_000);
+        let answer = |bytes: Vec<u8>, c: &Challenge| Answer::decode(&bytes, c).expect("answer");
+        match answer(prover.answer(task(&validator, me, ok), &from).await, &ok) {
+            Answer::Product(c) => assert!(challenge::verify(&ok, &c, 3)),
+            other => panic!("{other:?}"),
+        }
+        let refused = |a| Answer::Refused(a);
+        // Not a validator; not the signer announced; for another node; not a reporter here.
+        assert_eq!(
+            answer(prover.answer(task(&validator, me, ok), &inbound(&validator, roles::CLIENT)).await, &ok),
+            refused(Ack::Ineligible)
+        );
+        assert_eq!(answer(prover.answer(task(&other, me, ok), &from).await, &ok), refused(Ack::BadSignature));
+        assert_eq!(answer(prover.answer(task(&validator, [8; 32], ok), &from).await, &ok), refused(Ack::BadSignature));
+        let stranger = inbound(&other, roles::VALIDATOR);
+        assert_eq!(answer(prover.answer(task(&other, me, ok), &stranger).await, &ok), refused(Ack::Ineligible));
+        // More work than two cores claim for the window, or beyond the bounds.
+        let big = challenge::sized(claimed_rate(64), 2000, 5, 1_000);
+        assert_eq!(answer(prover.answer(task(&validator, me, big), &from).await, &big), refused(Ack::Oversized));
+        let wide = Challenge { rows: challenge::MAX_SIDE + 1, ..ok };
+        assert_eq!(answer(prover.answer(task(&validator, me, wide), &from).await, &wide), refused(Ack::Oversized));
+        // A node claiming 64 cores with one to compute on: within its claim, but it cannot do
+        // it by the deadline (a quarter of what one core does); it stops there and says so.
+        let liar = Prover::new(me, 64, 1, Arc::new(move |k| *k == trusted));
+        let rushed = challenge::sized(claimed_rate(64), 100, 5, 1_000);
+        let started = Instant::now();
+        assert_eq!(answer(liar.answer(task(&validator, me, rushed), &from).await, &rushed), refused(Ack::Late));
+        assert!(started.elapsed() < Duration::from_secs(5), "it stopped at the deadline");
+    }
+
+    #[test]
+    fn a_witness_keeps_the_last_outcome_and_the_uptime_fraction() {
+        let w = Witness::default();
+        assert!(w.take().is_empty());
+        w.outcome([1; 32], Observed::ChallengeFailed, "gave up");
+        w.outcome([1; 32], Observed::ChallengePassed, "passed");
+        for ok in [true, true, false, true] {
+            w.beat([2; 32], ok);
+        }
+        let got = w.take();
+        assert_eq!(
+            got,
+            vec![
+                Observation { subject: [1; 32], what: Observed::ChallengePassed },
+                Observation { subject: [2; 32], what: Observed::Uptime { fraction: 0.75 } },
+            ]
+        );
+        assert!(w.take().is_empty());
+        assert_eq!(w.counts(), BTreeMap::from([("gave up", 1), ("passed", 1)]));
+    }
+}
