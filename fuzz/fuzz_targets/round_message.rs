@@ -1,9 +1,9 @@
 //! A round-protocol request (open, close, fetch, receipt, status, evidence, governance,
-//! challenge) or a fetch, status or challenge answer from an untrusted peer.
+//! challenge, history) or a fetch, status, challenge or history answer from an untrusted peer.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use vain_core::challenge::Challenge;
-use vain_round::msg::{Answer, Message, Status, decode_checkpoint};
+use vain_round::msg::{Answer, Message, Status, decode_checkpoint, decode_history, encode_history};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(m) = Message::decode(data) {
@@ -17,5 +17,8 @@ fuzz_target!(|data: &[u8]| {
     let c = Challenge { rows: 3, inner: 5, cols: 2, seed: 0, issued: 0, deadline: 0 };
     if let Ok(a) = Answer::decode(data, &c) {
         assert_eq!(a.encode(), data);
+    }
+    if let Ok(h) = decode_history(data) {
+        assert_eq!(encode_history(&h), data);
     }
 });

@@ -57,9 +57,14 @@ pub struct DemoArgs {
     #[arg(long)]
     restart_primary: bool,
     /// Kill client 0 with SIGKILL once this round has closed, and restart it from its data
-    /// directory (it rejoins a later round).
+    /// directory once the next one has (it rejoins a later round, and fetches the ledger
+    /// evidence it missed from its peers).
     #[arg(long)]
     restart_client: Option<u64>,
+    /// Kill the validator with SIGKILL once this round has closed, and restart it from its data
+    /// directory once the next one has (its ledger catches up from its peers).
+    #[arg(long)]
+    restart_validator: Option<u64>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600.0)]
     timeout: f64,
@@ -287,6 +292,10 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let mut killed: Option<usize> = None;
     let mut killed_at: Option<Instant> = None;
     let mut failover_seconds: Option<f64> = None;
+    // Nodes killed by --restart-client / --restart-validator: (the round after which they were
+    // killed, (process index, config, name, environment)).
+    type Down = (usize, PathBuf, &'static str, Vec<(&'static str, &'static str)>);
+    let mut down: Vec<(u64, Down)> = Vec::new();
     // The table scrolls above a progress bar (on a terminal).
     let bar = crate::progress::bar(a.rounds, "round");
     loop {
@@ -314,19 +323,29 @@ pub fn run(a: DemoArgs) -> Result<()> {
                 );
             }
             rows.push(v);
-            if round.is_some()
-                && round == a.restart_client
-                && let Some(cfg) = client_cfgs.first()
-            {
-                if let Some(c) = cluster.children.get_mut(first_client) {
+            // Nodes killed earlier come back once the round after their kill has closed: they
+            // missed its evidence and must fetch it from their peers.
+            let Some(round) = round else { continue };
+            for (i, cfg, name, env) in down.iter().filter(|d| d.0 < round).map(|d| &d.1) {
+                cluster.children[*i] = respawn(&exe, cfg, &[], env)?;
+                crate::progress::say(&bar, format!("      {name} restarted from its data directory"));
+            }
+            down.retain(|d| d.0 >= round);
+            let mut kill = |i: usize, cfg: &PathBuf, name: &'static str, env: Vec<(&'static str, &'static str)>| {
+                if let Some(c) = cluster.children.get_mut(i) {
                     let _ = c.kill();
                     let _ = c.wait();
                 }
-                crate::progress::say(
-                    &bar,
-                    "      client 0 killed (SIGKILL) and restarted from its data directory".into(),
-                );
-                cluster.children[first_client] = respawn(&exe, cfg, &[], &[("RAYON_NUM_THREADS", "1")])?;
+                crate::progress::say(&bar, format!("      {name} killed (SIGKILL) after round {round}"));
+                down.push((round, (i, cfg.clone(), name, env)));
+            };
+            if Some(round) == a.restart_client
+                && let Some(cfg) = client_cfgs.first()
+            {
+                kill(first_client, cfg, "client 0", vec![("RAYON_NUM_THREADS", "1")]);
+            }
+            if Some(round) == a.restart_validator {
+                kill(first_client - 1, &val_cfg, "the validator", Vec::new());
             }
         }
         // Failover: kill the aggregator that holds round K open as soon as it has journaled an
@@ -427,27 +446,39 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let closed: BTreeMap<u64, u64> =
         rows.iter().filter_map(|r| Some((r["round"].as_u64()?, r["closed_ms"].as_u64()?))).collect();
     let mut delays: Vec<f64> = Vec::new();
-    for (i, sock) in cluster.sockets.iter().enumerate() {
-        if killed.is_some_and(|j| aggs[j].1 == i) && !a.restart_primary {
-            continue;
+    // A node restarted late may still be fetching the evidence it missed: wait (a while) until
+    // every ledger has applied as many epochs as the furthest one.
+    let ledger_deadline = Instant::now() + Duration::from_secs(30);
+    let statuses = loop {
+        let statuses: Vec<Value> = cluster
+            .sockets
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| killed.is_none_or(|j| aggs[j].1 != *i) || a.restart_primary)
+            .filter_map(|(_, sock)| vain_net::control::request(sock, &json!({"cmd": "ledger"})).ok())
+            .collect();
+        let epochs: Vec<u64> = statuses.iter().map(|v| v["next_epoch"].as_u64().unwrap_or(0)).collect();
+        if epochs.iter().min() == epochs.iter().max() || Instant::now() > ledger_deadline {
+            break statuses;
         }
-        if let Ok(v) = vain_net::control::request(sock, &json!({"cmd": "ledger"})) {
-            *digests.entry(v["digest"].as_str().unwrap_or("").to_string()).or_default() += 1;
-            epochs.push(v["next_epoch"].as_u64().unwrap_or(0));
-            // The stakes the ledger took from the chain (the same in every ledger).
-            for n in v["nodes"].as_array().into_iter().flatten() {
-                if let (Some(id), Some(stake)) = (n["id"].as_str(), n["stake"].as_u64())
-                    && stake > 0
-                {
-                    ledger_stakes.insert(id.to_string(), stake);
-                }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    for v in statuses {
+        *digests.entry(v["digest"].as_str().unwrap_or("").to_string()).or_default() += 1;
+        epochs.push(v["next_epoch"].as_u64().unwrap_or(0));
+        // The stakes the ledger took from the chain (the same in every ledger).
+        for n in v["nodes"].as_array().into_iter().flatten() {
+            if let (Some(id), Some(stake)) = (n["id"].as_str(), n["stake"].as_u64())
+                && stake > 0
+            {
+                ledger_stakes.insert(id.to_string(), stake);
             }
-            for e in v["applied_at_ms"].as_array().into_iter().flatten() {
-                if let (Some(epoch), Some(at)) = (e[0].as_u64(), e[1].as_u64())
-                    && let Some(c) = closed.get(&epoch)
-                {
-                    delays.push(at as f64 - *c as f64);
-                }
+        }
+        for e in v["applied_at_ms"].as_array().into_iter().flatten() {
+            if let (Some(epoch), Some(at)) = (e[0].as_u64(), e[1].as_u64())
+                && let Some(c) = closed.get(&epoch)
+            {
+                delays.push(at as f64 - *c as f64);
             }
         }
     }

@@ -396,6 +396,44 @@ fn take_evidence(
     }
 }
 
+/// Catches the ledger up on epochs this node missed (it was down, or joined late): every few
+/// seconds it asks one connected peer, in turn, for the reports of the epochs from its next
+/// one on, and keeps asking that peer while they bring it forward. Up to date, that is one
+/// small request and an empty answer.
+fn spawn_catching_up(live: Arc<Mutex<Live>>, net: vain_net::node::Handle) {
+    tokio::spawn(async move {
+        let mut turn = 0usize;
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let Ok(dir) = net.directory().await else { continue };
+            let peers: Vec<vain_net::PeerId> = dir.iter().filter(|e| e.connected).map(|e| e.peer_id).collect();
+            let Some(peer) = peers.get(turn % peers.len().max(1)).copied() else { continue };
+            turn = turn.wrapping_add(1);
+            loop {
+                let Ok(from) = live.lock().map(|l| l.next_epoch()) else { break };
+                let ask = net.request(peer, Message::History(from).encode());
+                let Ok(Ok(bytes)) = tokio::time::timeout(Duration::from_secs(10), ask).await else { break };
+                let Ok(reports) = msg::decode_history(&bytes) else { break };
+                if reports.is_empty() {
+                    break;
+                }
+                let n = reports.len();
+                for r in reports {
+                    let offered = live.lock().map(|mut l| l.offer(r));
+                    if let Ok(Err(e)) = offered {
+                        tracing::error!(error = %e, "ledger journal");
+                    }
+                }
+                let now = live.lock().map(|l| l.next_epoch()).unwrap_or(from);
+                tracing::info!(%peer, reports = n, from_epoch = from, next_epoch = now, "ledger history fetched");
+                if now <= from {
+                    break;
+                }
+            }
+        }
+    });
+}
+
 /// Signs what the challenger witnessed into a testimony once per ledger epoch (epochs only
 /// grow, so each testimony's epoch is above the last) and hands it to the ledger's pool and the
 /// peers, for the next report to carry.
@@ -658,6 +696,7 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
         } else {
             None
         };
+        spawn_catching_up(live.clone(), handle.clone());
         // Every node answers the challenges of its ledger's reporters.
         let prover = {
             let live = live.clone();
@@ -838,6 +877,14 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                             acks
                         }
                         Ok(Message::Challenge(t)) => prover.answer(t, &req).await,
+                        // A peer that missed epochs (restarted, joined late) catches up from here.
+                        Ok(Message::History(from)) => {
+                            let reports = live
+                                .lock()
+                                .map(|l| l.history(from, msg::HISTORY_EPOCHS, msg::HISTORY_BYTES))
+                                .unwrap_or_default();
+                            msg::encode_history(&reports)
+                        }
                         // Evidence for the ledger: taken once, passed on to the peers.
                         Ok(Message::Evidence(r)) => {
                             let rt = tokio::runtime::Handle::current();

@@ -101,11 +101,12 @@ fn the_standby_takes_over_a_killed_leader_and_loses_no_acknowledged_update() {
             "--kill-primary",
             "2",
             "--restart-client",
-            "1",
+            "0",
         ],
     );
     assert!(stdout.contains("killed (SIGKILL) with updates of round 2"), "{stdout}");
-    assert!(stdout.contains("client 0 killed (SIGKILL) and restarted"), "{stdout}");
+    assert!(stdout.contains("client 0 killed (SIGKILL) after round 0"), "{stdout}");
+    assert!(stdout.contains("client 0 restarted from its data directory"), "{stdout}");
 
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary")).expect("json");
@@ -174,7 +175,7 @@ fn the_standby_takes_over_a_killed_leader_and_loses_no_acknowledged_update() {
     // saw its updates inside the published Merkle roots.
     let client0 = jsonl(&out.join("nodes/node-04/client/participant.jsonl"));
     assert!(
-        client0.iter().any(|v| v["round"].as_u64().is_some_and(|r| r >= 3) && v["status"] == "included"),
+        client0.iter().any(|v| v["round"].as_u64().is_some_and(|r| r >= 2) && v["status"] == "included"),
         "the restarted client rejoined: {client0:?}"
     );
 }
@@ -203,8 +204,14 @@ fn a_restarted_aggregator_recovers_its_journal() {
             "--kill-primary",
             "2",
             "--restart-primary",
+            "--restart-validator",
+            "0",
         ],
     );
+    // The validator was down while round 1 closed: its ledger fetched that epoch's evidence
+    // from its peers.
+    assert!(stdout.contains("the validator killed (SIGKILL) after round 0"), "{stdout}");
+    assert!(stdout.contains("the validator restarted from its data directory"), "{stdout}");
     assert!(stdout.contains("killed (SIGKILL) with updates of round 2"), "{stdout}");
     assert!(stdout.contains("restarted from its data directory"), "{stdout}");
     let rows = rounds(&out);
@@ -212,9 +219,13 @@ fn a_restarted_aggregator_recovers_its_journal() {
     assert!(rows[&2]["recovered"].as_u64().is_some_and(|n| n >= 1), "{}", rows[&2]);
     exactly_once(&rows, &acknowledged(&out), 2);
     assert_eq!(rows[&2]["accepted"], 5, "{}", rows[&2]);
-    // The restarted aggregator replayed its ledger journal: every node agrees.
+    // The restarted aggregator replayed its ledger journal, the restarted validator replayed
+    // its own and fetched what it missed: every node agrees.
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary")).expect("json");
     assert_eq!(summary["ledger"]["distinct_digests"], 1, "{summary}");
+    assert_eq!(summary["ledger"]["nodes"], 8, "{summary}");
     assert_eq!(summary["ledger"]["epochs"], 4, "{summary}");
+    let validator_log = std::fs::read_to_string(out.join("nodes/node-02/node.log")).expect("the validator's log");
+    assert!(validator_log.contains("ledger history fetched"), "{validator_log}");
 }

@@ -454,6 +454,9 @@ pub enum Message {
     Govern(vain_core::ledger::Governed),
     /// A validator's resource challenge (answer: [`Answer`]).
     Challenge(Signed<Task>),
+    /// Asks for the reports of the applied epochs from this one on, for a node that missed them
+    /// (answer: [`encode_history`]).
+    History(u64),
 }
 
 const OPEN: u8 = 1;
@@ -464,6 +467,14 @@ const STATUS: u8 = 5;
 const EVIDENCE: u8 = 6;
 const GOVERN: u8 = 7;
 const CHALLENGE: u8 = 8;
+const HISTORY: u8 = 9;
+
+/// Most reports a history answer holds.
+pub const MAX_HISTORY_REPORTS: u64 = 4096;
+/// Epochs a node puts in one history answer …
+pub const HISTORY_EPOCHS: usize = 64;
+/// … and about this many bytes at most (one epoch always fits).
+pub const HISTORY_BYTES: usize = 4 << 20;
 
 impl Message {
     /// The request's bytes: a kind byte, then the message.
@@ -502,6 +513,10 @@ impl Message {
                 out.push(CHALLENGE);
                 encode_signed(t, &mut out);
             }
+            Message::History(from) => {
+                out.push(HISTORY);
+                out.extend_from_slice(&from.to_le_bytes());
+            }
         }
         out
     }
@@ -518,6 +533,7 @@ impl Message {
             EVIDENCE => Message::Evidence(decode_signed(&mut r)?),
             GOVERN => Message::Govern(vain_core::codec::decode_governed(&mut r)?),
             CHALLENGE => Message::Challenge(decode_signed(&mut r)?),
+            HISTORY => Message::History(r.u64("from_epoch")?),
             value => return Err(codec::Error::Tag { field: "kind", value }),
         };
         r.finish()?;
@@ -598,6 +614,27 @@ impl Ack {
             Ack::Oversized => "oversized",
         }
     }
+}
+
+/// A history answer: `count: u64 ‖ signed report` each, in epoch order.
+pub fn encode_history(reports: &[Signed<vain_core::ledger::Report>]) -> Vec<u8> {
+    let mut out = (reports.len() as u64).to_le_bytes().to_vec();
+    for r in reports {
+        encode_signed(r, &mut out);
+    }
+    out
+}
+
+/// The inverse of [`encode_history`] (signatures are checked when the reports are offered).
+pub fn decode_history(b: &[u8]) -> Result<Vec<Signed<vain_core::ledger::Report>>, codec::Error> {
+    let mut r = Reader::new(b);
+    let n = r.count("history", MAX_HISTORY_REPORTS, 32 + 16 + 64)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(decode_signed(&mut r)?);
+    }
+    r.finish()?;
+    Ok(out)
 }
 
 /// A fetch answer: `0 ‖ bytes` when held, `1` when not.
@@ -767,6 +804,17 @@ mod tests {
         };
         let m = Message::Challenge(Signed::sign(&key, task));
         assert_eq!(Message::decode(&m.encode()), Ok(m));
+        let m = Message::History(17);
+        assert_eq!(Message::decode(&m.encode()), Ok(m));
+        let history = vec![Signed::sign(&key, carrier), testimony];
+        assert_eq!(decode_history(&encode_history(&history)), Ok(history.clone()));
+        assert_eq!(decode_history(&encode_history(&[])), Ok(Vec::new()));
+        let mut long = encode_history(&history);
+        long.push(0);
+        assert_eq!(decode_history(&long), Err(codec::Error::Trailing(1)));
+        let mut huge = encode_history(&history);
+        huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(decode_history(&huge), Err(codec::Error::TooLong { field: "history", .. })));
         let st = Status { serves: true, leading: true, tier: 3, round: 9 };
         assert_eq!(Status::decode(&st.encode()), Ok(st));
         assert!(Status::decode(&[1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
@@ -775,7 +823,7 @@ mod tests {
     #[test]
     fn malformed_requests_get_typed_errors() {
         assert_eq!(Message::decode(&[]), Err(codec::Error::Truncated { field: "kind" }));
-        assert_eq!(Message::decode(&[9]), Err(codec::Error::Tag { field: "kind", value: 9 }));
+        assert_eq!(Message::decode(&[10]), Err(codec::Error::Tag { field: "kind", value: 10 }));
         let mut b = Message::Fetch([1; 32]).encode();
         b.push(0);
         assert_eq!(Message::decode(&b), Err(codec::Error::Trailing(1)));

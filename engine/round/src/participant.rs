@@ -175,9 +175,11 @@ impl Participant {
             Message::Close(s) => self.on_close(s, from),
             Message::Receipt(s) => self.on_receipt(s, from),
             Message::Fetch(_) => msg::encode_checkpoint(None),
-            Message::Status(_) | Message::Evidence(_) | Message::Govern(_) | Message::Challenge(_) => {
-                self.count(Ack::NotAggregator)
-            }
+            Message::Status(_)
+            | Message::Evidence(_)
+            | Message::Govern(_)
+            | Message::Challenge(_)
+            | Message::History(_) => self.count(Ack::NotAggregator),
         }
     }
 

@@ -37,6 +37,9 @@ pub const POOL: usize = 1024;
 pub const POOL_PER_AUTHOR: usize = 16;
 /// Closed proposals remembered for the status.
 pub const CLOSED_KEPT: usize = 64;
+/// Applied epochs whose reports a node keeps to serve peers that missed them (a node restarted
+/// after a crash, one that joined late).
+pub const HISTORY: usize = 1024;
 
 /// Why the ledger could not be opened or written.
 #[derive(Debug, Error)]
@@ -253,6 +256,8 @@ pub struct Live {
     open_proposals: BTreeMap<ProposalId, Signed<Proposal>>,
     closed: VecDeque<Closed>,
     submits: BTreeMap<&'static str, u64>,
+    /// The reports of the last [`HISTORY`] applied epochs, by epoch.
+    history: BTreeMap<u64, Vec<Signed<Report>>>,
 }
 
 fn remember(set: &mut (HashSet<[u8; 32]>, VecDeque<[u8; 32]>), d: [u8; 32]) {
@@ -338,15 +343,17 @@ impl Live {
             open_proposals: BTreeMap::new(),
             closed: VecDeque::new(),
             submits: BTreeMap::new(),
+            history: BTreeMap::new(),
         };
         // Replay: each applied epoch ends with a tick at its time; reports are counted as
         // applied; proposals' outcomes are rebuilt as they were decided.
         for e in &recovered.entries {
             match e {
                 Entry::Tick { at } => live.next_epoch = at / HOUR,
-                Entry::Input { input: Input::Report(r), .. } => {
+                Entry::Input { at, input: Input::Report(r) } => {
                     live.applied += 1;
                     live.taken.insert((r.signer, r.body.epoch), r.digest());
+                    live.keep(epoch_of(*at), r.clone());
                 }
                 _ => {}
             }
@@ -491,8 +498,9 @@ impl Live {
                 return Err(e.into());
             }
             for e in &entries {
-                if matches!(e, Entry::Input { .. }) {
+                if let Entry::Input { input: Input::Report(r), .. } = e {
                     self.applied += 1;
+                    self.keep(self.next_epoch, r.clone());
                 }
                 self.apply_entry(e);
             }
@@ -506,6 +514,37 @@ impl Live {
             self.taken.retain(|(_, e), _| *e + AHEAD >= self.next_epoch);
         }
         Ok(())
+    }
+
+    fn keep(&mut self, epoch: u64, r: Signed<Report>) {
+        self.history.entry(epoch).or_default().push(r);
+        while self.history.len() > HISTORY {
+            self.history.pop_first();
+        }
+    }
+
+    /// The reports of applied epochs from `from` on, in epoch order, for a peer that missed
+    /// them: whole epochs only, at most `max_epochs` of them and about `max_bytes` (at least one
+    /// epoch when there is one). Empty when `from` is not applied here, or no longer kept.
+    pub fn history(&self, from: u64, max_epochs: usize, max_bytes: usize) -> Vec<Signed<Report>> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for (_, reports) in self.history.range(from..).take(max_epochs) {
+            let size: usize = reports
+                .iter()
+                .map(|r| {
+                    let mut b = Vec::new();
+                    vain_core::codec::encode_signed(r, &mut b);
+                    b.len()
+                })
+                .sum();
+            if !out.is_empty() && bytes + size > max_bytes {
+                break;
+            }
+            bytes += size;
+            out.extend(reports.iter().cloned());
+        }
+        out
     }
 
     /// Ledger time as of the last applied epoch.
@@ -835,6 +874,38 @@ mod tests {
         assert_eq!(x.submit(failed), Submit::Duplicate);
         assert_eq!(y.submit(testimony(0, Observed::ChallengePassed)), Submit::Closed);
         assert_eq!(y.submit(testimony(1, Observed::ChallengePassed)), Submit::New);
+    }
+
+    #[test]
+    fn a_node_that_missed_epochs_catches_up_from_a_peers_history() {
+        let a = SigningKey::from_bytes(&[1; 32]);
+        let cfg = || Config { pretrusted: vec![a.verifying_key().to_bytes()], ..Config::default() };
+        let (d1, d2) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+        let mut x = Live::open(d1.path(), cfg()).expect("open");
+        for e in 0..10 {
+            x.offer(report(&a, e, 7 + (e % 3) as u8, 0.5)).expect("offer");
+        }
+        // A peer that has epochs 0..3 only, and then hears epoch 9: it waits for 3..8.
+        let mut y = Live::open(d2.path(), cfg()).expect("open");
+        for r in x.history(0, 3, usize::MAX) {
+            y.offer(r).expect("offer");
+        }
+        assert_eq!(y.offer(report(&a, 9, 7, 0.5)).expect("offer"), Offer::New);
+        assert_eq!(y.next_epoch(), 3);
+        // Whole epochs, bounded by count and (beyond the first epoch) by bytes.
+        assert_eq!(x.history(3, 2, usize::MAX).len(), 2);
+        assert_eq!(x.history(3, 64, 1).len(), 1);
+        assert!(x.history(10, 64, usize::MAX).is_empty());
+        let from = y.next_epoch();
+        for r in x.history(from, 64, usize::MAX) {
+            y.offer(r).expect("offer");
+        }
+        assert_eq!(y.next_epoch(), 10);
+        assert_eq!(y.status().digest, x.status().digest);
+        // A restarted node serves the history it replayed.
+        drop(x);
+        let x = Live::open(d1.path(), cfg()).expect("reopen");
+        assert_eq!(x.history(0, 64, usize::MAX).len(), 10);
     }
 
     #[test]
