@@ -65,11 +65,11 @@ impl Challenge {
 }
 
 /// A challenge of [`SIDE`] × [`SIDE`] whose work takes a node doing `ops_per_ms` multiply-adds
-/// per millisecond about half of `budget` ms (`inner` bounded to [1, [`MAX_INNER`]]); the
+/// per millisecond `share` of `budget` ms (`inner` bounded to [1, [`MAX_INNER`]]); the
 /// deadline is `issued + budget`.
-pub fn sized(ops_per_ms: f64, budget: Time, seed: u64, issued: Time) -> Challenge {
+pub fn sized(ops_per_ms: f64, budget: Time, share: f64, seed: u64, issued: Time) -> Challenge {
     let per_inner = f64::from(SIDE) * f64::from(SIDE);
-    let inner = (ops_per_ms.max(0.0) * budget as f64 / 2.0 / per_inner).ceil();
+    let inner = (ops_per_ms.max(0.0) * budget as f64 * share.clamp(0.0, 1.0) / per_inner).ceil();
     let inner = if inner.is_finite() { (inner as u64).clamp(1, u64::from(MAX_INNER)) as u32 } else { MAX_INNER };
     Challenge { rows: SIDE, inner, cols: SIDE, seed, issued, deadline: issued.saturating_add(budget) }
 }
@@ -118,9 +118,21 @@ fn solve_rows(ch: &Challenge, rows: std::ops::Range<u32>, until: Option<std::tim
     let cols = ch.cols as usize;
     let mut c = vec![0u64; rows.len() * cols];
     let (mut a, mut b) = (Vec::with_capacity(rows.len()), Vec::with_capacity(cols));
+    let started = std::time::Instant::now();
     for k in 0..ch.inner {
-        if k % 256 == 0 && until.is_some_and(|u| std::time::Instant::now() >= u) {
-            return None;
+        if k % 256 == 0
+            && let Some(u) = until
+        {
+            let now = std::time::Instant::now();
+            // Past the deadline; or an eighth of the way in, on course to miss it by a quarter:
+            // the answer would be late, so the cores are not spent on it.
+            let projected = k >= ch.inner / 8
+                && k > 0
+                && started + (now - started).mul_f64(f64::from(ch.inner) / f64::from(k))
+                    > u + u.saturating_duration_since(started) / 4;
+            if now >= u || projected {
+                return None;
+            }
         }
         fill(ch, k, rows.clone(), &mut a, &mut b);
         for (row, &ai) in c.chunks_exact_mut(cols).zip(&a) {
@@ -250,15 +262,16 @@ mod tests {
 
     #[test]
     fn size_follows_the_claim() {
-        let small = sized(1e4, 1000, 1, 5);
-        let big = sized(1e6, 1000, 1, 5);
+        let small = sized(1e4, 1000, 0.5, 1, 5);
+        let big = sized(1e6, 1000, 0.5, 1, 5);
         assert_eq!((small.rows, small.cols, small.deadline), (SIDE, SIDE, 1005));
         assert!(big.inner > 50 * small.inner, "{small:?} {big:?}");
         // About half the budget at the claimed rate.
         let ms = big.work() as f64 / 1e6;
         assert!((450.0..=550.0).contains(&ms), "{ms}");
-        assert_eq!(sized(0.0, 1000, 1, 0).inner, 1);
-        assert_eq!(sized(f64::INFINITY, 1000, 1, 0).inner, MAX_INNER);
+        assert_eq!(sized(0.0, 1000, 0.5, 1, 0).inner, 1);
+        assert_eq!(sized(f64::INFINITY, 1000, 0.5, 1, 0).inner, MAX_INNER);
+        assert_eq!(sized(1e6, 1000, 0.25, 1, 0).inner * 2, big.inner);
         assert!(big.in_bounds());
         assert!(!Challenge { rows: MAX_SIDE + 1, ..big }.in_bounds());
         assert!(!Challenge { inner: 0, ..big }.in_bounds());

@@ -210,7 +210,11 @@ impl Decode for Proposal {
 
 impl Decode for AuditRequest {
     fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
-        Ok(AuditRequest { subject: r.array::<32>("audit_request.subject")?, nonce: r.u64("audit_request.nonce")? })
+        Ok(AuditRequest {
+            subject: r.array::<32>("audit_request.subject")?,
+            round: r.u64("audit_request.round")?,
+            nonce: r.u64("audit_request.nonce")?,
+        })
     }
 }
 
@@ -270,6 +274,14 @@ pub fn encode_governed(g: &Governed, out: &mut Vec<u8>) {
             out.push(2);
             encode_signed(t, out);
         }
+        Governed::RequestAudit(q) => {
+            out.push(3);
+            encode_signed(q, out);
+        }
+        Governed::Verdict(v) => {
+            out.push(4);
+            encode_signed(v, out);
+        }
     }
 }
 
@@ -284,6 +296,8 @@ pub fn decode_governed(r: &mut Reader<'_>) -> Result<Governed, Error> {
             r.nested = outer;
             Governed::Testimony(t?)
         }
+        3 => Governed::RequestAudit(decode_signed(r)?),
+        4 => Governed::Verdict(decode_signed(r)?),
         value => return Err(Error::Tag { field: "governance.kind", value }),
     })
 }

@@ -85,6 +85,11 @@ pub enum Governed {
     /// epoch. Its report carries nothing itself, and a reporter's testimonies apply in strictly
     /// increasing epochs, so a carrier cannot replay one.
     Testimony(Signed<Report>),
+    /// A request to audit a node's work (the team is drawn when the report carrying it is
+    /// applied, from the state digest before it: nobody picks it).
+    RequestAudit(Signed<AuditRequest>),
+    /// An audit team member's verdict.
+    Verdict(Signed<audit::Verdict>),
 }
 
 impl Governed {
@@ -94,6 +99,8 @@ impl Governed {
             Governed::Propose(p) => p.digest(),
             Governed::Vote(v) => v.digest(),
             Governed::Testimony(t) => t.digest(),
+            Governed::RequestAudit(q) => q.digest(),
+            Governed::Verdict(v) => v.digest(),
         }
     }
 
@@ -103,6 +110,8 @@ impl Governed {
             Governed::Propose(p) => p.signer,
             Governed::Vote(v) => v.signer,
             Governed::Testimony(t) => t.signer,
+            Governed::RequestAudit(q) => q.signer,
+            Governed::Verdict(v) => v.signer,
         }
     }
 
@@ -112,6 +121,8 @@ impl Governed {
             Governed::Propose(p) => Input::Propose(p.clone()),
             Governed::Vote(v) => Input::Vote(v.clone()),
             Governed::Testimony(t) => Input::Testimony(t.clone()),
+            Governed::RequestAudit(q) => Input::RequestAudit(q.clone()),
+            Governed::Verdict(v) => Input::Verdict(v.clone()),
         }
     }
 }
@@ -212,19 +223,22 @@ impl Body for Bond {
     }
 }
 
-/// A request to audit a node, signed by any node in good standing.
+/// A request to audit a node's work in a round, signed by any node in good standing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuditRequest {
     /// The node to audit.
     pub subject: NodeId,
+    /// The round whose update the team re-executes.
+    pub round: u64,
     /// Distinguishes requests.
     pub nonce: u64,
 }
 
 impl Body for AuditRequest {
-    const TAG: vain_schema::sign::Tag = vain_schema::sign::Tag::new("vain/audit-request/v1");
+    const TAG: vain_schema::sign::Tag = vain_schema::sign::Tag::new("vain/audit-request/v2");
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.subject);
+        put_u64(out, self.round);
         put_u64(out, self.nonce);
     }
 }
@@ -459,6 +473,8 @@ pub enum Output {
         audit: [u8; 32],
         /// Audited node.
         subject: NodeId,
+        /// The round whose work is audited.
+        round: u64,
         /// The team.
         team: Vec<NodeId>,
     },
@@ -523,6 +539,7 @@ struct OpenProposal {
 
 struct OpenAudit {
     subject: NodeId,
+    round: u64,
     team: Vec<NodeId>,
     verdicts: BTreeMap<NodeId, bool>,
 }
@@ -768,7 +785,15 @@ impl Ledger {
                 h.update(&q.digest());
                 let seed = *h.finalize().as_bytes();
                 let (audit, team) = self.open_audit(q.body.subject, seed, now);
-                self.outbox.push_back(Output::AuditOpened { audit, subject: q.body.subject, team });
+                if let Some(a) = self.audits.get_mut(&audit) {
+                    a.round = q.body.round;
+                }
+                self.outbox.push_back(Output::AuditOpened {
+                    audit,
+                    subject: q.body.subject,
+                    round: q.body.round,
+                    team,
+                });
                 Ok(())
             }
             Input::Verdict(v) => {
@@ -798,7 +823,16 @@ impl Ledger {
     /// Opens an audit of `subject` with a team drawn from `seed` among higher tiers; returns its
     /// id and team (whom to ask). The id is BLAKE3 of seed and subject.
     pub fn open_audit(&mut self, subject: NodeId, seed: [u8; 32], now: Time) -> ([u8; 32], Vec<NodeId>) {
-        let candidates: Vec<(NodeId, u8)> = self.nodes.keys().map(|id| (*id, self.tier(id, now))).collect();
+        // Pre-trusted nodes (the network's genesis) audit from the start, as they report: they
+        // rank above every tier unless suspended or banned.
+        let candidates: Vec<(NodeId, u8)> = self
+            .nodes
+            .keys()
+            .map(|id| match self.tier(id, now) {
+                t if t > 0 && self.pretrusted.contains(id) => (*id, u8::MAX),
+                t => (*id, t),
+            })
+            .collect();
         let subject_tier = self.nodes.get(&subject).map_or(1, |r| r.tier.tier);
         let team = audit::team(&seed, &subject, subject_tier, &candidates, self.cfg.audit_team);
         let mut h = blake3::Hasher::new();
@@ -806,7 +840,7 @@ impl Ledger {
         h.update(&seed);
         h.update(&subject);
         let id = *h.finalize().as_bytes();
-        self.audits.insert(id, OpenAudit { subject, team: team.clone(), verdicts: BTreeMap::new() });
+        self.audits.insert(id, OpenAudit { subject, round: 0, team: team.clone(), verdicts: BTreeMap::new() });
         (id, team)
     }
 
@@ -931,6 +965,11 @@ impl Ledger {
         self.cfg.vote_from
     }
 
+    /// Open audits: (id, subject, round, team).
+    pub fn audits(&self) -> impl Iterator<Item = ([u8; 32], NodeId, u64, &[NodeId])> {
+        self.audits.iter().map(|(id, a)| (*id, a.subject, a.round, a.team.as_slice()))
+    }
+
     /// The lowest tier that may report evidence (or testify) without being pre-trusted.
     pub fn report_from(&self) -> u8 {
         self.cfg.tiers.report_from
@@ -1037,6 +1076,7 @@ impl Ledger {
         }
         for (id, a) in &self.audits {
             h.update(id);
+            h.update(&a.round.to_le_bytes());
             h.update(&(a.verdicts.len() as u64).to_le_bytes());
         }
         *h.finalize().as_bytes()

@@ -245,7 +245,7 @@ fn two_colluders_on_a_team_of_five_cannot_pass_a_bad_node() {
     assert!(decided.iter().any(|o| matches!(o, Output::AuditDecided { pass: false, .. })), "{decided:?}");
     assert!(!decided.iter().any(|o| matches!(o, Output::AuditDecided { pass: true, .. })));
     // Any node may ask for an audit; the team comes from the ledger's last state digest.
-    let q = Signed::sign(&keys[12], AuditRequest { subject: ids[5], nonce: 1 });
+    let q = Signed::sign(&keys[12], AuditRequest { subject: ids[5], round: 0, nonce: 1 });
     l.handle(24 * HOUR + 1, Input::RequestAudit(q)).expect("request");
     let opened: Vec<Output> = std::iter::from_fn(|| l.poll()).collect();
     assert!(
@@ -254,7 +254,7 @@ fn two_colluders_on_a_team_of_five_cannot_pass_a_bad_node() {
         ),
         "{opened:?}"
     );
-    let again = Signed::sign(&keys[0], AuditRequest { subject: ids[5], nonce: 2 });
+    let again = Signed::sign(&keys[0], AuditRequest { subject: ids[5], round: 0, nonce: 2 });
     assert_eq!(l.handle(24 * HOUR + 2, Input::RequestAudit(again)), Err(Error::AuditOpen));
     // A verdict from outside the team is refused.
     let outsider = (0..12).find(|&i| !team.contains(&ids[i])).expect("outsider");

@@ -586,8 +586,10 @@ fn submitted(outcome: Option<Submit>, id: &str) -> Result<&'static str, Error> {
         Some(Submit::Closed) => Err(Error::Closed(id.to_string())),
         Some(Submit::Full) => Err(Error::PoolFull),
         // This node signed it: a bad signature means its key is unusable.
-        // (The API submits proposals and votes, never testimonies.)
-        Some(Submit::BadSignature | Submit::Invalid) | None => Err(Error::Unavailable("the ledger")),
+        // (The API submits proposals, votes and audit requests, never testimonies or verdicts.)
+        Some(Submit::BadSignature | Submit::Invalid | Submit::UnknownAudit | Submit::NotOnTeam) | None => {
+            Err(Error::Unavailable("the ledger"))
+        }
     }
 }
 

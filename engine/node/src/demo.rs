@@ -86,7 +86,7 @@ pub struct DemoArgs {
     quorum: f64,
     /// The last honest client announces this many CPU cores, far more than it has, and fails
     /// the validator's resource challenges (0: every client announces what it has).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 1024)]
     overclaim: u32,
     /// Seconds between two resource challenges of the same node (`[challenge] interval`).
     #[arg(long, default_value_t = 4.0)]
@@ -178,10 +178,13 @@ pub fn run(a: DemoArgs) -> Result<()> {
         start(&mut planned, &cfg, &[])?;
     }
     // The validator: checks every close and evaluates its checkpoint.
-    // It challenges every node's claimed cores each few seconds (half a second of work at the
-    // claim, a second allowed) and measures uptime each second.
-    let challenge =
-        format!("[challenge]\nbudget = 1.0\ngrace = 0.5\ninterval = {}\nheartbeat = 1.0\n", a.challenge_interval);
+    // It challenges every node's claimed cores each few seconds (a quarter of a second of work
+    // at the claim, a second allowed: room for ten processes sharing the cores) and measures
+    // uptime each second.
+    let challenge = format!(
+        "[challenge]\nbudget = 1.0\nshare = 0.25\ngrace = 0.5\ninterval = {}\nheartbeat = 1.0\n",
+        a.challenge_interval
+    );
     let (val_cfg, _) = prepare(&dir, 1 + aggs.len(), free_tcp_port()?, Some(&boot), "\"validator\"", &challenge)?;
     let text = std::fs::read_to_string(&val_cfg)?;
     std::fs::write(&val_cfg, format!("models = [\"{}\"]\n{text}", arch.id()))?;

@@ -175,9 +175,11 @@ impl Default for LedgerSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChallengeSection {
-    /// Time a challenge allows; the work is sized so that a node with the cores it claims
-    /// needs about half of it.
+    /// Time a challenge allows.
     pub budget: f64,
+    /// The share of the budget the work takes at the claimed cores, in (0, 1]: an honest
+    /// node's headroom for load, and the overstatement below which a false claim passes.
+    pub share: f64,
     /// Allowance on top of the budget for the network.
     pub grace: f64,
     /// How often each node is challenged.
@@ -191,6 +193,7 @@ impl Default for ChallengeSection {
         let d = vain_round::challenger::Config::default();
         Self {
             budget: d.budget.as_secs_f64(),
+            share: d.share,
             grace: d.grace.as_secs_f64(),
             interval: d.interval.as_secs_f64(),
             heartbeat: d.heartbeat.as_secs_f64(),
@@ -207,7 +210,11 @@ impl ChallengeSection {
                 Err(anyhow::anyhow!("[challenge] {name} = {s} must be between {min} and 86400 seconds"))
             }
         };
+        if !(self.share > 0.0 && self.share <= 1.0) {
+            bail!("[challenge] share = {} must be in (0, 1]", self.share);
+        }
         Ok(vain_round::challenger::Config {
+            share: self.share,
             budget: secs("budget", self.budget, 0.05)?,
             grace: secs("grace", self.grace, 0.0)?,
             interval: secs("interval", self.interval, 0.1)?,
@@ -897,6 +904,8 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                                 Some(vain_trust::Submit::New | vain_trust::Submit::Duplicate) => Ack::Taken,
                                 Some(vain_trust::Submit::BadSignature) => Ack::BadSignature,
                                 Some(vain_trust::Submit::Invalid) => Ack::Malformed,
+                                Some(vain_trust::Submit::UnknownAudit) => Ack::Stale,
+                                Some(vain_trust::Submit::NotOnTeam) => Ack::Ineligible,
                                 Some(vain_trust::Submit::Ineligible { .. }) => Ack::Ineligible,
                                 Some(vain_trust::Submit::UnknownProposal | vain_trust::Submit::Closed) => Ack::Stale,
                                 Some(vain_trust::Submit::Full) | None => Ack::Busy,
@@ -989,6 +998,7 @@ mod tests {
             ("[challenge]\nbudget = 0.0", "budget"),
             ("[challenge]\nheartbeat = -1.0", "heartbeat"),
             ("[challenge]\nsize = 3", "size"),
+            ("[challenge]\nshare = 1.5", "share"),
             ("cpu_cores = -2", "cpu_cores"),
         ] {
             let e = NodeFile::parse(text)

@@ -36,9 +36,11 @@ pub const MAX_SUBJECTS: usize = 4096;
 /// How a validator challenges.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Time a challenge allows (its deadline after issue); the work is sized so that a node
-    /// with the cores it claims needs about half of it.
+    /// Time a challenge allows (its deadline after issue).
     pub budget: Duration,
+    /// The share of the budget the work takes at the claimed cores (in (0, 1]): the headroom
+    /// an honest, loaded node has, and the overstatement below which a false claim passes.
+    pub share: f64,
     /// Allowance on top of the budget for the request and the answer to cross the network.
     pub grace: Duration,
     /// How often each node is challenged.
@@ -51,6 +53,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             budget: Duration::from_secs(2),
+            share: 0.5,
             grace: Duration::from_millis(500),
             interval: Duration::from_secs(60),
             heartbeat: Duration::from_secs(5),
@@ -195,7 +198,7 @@ impl Challenger {
         let seed = u64::from_le_bytes(seeds[..8].try_into().unwrap_or_default());
         let verifier_seed = u64::from_le_bytes(seeds[8..].try_into().unwrap_or_default());
         let budget = self.cfg.budget.as_millis() as Time;
-        let ch = challenge::sized(claimed_rate(cores), budget, seed, unix_ms());
+        let ch = challenge::sized(claimed_rate(cores), budget, self.cfg.share, seed, unix_ms());
         let task = Signed::sign(&self.key, Task { subject, challenge: ch });
         let started = Instant::now();
         let limit = self.cfg.budget + self.cfg.grace;
@@ -340,7 +343,7 @@ mod tests {
         let trusted = validator.verifying_key().to_bytes();
         let prover = Prover::new(me, 2, 2, Arc::new(move |k| *k == trusted));
         let from = inbound(&validator, roles::VALIDATOR);
-        let ok = challenge::sized(claimed_rate(2), 2000, 5, 1_000);
+        let ok = challenge::sized(claimed_rate(2), 2000, 0.5, 5, 1_000);
         let answer = |bytes: Vec<u8>, c: &Challenge| Answer::decode(&bytes, c).expect("answer");
         match answer(prover.answer(task(&validator, me, ok), &from).await, &ok) {
             Answer::Product(c) => assert!(challenge::verify(&ok, &c, 3)),
@@ -357,14 +360,14 @@ mod tests {
         let stranger = inbound(&other, roles::VALIDATOR);
         assert_eq!(answer(prover.answer(task(&other, me, ok), &stranger).await, &ok), refused(Ack::Ineligible));
         // More work than two cores claim for the window, or beyond the bounds.
-        let big = challenge::sized(claimed_rate(64), 2000, 5, 1_000);
+        let big = challenge::sized(claimed_rate(64), 2000, 0.5, 5, 1_000);
         assert_eq!(answer(prover.answer(task(&validator, me, big), &from).await, &big), refused(Ack::Oversized));
         let wide = Challenge { rows: challenge::MAX_SIDE + 1, ..ok };
         assert_eq!(answer(prover.answer(task(&validator, me, wide), &from).await, &wide), refused(Ack::Oversized));
         // A node claiming 64 cores with one to compute on: within its claim, but it cannot do
         // it by the deadline (a quarter of what one core does); it stops there and says so.
         let liar = Prover::new(me, 64, 1, Arc::new(move |k| *k == trusted));
-        let rushed = challenge::sized(claimed_rate(64), 100, 5, 1_000);
+        let rushed = challenge::sized(claimed_rate(64), 100, 0.5, 5, 1_000);
         let started = Instant::now();
         assert_eq!(answer(liar.answer(task(&validator, me, rushed), &from).await, &rushed), refused(Ack::Late));
         assert!(started.elapsed() < Duration::from_secs(5), "it stopped at the deadline");

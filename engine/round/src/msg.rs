@@ -776,6 +776,14 @@ mod tests {
             vain_core::ledger::Governed::Propose(proposal.clone()),
             vain_core::ledger::Governed::Vote(vote),
             vain_core::ledger::Governed::Testimony(testimony.clone()),
+            vain_core::ledger::Governed::RequestAudit(Signed::sign(
+                &key,
+                vain_core::ledger::AuditRequest { subject: [3; 32], round: 4, nonce: 5 },
+            )),
+            vain_core::ledger::Governed::Verdict(Signed::sign(
+                &key,
+                vain_core::audit::Verdict { audit: [1; 32], subject: [3; 32], pass: false },
+            )),
         ] {
             let m = Message::Govern(g);
             assert_eq!(Message::decode(&m.encode()), Ok(m));

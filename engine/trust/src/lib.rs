@@ -117,6 +117,10 @@ pub enum Submit {
     Full,
     /// A testimony that carries inputs itself (only a report of observations may be carried).
     Invalid,
+    /// A verdict on an audit that is not open.
+    UnknownAudit,
+    /// A verdict by a node that is not on the audit's team, or about another subject.
+    NotOnTeam,
 }
 
 impl Submit {
@@ -131,6 +135,8 @@ impl Submit {
             Submit::Closed => "closed",
             Submit::Full => "full",
             Submit::Invalid => "invalid",
+            Submit::UnknownAudit => "unknown audit",
+            Submit::NotOnTeam => "not on the team",
         }
     }
 }
@@ -234,6 +240,8 @@ pub struct Status {
     pub submits: BTreeMap<&'static str, u64>,
     /// Open proposals, then pending ones, then the last closed ones (newest first).
     pub proposals: Vec<ProposalRow>,
+    /// Open audits, then the last decided ones (newest first).
+    pub audits: Vec<AuditRow>,
 }
 
 /// The live ledger.
@@ -258,6 +266,25 @@ pub struct Live {
     submits: BTreeMap<&'static str, u64>,
     /// The reports of the last [`HISTORY`] applied epochs, by epoch.
     history: BTreeMap<u64, Vec<Signed<Report>>>,
+    /// Open audits' rounds (the ledger's outputs name them once).
+    audit_rounds: BTreeMap<[u8; 32], u64>,
+    /// The last decided audits, newest first.
+    audits_decided: VecDeque<AuditRow>,
+}
+
+/// An audit, as the status shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRow {
+    /// Its id (hex).
+    pub id: String,
+    /// The audited node (hex key).
+    pub subject: String,
+    /// The round whose work is audited.
+    pub round: u64,
+    /// The team (hex keys; empty once decided).
+    pub team: Vec<String>,
+    /// open | passed | failed.
+    pub state: &'static str,
 }
 
 fn remember(set: &mut (HashSet<[u8; 32]>, VecDeque<[u8; 32]>), d: [u8; 32]) {
@@ -344,6 +371,8 @@ impl Live {
             closed: VecDeque::new(),
             submits: BTreeMap::new(),
             history: BTreeMap::new(),
+            audit_rounds: BTreeMap::new(),
+            audits_decided: VecDeque::new(),
         };
         // Replay: each applied epoch ends with a tick at its time; reports are counted as
         // applied; proposals' outcomes are rebuilt as they were decided.
@@ -389,12 +418,31 @@ impl Live {
             }
         }
         while let Some(out) = self.ledger.poll() {
-            if let Output::ProposalClosed { id, outcome, tally } = out
-                && let Some(proposal) = self.open_proposals.remove(&id)
-            {
-                let votes = counts.remove(&id).unwrap_or_default();
-                self.closed.push_front(Closed { proposal, votes, outcome, tally });
-                self.closed.truncate(CLOSED_KEPT);
+            match out {
+                Output::ProposalClosed { id, outcome, tally } => {
+                    if let Some(proposal) = self.open_proposals.remove(&id) {
+                        let votes = counts.remove(&id).unwrap_or_default();
+                        self.closed.push_front(Closed { proposal, votes, outcome, tally });
+                        self.closed.truncate(CLOSED_KEPT);
+                    }
+                }
+                Output::AuditOpened { audit, subject, round, team } => {
+                    tracing::info!(audit = %hex::encode(&audit[..4]), subject = %hex::encode(&subject[..4]), round, team = team.len(), "audit opened");
+                    self.audit_rounds.insert(audit, round);
+                }
+                Output::AuditDecided { audit, subject, pass } => {
+                    let round = self.audit_rounds.remove(&audit).unwrap_or(0);
+                    tracing::info!(audit = %hex::encode(&audit[..4]), subject = %hex::encode(&subject[..4]), round, pass, "audit decided");
+                    self.audits_decided.push_front(AuditRow {
+                        id: hex::encode(audit),
+                        subject: hex::encode(subject),
+                        round,
+                        team: Vec::new(),
+                        state: if pass { "passed" } else { "failed" },
+                    });
+                    self.audits_decided.truncate(CLOSED_KEPT);
+                }
+                _ => {}
             }
         }
     }
@@ -413,6 +461,15 @@ impl Live {
     pub fn tiers(&self) -> std::collections::HashMap<NodeId, u8> {
         let now = epoch_time(self.next_epoch.saturating_sub(1));
         self.ledger.nodes().map(|(id, _)| (*id, self.ledger.tier(id, now))).collect()
+    }
+
+    /// Open audits whose team includes `me`: (audit, subject, round).
+    pub fn audits_for(&self, me: &NodeId) -> Vec<([u8; 32], NodeId, u64)> {
+        self.ledger
+            .audits()
+            .filter(|(_, _, _, team)| team.contains(me))
+            .map(|(id, subject, round, _)| (id, subject, round))
+            .collect()
     }
 
     /// Whether `node` may report evidence now (pre-trusted, or at the reporting tier): whom
@@ -572,6 +629,8 @@ impl Live {
             Governed::Propose(p) => p.verify().is_ok(),
             Governed::Vote(v) => v.verify().is_ok(),
             Governed::Testimony(t) => t.verify().is_ok(),
+            Governed::RequestAudit(q) => q.verify().is_ok(),
+            Governed::Verdict(v) => v.verify().is_ok(),
         };
         if !verified {
             return Submit::BadSignature;
@@ -581,6 +640,23 @@ impl Live {
         // The earliest ledger time at which a report can still carry it.
         let next = epoch_time(self.next_epoch);
         match g {
+            Governed::RequestAudit(q) => {
+                if tier < need && !self.ledger.is_pretrusted(&author) {
+                    return Submit::Ineligible { tier, need };
+                }
+                // One open audit per subject: the ledger refuses a second.
+                if self.ledger.audits().any(|(_, subject, _, _)| subject == q.body.subject) {
+                    return Submit::Closed;
+                }
+            }
+            Governed::Verdict(v) => match self.ledger.audits().find(|(id, _, _, _)| *id == v.body.audit) {
+                None => return Submit::UnknownAudit,
+                Some((_, subject, _, team)) => {
+                    if subject != v.body.subject || !team.contains(&author) {
+                        return Submit::NotOnTeam;
+                    }
+                }
+            },
             Governed::Testimony(t) => {
                 if !self.ledger.may_report(&author, self.now()) {
                     return Submit::Ineligible { tier, need: self.ledger.report_from() };
@@ -654,6 +730,7 @@ impl Live {
             Governed::Vote(v) => opens.get(&v.body.proposal).is_some_and(|o| *o <= next),
             _ => false,
         });
+        let audits = self.pool.values().filter(|g| matches!(g, Governed::RequestAudit(_) | Governed::Verdict(_)));
         // Testimonies in each reporter's epoch order (the ledger refuses one older than the
         // reporter's last).
         let mut testimonies: Vec<&Governed> =
@@ -662,7 +739,7 @@ impl Live {
             Governed::Testimony(t) => (t.body.epoch, t.signer),
             _ => (0, [0; 32]),
         });
-        proposals.chain(votes).chain(testimonies).take(MAX_GOVERNANCE).cloned().collect()
+        proposals.chain(votes).chain(audits).chain(testimonies).take(MAX_GOVERNANCE).cloned().collect()
     }
 
     /// The choice `voter` made on `proposal`, as carried into the ledger or held here.
@@ -695,6 +772,8 @@ impl Live {
         let ledger = &self.ledger;
         self.pool.retain(|_, g| match g {
             Governed::Testimony(t) => ledger.testified(&t.signer).is_none_or(|e| t.body.epoch > e),
+            Governed::RequestAudit(q) => !ledger.audits().any(|(_, subject, _, _)| subject == q.body.subject),
+            Governed::Verdict(v) => ledger.audits().any(|(id, _, _, _)| id == v.body.audit),
             Governed::Propose(p) => p.body.closes > next,
             Governed::Vote(v) => {
                 open.get(&v.body.proposal).or_else(|| held.get(&v.body.proposal)).is_some_and(|c| *c > next)
@@ -778,6 +857,18 @@ impl Live {
             pool: self.pool.len(),
             submits: self.submits.clone(),
             proposals: self.proposal_rows(),
+            audits: self
+                .ledger
+                .audits()
+                .map(|(id, subject, round, team)| AuditRow {
+                    id: hex::encode(id),
+                    subject: hex::encode(subject),
+                    round,
+                    team: team.iter().map(hex::encode).collect(),
+                    state: "open",
+                })
+                .chain(self.audits_decided.iter().cloned())
+                .collect(),
         }
     }
 }
@@ -906,6 +997,69 @@ mod tests {
         drop(x);
         let x = Live::open(d1.path(), cfg()).expect("reopen");
         assert_eq!(x.history(0, 64, usize::MAX).len(), 10);
+    }
+
+    #[test]
+    fn an_audit_request_and_the_teams_verdicts_ride_in_reports_and_decide_on_every_node() {
+        use vain_core::audit::Verdict;
+        use vain_core::ledger::AuditRequest;
+        let (a, v, w) =
+            (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]), SigningKey::from_bytes(&[3; 32]));
+        let keys = [&a, &v, &w].map(|k| k.verifying_key().to_bytes());
+        let cfg = || Config { pretrusted: keys.to_vec(), vote_from: 1, ..Config::default() };
+        let (d1, d2) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+        let (mut x, mut y) = (Live::open(d1.path(), cfg()).expect("open"), Live::open(d2.path(), cfg()).expect("open"));
+        // Epoch 0 brings the subject and the genesis nodes into the ledger.
+        let mut obs: Vec<Observation> =
+            keys.iter().map(|k| Observation { subject: *k, what: Observed::Participated }).collect();
+        obs.push(Observation { subject: [9; 32], what: Observed::Participated });
+        let mut epoch = 0;
+        let mut apply = |x: &mut Live, y: &mut Live, carried: Vec<Governed>| {
+            let r = Signed::sign(&a, Report { epoch, observations: obs.clone(), governance: carried });
+            assert_eq!(x.offer(r.clone()).expect("offer"), Offer::New);
+            assert_eq!(y.offer(r).expect("offer"), Offer::New);
+            epoch += 1;
+        };
+        apply(&mut x, &mut y, Vec::new());
+        let request = Governed::RequestAudit(Signed::sign(&v, AuditRequest { subject: [9; 32], round: 0, nonce: 1 }));
+        assert_eq!(x.submit(request.clone()), Submit::New);
+        // A stranger may not ask.
+        let stranger = SigningKey::from_bytes(&[4; 32]);
+        let q = Governed::RequestAudit(Signed::sign(&stranger, AuditRequest { subject: [9; 32], round: 0, nonce: 2 }));
+        assert!(matches!(x.submit(q), Submit::Ineligible { .. }));
+        let carried = x.governance_for_report();
+        assert_eq!(carried, vec![request]);
+        apply(&mut x, &mut y, carried);
+        // The same team on both nodes: the genesis nodes (the subject's tier is below theirs).
+        let open = x.audits_for(&keys[1]);
+        assert_eq!(open.len(), 1, "{:?}", x.status().audits);
+        let (id, subject, round) = open[0];
+        assert_eq!((subject, round), ([9; 32], 0));
+        assert_eq!(y.audits_for(&keys[1]), open);
+        let team = x.status().audits[0].team.clone();
+        assert_eq!(team.len(), 3, "{team:?}");
+        // A second request while it is open; a verdict from outside the team; on nothing.
+        let again = Governed::RequestAudit(Signed::sign(&w, AuditRequest { subject: [9; 32], round: 1, nonce: 3 }));
+        assert_eq!(x.submit(again), Submit::Closed);
+        let verdict = |k: &SigningKey, pass| Governed::Verdict(Signed::sign(k, Verdict { audit: id, subject, pass }));
+        assert_eq!(x.submit(verdict(&stranger, true)), Submit::NotOnTeam);
+        let unknown = Governed::Verdict(Signed::sign(&v, Verdict { audit: [0; 32], subject, pass: true }));
+        assert_eq!(x.submit(unknown), Submit::UnknownAudit);
+        // Two failing verdicts of three decide it.
+        assert_eq!(x.submit(verdict(&v, false)), Submit::New);
+        assert_eq!(x.submit(verdict(&w, false)), Submit::New);
+        let carried = x.governance_for_report();
+        assert_eq!(carried.len(), 2);
+        apply(&mut x, &mut y, carried);
+        assert!(x.audits_for(&keys[1]).is_empty());
+        let decided = &x.status().audits;
+        assert_eq!(
+            (decided.len(), decided[0].state, decided[0].subject.as_str()),
+            (1, "failed", "09".repeat(32).as_str())
+        );
+        assert_eq!(x.status().digest, y.status().digest);
+        let subject_row = x.status().nodes.into_iter().find(|n| n.id == "09090909").expect("subject");
+        assert!(subject_row.penalty >= 0.8, "{subject_row:?}");
     }
 
     #[test]
