@@ -1,9 +1,9 @@
 //! A round-protocol request (open, close, fetch, receipt, status, evidence, governance,
-//! challenge, history) or a fetch, status, challenge or history answer from an untrusted peer.
+//! challenge, history, work) or a fetch, status, challenge, history or work answer from an untrusted peer.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use vain_core::challenge::Challenge;
-use vain_round::msg::{Answer, Message, Status, decode_checkpoint, decode_history, encode_history};
+use vain_round::msg::{Answer, Message, Status, Work, decode_checkpoint, decode_history, encode_history};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(m) = Message::decode(data) {
@@ -20,5 +20,10 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(h) = decode_history(data) {
         assert_eq!(encode_history(&h), data);
+    }
+    match Work::decode(data) {
+        Ok(Some(w)) => assert_eq!(w.encode(), data),
+        Ok(None) => assert_eq!(Work::none(), data),
+        Err(_) => {}
     }
 });

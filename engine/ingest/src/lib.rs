@@ -265,6 +265,32 @@ pub struct Checked<B> {
 }
 
 impl<B: AsRef<[u8]>> Checked<B> {
+    /// Whether the update carries every value (a dense encoding: f32, f16, bf16, int8 blocks),
+    /// rather than a sparse or sign sketch shaped by the sender's error-feedback state.
+    pub fn is_dense(&self) -> bool {
+        matches!(self.encoding, KEnc::DenseF32 | KEnc::DenseF16 | KEnc::DenseBf16 | KEnc::Int8Block { .. })
+    }
+
+    /// The update's values as one flat vector of the model's `dim` parameters (what an auditor
+    /// compares with its re-execution).
+    pub fn dense(&self, dim: usize) -> Result<Vec<f32>, vain_kernels::decode::Error> {
+        let body: &[u8] = match &self.body {
+            Values::Raw(b) => b.as_ref(),
+            Values::Decoded(v, _) => (**v).as_ref(),
+        };
+        let mut out = vec![0f32; dim];
+        for (offset, n, bytes) in &self.segments {
+            let slot = out
+                .get_mut(*offset..*offset + *n)
+                .ok_or(vain_kernels::decode::Error::OutputLength { got: dim, want: *offset + *n })?;
+            let bytes = body
+                .get(bytes.clone())
+                .ok_or(vain_kernels::decode::Error::OutputLength { got: body.len(), want: bytes.end })?;
+            vain_kernels::decode::decode_into(self.encoding, *n, bytes, slot)?;
+        }
+        Ok(out)
+    }
+
     /// The update's frame as it arrived (header and payload as received), for a journal from
     /// which [`Ingest::ingest_frame`] can take it again.
     pub fn frame(&self) -> Result<Vec<u8>, vain_schema::Error> {

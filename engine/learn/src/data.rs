@@ -133,6 +133,21 @@ pub struct Dataset {
     pub labels: Vec<u8>,
 }
 
+/// BLAKE3 commitment to the items `idx` of `data`: each item's index, label and pixels, in
+/// order (what a client's training manifest binds its data to).
+pub fn commitment(data: &Dataset, idx: &[usize]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"vain/data-commitment/v1");
+    for &i in idx {
+        h.update(&(i as u64).to_le_bytes());
+        if i < data.len() {
+            h.update(&[data.labels[i]]);
+            h.update(data.image(i));
+        }
+    }
+    *h.finalize().as_bytes()
+}
+
 impl Dataset {
     /// Items.
     pub fn len(&self) -> usize {

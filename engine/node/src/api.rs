@@ -19,7 +19,7 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use vain_core::governance::{Choice, Kind, Proposal, Vote};
-use vain_core::ledger::Governed;
+use vain_core::ledger::{AuditRequest, Governed};
 use vain_core::signed::Signed;
 use vain_learn::model::Arch;
 use vain_round::coordinator::{Link, Row};
@@ -453,6 +453,10 @@ async fn round(State(s): Shared, r: Result<Path<String>, PathRejection>) -> Resu
     m.get(&n).cloned().map(axum::Json).ok_or(Error::NotFound { what: "round", id: r })
 }
 
+async fn audits(State(s): Shared) -> Result<axum::Json<Value>, Error> {
+    Ok(axum::Json(json!({"audits": ledger_status(&s.p)?.audits})))
+}
+
 async fn ledger(State(s): Shared) -> Result<axum::Json<vain_trust::Status>, Error> {
     Ok(axum::Json(ledger_status(&s.p)?))
 }
@@ -641,6 +645,35 @@ async fn propose(State(s): Shared, headers: HeaderMap, body: Bytes) -> Result<Re
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+struct NewAudit {
+    node: Option<String>,
+    round: Option<u64>,
+}
+
+/// `POST /api/v1/audits`: this node asks for an audit of a node's update of a round; the
+/// request travels to every ledger, which draws the team.
+async fn request_audit(State(s): Shared, headers: HeaderMap, body: Bytes) -> Result<Response, Error> {
+    s.p.token.check(&headers)?;
+    let b: NewAudit = serde_json::from_slice(&body).map_err(Error::BadJson)?;
+    let subject = key_param(b.node)?;
+    let round = b.round.ok_or(Error::BadParameter {
+        name: "round",
+        value: String::new(),
+        expected: "the round whose update to audit",
+    })?;
+    let request = AuditRequest { subject, round, nonce: vain_schema::clock::unix_ms() };
+    let signed = Signed::sign(&s.p.key, request);
+    let id = hex::encode(signed.digest());
+    let outcome = submitted((s.p.govern)(Governed::RequestAudit(signed)), &id)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"request": id, "node": hex::encode(subject), "round": round, "outcome": outcome})),
+    )
+        .into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NewVote {
     choice: String,
 }
@@ -732,6 +765,7 @@ pub fn router(p: Planes) -> Router {
         .route("/api/v1/checkpoint", get(checkpoint))
         .route("/api/v1/checkpoint/safetensors", get(checkpoint_safetensors))
         .route("/api/v1/proposals", get(proposals).post(propose))
+        .route("/api/v1/audits", get(audits).post(request_audit))
         .route("/api/v1/proposals/{id}/votes", axum::routing::post(vote))
         .fallback(no_route)
         .method_not_allowed_fallback(|| async { Error::Method })

@@ -21,6 +21,23 @@ use zeroize::Zeroizing;
 pub enum Command {
     /// Open a sealed noise secret and check that the aggregate is the reference plus its noise.
     Noise(NoiseArgs),
+    /// Ask for an audit of a node's training work in a round, signed by the node whose API is
+    /// called (it must be at the voting tier, or pre-trusted): every ledger draws the same team,
+    /// which re-executes the training and votes a verdict.
+    Request {
+        /// The node to audit (its key, 64 hex digits).
+        node: String,
+        /// The round whose update is re-executed.
+        #[arg(long)]
+        round: u64,
+        #[command(flatten)]
+        api: crate::gov::Api,
+    },
+    /// Open audits and the last decided ones.
+    List {
+        #[command(flatten)]
+        api: crate::gov::Api,
+    },
 }
 
 /// Arguments of `vain audit noise`.
@@ -57,6 +74,33 @@ pub struct NoiseArgs {
 pub fn run(cmd: Command) -> Result<()> {
     match cmd {
         Command::Noise(a) => noise(a),
+        Command::Request { node, round, api } => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let body = serde_json::json!({"node": node, "round": round});
+            let v = rt.block_on(crate::gov::call(&api, reqwest::Method::POST, "/api/v1/audits", Some(body)))?;
+            println!(
+                "audit of {} in round {round} requested ({}): request {}",
+                v["node"].as_str().unwrap_or(""),
+                v["outcome"].as_str().unwrap_or(""),
+                v["request"].as_str().unwrap_or("")
+            );
+            Ok(())
+        }
+        Command::List { api } => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let v = rt.block_on(crate::gov::call(&api, reqwest::Method::GET, "/api/v1/audits", None))?;
+            for a in v["audits"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<16} {:<7} node {} round {} team {}",
+                    a["id"].as_str().map(|s| &s[..16.min(s.len())]).unwrap_or(""),
+                    a["state"].as_str().unwrap_or(""),
+                    a["subject"].as_str().map(|s| &s[..16.min(s.len())]).unwrap_or(""),
+                    a["round"],
+                    a["team"].as_array().map_or(0, Vec::len)
+                );
+            }
+            Ok(())
+        }
     }
 }
 

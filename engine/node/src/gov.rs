@@ -73,7 +73,8 @@ fn token(api: &Api) -> Result<String> {
     Ok(t.trim().to_string())
 }
 
-async fn call(api: &Api, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+/// Calls the node's API; a 4xx/5xx answer is an error with its code and message.
+pub(crate) async fn call(api: &Api, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
     let url = format!("http://{}{path}", api.api);
     let client = reqwest::Client::new();
     let mut req = client.request(method, &url);

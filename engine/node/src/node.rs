@@ -333,6 +333,13 @@ impl NodeFile {
         })
     }
 
+    /// The data set clients' training items index (the embedded digits, or `[train] data`):
+    /// what this node re-executes audited training on.
+    fn audit_data(&self) -> Result<vain_learn::data::Dataset> {
+        let data = if self.train.data.is_empty() { None } else { Some(Mnist::load_dir(Path::new(&self.train.data))?) };
+        Ok(federation::split(&federation::Config::new(self.arch()?, 1), data)?.data)
+    }
+
     fn participant(&self, dir: PathBuf) -> Result<participant::Config> {
         let t = &self.train;
         let (index, of) = t
@@ -575,6 +582,7 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
     let data_dir = cfg.data_dir.clone();
     let live = Arc::new(Mutex::new(Live::open(&data_dir.join("ledger"), file.ledger()?)?));
     let challenge_cfg = file.challenge.config()?;
+    let audit_data = Arc::new(file.audit_data()?);
     let claimed_cores = cfg.claimed_cores();
     let api_token = match serve.api {
         Some(_) => Some(crate::api::Token::load_or_create(
@@ -711,6 +719,24 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             Prover::new(me, claimed_cores, threads, Arc::new(move |k| live.lock().is_ok_and(|l| l.may_report(k))))
         };
+        // Every node audits when an audit's team includes it.
+        {
+            let me = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().to_bytes();
+            let (assigned, reporter, submit) = (live.clone(), live.clone(), live.clone());
+            let (net, rt) = (handle.clone(), tokio::runtime::Handle::current());
+            let cfg = vain_round::auditor::Config {
+                arch,
+                data: audit_data,
+                key: ed25519_dalek::SigningKey::from_bytes(&seed),
+                assigned: Arc::new(move || assigned.lock().map(|l| l.audits_for(&me)).unwrap_or_default()),
+                reporter: Arc::new(move |k| reporter.lock().is_ok_and(|l| l.may_report(k))),
+                submit: Arc::new(move |v| {
+                    let verdict = take_governance(&submit, &net, &rt, vain_core::ledger::Governed::Verdict(v), None);
+                    tracing::info!(outcome = verdict.map_or("ledger unavailable", |v| v.reason()), "audit verdict");
+                }),
+            };
+            tokio::spawn(vain_round::auditor::run(cfg, handle.clone()));
+        }
         let participant = match participant_cfg {
             Some(p) => {
                 // A client serves the checkpoints it holds too.
@@ -884,6 +910,11 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                             acks
                         }
                         Ok(Message::Challenge(t)) => prover.answer(t, &req).await,
+                        // An auditor asks for this client's work of a round.
+                        Ok(Message::Work(round)) => match &participant {
+                            Some(p) => p.work(round),
+                            None => msg::Work::none(),
+                        },
                         // A peer that missed epochs (restarted, joined late) catches up from here.
                         Ok(Message::History(from)) => {
                             let reports = live

@@ -231,6 +231,44 @@ fn the_api_answers_every_route_and_the_dashboard_shows_the_same_values() {
     let api1 = format!("127.0.0.1:{}", port + 1);
     let token1 = out.join("nodes").join("node-02").join("api.token");
     let token1 = token1.to_str().expect("utf-8");
+
+    // Audits of training work: the attacker's update of round 1 (the highest z) and an honest
+    // one's (the lowest; not the client about to be banned), one asked through the API, one
+    // through `vain audit request`. Every ledger draws the same team — the genesis: both
+    // aggregators and the validator — which re-executes the training from the client's signed
+    // manifest and votes.
+    let round1 = get(port, "/api/v1/rounds/1").json();
+    let mut accepted1: Vec<(f64, String)> = round1["clients"]
+        .as_array()
+        .expect("clients")
+        .iter()
+        .filter(|c| c["status"] == "accepted")
+        .map(|c| (c["z"].as_f64().unwrap_or(0.0), c["id"].as_str().expect("id").to_string()))
+        .collect();
+    accepted1.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let full_key = |short: &str| {
+        ledger0["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .filter_map(|n| n["key"].as_str())
+            .find(|k| k.starts_with(short))
+            .expect("in the ledger")
+            .to_string()
+    };
+    let attacker = full_key(&accepted1.last().expect("accepted in round 1").1);
+    let honest = accepted1.iter().map(|(_, id)| full_key(id)).find(|k| *k != target && *k != attacker).expect("honest");
+    let r = post(port, "/api/v1/audits", &t0, &format!(r#"{{"node": "{attacker}", "round": 1}}"#));
+    assert_eq!(r.status, 202, "{}", r.text());
+    let asked = Command::new(env!("CARGO_BIN_EXE_vain"))
+        .args(["audit", "request", &honest, "--round", "1", "--api", &api1, "--token-file", token1])
+        .output()
+        .expect("run vain audit request");
+    assert!(asked.status.success() && String::from_utf8_lossy(&asked.stdout).contains("requested"), "{asked:?}");
+    let r = post(port, "/api/v1/audits", &t0, r#"{"node": "zz", "round": 1}"#);
+    assert_eq!((r.status, error_code(&r).as_str()), (400, "bad_parameter"), "{}", r.text());
+    let r = post(port, "/api/v1/audits", &t0, &format!(r#"{{"node": "{honest}"}}"#));
+    assert_eq!((r.status, error_code(&r).as_str()), (400, "bad_parameter"), "{}", r.text());
     let wrong = out.join("nodes").join("node-01").join("api.token");
     let refused =
         gov(&["vote", &id, "--choice", "yes", "--api", &api1, "--token-file", wrong.to_str().expect("utf-8")]);
@@ -283,6 +321,33 @@ fn the_api_answers_every_route_and_the_dashboard_shows_the_same_values() {
 
     // The rounds, through the API itself.
     let status = wait_rounds(port, ROUNDS);
+
+    // Both audits decided alike on both aggregators: the attacker's update is not what its
+    // signed inputs give, the honest one's is.
+    for p in [port, port + 1] {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let a = get(p, "/api/v1/audits").json();
+            let state = |k: &str| {
+                a["audits"].as_array().expect("audits").iter().find(|x| x["subject"] == k).map(|x| x["state"].clone())
+            };
+            if let (Some(bad), Some(good)) = (state(&attacker), state(&honest))
+                && bad != "open"
+                && good != "open"
+            {
+                assert_eq!((bad.as_str(), good.as_str()), (Some("failed"), Some("passed")), "{a}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "audits never decided on {p}: {a}\n{}", log_text());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let listed = Command::new(env!("CARGO_BIN_EXE_vain"))
+        .args(["audit", "list", "--api", &format!("127.0.0.1:{port}")])
+        .output()
+        .expect("run vain audit list");
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(listed.contains("failed") && listed.contains("passed"), "{listed}");
 
     // On chain, the ban filed a governance proposal to slash the client's stake (every node with
     // a chain account registered it, the client too).

@@ -11,6 +11,7 @@
 //! [`validator`] checks every close it is sent and evaluates its checkpoint; its
 //! [`challenger`] challenges every node's claimed capacity and measures its uptime.
 
+pub mod auditor;
 pub mod challenger;
 pub mod coordinator;
 pub mod merkle;
@@ -93,6 +94,12 @@ pub enum Error {
         /// Values of the model.
         expected: usize,
     },
+    /// An update frame failed the checks an aggregator makes.
+    #[error("update refused: {0}")]
+    Refused(#[source] vain_ingest::Reject),
+    /// An update's values do not decode.
+    #[error("decoding an update: {0}")]
+    Decode(#[from] vain_kernels::decode::Error),
     /// An open names a codec this client does not know.
     #[error("unknown codec {0:?}")]
     UnknownCodec(String),

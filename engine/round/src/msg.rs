@@ -457,6 +457,8 @@ pub enum Message {
     /// Asks for the reports of the applied epochs from this one on, for a node that missed them
     /// (answer: [`encode_history`]).
     History(u64),
+    /// An auditor asks a client for its work of a round (answer: [`Work::encode`]).
+    Work(u64),
 }
 
 const OPEN: u8 = 1;
@@ -468,6 +470,7 @@ const EVIDENCE: u8 = 6;
 const GOVERN: u8 = 7;
 const CHALLENGE: u8 = 8;
 const HISTORY: u8 = 9;
+const WORK: u8 = 10;
 
 /// Most reports a history answer holds.
 pub const MAX_HISTORY_REPORTS: u64 = 4096;
@@ -517,6 +520,10 @@ impl Message {
                 out.push(HISTORY);
                 out.extend_from_slice(&from.to_le_bytes());
             }
+            Message::Work(round) => {
+                out.push(WORK);
+                out.extend_from_slice(&round.to_le_bytes());
+            }
         }
         out
     }
@@ -534,6 +541,7 @@ impl Message {
             GOVERN => Message::Govern(vain_core::codec::decode_governed(&mut r)?),
             CHALLENGE => Message::Challenge(decode_signed(&mut r)?),
             HISTORY => Message::History(r.u64("from_epoch")?),
+            WORK => Message::Work(r.u64("round")?),
             value => return Err(codec::Error::Tag { field: "kind", value }),
         };
         r.finish()?;
@@ -614,6 +622,160 @@ impl Ack {
             Ack::Oversized => "oversized",
         }
     }
+}
+
+/// Most items a training manifest lists.
+pub const MAX_ITEMS: u64 = 1 << 20;
+
+/// A client's signed account of how it built its update of a round: everything an auditor
+/// needs to re-execute the training (docs/protocol.md §10.7).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// Model id.
+    pub model_id: String,
+    /// Round.
+    pub round: u64,
+    /// The base checkpoint it trained from.
+    pub base: Digest,
+    /// BLAKE3 of the signed header of the update it sent.
+    pub update: Digest,
+    /// The items of the data set it trained on.
+    pub items: Vec<u32>,
+    /// BLAKE3 commitment to those items' bytes (`vain_learn::data::commitment`).
+    pub data: Digest,
+    /// Optimiser, as `[train] optim` spells it.
+    pub optim: String,
+    /// Learning rate of that round (the schedule applied).
+    pub lr: f64,
+    /// Minibatch size.
+    pub batch: u64,
+    /// Optimiser steps.
+    pub steps: u64,
+    /// Seed of the round's training randomness (minibatch order).
+    pub seed: u64,
+}
+
+impl Body for Manifest {
+    const TAG: vain_schema::sign::Tag = vain_schema::sign::Tag::new("vain/training-manifest/v1");
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_str(out, &self.model_id);
+        out.extend_from_slice(&self.round.to_le_bytes());
+        out.extend_from_slice(&self.base);
+        out.extend_from_slice(&self.update);
+        out.extend_from_slice(&(self.items.len() as u64).to_le_bytes());
+        for i in &self.items {
+            out.extend_from_slice(&i.to_le_bytes());
+        }
+        out.extend_from_slice(&self.data);
+        put_str(out, &self.optim);
+        out.extend_from_slice(&self.lr.to_le_bytes());
+        out.extend_from_slice(&self.batch.to_le_bytes());
+        out.extend_from_slice(&self.steps.to_le_bytes());
+        out.extend_from_slice(&self.seed.to_le_bytes());
+    }
+}
+
+impl Decode for Manifest {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, codec::Error> {
+        let model_id = r.string("model_id")?;
+        let round = r.u64("round")?;
+        let base = r.array("base")?;
+        let update = r.array("update")?;
+        let n = r.count("items", MAX_ITEMS, 4)?;
+        let mut items = Vec::with_capacity(n);
+        for _ in 0..n {
+            items.push(u32::from_le_bytes(r.array("item")?));
+        }
+        Ok(Manifest {
+            model_id,
+            round,
+            base,
+            update,
+            items,
+            data: r.array("data")?,
+            optim: r.string("optim")?,
+            lr: r.f64("lr")?,
+            batch: r.u64("batch")?,
+            steps: r.u64("steps")?,
+            seed: r.u64("seed")?,
+        })
+    }
+}
+
+/// A client's work of a round, as it answers [`Message::Work`]: its manifest, the update's
+/// frame and the aggregator's close that accepted it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Work {
+    /// The signed manifest.
+    pub manifest: Signed<Manifest>,
+    /// The update's frame as sent.
+    pub frame: Vec<u8>,
+    /// The close that accepted it.
+    pub close: Signed<Close>,
+}
+
+impl Work {
+    /// `0 ‖ signed manifest ‖ frame: u64 length ‖ bytes ‖ signed close`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![0];
+        encode_signed(&self.manifest, &mut out);
+        out.extend_from_slice(&(self.frame.len() as u64).to_le_bytes());
+        out.extend_from_slice(&self.frame);
+        encode_signed(&self.close, &mut out);
+        out
+    }
+
+    /// The answer of a client that holds no work of the round.
+    pub fn none() -> Vec<u8> {
+        vec![1]
+    }
+
+    /// The inverse of [`Work::encode`] (`None` for [`Work::none`]); the frame is at most the
+    /// wire's largest frame.
+    pub fn decode(b: &[u8]) -> Result<Option<Work>, codec::Error> {
+        let mut r = Reader::new(b);
+        match r.u8("work")? {
+            0 => {}
+            1 => {
+                r.finish()?;
+                return Ok(None);
+            }
+            value => return Err(codec::Error::Tag { field: "work", value }),
+        }
+        let manifest = decode_signed(&mut r)?;
+        let l = vain_schema::Limits::default();
+        let max = l.max_header_bytes as u64 + l.max_payload_bytes + 64;
+        let n = r.count("frame", max, 1)?;
+        let frame = r.take(n, "frame")?.to_vec();
+        let close = decode_signed(&mut r)?;
+        r.finish()?;
+        Ok(Some(Work { manifest, frame, close }))
+    }
+}
+
+/// An update frame's signer, header digest, whether its encoding is dense, and its values as
+/// one flat vector of the model, after every check the aggregator makes that needs no round
+/// state (well-formed, signed, for this model, round and base, laid out on the model).
+pub fn update_values(
+    frame: &[u8],
+    arch: vain_learn::model::Arch,
+    round: u64,
+    base: &Digest,
+) -> Result<(PublicKey, Digest, bool, Vec<f32>), crate::Error> {
+    let cfg = vain_ingest::Config {
+        limits: vain_schema::Limits::default(),
+        model_id: arch.id().to_string(),
+        round,
+        base_model: *base,
+        layout: arch.layout(),
+        aggregation: vain_kernels::aggregate::Config::new(arch.dim(), vain_kernels::aggregate::Rule::FedAvg),
+        replay_window: 1,
+    };
+    let checker = vain_ingest::Checker::new(&cfg, std::sync::Arc::new(|_: &PublicKey| Ok(())));
+    let (header, payload) = vain_schema::frame::split(frame, &cfg.limits).map_err(crate::Error::Frame)?;
+    let checked = checker.check(header, payload).map_err(|r| crate::Error::Refused(r.reject))?;
+    let values = checked.dense(arch.dim()).map_err(crate::Error::Decode)?;
+    Ok((checked.sender, checked.digest, checked.is_dense(), values))
 }
 
 /// A history answer: `count: u64 ‖ signed report` each, in epoch order.
@@ -722,7 +884,7 @@ mod tests {
             noise: Some((0.5, [7; 32])),
             epsilon: 1.5,
         };
-        let m = Message::Close(Signed::sign(&key, close));
+        let m = Message::Close(Signed::sign(&key, close.clone()));
         assert_eq!(Message::decode(&m.encode()), Ok(m));
         let m = Message::Fetch([1; 32]);
         assert_eq!(Message::decode(&m.encode()), Ok(m));
@@ -814,6 +976,29 @@ mod tests {
         assert_eq!(Message::decode(&m.encode()), Ok(m));
         let m = Message::History(17);
         assert_eq!(Message::decode(&m.encode()), Ok(m));
+        let m = Message::Work(3);
+        assert_eq!(Message::decode(&m.encode()), Ok(m));
+        let manifest = Manifest {
+            model_id: "mnist-mlp".into(),
+            round: 3,
+            base: [1; 32],
+            update: [2; 32],
+            items: vec![5, 9, 1000],
+            data: [3; 32],
+            optim: "sgd:0.9".into(),
+            lr: 0.05,
+            batch: 16,
+            steps: 3,
+            seed: 77,
+        };
+        let work =
+            Work { manifest: Signed::sign(&key, manifest), frame: vec![1, 2, 3], close: Signed::sign(&key, close) };
+        assert_eq!(Work::decode(&work.encode()), Ok(Some(work.clone())));
+        assert_eq!(Work::decode(&Work::none()), Ok(None));
+        assert_eq!(Work::decode(&[2]), Err(codec::Error::Tag { field: "work", value: 2 }));
+        let mut cut = work.encode();
+        cut.truncate(cut.len() - 1);
+        assert!(Work::decode(&cut).is_err());
         let history = vec![Signed::sign(&key, carrier), testimony];
         assert_eq!(decode_history(&encode_history(&history)), Ok(history.clone()));
         assert_eq!(decode_history(&encode_history(&[])), Ok(Vec::new()));
@@ -831,7 +1016,7 @@ mod tests {
     #[test]
     fn malformed_requests_get_typed_errors() {
         assert_eq!(Message::decode(&[]), Err(codec::Error::Truncated { field: "kind" }));
-        assert_eq!(Message::decode(&[10]), Err(codec::Error::Tag { field: "kind", value: 10 }));
+        assert_eq!(Message::decode(&[11]), Err(codec::Error::Tag { field: "kind", value: 11 }));
         let mut b = Message::Fetch([1; 32]).encode();
         b.push(0);
         assert_eq!(Message::decode(&b), Err(codec::Error::Trailing(1)));

@@ -24,7 +24,7 @@ use vain_learn::attack::{self, Attack};
 use vain_learn::client::{self, Knowledge};
 use vain_learn::data::Dataset;
 use vain_learn::model::{Arch, Model};
-use vain_learn::{ChaCha20Rng, DType, Device, train};
+use vain_learn::{DType, Device, train};
 use vain_net::node::{Handle, Inbound};
 use vain_net::records::Key;
 use vain_net::{PeerId, node::Found};
@@ -97,7 +97,13 @@ struct Shared {
     /// Answers given, by reason.
     counts: Mutex<BTreeMap<&'static str, u64>>,
     log: PathBuf,
+    /// The work of the last rounds, for auditors: `<round>.manifest` when built, `<round>.bin`
+    /// (the answer to [`Message::Work`]) once a close accepted the update.
+    work: PathBuf,
 }
+
+/// Rounds of work a client keeps for auditors.
+pub const WORK_KEPT: usize = 16;
 
 /// A running participant; feed it the round-protocol requests the node receives.
 #[derive(Clone)]
@@ -109,7 +115,6 @@ pub struct Participant {
 struct Trainer {
     cfg: Config,
     key: SigningKey,
-    rng: ChaCha20Rng,
     encoders: BTreeMap<String, Encoder>,
     model: Option<Model>,
 }
@@ -132,14 +137,19 @@ impl Participant {
             sent: Mutex::new(BTreeMap::new()),
             counts: Mutex::new(BTreeMap::new()),
             log: cfg.dir.join("participant.jsonl"),
+            work: cfg.dir.join("work"),
         });
         let store = Store::open(&cfg.dir.join("checkpoints"))?;
-        let rng = vain_learn::seeded(cfg.seed);
-        let trainer = Trainer { cfg, key, rng, encoders: BTreeMap::new(), model: None };
+        let trainer = Trainer { cfg, key, encoders: BTreeMap::new(), model: None };
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(worker(shared.clone(), store, trainer, rx, seed));
         tokio::spawn(watch_directory(shared.clone()));
         Ok(Participant { shared, jobs: tx })
+    }
+
+    /// The answer to [`Message::Work`]: this client's work of `round`, when it kept it.
+    pub fn work(&self, round: u64) -> Vec<u8> {
+        std::fs::read(self.shared.work.join(format!("{round:020}.bin"))).unwrap_or_else(|_| msg::Work::none())
     }
 
     /// Answers given so far, by reason.
@@ -179,7 +189,8 @@ impl Participant {
             | Message::Evidence(_)
             | Message::Govern(_)
             | Message::Challenge(_)
-            | Message::History(_) => self.count(Ack::NotAggregator),
+            | Message::History(_)
+            | Message::Work(_) => self.count(Ack::NotAggregator),
         }
     }
 
@@ -272,11 +283,11 @@ impl Participant {
         if let Err(ack) = self.check_sender(&s, from) {
             return self.count(ack);
         }
-        let close = s.body;
-        let Some((digest, base)) = self.shared.sent.lock().ok().and_then(|m| m.get(&close.round).copied()) else {
+        let Some((digest, base)) = self.shared.sent.lock().ok().and_then(|m| m.get(&s.body.round).copied()) else {
             // Not a round this client sent in: nothing to check.
             return self.count(Ack::Taken);
         };
+        let close = &s.body;
         if close.base != base {
             return self.count(Ack::WrongBase);
         }
@@ -288,6 +299,9 @@ impl Participant {
             None => false,
         };
         let status = if included {
+            if let Err(e) = keep_work(&self.shared, &s, base) {
+                tracing::warn!(round = close.round, error = %e, "keeping the round's work for auditors");
+            }
             "included".to_string()
         } else {
             match close.rejected.iter().find(|(k, _)| *k == self.shared.me) {
@@ -603,14 +617,18 @@ impl Trainer {
 
     fn train_and_encode(&mut self, model: &Model, open: &Open, base: &[f32]) -> Result<(Vec<u8>, usize), Error> {
         let c = &self.cfg;
+        // The round's randomness comes from (seed, round) alone, so an auditor given the seed
+        // re-executes the training.
+        let seed = round_seed(c.seed, open.round);
+        let mut rng = vain_learn::seeded(seed);
         let (mut u, n) =
-            client::local_update(model, base, &c.data, &c.items, &c.train, open.round, &mut self.rng, c.attack)?;
+            client::local_update(model, base, &c.data, &c.items, &c.train, open.round, &mut rng, c.attack)?;
         if let Some(a) = c.attack {
             // On a network an attacker sees no one else's update: ALIE and IPM estimate the
             // benign mean and spread from their own data, and assume a quarter of the round
             // colludes.
             let (mean, std) = if matches!(a, Attack::Alie | Attack::Ipm(_)) {
-                client::estimate_benign(model, base, &c.data, &c.items, &c.train, open.round, &mut self.rng, 4)?
+                client::estimate_benign(model, base, &c.data, &c.items, &c.train, open.round, &mut rng, 4)?
             } else {
                 (Vec::new(), Vec::new())
             };
@@ -622,19 +640,13 @@ impl Trainer {
                 last_step: &[],
                 boost: n_part as f32 / (n_part / 4).max(1) as f32,
             };
-            client::poison(a, &mut u, &know, &mut self.rng)?;
+            client::poison(a, &mut u, &know, &mut rng)?;
         }
         let codec: Codec = open.codec.parse().map_err(|_| Error::UnknownCodec(open.codec.clone()))?;
         let zstd = (open.zstd > 0).then_some(i32::from(open.zstd));
         let encoder = self.encoders.entry(format!("{codec}/{zstd:?}")).or_insert_with(|| Encoder::new(codec, zstd));
         let layout = self.cfg.arch.layout();
-        let mut tensors = Vec::with_capacity(layout.len());
-        let mut at = 0;
-        for l in &layout {
-            let k = l.shape.iter().product::<u64>() as usize;
-            tensors.push(Tensor { name: &l.name, shape: &l.shape, values: &u[at..at + k] });
-            at += k;
-        }
+        let tensors = tensors(&layout, &u);
         let round = UpdateRound {
             model_id: open.model_id.clone(),
             round: open.round,
@@ -652,6 +664,75 @@ impl Trainer {
             nonce,
             &tensors,
         )?;
+        // What it did, signed, for auditors (an attacker signs the honest recipe: that is what
+        // an audit finds out).
+        if let Some(update) = header_digest(&built.frame) {
+            let m = crate::auditor::manifest(
+                key,
+                self.cfg.arch,
+                open.round,
+                open.base,
+                update,
+                &self.cfg.data,
+                &self.cfg.items,
+                &self.cfg.train,
+                seed,
+            );
+            let mut bytes = Vec::new();
+            vain_core::codec::encode_signed(&m, &mut bytes);
+            let dir = self.cfg.dir.join("work");
+            if let Err(e) = std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::write(dir.join(format!("{:020}.manifest", open.round)), bytes))
+            {
+                tracing::warn!(error = %e, "keeping the training manifest");
+            }
+        }
         Ok((built.frame, n))
     }
+}
+
+/// A flat update cut into the model's tensors, in layout order.
+pub(crate) fn tensors<'a>(layout: &'a [vain_ingest::TensorLayout], u: &'a [f32]) -> Vec<Tensor<'a>> {
+    let mut out = Vec::with_capacity(layout.len());
+    let mut at = 0;
+    for l in layout {
+        let k = l.shape.iter().product::<u64>() as usize;
+        out.push(Tensor { name: &l.name, shape: &l.shape, values: &u[at..(at + k).min(u.len())] });
+        at = (at + k).min(u.len());
+    }
+    out
+}
+
+/// The seed of a round's training randomness.
+pub fn round_seed(seed: u64, round: u64) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(b"vain/round-seed/v1");
+    h.update(&seed.to_le_bytes());
+    h.update(&round.to_le_bytes());
+    let b = h.finalize();
+    u64::from_le_bytes(b.as_bytes()[..8].try_into().unwrap_or_default())
+}
+
+/// Files the work of a round once a close accepted its update: manifest, frame and close in
+/// the answer to [`Message::Work`], keeping the last [`WORK_KEPT`] rounds.
+fn keep_work(shared: &Shared, close: &Signed<Close>, base: Digest) -> Result<(), Error> {
+    let dir = &shared.work;
+    let io = |e| Error::Io { path: dir.to_path_buf(), source: e };
+    let round = close.body.round;
+    let bytes = std::fs::read(dir.join(format!("{round:020}.manifest"))).map_err(io)?;
+    let manifest = vain_core::codec::decode_signed(&mut vain_core::codec::Reader::new(&bytes))?;
+    let frame = saved_frame(&shared.frames, (round, base)).ok_or(Error::CheckpointMissing)?;
+    let work = msg::Work { manifest, frame, close: close.clone() };
+    let path = dir.join(format!("{round:020}.bin"));
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, work.encode()).and_then(|()| std::fs::rename(&tmp, &path)).map_err(io)?;
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir).map_err(io)?.flatten().map(|e| e.path()).collect();
+    names.sort();
+    let rounds: BTreeSet<String> =
+        names.iter().filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned())).collect();
+    let old: BTreeSet<&String> = rounds.iter().take(rounds.len().saturating_sub(WORK_KEPT)).collect();
+    for p in names.iter().filter(|p| p.file_stem().is_some_and(|s| old.contains(&s.to_string_lossy().into_owned()))) {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
 }
