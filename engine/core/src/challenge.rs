@@ -124,13 +124,13 @@ fn solve_rows(ch: &Challenge, rows: std::ops::Range<u32>, until: Option<std::tim
             && let Some(u) = until
         {
             let now = std::time::Instant::now();
-            // Past the deadline; or an eighth of the way in, on course to miss it by a quarter:
-            // the answer would be late, so the cores are not spent on it.
-            let projected = k >= ch.inner / 8
-                && k > 0
-                && started + (now - started).mul_f64(f64::from(ch.inner) / f64::from(k))
-                    > u + u.saturating_duration_since(started) / 4;
-            if now >= u || projected {
+            // Past the deadline; or, an eighth of the time spent, on course to need four times
+            // what it allows (far beyond a burst of load): the answer would be late, so the cores
+            // are not spent on it.
+            let (spent, window) = (now - started, u.saturating_duration_since(started));
+            let hopeless =
+                k > 0 && spent >= window / 8 && spent.mul_f64(f64::from(ch.inner) / f64::from(k)) > window * 4;
+            if now >= u || hopeless {
                 return None;
             }
         }

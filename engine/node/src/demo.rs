@@ -89,8 +89,16 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 1024)]
     overclaim: u32,
     /// Seconds between two resource challenges of the same node (`[challenge] interval`).
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = 6.0)]
     challenge_interval: f64,
+    /// Once this round has closed, aggregator 0 asks for audits of the attackers' updates of
+    /// it and of one honest client's: every ledger draws the team, which re-executes the
+    /// training.
+    #[arg(long, default_value_t = 1)]
+    audit_round: u64,
+    /// Ask for no audits.
+    #[arg(long)]
+    no_audit: bool,
 }
 
 fn short_of(data: &Path) -> Result<String> {
@@ -163,6 +171,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     // Extra `vain node` arguments by config file (the aggregators' API addresses).
     let mut node_args: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
     let mut dashboards: Vec<String> = Vec::new();
+    let mut audit_api: Option<crate::gov::Api> = None;
     for j in 0..a.aggregators.max(1) {
         let (cfg, _) = prepare(&dir, 1 + j, free_tcp_port()?, Some(&boot), "\"aggregator\"", &agg_extra)?;
         if let Some(base) = a.api {
@@ -170,6 +179,14 @@ pub fn run(a: DemoArgs) -> Result<()> {
             let addr = std::net::SocketAddr::new(base.ip(), port);
             node_args.insert(cfg.clone(), vec!["--api".into(), addr.to_string()]);
             dashboards.push(format!("http://{addr}/ (aggregator {j})"));
+        } else if j == 0 && !a.no_audit {
+            // The demo asks for its audits through aggregator 0's API.
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
+            node_args.insert(cfg.clone(), vec!["--api".into(), addr.to_string()]);
+        }
+        if j == 0 && !a.no_audit {
+            let port = node_args.get(&cfg).and_then(|v| v.get(1)).and_then(|s| s.parse().ok());
+            audit_api = port.map(|addr| crate::gov::Api::new(addr, cfg.with_file_name("api.token")));
         }
         let text = std::fs::read_to_string(&cfg)?;
         std::fs::write(&cfg, format!("models = [\"{}\"]\n{text}", arch.id()))?;
@@ -179,10 +196,10 @@ pub fn run(a: DemoArgs) -> Result<()> {
     }
     // The validator: checks every close and evaluates its checkpoint.
     // It challenges every node's claimed cores each few seconds (a quarter of a second of work
-    // at the claim, a second allowed: room for ten processes sharing the cores) and measures
-    // uptime each second.
+    // at the claim, two seconds allowed: room for ten processes training on the same cores) and
+    // measures uptime each second.
     let challenge = format!(
-        "[challenge]\nbudget = 1.0\nshare = 0.25\ngrace = 0.5\ninterval = {}\nheartbeat = 1.0\n",
+        "[challenge]\nbudget = 2.0\nshare = 0.125\ngrace = 0.5\ninterval = {}\nheartbeat = 1.0\n",
         a.challenge_interval
     );
     let (val_cfg, _) = prepare(&dir, 1 + aggs.len(), free_tcp_port()?, Some(&boot), "\"validator\"", &challenge)?;
@@ -195,6 +212,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
 
     // The clients; the attackers are spread among them.
     let mut client_cfgs: Vec<PathBuf> = Vec::new();
+    // Clients' whole keys by their first bytes (audits name whole keys).
+    let mut client_keys: BTreeMap<String, String> = BTreeMap::new();
     let stride = (a.clients / attacks.len().max(1)).max(1);
     let attack_of = |i: usize| if i % stride == stride - 1 { attacks.get(i / stride) } else { None };
     // The last honest client overstates its cores (when asked to).
@@ -213,6 +232,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
         std::fs::write(&cfg, format!("models = [\"{}\"]\n{cores}{text}", arch.id()))?;
         client_cfgs.push(cfg.clone());
         let data = cfg.parent().map(Path::to_path_buf).unwrap_or_default();
+        let id = crate::net::identity(&data)?;
+        let key = hex::encode(ed25519_dalek::SigningKey::from_bytes(&id.seed).verifying_key().to_bytes());
+        client_keys.insert(key[..8].to_string(), key);
         labels.insert(
             short_of(&data)?,
             match attack {
@@ -298,6 +320,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
     // Nodes killed by --restart-client / --restart-validator: (the round after which they were
     // killed, (process index, config, name, environment)).
     type Down = (usize, PathBuf, &'static str, Vec<(&'static str, &'static str)>);
+    // Audits asked for: (whole key, label).
+    let mut audits: Vec<(String, String)> = Vec::new();
     let mut down: Vec<(u64, Down)> = Vec::new();
     // The table scrolls above a progress bar (on a terminal).
     let bar = crate::progress::bar(a.rounds, "round");
@@ -349,6 +373,19 @@ pub fn run(a: DemoArgs) -> Result<()> {
             }
             if Some(round) == a.restart_validator {
                 kill(first_client - 1, &val_cfg, "the validator", Vec::new());
+            }
+            if round == a.audit_round
+                && let Some(api) = &audit_api
+                && let Some(row) = rows.last()
+            {
+                audits = request_audits(api, row, &labels, &client_keys);
+                crate::progress::say(
+                    &bar,
+                    format!(
+                        "      audits of round {round} asked for: {}",
+                        audits.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                );
             }
         }
         // Failover: kill the aggregator that holds round K open as soon as it has journaled an
@@ -516,6 +553,28 @@ pub fn run(a: DemoArgs) -> Result<()> {
             }
         }
     }
+    // The audits' verdicts, as every ledger applied them (the team may still be re-executing).
+    let audit_deadline = Instant::now() + Duration::from_secs(90);
+    let mut audited: BTreeMap<String, String> = BTreeMap::new();
+    while !audits.is_empty() {
+        let states: BTreeMap<String, String> = cluster
+            .sockets
+            .get(first_client - 1)
+            .and_then(|s| vain_net::control::request(s, &json!({"cmd": "ledger"})).ok())
+            .and_then(|v| v["audits"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|x| Some((x["subject"].as_str()?.to_string(), x["state"].as_str()?.to_string())))
+            .collect();
+        audited = audits
+            .iter()
+            .map(|(k, l)| (l.clone(), states.get(k).cloned().unwrap_or_else(|| "pending".into())))
+            .collect();
+        if audited.values().all(|s| s == "passed" || s == "failed") || Instant::now() > audit_deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
     let valid = verdicts.iter().filter(|v| v["valid"] == true).count();
     let unverified = verdicts.iter().filter(|v| v["unverified"] == true).count();
     let invalid: Vec<String> = verdicts
@@ -577,6 +636,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         "validator": { "checked": verdicts.len(), "valid": valid, "invalid": invalid, "unverified_checkpoints": unverified },
         "client_answers": answers,
         "challenges": challenges,
+        "audits": audited,
         "resource_evidence": resource,
         "ledger": {
             "nodes": ledger_nodes,
@@ -615,6 +675,13 @@ pub fn run(a: DemoArgs) -> Result<()> {
         challenges.get("no answer").copied().unwrap_or(0) + challenges.get("busy").copied().unwrap_or(0),
         overclaimer.unwrap_or_default()
     );
+    if !audited.is_empty() {
+        println!(
+            "audits of round {} (the team re-executed each client's training from its signed manifest): {}",
+            a.audit_round,
+            audited.iter().map(|(l, s)| format!("{l} {s}")).collect::<Vec<_>>().join(", ")
+        );
+    }
     println!(
         "ledger: {ledger_nodes} nodes, {} distinct state digest(s) after {} epochs of evidence; \
          applied {} ms (p50) / {} ms (p95) after the close",
@@ -676,6 +743,41 @@ fn respawn(exe: &Path, cfg: &Path, args: &[String], env: &[(&str, &str)]) -> Res
         cmd.env(k, v);
     }
     cmd.spawn().context("restarting a node")
+}
+
+/// Asks, through `api`, for audits of the attackers' accepted updates in the round of `row` and
+/// of one honest client's; returns (whole key, label) of each audit asked for.
+fn request_audits(
+    api: &crate::gov::Api,
+    row: &Value,
+    labels: &BTreeMap<String, String>,
+    keys: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let Some(round) = row["round"].as_u64() else { return Vec::new() };
+    let accepted: Vec<(&str, &String)> = row["clients"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["status"] == "accepted")
+        .filter_map(|c| {
+            let id = c["id"].as_str()?;
+            Some((id, labels.get(id)?))
+        })
+        .collect();
+    let attackers = accepted.iter().filter(|(_, l)| l.contains('(') && !l.contains("claims"));
+    // The last honest one (client 0 may be the one --restart-client takes down).
+    let honest = accepted.iter().rev().find(|(_, l)| !l.contains('('));
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return Vec::new() };
+    let mut out = Vec::new();
+    for (id, label) in attackers.chain(honest) {
+        let Some(key) = keys.get(*id) else { continue };
+        let body = json!({"node": key, "round": round});
+        match rt.block_on(crate::gov::call(api, reqwest::Method::POST, "/api/v1/audits", Some(body))) {
+            Ok(_) => out.push((key.clone(), (*label).clone())),
+            Err(e) => tracing::warn!(node = %label, error = %e, "audit request"),
+        }
+    }
+    out
 }
 
 fn print_row(v: &Value, labels: &BTreeMap<String, String>) {

@@ -20,6 +20,13 @@ pub struct Api {
     token_file: PathBuf,
 }
 
+impl Api {
+    /// The API at `api`, with the token in `token_file`.
+    pub(crate) fn new(api: SocketAddr, token_file: PathBuf) -> Api {
+        Api { api, token_file }
+    }
+}
+
 /// `vain gov …`.
 #[derive(Subcommand)]
 pub enum Command {

@@ -227,6 +227,7 @@ fn a_federation_anchors_every_round_and_a_third_party_verifies_an_update() {
             "4",
             "--attacks",
             "none",
+            "--no-audit",
             "--backend",
             "cpu",
             "--timeout",

@@ -7,7 +7,8 @@
 //!    leading aggregator is killed with SIGKILL while a round is open, the standby takes the
 //!    round over, and every update the dead leader acknowledged is in the round's result
 //!    exactly once; a client is killed and restarted and rejoins; the validator's resource
-//!    challenges catch a client that claims 1024 cores.
+//!    challenges catch a client that claims 1024 cores; audits of round 0 fail the attacker and
+//!    pass an honest client.
 //! 2. One aggregator, killed mid-round and restarted: it recovers its journal and the round
 //!    closes with every acknowledged update exactly once; the validator, killed and restarted
 //!    a round later, fetches the evidence it missed.
@@ -114,6 +115,8 @@ fn the_standby_takes_over_a_killed_leader_and_loses_no_acknowledged_update() {
             "2",
             "--restart-client",
             "0",
+            "--audit-round",
+            "0",
         ],
     );
     assert!(stdout.contains("killed (SIGKILL) with updates of round 2"), "{stdout}");
@@ -181,6 +184,16 @@ fn the_standby_takes_over_a_killed_leader_and_loses_no_acknowledged_update() {
         .filter(|(k, v)| k.starts_with("client") && !k.contains('(') && v["resource"].as_f64() > Some(0.0))
         .count();
     assert!(honest_passed >= 2, "{evidence:?}");
+    // Audits of round 0, asked for through aggregator 0's API: the team (both aggregators and
+    // the validator) re-executed each client's training from its signed manifest; the reports
+    // of the later rounds carried the verdicts.
+    let audits = summary["audits"].as_object().expect("audits");
+    assert_eq!(audits.get("client 5 (scale:30)").and_then(Value::as_str), Some("failed"), "{audits:?}");
+    assert!(
+        audits.iter().any(|(k, v)| k.starts_with("client") && !k.contains('(') && v == "passed"),
+        "an honest client passes: {audits:?}"
+    );
+    assert!(stdout.contains("audits of round 0"), "{stdout}");
     // The clients' control sockets report their answers: opens, receipts and closes taken.
     assert!(summary["client_answers"]["taken"].as_u64().is_some_and(|n| n >= 5 * 5), "{summary}");
 
@@ -222,6 +235,7 @@ fn a_restarted_aggregator_recovers_its_journal() {
             "0",
             "--challenge-interval",
             "3600",
+            "--no-audit",
         ],
     );
     // The validator was down while round 1 closed: its ledger fetched that epoch's evidence

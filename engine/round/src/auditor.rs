@@ -85,45 +85,73 @@ impl Finding {
     }
 }
 
-/// Runs the audits assigned to this node, one at a time, until the runtime stops.
+/// Audits finished here (verdict given, or abstained), and those being run.
+type Progress = (BTreeSet<[u8; 32]>, BTreeSet<[u8; 32]>);
+
+/// Most audits a node runs at once (each re-executes a client's training).
+pub const IN_FLIGHT: usize = 4;
+
+/// Runs the audits assigned to this node, each as its own task (at most [`IN_FLIGHT`] at
+/// once), until the runtime stops.
 pub async fn run(cfg: Config, net: Handle) {
     let cfg = Arc::new(cfg);
-    let mut done: BTreeSet<[u8; 32]> = BTreeSet::new();
+    let state: Arc<std::sync::Mutex<Progress>> = Arc::default();
     let mut first_tried: BTreeMap<[u8; 32], Instant> = BTreeMap::new();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        for (audit, subject, round) in (cfg.assigned)() {
-            if done.contains(&audit) {
-                continue;
+        let assigned = (cfg.assigned)();
+        for (audit, subject, round) in assigned.iter().copied() {
+            {
+                let Ok(mut s) = state.lock() else { return };
+                if s.0.contains(&audit) || s.1.contains(&audit) || s.1.len() >= IN_FLIGHT {
+                    continue;
+                }
+                s.1.insert(audit);
             }
             let since = *first_tried.entry(audit).or_insert_with(Instant::now);
-            let finding = match fetch_work(&net, &subject, round).await {
-                Ok(work) => match fetch_base(&net, &subject, &work.manifest.body.base).await {
-                    Ok(base) => {
-                        let c = cfg.clone();
-                        tokio::task::spawn_blocking(move || judge(&c, &subject, round, &work, &base))
-                            .await
-                            .unwrap_or(Finding::Abstain("the re-execution panicked"))
-                    }
-                    Err(_) if since.elapsed() < PATIENCE => continue,
-                    Err(_) => Finding::NoWork("base checkpoint unavailable"),
-                },
-                Err(why) if since.elapsed() >= PATIENCE => Finding::NoWork(why),
-                // Not reachable yet, or busy: ask again on the next pass.
-                Err(_) => continue,
-            };
-            done.insert(audit);
-            first_tried.remove(&audit);
-            tracing::info!(audit = %short(&audit), subject = %short(&subject), round, finding = ?finding, "audit");
-            if let Some(pass) = finding.pass() {
-                (cfg.submit)(Signed::sign(&cfg.key, Verdict { audit, subject, pass }));
-            }
+            let (cfg, net, state) = (cfg.clone(), net.clone(), state.clone());
+            tokio::spawn(async move {
+                let finding = audit_once(&cfg, &net, &subject, round, since).await;
+                let Ok(mut s) = state.lock() else { return };
+                s.1.remove(&audit);
+                // Not reachable yet, or busy: asked again on a later pass.
+                let Some(finding) = finding else { return };
+                s.0.insert(audit);
+                drop(s);
+                tracing::info!(audit = %short(&audit), subject = %short(&subject), round, finding = ?finding, "audit");
+                if let Some(pass) = finding.pass() {
+                    (cfg.submit)(Signed::sign(&cfg.key, Verdict { audit, subject, pass }));
+                }
+            });
         }
-        if done.len() > 4096 {
-            let open: BTreeSet<[u8; 32]> = (cfg.assigned)().into_iter().map(|(a, _, _)| a).collect();
-            done.retain(|a| open.contains(a));
+        let open: BTreeSet<[u8; 32]> = assigned.iter().map(|(a, _, _)| *a).collect();
+        first_tried.retain(|a, _| open.contains(a));
+        if let Ok(mut s) = state.lock()
+            && s.0.len() > 4096
+        {
+            s.0.retain(|a| open.contains(a));
         }
     }
+}
+
+/// One attempt at an audit: `None` when the subject is not reachable yet (within
+/// [`PATIENCE`] of the first attempt `since`).
+async fn audit_once(cfg: &Arc<Config>, net: &Handle, subject: &NodeId, round: u64, since: Instant) -> Option<Finding> {
+    let subject = *subject;
+    Some(match fetch_work(net, &subject, round).await {
+        Ok(work) => match fetch_base(net, &subject, &work.manifest.body.base).await {
+            Ok(base) => {
+                let c = cfg.clone();
+                tokio::task::spawn_blocking(move || judge(&c, &subject, round, &work, &base))
+                    .await
+                    .unwrap_or(Finding::Abstain("the re-execution panicked"))
+            }
+            Err(_) if since.elapsed() < PATIENCE => return None,
+            Err(_) => Finding::NoWork("base checkpoint unavailable"),
+        },
+        Err(why) if since.elapsed() >= PATIENCE => Finding::NoWork(why),
+        Err(_) => return None,
+    })
 }
 
 async fn peer_of(net: &Handle, subject: &NodeId) -> Option<vain_net::PeerId> {
