@@ -284,6 +284,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         std::fs::write(cfg, text)?;
         let log = std::fs::File::create(cfg.with_file_name("node.log"))?;
         let mut cmd = Command::new(&exe);
+        crate::net::dies_with_parent(&mut cmd);
         cmd.arg("node").arg("--config").arg(cfg).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         cmd.args(node_args.get(cfg).into_iter().flatten());
         for (k, v) in env {
@@ -737,6 +738,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
 fn respawn(exe: &Path, cfg: &Path, args: &[String], env: &[(&str, &str)]) -> Result<std::process::Child> {
     let log = std::fs::OpenOptions::new().append(true).create(true).open(cfg.with_file_name("node.log"))?;
     let mut cmd = Command::new(exe);
+    crate::net::dies_with_parent(&mut cmd);
     cmd.arg("node").arg("--config").arg(cfg).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     cmd.args(args);
     for (k, v) in env {

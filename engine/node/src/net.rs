@@ -210,6 +210,26 @@ pub(crate) struct Cluster {
     pub(crate) _tmp: Option<tempfile::TempDir>,
 }
 
+/// Has the process `cmd` starts receive SIGTERM when the thread that started it ends — the
+/// process dying included, by SIGKILL too — so no node outlives the `vain demo` or `vain up`
+/// that started it (a `Cluster` stops its nodes when dropped, but a signal that kills the
+/// parent outright runs no destructor).
+pub(crate) fn dies_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
+    // which is async-signal-safe and touches no memory of the parent.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for c in &mut self.children {
@@ -277,7 +297,9 @@ pub fn run_up(a: UpArgs) -> Result<()> {
     for i in 0..a.nodes {
         let (cfg, addr) = prepare(&dir, i, free_tcp_port()?, boot.as_deref(), "\"client\"", "")?;
         let log = std::fs::File::create(cfg.with_file_name("node.log"))?;
-        let child = Command::new(&exe)
+        let mut cmd = Command::new(&exe);
+        dies_with_parent(&mut cmd);
+        let child = cmd
             .arg("node")
             .arg("--config")
             .arg(&cfg)
