@@ -71,6 +71,9 @@ pub const MAX_GOVERNANCE: usize = 256;
 pub const MAX_VOTING_WINDOW: Time = 30 * DAY;
 /// Open proposals one proposer may have at a time.
 pub const MAX_OPEN_PER_PROPOSER: usize = 8;
+/// An audit whose team has not decided within this much ledger time closes without a verdict
+/// (a silent team must not keep its subject from being audited again).
+pub const AUDIT_WINDOW: Time = DAY;
 
 /// A governance input carried by a report, signed by its own author: the reporter only orders
 /// it (it cannot forge or alter it; it can leave it out).
@@ -478,6 +481,13 @@ pub enum Output {
         /// The team.
         team: Vec<NodeId>,
     },
+    /// An audit's team did not decide within [`AUDIT_WINDOW`]: closed without a verdict.
+    AuditExpired {
+        /// The audit.
+        audit: [u8; 32],
+        /// Audited node.
+        subject: NodeId,
+    },
     /// An audit team reached a majority.
     AuditDecided {
         /// The audit.
@@ -539,6 +549,7 @@ struct OpenProposal {
 
 struct OpenAudit {
     subject: NodeId,
+    opened: Time,
     round: u64,
     team: Vec<NodeId>,
     verdicts: BTreeMap<NodeId, bool>,
@@ -840,7 +851,8 @@ impl Ledger {
         h.update(&seed);
         h.update(&subject);
         let id = *h.finalize().as_bytes();
-        self.audits.insert(id, OpenAudit { subject, round: 0, team: team.clone(), verdicts: BTreeMap::new() });
+        self.audits
+            .insert(id, OpenAudit { subject, opened: now, round: 0, team: team.clone(), verdicts: BTreeMap::new() });
         (id, team)
     }
 
@@ -880,6 +892,16 @@ impl Ledger {
     /// whose window ended. Call once per epoch (or whenever decisions are wanted).
     pub fn tick(&mut self, now: Time) {
         self.close_proposals(now);
+        let expired: Vec<([u8; 32], NodeId)> = self
+            .audits
+            .iter()
+            .filter(|(_, a)| now.saturating_sub(a.opened) >= AUDIT_WINDOW)
+            .map(|(id, a)| (*id, a.subject))
+            .collect();
+        for (audit, subject) in expired {
+            self.audits.remove(&audit);
+            self.outbox.push_back(Output::AuditExpired { audit, subject });
+        }
         self.update_trust();
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
@@ -1077,6 +1099,7 @@ impl Ledger {
         for (id, a) in &self.audits {
             h.update(id);
             h.update(&a.round.to_le_bytes());
+            h.update(&a.opened.to_le_bytes());
             h.update(&(a.verdicts.len() as u64).to_le_bytes());
         }
         *h.finalize().as_bytes()

@@ -541,7 +541,10 @@ pub fn run_with(scenario: &Scenario, opts: &Options, on_epoch: &mut dyn FnMut(u3
                         audits.push((i, pass, k, size));
                     }
                 }
-                Output::TierChanged { .. } | Output::Unbanned { .. } | Output::AuditOpened { .. } => {}
+                Output::TierChanged { .. }
+                | Output::Unbanned { .. }
+                | Output::AuditOpened { .. }
+                | Output::AuditExpired { .. } => {}
             }
         }
         let mut sum: BTreeMap<Behaviour, (f64, f64, usize)> = BTreeMap::new();

@@ -283,7 +283,7 @@ pub struct AuditRow {
     pub round: u64,
     /// The team (hex keys; empty once decided).
     pub team: Vec<String>,
-    /// open | passed | failed.
+    /// open | passed | failed | expired (undecided within a day of ledger time).
     pub state: &'static str,
 }
 
@@ -429,6 +429,17 @@ impl Live {
                 Output::AuditOpened { audit, subject, round, team } => {
                     tracing::info!(audit = %hex::encode(&audit[..4]), subject = %hex::encode(&subject[..4]), round, team = team.len(), "audit opened");
                     self.audit_rounds.insert(audit, round);
+                }
+                Output::AuditExpired { audit, subject } => {
+                    let round = self.audit_rounds.remove(&audit).unwrap_or(0);
+                    self.audits_decided.push_front(AuditRow {
+                        id: hex::encode(audit),
+                        subject: hex::encode(subject),
+                        round,
+                        team: Vec::new(),
+                        state: "expired",
+                    });
+                    self.audits_decided.truncate(CLOSED_KEPT);
                 }
                 Output::AuditDecided { audit, subject, pass } => {
                     let round = self.audit_rounds.remove(&audit).unwrap_or(0);
@@ -1060,6 +1071,21 @@ mod tests {
         assert_eq!(x.status().digest, y.status().digest);
         let subject_row = x.status().nodes.into_iter().find(|n| n.id == "09090909").expect("subject");
         assert!(subject_row.penalty >= 0.8, "{subject_row:?}");
+        // A team that stays silent: the audit closes undecided after a day of ledger time, and
+        // the subject can be audited again.
+        let again = Governed::RequestAudit(Signed::sign(&v, AuditRequest { subject: [9; 32], round: 2, nonce: 4 }));
+        assert_eq!(x.submit(again.clone()), Submit::New);
+        let carried = x.governance_for_report();
+        apply(&mut x, &mut y, carried);
+        assert_eq!(x.audits_for(&keys[1]).len(), 1);
+        for _ in 0..24 {
+            apply(&mut x, &mut y, Vec::new());
+        }
+        assert!(x.audits_for(&keys[1]).is_empty());
+        assert_eq!(x.status().audits[0].state, "expired");
+        assert_eq!(x.status().digest, y.status().digest);
+        let third = Governed::RequestAudit(Signed::sign(&w, AuditRequest { subject: [9; 32], round: 3, nonce: 5 }));
+        assert_eq!(x.submit(third), Submit::New);
     }
 
     #[test]
