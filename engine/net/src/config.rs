@@ -19,8 +19,11 @@ pub struct Config {
     pub bootstrap: Vec<String>,
     /// Where the node keeps its identity and control socket.
     pub data_dir: PathBuf,
-    /// This node's tier (computed by the reputation layer; here an input). Nodes at or above
-    /// `relay.min_tier` relay announcements.
+    /// The tier this node assumes until its owner hands it the ledger's tiers
+    /// ([`crate::node::Handle::set_tiers`]); from then on its own tier is the ledger's. Nodes at
+    /// or above `relay.min_tier` relay announcements. Not read from files: a tier is earned,
+    /// never configured.
+    #[serde(skip)]
     pub tier: u8,
     /// Models this node aggregates (aggregators provide `agg/<model>` in the DHT) or trains.
     pub models: Vec<String>,

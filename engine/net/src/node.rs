@@ -451,8 +451,9 @@ struct Node {
     inbound: Option<mpsc::Sender<Inbound>>,
     /// Answers to inbound requests, from the tasks waiting on the owner.
     replies: (mpsc::Sender<Reply>, Option<mpsc::Receiver<Reply>>),
-    /// The ledger's tiers, as last pushed by the node's owner.
-    tiers: HashMap<[u8; 32], u8>,
+    /// The ledger's tiers, as last pushed by the node's owner (none pushed yet: `cfg.tier` is
+    /// this node's own).
+    tiers: Option<HashMap<[u8; 32], u8>>,
     /// Our round-protocol requests waiting for answers.
     requests: HashMap<request_response::OutboundRequestId, (PeerId, Answer)>,
 }
@@ -642,7 +643,7 @@ async fn spawn_inner(
             (tx, Some(rx))
         },
         requests: HashMap::new(),
-        tiers: HashMap::new(),
+        tiers: None,
     };
     node.refresh_announcement();
     for b in node.cfg.bootstrap.clone() {
@@ -1011,6 +1012,16 @@ impl Node {
         }
     }
 
+    /// The ledger's tier of node `id`, once the owner pushed tiers (unknown nodes: 0).
+    fn tier_of(&self, id: &[u8; 32]) -> Option<u8> {
+        self.tiers.as_ref().map(|t| t.get(id).copied().unwrap_or(0))
+    }
+
+    /// This node's own tier: the ledger's once pushed, else the configured starting tier.
+    fn own_tier(&self) -> u8 {
+        self.tier_of(&self.identity.node_id).unwrap_or(self.cfg.tier)
+    }
+
     fn on_relay(&mut self, from: PeerId, bytes: &[u8]) {
         let Some((&ttl, body)) = bytes.split_first() else {
             self.count("relay malformed");
@@ -1035,7 +1046,7 @@ impl Node {
             self.seen.0.remove(&old);
         }
         let origin = self.learn_announcement(&a, body);
-        if self.cfg.tier >= self.cfg.relay.min_tier && ttl > 0 {
+        if self.own_tier() >= self.cfg.relay.min_tier && ttl > 0 {
             let mut msg = vec![ttl - 1];
             msg.extend_from_slice(body);
             let targets: Vec<PeerId> = self
@@ -1187,7 +1198,7 @@ impl Node {
                 let id = self.swarm.behaviour_mut().round.send_request(&peer, message);
                 self.requests.insert(id, (peer, tx));
             }
-            Command::Tiers(t) => self.tiers = t,
+            Command::Tiers(t) => self.tiers = Some(t),
             Command::Ban(nodes, tx) => {
                 let pids = self.peer_ids_of(nodes);
                 let mut newly = 0;
@@ -1291,8 +1302,7 @@ impl Node {
                         _ => true,
                     };
                     // And, for agg/, the tier the policy requires, from the ledger.
-                    let tier =
-                        self.peers.get(&p.provider).and_then(|x| x.node_id).and_then(|n| self.tiers.get(&n)).copied();
+                    let tier = self.peers.get(&p.provider).and_then(|x| x.node_id).and_then(|n| self.tier_of(&n));
                     let tier_ok =
                         !matches!(key, Some(Key::Aggregators(_))) || tier.unwrap_or(0) >= self.cfg.dht.aggregate_from;
                     if !role_ok {

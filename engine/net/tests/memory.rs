@@ -266,6 +266,54 @@ async fn agg_provider_records_need_the_tier_the_policy_requires() {
     wait_until("the record stored", 10, async || a.holds(Key::aggregators("mnist")).await.expect("holds")).await;
 }
 
+/// Whether a node relays is its tier in the ledger its owner pushes, whatever it started with:
+/// nodes that start at tier 2 and that the ledger puts at 0 stop; the one it puts at 2 relays a
+/// newcomer's announcement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledgers_tier_decides_who_relays() {
+    let nodes = cluster(47_000, 4, |_| 2).await;
+    wait_until("every node to know every other", 30, async || {
+        for h in &nodes {
+            if h.status().await.expect("status").live < 3 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let tiers = std::collections::HashMap::from([(node_id(47_001), 2)]);
+    for h in &nodes {
+        h.set_tiers(tiers.clone()).await.expect("tiers");
+    }
+    let before: Vec<u64> = {
+        let mut v = Vec::new();
+        for h in &nodes {
+            v.push(h.status().await.expect("status").relayed);
+        }
+        v
+    };
+    // A newcomer, known to node 0 only at first: its announcement reaches the others through
+    // their connections to it, and node 1 forwards it.
+    let boot = format!("/memory/47000/p2p/{}", nodes[0].peer_id);
+    let newcomer = node::spawn(config(47_009, Some(boot)), Identity::from_seed(seed(47_009)), Transport::Memory)
+        .await
+        .expect("node");
+    wait_until("every node to know the newcomer", 30, async || {
+        for h in &nodes {
+            if h.status().await.expect("status").live < 4 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    wait_until("node 1 to relay", 10, async || nodes[1].status().await.expect("status").relayed > before[1]).await;
+    for (i, h) in nodes.iter().enumerate().filter(|(i, _)| *i != 1) {
+        assert_eq!(h.status().await.expect("status").relayed, before[i], "node {i} is at tier 0 in its ledger");
+    }
+    drop(newcomer);
+}
+
 /// A peer of another implementation: identify and the standard ping only, no vAIn heartbeats.
 #[derive(libp2p::swarm::NetworkBehaviour)]
 struct Foreign {

@@ -147,7 +147,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
     };
     let t0 = Instant::now();
 
-    // The bootstrap: control plane only.
+    // The bootstrap: control plane only. It is the one node whose address others must know
+    // before it runs; every other node listens on a port the OS picks (a port probed here and
+    // bound later could be taken in between, by a connection or by the embedded chain).
     let (boot_cfg, boot) = prepare(&dir, 0, free_tcp_port()?, None, "", "")?;
     start(&mut planned, &boot_cfg, &[])?;
 
@@ -173,7 +175,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let mut dashboards: Vec<String> = Vec::new();
     let mut audit_api: Option<crate::gov::Api> = None;
     for j in 0..a.aggregators.max(1) {
-        let (cfg, _) = prepare(&dir, 1 + j, free_tcp_port()?, Some(&boot), "\"aggregator\"", &agg_extra)?;
+        let (cfg, _) = prepare(&dir, 1 + j, 0, Some(&boot), "\"aggregator\"", &agg_extra)?;
         if let Some(base) = a.api {
             let port = base.port().checked_add(j as u16).context("--api: port out of range")?;
             let addr = std::net::SocketAddr::new(base.ip(), port);
@@ -202,7 +204,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         "[challenge]\nbudget = 2.0\nshare = 0.125\ngrace = 0.5\ninterval = {}\nheartbeat = 1.0\n",
         a.challenge_interval
     );
-    let (val_cfg, _) = prepare(&dir, 1 + aggs.len(), free_tcp_port()?, Some(&boot), "\"validator\"", &challenge)?;
+    let (val_cfg, _) = prepare(&dir, 1 + aggs.len(), 0, Some(&boot), "\"validator\"", &challenge)?;
     let text = std::fs::read_to_string(&val_cfg)?;
     std::fs::write(&val_cfg, format!("models = [\"{}\"]\n{text}", arch.id()))?;
     start(&mut planned, &val_cfg, &[])?;
@@ -226,7 +228,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
             n = a.clients,
             steps = a.steps,
         );
-        let (cfg, _) = prepare(&dir, 2 + aggs.len() + i, free_tcp_port()?, Some(&boot), "\"client\"", &extra)?;
+        let (cfg, _) = prepare(&dir, 2 + aggs.len() + i, 0, Some(&boot), "\"client\"", &extra)?;
         let text = std::fs::read_to_string(&cfg)?;
         let cores = if overclaiming == Some(i) { format!("cpu_cores = {}\n", a.overclaim) } else { String::new() };
         std::fs::write(&cfg, format!("models = [\"{}\"]\n{cores}{text}", arch.id()))?;
@@ -293,6 +295,15 @@ pub fn run(a: DemoArgs) -> Result<()> {
         cluster.children.push(cmd.spawn().context("starting a node")?);
         cluster.sockets.push(cfg.with_file_name("control.sock"));
     }
+    // A node that could not start (a taken port, a bad config) would leave a federation one
+    // short that still runs, and the summary would be wrong about why: wait until each answers.
+    let names: Vec<String> = planned
+        .iter()
+        .map(|(cfg, _)| {
+            short_of(cfg.parent().unwrap_or(&dir)).ok().and_then(|k| labels.get(&k).cloned()).unwrap_or_default()
+        })
+        .collect();
+    started(&mut cluster, &names, Instant::now() + Duration::from_secs(120))?;
     println!(
         "vain demo: 1 bootstrap, {} aggregator(s), 1 validator, {} clients ({} attacking: {}), {} rounds of {} — nodes in {}",
         aggs.len(),
@@ -318,8 +329,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let mut killed: Option<usize> = None;
     let mut killed_at: Option<Instant> = None;
     let mut failover_seconds: Option<f64> = None;
-    // Nodes killed by --restart-client / --restart-validator: (the round after which they were
-    // killed, (process index, config, name, environment)).
+    // Nodes killed by --restart-client / --restart-validator: (the first round whose evidence
+    // they lack, (process index, config, name, environment)).
     type Down = (usize, PathBuf, &'static str, Vec<(&'static str, &'static str)>);
     // Audits asked for: (whole key, label).
     let mut audits: Vec<(String, String)> = Vec::new();
@@ -351,21 +362,30 @@ pub fn run(a: DemoArgs) -> Result<()> {
                 );
             }
             rows.push(v);
-            // Nodes killed earlier come back once the round after their kill has closed: they
-            // missed its evidence and must fetch it from their peers.
+            // Nodes killed earlier come back once a round whose evidence they did not apply
+            // has closed: they must fetch it from their peers.
             let Some(round) = round else { continue };
-            for (i, cfg, name, env) in down.iter().filter(|d| d.0 < round).map(|d| &d.1) {
+            for (i, cfg, name, env) in down.iter().filter(|d| d.0 <= round).map(|d| &d.1) {
                 cluster.children[*i] = respawn(&exe, cfg, &[], env)?;
                 crate::progress::say(&bar, format!("      {name} restarted from its data directory"));
             }
-            down.retain(|d| d.0 >= round);
+            down.retain(|d| d.0 > round);
             let mut kill = |i: usize, cfg: &PathBuf, name: &'static str, env: Vec<(&'static str, &'static str)>| {
+                // Rounds run ahead of the evaluated rows: the node may have applied later
+                // epochs than this row's already. It comes back after the first it lacks.
+                let lacks = cluster
+                    .sockets
+                    .get(i)
+                    .and_then(|s| vain_net::control::request(s, &json!({"cmd": "ledger"})).ok())
+                    .and_then(|v| v["next_epoch"].as_u64())
+                    .unwrap_or(0)
+                    .max(round + 1);
                 if let Some(c) = cluster.children.get_mut(i) {
                     let _ = c.kill();
                     let _ = c.wait();
                 }
                 crate::progress::say(&bar, format!("      {name} killed (SIGKILL) after round {round}"));
-                down.push((round, (i, cfg.clone(), name, env)));
+                down.push((lacks, (i, cfg.clone(), name, env)));
             };
             if Some(round) == a.restart_client
                 && let Some(cfg) = client_cfgs.first()
@@ -379,7 +399,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
                 && let Some(api) = &audit_api
                 && let Some(row) = rows.last()
             {
-                audits = request_audits(api, row, &labels, &client_keys);
+                // Not the client --restart-client takes down: its work may be out of reach.
+                let skip = a.restart_client.map(|_| "client 0");
+                audits = request_audits(api, row, &labels, &client_keys, skip);
                 crate::progress::say(
                     &bar,
                     format!(
@@ -465,6 +487,11 @@ pub fn run(a: DemoArgs) -> Result<()> {
         std::thread::sleep(Duration::from_millis(if a.kill_primary.is_some() && killed.is_none() { 5 } else { 250 }));
     }
     let wall = t0.elapsed();
+    // A node still down (the rounds outran it) comes back now and catches up.
+    for (_, (i, cfg, name, env)) in down.drain(..) {
+        cluster.children[i] = respawn(&exe, &cfg, &[], &env)?;
+        println!("      {name} restarted from its data directory");
+    }
     // The validator's verdicts on the closes (it may still be evaluating the last one).
     let verdict_deadline = Instant::now() + Duration::from_secs(10);
     let mut verdicts: Vec<Value> = Vec::new();
@@ -479,6 +506,29 @@ pub fn run(a: DemoArgs) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The audits' verdicts, as every ledger applied them (the team may still be re-executing;
+    // verdicts after the last round come in the leader's evidence epochs).
+    let audit_deadline = Instant::now() + Duration::from_secs(90);
+    let mut audited: BTreeMap<String, String> = BTreeMap::new();
+    while !audits.is_empty() {
+        let states: BTreeMap<String, String> = cluster
+            .sockets
+            .get(first_client - 1)
+            .and_then(|s| vain_net::control::request(s, &json!({"cmd": "ledger"})).ok())
+            .and_then(|v| v["audits"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|x| Some((x["subject"].as_str()?.to_string(), x["state"].as_str()?.to_string())))
+            .collect();
+        audited = audits
+            .iter()
+            .map(|(k, l)| (l.clone(), states.get(k).cloned().unwrap_or_else(|| "pending".into())))
+            .collect();
+        if audited.values().all(|s| s == "passed" || s == "failed") || Instant::now() > audit_deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
     // Every node's ledger: the same evidence, in the same order, gives the same digest.
     let mut digests: BTreeMap<String, usize> = BTreeMap::new();
     let mut epochs = Vec::new();
@@ -490,16 +540,29 @@ pub fn run(a: DemoArgs) -> Result<()> {
     // A node restarted late may still be fetching the evidence it missed: wait (a while) until
     // every ledger has applied as many epochs as the furthest one.
     let ledger_deadline = Instant::now() + Duration::from_secs(30);
+    let mut unreachable: BTreeMap<String, String> = BTreeMap::new();
     let statuses = loop {
-        let statuses: Vec<Value> = cluster
-            .sockets
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| killed.is_none_or(|j| aggs[j].1 != *i) || a.restart_primary)
-            .filter_map(|(_, sock)| vain_net::control::request(sock, &json!({"cmd": "ledger"})).ok())
-            .collect();
+        unreachable.clear();
+        let mut statuses: Vec<Value> = Vec::new();
+        for (i, sock) in cluster.sockets.iter().enumerate() {
+            if killed.is_some_and(|j| aggs[j].1 == i) && !a.restart_primary {
+                continue;
+            }
+            match vain_net::control::request(sock, &json!({"cmd": "ledger"})) {
+                Ok(v) => statuses.push(v),
+                Err(e) => {
+                    let state = match cluster.children.get_mut(i).map(|c| c.try_wait()) {
+                        Some(Ok(Some(st))) => format!("exited ({st})"),
+                        _ => "running".to_string(),
+                    };
+                    let name = names.get(i).cloned().unwrap_or_else(|| format!("node {i}"));
+                    unreachable
+                        .insert(name, format!("{e}; {state}; log {}", sock.with_file_name("node.log").display()));
+                }
+            }
+        }
         let epochs: Vec<u64> = statuses.iter().map(|v| v["next_epoch"].as_u64().unwrap_or(0)).collect();
-        if epochs.iter().min() == epochs.iter().max() || Instant::now() > ledger_deadline {
+        if (unreachable.is_empty() && epochs.iter().min() == epochs.iter().max()) || Instant::now() > ledger_deadline {
             break statuses;
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -553,28 +616,6 @@ pub fn run(a: DemoArgs) -> Result<()> {
                 resource.insert(label, json!({"resource": n["resource"], "penalty": n["penalty"], "tier": n["tier"]}));
             }
         }
-    }
-    // The audits' verdicts, as every ledger applied them (the team may still be re-executing).
-    let audit_deadline = Instant::now() + Duration::from_secs(90);
-    let mut audited: BTreeMap<String, String> = BTreeMap::new();
-    while !audits.is_empty() {
-        let states: BTreeMap<String, String> = cluster
-            .sockets
-            .get(first_client - 1)
-            .and_then(|s| vain_net::control::request(s, &json!({"cmd": "ledger"})).ok())
-            .and_then(|v| v["audits"].as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|x| Some((x["subject"].as_str()?.to_string(), x["state"].as_str()?.to_string())))
-            .collect();
-        audited = audits
-            .iter()
-            .map(|(k, l)| (l.clone(), states.get(k).cloned().unwrap_or_else(|| "pending".into())))
-            .collect();
-        if audited.values().all(|s| s == "passed" || s == "failed") || Instant::now() > audit_deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
     }
     let valid = verdicts.iter().filter(|v| v["valid"] == true).count();
     let unverified = verdicts.iter().filter(|v| v["unverified"] == true).count();
@@ -642,6 +683,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         "ledger": {
             "nodes": ledger_nodes,
             "distinct_digests": digests.len(),
+            "unreachable": unreachable,
             "epochs": epochs.iter().max(),
             "digest": digests.iter().max_by_key(|(_, n)| **n).map(|(d, _)| d.clone()),
             "propagation_ms": { "p50": pct(0.5), "p95": pct(0.95), "max": delays.last(), "samples": delays.len() },
@@ -735,6 +777,41 @@ pub fn run(a: DemoArgs) -> Result<()> {
 }
 
 /// Starts `vain node --config cfg` again, appending to its log.
+/// Waits until every node of `cluster` answers on its control socket; a node that exited
+/// first is an error naming it (`names`, by position), its exit status and the end of its log.
+fn started(cluster: &mut Cluster, names: &[String], deadline: Instant) -> Result<()> {
+    let mut waiting: Vec<usize> = (0..cluster.sockets.len()).collect();
+    while !waiting.is_empty() {
+        let mut still = Vec::new();
+        for i in waiting {
+            if let Some(Ok(Some(status))) = cluster.children.get_mut(i).map(|c| c.try_wait()) {
+                let log = cluster.sockets[i].with_file_name("node.log");
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(5).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                bail!(
+                    "{} exited while starting ({status}); {}:\n{}",
+                    names.get(i).map_or("a node", String::as_str),
+                    log.display(),
+                    tail.join("\n")
+                );
+            }
+            if vain_net::control::request(&cluster.sockets[i], &json!({"cmd": "status"})).is_err() {
+                still.push(i);
+            }
+        }
+        waiting = still;
+        if !waiting.is_empty() {
+            if Instant::now() > deadline {
+                let late: Vec<&str> = waiting.iter().filter_map(|i| names.get(*i).map(String::as_str)).collect();
+                bail!("nodes not answering on their control sockets after start: {}", late.join(", "));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}
+
 fn respawn(exe: &Path, cfg: &Path, args: &[String], env: &[(&str, &str)]) -> Result<std::process::Child> {
     let log = std::fs::OpenOptions::new().append(true).create(true).open(cfg.with_file_name("node.log"))?;
     let mut cmd = Command::new(exe);
@@ -754,6 +831,7 @@ fn request_audits(
     row: &Value,
     labels: &BTreeMap<String, String>,
     keys: &BTreeMap<String, String>,
+    skip: Option<&str>,
 ) -> Vec<(String, String)> {
     let Some(round) = row["round"].as_u64() else { return Vec::new() };
     let accepted: Vec<(&str, &String)> = row["clients"]
@@ -767,8 +845,7 @@ fn request_audits(
         })
         .collect();
     let attackers = accepted.iter().filter(|(_, l)| l.contains('(') && !l.contains("claims"));
-    // The last honest one (client 0 may be the one --restart-client takes down).
-    let honest = accepted.iter().rev().find(|(_, l)| !l.contains('('));
+    let honest = accepted.iter().rev().find(|(_, l)| !l.contains('(') && Some(l.as_str()) != skip);
     let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return Vec::new() };
     let mut out = Vec::new();
     for (id, label) in attackers.chain(honest) {

@@ -295,7 +295,9 @@ pub fn run_up(a: UpArgs) -> Result<()> {
     let mut cluster = Cluster { children: Vec::new(), sockets: Vec::new(), _tmp: tmp };
     let mut boot = None;
     for i in 0..a.nodes {
-        let (cfg, addr) = prepare(&dir, i, free_tcp_port()?, boot.as_deref(), "\"client\"", "")?;
+        // Only the bootstrap's port must be known in advance; the others take what the OS gives.
+        let port = if boot.is_none() { free_tcp_port()? } else { 0 };
+        let (cfg, addr) = prepare(&dir, i, port, boot.as_deref(), "\"client\"", "")?;
         let log = std::fs::File::create(cfg.with_file_name("node.log"))?;
         let mut cmd = Command::new(&exe);
         dies_with_parent(&mut cmd);

@@ -640,6 +640,14 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
             .with_exclusions({
                 let live = live.clone();
                 Arc::new(move |k| live.lock().is_ok_and(|l| l.ledger().is_banned(k)))
+            })
+            .with_tiers({
+                let live = live.clone();
+                Arc::new(move |k| live.lock().map(|l| l.tier(k)).unwrap_or(0))
+            })
+            .with_epochs({
+                let live = live.clone();
+                Arc::new(move || live.lock().map(|l| l.next_epoch()).unwrap_or(0))
             });
             store = Some(c.store());
             link = Some(c.link());
@@ -977,7 +985,7 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                 && let Some(t) = coordinator_thread.take()
             {
                 match t.join() {
-                    Ok(Ok(())) => tracing::info!("rounds done; serving until stopped"),
+                    Ok(Ok(())) => tracing::info!("round coordinator finished; serving until stopped"),
                     Ok(Err(e)) => return Err(e.into()),
                     Err(_) => bail!("the round coordinator panicked"),
                 }

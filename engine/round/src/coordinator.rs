@@ -85,9 +85,12 @@ pub struct Config {
     pub test_size: usize,
     /// A leader whose connection has been gone this long is replaced.
     pub failover_after: Duration,
-    /// This aggregator's tier: among live aggregators of a model the highest tier leads
-    /// (then the XOR order of [`rank_key`]).
+    /// This aggregator's tier when no ledger gives tiers ([`Coordinator::with_tiers`]): among
+    /// live aggregators of a model the highest tier leads (then the XOR order of
+    /// [`rank_key`]).
     pub tier: u8,
+    /// Between two evidence epochs, at least this long (see [`Coordinator::with_epochs`]).
+    pub evidence_interval: Duration,
 }
 
 impl Config {
@@ -113,6 +116,7 @@ impl Config {
             test_size: 2000,
             failover_after: Duration::from_secs(1),
             tier: 0,
+            evidence_interval: Duration::from_secs(2),
         }
     }
 }
@@ -217,6 +221,13 @@ pub struct Coordinator {
     governance: Option<Governance>,
     stakes: Option<Stakes>,
     excluded: Option<Excluded>,
+    tiers: Option<Tiers>,
+    epochs: Option<Epochs>,
+    /// Digests of the governance inputs reports already carried (an evidence epoch is issued
+    /// only for new ones), oldest first.
+    carried: (std::collections::HashSet<[u8; 32]>, std::collections::VecDeque<[u8; 32]>),
+    /// When the last evidence epoch was issued.
+    last_evidence: Option<Instant>,
     /// Rows of adopted closes, for the evaluator.
     adopted: Vec<(Row, Vec<f32>)>,
 }
@@ -228,6 +239,17 @@ pub type Evidence = Arc<dyn Fn(Signed<vain_core::ledger::Report>) + Send + Sync>
 /// Whether the node's live ledger keeps a client out (banned, e.g. by a passed proposal): it is
 /// not selected from the next round on.
 pub type Excluded = Arc<dyn Fn(&NodeId) -> bool + Send + Sync>;
+
+/// The ledger's next epoch. A round's report takes the epoch of its round; evidence epochs
+/// take epochs between rounds, so a round never takes an epoch the ledger already applied.
+pub type Epochs = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// Governance digests remembered as carried.
+const CARRIED: usize = 4096;
+
+/// The ledger's tier of a node (by signing key). With it, the model's aggregators are ordered
+/// for leading by what every ledger says of them, not by the tier each claims in its status.
+pub type Tiers = Arc<dyn Fn(&NodeId) -> u8 + Send + Sync>;
 
 /// Where the coordinator takes the proposals and votes its next report carries (the node's
 /// live ledger's pool).
@@ -242,7 +264,7 @@ pub type Stakes = Arc<dyn Fn() -> Vec<vain_core::ledger::Observation> + Send + S
 #[derive(Clone)]
 pub struct Link {
     model: String,
-    tier: u8,
+    tier: Arc<std::sync::atomic::AtomicU8>,
     leading: Arc<AtomicBool>,
     round: Arc<AtomicU64>,
     follow: SyncSender<(Signed<Close>, PeerId)>,
@@ -260,7 +282,7 @@ impl Link {
         Status {
             serves,
             leading: serves && self.leading.load(Ordering::Relaxed),
-            tier: self.tier,
+            tier: self.tier.load(Ordering::Relaxed),
             round: self.round.load(Ordering::Relaxed),
         }
     }
@@ -400,7 +422,7 @@ impl Coordinator {
         let (tx, follow) = std::sync::mpsc::sync_channel(16);
         let link = Link {
             model: cfg.arch.id().to_string(),
-            tier: cfg.tier,
+            tier: Arc::new(std::sync::atomic::AtomicU8::new(cfg.tier)),
             leading: Arc::new(AtomicBool::new(false)),
             round: Arc::new(AtomicU64::new(round)),
             follow: tx,
@@ -427,6 +449,10 @@ impl Coordinator {
             governance: None,
             stakes: None,
             excluded: None,
+            tiers: None,
+            epochs: None,
+            carried: Default::default(),
+            last_evidence: None,
             adopted: Vec::new(),
         })
     }
@@ -435,6 +461,92 @@ impl Coordinator {
     pub fn with_exclusions(mut self, f: Excluded) -> Self {
         self.excluded = Some(f);
         self
+    }
+
+    /// Orders the model's aggregators by the tiers `f` gives (the node's ledger) instead of
+    /// `Config::tier` and the tiers peers claim.
+    pub fn with_tiers(mut self, f: Tiers) -> Self {
+        self.tiers = Some(f);
+        self
+    }
+
+    /// Lets the leader carry the ledger's pending governance when no round will: once its
+    /// rounds are done, or while no client is there (with unbounded rounds), it issues an
+    /// *evidence epoch* — a report with no round, epoch `f()` (the ledger's next) — whenever the
+    /// pool holds audit requests, verdicts, proposals or votes no report carried yet, or stakes
+    /// changed, at most every `Config::evidence_interval`. Testimony rides along but starts no
+    /// epoch by itself: an idle network does not tick its ledger forever. Without this, what
+    /// arrives after the last round would wait for a round that never comes.
+    pub fn with_epochs(mut self, f: Epochs) -> Self {
+        self.epochs = Some(f);
+        self
+    }
+
+    /// Remembers the governance inputs a report carried.
+    fn carried(&mut self, governance: &[vain_core::ledger::Governed]) {
+        for g in governance {
+            let d = g.digest();
+            if self.carried.0.insert(d) {
+                self.carried.1.push_back(d);
+                if self.carried.1.len() > CARRIED
+                    && let Some(old) = self.carried.1.pop_front()
+                {
+                    self.carried.0.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Moves the next round past the epochs the ledger already applied: a leader's evidence
+    /// epochs took them (before a restart, or before this aggregator took the lead).
+    fn past_evidence_epochs(&mut self) {
+        if let Some(next) = self.epochs.as_ref().map(|e| e())
+            && next > self.round
+        {
+            tracing::info!(from = self.round, to = next, "rounds resume after the ledger's evidence epochs");
+            self.round = next;
+            self.link.round.store(next, Ordering::Relaxed);
+        }
+    }
+
+    /// Issues an evidence epoch if this aggregator leads and the ledger holds what one should
+    /// carry (see [`Coordinator::with_epochs`]); returns whether it did.
+    fn evidence_epoch(&mut self) -> bool {
+        use vain_core::ledger::Governed;
+        let (Some(f), Some(next)) = (self.evidence.clone(), self.epochs.as_ref().map(|e| e())) else { return false };
+        if !self.link.leading.load(Ordering::Relaxed)
+            || self.last_evidence.is_some_and(|t| t.elapsed() < self.cfg.evidence_interval)
+        {
+            return false;
+        }
+        let governance = self.governance.as_ref().map(|g| g()).unwrap_or_default();
+        let waiting =
+            governance.iter().any(|g| !matches!(g, Governed::Testimony(_)) && !self.carried.0.contains(&g.digest()));
+        // Taking the stake changes marks them reported: they are carried now, or were none.
+        let observations = self.stakes.as_ref().map(|s| s()).unwrap_or_default();
+        if !waiting && observations.is_empty() {
+            return false;
+        }
+        let epoch = next.max(self.round);
+        self.carried(&governance);
+        tracing::info!(epoch, governance = governance.len(), stakes = observations.len(), "evidence epoch");
+        f(Signed::sign(&self.key, vain_core::ledger::Report { epoch, observations, governance }));
+        self.round = epoch + 1;
+        self.link.round.store(self.round, Ordering::Relaxed);
+        self.last_evidence = Some(Instant::now());
+        true
+    }
+
+    /// `key`'s tier: the ledger's when there is one, else what it `claimed`.
+    fn tier_of(&self, key: &NodeId, claimed: u8) -> u8 {
+        self.tiers.as_ref().map_or(claimed, |f| f(key))
+    }
+
+    /// This aggregator's own tier (published in its status too).
+    fn my_tier(&self) -> u8 {
+        let t = self.tier_of(&self.key.verifying_key().to_bytes(), self.cfg.tier);
+        self.link.tier.store(t, Ordering::Relaxed);
+        t
     }
 
     /// Puts what `f` gives (held proposals and votes) into each round's report.
@@ -514,7 +626,8 @@ impl Coordinator {
     }
 
     /// Runs rounds until `cfg.rounds` are done or `stop` is set; `on` sees each round's row
-    /// (after its evaluation).
+    /// (after its evaluation). With [`Coordinator::with_epochs`] and evidence, it then goes on
+    /// issuing evidence epochs until `stop`.
     pub fn run(mut self, stop: &AtomicBool, on: impl FnMut(&Row) + Send + 'static) -> Result<(), Error> {
         let (eval_tx, eval_rx) = std::sync::mpsc::sync_channel::<(Row, Vec<f32>)>(4);
         let log_path = self.dir.join("rounds.jsonl");
@@ -571,16 +684,25 @@ impl Coordinator {
                     continue;
                 }
                 self.link.leading.store(true, Ordering::Relaxed);
-                tracing::info!(round = self.round, tier = self.cfg.tier, "leading the model's rounds");
+                self.past_evidence_epochs();
+                if self.cfg.rounds != 0 && self.round >= self.cfg.rounds {
+                    continue;
+                }
+                tracing::info!(round = self.round, tier = self.my_tier(), "leading the model's rounds");
                 last_end = None;
             } else {
                 // Learn who follows (they get the closes). Two leaders (started together, or a
                 // healed partition): the one later in the order steps down and follows.
-                let me = order(self.cfg.arch.id(), self.cfg.tier, &self.key.verifying_key().to_bytes());
+                let me = order(self.cfg.arch.id(), self.my_tier(), &self.key.verifying_key().to_bytes());
                 let live = self.live_aggregators()?;
-                let better = live
-                    .iter()
-                    .find(|(e, st)| st.leading && order(self.cfg.arch.id(), st.tier, &e.announcement.signing_key) < me);
+                let better = live.iter().find(|(e, st)| {
+                    st.leading
+                        && order(
+                            self.cfg.arch.id(),
+                            self.tier_of(&e.announcement.signing_key, st.tier),
+                            &e.announcement.signing_key,
+                        ) < me
+                });
                 if let Some((e, _)) = better {
                     self.leader = Some((e.peer_id, Instant::now()));
                     self.link.leading.store(false, Ordering::Relaxed);
@@ -593,8 +715,20 @@ impl Coordinator {
             if let Some((row, global)) = row {
                 let _ = eval.send((row, global));
             } else {
-                // No client: wait for one rather than spin.
+                // No client: wait for one rather than spin. With unbounded rounds, the ledger's
+                // governance cannot wait for the next round: it may be long.
+                if self.cfg.rounds == 0 {
+                    self.evidence_epoch();
+                }
                 std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+        // The rounds are done; the ledger is not (audits of the last rounds, votes).
+        if self.evidence.is_some() && self.epochs.is_some() && !stop.load(Ordering::Relaxed) {
+            tracing::info!(rounds = self.round, "rounds done; the ledger's governance goes on in evidence epochs");
+            while !stop.load(Ordering::Relaxed) {
+                self.evidence_epoch();
+                std::thread::sleep(Duration::from_millis(200));
             }
         }
         Ok(())
@@ -626,7 +760,9 @@ impl Coordinator {
                 _ => None,
             })
             .collect();
-        v.sort_by_key(|(e, s)| order(model, s.tier, &e.announcement.signing_key));
+        v.sort_by_key(|(e, s)| {
+            order(model, self.tier_of(&e.announcement.signing_key, s.tier), &e.announcement.signing_key)
+        });
         if let Ok(mut p) = self.peers.lock() {
             *p = v.iter().map(|(e, _)| e.peer_id).collect();
         }
@@ -654,8 +790,10 @@ impl Coordinator {
             self.leader = None;
         }
         let model = self.cfg.arch.id();
-        let me = order(model, self.cfg.tier, &self.key.verifying_key().to_bytes());
-        Ok(live.iter().all(|(e, s)| order(model, s.tier, &e.announcement.signing_key) > me))
+        let me = order(model, self.my_tier(), &self.key.verifying_key().to_bytes());
+        Ok(live.iter().all(|(e, s)| {
+            order(model, self.tier_of(&e.announcement.signing_key, s.tier), &e.announcement.signing_key) > me
+        }))
     }
 
     /// Adopts the closes other aggregators sent: their checkpoint becomes this one's state.
@@ -1106,8 +1244,9 @@ impl Coordinator {
         self.persist(&signed)?;
         // The round's evidence for every ledger, once the close is journaled — also when empty,
         // since every epoch needs its report to be applied.
-        if let Some(f) = &self.evidence {
+        if let Some(f) = self.evidence.clone() {
             let governance = self.governance.as_ref().map(|g| g()).unwrap_or_default();
+            self.carried(&governance);
             if let Some(s) = &self.stakes {
                 let room = vain_core::codec::MAX_OBSERVATIONS.saturating_sub(observations.len() as u64) as usize;
                 observations.extend(s().into_iter().take(room));

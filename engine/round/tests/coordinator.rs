@@ -62,6 +62,40 @@ fn serve(
     });
 }
 
+/// An aggregator on memory port `port`: its QUIC ingest first, then the control plane
+/// announcing it, its coordinator, and the request handler serving its store and link. Returns
+/// the control plane's handle, the coordinator and the node's bootstrap address.
+async fn aggregator(
+    port: u64,
+    seed: [u8; 32],
+    ccfg: coordinator::Config,
+    dir: &std::path::Path,
+) -> (node::Handle, Coordinator, String) {
+    let deny = Arc::new(std::sync::RwLock::new(std::collections::BTreeSet::new()));
+    let q = quic::Config::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        tls::server_config(&seed, Policy::AnyExcept(deny)).expect("tls"),
+    );
+    let service = vain_aggregator::Service::start(q, 1, 16).expect("service");
+    let mut acfg = config(port, &["aggregator"], None);
+    acfg.ingest = vec![service.local_addr().to_string()];
+    let (atx, arx) = mpsc::channel(64);
+    let agg = node::spawn_serving(acfg, Identity::from_seed(seed), Transport::Memory, atx).await.expect("agg");
+    let boot = format!("/memory/{port}/p2p/{}", agg.peer_id);
+    let c = Coordinator::new(
+        ccfg,
+        agg.clone(),
+        tokio::runtime::Handle::current(),
+        service,
+        Box::new(CpuBackend::new(1)),
+        SigningKey::from_bytes(&seed),
+        dir.to_path_buf(),
+    )
+    .expect("coordinator");
+    serve(arx, Some(c.store()), Some(c.link()), None, None);
+    (agg, c, boot)
+}
+
 /// A signed update frame of `key` for `round` on `base` (a small random-looking delta).
 fn frame(key: &SigningKey, round: u64, base: [u8; 32]) -> Vec<u8> {
     let arch = Arch::MnistMlp;
@@ -106,20 +140,7 @@ async fn refusals_missing_participants_and_too_few_updates_are_in_the_signed_clo
     }
     let dir = tempfile::tempdir().expect("tempdir");
 
-    // The aggregator: QUIC ingest first, then the control plane announcing it.
     let agg_seed = seed(11);
-    let deny = Arc::new(std::sync::RwLock::new(std::collections::BTreeSet::new()));
-    let q = quic::Config::new(
-        "127.0.0.1:0".parse().expect("addr"),
-        tls::server_config(&agg_seed, Policy::AnyExcept(deny)).expect("tls"),
-    );
-    let service = vain_aggregator::Service::start(q, 1, 16).expect("service");
-    let ingest_addr = service.local_addr();
-    let mut acfg = config(9200, &["aggregator"], None);
-    acfg.ingest = vec![ingest_addr.to_string()];
-    let (atx, arx) = mpsc::channel(64);
-    let agg = node::spawn_serving(acfg, Identity::from_seed(agg_seed), Transport::Memory, atx).await.expect("agg");
-    let boot = format!("/memory/9200/p2p/{}", agg.peer_id);
     let ccfg = coordinator::Config {
         rounds: 2,
         round_time: Duration::from_secs(6),
@@ -128,17 +149,8 @@ async fn refusals_missing_participants_and_too_few_updates_are_in_the_signed_clo
         failover_after: Duration::from_millis(200),
         ..coordinator::Config::new(Arch::MnistMlp)
     };
-    let c = Coordinator::new(
-        ccfg,
-        agg.clone(),
-        tokio::runtime::Handle::current(),
-        service,
-        Box::new(CpuBackend::new(1)),
-        SigningKey::from_bytes(&agg_seed),
-        dir.path().join("agg"),
-    )
-    .expect("coordinator");
-    serve(arx, Some(c.store()), Some(c.link()), None, None);
+    let (agg, c, boot) = aggregator(9200, agg_seed, ccfg, &dir.path().join("agg")).await;
+    let ingest_addr = c.local_addr();
 
     // An honest client.
     let (ctx, crx) = mpsc::channel(64);
@@ -253,4 +265,131 @@ async fn refusals_missing_participants_and_too_few_updates_are_in_the_signed_clo
     assert_eq!(c1.base, base, "round 0 kept its base");
     assert!(c1.rejected.contains(&(me(14), "wrong round".to_string())), "{:?}", c1.rejected);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Leadership among a model's aggregators follows the ledger's tiers, not what a peer claims:
+/// another aggregator of the model that announces the top tier in its status (and is not
+/// leading) would rank first by its claim; the ledger puts it at tier 0 and this aggregator at
+/// tier 1, so this one leads and opens the rounds. After its last round, governance that
+/// arrives (an audit request) gets an evidence epoch of its own; testimony alone, or what a
+/// report already carried, does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_not_a_peers_claim_decides_who_leads_and_later_governance_gets_an_epoch() {
+    use vain_core::ledger::{AuditRequest, Governed, Report};
+    use vain_core::signed::Signed;
+    if let Err(e) = quic::probe() {
+        vain_testkit::unavailable(vain_testkit::Need::IoUring, "round: leader by ledger tier", e);
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agg_seed = seed(21);
+    let ccfg = coordinator::Config {
+        rounds: 1,
+        round_time: Duration::from_secs(2),
+        min_clients: 1,
+        failover_after: Duration::from_millis(200),
+        evidence_interval: Duration::from_millis(300),
+        ..coordinator::Config::new(Arch::MnistMlp)
+    };
+    let (agg, c, boot) = aggregator(9300, agg_seed, ccfg, &dir.path().join("agg")).await;
+    let me = SigningKey::from_bytes(&agg_seed).verifying_key().to_bytes();
+    let c = c.with_tiers(Arc::new(move |k| u8::from(*k == me)));
+    // A ledger stand-in: the reports it took, and the pool the reports carry from.
+    let reports: Arc<std::sync::Mutex<Vec<Signed<Report>>>> = Arc::default();
+    let pool: Arc<std::sync::Mutex<Vec<Governed>>> = Arc::default();
+    let (took, next, held) = (reports.clone(), reports.clone(), pool.clone());
+    let c = c
+        .with_evidence(Arc::new(move |r| took.lock().expect("reports").push(r)))
+        .with_epochs(Arc::new(move || next.lock().expect("reports").last().map_or(0, |r| r.body.epoch + 1)))
+        .with_governance(Arc::new(move || held.lock().expect("pool").clone()));
+    let link = c.link();
+
+    // The other aggregator: serves the model, not leading, claims tier 255.
+    let (ptx, mut prx) = mpsc::channel::<Inbound>(64);
+    let _peer = node::spawn_serving(
+        config(9301, &["aggregator"], Some(boot.clone())),
+        Identity::from_seed(seed(22)),
+        Transport::Memory,
+        ptx,
+    )
+    .await
+    .expect("peer aggregator");
+    let claims = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let asked = claims.clone();
+    tokio::spawn(async move {
+        while let Some(req) = prx.recv().await {
+            let answer = match Message::decode(&req.request) {
+                Ok(Message::Status(_)) => {
+                    asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    msg::Status { serves: true, leading: false, tier: 255, round: 0 }.encode()
+                }
+                _ => vec![Ack::Taken as u8],
+            };
+            let _ = req.reply.send(answer);
+        }
+    });
+
+    // A client that takes the open.
+    let (ctx, crx) = mpsc::channel(64);
+    let _client = node::spawn_serving(
+        config(9302, &["client"], Some(boot)),
+        Identity::from_seed(seed(23)),
+        Transport::Memory,
+        ctx,
+    )
+    .await
+    .expect("client");
+    let (otx, mut opened) = mpsc::channel(8);
+    serve(crx, None, None, None, Some(otx));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while agg.directory().await.map(|d| d.iter().filter(|e| e.connected).count()).unwrap_or(0) < 2 {
+        assert!(Instant::now() < deadline, "the nodes did not find each other");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let run = std::thread::spawn(move || c.run(&s, |_| {}));
+    let r = tokio::time::timeout(Duration::from_secs(30), opened.recv()).await.expect("this aggregator opens round 0");
+    assert_eq!(r, Some(0));
+    assert!(claims.load(std::sync::atomic::Ordering::Relaxed) > 0, "the peer's status was asked and weighed");
+    // Its own status publishes the ledger's tier.
+    assert_eq!(link.status("mnist-mlp").tier, 1);
+    assert!(link.leading().0);
+
+    let count = || reports.lock().expect("reports").len();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count() < 1 {
+        assert!(Instant::now() < deadline, "round 0 closed with its report");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Testimony alone starts no epoch.
+    let validator = SigningKey::from_bytes(&seed(24));
+    let testimony = Governed::Testimony(Signed::sign(&validator, Report::new(1, Vec::new())));
+    pool.lock().expect("pool").push(testimony.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(count(), 1, "no epoch for testimony alone");
+    // An audit request does, carrying the testimony with it, at the ledger's next epoch.
+    let request =
+        Governed::RequestAudit(Signed::sign(&validator, AuditRequest { subject: [9; 32], round: 0, nonce: 1 }));
+    pool.lock().expect("pool").push(request.clone());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count() < 2 {
+        assert!(Instant::now() < deadline, "an evidence epoch for the audit request");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    {
+        let r = reports.lock().expect("reports");
+        assert_eq!(r[0].body.epoch, 0);
+        assert_eq!(r[1].body.epoch, 1);
+        assert_eq!(r[1].body.governance, vec![testimony, request]);
+        assert!(r[1].verify().is_ok());
+    }
+    // What a report carried starts no other epoch, though the pool still holds it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(count(), 2, "nothing new, no epoch");
+    assert_eq!(link.leading().1, 2, "the next round follows the evidence epoch");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let result = tokio::task::spawn_blocking(move || run.join()).await.expect("join");
+    result.expect("thread").expect("coordinator");
 }

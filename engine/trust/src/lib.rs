@@ -474,6 +474,11 @@ impl Live {
         self.ledger.nodes().map(|(id, _)| (*id, self.ledger.tier(id, now))).collect()
     }
 
+    /// `node`'s tier now (0 for a node the ledger does not know, or keeps out).
+    pub fn tier(&self, node: &NodeId) -> u8 {
+        self.ledger.tier(node, self.now())
+    }
+
     /// Open audits whose team includes `me`: (audit, subject, round).
     pub fn audits_for(&self, me: &NodeId) -> Vec<([u8; 32], NodeId, u64)> {
         self.ledger
