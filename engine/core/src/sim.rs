@@ -32,7 +32,8 @@ pub enum Behaviour {
     Sybil,
     /// Honest work, but signs two different votes on every proposal.
     Equivocator,
-    /// Takes part with poisoned updates (flagged by the aggregation's anomaly report).
+    /// Takes part with poisoned updates (the scenario's [`Poison`]), judged by the
+    /// aggregation's anomaly report like every update.
     Poisoner,
     /// Honest work, but as an auditor it passes poisoners and fails honest nodes.
     Colluder,
@@ -81,9 +82,21 @@ pub struct Scenario {
     pub governance: bool,
     /// Whether audits run.
     pub audits: bool,
-    /// Probability that the aggregation's anomaly report flags a poisoned update (stealthy
-    /// poisoners need audits to be caught).
-    pub flagged: f64,
+    /// What poisoners send.
+    pub poison: Poison,
+}
+
+/// A poisoner's update, built from the round's honest direction `g` (unit norm; honest updates
+/// are `g` plus noise of norm about 0.8).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Poison {
+    /// The honest update sign-flipped and boosted λ× (model replacement, Bagdasaryan et al.
+    /// 2020; boosting, Bhagoji et al. 2019): far from the others, the anomaly report sees it.
+    Boost(f32),
+    /// An honest-looking update pulled this far toward a direction the poisoners share (a
+    /// backdoor, kept inside the honest spread as in Bhagoji et al.'s stealth objective): the
+    /// anomaly report rarely sees it, so audits must catch it.
+    Backdoor(f32),
 }
 
 /// The built-in scenarios.
@@ -94,7 +107,7 @@ pub const SCENARIOS: &[Scenario] = &[
         mix: &[(Behaviour::Lazy, 0.15), (Behaviour::Offline, 0.15)],
         governance: false,
         audits: false,
-        flagged: 1.0,
+        poison: Poison::Boost(5.0),
     },
     Scenario {
         name: "sybil",
@@ -102,7 +115,7 @@ pub const SCENARIOS: &[Scenario] = &[
         mix: &[(Behaviour::Sybil, 0.30)],
         governance: false,
         audits: false,
-        flagged: 1.0,
+        poison: Poison::Boost(5.0),
     },
     Scenario {
         name: "equivocator",
@@ -110,7 +123,7 @@ pub const SCENARIOS: &[Scenario] = &[
         mix: &[(Behaviour::Equivocator, 0.10)],
         governance: true,
         audits: false,
-        flagged: 1.0,
+        poison: Poison::Boost(5.0),
     },
     Scenario {
         name: "poisoner",
@@ -118,7 +131,7 @@ pub const SCENARIOS: &[Scenario] = &[
         mix: &[(Behaviour::Poisoner, 0.10)],
         governance: false,
         audits: false,
-        flagged: 1.0,
+        poison: Poison::Boost(5.0),
     },
     Scenario {
         name: "audit-collusion",
@@ -126,7 +139,7 @@ pub const SCENARIOS: &[Scenario] = &[
         mix: &[(Behaviour::Poisoner, 0.10), (Behaviour::Colluder, 0.15)],
         governance: false,
         audits: true,
-        flagged: 0.1,
+        poison: Poison::Backdoor(0.3),
     },
     Scenario {
         name: "mixed",
@@ -141,9 +154,75 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         governance: true,
         audits: true,
-        flagged: 0.5,
+        poison: Poison::Boost(3.0),
     },
 ];
+
+/// Dimension of the simulated updates.
+pub const DIM: usize = 64;
+
+/// The aggregation's judgement of one round's updates. The simulator builds the update of each
+/// node that took part the way its behaviour would ([`DIM`] values); the judge turns them into
+/// the evidence an aggregator reports. `vain sim` passes the aggregator's own judge (vain-learn
+/// over vain-kernels' anomaly report), so a poisoner is flagged only when the real detector
+/// sees it.
+pub trait Judge {
+    /// The observations for the updates of `subjects` (same order): participation, anomaly
+    /// and feedback, as an aggregator reports them.
+    fn judge(&mut self, subjects: &[NodeId], updates: &[Vec<f32>]) -> Vec<Observation>;
+}
+
+/// A judge with no anomaly report: every update counts as participation, nothing more. For
+/// runs about the ledger alone (Sybil rings, equivocation, persistence); runs whose poisoners
+/// matter need the aggregator's judge.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Blind;
+
+impl Judge for Blind {
+    fn judge(&mut self, subjects: &[NodeId], _: &[Vec<f32>]) -> Vec<Observation> {
+        subjects.iter().map(|s| Observation { subject: *s, what: Observed::Participated }).collect()
+    }
+}
+
+/// Resource challenges in virtual time: every node claims a machine doing this many
+/// multiply-adds per ms, and the challenge is sized to the claim (as a validator sizes it) at
+/// a small answer, so the real solver and verifier run fast.
+const CLAIM: f64 = 0.1;
+/// The challenge's deadline after its issue (virtual ms), and the share of it an honest
+/// machine needs.
+const BUDGET: Time = 10_000;
+const SHARE: f64 = 0.25;
+/// Side of the simulated challenges' answer.
+const CHALLENGE_SIDE: u32 = 8;
+
+/// A challenge sized to [`CLAIM`] (`challenge::sized`'s rule at [`CHALLENGE_SIDE`]).
+fn sim_challenge(seed: u64, issued: Time) -> Challenge {
+    let per_inner = f64::from(CHALLENGE_SIDE * CHALLENGE_SIDE);
+    let inner = (CLAIM * BUDGET as f64 * SHARE / per_inner).ceil().max(1.0) as u32;
+    Challenge { rows: CHALLENGE_SIDE, inner, cols: CHALLENGE_SIDE, seed, issued, deadline: issued + BUDGET }
+}
+
+/// A unit vector in a random direction.
+fn direction(rng: &mut Rng) -> Vec<f32> {
+    let v: Vec<f32> = (0..DIM).map(|_| rng.gaussian() as f32).collect();
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+    v.into_iter().map(|x| x / n).collect()
+}
+
+/// The update a node of behaviour `b` sends in a round whose honest direction is `g` (unit):
+/// honest ones `g` plus noise of norm about 0.8 (clients on their own data), poisoners per
+/// `poison` (`backdoor` is the direction they share).
+fn update(b: Behaviour, g: &[f32], poison: Poison, backdoor: &[f32], rng: &mut Rng) -> Vec<f32> {
+    let sd = 0.8 / (DIM as f64).sqrt();
+    let honest: Vec<f32> = g.iter().map(|x| x + (sd * rng.gaussian()) as f32).collect();
+    match (b, poison) {
+        (Behaviour::Poisoner, Poison::Boost(lambda)) => honest.iter().map(|x| -lambda * x).collect(),
+        (Behaviour::Poisoner, Poison::Backdoor(pull)) => {
+            honest.iter().zip(backdoor).map(|(x, d)| x + pull * d).collect()
+        }
+        _ => honest,
+    }
+}
 
 /// Looks a scenario up by name.
 pub fn scenario(name: &str) -> Option<&'static Scenario> {
@@ -230,6 +309,11 @@ pub struct Counters {
     pub proposals: [u64; 3],
     /// Audits decided pass / fail.
     pub audits: [u64; 2],
+    /// Per behaviour: updates the judge flagged (anomaly z at the ledger's penalty threshold)
+    /// and updates judged.
+    pub flagged: BTreeMap<Behaviour, [u64; 2]>,
+    /// Per behaviour: resource challenges passed, failed, timed out.
+    pub challenges: BTreeMap<Behaviour, [u64; 3]>,
 }
 
 /// The outcome of a run.
@@ -274,7 +358,16 @@ impl Rng {
         if n == 0 { 0 } else { (self.next() % n as u64) as usize }
     }
     fn chance(&mut self, p: f64) -> bool {
-        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+        self.unit() < p
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// A standard normal draw (Box–Muller).
+    fn gaussian(&mut self) -> f64 {
+        let u = self.unit().max(f64::MIN_POSITIVE);
+        let v = self.unit();
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
     }
 }
 
@@ -284,13 +377,13 @@ struct Net {
     seq: u64,
 }
 
-/// Runs `scenario` with `opts`.
-pub fn run(scenario: &Scenario, opts: &Options) -> Run {
-    run_with(scenario, opts, &mut |_| {})
+/// Runs `scenario` with `opts`, the rounds' updates judged by `judge`.
+pub fn run(scenario: &Scenario, opts: &Options, judge: &mut dyn Judge) -> Run {
+    run_with(scenario, opts, judge, &mut |_| {})
 }
 
 /// [`run`], calling `on_epoch` with each finished epoch (for progress).
-pub fn run_with(scenario: &Scenario, opts: &Options, on_epoch: &mut dyn FnMut(u32)) -> Run {
+pub fn run_with(scenario: &Scenario, opts: &Options, judge: &mut dyn Judge, on_epoch: &mut dyn FnMut(u32)) -> Run {
     let n = opts.nodes.max(opts.validators + 1);
     let mut rng = Rng(opts.seed ^ 0x005e_ed0f_5a11);
     let keys: Vec<SigningKey> = (0..n)
@@ -331,6 +424,8 @@ pub fn run_with(scenario: &Scenario, opts: &Options, on_epoch: &mut dyn FnMut(u3
         None => vec![false; n],
     };
     let sybils: Vec<usize> = (0..n).filter(|&i| behaviours[i] == Behaviour::Sybil).collect();
+    // The direction the poisoners' backdoor pulls toward, the same all run.
+    let backdoor = direction(&mut rng);
 
     for e in 0..opts.epochs {
         let t0 = Time::from(e) * opts.epoch;
@@ -366,43 +461,73 @@ pub fn run_with(scenario: &Scenario, opts: &Options, on_epoch: &mut dyn FnMut(u3
             let j = rng.below(i + 1);
             order.swap(i, j);
         }
-        let mut watched = order.chunks(opts.sample.max(1));
+        let chunks: Vec<Vec<usize>> =
+            order.chunks(opts.sample.max(1)).take(reporters.len()).map(<[usize]>::to_vec).collect();
+        // Every fourth watched node is challenged, all at the epoch's start: a Sybil ring's
+        // members share the one machine behind them, split between those challenged at once.
+        let ring_load = chunks
+            .iter()
+            .zip(&reporters)
+            .flat_map(|(c, r)| c.iter().enumerate().filter(move |(k, s)| k % 4 == 0 && *s != r))
+            .filter(|(_, s)| behaviours[**s] == Behaviour::Sybil && live(**s, &ledger))
+            .count()
+            .max(1);
+        // The round's honest direction.
+        let g = direction(&mut rng);
+        let mut watched = chunks.into_iter();
         for &r in &reporters {
             let mut obs = Vec::with_capacity(opts.sample + 4);
-            let chunk: Vec<usize> = watched.next().map(<[usize]>::to_vec).unwrap_or_default();
+            let chunk: Vec<usize> = watched.next().unwrap_or_default();
+            let (mut subjects, mut updates) = (Vec::new(), Vec::new());
             for (k, s) in chunk.into_iter().enumerate() {
                 if s == r || !live(s, &ledger) {
                     continue;
                 }
                 let b = behaviours[s];
                 let took_part = b.works() && (b != Behaviour::Lazy || rng.chance(0.5));
-                obs.push(Observation {
-                    subject: ids[s],
-                    what: if took_part { Observed::Participated } else { Observed::Missed },
-                });
+                if took_part {
+                    subjects.push(ids[s]);
+                    updates.push(update(b, &g, scenario.poison, &backdoor, &mut rng));
+                } else {
+                    obs.push(Observation { subject: ids[s], what: Observed::Missed });
+                }
                 // Heartbeats answered in the epoch: offline nodes none, the rest nearly all.
                 let up = if b == Behaviour::Offline { 0.0 } else { 1.0 - 0.1 * rng.below(2) as f64 };
                 obs.push(Observation { subject: ids[s], what: Observed::Uptime { fraction: up } });
-                if took_part && b == Behaviour::Poisoner && rng.chance(scenario.flagged) {
-                    obs.push(Observation { subject: ids[s], what: Observed::Anomaly { z: 8.0 } });
-                }
                 if k % 4 == 0 {
-                    // A real challenge, small so the simulation stays fast.
-                    let ch =
-                        Challenge { rows: 8, inner: 16, cols: 8, seed: rng.next(), issued: t0, deadline: t0 + 10_000 };
-                    let what = if b == Behaviour::Sybil {
-                        // Claims a GPU it does not have: answers with made-up numbers.
-                        let ok = challenge::verify(&ch, &vec![0u32; 64], rng.next());
-                        if ok { Observed::ChallengePassed } else { Observed::ChallengeFailed }
-                    } else if took_part {
-                        let ok = challenge::verify(&ch, &challenge::solve(&ch, 1), rng.next());
-                        if ok { Observed::ChallengePassed } else { Observed::ChallengeFailed }
-                    } else {
+                    let ch = sim_challenge(rng.next(), t0);
+                    // What the node really computes with: the claimed machine, or a share of
+                    // the ring's.
+                    let rate = if b == Behaviour::Sybil { CLAIM / ring_load as f64 } else { CLAIM };
+                    let answers = took_part || b == Behaviour::Sybil;
+                    let what = if !answers || ch.issued as f64 + ch.work() as f64 / rate > ch.deadline as f64 {
                         Observed::ChallengeTimeout
+                    } else if challenge::verify(&ch, &challenge::solve(&ch, 1), rng.next()) {
+                        Observed::ChallengePassed
+                    } else {
+                        Observed::ChallengeFailed
                     };
+                    let slot = match what {
+                        Observed::ChallengePassed => 0,
+                        Observed::ChallengeFailed => 1,
+                        _ => 2,
+                    };
+                    c.challenges.entry(b).or_default()[slot] += 1;
                     obs.push(Observation { subject: ids[s], what });
                 }
             }
+            let judged = judge.judge(&subjects, &updates);
+            let threshold = ledger.config().penalties.anomaly_z;
+            for id in &subjects {
+                let b = behaviours[index[id]];
+                let hit = judged
+                    .iter()
+                    .any(|o| o.subject == *id && matches!(o.what, Observed::Anomaly { z } if z.abs() >= threshold));
+                let f = c.flagged.entry(b).or_default();
+                f[0] += u64::from(hit);
+                f[1] += 1;
+            }
+            obs.extend(judged);
             let report =
                 Signed::sign(&keys[r], Report { epoch: u64::from(e), observations: obs, governance: Vec::new() });
             send(r, t0 + 1, Input::Report(report), &mut rng, &mut c);
@@ -656,6 +781,20 @@ impl Run {
             c.audits[0],
             c.audits[1]
         );
+        let flagged: Vec<String> = c
+            .flagged
+            .iter()
+            .map(|(b, [f, n])| format!("{} {:.1} % of {n}", b.name(), 100.0 * *f as f64 / (*n).max(1) as f64))
+            .collect();
+        s += &format!("updates flagged by the anomaly report: {}\n", flagged.join(", "));
+        let challenges: Vec<String> =
+            c.challenges.iter().map(|(b, [p, f, t])| format!("{} {p}/{f}/{t}", b.name())).collect();
+        s += &format!("resource challenges passed/failed/timed out: {}\n", challenges.join(", "));
         s
+    }
+
+    /// The fraction of `b`'s updates the judge flagged (0 when none were judged).
+    pub fn flagged(&self, b: Behaviour) -> f64 {
+        self.counters.flagged.get(&b).map_or(0.0, |[f, n]| *f as f64 / (*n).max(1) as f64)
     }
 }

@@ -11,7 +11,7 @@ use vain_core::store::Store;
 
 fn recorded() -> sim::Run {
     let opts = Options { journal: true, epochs: 14, ..Options::new(40, 21) };
-    sim::run(sim::scenario("mixed").expect("scenario"), &opts)
+    sim::run(sim::scenario("mixed").expect("scenario"), &opts, &mut sim::Blind)
 }
 
 /// The digest after applying the first `k` entries.

@@ -1,10 +1,12 @@
-//! The scenarios, run in the simulator or on the ledger directly, asserting outcomes.
+//! Scenarios run in the simulator or on the ledger directly, asserting outcomes. The ones whose
+//! updates matter (poisoners) run with the aggregator's judge in vain-learn's tests; these use
+//! the blind judge.
 
 use ed25519_dalek::SigningKey;
 use vain_core::governance::{Choice, Kind, Outcome, Proposal, Vote};
 use vain_core::ledger::{AuditRequest, Config, Error, Input, Ledger, Observation, Observed, Output, Report};
 use vain_core::signed::Signed;
-use vain_core::sim::{self, Behaviour, Options};
+use vain_core::sim::{self, Behaviour, Blind, Options};
 use vain_core::{HOUR, NodeId, audit};
 
 fn opts(nodes: usize, seed: u64, epochs: u32) -> Options {
@@ -14,10 +16,16 @@ fn opts(nodes: usize, seed: u64, epochs: u32) -> Options {
 #[test]
 fn a_30_percent_sybil_ring_never_reaches_tier_2_and_honest_nodes_do_within_a_day() {
     for seed in [1, 2, 3] {
-        let run = sim::run(sim::scenario("sybil").expect("scenario"), &opts(150, seed, 72));
+        let run = sim::run(sim::scenario("sybil").expect("scenario"), &opts(150, seed, 72), &mut Blind);
         let sybils: Vec<usize> = run.of(Behaviour::Sybil).collect();
         assert!(sybils.len() as f64 >= 0.29 * 150.0);
         assert!(sybils.iter().all(|&i| run.max_tier[i] == 1), "seed {seed}: a Sybil reached tier 2");
+        // Challenged together, the ring's members share its one machine: too slow for a
+        // challenge sized to each one's claim. Honest machines pass theirs.
+        let [passed, _, timed_out] = run.counters.challenges[&Behaviour::Sybil];
+        assert!(timed_out > 10 * passed, "seed {seed}: {}", run.summary());
+        let [passed, failed, timed_out] = run.counters.challenges[&Behaviour::Honest];
+        assert!(failed + timed_out == 0 && passed > 0, "seed {seed}: {}", run.summary());
         // Configured time: tier 2 needs 6 h in tier 1 (min_time_in_tier) and a score of 0.45;
         // every honest node gets there within 24 virtual hours.
         let late: Vec<usize> = run.of(Behaviour::Honest).filter(|&i| run.tier2_at[i].is_none_or(|e| e > 24)).collect();
@@ -27,7 +35,7 @@ fn a_30_percent_sybil_ring_never_reaches_tier_2_and_honest_nodes_do_within_a_day
 
 #[test]
 fn equivocating_voters_are_detected_and_penalised() {
-    let run = sim::run(sim::scenario("equivocator").expect("scenario"), &opts(120, 4, 48));
+    let run = sim::run(sim::scenario("equivocator").expect("scenario"), &opts(120, 4, 48), &mut Blind);
     let eq: Vec<usize> = run.of(Behaviour::Equivocator).collect();
     assert!(run.counters.equivocations >= eq.len() as u64, "{:?}", run.counters);
     assert!(eq.iter().all(|&i| run.suspended[i]), "every equivocator is suspended");
@@ -37,39 +45,11 @@ fn equivocating_voters_are_detected_and_penalised() {
 }
 
 #[test]
-fn poisoners_flagged_by_anomaly_evidence_are_suspended_then_banned() {
-    let run = sim::run(sim::scenario("poisoner").expect("scenario"), &opts(120, 5, 96));
-    let p: Vec<usize> = run.of(Behaviour::Poisoner).collect();
-    assert!(!p.is_empty());
-    assert!(p.iter().all(|&i| run.suspended[i] && run.banned[i]), "{}", run.summary());
-    assert!(run.of(Behaviour::Honest).all(|i| !run.suspended[i] && !run.banned[i]));
-}
-
-#[test]
-fn colluding_auditors_below_a_team_majority_cannot_pass_a_poisoner() {
-    let run = sim::run(sim::scenario("audit-collusion").expect("scenario"), &opts(150, 6, 48));
-    let poisoners: Vec<usize> = run.of(Behaviour::Poisoner).collect();
-    let minority = |k: usize, size: usize| 2 * k < size;
-    let audited: Vec<_> = run.audits.iter().filter(|a| poisoners.contains(&a.0)).collect();
-    assert!(audited.len() >= poisoners.len(), "every poisoner was audited at least once: {:?}", run.audits);
-    assert!(audited.iter().any(|a| a.2 > 0), "some teams did include colluders");
-    for &&(i, pass, k, size) in &audited {
-        assert!(!(pass && minority(k, size)), "node {i} passed with {k} colluders of {size}");
-    }
-    for &(i, pass, k, size) in run.audits.iter().filter(|a| run.behaviours[a.0] == Behaviour::Honest) {
-        assert!(pass || !minority(k, size), "honest node {i} failed with {k} colluders of {size}");
-    }
-    // Rarely flagged by the anomaly detector, poisoners are caught by the audits.
-    assert!(poisoners.iter().all(|&i| run.suspended[i]), "{}", run.summary());
-    assert!(run.of(Behaviour::Honest).all(|i| !run.suspended[i]));
-}
-
-#[test]
 fn the_same_seed_gives_the_same_run_and_another_seed_does_not() {
     let sc = sim::scenario("mixed").expect("scenario");
-    let a = sim::run(sc, &opts(80, 9, 24));
-    let b = sim::run(sc, &opts(80, 9, 24));
-    let c = sim::run(sc, &opts(80, 10, 24));
+    let a = sim::run(sc, &opts(80, 9, 24), &mut Blind);
+    let b = sim::run(sc, &opts(80, 9, 24), &mut Blind);
+    let c = sim::run(sc, &opts(80, 10, 24), &mut Blind);
     assert_eq!(a.history, b.history);
     assert_eq!(a.counters, b.counters);
     assert_eq!(a.score, b.score);
@@ -81,7 +61,7 @@ fn partitions_and_loss_slow_honest_nodes_but_do_not_promote_sybils() {
     let mut o = opts(120, 11, 48);
     o.loss = 0.2;
     o.partition = Some((0, 12, 0.4));
-    let run = sim::run(sim::scenario("sybil").expect("scenario"), &o);
+    let run = sim::run(sim::scenario("sybil").expect("scenario"), &o, &mut Blind);
     assert!(run.of(Behaviour::Sybil).all(|i| run.max_tier[i] == 1));
     assert!(run.of(Behaviour::Honest).filter(|&i| run.tier2_at[i].is_some()).count() > 0);
     assert!(run.counters.lost > run.counters.sent / 10);
@@ -263,16 +243,6 @@ fn two_colluders_on_a_team_of_five_cannot_pass_a_bad_node() {
 }
 
 #[test]
-fn a_thousand_node_mixed_run_keeps_every_property() {
-    // Its speed is a benchmark (docs/benchmarks.md, `vain sim --nodes 1000`), not asserted here.
-    let run = sim::run(sim::scenario("mixed").expect("scenario"), &opts(1000, 12, 36));
-    assert!(run.of(Behaviour::Sybil).all(|i| run.max_tier[i] == 1));
-    assert!(run.of(Behaviour::Honest).all(|i| run.tier2_at[i].is_some() && !run.suspended[i]));
-    assert!(run.of(Behaviour::Equivocator).filter(|&i| run.suspended[i]).count() > 0);
-    assert!(run.counters.equivocations > 0 && run.counters.proposals[0] > 0);
-}
-
-#[test]
 fn stake_comes_from_reporters_reading_the_chain_and_round_trips_the_codec() {
     let (mut l, keys) = voters(2);
     let subject = key(77).verifying_key().to_bytes();
@@ -355,4 +325,22 @@ fn a_carried_testimony_applies_once_in_its_reporters_order_and_only_from_a_repor
         Input::Testimony(back) => assert_eq!(back, t),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_ring_of_two_has_the_machine_its_challenges_need_but_no_work_to_show() {
+    // Two identities on one machine are rarely challenged at the same moment: the challenges
+    // do not catch them (the simulator does not rig them), the missing work does.
+    let sc = sim::Scenario {
+        name: "ring-of-two",
+        about: "two Sybil identities sharing one machine",
+        mix: &[(Behaviour::Sybil, 0.02)],
+        ..*sim::scenario("sybil").expect("scenario")
+    };
+    let run = sim::run(&sc, &opts(100, 21, 48), &mut Blind);
+    let ring: Vec<usize> = run.of(Behaviour::Sybil).collect();
+    assert_eq!(ring.len(), 2);
+    let [passed, _, timed_out] = run.counters.challenges[&Behaviour::Sybil];
+    assert!(passed > timed_out, "{}", run.summary());
+    assert!(ring.iter().all(|&i| run.max_tier[i] == 1), "{}", run.summary());
 }

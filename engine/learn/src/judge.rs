@@ -52,6 +52,74 @@ pub fn observations(verdicts: &[(NodeId, f64, f64)]) -> Vec<Observation> {
     out
 }
 
+/// The verdicts of a round's anomaly report on the `accepted` clients (client, index of its
+/// update in the report).
+fn verdicts(report: &Report, accepted: &[(NodeId, usize)]) -> Vec<Verdict> {
+    let reps = &report.updates;
+    let zs = anomaly_z(
+        &reps.iter().map(|u| u.norm).collect::<Vec<_>>(),
+        &reps.iter().map(|u| u.cosine.unwrap_or(1.0)).collect::<Vec<_>>(),
+        &reps.iter().map(|u| u.max_similarity.unwrap_or(0.0)).collect::<Vec<_>>(),
+    );
+    let mut out = Vec::with_capacity(accepted.len());
+    for (id, idx) in accepted {
+        let Some(pos) = reps.iter().position(|u| u.index == *idx) else { continue };
+        let u = &reps[pos];
+        let (zn, zc, zsim) = zs[pos];
+        let z = zn.max(zc).max(zsim);
+        let quality = ((1.0 + u.cosine.unwrap_or(0.0)) / 2.0).clamp(0.0, 1.0);
+        out.push(Verdict { id: *id, z, z_norm: zn, z_cosine: zc, z_similarity: zsim, quality });
+    }
+    out
+}
+
+/// The aggregator's judgement as the simulator's ([`vain_core::sim::Judge`], `vain sim`): each
+/// simulated round's updates go through a real aggregation round on the CPU backend — FedAvg
+/// with the full anomaly report, as the coordinator runs it — and the same verdicts and
+/// [`observations`] a networked aggregator reports. A poisoner is flagged only when this code
+/// sees it.
+pub struct Simulated {
+    backend: vain_kernels::cpu::CpuBackend,
+}
+
+impl Simulated {
+    /// A judge on one CPU thread.
+    pub fn new() -> Simulated {
+        Simulated { backend: vain_kernels::cpu::CpuBackend::new(1) }
+    }
+}
+
+impl Default for Simulated {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl vain_core::sim::Judge for Simulated {
+    fn judge(&mut self, subjects: &[NodeId], updates: &[Vec<f32>]) -> Vec<Observation> {
+        use vain_kernels::aggregate::{Config, Round, Rule};
+        use vain_kernels::backend::{Segment, Update};
+        use vain_kernels::decode::Encoding;
+        let Some(dim) = updates.first().map(Vec::len) else { return Vec::new() };
+        let cfg = Config { max_updates: updates.len(), full_report: true, ..Config::new(dim, Rule::FedAvg) };
+        let outcome = Round::new(&mut self.backend, cfg).and_then(|mut round| {
+            let mut accepted = Vec::with_capacity(updates.len());
+            for (id, u) in subjects.iter().zip(updates) {
+                let bytes: Vec<u8> = u.iter().flat_map(|x| x.to_le_bytes()).collect();
+                let segment = Segment { offset: 0, numel: u.len(), encoding: Encoding::DenseF32, bytes: &bytes };
+                accepted.push((*id, round.ingest(&Update { segments: &[segment] }, 1.0)?));
+            }
+            Ok((round.finish()?, accepted))
+        });
+        // The simulator builds these updates itself (finite, one dimension, within the
+        // round's bounds): a failure is a bug in it, not bad input.
+        let (o, accepted) = outcome.expect("the simulator's updates aggregate");
+        let v: Vec<(NodeId, f64, f64)> =
+            verdicts(&o.report, &accepted).iter().map(|v| (v.id, v.z, v.quality)).collect();
+        observations(&v)
+    }
+}
+
 /// A ledger seen from one aggregator, which is its pre-trusted reporter.
 pub struct Judge {
     ledger: Ledger,
@@ -116,23 +184,7 @@ impl Judge {
         accepted: &[(NodeId, usize)],
         rejected: &[NodeId],
     ) -> Result<Vec<Verdict>, Error> {
-        let mut verdicts = Vec::new();
-        if let Some(r) = report {
-            let reps = &r.updates;
-            let zs = anomaly_z(
-                &reps.iter().map(|u| u.norm).collect::<Vec<_>>(),
-                &reps.iter().map(|u| u.cosine.unwrap_or(1.0)).collect::<Vec<_>>(),
-                &reps.iter().map(|u| u.max_similarity.unwrap_or(0.0)).collect::<Vec<_>>(),
-            );
-            for (id, idx) in accepted {
-                let Some(pos) = reps.iter().position(|u| u.index == *idx) else { continue };
-                let u = &reps[pos];
-                let (zn, zc, zsim) = zs[pos];
-                let z = zn.max(zc).max(zsim);
-                let quality = ((1.0 + u.cosine.unwrap_or(0.0)) / 2.0).clamp(0.0, 1.0);
-                verdicts.push(Verdict { id: *id, z, z_norm: zn, z_cosine: zc, z_similarity: zsim, quality });
-            }
-        }
+        let mut verdicts = report.map(|r| verdicts(r, accepted)).unwrap_or_default();
         for id in rejected {
             let nan = f64::NAN;
             verdicts.push(Verdict {

@@ -60,7 +60,13 @@ pub fn run(a: SimArgs) -> Result<()> {
     opts.partition = a.partition.as_deref().map(parse_partition).transpose()?;
     let start = Instant::now();
     let bar = crate::progress::bar(u64::from(a.epochs), "epoch");
-    let run = sim::run_with(scenario, &opts, &mut |e| bar.set_position(u64::from(e)));
+    let run = sim::run_with(
+        scenario,
+        &opts,
+        // The aggregator's own judge: the anomaly report decides what is flagged.
+        &mut vain_learn::judge::Simulated::new(),
+        &mut |e| bar.set_position(u64::from(e)),
+    );
     bar.finish_and_clear();
     let took = start.elapsed();
     println!(
