@@ -227,13 +227,24 @@ pub struct Limits {
     pub target_connections: usize,
     /// Requests (heartbeat, exchange, relay) accepted per peer per second.
     pub requests_per_s: f64,
+    /// Round-protocol requests (opens, closes, fetches, evidence, governance, challenges)
+    /// accepted per peer per second, in bursts of twice that; the rest are dropped, counted as
+    /// `round rate`.
+    pub round_requests_per_s: f64,
     /// Seconds an idle connection is kept.
     pub idle_timeout: f64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_connections: 256, max_per_peer: 2, target_connections: 48, requests_per_s: 20.0, idle_timeout: 60.0 }
+        Self {
+            max_connections: 256,
+            max_per_peer: 2,
+            target_connections: 48,
+            requests_per_s: 20.0,
+            round_requests_per_s: 100.0,
+            idle_timeout: 60.0,
+        }
     }
 }
 

@@ -124,6 +124,8 @@ struct Peer {
     score: i32,
     in_routing: bool,
     requests: (f64, Instant),
+    /// Token bucket of round-protocol requests.
+    round_requests: (f64, Instant),
     /// The last dial since it was last heard from failed.
     probe_failed: bool,
     /// Which of our announcements (its `own_version`) this peer was sent on connecting.
@@ -227,6 +229,7 @@ enum Command {
     Ban(Vec<[u8; 32]>, oneshot::Sender<usize>),
     Unban(Vec<[u8; 32]>, oneshot::Sender<usize>),
     Tiers(HashMap<[u8; 32], u8>),
+    Junk(PeerId, i32, &'static str),
 }
 
 /// A peer whose announcement this node verified (the directory the round protocol reads).
@@ -315,6 +318,13 @@ impl Handle {
         self.ask(Command::Directory).await
     }
 
+    /// Scores `peer` down by `points` for junk on the round protocol that only a dishonest
+    /// sender sends (a forged signature, a malformed message), counted under `reason`; below
+    /// `pex.block_below` it is disconnected and blocked.
+    pub async fn junk(&self, peer: PeerId, points: i32, reason: &'static str) -> Result<(), Error> {
+        self.tx.send(Command::Junk(peer, points, reason)).await.map_err(|_| Error::Stopped)
+    }
+
     /// The ledger's tiers (by node id or signing key), for the tier policies of this node's
     /// directories (`dht.aggregate_from`); nodes not listed are tier 0.
     pub async fn set_tiers(&self, tiers: HashMap<[u8; 32], u8>) -> Result<(), Error> {
@@ -372,6 +382,17 @@ fn announced(a: &Announcement) -> Option<(PeerId, Vec<Multiaddr>)> {
 type Reply = (request_response::ResponseChannel<Vec<u8>>, Vec<u8>);
 /// Where the answer to one of our round-protocol requests goes.
 type Answer = oneshot::Sender<Result<Vec<u8>, Error>>;
+
+/// Takes one token from a bucket refilled at `rate` per second up to twice that; whether there
+/// was one.
+fn take_token(bucket: &mut (f64, Instant), rate: f64) -> bool {
+    let now = Instant::now();
+    let (tokens, at) = *bucket;
+    let tokens = (tokens + now.saturating_duration_since(at).as_secs_f64() * rate).min(2.0 * rate);
+    let ok = tokens >= 1.0;
+    *bucket = (if ok { tokens - 1.0 } else { tokens }, now);
+    ok
+}
 
 /// Announcements already relayed, by (node id, timestamp), oldest first for eviction.
 type Seen = (HashSet<([u8; 32], u64)>, VecDeque<([u8; 32], u64)>);
@@ -727,6 +748,7 @@ impl Node {
 
     fn peer(&mut self, pid: PeerId) -> &mut Peer {
         let burst = 2.0 * self.cfg.limits.requests_per_s;
+        let round_burst = 2.0 * self.cfg.limits.round_requests_per_s;
         self.peers.entry(pid).or_insert_with(|| Peer {
             node_id: None,
             announcement: None,
@@ -740,6 +762,7 @@ impl Node {
             score: 0,
             in_routing: false,
             requests: (burst, Instant::now()),
+            round_requests: (round_burst, Instant::now()),
             probe_failed: false,
             told: 0,
             connected_at: Instant::now(),
@@ -808,14 +831,20 @@ impl Node {
 
     fn allow_request(&mut self, pid: PeerId) -> bool {
         let rate = self.cfg.limits.requests_per_s;
-        let p = self.peer(pid);
-        let now = Instant::now();
-        let (tokens, at) = p.requests;
-        let tokens = (tokens + now.saturating_duration_since(at).as_secs_f64() * rate).min(2.0 * rate);
-        let ok = tokens >= 1.0;
-        p.requests = (if ok { tokens - 1.0 } else { tokens }, now);
+        let ok = take_token(&mut self.peer(pid).requests, rate);
         if !ok {
             self.count("request rate");
+        }
+        ok
+    }
+
+    /// Round-protocol requests have their own budget: a flood of them (valid-looking evidence
+    /// included) is cut at `limits.round_requests_per_s`, whatever the owner makes of each.
+    fn allow_round_request(&mut self, pid: PeerId) -> bool {
+        let rate = self.cfg.limits.round_requests_per_s;
+        let ok = take_token(&mut self.peer(pid).round_requests, rate);
+        if !ok {
+            self.count("round rate");
         }
         ok
     }
@@ -1199,6 +1228,7 @@ impl Node {
                 self.requests.insert(id, (peer, tx));
             }
             Command::Tiers(t) => self.tiers = Some(t),
+            Command::Junk(pid, by, reason) => self.junk(pid, by, reason),
             Command::Ban(nodes, tx) => {
                 let pids = self.peer_ids_of(nodes);
                 let mut newly = 0;
@@ -1568,6 +1598,9 @@ impl Node {
                         self.count("round unserved");
                         return;
                     };
+                    if self.blocked.contains(&peer) || !self.allow_round_request(peer) {
+                        return;
+                    }
                     let announcement =
                         self.peers.get(&peer).and_then(|p| p.announcement.as_ref()).and_then(|b| {
                             Announcement::open(b, &Limits::default(), vain_schema::clock::unix_ms()).ok()

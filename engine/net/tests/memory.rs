@@ -383,3 +383,46 @@ async fn a_foreign_peer_gets_pongs_and_one_that_never_answers_heartbeats_is_repo
     assert_eq!(st.unresponsive, 1);
     assert_eq!(st.rejected.get("unresponsive to heartbeats"), Some(&1));
 }
+
+/// The round protocol has its own per-peer budget: a burst beyond it is dropped and counted,
+/// the rest answered. A peer its owner scores down for junk below the floor is disconnected,
+/// and its next requests are not served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_requests_are_rate_limited_and_a_junk_sender_is_blocked() {
+    let mut c0 = config(48_000, None);
+    c0.limits.round_requests_per_s = 10.0;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<node::Inbound>(1024);
+    let a = node::spawn_serving(c0, Identity::from_seed(seed(48_000)), Transport::Memory, tx).await.expect("node 0");
+    tokio::spawn(async move {
+        while let Some(req) = rx.recv().await {
+            let _ = req.reply.send(vec![1]);
+        }
+    });
+    let boot = format!("/memory/48000/p2p/{}", a.peer_id);
+    let b = node::spawn(config(48_001, Some(boot)), Identity::from_seed(seed(48_001)), Transport::Memory)
+        .await
+        .expect("node 1");
+    wait_until("a connection", 20, async || {
+        b.directory().await.expect("directory").iter().any(|e| e.peer_id == a.peer_id && e.connected)
+    })
+    .await;
+    // 60 at once against a burst of 20.
+    let asks = (0..60).map(|_| {
+        let b = b.clone();
+        let to = a.peer_id;
+        async move { b.request(to, vec![7]).await.is_ok() }
+    });
+    let answered = futures::future::join_all(asks).await.into_iter().filter(|ok| *ok).count();
+    assert!((20..=30).contains(&answered), "{answered} answered");
+    let dropped = a.status().await.expect("status").rejected.get("round rate").copied().unwrap_or(0);
+    assert_eq!(dropped as usize, 60 - answered);
+
+    // Junk: 25 points against a floor of −20.
+    a.junk(b.peer_id, 25, "round malformed").await.expect("junk");
+    wait_until("the block", 10, async || {
+        a.status().await.expect("status").rejected.get("blocked").is_some_and(|n| *n >= 1)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(b.request(a.peer_id, vec![7]).await.is_err(), "a blocked peer is not served");
+}

@@ -380,6 +380,10 @@ impl NodeFile {
     }
 }
 
+/// Score a peer loses per forged or malformed round-protocol message: with the default floor
+/// (`pex.block_below` = −20), the fifth blocks it.
+const JUNK_POINTS: i32 = 5;
+
 /// Offers a signed report to the live ledger; a new one is passed on to every connected peer
 /// but the one it came from (each node forwards a report once, so the flood ends).
 fn take_evidence(
@@ -890,8 +894,17 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                 let (live, net) = (live.clone(), dispatch_net.clone());
                 let (validator, prover) = (validator.clone(), prover.clone());
                 tokio::spawn(async move {
+                    // What only a dishonest sender sends: a message that does not decode, or
+                    // evidence and governance whose signature is forged (an honest node checks
+                    // both before passing anything on). Equivocating or ineligible evidence
+                    // may come through an honest forwarder whose ledger saw it first: refused,
+                    // not scored.
+                    let mut junk: Option<&'static str> = None;
                     let answer = match Message::decode(&req.request) {
-                        Err(_) => vec![Ack::Malformed as u8],
+                        Err(_) => {
+                            junk = Some("round malformed");
+                            vec![Ack::Malformed as u8]
+                        }
                         Ok(Message::Fetch(d)) => match &store {
                             Some(s) => coordinator::serve_fetch(s, &d),
                             None => msg::encode_checkpoint(None),
@@ -934,15 +947,25 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                         // Evidence for the ledger: taken once, passed on to the peers.
                         Ok(Message::Evidence(r)) => {
                             let rt = tokio::runtime::Handle::current();
-                            vec![take_evidence(&live, &net, &rt, r, Some(req.peer)) as u8]
+                            let ack = take_evidence(&live, &net, &rt, r, Some(req.peer));
+                            if ack == Ack::BadSignature {
+                                junk = Some("evidence forged");
+                            }
+                            vec![ack as u8]
                         }
                         // Proposals and votes: held for the next report, passed on likewise.
                         Ok(Message::Govern(g)) => {
                             let rt = tokio::runtime::Handle::current();
                             let ack = match take_governance(&live, &net, &rt, g, Some(req.peer)) {
                                 Some(vain_trust::Submit::New | vain_trust::Submit::Duplicate) => Ack::Taken,
-                                Some(vain_trust::Submit::BadSignature) => Ack::BadSignature,
-                                Some(vain_trust::Submit::Invalid) => Ack::Malformed,
+                                Some(vain_trust::Submit::BadSignature) => {
+                                    junk = Some("governance forged");
+                                    Ack::BadSignature
+                                }
+                                Some(vain_trust::Submit::Invalid) => {
+                                    junk = Some("governance malformed");
+                                    Ack::Malformed
+                                }
                                 Some(vain_trust::Submit::UnknownAudit) => Ack::Stale,
                                 Some(vain_trust::Submit::NotOnTeam) => Ack::Ineligible,
                                 Some(vain_trust::Submit::Ineligible { .. }) => Ack::Ineligible,
@@ -956,6 +979,9 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                             None => vec![Ack::NotSelected as u8],
                         },
                     };
+                    if let Some(reason) = junk {
+                        let _ = net.junk(req.peer, JUNK_POINTS, reason).await;
+                    }
                     let _ = req.reply.send(answer);
                 });
             }
