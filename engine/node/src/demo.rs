@@ -99,6 +99,31 @@ pub struct DemoArgs {
     /// Ask for no audits.
     #[arg(long)]
     no_audit: bool,
+    /// Add a Sybil ring: this many fresh identities, client nodes on this same machine, with
+    /// no stake, each announcing 64 cores and free-riding (sending zero updates). The summary
+    /// shows the tiers they reach against the honest clients'.
+    #[arg(long, default_value_t = 0)]
+    sybils: usize,
+}
+
+/// Cores each Sybil identity announces.
+const SYBIL_CORES: u32 = 64;
+
+/// The Sybil ring's standing against the honest clients', from the validator's ledger rows
+/// (`resource`, by label): their highest tier, and each side's tiers.
+fn ring_summary(ring: &[String], resource: &BTreeMap<String, Value>) -> Value {
+    if ring.is_empty() {
+        return Value::Null;
+    }
+    let tier = |l: &String| resource.get(l).and_then(|r| r["tier"].as_u64());
+    let members: BTreeMap<&String, Value> = ring.iter().map(|l| (l, json!(tier(l)))).collect();
+    let honest: BTreeMap<&String, Value> =
+        resource.keys().filter(|l| l.starts_with("client") && !l.contains('(')).map(|l| (l, json!(tier(l)))).collect();
+    json!({
+        "members": members,
+        "highest_tier": ring.iter().filter_map(tier).max(),
+        "honest_clients": honest,
+    })
 }
 
 fn short_of(data: &Path) -> Result<String> {
@@ -163,9 +188,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
         clip = a.clip,
         rounds = a.rounds,
         rt = a.round_time,
-        n = a.clients,
+        n = a.clients + a.sybils,
         // Every client connects from 127.0.0.1.
-        conns = 2 * a.clients + 4,
+        conns = 2 * (a.clients + a.sybils) + 4,
     );
     let mut labels: BTreeMap<String, String> = BTreeMap::new();
     labels.insert(short_of(boot_cfg.parent().unwrap_or(&dir))?, "bootstrap".to_string());
@@ -246,6 +271,22 @@ pub fn run(a: DemoArgs) -> Result<()> {
             },
         );
         // Clients share the cores: one training thread each.
+        start(&mut planned, &cfg, &[("RAYON_NUM_THREADS", "1")])?;
+    }
+    // The Sybil ring: fresh identities on this machine, unstaked, each announcing a machine of
+    // its own and sending nothing useful.
+    let mut ring: Vec<String> = Vec::new();
+    for k in 0..a.sybils {
+        let extra = format!(
+            "[train]\nshard = \"{k}/{n}\"\npartition = \"iid\"\nseed = 1\nsteps = 1\nattack = \"free-ride\"\n",
+            n = a.sybils
+        );
+        let (cfg, _) = prepare(&dir, 2 + aggs.len() + a.clients + k, 0, Some(&boot), "\"client\"", &extra)?;
+        let text = std::fs::read_to_string(&cfg)?;
+        std::fs::write(&cfg, format!("models = [\"{}\"]\ncpu_cores = {SYBIL_CORES}\n{text}", arch.id()))?;
+        let label = format!("sybil {k}");
+        labels.insert(short_of(cfg.parent().unwrap_or(&dir))?, label.clone());
+        ring.push(label);
         start(&mut planned, &cfg, &[("RAYON_NUM_THREADS", "1")])?;
     }
     // The network's genesis: the aggregators report evidence from the start, the validator
@@ -680,6 +721,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         "challenges": challenges,
         "audits": audited,
         "resource_evidence": resource,
+        "sybil_ring": ring_summary(&ring, &resource),
         "ledger": {
             "nodes": ledger_nodes,
             "distinct_digests": digests.len(),
@@ -733,6 +775,22 @@ pub fn run(a: DemoArgs) -> Result<()> {
         pct(0.5).map_or("-".into(), |x| format!("{x:.0}")),
         pct(0.95).map_or("-".into(), |x| format!("{x:.0}")),
     );
+    if !ring.is_empty() {
+        let sr = &summary["sybil_ring"];
+        let tiers = |v: &Value| -> String {
+            v.as_object()
+                .map(|m| m.iter().map(|(l, t)| format!("{l} {t}")).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default()
+        };
+        println!(
+            "sybil ring ({} fresh identities on this machine, no stake, {SYBIL_CORES} cores announced each, free-riding): \
+             tiers {} (voting from tier {}); honest clients: {}",
+            ring.len(),
+            tiers(&sr["members"]),
+            a.vote_from,
+            tiers(&sr["honest_clients"])
+        );
+    }
     println!(
         "chain: {} of {} rounds anchored on the embedded chain ({}); the ledger's final digest attested by {} validator(s){}",
         chain.anchored,

@@ -13,8 +13,11 @@
 //!    closes with every acknowledged update exactly once; the validator, killed and restarted
 //!    a round later, fetches the evidence it missed.
 //!
-//! The two federations run one after the other: on a two-core machine, twenty node processes
-//! at once would measure the machine, not the protocol.
+//! 3. A Sybil ring of 30 % of the nodes never reaches the voting tier that honest clients
+//!    reach.
+//!
+//! The federations run one after the other: on a two-core machine, twenty node processes at
+//! once would measure the machine, not the protocol.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -259,4 +262,57 @@ fn a_restarted_aggregator_recovers_its_journal() {
     assert!(summary["ledger"]["epochs"].as_u64().is_some_and(|e| e >= 4), "{summary}");
     let validator_log = std::fs::read_to_string(out.join("nodes/node-02/node.log")).expect("the validator's log");
     assert!(validator_log.contains("ledger history fetched"), "{validator_log}");
+}
+
+/// 3. A Sybil ring of 30 % of the nodes — three fresh identities on this machine, no stake,
+///    each announcing 64 cores and free-riding — against four honest clients, with the real
+///    voting tier (2): in twenty rounds honest clients climb to it, no Sybil does (they fail
+///    the resource challenges sized to their claim).
+#[test]
+fn a_sybil_ring_of_fresh_identities_never_reaches_the_voting_tier() {
+    if let Err(e) = vain_transport::quic::probe() {
+        vain_testkit::unavailable(vain_testkit::Need::IoUring, "federation: Sybil ring", e);
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("demo");
+    let stdout = demo(
+        &out,
+        "25",
+        &[
+            "--clients",
+            "4",
+            "--attacks",
+            "none",
+            "--sybils",
+            "3",
+            "--rounds",
+            "20",
+            "--steps",
+            "2",
+            "--aggregators",
+            "1",
+            "--kill-primary",
+            "99",
+            "--no-audit",
+            "--vote-from",
+            "2",
+        ],
+    );
+    assert!(stdout.contains("sybil ring (3 fresh identities"), "{stdout}");
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary")).expect("json");
+    assert_eq!(summary["ledger"]["distinct_digests"], 1, "{summary}");
+    let ring = &summary["sybil_ring"];
+    let members = ring["members"].as_object().expect("members");
+    assert_eq!(members.len(), 3, "{ring}");
+    assert!(members.values().all(|t| t.as_u64().is_some_and(|t| t < 2)), "a Sybil reached the voting tier: {ring}");
+    let honest = ring["honest_clients"].as_object().expect("honest clients");
+    assert!(honest.values().any(|t| t.as_u64() == Some(2)), "no honest client reached tier 2: {ring}");
+    // Each Sybil failed the challenges sized to its claim.
+    let evidence = summary["resource_evidence"].as_object().expect("resource evidence");
+    for k in members.keys() {
+        assert_eq!(evidence[k]["resource"], 0.0, "{k}: {}", evidence[k]);
+        assert!(evidence[k]["penalty"].as_f64().is_some_and(|p| p > 0.0), "{k}: {}", evidence[k]);
+    }
 }
