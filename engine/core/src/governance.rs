@@ -10,34 +10,64 @@ use crate::signed::{Body, Signed, put_bytes, put_f64, put_u64};
 use crate::{NodeId, Time};
 use std::collections::BTreeMap;
 
-/// What a proposal would do.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Kind {
-    /// Set a named protocol parameter.
-    SetParameter {
-        /// Parameter name.
-        name: String,
-        /// New value.
-        value: f64,
-    },
-    /// Ban a node.
-    Ban {
-        /// The node.
-        node: NodeId,
-    },
-    /// Lift a ban.
-    Unban {
-        /// The node.
-        node: NodeId,
-    },
-    /// Adopt a software or protocol version.
-    Upgrade {
-        /// Version string.
-        version: String,
-    },
+pub use archived_enums::{Kind, WeightMode};
+
+// rkyv derives helper types for enum variants with fields that carry no docs; the lint is off
+// only here (the types themselves are documented).
+#[allow(missing_docs)]
+mod archived_enums {
+    use crate::NodeId;
+
+    /// What a proposal would do.
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+    #[rkyv(attr(allow(missing_docs)))]
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum Kind {
+        /// Set a named protocol parameter.
+        SetParameter {
+            /// Parameter name.
+            name: String,
+            /// New value.
+            value: f64,
+        },
+        /// Ban a node.
+        Ban {
+            /// The node.
+            node: NodeId,
+        },
+        /// Lift a ban.
+        Unban {
+            /// The node.
+            node: NodeId,
+        },
+        /// Adopt a software or protocol version.
+        Upgrade {
+            /// Version string.
+            version: String,
+        },
+    }
+
+    /// How voting weight is computed.
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+    #[rkyv(attr(allow(missing_docs)))]
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub enum WeightMode {
+        /// Tier k = k votes.
+        Tier,
+        /// Bonded stake.
+        Stake,
+        /// `tier_share` × (tier votes / all tier votes) + (1 − tier_share) × (stake / all stake),
+        /// each side normalised over the eligible voters so neither unit dominates by scale.
+        Combined {
+            /// Share of the tier side, in [0, 1].
+            tier_share: f64,
+        },
+    }
 }
 
 /// A proposal, signed by its proposer.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(attr(allow(missing_docs)))]
 #[derive(Debug, Clone, PartialEq)]
 pub struct Proposal {
     /// What it does.
@@ -82,6 +112,8 @@ impl Body for Proposal {
 pub type ProposalId = [u8; 32];
 
 /// A voter's choice.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(attr(allow(missing_docs)))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Choice {
     /// For.
@@ -93,6 +125,8 @@ pub enum Choice {
 }
 
 /// A vote on one proposal.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(attr(allow(missing_docs)))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vote {
     /// The proposal.
@@ -113,21 +147,6 @@ impl Body for Vote {
     }
 }
 
-/// How voting weight is computed.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum WeightMode {
-    /// Tier k = k votes.
-    Tier,
-    /// Bonded stake.
-    Stake,
-    /// `tier_share` × (tier votes / all tier votes) + (1 − tier_share) × (stake / all stake),
-    /// each side normalised over the eligible voters so neither unit dominates by scale.
-    Combined {
-        /// Share of the tier side, in [0, 1].
-        tier_share: f64,
-    },
-}
-
 /// Result of a closed proposal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -140,6 +159,8 @@ pub enum Outcome {
 }
 
 /// Two conflicting signed votes by one key: proof of equivocation.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(attr(allow(missing_docs)))]
 #[derive(Debug, Clone, PartialEq)]
 pub struct Equivocation {
     /// The first vote seen.
@@ -149,6 +170,8 @@ pub struct Equivocation {
 }
 
 /// Votes received for one open proposal.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(attr(allow(missing_docs)))]
 #[derive(Debug, Clone, Default)]
 pub struct Ballot {
     votes: BTreeMap<NodeId, Signed<Vote>>,

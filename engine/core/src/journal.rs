@@ -55,6 +55,13 @@ pub enum Entry {
 }
 
 impl Entry {
+    /// The ledger time it was applied at.
+    pub fn at(&self) -> Time {
+        match self {
+            Entry::Input { at, .. } | Entry::Tick { at } | Entry::Join { at, .. } | Entry::OpenAudit { at, .. } => *at,
+        }
+    }
+
     /// Applies the entry to `ledger` exactly as it was applied live.
     pub fn apply(&self, ledger: &mut Ledger) {
         match self {

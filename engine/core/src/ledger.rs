@@ -270,6 +270,8 @@ pub enum Input {
 }
 
 /// Penalty points per kind of bad evidence, and when they act.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(attr(allow(missing_docs)))]
 #[derive(Debug, Clone, PartialEq)]
 pub struct Penalties {
     /// Per anomaly observation with z above `anomaly_z`.
@@ -306,6 +308,8 @@ impl Default for Penalties {
 }
 
 /// Ledger configuration.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(attr(allow(missing_docs)))]
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Score weights.
@@ -500,6 +504,8 @@ pub enum Output {
 }
 
 /// Everything the ledger knows about one node.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(attr(allow(missing_docs)))]
 #[derive(Debug, Clone)]
 pub struct Record {
     sources: [Decaying; SOURCES],
@@ -542,17 +548,61 @@ impl Record {
     }
 }
 
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(attr(allow(missing_docs)))]
+#[derive(Clone)]
 struct OpenProposal {
     proposal: Signed<Proposal>,
     ballot: Ballot,
 }
 
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(attr(allow(missing_docs)))]
+#[derive(Clone)]
 struct OpenAudit {
     subject: NodeId,
     opened: Time,
     round: u64,
     team: Vec<NodeId>,
     verdicts: BTreeMap<NodeId, bool>,
+}
+
+/// A ledger's whole state between two inputs: what a journal compacts into, so recovery
+/// replays only the entries after it. Written and read through vain-schema's `persist`
+/// (checksummed, validated before use).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(attr(allow(missing_docs)))]
+pub struct Snapshot {
+    at: Time,
+    cfg: Config,
+    nodes: BTreeMap<NodeId, Record>,
+    trust: BTreeMap<NodeId, Vec<(NodeId, f64)>>,
+    proposals: BTreeMap<ProposalId, OpenProposal>,
+    audits: BTreeMap<[u8; 32], OpenAudit>,
+    last_digest: [u8; 32],
+}
+
+impl vain_schema::persist::Persisted for Snapshot {
+    const KIND: u32 = 3;
+    const VERSION: u32 = 1;
+    const NAME: &'static str = "ledger snapshot";
+}
+
+impl Snapshot {
+    /// The snapshot's bytes (vain-schema's checksummed archive).
+    pub fn encode(&self) -> Result<Vec<u8>, vain_schema::Error> {
+        vain_schema::persist::encode(self)
+    }
+
+    /// A snapshot from `bytes`, checked (header, checksum, archive validation) before use.
+    pub fn decode(bytes: &[u8]) -> Result<Snapshot, vain_schema::Error> {
+        vain_schema::persist::decode(bytes)
+    }
+
+    /// The ledger time it was taken at: journal entries up to it are in it.
+    pub fn at(&self) -> Time {
+        self.at
+    }
 }
 
 /// The state machine.
@@ -587,6 +637,36 @@ impl Ledger {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Its whole state, after the input or tick at ledger time `at`. Taken between inputs
+    /// (decisions not yet polled are not part of it).
+    pub fn snapshot(&self, at: Time) -> Snapshot {
+        Snapshot {
+            at,
+            cfg: self.cfg.clone(),
+            nodes: self.nodes.clone(),
+            trust: self.trust.clone(),
+            proposals: self.proposals.clone(),
+            audits: self.audits.clone(),
+            last_digest: self.last_digest,
+        }
+    }
+
+    /// The ledger a snapshot was taken of: the same digest, and the same answers to every later
+    /// input.
+    pub fn from_snapshot(s: Snapshot) -> Ledger {
+        let pretrusted = s.cfg.pretrusted.iter().copied().collect();
+        Ledger {
+            cfg: s.cfg,
+            nodes: s.nodes,
+            trust: s.trust,
+            proposals: s.proposals,
+            audits: s.audits,
+            pretrusted,
+            outbox: VecDeque::new(),
+            last_digest: s.last_digest,
+        }
     }
 
     /// Makes a node known (e.g. from its verified announcement).

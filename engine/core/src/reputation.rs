@@ -26,6 +26,8 @@ pub enum Source {
 pub const SOURCES: usize = 4;
 
 /// Weights of the score formula (they need not sum to 1; the score is clamped).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(attr(allow(missing_docs)))]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Weights {
     /// Per averaged source, indexed by [`Source`].
@@ -43,6 +45,8 @@ impl Default for Weights {
 }
 
 /// An exponentially decaying sum and count: `mean` is the recent average, `sum` the recent total.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(attr(allow(missing_docs)))]
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Decaying {
     value: f64,

@@ -14,6 +14,8 @@ pub trait Body {
 }
 
 /// A body, who signed it, and the signature.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(attr(allow(missing_docs)))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signed<T> {
     /// The signer's public key.

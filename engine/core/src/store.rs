@@ -103,6 +103,17 @@ impl Store {
         Ok((Self { path: path.to_path_buf(), file }, Recovered { entries: scan.entries, dropped: scan.tail }))
     }
 
+    /// Empties the journal (once a snapshot holds everything in it): a fresh header, synced. A
+    /// crash in between leaves an empty or torn header, which [`Store::open`] takes as a new
+    /// journal.
+    pub fn restart(&mut self) -> Result<(), Error> {
+        let io = |source| Error::Io { path: self.path.clone(), source };
+        self.file.truncate(0).map_err(io)?;
+        self.file.append(MAGIC).map_err(io)?;
+        self.file.sync().map_err(io)?;
+        Ok(())
+    }
+
     /// Appends `entries` and syncs them; when this returns `Ok` they are committed.
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), Error> {
         let io = |source| Error::Io { path: self.path.clone(), source };

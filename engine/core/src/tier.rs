@@ -4,6 +4,8 @@
 use crate::Time;
 
 /// Tier thresholds and their stickiness.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(attr(allow(missing_docs)))]
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// `enter[k]` is the score needed to enter tier k + 2 (tier 1 needs nothing), increasing.
@@ -49,6 +51,8 @@ impl Config {
 }
 
 /// A node's tier and since when it holds it.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(attr(allow(missing_docs)))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct State {
     /// Current tier (1-based).

@@ -98,6 +98,11 @@ pub struct LedgerArgs {
     /// Distinct nodes observed.
     #[arg(long, default_value_t = 1000)]
     subjects: usize,
+    /// Also measure recovery: a journal of this many entries (one-observation reports and
+    /// ticks, written without the per-epoch fsync) replayed whole, then the same state from
+    /// its snapshot, alone and with the most entries a compacted journal holds (0: skip).
+    #[arg(long, default_value_t = 0)]
+    recovery: u64,
 }
 
 /// Options of the client process the ingest benchmark starts.
@@ -373,6 +378,73 @@ fn ledger(a: LedgerArgs) -> Result<()> {
         journaled,
         journaled * 1000.0 / a.epochs as f64,
         live.status().digest
+    );
+    if a.recovery > 0 {
+        recovery(a.recovery, a.subjects, &key)?;
+    }
+    Ok(())
+}
+
+/// `vain bench ledger --recovery N`: how long a node takes to reopen its ledger after N journal
+/// entries, with and without compaction.
+fn recovery(entries: u64, subjects: usize, key: &ed25519_dalek::SigningKey) -> Result<()> {
+    use std::io::Write;
+    use vain_core::journal::{self, Entry};
+    use vain_core::ledger::{Input, Observation, Observed, Report};
+    use vain_core::signed::Signed;
+    let cfg =
+        || vain_trust::Config { pretrusted: vec![key.verifying_key().to_bytes()], ..vain_trust::Config::default() };
+    let dir = tempfile::tempdir()?;
+    let epochs = entries / 2;
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(dir.path().join("ledger.journal"))?);
+        f.write_all(journal::MAGIC)?;
+        for e in 0..epochs {
+            let mut subject = [0u8; 32];
+            subject[..8].copy_from_slice(&(e % subjects.max(1) as u64).to_le_bytes());
+            let r = Signed::sign(key, Report::new(e, vec![Observation { subject, what: Observed::Participated }]));
+            let at = vain_trust::epoch_time(e);
+            f.write_all(&journal::encode(&Entry::Input { at, input: Input::Report(r) }))?;
+            f.write_all(&journal::encode(&Entry::Tick { at }))?;
+        }
+        f.flush()?;
+    }
+    let t = std::time::Instant::now();
+    let mut live = vain_trust::Live::open(dir.path(), cfg())?;
+    let whole = t.elapsed().as_secs_f64();
+    let digest = live.status().digest;
+    let t = std::time::Instant::now();
+    live.compact_now()?;
+    let compact = t.elapsed().as_secs_f64();
+    let snapshot_bytes = std::fs::metadata(dir.path().join("ledger.snapshot"))?.len();
+    drop(live);
+    let t = std::time::Instant::now();
+    let mut live = vain_trust::Live::open(dir.path(), cfg())?;
+    let from_snapshot = t.elapsed().as_secs_f64();
+    if live.status().digest != digest {
+        bail!("the snapshot did not give the replayed state");
+    }
+    // The worst case: the snapshot and a journal one entry short of the next compaction.
+    let more = (vain_trust::COMPACT_EVERY / 2).saturating_sub(1);
+    for e in epochs..epochs + more {
+        live.offer(Signed::sign(key, Report::new(e, Vec::new())))?;
+    }
+    let digest = live.status().digest;
+    drop(live);
+    let t = std::time::Instant::now();
+    let live = vain_trust::Live::open(dir.path(), cfg())?;
+    let worst = t.elapsed().as_secs_f64();
+    if live.status().digest != digest {
+        bail!("the snapshot and the journal did not give the live state");
+    }
+    println!(
+        "recovery after {} journal entries ({epochs} epochs over {subjects} nodes):
+         replaying the whole journal:                         {whole:>8.3} s
+         compacting (snapshot of {snapshot_bytes} bytes, written and synced): {compact:>8.3} s
+         from the snapshot alone:                             {from_snapshot:>8.3} s
+         from the snapshot and {} more entries (the most between snapshots): {worst:>8.3} s",
+        epochs * 2,
+        more * 2
     );
     Ok(())
 }

@@ -300,7 +300,7 @@ impl NodeFile {
         if !(l.quorum > 0.0 && l.quorum <= 1.0) {
             bail!("[ledger] quorum {} must be in (0, 1]", l.quorum);
         }
-        Ok(vain_trust::Config { pretrusted, vote_from: l.vote_from, quorum: l.quorum })
+        Ok(vain_trust::Config { pretrusted, vote_from: l.vote_from, quorum: l.quorum, ..vain_trust::Config::default() })
     }
 
     fn coordinator(&self) -> Result<coordinator::Config> {

@@ -40,6 +40,9 @@ pub const CLOSED_KEPT: usize = 64;
 /// Applied epochs whose reports a node keeps to serve peers that missed them (a node restarted
 /// after a crash, one that joined late).
 pub const HISTORY: usize = 1024;
+/// Journal entries after which the ledger is compacted into a snapshot: recovery reads the
+/// snapshot and replays at most this many entries, however long the node has run.
+pub const COMPACT_EVERY: u64 = 4096;
 
 /// Why the ledger could not be opened or written.
 #[derive(Debug, Error)]
@@ -48,6 +51,15 @@ pub enum Error {
     /// The journal failed.
     #[error("ledger journal: {0}")]
     Journal(#[from] vain_core::store::Error),
+    /// The snapshot could not be read back (damaged, or of another format); it is left as
+    /// it is, and the node does not start on a ledger it cannot trust.
+    #[error("ledger snapshot {path}: {source}")]
+    Snapshot {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: vain_schema::Error,
+    },
     /// The directory could not be created.
     #[error("{path}: {source}")]
     Io {
@@ -150,12 +162,14 @@ pub struct Config {
     pub vote_from: u8,
     /// The fraction of eligible voting weight that must vote for a proposal to count.
     pub quorum: f64,
+    /// Journal entries between two snapshots ([`COMPACT_EVERY`]).
+    pub compact_every: u64,
 }
 
 impl Default for Config {
     fn default() -> Self {
         let l = ledger::Config::default();
-        Config { pretrusted: Vec::new(), vote_from: l.vote_from, quorum: l.quorum }
+        Config { pretrusted: Vec::new(), vote_from: l.vote_from, quorum: l.quorum, compact_every: COMPACT_EVERY }
     }
 }
 
@@ -248,6 +262,11 @@ pub struct Status {
 pub struct Live {
     ledger: Ledger,
     store: Store,
+    /// The directory of the journal and the snapshot.
+    dir: std::path::PathBuf,
+    /// Entries journaled since the last snapshot.
+    since_snapshot: u64,
+    compact_every: u64,
     next_epoch: u64,
     applied: u64,
     pending: BTreeMap<u64, BTreeMap<[u8; 32], Signed<Report>>>,
@@ -342,6 +361,21 @@ impl Live {
     pub fn open(dir: &Path, cfg: Config) -> Result<Live, Error> {
         std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?;
         let (mut store, mut recovered) = Store::open(&dir.join("ledger.journal"))?;
+        // A snapshot holds everything up to its time; the journal, what came after (and, when a
+        // crash came between writing the snapshot and emptying the journal, entries it already
+        // holds: skipped).
+        let snapshot_path = dir.join("ledger.snapshot");
+        let snapshot = match std::fs::read(&snapshot_path) {
+            Ok(bytes) => Some(
+                vain_core::ledger::Snapshot::decode(&bytes)
+                    .map_err(|source| Error::Snapshot { path: snapshot_path.clone(), source })?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(Error::Io { path: snapshot_path, source }),
+        };
+        if let Some(s) = &snapshot {
+            recovered.entries.retain(|e| e.at() > s.at());
+        }
         // Reports journaled without their epoch's closing tick (a crash between the frames):
         // the epoch is complete as far as this node ever saw it, so close it now.
         if let Some(Entry::Input { at, .. }) = recovered.entries.last() {
@@ -355,10 +389,21 @@ impl Live {
             quorum: cfg.quorum,
             ..ledger::Config::default()
         };
+        let (ledger, next_epoch) = match snapshot {
+            Some(s) => {
+                let next = s.at() / HOUR;
+                (Ledger::from_snapshot(s), next)
+            }
+            None => (Ledger::new(lcfg, 0), 0),
+        };
+        let since_snapshot = recovered.entries.len() as u64;
         let mut live = Live {
-            ledger: Ledger::new(lcfg, 0),
+            ledger,
             store,
-            next_epoch: 0,
+            dir: dir.to_path_buf(),
+            since_snapshot,
+            compact_every: cfg.compact_every.max(1),
+            next_epoch,
             applied: 0,
             pending: BTreeMap::new(),
             taken: BTreeMap::new(),
@@ -585,7 +630,43 @@ impl Live {
             }
             self.next_epoch += 1;
             self.taken.retain(|(_, e), _| *e + AHEAD >= self.next_epoch);
+            self.since_snapshot += entries.len() as u64;
+            if self.since_snapshot >= self.compact_every {
+                self.compact(at)?;
+            }
         }
+        Ok(())
+    }
+
+    /// Compacts now (as every [`Config::compact_every`] journal entries): the state after the
+    /// last applied epoch becomes the snapshot and the journal is emptied.
+    pub fn compact_now(&mut self) -> Result<(), Error> {
+        let at = epoch_time(self.next_epoch.saturating_sub(1));
+        self.compact(at)
+    }
+
+    /// Writes the ledger's state after the tick at `at` as its snapshot (durably: a temporary
+    /// file synced, renamed over the old one, the directory synced), then empties the journal.
+    /// A crash before the rename keeps the old snapshot and the whole journal; after it, the
+    /// journal's entries up to `at` are skipped on recovery.
+    fn compact(&mut self, at: Time) -> Result<(), Error> {
+        use std::io::Write;
+        let path = self.dir.join("ledger.snapshot");
+        let bytes =
+            self.ledger.snapshot(at).encode().map_err(|source| Error::Snapshot { path: path.clone(), source })?;
+        let tmp = self.dir.join("ledger.snapshot.tmp");
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| Error::Io { path: p, source }
+        };
+        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(&bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
+        self.store.restart()?;
+        tracing::info!(epoch = at / HOUR - 1, bytes = bytes.len(), entries = self.since_snapshot, "ledger compacted");
+        self.since_snapshot = 0;
         Ok(())
     }
 
@@ -944,6 +1025,58 @@ mod tests {
         assert_eq!(x.next_epoch(), 7);
     }
 
+    /// Compaction: a ledger that snapshots every 10 entries reaches the digest of one that
+    /// never does, keeps its journal short, reopens to the same state, and goes on in step.
+    /// A crash between the snapshot and the journal's truncation (the whole old journal still
+    /// there) replays only what came after the snapshot.
+    #[test]
+    fn a_compacted_ledger_reopens_to_the_same_state_and_stays_in_step() {
+        let a = SigningKey::from_bytes(&[1; 32]);
+        let cfg = |compact_every| Config {
+            pretrusted: vec![a.verifying_key().to_bytes()],
+            compact_every,
+            ..Config::default()
+        };
+        let (d1, d2) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+        let mut x = Live::open(d1.path(), cfg(10)).expect("open");
+        let mut y = Live::open(d2.path(), cfg(u64::MAX)).expect("open");
+        let reports: Vec<_> =
+            (0..25).map(|e| report(&a, e, 7 + (e % 5) as u8, if e % 7 == 3 { 9.0 } else { 0.4 })).collect();
+        for r in &reports {
+            assert_eq!(x.offer(r.clone()).expect("offer"), Offer::New);
+            assert_eq!(y.offer(r.clone()).expect("offer"), Offer::New);
+        }
+        assert_eq!(x.status().digest, y.status().digest);
+        // 25 epochs of two entries: snapshots after epochs 4, 9, …, 24; the journal restarted.
+        assert!(d1.path().join("ledger.snapshot").exists());
+        let journal = |d: &Path| std::fs::metadata(d.join("ledger.journal")).expect("journal").len();
+        assert!(journal(d1.path()) < journal(d2.path()) / 5, "{} vs {}", journal(d1.path()), journal(d2.path()));
+        drop(x);
+        let mut x = Live::open(d1.path(), cfg(10)).expect("reopen");
+        assert_eq!(x.next_epoch(), 25);
+        assert_eq!(x.status().digest, y.status().digest);
+        for e in 25..28 {
+            let r = report(&a, e, 8, 0.3);
+            x.offer(r.clone()).expect("offer");
+            y.offer(r).expect("offer");
+        }
+        assert_eq!(x.status().digest, y.status().digest);
+        // The crash: the never-compacted journal (every entry from the start) beside the snapshot.
+        drop(x);
+        std::fs::copy(d2.path().join("ledger.journal"), d1.path().join("ledger.journal")).expect("copy");
+        let x = Live::open(d1.path(), cfg(10)).expect("reopen after the crash");
+        assert_eq!(x.next_epoch(), 28);
+        assert_eq!(x.status().digest, y.status().digest);
+        // A damaged snapshot: refused by name, not started on.
+        drop(x);
+        let path = d1.path().join("ledger.snapshot");
+        let mut bytes = std::fs::read(&path).expect("snapshot");
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        std::fs::write(&path, bytes).expect("write");
+        assert!(matches!(Live::open(d1.path(), cfg(10)), Err(Error::Snapshot { .. })));
+    }
+
     #[test]
     fn a_validators_testimony_rides_in_the_next_report_and_every_node_applies_it_once() {
         let (a, v) = (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));
@@ -1125,7 +1258,12 @@ mod tests {
         use vain_core::governance::{Choice, Kind, Proposal, Vote};
         let (a, b, c) =
             (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]), SigningKey::from_bytes(&[3; 32]));
-        let cfg = || Config { pretrusted: vec![a.verifying_key().to_bytes()], vote_from: 1, quorum: 0.2 };
+        let cfg = || Config {
+            pretrusted: vec![a.verifying_key().to_bytes()],
+            vote_from: 1,
+            quorum: 0.2,
+            ..Config::default()
+        };
         let d1 = tempfile::tempdir().expect("dir");
         let mut x = Live::open(d1.path(), cfg()).expect("open");
         // Epoch 0 brings b, c and the node to be banned into the ledger.
@@ -1216,9 +1354,11 @@ mod tests {
         use vain_core::governance::{Choice, Kind, Proposal, Vote};
         let a = SigningKey::from_bytes(&[1; 32]);
         let d = tempfile::tempdir().expect("dir");
-        let mut x =
-            Live::open(d.path(), Config { pretrusted: vec![a.verifying_key().to_bytes()], vote_from: 1, quorum: 0.2 })
-                .expect("open");
+        let mut x = Live::open(
+            d.path(),
+            Config { pretrusted: vec![a.verifying_key().to_bytes()], vote_from: 1, quorum: 0.2, ..Config::default() },
+        )
+        .expect("open");
         // Votes from epoch 5 on; the ledger is at epoch 0.
         let p = Signed::sign(
             &a,
