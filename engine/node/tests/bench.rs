@@ -51,9 +51,9 @@ fn bad_settings_are_refused_with_a_message() {
 }
 
 #[test]
-fn the_ledger_benchmark_applies_every_report_live_and_in_memory_alike() {
+fn the_ledger_benchmark_applies_every_report_live_and_in_memory_alike_and_recovers_from_its_snapshot() {
     let out = Command::new(env!("CARGO_BIN_EXE_vain"))
-        .args(["bench", "ledger", "--epochs", "5", "--observations", "60", "--subjects", "10"])
+        .args(["bench", "ledger", "--epochs", "5", "--observations", "60", "--subjects", "10", "--recovery", "3000"])
         .output()
         .expect("run vain");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -65,4 +65,8 @@ fn the_ledger_benchmark_applies_every_report_live_and_in_memory_alike() {
         line.split("):").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|x| x.parse().ok()).expect("rate")
     };
     assert!(rate("in memory") > 0.0 && rate("live") > 0.0, "{stdout}");
+    // Recovery: the whole journal, its snapshot, and the snapshot with a journal behind it all
+    // reach the same state (the command checks the digests).
+    assert!(stdout.contains("recovery after 3000 journal entries"), "{stdout}");
+    assert!(stdout.contains("from the snapshot and 4094 more entries"), "{stdout}");
 }
