@@ -26,6 +26,15 @@ pub fn public_key(peer: &PeerId) -> Option<[u8; 32]> {
     (bytes.len() == 38 && bytes[..6] == prefix).then(|| bytes[6..].try_into().ok()).flatten()
 }
 
+/// The raw Ed25519 key of the peer a multiaddr names (its `/p2p/…` part), if it names one.
+pub fn public_key_of_addr(addr: &str) -> Option<[u8; 32]> {
+    let a: libp2p::Multiaddr = addr.parse().ok()?;
+    a.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::P2p(peer) => public_key(&peer),
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,6 +47,9 @@ mod tests {
         let pid = peer_id(&public).expect("peer id");
         assert_eq!(kp.public().to_peer_id(), pid);
         assert_eq!(public_key(&pid), Some(public));
+        assert_eq!(public_key_of_addr(&format!("/ip4/192.0.2.7/tcp/4001/p2p/{pid}")), Some(public));
+        assert_eq!(public_key_of_addr("/ip4/192.0.2.7/tcp/4001"), None);
+        assert_eq!(public_key_of_addr("not an address"), None);
         assert!(pid.to_base58().starts_with("12D3KooW"));
         assert_eq!(public_key(&PeerId::random()), None);
     }

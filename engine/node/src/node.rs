@@ -281,10 +281,14 @@ impl NodeFile {
         }
     }
 
-    /// The ledger's settings: pre-trusted reporters, voting tier, quorum.
-    pub fn ledger(&self) -> Result<vain_trust::Config> {
+    /// The ledger's settings: pre-trusted reporters, voting tier, quorum. The pre-trusted
+    /// reporters are the network's genesis: `[ledger] pretrusted`, or by default the keys of
+    /// the `bootstrap` peers (the nodes whoever started the network runs), or, for the first
+    /// node of a network (no bootstrap), `me` — never nobody, which would leave EigenTrust no
+    /// anchor and hand a Sybil ring a share of the trust.
+    pub fn ledger(&self, me: &[u8; 32]) -> Result<vain_trust::Config> {
         let l = &self.ledger;
-        let pretrusted = l
+        let mut pretrusted = l
             .pretrusted
             .iter()
             .map(|k| {
@@ -294,6 +298,21 @@ impl NodeFile {
                     .ok_or_else(|| anyhow::anyhow!("[ledger] pretrusted {k:?} is not a 32-byte hex key"))
             })
             .collect::<Result<Vec<_>>>()?;
+        if pretrusted.is_empty() {
+            for b in &self.net.bootstrap {
+                let key = vain_net::keys::public_key_of_addr(b).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "bootstrap {b:?} names no Ed25519 peer to take as the ledger's genesis: set [ledger] pretrusted"
+                    )
+                })?;
+                if !pretrusted.contains(&key) {
+                    pretrusted.push(key);
+                }
+            }
+            if pretrusted.is_empty() {
+                pretrusted.push(*me);
+            }
+        }
         if l.vote_from == 0 {
             bail!("[ledger] vote_from must be at least 1 (tier 0 is suspended or banned)");
         }
@@ -584,7 +603,13 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
     // A validator evaluates on the split the aggregators evaluate on.
     let eval_seed = file.aggregate.seed;
     let data_dir = cfg.data_dir.clone();
-    let live = Arc::new(Mutex::new(Live::open(&data_dir.join("ledger"), file.ledger()?)?));
+    let me = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().to_bytes();
+    let ledger_cfg = file.ledger(&me)?;
+    tracing::info!(
+        pretrusted = %ledger_cfg.pretrusted.iter().map(|k| hex::encode(&k[..4])).collect::<Vec<_>>().join(","),
+        "ledger genesis"
+    );
+    let live = Arc::new(Mutex::new(Live::open(&data_dir.join("ledger"), ledger_cfg)?));
     let challenge_cfg = file.challenge.config()?;
     let audit_data = Arc::new(file.audit_data()?);
     let claimed_cores = cfg.claimed_cores();
@@ -1043,6 +1068,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_ledgers_genesis_is_configured_or_the_bootstrap_peers_or_this_node() {
+        let key = |i: u8| ed25519_dalek::SigningKey::from_bytes(&[i; 32]).verifying_key().to_bytes();
+        let pid = vain_net::keys::peer_id(&key(1)).expect("peer id");
+        let me = key(9);
+        let boot = format!("bootstrap = [\"/ip4/192.0.2.7/tcp/4001/p2p/{pid}\"]\n");
+        let f = NodeFile::parse(&boot).expect("parse");
+        assert_eq!(f.ledger(&me).expect("ledger").pretrusted, vec![key(1)]);
+        let f = NodeFile::parse("").expect("parse");
+        assert_eq!(f.ledger(&me).expect("ledger").pretrusted, vec![me]);
+        let f =
+            NodeFile::parse(&format!("{boot}[ledger]\npretrusted = [\"{}\"]\n", hex::encode(key(2)))).expect("parse");
+        assert_eq!(f.ledger(&me).expect("ledger").pretrusted, vec![key(2)]);
+    }
+
+    #[test]
     fn the_example_file_parses_and_mistakes_are_named() {
         let f = NodeFile::parse(include_str!("../node.example.toml")).expect("example");
         assert_eq!(f.arch().expect("model"), Arch::MnistCnn);
@@ -1070,7 +1110,7 @@ mod tests {
                 .and_then(|f| {
                     f.coordinator()?;
                     f.participant(std::env::temp_dir())?;
-                    f.ledger()?;
+                    f.ledger(&[0; 32])?;
                     f.challenge.config()?;
                     Ok(())
                 })

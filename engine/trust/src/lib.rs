@@ -42,7 +42,7 @@ pub const CLOSED_KEPT: usize = 64;
 pub const HISTORY: usize = 1024;
 /// Journal entries after which the ledger is compacted into a snapshot: recovery reads the
 /// snapshot and replays at most this many entries, however long the node has run.
-pub const COMPACT_EVERY: u64 = 4096;
+pub const COMPACT_EVERY: u64 = 2048;
 
 /// Why the ledger could not be opened or written.
 #[derive(Debug, Error)]
