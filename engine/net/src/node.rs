@@ -1046,9 +1046,14 @@ impl Node {
         self.tiers.as_ref().map(|t| t.get(id).copied().unwrap_or(0))
     }
 
-    /// This node's own tier: the ledger's once pushed, else the configured starting tier.
+    /// This node's own tier: the ledger's once pushed (under its node id, or under its
+    /// current signing key after a rotation), else the configured starting tier.
     fn own_tier(&self) -> u8 {
-        self.tier_of(&self.identity.node_id).unwrap_or(self.cfg.tier)
+        let signing = self.signer.verifying_key().to_bytes();
+        match (self.tier_of(&self.identity.node_id), self.tier_of(&signing)) {
+            (Some(a), Some(b)) => a.max(b),
+            _ => self.cfg.tier,
+        }
     }
 
     fn on_relay(&mut self, from: PeerId, bytes: &[u8]) {

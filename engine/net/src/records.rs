@@ -52,13 +52,21 @@ impl Key {
 
     /// Parses the text form: `node/<64 hex>`, `agg/<model id>`, `ckpt/<64 hex>`.
     pub fn parse_text(s: &str) -> Result<Self, String> {
+        // Bytes, not characters: 64 bytes of text may hold multi-byte characters, which a
+        // slice by byte offsets would cut in the middle.
         let hex32 = |h: &str| -> Result<[u8; 32], String> {
-            if h.len() != 64 {
+            let b = h.as_bytes();
+            if b.len() != 64 || !b.iter().all(u8::is_ascii_hexdigit) {
                 return Err(format!("{h:?} is not 64 hex digits"));
             }
+            let digit = |c: u8| match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                _ => c - b'A' + 10,
+            };
             let mut out = [0u8; 32];
-            for (i, o) in out.iter_mut().enumerate() {
-                *o = u8::from_str_radix(&h[2 * i..2 * i + 2], 16).map_err(|_| format!("{h:?} is not hex"))?;
+            for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+                *o = (digit(pair[0]) << 4) | digit(pair[1]);
             }
             Ok(out)
         };
@@ -188,6 +196,15 @@ mod tests {
         }
         assert_eq!(Key::parse_text("agg/mnist-cnn"), Ok(Key::aggregators("mnist-cnn")));
         assert!(Key::parse_text("node/12").is_err() && Key::parse_text("x/y").is_err());
+        // Found by the control_plane fuzz target: 64 bytes that are not 64 characters used to
+        // panic on a slice through a multi-byte character.
+        let crash = String::from_utf8_lossy(b"node/\x00\x81\x00\x00\x00\x00\x00\x00\x00\x88\x88\x88\x88\x88\x88\xff\x88\x88\x88\x88\xb2\xff\xff\xf2vAInBCN\x01");
+        assert!(Key::parse_text(&crash).is_err());
+        let h = format!("{}é", "a".repeat(62));
+        assert_eq!(h.len(), 64);
+        assert!(Key::parse_text(&format!("node/{h}")).is_err());
+        assert!(Key::parse_text(&format!("ckpt/{}", "G".repeat(64))).is_err());
+        assert_eq!(Key::parse_text(&format!("ckpt/{}", "aB".repeat(32))), Ok(Key::Checkpoint([0xab; 32])));
         assert_eq!(Key::parse(b"/vain/node/short"), None);
     }
 
