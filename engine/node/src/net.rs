@@ -173,6 +173,13 @@ pub fn run_ledger(c: LedgerCommand) -> Result<()> {
             println!("digest     {}", v["digest"].as_str().unwrap_or("?"));
             println!("next epoch {}", v["next_epoch"]);
             println!("applied    {} reports ({} pending)", v["applied"], v["pending"]);
+            println!(
+                "journal    {} entries since {}",
+                v["journal_entries"],
+                v["snapshot_epoch"]
+                    .as_u64()
+                    .map_or("the start (no snapshot yet)".to_string(), |e| format!("the snapshot of epoch {e}"))
+            );
             println!("offers     {}", v["offers"]);
             println!("{:<10} {:>4} {:>8}  standing", "node", "tier", "score");
             for n in v["nodes"].as_array().into_iter().flatten() {

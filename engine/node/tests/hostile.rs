@@ -114,4 +114,14 @@ fn a_peer_forging_evidence_is_refused_counted_and_blocked() {
     });
     assert_eq!(rejected("evidence forged"), 5);
     assert_eq!(rejected("blocked"), 1);
+    // None of it reached the ledger: `vain ledger status` shows an untouched journal.
+    let out = Command::new(env!("CARGO_BIN_EXE_vain"))
+        .args(["ledger", "status", "--socket"])
+        .arg(&socket)
+        .output()
+        .expect("vain ledger status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("next epoch 0"), "{text}");
+    assert!(text.contains("journal    0 entries since the start (no snapshot yet)"), "{text}");
 }

@@ -238,6 +238,10 @@ pub struct Status {
     pub next_epoch: u64,
     /// Reports applied (accepted by the ledger or refused by it; both are history).
     pub applied: u64,
+    /// The last epoch the ledger's snapshot holds (null before the first compaction).
+    pub snapshot_epoch: Option<u64>,
+    /// Journal entries since that snapshot (recovery replays these).
+    pub journal_entries: u64,
     /// Reports buffered for later epochs.
     pub pending: usize,
     /// Offers by outcome.
@@ -266,6 +270,8 @@ pub struct Live {
     dir: std::path::PathBuf,
     /// Entries journaled since the last snapshot.
     since_snapshot: u64,
+    /// The last epoch the snapshot holds.
+    snapshot_epoch: Option<u64>,
     compact_every: u64,
     next_epoch: u64,
     applied: u64,
@@ -396,12 +402,14 @@ impl Live {
             }
             None => (Ledger::new(lcfg, 0), 0),
         };
+        let snapshot_epoch = (next_epoch > 0).then(|| next_epoch - 1);
         let since_snapshot = recovered.entries.len() as u64;
         let mut live = Live {
             ledger,
             store,
             dir: dir.to_path_buf(),
             since_snapshot,
+            snapshot_epoch,
             compact_every: cfg.compact_every.max(1),
             next_epoch,
             applied: 0,
@@ -667,6 +675,7 @@ impl Live {
         self.store.restart()?;
         tracing::info!(epoch = at / HOUR - 1, bytes = bytes.len(), entries = self.since_snapshot, "ledger compacted");
         self.since_snapshot = 0;
+        self.snapshot_epoch = Some(at / HOUR - 1);
         Ok(())
     }
 
@@ -946,6 +955,8 @@ impl Live {
             digest: hex::encode(self.ledger.digest()),
             next_epoch: self.next_epoch,
             applied: self.applied,
+            snapshot_epoch: self.snapshot_epoch,
+            journal_entries: self.since_snapshot,
             pending: self.pending.values().map(BTreeMap::len).sum(),
             offers: self.offers.clone(),
             applied_at_ms: self.applied_at.iter().copied().collect(),
@@ -1051,9 +1062,14 @@ mod tests {
         assert!(d1.path().join("ledger.snapshot").exists());
         let journal = |d: &Path| std::fs::metadata(d.join("ledger.journal")).expect("journal").len();
         assert!(journal(d1.path()) < journal(d2.path()) / 5, "{} vs {}", journal(d1.path()), journal(d2.path()));
+        let status = x.status();
+        assert_eq!((status.snapshot_epoch, status.journal_entries), (Some(24), 0));
         drop(x);
         let mut x = Live::open(d1.path(), cfg(10)).expect("reopen");
         assert_eq!(x.next_epoch(), 25);
+        assert_eq!(x.status().snapshot_epoch, Some(24));
+        assert_eq!(y.status().snapshot_epoch, None);
+        assert_eq!(y.status().journal_entries, 50);
         assert_eq!(x.status().digest, y.status().digest);
         for e in 25..28 {
             let r = report(&a, e, 8, 0.3);
