@@ -21,10 +21,25 @@
 
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `vain demo` with `args` in a fresh directory, rounds closing at `round_time` seconds
+/// at the latest; returns the directory (kept while the test reads it), the demo's output
+/// directory and its stdout — or `None` when io_uring is missing (counted by the test kit as
+/// `what`; a failure under `CI=true`).
+fn federation(what: &str, round_time: &str, args: &[&str]) -> Option<(tempfile::TempDir, PathBuf, String)> {
+    if let Err(e) = vain_transport::quic::probe() {
+        vain_testkit::unavailable(vain_testkit::Need::IoUring, what, e);
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("demo");
+    let stdout = demo(&out, round_time, args);
+    Some((dir, out, stdout))
+}
 
 /// Runs `vain demo` with `args`, rounds closing at `round_time` seconds at the latest.
 fn demo(out: &Path, round_time: &str, args: &[&str]) -> String {
@@ -92,16 +107,10 @@ fn exactly_once(rows: &BTreeMap<u64, Value>, acks: &[(u64, String)], round: u64)
 
 #[test]
 fn the_standby_takes_over_a_killed_leader_and_loses_no_acknowledged_update() {
-    if let Err(e) = vain_transport::quic::probe() {
-        vain_testkit::unavailable(vain_testkit::Need::IoUring, "federation: failover", e);
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("demo");
     // Client 0, killed after round 0, is selected for round 1 and never sends: that round
     // waits for its deadline.
-    let stdout = demo(
-        &out,
+    let Some((_dir, out, stdout)) = federation(
+        "federation: failover",
         "25",
         &[
             "--clients",
@@ -121,7 +130,9 @@ fn the_standby_takes_over_a_killed_leader_and_loses_no_acknowledged_update() {
             "--audit-round",
             "0",
         ],
-    );
+    ) else {
+        return;
+    };
     assert!(stdout.contains("killed (SIGKILL) with updates of round 2"), "{stdout}");
     assert!(stdout.contains("client 0 killed (SIGKILL) after round 0"), "{stdout}");
     assert!(stdout.contains("client 0 restarted from its data directory"), "{stdout}");
@@ -212,14 +223,8 @@ fn the_standby_takes_over_a_killed_leader_and_loses_no_acknowledged_update() {
 
 #[test]
 fn a_restarted_aggregator_recovers_its_journal() {
-    if let Err(e) = vain_transport::quic::probe() {
-        vain_testkit::unavailable(vain_testkit::Need::IoUring, "federation: restart recovery", e);
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("demo");
-    let stdout = demo(
-        &out,
+    let Some((_dir, out, stdout)) = federation(
+        "federation: restart recovery",
         "60",
         &[
             "--clients",
@@ -241,7 +246,9 @@ fn a_restarted_aggregator_recovers_its_journal() {
             "3600",
             "--no-audit",
         ],
-    );
+    ) else {
+        return;
+    };
     // The validator was down while round 1 closed: its ledger fetched that epoch's evidence
     // from its peers.
     assert!(stdout.contains("the validator killed (SIGKILL) after round 0"), "{stdout}");
@@ -270,14 +277,8 @@ fn a_restarted_aggregator_recovers_its_journal() {
 ///    the resource challenges sized to their claim).
 #[test]
 fn a_sybil_ring_of_fresh_identities_never_reaches_the_voting_tier() {
-    if let Err(e) = vain_transport::quic::probe() {
-        vain_testkit::unavailable(vain_testkit::Need::IoUring, "federation: Sybil ring", e);
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("demo");
-    let stdout = demo(
-        &out,
+    let Some((_dir, out, stdout)) = federation(
+        "federation: Sybil ring",
         "25",
         &[
             "--clients",
@@ -298,7 +299,9 @@ fn a_sybil_ring_of_fresh_identities_never_reaches_the_voting_tier() {
             "--vote-from",
             "2",
         ],
-    );
+    ) else {
+        return;
+    };
     assert!(stdout.contains("sybil ring (3 fresh identities"), "{stdout}");
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary")).expect("json");
