@@ -96,6 +96,9 @@ pub enum Error {
     /// A client could not build its update.
     #[error("building an update: {0}")]
     Update(#[from] vain_ingest::update::Error),
+    /// A frame could not be encoded.
+    #[error("frame: {0}")]
+    Frame(#[from] vain_schema::Error),
     /// No async runtime for quinn.
     #[error("no async runtime for quinn")]
     NoRuntime,

@@ -4,5 +4,6 @@
 pub mod aggregate;
 mod error;
 pub use error::Error;
+pub mod flood;
 pub mod ingest;
 pub mod quic;

@@ -29,7 +29,7 @@ use quinn_proto::{
     StreamEvent, StreamId, Transmit, TransportConfig, VarInt,
 };
 use socket2::{SockAddr, Socket};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -369,6 +369,8 @@ struct Conn {
     streams: HashMap<StreamId, (Decoder, bool)>,
     in_handshake: bool,
     admitted: bool,
+    /// The connection's timer as the shard's timer set holds it.
+    timer: Option<Instant>,
 }
 
 /// Whether this machine can run a shard: starts a glommio executor (io_uring, locked memory)
@@ -702,6 +704,7 @@ async fn shard_main(ctx: ShardCtx, sock: Socket, handler: impl FnMut(Peer, Frame
         handler,
         epoch: Instant::now(),
         readable: Vec::new(),
+        timers: BTreeSet::new(),
     };
     let mut out = Vec::with_capacity(65_536);
     let mut batch = Vec::with_capacity(BATCH);
@@ -718,7 +721,7 @@ async fn shard_main(ctx: ShardCtx, sock: Socket, handler: impl FnMut(Peer, Frame
         }
         // Wait for a datagram, the earliest connection timer or the end of gathering, at most
         // 50 ms (to see `stop`).
-        let timer = shard.conns.values_mut().filter_map(|c| c.conn.poll_timeout()).min();
+        let timer = shard.timers.first().map(|(t, _)| *t);
         let next = match since {
             Some(t) => Some(timer.map_or(t + gather.wait, |n| n.min(t + gather.wait))),
             None => timer,
@@ -737,18 +740,24 @@ async fn shard_main(ctx: ShardCtx, sock: Socket, handler: impl FnMut(Peer, Frame
         let first = *since.get_or_insert(now);
         // A timer that the datagrams just handled set lies ahead of `now`, so the earliest one
         // from before the wait is the one that can be due.
-        let urgent = || {
-            timer.is_some_and(|t| t <= now) || dirty.iter().any(|ch| shard.conns.get(ch).is_none_or(|c| c.in_handshake))
-        };
-        if !gather.done(arrived, gathered, first, now) && !urgent() {
+        if !gather.done(arrived, gathered, first, now) && timer.is_none_or(|t| t > now) {
+            // A handshake goes on at once (its client waits on each flight), but alone: under a
+            // flood of connection attempts, driving every gathered connection with it would
+            // acknowledge the bulk senders' data a few datagrams at a time.
+            let mut k = 0;
+            while k < dirty.len() {
+                match shard.conns.get(&dirty[k]) {
+                    Some(c) if !c.in_handshake => k += 1,
+                    _ => {
+                        let ch = dirty.swap_remove(k);
+                        shard.drive(ch, now, &mut out, &io).await?;
+                    }
+                }
+            }
             continue;
         }
         (gathered, since) = (0, None);
-        for (ch, c) in shard.conns.iter_mut() {
-            if c.conn.poll_timeout().is_some_and(|t| t <= now) {
-                dirty.push(*ch);
-            }
-        }
+        dirty.extend(shard.timers.iter().take_while(|(t, _)| *t <= now).map(|(_, ch)| *ch));
         dirty.sort_unstable();
         dirty.dedup();
         for ch in dirty.drain(..) {
@@ -788,6 +797,9 @@ struct Shard<H> {
     epoch: Instant,
     /// Streams to read in the current pass (kept to reuse its allocation).
     readable: Vec<StreamId>,
+    /// Every connection's next timer, earliest first: finding the due ones and the next wake-up
+    /// must not cost a pass over thousands of idle connections per receive.
+    timers: BTreeSet<(Instant, ConnectionHandle)>,
 }
 
 impl<H: FnMut(Peer, Frame)> Shard<H> {
@@ -841,6 +853,7 @@ impl<H: FnMut(Peer, Frame)> Shard<H> {
                             streams: HashMap::new(),
                             in_handshake: true,
                             admitted: false,
+                            timer: None,
                         };
                         self.conns.insert(ch, c);
                         dirty.push(ch);
@@ -924,6 +937,18 @@ impl<H: FnMut(Peer, Frame)> Shard<H> {
             out.clear();
             let Some(t) = c.conn.poll_transmit(now, max, out) else { break };
             self.stats.sent += io.send(&t, out).await?;
+        }
+        // A connection's timer changes only when it is driven, or when a datagram reaches it,
+        // which marks it for driving within the gathering wait.
+        let timer = if c.conn.is_drained() { None } else { c.conn.poll_timeout() };
+        if timer != c.timer {
+            if let Some(t) = c.timer {
+                self.timers.remove(&(t, ch));
+            }
+            if let Some(t) = timer {
+                self.timers.insert((t, ch));
+            }
+            c.timer = timer;
         }
         if c.conn.is_drained() {
             let admitted = c.admitted.then_some(c.peer).flatten();

@@ -86,6 +86,42 @@ pub struct DhtArgs {
     query_timeout: f64,
 }
 
+/// Options of `vain bench flood`.
+#[derive(Args)]
+pub struct FloodArgs {
+    /// Seconds of each measured window (no attack, Initials, idle connections, frame storm, no
+    /// attack).
+    #[arg(long, default_value_t = 30.0)]
+    window: f64,
+    /// Bogus QUIC Initial packets per second.
+    #[arg(long, default_value_t = 10_000)]
+    initials: u32,
+    /// One Initial in this many is a genuine ClientHello (0: none).
+    #[arg(long, default_value_t = 10)]
+    genuine_every: u32,
+    /// Idle connections to open and hold.
+    #[arg(long, default_value_t = 5_000)]
+    idle: usize,
+    /// Oversized, garbled and truncated frames per second.
+    #[arg(long, default_value_t = 2_000)]
+    storm: u32,
+    /// Identities the storm comes from.
+    #[arg(long, default_value_t = 8)]
+    storm_peers: usize,
+    /// Payload bytes of each honest frame (k, M suffixes).
+    #[arg(long, default_value = "16M", value_parser = parse_count)]
+    size: usize,
+    /// Honest frames in flight.
+    #[arg(long, default_value_t = 4)]
+    in_flight: usize,
+    /// The endpoint's shards.
+    #[arg(long, default_value_t = 2)]
+    shards: usize,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
 /// Options of `vain bench ledger`.
 #[derive(Args)]
 pub struct LedgerArgs {
@@ -145,6 +181,10 @@ pub enum Command {
     /// joining through a random earlier node; convergence time, lookup success and cost,
     /// memory per node.
     Dht(DhtArgs),
+    /// Floods against the ingest endpoint while an honest client sends: bogus QUIC Initials,
+    /// idle connections, a storm of oversized and garbled frames; the honest throughput in each
+    /// window and whether anything it sent was lost.
+    Flood(FloodArgs),
     /// The ledger's apply rate on one core: signed reports of many observations, in memory
     /// (`Ledger::handle`) and through a node's live ledger (signature, journal with fsync per
     /// epoch, apply).
@@ -312,6 +352,35 @@ fn ingest(a: IngestArgs) -> Result<()> {
 }
 
 /// Runs `vain bench ledger`.
+fn flood(a: FloodArgs) -> Result<()> {
+    if !(a.window.is_finite() && a.window > 0.0) || a.shards == 0 || a.in_flight == 0 {
+        bail!("--window, --shards and --in-flight must be above 0");
+    }
+    vain_transport::quic::probe()
+        .map_err(|e| anyhow::anyhow!("the glommio shard cannot start on this machine: {e}"))?;
+    let opts = vain_bench::flood::Options {
+        window: std::time::Duration::from_secs_f64(a.window),
+        initials_per_s: a.initials,
+        genuine_every: a.genuine_every,
+        idle: a.idle,
+        storm_per_s: a.storm,
+        storm_peers: a.storm_peers.max(1),
+        size: a.size,
+        in_flight: a.in_flight,
+        shards: a.shards,
+    };
+    eprintln!("five windows of {:.0} s each, plus the attacks' set-up…", a.window);
+    let r = vain_bench::flood::run(opts)?;
+    print!("{}", r.text());
+    if let Some(p) = a.json {
+        std::fs::write(&p, serde_json::to_string_pretty(&r)?)?;
+    }
+    if r.lost() > 0 {
+        bail!("{} honest frame(s) acknowledged by the endpoint never reached its handler", r.lost());
+    }
+    Ok(())
+}
+
 fn ledger(a: LedgerArgs) -> Result<()> {
     use vain_core::ledger::{self, Input, Ledger, Observation, Observed, Report};
     use vain_core::signed::Signed;
@@ -452,6 +521,7 @@ fn recovery(entries: u64, subjects: usize, key: &ed25519_dalek::SigningKey) -> R
 fn run_command(cmd: Command) -> Result<()> {
     match cmd {
         Command::Ledger(a) => ledger(a)?,
+        Command::Flood(a) => flood(a)?,
         Command::Dht(d) => {
             if d.nodes < 2 {
                 bail!("--nodes must be at least 2");

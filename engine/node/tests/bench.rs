@@ -40,6 +40,51 @@ fn the_ingest_benchmark_runs_both_transports_and_writes_its_report() {
 }
 
 #[test]
+fn floods_leave_the_honest_client_its_frames_and_the_endpoint_counts_each_attack() {
+    if let Err(e) = vain_transport::quic::probe() {
+        vain_testkit::unavailable(vain_testkit::Need::IoUring, "bench: floods", e);
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("flood.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_vain"))
+        .args(["bench", "flood", "--window", "1", "--initials", "3000", "--idle", "300", "--storm", "600"])
+        .args(["--size", "1M", "--json"])
+        .arg(&json)
+        .output()
+        .expect("run vain");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("valid JSON");
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"));
+    // Nothing the endpoint acknowledged to the honest client went missing, and none of its
+    // frames was stopped or failed.
+    let acknowledged = n(&v["acknowledged"]);
+    assert!(acknowledged > 0, "{stdout}");
+    assert_eq!(n(&v["received"]), acknowledged, "{stdout}");
+    assert_eq!((n(&v["stopped"]), n(&v["failed"])), (0, 0), "{stdout}");
+    let windows = v["windows"].as_array().expect("windows");
+    let attacks: Vec<&str> = windows.iter().map(|w| w["attack"].as_str().expect("attack")).collect();
+    assert_eq!(attacks, ["none", "initials", "idle", "storm", "none"]);
+    for w in windows {
+        assert!(n(&w["honest_frames"]) > 0, "the honest client got nothing through in {w}");
+    }
+    // Each attack reached the endpoint and was dealt with: Initials answered with retries,
+    // refusals or failed handshakes; every idle connection held; every bad frame dropped.
+    let (initials, idle, storm) = (&windows[1], &windows[2], &windows[3]);
+    assert!(n(&initials["attack_sent"]) >= 1000, "{initials}");
+    let e = &initials["endpoint"];
+    assert!(n(&e["datagrams"]) >= n(&initials["attack_sent"]) / 2, "{initials}");
+    assert!(n(&e["connections"]) + n(&e["retries"]) + n(&e["capped"]) > 0, "{initials}");
+    assert_eq!(n(&idle["attack_sent"]), 300, "{idle}");
+    assert!(n(&idle["endpoint"]["open"]) >= 300, "{idle}");
+    assert!(n(&storm["attack_sent"]) >= 100, "{storm}");
+    assert!(n(&storm["endpoint"]["bad_frames"]) >= n(&storm["attack_sent"]) / 2, "{storm}");
+    assert!(stdout.contains("lowest under attack:"), "{stdout}");
+}
+
+#[test]
 fn bad_settings_are_refused_with_a_message() {
     let out = Command::new(env!("CARGO_BIN_EXE_vain"))
         .args(["bench", "--clients", "2", "--rule", "bulyan:1", "--no-baseline"])
