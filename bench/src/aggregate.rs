@@ -57,6 +57,9 @@ pub struct Results {
     pub ratio: f64,
     /// One row per rule.
     pub rows: Vec<Row>,
+    /// The Gram product alone on one round's rows, stored (median of the repetitions), and the
+    /// time to read those rows once from memory (same threads, best of 5).
+    pub gram: Option<(Duration, Duration)>,
 }
 
 /// Synthetic updates of one round: `bytes[update][tensor]`, the tensor sizes, and the
@@ -119,6 +122,57 @@ pub fn copy_bandwidth(bytes: usize, threads: usize) -> f64 {
     (n * 4) as f64 / best.as_secs_f64() / 1e9
 }
 
+/// Time to read `bytes` of f32 once, split over `threads` threads (best of 5): the floor for any
+/// pass over that much data.
+pub fn read_time(bytes: usize, threads: usize) -> Duration {
+    let n = (bytes / 4).max(1 << 20);
+    let src: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let step = n.div_ceil(threads.max(1)).next_multiple_of(16);
+    let mut best = Duration::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for c in src.chunks(step) {
+                s.spawn(move || {
+                    // 16 independent lanes, so the sum vectorises and runs at the load rate.
+                    let mut acc = [0f32; 16];
+                    for v in c.chunks_exact(16) {
+                        acc.iter_mut().zip(v).for_each(|(a, x)| *a += x);
+                    }
+                    std::hint::black_box(acc)
+                });
+            }
+        });
+        best = best.min(t.elapsed());
+    }
+    best
+}
+
+/// The Gram product of `opts.updates` stored rows (median of `opts.reps`) and the time to read
+/// them once.
+fn gram_alone(
+    backend: &mut dyn Backend,
+    opts: &Options,
+    views: &[Update<'_>],
+) -> Result<(Duration, Duration), crate::Error> {
+    let n = views.len();
+    let err = |source| crate::Error::Rule { rule: "gram".into(), clients: n, source };
+    backend.prepare(opts.params, n).map_err(|e| err(e.into()))?;
+    for (i, u) in views.iter().enumerate() {
+        backend.store_row(i, u).map_err(|e| err(e.into()))?;
+    }
+    let mut times = Vec::new();
+    for rep in 0..=opts.reps.max(1) {
+        let t = Instant::now();
+        std::hint::black_box(backend.gram(n).map_err(|e| err(e.into()))?);
+        if rep > 0 {
+            times.push(t.elapsed());
+        }
+    }
+    times.sort();
+    Ok((times[times.len() / 2], read_time(n * opts.params * 4, opts.copy_threads)))
+}
+
 /// Runs every rule of `opts` on `backend`.
 pub fn run(backend: &mut dyn Backend, opts: &Options) -> Result<Results, crate::Error> {
     let Synthetic { bytes: updates, sizes, ratio } = make_updates(opts)?;
@@ -126,6 +180,7 @@ pub fn run(backend: &mut dyn Backend, opts: &Options) -> Result<Results, crate::
     let copy_gbps = copy_bandwidth(round_bytes as usize, opts.copy_threads);
     let enc = opts.codec.encoding();
     let mut rows: Vec<Row> = Vec::new();
+    let mut gram = None;
     for &rule in &opts.rules {
         let mut times = Vec::with_capacity(opts.reps);
         // One untimed round first: page faults of fresh buffers and cold caches are not the
@@ -147,6 +202,9 @@ pub fn run(backend: &mut dyn Backend, opts: &Options) -> Result<Results, crate::
                 })
                 .collect();
             let views: Vec<Update<'_>> = segs.iter().map(|s| Update { segments: s }).collect();
+            if gram.is_none() && matches!(rule, Rule::MultiKrum { .. } | Rule::Bulyan { .. }) {
+                gram = Some(gram_alone(backend, opts, &views)?);
+            }
             let ones = vec![1.0f32; opts.batch.max(1)];
             let start = Instant::now();
             let mut round = Round::new(backend, cfg).map_err(|source| crate::Error::Rule {
@@ -187,7 +245,7 @@ pub fn run(backend: &mut dyn Backend, opts: &Options) -> Result<Results, crate::
             r.vs_fedavg = Some(r.time.as_secs_f64() / base);
         }
     }
-    Ok(Results { copy_gbps, round_bytes, ratio, rows })
+    Ok(Results { copy_gbps, round_bytes, ratio, rows, gram })
 }
 
 /// The results as a fixed-width table.
@@ -215,6 +273,15 @@ pub fn table(opts: &Options, backend: &str, res: &Results) -> String {
             r.f32_gbps,
             r.of_copy * 100.0,
             r.vs_fedavg.map_or("-".to_string(), |v| format!("{v:.2}"))
+        );
+    }
+    if let Some((g, read)) = res.gram {
+        s += &format!(
+            "\nGram product of the {} rows alone: {:.2} ms; reading them once: {:.2} ms ({:.2}× the read)\n",
+            opts.updates,
+            g.as_secs_f64() * 1e3,
+            read.as_secs_f64() * 1e3,
+            g.as_secs_f64() / read.as_secs_f64().max(1e-12)
         );
     }
     s
@@ -245,5 +312,8 @@ mod tests {
         assert!(res.rows.iter().all(|r| r.wire_gbps > 0.0 && r.time > Duration::ZERO));
         let t = table(&opts, "cpu", &res);
         assert!(t.contains("multi-krum:2,6") && t.contains("memory copy bandwidth"));
+        let (g, read) = res.gram.expect("Multi-Krum ran, so the Gram product was timed");
+        assert!(g > Duration::ZERO && read > Duration::ZERO);
+        assert!(t.contains("Gram product of the 12 rows alone"));
     }
 }

@@ -720,33 +720,77 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 const BLOCK: usize = 512;
 
-/// Dot products of two rows against four: 8 accumulators of 4 lanes and 6 loads per step fit
-/// the 16 SSE registers, so the Gram product is bound by arithmetic rather than loads.
-fn dot_2x4(a: [&[f32]; 2], b: [&[f32]; 4]) -> [[f32; 4]; 2] {
-    let len = a[0].len();
-    let mut acc = [[[0f32; 4]; 4]; 2];
-    let whole = len / 4 * 4;
-    let mut k = 0;
-    while k < whole {
-        let x0 = &a[0][k..k + 4];
-        let x1 = &a[1][k..k + 4];
-        for (q, bq) in b.iter().enumerate() {
-            let y = &bq[k..k + 4];
-            for l in 0..4 {
-                acc[0][q][l] += x0[l] * y[l];
-                acc[1][q][l] += x1[l] * y[l];
-            }
-        }
-        k += 4;
+/// Columns of one Gram GEMM: a sum in f32 runs over at most this many products before it is
+/// added in f64, so an entry's error stays within 513 · 2⁻²⁴ · ‖a‖‖b‖. Longer chunks are a
+/// little faster (1 024: 5 % at n = 32) and twice as inexact.
+const GRAM_COLUMNS: usize = 512;
+
+/// The lower triangle (diagonal included) of `out` (n × n, row-major) = the Gram product of
+/// columns `cols` of the first `n` rows of `data` (row-major, `dim` columns); entries above the
+/// diagonal may be left as they were. By halves: rows [n/2, n) against rows [0, n) in one GEMM,
+/// then the top half the same way, which does about 2/3 of a full product's arithmetic.
+fn gram_f32(data: &[f32], n: usize, dim: usize, cols: Range<usize>, out: &mut [f32]) {
+    assert!(cols.start <= cols.end && cols.end <= dim && data.len() >= n * dim && out.len() >= n * n);
+    let mut hi = n;
+    while hi > 0 {
+        // Below 8 rows a GEMM's tiles are mostly empty; one square block is cheaper than halves.
+        let lo = if hi <= 8 { 0 } else { hi / 2 };
+        gemm_rows(data, dim, cols.clone(), lo..hi, 0..hi, out, n);
+        hi = lo;
     }
-    let mut out = [[0f32; 4]; 2];
-    for p in 0..2 {
-        for q in 0..4 {
-            let tail: f32 = (whole..len).map(|t| a[p][t] * b[q][t]).sum();
-            out[p][q] = acc[p][q].iter().sum::<f32>() + tail;
-        }
+}
+
+/// `out[i·n + j]` = the dot product of rows i and j of `data` over columns `cols`, for i in
+/// `rows` and j in `against`, by the `gemm` crate's kernels for the CPU it runs on (AVX-512,
+/// AVX2 + FMA or SSE, chosen at run time).
+fn gemm_rows(
+    data: &[f32],
+    dim: usize,
+    cols: Range<usize>,
+    rows: Range<usize>,
+    against: Range<usize>,
+    out: &mut [f32],
+    n: usize,
+) {
+    assert!(cols.start <= cols.end && cols.end <= dim && rows.end <= n && against.end <= n);
+    assert!(data.len() >= n * dim && out.len() >= n * n);
+    if rows.is_empty() || against.is_empty() || cols.is_empty() {
+        return;
     }
-    out
+    let lhs = data[rows.start * dim + cols.start..].as_ptr();
+    let rhs = data[against.start * dim + cols.start..].as_ptr();
+    let dst = out[rows.start * n + against.start..].as_mut_ptr();
+    let (dim_s, n_s) = (dim as isize, n as isize);
+    // SAFETY: the left operand reads (i, p) at lhs + i·dim + p for i < rows.len(), p <
+    // cols.len(): its largest offset from `data`'s start is (rows.end − 1)·dim + cols.end − 1
+    // < n·dim ≤ data.len(); the right operand likewise with `against`. The destination writes
+    // (i, j) at dst + i·n + j, at most (rows.end − 1)·n + against.end − 1 < n² ≤ out.len() from
+    // `out`'s start (all asserted above). `read_dst` is false, and `out` does not overlap
+    // `data` (one is borrowed mutably).
+    #[allow(unsafe_code)]
+    unsafe {
+        gemm::gemm(
+            rows.len(),
+            against.len(),
+            cols.len(),
+            dst,
+            1,
+            n_s,
+            false,
+            lhs,
+            1,
+            dim_s,
+            rhs,
+            dim_s,
+            1,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
 }
 
 impl Backend for CpuBackend {
@@ -888,35 +932,14 @@ impl Backend for CpuBackend {
 
     fn gram(&mut self, n: usize) -> Result<Vec<f64>, Error> {
         self.check_n(n)?;
-        let (dim, data) = (self.dim, &self.rows);
-        // Blocks small enough that all n rows' slices stay in L1 (≈24 KiB of the 32).
-        let block = (6144 / n.max(1)).clamp(64, BLOCK) / 16 * 16;
+        let (dim, data) = (self.dim, &self.rows[..n * self.dim]);
         let partials = par_map(dim, self.parts(dim * n.max(1) / 4), |r| {
-            let mut g = vec![0f64; n * n];
+            let (mut g, mut tmp) = (vec![0f64; n * n], vec![0f32; n * n]);
             let mut a = r.start;
             while a < r.end {
-                let b = (a + block).min(r.end);
-                let row = |i: usize| &data[i * dim + a..i * dim + b];
-                // 2 × 4 tiles of the lower triangle share their loads; edges fall back to dot().
-                let mut i = 0;
-                while i < n {
-                    let mut j = 0;
-                    while j + 4 <= i + 1 && i + 1 < n {
-                        let t = dot_2x4([row(i), row(i + 1)], [row(j), row(j + 1), row(j + 2), row(j + 3)]);
-                        for (di, ti) in t.iter().enumerate() {
-                            for (dj, v) in ti.iter().enumerate() {
-                                g[(i + di) * n + j + dj] += f64::from(*v);
-                            }
-                        }
-                        j += 4;
-                    }
-                    for ii in i..(i + 2).min(n) {
-                        for jj in j..=ii {
-                            g[ii * n + jj] += f64::from(dot(row(ii), row(jj)));
-                        }
-                    }
-                    i += 2;
-                }
+                let b = (a + GRAM_COLUMNS).min(r.end);
+                gram_f32(data, n, dim, a..b, &mut tmp);
+                g.iter_mut().zip(&tmp).for_each(|(x, y)| *x += f64::from(*y));
                 a = b;
             }
             g
@@ -925,6 +948,7 @@ impl Backend for CpuBackend {
         for p in partials {
             g.iter_mut().zip(p).for_each(|(x, y)| *x += y);
         }
+        // Only the lower triangle was computed (in places both): it decides.
         for i in 0..n {
             for j in 0..i {
                 g[j * n + i] = g[i * n + j];

@@ -655,3 +655,39 @@ fn pre_aggregation_steps_match_the_f64_reference_with_every_kind_of_rule() {
         assert!(parse_pre("nnm").is_err() && parse_pre("bucketing:0").is_err() && parse_pre("zzz:1").is_err());
     }
 }
+
+/// The Gram product against f64 dot products, on row counts around the halving steps and the
+/// GEMM's tiles, and dimensions that span several column chunks and the threaded split.
+#[test]
+fn gram_matches_the_f64_dot_products() {
+    for_each_backend(24, |b, seed| {
+        let mut rng = Rng(seed | 1);
+        let n = [1usize, 2, 7, 8, 9, 16, 17, 33, 70][rng.below(9)];
+        let dim = [5usize, 1000, 4097, 70_001][rng.below(4)];
+        let rows: Vec<Owned> = (0..n)
+            .map(|_| {
+                let scale = 1.0 + rng.below(4) as f32;
+                random_update(&mut rng, dim, false, scale)
+            })
+            .collect();
+        b.prepare(dim, n).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        for (i, r) in rows.iter().enumerate() {
+            r.with(|u| b.store_row(i, u)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        }
+        let g = b.gram(n).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let dense: Vec<Vec<f64>> = rows.iter().map(|r| r.dense(dim)).collect();
+        let norm: Vec<f64> = dense.iter().map(|x| x.iter().map(|v| v * v).sum::<f64>().sqrt()).collect();
+        for i in 0..n {
+            for j in 0..n {
+                let want: f64 = dense[i].iter().zip(&dense[j]).map(|(a, c)| a * c).sum();
+                let got = g[i * n + j];
+                prop_assert_eq!(got.to_bits(), g[j * n + i].to_bits(), "not symmetric at ({}, {})", i, j);
+                // The CPU backend sums f32 products over at most 512 columns, then in f64: the
+                // worst case of such a sum is (512 + 1) · 2⁻²⁴ · Σ|aₖbₖ| ≤ that · ‖a‖‖b‖.
+                let tol = 513.0 * f64::from(f32::EPSILON) / 2.0 * norm[i] * norm[j] + 1e-30;
+                prop_assert!((got - want).abs() <= tol, "n {} dim {} ({}, {}): {} vs {}", n, dim, i, j, got, want);
+            }
+        }
+        Ok(())
+    });
+}
