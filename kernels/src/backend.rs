@@ -106,6 +106,15 @@ pub enum Error {
         /// Bytes allowed.
         limit: u64,
     },
+    /// The operating system refused memory for the rows a round stores.
+    #[error("could not map {need} bytes of update storage: {source}")]
+    Memory {
+        /// Bytes asked for.
+        need: u64,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
     /// No CUDA driver (libcuda) could be loaded on this machine.
     #[error("no CUDA driver: {0}")]
     NoCudaDriver(String),

@@ -28,7 +28,7 @@ pub struct CpuBackend {
     threads: usize,
     dim: usize,
     n_rows: usize,
-    rows: Vec<f32>,
+    rows: Rows,
     acc: Vec<f32>,
     out: Vec<f32>,
 }
@@ -42,7 +42,7 @@ impl Default for CpuBackend {
 impl CpuBackend {
     /// A backend using `threads` threads (at least 1).
     pub fn new(threads: usize) -> Self {
-        Self { threads: threads.max(1), dim: 0, n_rows: 0, rows: Vec::new(), acc: Vec::new(), out: Vec::new() }
+        Self { threads: threads.max(1), dim: 0, n_rows: 0, rows: Rows::default(), acc: Vec::new(), out: Vec::new() }
     }
 
     /// Threads used per operation.
@@ -720,6 +720,59 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 const BLOCK: usize = 512;
 
+/// The rows a round stores: anonymous memory, advised to the kernel as huge-page material, so
+/// half a gigabyte of rows costs a few hundred page faults rather than 130 000, and a fresh map
+/// is not zeroed twice (the kernel hands out zeroed pages). Kept across rounds while large
+/// enough, and zeroed then (a row's gaps must read as zeros).
+#[derive(Debug, Default)]
+struct Rows {
+    map: Option<memmap2::MmapMut>,
+    len: usize,
+}
+
+impl Rows {
+    /// Makes room for `cells` values, all zero.
+    fn ensure(&mut self, cells: usize) -> Result<(), Error> {
+        let bytes = cells.checked_mul(4).ok_or(Error::Capacity { need: u64::MAX, limit: isize::MAX as u64 })?;
+        if self.map.as_ref().is_none_or(|m| m.len() < bytes) && bytes > 0 {
+            self.map = None;
+            let m = memmap2::MmapMut::map_anon(bytes).map_err(|source| Error::Memory { need: bytes as u64, source })?;
+            // Advice only: without transparent huge pages the map works the same, page by page.
+            // (Where the kernel compacts memory on demand for advised regions — THP `defrag`
+            // = madvise, the default — a fragmented machine can stall the first fill.)
+            #[cfg(target_os = "linux")]
+            let _ = m.advise(memmap2::Advice::HugePage);
+            self.map = Some(m);
+            self.len = cells;
+        } else {
+            // A row's gaps (coordinates no segment covers) must read as zeros.
+            self.len = cells;
+            self.fill(0.0);
+        }
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Rows {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match &self.map {
+            // A map starts on a page boundary, so its bytes are aligned for f32.
+            Some(m) => bytemuck::cast_slice(&m[..self.len * 4]),
+            None => &[],
+        }
+    }
+}
+
+impl std::ops::DerefMut for Rows {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        match &mut self.map {
+            Some(m) => bytemuck::cast_slice_mut(&mut m[..self.len * 4]),
+            None => &mut [],
+        }
+    }
+}
+
 /// Columns of one Gram GEMM: a sum in f32 runs over at most this many products before it is
 /// added in f64, so an entry's error stays within 513 · 2⁻²⁴ · ‖a‖‖b‖. Longer chunks are a
 /// little faster (1 024: 5 % at n = 32) and twice as inexact.
@@ -802,8 +855,7 @@ impl Backend for CpuBackend {
         let cells = dim.checked_mul(rows).ok_or(Error::Capacity { need: u64::MAX, limit: isize::MAX as u64 })?;
         self.dim = dim;
         self.n_rows = rows;
-        self.rows.clear();
-        self.rows.resize(cells, 0.0);
+        self.rows.ensure(cells)?;
         self.acc.clear();
         self.acc.resize(dim, 0.0);
         self.out.clear();

@@ -108,6 +108,12 @@ pub struct AggregateArgs {
     /// CPU threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Store every update even for a streaming rule (FedAvg, clipped mean), so the report has
+    /// each update's cosine to the coordinate median and its largest similarity to another:
+    /// memory then grows with the number of inputs (N × parameters × 4 bytes). The robust
+    /// rules store every update anyway and always report both.
+    #[arg(long)]
+    full_report: bool,
     /// Most bytes of dense update storage the robust rules may use.
     #[arg(long, default_value_t = 16 << 30)]
     memory_limit: u64,
@@ -163,6 +169,19 @@ fn weight_from_metadata(bytes: &[u8], key: &str, path: &Path) -> Result<Option<f
     Ok(Some(w))
 }
 
+/// Maps an input file read-only, its pages faulted in at once (one pass through the page cache
+/// instead of a fault per page as the kernels read it).
+fn map(path: &Path) -> Result<memmap2::Mmap> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: the map is read-only and private to this process, and it lives only while this
+    // file is parsed and ingested. Another process truncating or rewriting the file meanwhile
+    // would show up as changed bytes or SIGBUS (the usual terms of mapping safetensors, which
+    // the format is made for); the inputs are the operator's own files, not the network's.
+    #[allow(unsafe_code)]
+    let m = unsafe { memmap2::MmapOptions::new().populate().map(&file) };
+    m.with_context(|| format!("mapping {}", path.display()))
+}
+
 /// Runs the command.
 pub fn run(args: AggregateArgs) -> Result<()> {
     let pre = vain_kernels::aggregate::parse_pre(&args.pre)?;
@@ -189,7 +208,7 @@ pub fn run(args: AggregateArgs) -> Result<()> {
     let mut backend = open_backend(args.backend, args.threads)?;
 
     // The first file fixes the layout; every other must match it.
-    let first = std::fs::read(&args.inputs[0]).with_context(|| format!("reading {}", args.inputs[0].display()))?;
+    let first = map(&args.inputs[0])?;
     let slots = {
         let st = SafeTensors::deserialize(&first).with_context(|| format!("{}", args.inputs[0].display()))?;
         layout(&st, &args.inputs[0])?
@@ -201,26 +220,19 @@ pub fn run(args: AggregateArgs) -> Result<()> {
         round: args.round,
         max_updates: n,
         memory_limit: args.memory_limit,
-        full_report: true,
+        full_report: args.full_report || args.rule.needs_rows() || !pre.is_empty(),
         pre,
         ..Config::new(dim, args.rule)
     };
-    // Robust rules need every update; ask for the report's cosines too when it fits.
+    // Robust rules need every update; a streaming rule's full report only when it fits.
     let cfg = if cfg.storage_bytes() > cfg.memory_limit && !cfg.rule.needs_rows() {
         Config { full_report: false, ..cfg }
     } else {
         cfg
     };
     let mut round = Round::new(backend.as_mut(), cfg.clone())?;
-    let mut weights = Vec::with_capacity(n);
-    let mut first = Some(first);
-    for (i, path) in args.inputs.iter().enumerate() {
-        // Each file is read, ingested and dropped: memory is the rows, not N files.
-        let bytes = match first.take() {
-            Some(b) => b,
-            None => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-        };
-        let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{}", path.display()))?;
+    let mut ingest_file = |i: usize, path: &Path, bytes: &[u8]| -> Result<()> {
+        let st = SafeTensors::deserialize(bytes).with_context(|| format!("{}", path.display()))?;
         let mut segs = Vec::with_capacity(slots.len());
         let names = st.names();
         if names.len() != slots.len() {
@@ -245,10 +257,19 @@ pub fn run(args: AggregateArgs) -> Result<()> {
         }
         let w = match &args.weights {
             Some(w) => w[i],
-            None => weight_from_metadata(&bytes, &args.weight_key, path)?.unwrap_or(1.0),
+            None => weight_from_metadata(bytes, &args.weight_key, path)?.unwrap_or(1.0),
         };
         round.ingest(&Update { segments: &segs }, w).with_context(|| format!("{}", path.display()))?;
-        weights.push(w);
+        Ok(())
+    };
+    // Each file is mapped, ingested and unmapped: a streaming rule adds it to the accumulator
+    // straight from the page cache, and memory is the accumulator (and the rows a robust rule
+    // keeps), not N files. (Mapping the next file on a second thread meanwhile was measured:
+    // no faster, since the kernel's page-table work and the accumulate share the memory bus.)
+    ingest_file(0, &args.inputs[0], &first)?;
+    drop(first);
+    for (i, path) in args.inputs.iter().enumerate().skip(1) {
+        ingest_file(i, path, &map(path)?)?;
     }
     let outcome = round.finish()?;
     let kind = outcome.report.backend;

@@ -124,7 +124,16 @@ fn every_rule_reproduces_the_f64_reference() {
     let mut checked = 0;
     for rule in rules {
         for clip in [None, Some("30")] {
-            let mut args = vec!["aggregate", "--backend", "cpu", "--rule", rule, "-o", out.to_str().expect("utf8")];
+            let mut args = vec![
+                "aggregate",
+                "--backend",
+                "cpu",
+                "--rule",
+                rule,
+                "--full-report",
+                "-o",
+                out.to_str().expect("utf8"),
+            ];
             if let Some(c) = clip {
                 args.extend(["--clip", c]);
             }
@@ -162,6 +171,41 @@ fn every_rule_reproduces_the_f64_reference() {
         }
     }
     assert!(checked >= 12, "only {checked} of 14 rule/clip combinations were value-checked");
+}
+
+#[test]
+fn a_streaming_rule_holds_no_rows_unless_the_full_report_is_asked_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (paths, _, _) = inputs(dir.path(), 6, 0xfeed);
+    let files: Vec<&str> = paths.iter().map(|p| p.to_str().expect("utf8")).collect();
+    let mut outs = Vec::new();
+    for (name, full) in [("lean", false), ("full", true)] {
+        let out = dir.path().join(format!("{name}.safetensors"));
+        let mut args = vec!["aggregate", "--backend", "cpu", "-o", out.to_str().expect("utf8")];
+        if full {
+            args.push("--full-report");
+        }
+        args.extend(&files);
+        run_ok(&args);
+        let report = json(&dir.path().join(format!("{name}.report.json")));
+        let ups = report["updates"].as_array().expect("updates");
+        assert_eq!(ups.len(), 6);
+        if full {
+            assert!(report["storage_bytes"].as_u64().expect("bytes") > 0);
+            assert!(ups.iter().all(|u| u["cosine_to_median"].is_f64() && u["max_similarity"].is_f64()));
+        } else {
+            // FedAvg streamed every file into the accumulator: no row was kept, so memory does
+            // not grow with the number of inputs, and the report says what it could not compute.
+            assert_eq!(report["storage_bytes"], 0, "{report}");
+            assert!(ups.iter().all(|u| u["cosine_to_median"].is_null() && u["max_similarity"].is_null()));
+            assert!(ups.iter().all(|u| u["norm"].as_f64().expect("norm") > 0.0));
+        }
+        outs.push(read_output(&out));
+    }
+    // From the accumulator or from the stored rows: the same mean, summed in another order.
+    let want: Vec<f64> = outs[1].iter().map(|v| f64::from(*v)).collect();
+    let err = rel_err(&outs[0], &want);
+    assert!(err <= 1e-6, "storing rows changed the FedAvg aggregate by {err}");
 }
 
 fn run_ok(args: &[&str]) -> String {
@@ -359,7 +403,7 @@ fn mismatched_or_bad_inputs_are_refused_with_a_clear_message() {
     safetensors::serialize_to_file(views, None, &odd).expect("write");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec![paths[0].to_str().expect("p"), odd.to_str().expect("p")], "tensors"),
-        (vec![paths[0].to_str().expect("p"), "/nonexistent.safetensors"], "reading"),
+        (vec![paths[0].to_str().expect("p"), "/nonexistent.safetensors"], "opening /nonexistent.safetensors"),
     ];
     for (files, needle) in cases {
         let mut args = vec!["aggregate", "--backend", "cpu", "-o", out.to_str().expect("p")];
