@@ -22,6 +22,65 @@ const CHUNK: usize = 4096;
 /// Below this many coordinates an operation runs on the calling thread.
 const PAR_MIN: usize = 1 << 16;
 
+/// The widest SIMD this CPU offers the 16-lane loops, detected once. `VAIN_CPU_SIMD=avx2` or
+/// `=portable` caps it (to compare the paths, or to rule one out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Simd {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+fn simd() -> Simd {
+    static SIMD: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+    *SIMD.get_or_init(|| {
+        let cap = std::env::var("VAIN_CPU_SIMD").unwrap_or_default();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if cap.is_empty() && std::is_x86_feature_detected!("avx512f") {
+                return Simd::Avx512;
+            }
+            if (cap.is_empty() || cap == "avx2") && std::is_x86_feature_detected!("avx2") {
+                return Simd::Avx2;
+            }
+        }
+        let _ = cap;
+        Simd::Portable
+    })
+}
+
+/// `fn $name` runs `$portable` compiled for the widest SIMD [`simd`] found: the same code
+/// (fixed-width lane loops) three times over, so every path computes the same operations in
+/// the same order and gives the same result; only the instructions differ.
+macro_rules! wide {
+    ($(#[$m:meta])* fn $name:ident / $portable:ident ($($arg:ident : $ty:ty),*) -> $ret:ty) => {
+        $(#[$m])*
+        fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn avx512($($arg: $ty),*) -> $ret {
+                    $portable($($arg),*)
+                }
+                #[target_feature(enable = "avx2")]
+                fn avx2($($arg: $ty),*) -> $ret {
+                    $portable($($arg),*)
+                }
+                match simd() {
+                    // SAFETY: `simd` found AVX-512F on this CPU.
+                    #[allow(unsafe_code)]
+                    Simd::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: `simd` found AVX2 on this CPU.
+                    #[allow(unsafe_code)]
+                    Simd::Avx2 => return unsafe { avx2($($arg),*) },
+                    Simd::Portable => {}
+                }
+            }
+            $portable($($arg),*)
+        }
+    };
+}
+
 /// The CPU backend. `threads` workers split each operation by coordinate range.
 #[derive(Debug)]
 pub struct CpuBackend {
@@ -282,10 +341,16 @@ fn topk_check(seg: &Segment<'_>) -> Result<f64, decode::Error> {
     Ok(ss)
 }
 
-/// Sum of squares of `v` (f32 lanes per 512-block, f64 across blocks) and whether all are
-/// finite. A non-finite value makes its block's f32 sum non-finite, so the flag costs nothing
-/// on the fast path; only such a block (or one whose squares overflow f32) is looked at again.
-fn sum_sq_finite(v: &[f32]) -> (f64, bool) {
+wide!(
+    /// Sum of squares of `v` (f32 lanes per 512-block, f64 across blocks) and whether all are
+    /// finite. A non-finite value makes its block's f32 sum non-finite, so the flag costs nothing
+    /// on the fast path; only such a block (or one whose squares overflow f32) is looked at again.
+    fn sum_sq_finite / sum_sq_finite_portable (v: &[f32]) -> (f64, bool));
+
+/// [`sum_sq_finite`], compiled for whichever CPU its caller was (same operations in the same
+/// order on both paths, so the same result).
+#[inline(always)]
+fn sum_sq_finite_portable(v: &[f32]) -> (f64, bool) {
     let mut total = 0f64;
     for block in v.chunks(512) {
         let mut acc = [0f32; LANES];
@@ -546,20 +611,42 @@ fn prune_network(net: &[(u16, u16)], m: usize, live: std::ops::Range<usize>) -> 
     kept
 }
 
-/// Sorts each lane of `v` (v[slot][lane]) ascending along slots.
-fn sort_lanes(v: &mut [[f32; LANES]], net: &[(u16, u16)]) {
+/// Sorts each lane of `groups` coordinate groups ascending along slots, in a slot-major tile:
+/// `tile[slot * stride + g]` holds group g of slot (row) `slot`. Each comparator is applied to
+/// every group before the next, so the groups are independent chains the CPU overlaps, where
+/// one group alone waits on each comparator's store before the next one's load.
+fn sort_tile(tile: &mut [[f32; LANES]], stride: usize, groups: usize, net: &[(u16, u16)]) {
+    sort_tile_wide(tile, stride, groups, net);
+}
+
+wide!(fn sort_tile_wide / sort_tile_portable (tile: &mut [[f32; LANES]], stride: usize, groups: usize, net: &[(u16, u16)]) -> ());
+
+#[inline(always)]
+fn sort_tile_portable(tile: &mut [[f32; LANES]], stride: usize, groups: usize, net: &[(u16, u16)]) {
     for &(i, j) in net {
-        let (i, j) = (i as usize, j as usize);
-        let (a, b) = (v[i], v[j]);
-        let mut lo = [0f32; LANES];
-        let mut hi = [0f32; LANES];
-        for l in 0..LANES {
-            lo[l] = if a[l] < b[l] { a[l] } else { b[l] };
-            hi[l] = if a[l] < b[l] { b[l] } else { a[l] };
+        // Batcher's comparators always have i < j.
+        let (lo, hi) = tile.split_at_mut(usize::from(j) * stride);
+        let a = &mut lo[usize::from(i) * stride..usize::from(i) * stride + groups];
+        for (a, b) in a.iter_mut().zip(&mut hi[..groups]) {
+            // Whole-array values in and out, which LLVM turns into a vector min and max (lane by
+            // lane in place it emits scalar branches).
+            let (x, y) = (*a, *b);
+            let (mut lo, mut hi) = ([0f32; LANES], [0f32; LANES]);
+            for l in 0..LANES {
+                lo[l] = if x[l] < y[l] { x[l] } else { y[l] };
+                hi[l] = if x[l] < y[l] { y[l] } else { x[l] };
+            }
+            *a = lo;
+            *b = hi;
         }
-        v[i] = lo;
-        v[j] = hi;
     }
+}
+
+/// Sorts each lane of `v` (v[slot][lane]) ascending along slots: one group, slot-major; `wide`
+/// on the widest SIMD this CPU has, else the baseline compilation.
+#[cfg(test)]
+fn sort_lanes(v: &mut [[f32; LANES]], net: &[(u16, u16)], wide: bool) {
+    if wide { sort_tile(v, 1, 1, net) } else { sort_tile_portable(v, 1, 1, net) }
 }
 
 /// Per-coordinate statistic of the sorted values `s` (length m, ascending).
@@ -608,6 +695,10 @@ fn order_stat(s: &[f32], how: Order) -> f32 {
 /// Coordinate groups of LANES gathered per tile: each row contributes one contiguous
 /// TILE_GROUPS × LANES run, so the gather streams rows instead of hopping between them.
 const TILE_GROUPS: usize = 16;
+/// Groups between one slot's run and the next in a tile: one more than a run, so two slots a
+/// multiple of 4 apart do not sit a multiple of 4 KiB apart, where the CPU would take a load of
+/// one for a read of the other's pending store and wait (4K aliasing: 7× slower, measured).
+const TILE_STRIDE: usize = TILE_GROUPS + 1;
 
 impl CpuBackend {
     /// The order statistic into `out`; with `dots`, also (row_i · out for i in 0..n_dots, ‖out‖²)
@@ -637,37 +728,38 @@ impl CpuBackend {
         let parts = self.parts(dim * m.max(1) / 8);
         let nd = n_dots.unwrap_or(0);
         let partials = par_chunks_map(&mut self.out, parts, |start, out| {
-            // tile[g * m + slot] holds lanes of coordinate group g from row `slot`.
-            let mut tile = vec![[0f32; LANES]; TILE_GROUPS * m];
+            // tile[slot * STRIDE + g] holds lanes of coordinate group g from row `slot`: each
+            // row's run of the tile is one contiguous copy.
+            let mut tile = vec![[0f32; LANES]; TILE_STRIDE * m];
             let mut col = vec![0f32; m];
             let mut dots = vec![0f64; nd + 1];
             for (ti, ot) in out.chunks_mut(TILE_GROUPS * LANES).enumerate() {
                 let j = start + ti * TILE_GROUPS * LANES;
                 let w = ot.len();
+                let groups = w.div_ceil(LANES);
                 for (slot, &r) in rows.iter().enumerate() {
                     let src = &data[r as usize * dim + j..r as usize * dim + j + w];
-                    for (g, c) in src.chunks(LANES).enumerate() {
-                        match <[f32; LANES]>::try_from(c) {
-                            Ok(a) => tile[g * m + slot] = a,
-                            Err(_) => tile[g * m + slot][..c.len()].copy_from_slice(c),
-                        }
-                    }
+                    let run = &mut tile[slot * TILE_STRIDE..slot * TILE_STRIDE + groups];
+                    // A last group's lanes past `w` keep earlier values of the same row: finite,
+                    // sorted alongside, never read.
+                    bytemuck::cast_slice_mut::<[f32; LANES], f32>(run)[..w].copy_from_slice(src);
                 }
+                sort_tile(&mut tile, TILE_STRIDE, groups, &net);
                 for (g, og) in ot.chunks_mut(LANES).enumerate() {
-                    let v = &mut tile[g * m..(g + 1) * m];
-                    sort_lanes(v, &net);
+                    let slot = |k: usize| &tile[k * TILE_STRIDE + g];
                     match how {
                         Order::Median => {
-                            let (a, b) = (&v[(m - 1) / 2], &v[m / 2]);
+                            let (a, b) = (slot((m - 1) / 2), slot(m / 2));
                             for (l, o) in og.iter_mut().enumerate() {
                                 *o = if m % 2 == 1 { a[l] } else { 0.5 * (a[l] + b[l]) };
                             }
                         }
                         Order::Trimmed(t) => {
                             let mut acc = [0f32; LANES];
-                            for slot in &v[t..m - t] {
+                            for k in t..m - t {
+                                let v = slot(k);
                                 for l in 0..LANES {
-                                    acc[l] += slot[l];
+                                    acc[l] += v[l];
                                 }
                             }
                             let inv = 1.0 / (m - 2 * t) as f32;
@@ -677,8 +769,8 @@ impl CpuBackend {
                         }
                         Order::ClosestToMedian(_) => {
                             for (l, o) in og.iter_mut().enumerate() {
-                                for (c, slot) in col.iter_mut().zip(v.iter()) {
-                                    *c = slot[l];
+                                for (k, c) in col.iter_mut().enumerate() {
+                                    *c = slot(k)[l];
                                 }
                                 *o = order_stat(&col, how);
                             }
@@ -702,8 +794,13 @@ impl CpuBackend {
     }
 }
 
-/// a · b with f32 lanes (the caller keeps slices short, ≤ 512, so f32 partials stay accurate).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+wide!(
+    /// a · b with f32 lanes (the caller keeps slices short, ≤ 512, so f32 partials stay accurate).
+    fn dot / dot_portable (a: &[f32], b: &[f32]) -> f32);
+
+/// [`dot`], compiled for whichever CPU its caller was (same result on both paths).
+#[inline(always)]
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let (ra, rb) = (ca.remainder(), cb.remainder());
@@ -1180,10 +1277,14 @@ mod tests {
             }
             let mut want: Vec<Vec<f32>> = (0..LANES).map(|l| v.iter().map(|s| s[l]).collect()).collect();
             want.iter_mut().for_each(|w| w.sort_by(f32::total_cmp));
-            sort_lanes(&mut v, &net);
-            for (l, w) in want.iter().enumerate() {
-                let got: Vec<f32> = v.iter().map(|s| s[l]).collect();
-                assert_eq!(&got, w, "m = {m}");
+            // Both compilations of the network (the wide one only where the CPU has AVX-512).
+            for wide in [false, true] {
+                let mut v = v.clone();
+                sort_lanes(&mut v, &net, wide);
+                for (l, w) in want.iter().enumerate() {
+                    let got: Vec<f32> = v.iter().map(|s| s[l]).collect();
+                    assert_eq!(&got, w, "m = {m}, wide {wide}");
+                }
             }
         }
     }
@@ -1243,10 +1344,13 @@ mod tests {
                 }
                 let mut sorted: Vec<Vec<f32>> = (0..LANES).map(|l| v.iter().map(|s| s[l]).collect()).collect();
                 sorted.iter_mut().for_each(|w| w.sort_by(f32::total_cmp));
-                sort_lanes(&mut v, &net);
-                for (l, w) in sorted.iter().enumerate() {
-                    for k in live.clone() {
-                        assert_eq!(v[k][l], w[k], "m={m} slot {k}");
+                for wide in [false, true] {
+                    let mut v = v.clone();
+                    sort_lanes(&mut v, &net, wide);
+                    for (l, w) in sorted.iter().enumerate() {
+                        for k in live.clone() {
+                            assert_eq!(v[k][l], w[k], "m={m} slot {k}, wide {wide}");
+                        }
                     }
                 }
             }
