@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use vain_transport::buf::PoolLimits;
-use vain_transport::limit::Rates;
+use vain_transport::limit::{Caps, Rates};
 use vain_transport::quic::{self, Config};
 use vain_transport::tls::{self, Policy};
 
@@ -53,6 +53,8 @@ pub struct Options {
     pub in_flight: usize,
     /// The endpoint's shards.
     pub shards: usize,
+    /// The endpoint's budget of connection attempts per address and second (0: none).
+    pub attempts_per_address: u32,
 }
 
 impl Default for Options {
@@ -69,6 +71,7 @@ impl Default for Options {
             size: 16 << 20,
             in_flight: 4,
             shards: 2,
+            attempts_per_address: 0,
         }
     }
 }
@@ -117,6 +120,8 @@ pub struct Endpoint {
     pub throttled: u64,
     /// Connections open at the end of the window.
     pub open: u64,
+    /// Connection attempts over the endpoint's budget, dropped unread.
+    pub shed: u64,
 }
 
 impl Endpoint {
@@ -130,6 +135,7 @@ impl Endpoint {
             bad_frames: s.bad_frames,
             throttled: s.throttled,
             open: s.open,
+            shed: s.shed,
         }
     }
 
@@ -143,6 +149,7 @@ impl Endpoint {
             bad_frames: self.bad_frames.saturating_sub(before.bad_frames),
             throttled: self.throttled.saturating_sub(before.throttled),
             open: self.open,
+            shed: self.shed.saturating_sub(before.shed),
         }
     }
 }
@@ -209,10 +216,11 @@ impl Report {
         let o = &self.options;
         let base = self.unloaded_gbps();
         let mut t = format!(
-            "Floods against the ingest endpoint ({} shard(s)), loopback, {:.0} s windows; an honest client sends {} MB \
-             frames, {} in flight\n  initials: {}/s, 1 in {} a genuine ClientHello; idle: {} connections; storm: {} \
-             frames/s from {} peers\n\n{:<9} {:>7} {:>8} {:>8} {:>9} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>6}\n",
+            "Floods against the ingest endpoint ({} shard(s), attempt budget {}/s per address), loopback, {:.0} s \
+             windows; an honest client sends {} MB frames, {} in flight\n  initials: {}/s, 1 in {} a genuine ClientHello; idle: {} connections; storm: {} \
+             frames/s from {} peers\n\n{:<9} {:>7} {:>8} {:>8} {:>9} {:>10} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>6}\n",
             o.shards,
+            o.attempts_per_address,
             o.window.as_secs_f64(),
             o.size as f64 / 1e6,
             o.in_flight,
@@ -227,6 +235,7 @@ impl Report {
             "GB/epCPU",
             "sent",
             "datagrams",
+            "shed",
             "retries",
             "capped",
             "badframe",
@@ -240,13 +249,14 @@ impl Report {
             let e = &w.endpoint;
             let _ = writeln!(
                 t,
-                "{:<9} {:>7.3} {:>7.1}% {:>8.2} {:>9} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7.2} {:>6.2} {:>6.2}",
+                "{:<9} {:>7.3} {:>7.1}% {:>8.2} {:>9} {:>10} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7.2} {:>6.2} {:>6.2}",
                 w.attack.to_string(),
                 w.gbps,
                 100.0 * w.gbps / base.max(1e-12),
                 w.honest_bytes as f64 / 1e9 / w.endpoint_cpu.max(1e-9),
                 w.attack_sent,
                 e.datagrams,
+                e.shed,
                 e.retries,
                 e.capped,
                 e.bad_frames,
@@ -627,6 +637,7 @@ pub fn run(opts: Options) -> Result<Report, crate::Error> {
         // the endpoint under attack. The attacks do not depend on them: bad frames are dropped
         // before or when they are charged, and Initials and idle connections carry no streams.
         rates: Rates { bytes_per_s: 1e12, bytes_burst: 1e12, streams_per_s: 1e5, streams_burst: 1e5 },
+        caps: Caps { attempts_per_address: opts.attempts_per_address, ..Caps::default() },
         ..Config::new(SocketAddr::from(([127, 0, 0, 1], 0)), tls)
     };
     let server = quic::Server::bind(cfg.clone(), opts.shards)?;

@@ -142,6 +142,50 @@ impl<K: Ord + Copy> Peers<K> {
     }
 }
 
+/// Per-address budgets of connection attempts, at most `max` addresses tracked; addresses
+/// unseen for `idle_ns` make room first, and when every slot is busy a new address passes
+/// unbudgeted (the caps and address validation still apply to it).
+#[derive(Debug)]
+pub struct Attempts {
+    rate: f64,
+    max: usize,
+    idle_ns: u64,
+    table: BTreeMap<u128, (Bucket, u64)>,
+}
+
+impl Attempts {
+    /// `per_s` attempts per second per address, bursts of twice that.
+    pub fn new(per_s: u32, max: usize, idle_ns: u64) -> Self {
+        Self { rate: f64::from(per_s), max, idle_ns, table: BTreeMap::new() }
+    }
+
+    /// Whether an attempt from `ip` at `now` is within its address's budget.
+    pub fn allow(&mut self, ip: IpAddr, now: u64) -> bool {
+        let k = address_key(ip);
+        if !self.table.contains_key(&k) && self.table.len() >= self.max {
+            let idle = self.idle_ns;
+            self.table.retain(|_, (_, seen)| now.saturating_sub(*seen) < idle);
+            if self.table.len() >= self.max {
+                return true;
+            }
+        }
+        let (rate, burst) = (self.rate, 2.0 * self.rate);
+        let (bucket, seen) = self.table.entry(k).or_insert_with(|| (Bucket::new(rate, burst, now), now));
+        *seen = now;
+        bucket.take(1.0, now).is_ok()
+    }
+
+    /// Addresses tracked.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether no address is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+}
+
 /// Connection caps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caps {
@@ -154,11 +198,17 @@ pub struct Caps {
     /// Handshakes in progress above which new connections must validate their address (QUIC
     /// retry) before any state is kept for them.
     pub retry_above: usize,
+    /// Connection attempts (client Initial packets for a connection not yet known) taken per
+    /// second from one address (IPv6: /64), twice as many in a burst; the excess is dropped
+    /// unread, before any key is derived or anything is sent, so a flood from a few addresses
+    /// costs the connections already open little. Honest clients that share an address with a
+    /// flooder (NAT, one host) are shed with it, so it is off by default. 0: no budget.
+    pub attempts_per_address: u32,
 }
 
 impl Default for Caps {
     fn default() -> Self {
-        Self { total: 4096, per_address: 16, per_identity: 4, retry_above: 256 }
+        Self { total: 4096, per_address: 16, per_identity: 4, retry_above: 256, attempts_per_address: 0 }
     }
 }
 
@@ -299,8 +349,24 @@ mod tests {
     }
 
     #[test]
+    fn attempts_are_budgeted_per_address_and_a_full_table_fails_open() {
+        let v4 = |d: u8| IpAddr::V4(Ipv4Addr::new(10, 0, 0, d));
+        let mut a = Attempts::new(10, 2, NS);
+        let taken = (0..100).filter(|_| a.allow(v4(1), 0)).count();
+        assert_eq!(taken, 20, "a burst of twice the rate");
+        assert!(a.allow(v4(2), 0), "another address has its own budget");
+        assert!(!a.allow(v4(1), NS / 20), "half a token refilled");
+        assert!(a.allow(v4(1), NS / 10), "one token refilled");
+        // Two addresses tracked, both active: a third passes unbudgeted.
+        assert!((0..50).all(|_| a.allow(v4(3), NS / 10)));
+        assert_eq!(a.len(), 2);
+        // Once the others go idle, the third gets a budget of its own.
+        assert_eq!((0..50).filter(|_| a.allow(v4(3), 5 * NS)).count(), 20);
+    }
+
+    #[test]
     fn connection_caps_per_address_identity_and_total() {
-        let caps = Caps { total: 5, per_address: 2, per_identity: 1, retry_above: 2 };
+        let caps = Caps { total: 5, per_address: 2, per_identity: 1, retry_above: 2, attempts_per_address: 0 };
         let mut a: Admission<u8> = Admission::new(caps);
         let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(a.begin(ip), Ok(()));

@@ -18,7 +18,7 @@
 
 use crate::buf::{Pinner, Pool, PoolLimits};
 use crate::frame::{Decoder, Frame};
-use crate::limit::{Admission, Caps, Peers, Rates};
+use crate::limit::{Admission, Attempts, Caps, Peers, Rates};
 use crate::{tls, udp};
 use bytes::{Bytes, BytesMut};
 use glommio::net::UdpSocket;
@@ -276,6 +276,9 @@ pub struct Stats {
     pub pool_pinned: u64,
     /// Connections open when these figures were taken.
     pub open: u64,
+    /// Connection attempts (Initial packets for unknown connections) over their address's
+    /// budget ([`Caps::attempts_per_address`]), dropped unread.
+    pub shed: u64,
 }
 
 /// Each shard's figures while the server runs, published by the shard about every
@@ -334,6 +337,7 @@ impl Stats {
         self.pool_allocated += o.pool_allocated;
         self.pool_pinned += o.pool_pinned;
         self.open += o.open;
+        self.shed += o.shed;
     }
 }
 
@@ -705,6 +709,8 @@ async fn shard_main(ctx: ShardCtx, sock: Socket, handler: impl FnMut(Peer, Frame
         epoch: Instant::now(),
         readable: Vec::new(),
         timers: BTreeSet::new(),
+        attempts: (ctx.cfg.caps.attempts_per_address > 0)
+            .then(|| Attempts::new(ctx.cfg.caps.attempts_per_address, ctx.cfg.max_peers, 60_000_000_000)),
     };
     let mut out = Vec::with_capacity(65_536);
     let mut batch = Vec::with_capacity(BATCH);
@@ -800,6 +806,8 @@ struct Shard<H> {
     /// Every connection's next timer, earliest first: finding the due ones and the next wake-up
     /// must not cost a pass over thousands of idle connections per receive.
     timers: BTreeSet<(Instant, ConnectionHandle)>,
+    /// The budgets of connection attempts per address ([`Caps::attempts_per_address`]).
+    attempts: Option<Attempts>,
 }
 
 impl<H: FnMut(Peer, Frame)> Shard<H> {
@@ -818,6 +826,13 @@ impl<H: FnMut(Peer, Frame)> Shard<H> {
         // connection that lives elsewhere.
         if self.multi && data.len() > CID_LEN && data[0] & 0x80 == 0 && data[1] != self.index {
             self.stats.misrouted += 1;
+            return Ok(());
+        }
+        if let Some(budget) = &mut self.attempts
+            && is_attempt(&data, self.index)
+            && !budget.allow(from.ip(), now.saturating_duration_since(self.epoch).as_nanos() as u64)
+        {
+            self.stats.shed += 1;
             return Ok(());
         }
         out.clear();
@@ -959,6 +974,14 @@ impl<H: FnMut(Peer, Frame)> Shard<H> {
     }
 }
 
+/// Whether a datagram opens with a client Initial for a connection this shard did not name: a
+/// long header of type Initial (RFC 9000 §17.2.2) whose destination connection ID is not one
+/// of ours (8 bytes starting with the shard index). A client's later Initials carry our ID.
+fn is_attempt(d: &[u8], shard: u8) -> bool {
+    let long_initial = d.len() > 6 && d[0] & 0xc0 == 0xc0 && d[0] & 0x30 == 0;
+    long_initial && !(usize::from(d[5]) == CID_LEN && d[6] == shard)
+}
+
 /// Reads what stream `id` has into its decoder; a finished stream yields its frame. The
 /// stream is charged against the peer's rates once its preamble declares the payload size.
 fn read_stream(
@@ -1023,6 +1046,24 @@ fn read_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_initials_for_unknown_connections_count_as_attempts() {
+        let initial = |dcid: &[u8]| {
+            let mut d = vec![0xc3, 0, 0, 0, 1, dcid.len() as u8];
+            d.extend_from_slice(dcid);
+            d.resize(1200, 0);
+            d
+        };
+        assert!(is_attempt(&initial(&[9; 16]), 0), "a client-chosen ID");
+        assert!(is_attempt(&initial(&[1, 2, 3, 4, 5, 6, 7, 8]), 0), "8 bytes, another shard's first byte");
+        assert!(!is_attempt(&initial(&[0, 2, 3, 4, 5, 6, 7, 8]), 0), "our ID: a handshake under way");
+        let mut handshake = initial(&[9; 16]);
+        handshake[0] = 0xe3; // long header, type Handshake
+        assert!(!is_attempt(&handshake, 0));
+        assert!(!is_attempt(&[0x43, 0, 1, 2, 3, 4, 5, 6, 7], 0), "short header");
+        assert!(!is_attempt(&[0xc3, 0], 0), "too short to say");
+    }
 
     #[test]
     fn udp_payloads_above_an_ipv4_datagram_are_refused() {

@@ -117,6 +117,10 @@ pub struct FloodArgs {
     /// The endpoint's shards.
     #[arg(long, default_value_t = 2)]
     shards: usize,
+    /// The endpoint's budget of connection attempts per address and second (0: none, the
+    /// default; as `[aggregate] attempts_per_address`).
+    #[arg(long, default_value_t = 0)]
+    attempts_per_address: u32,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -368,6 +372,7 @@ fn flood(a: FloodArgs) -> Result<()> {
         size: a.size,
         in_flight: a.in_flight,
         shards: a.shards,
+        attempts_per_address: a.attempts_per_address,
     };
     eprintln!("five windows of {:.0} s each, plus the attacks' set-up…", a.window);
     let r = vain_bench::flood::run(opts)?;

@@ -48,6 +48,10 @@ pub struct AggregateSection {
     /// QUIC connections accepted from one IP address (per shard); clients behind one NAT, or
     /// on one loopback, share an address.
     pub connections_per_address: usize,
+    /// New QUIC connection attempts each shard takes per second from one IP address (twice as
+    /// many in a burst); a flood beyond it is dropped unread, and so are honest clients sharing
+    /// that address. 0 (the default): no budget.
+    pub attempts_per_address: u32,
     /// cpu | cuda | auto.
     pub backend: String,
     /// Aggregation rule (as `vain aggregate --rule`).
@@ -88,6 +92,7 @@ impl Default for AggregateSection {
             listen: "127.0.0.1:0".into(),
             shards: 1,
             connections_per_address: 16,
+            attempts_per_address: 0,
             backend: "auto".into(),
             rule: "fedavg".into(),
             pre: String::new(),
@@ -580,6 +585,7 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
         let mut q = quic::Config::new(listen, tls);
         q.idle_timeout = Duration::from_secs(120);
         q.caps.per_address = file.aggregate.connections_per_address.max(1);
+        q.caps.attempts_per_address = file.aggregate.attempts_per_address;
         let backend = open_backend(
             match file.aggregate.backend.as_str() {
                 "cpu" => BackendChoice::Cpu,
