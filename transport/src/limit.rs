@@ -151,20 +151,27 @@ pub struct Attempts {
     max: usize,
     idle_ns: u64,
     table: BTreeMap<u128, (Bucket, u64)>,
+    /// When a full table may next be swept for idle addresses: at most once per `idle_ns / 4`,
+    /// so a flood from forged addresses does not cost a pass over the table per datagram.
+    next_sweep: u64,
 }
 
 impl Attempts {
     /// `per_s` attempts per second per address, bursts of twice that.
     pub fn new(per_s: u32, max: usize, idle_ns: u64) -> Self {
-        Self { rate: f64::from(per_s), max, idle_ns, table: BTreeMap::new() }
+        Self { rate: f64::from(per_s), max, idle_ns, table: BTreeMap::new(), next_sweep: 0 }
     }
 
     /// Whether an attempt from `ip` at `now` is within its address's budget.
     pub fn allow(&mut self, ip: IpAddr, now: u64) -> bool {
         let k = address_key(ip);
         if !self.table.contains_key(&k) && self.table.len() >= self.max {
+            if now < self.next_sweep {
+                return true;
+            }
             let idle = self.idle_ns;
             self.table.retain(|_, (_, seen)| now.saturating_sub(*seen) < idle);
+            self.next_sweep = now.saturating_add(idle / 4);
             if self.table.len() >= self.max {
                 return true;
             }
@@ -201,8 +208,13 @@ pub struct Caps {
     /// Connection attempts (client Initial packets for a connection not yet known) taken per
     /// second from one address (IPv6: /64), twice as many in a burst; the excess is dropped
     /// unread, before any key is derived or anything is sent, so a flood from a few addresses
-    /// costs the connections already open little. Honest clients that share an address with a
-    /// flooder (NAT, one host) are shed with it, so it is off by default. 0: no budget.
+    /// costs the connections already open little. Off by default, for what it cannot do: honest
+    /// clients that share an address with a flooder (NAT, one host) are shed with it; a flooder
+    /// that forges source addresses can spend an honest client's budget (the check comes before
+    /// any address validation); and an Initial whose destination ID has the form of the shard's
+    /// own (8 bytes, first byte the shard's index) is taken for a handshake under way and passes,
+    /// so a flooder that knows the form gets past the budget to quinn-proto's usual checks.
+    /// 0: no budget.
     pub attempts_per_address: u32,
 }
 

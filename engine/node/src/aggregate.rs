@@ -169,17 +169,41 @@ fn weight_from_metadata(bytes: &[u8], key: &str, path: &Path) -> Result<Option<f
     Ok(Some(w))
 }
 
-/// Maps an input file read-only, its pages faulted in at once (one pass through the page cache
-/// instead of a fault per page as the kernels read it).
-fn map(path: &Path) -> Result<memmap2::Mmap> {
+/// An input's bytes: mapped when it is a regular file, read otherwise (a pipe, a FIFO,
+/// `<(zstdcat …)`), which cannot be mapped.
+enum Input {
+    Mapped(memmap2::Mmap),
+    Read(Vec<u8>),
+}
+
+impl std::ops::Deref for Input {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Input::Mapped(m) => m,
+            Input::Read(v) => v,
+        }
+    }
+}
+
+/// Opens an input: a regular file is mapped read-only, its pages faulted in at once (one pass
+/// through the page cache instead of a fault per page as the kernels read it); anything else
+/// is read whole.
+fn map(path: &Path) -> Result<Input> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    if !file.metadata().with_context(|| format!("opening {}", path.display()))?.is_file() {
+        use std::io::Read;
+        let mut v = Vec::new();
+        (&file).read_to_end(&mut v).with_context(|| format!("reading {}", path.display()))?;
+        return Ok(Input::Read(v));
+    }
     // SAFETY: the map is read-only and private to this process, and it lives only while this
     // file is parsed and ingested. Another process truncating or rewriting the file meanwhile
     // would show up as changed bytes or SIGBUS (the usual terms of mapping safetensors, which
     // the format is made for); the inputs are the operator's own files, not the network's.
     #[allow(unsafe_code)]
     let m = unsafe { memmap2::MmapOptions::new().populate().map(&file) };
-    m.with_context(|| format!("mapping {}", path.display()))
+    Ok(Input::Mapped(m.with_context(|| format!("mapping {}", path.display()))?))
 }
 
 /// Runs the command.
@@ -224,12 +248,13 @@ pub fn run(args: AggregateArgs) -> Result<()> {
         pre,
         ..Config::new(dim, args.rule)
     };
-    // Robust rules need every update; a streaming rule's full report only when it fits.
-    let cfg = if cfg.storage_bytes() > cfg.memory_limit && !cfg.rule.needs_rows() {
-        Config { full_report: false, ..cfg }
-    } else {
-        cfg
-    };
+    if args.full_report && cfg.storage_bytes() > cfg.memory_limit {
+        bail!(
+            "--full-report stores every update: {} bytes, over --memory-limit {}",
+            cfg.storage_bytes(),
+            cfg.memory_limit
+        );
+    }
     let mut round = Round::new(backend.as_mut(), cfg.clone())?;
     let mut ingest_file = |i: usize, path: &Path, bytes: &[u8]| -> Result<()> {
         let st = SafeTensors::deserialize(bytes).with_context(|| format!("{}", path.display()))?;

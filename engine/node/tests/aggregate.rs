@@ -208,6 +208,25 @@ fn a_streaming_rule_holds_no_rows_unless_the_full_report_is_asked_for() {
     assert!(err <= 1e-6, "storing rows changed the FedAvg aggregate by {err}");
 }
 
+#[test]
+fn an_input_that_cannot_be_mapped_is_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (paths, _, _) = inputs(dir.path(), 3, 0xf1f0);
+    let fifo = dir.path().join("pipe.safetensors");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let bytes = std::fs::read(&paths[2]).expect("input");
+    let f = fifo.clone();
+    let writer = std::thread::spawn(move || std::fs::write(f, bytes).expect("write the fifo"));
+    let (a, b) = (dir.path().join("a.safetensors"), dir.path().join("b.safetensors"));
+    let p = |x: &Path| x.to_str().expect("utf8").to_string();
+    let (p0, p1, p2, pf) = (p(&paths[0]), p(&paths[1]), p(&paths[2]), p(&fifo));
+    run_ok(&["aggregate", "--backend", "cpu", "-o", &p(&a), &p0, &p1, &pf]);
+    writer.join().expect("writer");
+    run_ok(&["aggregate", "--backend", "cpu", "-o", &p(&b), &p0, &p1, &p2]);
+    assert_eq!(read_output(&a), read_output(&b), "the same bytes, mapped or read from a pipe");
+}
+
 fn run_ok(args: &[&str]) -> String {
     let o = vain(args);
     assert!(o.status.success(), "vain {args:?}: {}", String::from_utf8_lossy(&o.stderr));
