@@ -26,7 +26,7 @@ pub mod ledger;
 pub mod reputation;
 pub mod signed;
 pub mod sim;
-pub mod storage;
+pub use vain_storage as storage;
 pub mod store;
 pub mod tier;
 pub mod trust;

@@ -177,6 +177,7 @@ fn power_loss_at_every_step_keeps_exactly_the_committed_entries() {
     let ops = 3 + 2 * batches.len();
     for crash_at in 0..=ops {
         let sim = Sim::new();
+        vain_core::storage::Storage::create_dir_all(&sim, std::path::Path::new("/sim"), 0o700).expect("dir");
         sim.fail_after(crash_at);
         let mut committed = 0;
         if let Ok((mut s, _)) = Store::open_in(&sim, path) {

@@ -18,18 +18,16 @@
 //!     64   48 ciphertext of the secret + 16-byte tag; AAD = bytes 0..64   (file is 112 bytes)
 //! ```
 //!
-//! Files are created with mode 0600 through a temporary file and an atomic rename, and are refused
-//! on load when group or others may read them. KDF parameters read from a file are bounded so a
+//! Files are created with mode 0600 through [`vain_storage::replace`] (a temporary file synced,
+//! renamed, the directory synced), and are refused on load when group or others may read them. KDF parameters read from a file are bounded so a
 //! planted file cannot make the node allocate gigabytes.
 
 use crate::Error;
 use argon2::{Algorithm, Argon2, Params, Version};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use vain_storage::Storage;
 use zeroize::Zeroizing;
 
 const MAGIC: [u8; 8] = *b"vAInKEY\0";
@@ -91,9 +89,10 @@ fn derive_key(pass: &[u8], salt: &[u8], p: KdfParams, path: &Path) -> Result<Zer
     Ok(out)
 }
 
-/// Writes `secret` to `path` (mode 0600), encrypted under `passphrase` when one is given.
-/// Fails with [`Error::Exists`] if the file exists and `overwrite` is false.
+/// Writes `secret` to `path` (mode 0600), encrypted under `passphrase` when one is given; durable
+/// when this returns. Fails with [`Error::Exists`] if the file exists and `overwrite` is false.
 pub fn write(
+    storage: &dyn Storage,
     path: &Path,
     kind: Kind,
     secret: &[u8; 32],
@@ -101,7 +100,7 @@ pub fn write(
     kdf: KdfParams,
     overwrite: bool,
 ) -> Result<(), Error> {
-    if !overwrite && path.exists() {
+    if !overwrite && storage.exists(path) {
         return Err(Error::Exists { path: path.to_owned() });
     }
     let mut buf = Zeroizing::new(Vec::with_capacity(SEALED_LEN));
@@ -130,47 +129,40 @@ pub fn write(
             buf.extend_from_slice(&ct);
         }
     }
-    atomic_write(path, &buf, 0o600)
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same directory, fsync and rename,
-/// so a crash leaves either the old or the new file, never a torn one.
-pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().map_or("file".into(), |n| n.to_string_lossy())));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(Error::io(&tmp))?;
-    f.write_all(bytes).map_err(Error::io(&tmp))?;
-    f.sync_all().map_err(Error::io(&tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(Error::io(path))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    vain_storage::replace(storage, path, &buf, 0o600).map_err(Error::io(path))
 }
 
 /// Whether the key file at `path` is passphrase-protected (permissions are checked first).
-pub fn is_encrypted(path: &Path) -> Result<bool, Error> {
-    let bytes = read_checked(path)?;
+pub fn is_encrypted(storage: &dyn Storage, path: &Path) -> Result<bool, Error> {
+    let bytes = read_checked(storage, path)?;
     Ok(bytes.get(10) == Some(&1))
 }
 
-fn read_checked(path: &Path) -> Result<Zeroizing<Vec<u8>>, Error> {
-    let meta = std::fs::metadata(path).map_err(Error::io(path))?;
-    let mode = meta.permissions().mode() & 0o777;
+fn read_checked(storage: &dyn Storage, path: &Path) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let meta = storage.metadata(path).map_err(Error::io(path))?;
+    let mode = meta.mode & 0o777;
     if mode & 0o077 != 0 {
         return Err(Error::InsecurePermissions { path: path.to_owned(), mode });
     }
-    if meta.len() > SEALED_LEN as u64 {
-        return Err(Error::BadKeyFile { path: path.to_owned(), reason: format!("{} bytes is too long", meta.len()) });
+    if meta.len > SEALED_LEN as u64 {
+        return Err(Error::BadKeyFile { path: path.to_owned(), reason: format!("{} bytes is too long", meta.len) });
     }
-    Ok(Zeroizing::new(std::fs::read(path).map_err(Error::io(path))?))
+    let bytes = Zeroizing::new(storage.read(path).map_err(Error::io(path))?);
+    // Checked again: the file may have grown between the two calls.
+    if bytes.len() > SEALED_LEN {
+        return Err(Error::BadKeyFile { path: path.to_owned(), reason: format!("{} bytes is too long", bytes.len()) });
+    }
+    Ok(bytes)
 }
 
 /// Reads a key file of the expected `kind`, decrypting it with `passphrase` if it is encrypted.
-pub fn read(path: &Path, kind: Kind, passphrase: Option<&[u8]>) -> Result<Zeroizing<[u8; 32]>, Error> {
-    let b = read_checked(path)?;
+pub fn read(
+    storage: &dyn Storage,
+    path: &Path,
+    kind: Kind,
+    passphrase: Option<&[u8]>,
+) -> Result<Zeroizing<[u8; 32]>, Error> {
+    let b = read_checked(storage, path)?;
     let bad = |reason: &str| Error::BadKeyFile { path: path.to_owned(), reason: reason.into() };
     if b.len() < 12 || b[..8] != MAGIC {
         return Err(bad("bad magic"));
@@ -213,6 +205,8 @@ pub fn read(path: &Path, kind: Kind, passphrase: Option<&[u8]>) -> Result<Zeroiz
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use vain_storage::Disk;
 
     const FAST: KdfParams = KdfParams { m_cost_kib: 256, t_cost: 1, parallelism: 1 };
 
@@ -220,27 +214,27 @@ mod tests {
     fn plain_and_encrypted_round_trip_with_mode_0600() {
         let dir = tempfile::tempdir().expect("tmp");
         let p = dir.path().join("k");
-        write(&p, Kind::Ed25519, &[7; 32], None, FAST, false).expect("write");
+        write(&Disk, &p, Kind::Ed25519, &[7; 32], None, FAST, false).expect("write");
         assert_eq!(std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777, 0o600);
-        assert_eq!(*read(&p, Kind::Ed25519, None).expect("read"), [7; 32]);
-        assert!(matches!(write(&p, Kind::Ed25519, &[7; 32], None, FAST, false), Err(Error::Exists { .. })));
+        assert_eq!(*read(&Disk, &p, Kind::Ed25519, None).expect("read"), [7; 32]);
+        assert!(matches!(write(&Disk, &p, Kind::Ed25519, &[7; 32], None, FAST, false), Err(Error::Exists { .. })));
 
-        write(&p, Kind::Ed25519, &[9; 32], Some(b"correct horse"), FAST, true).expect("write enc");
-        assert!(is_encrypted(&p).expect("enc"));
-        assert_eq!(*read(&p, Kind::Ed25519, Some(b"correct horse")).expect("read"), [9; 32]);
-        assert!(matches!(read(&p, Kind::Ed25519, Some(b"wrong")), Err(Error::WrongPassphrase { .. })));
-        assert!(matches!(read(&p, Kind::Ed25519, None), Err(Error::PassphraseRequired { .. })));
-        assert!(matches!(read(&p, Kind::X25519, Some(b"correct horse")), Err(Error::BadKeyFile { .. })));
+        write(&Disk, &p, Kind::Ed25519, &[9; 32], Some(b"correct horse"), FAST, true).expect("write enc");
+        assert!(is_encrypted(&Disk, &p).expect("enc"));
+        assert_eq!(*read(&Disk, &p, Kind::Ed25519, Some(b"correct horse")).expect("read"), [9; 32]);
+        assert!(matches!(read(&Disk, &p, Kind::Ed25519, Some(b"wrong")), Err(Error::WrongPassphrase { .. })));
+        assert!(matches!(read(&Disk, &p, Kind::Ed25519, None), Err(Error::PassphraseRequired { .. })));
+        assert!(matches!(read(&Disk, &p, Kind::X25519, Some(b"correct horse")), Err(Error::BadKeyFile { .. })));
     }
 
     #[test]
     fn group_or_world_readable_files_are_refused() {
         let dir = tempfile::tempdir().expect("tmp");
         let p = dir.path().join("k");
-        write(&p, Kind::Ed25519, &[7; 32], None, FAST, false).expect("write");
+        write(&Disk, &p, Kind::Ed25519, &[7; 32], None, FAST, false).expect("write");
         for mode in [0o640, 0o604, 0o644] {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
-            match read(&p, Kind::Ed25519, None) {
+            match read(&Disk, &p, Kind::Ed25519, None) {
                 Err(Error::InsecurePermissions { mode: m, .. }) => assert_eq!(m, mode),
                 other => panic!("mode {mode:o}: {other:?}"),
             }
@@ -251,21 +245,21 @@ mod tests {
     fn tampered_or_hostile_files_are_refused() {
         let dir = tempfile::tempdir().expect("tmp");
         let p = dir.path().join("k");
-        write(&p, Kind::Ed25519, &[9; 32], Some(b"pw"), FAST, false).expect("write");
+        write(&Disk, &p, Kind::Ed25519, &[9; 32], Some(b"pw"), FAST, false).expect("write");
         let orig = std::fs::read(&p).expect("read");
         // Flip any byte of the header, parameters, salt, nonce or ciphertext: never the old secret.
         for i in 0..orig.len() {
             let mut b = orig.clone();
             b[i] ^= 0x01;
             std::fs::write(&p, &b).expect("write");
-            assert!(read(&p, Kind::Ed25519, Some(b"pw")).is_err(), "flip at {i} accepted");
+            assert!(read(&Disk, &p, Kind::Ed25519, Some(b"pw")).is_err(), "flip at {i} accepted");
         }
         // Parameters that would allocate 4 TiB are refused before argon2 runs.
         let mut b = orig.clone();
         b[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
         std::fs::write(&p, &b).expect("write");
-        assert!(matches!(read(&p, Kind::Ed25519, Some(b"pw")), Err(Error::BadKeyFile { .. })));
+        assert!(matches!(read(&Disk, &p, Kind::Ed25519, Some(b"pw")), Err(Error::BadKeyFile { .. })));
         std::fs::write(&p, vec![0u8; 4096]).expect("write");
-        assert!(matches!(read(&p, Kind::Ed25519, None), Err(Error::BadKeyFile { .. })));
+        assert!(matches!(read(&Disk, &p, Kind::Ed25519, None), Err(Error::BadKeyFile { .. })));
     }
 }

@@ -8,6 +8,8 @@
 //!
 //! Rotation writes the new key to `ed25519.key.next`, then the metadata, then renames the key
 //! into place; [`Identity::open`] finishes a rotation interrupted between the last two steps.
+//! Every file goes through a [`Storage`] and is durable before the next step starts, so power
+//! lost at any point leaves the old identity or the new one (tested on [`vain_storage::Sim`]).
 
 use crate::hpke::KeyPair;
 use crate::keyfile::{self, KdfParams, Kind};
@@ -15,9 +17,11 @@ use crate::rotation::{self, Policy, Status};
 use crate::signer::FileSigner;
 use crate::{Error, Signer, pkcs11};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use vain_schema::node::{Announcement, Resources, RotationCertificate};
 use vain_schema::persist::{self, IdentityMetadata, KeySource};
 use vain_schema::{PublicKey, Signature, sign};
+use vain_storage::{Disk, Storage};
 use zeroize::Zeroizing;
 
 /// Metadata file name.
@@ -45,6 +49,7 @@ pub enum NewKey {
 
 /// A node identity with its signer unlocked.
 pub struct Identity {
+    storage: Arc<dyn Storage>,
     dir: PathBuf,
     meta: IdentityMetadata,
     signer: Box<dyn Signer>,
@@ -61,6 +66,7 @@ impl std::fmt::Debug for Identity {
 type MadeSigner = (Box<dyn Signer>, KeySource, Option<String>);
 
 fn make_signer(
+    storage: &dyn Storage,
     dir: &Path,
     key: NewKey,
     key_file: &str,
@@ -68,7 +74,7 @@ fn make_signer(
     kdf: KdfParams,
 ) -> Result<MadeSigner, Error> {
     let write_file =
-        |s: &FileSigner| keyfile::write(&dir.join(key_file), Kind::Ed25519, &s.seed(), passphrase, kdf, true);
+        |s: &FileSigner| keyfile::write(storage, &dir.join(key_file), Kind::Ed25519, &s.seed(), passphrase, kdf, true);
     Ok(match key {
         NewKey::Random => {
             let s = FileSigner::generate()?;
@@ -89,8 +95,16 @@ fn make_signer(
     })
 }
 
-fn write_meta(dir: &Path, meta: &IdentityMetadata) -> Result<(), Error> {
-    keyfile::atomic_write(&dir.join(META_FILE), &persist::encode(meta)?, 0o644)
+fn write_meta(storage: &dyn Storage, dir: &Path, meta: &IdentityMetadata) -> Result<(), Error> {
+    let path = dir.join(META_FILE);
+    vain_storage::replace(storage, &path, &persist::encode(meta)?, 0o644).map_err(Error::io(path))
+}
+
+/// Renames `from` over `to` and makes the rename durable.
+fn rename_durably(storage: &dyn Storage, from: &Path, to: &Path) -> Result<(), Error> {
+    storage.rename(from, to).map_err(Error::io(to))?;
+    let dir = vain_storage::parent(to);
+    storage.sync_dir(dir).map_err(Error::io(dir))
 }
 
 impl Identity {
@@ -102,13 +116,27 @@ impl Identity {
         kdf: KdfParams,
         now_ms: u64,
     ) -> Result<Self, Error> {
-        if dir.join(META_FILE).exists() {
+        Self::create_in(Arc::new(Disk), dir, key, passphrase, kdf, now_ms)
+    }
+
+    /// [`Identity::create`] on `storage`. The metadata is written last: until it is durable there
+    /// is no identity, and creating it again starts over.
+    pub fn create_in(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        key: NewKey,
+        passphrase: Option<&[u8]>,
+        kdf: KdfParams,
+        now_ms: u64,
+    ) -> Result<Self, Error> {
+        let st = storage.as_ref();
+        if st.exists(&dir.join(META_FILE)) {
             return Err(Error::Exists { path: dir.join(META_FILE) });
         }
-        create_private_dir(dir)?;
-        let (signer, key_source, derivation_path) = make_signer(dir, key, KEY_FILE, passphrase, kdf)?;
+        st.create_dir_all(dir, 0o700).map_err(Error::io(dir))?;
+        let (signer, key_source, derivation_path) = make_signer(st, dir, key, KEY_FILE, passphrase, kdf)?;
         let x25519 = KeyPair::generate()?;
-        keyfile::write(&dir.join(X25519_FILE), Kind::X25519, x25519.secret(), passphrase, kdf, true)?;
+        keyfile::write(st, &dir.join(X25519_FILE), Kind::X25519, x25519.secret(), passphrase, kdf, true)?;
         let root = signer.public_key();
         let meta = IdentityMetadata {
             root_key: root,
@@ -119,17 +147,23 @@ impl Identity {
             derivation_path,
             key_source,
         };
-        write_meta(dir, &meta)?;
-        Ok(Self { dir: dir.to_owned(), meta, signer, x25519 })
+        write_meta(st, dir, &meta)?;
+        Ok(Self { storage, dir: dir.to_owned(), meta, signer, x25519 })
     }
 
     /// Reads the public metadata of the identity in `dir` without unlocking any secret.
     pub fn metadata(dir: &Path) -> Result<IdentityMetadata, Error> {
+        Self::metadata_in(&Disk, dir)
+    }
+
+    /// [`Identity::metadata`] on `storage`.
+    pub fn metadata_in(storage: &dyn Storage, dir: &Path) -> Result<IdentityMetadata, Error> {
         let path = dir.join(META_FILE);
-        if !path.exists() {
-            return Err(Error::NotFound { dir: dir.to_owned() });
-        }
-        let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
+        let bytes = match storage.read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotFound { dir: dir.to_owned() }),
+            Err(e) => return Err(Error::io(&path)(e)),
+        };
         let meta: IdentityMetadata = persist::decode(&bytes)?;
         // The chain must lead from root to the recorded current key (validity is not checked here:
         // an expired identity can still be shown).
@@ -148,24 +182,41 @@ impl Identity {
     /// Unlocks the identity in `dir`. `hsm` supplies the module and PIN when the key is in a token
     /// (its labels come from the metadata).
     pub fn open(dir: &Path, passphrase: Option<&[u8]>, hsm: Option<pkcs11::Config>) -> Result<Self, Error> {
-        let meta = Self::metadata(dir)?;
+        Self::open_in(Arc::new(Disk), dir, passphrase, hsm)
+    }
+
+    /// [`Identity::open`] on `storage`.
+    pub fn open_in(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        passphrase: Option<&[u8]>,
+        hsm: Option<pkcs11::Config>,
+    ) -> Result<Self, Error> {
+        let st = storage.as_ref();
+        let meta = Self::metadata_in(st, dir)?;
         let signer: Box<dyn Signer> = match &meta.key_source {
             KeySource::File { .. } => {
                 let main = dir.join(KEY_FILE);
                 let next = dir.join(NEXT_KEY_FILE);
-                let s = FileSigner::from_seed(&*keyfile::read(&main, Kind::Ed25519, passphrase)?);
-                if s.public_key() == meta.current_key {
+                // The main key is missing only when a rotation from a token to a file stopped
+                // before its rename; the pending key is then the current one.
+                let s = if st.exists(&main) || !st.exists(&next) {
+                    Some(FileSigner::from_seed(&*keyfile::read(st, &main, Kind::Ed25519, passphrase)?))
+                } else {
+                    None
+                };
+                if let Some(s) = s.filter(|s| s.public_key() == meta.current_key) {
                     Box::new(s)
-                } else if next.exists() {
+                } else if st.exists(&next) {
                     // A rotation stopped after committing the metadata: finish it.
-                    let n = FileSigner::from_seed(&*keyfile::read(&next, Kind::Ed25519, passphrase)?);
+                    let n = FileSigner::from_seed(&*keyfile::read(st, &next, Kind::Ed25519, passphrase)?);
                     if n.public_key() != meta.current_key {
                         return Err(Error::BadKeyFile {
                             path: main,
                             reason: "does not match the identity's current key".into(),
                         });
                     }
-                    std::fs::rename(&next, &main).map_err(Error::io(&main))?;
+                    rename_durably(st, &next, &main)?;
                     Box::new(n)
                 } else {
                     return Err(Error::BadKeyFile {
@@ -187,11 +238,17 @@ impl Identity {
                         label: format!("{key_label} (public key differs from the identity)"),
                     });
                 }
+                // A rotation into the token stopped before the retired key's file was removed.
+                let old = dir.join(KEY_FILE);
+                if st.exists(&old) {
+                    st.remove(&old).map_err(Error::io(&old))?;
+                    st.sync_dir(dir).map_err(Error::io(dir))?;
+                }
                 Box::new(s)
             }
         };
-        let x = keyfile::read(&dir.join(X25519_FILE), Kind::X25519, passphrase)?;
-        Ok(Self { dir: dir.to_owned(), meta, signer, x25519: KeyPair::from_secret(&x) })
+        let x = keyfile::read(st, &dir.join(X25519_FILE), Kind::X25519, passphrase)?;
+        Ok(Self { storage, dir: dir.to_owned(), meta, signer, x25519: KeyPair::from_secret(&x) })
     }
 
     /// The node id (root key).
@@ -239,7 +296,8 @@ impl Identity {
         if let Status::Expired { expired_at_ms } = status_of(&self.meta, now_ms, policy)? {
             return Err(Error::Expired { expired_at_ms });
         }
-        let (signer, key_source, derivation_path) = make_signer(&self.dir, key, NEXT_KEY_FILE, passphrase, kdf)?;
+        let st = self.storage.as_ref();
+        let (signer, key_source, derivation_path) = make_signer(st, &self.dir, key, NEXT_KEY_FILE, passphrase, kdf)?;
         let sequence = self.meta.rotation_chain.len() as u32;
         let cert = rotation::issue(self.signer.as_ref(), signer.public_key(), sequence, now_ms, policy)?;
         let mut meta = self.meta.clone();
@@ -249,12 +307,15 @@ impl Identity {
         meta.key_source = key_source;
         meta.derivation_path = derivation_path;
         rotation::verify_chain(&meta.root_key, &meta.rotation_chain, now_ms)?;
-        write_meta(&self.dir, &meta)?;
+        write_meta(st, &self.dir, &meta)?;
         if matches!(meta.key_source, KeySource::File { .. }) {
-            let main = self.dir.join(KEY_FILE);
-            std::fs::rename(self.dir.join(NEXT_KEY_FILE), &main).map_err(Error::io(&main))?;
+            rename_durably(st, &self.dir.join(NEXT_KEY_FILE), &self.dir.join(KEY_FILE))?;
         } else {
-            let _ = std::fs::remove_file(self.dir.join(KEY_FILE));
+            let main = self.dir.join(KEY_FILE);
+            match st.remove(&main) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(main)(e)),
+                _ => st.sync_dir(&self.dir).map_err(Error::io(&self.dir))?,
+            }
         }
         self.meta = meta;
         self.signer = signer;
@@ -297,12 +358,4 @@ fn rotation_last(meta: &IdentityMetadata) -> Result<Option<RotationCertificate>,
 /// Status of the identity described by `meta` under `policy`.
 pub fn status_of(meta: &IdentityMetadata, now_ms: u64, policy: &Policy) -> Result<Status, Error> {
     Ok(rotation::status(meta.current_since_ms, rotation_last(meta)?.as_ref(), now_ms, policy))
-}
-
-fn create_private_dir(dir: &Path) -> Result<(), Error> {
-    use std::os::unix::fs::DirBuilderExt;
-    if !dir.exists() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(Error::io(dir))?;
-    }
-    Ok(())
 }

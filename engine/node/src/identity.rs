@@ -241,7 +241,7 @@ fn passphrase(common: &Common, confirm: bool) -> Result<Zeroizing<String>> {
 /// The passphrase if the identity's key file is encrypted.
 fn unlock_passphrase(common: &Common) -> Result<Option<Zeroizing<String>>> {
     let x = common.dir.join(store::X25519_FILE);
-    if keyfile::is_encrypted(&x)? { Ok(Some(passphrase(common, false)?)) } else { Ok(None) }
+    if keyfile::is_encrypted(&vain_core::storage::Disk, &x)? { Ok(Some(passphrase(common, false)?)) } else { Ok(None) }
 }
 
 pub(crate) fn open(common: &Common, hsm: Option<&HsmArgs>) -> Result<Identity> {

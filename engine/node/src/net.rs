@@ -111,8 +111,8 @@ pub(crate) fn identity_with(data_dir: &Path, hsm: Option<vain_identity::pkcs11::
             "operational key certified"
         );
     }
-    let seed =
-        keyfile::read(&dir.join(KEY_FILE), keyfile::Kind::Ed25519, pass).context("reading the operational key")?;
+    let seed = keyfile::read(&vain_core::storage::Disk, &dir.join(KEY_FILE), keyfile::Kind::Ed25519, pass)
+        .context("reading the operational key")?;
     if ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().to_bytes() != id.current_key() {
         bail!("{} is not the identity's current key", dir.join(KEY_FILE).display());
     }

@@ -1344,15 +1344,10 @@ impl Coordinator {
 
     fn save_state(&self, checkpoint: &Digest) -> Result<(), Error> {
         let path = self.dir.join("state.json");
-        let tmp = self.dir.join(".state.json.tmp");
         let io = |e| Error::Io { path: path.clone(), source: e };
         let s = State { round: self.round, checkpoint: hex::encode(checkpoint) };
         let text = serde_json::to_string(&s)?;
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(text.as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)
+        vain_core::storage::replace(&vain_core::storage::Disk, &path, text.as_bytes(), 0o644).map_err(io)
     }
 }
 

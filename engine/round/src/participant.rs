@@ -521,12 +521,7 @@ fn save_frame(dir: &std::path::Path, key: (u64, Digest), frame: &[u8]) -> Result
     let io = |e| Error::Io { path: dir.to_path_buf(), source: e };
     std::fs::create_dir_all(dir).map_err(io)?;
     let path = frame_path(dir, key);
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(frame).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    vain_core::storage::replace(&vain_core::storage::Disk, &path, frame, 0o644).map_err(io)?;
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(io)?
         .flatten()
@@ -724,8 +719,7 @@ fn keep_work(shared: &Shared, close: &Signed<Close>, base: Digest) -> Result<(),
     let frame = saved_frame(&shared.frames, (round, base)).ok_or(Error::CheckpointMissing)?;
     let work = msg::Work { manifest, frame, close: close.clone() };
     let path = dir.join(format!("{round:020}.bin"));
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, work.encode()).and_then(|()| std::fs::rename(&tmp, &path)).map_err(io)?;
+    vain_core::storage::replace(&vain_core::storage::Disk, &path, &work.encode(), 0o644).map_err(io)?;
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir).map_err(io)?.flatten().map(|e| e.path()).collect();
     names.sort();
     let rounds: BTreeSet<String> =

@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::Path;
+use std::sync::Arc;
 use thiserror::Error;
 use vain_core::governance::{Choice, Kind, Outcome, Proposal, ProposalId, Tally};
 use vain_core::journal::Entry;
@@ -24,6 +25,7 @@ use vain_core::ledger::{
     self, Governed, Input, Ledger, MAX_GOVERNANCE, MAX_OPEN_PER_PROPOSER, MAX_VOTING_WINDOW, Output, Report,
 };
 use vain_core::signed::Signed;
+use vain_core::storage::{Disk, Storage};
 use vain_core::store::Store;
 use vain_core::{HOUR, NodeId, Time};
 
@@ -266,6 +268,8 @@ pub struct Status {
 pub struct Live {
     ledger: Ledger,
     store: Store,
+    /// Where the journal and the snapshot live.
+    storage: Arc<dyn Storage>,
     /// The directory of the journal and the snapshot.
     dir: std::path::PathBuf,
     /// Entries journaled since the last snapshot.
@@ -365,13 +369,18 @@ pub fn epoch_time(epoch: u64) -> Time {
 impl Live {
     /// Opens the journal in `dir` (creating it) and replays it.
     pub fn open(dir: &Path, cfg: Config) -> Result<Live, Error> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?;
-        let (mut store, mut recovered) = Store::open(&dir.join("ledger.journal"))?;
+        Self::open_in(Arc::new(Disk), dir, cfg)
+    }
+
+    /// [`Live::open`] on `storage`.
+    pub fn open_in(storage: Arc<dyn Storage>, dir: &Path, cfg: Config) -> Result<Live, Error> {
+        storage.create_dir_all(dir, 0o755).map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?;
+        let (mut store, mut recovered) = Store::open_in(storage.as_ref(), &dir.join("ledger.journal"))?;
         // A snapshot holds everything up to its time; the journal, what came after (and, when a
         // crash came between writing the snapshot and emptying the journal, entries it already
         // holds: skipped).
         let snapshot_path = dir.join("ledger.snapshot");
-        let snapshot = match std::fs::read(&snapshot_path) {
+        let snapshot = match storage.read(&snapshot_path) {
             Ok(bytes) => Some(
                 vain_core::ledger::Snapshot::decode(&bytes)
                     .map_err(|source| Error::Snapshot { path: snapshot_path.clone(), source })?,
@@ -407,6 +416,7 @@ impl Live {
         let mut live = Live {
             ledger,
             store,
+            storage,
             dir: dir.to_path_buf(),
             since_snapshot,
             snapshot_epoch,
@@ -655,23 +665,14 @@ impl Live {
 
     /// Writes the ledger's state after the tick at `at` as its snapshot (durably: a temporary
     /// file synced, renamed over the old one, the directory synced), then empties the journal.
-    /// A crash before the rename keeps the old snapshot and the whole journal; after it, the
-    /// journal's entries up to `at` are skipped on recovery.
+    /// A crash before the directory sync keeps the old snapshot and the whole journal; after
+    /// it, the journal's entries up to `at` are skipped on recovery.
     fn compact(&mut self, at: Time) -> Result<(), Error> {
-        use std::io::Write;
         let path = self.dir.join("ledger.snapshot");
         let bytes =
             self.ledger.snapshot(at).encode().map_err(|source| Error::Snapshot { path: path.clone(), source })?;
-        let tmp = self.dir.join("ledger.snapshot.tmp");
-        let io = |p: &Path| {
-            let p = p.to_path_buf();
-            move |source| Error::Io { path: p, source }
-        };
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
+        vain_core::storage::replace(self.storage.as_ref(), &path, &bytes, 0o644)
+            .map_err(|source| Error::Io { path: path.clone(), source })?;
         self.store.restart()?;
         tracing::info!(epoch = at / HOUR - 1, bytes = bytes.len(), entries = self.since_snapshot, "ledger compacted");
         self.since_snapshot = 0;
@@ -1091,6 +1092,72 @@ mod tests {
         bytes[mid] ^= 1;
         std::fs::write(&path, bytes).expect("write");
         assert!(matches!(Live::open(d1.path(), cfg(10)), Err(Error::Snapshot { .. })));
+    }
+
+    /// Power lost at every step of a ledger's life — each epoch's journal append, each
+    /// compaction's snapshot and journal restart — on a disk that keeps only what was synced:
+    /// the ledger reopens to exactly the state of the epochs it had committed (those whose offer
+    /// returned, and at most the one being written), and goes on to the same final digest.
+    #[test]
+    fn power_loss_at_every_step_of_appends_and_compactions_keeps_the_committed_epochs() {
+        use vain_core::storage::Sim;
+        let a = SigningKey::from_bytes(&[1; 32]);
+        let cfg = |compact_every| Config {
+            pretrusted: vec![a.verifying_key().to_bytes()],
+            compact_every,
+            ..Config::default()
+        };
+        let dir = Path::new("/node/ledger");
+        let reports: Vec<_> =
+            (0..12).map(|e| report(&a, e, 7 + (e % 5) as u8, if e % 7 == 3 { 9.0 } else { 0.4 })).collect();
+        // The digest after each number of epochs, from a ledger that never crashes.
+        let mut reference = Live::open_in(Arc::new(Sim::new()), dir, cfg(u64::MAX)).expect("open");
+        let mut digests = vec![reference.status().digest];
+        for r in &reports {
+            reference.offer(r.clone()).expect("offer");
+            digests.push(reference.status().digest);
+        }
+        let mut compactions_crashed = 0;
+        for crash_at in 0.. {
+            let sim = Sim::new();
+            let st: Arc<dyn Storage> = Arc::new(sim.clone());
+            sim.fail_after(crash_at);
+            let mut returned = 0;
+            let mut failed = false;
+            if let Ok(mut x) = Live::open_in(st.clone(), dir, cfg(6)) {
+                for r in &reports {
+                    match x.offer(r.clone()) {
+                        Ok(Offer::New) => returned += 1,
+                        Ok(other) => panic!("offer: {other:?}"),
+                        Err(_) => {
+                            failed = true;
+                            break;
+                        }
+                    }
+                }
+            } else {
+                failed = true;
+            }
+            sim.crash();
+            let mut x = Live::open_in(st.clone(), dir, cfg(6))
+                .unwrap_or_else(|e| panic!("the ledger does not reopen after a crash at step {crash_at}: {e}"));
+            let got = x.next_epoch() as usize;
+            assert!(
+                got == returned || (failed && got == returned + 1),
+                "step {crash_at}: {got} epochs, {returned} returned"
+            );
+            assert_eq!(x.status().digest, digests[got], "step {crash_at}");
+            compactions_crashed += usize::from(x.status().snapshot_epoch.is_some() && failed);
+            for r in &reports[got..] {
+                assert_eq!(x.offer(r.clone()).expect("offer after recovery"), Offer::New);
+            }
+            assert_eq!(x.status().digest, digests[reports.len()], "step {crash_at}");
+            if !failed {
+                assert!(crash_at > 30, "12 epochs and two compactions are more steps than {crash_at}");
+                break;
+            }
+        }
+        assert!(compactions_crashed > 0, "some crashes came after a snapshot was taken");
     }
 
     #[test]
