@@ -1,6 +1,8 @@
 //! The local control socket: a Unix socket (mode 0600) in the node's data directory speaking JSON
 //! lines. A request is one object per line — `{"cmd":"status"}`, `{"cmd":"peers"}`,
-//! `{"cmd":"get","key":"node/<hex>"}`, `{"cmd":"holds","key":…}` (in this node's own store?),
+//! `{"cmd":"get","key":"node/<hex>"}`, `{"cmd":"lookup","key":…}` (a get that also tells what it
+//! cost: `{"found":…,"error":…,"requests":…,"successes":…,"ms":…}`),
+//! `{"cmd":"holds","key":…}` (in this node's own store?),
 //! `{"cmd":"provide","key":"agg/<model>"}`, and the commands the node's owner adds (see
 //! [`serve_with`]: `round`, `ledger`) — and the answer one line, `{"ok": …}` or
 //! `{"error": "…"}`. Lines over 4 KiB are refused.
@@ -69,6 +71,16 @@ async fn answer(h: &Handle, extra: &[(&'static str, Report)], line: &str) -> Val
             Ok(k) => h.get(k).await.map_err(|e| e.to_string()).map(|f| json!(f)),
             Err(e) => Err(e),
         },
+        Some("lookup") => match key() {
+            Ok(k) => h.lookup(k).await.map_err(|e| e.to_string()).map(|(r, cost)| {
+                let (found, error) = match r {
+                    Ok(f) => (json!(f), Value::Null),
+                    Err(e) => (Value::Null, json!(e.to_string())),
+                };
+                json!({"found": found, "error": error, "requests": cost.requests, "successes": cost.successes, "ms": cost.ms})
+            }),
+            Err(e) => Err(e),
+        },
         Some("holds") => match key() {
             Ok(k) => h.holds(k).await.map_err(|e| e.to_string()).map(|b| json!(b)),
             Err(e) => Err(e),
@@ -81,7 +93,7 @@ async fn answer(h: &Handle, extra: &[(&'static str, Report)], line: &str) -> Val
             Ok(extra.iter().find(|(n, _)| *n == cmd).map_or(Value::Null, |(_, f)| f()))
         }
         other => {
-            let mut names = vec!["status", "peers", "get", "holds", "provide"];
+            let mut names = vec!["status", "peers", "get", "lookup", "holds", "provide"];
             names.extend(extra.iter().map(|(n, _)| *n));
             Err(format!("unknown cmd {other:?} ({})", names.join(", ")))
         }
@@ -100,7 +112,28 @@ pub fn request(path: &Path, req: &Value) -> Result<Value, Error> {
     s.write_all(format!("{req}\n").as_bytes())?;
     let mut line = String::new();
     BufReader::new(&s).take(16 << 20).read_line(&mut line)?;
-    let v: Value = serde_json::from_str(&line)?;
+    ok_of(&line)
+}
+
+/// [`request`] on the tokio runtime, waiting at most `timeout` for the answer.
+pub async fn ask(path: &Path, req: &Value, timeout: std::time::Duration) -> Result<Value, Error> {
+    let exchange = async {
+        let mut s = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(|source| Error::Socket { path: path.to_path_buf(), source })?;
+        s.write_all(format!("{req}\n").as_bytes()).await?;
+        let mut line = String::new();
+        tokio::io::BufReader::new(s).take(16 << 20).read_line(&mut line).await?;
+        ok_of(&line)
+    };
+    tokio::time::timeout(timeout, exchange).await.map_err(|_| Error::Refused {
+        message: format!("{}: no answer within {} s", path.display(), timeout.as_secs_f64()),
+    })?
+}
+
+/// The `ok` value of an answer line, or its error.
+fn ok_of(line: &str) -> Result<Value, Error> {
+    let v: Value = serde_json::from_str(line)?;
     match (v.get("ok"), v.get("error")) {
         (Some(ok), _) => Ok(ok.clone()),
         (_, Some(e)) => Err(Error::Refused { message: e.as_str().map_or_else(|| e.to_string(), str::to_string) }),

@@ -906,7 +906,19 @@ impl Node {
     fn on_heartbeat_tick(&mut self) {
         let stale_after = secs(self.cfg.liveness.stale_after);
         let now = Instant::now();
-        let connected: Vec<PeerId> = self.peers.iter().filter(|(_, p)| p.connected).map(|(k, _)| *k).collect();
+        // One exchange per pair and interval is enough: each side verifies the other's signed
+        // heartbeat in it. A peer whose heartbeat arrived within the interval (its request, or
+        // its answer to ours) has just spoken for both sides, and skipping it halves the
+        // heartbeats of every connection.
+        let heard_within = secs(self.cfg.liveness.heartbeat_interval);
+        let connected: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.connected && p.last_heartbeat.is_none_or(|t| now.saturating_duration_since(t) >= heard_within)
+            })
+            .map(|(k, _)| *k)
+            .collect();
         for pid in connected {
             let hb = self.heartbeat_bytes();
             self.swarm.behaviour_mut().heartbeat.send_request(&pid, hb);
@@ -1639,11 +1651,25 @@ impl Node {
     }
 
     async fn run(mut self, mut cmds: mpsc::Receiver<Command>) {
-        let mut hb = tokio::time::interval(secs(self.cfg.liveness.heartbeat_interval));
-        let mut pex = tokio::time::interval(secs(self.cfg.pex.interval));
+        // Periodic work starts at a phase of its own per node: nodes started together (a fleet
+        // restarted at once, the scale measurement) would otherwise all heartbeat and exchange
+        // at the same instant, and every lookup in that instant waits behind the burst.
+        let phase = {
+            let b = self.peer_id.to_bytes();
+            let n = b.len();
+            f64::from(u16::from_le_bytes([b[n - 2], b[n - 1]])) / f64::from(u16::MAX)
+        };
+        let spread = |period: f64| {
+            let period = secs(period);
+            let mut i = tokio::time::interval_at(tokio::time::Instant::now() + period.mul_f64(phase), period);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        };
+        let mut hb = spread(self.cfg.liveness.heartbeat_interval);
+        let mut pex = spread(self.cfg.pex.interval);
         let mut beacon_tick = tokio::time::interval(secs(self.cfg.beacon.interval));
         let mut republish = tokio::time::interval(secs(self.cfg.dht.republish_interval));
-        let mut bootstrap = tokio::time::interval(secs(self.cfg.dht.bootstrap_interval));
+        let mut bootstrap = spread(self.cfg.dht.bootstrap_interval);
         let mut provided = false;
         let mut buf = vec![0u8; beacon::MAX_DATAGRAM + 1];
         let Some(mut replies) = self.replies.1.take() else { return };

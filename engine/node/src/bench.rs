@@ -84,6 +84,15 @@ pub struct DhtArgs {
     /// Kademlia query timeout in seconds (a node's `dht.query_timeout`).
     #[arg(long, default_value_t = 30.0)]
     query_timeout: f64,
+    /// One process per node on TCP loopback (each at its own 127.1.x.y address), measured
+    /// through their control sockets, instead of every node in this process on the memory
+    /// transport.
+    #[arg(long)]
+    processes: bool,
+    /// Seconds of quiet between settling and the lookups, to measure what the nodes cost at
+    /// rest.
+    #[arg(long, default_value_t = 10.0)]
+    idle: f64,
 }
 
 /// Options of `vain bench flood`.
@@ -181,10 +190,13 @@ pub enum Command {
     /// QUIC ingest throughput on loopback: our glommio + quinn-proto shard against quinn on
     /// tokio with the same TLS and transport settings, in the same run.
     Quic(QuicArgs),
-    /// The control plane at scale: N nodes in one process on libp2p's memory transport, each
-    /// joining through a random earlier node; convergence time, lookup success and cost,
-    /// memory per node.
+    /// The control plane at scale: N nodes in one process on libp2p's memory transport (or one
+    /// process each on TCP loopback with --processes), each joining through a random earlier
+    /// node; convergence time, lookup success and cost, memory and CPU per node.
     Dht(DhtArgs),
+    /// One node of `vain bench dht --processes` (started by it; ends when its stdin closes).
+    #[command(hide = true)]
+    DhtNode(crate::dht_bench::NodeArgs),
     /// Floods against the ingest endpoint while an honest client sends: bogus QUIC Initials,
     /// idle connections, a storm of oversized and garbled frames; the honest throughput in each
     /// window and whether anything it sent was lost.
@@ -281,7 +293,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     // The ingest benchmarks (aggregator and client processes) move bulk data: keep freed memory
     // for reuse rather than faulting in fresh pages for each receive arena and payload buffer.
     // Not for the DHT run, whose thousands of small allocations it slows (perf: _int_malloc).
-    if !matches!(args.command, Some(Command::Dht(_)) | Some(Command::Aggregate(_))) {
+    if !matches!(args.command, Some(Command::Dht(_) | Command::DhtNode(_) | Command::Aggregate(_))) {
         vain_transport::heap::retain_freed();
     }
     match args.command {
@@ -547,16 +559,28 @@ fn run_command(cmd: Command) -> Result<()> {
                     })
                 }),
                 query_timeout: d.query_timeout,
+                idle: std::time::Duration::from_secs_f64(d.idle.max(0.0)),
             };
             eprintln!("starting {} nodes…", d.nodes);
-            let r = rt.block_on(vain_net::scale::run(o)).map_err(anyhow::Error::msg)?;
+            let r = if d.processes {
+                drop(rt);
+                crate::dht_bench::run(o)?
+            } else {
+                rt.block_on(vain_net::scale::run(o)).map_err(anyhow::Error::msg)?
+            };
+            let per_node = |cpu: f64, secs: Option<f64>| {
+                secs.filter(|s| *s > 0.0)
+                    .map_or("—".into(), |s| format!("{:.2} ms/s", 1e3 * cpu / s / r.nodes as f64))
+            };
             println!(
-                "{} nodes on the memory transport, each bootstrapped from one random earlier node; query timeout {} s
+                "{} nodes {}, each bootstrapped from one random earlier node; query timeout {} s
                  spawned in {:.1} s; every routing table ≥ min(20, n−1) after {}; every node's record settled after {}
                  routing-table size min / median / max: {} / {} / {}
                  lookups: {} of {} found and verified ({:.1} %); requests per lookup p50 {} / p99 {}; latency p50 {:.1} ms / p99 {:.1} ms
-                 memory: {:.0} KiB resident per node{}",
+                 memory: {:.0} KiB {} per node
+                 CPU of all nodes: {:.0} s joining and converging, {:.0} s settling, {:.0} s in {:.0} s of lookups; per node at rest {}, during lookups {}{}",
                 r.nodes,
+                if d.processes { "as processes on TCP loopback" } else { "in one process on the memory transport" },
                 d.query_timeout,
                 r.spawn_seconds,
                 r.converge_seconds.map_or("— (did not converge)".into(), |s| format!("{s:.1} s")),
@@ -572,10 +596,18 @@ fn run_command(cmd: Command) -> Result<()> {
                 r.latency_ms.0,
                 r.latency_ms.1,
                 r.kib_per_node,
+                if d.processes { "proportional resident (PSS)" } else { "resident" },
+                r.cpu_seconds.0,
+                r.cpu_seconds.1,
+                r.cpu_seconds.2,
+                r.lookup_seconds,
+                r.idle_ms_per_s.map_or("—".into(), |c| format!("{c:.2} ms/s")),
+                per_node(r.cpu_seconds.2, Some(r.lookup_seconds)),
                 if r.failures.is_empty() { String::new() } else { format!("\n                 not found: {:?}", r.failures) }
             );
             println!("{}", serde_json::to_string(&r)?);
         }
+        Command::DhtNode(a) => crate::dht_bench::node_main(&a)?,
         Command::Client(c) => {
             let o = vain_bench::ingest::ClientOptions {
                 server: c.server,

@@ -7,6 +7,7 @@ mod bench;
 mod chain;
 mod chart;
 mod demo;
+mod dht_bench;
 mod gov;
 mod identity;
 mod metrics;

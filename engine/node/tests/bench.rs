@@ -115,3 +115,35 @@ fn the_ledger_benchmark_applies_every_report_live_and_in_memory_alike_and_recove
     assert!(stdout.contains("recovery after 3000 journal entries"), "{stdout}");
     assert!(stdout.contains("from the snapshot and 2046 more entries"), "{stdout}");
 }
+
+/// `vain bench dht --processes`: a node per process on TCP loopback (each at its own 127.1.x.y
+/// address), driven through the control sockets' `status` and `lookup`; every lookup found, the
+/// nodes' CPU and memory read from /proc, and no node process left behind.
+#[test]
+fn the_dht_benchmark_runs_a_node_per_process_and_finds_every_record() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vain"))
+        .args(["bench", "dht", "--processes", "--nodes", "12", "--lookups", "24", "--timeout", "90", "--idle", "1"])
+        .output()
+        .expect("run vain");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("12 nodes as processes on TCP loopback"), "{stdout}");
+    let json = stdout.lines().last().expect("a JSON line");
+    let v: serde_json::Value = serde_json::from_str(json).expect("JSON");
+    assert_eq!(v["nodes"], 12);
+    assert_eq!(v["found"], 24, "{json}");
+    assert_eq!(v["failures"].as_object().map(|m| m.len()), Some(0), "{json}");
+    assert!(v["converge_seconds"].as_f64().is_some() && v["settle_seconds"].as_f64().is_some(), "{json}");
+    // 11 peers each: every routing table holds all of them.
+    assert_eq!(v["routing"][0], 11, "{json}");
+    assert!(v["kib_per_node"].as_f64().is_some_and(|k| k > 1000.0), "{json}");
+    assert!(v["cpu_seconds"][0].as_f64().is_some_and(|c| c > 0.0), "{json}");
+    assert!(v["idle_ms_per_s"].as_f64().is_some(), "{json}");
+    let left = std::fs::read_dir("/proc")
+        .expect("proc")
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|c| String::from_utf8_lossy(c).contains("dht-node"))
+        .count();
+    assert_eq!(left, 0, "node processes outlived the benchmark");
+}
