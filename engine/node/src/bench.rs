@@ -89,6 +89,10 @@ pub struct DhtArgs {
     /// transport.
     #[arg(long)]
     processes: bool,
+    /// With --processes: nodes per process (each on its own address, sharing the process's
+    /// single-threaded runtime).
+    #[arg(long, default_value_t = 1, requires = "processes")]
+    per_process: usize,
     /// Seconds of quiet between settling and the lookups, to measure what the nodes cost at
     /// rest.
     #[arg(long, default_value_t = 10.0)]
@@ -564,7 +568,7 @@ fn run_command(cmd: Command) -> Result<()> {
             eprintln!("starting {} nodes…", d.nodes);
             let r = if d.processes {
                 drop(rt);
-                crate::dht_bench::run(o)?
+                crate::dht_bench::run(o, d.per_process)?
             } else {
                 rt.block_on(vain_net::scale::run(o)).map_err(anyhow::Error::msg)?
             };
@@ -580,7 +584,11 @@ fn run_command(cmd: Command) -> Result<()> {
                  memory: {:.0} KiB {} per node
                  CPU of all nodes: {:.0} s joining and converging, {:.0} s settling, {:.0} s in {:.0} s of lookups; per node at rest {}, during lookups {}{}",
                 r.nodes,
-                if d.processes { "as processes on TCP loopback" } else { "in one process on the memory transport" },
+                match (d.processes, d.per_process) {
+                    (false, _) => "in one process on the memory transport".to_string(),
+                    (true, 1) => "as processes on TCP loopback".to_string(),
+                    (true, n) => format!("as processes of {n} on TCP loopback"),
+                },
                 d.query_timeout,
                 r.spawn_seconds,
                 r.converge_seconds.map_or("— (did not converge)".into(), |s| format!("{s:.1} s")),

@@ -1,7 +1,8 @@
-//! `vain bench dht --processes`: the scale measurement with one process per node on TCP
-//! loopback (node i listens on 127.1.x.y:4001, its own address), measured through the nodes'
-//! control sockets. Each node then has its own runtime, allocator and timer thread, and the
-//! kernel schedules the nodes, instead of one tokio runtime multiplexing them all.
+//! `vain bench dht --processes`: the scale measurement with the nodes in processes of their own
+//! (one each, or `--per-process` each) on TCP loopback (node i listens on 127.1.x.y:4001, its own
+//! address), measured through the nodes' control sockets. Each process has its own runtime,
+//! allocator and timer thread, and the kernel schedules them, instead of one tokio runtime
+//! multiplexing every node.
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -14,36 +15,53 @@ use vain_net::scale::{self, Gauges, Member, Outcome, Probe};
 
 /// Port every node listens on (each at its own loopback address).
 const PORT: u16 = 4001;
-/// How long a node process may take to open its control socket.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a node process may take to open its nodes' control sockets.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Options of one node process (started by `vain bench dht --processes`).
 #[derive(Args)]
 pub struct NodeArgs {
-    /// The node's number (its key seed).
+    /// The number of the process's first node (node i's key seed and address follow from i).
     #[arg(long)]
-    index: u64,
-    /// Address to listen on (a multiaddr).
+    first: usize,
+    /// The node each of the process's nodes joins through, by number, comma-separated (`-`:
+    /// none, for node 0).
     #[arg(long)]
-    listen: String,
-    /// Node to join through (a multiaddr with /p2p/).
+    joins: String,
+    /// Directory of the control sockets (node i serves `i.sock` there).
     #[arg(long)]
-    bootstrap: Option<String>,
-    /// Control socket to serve.
-    #[arg(long)]
-    socket: PathBuf,
+    sockets: PathBuf,
     /// Kademlia query timeout, seconds.
     #[arg(long)]
     query_timeout: f64,
 }
 
-/// Runs one measured node until its parent goes away (its stdin closes).
+/// Node `i`'s multiaddr (with its PeerId).
+fn multiaddr(i: usize) -> Result<String> {
+    let id = Identity::from_seed(scale::seed_of(i as u64)).node_id;
+    Ok(format!("/ip4/{}/tcp/{PORT}/p2p/{}", address(i), vain_net::keys::peer_id(&id)?))
+}
+
+/// Runs the measured nodes of one process until its parent goes away (its stdin closes).
 pub fn node_main(a: &NodeArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let cfg = scale::config(a.listen.clone(), a.bootstrap.clone(), a.query_timeout);
-        let h = vain_net::node::spawn(cfg, Identity::from_seed(scale::seed_of(a.index)), Transport::Tcp).await?;
-        let serve = vain_net::control::serve(&a.socket, h);
+        for (k, join) in a.joins.split(',').enumerate() {
+            let i = a.first + k;
+            let bootstrap = match join {
+                "-" => None,
+                j => Some(multiaddr(j.parse().context("--joins: node numbers")?)?),
+            };
+            let listen = format!("/ip4/{}/tcp/{PORT}", address(i));
+            let cfg = scale::config(listen, bootstrap, a.query_timeout);
+            let h = vain_net::node::spawn(cfg, Identity::from_seed(scale::seed_of(i as u64)), Transport::Tcp).await?;
+            let socket = a.sockets.join(format!("{i}.sock"));
+            tokio::spawn(async move {
+                if let Err(e) = vain_net::control::serve(&socket, h).await {
+                    tracing::error!(socket = %socket.display(), error = %e, "control socket failed");
+                }
+            });
+        }
         let parent_gone = async {
             use tokio::io::AsyncReadExt;
             let mut stdin = tokio::io::stdin();
@@ -52,10 +70,7 @@ pub fn node_main(a: &NodeArgs) -> Result<()> {
                 && n > 0
             {}
         };
-        tokio::select! {
-            r = serve => r?,
-            () = parent_gone => {}
-        }
+        parent_gone.await;
         Ok(())
     })
 }
@@ -116,51 +131,51 @@ fn pss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Starts `o.nodes` node processes, each joining through a random earlier one, and measures them.
-pub fn run(o: scale::Options) -> Result<scale::Report> {
+/// Starts `o.nodes` nodes, `per_process` to a process, each joining through a random earlier
+/// one, and measures them.
+pub fn run(o: scale::Options, per_process: usize) -> Result<scale::Report> {
     let exe = std::env::current_exe()?;
     let dir = tempfile::tempdir()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut rng = scale::Rng(o.seed | 1);
     let start = Instant::now();
-    let mut nodes = Nodes(Vec::with_capacity(o.nodes));
+    let per_process = per_process.max(1);
+    let mut nodes = Nodes(Vec::with_capacity(o.nodes.div_ceil(per_process)));
     let mut members = Vec::with_capacity(o.nodes);
-    let mut ids = Vec::with_capacity(o.nodes);
-    let mut peers = Vec::with_capacity(o.nodes);
-    for i in 0..o.nodes {
-        let id = Identity::from_seed(scale::seed_of(i as u64)).node_id;
-        ids.push(id);
-        peers.push(vain_net::keys::peer_id(&id)?);
-        let socket = dir.path().join(format!("{i}.sock"));
-        let mut cmd = std::process::Command::new(&exe);
-        cmd.args(["-qq", "bench", "dht-node", "--index", &i.to_string()])
-            .args(["--listen", &format!("/ip4/{}/tcp/{PORT}", address(i))])
+    let ids: Vec<[u8; 32]> = (0..o.nodes).map(|i| Identity::from_seed(scale::seed_of(i as u64)).node_id).collect();
+    for first in (0..o.nodes).step_by(per_process) {
+        let group = first..(first + per_process).min(o.nodes);
+        // The same random choices as the in-process run: node i joins through rng.below(i).
+        let joins: Vec<String> =
+            group.clone().map(|i| if i == 0 { "-".to_string() } else { rng.below(i).to_string() }).collect();
+        let child = std::process::Command::new(&exe)
+            .args(["-qq", "bench", "dht-node", "--first", &first.to_string(), &format!("--joins={}", joins.join(","))])
             .args(["--query-timeout", &o.query_timeout.to_string()])
-            .arg("--socket")
-            .arg(&socket)
+            .arg("--sockets")
+            .arg(dir.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if i > 0 {
-            let j = rng.below(i);
-            cmd.args(["--bootstrap", &format!("/ip4/{}/tcp/{PORT}/p2p/{}", address(j), peers[j])]);
-        }
-        let child = cmd.spawn().with_context(|| format!("starting node process {i} (too few file descriptors?)"))?;
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting the node process of node {first} (too few file descriptors?)"))?;
         nodes.0.push(child);
-        // The next node may join through this one: wait until it serves.
+        // Later nodes may join through these: wait until they all serve.
         let t = Instant::now();
-        while !socket.exists() {
-            if let Some(status) = nodes.0[i].try_wait()? {
-                bail!("node process {i} exited during start-up ({status})");
+        for i in group {
+            let socket = dir.path().join(format!("{i}.sock"));
+            while !socket.exists() {
+                if let Some(status) = nodes.0.last_mut().map(Child::try_wait).transpose()?.flatten() {
+                    bail!("the node process of node {first} exited during start-up ({status})");
+                }
+                if t.elapsed() > START_TIMEOUT {
+                    bail!("node {i} did not open its control socket within {START_TIMEOUT:?}");
+                }
+                std::thread::sleep(Duration::from_millis(2));
             }
-            if t.elapsed() > START_TIMEOUT {
-                bail!("node process {i} did not open its control socket within {START_TIMEOUT:?}");
+            members.push(Remote { socket, lookup_wait: Duration::from_secs_f64(o.query_timeout + 30.0) });
+            if let Some(p) = &o.progress {
+                p("nodes started", i as u64 + 1, o.nodes as u64);
             }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        members.push(Remote { socket, lookup_wait: Duration::from_secs_f64(o.query_timeout + 30.0) });
-        if let Some(p) = &o.progress {
-            p("node processes started", i as u64 + 1, o.nodes as u64);
         }
     }
     let spawn_seconds = start.elapsed().as_secs_f64();

@@ -116,18 +116,20 @@ fn the_ledger_benchmark_applies_every_report_live_and_in_memory_alike_and_recove
     assert!(stdout.contains("from the snapshot and 2046 more entries"), "{stdout}");
 }
 
-/// `vain bench dht --processes`: a node per process on TCP loopback (each at its own 127.1.x.y
-/// address), driven through the control sockets' `status` and `lookup`; every lookup found, the
-/// nodes' CPU and memory read from /proc, and no node process left behind.
+/// `vain bench dht --processes`: nodes in processes of their own (three to a process) on TCP
+/// loopback, each at its own 127.1.x.y address, driven through the control sockets' `status` and
+/// `lookup`; every lookup found, the nodes' CPU and memory read from /proc, and no node process
+/// left behind.
 #[test]
 fn the_dht_benchmark_runs_a_node_per_process_and_finds_every_record() {
     let out = Command::new(env!("CARGO_BIN_EXE_vain"))
-        .args(["bench", "dht", "--processes", "--nodes", "12", "--lookups", "24", "--timeout", "90", "--idle", "1"])
+        .args(["bench", "dht", "--processes", "--per-process", "3", "--nodes", "12", "--lookups", "24"])
+        .args(["--timeout", "90", "--idle", "1"])
         .output()
         .expect("run vain");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("12 nodes as processes on TCP loopback"), "{stdout}");
+    assert!(stdout.contains("12 nodes as processes of 3 on TCP loopback"), "{stdout}");
     let json = stdout.lines().last().expect("a JSON line");
     let v: serde_json::Value = serde_json::from_str(json).expect("JSON");
     assert_eq!(v["nodes"], 12);
