@@ -308,7 +308,12 @@ impl Identity {
         meta.derivation_path = derivation_path;
         rotation::verify_chain(&meta.root_key, &meta.rotation_chain, now_ms)?;
         write_meta(st, &self.dir, &meta)?;
-        if matches!(meta.key_source, KeySource::File { .. }) {
+        // The rotation is committed: from here on this identity signs with the new key, even if
+        // tidying the key files fails below (opening the directory again finishes that).
+        let to_file = matches!(meta.key_source, KeySource::File { .. });
+        self.meta = meta;
+        self.signer = signer;
+        if to_file {
             rename_durably(st, &self.dir.join(NEXT_KEY_FILE), &self.dir.join(KEY_FILE))?;
         } else {
             let main = self.dir.join(KEY_FILE);
@@ -317,8 +322,6 @@ impl Identity {
                 _ => st.sync_dir(&self.dir).map_err(Error::io(&self.dir))?,
             }
         }
-        self.meta = meta;
-        self.signer = signer;
         Ok(cert.cert)
     }
 

@@ -46,7 +46,7 @@ fn creating_an_identity_survives_power_loss_at_every_step() {
             (made, opened) => panic!("step {crash_at}: created {:?}, opened {:?}", made.is_ok(), opened.err()),
         }
     }
-    // Directories (3 levels), then three files of five steps each (remove, write, sync,
+    // Directories (4 levels), then three files of five steps each (remove, write, sync,
     // rename, directory sync).
     assert_eq!(steps, 4 + 3 * 5, "every step was a crash point");
 }

@@ -519,7 +519,7 @@ fn saved_frame(dir: &std::path::Path, key: (u64, Digest)) -> Option<Vec<u8>> {
 /// Saves an update before it is sent (temporary file, fsync, rename), keeping the last four.
 fn save_frame(dir: &std::path::Path, key: (u64, Digest), frame: &[u8]) -> Result<(), Error> {
     let io = |e| Error::Io { path: dir.to_path_buf(), source: e };
-    std::fs::create_dir_all(dir).map_err(io)?;
+    vain_core::storage::Storage::create_dir_all(&vain_core::storage::Disk, dir, 0o755).map_err(io)?;
     let path = frame_path(dir, key);
     vain_core::storage::replace(&vain_core::storage::Disk, &path, frame, 0o644).map_err(io)?;
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -720,7 +720,13 @@ fn keep_work(shared: &Shared, close: &Signed<Close>, base: Digest) -> Result<(),
     let work = msg::Work { manifest, frame, close: close.clone() };
     let path = dir.join(format!("{round:020}.bin"));
     vain_core::storage::replace(&vain_core::storage::Disk, &path, &work.encode(), 0o644).map_err(io)?;
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir).map_err(io)?.flatten().map(|e| e.path()).collect();
+    // Rounds only: a temporary file (`.…tmp`) of a write in flight is not one.
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .collect();
     names.sort();
     let rounds: BTreeSet<String> =
         names.iter().filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned())).collect();
