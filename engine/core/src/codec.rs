@@ -4,7 +4,9 @@
 
 use crate::audit::Verdict;
 use crate::governance::{Choice, Kind, Proposal, Vote};
-use crate::ledger::{AuditRequest, Bond, Governed, Input, MAX_GOVERNANCE, Observation, Observed, Report, TrustVector};
+use crate::ledger::{
+    AuditRequest, Bond, Fork, Governed, Input, MAX_GOVERNANCE, Observation, Observed, Report, TrustVector,
+};
 use crate::signed::{Body, Signed};
 use thiserror::Error;
 
@@ -52,6 +54,13 @@ pub enum Error {
     /// Bytes left after the value.
     #[error("{0} trailing bytes")]
     Trailing(usize),
+    /// A value that may not appear where it is: a fork proof inside a fork proof or inside a
+    /// testimony.
+    #[error("{field} may not be nested here")]
+    Nested {
+        /// Field.
+        field: &'static str,
+    },
 }
 
 /// A cursor over bytes.
@@ -60,12 +69,15 @@ pub struct Reader<'a> {
     /// Inside a carried testimony: a report there carries nothing further, so nesting (and the
     /// decoder's recursion) stops at one level.
     nested: bool,
+    /// Inside a fork proof: its reports may carry governance, but no further proof, so the
+    /// recursion stops there too.
+    in_proof: bool,
 }
 
 impl<'a> Reader<'a> {
     /// Reads from `b`.
     pub fn new(b: &'a [u8]) -> Self {
-        Self { b, nested: false }
+        Self { b, nested: false, in_proof: false }
     }
 
     /// Bytes not read yet.
@@ -282,7 +294,29 @@ pub fn encode_governed(g: &Governed, out: &mut Vec<u8>) {
             out.push(4);
             encode_signed(v, out);
         }
+        Governed::Fork(f) => {
+            out.push(5);
+            encode_fork(f, out);
+        }
     }
+}
+
+/// A fork proof: its two signed reports.
+pub fn encode_fork(f: &Fork, out: &mut Vec<u8>) {
+    encode_signed(&f.first, out);
+    encode_signed(&f.second, out);
+}
+
+/// The inverse of [`encode_fork`] (the order is checked by [`Fork::check`], not here).
+fn decode_fork(r: &mut Reader<'_>) -> Result<Fork, Error> {
+    if r.nested || r.in_proof {
+        return Err(Error::Nested { field: "fork" });
+    }
+    r.in_proof = true;
+    let pair = decode_signed(r).and_then(|first| Ok((first, decode_signed(r)?)));
+    r.in_proof = false;
+    let (first, second) = pair?;
+    Ok(Fork { first, second })
 }
 
 /// The inverse of [`encode_governed`]. A testimony's report may carry nothing itself.
@@ -298,6 +332,7 @@ pub fn decode_governed(r: &mut Reader<'_>) -> Result<Governed, Error> {
         }
         3 => Governed::RequestAudit(decode_signed(r)?),
         4 => Governed::Verdict(decode_signed(r)?),
+        5 => Governed::Fork(Box::new(decode_fork(r)?)),
         value => return Err(Error::Tag { field: "governance.kind", value }),
     })
 }
@@ -337,6 +372,10 @@ pub fn encode_input(input: &Input, out: &mut Vec<u8>) {
             out.push(7);
             encode_signed(s, out);
         }
+        Input::Fork(f) => {
+            out.push(8);
+            encode_fork(f, out);
+        }
     }
 }
 
@@ -354,6 +393,7 @@ pub fn decode_input(r: &mut Reader<'_>) -> Result<Input, Error> {
             r.nested = true;
             Input::Testimony(decode_signed(r)?)
         }
+        8 => Input::Fork(Box::new(decode_fork(r)?)),
         value => return Err(Error::Tag { field: "input.kind", value }),
     })
 }

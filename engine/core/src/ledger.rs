@@ -93,6 +93,52 @@ pub enum Governed {
     RequestAudit(Signed<AuditRequest>),
     /// An audit team member's verdict.
     Verdict(Signed<audit::Verdict>),
+    /// Proof that a reporter signed two different reports for one epoch (whoever holds both
+    /// may submit it; it stands on the reporter's own signatures).
+    Fork(Box<Fork>),
+}
+
+/// Two different reports one reporter signed for the same epoch, in digest order, so that
+/// every node that finds the same pair builds the same proof (and de-duplicates it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fork {
+    /// The report with the smaller digest.
+    pub first: Signed<Report>,
+    /// The other.
+    pub second: Signed<Report>,
+}
+
+impl Fork {
+    /// The proof of `a` and `b` (in either order).
+    pub fn new(a: Signed<Report>, b: Signed<Report>) -> Fork {
+        if a.digest() <= b.digest() { Fork { first: a, second: b } } else { Fork { first: b, second: a } }
+    }
+
+    /// Checks the proof: both signatures verify, one signer, one epoch, two different reports in
+    /// digest order. Gives the equivocating reporter and the epoch.
+    pub fn check(&self) -> Result<(NodeId, u64), Error> {
+        if self.first.signer != self.second.signer {
+            return Err(Error::Value { field: "fork.signer" });
+        }
+        if self.first.body.epoch != self.second.body.epoch {
+            return Err(Error::Value { field: "fork.epoch" });
+        }
+        if self.first.digest() >= self.second.digest() {
+            return Err(Error::Value { field: "fork.order" });
+        }
+        self.first.verify()?;
+        self.second.verify()?;
+        Ok((self.first.signer, self.first.body.epoch))
+    }
+
+    /// Its digest: of the two reports' digests, under its own tag.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(b"vain/fork/v1");
+        h.update(&self.first.digest());
+        h.update(&self.second.digest());
+        *h.finalize().as_bytes()
+    }
 }
 
 impl Governed {
@@ -104,10 +150,11 @@ impl Governed {
             Governed::Testimony(t) => t.digest(),
             Governed::RequestAudit(q) => q.digest(),
             Governed::Verdict(v) => v.digest(),
+            Governed::Fork(f) => f.digest(),
         }
     }
 
-    /// Its author.
+    /// Its author (of a fork proof: the reporter it convicts, whose signatures it carries).
     pub fn signer(&self) -> NodeId {
         match self {
             Governed::Propose(p) => p.signer,
@@ -115,6 +162,7 @@ impl Governed {
             Governed::Testimony(t) => t.signer,
             Governed::RequestAudit(q) => q.signer,
             Governed::Verdict(v) => v.signer,
+            Governed::Fork(f) => f.first.signer,
         }
     }
 
@@ -126,6 +174,7 @@ impl Governed {
             Governed::Testimony(t) => Input::Testimony(t.clone()),
             Governed::RequestAudit(q) => Input::RequestAudit(q.clone()),
             Governed::Verdict(v) => Input::Verdict(v.clone()),
+            Governed::Fork(f) => Input::Fork(f.clone()),
         }
     }
 }
@@ -267,6 +316,9 @@ pub enum Input {
     /// An eligible reporter's observations carried by another's report (see
     /// [`Governed::Testimony`]).
     Testimony(Signed<Report>),
+    /// Proof that a reporter equivocated (see [`Governed::Fork`]): penalised once per epoch,
+    /// by [`Penalties::equivocation`] (enough to suspend it at the epoch's tick).
+    Fork(Box<Fork>),
 }
 
 /// Penalty points per kind of bad evidence, and when they act.
@@ -465,6 +517,13 @@ pub enum Output {
     },
     /// Equivocation detected; both signed votes are the proof.
     Equivocation(Box<Equivocation>),
+    /// A proof that a reporter signed two reports for one epoch was applied: it is penalised.
+    Forked {
+        /// The reporter.
+        node: NodeId,
+        /// The epoch it signed two reports for.
+        epoch: u64,
+    },
     /// A proposal's window closed.
     ProposalClosed {
         /// The proposal.
@@ -519,6 +578,9 @@ pub struct Record {
     trust_epoch: Option<u64>,
     /// Epoch of the last testimony this node signed that was applied.
     testified: Option<u64>,
+    /// The latest epoch for which a proof that it signed two reports was applied: a proof for
+    /// that epoch or an earlier one penalises it no further.
+    pub forked: Option<u64>,
     /// End of the current suspension.
     pub suspended_until: Option<Time>,
     /// Suspensions so far.
@@ -540,6 +602,7 @@ impl Record {
             bond_seq: 0,
             trust_epoch: None,
             testified: None,
+            forked: None,
             suspended_until: None,
             suspensions: 0,
             banned: false,
@@ -584,7 +647,7 @@ pub struct Snapshot {
 
 impl vain_schema::persist::Persisted for Snapshot {
     const KIND: u32 = 3;
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const NAME: &'static str = "ledger snapshot";
 }
 
@@ -717,8 +780,10 @@ impl Ledger {
     }
 
     /// Whether `node` may report evidence at `now` (pre-trusted, or at the reporting tier).
+    /// A suspended or banned node may not, pre-trusted or not.
     pub fn may_report(&self, node: &NodeId, now: Time) -> bool {
-        self.pretrusted.contains(node) || self.tier(node, now) >= self.cfg.tiers.report_from
+        self.nodes.get(node).is_none_or(|r| self.allowed(r, now))
+            && (self.pretrusted.contains(node) || self.tier(node, now) >= self.cfg.tiers.report_from)
     }
 
     fn penalise(&mut self, node: &NodeId, points: f64, now: Time) {
@@ -799,6 +864,21 @@ impl Ledger {
                 }
                 self.observe_all(&t, now)?;
                 self.nodes.entry(t.signer).or_insert_with(|| Record::new(now)).testified = Some(t.body.epoch);
+                Ok(())
+            }
+            Input::Fork(f) => {
+                let (node, epoch) = f.check()?;
+                let rec = self.nodes.entry(node).or_insert_with(|| Record::new(now));
+                if rec.banned {
+                    return Err(Error::Banned);
+                }
+                if rec.forked.is_some_and(|e| epoch <= e) {
+                    return Err(Error::Stale);
+                }
+                rec.forked = Some(epoch);
+                let pts = self.cfg.penalties.equivocation;
+                self.penalise(&node, pts, now);
+                self.outbox.push_back(Output::Forked { node, epoch });
                 Ok(())
             }
             Input::Trust(t) => {
@@ -1158,6 +1238,7 @@ impl Ledger {
             h.update(&r.bond_seq.to_le_bytes());
             h.update(&r.trust_epoch.map_or(u64::MAX, |e| e).to_le_bytes());
             h.update(&r.testified.map_or(u64::MAX, |e| e).to_le_bytes());
+            h.update(&r.forked.map_or(u64::MAX, |e| e).to_le_bytes());
             h.update(&r.suspended_until.map_or(u64::MAX, |t| t).to_le_bytes());
             h.update(&r.suspensions.to_le_bytes());
             h.update(&[u8::from(r.banned)]);

@@ -645,7 +645,7 @@ pub fn run_with(scenario: &Scenario, opts: &Options, judge: &mut dyn Judge, on_e
         ledger.tick(end);
         while let Some(out) = ledger.poll() {
             match out {
-                Output::Equivocation(_) => c.equivocations += 1,
+                Output::Equivocation(_) | Output::Forked { .. } => c.equivocations += 1,
                 Output::Suspended { node, .. } => {
                     c.suspensions += 1;
                     if let Some(&i) = index.get(&node) {

@@ -344,3 +344,77 @@ fn a_ring_of_two_has_the_machine_its_challenges_need_but_no_work_to_show() {
     assert!(passed > timed_out, "{}", run.summary());
     assert!(ring.iter().all(|&i| run.max_tier[i] == 1), "{}", run.summary());
 }
+
+#[test]
+fn a_reporter_that_signs_two_reports_for_one_epoch_is_suspended_by_the_proof() {
+    use vain_core::codec::{Error as CodecError, Reader, decode_governed, decode_input, encode_governed, encode_input};
+    use vain_core::ledger::{Fork, Governed};
+    let (mut l, keys) = voters(2);
+    let (cheat, carrier) = (&keys[0], &keys[1]);
+    let cheat_id = cheat.verifying_key().to_bytes();
+    let subject = key(50).verifying_key().to_bytes();
+    let report = |k: &SigningKey, epoch, what| Signed::sign(k, Report::new(epoch, vec![Observation { subject, what }]));
+    let (a, b) = (report(cheat, 3, Observed::Participated), report(cheat, 3, Observed::Missed));
+    // Either order builds the same proof.
+    let proof = Fork::new(a.clone(), b.clone());
+    assert_eq!(proof, Fork::new(b.clone(), a.clone()));
+    assert_eq!(proof.check(), Ok((cheat_id, 3)));
+    assert!(l.may_report(&cheat_id, HOUR));
+    let carry = |epoch, g: Vec<Governed>| {
+        Input::Report(Signed::sign(carrier, Report { epoch, observations: vec![], governance: g }))
+    };
+    l.handle(HOUR, carry(0, vec![Governed::Fork(Box::new(proof.clone()))])).expect("apply");
+    assert_eq!(l.record(&cheat_id).and_then(|r| r.forked), Some(3));
+    let mut forked = 0;
+    l.tick(HOUR);
+    while let Some(o) = l.poll() {
+        if let Output::Forked { node, epoch } = o {
+            assert_eq!((node, epoch), (cheat_id, 3));
+            forked += 1;
+        }
+    }
+    assert_eq!(forked, 1);
+    // Suspended at the epoch's tick: pre-trusted or not, its reports no longer count.
+    let rec = l.record(&cheat_id).expect("record");
+    assert_eq!(rec.suspensions, 1);
+    assert!(rec.suspended_until.is_some_and(|u| u > HOUR));
+    assert!(!l.may_report(&cheat_id, HOUR));
+    assert!(matches!(l.handle(HOUR, Input::Report(report(cheat, 4, Observed::Missed))), Err(Error::Suspended { .. })));
+    // The same proof again, or one for an earlier epoch, penalises no further.
+    let before = l.digest();
+    assert_eq!(l.handle(HOUR, Input::Fork(Box::new(proof.clone()))), Err(Error::Stale));
+    let older = Fork::new(report(cheat, 2, Observed::Participated), report(cheat, 2, Observed::Missed));
+    assert_eq!(l.handle(HOUR, Input::Fork(Box::new(older))), Err(Error::Stale));
+    assert_eq!(l.digest(), before);
+    // What is not a proof: one report twice, two signers, two epochs, a forged signature, the
+    // wrong order.
+    let same = Fork { first: a.clone(), second: a.clone() };
+    assert_eq!(same.check(), Err(Error::Value { field: "fork.order" }));
+    let two_signers = Fork::new(report(cheat, 5, Observed::Missed), report(carrier, 5, Observed::Missed));
+    assert_eq!(two_signers.check(), Err(Error::Value { field: "fork.signer" }));
+    let two_epochs = Fork::new(report(cheat, 5, Observed::Missed), report(cheat, 6, Observed::Missed));
+    assert_eq!(two_epochs.check(), Err(Error::Value { field: "fork.epoch" }));
+    let mut forged = report(cheat, 7, Observed::Missed);
+    forged.body.observations[0].what = Observed::Participated;
+    let forged = Fork::new(forged, report(cheat, 7, Observed::Missed));
+    assert!(matches!(forged.check(), Err(Error::Signature(_))));
+    assert!(matches!(l.handle(HOUR, Input::Fork(Box::new(forged))), Err(Error::Signature(_))));
+    let swapped = Fork { first: proof.second.clone(), second: proof.first.clone() };
+    assert_eq!(swapped.check(), Err(Error::Value { field: "fork.order" }));
+    // The wire and journal forms round-trip, reports that carry governance included; a proof
+    // inside a proof's report is refused by the decoder.
+    let carrying = |epoch, g| Signed::sign(cheat, Report { epoch, observations: vec![], governance: g });
+    let testimony = Governed::Testimony(report(carrier, 9, Observed::ChallengeFailed));
+    let deep = Fork::new(carrying(8, vec![testimony.clone()]), carrying(8, vec![]));
+    let g = Governed::Fork(Box::new(deep.clone()));
+    let mut wire = Vec::new();
+    encode_governed(&g, &mut wire);
+    assert_eq!(decode_governed(&mut Reader::new(&wire)), Ok(g.clone()));
+    let mut journal = Vec::new();
+    encode_input(&Input::Fork(Box::new(deep)), &mut journal);
+    assert!(matches!(decode_input(&mut Reader::new(&journal)), Ok(Input::Fork(f)) if f.check() == Ok((cheat_id, 8))));
+    let nested = Governed::Fork(Box::new(Fork::new(carrying(10, vec![g.clone()]), carrying(10, vec![]))));
+    let mut wire = Vec::new();
+    encode_governed(&nested, &mut wire);
+    assert_eq!(decode_governed(&mut Reader::new(&wire)), Err(CodecError::Nested { field: "fork" }));
+}

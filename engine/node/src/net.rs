@@ -183,8 +183,12 @@ pub fn run_ledger(c: LedgerCommand) -> Result<()> {
             println!("offers     {}", v["offers"]);
             println!("{:<10} {:>4} {:>8}  standing", "node", "tier", "score");
             for n in v["nodes"].as_array().into_iter().flatten() {
+                let forked = n["forked_epoch"]
+                    .as_u64()
+                    .map(|e| format!(" (signed two reports for epoch {e})"))
+                    .unwrap_or_default();
                 println!(
-                    "{:<10} {:>4} {:>8.3}  {}",
+                    "{:<10} {:>4} {:>8.3}  {}{forked}",
                     n["id"].as_str().unwrap_or(""),
                     n["tier"],
                     n["score"].as_f64().unwrap_or(f64::NAN),

@@ -409,7 +409,8 @@ impl NodeFile {
 const JUNK_POINTS: i32 = 5;
 
 /// Offers a signed report to the live ledger; a new one is passed on to every connected peer
-/// but the one it came from (each node forwards a report once, so the flood ends).
+/// but the one it came from (each node forwards a report once, so the flood ends), and so is an
+/// equivocation proof it made.
 fn take_evidence(
     live: &Mutex<Live>,
     net: &vain_net::node::Handle,
@@ -417,10 +418,15 @@ fn take_evidence(
     r: vain_core::signed::Signed<vain_core::ledger::Report>,
     from: Option<vain_net::PeerId>,
 ) -> Ack {
-    let offer = match live.lock() {
-        Ok(mut l) => l.offer(r.clone()),
+    let (offer, proofs) = match live.lock() {
+        Ok(mut l) => (l.offer(r.clone()), l.take_proofs()),
         Err(_) => return Ack::Busy,
     };
+    // A report that contradicts one this node took made a proof against its reporter: every
+    // node must hold it, for whichever report comes next to carry it.
+    for p in proofs {
+        flood(net, rt, Message::Govern(p), None);
+    }
     match offer {
         Ok(Offer::New) => {
             flood(net, rt, Message::Evidence(r), from);
@@ -461,9 +467,13 @@ fn spawn_catching_up(live: Arc<Mutex<Live>>, net: vain_net::node::Handle) {
                 }
                 let n = reports.len();
                 for r in reports {
-                    let offered = live.lock().map(|mut l| l.offer(r));
-                    if let Ok(Err(e)) = offered {
+                    let offered = live.lock().map(|mut l| (l.offer(r), l.take_proofs()));
+                    if let Ok((Err(e), _)) = &offered {
                         tracing::error!(error = %e, "ledger journal");
+                    }
+                    let rt = tokio::runtime::Handle::current();
+                    for p in offered.map(|o| o.1).unwrap_or_default() {
+                        flood(&net, &rt, Message::Govern(p), None);
                     }
                 }
                 let now = live.lock().map(|l| l.next_epoch()).unwrap_or(from);

@@ -32,27 +32,45 @@ fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     panic!("timed out: {what}");
 }
 
+/// An in-process libp2p node (identity from `seed`) bootstrapped from `boot`, once it is
+/// connected to every node of `to`.
+async fn in_process(dir: &std::path::Path, boot: &str, seed: u8, to: &[PeerId]) -> node::Handle {
+    let mut c = vain_net::Config {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+        bootstrap: vec![boot.to_string()],
+        data_dir: dir.to_path_buf(),
+        ..Default::default()
+    };
+    c.mdns.enabled = false;
+    c.beacon.enabled = false;
+    let me = node::spawn(c, Identity::from_seed([seed; 32]), Transport::Tcp).await.expect("in-process node");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let dir = me.directory().await.expect("directory");
+        if to.iter().all(|p| dir.iter().any(|e| e.peer_id == *p && e.connected)) {
+            return me;
+        }
+        assert!(Instant::now() < deadline, "connected to {to:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What `vain ledger status` prints for the node at `socket`.
+fn ledger_status(socket: &std::path::Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_vain"))
+        .args(["ledger", "status", "--socket"])
+        .arg(socket)
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    text
+}
+
 #[test]
 fn a_peer_forging_evidence_is_refused_counted_and_blocked() {
     let dir = tempfile::tempdir().expect("tmp");
-    let data = dir.path().join("node");
-    std::fs::create_dir_all(&data).expect("dir");
-    let cfg = format!(
-        "listen = [\"/ip4/127.0.0.1/tcp/0\"]\ndata_dir = \"{}\"\n[mdns]\nenabled = false\n[beacon]\nenabled = false\n\
-         [liveness]\nheartbeat_interval = 0.5\nstale_after = 3.0\n[pex]\ninterval = 0.5\n",
-        data.display()
-    );
-    std::fs::write(data.join("node.toml"), cfg).expect("config");
-    let _node = Child(
-        Command::new(env!("CARGO_BIN_EXE_vain"))
-            .args(["node", "--config"])
-            .arg(data.join("node.toml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn"),
-    );
-    let socket = data.join("control.sock");
+    let (_node, socket) = start(&dir.path().join("node"), None, &[]);
     let status = || control::request(&socket, &json!({"cmd": "status"})).ok();
     wait("the node up", 60, || status().is_some_and(|s| s["listen"][0].is_string()));
     let s: Value = status().expect("status");
@@ -62,20 +80,7 @@ fn a_peer_forging_evidence_is_refused_counted_and_blocked() {
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async {
-        let mut c = vain_net::Config {
-            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
-            bootstrap: vec![boot],
-            data_dir: dir.path().join("hostile"),
-            ..Default::default()
-        };
-        c.mdns.enabled = false;
-        c.beacon.enabled = false;
-        let me = node::spawn(c, Identity::from_seed([0x44; 32]), Transport::Tcp).await.expect("hostile node");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !me.directory().await.expect("directory").iter().any(|e| e.peer_id == target && e.connected) {
-            assert!(Instant::now() < deadline, "connected to the node");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let me = in_process(&dir.path().join("hostile"), &boot, 0x44, &[target]).await;
         let key = ed25519_dalek::SigningKey::from_bytes(&[0x45; 32]);
         // Signed, from a reporter the node's ledger does not take: refused, never scored.
         for epoch in 0..8 {
@@ -115,13 +120,119 @@ fn a_peer_forging_evidence_is_refused_counted_and_blocked() {
     assert_eq!(rejected("evidence forged"), 5);
     assert_eq!(rejected("blocked"), 1);
     // None of it reached the ledger: `vain ledger status` shows an untouched journal.
-    let out = Command::new(env!("CARGO_BIN_EXE_vain"))
-        .args(["ledger", "status", "--socket"])
-        .arg(&socket)
-        .output()
-        .expect("vain ledger status");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = ledger_status(&socket);
     assert!(text.contains("next epoch 0"), "{text}");
     assert!(text.contains("journal    0 entries since the start (no snapshot yet)"), "{text}");
+}
+
+/// Starts a `vain node` in `dir` whose ledger takes `pretrusted` as its genesis.
+fn start(dir: &std::path::Path, bootstrap: Option<&str>, pretrusted: &[[u8; 32]]) -> (Child, std::path::PathBuf) {
+    std::fs::create_dir_all(dir).expect("dir");
+    let boot = bootstrap.map(|b| format!("bootstrap = [\"{b}\"]\n")).unwrap_or_default();
+    let keys: Vec<String> = pretrusted.iter().map(|k| format!("\"{}\"", hex::encode(k))).collect();
+    let cfg = format!(
+        "listen = [\"/ip4/127.0.0.1/tcp/0\"]\n{boot}data_dir = \"{}\"\n[mdns]\nenabled = false\n[beacon]\nenabled = false\n\
+         [liveness]\nheartbeat_interval = 0.5\nstale_after = 3.0\n[pex]\ninterval = 0.5\n[ledger]\npretrusted = [{}]\n",
+        dir.display(),
+        keys.join(", ")
+    );
+    std::fs::write(dir.join("node.toml"), cfg).expect("config");
+    let child = Child(
+        Command::new(env!("CARGO_BIN_EXE_vain"))
+            .args(["node", "--config"])
+            .arg(dir.join("node.toml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    (child, dir.join("control.sock"))
+}
+
+/// A reporter that signs two different reports for one epoch and sends one to each of two
+/// `vain node` processes: each applies the one it got first and refuses the other when the
+/// flood brings it, builds the same proof from the pair and passes it on; the next report
+/// carries it, and both nodes — whose digests differ by the report each applied — suspend the
+/// reporter at that epoch and refuse its next report.
+#[test]
+fn a_reporter_signing_two_reports_for_one_epoch_is_suspended_on_every_node() {
+    use vain_core::ledger::{Fork, Governed};
+    let dir = tempfile::tempdir().expect("tmp");
+    let cheat = ed25519_dalek::SigningKey::from_bytes(&[0x51; 32]);
+    let honest = ed25519_dalek::SigningKey::from_bytes(&[0x52; 32]);
+    let genesis = [cheat.verifying_key().to_bytes(), honest.verifying_key().to_bytes()];
+    let ledger = |s: &std::path::Path| control::request(s, &json!({"cmd": "ledger"})).ok();
+    let status = |s: &std::path::Path| control::request(s, &json!({"cmd": "status"})).ok();
+    let (_n1, s1) = start(&dir.path().join("n1"), None, &genesis);
+    wait("node 1 up", 60, || status(&s1).is_some_and(|s| s["listen"][0].is_string()));
+    let boot = status(&s1).expect("status")["listen"][0].as_str().expect("listen").to_string();
+    let (_n2, s2) = start(&dir.path().join("n2"), Some(&boot), &genesis);
+    wait("node 2 up", 60, || status(&s2).is_some_and(|s| s["listen"][0].is_string()));
+    let peer = |s: &std::path::Path| -> PeerId {
+        status(s).expect("status")["peer_id"].as_str().expect("peer id").parse().expect("peer id")
+    };
+    let (p1, p2) = (peer(&s1), peer(&s2));
+    // The two nodes see each other live, and so the flood between them works.
+    wait("the nodes live to each other", 60, || {
+        [&s1, &s2].iter().all(|s| status(s).and_then(|v| v["live"].as_u64()).is_some_and(|n| n >= 1))
+    });
+
+    let report = |k: &ed25519_dalek::SigningKey, epoch, what, governance| {
+        Signed::sign(k, Report { epoch, observations: vec![Observation { subject: [9; 32], what }], governance })
+    };
+    let a = report(&cheat, 0, Observed::Participated, Vec::new());
+    let b = report(&cheat, 0, Observed::Missed, Vec::new());
+    let cheat_key = hex::encode(genesis[0]);
+    let suspended =
+        |s: &std::path::Path| {
+            ledger(s).is_some_and(|v| {
+                v["next_epoch"] == 2
+                    && v["pool"] == 0
+                    && v["nodes"].as_array().into_iter().flatten().any(|n| {
+                        n["key"] == cheat_key.as_str() && n["standing"] == "suspended" && n["forked_epoch"] == 0
+                    })
+            })
+        };
+    let proof_held = |s: &std::path::Path| ledger(s).and_then(|v| v["pool"].as_u64()) == Some(1);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let me = in_process(&dir.path().join("reporter"), &boot, 0x53, &[p1, p2]).await;
+        let (x, y) = tokio::join!(
+            me.request(p1, Message::Evidence(a.clone()).encode()),
+            me.request(p2, Message::Evidence(b.clone()).encode())
+        );
+        // Each took the one it got, unless the other's flood was faster (then it refused it).
+        for answer in [x.expect("answer"), y.expect("answer")] {
+            assert!(answer == [Ack::Taken as u8] || answer == [Ack::Equivocation as u8], "{answer:?}");
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !(proof_held(&s1) && proof_held(&s2)) {
+            assert!(Instant::now() < deadline, "both nodes hold the proof");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for s in [&s1, &s2] {
+            let v = ledger(s).expect("ledger");
+            assert_eq!(v["next_epoch"], 1);
+            assert!(v["offers"]["equivocation"].as_u64() >= Some(1), "{v}");
+        }
+        // The honest reporter's next report carries the proof (the same one each node holds for
+        // whichever report comes next).
+        let proof = Governed::Fork(Box::new(Fork::new(a.clone(), b.clone())));
+        let next = report(&honest, 1, Observed::Participated, vec![proof]);
+        let answer = me.request(p1, Message::Evidence(next).encode()).await.expect("answer");
+        assert_eq!(answer, vec![Ack::Taken as u8]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !(suspended(&s1) && suspended(&s2)) {
+            assert!(Instant::now() < deadline, "the reporter suspended on both nodes: {:?}", ledger(&s2));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Its next report counts nowhere.
+        let later = report(&cheat, 2, Observed::Participated, Vec::new());
+        for p in [p1, p2] {
+            let answer = me.request(p, Message::Evidence(later.clone()).encode()).await.expect("answer");
+            assert_eq!(answer, vec![Ack::NotAggregator as u8]);
+        }
+    });
+    let text = ledger_status(&s2);
+    assert!(text.contains("signed two reports for epoch 0"), "{text}");
 }

@@ -9,9 +9,13 @@
 //! they came in. Each applied entry is journaled (fsynced) first, so a restarted node replays to
 //! the digest it had.
 //!
-//! Bounds: one report per reporter and epoch (a second, different one is equivocation and is
-//! refused), at most [`AHEAD`] epochs buffered ahead of the next one to apply, a bounded set of
-//! digests seen.
+//! Bounds: one report per reporter and epoch, at most [`AHEAD`] epochs buffered ahead of the
+//! next one to apply, a bounded set of digests seen.
+//!
+//! A second, different report of a reporter for an epoch is equivocation: it is refused, and
+//! with the first it makes a proof ([`vain_core::ledger::Fork`]) that this node holds for the
+//! next report to carry (and passes on, see [`Live::take_proofs`]). Every node applies the proof
+//! at the same place of the same epoch, which suspends the reporter at that epoch's tick.
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -227,6 +231,8 @@ pub struct NodeRow {
     pub participation: f64,
     /// Its penalty points now (they decay; at 1 a node is suspended).
     pub penalty: f64,
+    /// The latest epoch for which it was proven to have signed two reports.
+    pub forked_epoch: Option<u64>,
     /// active | suspended | banned.
     pub standing: &'static str,
 }
@@ -299,6 +305,8 @@ pub struct Live {
     audit_rounds: BTreeMap<[u8; 32], u64>,
     /// The last decided audits, newest first.
     audits_decided: VecDeque<AuditRow>,
+    /// Equivocation proofs this node built and has not yet handed out to pass on.
+    proofs: VecDeque<Governed>,
 }
 
 /// An audit, as the status shows it.
@@ -436,6 +444,7 @@ impl Live {
             history: BTreeMap::new(),
             audit_rounds: BTreeMap::new(),
             audits_decided: VecDeque::new(),
+            proofs: VecDeque::new(),
         };
         // Replay: each applied epoch ends with a tick at its time; reports are counted as
         // applied; proposals' outcomes are rebuilt as they were decided.
@@ -488,6 +497,9 @@ impl Live {
                         self.closed.push_front(Closed { proposal, votes, outcome, tally });
                         self.closed.truncate(CLOSED_KEPT);
                     }
+                }
+                Output::Forked { node, epoch } => {
+                    tracing::warn!(node = %hex::encode(&node[..4]), epoch, "equivocation proven: reporter penalised");
                 }
                 Output::AuditOpened { audit, subject, round, team } => {
                     tracing::info!(audit = %hex::encode(&audit[..4]), subject = %hex::encode(&subject[..4]), round, team = team.len(), "audit opened");
@@ -572,6 +584,10 @@ impl Live {
             Offer::New | Offer::Duplicate | Offer::Stale => {}
             _ => tracing::warn!(epoch = r.body.epoch, outcome = verdict.reason(), "evidence refused"),
         }
+        if verdict == Offer::Equivocation {
+            self.prove(r);
+            return Ok(verdict);
+        }
         if verdict == Offer::New {
             let d = r.digest();
             self.taken.insert((r.signer, r.body.epoch), d);
@@ -587,6 +603,33 @@ impl Live {
             self.drain()?;
         }
         Ok(verdict)
+    }
+
+    /// Makes the proof that `second`'s reporter signed two reports for its epoch, from the one
+    /// this node took (when it still holds it), and holds it for the next report.
+    fn prove(&mut self, second: Signed<Report>) {
+        let e = second.body.epoch;
+        let Some(d) = self.taken.get(&(second.signer, e)).copied() else { return };
+        let first = self
+            .pending
+            .get(&e)
+            .and_then(|p| p.get(&d))
+            .or_else(|| self.history.get(&e).and_then(|h| h.iter().find(|r| r.digest() == d)))
+            .cloned();
+        let Some(first) = first else { return };
+        let proof = Governed::Fork(Box::new(vain_core::ledger::Fork::new(first, second)));
+        if self.submit(proof.clone()) == Submit::New {
+            tracing::warn!(reporter = %hex::encode(&proof.signer()[..4]), epoch = e, "reporter equivocated: proof held for the next report");
+            if self.proofs.len() < POOL_PER_AUTHOR {
+                self.proofs.push_back(proof);
+            }
+        }
+    }
+
+    /// The equivocation proofs this node built since the last call (to pass on to its peers,
+    /// like any governance input it holds).
+    pub fn take_proofs(&mut self) -> Vec<Governed> {
+        self.proofs.drain(..).collect()
     }
 
     fn classify(&self, r: &Signed<Report>) -> Offer {
@@ -738,6 +781,11 @@ impl Live {
             Governed::Testimony(t) => t.verify().is_ok(),
             Governed::RequestAudit(q) => q.verify().is_ok(),
             Governed::Verdict(v) => v.verify().is_ok(),
+            Governed::Fork(f) => match f.check() {
+                Ok(_) => true,
+                Err(ledger::Error::Signature(_)) => false,
+                Err(_) => return Submit::Invalid,
+            },
         };
         if !verified {
             return Submit::BadSignature;
@@ -747,6 +795,14 @@ impl Live {
         // The earliest ledger time at which a report can still carry it.
         let next = epoch_time(self.next_epoch);
         match g {
+            Governed::Fork(f) => {
+                // Anyone may hand in a proof: it stands on the reporter's own signatures. One
+                // the ledger would not penalise for is not carried.
+                let rec = self.ledger.record(&author);
+                if rec.is_some_and(|r| r.banned || r.forked.is_some_and(|e| f.first.body.epoch <= e)) {
+                    return Submit::Duplicate;
+                }
+            }
             Governed::RequestAudit(q) => {
                 if tier < need && !self.ledger.is_pretrusted(&author) {
                     return Submit::Ineligible { tier, need };
@@ -846,7 +902,22 @@ impl Live {
             Governed::Testimony(t) => (t.body.epoch, t.signer),
             _ => (0, [0; 32]),
         });
-        proposals.chain(votes).chain(audits).chain(testimonies).take(MAX_GOVERNANCE).cloned().collect()
+        // Equivocation proofs first (they suspend a cheating reporter), in epoch order (the
+        // ledger penalises a reporter's proofs in increasing epochs only).
+        let mut forks: Vec<&Governed> = self.pool.values().filter(|g| matches!(g, Governed::Fork(_))).collect();
+        forks.sort_by_key(|g| match g {
+            Governed::Fork(f) => (f.first.body.epoch, f.first.signer),
+            _ => (0, [0; 32]),
+        });
+        forks
+            .into_iter()
+            .chain(proposals)
+            .chain(votes)
+            .chain(audits)
+            .chain(testimonies)
+            .take(MAX_GOVERNANCE)
+            .cloned()
+            .collect()
     }
 
     /// The choice `voter` made on `proposal`, as carried into the ledger or held here.
@@ -879,6 +950,9 @@ impl Live {
         let ledger = &self.ledger;
         self.pool.retain(|_, g| match g {
             Governed::Testimony(t) => ledger.testified(&t.signer).is_none_or(|e| t.body.epoch > e),
+            Governed::Fork(f) => ledger
+                .record(&f.first.signer)
+                .is_none_or(|r| !r.banned && r.forked.is_none_or(|e| f.first.body.epoch > e)),
             Governed::RequestAudit(q) => !ledger.audits().any(|(_, subject, _, _)| subject == q.body.subject),
             Governed::Verdict(v) => ledger.audits().any(|(id, _, _, _)| id == v.body.audit),
             Governed::Propose(p) => p.body.closes > next,
@@ -942,6 +1016,7 @@ impl Live {
                     resource: means[vain_core::reputation::Source::Resource as usize],
                     participation: means[vain_core::reputation::Source::Participation as usize],
                     penalty,
+                    forked_epoch: r.forked,
                     standing: if r.banned {
                         "banned"
                     } else if r.suspended_until.is_some_and(|u| now < u) {
@@ -1035,6 +1110,57 @@ mod tests {
         let x = Live::open(d1.path(), cfg()).expect("reopen");
         assert_eq!(x.status().digest, digest);
         assert_eq!(x.next_epoch(), 7);
+    }
+
+    /// A reporter that signs two reports for one epoch: the nodes that see both build the same
+    /// proof; a node that saw only one takes it from them; the next report carries it and every
+    /// node, whichever of the two reports it applied, suspends the reporter at that epoch and
+    /// takes none of its reports after.
+    #[test]
+    fn an_equivocating_reporter_is_suspended_on_every_node_within_one_epoch() {
+        let (cheat, honest) = (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));
+        let cheat_id = cheat.verifying_key().to_bytes();
+        let cfg = || Config { pretrusted: vec![cheat_id, honest.verifying_key().to_bytes()], ..Config::default() };
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+        let mut nodes: Vec<Live> = dirs.iter().map(|d| Live::open(d.path(), cfg()).expect("open")).collect();
+        let (a, b) = (report(&cheat, 0, 7, 0.5), report(&cheat, 0, 8, 0.5));
+        // Node 0 applies a, node 1 b, node 2 a; then the flood brings each the other.
+        assert_eq!(nodes[0].offer(a.clone()).expect("offer"), Offer::New);
+        assert_eq!(nodes[1].offer(b.clone()).expect("offer"), Offer::New);
+        assert_eq!(nodes[2].offer(a.clone()).expect("offer"), Offer::New);
+        assert_ne!(nodes[0].status().digest, nodes[1].status().digest);
+        assert_eq!(nodes[0].offer(b.clone()).expect("offer"), Offer::Equivocation);
+        assert_eq!(nodes[1].offer(a.clone()).expect("offer"), Offer::Equivocation);
+        let p0 = nodes[0].take_proofs();
+        let p1 = nodes[1].take_proofs();
+        assert_eq!(p0.len(), 1);
+        assert_eq!(p0, p1, "both build the same proof");
+        assert!(nodes[0].take_proofs().is_empty(), "handed out once");
+        // The same report again is refused again, and builds no second proof.
+        assert_eq!(nodes[0].offer(b.clone()).expect("offer"), Offer::Equivocation);
+        assert!(nodes[0].take_proofs().is_empty());
+        assert_eq!(nodes[2].submit(p0[0].clone()), Submit::New);
+        assert_eq!(nodes[2].submit(p0[0].clone()), Submit::Duplicate);
+        // Not a proof: two reports of different epochs.
+        let bogus = Governed::Fork(Box::new(vain_core::ledger::Fork::new(a.clone(), report(&cheat, 1, 7, 0.5))));
+        assert_eq!(nodes[2].submit(bogus), Submit::Invalid);
+        // The honest reporter's next report carries what its node holds.
+        let carried = nodes[0].governance_for_report();
+        assert_eq!(carried, p0);
+        let next = Signed::sign(&honest, Report { epoch: 1, observations: Vec::new(), governance: carried });
+        for n in &mut nodes {
+            assert!(n.may_report(&cheat_id));
+            assert_eq!(n.offer(next.clone()).expect("offer"), Offer::New);
+            assert_eq!(n.next_epoch(), 2);
+            let row = n.status().nodes.into_iter().find(|r| r.key == hex::encode(cheat_id)).expect("row");
+            assert_eq!((row.standing, row.forked_epoch, row.suspensions), ("suspended", Some(0), 1));
+            assert!(!n.may_report(&cheat_id));
+            assert_eq!(n.offer(report(&cheat, 2, 7, 0.5)).expect("offer"), Offer::Ineligible);
+            assert_eq!(n.status().pool, 0, "the carried proof left the pool");
+            // A proof for the same epoch is not carried again.
+            assert_eq!(n.submit(p0[0].clone()), Submit::Duplicate);
+        }
+        assert_eq!(nodes[0].status().digest, nodes[2].status().digest);
     }
 
     /// Compaction: a ledger that snapshots every 10 entries reaches the digest of one that
