@@ -1,9 +1,12 @@
 //! A round-protocol request (open, close, fetch, receipt, status, evidence, governance,
-//! challenge, history, work) or a fetch, status, challenge, history or work answer from an untrusted peer.
+//! challenge, history, work, pool) or a fetch, status, challenge, history, work or pool answer from
+//! an untrusted peer.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use vain_core::challenge::Challenge;
-use vain_round::msg::{Answer, Message, Status, Work, decode_checkpoint, decode_history, encode_history};
+use vain_round::msg::{
+    Answer, Message, Status, Work, decode_checkpoint, decode_history, decode_pool, encode_history, encode_pool,
+};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(m) = Message::decode(data) {
@@ -20,6 +23,9 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(h) = decode_history(data) {
         assert_eq!(encode_history(&h), data);
+    }
+    if let Ok(p) = decode_pool(data) {
+        assert_eq!(encode_pool(&p), data);
     }
     match Work::decode(data) {
         Ok(Some(w)) => assert_eq!(w.encode(), data),

@@ -16,6 +16,9 @@ pub const MAX_OBSERVATIONS: u64 = 1 << 16;
 pub const MAX_EDGES: u64 = 1 << 16;
 /// Longest string (parameter name, version).
 pub const MAX_STRING: u64 = 1024;
+/// The fewest bytes a [`Governed`] input takes: a testimony of an empty report (kind, signer,
+/// epoch and two zero counts, signature).
+pub const MIN_GOVERNED: usize = 1 + 32 + 24 + 64;
 
 /// Why bytes do not decode.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
@@ -175,7 +178,7 @@ impl Decode for Report {
             observations.push(Observation { subject, what });
         }
         let limit = if r.nested { 0 } else { MAX_GOVERNANCE as u64 };
-        let n = r.count("report.governance", limit, 1 + 32 + 33 + 64)?;
+        let n = r.count("report.governance", limit, MIN_GOVERNED)?;
         let mut governance = Vec::with_capacity(n);
         for _ in 0..n {
             governance.push(decode_governed(r)?);

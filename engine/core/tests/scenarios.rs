@@ -418,3 +418,17 @@ fn a_reporter_that_signs_two_reports_for_one_epoch_is_suspended_by_the_proof() {
     encode_governed(&nested, &mut wire);
     assert_eq!(decode_governed(&mut Reader::new(&wire)), Err(CodecError::Nested { field: "fork" }));
 }
+
+#[test]
+fn a_report_carrying_only_empty_testimonies_decodes() {
+    use vain_core::ledger::Governed;
+    let (k, v) = (key(1), key(2));
+    // Ten of them: the count check must not assume more bytes per input than the smallest takes.
+    let g: Vec<Governed> = (0..10).map(|e| Governed::Testimony(Signed::sign(&v, Report::new(e, vec![])))).collect();
+    let r = Signed::sign(&k, Report { epoch: 0, observations: vec![], governance: g });
+    let mut wire = Vec::new();
+    vain_core::codec::encode_signed(&r, &mut wire);
+    let mut reader = vain_core::codec::Reader::new(&wire);
+    assert_eq!(vain_core::codec::decode_signed::<Report>(&mut reader), Ok(r));
+    assert_eq!(reader.finish(), Ok(()));
+}

@@ -482,8 +482,39 @@ fn spawn_catching_up(live: Arc<Mutex<Live>>, net: vain_net::node::Handle) {
                     break;
                 }
             }
+            // Every fifth turn (about every 10 s), the governance inputs the peer holds and this
+            // node does not: passed on while this node was away, they would otherwise reach it
+            // only inside a report, and never if this node is the one to carry them.
+            if turn % 5 == 1 {
+                sync_pool(&live, &net, peer).await;
+            }
         }
     });
+}
+
+/// Asks `peer` for the governance inputs it holds that this node's pool lacks, and takes them
+/// as if `peer` had passed them on (a new one goes on to the other peers).
+async fn sync_pool(live: &Mutex<Live>, net: &vain_net::node::Handle, peer: vain_net::PeerId) {
+    let Ok(held) = live.lock().map(|l| l.pool_digests()) else { return };
+    let ask = net.request(peer, Message::Pool(held).encode());
+    let Ok(Ok(bytes)) = tokio::time::timeout(Duration::from_secs(10), ask).await else { return };
+    let items = match msg::decode_pool(&bytes) {
+        Ok(items) => items,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "pool answer malformed");
+            return;
+        }
+    };
+    let rt = tokio::runtime::Handle::current();
+    let mut new = 0;
+    for g in items {
+        if take_governance(live, net, &rt, g, Some(peer)) == Some(vain_trust::Submit::New) {
+            new += 1;
+        }
+    }
+    if new > 0 {
+        tracing::info!(%peer, new, "governance inputs fetched from a peer's pool");
+    }
 }
 
 /// Signs what the challenger witnessed into a testimony once per ledger epoch (epochs only
@@ -977,6 +1008,14 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                             Some(p) => p.work(round),
                             None => msg::Work::none(),
                         },
+                        // A peer asks for the governance inputs held here that it lacks.
+                        Ok(Message::Pool(held)) => {
+                            let items = live
+                                .lock()
+                                .map(|l| l.pool_missing(&held, msg::POOL_ANSWER_ITEMS, msg::POOL_ANSWER_BYTES))
+                                .unwrap_or_default();
+                            msg::encode_pool(&items)
+                        }
                         // A peer that missed epochs (restarted, joined late) catches up from here.
                         Ok(Message::History(from)) => {
                             let reports = live

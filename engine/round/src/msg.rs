@@ -459,6 +459,10 @@ pub enum Message {
     History(u64),
     /// An auditor asks a client for its work of a round (answer: [`Work::encode`]).
     Work(u64),
+    /// Asks for the governance inputs the answerer holds for the next report that are not among
+    /// these digests — the asker's own pool (answer: [`encode_pool`]): how a node that was
+    /// away when they were passed on gets them.
+    Pool(Vec<Digest>),
 }
 
 const OPEN: u8 = 1;
@@ -471,6 +475,14 @@ const GOVERN: u8 = 7;
 const CHALLENGE: u8 = 8;
 const HISTORY: u8 = 9;
 const WORK: u8 = 10;
+const POOL: u8 = 11;
+
+/// Most digests a [`Message::Pool`] request lists (a node's whole pool).
+pub const MAX_POOL_DIGESTS: u64 = 1024;
+/// Most governance inputs a pool answer holds …
+pub const POOL_ANSWER_ITEMS: usize = 64;
+/// … and about this many bytes at most (one item always fits).
+pub const POOL_ANSWER_BYTES: usize = 1 << 20;
 
 /// Most reports a history answer holds.
 pub const MAX_HISTORY_REPORTS: u64 = 4096;
@@ -524,6 +536,13 @@ impl Message {
                 out.push(WORK);
                 out.extend_from_slice(&round.to_le_bytes());
             }
+            Message::Pool(held) => {
+                out.push(POOL);
+                out.extend_from_slice(&(held.len() as u64).to_le_bytes());
+                for d in held {
+                    out.extend_from_slice(d);
+                }
+            }
         }
         out
     }
@@ -542,6 +561,14 @@ impl Message {
             CHALLENGE => Message::Challenge(decode_signed(&mut r)?),
             HISTORY => Message::History(r.u64("from_epoch")?),
             WORK => Message::Work(r.u64("round")?),
+            POOL => {
+                let n = r.count("pool.held", MAX_POOL_DIGESTS, 32)?;
+                let mut held = Vec::with_capacity(n);
+                for _ in 0..n {
+                    held.push(r.array("pool.digest")?);
+                }
+                Message::Pool(held)
+            }
             value => return Err(codec::Error::Tag { field: "kind", value }),
         };
         r.finish()?;
@@ -799,6 +826,28 @@ pub fn decode_history(b: &[u8]) -> Result<Vec<Signed<vain_core::ledger::Report>>
     Ok(out)
 }
 
+/// A pool answer: `count: u64 ‖ governance input` each (kind byte and signed body, as `Govern`
+/// carries it).
+pub fn encode_pool(items: &[vain_core::ledger::Governed]) -> Vec<u8> {
+    let mut out = (items.len() as u64).to_le_bytes().to_vec();
+    for g in items {
+        vain_core::codec::encode_governed(g, &mut out);
+    }
+    out
+}
+
+/// The inverse of [`encode_pool`] (signatures are checked when the inputs are submitted).
+pub fn decode_pool(b: &[u8]) -> Result<Vec<vain_core::ledger::Governed>, codec::Error> {
+    let mut r = Reader::new(b);
+    let n = r.count("pool", POOL_ANSWER_ITEMS as u64, vain_core::codec::MIN_GOVERNED)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(vain_core::codec::decode_governed(&mut r)?);
+    }
+    r.finish()?;
+    Ok(out)
+}
+
 /// A fetch answer: `0 ‖ bytes` when held, `1` when not.
 pub fn encode_checkpoint(bytes: Option<&[u8]>) -> Vec<u8> {
     match bytes {
@@ -1016,7 +1065,7 @@ mod tests {
     #[test]
     fn malformed_requests_get_typed_errors() {
         assert_eq!(Message::decode(&[]), Err(codec::Error::Truncated { field: "kind" }));
-        assert_eq!(Message::decode(&[11]), Err(codec::Error::Tag { field: "kind", value: 11 }));
+        assert_eq!(Message::decode(&[12]), Err(codec::Error::Tag { field: "kind", value: 12 }));
         let mut b = Message::Fetch([1; 32]).encode();
         b.push(0);
         assert_eq!(Message::decode(&b), Err(codec::Error::Trailing(1)));
@@ -1026,6 +1075,26 @@ mod tests {
         let at = b.len() - 64 - 8;
         b[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(matches!(Message::decode(&b), Err(codec::Error::TooLong { field: "participants", .. })));
+    }
+
+    #[test]
+    fn pool_requests_and_answers_round_trip_and_are_bounded() {
+        use vain_core::ledger::{Governed, Report};
+        let m = Message::Pool(vec![[1; 32], [2; 32]]);
+        assert_eq!(Message::decode(&m.encode()), Ok(m));
+        assert_eq!(Message::decode(&Message::Pool(Vec::new()).encode()), Ok(Message::Pool(Vec::new())));
+        let mut b = vec![11];
+        b.extend_from_slice(&(MAX_POOL_DIGESTS + 1).to_le_bytes());
+        assert!(matches!(Message::decode(&b), Err(codec::Error::TooLong { field: "pool.held", .. })));
+        let key = SigningKey::from_bytes(&[4; 32]);
+        let items = vec![
+            Governed::Testimony(Signed::sign(&key, Report::new(3, Vec::new()))),
+            Governed::Testimony(Signed::sign(&key, Report::new(4, Vec::new()))),
+        ];
+        assert_eq!(decode_pool(&encode_pool(&items)), Ok(items));
+        let mut many = (POOL_ANSWER_ITEMS as u64 + 1).to_le_bytes().to_vec();
+        many.resize(1 << 16, 0);
+        assert!(matches!(decode_pool(&many), Err(codec::Error::TooLong { field: "pool", .. })));
     }
 
     #[test]

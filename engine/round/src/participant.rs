@@ -190,7 +190,8 @@ impl Participant {
             | Message::Govern(_)
             | Message::Challenge(_)
             | Message::History(_)
-            | Message::Work(_) => self.count(Ack::NotAggregator),
+            | Message::Work(_)
+            | Message::Pool(_) => self.count(Ack::NotAggregator),
         }
     }
 

@@ -874,6 +874,33 @@ impl Live {
         Submit::New
     }
 
+    /// The digests of the inputs held for the next report (what a [`Live::pool_missing`] of a
+    /// peer is asked with).
+    pub fn pool_digests(&self) -> Vec<[u8; 32]> {
+        self.pool.keys().copied().collect()
+    }
+
+    /// The held inputs whose digests are not in `known` (a peer's pool): at most `max_items`, and
+    /// about `max_bytes` (at least one when there is one).
+    pub fn pool_missing(&self, known: &[[u8; 32]], max_items: usize, max_bytes: usize) -> Vec<Governed> {
+        let known: HashSet<&[u8; 32]> = known.iter().collect();
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for (d, g) in &self.pool {
+            if known.contains(d) {
+                continue;
+            }
+            let mut b = Vec::new();
+            vain_core::codec::encode_governed(g, &mut b);
+            if out.len() >= max_items || (!out.is_empty() && bytes + b.len() > max_bytes) {
+                break;
+            }
+            bytes += b.len();
+            out.push(g.clone());
+        }
+        out
+    }
+
     /// What the next report should carry: held proposals (by digest), then votes whose
     /// proposal's window has opened (the others wait: the ledger would refuse them), at most
     /// [`MAX_GOVERNANCE`].
@@ -1141,6 +1168,10 @@ mod tests {
         assert!(nodes[0].take_proofs().is_empty());
         assert_eq!(nodes[2].submit(p0[0].clone()), Submit::New);
         assert_eq!(nodes[2].submit(p0[0].clone()), Submit::Duplicate);
+        // What a peer that lacks it is given, and one that holds it is not.
+        assert_eq!(nodes[2].pool_missing(&[], 64, 1 << 20), p0);
+        assert!(nodes[2].pool_missing(&nodes[0].pool_digests(), 64, 1 << 20).is_empty());
+        assert!(nodes[2].pool_missing(&[], 0, 1 << 20).is_empty());
         // Not a proof: two reports of different epochs.
         let bogus = Governed::Fork(Box::new(vain_core::ledger::Fork::new(a.clone(), report(&cheat, 1, 7, 0.5))));
         assert_eq!(nodes[2].submit(bogus), Submit::Invalid);
