@@ -360,12 +360,13 @@ fn ingest(a: IngestArgs) -> Result<()> {
         o.clients, o.shards, o.params, o.encoding
     );
     let svg = a.out.join("throughput.svg");
-    crate::chart::lines(
+    let png = crate::chart::lines(
         &svg,
         &crate::chart::Chart { title: &title, x: "round", y: "wire GB/s", y_range: None },
         &series,
     )?;
     files.push(svg);
+    files.push(png);
     let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
     println!("wrote {}", names.join(", "));
     Ok(())

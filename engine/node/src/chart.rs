@@ -1,9 +1,17 @@
-//! Line charts as SVG files, drawn with plotters: labelled axes with ticks, a caption and a
-//! legend. Every chart the CLI writes (demo, train, sim, bench) goes through here.
+//! Line charts as SVG and PNG files, drawn with plotters: labelled axes with ticks, a caption
+//! and a legend. Every chart the CLI writes (demo, train, sim, bench) goes through here.
 
 use anyhow::{Result, bail};
+use plotters::coord::Shift;
 use plotters::prelude::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The PNG's text is drawn with this font, embedded so a chart looks the same on a machine with
+/// no fonts installed (DejaVu Sans; assets/fonts/LICENSE.txt).
+const FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+
+/// Chart size in pixels (the SVG's user units too).
+const SIZE: (u32, u32) = (900, 480);
 
 /// Colours for series, in order (colour-blind-safe Dark2).
 pub const PALETTE: [RGBColor; 7] = [
@@ -38,8 +46,32 @@ pub struct Chart<'a> {
     pub y_range: Option<(f64, f64)>,
 }
 
-/// Draws `series` into an SVG file at `path`.
-pub fn lines(path: &Path, chart: &Chart<'_>, series: &[Series]) -> Result<()> {
+/// Draws `series` into an SVG file at `path` and the same chart as a PNG next to it (the path
+/// with the extension `png`); gives the PNG's path.
+pub fn lines(path: &Path, chart: &Chart<'_>, series: &[Series]) -> Result<PathBuf> {
+    static FONT_REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*FONT_REGISTERED.get_or_init(|| plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_ok()) {
+        bail!("the embedded chart font does not load");
+    }
+    draw(SVGBackend::new(path, SIZE).into_drawing_area(), chart, series)
+        .map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
+    let png = path.with_extension("png");
+    draw(BitMapBackend::new(&png, SIZE).into_drawing_area(), chart, series)
+        .map_err(|e| anyhow::anyhow!("drawing {}: {e}", png.display()))?;
+    for p in [path, png.as_path()] {
+        if !p.exists() {
+            bail!("{} was not written", p.display());
+        }
+    }
+    Ok(png)
+}
+
+type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &Chart<'_>, series: &[Series]) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
     let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
     let (x0, x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
     let (x0, x1) = if x0.is_finite() { (x0, x1.max(x0 + 1.0)) } else { (0.0, 1.0) };
@@ -48,8 +80,7 @@ pub fn lines(path: &Path, chart: &Chart<'_>, series: &[Series]) -> Result<()> {
             series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).filter(|y| y.is_finite()).fold(0.0, f64::max);
         (0.0, if top > 0.0 { top * 1.1 } else { 1.0 })
     });
-    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
-    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
+    {
         root.fill(&WHITE)?;
         let mut c = ChartBuilder::on(&root)
             .caption(chart.title, ("sans-serif", 14))
@@ -80,12 +111,7 @@ pub fn lines(path: &Path, chart: &Chart<'_>, series: &[Series]) -> Result<()> {
         }
         root.present()?;
         Ok(())
-    };
-    draw().map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
-    if !path.exists() {
-        bail!("{} was not written", path.display());
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -101,8 +127,12 @@ mod tests {
             colour: PALETTE[0],
             points: (0..10).map(|i| (f64::from(i), k * f64::from(i))).collect(),
         };
-        lines(&p, &Chart { title: "t1tle", x: "round", y: "GB/s", y_range: None }, &[s("ours", 1.0), s("quinn", 2.0)])
-            .expect("draw");
+        let png = lines(
+            &p,
+            &Chart { title: "t1tle", x: "round", y: "GB/s", y_range: None },
+            &[s("ours", 1.0), s("quinn", 2.0)],
+        )
+        .expect("draw");
         let svg = std::fs::read_to_string(&p).expect("svg");
         for needle in ["\nt1tle\n", "\nround\n", "\nGB/s\n", "\nours\n", "\nquinn\n"] {
             assert!(svg.contains(needle), "{needle:?} missing");
@@ -110,6 +140,15 @@ mod tests {
         // A line and a legend swatch per series; ticks: several numbered labels on the axes.
         assert_eq!(svg.matches("stroke-width=\"2\" points=").count(), 4);
         assert!(svg.matches("<text").count() > 10);
+        // The PNG: the chart's size, a white background, the two series' colour, and text (dark
+        // pixels where the caption is drawn).
+        let img = image::open(&png).expect("png").to_rgb8();
+        assert_eq!(img.dimensions(), SIZE);
+        assert_eq!(img.get_pixel(2, 2).0, [255, 255, 255]);
+        let of = |c: RGBColor| img.pixels().filter(|p| p.0 == [c.0, c.1, c.2]).count();
+        assert!(of(PALETTE[0]) > 500, "series pixels: {}", of(PALETTE[0]));
+        let caption = (380..520).flat_map(|x| (0..30).map(move |y| (x, y)));
+        assert!(caption.filter(|&(x, y)| img.get_pixel(x, y).0[0] < 128).count() > 20, "no caption drawn");
         // No points at all still draws an empty, labelled chart.
         lines(&p, &Chart { title: "empty", x: "x", y: "y", y_range: Some((0.0, 1.0)) }, &[]).expect("empty");
     }

@@ -43,7 +43,7 @@ pub struct DemoArgs {
     /// Optimiser steps per client per round.
     #[arg(long, default_value_t = 10)]
     steps: usize,
-    /// Where the nodes' data, logs, `summary.json` and `accuracy.svg` go.
+    /// Where the nodes' data, logs, `summary.json` and `accuracy.svg` (and `.png`) go.
     #[arg(long, default_value = "vain-demo")]
     out: PathBuf,
     /// Aggregator processes: the first to lead opens the rounds, the others stand by.
@@ -809,7 +809,12 @@ pub fn run(a: DemoArgs) -> Result<()> {
             "rewards: round {epoch} paid {paid} contributor(s) by reputation; {who} claimed {got} VAIN with its proof"
         );
     }
-    println!("wrote {} and {}", a.out.join("summary.json").display(), a.out.join("accuracy.svg").display());
+    println!(
+        "wrote {}, {} and {}",
+        a.out.join("summary.json").display(),
+        a.out.join("accuracy.svg").display(),
+        a.out.join("accuracy.png").display()
+    );
     let hold = a.hold.unwrap_or(if a.api.is_some() { f64::INFINITY } else { 0.0 });
     if hold > 0.0 {
         let forever = !hold.is_finite();
@@ -945,7 +950,7 @@ fn print_row(v: &Value, labels: &BTreeMap<String, String>) {
     );
 }
 
-fn chart(path: &Path, rows: &[Value]) -> Result<()> {
+fn chart(path: &Path, rows: &[Value]) -> Result<std::path::PathBuf> {
     let points: Vec<(f64, f64)> =
         rows.iter().filter_map(|r| Some((r["round"].as_u64()? as f64, 100.0 * r["accuracy"].as_f64()?))).collect();
     let series =

@@ -27,7 +27,8 @@ pub struct SimArgs {
     /// Cut this fraction of the nodes off during epochs FROM..TO (e.g. `0.3@10..20`).
     #[arg(long)]
     partition: Option<String>,
-    /// Where to write the SVG chart of reputation over time by behaviour.
+    /// Where to write the SVG chart of reputation over time by behaviour (and the PNG, with the
+    /// extension `png`).
     #[arg(long, default_value = "sim.svg")]
     svg: PathBuf,
 }
@@ -100,7 +101,7 @@ pub fn run(a: SimArgs) -> Result<()> {
         y: "mean reputation score",
         y_range: Some((0.0, 1.0)),
     };
-    crate::chart::lines(&a.svg, &chart, &series)?;
-    println!("chart: {}", a.svg.display());
+    let png = crate::chart::lines(&a.svg, &chart, &series)?;
+    println!("chart: {} and {}", a.svg.display(), png.display());
     Ok(())
 }

@@ -2,7 +2,7 @@
 //!
 //! `vain train simulate` runs a whole federation (vain-learn's `federation`) with a progress bar,
 //! prints a table per round and writes `rounds.csv`, `clients.csv`, `summary.json` and
-//! `accuracy.svg`. `vain train local` trains one client from a checkpoint and writes its signed
+//! `accuracy.svg` (and `.png`). `vain train local` trains one client from a checkpoint and writes its signed
 //! update, so `vain aggregate` can be driven by real updates.
 
 use crate::aggregate::{BackendChoice, open_backend};
@@ -233,7 +233,7 @@ pub struct SimulateArgs {
     /// Client training threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Where to write rounds.csv, clients.csv, summary.json and accuracy.svg.
+    /// Where to write rounds.csv, clients.csv, summary.json and accuracy.svg (and .png).
     #[arg(long, default_value = "vain-train-out")]
     out: PathBuf,
 }
@@ -437,7 +437,7 @@ fn simulate(a: SimulateArgs, quiet: bool) -> Result<()> {
         summary["samples_per_second_per_core"].as_f64().unwrap_or(0.0),
         summary["outside_training_percent"].as_f64().unwrap_or(0.0),
     );
-    println!("wrote {}/rounds.csv, clients.csv, summary.json, accuracy.svg", a.out.display());
+    println!("wrote {}/rounds.csv, clients.csv, summary.json, accuracy.svg, accuracy.png", a.out.display());
     Ok(())
 }
 
@@ -593,7 +593,7 @@ fn summary_json(cfg: &Config, title: &str, rows: &[RoundRow], wall: Duration) ->
     })
 }
 
-fn chart(path: &Path, title: &str, rows: &[RoundRow]) -> Result<()> {
+fn chart(path: &Path, title: &str, rows: &[RoundRow]) -> Result<std::path::PathBuf> {
     use crate::chart::{PALETTE, Series};
     let series = |name: &str, colour, f: &dyn Fn(&RoundRow) -> Option<f64>| Series {
         name: name.into(),

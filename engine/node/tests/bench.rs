@@ -34,6 +34,7 @@ fn the_ingest_benchmark_runs_both_transports_and_writes_its_report() {
     assert_eq!(v["runs"].as_array().map(Vec::len), Some(2));
     assert_eq!(v["options"]["rule"], "median");
     let svg = std::fs::read_to_string(dir.path().join("throughput.svg")).expect("svg");
+    assert!(std::fs::read(dir.path().join("throughput.png")).expect("png").starts_with(b"\x89PNG\r\n\x1a\n"));
     // A line and a legend swatch per transport, labelled axes.
     assert!(svg.starts_with("<svg") && svg.matches("stroke-width=\"2\" points=").count() == 4, "{svg}");
     assert!(svg.contains("\nwire GB/s\n") && svg.contains("\nround\n"));

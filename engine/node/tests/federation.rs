@@ -143,6 +143,7 @@ fn the_standby_takes_over_a_killed_leader_and_loses_no_acknowledged_update() {
     let acc = summary["final_accuracy"].as_f64().expect("accuracy");
     assert!(acc > 0.3, "five rounds of three steps reach well above chance: {acc}");
     assert!(std::fs::read_to_string(out.join("accuracy.svg")).expect("svg").starts_with("<svg"));
+    assert!(std::fs::read(out.join("accuracy.png")).expect("png").starts_with(b"\x89PNG\r\n\x1a\n"));
     let closed_by: Vec<&str> =
         summary["closed_by"].as_array().expect("closed_by").iter().map(|v| v.as_str().expect("name")).collect();
     assert_eq!(closed_by.len(), 5);

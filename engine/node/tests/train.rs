@@ -77,6 +77,7 @@ fn simulate_prints_the_table_writes_the_files_and_drops_the_attackers() {
     let clients = std::fs::read_to_string(out.join("clients.csv")).expect("clients.csv");
     assert_eq!(clients.lines().count(), 1 + 4 * 6);
     let svg = std::fs::read_to_string(out.join("accuracy.svg")).expect("svg");
+    assert!(std::fs::read(out.join("accuracy.png")).expect("png").starts_with(b"\x89PNG\r\n\x1a\n"));
     assert!(
         svg.contains("<svg") && svg.contains("global test accuracy") && svg.contains("<polyline"),
         "{}",
