@@ -226,7 +226,8 @@ impl Metrics {
         registry.register(
             "quic_events",
             "The ingest's QUIC figures, by event (connections accepted, handshakes refused, connections capped, \
-             datagrams received and sent, retries, bad frames, throttled streams)",
+             datagrams received and sent, retries, bad frames, throttled streams, connection attempts over their \
+             address's budget)",
             quic.clone(),
         );
         let quic_open = Gauge::default();
@@ -404,6 +405,7 @@ impl Metrics {
                 ("retry", t.retries),
                 ("bad frame", t.bad_frames),
                 ("stream throttled", t.throttled),
+                ("attempt over budget", t.shed),
             ] {
                 self.advance(&self.quic, "quic", "event", event, n);
             }

@@ -350,10 +350,22 @@ fn the_node_logs_json_lines_and_quiet_silences_info() {
     assert!(!quiet.contains("node started"), "{quiet}");
 }
 
+/// The HTTP answer of a node's `/metrics` at `port` (empty when it does not answer).
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    std::net::TcpStream::connect(("127.0.0.1", port))
+        .and_then(|mut s| {
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+            let mut r = String::new();
+            s.read_to_string(&mut r)?;
+            Ok(r)
+        })
+        .unwrap_or_default()
+}
+
 /// `vain node --metrics ADDR` serves OpenMetrics text at /metrics.
 #[test]
 fn the_node_serves_prometheus_metrics() {
-    use std::io::{Read, Write};
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = control_plane_only(dir.path());
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
@@ -366,14 +378,8 @@ fn the_node_serves_prometheus_metrics() {
         .expect("start vain node");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let body = loop {
-        let got = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
-            let mut r = String::new();
-            s.read_to_string(&mut r)?;
-            Ok(r)
-        });
-        match got {
-            Ok(r) if r.contains("# EOF") => break r,
+        match scrape(port) {
+            r if r.contains("# EOF") => break r,
             _ if std::time::Instant::now() > deadline => panic!("no metrics served"),
             _ => std::thread::sleep(std::time::Duration::from_millis(200)),
         }
@@ -392,4 +398,85 @@ fn the_node_serves_prometheus_metrics() {
         assert!(body.contains(name), "{name} missing:\n{body}");
     }
     assert!(body.contains("vain_ledger_nodes{standing=\"banned\"} 0"), "{body}");
+}
+
+/// `[aggregate] attempts_per_address`: a flood of connection attempts from one address at a
+/// `vain node` aggregator's ingest is shed past the budget, and `/metrics` counts what was shed.
+#[test]
+fn an_aggregator_sheds_connection_attempts_over_its_budget() {
+    if let Err(e) = vain_transport::quic::probe() {
+        vain_testkit::unavailable(vain_testkit::Need::IoUring, "cli: attempt budget", e);
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let free = || std::net::UdpSocket::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let ingest = free();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let cfg = dir.path().join("node.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "models = [\"mnist-mlp\"]\nroles = [\"aggregator\"]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\ndata_dir = \"{}\"\n\
+             [mdns]\nenabled = false\n[beacon]\nenabled = false\n\
+             [aggregate]\nlisten = \"127.0.0.1:{ingest}\"\nshards = 1\nbackend = \"cpu\"\nattempts_per_address = 5\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .expect("config");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vain"))
+        .args(["-q", "node", "--metrics", &format!("127.0.0.1:{metrics}"), "--config"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start vain node");
+    let scrape = || scrape(metrics);
+    let shed = |body: &str| -> u64 {
+        body.lines()
+            .find(|l| l.starts_with("vain_quic_events_total{event=\"attempt over budget\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !scrape().contains("vain_quic_connections_open") {
+        if std::time::Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("the ingest never served: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // 400 client Initials (long header, version 1, 8-byte IDs, no token) whose payload is noise,
+    // from one socket: a budget of 5 a second (bursts of 10) takes a handful.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("socket");
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..400 {
+        let mut p = [0u8; 1200];
+        for b in p.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        p[0] = 0xc3;
+        p[1..5].copy_from_slice(&1u32.to_be_bytes());
+        p[5] = 8;
+        p[14] = 8;
+        p[23] = 0;
+        p[24..26].copy_from_slice(&(0x4000u16 | (1200 - 26)).to_be_bytes());
+        sock.send_to(&p, ("127.0.0.1", ingest)).expect("send");
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut n = 0;
+    while std::time::Instant::now() < deadline {
+        n = shed(&scrape());
+        if n >= 350 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait_with_output();
+    assert!((350..=400).contains(&n), "attempts shed: {n} of 400");
 }
