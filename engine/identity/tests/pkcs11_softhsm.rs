@@ -95,6 +95,61 @@ fn softhsm_signs_with_ed25519_and_backs_an_identity() {
         .expect("announcement verifies");
     assert_eq!((a.node_id, a.signing_key), (root, cert.new_key));
     drop(id);
-    let id = Identity::open(&dir, None, Some(cfg)).expect("reopen after rotation");
+    let id = Identity::open(&dir, None, Some(cfg.clone())).expect("reopen after rotation");
     assert_eq!(id.current_key(), cert.new_key);
+    drop(id);
+    rotations_between_a_file_and_the_token_survive_power_loss(&cfg);
+}
+
+/// Power lost at every step of a rotation from a key file into the token and from the token to a
+/// key file, on the simulated disk (the token itself is SoftHSM's): the identity opens to the old
+/// or the new key, and opening finishes what the rotation left — the retired key file removed, or
+/// the new key file renamed into place.
+fn rotations_between_a_file_and_the_token_survive_power_loss(cfg: &Config) {
+    use std::path::Path;
+    use std::sync::Arc;
+    use vain_identity::store::KEY_FILE;
+    use vain_storage::{Sim, Storage};
+    const FAST: KdfParams = KdfParams { m_cost_kib: 256, t_cost: 1, parallelism: 1 };
+    let dir = Path::new("/var/lib/vain/identity");
+    let (now, later) = (1_700_000_000_000u64, 1_700_086_400_000u64);
+    let policy = Policy::default();
+    let hsm = |label: String| Config { key_label: label, ..cfg.clone() };
+    for to_token in [true, false] {
+        let (mut saw_old, mut saw_new) = (false, false);
+        for crash_at in 0.. {
+            let sim = Sim::new();
+            let st: Arc<dyn Storage> = Arc::new(sim.clone());
+            let (from, to) = if to_token {
+                (NewKey::Random, NewKey::Hsm(hsm(format!("into-{crash_at}"))))
+            } else {
+                (NewKey::Hsm(hsm(format!("from-{crash_at}"))), NewKey::Random)
+            };
+            let mut id = Identity::create_in(st.clone(), dir, from, None, FAST, now).expect("create");
+            let old = id.current_key();
+            sim.fail_after(crash_at);
+            let rotated = id.rotate(to, None, FAST, later, &policy);
+            sim.crash();
+            let o = Identity::open_in(st.clone(), dir, None, Some(cfg.clone()))
+                .unwrap_or_else(|e| panic!("to token {to_token}: a crash at step {crash_at} left no identity: {e}"));
+            assert_eq!(o.signer().public_key(), o.current_key(), "step {crash_at}");
+            if o.current_key() == old {
+                assert!(rotated.is_err(), "a rotation that returned is durable (step {crash_at})");
+                saw_old = true;
+            } else {
+                saw_new = true;
+                // Opened on the new key, the directory holds what that key needs and no more:
+                // into the token, the retired key file is gone (durably); out of it, the key
+                // file is in place.
+                sim.crash();
+                assert_eq!(st.exists(&dir.join(KEY_FILE)), !to_token, "step {crash_at}");
+                let again = Identity::open_in(st.clone(), dir, None, Some(cfg.clone())).expect("reopen");
+                assert_eq!(again.current_key(), o.current_key());
+            }
+            if rotated.is_ok() {
+                break;
+            }
+        }
+        assert!(saw_old && saw_new, "to token {to_token}: crashes fell before and after the metadata committed");
+    }
 }
