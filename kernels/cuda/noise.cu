@@ -47,6 +47,19 @@ __device__ __forceinline__ void philox4x32_10(u32 c[4], u32 k0, u32 k1) {
     }
 }
 
+// philox.rs `INV_ODD`, `INV_SIN`, `INV_COS`: correctly rounded reciprocals, so the series
+// multiply where a division would cost tens of instructions (entry 0 unused).
+#define VAIN_INV_ODD {0ull, 0x3FD5555555555555ull, 0x3FC999999999999Aull, 0x3FC2492492492492ull, \
+    0x3FBC71C71C71C71Cull, 0x3FB745D1745D1746ull, 0x3FB3B13B13B13B14ull, 0x3FB1111111111111ull, \
+    0x3FAE1E1E1E1E1E1Eull, 0x3FAAF286BCA1AF28ull, 0x3FA8618618618618ull, 0x3FA642C8590B2164ull, \
+    0x3FA47AE147AE147Bull}
+#define VAIN_INV_SIN {0ull, 0x3FC5555555555555ull, 0x3FA999999999999Aull, 0x3F98618618618618ull, \
+    0x3F8C71C71C71C71Cull, 0x3F829E4129E4129Eull, 0x3F7A41A41A41A41Aull, 0x3F73813813813814ull, \
+    0x3F6E1E1E1E1E1E1Eull, 0x3F67F405FD017F40ull, 0x3F63813813813814ull, 0x3F603091B51F5E1Aull}
+#define VAIN_INV_COS {0ull, 0x3FE0000000000000ull, 0x3FB5555555555555ull, 0x3FA1111111111111ull, \
+    0x3F92492492492492ull, 0x3F86C16C16C16C17ull, 0x3F7F07C1F07C1F08ull, 0x3F76816816816817ull, \
+    0x3F71111111111111ull, 0x3F6AC5701AC5701Bull, 0x3F658ED2308158EDull, 0x3F61BB4A4046ED29ull}
+
 // philox.rs `ln`: natural log of a normal positive x from atanh's series.
 __device__ __forceinline__ double vain_ln(double x) {
     const u64 bits = (u64)__double_as_longlong(x);
@@ -58,9 +71,11 @@ __device__ __forceinline__ double vain_ln(double x) {
     }
     const double s = __ddiv_rn(__dsub_rn(m, 1.0), __dadd_rn(m, 1.0));
     const double s2 = __dmul_rn(s, s);
-    double p = __ddiv_rn(1.0, 25.0);
+    const u64 inv_odd[13] = VAIN_INV_ODD;
+    double p = bits_f64(inv_odd[12]);
+#pragma unroll
     for (int k = 11; k >= 1; --k) {
-        p = __dadd_rn(__ddiv_rn(1.0, (double)(2 * k + 1)), __dmul_rn(s2, p));
+        p = __dadd_rn(bits_f64(inv_odd[k]), __dmul_rn(s2, p));
     }
     const double ln_m = __dadd_rn(__dmul_rn(2.0, s), __dmul_rn(__dmul_rn(__dmul_rn(2.0, s), s2), p));
     return __dadd_rn(__dmul_rn((double)e, VAIN_LN2), ln_m);
@@ -72,11 +87,14 @@ __device__ __forceinline__ void vain_sincos_2pi(double t, double* sin_out, doubl
     const u32 q = (u32)t4;  // truncation = floor, t4 ≥ 0
     const double a = __dmul_rn(__dsub_rn(t4, (double)q), VAIN_HALF_PI);
     const double a2 = __dmul_rn(a, a);
+    const u64 inv_sin[12] = VAIN_INV_SIN;
+    const u64 inv_cos[12] = VAIN_INV_COS;
     double s = 1.0;
     double c = 1.0;
+#pragma unroll
     for (int k = 11; k >= 1; --k) {
-        s = __dsub_rn(1.0, __ddiv_rn(__dmul_rn(a2, s), (double)((2 * k) * (2 * k + 1))));
-        c = __dsub_rn(1.0, __ddiv_rn(__dmul_rn(a2, c), (double)((2 * k - 1) * (2 * k))));
+        s = __dsub_rn(1.0, __dmul_rn(__dmul_rn(a2, s), bits_f64(inv_sin[k])));
+        c = __dsub_rn(1.0, __dmul_rn(__dmul_rn(a2, c), bits_f64(inv_cos[k])));
     }
     s = __dmul_rn(a, s);
     switch (q & 3u) {

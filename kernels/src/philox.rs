@@ -23,8 +23,12 @@ use zeroize::Zeroizing;
 
 /// Key-derivation context of [`Secret::commitment`] (BLAKE3 `derive_key`).
 pub const COMMITMENT_CONTEXT: &str = "vain 2026 dp-noise commitment v1";
+/// The noise stream's version: what [`gaussian4`] computes from the Philox words (2: the series
+/// multiply by precomputed reciprocals; 1 divided). Reports carry it, so an auditor regenerates
+/// a round's noise with the same stream or is told it cannot.
+pub const STREAM_VERSION: u32 = 2;
 /// Key-derivation context of [`Secret::stream`] (BLAKE3 `derive_key`).
-pub const STREAM_CONTEXT: &str = "vain 2026 dp-noise stream v1";
+pub const STREAM_CONTEXT: &str = "vain 2026 dp-noise stream v2";
 
 /// The secret behind a round's DP noise: 32 bytes, zeroed on drop, never printed.
 #[derive(Clone)]
@@ -103,6 +107,30 @@ const HALF_PI: f64 = std::f64::consts::FRAC_PI_2;
 /// 2^-32, exact.
 const TWO_M32: f64 = 1.0 / 4_294_967_296.0;
 
+/// Reciprocals the series multiply by, each the correctly rounded `1 / d` (a division costs tens
+/// of instructions on a GPU, a multiply one). Entry 0 is unused. `INV_ODD[k]` = 1/(2k + 1)…
+const INV_ODD: [f64; 13] = reciprocals(0);
+/// … `INV_SIN[k]` = 1/((2k)(2k + 1)) and `INV_COS[k]` = 1/((2k − 1)(2k)) (the Taylor steps).
+const INV_SIN: [f64; 12] = reciprocals(1);
+const INV_COS: [f64; 12] = reciprocals(2);
+
+/// The table of `which` (0: odd numbers, 1: sine steps, 2: cosine steps).
+const fn reciprocals<const N: usize>(which: u8) -> [f64; N] {
+    let mut t = [0.0; N];
+    let mut k = 1;
+    while k < N {
+        let k2 = 2 * k as u64;
+        let d = match which {
+            0 => k2 + 1,
+            1 => k2 * (k2 + 1),
+            _ => (k2 - 1) * k2,
+        };
+        t[k] = 1.0 / d as f64;
+        k += 1;
+    }
+    t
+}
+
 /// Natural log for normal positive `x` from atanh's series, ≤ 2 ulp; only `+ − × ÷`.
 pub fn ln(x: f64) -> f64 {
     let bits = x.to_bits();
@@ -116,9 +144,9 @@ pub fn ln(x: f64) -> f64 {
     let s = (m - 1.0) / (m + 1.0);
     let s2 = s * s;
     // 2·atanh(s) = 2(s + s³/3 + s⁵/5 + …); |s| < 0.172 so terms to s²⁵ reach 1e-19.
-    let mut p = 1.0 / 25.0;
+    let mut p = INV_ODD[12];
     for k in (1..12).rev() {
-        p = 1.0 / (2 * k + 1) as f64 + s2 * p;
+        p = INV_ODD[k] + s2 * p;
     }
     let ln_m = 2.0 * s + 2.0 * s * s2 * p;
     e as f64 * LN2 + ln_m
@@ -135,8 +163,8 @@ pub fn sincos_2pi(t: f64) -> (f64, f64) {
     let mut s = 1.0;
     let mut c = 1.0;
     for k in (1..12).rev() {
-        s = 1.0 - a2 * s / ((2 * k) * (2 * k + 1)) as f64;
-        c = 1.0 - a2 * c / ((2 * k - 1) * (2 * k)) as f64;
+        s = 1.0 - a2 * s * INV_SIN[k];
+        c = 1.0 - a2 * c * INV_COS[k];
     }
     let s = a * s;
     match q & 3 {

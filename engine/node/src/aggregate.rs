@@ -396,6 +396,7 @@ fn report_json(
         "fraction_clipped": r.fraction_clipped,
         "noise_std": r.noise_std,
         "noise_commitment": r.noise_commitment.map(hex::encode),
+        "noise_stream": r.noise_commitment.map(|_| philox::STREAM_VERSION),
         "noise_sealed_to": sealed.map(|(_, k)| hex::encode(k)),
         "noise_sealed_file": sealed.map(|(p, _)| p.display().to_string()),
         "updates": r.updates.iter().map(|u| json!({

@@ -110,6 +110,16 @@ fn report_fields(path: &Path) -> Result<(u64, f32, [u8; 32])> {
     let round = v["round"].as_u64().with_context(|| format!("{}: no \"round\"", path.display()))?;
     let std = v["noise_std"].as_f64().with_context(|| format!("{}: no noise was added", path.display()))? as f32;
     let c = v["noise_commitment"].as_str().with_context(|| format!("{}: no \"noise_commitment\"", path.display()))?;
+    // The noise must be regenerated with the stream that made it.
+    match v["noise_stream"].as_u64() {
+        Some(n) if n == u64::from(philox::STREAM_VERSION) => {}
+        Some(n) => bail!(
+            "{}: the noise was made with noise stream version {n}; this vain regenerates version {}",
+            path.display(),
+            philox::STREAM_VERSION
+        ),
+        None => bail!("{}: no \"noise_stream\" (a report from before noise streams were versioned)", path.display()),
+    }
     let mut commitment = [0u8; 32];
     hex::decode_to_slice(c, &mut commitment)
         .with_context(|| format!("{}: noise_commitment is not 64 hex digits", path.display()))?;

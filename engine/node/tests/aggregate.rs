@@ -270,6 +270,7 @@ fn noise_is_the_secret_stream_scaled_by_the_sensitivity() {
     }
     let report = json(&dir.path().join("noisy.report.json"));
     assert_eq!(report["noise_commitment"], hex::encode(secret.commitment()));
+    assert_eq!(report["noise_stream"], philox::STREAM_VERSION);
     assert_eq!(report["round"], 4);
     assert!((report["noise_std"].as_f64().expect("std") - f64::from(std)).abs() < 1e-7);
     assert!(!report.to_string().contains(&"ab".repeat(32)), "the report holds the secret");
@@ -307,14 +308,17 @@ fn the_report_does_not_reproduce_the_noise_but_the_auditor_does() {
     let files: Vec<&str> = paths.iter().map(|p| p.to_str().expect("utf8")).collect();
     // The auditor has an identity and publishes a signed announcement.
     let (auditor, ann) = (d("auditor"), d("auditor.ann"));
-    let env_free = |args: &[&str]| {
-        let o = Command::new(env!("CARGO_BIN_EXE_vain"))
+    let run_env_free = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_vain"))
             .args(args)
             .env_remove("VAIN_PASSPHRASE")
             .env_remove("VAIN_IDENTITY_DIR")
             .stdin(std::process::Stdio::null())
             .output()
-            .expect("run vain");
+            .expect("run vain")
+    };
+    let env_free = |args: &[&str]| {
+        let o = run_env_free(args);
         assert!(o.status.success(), "vain {args:?}: {}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
@@ -371,6 +375,17 @@ fn the_report_does_not_reproduce_the_noise_but_the_auditor_does() {
     let audit = ["audit", "noise", "--aggregate", &n1, "--report", &r1p, "--sealed", &sealed, "--reference", &clean];
     let mut a1: Vec<&str> = audit.to_vec();
     a1.extend(["--dir", &auditor, "--write-secret", &secret_out]);
+    // A report whose noise came from another version of the stream is refused, not misjudged.
+    let other = d("other-stream.report.json");
+    let mut r_other = r1.clone();
+    r_other["noise_stream"] = serde_json::json!(philox::STREAM_VERSION + 1);
+    std::fs::write(&other, r_other.to_string()).expect("write");
+    let mut a0: Vec<&str> = audit.to_vec();
+    a0[5] = &other;
+    a0.extend(["--dir", &auditor]);
+    let o = run_env_free(&a0);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("noise stream version"), "{err}");
     let out = env_free(&a1);
     assert!(out.contains("matches the commitment") && out.contains("noise verified"), "{out}");
     // With the opened secret the auditor regenerates the noise exactly.

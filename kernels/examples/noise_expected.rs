@@ -1,18 +1,15 @@
-// Prints the expected values embedded in noise_test.cpp, from the Rust reference itself
-// (kernels/src/philox.rs, included as a module; no cargo, no dependencies). Not part of any
-// crate and not run by the tests: run it only to regenerate the tables after a deliberate
-// change of the noise stream, and paste its output over the tables in noise_test.cpp:
-//
-//   rustc --edition 2024 -O kernels/cuda/emu/noise_expected.rs -o /tmp/noise_expected
-//   /tmp/noise_expected
-//
-// philox.rs's own unit test `random123_known_answers` anchors philox4x32_10 to Random123's
-// published known-answer vectors, so these tables are anchored too; noise_test.cpp also
-// checks those vectors directly against noise.cu.
+//! Prints the expected values embedded in kernels/cuda/emu/noise_test.cpp, from the Rust
+//! reference itself (`vain_kernels::philox`). Not run by the tests: run it only to regenerate the
+//! tables after a deliberate change of the noise stream (bump `philox::STREAM_VERSION`), and
+//! paste its output over the tables in noise_test.cpp:
+//!
+//!   cargo run --release -p vain-kernels --example noise_expected
+//!
+//! philox.rs's own unit test `random123_known_answers` anchors philox4x32_10 to Random123's
+//! published known-answer vectors, so these tables are anchored too; noise_test.cpp also
+//! checks those vectors directly against noise.cu.
 
-#[allow(dead_code)]
-#[path = "../../src/philox.rs"]
-mod philox;
+use vain_kernels::philox;
 
 const TWO_M32: f64 = 1.0 / 4_294_967_296.0;
 
@@ -27,6 +24,8 @@ fn fnv1a(bits: &[u32]) -> u64 {
     h
 }
 
+// Inputs on both sides of √2 on purpose (the fold in `ln`), not approximations of it.
+#[allow(clippy::approx_constant)]
 fn main() {
     // add_noise(out, first = 0, std, seed, round) with out[i] = ((i % 8) − 4)·base beforehand.
     // The full output is pinned by an FNV-1a hash of its bits; samples (every value for small
