@@ -5,7 +5,8 @@
 // One launch handles every segment of an update. The host (kernels/src/cuda.rs) uploads a
 // single staging buffer per update, laid out as
 //
-//   [0, 8)                 f64  sum of squares of the decoded values (host writes 0)
+//   [0, 8)                 f64  sum of squares of the decoded values (the host sums `parts`
+//                               into it after a check pass)
 //   [8, 8 + 8·nseg)        u64  per segment: first bad position (host writes ~0)
 //   [table_off, +64·nseg)  u64  segment table, 8 fields per segment (T_* below)
 //   data                        each segment's encoded bytes at a 16-byte aligned offset
@@ -15,7 +16,10 @@
 // cut into chunks of CHUNK items; T_FIRST is the segment's first chunk in the launch-wide
 // chunk numbering, so block b (grid-stride) finds its segment by binary search.
 //
-// `mode` bit 0: check (finite values and scales, top-k order/range) and sum squares;
+// `mode` bit 0: check (finite values and scales, top-k order/range) and sum squares: chunk b's
+// sum goes to parts[b] (every chunk's, zero or not), summed by one block in a fixed order, so
+// the total the host forms from them (reduce.cu sum_parts, chunks in order) is the same bits on
+// every run and every GPU — the clip weight that depends on it too;
 // bits 1-2: 0 no write, 1 overwrite dst (a dense row the host zeroed), 2 dst += weight·v.
 // The destination is dst[dst_base + T_DST + coordinate], f32, 64-bit indexing throughout.
 //
@@ -187,9 +191,8 @@ __device__ __forceinline__ double run_chunk(const u64* t, const unsigned char* s
 
 extern "C" __global__ void __launch_bounds__(BLOCK)
     decode_segments(unsigned char* stage, u64 table_off, u32 nseg, u64 total_chunks, float* dst,
-                    u64 dst_base, float weight, u32 mode) {
+                    u64 dst_base, float weight, u32 mode, double* parts) {
     __shared__ double red[BLOCK / 32];
-    double* sumsq = (double*)stage;
     u64* flags = (u64*)(stage + 8);
     const u64* table = (const u64*)(stage + table_off);
     const bool check = (mode & MODE_CHECK) != 0;
@@ -217,7 +220,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK)
         }
         if (check) {
             s = block_sum(s, red);
-            if (threadIdx.x == 0 && s != 0.0) atomicAdd(sumsq, s);
+            if (threadIdx.x == 0) parts[b] = s;
         }
     }
 }

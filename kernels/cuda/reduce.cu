@@ -2,16 +2,25 @@
 // Compiled at run time by NVRTC (compute_90, --fmad=false); no headers.
 //
 // Layout: `x` holds rows of `dim` f32, row-major (row r starts at x + r·dim, 64-bit index);
-// `out` and `acc` are `dim` f32. Sums run in f64 (a product of two f32 is exact in f64);
-// partial sums from different blocks meet through f64 atomicAdd, so the summation order, not
-// the precision, differs from the CPU reference. Kernels use grid-stride loops, so any grid
-// size is correct; the host picks sizes for occupancy.
+// `out` and `acc` are `dim` f32. Sums run in f64 (a product of two f32 is exact in f64).
+// Kernels use grid-stride loops, so any grid size is correct; the host picks sizes for
+// occupancy.
+//
+// Reproducible sums: no float atomics. A reduction over columns is cut into fixed chunks of
+// columns (RCHUNK, or the Gram product's kchunk, which the host derives from dim alone); each
+// chunk's partial is summed by one block in a fixed order (per thread, then block_sum's fixed
+// tree) and stored in its own slot, and sum_parts adds the slots in chunk order. The result
+// therefore depends on neither the grid nor the scheduling: the same inputs give the same bits
+// on every run and on every GPU. The summation order still differs from the CPU reference's, so
+// the two agree to a tolerance, not bit for bit.
 
 typedef unsigned long long u64;
 typedef unsigned int u32;
 
 #define RBLOCK 256  // block size of the row reductions (rows_vs_out, sumsq_vec)
 #define RGROUP 8    // rows per blockIdx.y in rows_vs_out
+#define RITEMS 8    // columns per thread and chunk
+#define RCHUNK (RBLOCK * RITEMS)  // columns per partial of rows_vs_out and sumsq_vec
 
 // Sum of `x` over the block, valid in thread 0. All threads call it; blockDim.x is a multiple
 // of 32.
@@ -27,6 +36,17 @@ __device__ __forceinline__ double block_sum(double x, double* red) {
     }
     __syncthreads();
     return r;
+}
+
+// out[e] = Σ_{p < parts} part[p·len + e], p ascending, for e < len: the fixed-order second stage
+// of every reduction here (and of decode.cu's sum of squares). Grid: (any).
+extern "C" __global__ void sum_parts(const double* __restrict__ part, u64 len, u32 parts, double* out) {
+    const u64 stride = (u64)gridDim.x * blockDim.x;
+    for (u64 e = (u64)blockIdx.x * blockDim.x + threadIdx.x; e < len; e += stride) {
+        double s = 0.0;
+        for (u32 p = 0; p < parts; ++p) s = __dadd_rn(s, part[(u64)p * len + e]);
+        out[e] = s;
+    }
 }
 
 // x[r·dim + j] *= factors[r] for r < n. Grid: (any, any); y strides over rows.
@@ -62,14 +82,16 @@ extern "C" __global__ void mix_rows(float* x, u64 dim, u32 n, const u32* targets
     }
 }
 
-// Gram matrix G[i·n + j] += Σ_k x[i,k]·x[j,k] over the k range of this block, for the
-// 64 × 64 tile pair (blockIdx.y, blockIdx.z) with z ≥ y (the host mirrors the upper triangle).
-// Split-K: blockIdx.x covers k in [blockIdx.x·kchunk, +kchunk). 256 threads as 16 × 16, each
-// owning a 4 × 4 f64 sub-tile with stride 16 (conflict-free shared reads). G must be zeroed.
+// Gram matrix partials: part[s·n·n + i·n + j] = Σ_k x[i,k]·x[j,k] over split s's k range
+// [s·kchunk, +kchunk), for the 64 × 64 tile pair (blockIdx.y, blockIdx.z) with z ≥ y (the host
+// mirrors the upper triangle); sum_parts over the splits gives G. Split-K: blockIdx.x = s, one
+// block per split (the grid's x is the number of splits). 256 threads as 16 × 16, each owning a
+// 4 × 4 f64 sub-tile with stride 16 (conflict-free shared reads). Every entry of the tiles on
+// and above the diagonal is written, zero or not; those below it are not touched.
 #define GT 64
 #define GK 32
 extern "C" __global__ void __launch_bounds__(256)
-    gram_tile(const float* __restrict__ x, u64 dim, u32 n, u64 kchunk, double* g) {
+    gram_tile(const float* __restrict__ x, u64 dim, u32 n, u64 kchunk, double* part) {
     const u32 ti = blockIdx.y, tj = blockIdx.z;
     if (tj < ti) return;
     const u64 k0 = (u64)blockIdx.x * kchunk;
@@ -111,65 +133,81 @@ extern "C" __global__ void __launch_bounds__(256)
         __syncthreads();
     }
 #pragma unroll
+    double* g = part + (u64)blockIdx.x * n * n;
+#pragma unroll
     for (int q = 0; q < 4; ++q) {
         const u32 i = ti * GT + ty + 16 * q;
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
             const u32 j = tj * GT + tx + 16 * r;
-            if (i < n && j < n && acc[q][r] != 0.0) atomicAdd(&g[(u64)i * n + j], acc[q][r]);
+            if (i < n && j < n) g[(u64)i * n + j] = acc[q][r];
         }
     }
 }
 
-// res[r] += Σ_j (x[r,j] − out[j])² (mode 0) or Σ_j x[r,j]·out[j] (mode 1) for r < n.
-// blockIdx.y takes rows [RGROUP·y, RGROUP·y + RGROUP) (y strides); x grid-strides over j, so
-// out[j] is read once per row group. blockDim.x == RBLOCK. res must be zeroed.
+// part[c·n + r] = Σ_{j in chunk c} (x[r,j] − out[j])² (mode 0) or x[r,j]·out[j] (mode 1), for
+// r < n and the column chunks c < ⌈dim / RCHUNK⌉ (sum_parts over the chunks gives each row's
+// total). x grid-strides over chunks, blockIdx.y over groups of RGROUP rows, so out[j] is read
+// once per row group. blockDim.x == RBLOCK.
 extern "C" __global__ void __launch_bounds__(RBLOCK)
     rows_vs_out(const float* __restrict__ x, u64 dim, u32 n, const float* __restrict__ out,
-                double* res, u32 mode) {
+                double* part, u32 mode) {
     __shared__ double red[RBLOCK / 32];
-    const u64 stride = (u64)gridDim.x * blockDim.x;
-    for (u32 r0 = blockIdx.y * RGROUP; r0 < n; r0 += gridDim.y * RGROUP) {
-        double s[RGROUP];
+    const u64 chunks = (dim + RCHUNK - 1) / RCHUNK;
+    for (u64 c = blockIdx.x; c < chunks; c += gridDim.x) {
+        for (u32 r0 = blockIdx.y * RGROUP; r0 < n; r0 += gridDim.y * RGROUP) {
+            double s[RGROUP];
 #pragma unroll
-        for (int g = 0; g < RGROUP; ++g) s[g] = 0.0;
-        for (u64 j = (u64)blockIdx.x * blockDim.x + threadIdx.x; j < dim; j += stride) {
-            const double o = (double)out[j];
+            for (int g = 0; g < RGROUP; ++g) s[g] = 0.0;
 #pragma unroll
-            for (int g = 0; g < RGROUP; ++g) {
-                if (r0 + g < n) {
-                    const double v = (double)x[(u64)(r0 + g) * dim + j];
-                    if (mode == 0) {
-                        const double d = v - o;
-                        s[g] += d * d;
-                    } else {
-                        s[g] += v * o;
+            for (int it = 0; it < RITEMS; ++it) {
+                const u64 j = c * RCHUNK + (u64)it * RBLOCK + threadIdx.x;
+                if (j < dim) {
+                    const double o = (double)out[j];
+#pragma unroll
+                    for (int g = 0; g < RGROUP; ++g) {
+                        if (r0 + g < n) {
+                            const double v = (double)x[(u64)(r0 + g) * dim + j];
+                            if (mode == 0) {
+                                const double d = __dsub_rn(v, o);
+                                s[g] = __dadd_rn(s[g], __dmul_rn(d, d));
+                            } else {
+                                s[g] = __dadd_rn(s[g], __dmul_rn(v, o));
+                            }
+                        }
                     }
                 }
             }
-        }
 #pragma unroll
-        for (int g = 0; g < RGROUP; ++g) {
-            if (r0 + g < n) {  // uniform over the block
-                const double t = block_sum(s[g], red);
-                if (threadIdx.x == 0 && t != 0.0) atomicAdd(&res[r0 + g], t);
+            for (int g = 0; g < RGROUP; ++g) {
+                if (r0 + g < n) {  // uniform over the block
+                    const double t = block_sum(s[g], red);
+                    if (threadIdx.x == 0) part[c * n + r0 + g] = t;
+                }
             }
         }
     }
 }
 
-// res[0] += Σ_j v[j]²; blockDim.x == RBLOCK; res must be zeroed.
+// part[c] = Σ_{j in chunk c} v[j]² for the chunks c < ⌈len / RCHUNK⌉ (sum_parts gives the
+// total). blockDim.x == RBLOCK.
 extern "C" __global__ void __launch_bounds__(RBLOCK)
-    sumsq_vec(const float* __restrict__ v, u64 len, double* res) {
+    sumsq_vec(const float* __restrict__ v, u64 len, double* part) {
     __shared__ double red[RBLOCK / 32];
-    const u64 stride = (u64)gridDim.x * blockDim.x;
-    double s = 0.0;
-    for (u64 j = (u64)blockIdx.x * blockDim.x + threadIdx.x; j < len; j += stride) {
-        const double a = (double)v[j];
-        s += a * a;
+    const u64 chunks = (len + RCHUNK - 1) / RCHUNK;
+    for (u64 c = blockIdx.x; c < chunks; c += gridDim.x) {
+        double s = 0.0;
+#pragma unroll
+        for (int it = 0; it < RITEMS; ++it) {
+            const u64 j = c * RCHUNK + (u64)it * RBLOCK + threadIdx.x;
+            if (j < len) {
+                const double a = (double)v[j];
+                s = __dadd_rn(s, __dmul_rn(a, a));
+            }
+        }
+        s = block_sum(s, red);
+        if (threadIdx.x == 0) part[c] = s;
     }
-    s = block_sum(s, red);
-    if (threadIdx.x == 0 && s != 0.0) atomicAdd(res, s);
 }
 
 // out[j] = Σ_i w[i]·x[idx[i], j] (f64 sum, one rounding to f32). m ≥ 0 (m = 0 gives 0).

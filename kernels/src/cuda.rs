@@ -93,6 +93,13 @@ const WRITE_ADD: u32 = 2 << 1;
 const BLOCK: u32 = 256;
 /// reduce.cu RGROUP: rows per blockIdx.y in `rows_vs_out`.
 const ROW_GROUP: usize = 8;
+/// reduce.cu RCHUNK: columns per partial of `rows_vs_out` and `sumsq_vec`.
+const RCHUNK: usize = 256 * 8;
+/// The Gram product's split-K: at most this many splits …
+const GRAM_MAX_SPLITS: usize = 1024;
+/// … and at most this many bytes of f64 partials (splits × n² × 8). Both bounds, and so the
+/// splits and the summation order, depend on the shape alone, never on the device.
+const GRAM_PARTS_BYTES: usize = 64 << 20;
 /// reduce.cu GT / GK: Gram tile rows and k step.
 const GRAM_TILE: usize = 64;
 const GRAM_K: usize = 32;
@@ -485,6 +492,9 @@ pub struct CudaBackend {
     idx: CudaSlice<u32>,
     fac: CudaSlice<f32>,
     res: CudaSlice<f64>,
+    /// Partial sums of the reductions (per column chunk, per Gram split), which reduce.cu
+    /// `sum_parts` adds in a fixed order: no float atomics, so results repeat bit for bit.
+    parts: CudaSlice<f64>,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -546,6 +556,7 @@ impl CudaBackend {
             idx: stream.alloc_zeros(1).map_err(cuda_err)?,
             fac: one_f32(&stream)?,
             res: stream.alloc_zeros(1).map_err(cuda_err)?,
+            parts: stream.alloc_zeros(1).map_err(cuda_err)?,
             modules,
             funcs: HashMap::new(),
             ctx,
@@ -648,7 +659,10 @@ impl CudaBackend {
         }
         self.upload(update, &plan)?;
         let f = self.func(MOD_DECODE, "decode_segments")?;
-        let grid_x = grid(usize::try_from(plan.total_chunks).unwrap_or(usize::MAX), 1, i32::MAX as usize);
+        let chunks = usize::try_from(plan.total_chunks).map_err(|_| Error::Cuda("chunk count".into()))?;
+        let chunks32 = u32::try_from(chunks).map_err(|_| Error::Cuda("chunk count".into()))?;
+        grow(&self.stream, &mut self.parts, chunks)?;
+        let grid_x = grid(chunks, 1, i32::MAX as usize);
         let nseg = nt as u32;
         // store_row checks and writes in one pass (the row is unspecified on error); ingest
         // checks first and adds only a valid update.
@@ -659,13 +673,24 @@ impl CudaBackend {
         let dst = if to_row.is_some() { &mut self.x } else { &mut self.acc };
         let mut b = self.stream.launch_builder(&f);
         b.arg(&mut self.stage).arg(&plan.table_off).arg(&nseg).arg(&plan.total_chunks);
-        b.arg(dst).arg(&dst_base).arg(&weight).arg(&mode);
+        b.arg(dst).arg(&dst_base).arg(&weight).arg(&mode).arg(&mut self.parts);
         // SAFETY: decode_segments(u8* stage, u64 table_off, u32 nseg, u64 total_chunks,
-        // float* dst, u64 dst_base, float weight, u32 mode) matches the arguments; the staging
-        // image was built by plan_update for that layout, and every destination coordinate
-        // dst_base + offset + i is < rows·dim (store_row) or dim (acc) because check_layout
-        // passed and the kernel drops top-k indices ≥ numel.
+        // float* dst, u64 dst_base, float weight, u32 mode, double* parts) matches the
+        // arguments; the staging image was built by plan_update for that layout, every
+        // destination coordinate dst_base + offset + i is < rows·dim (store_row) or dim (acc)
+        // because check_layout passed and the kernel drops top-k indices ≥ numel, and parts
+        // holds total_chunks f64.
         unsafe { b.launch(cfg((grid_x, 1, 1), DECODE_BLOCK)) }.map_err(cuda_err)?;
+        // ‖u‖² into the header's first 8 bytes: the chunks' sums in chunk order.
+        let sum = self.func(MOD_REDUCE, "sum_parts")?;
+        let one = 1u64;
+        let mut b = self.stream.launch_builder(&sum);
+        b.arg(&self.parts).arg(&one).arg(&chunks32).arg(&mut self.stage);
+        // SAFETY: sum_parts(const double* part, u64 len, u32 parts, double* out) matches; parts
+        // holds `chunks` f64 the launch above wrote (the same stream orders the two), and out is
+        // the staging image's first 8 bytes, 8-aligned (a device allocation) and the f64 sum of
+        // squares slot of the layout.
+        unsafe { b.launch(cfg((1, 1, 1), 32)) }.map_err(cuda_err)?;
         let mut header = vec![0u8; 8 + 8 * nt];
         let view = self.stage.try_slice(0..header.len()).ok_or_else(|| Error::Cuda("staging buffer".into()))?;
         self.stream.memcpy_dtoh(&view, &mut header).map_err(cuda_err)?;
@@ -681,9 +706,9 @@ impl CudaBackend {
             let mode = WRITE_ADD;
             let mut b = self.stream.launch_builder(&f);
             b.arg(&mut self.stage).arg(&plan.table_off).arg(&nseg).arg(&plan.total_chunks);
-            b.arg(&mut self.acc).arg(&dst_base).arg(&w).arg(&mode);
+            b.arg(&mut self.acc).arg(&dst_base).arg(&w).arg(&mode).arg(&mut self.parts);
             // SAFETY: as for the check launch above, on the same (now validated) staging image;
-            // acc holds at least dim elements.
+            // acc holds at least dim elements (parts is not written without the check bit).
             unsafe { b.launch(cfg((grid_x, 1, 1), DECODE_BLOCK)) }.map_err(cuda_err)?;
         }
         Ok(sumsq)
@@ -798,20 +823,41 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// reduce.cu rows_vs_out into res[0..n] (res zeroed by the caller).
+    /// reduce.cu rows_vs_out into res[0..n] (res zeroed by the caller): the column chunks'
+    /// partials, then their sums in chunk order.
     fn rows_vs_out(&mut self, n: usize, mode: u32) -> Result<(), Error> {
         if n == 0 || self.dim == 0 {
             return Ok(());
         }
+        let chunks = self.dim.div_ceil(RCHUNK);
+        let cells = chunks.checked_mul(n).ok_or_else(|| Error::Cuda("partials".into()))?;
+        grow(&self.stream, &mut self.parts, cells)?;
         let f = self.func(MOD_REDUCE, "rows_vs_out")?;
         let gy = n.div_ceil(ROW_GROUP).min(MAX_GRID_YZ);
-        let gx = grid(self.dim, BLOCK as usize, (self.sms * 8).div_ceil(gy));
+        let gx = grid(chunks, 1, (self.sms * 8).div_ceil(gy));
         let (dim, n32) = (self.dim as u64, n as u32);
         let mut b = self.stream.launch_builder(&f);
-        b.arg(&self.x).arg(&dim).arg(&n32).arg(&self.out).arg(&mut self.res).arg(&mode);
-        // SAFETY: rows_vs_out(const float* x, u64 dim, u32 n, const float* out, double* res,
-        // u32 mode) matches; n ≤ rows (checked), res holds ≥ n, blockDim = RBLOCK.
+        b.arg(&self.x).arg(&dim).arg(&n32).arg(&self.out).arg(&mut self.parts).arg(&mode);
+        // SAFETY: rows_vs_out(const float* x, u64 dim, u32 n, const float* out, double* part,
+        // u32 mode) matches; n ≤ rows (checked), parts holds ⌈dim / RCHUNK⌉·n, blockDim = RBLOCK.
         unsafe { b.launch(cfg((gx, gy as u32, 1), BLOCK)) }.map_err(cuda_err)?;
+        self.sum_parts_into_res(0, n, chunks)
+    }
+
+    /// res[at..at + len] = reduce.cu sum_parts over `count` partials of `len` entries in
+    /// `parts`.
+    fn sum_parts_into_res(&mut self, at: usize, len: usize, count: usize) -> Result<(), Error> {
+        let count = u32::try_from(count).map_err(|_| Error::Cuda("partial count".into()))?;
+        let f = self.func(MOD_REDUCE, "sum_parts")?;
+        let gx = self.grid_1d(len);
+        let len64 = len as u64;
+        let mut out = self.res.try_slice_mut(at..at + len).ok_or_else(|| Error::Cuda("result buffer".into()))?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&self.parts).arg(&len64).arg(&count).arg(&mut out);
+        // SAFETY: sum_parts(const double* part, u64 len, u32 parts, double* out) matches; the
+        // caller's launch (earlier on this stream) wrote count·len partials into parts, and out
+        // is a view of len f64.
+        unsafe { b.launch(cfg((gx, 1, 1), BLOCK)) }.map_err(cuda_err)?;
         Ok(())
     }
 }
@@ -912,20 +958,27 @@ impl Backend for CudaBackend {
             return Err(Error::Length { what: "rows for the CUDA Gram matrix", got: n, want: MAX_GRID_YZ * GRAM_TILE });
         }
         if n > 0 && self.dim > 0 {
-            let pairs = tiles * (tiles + 1) / 2;
+            // Splits from the shape alone (so every device sums in the same order): up to
+            // GRAM_MAX_SPLITS, within GRAM_PARTS_BYTES of partials.
             let ktiles = self.dim.div_ceil(GRAM_K);
-            let splits = (self.sms * 4 / pairs).clamp(1, ktiles);
-            let kchunk = ktiles.div_ceil(splits) * GRAM_K;
+            let max_splits = (GRAM_PARTS_BYTES / (cells * 8).max(1)).clamp(1, GRAM_MAX_SPLITS);
+            let kchunk = ktiles.div_ceil(max_splits.min(ktiles)) * GRAM_K;
             let splits = self.dim.div_ceil(kchunk);
+            grow(&self.stream, &mut self.parts, splits * cells)?;
+            // Tiles below the diagonal write no partials: zero them so their sums are 0.
+            let mut view = self.parts.try_slice_mut(0..splits * cells).ok_or_else(|| Error::Cuda("partials".into()))?;
+            self.stream.memset_zeros(&mut view).map_err(cuda_err)?;
             let f = self.func(MOD_REDUCE, "gram_tile")?;
             let (dim, n32, kc) = (self.dim as u64, n as u32, kchunk as u64);
             let mut b = self.stream.launch_builder(&f);
-            b.arg(&self.x).arg(&dim).arg(&n32).arg(&kc).arg(&mut self.res);
-            // SAFETY: gram_tile(const float* x, u64 dim, u32 n, u64 kchunk, double* g) matches;
-            // it reads rows < n ≤ rows and k < dim, and writes g[i·n + j] for i, j < n, which
-            // res holds (zeroed above). blockDim = 256 as the kernel requires.
-            unsafe { b.launch(cfg((grid(splits, 1, i32::MAX as usize), tiles as u32, tiles as u32), 256)) }
-                .map_err(cuda_err)?;
+            b.arg(&self.x).arg(&dim).arg(&n32).arg(&kc).arg(&mut self.parts);
+            // SAFETY: gram_tile(const float* x, u64 dim, u32 n, u64 kchunk, double* part)
+            // matches; it reads rows < n ≤ rows and k < dim, and block s writes
+            // part[s·n² + i·n + j] for i, j < n and s < splits, which parts holds. blockDim = 256
+            // as the kernel requires; the grid's x is exactly the number of splits.
+            let gx = u32::try_from(splits).map_err(|_| Error::Cuda("Gram splits".into()))?;
+            unsafe { b.launch(cfg((gx, tiles as u32, tiles as u32), 256)) }.map_err(cuda_err)?;
+            self.sum_parts_into_res(0, cells, splits)?;
         }
         let mut g = self.read_res(cells)?;
         for i in 0..n {
@@ -999,15 +1052,17 @@ impl Backend for CudaBackend {
         self.zero_res(n + 1)?;
         self.rows_vs_out(n, 1)?;
         if self.dim > 0 {
+            let chunks = self.dim.div_ceil(RCHUNK);
+            grow(&self.stream, &mut self.parts, chunks)?;
             let f = self.func(MOD_REDUCE, "sumsq_vec")?;
             let dim = self.dim as u64;
-            let gx = self.grid_1d(self.dim);
-            let mut last = self.res.try_slice_mut(n..n + 1).ok_or_else(|| Error::Cuda("result buffer".into()))?;
+            let gx = grid(chunks, 1, self.sms * 16);
             let mut b = self.stream.launch_builder(&f);
-            b.arg(&self.out).arg(&dim).arg(&mut last);
-            // SAFETY: sumsq_vec(const float* v, u64 len, double* res) matches; out holds dim
-            // and `last` is one zeroed f64; blockDim = RBLOCK.
+            b.arg(&self.out).arg(&dim).arg(&mut self.parts);
+            // SAFETY: sumsq_vec(const float* v, u64 len, double* part) matches; out holds dim
+            // and parts ⌈dim / RCHUNK⌉ f64; blockDim = RBLOCK.
             unsafe { b.launch(cfg((gx, 1, 1), BLOCK)) }.map_err(cuda_err)?;
+            self.sum_parts_into_res(n, 1, chunks)?;
         }
         let mut v = self.read_res(n + 1)?;
         let norm = v.pop().unwrap_or(0.0);

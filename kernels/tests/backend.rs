@@ -691,3 +691,72 @@ fn gram_matches_the_f64_dot_products() {
         Ok(())
     });
 }
+
+/// A round aggregated twice on the same backend gives the same bytes — aggregate, norms, clip
+/// factors, scores, cosines — for every rule, with clipping and the full report (the reductions
+/// behind them add fixed partials in a fixed order: no float atomics). That is what lets a
+/// validator re-run an aggregator's round on the same kind of device and hold it to the result.
+#[test]
+fn a_round_aggregated_twice_gives_the_same_bytes() {
+    for_each_backend(6, |b, seed| {
+        let mut rng = Rng(seed | 1);
+        let n = 11;
+        let dim = [4097usize, 70_001][rng.below(2)];
+        let ups: Vec<Owned> = (0..n).map(|_| random_update(&mut rng, dim, false, 1.0)).collect();
+        for rule in [
+            Rule::FedAvg,
+            Rule::Median,
+            Rule::TrimmedMean { beta: 0.2 },
+            Rule::MultiKrum { f: 2, m: 7 },
+            Rule::Bulyan { f: 2 },
+            Rule::CenteredClip { tau: 0.5, iters: 3 },
+            Rule::ClippedMean { c: 0.8 },
+        ] {
+            let run = |b: &mut dyn Backend| -> Result<(Vec<u32>, Vec<u64>), TestCaseError> {
+                let cfg = Config { clip: Some(1.5), max_updates: n, full_report: true, ..Config::new(dim, rule) };
+                let mut round = Round::new(b, cfg).map_err(|e| TestCaseError::fail(format!("new: {e}")))?;
+                for u in &ups {
+                    u.with(|upd| round.ingest(upd, u.weight))
+                        .map_err(|e| TestCaseError::fail(format!("ingest: {e}")))?;
+                }
+                let o = round.finish().map_err(|e| TestCaseError::fail(format!("{rule}: {e}")))?;
+                let bits: Vec<u64> = o
+                    .report
+                    .updates
+                    .iter()
+                    .flat_map(|u| {
+                        [u.norm, u.clip_factor, u.cosine.unwrap_or(-1.0), u.krum_score.unwrap_or(-1.0)]
+                            .into_iter()
+                            .chain(u.max_similarity)
+                            .map(f64::to_bits)
+                    })
+                    .collect();
+                Ok((o.aggregate.iter().map(|v| v.to_bits()).collect(), bits))
+            };
+            let first = run(b)?;
+            let again = run(b)?;
+            prop_assert!(first.0 == again.0, "{:?} {rule}: the aggregate differs between two runs", b.kind());
+            prop_assert!(first.1 == again.1, "{:?} {rule}: the report differs between two runs", b.kind());
+        }
+        // The backend's own reductions, twice on the same rows.
+        b.prepare(dim, n).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        for (i, r) in ups.iter().enumerate() {
+            r.with(|u| b.store_row(i, u)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        }
+        let rows: Vec<u32> = (0..n as u32).collect();
+        b.median(&rows).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<u64>>();
+        let reductions = |b: &mut dyn Backend| -> Result<Vec<u64>, TestCaseError> {
+            let fail = |e: BackendError| TestCaseError::fail(e.to_string());
+            let mut v = bits(&b.gram(n).map_err(fail)?);
+            v.extend(bits(&b.dist_sq_to_out(n).map_err(fail)?));
+            let (dots, norm) = b.dots_with_out(n).map_err(fail)?;
+            v.extend(bits(&dots));
+            v.push(norm.to_bits());
+            Ok(v)
+        };
+        let first = reductions(b)?;
+        prop_assert!(first == reductions(b)?, "{:?}: Gram, distances or dots differ between two runs", b.kind());
+        Ok(())
+    });
+}

@@ -13,8 +13,10 @@
 //     several CHUNKs, gaps between segments, a small grid so the grid-stride loop runs several
 //     rounds and a grid of one block per chunk), staged exactly as cuda.rs plan_update/
 //     fill_stage lay them out, in the three modes the host uses:
-//       - MODE_CHECK: the sum of squares (tolerance 1e-12 relative: f64 atomics add in another
-//         order) and every segment's flag left at ~0; nothing written;
+//       - MODE_CHECK: the sum of squares (each chunk's partial, summed in chunk order as the host
+//         does with reduce.cu sum_parts; tolerance 1e-12 relative against the sequential sum,
+//         and bit for bit the same under both grids and both thread orders) and every
+//         segment's flag left at ~0; nothing written;
 //       - WRITE_ADD (no check): acc[c] += weight·v, bit-exact (one f32 multiply, one add);
 //       - MODE_CHECK | WRITE_SET into row 1 of a 2-row matrix: the row equals the decoded
 //         values bit for bit, the other row is untouched, and the sum of squares again;
@@ -181,11 +183,20 @@ static std::vector<u8> stage_of(const std::vector<Seg>& segs, std::vector<int>& 
 }
 
 static unsigned long long launches = 0;
+// One launch; after a check pass, the chunks' partial sums are added in chunk order into the
+// staging image's first 8 bytes, as cuda.rs does with reduce.cu sum_parts (s = 0, s += part[c]).
 static void run(std::vector<u8>& st, u64 table_off, u32 nt, u64 total, float* dst, u64 base, float w, u32 mode,
                 unsigned grid) {
     if (nt == 0) return;  // the host does not launch for an update without work
     ++launches;
-    emu_launch({grid, 1, 1}, BLOCK, [&] { decode_segments(st.data(), table_off, nt, total, dst, base, w, mode); });
+    std::vector<double> parts(total, std::nan(""));
+    emu_launch({grid, 1, 1}, BLOCK,
+               [&] { decode_segments(st.data(), table_off, nt, total, dst, base, w, mode, parts.data()); });
+    if (mode & MODE_CHECK) {
+        double s = 0.0;
+        for (double p : parts) s += p;  // a chunk the kernel missed leaves NaN
+        std::memcpy(st.data(), &s, 8);
+    }
 }
 static u64 flag_of(const std::vector<u8>& st, size_t t) {
     u64 f;
@@ -247,6 +258,16 @@ int main() {
             }
         const double got = sumsq_of(st);
         EMU_CHECK(std::fabs(got - ss) <= 1e-12 * ss, "round %d: sumsq %.17g vs %.17g", round, got, ss);
+        emu_digest(&got, 8);
+        // The other grid gives the same bits: the sum depends on the chunks, not the launch.
+        {
+            auto st_other = stage_of(segs, tabled, table_off, total);
+            const unsigned other = grid == 2 ? (unsigned)std::max<u64>(total, 1) : 2;
+            run(st_other, table_off, (u32)tabled.size(), total, acc.data(), 0, 0.0f, MODE_CHECK, other);
+            const double again = sumsq_of(st_other);
+            EMU_CHECK(std::bit_cast<u64>(again) == std::bit_cast<u64>(got), "round %d: sumsq %.17g with grid %u, %.17g with %u",
+                      round, got, grid, again, other);
+        }
         for (size_t t = 0; t < tabled.size(); ++t)
             EMU_CHECK(flag_of(st, t) == ~0ull, "round %d: flag %zu = %llu on a valid update", round, t, flag_of(st, t));
 
@@ -271,7 +292,8 @@ int main() {
             EMU_CHECK(std::bit_cast<u32>(x[i]) == std::bit_cast<u32>(wx[i]), "round %d: x[%llu] %.9g vs %.9g", round, i,
                       x[i], wx[i]);
         const double got2 = sumsq_of(st2);
-        EMU_CHECK(std::fabs(got2 - ss) <= 1e-12 * ss, "round %d: set-pass sumsq %.17g vs %.17g", round, got2, ss);
+        EMU_CHECK(std::bit_cast<u64>(got2) == std::bit_cast<u64>(got), "round %d: set-pass sumsq %.17g vs %.17g", round,
+                  got2, got);
     }
 
     for (int k = 0; k < 7; ++k) EMU_CHECK(kind_items[k] > 0, "no random update had encoding %d", k);

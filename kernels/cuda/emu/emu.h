@@ -375,6 +375,19 @@ void emu_launch(emu_dim3 grid, unsigned block, F f) {
 
 namespace emu {
 inline unsigned long long checks = 0, failures = 0;
+// FNV-1a over every result a test declares order-independent (emu_digest); printed by
+// emu_finish, so run.sh can require the same digest in both thread orders.
+inline unsigned long long digest = 0xcbf29ce484222325ull, digested = 0;
+}
+
+// Adds `len` bytes of results that must not depend on the thread or block order to the digest.
+inline void emu_digest(const void* p, size_t len) {
+    const unsigned char* b = static_cast<const unsigned char*>(p);
+    for (size_t i = 0; i < len; ++i) {
+        emu::digest ^= b[i];
+        emu::digest *= 0x00000100000001b3ull;
+    }
+    emu::digested += len;
 }
 
 // Counts a check; on failure prints the message (the first 20) and makes emu_finish fail.
@@ -395,6 +408,11 @@ inline int emu_finish(const char* name, const char* what) {
         std::printf("%s: FAILED: %llu of %llu checks failed (%s)\n", name, emu::failures, emu::checks, what);
         return 1;
     }
-    std::printf("%s: ok: %s (%llu checks)\n", name, what, emu::checks);
+    if (emu::digested > 0) {
+        std::printf("%s: ok: %s (%llu checks); order-independent results %llu bytes, digest %016llx\n", name, what,
+                    emu::checks, emu::digested, emu::digest);
+    } else {
+        std::printf("%s: ok: %s (%llu checks)\n", name, what, emu::checks);
+    }
     return 0;
 }

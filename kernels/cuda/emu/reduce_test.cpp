@@ -5,16 +5,21 @@
 // 64 × 64 tiles, split-K and shared-memory staging), row grouping (rows_vs_out's RGROUP rows per
 // blockIdx.y), block-wide reductions and grid-stride loops are easy to get wrong in ways
 // NVRTC's compile check cannot see. This compiles the real reduce.cu as host C++ on the
-// emulator in emu.h (threads, blocks, __syncthreads, warp shuffles and f64 atomicAdd as emu.h
-// models them; see its header for what that cannot catch: real warp scheduling, memory-model
-// races, register pressure) and checks, for five (dim, n) shapes from 1 × 1 to 2051 × 3 and
-// 97 × 130 (n not a multiple of 64 or of RGROUP, dim not a multiple of 32 or 256):
-//   * gram_tile for three split-K chunk sizes: the upper triangle and the diagonal tiles'
-//     lower triangle equal Σ_k x_i,k·x_j,k, and entries of tiles below the diagonal stay 0
-//     (1e-12 relative: partial sums meet through f64 atomics in another order);
+// emulator in emu.h (threads, blocks, __syncthreads and warp shuffles as emu.h models them; see
+// its header for what that cannot catch: real warp scheduling, memory-model races, register
+// pressure) and checks, for six (dim, n) shapes from 1 × 1 to 5000 × 2 and 97 × 130 (n not a
+// multiple of 64 or of RGROUP, dim not a multiple of 32 or 256, several column chunks):
+//   * gram_tile's per-split partials summed by sum_parts, for three split-K chunk sizes: the
+//     upper triangle and the diagonal tiles' lower triangle equal Σ_k x_i,k·x_j,k, and entries
+//     of tiles below the diagonal stay 0 (1e-12 relative: the fixed order differs from the
+//     sequential reference's);
 //   * rows_vs_out in both modes (squared distance, dot product) under four grid shapes so that
-//     both the x and the y grid-stride loops run (1e-12 relative);
-//   * sumsq_vec (1e-12 relative);
+//     both the x and the y grid-stride loops run, its chunk partials summed by sum_parts
+//     (1e-12 relative), and the same bits under every grid;
+//   * sumsq_vec likewise, under two grids;
+//   * sum_parts itself: the partials added in ascending order, bit for bit.
+// The reductions' results go into the order-independence digest that run.sh compares between
+// the two thread orders: with no float atomics they are the same bits in both.
 //   * weighted_sum over a row subset with repeats, and with m = 0; centered_clip; scale_rows
 //     (rows past n untouched); mix_rows (in place, non-targets untouched); scale_acc — bit-exact, since each sums in one order in f64 and
 //     rounds once, as the reference does.
@@ -35,7 +40,7 @@ int main() {
         u64 dim;
         u32 n;
     };
-    const Case cases[] = {{1, 1}, {1000, 70}, {33, 9}, {2051, 3}, {97, 130}};
+    const Case cases[] = {{1, 1}, {1000, 70}, {33, 9}, {2051, 3}, {97, 130}, {5000, 2}};
     unsigned long long launches = 0;
     for (Case c : cases) {
         const u64 dim = c.dim;
@@ -50,13 +55,30 @@ int main() {
             return r;
         };
 
-        // gram_tile with split-K; grid (splits, tiles, tiles) as cuda.rs launches it.
+        // sum_parts: len entries of `parts` partials, added in ascending order.
+        auto sum = [&](const std::vector<double>& part, u64 len, u32 parts) {
+            std::vector<double> res(len, std::nan(""));
+            emu_launch({2, 1, 1}, 64, [&] { sum_parts(part.data(), len, parts, res.data()); });
+            ++launches;
+            for (u64 e = 0; e < len; ++e) {
+                double r = 0.0;
+                for (u32 p = 0; p < parts; ++p) r += part[p * len + e];
+                EMU_CHECK(std::bit_cast<u64>(res[e]) == std::bit_cast<u64>(r), "sum_parts %llu of %u: %.17g vs %.17g", e,
+                          parts, res[e], r);
+            }
+            emu_digest(res.data(), 8 * len);
+            return res;
+        };
+
+        // gram_tile with split-K; grid (splits, tiles, tiles) as cuda.rs launches it, partials
+        // zeroed by the host, then summed.
         const u32 tiles = (n + GT - 1) / GT;
         for (u64 kchunk : {(u64)32, (u64)64, (u64)4096}) {
-            std::vector<double> g(n * n, 0.0);
             const u32 splits = (u32)((dim + kchunk - 1) / kchunk);
-            emu_launch({splits, tiles, tiles}, 256, [&] { gram_tile(x.data(), dim, n, kchunk, g.data()); });
+            std::vector<double> part((u64)splits * n * n, 0.0);
+            emu_launch({splits, tiles, tiles}, 256, [&] { gram_tile(x.data(), dim, n, kchunk, part.data()); });
             ++launches;
+            const std::vector<double> g = sum(part, (u64)n * n, splits);
             for (u32 i = 0; i < n; ++i)
                 for (u32 j = 0; j < n; ++j) {
                     if (j / GT < i / GT) {
@@ -70,13 +92,20 @@ int main() {
                 }
         }
 
-        // rows_vs_out, both modes, grids small enough that both grid-stride loops run.
-        for (u32 mode : {0u, 1u})
+        // rows_vs_out, both modes, grids small enough that both grid-stride loops run; every
+        // grid gives the same bits.
+        const u32 chunks = (u32)((dim + RCHUNK - 1) / RCHUNK);
+        for (u32 mode : {0u, 1u}) {
+            std::vector<double> first;
             for (unsigned gx : {1u, 3u})
                 for (unsigned gy : {1u, 2u}) {
-                    std::vector<double> res(n, 0.0);
-                    emu_launch({gx, gy, 1}, RBLOCK, [&] { rows_vs_out(x.data(), dim, n, out.data(), res.data(), mode); });
+                    std::vector<double> part((u64)chunks * n, std::nan(""));
+                    emu_launch({gx, gy, 1}, RBLOCK, [&] { rows_vs_out(x.data(), dim, n, out.data(), part.data(), mode); });
                     ++launches;
+                    const std::vector<double> res = sum(part, n, chunks);
+                    if (first.empty()) first = res;
+                    EMU_CHECK(std::memcmp(first.data(), res.data(), 8 * n) == 0, "rows_vs_out mode %u: grid %u x %u differs",
+                              mode, gx, gy);
                     for (u32 i = 0; i < n; ++i) {
                         double r = 0;
                         for (u64 k = 0; k < dim; ++k) {
@@ -87,14 +116,16 @@ int main() {
                                   gx, gy, i, res[i], r);
                     }
                 }
+        }
 
-        {
-            double res = 0;
-            emu_launch({2, 1, 1}, RBLOCK, [&] { sumsq_vec(out.data(), dim, &res); });
+        for (unsigned gx : {1u, 2u}) {
+            std::vector<double> part(chunks, std::nan(""));
+            emu_launch({gx, 1, 1}, RBLOCK, [&] { sumsq_vec(out.data(), dim, part.data()); });
             ++launches;
+            const double res = sum(part, 1, chunks)[0];
             double r = 0;
             for (float o : out) r += (double)o * o;
-            EMU_CHECK(close(res, r, 1e-12), "sumsq_vec dim %llu: %.17g vs %.17g", dim, res, r);
+            EMU_CHECK(close(res, r, 1e-12), "sumsq_vec dim %llu grid %u: %.17g vs %.17g", dim, gx, res, r);
         }
 
         // weighted_sum over a subset with repeats, then with m = 0.
@@ -186,7 +217,7 @@ int main() {
     }
     char what[256];
     std::snprintf(what, sizeof what,
-                  "gram_tile (3 split-K chunks), rows_vs_out (2 modes x 4 grids), sumsq_vec, weighted_sum, "
+                  "gram_tile (3 split-K chunks), rows_vs_out (2 modes x 4 grids), sumsq_vec (2 grids), sum_parts, weighted_sum, "
                   "centered_clip, scale_rows, mix_rows, scale_acc vs sequential reference on %zu (dim, n) shapes; %llu launches",
                   std::size(cases), launches);
     return emu_finish("reduce", what);

@@ -12,7 +12,9 @@
 # AddressSanitizer + UBSan, so out-of-bounds accesses by a kernel fail too, and run twice:
 # threads and blocks in ascending, then descending order (EMU_ORDER), which exposes a missing
 # __syncthreads. Each run prints a one-line summary and exits non-zero on any mismatch; this
-# script exits non-zero if any build or run failed.
+# script exits non-zero if any build or run failed, or if a test's digest of the results it
+# declares order-independent (the reductions' sums: no float atomics) differs between the two
+# orders.
 #
 # Environment: CXX (default g++), EMU_SANITIZE=0 to build without sanitizers, EMU_TIMEOUT
 # seconds per run (default 600).
@@ -73,7 +75,7 @@ for t in "${tests[@]}"; do
   fi
   cat "$work/$t.log" >&2  # warnings, if any
   for order in fwd rev; do
-    if EMU_ORDER="$order" "${run_timeout[@]}" "$work/$t" | sed "s/^/[$order] /"; then
+    if EMU_ORDER="$order" "${run_timeout[@]}" "$work/$t" | tee "$work/$t.$order.out" | sed "s/^/[$order] /"; then
       :
     else
       status=("${PIPESTATUS[@]}")
@@ -84,6 +86,13 @@ for t in "${tests[@]}"; do
       failed+=("$t ($order)")
     fi
   done
+  # Results a test declares order-independent (its digest) must not change with the order.
+  fwd_digest=$(grep -o 'digest [0-9a-f]*' "$work/$t.fwd.out" || true)
+  rev_digest=$(grep -o 'digest [0-9a-f]*' "$work/$t.rev.out" || true)
+  if [ "$fwd_digest" != "$rev_digest" ]; then
+    echo "emu: $t: results depend on the thread order ($fwd_digest forward, $rev_digest reversed)" >&2
+    failed+=("$t (order-dependent results)")
+  fi
 done
 
 if [ "${#failed[@]}" -gt 0 ]; then
