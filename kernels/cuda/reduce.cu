@@ -49,12 +49,14 @@ extern "C" __global__ void sum_parts(const double* __restrict__ part, u64 len, u
     }
 }
 
-// x[r·dim + j] *= factors[r] for r < n. Grid: (any, any); y strides over rows.
-extern "C" __global__ void scale_rows(float* x, u64 dim, const float* factors, u32 n) {
+// x[rows[i]·dim + j] *= factors[i] for i < k: only the rows listed (the host lists those whose
+// factor is not 1), so unclipped rows are neither read nor written. Grid: (any, any); y strides
+// over the list.
+extern "C" __global__ void scale_rows(float* x, u64 dim, const u32* rows, const float* factors, u32 k) {
     const u64 stride = (u64)gridDim.x * blockDim.x;
-    for (u32 r = blockIdx.y; r < n; r += gridDim.y) {
-        const float f = factors[r];
-        float* row = x + (u64)r * dim;
+    for (u32 i = blockIdx.y; i < k; i += gridDim.y) {
+        const float f = factors[i];
+        float* row = x + (u64)rows[i] * dim;
         for (u64 j = (u64)blockIdx.x * blockDim.x + threadIdx.x; j < dim; j += stride) {
             row[j] = __fmul_rn(row[j], f);
         }

@@ -314,6 +314,30 @@ fn plan_update(update: &Update<'_>, dim: usize) -> Result<Plan, Error> {
     Ok(Plan { len, head, runs, table_off: table_off as u64, tabled, total_chunks: first, length_error })
 }
 
+/// More gaps than this in a stored row, and the whole row is zeroed in one call instead.
+const MAX_ZERO_RANGES: usize = 16;
+
+/// The coordinates of a row that `update`'s segments do not overwrite when stored: the gaps
+/// between segments and the ranges of top-k segments (dense, int8 and sign segments write every
+/// element of theirs). Only these need zeroing before a row is stored, not the whole row.
+fn uncovered(update: &Update<'_>, dim: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut at = 0;
+    for s in update.segments {
+        if matches!(s.encoding, Encoding::TopKF32 | Encoding::TopKF16) || s.numel == 0 {
+            continue;
+        }
+        if s.offset > at {
+            out.push(at..s.offset);
+        }
+        at = at.max(s.offset + s.numel);
+    }
+    if at < dim {
+        out.push(at..dim);
+    }
+    out
+}
+
 /// Writes the head of the staging image of `plan` into `buf[..plan.head]`, every byte of it (the
 /// buffer may be uninitialised page-locked memory): sum 0, flags ~0, the table, zero padding.
 /// The segments' bytes go to the device straight from where they are ([`Plan::runs`]).
@@ -647,9 +671,15 @@ impl CudaBackend {
         }
         let nt = plan.tabled.len();
         if let Some(row) = to_row {
-            // Zero the row first: top-k segments and gaps leave coordinates untouched.
-            let (lo, hi) = (row * self.dim, (row + 1) * self.dim);
-            if hi > lo {
+            // Zero what the segments leave untouched (top-k segments and gaps), not the
+            // coordinates the decode overwrites anyway; with many gaps, the whole row at once.
+            let mut gaps = uncovered(update, self.dim);
+            if gaps.len() > MAX_ZERO_RANGES {
+                gaps.clear();
+                gaps.push(0..self.dim);
+            }
+            for g in gaps {
+                let (lo, hi) = (row * self.dim + g.start, row * self.dim + g.end);
                 let mut view = self.x.try_slice_mut(lo..hi).ok_or_else(|| Error::Cuda("row buffer".into()))?;
                 self.stream.memset_zeros(&mut view).map_err(cuda_err)?;
             }
@@ -913,15 +943,22 @@ impl Backend for CudaBackend {
         if n == 0 || self.dim == 0 {
             return Ok(());
         }
-        self.upload_fac(factors)?;
+        // Only the rows whose factor is not 1 (the clipped ones) are read and written.
+        let (rows, facs): (Vec<u32>, Vec<f32>) =
+            factors.iter().enumerate().filter(|(_, f)| **f != 1.0).map(|(r, f)| (r as u32, *f)).unzip();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.upload_idx(&rows)?;
+        self.upload_fac(&facs)?;
         let f = self.func(MOD_REDUCE, "scale_rows")?;
-        let gy = n.min(MAX_GRID_YZ);
+        let gy = rows.len().min(MAX_GRID_YZ);
         let gx = grid(self.dim, BLOCK as usize, (self.sms * 16).div_ceil(gy));
-        let (dim, n32) = (self.dim as u64, n as u32);
+        let (dim, k) = (self.dim as u64, rows.len() as u32);
         let mut b = self.stream.launch_builder(&f);
-        b.arg(&mut self.x).arg(&dim).arg(&self.fac).arg(&n32);
-        // SAFETY: scale_rows(float* x, u64 dim, const float* factors, u32 n) matches; n ≤ rows
-        // and fac holds n factors.
+        b.arg(&mut self.x).arg(&dim).arg(&self.idx).arg(&self.fac).arg(&k);
+        // SAFETY: scale_rows(float* x, u64 dim, const u32* rows, const float* factors, u32 k)
+        // matches; idx holds k row indices < n ≤ rows and fac their k factors.
         unsafe { b.launch(cfg((gx, gy as u32, 1), BLOCK)) }.map_err(cuda_err)?;
         Ok(())
     }
@@ -1108,6 +1145,24 @@ impl Backend for CudaBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_row_zeroes_only_what_its_segments_leave() {
+        let b = [0u8; 64];
+        let segs = [
+            seg(2, 3, Encoding::DenseF32, &b[..12]),
+            seg(5, 4, Encoding::TopKF32, &b[..16]),
+            seg(9, 2, Encoding::DenseF16, &b[..4]),
+            seg(12, 0, Encoding::DenseF32, &[]),
+            seg(14, 8, Encoding::SignScale, &b[..5]),
+        ];
+        let u = Update { segments: &segs };
+        assert_eq!(uncovered(&u, 30), vec![0..2, 5..9, 11..14, 22..30]);
+        // Dense from end to end: nothing to zero.
+        let whole = [seg(0, 4, Encoding::DenseF32, &b[..16]), seg(4, 2, Encoding::DenseBf16, &b[..4])];
+        assert!(uncovered(&Update { segments: &whole }, 6).is_empty());
+        assert_eq!(uncovered(&Update { segments: &[] }, 6), vec![0..6]);
+    }
 
     fn seg(offset: usize, numel: usize, encoding: Encoding, bytes: &[u8]) -> Segment<'_> {
         Segment { offset, numel, encoding, bytes }
