@@ -147,6 +147,65 @@ extern "C" __global__ void __launch_bounds__(256)
     }
 }
 
+// The Gram partials for n ≤ 32 rows, sized to them: one 32 × 32 tile, upper triangle only, f32
+// arithmetic where the hardware is fastest. part[s·n·n + i·n + j] = Σ_k x[i,k]·x[j,k] over split
+// s's k range [s·kchunk, +kchunk) (blockIdx.x = s), for i ≤ j < n (the host mirrors the rest,
+// and zeroes the partials, so entries below the diagonal sum to 0). 256 threads as 16 × 16; a
+// thread owns rows 2ty, 2ty+1 and columns 2tx, 2tx+1, and threads whose 2 × 2 block lies wholly
+// below the diagonal (ty > tx) only help load: 136 of 256 compute 544 products for the 528
+// needed. Products are summed with f32 FMAs over each GK-column k-tile, then added in f64 (the
+// CPU backend's contract, over fewer columns): the error stays within (GK + 1)·2⁻²⁴·Σ|x_i,k·x_j,k|.
+#define G32 32
+extern "C" __global__ void __launch_bounds__(256)
+    gram_small(const float* __restrict__ x, u64 dim, u32 n, u64 kchunk, double* part) {
+    const u64 k0 = (u64)blockIdx.x * kchunk;
+    if (k0 >= dim) return;
+    const u64 k1 = (dim - k0 < kchunk) ? dim : k0 + kchunk;
+    __shared__ float xs[GK][G32 + 1];
+    const u32 tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    const u32 lk = tid & 31, lr = tid >> 5;  // loader: k lane, first row (8 rows per pass)
+    const bool active = ty <= tx;
+    double acc[2][2] = {{0.0, 0.0}, {0.0, 0.0}};
+    for (u64 kb = k0; kb < k1; kb += GK) {
+        const u64 k = kb + lk;
+        const bool kin = k < k1;
+#pragma unroll
+        for (int p = 0; p < G32 / 8; ++p) {
+            const u32 r = lr + 8 * p;
+            xs[lk][r] = (kin && r < n) ? x[(u64)r * dim + k] : 0.0f;
+        }
+        __syncthreads();
+        if (active) {
+            float t[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+#pragma unroll 8
+            for (int kk = 0; kk < GK; ++kk) {
+                const float a0 = xs[kk][2 * ty], a1 = xs[kk][2 * ty + 1];
+                const float b0 = xs[kk][2 * tx], b1 = xs[kk][2 * tx + 1];
+                t[0][0] = __fmaf_rn(a0, b0, t[0][0]);
+                t[0][1] = __fmaf_rn(a0, b1, t[0][1]);
+                t[1][0] = __fmaf_rn(a1, b0, t[1][0]);
+                t[1][1] = __fmaf_rn(a1, b1, t[1][1]);
+            }
+#pragma unroll
+            for (int q = 0; q < 2; ++q)
+#pragma unroll
+                for (int r = 0; r < 2; ++r) acc[q][r] = __dadd_rn(acc[q][r], (double)t[q][r]);
+        }
+        __syncthreads();
+    }
+    if (!active) return;
+    double* g = part + (u64)blockIdx.x * n * n;
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+        const u32 i = 2 * ty + q;
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const u32 j = 2 * tx + r;
+            if (i <= j && j < n) g[(u64)i * n + j] = acc[q][r];
+        }
+    }
+}
+
 // part[c·n + r] = Σ_{j in chunk c} (x[r,j] − out[j])² (mode 0) or x[r,j]·out[j] (mode 1), for
 // r < n and the column chunks c < ⌈dim / RCHUNK⌉ (sum_parts over the chunks gives each row's
 // total). x grid-strides over chunks, blockIdx.y over groups of RGROUP rows, so out[j] is read

@@ -103,6 +103,8 @@ const GRAM_PARTS_BYTES: usize = 64 << 20;
 /// reduce.cu GT / GK: Gram tile rows and k step.
 const GRAM_TILE: usize = 64;
 const GRAM_K: usize = 32;
+/// reduce.cu G32: up to this many rows, the Gram product is one tile of `gram_small`.
+const GRAM_SMALL: usize = 32;
 /// robust.cu RB.
 const ROBUST_BLOCK: u32 = 128;
 /// Largest grid y / z extent.
@@ -1005,16 +1007,20 @@ impl Backend for CudaBackend {
             // Tiles below the diagonal write no partials: zero them so their sums are 0.
             let mut view = self.parts.try_slice_mut(0..splits * cells).ok_or_else(|| Error::Cuda("partials".into()))?;
             self.stream.memset_zeros(&mut view).map_err(cuda_err)?;
-            let f = self.func(MOD_REDUCE, "gram_tile")?;
+            // Up to 32 rows, one tile sized to them in f32 FMAs folded into f64; above, 64 × 64
+            // tiles in f64.
+            let (name, gyz) = if n <= GRAM_SMALL { ("gram_small", 1) } else { ("gram_tile", tiles as u32) };
+            let f = self.func(MOD_REDUCE, name)?;
             let (dim, n32, kc) = (self.dim as u64, n as u32, kchunk as u64);
             let mut b = self.stream.launch_builder(&f);
             b.arg(&self.x).arg(&dim).arg(&n32).arg(&kc).arg(&mut self.parts);
-            // SAFETY: gram_tile(const float* x, u64 dim, u32 n, u64 kchunk, double* part)
-            // matches; it reads rows < n ≤ rows and k < dim, and block s writes
-            // part[s·n² + i·n + j] for i, j < n and s < splits, which parts holds. blockDim = 256
-            // as the kernel requires; the grid's x is exactly the number of splits.
+            // SAFETY: gram_small and gram_tile (const float* x, u64 dim, u32 n, u64 kchunk,
+            // double* part) match; they read rows < n ≤ rows (gram_small: n ≤ 32, its tile) and
+            // k < dim, and block s writes part[s·n² + i·n + j] for i, j < n and s < splits,
+            // which parts holds. blockDim = 256 as both require; the grid's x is exactly the
+            // number of splits, y and z the tiles (1 for gram_small).
             let gx = u32::try_from(splits).map_err(|_| Error::Cuda("Gram splits".into()))?;
-            unsafe { b.launch(cfg((gx, tiles as u32, tiles as u32), 256)) }.map_err(cuda_err)?;
+            unsafe { b.launch(cfg((gx, gyz, gyz), 256)) }.map_err(cuda_err)?;
             self.sum_parts_into_res(0, cells, splits)?;
         }
         let mut g = self.read_res(cells)?;

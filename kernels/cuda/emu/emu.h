@@ -343,6 +343,7 @@ inline double __dmul_rn(double a, double b) { return a * b; }
 inline double __ddiv_rn(double a, double b) { return a / b; }
 inline double __dsqrt_rn(double a) { return std::sqrt(a); }
 inline double __fma_rn(double a, double b, double c) { return std::fma(a, b, c); }
+inline float __fmaf_rn(float a, float b, float c) { return std::fmaf(a, b, c); }
 inline float __int_as_float(int b) { return std::bit_cast<float>(b); }
 inline int __float_as_int(float f) { return std::bit_cast<int>(f); }
 inline double __longlong_as_double(long long b) { return std::bit_cast<double>(b); }

@@ -7,8 +7,10 @@
 // NVRTC's compile check cannot see. This compiles the real reduce.cu as host C++ on the
 // emulator in emu.h (threads, blocks, __syncthreads and warp shuffles as emu.h models them; see
 // its header for what that cannot catch: real warp scheduling, memory-model races, register
-// pressure) and checks, for six (dim, n) shapes from 1 × 1 to 5000 × 2 and 97 × 130 (n not a
+// pressure) and checks, for eight (dim, n) shapes from 1 × 1 to 5000 × 2 and 97 × 130 (n not a
 // multiple of 64 or of RGROUP, dim not a multiple of 32 or 256, several column chunks):
+//   * gram_small (n ≤ 32: f32 FMAs per 32-column k-tile folded into f64) within
+//     (GK + 1)·2⁻²⁴·Σ|x_i,k·x_j,k| of the exact sum, upper triangle only;
 //   * gram_tile's per-split partials summed by sum_parts, for three split-K chunk sizes: the
 //     upper triangle and the diagonal tiles' lower triangle equal Σ_k x_i,k·x_j,k, and entries
 //     of tiles below the diagonal stay 0 (1e-12 relative: the fixed order differs from the
@@ -40,7 +42,7 @@ int main() {
         u64 dim;
         u32 n;
     };
-    const Case cases[] = {{1, 1}, {1000, 70}, {33, 9}, {2051, 3}, {97, 130}, {5000, 2}};
+    const Case cases[] = {{1, 1}, {1000, 70}, {33, 9}, {2051, 3}, {97, 130}, {5000, 2}, {700, 32}, {129, 31}};
     unsigned long long launches = 0;
     for (Case c : cases) {
         const u64 dim = c.dim;
@@ -90,6 +92,30 @@ int main() {
                     EMU_CHECK(close(g[i * n + j], r, 1e-12), "gram %u %u: %.17g vs %.17g (dim %llu n %u kchunk %llu)", i,
                               j, g[i * n + j], r, dim, n, kchunk);
                 }
+        }
+
+        // gram_small (n ≤ 32): the upper triangle within the f32-fold bound, the lower one 0.
+        if (n <= G32) {
+            for (u64 kchunk : {(u64)32, (u64)96, (u64)4096}) {
+                const u32 splits = (u32)((dim + kchunk - 1) / kchunk);
+                std::vector<double> part((u64)splits * n * n, 0.0);
+                emu_launch({splits, 1, 1}, 256, [&] { gram_small(x.data(), dim, n, kchunk, part.data()); });
+                ++launches;
+                const std::vector<double> g = sum(part, (u64)n * n, splits);
+                for (u32 i = 0; i < n; ++i)
+                    for (u32 j = 0; j < n; ++j) {
+                        if (j < i) {
+                            EMU_CHECK(g[i * n + j] == 0.0, "gram_small %u %u below the diagonal: %g", i, j, g[i * n + j]);
+                            continue;
+                        }
+                        double mag = 0;
+                        for (u64 k = 0; k < dim; ++k) mag += std::fabs((double)x[i * dim + k] * x[j * dim + k]);
+                        const double bound = (GK + 1) * std::ldexp(1.0, -24) * mag + 1e-300;
+                        EMU_CHECK(std::fabs(g[i * n + j] - dot(i, j)) <= bound,
+                                  "gram_small %u %u: %.17g vs %.17g (bound %.3g, dim %llu n %u kchunk %llu)", i, j,
+                                  g[i * n + j], dot(i, j), bound, dim, n, kchunk);
+                    }
+            }
         }
 
         // rows_vs_out, both modes, grids small enough that both grid-stride loops run; every
@@ -220,7 +246,7 @@ int main() {
     }
     char what[256];
     std::snprintf(what, sizeof what,
-                  "gram_tile (3 split-K chunks), rows_vs_out (2 modes x 4 grids), sumsq_vec (2 grids), sum_parts, weighted_sum, "
+                  "gram_small and gram_tile (3 split-K chunks each), rows_vs_out (2 modes x 4 grids), sumsq_vec (2 grids), sum_parts, weighted_sum, "
                   "centered_clip, scale_rows, mix_rows, scale_acc vs sequential reference on %zu (dim, n) shapes; %llu launches",
                   std::size(cases), launches);
     return emu_finish("reduce", what);
