@@ -323,6 +323,39 @@ pub fn rank_key(model_id: &str, key: &NodeId) -> [u8; 32] {
 
 /// Opens an append-only log, creating it; a new file's directory entry is synced, so a
 /// power loss cannot take the file (and its synced records) away.
+/// The round's pipeline on `backend`: only `participants` may send, each weighted by its
+/// example count times its factor (the ledger's).
+fn start_ingest<'b>(
+    backend: &'b mut dyn Backend,
+    cfg: IngestConfig,
+    participants: &BTreeSet<NodeId>,
+    factors: &[(NodeId, f32)],
+) -> Result<Ingest<'b>, vain_kernels::aggregate::Error> {
+    let (allowed, factors) = (participants.clone(), factors.to_vec());
+    let ingest = Ingest::new(backend, cfg, move |k| {
+        if allowed.contains(k) { Ok(()) } else { Err("not selected for this round".into()) }
+    })?;
+    Ok(ingest
+        .with_weights(move |k, examples| examples * factors.iter().find(|(id, _)| id == k).map_or(0.01, |(_, f)| *f)))
+}
+
+/// The device's own error behind an aggregation error (a CUDA driver, launch or kernel fault),
+/// as opposed to anything about the update: `None` for the latter.
+fn backend_fault(e: &vain_kernels::aggregate::Error) -> Option<String> {
+    match e {
+        vain_kernels::aggregate::Error::Backend(vain_kernels::backend::Error::Cuda(m)) => Some(m.clone()),
+        _ => None,
+    }
+}
+
+/// [`backend_fault`] behind an ingest refusal.
+fn device_fault(r: &vain_ingest::Reject) -> Option<String> {
+    match r {
+        vain_ingest::Reject::Values(e) => backend_fault(e),
+        _ => None,
+    }
+}
+
 fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
     let existed = path.exists();
     let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
@@ -572,6 +605,7 @@ impl Coordinator {
         self.link.clone()
     }
 
+    /// The path of round `round`'s journal.
     fn journal_path(&self, round: u64) -> PathBuf {
         self.dir.join("journal").join(format!("{round}.bin"))
     }
@@ -1030,7 +1064,6 @@ impl Coordinator {
             },
             replay_window: 4,
         };
-        let allowed = participants.clone();
         let journal_path = self.journal_path(self.round);
         let receipts = Receipts {
             net: self.net.clone(),
@@ -1041,10 +1074,7 @@ impl Coordinator {
             base,
             peer_of: selected.iter().map(|e| (e.announcement.signing_key, e.peer_id)).collect(),
         };
-        let mut ingest = Ingest::new(&mut *self.backend, cfg, move |k| {
-            if allowed.contains(k) { Ok(()) } else { Err("not selected for this round".into()) }
-        })?
-        .with_weights(move |k, examples| examples * factors.iter().find(|(id, _)| id == k).map_or(0.01, |(_, f)| *f));
+        let mut ingest = start_ingest(&mut *self.backend, cfg.clone(), &participants, &factors)?;
         // After a crash: what was journaled (and so acknowledged) for this round comes first.
         let mut accepted: Vec<(NodeId, usize, Contribution)> = Vec::new();
         for frame in &journaled {
@@ -1124,6 +1154,9 @@ impl Coordinator {
         let mut rejected: Vec<(NodeId, String)> = Vec::new();
         let (mut ingest_bytes, mut rejects) = (0u64, BTreeMap::<String, u64>::new());
         let journal_error: std::cell::RefCell<Option<Error>> = std::cell::RefCell::new(None);
+        // A device fault is not the sender's: its update stays journaled, unreceipted and
+        // unjudged, and the round is rebuilt on the CPU from the journal at the close.
+        let mut device_failed: Option<String> = None;
         if !waiting.is_empty() {
             self.service.stage.collect_while(
                 &mut ingest,
@@ -1152,6 +1185,12 @@ impl Coordinator {
                                 a.index,
                                 Contribution { sender: a.sender, weight: a.weight, digest: a.digest },
                             ));
+                        }
+                        Event::Rejected(r) if device_fault(&r.reject).is_some() => {
+                            device_failed.get_or_insert_with(|| device_fault(&r.reject).unwrap_or_default());
+                            if let Some(s) = r.sender {
+                                waiting.remove(&s);
+                            }
                         }
                         Event::Rejected(r) => {
                             *rejects.entry(r.reject.reason().to_string()).or_default() += 1;
@@ -1187,16 +1226,57 @@ impl Coordinator {
 
         // Close: aggregate (or keep the base), server step, checkpoint.
         let mut aggregate_ms = None;
-        let (outcome, report, noise, agg_rule) = if accepted.len() >= self.cfg.min_updates.max(1) {
+        // A device that failed during collection, or fails at the close: from here on this
+        // aggregator runs on the CPU, starting with this round, rebuilt from its journal (every
+        // update it took was journaled first).
+        let mut finished = None;
+        if device_failed.is_none() && accepted.len() >= self.cfg.min_updates.max(1) {
             let t_aggregate = Instant::now();
-            let (o, _signed) = ingest.finish(&self.key)?;
+            match ingest.finish(&self.key) {
+                Ok(done) => finished = Some((done, t_aggregate)),
+                Err(e) => match backend_fault(&e) {
+                    Some(m) => device_failed = Some(m),
+                    None => return Err(e.into()),
+                },
+            }
+        } else {
+            drop(ingest);
+        }
+        if let Some(why) = &device_failed {
+            tracing::error!(
+                backend = %self.backend.kind(),
+                error = %why,
+                round = self.round,
+                "the aggregation backend failed; this round is rebuilt from its journal and every later round runs on the CPU"
+            );
+            self.backend = Box::new(vain_kernels::cpu::CpuBackend::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            ));
+            let frames = self.journaled(self.round);
+            let mut again = start_ingest(&mut *self.backend, cfg, &participants, &factors)?;
+            accepted.clear();
+            for frame in frames {
+                if let Ok(a) = again.ingest_frame(&frame) {
+                    receipts.send(&a.sender, &a.digest);
+                    accepted.push((
+                        a.sender,
+                        a.index,
+                        Contribution { sender: a.sender, weight: a.weight, digest: a.digest },
+                    ));
+                }
+            }
+            if accepted.len() >= self.cfg.min_updates.max(1) {
+                let t_aggregate = Instant::now();
+                finished = Some((again.finish(&self.key)?, t_aggregate));
+            }
+        }
+        let (outcome, report, noise, agg_rule) = if let Some(((o, _signed), t_aggregate)) = finished {
             aggregate_ms = Some(t_aggregate.elapsed().as_secs_f64() * 1000.0);
             let eta = self.cfg.server_lr;
             self.global.iter_mut().zip(&o.aggregate).for_each(|(g, a)| *g += eta * a);
             let noise = o.report.noise_std.zip(o.report.noise_commitment);
             (Outcome::Aggregated, Some(o.report), noise, self.cfg.rule.to_string())
         } else {
-            drop(ingest);
             (Outcome::TooFew, None, None, self.cfg.rule.to_string())
         };
         let checkpoint = self.store.put(&self.global)?;

@@ -10,23 +10,23 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use vain_ingest::update::{Encoder, Round as UpdateRound, Tensor};
+use vain_kernels::backend::{Backend, Error as BackendError, Kind, Update};
 use vain_kernels::cpu::CpuBackend;
 use vain_kernels::encode::Codec;
-use vain_learn::data::Mnist;
 use vain_learn::model::{self, Arch, Model};
-use vain_learn::{DType, Device, train};
+use vain_learn::{DType, Device};
 use vain_net::node::{self, Identity, Inbound, Transport};
 use vain_net::records::Key;
 use vain_round::coordinator::{self, Coordinator, Link};
 use vain_round::msg::{self, Ack, Close, Message, Outcome};
-use vain_round::participant::{self, Participant};
+use vain_round::participant::Participant;
 use vain_round::store::Store;
 use vain_transport::client::{Client, Config as ClientConfig};
 use vain_transport::quic;
 use vain_transport::tls::{self, Policy};
 
 mod common;
-use common::{config, seed};
+use common::{config, seed, trainer};
 
 /// The node's request handler: fetches from `store`, status and closes to `link`, opens to
 /// `participant` — or, for a node that takes opens and then never sends, `Taken` and a signal.
@@ -70,6 +70,7 @@ async fn aggregator(
     seed: [u8; 32],
     ccfg: coordinator::Config,
     dir: &std::path::Path,
+    backend: Box<dyn Backend>,
 ) -> (node::Handle, Coordinator, String) {
     let deny = Arc::new(std::sync::RwLock::new(std::collections::BTreeSet::new()));
     let q = quic::Config::new(
@@ -87,7 +88,7 @@ async fn aggregator(
         agg.clone(),
         tokio::runtime::Handle::current(),
         service,
-        Box::new(CpuBackend::new(1)),
+        backend,
         SigningKey::from_bytes(&seed),
         dir.to_path_buf(),
     )
@@ -149,7 +150,7 @@ async fn refusals_missing_participants_and_too_few_updates_are_in_the_signed_clo
         failover_after: Duration::from_millis(200),
         ..coordinator::Config::new(Arch::MnistMlp)
     };
-    let (agg, c, boot) = aggregator(9200, agg_seed, ccfg, &dir.path().join("agg")).await;
+    let (agg, c, boot) = aggregator(9200, agg_seed, ccfg, &dir.path().join("agg"), Box::new(CpuBackend::new(1))).await;
     let ingest_addr = c.local_addr();
 
     // An honest client.
@@ -162,27 +163,8 @@ async fn refusals_missing_participants_and_too_few_updates_are_in_the_signed_clo
     )
     .await
     .expect("client");
-    let data = Mnist::embedded().train.subset(&(0..200).collect::<Vec<_>>());
-    let p = Participant::start(
-        participant::Config {
-            arch: Arch::MnistMlp,
-            items: (0..100).collect(),
-            data,
-            train: train::Config {
-                optim: train::Optim::Sgd { momentum: 0.9 },
-                lr: 0.05,
-                schedule: train::Schedule::Constant,
-                batch: 16,
-                steps: 2,
-            },
-            attack: None,
-            seed: 3,
-            dir: dir.path().join("client"),
-        },
-        client.clone(),
-        seed(12),
-    )
-    .expect("participant");
+    let p = Participant::start(trainer(0..100, 200, 3, dir.path().join("client")), client.clone(), seed(12))
+        .expect("participant");
     serve(crx, None, None, Some(p), None);
 
     // A participant that takes every open and never sends.
@@ -291,7 +273,7 @@ async fn the_ledger_not_a_peers_claim_decides_who_leads_and_later_governance_get
         evidence_interval: Duration::from_millis(300),
         ..coordinator::Config::new(Arch::MnistMlp)
     };
-    let (agg, c, boot) = aggregator(9300, agg_seed, ccfg, &dir.path().join("agg")).await;
+    let (agg, c, boot) = aggregator(9300, agg_seed, ccfg, &dir.path().join("agg"), Box::new(CpuBackend::new(1))).await;
     let me = SigningKey::from_bytes(&agg_seed).verifying_key().to_bytes();
     let c = c.with_tiers(Arc::new(move |k| u8::from(*k == me)));
     // A ledger stand-in: the reports it took, and the pool the reports carry from.
@@ -392,4 +374,169 @@ async fn the_ledger_not_a_peers_claim_decides_who_leads_and_later_governance_get
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let result = tokio::task::spawn_blocking(move || run.join()).await.expect("join");
     result.expect("thread").expect("coordinator");
+}
+
+/// A device that faults: the CPU backend behind a `Cuda` kind, whose `fail_at`-th update (ingest
+/// or stored row) reports a driver error, as would every operation after it (a sticky fault).
+struct Faulty {
+    inner: CpuBackend,
+    updates: usize,
+    fail_at: usize,
+    failed: bool,
+}
+
+impl Faulty {
+    fn check(&mut self) -> Result<(), BackendError> {
+        if self.failed {
+            Err(BackendError::Cuda("an illegal memory access was encountered (injected)".into()))
+        } else {
+            Ok(())
+        }
+    }
+    fn update(&mut self) -> Result<(), BackendError> {
+        self.updates += 1;
+        if self.updates >= self.fail_at {
+            self.failed = true;
+        }
+        self.check()
+    }
+}
+
+impl Backend for Faulty {
+    fn kind(&self) -> Kind {
+        Kind::Cuda
+    }
+    fn prepare(&mut self, dim: usize, rows: usize) -> Result<(), BackendError> {
+        self.check()?;
+        self.inner.prepare(dim, rows)
+    }
+    fn ingest(&mut self, update: &Update<'_>, weight: f32, clip: Option<f32>) -> Result<f64, BackendError> {
+        self.update()?;
+        self.inner.ingest(update, weight, clip)
+    }
+    fn store_row(&mut self, row: usize, update: &Update<'_>) -> Result<f64, BackendError> {
+        self.update()?;
+        self.inner.store_row(row, update)
+    }
+    fn scale_rows(&mut self, factors: &[f32]) -> Result<(), BackendError> {
+        self.check()?;
+        self.inner.scale_rows(factors)
+    }
+    fn mix_rows(&mut self, n: usize, targets: &[u32], mix: &[f32]) -> Result<(), BackendError> {
+        self.check()?;
+        self.inner.mix_rows(n, targets, mix)
+    }
+    fn gram(&mut self, n: usize) -> Result<Vec<f64>, BackendError> {
+        self.check()?;
+        self.inner.gram(n)
+    }
+    fn weighted_sum(&mut self, rows: &[u32], weights: &[f32]) -> Result<(), BackendError> {
+        self.check()?;
+        self.inner.weighted_sum(rows, weights)
+    }
+    fn median(&mut self, rows: &[u32]) -> Result<(), BackendError> {
+        self.check()?;
+        self.inner.median(rows)
+    }
+    fn trimmed_mean(&mut self, rows: &[u32], trim: usize) -> Result<(), BackendError> {
+        self.check()?;
+        self.inner.trimmed_mean(rows, trim)
+    }
+    fn closest_to_median_mean(&mut self, rows: &[u32], beta: usize) -> Result<(), BackendError> {
+        self.check()?;
+        self.inner.closest_to_median_mean(rows, beta)
+    }
+    fn dist_sq_to_out(&mut self, n: usize) -> Result<Vec<f64>, BackendError> {
+        self.check()?;
+        self.inner.dist_sq_to_out(n)
+    }
+    fn centered_clip_step(&mut self, factors: &[f32]) -> Result<(), BackendError> {
+        self.check()?;
+        self.inner.centered_clip_step(factors)
+    }
+    fn dots_with_out(&mut self, n: usize) -> Result<(Vec<f64>, f64), BackendError> {
+        self.check()?;
+        self.inner.dots_with_out(n)
+    }
+    fn out_from_acc(&mut self, scale: f32) -> Result<(), BackendError> {
+        self.check()?;
+        self.inner.out_from_acc(scale)
+    }
+    fn add_noise(&mut self, std: f32, seed: u64, round: u64) -> Result<(), BackendError> {
+        self.check()?;
+        self.inner.add_noise(std, seed, round)
+    }
+    fn read_out(&mut self, dst: &mut [f32]) -> Result<(), BackendError> {
+        self.check()?;
+        self.inner.read_out(dst)
+    }
+}
+
+/// The aggregation device faults in the middle of a round (its second update): the update is not
+/// held against its sender, the round is rebuilt on the CPU from the journal with every update
+/// it took, closes as if nothing had happened, and the next round runs on the CPU.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_faults_mid_round_hands_the_round_to_the_cpu_and_loses_no_update() {
+    if let Err(e) = quic::probe() {
+        vain_testkit::unavailable(vain_testkit::Need::IoUring, "round: device fault", e);
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agg_seed = seed(31);
+    let ccfg = coordinator::Config {
+        rounds: 2,
+        round_time: Duration::from_secs(20),
+        min_clients: 3,
+        min_updates: 3,
+        failover_after: Duration::from_millis(200),
+        ..coordinator::Config::new(Arch::MnistMlp)
+    };
+    let faulty = Faulty { inner: CpuBackend::new(1), updates: 0, fail_at: 2, failed: false };
+    let (agg, c, boot) = aggregator(9400, agg_seed, ccfg, &dir.path().join("agg"), Box::new(faulty)).await;
+    let mut clients = Vec::new();
+    for i in 0..3u8 {
+        let (tx, rx) = mpsc::channel(64);
+        let client = node::spawn_serving(
+            config(9401 + u64::from(i), &["client"], Some(boot.clone())),
+            Identity::from_seed(seed(32 + i)),
+            Transport::Memory,
+            tx,
+        )
+        .await
+        .expect("client");
+        let at = 100 * usize::from(i);
+        let cfg = trainer(at..at + 100, 300, u64::from(i), dir.path().join(format!("client-{i}")));
+        let p = Participant::start(cfg, client.clone(), seed(32 + i)).expect("participant");
+        serve(rx, None, None, Some(p), None);
+        clients.push(client);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while clients[0].directory().await.map(|d| d.len()).unwrap_or(0) < 3 {
+        assert!(Instant::now() < deadline, "the nodes did not find each other");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    agg.provide(Key::aggregators("mnist-mlp")).await.expect("provide");
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let rows: Arc<std::sync::Mutex<Vec<coordinator::Row>>> = Arc::default();
+    let seen = rows.clone();
+    let run = std::thread::spawn(move || c.run(&s, move |r| seen.lock().expect("rows").push(r.clone())));
+    let result = tokio::task::spawn_blocking(move || run.join()).await.expect("join");
+    result.expect("thread").expect("coordinator");
+    let cs = closes(&dir.path().join("agg"));
+    assert_eq!(cs.len(), 2, "{cs:?}");
+    let ids: Vec<[u8; 32]> = (0..3).map(|i| SigningKey::from_bytes(&seed(32 + i)).verifying_key().to_bytes()).collect();
+    for c in &cs {
+        assert_eq!(c.outcome, Outcome::Aggregated, "round {}: {c:?}", c.round);
+        let mut senders: Vec<[u8; 32]> = c.accepted.iter().map(|a| a.sender).collect();
+        senders.sort_unstable();
+        let mut want = ids.clone();
+        want.sort_unstable();
+        assert_eq!(senders, want, "round {}: every update counted once", c.round);
+        assert!(c.rejected.is_empty(), "round {}: a device fault held against a sender: {:?}", c.round, c.rejected);
+        assert_ne!(c.checkpoint, c.base, "round {} aggregated", c.round);
+    }
+    let rows = rows.lock().expect("rows");
+    assert_eq!(rows.iter().map(|r| r.backend.as_str()).collect::<Vec<_>>(), ["cpu", "cpu"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
 }

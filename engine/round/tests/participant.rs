@@ -7,17 +7,16 @@ use ed25519_dalek::SigningKey;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use vain_core::signed::Signed;
-use vain_learn::data::Mnist;
 use vain_learn::model::{self, Arch, Model};
-use vain_learn::{DType, Device, train};
+use vain_learn::{DType, Device};
 use vain_net::node::{self, Handle, Identity, Inbound, Transport};
 use vain_net::records::Key;
 use vain_round::msg::{self, Ack, Message, Open};
-use vain_round::participant::{self, Participant};
+use vain_round::participant::Participant;
 use vain_round::store::Store;
 
 mod common;
-use common::{config, seed};
+use common::{config, seed, trainer};
 
 /// Answers round-protocol requests: fetches from `store` (with one bit flipped when `corrupt`),
 /// opens and closes through `participant`.
@@ -101,22 +100,7 @@ async fn opens_are_checked_and_a_valid_one_fetches_the_checkpoint() {
     )
     .await
     .expect("client");
-    let data = Mnist::embedded().train.subset(&(0..200).collect::<Vec<_>>());
-    let pcfg = participant::Config {
-        arch: Arch::MnistMlp,
-        items: (0..100).collect(),
-        data,
-        train: train::Config {
-            optim: train::Optim::Sgd { momentum: 0.9 },
-            lr: 0.05,
-            schedule: train::Schedule::Constant,
-            batch: 16,
-            steps: 2,
-        },
-        attack: None,
-        seed: 3,
-        dir: dir.path().join("client"),
-    };
+    let pcfg = trainer(0..100, 200, 3, dir.path().join("client"));
     let p = Participant::start(pcfg, client.clone(), seed(2)).expect("participant");
     serve(crx, None, Some(p.clone()), false);
 

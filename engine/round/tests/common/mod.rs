@@ -23,3 +23,29 @@ pub fn config(port: u64, roles: &[&str], bootstrap: Option<String>) -> Config {
 pub fn seed(i: u8) -> [u8; 32] {
     [i; 32]
 }
+
+/// A `mnist-mlp` client training on `items` of the first `of` embedded digits: two SGD steps of
+/// 16 with momentum, keeping its state in `dir`.
+pub fn trainer(
+    items: std::ops::Range<usize>,
+    of: usize,
+    seed: u64,
+    dir: std::path::PathBuf,
+) -> vain_round::participant::Config {
+    use vain_learn::train;
+    vain_round::participant::Config {
+        arch: vain_learn::model::Arch::MnistMlp,
+        items: items.collect(),
+        data: vain_learn::data::Mnist::embedded().train.subset(&(0..of).collect::<Vec<_>>()),
+        train: train::Config {
+            optim: train::Optim::Sgd { momentum: 0.9 },
+            lr: 0.05,
+            schedule: train::Schedule::Constant,
+            batch: 16,
+            steps: 2,
+        },
+        attack: None,
+        seed,
+        dir,
+    }
+}
