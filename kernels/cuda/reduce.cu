@@ -134,7 +134,6 @@ extern "C" __global__ void __launch_bounds__(256)
         }
         __syncthreads();
     }
-#pragma unroll
     double* g = part + (u64)blockIdx.x * n * n;
 #pragma unroll
     for (int q = 0; q < 4; ++q) {

@@ -57,13 +57,6 @@ pub enum Error {
     /// Bytes left after the value.
     #[error("{0} trailing bytes")]
     Trailing(usize),
-    /// A value that may not appear where it is: a fork proof inside a fork proof or inside a
-    /// testimony.
-    #[error("{field} may not be nested here")]
-    Nested {
-        /// Field.
-        field: &'static str,
-    },
 }
 
 /// A cursor over bytes.
@@ -72,15 +65,12 @@ pub struct Reader<'a> {
     /// Inside a carried testimony: a report there carries nothing further, so nesting (and the
     /// decoder's recursion) stops at one level.
     nested: bool,
-    /// Inside a fork proof: its reports may carry governance, but no further proof, so the
-    /// recursion stops there too.
-    in_proof: bool,
 }
 
 impl<'a> Reader<'a> {
     /// Reads from `b`.
     pub fn new(b: &'a [u8]) -> Self {
-        Self { b, nested: false, in_proof: false }
+        Self { b, nested: false }
     }
 
     /// Bytes not read yet.
@@ -304,22 +294,33 @@ pub fn encode_governed(g: &Governed, out: &mut Vec<u8>) {
     }
 }
 
-/// A fork proof: its two signed reports.
+/// A fork proof: the signer, then each report as `body length u64 ‖ body ‖ signature`.
 pub fn encode_fork(f: &Fork, out: &mut Vec<u8>) {
-    encode_signed(&f.first, out);
-    encode_signed(&f.second, out);
+    out.extend_from_slice(&f.signer);
+    for (body, sig) in &f.reports {
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(body);
+        out.extend_from_slice(sig);
+    }
 }
 
-/// The inverse of [`encode_fork`] (the order is checked by [`Fork::check`], not here).
+/// The inverse of [`encode_fork`]. The reports' bodies are not decoded (a proof checks them by
+/// their signatures and their first 8 bytes), so nothing nests.
 fn decode_fork(r: &mut Reader<'_>) -> Result<Fork, Error> {
-    if r.nested || r.in_proof {
-        return Err(Error::Nested { field: "fork" });
-    }
-    r.in_proof = true;
-    let pair = decode_signed(r).and_then(|first| Ok((first, decode_signed(r)?)));
-    r.in_proof = false;
-    let (first, second) = pair?;
-    Ok(Fork { first, second })
+    let signer = r.array::<32>("fork.signer")?;
+    let mut report = || -> Result<(Vec<u8>, [u8; 64]), Error> {
+        let n = r.u64("fork.body_len")?;
+        let len = usize::try_from(n).ok().filter(|n| *n <= r.remaining()).ok_or(Error::TooLong {
+            field: "fork.body",
+            value: n,
+            limit: r.remaining() as u64,
+        })?;
+        let body = r.take(len, "fork.body")?.to_vec();
+        Ok((body, r.array::<64>("fork.signature")?))
+    };
+    let first = report()?;
+    let second = report()?;
+    Ok(Fork { signer, reports: [first, second] })
 }
 
 /// The inverse of [`encode_governed`]. A testimony's report may carry nothing itself.

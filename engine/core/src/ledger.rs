@@ -13,7 +13,7 @@ use crate::reputation::{self, Decaying, SOURCES, Source, Weights};
 use crate::signed::{self, Body, Signed, put_f64, put_u64};
 use crate::tier;
 use crate::trust;
-use crate::{DAY, NodeId, Time};
+use crate::{DAY, HOUR, NodeId, Time};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use thiserror::Error;
 
@@ -71,6 +71,12 @@ pub const MAX_GOVERNANCE: usize = 256;
 pub const MAX_VOTING_WINDOW: Time = 30 * DAY;
 /// Open proposals one proposer may have at a time.
 pub const MAX_OPEN_PER_PROPOSER: usize = 8;
+/// Equivocation proofs are taken for report epochs at most this many epochs back (report epochs
+/// are ledger hours: the live ledger applies epoch e at (e + 1) h) …
+pub const FORK_WINDOW: u64 = 1024;
+/// … and at most this many ahead (as far as a report may be buffered ahead): nobody can take a
+/// far-future epoch's penalty now to make its later proofs stale.
+pub const FORK_AHEAD: u64 = 64;
 /// An audit whose team has not decided within this much ledger time closes without a verdict
 /// (a silent team must not keep its subject from being audited again).
 pub const AUDIT_WINDOW: Time = DAY;
@@ -99,46 +105,82 @@ pub enum Governed {
 }
 
 /// Two different reports one reporter signed for the same epoch, in digest order, so that
-/// every node that finds the same pair builds the same proof (and de-duplicates it).
-#[derive(Debug, Clone, PartialEq)]
+/// every node that finds the same pair builds the same proof (and de-duplicates it). Each report
+/// is kept as its signed bytes — the canonical body encoding, whose first 8 bytes are the epoch —
+/// not decoded: a proof never has to decode what the reports carry (governance, even other
+/// proofs), so it nests nothing and always round-trips.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fork {
-    /// The report with the smaller digest.
-    pub first: Signed<Report>,
-    /// The other.
-    pub second: Signed<Report>,
+    /// The reporter.
+    pub signer: NodeId,
+    /// The two reports: canonical body bytes and signature, the smaller digest first.
+    pub reports: [(Vec<u8>, [u8; 64]); 2],
 }
 
 impl Fork {
-    /// The proof of `a` and `b` (in either order).
-    pub fn new(a: Signed<Report>, b: Signed<Report>) -> Fork {
-        if a.digest() <= b.digest() { Fork { first: a, second: b } } else { Fork { first: b, second: a } }
+    /// The proof of `a` and `b` (in either order; [`Fork::check`] says whether it is one).
+    pub fn new(a: &Signed<Report>, b: &Signed<Report>) -> Fork {
+        let bytes = |r: &Signed<Report>| {
+            let mut body = Vec::new();
+            r.body.encode(&mut body);
+            (body, r.signature)
+        };
+        let (x, y) = (bytes(a), bytes(b));
+        let (dx, dy) = (report_digest(&a.signer, &x.0, &x.1), report_digest(&a.signer, &y.0, &y.1));
+        Fork { signer: a.signer, reports: if dx <= dy { [x, y] } else { [y, x] } }
     }
 
-    /// Checks the proof: both signatures verify, one signer, one epoch, two different reports in
-    /// digest order. Gives the equivocating reporter and the epoch.
-    pub fn check(&self) -> Result<(NodeId, u64), Error> {
-        if self.first.signer != self.second.signer {
-            return Err(Error::Value { field: "fork.signer" });
-        }
-        if self.first.body.epoch != self.second.body.epoch {
-            return Err(Error::Value { field: "fork.epoch" });
-        }
-        if self.first.digest() >= self.second.digest() {
+    /// Checks the proof: two different reports in digest order, both signed by the signer
+    /// under the report tag, for one epoch. Gives that epoch.
+    pub fn check(&self) -> Result<u64, Error> {
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&self.signer)
+            .map_err(|_| Error::Signature(signed::Error::BadKey))?;
+        let [(b0, s0), (b1, s1)] = &self.reports;
+        if self.digest_of(0) >= self.digest_of(1) {
             return Err(Error::Value { field: "fork.order" });
         }
-        self.first.verify()?;
-        self.second.verify()?;
-        Ok((self.first.signer, self.first.body.epoch))
+        let epoch = |b: &[u8]| b.get(..8).map(|e| u64::from_le_bytes(e.try_into().unwrap_or([0; 8])));
+        let (Some(e0), Some(e1)) = (epoch(b0), epoch(b1)) else { return Err(Error::Value { field: "fork.epoch" }) };
+        if e0 != e1 {
+            return Err(Error::Value { field: "fork.epoch" });
+        }
+        for (body, sig) in [(b0, s0), (b1, s1)] {
+            let input = vain_schema::sign::SigningInput::new(<Report as Body>::TAG, body);
+            key.verify_strict(input.as_bytes(), &ed25519_dalek::Signature::from_bytes(sig))
+                .map_err(|_| Error::Signature(signed::Error::BadSignature))?;
+        }
+        Ok(e0)
+    }
+
+    /// The epoch both reports claim (0 when a body is too short to hold one; such a proof
+    /// fails [`Fork::check`]).
+    pub fn epoch(&self) -> u64 {
+        self.reports[0].0.get(..8).map_or(0, |e| u64::from_le_bytes(e.try_into().unwrap_or([0; 8])))
+    }
+
+    /// The digest of report `i` (0 or 1), as [`Signed::digest`] gives it for the decoded report.
+    fn digest_of(&self, i: usize) -> [u8; 32] {
+        report_digest(&self.signer, &self.reports[i].0, &self.reports[i].1)
     }
 
     /// Its digest: of the two reports' digests, under its own tag.
     pub fn digest(&self) -> [u8; 32] {
         let mut h = blake3::Hasher::new();
-        h.update(b"vain/fork/v1");
-        h.update(&self.first.digest());
-        h.update(&self.second.digest());
+        h.update(b"vain/fork/v2");
+        h.update(&self.digest_of(0));
+        h.update(&self.digest_of(1));
         *h.finalize().as_bytes()
     }
+}
+
+/// [`Signed::digest`] of a report from its body bytes.
+fn report_digest(signer: &NodeId, body: &[u8], signature: &[u8; 64]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(<Report as Body>::TAG.as_str().as_bytes());
+    h.update(signer);
+    h.update(body);
+    h.update(signature);
+    *h.finalize().as_bytes()
 }
 
 impl Governed {
@@ -162,7 +204,7 @@ impl Governed {
             Governed::Testimony(t) => t.signer,
             Governed::RequestAudit(q) => q.signer,
             Governed::Verdict(v) => v.signer,
-            Governed::Fork(f) => f.first.signer,
+            Governed::Fork(f) => f.signer,
         }
     }
 
@@ -578,9 +620,9 @@ pub struct Record {
     trust_epoch: Option<u64>,
     /// Epoch of the last testimony this node signed that was applied.
     testified: Option<u64>,
-    /// The latest epoch for which a proof that it signed two reports was applied: a proof for
-    /// that epoch or an earlier one penalises it no further.
-    pub forked: Option<u64>,
+    /// The epochs, within [`FORK_WINDOW`] of now, for which a proof that it signed two reports
+    /// was applied (ascending): each is penalised once.
+    pub forked: Vec<u64>,
     /// End of the current suspension.
     pub suspended_until: Option<Time>,
     /// Suspensions so far.
@@ -602,7 +644,7 @@ impl Record {
             bond_seq: 0,
             trust_epoch: None,
             testified: None,
-            forked: None,
+            forked: Vec::new(),
             suspended_until: None,
             suspensions: 0,
             banned: false,
@@ -779,6 +821,33 @@ impl Ledger {
         Ok(())
     }
 
+    /// Whether a proof that `node` signed two reports for `epoch` would be applied at `now`:
+    /// `node` is a reporter (pre-trusted or at the reporting tier, suspended or not: a key whose
+    /// reports nobody takes cannot split the ledger, and its proofs must not grow it), not
+    /// banned, not already penalised for `epoch`, and `epoch` within [`FORK_WINDOW`] back and
+    /// [`FORK_AHEAD`] ahead of now.
+    pub fn fork_admissible(&self, node: &NodeId, epoch: u64, now: Time) -> Result<(), Error> {
+        let rec = self.nodes.get(node);
+        if rec.is_some_and(|r| r.banned) {
+            return Err(Error::Banned);
+        }
+        let reporter = self.pretrusted.contains(node) || rec.is_some_and(|r| r.tier.tier >= self.cfg.tiers.report_from);
+        if !reporter {
+            return Err(Error::NotEligible {
+                tier: rec.map_or(0, |r| r.tier.tier),
+                what: "be convicted of equivocation",
+            });
+        }
+        let current = now / HOUR;
+        if epoch > current + FORK_AHEAD || epoch + FORK_WINDOW < current {
+            return Err(Error::Value { field: "fork.epoch" });
+        }
+        if rec.is_some_and(|r| r.forked.binary_search(&epoch).is_ok()) {
+            return Err(Error::Stale);
+        }
+        Ok(())
+    }
+
     /// Whether `node` may report evidence at `now` (pre-trusted, or at the reporting tier).
     /// A suspended or banned node may not, pre-trusted or not.
     pub fn may_report(&self, node: &NodeId, now: Time) -> bool {
@@ -867,15 +936,15 @@ impl Ledger {
                 Ok(())
             }
             Input::Fork(f) => {
-                let (node, epoch) = f.check()?;
+                let epoch = f.check()?;
+                let node = f.signer;
+                self.fork_admissible(&node, epoch, now)?;
                 let rec = self.nodes.entry(node).or_insert_with(|| Record::new(now));
-                if rec.banned {
-                    return Err(Error::Banned);
+                let oldest = (now / HOUR).saturating_sub(FORK_WINDOW);
+                rec.forked.retain(|e| *e >= oldest);
+                if let Err(at) = rec.forked.binary_search(&epoch) {
+                    rec.forked.insert(at, epoch);
                 }
-                if rec.forked.is_some_and(|e| epoch <= e) {
-                    return Err(Error::Stale);
-                }
-                rec.forked = Some(epoch);
                 let pts = self.cfg.penalties.equivocation;
                 self.penalise(&node, pts, now);
                 self.outbox.push_back(Output::Forked { node, epoch });
@@ -1238,7 +1307,10 @@ impl Ledger {
             h.update(&r.bond_seq.to_le_bytes());
             h.update(&r.trust_epoch.map_or(u64::MAX, |e| e).to_le_bytes());
             h.update(&r.testified.map_or(u64::MAX, |e| e).to_le_bytes());
-            h.update(&r.forked.map_or(u64::MAX, |e| e).to_le_bytes());
+            h.update(&(r.forked.len() as u64).to_le_bytes());
+            for e in &r.forked {
+                h.update(&e.to_le_bytes());
+            }
             h.update(&r.suspended_until.map_or(u64::MAX, |t| t).to_le_bytes());
             h.update(&r.suspensions.to_le_bytes());
             h.update(&[u8::from(r.banned)]);

@@ -347,8 +347,8 @@ fn a_ring_of_two_has_the_machine_its_challenges_need_but_no_work_to_show() {
 
 #[test]
 fn a_reporter_that_signs_two_reports_for_one_epoch_is_suspended_by_the_proof() {
-    use vain_core::codec::{Error as CodecError, Reader, decode_governed, decode_input, encode_governed, encode_input};
-    use vain_core::ledger::{Fork, Governed};
+    use vain_core::codec::{Reader, decode_governed, decode_input, encode_governed, encode_input};
+    use vain_core::ledger::{FORK_AHEAD, Fork, Governed};
     let (mut l, keys) = voters(2);
     let (cheat, carrier) = (&keys[0], &keys[1]);
     let cheat_id = cheat.verifying_key().to_bytes();
@@ -356,15 +356,15 @@ fn a_reporter_that_signs_two_reports_for_one_epoch_is_suspended_by_the_proof() {
     let report = |k: &SigningKey, epoch, what| Signed::sign(k, Report::new(epoch, vec![Observation { subject, what }]));
     let (a, b) = (report(cheat, 3, Observed::Participated), report(cheat, 3, Observed::Missed));
     // Either order builds the same proof.
-    let proof = Fork::new(a.clone(), b.clone());
-    assert_eq!(proof, Fork::new(b.clone(), a.clone()));
-    assert_eq!(proof.check(), Ok((cheat_id, 3)));
+    let proof = Fork::new(&a, &b);
+    assert_eq!(proof, Fork::new(&b, &a));
+    assert_eq!(proof.check(), Ok(3));
     assert!(l.may_report(&cheat_id, HOUR));
     let carry = |epoch, g: Vec<Governed>| {
         Input::Report(Signed::sign(carrier, Report { epoch, observations: vec![], governance: g }))
     };
     l.handle(HOUR, carry(0, vec![Governed::Fork(Box::new(proof.clone()))])).expect("apply");
-    assert_eq!(l.record(&cheat_id).and_then(|r| r.forked), Some(3));
+    assert_eq!(l.record(&cheat_id).map(|r| r.forked.clone()), Some(vec![3]));
     let mut forked = 0;
     l.tick(HOUR);
     while let Some(o) = l.poll() {
@@ -380,43 +380,59 @@ fn a_reporter_that_signs_two_reports_for_one_epoch_is_suspended_by_the_proof() {
     assert!(rec.suspended_until.is_some_and(|u| u > HOUR));
     assert!(!l.may_report(&cheat_id, HOUR));
     assert!(matches!(l.handle(HOUR, Input::Report(report(cheat, 4, Observed::Missed))), Err(Error::Suspended { .. })));
-    // The same proof again, or one for an earlier epoch, penalises no further.
+    // The same proof again penalises no further; a proof for another epoch does, suspended or not
+    // (a penalty at one epoch buys no immunity at the others).
     let before = l.digest();
     assert_eq!(l.handle(HOUR, Input::Fork(Box::new(proof.clone()))), Err(Error::Stale));
-    let older = Fork::new(report(cheat, 2, Observed::Participated), report(cheat, 2, Observed::Missed));
-    assert_eq!(l.handle(HOUR, Input::Fork(Box::new(older))), Err(Error::Stale));
     assert_eq!(l.digest(), before);
+    let older = Fork::new(&report(cheat, 2, Observed::Participated), &report(cheat, 2, Observed::Missed));
+    l.handle(HOUR, Input::Fork(Box::new(older))).expect("another epoch");
+    assert_eq!(l.record(&cheat_id).map(|r| r.forked.clone()), Some(vec![2, 3]));
+    // Nobody takes a penalty for a far-future epoch now (to make its later proofs stale), and a
+    // key that is no reporter cannot be convicted (nor grow the ledger by it).
+    let far = 1 + FORK_AHEAD + 1;
+    let future = Fork::new(&report(cheat, far, Observed::Participated), &report(cheat, far, Observed::Missed));
+    assert_eq!(l.handle(HOUR, Input::Fork(Box::new(future))), Err(Error::Value { field: "fork.epoch" }));
+    let stranger = key(77);
+    let nobody = Fork::new(&report(&stranger, 1, Observed::Participated), &report(&stranger, 1, Observed::Missed));
+    assert_eq!(nobody.check(), Ok(1));
+    assert!(matches!(l.handle(HOUR, Input::Fork(Box::new(nobody))), Err(Error::NotEligible { .. })));
+    assert!(l.record(&stranger.verifying_key().to_bytes()).is_none());
     // What is not a proof: one report twice, two signers, two epochs, a forged signature, the
-    // wrong order.
-    let same = Fork { first: a.clone(), second: a.clone() };
+    // wrong order, a body too short to hold an epoch.
+    let same = Fork { signer: cheat_id, reports: [proof.reports[0].clone(), proof.reports[0].clone()] };
     assert_eq!(same.check(), Err(Error::Value { field: "fork.order" }));
-    let two_signers = Fork::new(report(cheat, 5, Observed::Missed), report(carrier, 5, Observed::Missed));
-    assert_eq!(two_signers.check(), Err(Error::Value { field: "fork.signer" }));
-    let two_epochs = Fork::new(report(cheat, 5, Observed::Missed), report(cheat, 6, Observed::Missed));
+    let two_signers = Fork::new(&report(cheat, 5, Observed::Missed), &report(carrier, 5, Observed::Participated));
+    assert!(matches!(two_signers.check(), Err(Error::Signature(_))));
+    let two_epochs = Fork::new(&report(cheat, 5, Observed::Missed), &report(cheat, 6, Observed::Missed));
     assert_eq!(two_epochs.check(), Err(Error::Value { field: "fork.epoch" }));
     let mut forged = report(cheat, 7, Observed::Missed);
     forged.body.observations[0].what = Observed::Participated;
-    let forged = Fork::new(forged, report(cheat, 7, Observed::Missed));
+    let forged = Fork::new(&forged, &report(cheat, 7, Observed::Missed));
     assert!(matches!(forged.check(), Err(Error::Signature(_))));
     assert!(matches!(l.handle(HOUR, Input::Fork(Box::new(forged))), Err(Error::Signature(_))));
-    let swapped = Fork { first: proof.second.clone(), second: proof.first.clone() };
+    let swapped = Fork { signer: cheat_id, reports: [proof.reports[1].clone(), proof.reports[0].clone()] };
     assert_eq!(swapped.check(), Err(Error::Value { field: "fork.order" }));
-    // The wire and journal forms round-trip, reports that carry governance included; a proof
-    // inside a proof's report is refused by the decoder.
+    let short = Fork { signer: cheat_id, reports: [(vec![1, 2], [0; 64]), (vec![3], [0; 64])] };
+    assert!(short.check().is_err());
+    // The wire and journal forms round-trip whatever the reports carry — governance, even
+    // another proof: the proof keeps their signed bytes and decodes none of it.
     let carrying = |epoch, g| Signed::sign(cheat, Report { epoch, observations: vec![], governance: g });
     let testimony = Governed::Testimony(report(carrier, 9, Observed::ChallengeFailed));
-    let deep = Fork::new(carrying(8, vec![testimony.clone()]), carrying(8, vec![]));
+    let inner = Governed::Fork(Box::new(proof.clone()));
+    let deep = Fork::new(&carrying(8, vec![testimony, inner]), &carrying(8, vec![]));
+    assert_eq!(deep.check(), Ok(8));
     let g = Governed::Fork(Box::new(deep.clone()));
     let mut wire = Vec::new();
     encode_governed(&g, &mut wire);
     assert_eq!(decode_governed(&mut Reader::new(&wire)), Ok(g.clone()));
     let mut journal = Vec::new();
     encode_input(&Input::Fork(Box::new(deep)), &mut journal);
-    assert!(matches!(decode_input(&mut Reader::new(&journal)), Ok(Input::Fork(f)) if f.check() == Ok((cheat_id, 8))));
-    let nested = Governed::Fork(Box::new(Fork::new(carrying(10, vec![g.clone()]), carrying(10, vec![]))));
-    let mut wire = Vec::new();
-    encode_governed(&nested, &mut wire);
-    assert_eq!(decode_governed(&mut Reader::new(&wire)), Err(CodecError::Nested { field: "fork" }));
+    assert!(matches!(decode_input(&mut Reader::new(&journal)), Ok(Input::Fork(f)) if f.check() == Ok(8)));
+    // A body length past the end is refused before anything is allocated.
+    let mut bad = wire.clone();
+    bad[1 + 32..1 + 32 + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(decode_governed(&mut Reader::new(&bad)).is_err());
 }
 
 #[test]

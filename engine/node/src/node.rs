@@ -450,7 +450,7 @@ fn take_evidence(
 /// small request and an empty answer.
 fn spawn_catching_up(live: Arc<Mutex<Live>>, net: vain_net::node::Handle) {
     tokio::spawn(async move {
-        let mut turn = 0usize;
+        let (mut turn, mut pool_turn) = (0usize, 0usize);
         loop {
             tokio::time::sleep(Duration::from_secs(2)).await;
             let Ok(dir) = net.directory().await else { continue };
@@ -482,11 +482,15 @@ fn spawn_catching_up(live: Arc<Mutex<Live>>, net: vain_net::node::Handle) {
                     break;
                 }
             }
-            // Every fifth turn (about every 10 s), the governance inputs the peer holds and this
-            // node does not: passed on while this node was away, they would otherwise reach it
-            // only inside a report, and never if this node is the one to carry them.
-            if turn % 5 == 1 {
-                sync_pool(&live, &net, peer).await;
+            // Every fifth turn (about every 10 s), from the next peer in a turn of its own, the
+            // governance inputs that peer holds and this node does not: passed on while this
+            // node was away, they would otherwise reach it only inside a report, and never if
+            // this node is the one to carry them.
+            if turn % 5 == 1
+                && let Some(p) = peers.get(pool_turn % peers.len().max(1)).copied()
+            {
+                pool_turn = pool_turn.wrapping_add(1);
+                sync_pool(&live, &net, p).await;
             }
         }
     });
@@ -1012,7 +1016,10 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                         Ok(Message::Pool(held)) => {
                             let items = live
                                 .lock()
-                                .map(|l| l.pool_missing(&held, msg::POOL_ANSWER_ITEMS, msg::POOL_ANSWER_BYTES))
+                                .map(|l| {
+                                    let turn = vain_schema::clock::unix_ms();
+                                    l.pool_missing(&held, msg::POOL_ANSWER_ITEMS, msg::POOL_ANSWER_BYTES, turn)
+                                })
                                 .unwrap_or_default();
                             msg::encode_pool(&items)
                         }

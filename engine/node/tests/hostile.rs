@@ -217,7 +217,7 @@ fn a_reporter_signing_two_reports_for_one_epoch_is_suspended_on_every_node() {
         }
         // The honest reporter's next report carries the proof (the same one each node holds for
         // whichever report comes next).
-        let proof = Governed::Fork(Box::new(Fork::new(a.clone(), b.clone())));
+        let proof = Governed::Fork(Box::new(Fork::new(&a, &b)));
         let next = report(&honest, 1, Observed::Participated, vec![proof]);
         let answer = me.request(p1, Message::Evidence(next).encode()).await.expect("answer");
         assert_eq!(answer, vec![Ack::Taken as u8]);
@@ -248,13 +248,16 @@ fn a_node_that_joins_late_takes_the_governance_its_peers_hold() {
         control::request(s, &json!({"cmd": "ledger"})).ok().and_then(|v| v["pool"].as_u64()).unwrap_or(0)
     };
     let status = |s: &std::path::Path| control::request(s, &json!({"cmd": "status"})).ok();
-    let (_n1, s1) = start(&dir.path().join("n1"), None, &[]);
+    // The genesis makes the cheat a reporter: a proof against a key whose reports nobody takes
+    // is not held.
+    let genesis = [cheat.verifying_key().to_bytes()];
+    let (_n1, s1) = start(&dir.path().join("n1"), None, &genesis);
     wait("node 1 up", 60, || status(&s1).is_some_and(|s| s["listen"][0].is_string()));
     let v = status(&s1).expect("status");
     let boot = v["listen"][0].as_str().expect("listen").to_string();
     let p1: PeerId = v["peer_id"].as_str().expect("peer id").parse().expect("peer id");
     let report = |what| Signed::sign(&cheat, Report::new(4, vec![Observation { subject: [9; 32], what }]));
-    let proof = Governed::Fork(Box::new(Fork::new(report(Observed::Participated), report(Observed::Missed))));
+    let proof = Governed::Fork(Box::new(Fork::new(&report(Observed::Participated), &report(Observed::Missed))));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async {
         let me = in_process(&dir.path().join("peer"), &boot, 0x62, &[p1]).await;
@@ -263,6 +266,6 @@ fn a_node_that_joins_late_takes_the_governance_its_peers_hold() {
     });
     drop(rt);
     assert_eq!(pool(&s1), 1);
-    let (_n2, s2) = start(&dir.path().join("n2"), Some(&boot), &[]);
+    let (_n2, s2) = start(&dir.path().join("n2"), Some(&boot), &genesis);
     wait("the late node holds the proof", 60, || pool(&s2) == 1);
 }

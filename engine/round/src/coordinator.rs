@@ -321,8 +321,6 @@ pub fn rank_key(model_id: &str, key: &NodeId) -> [u8; 32] {
     out
 }
 
-/// Opens an append-only log, creating it; a new file's directory entry is synced, so a
-/// power loss cannot take the file (and its synced records) away.
 /// The round's pipeline on `backend`: only `participants` may send, each weighted by its
 /// example count times its factor (the ledger's).
 fn start_ingest<'b>(
@@ -356,6 +354,8 @@ fn device_fault(r: &vain_ingest::Reject) -> Option<String> {
     }
 }
 
+/// Opens an append-only log, creating it; a new file's directory entry is synced, so a
+/// power loss cannot take the file (and its synced records) away.
 fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
     let existed = path.exists();
     let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
@@ -603,6 +603,20 @@ impl Coordinator {
     /// The link the node's request handler answers status requests and passes closes with.
     pub fn link(&self) -> Link {
         self.link.clone()
+    }
+
+    /// Replaces a failed device by the CPU backend for the rest of this aggregator's life, and
+    /// tells the operator.
+    fn fall_back_to_cpu(&mut self, why: &str) {
+        tracing::error!(
+            backend = %self.backend.kind(),
+            error = %why,
+            round = self.round,
+            "the aggregation backend failed; this round is rebuilt from its journal and every later round runs on the CPU"
+        );
+        self.backend = Box::new(vain_kernels::cpu::CpuBackend::new(
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        ));
     }
 
     /// The path of round `round`'s journal.
@@ -1074,16 +1088,29 @@ impl Coordinator {
             base,
             peer_of: selected.iter().map(|e| (e.announcement.signing_key, e.peer_id)).collect(),
         };
+        // A device that failed since the last round (a sticky fault) is replaced before the round
+        // opens on it.
+        if let Err(vain_kernels::backend::Error::Cuda(why)) = self.backend.prepare(arch.dim(), 0) {
+            self.fall_back_to_cpu(&why);
+        }
         let mut ingest = start_ingest(&mut *self.backend, cfg.clone(), &participants, &factors)?;
         // After a crash: what was journaled (and so acknowledged) for this round comes first.
         let mut accepted: Vec<(NodeId, usize, Contribution)> = Vec::new();
+        // A device fault is not the sender's: its update stays journaled, unreceipted and
+        // unjudged, and the round is rebuilt on the CPU from the journal at the close.
+        let mut device_failed: Option<String> = None;
         for frame in &journaled {
-            if let Ok(a) = ingest.ingest_frame(frame) {
-                accepted.push((
+            match ingest.ingest_frame(frame) {
+                Ok(a) => accepted.push((
                     a.sender,
                     a.index,
                     Contribution { sender: a.sender, weight: a.weight, digest: a.digest },
-                ));
+                )),
+                Err(r) => {
+                    if let Some(why) = device_fault(&r.reject) {
+                        device_failed.get_or_insert(why);
+                    }
+                }
             }
         }
         let recovered = accepted.len();
@@ -1154,9 +1181,6 @@ impl Coordinator {
         let mut rejected: Vec<(NodeId, String)> = Vec::new();
         let (mut ingest_bytes, mut rejects) = (0u64, BTreeMap::<String, u64>::new());
         let journal_error: std::cell::RefCell<Option<Error>> = std::cell::RefCell::new(None);
-        // A device fault is not the sender's: its update stays journaled, unreceipted and
-        // unjudged, and the round is rebuilt on the CPU from the journal at the close.
-        let mut device_failed: Option<String> = None;
         if !waiting.is_empty() {
             self.service.stage.collect_while(
                 &mut ingest,
@@ -1243,26 +1267,30 @@ impl Coordinator {
             drop(ingest);
         }
         if let Some(why) = &device_failed {
-            tracing::error!(
-                backend = %self.backend.kind(),
-                error = %why,
-                round = self.round,
-                "the aggregation backend failed; this round is rebuilt from its journal and every later round runs on the CPU"
-            );
-            self.backend = Box::new(vain_kernels::cpu::CpuBackend::new(
-                std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
-            ));
+            self.fall_back_to_cpu(why);
             let frames = self.journaled(self.round);
             let mut again = start_ingest(&mut *self.backend, cfg, &participants, &factors)?;
             accepted.clear();
             for frame in frames {
-                if let Ok(a) = again.ingest_frame(&frame) {
-                    receipts.send(&a.sender, &a.digest);
-                    accepted.push((
-                        a.sender,
-                        a.index,
-                        Contribution { sender: a.sender, weight: a.weight, digest: a.digest },
-                    ));
+                match again.ingest_frame(&frame) {
+                    Ok(a) => {
+                        receipts.send(&a.sender, &a.digest);
+                        accepted.push((
+                            a.sender,
+                            a.index,
+                            Contribution { sender: a.sender, weight: a.weight, digest: a.digest },
+                        ));
+                    }
+                    // What the CPU refuses is the sender's (a resend of a journaled update is a
+                    // replay, not an offence).
+                    Err(r) if r.reject.reason() != "replay" => {
+                        *rejects.entry(r.reject.reason().to_string()).or_default() += 1;
+                        let k = r.sender.unwrap_or([0; 32]);
+                        if !rejected.iter().any(|(s, _)| *s == k) && rejected.len() < (msg::MAX_ENTRIES as usize) / 2 {
+                            rejected.push((k, r.reject.reason().to_string()));
+                        }
+                    }
+                    Err(_) => {}
                 }
             }
             if accepted.len() >= self.cfg.min_updates.max(1) {

@@ -377,11 +377,14 @@ async fn the_ledger_not_a_peers_claim_decides_who_leads_and_later_governance_get
 }
 
 /// A device that faults: the CPU backend behind a `Cuda` kind, whose `fail_at`-th update (ingest
-/// or stored row) reports a driver error, as would every operation after it (a sticky fault).
+/// or stored row) or `prepare_fail_at`-th preparation reports a driver error, as would every
+/// operation after it (a sticky fault).
 struct Faulty {
     inner: CpuBackend,
     updates: usize,
     fail_at: usize,
+    prepares: usize,
+    prepare_fail_at: usize,
     failed: bool,
 }
 
@@ -407,6 +410,10 @@ impl Backend for Faulty {
         Kind::Cuda
     }
     fn prepare(&mut self, dim: usize, rows: usize) -> Result<(), BackendError> {
+        self.prepares += 1;
+        if self.prepares >= self.prepare_fail_at {
+            self.failed = true;
+        }
         self.check()?;
         self.inner.prepare(dim, rows)
     }
@@ -477,12 +484,42 @@ impl Backend for Faulty {
 /// it took, closes as if nothing had happened, and the next round runs on the CPU.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_that_faults_mid_round_hands_the_round_to_the_cpu_and_loses_no_update() {
+    let faulty = Faulty {
+        inner: CpuBackend::new(1),
+        updates: 0,
+        fail_at: 2,
+        prepares: 0,
+        prepare_fail_at: usize::MAX,
+        failed: false,
+    };
+    device_fault(9400, 31, faulty, ["cpu", "cpu"]).await;
+}
+
+/// The device faults between two rounds (round 0 closed on it; its next preparation fails):
+/// round 1 opens on the CPU instead and aggregates every update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_faults_between_rounds_is_replaced_before_the_next_opens() {
+    // Round 0 prepares twice (the health check, then the round); round 1's check is the third.
+    let faulty = Faulty {
+        inner: CpuBackend::new(1),
+        updates: 0,
+        fail_at: usize::MAX,
+        prepares: 0,
+        prepare_fail_at: 3,
+        failed: false,
+    };
+    device_fault(9500, 41, faulty, ["cuda", "cpu"]).await;
+}
+
+/// Two rounds of three clients on an aggregator whose device is `faulty` (ports from `port`, keys
+/// from seed `key_seed`): both aggregate every update once, refuse nobody, and run on `backends`.
+async fn device_fault(port: u64, key_seed: u8, faulty: Faulty, backends: [&str; 2]) {
     if let Err(e) = quic::probe() {
         vain_testkit::unavailable(vain_testkit::Need::IoUring, "round: device fault", e);
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let agg_seed = seed(31);
+    let agg_seed = seed(key_seed);
     let ccfg = coordinator::Config {
         rounds: 2,
         round_time: Duration::from_secs(20),
@@ -491,14 +528,13 @@ async fn a_device_that_faults_mid_round_hands_the_round_to_the_cpu_and_loses_no_
         failover_after: Duration::from_millis(200),
         ..coordinator::Config::new(Arch::MnistMlp)
     };
-    let faulty = Faulty { inner: CpuBackend::new(1), updates: 0, fail_at: 2, failed: false };
-    let (agg, c, boot) = aggregator(9400, agg_seed, ccfg, &dir.path().join("agg"), Box::new(faulty)).await;
+    let (agg, c, boot) = aggregator(port, agg_seed, ccfg, &dir.path().join("agg"), Box::new(faulty)).await;
     let mut clients = Vec::new();
     for i in 0..3u8 {
         let (tx, rx) = mpsc::channel(64);
         let client = node::spawn_serving(
-            config(9401 + u64::from(i), &["client"], Some(boot.clone())),
-            Identity::from_seed(seed(32 + i)),
+            config(port + 1 + u64::from(i), &["client"], Some(boot.clone())),
+            Identity::from_seed(seed(key_seed + 1 + i)),
             Transport::Memory,
             tx,
         )
@@ -506,7 +542,7 @@ async fn a_device_that_faults_mid_round_hands_the_round_to_the_cpu_and_loses_no_
         .expect("client");
         let at = 100 * usize::from(i);
         let cfg = trainer(at..at + 100, 300, u64::from(i), dir.path().join(format!("client-{i}")));
-        let p = Participant::start(cfg, client.clone(), seed(32 + i)).expect("participant");
+        let p = Participant::start(cfg, client.clone(), seed(key_seed + 1 + i)).expect("participant");
         serve(rx, None, None, Some(p), None);
         clients.push(client);
     }
@@ -525,7 +561,8 @@ async fn a_device_that_faults_mid_round_hands_the_round_to_the_cpu_and_loses_no_
     result.expect("thread").expect("coordinator");
     let cs = closes(&dir.path().join("agg"));
     assert_eq!(cs.len(), 2, "{cs:?}");
-    let ids: Vec<[u8; 32]> = (0..3).map(|i| SigningKey::from_bytes(&seed(32 + i)).verifying_key().to_bytes()).collect();
+    let ids: Vec<[u8; 32]> =
+        (0..3).map(|i| SigningKey::from_bytes(&seed(key_seed + 1 + i)).verifying_key().to_bytes()).collect();
     for c in &cs {
         assert_eq!(c.outcome, Outcome::Aggregated, "round {}: {c:?}", c.round);
         let mut senders: Vec<[u8; 32]> = c.accepted.iter().map(|a| a.sender).collect();
@@ -537,6 +574,6 @@ async fn a_device_that_faults_mid_round_hands_the_round_to_the_cpu_and_loses_no_
         assert_ne!(c.checkpoint, c.base, "round {} aggregated", c.round);
     }
     let rows = rows.lock().expect("rows");
-    assert_eq!(rows.iter().map(|r| r.backend.as_str()).collect::<Vec<_>>(), ["cpu", "cpu"]);
+    assert_eq!(rows.iter().map(|r| r.backend.as_str()).collect::<Vec<_>>(), backends);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
 }

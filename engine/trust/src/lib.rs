@@ -617,7 +617,7 @@ impl Live {
             .or_else(|| self.history.get(&e).and_then(|h| h.iter().find(|r| r.digest() == d)))
             .cloned();
         let Some(first) = first else { return };
-        let proof = Governed::Fork(Box::new(vain_core::ledger::Fork::new(first, second)));
+        let proof = Governed::Fork(Box::new(vain_core::ledger::Fork::new(&first, &second)));
         if self.submit(proof.clone()) == Submit::New {
             tracing::warn!(reporter = %hex::encode(&proof.signer()[..4]), epoch = e, "reporter equivocated: proof held for the next report");
             if self.proofs.len() < POOL_PER_AUTHOR {
@@ -797,10 +797,14 @@ impl Live {
         match g {
             Governed::Fork(f) => {
                 // Anyone may hand in a proof: it stands on the reporter's own signatures. One
-                // the ledger would not penalise for is not carried.
-                let rec = self.ledger.record(&author);
-                if rec.is_some_and(|r| r.banned || r.forked.is_some_and(|e| f.first.body.epoch <= e)) {
-                    return Submit::Duplicate;
+                // the ledger would not apply is not carried.
+                match self.ledger.fork_admissible(&author, f.epoch(), next) {
+                    Ok(()) => {}
+                    Err(ledger::Error::NotEligible { tier, .. }) => {
+                        return Submit::Ineligible { tier, need: self.ledger.report_from() };
+                    }
+                    Err(ledger::Error::Value { .. }) => return Submit::Closed,
+                    Err(_) => return Submit::Duplicate,
                 }
             }
             Governed::RequestAudit(q) => {
@@ -868,7 +872,11 @@ impl Live {
                 }
             }
         }
-        if self.pool.len() >= POOL || self.pool.values().filter(|x| x.signer() == author).count() >= POOL_PER_AUTHOR {
+        // A proof's signer is the reporter it convicts, not who handed it in: proofs count against
+        // a reporter's proofs only, so its own inputs cannot crowd out the proofs against it.
+        let is_fork = |x: &Governed| matches!(x, Governed::Fork(_));
+        let same = self.pool.values().filter(|x| x.signer() == author && is_fork(x) == is_fork(g)).count();
+        if self.pool.len() >= POOL || same >= POOL_PER_AUTHOR {
             return Submit::Full;
         }
         Submit::New
@@ -881,22 +889,23 @@ impl Live {
     }
 
     /// The held inputs whose digests are not in `known` (a peer's pool): at most `max_items`, and
-    /// about `max_bytes` (at least one when there is one).
-    pub fn pool_missing(&self, known: &[[u8; 32]], max_items: usize, max_bytes: usize) -> Vec<Governed> {
+    /// about `max_bytes` (at least one when there is one), from a place in the pool that moves
+    /// with `turn` — so inputs a peer keeps refusing (and so keeps lacking) cannot fill every
+    /// answer and hide the rest.
+    pub fn pool_missing(&self, known: &[[u8; 32]], max_items: usize, max_bytes: usize, turn: u64) -> Vec<Governed> {
         let known: HashSet<&[u8; 32]> = known.iter().collect();
+        let missing: Vec<&Governed> = self.pool.iter().filter(|(d, _)| !known.contains(d)).map(|(_, g)| g).collect();
+        let start = if missing.is_empty() { 0 } else { (turn % missing.len() as u64) as usize };
         let mut out = Vec::new();
         let mut bytes = 0;
-        for (d, g) in &self.pool {
-            if known.contains(d) {
-                continue;
-            }
+        for g in missing[start..].iter().chain(&missing[..start]) {
             let mut b = Vec::new();
             vain_core::codec::encode_governed(g, &mut b);
             if out.len() >= max_items || (!out.is_empty() && bytes + b.len() > max_bytes) {
                 break;
             }
             bytes += b.len();
-            out.push(g.clone());
+            out.push((*g).clone());
         }
         out
     }
@@ -933,7 +942,7 @@ impl Live {
         // ledger penalises a reporter's proofs in increasing epochs only).
         let mut forks: Vec<&Governed> = self.pool.values().filter(|g| matches!(g, Governed::Fork(_))).collect();
         forks.sort_by_key(|g| match g {
-            Governed::Fork(f) => (f.first.body.epoch, f.first.signer),
+            Governed::Fork(f) => (f.epoch(), f.signer),
             _ => (0, [0; 32]),
         });
         forks
@@ -977,9 +986,7 @@ impl Live {
         let ledger = &self.ledger;
         self.pool.retain(|_, g| match g {
             Governed::Testimony(t) => ledger.testified(&t.signer).is_none_or(|e| t.body.epoch > e),
-            Governed::Fork(f) => ledger
-                .record(&f.first.signer)
-                .is_none_or(|r| !r.banned && r.forked.is_none_or(|e| f.first.body.epoch > e)),
+            Governed::Fork(f) => ledger.fork_admissible(&f.signer, f.epoch(), next).is_ok(),
             Governed::RequestAudit(q) => !ledger.audits().any(|(_, subject, _, _)| subject == q.body.subject),
             Governed::Verdict(v) => ledger.audits().any(|(id, _, _, _)| id == v.body.audit),
             Governed::Propose(p) => p.body.closes > next,
@@ -1043,7 +1050,7 @@ impl Live {
                     resource: means[vain_core::reputation::Source::Resource as usize],
                     participation: means[vain_core::reputation::Source::Participation as usize],
                     penalty,
-                    forked_epoch: r.forked,
+                    forked_epoch: r.forked.last().copied(),
                     standing: if r.banned {
                         "banned"
                     } else if r.suspended_until.is_some_and(|u| now < u) {
@@ -1169,11 +1176,11 @@ mod tests {
         assert_eq!(nodes[2].submit(p0[0].clone()), Submit::New);
         assert_eq!(nodes[2].submit(p0[0].clone()), Submit::Duplicate);
         // What a peer that lacks it is given, and one that holds it is not.
-        assert_eq!(nodes[2].pool_missing(&[], 64, 1 << 20), p0);
-        assert!(nodes[2].pool_missing(&nodes[0].pool_digests(), 64, 1 << 20).is_empty());
-        assert!(nodes[2].pool_missing(&[], 0, 1 << 20).is_empty());
+        assert_eq!(nodes[2].pool_missing(&[], 64, 1 << 20, 7), p0);
+        assert!(nodes[2].pool_missing(&nodes[0].pool_digests(), 64, 1 << 20, 7).is_empty());
+        assert!(nodes[2].pool_missing(&[], 0, 1 << 20, 7).is_empty());
         // Not a proof: two reports of different epochs.
-        let bogus = Governed::Fork(Box::new(vain_core::ledger::Fork::new(a.clone(), report(&cheat, 1, 7, 0.5))));
+        let bogus = Governed::Fork(Box::new(vain_core::ledger::Fork::new(&a, &report(&cheat, 1, 7, 0.5))));
         assert_eq!(nodes[2].submit(bogus), Submit::Invalid);
         // The honest reporter's next report carries what its node holds.
         let carried = nodes[0].governance_for_report();
