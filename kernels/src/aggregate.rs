@@ -75,6 +75,24 @@ impl Rule {
         }
     }
 
+    /// The rule with its Byzantine bound (and Multi-Krum's m) lowered to what `n` updates allow:
+    /// Multi-Krum f ≤ (n − 3)/2 and m ≤ n − f, Bulyan f ≤ (n − 3)/4; `None` when it cannot run on
+    /// `n` at all (no updates, or fewer than 3 for Multi-Krum and Bulyan). For a federation whose
+    /// reputation layer excluded clients: fewer updates left does not stop the round.
+    pub fn fitted(&self, n: usize) -> Option<Rule> {
+        if n == 0 {
+            return None;
+        }
+        Some(match *self {
+            Rule::MultiKrum { f, m } => {
+                let f = f.min(n.checked_sub(3)? / 2);
+                Rule::MultiKrum { f, m: m.min(n - f) }
+            }
+            Rule::Bulyan { f } => Rule::Bulyan { f: f.min(n.checked_sub(3)? / 4) },
+            r => r,
+        })
+    }
+
     /// Checks that the rule can run on `n` updates.
     pub fn check_count(&self, n: usize) -> Result<(), Error> {
         let fail = |requirement: &'static str| Err(Error::Precondition { rule: self.to_string(), n, requirement });
@@ -228,6 +246,10 @@ pub struct Config {
     pub full_report: bool,
     /// Pre-aggregation steps, in order (they need stored rows).
     pub pre: Vec<Pre>,
+    /// Lower the rule's Byzantine bound to what the updates that came allow ([`Rule::fitted`])
+    /// instead of refusing to aggregate; the report names the rule that ran. For federations,
+    /// where clients drop out or are excluded; `vain aggregate` keeps the strict check.
+    pub fit_rule: bool,
 }
 
 impl Config {
@@ -243,6 +265,7 @@ impl Config {
             memory_limit: 16 << 30,
             full_report: false,
             pre: Vec::new(),
+            fit_rule: false,
         }
     }
 
@@ -503,7 +526,9 @@ impl<'b> Round<'b> {
             Pre::Bucketing { s } => m.div_ceil(*s),
             _ => m,
         });
-        self.cfg.rule.check_count(rule_rows)?;
+        let rule =
+            if self.cfg.fit_rule { self.cfg.rule.fitted(rule_rows).unwrap_or(self.cfg.rule) } else { self.cfg.rule };
+        rule.check_count(rule_rows)?;
         for p in &self.cfg.pre {
             if let Pre::Nnm { f } | Pre::Arc { f } = p
                 && 2 * f >= n
@@ -511,7 +536,8 @@ impl<'b> Round<'b> {
                 return Err(Error::Precondition { rule: p.to_string(), n, requirement: "2f < n" });
             }
         }
-        let Round { backend, cfg, sq_norms, weights } = self;
+        let Round { backend, mut cfg, sq_norms, weights } = self;
+        cfg.rule = rule;
         let norms: Vec<f64> = sq_norms.iter().map(|s| s.sqrt()).collect();
         let clip = cfg.effective_clip();
         let factors: Vec<f64> = norms
@@ -895,6 +921,18 @@ mod tests {
         assert!(Rule::Bulyan { f: 1 }.check_count(7).is_ok());
         assert!(matches!(Rule::TrimmedMean { beta: 0.4 }.check_count(2), Ok(())));
         assert!(matches!(Rule::Median.check_count(0), Err(Error::Empty)));
+        // Fitted to fewer updates: the bound drops to what n allows, never rises.
+        assert_eq!(krum.fitted(7), Some(krum));
+        assert_eq!(Rule::MultiKrum { f: 6, m: 14 }.fitted(17), Some(Rule::MultiKrum { f: 6, m: 11 }));
+        assert_eq!(Rule::MultiKrum { f: 6, m: 14 }.fitted(9), Some(Rule::MultiKrum { f: 3, m: 6 }));
+        assert_eq!(Rule::Bulyan { f: 4 }.fitted(17), Some(Rule::Bulyan { f: 3 }));
+        assert_eq!(Rule::Bulyan { f: 4 }.fitted(2), None);
+        assert_eq!(Rule::Median.fitted(1), Some(Rule::Median));
+        for n in 3..40 {
+            for r in [Rule::MultiKrum { f: 9, m: 30 }, Rule::Bulyan { f: 9 }] {
+                assert!(r.fitted(n).is_some_and(|f| f.check_count(n).is_ok()), "{r} n {n}");
+            }
+        }
     }
 
     #[test]

@@ -600,6 +600,8 @@ impl Federation {
                 max_updates: frames.len().max(1),
                 full_report: true,
                 pre: self.cfg.pre.clone(),
+                // Suspended clients are left out: the rule's bound follows who is left.
+                fit_rule: true,
                 ..RoundConfig::new(arch.dim(), self.cfg.rule)
             },
             replay_window: 4,

@@ -138,3 +138,18 @@ fn pre_aggregation_composes_with_a_robust_rule_in_the_federation() {
     assert!(rows.iter().all(|r| r.accepted == 8 && r.rejected == 0));
     assert!(last.accuracy > 0.75, "median after ARC and NNM under sign flipping: {}", last.accuracy);
 }
+
+/// A robust rule sized for more clients than end up sending — six clients for Multi-Krum with
+/// f = 2, which needs seven (and fewer still whenever the ledger suspends some) — runs with its
+/// bound lowered to what came, round after round, instead of failing the federation.
+#[test]
+fn a_robust_rule_follows_the_clients_the_ledger_leaves() {
+    let mut cfg = config(true);
+    cfg.rule = Rule::MultiKrum { f: 2, m: 3 };
+    cfg.rounds = 6;
+    let (rows, _) = run(cfg);
+    assert_eq!(rows.len(), 6);
+    assert!(rows.iter().all(|r| r.accepted >= 3), "{:?}", rows.iter().map(|r| r.accepted).collect::<Vec<_>>());
+    let last = rows.last().expect("rows");
+    assert!(last.accuracy > 0.7, "multi-krum, fitted: {}", last.accuracy);
+}

@@ -1074,6 +1074,9 @@ impl Coordinator {
                 max_updates: participants.len(),
                 full_report: true,
                 pre: self.cfg.pre.clone(),
+                // Clients drop out and the ledger excludes some: the rule's bound follows who
+                // sent (the close names the rule that ran).
+                fit_rule: true,
                 ..RoundConfig::new(arch.dim(), self.cfg.rule)
             },
             replay_window: 4,
@@ -1303,7 +1306,11 @@ impl Coordinator {
             let eta = self.cfg.server_lr;
             self.global.iter_mut().zip(&o.aggregate).for_each(|(g, a)| *g += eta * a);
             let noise = o.report.noise_std.zip(o.report.noise_commitment);
-            (Outcome::Aggregated, Some(o.report), noise, self.cfg.rule.to_string())
+            if o.report.rule != self.cfg.rule {
+                tracing::info!(configured = %self.cfg.rule, ran = %o.report.rule, updates = o.report.updates.len(), "rule fitted to the updates that came");
+            }
+            let rule = o.report.rule.to_string();
+            (Outcome::Aggregated, Some(o.report), noise, rule)
         } else {
             (Outcome::TooFew, None, None, self.cfg.rule.to_string())
         };
