@@ -336,7 +336,14 @@ pub fn run(args: AggregateArgs) -> Result<()> {
 }
 
 fn write_output(path: &Path, slots: &[Slot], outcome: &Outcome, cfg: &Config) -> Result<()> {
-    let bytes: Vec<u8> = outcome.aggregate.iter().flat_map(|v| v.to_le_bytes()).collect();
+    // f32 little-endian is what safetensors stores: on a little-endian machine the aggregate's
+    // own bytes, without a 4-bytes-per-parameter copy.
+    #[cfg(target_endian = "little")]
+    let bytes: &[u8] = bytemuck::cast_slice(&outcome.aggregate);
+    #[cfg(not(target_endian = "little"))]
+    let owned: Vec<u8> = outcome.aggregate.iter().flat_map(|v| v.to_le_bytes()).collect();
+    #[cfg(not(target_endian = "little"))]
+    let bytes: &[u8] = &owned;
     let mut views = Vec::with_capacity(slots.len());
     for s in slots {
         let data = &bytes[4 * s.offset..4 * (s.offset + s.numel)];
