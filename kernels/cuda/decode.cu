@@ -20,7 +20,10 @@
 // sum goes to parts[b] (every chunk's, zero or not), summed by one block in a fixed order, so
 // the total the host forms from them (reduce.cu sum_parts, chunks in order) is the same bits on
 // every run and every GPU — the clip weight that depends on it too;
-// bits 1-2: 0 no write, 1 overwrite dst (a dense row the host zeroed), 2 dst += weight·v.
+// bits 1-2: 0 no write, 1 overwrite dst (a dense row the host zeroed), 2 dst += w·v with
+// w = *wptr, read on the device (clip_weight below writes it after the check, so the host never
+// waits between the check and the add); w = 0 means "do not add" (an invalid update), and the
+// launch then writes nothing.
 // The destination is dst[dst_base + T_DST + coordinate], f32, 64-bit indexing throughout.
 //
 // Bad positions reported through atomicMin (the smallest, i.e. the first in the reference's
@@ -191,8 +194,10 @@ __device__ __forceinline__ double run_chunk(const u64* t, const unsigned char* s
 
 extern "C" __global__ void __launch_bounds__(BLOCK)
     decode_segments(unsigned char* stage, u64 table_off, u32 nseg, u64 total_chunks, float* dst,
-                    u64 dst_base, float weight, u32 mode, double* parts) {
+                    u64 dst_base, const float* wptr, u32 mode, double* parts) {
     __shared__ double red[BLOCK / 32];
+    const float weight = *wptr;
+    if ((mode >> 1) == WRITE_ADD && weight == 0.0f) return;  // uniform over the launch
     u64* flags = (u64*)(stage + 8);
     const u64* table = (const u64*)(stage + table_off);
     const bool check = (mode & MODE_CHECK) != 0;
@@ -223,4 +228,24 @@ extern "C" __global__ void __launch_bounds__(BLOCK)
             if (threadIdx.x == 0) parts[b] = s;
         }
     }
+}
+
+// The weight of an update's add, on the device, after its check pass and sum of squares
+// (staging image [0, 8), reduce.cu sum_parts): 0 when any segment's flag reports a bad value
+// (the add then writes nothing), else weight·min(1, clip/‖u‖) exactly as the host computes it
+// (the CPU backend's ingest: f64 square root and quotient, one rounding to f32, one f32 multiply);
+// clip ≤ 0 means no clipping. One thread.
+extern "C" __global__ void clip_weight(const unsigned char* stage, u32 nseg, float weight, float clip, float* wout) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    const u64* flags = (const u64*)(stage + 8);
+    for (u32 t = 0; t < nseg; ++t) {
+        if (flags[t] != ~0ull) {
+            *wout = 0.0f;
+            return;
+        }
+    }
+    const double norm = __dsqrt_rn(*(const double*)stage);
+    float factor = 1.0f;
+    if (clip > 0.0f && norm > (double)clip) factor = __double2float_rn(__ddiv_rn((double)clip, norm));
+    *wout = __fmul_rn(weight, factor);
 }

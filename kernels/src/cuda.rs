@@ -421,17 +421,6 @@ fn needs_device_check(update: &Update<'_>, plan: &Plan) -> bool {
             .any(|t| matches!(update.segments[t.segment].encoding, Encoding::TopKF32 | Encoding::TopKF16))
 }
 
-/// `weight × min(1, clip / ‖u‖)` exactly as the CPU backend computes it: the factor in f64,
-/// rounded to f32, times the weight in f32 (no clipping when ‖u‖ ≤ clip).
-fn clipped_weight(weight: f32, clip: Option<f32>, sumsq: f64) -> f32 {
-    let norm = sumsq.sqrt();
-    let factor = match clip {
-        Some(c) if norm > f64::from(c) => (f64::from(c) / norm) as f32,
-        _ => 1.0,
-    };
-    weight * factor
-}
-
 /// Grid x extent for `n` items at `per_block` items per block, at most `cap`, at least 1.
 fn grid(n: usize, per_block: usize, cap: usize) -> u32 {
     n.div_ceil(per_block).clamp(1, cap.max(1)) as u32
@@ -521,6 +510,8 @@ pub struct CudaBackend {
     /// Partial sums of the reductions (per column chunk, per Gram split), which reduce.cu
     /// `sum_parts` adds in a fixed order: no float atomics, so results repeat bit for bit.
     parts: CudaSlice<f64>,
+    /// The weight of the next add, written by decode.cu `clip_weight` on the device.
+    wbuf: CudaSlice<f32>,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -583,6 +574,7 @@ impl CudaBackend {
             fac: one_f32(&stream)?,
             res: stream.alloc_zeros(1).map_err(cuda_err)?,
             parts: stream.alloc_zeros(1).map_err(cuda_err)?,
+            wbuf: one_f32(&stream)?,
             modules,
             funcs: HashMap::new(),
             ctx,
@@ -658,7 +650,8 @@ impl CudaBackend {
 
     /// Validates and decodes `update`: into row `to_row` of `x` (one fused check-and-write
     /// pass; the row is unspecified on error), or, with `to_row` None, a check pass and then an
-    /// add of `clipped_weight(weight, clip, ‖u‖²) ×` the update into `acc` (untouched on error).
+    /// add of `weight · min(1, clip / ‖u‖) ×` the update into `acc` (the weight computed on the
+    /// device by decode.cu `clip_weight`; `acc` untouched on error).
     /// Returns ‖u‖² or the update's first error.
     fn decode_update(
         &mut self,
@@ -697,7 +690,9 @@ impl CudaBackend {
         let grid_x = grid(chunks, 1, i32::MAX as usize);
         let nseg = nt as u32;
         // store_row checks and writes in one pass (the row is unspecified on error); ingest
-        // checks first and adds only a valid update.
+        // checks first and adds only a valid update, with no wait in between: the device
+        // computes the add's weight (0 for an invalid update: the add then writes nothing), and
+        // the host reads the header once, at the end.
         let (dst_base, mode) = match to_row {
             Some(row) => ((row * self.dim) as u64, MODE_CHECK | WRITE_SET),
             None => (0u64, MODE_CHECK),
@@ -705,13 +700,13 @@ impl CudaBackend {
         let dst = if to_row.is_some() { &mut self.x } else { &mut self.acc };
         let mut b = self.stream.launch_builder(&f);
         b.arg(&mut self.stage).arg(&plan.table_off).arg(&nseg).arg(&plan.total_chunks);
-        b.arg(dst).arg(&dst_base).arg(&weight).arg(&mode).arg(&mut self.parts);
+        b.arg(dst).arg(&dst_base).arg(&self.wbuf).arg(&mode).arg(&mut self.parts);
         // SAFETY: decode_segments(u8* stage, u64 table_off, u32 nseg, u64 total_chunks,
-        // float* dst, u64 dst_base, float weight, u32 mode, double* parts) matches the
+        // float* dst, u64 dst_base, const float* wptr, u32 mode, double* parts) matches the
         // arguments; the staging image was built by plan_update for that layout, every
         // destination coordinate dst_base + offset + i is < rows·dim (store_row) or dim (acc)
-        // because check_layout passed and the kernel drops top-k indices ≥ numel, and parts
-        // holds total_chunks f64.
+        // because check_layout passed and the kernel drops top-k indices ≥ numel, parts holds
+        // total_chunks f64, and wbuf one f32 (read, unused without the add bit).
         unsafe { b.launch(cfg((grid_x, 1, 1), DECODE_BLOCK)) }.map_err(cuda_err)?;
         // ‖u‖² into the header's first 8 bytes: the chunks' sums in chunk order.
         let sum = self.func(MOD_REDUCE, "sum_parts")?;
@@ -723,6 +718,25 @@ impl CudaBackend {
         // the staging image's first 8 bytes, 8-aligned (a device allocation) and the f64 sum of
         // squares slot of the layout.
         unsafe { b.launch(cfg((1, 1, 1), 32)) }.map_err(cuda_err)?;
+        // A length error the host found stops the update here; otherwise the add follows at once.
+        if to_row.is_none() && plan.length_error.is_none() {
+            let cw = self.func(MOD_DECODE, "clip_weight")?;
+            let c = clip.unwrap_or(0.0);
+            let mut b = self.stream.launch_builder(&cw);
+            b.arg(&self.stage).arg(&nseg).arg(&weight).arg(&c).arg(&mut self.wbuf);
+            // SAFETY: clip_weight(const u8* stage, u32 nseg, float weight, float clip, float*
+            // wout) matches; the stage holds the sum of squares and nseg flags at its start (the
+            // launches above wrote them), and wbuf one f32.
+            unsafe { b.launch(cfg((1, 1, 1), 32)) }.map_err(cuda_err)?;
+            let mode = WRITE_ADD;
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&mut self.stage).arg(&plan.table_off).arg(&nseg).arg(&plan.total_chunks);
+            b.arg(&mut self.acc).arg(&dst_base).arg(&self.wbuf).arg(&mode).arg(&mut self.parts);
+            // SAFETY: as for the check launch above, on the same staging image; acc holds at
+            // least dim elements; the kernel returns at once when the weight clip_weight wrote
+            // is 0 (a bad value somewhere), and parts is not written without the check bit.
+            unsafe { b.launch(cfg((grid_x, 1, 1), DECODE_BLOCK)) }.map_err(cuda_err)?;
+        }
         let mut header = vec![0u8; 8 + 8 * nt];
         let view = self.stage.try_slice(0..header.len()).ok_or_else(|| Error::Cuda("staging buffer".into()))?;
         self.stream.memcpy_dtoh(&view, &mut header).map_err(cuda_err)?;
@@ -730,20 +744,7 @@ impl CudaBackend {
         if let Some(e) = first_error(update, &mut plan, Some(&header)) {
             return Err(e);
         }
-        let sumsq = f64::from_le_bytes([
-            header[0], header[1], header[2], header[3], header[4], header[5], header[6], header[7],
-        ]);
-        if to_row.is_none() {
-            let w = clipped_weight(weight, clip, sumsq);
-            let mode = WRITE_ADD;
-            let mut b = self.stream.launch_builder(&f);
-            b.arg(&mut self.stage).arg(&plan.table_off).arg(&nseg).arg(&plan.total_chunks);
-            b.arg(&mut self.acc).arg(&dst_base).arg(&w).arg(&mode).arg(&mut self.parts);
-            // SAFETY: as for the check launch above, on the same (now validated) staging image;
-            // acc holds at least dim elements (parts is not written without the check bit).
-            unsafe { b.launch(cfg((grid_x, 1, 1), DECODE_BLOCK)) }.map_err(cuda_err)?;
-        }
-        Ok(sumsq)
+        Ok(f64::from_le_bytes([header[0], header[1], header[2], header[3], header[4], header[5], header[6], header[7]]))
     }
 
     /// Copies the staging image of `plan` to the device: the head through the host stage, the
@@ -1380,15 +1381,6 @@ mod tests {
         ));
         let up = Update { segments: &segs[..2] };
         assert!(needs_device_check(&up, &plan_update(&up, 20).expect("must succeed")));
-    }
-
-    #[test]
-    fn clip_weight() {
-        assert_eq!(clipped_weight(2.0, None, 100.0), 2.0);
-        assert_eq!(clipped_weight(2.0, Some(20.0), 100.0), 2.0);
-        assert_eq!(clipped_weight(2.0, Some(5.0), 100.0), 1.0);
-        assert_eq!(clipped_weight(3.0, Some(1.0), 9.0), 3.0 * (1.0f64 / 3.0) as f32);
-        assert_eq!(clipped_weight(2.0, Some(5.0), 0.0), 2.0);
     }
 
     #[test]

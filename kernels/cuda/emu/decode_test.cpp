@@ -20,6 +20,8 @@
 //       - WRITE_ADD (no check): acc[c] += weight·v, bit-exact (one f32 multiply, one add);
 //       - MODE_CHECK | WRITE_SET into row 1 of a 2-row matrix: the row equals the decoded
 //         values bit for bit, the other row is untouched, and the sum of squares again;
+//   * clip_weight: the host's clip arithmetic bit for bit after a check pass, 0 for an update
+//     with a bad value, and an add launch with weight 0 writes nothing;
 //   * error reports: one bad item (NaN/Inf value, NaN/Inf scale, Int8 overflow to Inf, top-k
 //     index out of range or not increasing) per update; the segment's flag must be the first
 //     bad position in the reference's order (element; first element of the block for a bad
@@ -191,7 +193,7 @@ static void run(std::vector<u8>& st, u64 table_off, u32 nt, u64 total, float* ds
     ++launches;
     std::vector<double> parts(total, std::nan(""));
     emu_launch({grid, 1, 1}, BLOCK,
-               [&] { decode_segments(st.data(), table_off, nt, total, dst, base, w, mode, parts.data()); });
+               [&] { decode_segments(st.data(), table_off, nt, total, dst, base, &w, mode, parts.data()); });
     if (mode & MODE_CHECK) {
         double s = 0.0;
         for (double p : parts) s += p;  // a chunk the kernel missed leaves NaN
@@ -276,6 +278,20 @@ int main() {
         for (u64 i = 0; i < dim; ++i)
             EMU_CHECK(std::bit_cast<u32>(acc[i]) == std::bit_cast<u32>(want[i]), "round %d: acc[%llu] %.9g vs %.9g",
                       round, i, acc[i], want[i]);
+
+        // clip_weight after the check: the CPU backend's clip weight bit for bit (f64 norm and
+        // quotient, one rounding to f32, one f32 multiply), for no clip, a clip above the norm
+        // and one below it.
+        for (float clip : {0.0f, (float)(2.0 * std::sqrt(got) + 1.0), (float)(0.5 * std::sqrt(got))}) {
+            float wd = -1.0f;
+            ++launches;
+            emu_launch({1, 1, 1}, 32, [&] { clip_weight(st.data(), (u32)tabled.size(), w, clip, &wd); });
+            const double norm = std::sqrt(got);
+            const float factor = (clip > 0.0f && norm > (double)clip) ? (float)((double)clip / norm) : 1.0f;
+            const float want_w = tabled.empty() ? w : w * factor;
+            EMU_CHECK(std::bit_cast<u32>(wd) == std::bit_cast<u32>(want_w), "round %d clip %g: weight %.9g vs %.9g",
+                      round, clip, wd, want_w);
+        }
 
         // Check + overwrite into row 1 of a 2-row matrix (the host zeroed that row).
         std::vector<float> x(rows * dim, 7.0f);
@@ -386,6 +402,13 @@ int main() {
                       flag_of(st, 1), want, numel);
             EMU_CHECK(std::all_of(acc.begin(), acc.end(), [](float a) { return a == 0.f; }),
                       "kind %d trial %d: the check pass wrote", kind, trial);
+            // The device's weight for a bad update is 0, and the add launch with it writes nothing.
+            float wd = -1.0f;
+            emu_launch({1, 1, 1}, 32, [&] { clip_weight(st.data(), (u32)tabled.size(), 0.37f, 0.0f, &wd); });
+            EMU_CHECK(wd == 0.0f, "kind %d trial %d: weight %g for a bad update", kind, trial, wd);
+            run(st, table_off, (u32)tabled.size(), total, acc.data(), 0, wd, WRITE_ADD << 1, trial % 2 ? 1 : 5);
+            EMU_CHECK(std::all_of(acc.begin(), acc.end(), [](float a) { return a == 0.f; }),
+                      "kind %d trial %d: an add with weight 0 wrote", kind, trial);
         }
 
     char what[256];
