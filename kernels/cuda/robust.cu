@@ -130,3 +130,84 @@ ROBUST_KERNEL(32)
 ROBUST_KERNEL(64)
 ROBUST_KERNEL(128)
 ROBUST_KERNEL(256)
+
+// The statistic fused with the dot products Round needs next (`median_with_dots`,
+// `trimmed_mean_with_dots`): for the rows 0 … m−1 themselves (no index list, m ≤ P ≤ 32),
+// out[j] as robust_p<P> computes it, and per column chunk c (DCHUNK coordinates) the partials
+// part[c·(m+1) + r] = Σ_{j in c} x[r, j]·out[j] for r < m and part[c·(m+1) + m] = Σ out[j]²,
+// each summed by one block in a fixed order (per thread, then block_sum's tree), so that
+// reduce.cu sum_parts over the chunks gives the same bits on every run and every grid. The
+// rows are read once: the dots use the values loaded for the statistic, before sorting. Every
+// slot of every chunk is written. blockDim.x == RB.
+#define DITEMS 8
+#define DCHUNK (RB * DITEMS)
+
+// Sum of `x` over the block, valid in thread 0; all threads call it (blockDim.x = RB).
+__device__ __forceinline__ double block_sum_rb(double x, double* red) {
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_down_sync(0xffffffffu, x, o);
+    const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (lane == 0) red[warp] = x;
+    __syncthreads();
+    double r = 0.0;
+    if (warp == 0) {
+        r = lane < (blockDim.x >> 5) ? red[lane] : 0.0;
+        for (int o = 16; o > 0; o >>= 1) r += __shfl_down_sync(0xffffffffu, r, o);
+    }
+    __syncthreads();
+    return r;
+}
+
+template <int P>
+__device__ __forceinline__ void robust_dots_body(const float* __restrict__ x, u64 dim, u32 m, u32 op, u32 param,
+                                                 float* __restrict__ out, double* __restrict__ part) {
+    __shared__ double red[RB / 32];
+    const float inf = __int_as_float(0x7f800000);
+    const u64 chunks = (dim + DCHUNK - 1) / DCHUNK;
+    for (u64 c = blockIdx.x; c < chunks; c += gridDim.x) {
+        double d[P + 1];
+#pragma unroll
+        for (int r = 0; r <= P; ++r) d[r] = 0.0;
+        // Not unrolled: each item is a whole sorting network already (unrolled, the module's
+        // code grows eightfold and NVRTC takes minutes).
+#pragma unroll 1
+        for (int it = 0; it < DITEMS; ++it) {
+            const u64 j = c * DCHUNK + (u64)it * RB + threadIdx.x;
+            if (j < dim) {
+                float raw[P], v[P];
+#pragma unroll
+                for (int i = 0; i < P; ++i) {
+                    raw[i] = ((u32)i < m) ? x[(u64)i * dim + j] : inf;
+                    v[i] = raw[i];
+                }
+                bitonic_sort<P>(v);
+                const float o = reduce_sorted<P>(v, m, op, param);
+                out[j] = o;
+                const double od = (double)o;
+#pragma unroll
+                for (int i = 0; i < P; ++i) {
+                    if ((u32)i < m) d[i] = __dadd_rn(d[i], __dmul_rn((double)raw[i], od));
+                }
+                d[P] = __dadd_rn(d[P], __dmul_rn(od, od));
+            }
+        }
+#pragma unroll
+        for (int r = 0; r <= P; ++r) {
+            if ((u32)r < m || r == P) {  // uniform over the block
+                const double t = block_sum_rb(d[r], red);
+                if (threadIdx.x == 0) part[c * (m + 1) + ((u32)r < m ? (u32)r : m)] = t;
+            }
+        }
+    }
+}
+
+#define ROBUST_DOTS_KERNEL(P)                                                                     \
+    extern "C" __global__ void __launch_bounds__(RB)                                              \
+        robust_dots_p##P(const float* __restrict__ x, u64 dim, u32 m, u32 op, u32 param,          \
+                         float* __restrict__ out, double* __restrict__ part) {                    \
+        robust_dots_body<P>(x, dim, m, op, param, out, part);                                     \
+    }
+
+ROBUST_DOTS_KERNEL(4)
+ROBUST_DOTS_KERNEL(8)
+ROBUST_DOTS_KERNEL(16)
+ROBUST_DOTS_KERNEL(32)

@@ -93,6 +93,10 @@ const WRITE_ADD: u32 = 2 << 1;
 const BLOCK: u32 = 256;
 /// reduce.cu RGROUP: rows per blockIdx.y in `rows_vs_out`.
 const ROW_GROUP: usize = 8;
+/// The most rows robust.cu's fused statistic-and-dots kernels take (robust_dots_p32) …
+const FUSED_MAX: usize = 32;
+/// … and their columns per partial (DCHUNK = RB · DITEMS).
+const DOTS_CHUNK: usize = 128 * 8;
 /// reduce.cu RCHUNK: columns per partial of `rows_vs_out` and `sumsq_vec`.
 const RCHUNK: usize = 256 * 8;
 /// The Gram product's split-K: at most this many splits …
@@ -856,6 +860,54 @@ impl CudaBackend {
         Ok(())
     }
 
+    /// The statistic `op` of rows 0..n fused with their dots to the result and its squared norm
+    /// (robust.cu robust_dots_pP: the rows read once), when the rows are exactly 0..n and n ≤
+    /// [`FUSED_MAX`]; `None` otherwise (the caller runs the two passes).
+    fn robust_with_dots(
+        &mut self,
+        rows: &[u32],
+        op: u32,
+        param: usize,
+        n: usize,
+    ) -> Result<Option<(Vec<f64>, f64)>, Error> {
+        let m = rows.len();
+        if m != n || m == 0 || m > FUSED_MAX || self.dim == 0 || rows.iter().enumerate().any(|(i, r)| *r as usize != i)
+        {
+            return Ok(None);
+        }
+        self.check_rows(rows)?;
+        let ok = match op {
+            0 => true,
+            _ => param.checked_mul(2).is_some_and(|t| t < m),
+        };
+        if !ok {
+            return Err(Error::Length { what: "rows", got: m, want: m.max(1) });
+        }
+        let name = match m.next_power_of_two().max(4) {
+            4 => "robust_dots_p4",
+            8 => "robust_dots_p8",
+            16 => "robust_dots_p16",
+            _ => "robust_dots_p32",
+        };
+        let chunks = self.dim.div_ceil(DOTS_CHUNK);
+        let cells = chunks.checked_mul(m + 1).ok_or_else(|| Error::Cuda("partials".into()))?;
+        grow(&self.stream, &mut self.parts, cells)?;
+        grow(&self.stream, &mut self.res, m + 1)?;
+        let f = self.func(MOD_ROBUST, name)?;
+        let (dim, m32, param32) = (self.dim as u64, m as u32, param as u32);
+        let grid_x = grid(chunks, 1, self.sms * 8);
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&self.x).arg(&dim).arg(&m32).arg(&op).arg(&param32).arg(&mut self.out).arg(&mut self.parts);
+        // SAFETY: robust_dots_pP(const float* x, u64 dim, u32 m, u32 op, u32 param, float* out,
+        // double* part) matches; P ≥ m, rows 0..m < rows prepared (checked), out holds dim,
+        // parts ⌈dim / DCHUNK⌉·(m + 1) f64, param satisfies op's precondition, blockDim = RB.
+        unsafe { b.launch(cfg((grid_x, 1, 1), ROBUST_BLOCK)) }.map_err(cuda_err)?;
+        self.sum_parts_into_res(0, m + 1, chunks)?;
+        let mut v = self.read_res(m + 1)?;
+        let norm = v.pop().unwrap_or(0.0);
+        Ok(Some((v, norm)))
+    }
+
     /// reduce.cu rows_vs_out into res[0..n] (res zeroed by the caller): the column chunks'
     /// partials, then their sums in chunk order.
     fn rows_vs_out(&mut self, n: usize, mode: u32) -> Result<(), Error> {
@@ -1057,6 +1109,22 @@ impl Backend for CudaBackend {
 
     fn trimmed_mean(&mut self, rows: &[u32], trim: usize) -> Result<(), Error> {
         self.robust(rows, 1, trim)
+    }
+
+    fn median_with_dots(&mut self, rows: &[u32], n: usize) -> Result<(Vec<f64>, f64), Error> {
+        if let Some(r) = self.robust_with_dots(rows, 0, 0, n)? {
+            return Ok(r);
+        }
+        self.median(rows)?;
+        self.dots_with_out(n)
+    }
+
+    fn trimmed_mean_with_dots(&mut self, rows: &[u32], trim: usize, n: usize) -> Result<(Vec<f64>, f64), Error> {
+        if let Some(r) = self.robust_with_dots(rows, 1, trim, n)? {
+            return Ok(r);
+        }
+        self.trimmed_mean(rows, trim)?;
+        self.dots_with_out(n)
     }
 
     fn closest_to_median_mean(&mut self, rows: &[u32], beta: usize) -> Result<(), Error> {

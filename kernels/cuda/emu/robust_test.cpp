@@ -1,5 +1,6 @@
 // robust_test.cpp — checks kernels/cuda/robust.cu (robust_p4 … robust_p256) bit for bit
-// against a sort-based reference written here from robust.cu's specification, without a GPU.
+// against a sort-based reference written here from robust.cu's specification, without a GPU,
+// and the fused robust_dots_p4 … p32 against robust_p and sequential dot products.
 //
 // Why: no machine that runs the tests has a GPU, and the kernel's in-register bitonic network,
 // +inf padding to the next power of two, select-based indexing and the binary search for the
@@ -66,6 +67,47 @@ static void launch(u32 P, unsigned grid, const float* x, u64 dim, const u32* idx
     });
 }
 
+// robust_dots_p<P> over rows 0..m of x (no index list): out must equal robust_p<P>'s bit for
+// bit, the chunk partials summed in chunk order must be the dots and ‖out‖² (1e-12 relative to
+// the sequential sums), and two grids must give the same bits.
+static void check_dots(const std::vector<float>& xs, u64 dim, u32 m, u32 op, u32 param, const std::vector<float>& want_out) {
+    u32 P = 4;
+    while (P < m) P <<= 1;
+    const u64 chunks = (dim + DCHUNK - 1) / DCHUNK;
+    std::vector<double> first;
+    for (unsigned grid : {1u, 3u}) {
+        std::vector<float> out(dim, -1.0f);
+        std::vector<double> part(chunks * (m + 1), std::nan(""));
+        emu_launch({grid, 1, 1}, RB, [&] {
+            const float* x = xs.data();
+            switch (P) {
+                case 4: robust_dots_p4(x, dim, m, op, param, out.data(), part.data()); break;
+                case 8: robust_dots_p8(x, dim, m, op, param, out.data(), part.data()); break;
+                case 16: robust_dots_p16(x, dim, m, op, param, out.data(), part.data()); break;
+                default: robust_dots_p32(x, dim, m, op, param, out.data(), part.data()); break;
+            }
+        });
+        for (u64 j = 0; j < dim; ++j)
+            EMU_CHECK(std::bit_cast<u32>(out[j]) == std::bit_cast<u32>(want_out[j]), "dots m %u op %u j %llu: out %.9g vs %.9g",
+                      m, op, j, out[j], want_out[j]);
+        std::vector<double> sums(m + 1, 0.0);
+        for (u64 c = 0; c < chunks; ++c)
+            for (u32 r = 0; r <= m; ++r) sums[r] += part[c * (m + 1) + r];
+        for (u32 r = 0; r <= m; ++r) {
+            double want = 0;
+            for (u64 j = 0; j < dim; ++j) {
+                const double o = want_out[j];
+                want += (r < m ? (double)xs[r * dim + j] : o) * o;
+            }
+            EMU_CHECK(std::fabs(sums[r] - want) <= 1e-12 * std::max(1.0, std::fabs(want)),
+                      "dots m %u op %u row %u: %.17g vs %.17g", m, op, r, sums[r], want);
+        }
+        if (first.empty()) first = sums;
+        EMU_CHECK(std::memcmp(first.data(), sums.data(), 8 * sums.size()) == 0, "dots m %u op %u: grid %u differs", m, op, grid);
+        emu_digest(sums.data(), 8 * sums.size());
+    }
+}
+
 int main() {
     const u32 rows = 300;
     const u64 dim = 131;  // > RB: with a grid of 1 the grid-stride loop runs twice
@@ -120,10 +162,28 @@ int main() {
     for (u32 P = 4; P <= 256; P *= 2)
         EMU_CHECK(ran[std::countr_zero(P)] > 0, "robust_p%u never ran", P);
 
+    // The fused statistic-and-dots kernels, m ≤ 32, over several column chunks.
+    unsigned long long fused = 0;
+    for (u32 m : {1u, 2u, 3u, 5u, 8u, 13u, 17u, 32u})
+        for (u32 op : {OP_MEDIAN, OP_TRIMMED}) {
+            const u64 d = 2 * DCHUNK + 77;
+            std::vector<float> xs(m * d);
+            for (auto& v : xs) v = std::uniform_real_distribution<float>(-1, 1)(rng);
+            const u32 param = op == OP_TRIMMED ? (m - 1) / 2 : 0;
+            std::vector<u32> identity(m);
+            for (u32 i = 0; i < m; ++i) identity[i] = i;
+            u32 P = 4;
+            while (P < m) P *= 2;
+            std::vector<float> want(d);
+            launch(P, 2, xs.data(), d, identity.data(), m, op, param, want.data());
+            check_dots(xs, d, m, op, param, want);
+            ++fused;
+        }
+
     char what[256];
     std::snprintf(what, sizeof what,
                   "robust_p4..robust_p256 vs sort-based reference, bit-exact: %d (m, data) trials, m = 1..256, "
-                  "7 (op, param) each = %llu launches, %llu coordinates",
-                  trials_run, launches, values);
+                  "7 (op, param) each = %llu launches, %llu coordinates; robust_dots_p4..p32 on %llu cases, 2 grids",
+                  trials_run, launches, values, fused);
     return emu_finish("robust", what);
 }
