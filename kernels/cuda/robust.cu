@@ -142,7 +142,8 @@ ROBUST_KERNEL(256)
 #define DITEMS 8
 #define DCHUNK (RB * DITEMS)
 
-// Sum of `x` over the block, valid in thread 0; all threads call it (blockDim.x = RB).
+// Sum of `x` over the block, valid in thread 0; all threads call it (blockDim.x = RB). The same
+// fixed tree as reduce.cu's block_sum: each module is compiled on its own, with no headers.
 __device__ __forceinline__ double block_sum_rb(double x, double* red) {
     for (int o = 16; o > 0; o >>= 1) x += __shfl_down_sync(0xffffffffu, x, o);
     const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
