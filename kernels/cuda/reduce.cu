@@ -295,6 +295,56 @@ extern "C" __global__ void centered_clip(const float* __restrict__ x, u64 dim,
     }
 }
 
+// centered_clip fused with the next iteration's distances, for n ≤ CC_MAX rows: out[j] as
+// centered_clip computes it, and per column chunk c (RCHUNK coordinates) the partials
+// part[c·n + i] = Σ_{j in c} (x[i,j] − out[j])² with the new out[j] (as rows_vs_out mode 0
+// would read it), each summed by one block in a fixed order; sum_parts over the chunks gives
+// the distances. The rows are read once. Every slot of every chunk is written. blockDim.x ==
+// RBLOCK.
+#define CC_MAX 32
+extern "C" __global__ void __launch_bounds__(RBLOCK)
+    centered_clip_dists(const float* __restrict__ x, u64 dim, const float* __restrict__ f, u32 n,
+                        float* out, double* part) {
+    __shared__ double red[RBLOCK / 32];
+    const u64 chunks = (dim + RCHUNK - 1) / RCHUNK;
+    for (u64 c = blockIdx.x; c < chunks; c += gridDim.x) {
+        double d[CC_MAX];
+#pragma unroll
+        for (int i = 0; i < CC_MAX; ++i) d[i] = 0.0;
+#pragma unroll 1
+        for (int it = 0; it < RITEMS; ++it) {
+            const u64 j = c * RCHUNK + (u64)it * RBLOCK + threadIdx.x;
+            if (j < dim) {
+                float col[CC_MAX];
+                const double o = (double)out[j];
+                double s = 0.0;
+#pragma unroll
+                for (int i = 0; i < CC_MAX; ++i) {
+                    col[i] = (u32)i < n ? x[(u64)i * dim + j] : 0.0f;
+                    if ((u32)i < n) s += (double)f[i] * ((double)col[i] - o);
+                }
+                const float nf = (float)(o + s / (double)n);
+                out[j] = nf;
+                const double no = (double)nf;
+#pragma unroll
+                for (int i = 0; i < CC_MAX; ++i) {
+                    if ((u32)i < n) {
+                        const double e = __dsub_rn((double)col[i], no);
+                        d[i] = __dadd_rn(d[i], __dmul_rn(e, e));
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < CC_MAX; ++i) {
+            if ((u32)i < n) {  // uniform over the block
+                const double t = block_sum(d[i], red);
+                if (threadIdx.x == 0) part[c * n + i] = t;
+            }
+        }
+    }
+}
+
 // out[j] = scale·acc[j] (one f32 multiply).
 extern "C" __global__ void scale_acc(const float* __restrict__ acc, u64 dim, float scale, float* out) {
     const u64 stride = (u64)gridDim.x * blockDim.x;

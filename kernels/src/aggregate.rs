@@ -675,8 +675,8 @@ impl<'b> Round<'b> {
             }
             Rule::CenteredClip { tau, iters } => {
                 backend.median(&all)?;
-                for _ in 0..iters {
-                    let d = backend.dist_sq_to_out(n)?;
+                let mut d = backend.dist_sq_to_out(n)?;
+                for it in 0..iters {
                     let f: Vec<f32> = d
                         .iter()
                         .map(|d| {
@@ -684,7 +684,12 @@ impl<'b> Round<'b> {
                             if r > f64::from(tau) { (f64::from(tau) / r) as f32 } else { 1.0 }
                         })
                         .collect();
-                    backend.centered_clip_step(&f)?;
+                    // Each step but the last also gives the next one's distances.
+                    if it + 1 < iters {
+                        d = backend.centered_clip_step_with_dists(&f)?;
+                    } else {
+                        backend.centered_clip_step(&f)?;
+                    }
                 }
             }
         }

@@ -223,6 +223,13 @@ pub trait Backend: Send {
     /// CenteredClip iteration).
     fn centered_clip_step(&mut self, factors: &[f32]) -> Result<(), Error>;
 
+    /// [`Backend::centered_clip_step`] then [`Backend::dist_sq_to_out`] over the same rows (the
+    /// next iteration's distances); a backend may fuse the two passes over the rows.
+    fn centered_clip_step_with_dists(&mut self, factors: &[f32]) -> Result<Vec<f64>, Error> {
+        self.centered_clip_step(factors)?;
+        self.dist_sq_to_out(factors.len())
+    }
+
     /// (row[i] · out for rows 0..n, ‖out‖²), accumulated in f64.
     fn dots_with_out(&mut self, n: usize) -> Result<(Vec<f64>, f64), Error>;
 

@@ -93,7 +93,8 @@ const WRITE_ADD: u32 = 2 << 1;
 const BLOCK: u32 = 256;
 /// reduce.cu RGROUP: rows per blockIdx.y in `rows_vs_out`.
 const ROW_GROUP: usize = 8;
-/// The most rows robust.cu's fused statistic-and-dots kernels take (robust_dots_p32) …
+/// The most rows robust.cu's fused statistic-and-dots kernels take (robust_dots_p32), and
+/// reduce.cu's centered_clip_dists (CC_MAX) …
 const FUSED_MAX: usize = 32;
 /// … and their columns per partial (DCHUNK = RB · DITEMS).
 const DOTS_CHUNK: usize = 128 * 8;
@@ -1157,6 +1158,30 @@ impl Backend for CudaBackend {
         // matches; 1 ≤ n ≤ rows and fac holds n factors.
         unsafe { b.launch(cfg((gx, 1, 1), BLOCK)) }.map_err(cuda_err)?;
         Ok(())
+    }
+
+    fn centered_clip_step_with_dists(&mut self, factors: &[f32]) -> Result<Vec<f64>, Error> {
+        let n = factors.len();
+        if n == 0 || n > FUSED_MAX || self.dim == 0 {
+            self.centered_clip_step(factors)?;
+            return self.dist_sq_to_out(n);
+        }
+        self.check_count(n)?;
+        self.upload_fac(factors)?;
+        let chunks = self.dim.div_ceil(RCHUNK);
+        grow(&self.stream, &mut self.parts, chunks * n)?;
+        grow(&self.stream, &mut self.res, n)?;
+        let f = self.func(MOD_REDUCE, "centered_clip_dists")?;
+        let (dim, n32) = (self.dim as u64, n as u32);
+        let gx = grid(chunks, 1, self.sms * 8);
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&self.x).arg(&dim).arg(&self.fac).arg(&n32).arg(&mut self.out).arg(&mut self.parts);
+        // SAFETY: centered_clip_dists(const float* x, u64 dim, const float* f, u32 n, float* out,
+        // double* part) matches; 1 ≤ n ≤ CC_MAX (= FUSED_MAX) and n ≤ rows (checked), fac holds
+        // n factors, out dim values, parts ⌈dim / RCHUNK⌉·n f64; blockDim = RBLOCK.
+        unsafe { b.launch(cfg((gx, 1, 1), BLOCK)) }.map_err(cuda_err)?;
+        self.sum_parts_into_res(0, n, chunks)?;
+        self.read_res(n)
     }
 
     fn dots_with_out(&mut self, n: usize) -> Result<(Vec<f64>, f64), Error> {

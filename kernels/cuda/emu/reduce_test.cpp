@@ -177,6 +177,34 @@ int main() {
             for (u64 j = 0; j < dim; ++j) EMU_CHECK(o[j] == 0.0f, "weighted_sum m = 0: out[%llu] = %g", j, o[j]);
         }
 
+        // centered_clip_dists (n ≤ 32): out bit-identical to centered_clip's, the distances to the
+        // new out within 1e-12 of the sequential sums, the same bits under two grids.
+        if (n <= CC_MAX) {
+            std::vector<float> f(n);
+            for (auto& v : f) v = rndf();
+            std::vector<float> plain(out);
+            emu_launch({2, 1, 1}, 256, [&] { centered_clip(x.data(), dim, f.data(), n, plain.data()); });
+            std::vector<double> first;
+            for (unsigned gx : {1u, 3u}) {
+                std::vector<float> o(out);
+                std::vector<double> part((u64)chunks * n, std::nan(""));
+                emu_launch({gx, 1, 1}, RBLOCK, [&] { centered_clip_dists(x.data(), dim, f.data(), n, o.data(), part.data()); });
+                launches += 2;
+                EMU_CHECK(std::memcmp(o.data(), plain.data(), 4 * dim) == 0, "centered_clip_dists dim %llu: out differs", dim);
+                const std::vector<double> d = sum(part, n, chunks);
+                for (u32 i = 0; i < n; ++i) {
+                    double r = 0;
+                    for (u64 k = 0; k < dim; ++k) {
+                        const double e = (double)x[i * dim + k] - (double)o[k];
+                        r += e * e;
+                    }
+                    EMU_CHECK(close(d[i], r, 1e-12), "centered_clip_dists row %u: %.17g vs %.17g", i, d[i], r);
+                }
+                if (first.empty()) first = d;
+                EMU_CHECK(std::memcmp(first.data(), d.data(), 8 * n) == 0, "centered_clip_dists: grid %u differs", gx);
+            }
+        }
+
         // centered_clip.
         {
             std::vector<float> f(n);
@@ -246,7 +274,7 @@ int main() {
     }
     char what[256];
     std::snprintf(what, sizeof what,
-                  "gram_small and gram_tile (3 split-K chunks each), rows_vs_out (2 modes x 4 grids), sumsq_vec (2 grids), sum_parts, weighted_sum, "
+                  "gram_small and gram_tile (3 split-K chunks each), centered_clip_dists, rows_vs_out (2 modes x 4 grids), sumsq_vec (2 grids), sum_parts, weighted_sum, "
                   "centered_clip, scale_rows, mix_rows, scale_acc vs sequential reference on %zu (dim, n) shapes; %llu launches",
                   std::size(cases), launches);
     return emu_finish("reduce", what);
