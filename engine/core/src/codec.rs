@@ -16,6 +16,8 @@ pub const MAX_OBSERVATIONS: u64 = 1 << 16;
 pub const MAX_EDGES: u64 = 1 << 16;
 /// Longest string (parameter name, version).
 pub const MAX_STRING: u64 = 1024;
+/// The largest report body an equivocation proof holds (the live ledger takes no larger report).
+pub const MAX_REPORT_BYTES: usize = 4 << 20;
 /// The fewest bytes a [`Governed`] input takes: a testimony of an empty report (kind, signer,
 /// epoch and two zero counts, signature).
 pub const MIN_GOVERNED: usize = 1 + 32 + 24 + 64;
@@ -310,10 +312,11 @@ fn decode_fork(r: &mut Reader<'_>) -> Result<Fork, Error> {
     let signer = r.array::<32>("fork.signer")?;
     let mut report = || -> Result<(Vec<u8>, [u8; 64]), Error> {
         let n = r.u64("fork.body_len")?;
-        let len = usize::try_from(n).ok().filter(|n| *n <= r.remaining()).ok_or(Error::TooLong {
+        let limit = r.remaining().min(MAX_REPORT_BYTES);
+        let len = usize::try_from(n).ok().filter(|n| *n <= limit).ok_or(Error::TooLong {
             field: "fork.body",
             value: n,
-            limit: r.remaining() as u64,
+            limit: limit as u64,
         })?;
         let body = r.take(len, "fork.body")?.to_vec();
         Ok((body, r.array::<64>("fork.signature")?))

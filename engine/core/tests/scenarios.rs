@@ -433,6 +433,14 @@ fn a_reporter_that_signs_two_reports_for_one_epoch_is_suspended_by_the_proof() {
     let mut bad = wire.clone();
     bad[1 + 32..1 + 32 + 8].copy_from_slice(&u64::MAX.to_le_bytes());
     assert!(decode_governed(&mut Reader::new(&bad)).is_err());
+    // And a body larger than any report a node takes, even when the bytes are there.
+    let huge = Fork { signer: cheat_id, reports: [(vec![0; (4 << 20) + 1], [0; 64]), (vec![1; 8], [0; 64])] };
+    let mut wire = Vec::new();
+    encode_governed(&Governed::Fork(Box::new(huge)), &mut wire);
+    assert!(matches!(
+        decode_governed(&mut Reader::new(&wire)),
+        Err(vain_core::codec::Error::TooLong { field: "fork.body", .. })
+    ));
 }
 
 #[test]

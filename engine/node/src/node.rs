@@ -437,6 +437,7 @@ fn take_evidence(
         Ok(Offer::BadSignature) => Ack::BadSignature,
         Ok(Offer::Equivocation) => Ack::Equivocation,
         Ok(Offer::Ineligible) => Ack::NotAggregator,
+        Ok(Offer::TooLarge) => Ack::Malformed,
         Err(e) => {
             tracing::error!(error = %e, "ledger journal");
             Ack::Busy
@@ -1037,6 +1038,9 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                             let ack = take_evidence(&live, &net, &rt, r, Some(req.peer));
                             if ack == Ack::BadSignature {
                                 junk = Some("evidence forged");
+                            } else if ack == Ack::Malformed {
+                                // No honest node passes on a report it refused as too large.
+                                junk = Some("evidence too large");
                             }
                             vec![ack as u8]
                         }

@@ -39,8 +39,14 @@ pub const AHEAD: u64 = 64;
 pub const SEEN: usize = 4096;
 /// Proposals and votes held for the next report, at most …
 pub const POOL: usize = 1024;
-/// … and at most this many of them by one author: a flood from one author is refused past it.
+/// … and at most this many of them by one author: a flood from one author is refused past it …
 pub const POOL_PER_AUTHOR: usize = 16;
+/// … and at most this many bytes in all (encoded), whatever they are.
+pub const POOL_BYTES: usize = 64 << 20;
+/// The largest report a node takes (encoded, signed): larger ones are refused before anything
+/// else, so neither the buffer of pending epochs nor an equivocation proof (which holds two
+/// reports) grows past it.
+pub const MAX_REPORT_BYTES: usize = vain_core::codec::MAX_REPORT_BYTES;
 /// Closed proposals remembered for the status.
 pub const CLOSED_KEPT: usize = 64;
 /// Applied epochs whose reports a node keeps to serve peers that missed them (a node restarted
@@ -93,6 +99,8 @@ pub enum Offer {
     Equivocation,
     /// The reporter may not report (neither pre-trusted nor at the reporting tier).
     Ineligible,
+    /// Larger than [`MAX_REPORT_BYTES`].
+    TooLarge,
 }
 
 impl Offer {
@@ -106,6 +114,7 @@ impl Offer {
             Offer::BadSignature => "bad signature",
             Offer::Equivocation => "equivocation",
             Offer::Ineligible => "ineligible reporter",
+            Offer::TooLarge => "too large",
         }
     }
 }
@@ -260,8 +269,10 @@ pub struct Status {
     pub nodes: Vec<NodeRow>,
     /// The lowest tier that may propose and vote.
     pub vote_from: u8,
-    /// Proposals and votes held for the next report.
+    /// Proposals and votes held for the next report …
     pub pool: usize,
+    /// … and their encoded bytes (at most [`POOL_BYTES`]).
+    pub pool_bytes: usize,
     /// Proposals and votes handed to this node, by outcome.
     pub submits: BTreeMap<&'static str, u64>,
     /// Open proposals, then pending ones, then the last closed ones (newest first).
@@ -291,8 +302,11 @@ pub struct Live {
     seen: (HashSet<[u8; 32]>, VecDeque<[u8; 32]>),
     offers: BTreeMap<&'static str, u64>,
     applied_at: VecDeque<(u64, u64)>,
-    /// Proposals and votes waiting for a report, by digest.
+    /// Proposals and votes waiting for a report, by digest …
     pool: BTreeMap<[u8; 32], Governed>,
+    /// … with their encoded sizes, and their sum.
+    pool_sizes: BTreeMap<[u8; 32], usize>,
+    pool_bytes: usize,
     /// Digests of governance inputs reports carried (de-duplication).
     carried: (HashSet<[u8; 32]>, VecDeque<[u8; 32]>),
     /// Open proposals' signed bodies (the ledger forgets them when they close).
@@ -437,6 +451,8 @@ impl Live {
             offers: BTreeMap::new(),
             applied_at: VecDeque::new(),
             pool: BTreeMap::new(),
+            pool_sizes: BTreeMap::new(),
+            pool_bytes: 0,
             carried: (HashSet::new(), VecDeque::new()),
             open_proposals: BTreeMap::new(),
             closed: VecDeque::new(),
@@ -480,7 +496,7 @@ impl Live {
         if let Entry::Input { input: Input::Report(r), .. } = e {
             for g in &r.body.governance {
                 let d = g.digest();
-                self.pool.remove(&d);
+                self.unpool(&d);
                 remember(&mut self.carried, d);
                 if let Governed::Propose(p) = g
                     && self.ledger.proposals().any(|(id, _, _)| *id == d)
@@ -633,6 +649,11 @@ impl Live {
     }
 
     fn classify(&self, r: &Signed<Report>) -> Offer {
+        let mut b = Vec::new();
+        vain_core::codec::encode_signed(r, &mut b);
+        if b.len() > MAX_REPORT_BYTES {
+            return Offer::TooLarge;
+        }
         let d = r.digest();
         if self.seen.0.contains(&d) {
             return Offer::Duplicate;
@@ -765,6 +786,10 @@ impl Live {
         let verdict = self.judge(&g);
         *self.submits.entry(verdict.reason()).or_default() += 1;
         if verdict == Submit::New {
+            let mut b = Vec::new();
+            vain_core::codec::encode_governed(&g, &mut b);
+            self.pool_bytes += b.len();
+            self.pool_sizes.insert(g.digest(), b.len());
             self.pool.insert(g.digest(), g);
         }
         verdict
@@ -879,6 +904,11 @@ impl Live {
         if self.pool.len() >= POOL || same >= POOL_PER_AUTHOR {
             return Submit::Full;
         }
+        let mut b = Vec::new();
+        vain_core::codec::encode_governed(g, &mut b);
+        if self.pool_bytes + b.len() > POOL_BYTES {
+            return Submit::Full;
+        }
         Submit::New
     }
 
@@ -984,6 +1014,7 @@ impl Live {
             })
             .collect();
         let ledger = &self.ledger;
+        let before: Vec<[u8; 32]> = self.pool.keys().copied().collect();
         self.pool.retain(|_, g| match g {
             Governed::Testimony(t) => ledger.testified(&t.signer).is_none_or(|e| t.body.epoch > e),
             Governed::Fork(f) => ledger.fork_admissible(&f.signer, f.epoch(), next).is_ok(),
@@ -994,6 +1025,19 @@ impl Live {
                 open.get(&v.body.proposal).or_else(|| held.get(&v.body.proposal)).is_some_and(|c| *c > next)
             }
         });
+        for d in before {
+            if !self.pool.contains_key(&d) {
+                self.unpool(&d);
+            }
+        }
+    }
+
+    /// Forgets a held input (carried by a report, or expired).
+    fn unpool(&mut self, d: &[u8; 32]) {
+        self.pool.remove(d);
+        if let Some(n) = self.pool_sizes.remove(d) {
+            self.pool_bytes -= n;
+        }
     }
 
     fn proposal_rows(&self) -> Vec<ProposalRow> {
@@ -1073,6 +1117,7 @@ impl Live {
             nodes,
             vote_from: self.ledger.vote_from(),
             pool: self.pool.len(),
+            pool_bytes: self.pool_bytes,
             submits: self.submits.clone(),
             proposals: self.proposal_rows(),
             audits: self
@@ -1175,6 +1220,9 @@ mod tests {
         assert!(nodes[0].take_proofs().is_empty());
         assert_eq!(nodes[2].submit(p0[0].clone()), Submit::New);
         assert_eq!(nodes[2].submit(p0[0].clone()), Submit::Duplicate);
+        let mut held = Vec::new();
+        vain_core::codec::encode_governed(&p0[0], &mut held);
+        assert_eq!(nodes[2].status().pool_bytes, held.len());
         // What a peer that lacks it is given, and one that holds it is not.
         assert_eq!(nodes[2].pool_missing(&[], 64, 1 << 20, 7), p0);
         assert!(nodes[2].pool_missing(&nodes[0].pool_digests(), 64, 1 << 20, 7).is_empty());
@@ -1194,11 +1242,36 @@ mod tests {
             assert_eq!((row.standing, row.forked_epoch, row.suspensions), ("suspended", Some(0), 1));
             assert!(!n.may_report(&cheat_id));
             assert_eq!(n.offer(report(&cheat, 2, 7, 0.5)).expect("offer"), Offer::Ineligible);
-            assert_eq!(n.status().pool, 0, "the carried proof left the pool");
+            assert_eq!((n.status().pool, n.status().pool_bytes), (0, 0), "the carried proof left the pool");
             // A proof for the same epoch is not carried again.
             assert_eq!(n.submit(p0[0].clone()), Submit::Duplicate);
         }
         assert_eq!(nodes[0].status().digest, nodes[2].status().digest);
+    }
+
+    /// A report larger than any node takes is refused before anything else is looked at.
+    #[test]
+    fn a_report_over_the_size_limit_is_refused() {
+        let a = SigningKey::from_bytes(&[1; 32]);
+        let dir = tempfile::tempdir().expect("dir");
+        let mut x =
+            Live::open(dir.path(), Config { pretrusted: vec![a.verifying_key().to_bytes()], ..Config::default() })
+                .expect("open");
+        let many = |k: &SigningKey, epoch| {
+            let observations = (0..65_536u32)
+                .map(|i| Observation { subject: [(i % 251) as u8; 32], what: Observed::Feedback { score: 0.5 } })
+                .collect();
+            Signed::sign(k, Report { epoch, observations, governance: Vec::new() })
+        };
+        let testimony = Governed::Testimony(many(&SigningKey::from_bytes(&[2; 32]), 0));
+        let mut big = many(&a, 0);
+        big.body.governance.push(testimony);
+        let big = Signed::sign(&a, big.body);
+        assert_eq!(x.offer(big).expect("offer"), Offer::TooLarge);
+        assert_eq!(x.next_epoch(), 0);
+        assert_eq!(x.status().offers.get("too large"), Some(&1));
+        // Just under the limit is taken.
+        assert_eq!(x.offer(many(&a, 0)).expect("offer"), Offer::New);
     }
 
     /// Compaction: a ledger that snapshots every 10 entries reaches the digest of one that
