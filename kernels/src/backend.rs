@@ -162,7 +162,8 @@ pub trait Backend: Send {
 
     /// Validates `update`, returns its squared L2 norm, and adds
     /// `weight × min(1, clip / ‖update‖)` times it to the accumulator (`clip = None`: no
-    /// clipping). Nothing is added when the update is invalid.
+    /// clipping; a clip must be finite and > 0, as `aggregate::Round` checks). Nothing is added
+    /// when the update is invalid.
     fn ingest(&mut self, update: &Update<'_>, weight: f32, clip: Option<f32>) -> Result<f64, Error>;
 
     /// [`Backend::ingest`] for several updates at once: each is validated on its own (a bad one

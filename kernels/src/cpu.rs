@@ -1044,8 +1044,12 @@ impl Backend for CpuBackend {
             self.n_rows = 0;
             return Err(e);
         }
-        self.acc.ensure(dim)?;
-        self.out.ensure(dim)?;
+        if let Err(e) = self.acc.ensure(dim).and_then(|()| self.out.ensure(dim)) {
+            // Nothing is prepared: no later call may index storage that is not there.
+            self.dim = 0;
+            self.n_rows = 0;
+            return Err(e);
+        }
         self.dim = dim;
         self.n_rows = rows;
         Ok(())

@@ -43,10 +43,16 @@ pub const POOL: usize = 1024;
 pub const POOL_PER_AUTHOR: usize = 16;
 /// … and at most this many bytes in all (encoded), whatever they are.
 pub const POOL_BYTES: usize = 64 << 20;
-/// The largest report a node takes (encoded, signed): larger ones are refused before anything
-/// else, so neither the buffer of pending epochs nor an equivocation proof (which holds two
-/// reports) grows past it.
+/// The largest report a node takes (encoded, signed), not counting the equivocation proofs it
+/// carries: larger ones are refused before anything else, so neither the buffer of pending
+/// epochs nor a proof (which holds two report bodies) grows past it …
 pub const MAX_REPORT_BYTES: usize = vain_core::codec::MAX_REPORT_BYTES;
+/// … and at most this many proofs ride in one report (each at most two such bodies).
+pub const MAX_FORKS_PER_REPORT: usize = 2;
+/// The governance inputs other than proofs one report carries, in bytes at most: with the
+/// report's own observations (a round's verdicts, 41 bytes each) it stays under
+/// [`MAX_REPORT_BYTES`]; an input larger than this could never be carried and is refused.
+pub const GOVERNANCE_BYTES: usize = MAX_REPORT_BYTES / 2;
 /// Closed proposals remembered for the status.
 pub const CLOSED_KEPT: usize = 64;
 /// Applied epochs whose reports a node keeps to serve peers that missed them (a node restarted
@@ -651,7 +657,16 @@ impl Live {
     fn classify(&self, r: &Signed<Report>) -> Offer {
         let mut b = Vec::new();
         vain_core::codec::encode_signed(r, &mut b);
-        if b.len() > MAX_REPORT_BYTES {
+        let forks: Vec<&Governed> = r.body.governance.iter().filter(|g| matches!(g, Governed::Fork(_))).collect();
+        let fork_bytes: usize = forks
+            .iter()
+            .map(|g| {
+                let mut e = Vec::new();
+                vain_core::codec::encode_governed(g, &mut e);
+                e.len()
+            })
+            .sum();
+        if forks.len() > MAX_FORKS_PER_REPORT || b.len() - fork_bytes > MAX_REPORT_BYTES {
             return Offer::TooLarge;
         }
         let d = r.digest();
@@ -906,6 +921,10 @@ impl Live {
         }
         let mut b = Vec::new();
         vain_core::codec::encode_governed(g, &mut b);
+        if !matches!(g, Governed::Fork(_)) && b.len() > GOVERNANCE_BYTES {
+            // No report could carry it.
+            return Submit::Invalid;
+        }
         if self.pool_bytes + b.len() > POOL_BYTES {
             return Submit::Full;
         }
@@ -968,22 +987,25 @@ impl Live {
             Governed::Testimony(t) => (t.body.epoch, t.signer),
             _ => (0, [0; 32]),
         });
-        // Equivocation proofs first (they suspend a cheating reporter), in epoch order (the
-        // ledger penalises a reporter's proofs in increasing epochs only).
+        // Equivocation proofs first (they suspend a cheating reporter), oldest epoch first, at
+        // most MAX_FORKS_PER_REPORT; the rest within GOVERNANCE_BYTES, so the report stays
+        // within what every node takes.
         let mut forks: Vec<&Governed> = self.pool.values().filter(|g| matches!(g, Governed::Fork(_))).collect();
         forks.sort_by_key(|g| match g {
             Governed::Fork(f) => (f.epoch(), f.signer),
             _ => (0, [0; 32]),
         });
-        forks
-            .into_iter()
-            .chain(proposals)
-            .chain(votes)
-            .chain(audits)
-            .chain(testimonies)
-            .take(MAX_GOVERNANCE)
-            .cloned()
-            .collect()
+        forks.truncate(MAX_FORKS_PER_REPORT);
+        let mut bytes = 0;
+        let rest = proposals.chain(votes).chain(audits).chain(testimonies).filter(|g| {
+            let size = self.pool_sizes.get(&g.digest()).copied().unwrap_or(0);
+            let fits = bytes + size <= GOVERNANCE_BYTES;
+            if fits {
+                bytes += size;
+            }
+            fits
+        });
+        forks.into_iter().chain(rest).take(MAX_GOVERNANCE).cloned().collect()
     }
 
     /// The choice `voter` made on `proposal`, as carried into the ledger or held here.
@@ -1272,6 +1294,28 @@ mod tests {
         assert_eq!(x.status().offers.get("too large"), Some(&1));
         // Just under the limit is taken.
         assert_eq!(x.offer(many(&a, 0)).expect("offer"), Offer::New);
+        // A testimony no report could carry is refused from the pool.
+        let huge = Governed::Testimony(many(&a, 5));
+        assert_eq!(x.submit(huge), Submit::Invalid);
+        // Proofs do not count against a report's size (each holds two bodies of up to the
+        // limit), but at most MAX_FORKS_PER_REPORT ride in one, and the pool hands out no more.
+        let proof = |epoch| {
+            let (r1, r2) = (many(&a, epoch), Signed::sign(&a, Report::new(epoch, Vec::new())));
+            Governed::Fork(Box::new(vain_core::ledger::Fork::new(&r1, &r2)))
+        };
+        for e in 1..=3 {
+            assert_eq!(x.submit(proof(e)), Submit::New, "proof {e}");
+        }
+        let carried = x.governance_for_report();
+        assert_eq!(carried.len(), MAX_FORKS_PER_REPORT);
+        let carrier = Signed::sign(&a, Report { epoch: 1, observations: Vec::new(), governance: carried });
+        let mut b = Vec::new();
+        vain_core::codec::encode_signed(&carrier, &mut b);
+        assert!(b.len() > MAX_REPORT_BYTES, "{} bytes", b.len());
+        assert_eq!(x.offer(carrier).expect("offer"), Offer::New);
+        let three =
+            Signed::sign(&a, Report { epoch: 2, observations: Vec::new(), governance: (1..=3).map(proof).collect() });
+        assert_eq!(x.offer(three).expect("offer"), Offer::TooLarge);
     }
 
     /// Compaction: a ledger that snapshots every 10 entries reaches the digest of one that
