@@ -246,8 +246,9 @@ pub struct Config {
     pub full_report: bool,
     /// Pre-aggregation steps, in order (they need stored rows).
     pub pre: Vec<Pre>,
-    /// Lower the rule's Byzantine bound to what the updates that came allow ([`Rule::fitted`])
-    /// instead of refusing to aggregate; the report names the rule that ran. For federations,
+    /// Lower the rule's Byzantine bound to what the updates that came allow ([`Rule::fitted`]),
+    /// and the pre-aggregation steps' f to below n/2, instead of refusing to aggregate; the
+    /// report names the rule that ran. For federations,
     /// where clients drop out or are excluded; `vain aggregate` keeps the strict check.
     pub fit_rule: bool,
 }
@@ -529,7 +530,18 @@ impl<'b> Round<'b> {
         let rule =
             if self.cfg.fit_rule { self.cfg.rule.fitted(rule_rows).unwrap_or(self.cfg.rule) } else { self.cfg.rule };
         rule.check_count(rule_rows)?;
-        for p in &self.cfg.pre {
+        // The steps' bound too, when fitting: f < n/2.
+        let pre: Vec<Pre> = self
+            .cfg
+            .pre
+            .iter()
+            .map(|p| match *p {
+                Pre::Nnm { f } if self.cfg.fit_rule => Pre::Nnm { f: f.min(n.saturating_sub(1) / 2) },
+                Pre::Arc { f } if self.cfg.fit_rule => Pre::Arc { f: f.min(n.saturating_sub(1) / 2) },
+                p => p,
+            })
+            .collect();
+        for p in &pre {
             if let Pre::Nnm { f } | Pre::Arc { f } = p
                 && 2 * f >= n
             {
@@ -538,6 +550,7 @@ impl<'b> Round<'b> {
         }
         let Round { backend, mut cfg, sq_norms, weights } = self;
         cfg.rule = rule;
+        cfg.pre = pre;
         let norms: Vec<f64> = sq_norms.iter().map(|s| s.sqrt()).collect();
         let clip = cfg.effective_clip();
         let factors: Vec<f64> = norms

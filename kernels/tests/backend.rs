@@ -760,3 +760,30 @@ fn a_round_aggregated_twice_gives_the_same_bytes() {
         Ok(())
     });
 }
+
+/// With `fit_rule`, a round that got fewer updates than its rule and steps were sized for runs
+/// with their bounds lowered (and the report names the rule that ran); without, it refuses.
+#[test]
+fn a_fitted_round_runs_on_the_updates_that_came() {
+    let mut rng = Rng(7);
+    let dim = 300;
+    let ups: Vec<Owned> = (0..5).map(|_| random_update(&mut rng, dim, false, 1.0)).collect();
+    let pre = vain_kernels::aggregate::parse_pre("nnm:4").expect("pre");
+    let rule = Rule::MultiKrum { f: 3, m: 4 };
+    for fit in [false, true] {
+        let mut b = CpuBackend::new(1);
+        let cfg = Config { max_updates: 5, pre: pre.clone(), fit_rule: fit, ..Config::new(dim, rule) };
+        let mut round = Round::new(&mut b, cfg).expect("round");
+        for u in &ups {
+            u.with(|upd| round.ingest(upd, u.weight)).expect("ingest");
+        }
+        match (fit, round.finish()) {
+            (false, Err(AggError::Precondition { .. })) => {}
+            (true, Ok(o)) => {
+                assert_eq!(o.report.rule, Rule::MultiKrum { f: 1, m: 4 });
+                assert!(o.aggregate.iter().all(|v| v.is_finite()));
+            }
+            (fit, other) => panic!("fit {fit}: {:?}", other.map(|o| o.report.rule)),
+        }
+    }
+}
