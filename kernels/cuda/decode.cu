@@ -1,6 +1,6 @@
 // decode.cu — validation and decoding of one update's segments (docs/protocol.md §5, the
-// scalar reference is kernels/src/decode.rs). Compiled at run time by NVRTC (compute_90,
-// --fmad=false); no headers.
+// scalar reference is kernels/src/decode.rs). Compiled at run time by NVRTC (--fmad=false)
+// after common.cuh (u64, u32, block_sum).
 //
 // One launch handles every segment of an update. The host (kernels/src/cuda.rs) uploads a
 // single staging buffer per update, laid out as
@@ -31,8 +31,6 @@
 // scale: 0): the element index; top-k: the entry (the host tells index from value errors by
 // reading that entry itself).
 
-typedef unsigned long long u64;
-typedef unsigned int u32;
 typedef unsigned short u16;
 
 #define BLOCK 256
@@ -80,22 +78,6 @@ __device__ __forceinline__ float f16_to_f32(u16 h) {
 }
 
 __device__ __forceinline__ bool f32_bits_finite(u32 b) { return (b & 0x7f800000u) != 0x7f800000u; }
-
-// Sum of `x` over the block, valid in thread 0. All threads must call it; blockDim.x is a
-// multiple of 32 and at most 1024.
-__device__ __forceinline__ double block_sum(double x, double* red) {
-    for (int o = 16; o > 0; o >>= 1) x += __shfl_down_sync(0xffffffffu, x, o);
-    const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    if (lane == 0) red[warp] = x;
-    __syncthreads();
-    double r = 0.0;
-    if (warp == 0) {
-        r = lane < (blockDim.x >> 5) ? red[lane] : 0.0;
-        for (int o = 16; o > 0; o >>= 1) r += __shfl_down_sync(0xffffffffu, r, o);
-    }
-    __syncthreads();
-    return r;
-}
 
 // Decodes work item `e` of a segment: the value, the coordinate it goes to (inside the
 // segment), and whether it is valid; `bad` is the position to report when it is not (and

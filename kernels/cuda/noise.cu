@@ -1,5 +1,5 @@
 // noise.cu — Gaussian noise for differential privacy from the Philox4x32-10 stream.
-// Compiled at run time by NVRTC (compute_90, --fmad=false); no headers.
+// Compiled at run time by NVRTC (--fmad=false) after common.cuh (u64, u32, block_sum).
 //
 // A line-by-line port of kernels/src/philox.rs (`philox4x32_10`, `ln`, `sincos_2pi`,
 // `gaussian4`, `add_noise`): the CPU and CUDA backends must add the *same bits*. Every f64 and
@@ -11,8 +11,6 @@
 // 4t … 4t+3 (the last block may be partial), whose four Gaussians come from one Philox call
 // with counter (t low, t high, round low, round high) and key (seed low, seed high).
 
-typedef unsigned long long u64;
-typedef unsigned int u32;
 
 #define PHILOX_M0 0xD2511F53u
 #define PHILOX_M1 0xCD9E8D57u

@@ -1,5 +1,5 @@
 // reduce.cu — dense linear algebra over the round's rows, the output and the accumulator.
-// Compiled at run time by NVRTC (compute_90, --fmad=false); no headers.
+// Compiled at run time by NVRTC (--fmad=false) after common.cuh (u64, u32, block_sum).
 //
 // Layout: `x` holds rows of `dim` f32, row-major (row r starts at x + r·dim, 64-bit index);
 // `out` and `acc` are `dim` f32. Sums run in f64 (a product of two f32 is exact in f64).
@@ -14,29 +14,11 @@
 // on every run and on every GPU. The summation order still differs from the CPU reference's, so
 // the two agree to a tolerance, not bit for bit.
 
-typedef unsigned long long u64;
-typedef unsigned int u32;
 
 #define RBLOCK 256  // block size of the row reductions (rows_vs_out, sumsq_vec)
 #define RGROUP 8    // rows per blockIdx.y in rows_vs_out
 #define RITEMS 8    // columns per thread and chunk
 #define RCHUNK (RBLOCK * RITEMS)  // columns per partial of rows_vs_out and sumsq_vec
-
-// Sum of `x` over the block, valid in thread 0. All threads call it; blockDim.x is a multiple
-// of 32.
-__device__ __forceinline__ double block_sum(double x, double* red) {
-    for (int o = 16; o > 0; o >>= 1) x += __shfl_down_sync(0xffffffffu, x, o);
-    const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    if (lane == 0) red[warp] = x;
-    __syncthreads();
-    double r = 0.0;
-    if (warp == 0) {
-        r = lane < (blockDim.x >> 5) ? red[lane] : 0.0;
-        for (int o = 16; o > 0; o >>= 1) r += __shfl_down_sync(0xffffffffu, r, o);
-    }
-    __syncthreads();
-    return r;
-}
 
 // out[e] = Σ_{p < parts} part[p·len + e], p ascending, for e < len: the fixed-order second stage
 // of every reduction here (and of decode.cu's sum of squares). Grid: (any).

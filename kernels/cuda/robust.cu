@@ -1,5 +1,5 @@
 // robust.cu — coordinate-wise robust statistics over a subset of the round's rows.
-// Compiled at run time by NVRTC (compute_90, --fmad=false); no headers.
+// Compiled at run time by NVRTC (--fmad=false) after common.cuh (u64, u32, block_sum).
 //
 // Layout: `x` holds rows of `dim` f32, row-major (row r at x + r·dim, 64-bit index); `idx`
 // lists the m selected rows (u32, each < the rows prepared, checked by the host); `out` is
@@ -25,8 +25,6 @@
 //
 // MAX_SUBSET = 256 is the largest m supported; the host refuses more with a typed error.
 
-typedef unsigned long long u64;
-typedef unsigned int u32;
 
 #define RB 128  // block size
 #define OP_MEDIAN 0u
@@ -142,22 +140,6 @@ ROBUST_KERNEL(256)
 #define DITEMS 8
 #define DCHUNK (RB * DITEMS)
 
-// Sum of `x` over the block, valid in thread 0; all threads call it (blockDim.x = RB). The same
-// fixed tree as reduce.cu's block_sum: each module is compiled on its own, with no headers.
-__device__ __forceinline__ double block_sum_rb(double x, double* red) {
-    for (int o = 16; o > 0; o >>= 1) x += __shfl_down_sync(0xffffffffu, x, o);
-    const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    if (lane == 0) red[warp] = x;
-    __syncthreads();
-    double r = 0.0;
-    if (warp == 0) {
-        r = lane < (blockDim.x >> 5) ? red[lane] : 0.0;
-        for (int o = 16; o > 0; o >>= 1) r += __shfl_down_sync(0xffffffffu, r, o);
-    }
-    __syncthreads();
-    return r;
-}
-
 template <int P>
 __device__ __forceinline__ void robust_dots_body(const float* __restrict__ x, u64 dim, u32 m, u32 op, u32 param,
                                                  float* __restrict__ out, double* __restrict__ part) {
@@ -194,7 +176,7 @@ __device__ __forceinline__ void robust_dots_body(const float* __restrict__ x, u6
 #pragma unroll
         for (int r = 0; r <= P; ++r) {
             if ((u32)r < m || r == P) {  // uniform over the block
-                const double t = block_sum_rb(d[r], red);
+                const double t = block_sum(d[r], red);
                 if (threadIdx.x == 0) part[c * (m + 1) + ((u32)r < m ? (u32)r : m)] = t;
             }
         }

@@ -10,7 +10,8 @@
 //! CenteredClip, out = scale·acc), `robust.cu` (coordinate-wise median, trimmed mean and
 //! Bulyan's closest-to-median mean for up to [`MAX_SUBSET`] rows) and `noise.cu` (the Philox
 //! Gaussian stream of [`crate::philox`], bit for bit). Each file's header comment gives its
-//! layout conventions. [`CudaBackend::new`] compiles every module with `--fmad=false` for the
+//! layout conventions; `common.cuh` (types and the block-wide sum every reduction uses) is put
+//! in front of each before it is compiled. [`CudaBackend::new`] compiles every module with `--fmad=false` for the
 //! device's own compute capability (the highest of [`ARCHS`] not above it: A100 `compute_80`,
 //! A10/RTX 30 `compute_86`, L4/L40S `compute_89`, H100/H200 `compute_90`, …), caches the PTX per
 //! architecture for the process, and loads every module then, so a device the kernels cannot
@@ -44,6 +45,9 @@ pub const MAX_SUBSET: usize = 256;
 /// Most rows [`Backend::mix_rows`] mixes on the GPU (reduce.cu's `MIX_MAX`: each thread holds
 /// one column of them).
 pub const MIX_MAX: usize = 256;
+
+/// What every module shares (types, the block-wide sum), put in front of each source.
+const COMMON: &str = include_str!("../cuda/common.cuh");
 
 /// The kernel sources, in module order.
 const SOURCES: [(&str, &str); 4] = [
@@ -145,7 +149,9 @@ fn ptx(arch: usize, i: usize) -> Result<Ptx, Error> {
     PTX[arch][i]
         .get_or_init(|| {
             let opts = CompileOptions { name: Some(name.to_string()), ..compile_options(arch) };
-            cudarc::nvrtc::compile_ptx_with_opts(src, opts).map_err(|e| match e {
+            // The #line keeps NVRTC's messages on the .cu file's own line numbers.
+            let full = format!("{COMMON}\n#line 1 \"{name}\"\n{src}");
+            cudarc::nvrtc::compile_ptx_with_opts(full, opts).map_err(|e| match e {
                 CompileError::CompileError { nvrtc, log, .. } => {
                     format!("NVRTC failed on {name}: {nvrtc:?}\n{}", log.to_string_lossy())
                 }

@@ -30,6 +30,7 @@
 // Top-level reference code: ref_value (decoding of one item) and stage_of (staging layout).
 #include "emu.h"
 
+#include "../common.cuh"
 #include "../decode.cu"
 
 #include <algorithm>

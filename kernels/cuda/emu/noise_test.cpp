@@ -22,6 +22,7 @@
 // build uses -ffp-contract=off so no FMA changes a bit (the device side uses --fmad=false).
 #include "emu.h"
 
+#include "../common.cuh"
 #include "../noise.cu"
 
 #include <vector>

@@ -27,6 +27,7 @@
 //     rounds once, as the reference does.
 #include "emu.h"
 
+#include "../common.cuh"
 #include "../reduce.cu"
 
 #include <algorithm>

@@ -22,6 +22,7 @@
 // backend tests compare the two within 1e-5.)
 #include "emu.h"
 
+#include "../common.cuh"
 #include "../robust.cu"
 
 #include <algorithm>
