@@ -344,6 +344,13 @@ pub struct AuditRow {
     pub state: &'static str,
 }
 
+/// The bytes a governance input takes in a report (kind byte and signed body).
+fn encoded_len(g: &Governed) -> usize {
+    let mut b = Vec::new();
+    vain_core::codec::encode_governed(g, &mut b);
+    b.len()
+}
+
 fn remember(set: &mut (HashSet<[u8; 32]>, VecDeque<[u8; 32]>), d: [u8; 32]) {
     if set.0.insert(d) {
         set.1.push_back(d);
@@ -658,14 +665,7 @@ impl Live {
         let mut b = Vec::new();
         vain_core::codec::encode_signed(r, &mut b);
         let forks: Vec<&Governed> = r.body.governance.iter().filter(|g| matches!(g, Governed::Fork(_))).collect();
-        let fork_bytes: usize = forks
-            .iter()
-            .map(|g| {
-                let mut e = Vec::new();
-                vain_core::codec::encode_governed(g, &mut e);
-                e.len()
-            })
-            .sum();
+        let fork_bytes: usize = forks.iter().map(|g| encoded_len(g)).sum();
         if forks.len() > MAX_FORKS_PER_REPORT || b.len() - fork_bytes > MAX_REPORT_BYTES {
             return Offer::TooLarge;
         }
@@ -801,10 +801,9 @@ impl Live {
         let verdict = self.judge(&g);
         *self.submits.entry(verdict.reason()).or_default() += 1;
         if verdict == Submit::New {
-            let mut b = Vec::new();
-            vain_core::codec::encode_governed(&g, &mut b);
-            self.pool_bytes += b.len();
-            self.pool_sizes.insert(g.digest(), b.len());
+            let size = encoded_len(&g);
+            self.pool_bytes += size;
+            self.pool_sizes.insert(g.digest(), size);
             self.pool.insert(g.digest(), g);
         }
         verdict
@@ -919,13 +918,12 @@ impl Live {
         if self.pool.len() >= POOL || same >= POOL_PER_AUTHOR {
             return Submit::Full;
         }
-        let mut b = Vec::new();
-        vain_core::codec::encode_governed(g, &mut b);
-        if !matches!(g, Governed::Fork(_)) && b.len() > GOVERNANCE_BYTES {
+        let size = encoded_len(g);
+        if !matches!(g, Governed::Fork(_)) && size > GOVERNANCE_BYTES {
             // No report could carry it.
             return Submit::Invalid;
         }
-        if self.pool_bytes + b.len() > POOL_BYTES {
+        if self.pool_bytes + size > POOL_BYTES {
             return Submit::Full;
         }
         Submit::New
@@ -948,12 +946,11 @@ impl Live {
         let mut out = Vec::new();
         let mut bytes = 0;
         for g in missing[start..].iter().chain(&missing[..start]) {
-            let mut b = Vec::new();
-            vain_core::codec::encode_governed(g, &mut b);
-            if out.len() >= max_items || (!out.is_empty() && bytes + b.len() > max_bytes) {
+            let size = self.pool_sizes.get(&g.digest()).copied().unwrap_or_else(|| encoded_len(g));
+            if out.len() >= max_items || (!out.is_empty() && bytes + size > max_bytes) {
                 break;
             }
-            bytes += b.len();
+            bytes += size;
             out.push((*g).clone());
         }
         out
