@@ -30,7 +30,9 @@ pub struct Config {
     /// QUIC ingest endpoints (`ip:port`) to announce; an aggregator's node fills them in from
     /// the address its ingest server bound.
     pub ingest: Vec<String>,
-    /// Region tag announced (e.g. `eu-west`); clients prefer aggregators of their own region.
+    /// Region tag announced (e.g. `eu-west`): shown with the node in every peer's `vain peers`
+    /// and API peer list. No choice of the node depends on it (a model has one leading
+    /// aggregator, so there is nothing to prefer between).
     pub region: String,
     /// CPU cores to announce; 0 (the default) announces what the OS reports. Validators
     /// challenge the claim: a node announcing more cores than it has fails its challenges.

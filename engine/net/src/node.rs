@@ -116,6 +116,8 @@ struct Peer {
     announcement: Option<Vec<u8>>,
     announced_ms: u64,
     roles: u8,
+    /// Region tag of its announcement (empty when none).
+    region: String,
     addrs: Vec<Multiaddr>,
     state: State,
     last_seen: Instant,
@@ -147,6 +149,8 @@ pub struct PeerRow {
     pub connected: bool,
     /// Role bits.
     pub roles: u8,
+    /// Region tag it announced (empty when none).
+    pub region: String,
     /// Known addresses.
     pub addresses: Vec<String>,
     /// Milliseconds since it was last heard from.
@@ -754,6 +758,7 @@ impl Node {
             announcement: None,
             announced_ms: 0,
             roles: 0,
+            region: String::new(),
             addrs: Vec::new(),
             state: State::Candidate,
             last_seen: Instant::now(),
@@ -791,6 +796,7 @@ impl Node {
             p.announcement = Some(bytes.to_vec());
             p.node_id = Some(a.node_id);
             p.roles = a.roles;
+            p.region.clone_from(&a.region);
         }
         let connected = p.connected;
         for addr in addrs.iter().cloned() {
@@ -1211,6 +1217,7 @@ impl Node {
                 state: p.state,
                 connected: p.connected,
                 roles: p.roles,
+                region: p.region.clone(),
                 addresses: p.addrs.iter().map(|a| a.to_string()).collect(),
                 last_seen_ms: p.last_seen.elapsed().as_millis() as u64,
                 score: p.score,

@@ -248,11 +248,17 @@ async fn agg_provider_records_need_the_tier_the_policy_requires() {
     let boot = format!("/memory/46000/p2p/{}", a.peer_id);
     let mut c1 = config(46_001, Some(boot));
     c1.roles = vec!["aggregator".into()];
+    c1.region = "eu-west".into();
     let b = node::spawn(c1, Identity::from_seed(seed(46_001)), Transport::Memory).await.expect("node 1");
     wait_until("node 0 knows node 1's announcement", 20, async || {
         a.peers().await.expect("peers").iter().any(|p| p.peer_id == b.peer_id.to_string() && p.node_id.is_some())
     })
     .await;
+    // The announced region is in the peer row (node 0 announced none).
+    let row = a.peers().await.expect("peers").into_iter().find(|p| p.peer_id == b.peer_id.to_string());
+    assert_eq!(row.map(|p| p.region), Some("eu-west".to_string()));
+    let back = b.peers().await.expect("peers").into_iter().find(|p| p.peer_id == a.peer_id.to_string());
+    assert_eq!(back.map(|p| p.region), Some(String::new()));
     // Tier 0 in node 0's ledger: node 0 does not store node 1's agg/ record.
     b.provide(Key::aggregators("mnist")).await.expect("provide");
     wait_until("the refusal", 10, async || {

@@ -139,15 +139,19 @@ fn print_json(v: &Value) -> Result<()> {
 pub fn run_peers(a: SocketArgs) -> Result<()> {
     let v = control::request(&a.socket, &json!({"cmd": "peers"}))?;
     let rows = v.as_array().cloned().unwrap_or_default();
-    println!("{:<54} {:<9} {:>9} {:>6} {:>10}  node id", "peer id", "state", "connected", "score", "seen ms");
+    println!(
+        "{:<54} {:<9} {:>9} {:>6} {:>10} {:<12} node id",
+        "peer id", "state", "connected", "score", "seen ms", "region"
+    );
     for r in rows {
         println!(
-            "{:<54} {:<9} {:>9} {:>6} {:>10}  {}",
+            "{:<54} {:<9} {:>9} {:>6} {:>10} {:<12} {}",
             r["peer_id"].as_str().unwrap_or(""),
             r["state"].as_str().unwrap_or(""),
             r["connected"].as_bool().unwrap_or(false),
             r["score"].as_i64().unwrap_or(0),
             r["last_seen_ms"].as_u64().unwrap_or(0),
+            r["region"].as_str().filter(|s| !s.is_empty()).unwrap_or("-"),
             r["node_id"].as_str().unwrap_or("?")
         );
     }

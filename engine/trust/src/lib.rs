@@ -15,7 +15,9 @@
 //! A second, different report of a reporter for an epoch is equivocation: it is refused, and
 //! with the first it makes a proof ([`vain_core::ledger::Fork`]) that this node holds for the
 //! next report to carry (and passes on, see [`Live::take_proofs`]). Every node applies the proof
-//! at the same place of the same epoch, which suspends the reporter at that epoch's tick.
+//! at the same place of the same epoch, which suspends the reporter at that epoch's tick; a node
+//! that applied one of the two reports then takes it out of its past (`Live::undo_forks`), so
+//! the nodes that applied one and those that applied the other reach the same state.
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -61,6 +63,11 @@ pub const HISTORY: usize = 1024;
 /// Journal entries after which the ledger is compacted into a snapshot: recovery reads the
 /// snapshot and replays at most this many entries, however long the node has run.
 pub const COMPACT_EVERY: u64 = 2048;
+/// Epochs between two of the ledger states a node keeps in memory to undo an equivocation …
+pub const CHECKPOINT_EVERY: u64 = 16;
+/// … and how many it keeps: a report proven forked up to `(CHECKPOINTS − 1) ×
+/// CHECKPOINT_EVERY` epochs back (and usually more) is taken out on every node.
+pub const CHECKPOINTS: usize = 4;
 
 /// Why the ledger could not be opened or written.
 #[derive(Debug, Error)]
@@ -218,6 +225,7 @@ pub struct ProposalRow {
     pub leaning: Option<&'static str>,
 }
 
+#[derive(Clone)]
 struct Closed {
     proposal: Signed<Proposal>,
     votes: BTreeMap<&'static str, usize>,
@@ -327,6 +335,23 @@ pub struct Live {
     audits_decided: VecDeque<AuditRow>,
     /// Equivocation proofs this node built and has not yet handed out to pass on.
     proofs: VecDeque<Governed>,
+    /// Ledger states at epoch boundaries, oldest first (see `Live::undo_forks`).
+    checkpoints: VecDeque<Checkpoint>,
+    /// (reporter, epoch) of the equivocations the ledger convicted since the last look.
+    convicted: Vec<(NodeId, u64)>,
+    /// Replaying after taking a forked report out: the outputs were logged the first time.
+    replaying: bool,
+}
+
+/// The ledger's state before an epoch, with what the status derives from the ledger's past.
+struct Checkpoint {
+    /// The first epoch it does not hold.
+    next: u64,
+    snapshot: vain_core::ledger::Snapshot,
+    open_proposals: BTreeMap<ProposalId, Signed<Proposal>>,
+    closed: VecDeque<Closed>,
+    audit_rounds: BTreeMap<[u8; 32], u64>,
+    audits_decided: VecDeque<AuditRow>,
 }
 
 /// An audit, as the status shows it.
@@ -474,7 +499,12 @@ impl Live {
             audit_rounds: BTreeMap::new(),
             audits_decided: VecDeque::new(),
             proofs: VecDeque::new(),
+            checkpoints: VecDeque::new(),
+            convicted: Vec::new(),
+            replaying: false,
         };
+        // The recovered state before the journal's epochs, whose reports `history` now gets.
+        live.checkpoint();
         // Replay: each applied epoch ends with a tick at its time; reports are counted as
         // applied; proposals' outcomes are rebuilt as they were decided.
         for e in &recovered.entries {
@@ -489,7 +519,87 @@ impl Live {
             }
             live.apply_entry(e);
         }
+        // A crash between journaling an epoch that convicted a reporter and taking its forked
+        // report out: take it out now.
+        live.undo_forks()?;
         Ok(live)
+    }
+
+    /// Keeps the state as it is now, before epoch `next_epoch`.
+    fn checkpoint(&mut self) {
+        let at = self.next_epoch.checked_sub(1).map_or(0, epoch_time);
+        self.checkpoints.push_back(Checkpoint {
+            next: self.next_epoch,
+            snapshot: self.ledger.snapshot(at),
+            open_proposals: self.open_proposals.clone(),
+            closed: self.closed.clone(),
+            audit_rounds: self.audit_rounds.clone(),
+            audits_decided: self.audits_decided.clone(),
+        });
+        while self.checkpoints.len() > CHECKPOINTS {
+            self.checkpoints.pop_front();
+        }
+    }
+
+    /// Takes out of the ledger's past the reports whose reporter the last epochs convicted of
+    /// equivocation, when this node applied one: the nodes that applied the fork's one report
+    /// and those that applied the other then reach the same state — as if the reporter had sent
+    /// neither. The state is rebuilt from the last checkpoint before the forked epoch and the
+    /// epochs since are applied again from `history` (every report but those proven forked),
+    /// then written as the snapshot. A fork older than every checkpoint is not undone (logged):
+    /// this node's state then stays apart from that of nodes that applied the other report.
+    fn undo_forks(&mut self) -> Result<(), Error> {
+        let convicted = std::mem::take(&mut self.convicted);
+        let applied = |(x, e): &&(NodeId, u64)| self.history.get(e).is_some_and(|rs| rs.iter().any(|r| r.signer == *x));
+        let Some(first) = convicted.iter().filter(applied).map(|(_, e)| *e).min() else { return Ok(()) };
+        let end = self.next_epoch;
+        let usable = self
+            .checkpoints
+            .iter()
+            .rposition(|c| c.next <= first && (c.next..end).all(|e| self.history.contains_key(&e)));
+        let Some(i) = usable else {
+            tracing::warn!(
+                epoch = first,
+                "a report proven forked is older than this node's checkpoints: not taken out"
+            );
+            return Ok(());
+        };
+        self.checkpoints.truncate(i + 1);
+        let Some(c) = self.checkpoints.pop_back() else { return Ok(()) };
+        // Every fork proven so far since the checkpoint, not only the new ones: an earlier one
+        // was taken out of the state being replaced too.
+        let dropped: HashSet<(NodeId, u64)> = self
+            .ledger
+            .nodes()
+            .flat_map(|(id, r)| r.forked.iter().filter(|e| **e >= c.next).map(move |e| (*id, *e)))
+            .collect();
+        self.ledger = Ledger::from_snapshot(c.snapshot);
+        (self.open_proposals, self.closed, self.audit_rounds, self.audits_decided) =
+            (c.open_proposals, c.closed, c.audit_rounds, c.audits_decided);
+        self.replaying = true;
+        for epoch in c.next..end {
+            self.next_epoch = epoch;
+            if epoch == c.next || epoch.is_multiple_of(CHECKPOINT_EVERY) {
+                self.checkpoint();
+            }
+            let at = epoch_time(epoch);
+            let reports: Vec<Signed<Report>> =
+                self.history[&epoch].iter().filter(|r| !dropped.contains(&(r.signer, epoch))).cloned().collect();
+            for r in reports {
+                self.apply_entry(&Entry::Input { at, input: Input::Report(r) });
+            }
+            self.apply_entry(&Entry::Tick { at });
+        }
+        self.replaying = false;
+        self.next_epoch = end;
+        self.convicted.clear();
+        tracing::warn!(
+            from = first,
+            epochs = end - c.next,
+            digest = %hex::encode(&self.ledger.digest()[..8]),
+            "forked reports taken out of the ledger's past"
+        );
+        self.compact(epoch_time(end - 1))
     }
 
     /// Applies one journaled entry and follows what it decided: proposals it opened, their
@@ -527,8 +637,9 @@ impl Live {
                         self.closed.truncate(CLOSED_KEPT);
                     }
                 }
-                Output::Forked { node, epoch } => {
+                Output::Forked { node, epoch } if !self.replaying => {
                     tracing::warn!(node = %hex::encode(&node[..4]), epoch, "equivocation proven: reporter penalised");
+                    self.convicted.push((node, epoch));
                 }
                 Output::AuditOpened { audit, subject, round, team } => {
                     tracing::info!(audit = %hex::encode(&audit[..4]), subject = %hex::encode(&subject[..4]), round, team = team.len(), "audit opened");
@@ -702,6 +813,11 @@ impl Live {
     /// aggregator's), so an epoch is complete once it has one.
     fn drain(&mut self) -> Result<(), Error> {
         while let Some(reports) = self.pending.remove(&self.next_epoch) {
+            if self.next_epoch.is_multiple_of(CHECKPOINT_EVERY)
+                && self.checkpoints.back().is_none_or(|c| c.next < self.next_epoch)
+            {
+                self.checkpoint();
+            }
             let at = epoch_time(self.next_epoch);
             let mut entries: Vec<Entry> =
                 reports.values().map(|r| Entry::Input { at, input: Input::Report(r.clone()) }).collect();
@@ -728,6 +844,10 @@ impl Live {
             self.next_epoch += 1;
             self.taken.retain(|(_, e), _| *e + AHEAD >= self.next_epoch);
             self.since_snapshot += entries.len() as u64;
+            // The epoch is journaled: a crash from here on redoes what follows at recovery.
+            if !self.convicted.is_empty() {
+                self.undo_forks()?;
+            }
             if self.since_snapshot >= self.compact_every {
                 self.compact(at)?;
             }
@@ -1265,7 +1385,34 @@ mod tests {
             // A proof for the same epoch is not carried again.
             assert_eq!(n.submit(p0[0].clone()), Submit::Duplicate);
         }
-        assert_eq!(nodes[0].status().digest, nodes[2].status().digest);
+        // Whichever report of the fork a node applied, it was taken out when the proof came:
+        // every node is in the same state, as if the reporter had sent neither, and stays so
+        // after a restart (the state was written as the snapshot).
+        let digest = nodes[0].status().digest;
+        assert!(nodes.iter().all(|n| n.status().digest == digest));
+        assert!(nodes.iter().all(|n| n.status().snapshot_epoch == Some(1)));
+        drop(nodes);
+        for d in &dirs {
+            assert_eq!(Live::open(d.path(), cfg()).expect("reopen").status().digest, digest);
+        }
+        // That state, built directly: epoch 0 with no report, then the honest report with the
+        // proof.
+        let c = cfg();
+        let lcfg = ledger::Config {
+            pretrusted: c.pretrusted,
+            vote_from: c.vote_from,
+            quorum: c.quorum,
+            ..ledger::Config::default()
+        };
+        let mut reference = Ledger::new(lcfg, 0);
+        for e in [
+            Entry::Tick { at: epoch_time(0) },
+            Entry::Input { at: epoch_time(1), input: Input::Report(next) },
+            Entry::Tick { at: epoch_time(1) },
+        ] {
+            e.apply(&mut reference);
+        }
+        assert_eq!(hex::encode(reference.digest()), digest);
     }
 
     /// A report larger than any node takes is refused before anything else is looked at.
@@ -1436,6 +1583,56 @@ mod tests {
             }
         }
         assert!(compactions_crashed > 0, "some crashes came after a snapshot was taken");
+    }
+
+    /// Power lost at every step while a node takes a forked report out of its past (journal
+    /// append of the epoch that convicts, snapshot, journal restart): it reopens either before
+    /// that epoch or with the report taken out, and ends in the state of a node that applied
+    /// the fork's other report — as if the reporter had sent neither.
+    #[test]
+    fn power_loss_while_a_forked_report_is_taken_out_ends_in_the_same_state() {
+        use vain_core::storage::Sim;
+        let (cheat, honest) = (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));
+        let cfg = || Config {
+            pretrusted: vec![cheat.verifying_key().to_bytes(), honest.verifying_key().to_bytes()],
+            ..Config::default()
+        };
+        let dir = Path::new("/node/ledger");
+        let (a, b) = (report(&cheat, 1, 7, 9.0), report(&cheat, 1, 8, 0.5));
+        let proof = Governed::Fork(Box::new(vain_core::ledger::Fork::new(&a, &b)));
+        let carrier = Signed::sign(&honest, Report { epoch: 2, observations: Vec::new(), governance: vec![proof] });
+        let tail: Vec<_> = (3..6).map(|e| report(&honest, e, 9, 0.5)).collect();
+        let run = |first: &Signed<Report>, st: Arc<dyn Storage>| -> Result<Live, Error> {
+            let mut x = Live::open_in(st, dir, cfg())?;
+            for r in [report(&honest, 0, 7, 0.5), first.clone(), carrier.clone()].iter().chain(&tail) {
+                x.offer(r.clone())?;
+            }
+            Ok(x)
+        };
+        // Two nodes that applied different halves of the fork agree once the proof came.
+        let via_b = run(&b, Arc::new(Sim::new())).expect("run").status().digest;
+        assert_eq!(run(&a, Arc::new(Sim::new())).expect("run").status().digest, via_b);
+        for crash_at in 0.. {
+            let sim = Sim::new();
+            let st: Arc<dyn Storage> = Arc::new(sim.clone());
+            sim.fail_after(crash_at);
+            let done = run(&a, st.clone()).is_ok();
+            sim.crash();
+            let mut x = Live::open_in(st.clone(), dir, cfg())
+                .unwrap_or_else(|e| panic!("the ledger does not reopen after a crash at step {crash_at}: {e}"));
+            let got = x.next_epoch();
+            if got > 2 {
+                assert_eq!(x.status().nodes.iter().filter(|n| n.forked_epoch == Some(1)).count(), 1);
+            }
+            let again = [report(&honest, 0, 7, 0.5), a.clone(), carrier.clone()];
+            for r in again.iter().chain(&tail).skip(got as usize) {
+                assert_eq!(x.offer(r.clone()).expect("offer after recovery"), Offer::New, "step {crash_at}");
+            }
+            assert_eq!(x.status().digest, via_b, "step {crash_at}");
+            if done {
+                break;
+            }
+        }
     }
 
     #[test]
