@@ -400,6 +400,7 @@ impl NodeFile {
             attack,
             seed: t.seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             dir,
+            kept_out: None,
         })
     }
 }
@@ -722,6 +723,10 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                 let live = live.clone();
                 Arc::new(move |k| live.lock().is_ok_and(|l| l.ledger().is_banned(k)))
             })
+            .with_kept_out({
+                let live = live.clone();
+                Arc::new(move |k| live.lock().is_ok_and(|l| l.kept_out(k)))
+            })
             .with_tiers({
                 let live = live.clone();
                 Arc::new(move |k| live.lock().map(|l| l.tier(k)).unwrap_or(0))
@@ -827,9 +832,11 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
             tokio::spawn(vain_round::auditor::run(cfg, handle.clone()));
         }
         let participant = match participant_cfg {
-            Some(p) => {
+            Some(mut p) => {
                 // A client serves the checkpoints it holds too.
                 store = store.or(Some(Store::open(&data_dir.join("client").join("checkpoints"))?));
+                let live = live.clone();
+                p.kept_out = Some(Arc::new(move |k| live.lock().is_ok_and(|l| l.kept_out(k))));
                 Some(Participant::start(p, handle.clone(), seed)?)
             }
             None => None,

@@ -221,6 +221,9 @@ pub struct Coordinator {
     governance: Option<Governance>,
     stakes: Option<Stakes>,
     excluded: Option<Excluded>,
+    /// Aggregators the node's ledger keeps out: neither followed nor ranked, and this one
+    /// does not lead while it is one of them.
+    kept_out: Option<Excluded>,
     tiers: Option<Tiers>,
     epochs: Option<Epochs>,
     /// Digests of the governance inputs reports already carried (an evidence epoch is issued
@@ -482,6 +485,7 @@ impl Coordinator {
             governance: None,
             stakes: None,
             excluded: None,
+            kept_out: None,
             tiers: None,
             epochs: None,
             carried: Default::default(),
@@ -493,6 +497,17 @@ impl Coordinator {
     /// Leaves out of every round the clients `f` excludes.
     pub fn with_exclusions(mut self, f: Excluded) -> Self {
         self.excluded = Some(f);
+        self
+    }
+
+    /// Leaves out of the model's aggregators those `f` says the network keeps out (its ledger
+    /// suspended or banned them, or a proof that one signed two reports for an epoch is held):
+    /// a follower does not take their closes and takes over from such a leader as from one
+    /// that is gone (after `Config::failover_after`); this
+    /// aggregator steps down while it is one of them. An equivocating leader could otherwise
+    /// leave the proof against itself out of every report it makes.
+    pub fn with_kept_out(mut self, f: Excluded) -> Self {
+        self.kept_out = Some(f);
         self
     }
 
@@ -571,6 +586,10 @@ impl Coordinator {
     }
 
     /// `key`'s tier: the ledger's when there is one, else what it `claimed`.
+    fn kept_out(&self, key: &NodeId) -> bool {
+        self.kept_out.as_ref().is_some_and(|f| f(key))
+    }
+
     fn tier_of(&self, key: &NodeId, claimed: u8) -> u8 {
         self.tiers.as_ref().map_or(claimed, |f| f(key))
     }
@@ -739,6 +758,14 @@ impl Coordinator {
                 tracing::info!(round = self.round, tier = self.my_tier(), "leading the model's rounds");
                 last_end = None;
             } else {
+                if self.kept_out(&self.key.verifying_key().to_bytes()) {
+                    self.link.leading.store(false, Ordering::Relaxed);
+                    tracing::warn!(
+                        round = self.round,
+                        "this aggregator's ledger keeps it out (suspended, banned or proven to have forked): not leading"
+                    );
+                    continue;
+                }
                 // Learn who follows (they get the closes). Two leaders (started together, or a
                 // healed partition): the one later in the order steps down and follows.
                 let me = order(self.cfg.arch.id(), self.my_tier(), &self.key.verifying_key().to_bytes());
@@ -791,6 +818,7 @@ impl Coordinator {
             .block_on(self.net.directory())?
             .into_iter()
             .filter(|e| e.connected && e.announcement.roles & roles::AGGREGATOR != 0)
+            .filter(|e| !self.kept_out(&e.announcement.signing_key))
             .collect();
         let ask = Message::Status(model.to_string()).encode();
         let answers = self.rt.block_on(async {
@@ -821,6 +849,9 @@ impl Coordinator {
     /// leads, the last leader has been gone for `failover_after`, and this one is the
     /// best-ranked live aggregator.
     fn should_lead(&mut self) -> Result<bool, Error> {
+        if self.kept_out(&self.key.verifying_key().to_bytes()) {
+            return Ok(false);
+        }
         let live = self.live_aggregators()?;
         if let Some((e, _)) = live.iter().find(|(_, s)| s.leading) {
             self.leader = Some((e.peer_id, Instant::now()));
@@ -850,7 +881,7 @@ impl Coordinator {
             let c = &close.body;
             // Two leaders are resolved by the order (each leader polls the others' status every
             // round), not by whose close arrives first: a leader ignores other closes.
-            if self.link.leading.load(Ordering::Relaxed) {
+            if self.link.leading.load(Ordering::Relaxed) || self.kept_out(&close.signer) {
                 continue;
             }
             if c.model_id != self.cfg.arch.id() || c.round < self.round || c.round > self.round.saturating_add(1 << 20)

@@ -49,7 +49,13 @@ pub struct Config {
     pub seed: u64,
     /// Its data directory (checkpoint cache, `participant.jsonl`).
     pub dir: PathBuf,
+    /// Aggregators the node's ledger keeps out (suspended, banned, or proven to have signed two
+    /// reports for an epoch): their opens are refused as ineligible.
+    pub kept_out: Option<KeptOut>,
 }
+
+/// Whether the node's ledger keeps an aggregator (by signing key) out.
+pub type KeptOut = Arc<dyn Fn(&NodeId) -> bool + Send + Sync>;
 
 /// What one round did at this client, as `participant.jsonl` records it.
 #[derive(Debug, Clone, Serialize)]
@@ -100,6 +106,7 @@ struct Shared {
     /// The work of the last rounds, for auditors: `<round>.manifest` when built, `<round>.bin`
     /// (the answer to [`Message::Work`]) once a close accepted the update.
     work: PathBuf,
+    kept_out: Option<KeptOut>,
 }
 
 /// Rounds of work a client keeps for auditors.
@@ -138,6 +145,7 @@ impl Participant {
             counts: Mutex::new(BTreeMap::new()),
             log: cfg.dir.join("participant.jsonl"),
             work: cfg.dir.join("work"),
+            kept_out: cfg.kept_out.clone(),
         });
         let store = Store::open(&cfg.dir.join("checkpoints"))?;
         let trainer = Trainer { cfg, key, encoders: BTreeMap::new(), model: None };
@@ -213,6 +221,10 @@ impl Participant {
             Ok(a) => a,
             Err(ack) => return self.count(ack),
         };
+        // Whatever it signs, the network has stopped taking this aggregator's reports.
+        if self.shared.kept_out.as_ref().is_some_and(|f| f(&s.signer)) {
+            return self.count(Ack::Ineligible);
+        }
         let open = s.body;
         if open.model_id != self.shared.arch.id() || open.layout != self.shared.arch.layout_digest() {
             return self.count(Ack::WrongModel);

@@ -376,6 +376,97 @@ async fn the_ledger_not_a_peers_claim_decides_who_leads_and_later_governance_get
     result.expect("thread").expect("coordinator");
 }
 
+/// A leader the node's ledger keeps out (here: a proof that it forked is held) is neither
+/// followed nor ranked: this aggregator opens the rounds although the other claims to lead.
+/// Kept out itself, it steps down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_the_ledger_keeps_out_is_not_followed_and_one_kept_out_steps_down() {
+    use std::sync::atomic::Ordering;
+    if let Err(e) = quic::probe() {
+        vain_testkit::unavailable(vain_testkit::Need::IoUring, "round: kept-out leader", e);
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agg_seed = seed(51);
+    let ccfg = coordinator::Config {
+        rounds: 0,
+        round_time: Duration::from_secs(1),
+        min_clients: 1,
+        failover_after: Duration::from_millis(200),
+        ..coordinator::Config::new(Arch::MnistMlp)
+    };
+    let (agg, c, boot) = aggregator(9600, agg_seed, ccfg, &dir.path().join("agg"), Box::new(CpuBackend::new(1))).await;
+    let me = SigningKey::from_bytes(&agg_seed).verifying_key().to_bytes();
+    let other = SigningKey::from_bytes(&seed(52)).verifying_key().to_bytes();
+    // The other aggregator ranks first by the ledger's tiers and says it leads.
+    let keep_out_me = Arc::new(AtomicBool::new(false));
+    let flag = keep_out_me.clone();
+    let c = c
+        .with_tiers(Arc::new(move |k| if *k == other { 2 } else { 1 }))
+        .with_kept_out(Arc::new(move |k| *k == other || (*k == me && flag.load(Ordering::Relaxed))));
+    let link = c.link();
+    let (ptx, mut prx) = mpsc::channel::<Inbound>(64);
+    let _peer = node::spawn_serving(
+        config(9601, &["aggregator"], Some(boot.clone())),
+        Identity::from_seed(seed(52)),
+        Transport::Memory,
+        ptx,
+    )
+    .await
+    .expect("peer aggregator");
+    let asked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = asked.clone();
+    tokio::spawn(async move {
+        while let Some(req) = prx.recv().await {
+            let answer = match Message::decode(&req.request) {
+                Ok(Message::Status(_)) => {
+                    count.fetch_add(1, Ordering::Relaxed);
+                    msg::Status { serves: true, leading: true, tier: 2, round: 0 }.encode()
+                }
+                _ => vec![Ack::Taken as u8],
+            };
+            let _ = req.reply.send(answer);
+        }
+    });
+    let (ctx, crx) = mpsc::channel(64);
+    let _client = node::spawn_serving(
+        config(9602, &["client"], Some(boot)),
+        Identity::from_seed(seed(53)),
+        Transport::Memory,
+        ctx,
+    )
+    .await
+    .expect("client");
+    let (otx, mut opened) = mpsc::channel(8);
+    serve(crx, None, None, None, Some(otx));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while agg.directory().await.map(|d| d.iter().filter(|e| e.connected).count()).unwrap_or(0) < 2 {
+        assert!(Instant::now() < deadline, "the nodes did not find each other");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let run = std::thread::spawn(move || c.run(&s, |_| {}));
+    let r = tokio::time::timeout(Duration::from_secs(30), opened.recv()).await.expect("this aggregator opens round 0");
+    assert_eq!(r, Some(0));
+    assert!(link.leading().0);
+    // Not even asked: a kept-out aggregator is not among those whose status counts.
+    assert_eq!(asked.load(Ordering::Relaxed), 0);
+    keep_out_me.store(true, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while link.leading().0 {
+        assert!(Instant::now() < deadline, "a kept-out aggregator steps down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And opens nothing more.
+    while opened.try_recv().is_ok() {}
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(opened.try_recv().is_err(), "no round opened while kept out");
+    stop.store(true, Ordering::Relaxed);
+    let result = tokio::task::spawn_blocking(move || run.join()).await.expect("join");
+    result.expect("thread").expect("coordinator");
+}
+
 /// A device that faults: the CPU backend behind a `Cuda` kind, whose `fail_at`-th update (ingest
 /// or stored row) or `prepare_fail_at`-th preparation reports a driver error, as would every
 /// operation after it (a sticky fault).

@@ -4,6 +4,7 @@
 //! aggregator's corrupted copy and taking it from another holder listed under `ckpt/`.
 
 use ed25519_dalek::SigningKey;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use vain_core::signed::Signed;
@@ -100,7 +101,11 @@ async fn opens_are_checked_and_a_valid_one_fetches_the_checkpoint() {
     )
     .await
     .expect("client");
-    let pcfg = trainer(0..100, 200, 3, dir.path().join("client"));
+    let mut pcfg = trainer(0..100, 200, 3, dir.path().join("client"));
+    // The client's ledger keeps the aggregator out once `kept_out` is set.
+    let kept_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = kept_out.clone();
+    pcfg.kept_out = Some(Arc::new(move |_| flag.load(std::sync::atomic::Ordering::Relaxed)));
     let p = Participant::start(pcfg, client.clone(), seed(2)).expect("participant");
     serve(crx, None, Some(p.clone()), false);
 
@@ -176,4 +181,9 @@ async fn opens_are_checked_and_a_valid_one_fetches_the_checkpoint() {
     let text = std::fs::read_to_string(&log).expect("log");
     assert!(text.contains("no ingest endpoint"), "{text}");
     assert_eq!(p.counts().get("taken"), Some(&1));
+    // An aggregator the client's ledger keeps out: its next open, valid as it is, is refused.
+    kept_out.store(true, std::sync::atomic::Ordering::Relaxed);
+    let next = Signed::sign(&agg_key, open(2, base, vec![me]));
+    assert_eq!(ask(&agg, &client, Message::Open(next)).await, Some(Ack::Ineligible));
+    assert_eq!(p.counts().get("ineligible"), Some(&1));
 }

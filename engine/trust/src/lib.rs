@@ -709,6 +709,16 @@ impl Live {
         self.ledger.may_report(node, self.now())
     }
 
+    /// Whether the network keeps `node` out of aggregating now: the ledger banned or suspended
+    /// it, or this node holds a proof, not yet carried by a report, that it signed two reports
+    /// for one epoch. Its opens are refused and it neither leads nor is followed — so a leader
+    /// cannot keep the proof against itself out of the ledger by leaving it out of its reports.
+    pub fn kept_out(&self, node: &NodeId) -> bool {
+        let now = self.now();
+        self.ledger.record(node).is_some_and(|r| r.banned || r.suspended_until.is_some_and(|u| now < u))
+            || self.pool.values().any(|g| matches!(g, Governed::Fork(f) if f.signer == *node))
+    }
+
     /// The nodes the ledger has banned (the planes refuse them: connections, handshakes,
     /// updates).
     pub fn banned(&self) -> Vec<NodeId> {
@@ -1357,8 +1367,13 @@ mod tests {
         // The same report again is refused again, and builds no second proof.
         assert_eq!(nodes[0].offer(b.clone()).expect("offer"), Offer::Equivocation);
         assert!(nodes[0].take_proofs().is_empty());
+        assert!(!nodes[2].kept_out(&cheat_id));
         assert_eq!(nodes[2].submit(p0[0].clone()), Submit::New);
         assert_eq!(nodes[2].submit(p0[0].clone()), Submit::Duplicate);
+        // Holding the proof, a node keeps the reporter out (of leading, and of its rounds)
+        // before any report carried it.
+        assert!(nodes[2].kept_out(&cheat_id));
+        assert!(!nodes[2].kept_out(&honest.verifying_key().to_bytes()));
         let mut held = Vec::new();
         vain_core::codec::encode_governed(&p0[0], &mut held);
         assert_eq!(nodes[2].status().pool_bytes, held.len());
@@ -1380,6 +1395,7 @@ mod tests {
             let row = n.status().nodes.into_iter().find(|r| r.key == hex::encode(cheat_id)).expect("row");
             assert_eq!((row.standing, row.forked_epoch, row.suspensions), ("suspended", Some(0), 1));
             assert!(!n.may_report(&cheat_id));
+            assert!(n.kept_out(&cheat_id), "suspended");
             assert_eq!(n.offer(report(&cheat, 2, 7, 0.5)).expect("offer"), Offer::Ineligible);
             assert_eq!((n.status().pool, n.status().pool_bytes), (0, 0), "the carried proof left the pool");
             // A proof for the same epoch is not carried again.

@@ -47,5 +47,6 @@ pub fn trainer(
         attack: None,
         seed,
         dir,
+        kept_out: None,
     }
 }
