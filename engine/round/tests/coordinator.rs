@@ -97,6 +97,58 @@ async fn aggregator(
     (agg, c, boot)
 }
 
+/// A rival aggregator that serves the model and answers every status request with `status`
+/// (counting them), and a client that takes every open and signals its round; returns once
+/// `agg` is connected to both.
+async fn rival_and_client(
+    agg: &node::Handle,
+    port: u64,
+    boot: &str,
+    (rival, client): (u8, u8),
+    status: msg::Status,
+) -> ([node::Handle; 2], Arc<std::sync::atomic::AtomicU64>, mpsc::Receiver<u64>) {
+    let (ptx, mut prx) = mpsc::channel::<Inbound>(64);
+    let peer = node::spawn_serving(
+        config(port, &["aggregator"], Some(boot.to_string())),
+        Identity::from_seed(seed(rival)),
+        Transport::Memory,
+        ptx,
+    )
+    .await
+    .expect("rival aggregator");
+    let asked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = asked.clone();
+    tokio::spawn(async move {
+        while let Some(req) = prx.recv().await {
+            let answer = match Message::decode(&req.request) {
+                Ok(Message::Status(_)) => {
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    status.encode()
+                }
+                _ => vec![Ack::Taken as u8],
+            };
+            let _ = req.reply.send(answer);
+        }
+    });
+    let (ctx, crx) = mpsc::channel(64);
+    let taker = node::spawn_serving(
+        config(port + 1, &["client"], Some(boot.to_string())),
+        Identity::from_seed(seed(client)),
+        Transport::Memory,
+        ctx,
+    )
+    .await
+    .expect("client");
+    let (otx, opened) = mpsc::channel(8);
+    serve(crx, None, None, None, Some(otx));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while agg.directory().await.map(|d| d.iter().filter(|e| e.connected).count()).unwrap_or(0) < 2 {
+        assert!(Instant::now() < deadline, "the nodes did not find each other");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ([peer, taker], asked, opened)
+}
+
 /// A signed update frame of `key` for `round` on `base` (a small random-looking delta).
 fn frame(key: &SigningKey, round: u64, base: [u8; 32]) -> Vec<u8> {
     let arch = Arch::MnistMlp;
@@ -286,48 +338,10 @@ async fn the_ledger_not_a_peers_claim_decides_who_leads_and_later_governance_get
         .with_governance(Arc::new(move || held.lock().expect("pool").clone()));
     let link = c.link();
 
-    // The other aggregator: serves the model, not leading, claims tier 255.
-    let (ptx, mut prx) = mpsc::channel::<Inbound>(64);
-    let _peer = node::spawn_serving(
-        config(9301, &["aggregator"], Some(boot.clone())),
-        Identity::from_seed(seed(22)),
-        Transport::Memory,
-        ptx,
-    )
-    .await
-    .expect("peer aggregator");
-    let claims = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let asked = claims.clone();
-    tokio::spawn(async move {
-        while let Some(req) = prx.recv().await {
-            let answer = match Message::decode(&req.request) {
-                Ok(Message::Status(_)) => {
-                    asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    msg::Status { serves: true, leading: false, tier: 255, round: 0 }.encode()
-                }
-                _ => vec![Ack::Taken as u8],
-            };
-            let _ = req.reply.send(answer);
-        }
-    });
-
-    // A client that takes the open.
-    let (ctx, crx) = mpsc::channel(64);
-    let _client = node::spawn_serving(
-        config(9302, &["client"], Some(boot)),
-        Identity::from_seed(seed(23)),
-        Transport::Memory,
-        ctx,
-    )
-    .await
-    .expect("client");
-    let (otx, mut opened) = mpsc::channel(8);
-    serve(crx, None, None, None, Some(otx));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while agg.directory().await.map(|d| d.iter().filter(|e| e.connected).count()).unwrap_or(0) < 2 {
-        assert!(Instant::now() < deadline, "the nodes did not find each other");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The other aggregator: serves the model, not leading, claims tier 255; and a client that
+    // takes the open.
+    let status = msg::Status { serves: true, leading: false, tier: 255, round: 0 };
+    let (_nodes, claims, mut opened) = rival_and_client(&agg, 9301, &boot, (22, 23), status).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
@@ -405,45 +419,8 @@ async fn a_leader_the_ledger_keeps_out_is_not_followed_and_one_kept_out_steps_do
         .with_tiers(Arc::new(move |k| if *k == other { 2 } else { 1 }))
         .with_kept_out(Arc::new(move |k| *k == other || (*k == me && flag.load(Ordering::Relaxed))));
     let link = c.link();
-    let (ptx, mut prx) = mpsc::channel::<Inbound>(64);
-    let _peer = node::spawn_serving(
-        config(9601, &["aggregator"], Some(boot.clone())),
-        Identity::from_seed(seed(52)),
-        Transport::Memory,
-        ptx,
-    )
-    .await
-    .expect("peer aggregator");
-    let asked = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let count = asked.clone();
-    tokio::spawn(async move {
-        while let Some(req) = prx.recv().await {
-            let answer = match Message::decode(&req.request) {
-                Ok(Message::Status(_)) => {
-                    count.fetch_add(1, Ordering::Relaxed);
-                    msg::Status { serves: true, leading: true, tier: 2, round: 0 }.encode()
-                }
-                _ => vec![Ack::Taken as u8],
-            };
-            let _ = req.reply.send(answer);
-        }
-    });
-    let (ctx, crx) = mpsc::channel(64);
-    let _client = node::spawn_serving(
-        config(9602, &["client"], Some(boot)),
-        Identity::from_seed(seed(53)),
-        Transport::Memory,
-        ctx,
-    )
-    .await
-    .expect("client");
-    let (otx, mut opened) = mpsc::channel(8);
-    serve(crx, None, None, None, Some(otx));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while agg.directory().await.map(|d| d.iter().filter(|e| e.connected).count()).unwrap_or(0) < 2 {
-        assert!(Instant::now() < deadline, "the nodes did not find each other");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let status = msg::Status { serves: true, leading: true, tier: 2, round: 0 };
+    let (_nodes, asked, mut opened) = rival_and_client(&agg, 9601, &boot, (52, 53), status).await;
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let run = std::thread::spawn(move || c.run(&s, |_| {}));
