@@ -65,6 +65,12 @@ pub struct DemoArgs {
     /// directory once the next one has (its ledger catches up from its peers).
     #[arg(long)]
     restart_validator: Option<u64>,
+    /// The aggregator that closes this round signs two different reports for its ledger
+    /// epoch and sends one to half its peers, the other to the rest: every node convicts it,
+    /// keeps it out (a standby takes the rounds over) and takes the report it applied back out
+    /// of its ledger, so all agree again.
+    #[arg(long, value_name = "ROUND")]
+    equivocate_round: Option<u64>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600.0)]
     timeout: f64,
@@ -144,6 +150,13 @@ pub fn run(a: DemoArgs) -> Result<()> {
     if a.hold.is_some_and(|h| h.is_nan() || h < 0.0) {
         bail!("--hold must be a number of seconds ≥ 0");
     }
+    if let Some(r) = a.equivocate_round
+        && (r == 0 || r >= a.rounds || a.aggregators < 2)
+    {
+        bail!(
+            "--equivocate-round must be a round from 1 to --rounds − 1, with at least two --aggregators (a standby takes over from the convicted one)"
+        );
+    }
     let attacks: Vec<Attack> = a
         .attacks
         .iter()
@@ -182,7 +195,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let agg_extra = format!(
         "[aggregate]\nbackend = \"{backend}\"\nrule = \"{rule}\"\nclip = {clip}\nrounds = {rounds}\n\
          round_time = {rt}\nmin_clients = {n}\nwait_clients = 60.0\n\
-         connections_per_address = {conns}\n",
+         connections_per_address = {conns}\nequivocate_round = {fork}\n",
+        fork = a.equivocate_round.unwrap_or(0),
         backend = a.backend,
         rule = a.rule,
         clip = a.clip,
@@ -608,8 +622,17 @@ pub fn run(a: DemoArgs) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(250));
     };
+    // Ledgers that convicted each node of equivocating at the demonstration's round.
+    let mut convicted: BTreeMap<String, usize> = BTreeMap::new();
     for v in statuses {
         *digests.entry(v["digest"].as_str().unwrap_or("").to_string()).or_default() += 1;
+        for n in v["nodes"].as_array().into_iter().flatten() {
+            if let (Some(r), Some(id)) = (a.equivocate_round, n["id"].as_str())
+                && n["forked_epoch"].as_u64() == Some(r)
+            {
+                *convicted.entry(labels.get(id).cloned().unwrap_or_else(|| id.to_string())).or_default() += 1;
+            }
+        }
         epochs.push(v["next_epoch"].as_u64().unwrap_or(0));
         // The stakes the ledger took from the chain (the same in every ledger).
         for n in v["nodes"].as_array().into_iter().flatten() {
@@ -716,6 +739,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         "killed_aggregator": killed.map(|j| format!("aggregator {j}")),
         "kill_round": killed.and(a.kill_primary),
         "failover_seconds": failover_seconds,
+        "equivocation": a.equivocate_round.map(|r| json!({ "round": r, "convicted_by_ledgers": convicted })),
         "validator": { "checked": verdicts.len(), "valid": valid, "invalid": invalid, "unverified_checkpoints": unverified },
         "client_answers": answers,
         "challenges": challenges,

@@ -84,6 +84,10 @@ pub struct AggregateSection {
     pub server_lr: f32,
     /// Seed of the initial model and the evaluation split.
     pub seed: u64,
+    /// For demonstrations of the trust layer only: when this aggregator closes this round
+    /// (0: never), it signs two different reports for its ledger epoch and sends one to half
+    /// its peers and the other to the rest — the equivocation every node must convict.
+    pub equivocate_round: u64,
 }
 
 impl Default for AggregateSection {
@@ -109,6 +113,7 @@ impl Default for AggregateSection {
             reputation: true,
             server_lr: 1.0,
             seed: 1,
+            equivocate_round: 0,
         }
     }
 }
@@ -446,6 +451,45 @@ fn take_evidence(
     }
 }
 
+/// `[aggregate] equivocate_round`: this node's ledger takes the report; connected peers get it
+/// or a second one signed for the same epoch (half its observations), alternately.
+fn equivocate(
+    live: &Mutex<Live>,
+    net: &vain_net::node::Handle,
+    rt: &tokio::runtime::Handle,
+    key: &ed25519_dalek::SigningKey,
+    r: vain_core::signed::Signed<vain_core::ledger::Report>,
+) {
+    let mut body = r.body.clone();
+    body.observations.truncate(body.observations.len() / 2);
+    body.governance.clear();
+    if body == r.body {
+        // Nothing to leave out: say something of itself instead (which every ledger ignores).
+        let me = key.verifying_key().to_bytes();
+        body.observations
+            .push(vain_core::ledger::Observation { subject: me, what: vain_core::ledger::Observed::Participated });
+    }
+    let other = vain_core::signed::Signed::sign(key, body);
+    tracing::warn!(
+        epoch = r.body.epoch,
+        "equivocate_round: signing two reports for this epoch, one to each half of the peers"
+    );
+    if let Ok(mut l) = live.lock() {
+        let _ = l.offer(r.clone());
+    }
+    let net = net.clone();
+    rt.spawn(async move {
+        let peers = net.directory().await.unwrap_or_default();
+        for (i, e) in peers.into_iter().filter(|e| e.connected).enumerate() {
+            let m = if i % 2 == 0 { Message::Evidence(r.clone()) } else { Message::Evidence(other.clone()) };
+            let (net, bytes) = (net.clone(), m.encode());
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(5), net.request(e.peer_id, bytes)).await;
+            });
+        }
+    });
+}
+
 /// Catches the ledger up on epochs this node missed (it was down, or joined late): every few
 /// seconds it asks one connected peer, in turn, for the reports of the epochs from its next
 /// one on, and keeps asking that peer while they bring it forward. Up to date, that is one
@@ -698,8 +742,13 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
             )?
             .with_evidence({
                 let (live, net, rt) = (live.clone(), handle.clone(), tokio::runtime::Handle::current());
+                let (fork_at, key) = (file.aggregate.equivocate_round, ed25519_dalek::SigningKey::from_bytes(&seed));
                 Arc::new(move |r| {
-                    take_evidence(&live, &net, &rt, r, None);
+                    if fork_at > 0 && r.body.epoch == fork_at {
+                        equivocate(&live, &net, &rt, &key, r);
+                    } else {
+                        take_evidence(&live, &net, &rt, r, None);
+                    }
                 })
             })
             .with_governance({

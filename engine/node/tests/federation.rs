@@ -15,6 +15,8 @@
 //!
 //! 3. A Sybil ring of 30 % of the nodes never reaches the voting tier that honest clients
 //!    reach.
+//! 4. An aggregator that equivocates at a round is convicted by every ledger, replaced by the
+//!    standby, and every ledger ends in the same state.
 //!
 //! The federations run one after the other: on a two-core machine, twenty node processes at
 //! once would measure the machine, not the protocol.
@@ -220,6 +222,53 @@ fn the_standby_takes_over_a_killed_leader_and_loses_no_acknowledged_update() {
         client0.iter().any(|v| v["round"].as_u64().is_some_and(|r| r >= 2) && v["status"] == "included"),
         "the restarted client rejoined: {client0:?}"
     );
+}
+
+/// An aggregator that signs two reports for one epoch (`--equivocate-round 2`: the one that
+/// closes round 2 sends one report to half its peers and the other to the rest): every node's
+/// ledger convicts it, it is kept out and the standby closes the last round, and every ledger —
+/// whichever of the two reports it had applied — ends in one state; the validator finds every
+/// close valid across the change of leader.
+#[test]
+fn an_equivocating_leader_is_convicted_everywhere_replaced_and_the_ledgers_agree() {
+    let Some((_dir, out, stdout)) = federation(
+        "federation: equivocating leader",
+        "20",
+        &[
+            "--clients",
+            "4",
+            "--attacks",
+            "scale:10",
+            "--rounds",
+            "5",
+            "--steps",
+            "2",
+            "--aggregators",
+            "2",
+            "--kill-primary",
+            "99",
+            "--equivocate-round",
+            "2",
+            "--no-audit",
+        ],
+    ) else {
+        return;
+    };
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary")).expect("json");
+    let closed_by: Vec<&str> =
+        summary["closed_by"].as_array().expect("closed_by").iter().map(|v| v.as_str().expect("name")).collect();
+    assert_eq!(closed_by.len(), 5, "{stdout}");
+    let convicted = summary["equivocation"]["convicted_by_ledgers"].as_object().expect("convicted");
+    assert_eq!(convicted.len(), 1, "{summary}");
+    let (who, ledgers) = convicted.iter().next().expect("one");
+    assert_eq!(who, closed_by[2], "the aggregator that closed round 2 is the one convicted");
+    // Every node's ledger, the convicted aggregator's own included.
+    assert_eq!(ledgers, &summary["ledger"]["nodes"], "{summary}");
+    assert_eq!(summary["ledger"]["nodes"], 8, "{summary}");
+    assert_ne!(closed_by[4], who, "the standby closed the last round: {closed_by:?}");
+    assert_eq!(summary["ledger"]["distinct_digests"], 1, "{summary}");
+    assert_eq!(summary["validator"]["valid"], 5, "{summary}");
 }
 
 #[test]

@@ -221,7 +221,7 @@ pub struct Coordinator {
     governance: Option<Governance>,
     stakes: Option<Stakes>,
     excluded: Option<Excluded>,
-    /// Aggregators the node's ledger keeps out: neither followed nor ranked, and this one
+    /// Aggregators the node's ledger keeps out: not ranked or followed as leaders, and this one
     /// does not lead while it is one of them.
     kept_out: Option<Excluded>,
     tiers: Option<Tiers>,
@@ -502,8 +502,8 @@ impl Coordinator {
 
     /// Leaves out of the model's aggregators those `f` says the network keeps out (its ledger
     /// suspended or banned them, or a proof that one signed two reports for an epoch is held):
-    /// a follower does not take their closes and takes over from such a leader as from one
-    /// that is gone (after `Config::failover_after`); this
+    /// they are not asked, followed or ranked, and a follower takes over from such a leader as
+    /// from one that is gone (after `Config::failover_after`); this
     /// aggregator steps down while it is one of them. An equivocating leader could otherwise
     /// leave the proof against itself out of every report it makes.
     pub fn with_kept_out(mut self, f: Excluded) -> Self {
@@ -881,7 +881,10 @@ impl Coordinator {
             let c = &close.body;
             // Two leaders are resolved by the order (each leader polls the others' status every
             // round), not by whose close arrives first: a leader ignores other closes.
-            if self.link.leading.load(Ordering::Relaxed) || self.kept_out(&close.signer) {
+            // A close stands on its own signature and chain, whoever leads: the closes a leader
+            // made before it was kept out are taken (a follower that dropped them would build
+            // the rounds it takes over on an older checkpoint than every other node).
+            if self.link.leading.load(Ordering::Relaxed) {
                 continue;
             }
             if c.model_id != self.cfg.arch.id() || c.round < self.round || c.round > self.round.saturating_add(1 << 20)
