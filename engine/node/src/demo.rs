@@ -379,6 +379,10 @@ pub fn run(a: DemoArgs) -> Result<()> {
 
     // Rows come from whichever aggregator closed the round.
     let logs: Vec<PathBuf> = aggs.iter().map(|(c, _)| c.with_file_name("aggregator").join("rounds.jsonl")).collect();
+    // Whose log each is: a round's row from the aggregator that closed it wins over a
+    // follower's record of it (which has no timings: it adopted the close).
+    let owners: Vec<String> =
+        aggs.iter().map(|(c, _)| short_of(c.parent().unwrap_or(&dir)).unwrap_or_default()).collect();
     let mut rows: Vec<Value> = Vec::new();
     let deadline = t0 + Duration::from_secs_f64(a.timeout);
     let mut killed: Option<usize> = None;
@@ -393,15 +397,21 @@ pub fn run(a: DemoArgs) -> Result<()> {
     // The table scrolls above a progress bar (on a terminal).
     let bar = crate::progress::bar(a.rounds, "round");
     loop {
-        let mut by_round: BTreeMap<u64, Value> = BTreeMap::new();
-        for l in &logs {
+        // Each round's row, and whether it is the closing aggregator's own.
+        let mut by_round: BTreeMap<u64, (Value, bool)> = BTreeMap::new();
+        for (l, owner) in logs.iter().zip(&owners) {
             for line in std::fs::read_to_string(l).unwrap_or_default().lines() {
                 let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
                 let Some(r) = v["round"].as_u64() else { continue };
-                by_round.insert(r, v);
+                let own = v["aggregator"].as_str() == Some(owner.as_str());
+                if own || !by_round.contains_key(&r) {
+                    by_round.insert(r, (v, own));
+                }
             }
         }
-        while let Some(v) = by_round.remove(&(rows.len() as u64)) {
+        // The demo acts on a round as soon as any record of it is there (kills and restarts
+        // follow the rounds), so a follower's record may still stand in for the closer's.
+        while let Some((v, _)) = by_round.remove(&(rows.len() as u64)) {
             bar.suspend(|| print_row(&v, &labels));
             bar.set_position(rows.len() as u64 + 1);
             bar.set_message(format!("accuracy {:.2} %", 100.0 * v["accuracy"].as_f64().unwrap_or(f64::NAN)));
@@ -799,6 +809,21 @@ pub fn run(a: DemoArgs) -> Result<()> {
         pct(0.5).map_or("-".into(), |x| format!("{x:.0}")),
         pct(0.95).map_or("-".into(), |x| format!("{x:.0}")),
     );
+    if let Some(r) = a.equivocate_round {
+        let who = if convicted.is_empty() {
+            "nobody".to_string()
+        } else {
+            convicted
+                .iter()
+                .map(|(w, n)| format!("{w} by {n} of {ledger_nodes} ledgers"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "equivocation at round {r}: convicted {who}; each ledger took the report it had applied back out \
+             (one digest above means they agree again)"
+        );
+    }
     if !ring.is_empty() {
         let sr = &summary["sybil_ring"];
         let tiers = |v: &Value| -> String {
