@@ -585,11 +585,11 @@ impl Coordinator {
         true
     }
 
-    /// `key`'s tier: the ledger's when there is one, else what it `claimed`.
     fn kept_out(&self, key: &NodeId) -> bool {
         self.kept_out.as_ref().is_some_and(|f| f(key))
     }
 
+    /// `key`'s tier: the ledger's when there is one, else what it `claimed`.
     fn tier_of(&self, key: &NodeId, claimed: u8) -> u8 {
         self.tiers.as_ref().map_or(claimed, |f| f(key))
     }
@@ -802,7 +802,12 @@ impl Coordinator {
         if self.evidence.is_some() && self.epochs.is_some() && !stop.load(Ordering::Relaxed) {
             tracing::info!(rounds = self.round, "rounds done; the ledger's governance goes on in evidence epochs");
             while !stop.load(Ordering::Relaxed) {
-                self.evidence_epoch();
+                // Kept out, its reports would be refused: another aggregator carries the rest.
+                if self.kept_out(&self.key.verifying_key().to_bytes()) {
+                    self.link.leading.store(false, Ordering::Relaxed);
+                } else {
+                    self.evidence_epoch();
+                }
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
@@ -849,10 +854,14 @@ impl Coordinator {
     /// leads, the last leader has been gone for `failover_after`, and this one is the
     /// best-ranked live aggregator.
     fn should_lead(&mut self) -> Result<bool, Error> {
+        // Asked first even when kept out: the list is who this one follows.
+        let live = self.live_aggregators()?;
         if self.kept_out(&self.key.verifying_key().to_bytes()) {
+            if let Some((e, _)) = live.iter().find(|(_, s)| s.leading) {
+                self.leader = Some((e.peer_id, Instant::now()));
+            }
             return Ok(false);
         }
-        let live = self.live_aggregators()?;
         if let Some((e, _)) = live.iter().find(|(_, s)| s.leading) {
             self.leader = Some((e.peer_id, Instant::now()));
             return Ok(false);

@@ -509,7 +509,10 @@ impl Live {
         // applied; proposals' outcomes are rebuilt as they were decided.
         for e in &recovered.entries {
             match e {
-                Entry::Tick { at } => live.next_epoch = at / HOUR,
+                Entry::Tick { at } => {
+                    live.next_epoch = at / HOUR;
+                    live.history.entry(epoch_of(*at)).or_default();
+                }
                 Entry::Input { at, input: Input::Report(r) } => {
                     live.applied += 1;
                     live.taken.insert((r.signer, r.body.epoch), r.digest());
@@ -550,6 +553,13 @@ impl Live {
     /// this node's state then stays apart from that of nodes that applied the other report.
     fn undo_forks(&mut self) -> Result<(), Error> {
         let convicted = std::mem::take(&mut self.convicted);
+        for (x, e) in convicted.iter().filter(|(_, e)| *e < self.next_epoch && !self.history.contains_key(e)) {
+            tracing::warn!(
+                reporter = %hex::encode(&x[..4]),
+                epoch = e,
+                "a report proven forked is of an epoch this node no longer keeps (before a restart or its last snapshot): not taken out"
+            );
+        }
         let applied = |(x, e): &&(NodeId, u64)| self.history.get(e).is_some_and(|rs| rs.iter().any(|r| r.signer == *x));
         let Some(first) = convicted.iter().filter(applied).map(|(_, e)| *e).min() else { return Ok(()) };
         let end = self.next_epoch;
@@ -577,20 +587,36 @@ impl Live {
         (self.open_proposals, self.closed, self.audit_rounds, self.audits_decided) =
             (c.open_proposals, c.closed, c.audit_rounds, c.audits_decided);
         self.replaying = true;
+        // The governance the left-out reports carried, and what the others carry.
+        let (mut orphans, mut carried_again) = (Vec::new(), HashSet::new());
         for epoch in c.next..end {
             self.next_epoch = epoch;
             if epoch == c.next || epoch.is_multiple_of(CHECKPOINT_EVERY) {
                 self.checkpoint();
             }
             let at = epoch_time(epoch);
-            let reports: Vec<Signed<Report>> =
-                self.history[&epoch].iter().filter(|r| !dropped.contains(&(r.signer, epoch))).cloned().collect();
+            let (out, reports): (Vec<Signed<Report>>, Vec<Signed<Report>>) =
+                self.history[&epoch].iter().cloned().partition(|r| dropped.contains(&(r.signer, epoch)));
+            orphans.extend(out.into_iter().flat_map(|r| r.body.governance));
             for r in reports {
+                carried_again.extend(r.body.governance.iter().map(Governed::digest));
                 self.apply_entry(&Entry::Input { at, input: Input::Report(r) });
             }
             self.apply_entry(&Entry::Tick { at });
         }
         self.replaying = false;
+        // Governance that only a left-out report carried is no longer applied anywhere: back to
+        // the pool, for the next report to carry (unless it no longer qualifies).
+        for g in orphans {
+            let d = g.digest();
+            if carried_again.contains(&d) {
+                continue;
+            }
+            if self.carried.0.remove(&d) {
+                self.carried.1.retain(|x| *x != d);
+            }
+            let _ = self.submit(g);
+        }
         self.next_epoch = end;
         self.convicted.clear();
         tracing::warn!(
@@ -823,14 +849,28 @@ impl Live {
     /// aggregator's), so an epoch is complete once it has one.
     fn drain(&mut self) -> Result<(), Error> {
         while let Some(reports) = self.pending.remove(&self.next_epoch) {
+            // A report buffered before its reporter was proven to have forked this very epoch
+            // (a proof may come up to 64 epochs ahead): every node leaves it out alike, and keeps
+            // it only to serve peers catching up (who leave it out too).
+            let e = self.next_epoch;
+            let forked: HashSet<NodeId> = reports
+                .values()
+                .map(|r| r.signer)
+                .filter(|k| self.ledger.record(k).is_some_and(|rec| rec.forked.contains(&e)))
+                .collect();
+            let proven = |r: &Signed<Report>| forked.contains(&r.signer);
+            let left_out: Vec<Signed<Report>> = reports.values().filter(|r| proven(r)).cloned().collect();
             if self.next_epoch.is_multiple_of(CHECKPOINT_EVERY)
                 && self.checkpoints.back().is_none_or(|c| c.next < self.next_epoch)
             {
                 self.checkpoint();
             }
             let at = epoch_time(self.next_epoch);
-            let mut entries: Vec<Entry> =
-                reports.values().map(|r| Entry::Input { at, input: Input::Report(r.clone()) }).collect();
+            let mut entries: Vec<Entry> = reports
+                .values()
+                .filter(|r| !proven(r))
+                .map(|r| Entry::Input { at, input: Input::Report(r.clone()) })
+                .collect();
             entries.push(Entry::Tick { at });
             // Journal first: what is applied survives a crash, and replays identically. A failed
             // write applies nothing and keeps the epoch's reports for the next try.
@@ -845,6 +885,10 @@ impl Live {
                 }
                 self.apply_entry(e);
             }
+            for r in left_out {
+                self.keep(self.next_epoch, r);
+            }
+            self.history.entry(self.next_epoch).or_default();
             self.expire_pool();
             tracing::debug!(epoch = self.next_epoch, digest = %hex::encode(&self.ledger.digest()[..8]), "ledger epoch applied");
             self.applied_at.push_back((self.next_epoch, vain_schema::clock::unix_ms()));
@@ -1599,6 +1643,74 @@ mod tests {
             }
         }
         assert!(compactions_crashed > 0, "some crashes came after a snapshot was taken");
+    }
+
+    /// What only a left-out report carried goes back to the pool of the node that had applied
+    /// it, so the next report carries it and every ledger applies it.
+    #[test]
+    fn governance_carried_only_by_a_forked_report_is_carried_again() {
+        let (cheat, honest, v) =
+            (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]), SigningKey::from_bytes(&[3; 32]));
+        let cfg = || Config {
+            pretrusted: [&cheat, &honest, &v].iter().map(|k| k.verifying_key().to_bytes()).collect(),
+            ..Config::default()
+        };
+        let testimony = Governed::Testimony(Signed::sign(
+            &v,
+            Report::new(0, vec![Observation { subject: [9; 32], what: Observed::ChallengeFailed }]),
+        ));
+        let mut a = report(&cheat, 0, 7, 0.5).body;
+        a.governance.push(testimony.clone());
+        let a = Signed::sign(&cheat, a);
+        let b = report(&cheat, 0, 8, 0.5);
+        let proof = Governed::Fork(Box::new(vain_core::ledger::Fork::new(&a, &b)));
+        let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("dir")).collect();
+        let mut nodes: Vec<Live> = dirs.iter().map(|d| Live::open(d.path(), cfg()).expect("open")).collect();
+        assert_eq!(nodes[0].offer(a).expect("offer"), Offer::New);
+        assert_eq!(nodes[1].offer(b).expect("offer"), Offer::New);
+        assert_eq!(nodes[0].submit(testimony.clone()), Submit::Duplicate, "carried");
+        let next = Signed::sign(&honest, Report { epoch: 1, observations: Vec::new(), governance: vec![proof] });
+        for n in &mut nodes {
+            assert_eq!(n.offer(next.clone()).expect("offer"), Offer::New);
+        }
+        assert_eq!(nodes[0].status().digest, nodes[1].status().digest);
+        // Node 0 holds the testimony again; its next report carries it to both.
+        assert_eq!(nodes[0].governance_for_report(), vec![testimony.clone()]);
+        let carrier = Signed::sign(&honest, Report { epoch: 2, observations: Vec::new(), governance: vec![testimony] });
+        for n in &mut nodes {
+            assert_eq!(n.offer(carrier.clone()).expect("offer"), Offer::New);
+        }
+        assert_eq!(nodes[0].status().digest, nodes[1].status().digest);
+        assert_eq!(nodes[0].status().pool, 0);
+    }
+
+    /// A proof may come before its epoch (up to 64 ahead), while the reports of that epoch wait:
+    /// every node leaves the forked reporter's out when the epoch comes, even once its
+    /// suspension is over.
+    #[test]
+    fn a_fork_proven_before_its_epoch_is_left_out_when_the_epoch_comes() {
+        let (cheat, honest) = (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));
+        let cfg = || Config {
+            pretrusted: vec![cheat.verifying_key().to_bytes(), honest.verifying_key().to_bytes()],
+            ..Config::default()
+        };
+        let (a, b) = (report(&cheat, 30, 7, 0.5), report(&cheat, 30, 8, 0.5));
+        let proof = Governed::Fork(Box::new(vain_core::ledger::Fork::new(&a, &b)));
+        let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("dir")).collect();
+        let mut nodes: Vec<Live> = dirs.iter().map(|d| Live::open(d.path(), cfg()).expect("open")).collect();
+        assert_eq!(nodes[0].offer(a).expect("offer"), Offer::New);
+        assert_eq!(nodes[1].offer(b).expect("offer"), Offer::New);
+        // Epoch 30 completes with the reports that waited for it (left out: only its tick).
+        for epoch in 0..30 {
+            let governance = if epoch == 1 { vec![proof.clone()] } else { Vec::new() };
+            let r = Signed::sign(&honest, Report { epoch, observations: Vec::new(), governance });
+            for n in &mut nodes {
+                assert_eq!(n.offer(r.clone()).expect("offer"), Offer::New, "epoch {epoch}");
+            }
+        }
+        assert_eq!(nodes[0].next_epoch(), 31);
+        assert!(nodes[0].may_report(&cheat.verifying_key().to_bytes()), "the suspension is over");
+        assert_eq!(nodes[0].status().digest, nodes[1].status().digest);
     }
 
     /// Power lost at every step while a node takes a forked report out of its past (journal
