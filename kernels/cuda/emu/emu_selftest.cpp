@@ -4,6 +4,8 @@
 // block/thread indices behave as the kernels assume. (No GPU in CI: see emu.h's header for the
 // model and for what it cannot catch.)
 #include "emu.h"
+// The block-wide sum the kernels use, tested as they compile it.
+#include "../common.cuh"
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,21 +26,6 @@ static bool emu_aborts(F f) {
     int st = 0;
     waitpid(pid, &st, 0);
     return WIFEXITED(st) && WEXITSTATUS(st) == 3;
-}
-
-// The block-wide sum the kernels use (reduce.cu / decode.cu block_sum).
-__device__ double block_sum(double x, double* red) {
-    for (int o = 16; o > 0; o >>= 1) x += __shfl_down_sync(0xffffffffu, x, o);
-    const unsigned warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    if (lane == 0) red[warp] = x;
-    __syncthreads();
-    double r = 0.0;
-    if (warp == 0) {
-        r = lane < (blockDim.x >> 5) ? red[lane] : 0.0;
-        for (int o = 16; o > 0; o >>= 1) r += __shfl_down_sync(0xffffffffu, r, o);
-    }
-    __syncthreads();
-    return r;
 }
 
 __global__ void sum_kernel(double* out) {
