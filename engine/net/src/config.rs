@@ -31,8 +31,10 @@ pub struct Config {
     /// the address its ingest server bound.
     pub ingest: Vec<String>,
     /// Region tag announced (e.g. `eu-west`): shown with the node in every peer's `vain peers`
-    /// and API peer list. No choice of the node depends on it (a model has one leading
-    /// aggregator, so there is nothing to prefer between).
+    /// and API peer list. A client whose round's aggregator announces another region asks the
+    /// aggregators and validators of its own region for the base checkpoint first (the model
+    /// then crosses regions once, to the standby there, rather than once per client); the
+    /// update itself goes to the round's leader wherever it is.
     pub region: String,
     /// CPU cores to announce; 0 (the default) announces what the OS reports. Validators
     /// challenge the claim: a node announcing more cores than it has fails its challenges.

@@ -110,6 +110,22 @@ pub struct DemoArgs {
     /// shows the tiers they reach against the honest clients'.
     #[arg(long, default_value_t = 0)]
     sybils: usize,
+    /// Region tags (comma-separated), given in turn: aggregator j takes the j-th, client i the
+    /// i-th (modulo their number), the validator the first. A client whose round's aggregator
+    /// announces another region fetches the base checkpoint from a holder in its own first;
+    /// the summary counts where each client's checkpoints came from.
+    #[arg(long, value_delimiter = ',')]
+    regions: Vec<String>,
+}
+
+/// Region of the i-th node of a kind under `--regions` (none without it).
+fn region_of(regions: &[String], i: usize) -> Option<&str> {
+    (!regions.is_empty()).then(|| regions[i % regions.len()].as_str())
+}
+
+/// The `region` line of a node's config (the control plane's top-level key).
+fn region_line(region: Option<&str>) -> String {
+    region.map(|r| format!("region = \"{r}\"\n")).unwrap_or_default()
 }
 
 /// Cores each Sybil identity announces.
@@ -230,7 +246,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
             audit_api = port.map(|addr| crate::gov::Api::new(addr, cfg.with_file_name("api.token")));
         }
         let text = std::fs::read_to_string(&cfg)?;
-        std::fs::write(&cfg, format!("models = [\"{}\"]\n{text}", arch.id()))?;
+        let region = region_line(region_of(&a.regions, j));
+        std::fs::write(&cfg, format!("models = [\"{}\"]\n{region}{text}", arch.id()))?;
         labels.insert(short_of(cfg.parent().unwrap_or(&dir))?, format!("aggregator {j}"));
         aggs.push((cfg.clone(), planned.len()));
         start(&mut planned, &cfg, &[])?;
@@ -245,7 +262,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
     );
     let (val_cfg, _) = prepare(&dir, 1 + aggs.len(), 0, Some(&boot), "\"validator\"", &challenge)?;
     let text = std::fs::read_to_string(&val_cfg)?;
-    std::fs::write(&val_cfg, format!("models = [\"{}\"]\n{text}", arch.id()))?;
+    let region = region_line(region_of(&a.regions, 0));
+    std::fs::write(&val_cfg, format!("models = [\"{}\"]\n{region}{text}", arch.id()))?;
     start(&mut planned, &val_cfg, &[])?;
     let val_log = val_cfg.with_file_name("validator").join("validator.jsonl");
     labels.insert(short_of(val_cfg.parent().unwrap_or(&dir))?, "validator".to_string());
@@ -270,7 +288,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
         let (cfg, _) = prepare(&dir, 2 + aggs.len() + i, 0, Some(&boot), "\"client\"", &extra)?;
         let text = std::fs::read_to_string(&cfg)?;
         let cores = if overclaiming == Some(i) { format!("cpu_cores = {}\n", a.overclaim) } else { String::new() };
-        std::fs::write(&cfg, format!("models = [\"{}\"]\n{cores}{text}", arch.id()))?;
+        let region = region_line(region_of(&a.regions, i));
+        std::fs::write(&cfg, format!("models = [\"{}\"]\n{cores}{region}{text}", arch.id()))?;
         client_cfgs.push(cfg.clone());
         let data = cfg.parent().map(Path::to_path_buf).unwrap_or_default();
         let id = crate::net::identity(&data)?;
@@ -674,6 +693,21 @@ pub fn run(a: DemoArgs) -> Result<()> {
             }
         }
     }
+    // Where each client's base checkpoints came from (its participant.jsonl), with its region.
+    let mut fetches: BTreeMap<String, Value> = BTreeMap::new();
+    for (i, cfg) in client_cfgs.iter().enumerate() {
+        let data = cfg.parent().unwrap_or(&dir);
+        let mut from: BTreeMap<String, u64> = BTreeMap::new();
+        let log = std::fs::read_to_string(data.join("client").join("participant.jsonl")).unwrap_or_default();
+        for row in log.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()) {
+            // The source's kind: cache, aggregator, nearby <key>, holder <peer>.
+            if let Some(kind) = row["base_from"].as_str().and_then(|f| f.split(' ').next()).filter(|k| !k.is_empty()) {
+                *from.entry(kind.to_string()).or_default() += 1;
+            }
+        }
+        let label = labels.get(&short_of(data)?).cloned().unwrap_or_else(|| format!("client {i}"));
+        fetches.insert(label, json!({"region": region_of(&a.regions, i), "from": from}));
+    }
     // The validator's resource challenges, and what every ledger made of them.
     let mut challenges: BTreeMap<String, u64> = BTreeMap::new();
     let mut resource: BTreeMap<String, Value> = BTreeMap::new();
@@ -752,6 +786,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         "equivocation": a.equivocate_round.map(|r| json!({ "round": r, "convicted_by_ledgers": convicted })),
         "validator": { "checked": verdicts.len(), "valid": valid, "invalid": invalid, "unverified_checkpoints": unverified },
         "client_answers": answers,
+        "checkpoint_fetches": fetches,
         "challenges": challenges,
         "audits": audited,
         "resource_evidence": resource,

@@ -406,6 +406,7 @@ impl NodeFile {
             seed: t.seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             dir,
             kept_out: None,
+            region: self.net.region.clone(),
         })
     }
 }

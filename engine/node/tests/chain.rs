@@ -232,6 +232,8 @@ fn a_federation_anchors_every_round_and_a_third_party_verifies_an_update() {
             "cpu",
             "--timeout",
             "300",
+            "--regions",
+            "us,eu",
             "--out",
         ])
         .arg(&out)
@@ -242,6 +244,28 @@ fn a_federation_anchors_every_round_and_a_third_party_verifies_an_update() {
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).expect("summary")).expect("json");
     assert_eq!(summary["chain"]["anchored_rounds"], summary["rounds"], "{stdout}");
+    // The same run puts aggregator 0, the validator and the even clients in region us, the
+    // others in eu: the clients in the leader's region take each base checkpoint from it, the
+    // others from the standby (or validator) in their own region.
+    let rounds = summary["rounds"].as_u64().expect("rounds");
+    let leader_region = match summary["closed_by"][0].as_str() {
+        Some("aggregator 0") => "us",
+        Some("aggregator 1") => "eu",
+        other => panic!("closed by {other:?}"),
+    };
+    assert!(summary["closed_by"].as_array().expect("closed_by").iter().all(|c| c == &summary["closed_by"][0]));
+    let fetches = summary["checkpoint_fetches"].as_object().expect("checkpoint_fetches");
+    assert_eq!(fetches.len(), 4, "{fetches:?}");
+    for (client, f) in fetches {
+        let n = |k: &str| f["from"][k].as_u64().unwrap_or(0);
+        let total: u64 = f["from"].as_object().expect("from").values().filter_map(serde_json::Value::as_u64).sum();
+        assert!(total >= 1 && total <= rounds && n("holder") == 0, "{client}: {f}");
+        if f["region"] == leader_region {
+            assert_eq!(n("nearby"), 0, "{client}: {f}");
+        } else {
+            assert!(n("nearby") >= 1, "{client} never fetched from its region: {f}");
+        }
+    }
     // The validator attested the digest every node's ledger reached.
     assert_eq!(summary["chain"]["final_digest_attestations"], 1, "{stdout}");
     // The ledgers took the standby aggregator's and the validator's stake from the chain,

@@ -213,6 +213,8 @@ pub struct Coordinator {
     known: BTreeMap<NodeId, u64>,
     link: Link,
     follow: Receiver<(Signed<Close>, PeerId)>,
+    /// A close taken off `follow` while waiting, adopted first.
+    early: Option<(Signed<Close>, PeerId)>,
     /// The aggregator this one follows, and when it was last seen connected.
     leader: Option<(PeerId, Instant)>,
     /// Other aggregators of the model (closes go to them too).
@@ -479,6 +481,7 @@ impl Coordinator {
             known: BTreeMap::new(),
             link,
             follow,
+            early: None,
             leader: None,
             peers: Arc::new(Mutex::new(Vec::new())),
             evidence: None,
@@ -747,7 +750,11 @@ impl Coordinator {
                     std::thread::sleep(self.cfg.failover_after);
                 }
                 if !self.should_lead()? {
-                    std::thread::sleep(Duration::from_millis(300));
+                    // A follower wakes as a close arrives: it holds (and provides) the new
+                    // checkpoint before the clients near it ask for it.
+                    if let Ok(c) = self.follow.recv_timeout(Duration::from_millis(300)) {
+                        self.early = Some(c);
+                    }
                     continue;
                 }
                 self.link.leading.store(true, Ordering::Relaxed);
@@ -886,7 +893,7 @@ impl Coordinator {
 
     /// Adopts the closes other aggregators sent: their checkpoint becomes this one's state.
     fn adopt_closes(&mut self) -> Result<(), Error> {
-        while let Ok((close, peer)) = self.follow.try_recv() {
+        while let Some((close, peer)) = self.early.take().or_else(|| self.follow.try_recv().ok()) {
             let c = &close.body;
             // Two leaders are resolved by the order (each leader polls the others' status every
             // round), not by whose close arrives first: a leader ignores other closes.

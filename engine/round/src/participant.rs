@@ -52,6 +52,10 @@ pub struct Config {
     /// Aggregators the node's ledger keeps out (suspended, banned, or proven to have signed two
     /// reports for an epoch): their opens are refused as ineligible.
     pub kept_out: Option<KeptOut>,
+    /// The region tag this node announces (`[net] region`; empty for none). When a round's
+    /// aggregator announces another region, the base checkpoint is asked of holders in this
+    /// one first.
+    pub region: String,
 }
 
 /// Whether the node's ledger keeps an aggregator (by signing key) out.
@@ -73,6 +77,10 @@ pub struct Row {
     pub examples: usize,
     /// Bytes of the update frame.
     pub frame_bytes: usize,
+    /// Where the round's base checkpoint came from: `cache`, `aggregator`, `nearby <key>` (a
+    /// holder in this node's region) or `holder <peer>` (found under `ckpt/<digest>`); empty
+    /// when the update was built before.
+    pub base_from: String,
     /// Unix ms.
     pub at_ms: u64,
 }
@@ -107,6 +115,7 @@ struct Shared {
     /// (the answer to [`Message::Work`]) once a close accepted the update.
     work: PathBuf,
     kept_out: Option<KeptOut>,
+    region: String,
 }
 
 /// Rounds of work a client keeps for auditors.
@@ -146,6 +155,7 @@ impl Participant {
             log: cfg.dir.join("participant.jsonl"),
             work: cfg.dir.join("work"),
             kept_out: cfg.kept_out.clone(),
+            region: cfg.region.clone(),
         });
         let store = Store::open(&cfg.dir.join("checkpoints"))?;
         let trainer = Trainer { cfg, key, encoders: BTreeMap::new(), model: None };
@@ -286,6 +296,7 @@ impl Participant {
             digest: hex::encode(r.digest),
             examples: 0,
             frame_bytes: 0,
+            base_from: String::new(),
             at_ms: unix_ms(),
         };
         log(&self.shared, &row);
@@ -331,6 +342,7 @@ impl Participant {
                 digest: hex::encode(digest),
                 examples: 0,
                 frame_bytes: 0,
+                base_from: String::new(),
                 at_ms: unix_ms(),
             },
         );
@@ -368,10 +380,20 @@ async fn watch_directory(shared: Arc<Shared>) {
     }
 }
 
-/// The base checkpoint: from the local cache, the aggregator, or any holder listed under
-/// `ckpt/<digest>` — whichever gives bytes that hash to the digest.
-async fn fetch(shared: &Shared, store: &Store, from: PeerId, digest: &Digest) -> Result<Vec<f32>, Error> {
+/// Holders in this node's region asked at most, and how long each may take.
+const NEARBY: usize = 3;
+const NEARBY_TIMEOUT: Duration = Duration::from_secs(2);
+/// A nearby holder may not have the checkpoint yet when the open arrives (it fetches it when
+/// the close reaches it): they are asked once more after this pause.
+const NEARBY_RETRY: Duration = Duration::from_millis(300);
+
+/// The base checkpoint: from the local cache, a holder in this node's region when the
+/// aggregator is elsewhere, the aggregator, or any holder listed under `ckpt/<digest>` —
+/// whichever gives bytes that hash to the digest. `row.base_from` says which.
+async fn fetch(shared: &Shared, store: &Store, job: &Job, row: &mut Row) -> Result<Vec<f32>, Error> {
+    let (digest, from) = (&job.open.base, job.from);
     if let Some(b) = store.get(digest) {
+        row.base_from = "cache".into();
         return msg::decode_checkpoint(&msg::encode_checkpoint(Some(&b)), digest);
     }
     let ask = |peer: PeerId| {
@@ -381,25 +403,65 @@ async fn fetch(shared: &Shared, store: &Store, from: PeerId, digest: &Digest) ->
             msg::decode_checkpoint(&answer, digest)
         }
     };
-    let mut holders = vec![from];
-    match ask(from).await {
-        Ok(flat) => {
-            store.put(&flat)?;
-            return Ok(flat);
+    // The model crosses regions once, to the standby aggregator or validator there, rather
+    // than once per client.
+    let nearby = nearby_holders(shared, &job.aggregator).await;
+    for attempt in 0..2 {
+        if nearby.is_empty() {
+            break;
         }
-        Err(_) => {
-            if let Ok((Ok(Found::Providers(v)), _)) = shared.net.lookup(Key::Checkpoint(*digest)).await {
-                holders.extend(v.iter().filter_map(|p| p.parse::<PeerId>().ok()).filter(|p| *p != from));
+        if attempt > 0 {
+            tokio::time::sleep(NEARBY_RETRY).await;
+        }
+        for (peer, key) in &nearby {
+            if let Ok(Ok(flat)) = tokio::time::timeout(NEARBY_TIMEOUT, ask(*peer)).await {
+                store.put(&flat)?;
+                row.base_from = format!("nearby {}", short(key));
+                return Ok(flat);
             }
         }
     }
-    for p in holders.into_iter().skip(1) {
+    if let Ok(flat) = ask(from).await {
+        store.put(&flat)?;
+        row.base_from = "aggregator".into();
+        return Ok(flat);
+    }
+    let mut holders = Vec::new();
+    if let Ok((Ok(Found::Providers(v)), _)) = shared.net.lookup(Key::Checkpoint(*digest)).await {
+        holders.extend(
+            v.iter()
+                .filter_map(|p| p.parse::<PeerId>().ok())
+                .filter(|p| *p != from && !nearby.iter().any(|(n, _)| n == p)),
+        );
+    }
+    for p in holders {
         if let Ok(flat) = ask(p).await {
             store.put(&flat)?;
+            row.base_from = format!("holder {p}");
             return Ok(flat);
         }
     }
     Err(Error::CheckpointUnavailable(*digest))
+}
+
+/// Connected aggregators and validators (the roles that hold checkpoints) announcing this
+/// node's region, when the round's aggregator announces another: aggregators first (a standby
+/// fetches each checkpoint as soon as the close reaches it), then by key; at most [`NEARBY`].
+async fn nearby_holders(shared: &Shared, aggregator: &Announcement) -> Vec<(PeerId, NodeId)> {
+    if shared.region.is_empty() || aggregator.region == shared.region {
+        return Vec::new();
+    }
+    let Ok(directory) = shared.net.directory().await else { return Vec::new() };
+    let mut v: Vec<(bool, NodeId, PeerId)> = directory
+        .into_iter()
+        .filter(|e| e.connected && e.announcement.region == shared.region)
+        .filter(|e| e.announcement.roles & (roles::AGGREGATOR | roles::VALIDATOR) != 0)
+        .filter(|e| e.announcement.signing_key != aggregator.signing_key)
+        .filter(|e| !shared.kept_out.as_ref().is_some_and(|f| f(&e.announcement.signing_key)))
+        .map(|e| (e.announcement.roles & roles::AGGREGATOR == 0, e.announcement.signing_key, e.peer_id))
+        .collect();
+    v.sort();
+    v.into_iter().take(NEARBY).map(|(_, k, p)| (p, k)).collect()
 }
 
 async fn worker(shared: Arc<Shared>, store: Store, trainer: Trainer, mut jobs: mpsc::Receiver<Job>, seed: [u8; 32]) {
@@ -436,6 +498,7 @@ async fn run_job(
         digest: String::new(),
         examples: 0,
         frame_bytes: 0,
+        base_from: String::new(),
         at_ms: 0,
     };
     let agg_key = job.aggregator.signing_key;
@@ -568,7 +631,7 @@ async fn build(
     job: &Job,
     row: &mut Row,
 ) -> (Trainer, Option<Vec<u8>>) {
-    let base = match fetch(shared, store, job.from, &job.open.base).await {
+    let base = match fetch(shared, store, job, row).await {
         Ok(b) => b,
         Err(e) => {
             row.status = format!("failed: {e}");

@@ -48,5 +48,6 @@ pub fn trainer(
         seed,
         dir,
         kept_out: None,
+        region: String::new(),
     }
 }
