@@ -511,10 +511,6 @@ pub fn run(
     Ok(Report { options: opts.clone(), backend: backend.kind().to_string(), runs })
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    hex::decode(s).ok()
-}
-
 impl Report {
     /// The per-round tables and the summary.
     pub fn text(&self) -> String {
@@ -749,7 +745,8 @@ pub struct ClientOptions {
 
 /// The client process: answers every `round` line on stdin with one update.
 pub fn client_main(o: &ClientOptions) -> Result<(), crate::Error> {
-    let key: [u8; 32] = unhex(&o.server_key)
+    let key: [u8; 32] = hex::decode(&o.server_key)
+        .ok()
         .and_then(|v| v.try_into().ok())
         .ok_or(crate::Error::Options("--server-key must be 64 hex digits"))?;
     let secret = client_secret(o.seed);
@@ -776,7 +773,7 @@ pub fn client_main(o: &ClientOptions) -> Result<(), crate::Error> {
         let (Some(&"round"), Some(r), Some(b)) = (f.first(), f.get(1), f.get(2)) else { continue };
         let round: u64 = r.parse().map_err(|_| crate::Error::BadLine(line.clone()))?;
         let base_model: [u8; 32] =
-            unhex(b).and_then(|v| v.try_into().ok()).ok_or_else(|| crate::Error::BadLine(line.clone()))?;
+            hex::decode(b).ok().and_then(|v| v.try_into().ok()).ok_or_else(|| crate::Error::BadLine(line.clone()))?;
         let scale = 1.0 + (round % 7) as f32 * 0.01;
         let values: Vec<f32> = base.iter().map(|v| v * scale).collect();
         let meta = ClientRound {

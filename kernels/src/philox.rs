@@ -74,11 +74,7 @@ impl Secret {
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Secret(commitment {})",
-            self.commitment().iter().take(8).map(|b| format!("{b:02x}")).collect::<String>()
-        )
+        write!(f, "Secret(commitment {})", hex::encode(&self.commitment()[..8]))
     }
 }
 

@@ -56,13 +56,28 @@ impl Config {
     }
 }
 
-/// Why a send failed.
+/// Why a client could not be set up or a send failed.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Settings or TLS configuration.
-    #[error("config: {0}")]
-    Config(String),
+    /// The aggregator's key is not an Ed25519 point.
+    #[error("the aggregator's key is not an Ed25519 point")]
+    ServerKey,
+    /// The TLS configuration could not be built.
+    #[error("tls: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The TLS configuration has no cipher suite QUIC can start with.
+    #[error("tls: {0}")]
+    QuicTls(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+    /// A QUIC setting is out of range.
+    #[error("quic settings: {0}")]
+    Settings(#[from] quic::Error),
+    /// The local UDP socket could not be opened.
+    #[error("local UDP socket: {0}")]
+    Socket(#[source] std::io::Error),
+    /// The client was made outside a tokio runtime.
+    #[error("no tokio runtime is running")]
+    NoRuntime,
     /// No connection after every attempt.
     #[error("could not connect to {server} after {attempts} attempts: {last}")]
     Connect {
@@ -71,14 +86,48 @@ pub enum Error {
         /// Attempts made.
         attempts: u32,
         /// The last failure.
-        last: String,
+        #[source]
+        last: Attempt,
     },
     /// The aggregator stopped the stream: 1 = bad frame, 2 = over the rate limit.
     #[error("the aggregator refused the frame (code {0})")]
     Refused(u64),
     /// The connection broke during the send.
     #[error("send: {0}")]
-    Send(String),
+    Send(#[from] Broken),
+}
+
+/// Why a connection attempt failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Attempt {
+    /// The endpoint would not start the connection.
+    #[error("{0}")]
+    Connect(#[from] quinn::ConnectError),
+    /// The handshake failed.
+    #[error("{0}")]
+    Handshake(#[from] quinn::ConnectionError),
+    /// The handshake did not finish within the connect timeout.
+    #[error("the handshake timed out")]
+    TimedOut,
+}
+
+/// How an established connection broke during a send.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Broken {
+    /// The connection was lost.
+    #[error("{0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// Writing the stream failed.
+    #[error("{0}")]
+    Write(#[from] quinn::WriteError),
+    /// The stream was already closed.
+    #[error("{0}")]
+    Closed(#[from] quinn::ClosedStream),
+    /// Waiting for the aggregator's acknowledgement failed.
+    #[error("{0}")]
+    Stopped(#[from] quinn::StoppedError),
 }
 
 /// A delivered frame.
@@ -100,28 +149,26 @@ pub struct Client {
 impl Client {
     /// Opens the local endpoint (a UDP socket); connects on the first send.
     pub fn new(cfg: Config) -> Result<Self, Error> {
-        let server_public = ed25519_dalek::VerifyingKey::from_bytes(&cfg.server_key)
-            .map_err(|_| Error::Config("server key is not an Ed25519 point".into()))?
-            .to_bytes();
-        let tls = tls::client_config(&cfg.secret, Policy::Only(BTreeSet::from([server_public])))
-            .map_err(|e| Error::Config(e.to_string()))?;
-        let crypto =
-            quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| Error::Config(e.to_string()))?;
+        let server_public =
+            ed25519_dalek::VerifyingKey::from_bytes(&cfg.server_key).map_err(|_| Error::ServerKey)?.to_bytes();
+        let tls = tls::client_config(&cfg.secret, Policy::Only(BTreeSet::from([server_public])))?;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
         let mut cc = quinn::ClientConfig::new(Arc::new(crypto));
         let initial = cfg.initial_mtu.max(1200);
         let mtu = cfg.max_udp_payload.max(initial);
-        let transport = quic::transport_config(cfg.stream_window, 256, Duration::from_secs(30), initial, mtu)
-            .map_err(|e| Error::Config(e.to_string()))?;
+        let transport = quic::transport_config(cfg.stream_window, 256, Duration::from_secs(30), initial, mtu)?;
         cc.transport_config(Arc::new(transport));
-        let local: SocketAddr = if cfg.server.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
-            .parse()
-            .map_err(|_| Error::Config("local address".into()))?;
-        let socket = std::net::UdpSocket::bind(local).map_err(|e| Error::Config(e.to_string()))?;
-        let runtime = quinn::default_runtime().ok_or_else(|| Error::Config("no tokio runtime".into()))?;
-        let endpoint_cfg = quic::endpoint_config(mtu).map_err(|e| Error::Config(e.to_string()))?;
-        let socket = gso_capped(socket, mtu, &runtime).map_err(|e| Error::Config(e.to_string()))?;
-        let mut endpoint = quinn::Endpoint::new_with_abstract_socket(endpoint_cfg, None, socket, runtime)
-            .map_err(|e| Error::Config(e.to_string()))?;
+        let local = if cfg.server.is_ipv6() {
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+        } else {
+            SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
+        };
+        let socket = std::net::UdpSocket::bind(local).map_err(Error::Socket)?;
+        let runtime = quinn::default_runtime().ok_or(Error::NoRuntime)?;
+        let endpoint_cfg = quic::endpoint_config(mtu)?;
+        let socket = gso_capped(socket, mtu, &runtime).map_err(Error::Socket)?;
+        let mut endpoint =
+            quinn::Endpoint::new_with_abstract_socket(endpoint_cfg, None, socket, runtime).map_err(Error::Socket)?;
         endpoint.set_default_client_config(cc);
         Ok(Self { cfg, endpoint, conn: None })
     }
@@ -134,7 +181,7 @@ impl Client {
             return Ok(c.clone());
         }
         let mut backoff = self.cfg.backoff;
-        let mut last = String::new();
+        let mut last = Attempt::TimedOut;
         for attempt in 0..self.cfg.attempts.max(1) {
             if attempt > 0 {
                 tokio::time::sleep(backoff).await;
@@ -143,7 +190,7 @@ impl Client {
             let connecting = match self.endpoint.connect(self.cfg.server, "aggregator") {
                 Ok(c) => c,
                 Err(e) => {
-                    last = e.to_string();
+                    last = e.into();
                     continue;
                 }
             };
@@ -152,8 +199,8 @@ impl Client {
                     self.conn = Some(c.clone());
                     return Ok(c);
                 }
-                Ok(Err(e)) => last = e.to_string(),
-                Err(_) => last = "handshake timed out".into(),
+                Ok(Err(e)) => last = e.into(),
+                Err(_) => last = Attempt::TimedOut,
             }
         }
         Err(Error::Connect { server: self.cfg.server, attempts: self.cfg.attempts.max(1), last })
@@ -179,7 +226,7 @@ impl Client {
             Ok(s) => s,
             Err(_) => {
                 self.conn = None;
-                self.connection().await?.open_uni().await.map_err(|e| Error::Send(e.to_string()))?
+                self.connection().await?.open_uni().await.map_err(Broken::from)?
             }
         };
         let first_byte_unix_ns = vain_schema::clock::unix_ns();
@@ -187,13 +234,13 @@ impl Client {
         match stream.write_all(frame).await {
             Ok(()) => {}
             Err(quinn::WriteError::Stopped(code)) => return Err(Error::Refused(code.into_inner())),
-            Err(e) => return Err(Error::Send(e.to_string())),
+            Err(e) => return Err(Broken::from(e).into()),
         }
-        stream.finish().map_err(|e| Error::Send(e.to_string()))?;
+        stream.finish().map_err(Broken::from)?;
         match stream.stopped().await {
             Ok(None) => Ok(Sent { first_byte_unix_ns, elapsed: start.elapsed() }),
             Ok(Some(code)) => Err(Error::Refused(code.into_inner())),
-            Err(e) => Err(Error::Send(e.to_string())),
+            Err(e) => Err(Broken::from(e).into()),
         }
     }
 

@@ -132,7 +132,7 @@ impl Config {
     /// The QUIC server config (also what the quinn-on-tokio baseline uses, so both run the
     /// same TLS and transport settings).
     pub fn server_config(&self) -> Result<ServerConfig, Error> {
-        let crypto = QuicServerConfig::try_from(self.tls.clone()).map_err(|e| Error::Tls(e.to_string()))?;
+        let crypto = QuicServerConfig::try_from(self.tls.clone())?;
         let mut sc = ServerConfig::with_crypto(Arc::new(crypto));
         sc.transport_config(Arc::new(self.transport()?));
         Ok(sc)
@@ -218,23 +218,24 @@ pub enum Error {
     /// Socket or executor failure.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
-    /// A glommio socket operation failed.
+    /// A glommio socket operation failed (glommio's error as the I/O error it maps to: its own
+    /// type is not `Sync`).
     #[error("glommio: {0}")]
-    Glommio(String),
+    Glommio(#[source] std::io::Error),
     /// The TLS config does not suit QUIC.
     #[error("tls: {0}")]
-    Tls(String),
+    Tls(#[from] quinn_proto::crypto::rustls::NoInitialCipherSuite),
     /// A setting is out of range.
     #[error("bad setting: {0}")]
     Config(&'static str),
     /// The executor could not start (e.g. RLIMIT_MEMLOCK below 512 KiB, io_uring unavailable).
     #[error("executor: {0}")]
-    Executor(String),
+    Executor(#[source] std::io::Error),
 }
 
 impl From<glommio::GlommioError<()>> for Error {
     fn from(e: glommio::GlommioError<()>) -> Self {
-        Error::Glommio(e.to_string())
+        Error::Glommio(e.into())
     }
 }
 
@@ -383,8 +384,8 @@ pub fn probe() -> Result<(), Error> {
     let ex = LocalExecutorBuilder::new(Placement::Unbound)
         .name("vain-probe")
         .spawn(|| async { UdpSocket::bind("127.0.0.1:0").map(|_| ()).map_err(Error::from) })
-        .map_err(|e| Error::Executor(e.to_string()))?;
-    ex.join().map_err(|e| Error::Executor(e.to_string()))?
+        .map_err(|e| Error::Executor(e.into()))?;
+    ex.join().map_err(|e| Error::Executor(e.into()))?
 }
 
 /// Bound sockets, one per shard, ready to run.
@@ -479,10 +480,10 @@ impl Server {
                 .spin_before_park(self.cfg.spin)
                 .name(&format!("vain-shard-{i}"))
                 .spawn(move || async move { shard_main(ctx, sock, handler).await })
-                .map_err(|e| Error::Executor(e.to_string()))?;
+                .map_err(|e| Error::Executor(e.into()))?;
             joins.push(ex);
         }
-        joins.into_iter().map(|j| j.join().map_err(|e| Error::Executor(e.to_string()))?).collect()
+        joins.into_iter().map(|j| j.join().map_err(|e| Error::Executor(e.into()))?).collect()
     }
 }
 
@@ -632,7 +633,7 @@ impl Io {
                     Ok(Some(d)) => out.push(d),
                     Ok(None) => return Err(Error::Io(std::io::Error::other("the UDP receive task stopped"))),
                     Err(glommio::GlommioError::TimedOut(_)) => {}
-                    Err(e) => return Err(Error::Glommio(e.to_string())),
+                    Err(e) => return Err(Error::Glommio(e.into())),
                 }
                 while out.len() < BATCH {
                     match futures_lite::future::poll_once(rx.recv()).await {

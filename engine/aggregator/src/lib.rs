@@ -339,5 +339,5 @@ impl Drop for Service {
 
 /// The sender key of a rejection, for logs.
 pub fn short(key: &PublicKey) -> String {
-    key.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    hex::encode(&key[..6])
 }

@@ -32,12 +32,13 @@ pub enum Role {
 }
 
 impl Role {
-    /// From the node's role name.
+    /// From the node's role name (the names of `node.toml`'s `roles`).
     pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "client" => Some(Role::Client),
-            "aggregator" => Some(Role::Aggregator),
-            "validator" => Some(Role::Validator),
+        use vain_schema::node::roles;
+        match roles::parse(s)? {
+            roles::CLIENT => Some(Role::Client),
+            roles::AGGREGATOR => Some(Role::Aggregator),
+            roles::VALIDATOR => Some(Role::Validator),
             _ => None,
         }
     }

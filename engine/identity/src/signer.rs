@@ -55,7 +55,7 @@ impl Signer for FileSigner {
 
 /// Lower-case hex of a key, for messages.
 pub fn hex_key(k: &[u8]) -> String {
-    k.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(k)
 }
 
 /// Verifies a signature made by any [`Signer`] (strict RFC 8032 verification).

@@ -147,9 +147,8 @@ mod tests {
         // BIP-39 reference vector (Trezor): all-zero entropy, passphrase "TREZOR".
         let phrase = "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
         let seed = seed_from_mnemonic(phrase, "TREZOR").expect("seed");
-        let hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
-            hex,
+            hex::encode(seed),
             "c55257c360c07c72029aebc1b53c05ed0362ada38ead3e3e9efa3708e53495531f09a6987599d18264c1e1c92f2cf141630c7a3c4ab7c81b2f001698e7463b04"
         );
     }

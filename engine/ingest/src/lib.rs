@@ -88,7 +88,7 @@ pub enum Reject {
     Replay(vain_schema::Error),
     /// The sender is banned or not on the allow list.
     #[error("sender not allowed: {0}")]
-    NotAllowed(String),
+    NotAllowed(Denied),
     /// The update arrived on a connection authenticated as someone other than its signer.
     #[error("signed by {}, sent over a connection of {}", short_hex(.signer), short_hex(.connection))]
     Relayed {
@@ -205,7 +205,22 @@ impl Body for RoundResult {
 }
 
 /// Whether a sender may contribute this round (`Err` says why not); shared by the shards.
-pub type Allow = Arc<dyn Fn(&PublicKey) -> Result<(), String> + Send + Sync>;
+pub type Allow = Arc<dyn Fn(&PublicKey) -> Result<(), Denied> + Send + Sync>;
+
+/// Why a sender may not contribute to a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum Denied {
+    /// The round's open did not select it.
+    #[error("not selected for this round")]
+    NotSelected,
+    /// The ledger suspended or banned it.
+    #[error("suspended or banned in the ledger")]
+    KeptOut,
+    /// Governance banned it.
+    #[error("banned by governance")]
+    Banned,
+}
 
 /// An update a [`Checker`] refused, before it reached the round's counters.
 #[derive(Debug)]
@@ -463,7 +478,7 @@ impl<'b> Ingest<'b> {
     pub fn new(
         backend: &'b mut dyn Backend,
         cfg: Config,
-        allow: impl Fn(&PublicKey) -> Result<(), String> + Send + Sync + 'static,
+        allow: impl Fn(&PublicKey) -> Result<(), Denied> + Send + Sync + 'static,
     ) -> Result<Self, aggregate::Error> {
         let checker = Checker::new(&cfg, Arc::new(allow));
         let agg = RoundConfig { dim: checker.dim(), ..cfg.aggregation.clone() };

@@ -609,10 +609,15 @@ impl Federation {
         let allowed: BTreeSet<NodeId> = selected.iter().map(|&i| clients[i].id).collect();
         let ids: Vec<NodeId> = selected.iter().map(|&i| clients[i].id).collect();
         let factors = self.judge.factors(&ids);
-        let mut ingest = Ingest::new(backend, cfg, move |k| {
-            if allowed.contains(k) { Ok(()) } else { Err("suspended or banned in the ledger".into()) }
-        })?
-        .with_weights(|k, examples| examples * factors.iter().find(|(id, _)| id == k).map_or(0.01, |(_, f)| *f));
+        let mut ingest =
+            Ingest::new(
+                backend,
+                cfg,
+                move |k| {
+                    if allowed.contains(k) { Ok(()) } else { Err(vain_ingest::Denied::KeptOut) }
+                },
+            )?
+            .with_weights(|k, examples| examples * factors.iter().find(|(id, _)| id == k).map_or(0.01, |(_, f)| *f));
         let mut accepted_of: Vec<Option<usize>> = vec![None; clients.len()];
         let mut rejected = Vec::new();
         for (i, f) in &frames {

@@ -63,7 +63,9 @@ async fn answer(h: &Handle, extra: &[(&'static str, Report)], line: &str) -> Val
         Ok(v) => v,
         Err(e) => return json!({"error": format!("not JSON: {e}")}),
     };
-    let key = || -> Result<Key, String> { Key::parse_text(req["key"].as_str().ok_or("missing \"key\"")?) };
+    let key = || -> Result<Key, String> {
+        Key::parse_text(req["key"].as_str().ok_or("missing \"key\"")?).map_err(|e| e.to_string())
+    };
     let r: Result<Value, String> = match req["cmd"].as_str() {
         Some("status") => h.status().await.map_err(|e| e.to_string()).map(|s| json!(s)),
         Some("peers") => h.peers().await.map_err(|e| e.to_string()).map(|p| json!(p)),

@@ -51,30 +51,14 @@ impl Key {
     }
 
     /// Parses the text form: `node/<64 hex>`, `agg/<model id>`, `ckpt/<64 hex>`.
-    pub fn parse_text(s: &str) -> Result<Self, String> {
-        // Bytes, not characters: 64 bytes of text may hold multi-byte characters, which a
-        // slice by byte offsets would cut in the middle.
-        let hex32 = |h: &str| -> Result<[u8; 32], String> {
-            let b = h.as_bytes();
-            if b.len() != 64 || !b.iter().all(u8::is_ascii_hexdigit) {
-                return Err(format!("{h:?} is not 64 hex digits"));
-            }
-            let digit = |c: u8| match c {
-                b'0'..=b'9' => c - b'0',
-                b'a'..=b'f' => c - b'a' + 10,
-                _ => c - b'A' + 10,
-            };
-            let mut out = [0u8; 32];
-            for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
-                *o = (digit(pair[0]) << 4) | digit(pair[1]);
-            }
-            Ok(out)
-        };
+    pub fn parse_text(s: &str) -> Result<Self, BadKey> {
+        let hex32 =
+            |h: &str| <[u8; 32] as hex::FromHex>::from_hex(h).map_err(|_| BadKey::NotHex { text: h.to_string() });
         match s.split_once('/') {
             Some(("node", h)) => Ok(Key::Node(hex32(h)?)),
             Some(("agg", model)) if !model.is_empty() => Ok(Key::aggregators(model)),
             Some(("ckpt", h)) => Ok(Key::Checkpoint(hex32(h)?)),
-            _ => Err(format!("{s:?}: expected node/<hex>, agg/<model id> or ckpt/<hex>")),
+            _ => Err(BadKey::Form { text: s.to_string() }),
         }
     }
 }
@@ -86,9 +70,25 @@ impl fmt::Display for Key {
             Key::Aggregators(k) => ("agg", k),
             Key::Checkpoint(k) => ("ckpt", k),
         };
-        write!(f, "{ns}/")?;
-        id.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        write!(f, "{ns}/{}", hex::encode(id))
     }
+}
+
+/// Why the text form of a key does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadKey {
+    /// Not `node/…`, `agg/…` or `ckpt/…`.
+    #[error("{text:?}: expected node/<hex>, agg/<model id> or ckpt/<hex>")]
+    Form {
+        /// The text given.
+        text: String,
+    },
+    /// The id of a `node/` or `ckpt/` key is not 64 hex digits.
+    #[error("{text:?} is not 64 hex digits")]
+    NotHex {
+        /// The id given.
+        text: String,
+    },
 }
 
 /// Why a record was refused. Each variant is one counter.

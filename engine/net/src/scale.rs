@@ -305,7 +305,7 @@ pub async fn measure<M: Member>(
                 r.unwrap_or_else(|_| (Err("the asking node did not answer".into()), node::Lookup::default()));
             latency.push(took.as_secs_f64() * 1e3);
             requests.push(cost.requests);
-            let want: String = id.iter().map(|b| format!("{b:02x}")).collect();
+            let want = hex::encode(id);
             match r {
                 Ok(n) if n == want => found += 1,
                 Ok(_) => *failures.entry("another record".into()).or_default() += 1,

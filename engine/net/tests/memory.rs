@@ -103,7 +103,7 @@ async fn nodes_find_each_other_from_one_bootstrap_and_every_announcement_is_foun
         let found = h.get(Key::Node(node_id(10_000 + target))).await.expect("get");
         match found {
             Found::Node(r) => {
-                assert_eq!(r.node_id, node_id(10_000 + target).iter().map(|b| format!("{b:02x}")).collect::<String>());
+                assert_eq!(r.node_id, hex::encode(node_id(10_000 + target)));
                 assert!(r.addresses.iter().all(|a| a.contains("/p2p/12D3KooW")), "{:?}", r.addresses);
             }
             other => panic!("{other:?}"),
@@ -151,7 +151,7 @@ async fn forged_and_misplaced_records_are_refused_and_counted() {
     }
     // The honest record for node 2 is still what a lookup returns.
     match nodes[5].get(Key::Node(node_id(20_002))).await.expect("get") {
-        Found::Node(r) => assert_eq!(r.node_id, node_id(20_002).iter().map(|b| format!("{b:02x}")).collect::<String>()),
+        Found::Node(r) => assert_eq!(r.node_id, hex::encode(node_id(20_002))),
         other => panic!("{other:?}"),
     }
 }

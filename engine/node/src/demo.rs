@@ -151,7 +151,7 @@ fn ring_summary(ring: &[String], resource: &BTreeMap<String, Value>) -> Value {
 fn short_of(data: &Path) -> Result<String> {
     let id = crate::net::identity(data)?;
     let k = ed25519_dalek::SigningKey::from_bytes(&id.seed).verifying_key().to_bytes();
-    Ok(k.iter().take(4).map(|b| format!("{b:02x}")).collect())
+    Ok(hex::encode(&k[..4]))
 }
 
 /// Runs `vain demo`.

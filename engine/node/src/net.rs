@@ -213,7 +213,7 @@ pub fn run_round(a: SocketArgs) -> Result<()> {
 pub fn run_dht(c: DhtCommand) -> Result<()> {
     match c {
         DhtCommand::Get { key, socket } => {
-            vain_net::records::Key::parse_text(&key).map_err(anyhow::Error::msg)?;
+            vain_net::records::Key::parse_text(&key)?;
             print_json(&control::request(&socket.socket, &json!({"cmd": "get", "key": key}))?)
         }
     }

@@ -335,9 +335,14 @@ fn start_ingest<'b>(
     factors: &[(NodeId, f32)],
 ) -> Result<Ingest<'b>, vain_kernels::aggregate::Error> {
     let (allowed, factors) = (participants.clone(), factors.to_vec());
-    let ingest = Ingest::new(backend, cfg, move |k| {
-        if allowed.contains(k) { Ok(()) } else { Err("not selected for this round".into()) }
-    })?;
+    let ingest =
+        Ingest::new(
+            backend,
+            cfg,
+            move |k| {
+                if allowed.contains(k) { Ok(()) } else { Err(vain_ingest::Denied::NotSelected) }
+            },
+        )?;
     Ok(ingest
         .with_weights(move |k, examples| examples * factors.iter().find(|(id, _)| id == k).map_or(0.01, |(_, f)| *f)))
 }
@@ -394,17 +399,6 @@ fn read_log(path: &Path) -> Vec<Vec<u8>> {
     out
 }
 
-fn unhex32(s: &str) -> Option<Digest> {
-    let mut out = [0u8; 32];
-    if s.len() != 64 {
-        return None;
-    }
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 impl Coordinator {
     /// A coordinator keeping its checkpoints, state and `rounds.jsonl` in `dir`; it resumes
     /// from the last round recorded there.
@@ -426,7 +420,7 @@ impl Coordinator {
         let state_path = dir.join("state.json");
         if let Ok(text) = std::fs::read_to_string(&state_path)
             && let Ok(s) = serde_json::from_str::<State>(&text)
-            && let Some(d) = unhex32(&s.checkpoint)
+            && let Ok(d) = <Digest as hex::FromHex>::from_hex(&s.checkpoint)
             && let Some(b) = store.get(&d)
             && b.len() == 4 * cfg.arch.dim()
         {
