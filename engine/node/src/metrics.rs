@@ -81,6 +81,7 @@ pub struct Metrics {
     suspects: Counter,
     round_duration: Histogram,
     round_overhead: Histogram,
+    phases: Family<Labels, Histogram, fn() -> Histogram>,
     accuracy: Gauge<f64, AtomicU64>,
     ledger_epoch: Gauge,
     ledger_nodes: Family<Labels, Gauge>,
@@ -141,6 +142,16 @@ impl Metrics {
             "From a round's last update to the next open acknowledged by every participant",
             Unit::Seconds,
             round_overhead.clone(),
+        );
+        let phases = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        });
+        registry.register_with_unit(
+            "round_phase_duration",
+            "Time an aggregator's rounds spent in each phase: open (to every client's answer), collect (updates), \
+             aggregate, close (aggregation, checkpoint, ledger, signed close journaled and sent)",
+            Unit::Seconds,
+            phases.clone(),
         );
         let accuracy = Gauge::<f64, AtomicU64>::default();
         registry.register("model_accuracy_ratio", "Accuracy of the last evaluated checkpoint", accuracy.clone());
@@ -239,6 +250,7 @@ impl Metrics {
             suspects,
             round_duration,
             round_overhead,
+            phases,
             accuracy,
             ledger_epoch,
             ledger_nodes,
@@ -288,6 +300,14 @@ impl Metrics {
         }
         if let Some(o) = row.overhead_ms {
             self.round_overhead.observe(o / 1000.0);
+        }
+        let collect = row.open_ms.map(|o| (row.round_ms - o).max(0.0));
+        for (phase, ms) in
+            [("open", row.open_ms), ("collect", collect), ("aggregate", row.aggregate_ms), ("close", row.close_ms)]
+        {
+            if let Some(ms) = ms {
+                self.phases.get_or_create(&label("phase", phase)).observe(ms / 1000.0);
+            }
         }
         if row.accuracy.is_finite() {
             self.accuracy.set(row.accuracy);

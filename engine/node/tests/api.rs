@@ -457,6 +457,17 @@ fn the_api_answers_every_route_and_the_dashboard_shows_the_same_values() {
         assert!(m.contains(&format!("vain_ingest_bytes_total {own_bytes}")), "{m}");
         assert!(m.contains("vain_aggregation_seconds_count{rule=\"fedavg\",backend=\"cpu\"}"), "{m}");
         assert!(m.contains("vain_shard_cpu_seconds_total{shard=\"0\"}"), "{m}");
+        // Each round it closed went through the four phases, recorded as its row says.
+        for phase in ["open", "collect", "close"] {
+            let series = format!("vain_round_phase_duration_seconds_count{{phase=\"{phase}\"}} {}", own.len());
+            assert!(m.contains(&series), "{series}: {m}");
+        }
+        for r in &own {
+            let (open, close) = (r["open_ms"].as_f64().expect("open_ms"), r["close_ms"].as_f64().expect("close_ms"));
+            let (round, aggregate) =
+                (r["round_ms"].as_f64().expect("round_ms"), r["aggregate_ms"].as_f64().unwrap_or(0.0));
+            assert!(open > 0.0 && open <= round && close >= aggregate, "{r}");
+        }
         // The clients' QUIC connections to this aggregator's ingest, from the shards' live figures.
         let accepted_connections = m
             .lines()

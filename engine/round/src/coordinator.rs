@@ -188,6 +188,12 @@ pub struct Row {
     pub backend: String,
     /// Time the aggregation took (finish: order statistics, clipping, noise, report), ms.
     pub aggregate_ms: Option<f64>,
+    /// From the open being built to every selected client's answer, ms (null for a followed
+    /// round). The rest of `round_ms` is the collection of updates.
+    pub open_ms: Option<f64>,
+    /// From the last update (or the deadline) to the close signed, journaled and sent —
+    /// aggregation, server step, checkpoint, ledger — ms (null for a followed round).
+    pub close_ms: Option<f64>,
 }
 
 /// What the coordinator keeps across restarts.
@@ -1032,6 +1038,8 @@ impl Coordinator {
             rule: c.rule.clone(),
             backend: String::new(),
             aggregate_ms: None,
+            open_ms: None,
+            close_ms: None,
         }
     }
 
@@ -1197,6 +1205,7 @@ impl Coordinator {
             futures::future::join_all(sends).await
         });
         let overhead_ms = last_end.map(|t| t.elapsed().as_secs_f64() * 1000.0);
+        let open_ms = t_open.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(
             participants = participants.len(),
             took = acks.iter().filter(|a| **a == Some(Ack::Taken)).count(),
@@ -1486,6 +1495,8 @@ impl Coordinator {
             rule: self.cfg.rule.to_string(),
             backend: self.backend.kind().to_string(),
             aggregate_ms,
+            open_ms: Some(open_ms),
+            close_ms: Some(collected.elapsed().as_secs_f64() * 1000.0),
         };
         Ok(Some((row, self.global.clone())))
     }
