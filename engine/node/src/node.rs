@@ -661,6 +661,18 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
     let id = crate::net::identity_with(&cfg.data_dir, serve.hsm.clone())?;
     let seed = *id.seed;
     let role_bits = cfg.role_bits()?;
+    // The settings that decide whom the node meets, for an operator checking a deployment (-v).
+    tracing::debug!(
+        config = %path.map_or_else(|| "(defaults)".to_string(), |p| p.display().to_string()),
+        roles = ?roles::names(role_bits),
+        listen = ?cfg.listen,
+        bootstrap = ?cfg.bootstrap,
+        region = %cfg.region,
+        data_dir = %cfg.data_dir.display(),
+        mdns = cfg.mdns.enabled,
+        beacon = cfg.beacon.enabled,
+        "configuration"
+    );
     let socket = cfg.data_dir.join("control.sock");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
 

@@ -88,6 +88,21 @@ fn error_code(r: &Reply) -> String {
     r.json()["error"]["code"].as_str().unwrap_or_default().to_string()
 }
 
+/// The values of attribute `attr` inside the element with `id` (up to its closing `tag`) in a
+/// dumped DOM.
+fn attrs_in(dom: &str, id: &str, tag: &str, attr: &str) -> Vec<String> {
+    let at = dom.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no #{id} in the page"));
+    let end = at + dom[at..].find(&format!("</{tag}>")).expect("element end");
+    let pat = format!("{attr}=\"");
+    dom[at..end]
+        .match_indices(&pat)
+        .map(|(i, _)| {
+            let v = &dom[at + i + pat.len()..end];
+            v[..v.find('"').expect("attribute end")].to_string()
+        })
+        .collect()
+}
+
 /// The text of the element with `id` in a dumped DOM.
 fn text_of(dom: &str, id: &str) -> String {
     let at = dom.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no #{id} in the page"));
@@ -267,6 +282,12 @@ fn the_api_answers_every_route_and_the_dashboard_shows_the_same_values() {
     assert!(asked.status.success() && String::from_utf8_lossy(&asked.stdout).contains("requested"), "{asked:?}");
     let r = post(port, "/api/v1/audits", &t0, r#"{"node": "zz", "round": 1}"#);
     assert_eq!((r.status, error_code(&r).as_str()), (400, "bad_parameter"), "{}", r.text());
+    // Asking for an audit changes state: the token, and the right one.
+    let body = format!(r#"{{"node": "{honest}", "round": 1}}"#);
+    let r = http(port, "POST", "/api/v1/audits", None, Some(&body)).expect("post");
+    assert_eq!((r.status, error_code(&r).as_str()), (401, "missing_token"), "{}", r.text());
+    let r = post(port, "/api/v1/audits", &t1, &body);
+    assert_eq!((r.status, error_code(&r).as_str()), (403, "wrong_token"), "another node's token: {}", r.text());
     let r = post(port, "/api/v1/audits", &t0, &format!(r#"{{"node": "{honest}"}}"#));
     assert_eq!((r.status, error_code(&r).as_str()), (400, "bad_parameter"), "{}", r.text());
     let wrong = out.join("nodes").join("node-01").join("api.token");
@@ -609,6 +630,55 @@ fn the_api_answers_every_route_and_the_dashboard_shows_the_same_values() {
         assert!(dom.contains(&format!("data-key=\"{}\"", n["key"].as_str().expect("key"))), "{n} missing");
     }
     assert_eq!(dom.matches("<polyline").count(), 2, "accuracy and loss lines");
+    // Throughput: one bar per round after the first, accepted updates per second since the
+    // previous close, as the API's rounds give them.
+    let list = get(port, "/api/v1/rounds").json();
+    let listed = list["rounds"].as_array().expect("rounds");
+    let want: Vec<(String, f64)> = listed
+        .windows(2)
+        .filter_map(|w| {
+            let ms = w[1]["closed_ms"].as_f64()? - w[0]["closed_ms"].as_f64()?;
+            let accepted = w[1]["accepted"].as_f64()?;
+            (ms > 0.0).then(|| (w[1]["round"].to_string(), 1000.0 * accepted / ms))
+        })
+        .collect();
+    let xs = attrs_in(&dom, "chart-throughput", "svg", "data-x");
+    let ys = attrs_in(&dom, "chart-throughput", "svg", "data-y");
+    assert_eq!(xs.len(), want.len(), "{xs:?}");
+    for ((x, y), (round, rate)) in xs.iter().zip(&ys).zip(&want) {
+        assert_eq!(x, round);
+        assert!((y.parse::<f64>().expect("rate") - rate).abs() < 0.006, "round {round}: {y} vs {rate}");
+    }
+    // Suspected and banned nodes: those the ledger does not hold active, and those whose update
+    // a round found suspect.
+    let suspect_ids: std::collections::BTreeSet<&str> =
+        listed.iter().flat_map(|r| r["suspects"].as_array().expect("suspects")).filter_map(Value::as_str).collect();
+    let mut flagged: Vec<String> = ledger["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["standing"] != "active" || n["id"].as_str().is_some_and(|i| suspect_ids.contains(i)))
+        .map(|n| n["key"].as_str().expect("key").to_string())
+        .collect();
+    let mut on_page = attrs_in(&dom, "suspects-table", "table", "data-key");
+    flagged.sort();
+    on_page.sort();
+    assert!(!flagged.is_empty(), "the banned client at least");
+    assert_eq!(on_page, flagged);
+    // Peers: every peer the API lists with a verified announcement is on the page.
+    let page_peers = attrs_in(&dom, "peers-table", "table", "data-peer");
+    let api_peers = get(port, "/api/v1/peers").json();
+    let verified: Vec<&str> = api_peers["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .filter(|p| !p["node_id"].is_null())
+        .map(|p| p["peer_id"].as_str().expect("peer_id"))
+        .collect();
+    assert!(verified.len() >= 5, "{api_peers}");
+    for p in verified {
+        assert!(page_peers.iter().any(|q| q == p), "peer {p} missing from the page: {page_peers:?}");
+    }
     // A screenshot for people, kept where CI can pick it up.
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard.png");
     let shot_profile = tempfile::tempdir().expect("profile");

@@ -314,13 +314,19 @@ fn control_plane_only(dir: &std::path::Path) -> std::path::PathBuf {
     cfg
 }
 
-/// `vain node` logs with tracing: JSON lines on stderr with `--log-format json`, fewer with -q.
+/// `vain node` logs with tracing: JSON lines on stderr with `--log-format json`, fewer with -q,
+/// more with -v; `RUST_LOG`, when set, decides instead of the flags.
 #[test]
 fn the_node_logs_json_lines_and_quiet_silences_info() {
-    let run = |args: &[&str]| -> String {
+    let run_with = |args: &[&str], rust_log: Option<&str>| -> String {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = control_plane_only(dir.path());
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_vain"))
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vain"));
+        cmd.env_remove("RUST_LOG");
+        if let Some(v) = rust_log {
+            cmd.env("RUST_LOG", v);
+        }
+        let child = cmd
             .args(args)
             .arg("node")
             .arg("--config")
@@ -339,6 +345,7 @@ fn the_node_logs_json_lines_and_quiet_silences_info() {
         let out = child.wait_with_output().expect("wait");
         String::from_utf8_lossy(&out.stderr).to_string()
     };
+    let run = |args: &[&str]| run_with(args, None);
     let json = run(&["--log-format", "json"]);
     let lines: Vec<serde_json::Value> =
         json.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect(l)).collect();
@@ -348,6 +355,22 @@ fn the_node_logs_json_lines_and_quiet_silences_info() {
     assert!(lines.iter().any(|v| v["fields"]["message"] == "stopped"), "{json}");
     let quiet = run(&["-q"]);
     assert!(!quiet.contains("node started"), "{quiet}");
+    let levels = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["level"].as_str().map(str::to_string))
+            .collect()
+    };
+    let verbose = run(&["-v", "--log-format", "json"]);
+    assert!(levels(&verbose).iter().any(|l| l == "DEBUG"), "-v shows debug events: {verbose}");
+    assert!(!levels(&json).iter().any(|l| l == "DEBUG"), "the default level shows none: {json}");
+    // RUST_LOG decides over -v: warnings only.
+    let env = run_with(&["-v", "--log-format", "json"], Some("warn"));
+    assert!(levels(&env).iter().all(|l| l == "WARN" || l == "ERROR"), "{env}");
+    assert!(!env.contains("node started"), "{env}");
+    // And over -q: the node's own debug events.
+    let env = run_with(&["-q", "--log-format", "json"], Some("vain=debug"));
+    assert!(env.contains("node started"), "{env}");
 }
 
 /// The HTTP answer of a node's `/metrics` at `port` (empty when it does not answer).
