@@ -128,6 +128,14 @@ const genuine = await lookup()
 const a = open(genuine)
 say({ step: 'found', node_id: hex(a.nodeId), signing_key: hex(a.signingKey), bytes: genuine.length })
 
+// kad-dht keeps a contact only once it answered a ping on /ipfs/ping/1.0.0: vAIn nodes offer
+// the standard ping, so the ones it met fill its routing table.
+const filled = Date.now() + 10000
+while (node.services.dht.routingTable.size < 2 && Date.now() < filled) {
+  await new Promise((resolve) => setTimeout(resolve, 200))
+}
+say({ step: 'routing', size: node.services.dht.routingTable.size })
+
 // A forgery: the genuine record with one byte of its body changed.
 const forged = Uint8Array.from(genuine)
 forged[forged.length - 80] ^= 0x01

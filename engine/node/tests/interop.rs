@@ -80,6 +80,9 @@ fn a_js_libp2p_peer_finds_a_node_record_and_has_a_forgery_refused() {
     let found = step("found");
     assert_eq!(found["node_id"], wanted.as_str(), "the js peer found the node's own record");
     assert_eq!(found["signing_key"], wanted.as_str());
+    // The vAIn nodes it met are in its routing table (they answer kad-dht's pings).
+    let routing = step("routing");
+    assert!(routing["size"].as_u64() >= Some(2), "the js peer's routing table: {routing}");
     assert_eq!(step("forged")["refused_by_validator"], true);
     let after = step("after-forgery");
     assert_eq!(after["still_genuine"], true, "the forgery did not replace the record");
