@@ -125,7 +125,7 @@ fn region_of(regions: &[String], i: usize) -> Option<&str> {
 
 /// The `region` line of a node's config (the control plane's top-level key).
 fn region_line(region: Option<&str>) -> String {
-    region.map(|r| format!("region = \"{r}\"\n")).unwrap_or_default()
+    region.map(|r| format!("region = {}\n", toml::Value::String(r.to_string()))).unwrap_or_default()
 }
 
 /// Cores each Sybil identity announces.

@@ -132,7 +132,7 @@ impl Metrics {
         let round_duration = Histogram::new(exponential_buckets(0.05, 2.0, 12));
         registry.register_with_unit(
             "round_duration",
-            "From a round's open to its close",
+            "From a round's open to its last update (or deadline)",
             Unit::Seconds,
             round_duration.clone(),
         );
@@ -144,7 +144,8 @@ impl Metrics {
             round_overhead.clone(),
         );
         let phases = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+            // 1 ms to about 4 min: a round's collection runs to its deadline.
+            Histogram::new(exponential_buckets(0.001, 2.0, 19))
         });
         registry.register_with_unit(
             "round_phase_duration",

@@ -497,8 +497,9 @@ fn the_api_answers_every_route_and_the_dashboard_shows_the_same_values() {
             .unwrap_or(0);
         assert!(accepted_connections >= 1, "{m}");
     }
-    // Each round this aggregator closed is anchored on the demo's chain by it, once (anchoring
-    // runs beside the rounds: wait for the last).
+    // Each round this aggregator closed is anchored on the demo's chain by it (anchoring runs
+    // beside the rounds: wait for the last; a transaction that failed is sent again, and a
+    // round another aggregator anchored first counts as already anchored).
     let closed = own.iter().filter(|r| r["root"].as_str().is_some_and(|x| x.len() == 64)).count() as u64;
     let anchored = Instant::now() + Duration::from_secs(60);
     loop {
@@ -506,16 +507,18 @@ fn the_api_answers_every_route_and_the_dashboard_shows_the_same_values() {
         let value = |series: &str| {
             m.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<u64>().ok())).unwrap_or(0)
         };
-        let ok = value("vain_chain_submissions_total{call=\"anchorRound\",outcome=\"ok\"} ");
-        let failed = value("vain_chain_submissions_total{call=\"anchorRound\",outcome=\"failed\"} ");
-        assert_eq!(failed, 0, "{m}");
-        if ok == closed {
+        let series =
+            |outcome: &str| format!("vain_chain_submissions_total{{call=\"anchorRound\",outcome=\"{outcome}\"}} ");
+        let (ok, already) = (value(&series("ok")), value(&series("already")));
+        assert_eq!(value(&series("reverted")), 0, "{m}");
+        if ok + already >= closed {
+            assert!(ok >= 1 || closed == 0, "{m}");
             if ok > 0 {
                 assert!(value("vain_chain_gas_total{call=\"anchorRound\"} ") > 21_000 * ok, "{m}");
             }
             break;
         }
-        assert!(ok < closed && Instant::now() < anchored, "{ok} anchors for {closed} rounds: {m}");
+        assert!(Instant::now() < anchored, "{ok} anchors for {closed} rounds: {m}");
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(m.contains("# TYPE vain_dht_lookup_duration_seconds histogram"), "{m}");

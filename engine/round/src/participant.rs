@@ -52,7 +52,7 @@ pub struct Config {
     /// Aggregators the node's ledger keeps out (suspended, banned, or proven to have signed two
     /// reports for an epoch): their opens are refused as ineligible.
     pub kept_out: Option<KeptOut>,
-    /// The region tag this node announces (`[net] region`; empty for none). When a round's
+    /// The region tag this node announces (`region` in node.toml; empty for none). When a round's
     /// aggregator announces another region, the base checkpoint is asked of holders in this
     /// one first.
     pub region: String,
@@ -380,15 +380,19 @@ async fn watch_directory(shared: Arc<Shared>) {
     }
 }
 
-/// Holders in this node's region asked at most, and how long each may take.
+/// Holders in this node's region asked at most.
 const NEARBY: usize = 3;
-const NEARBY_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most the holders of this node's region may take in all before the aggregator is asked
+/// (less when the round's deadline is near: a quarter of the time left).
+const NEARBY_BUDGET: Duration = Duration::from_millis(2500);
 /// A nearby holder may not have the checkpoint yet when the open arrives (it fetches it when
-/// the close reaches it): they are asked once more after this pause.
+/// the close reaches it): one that said so is asked once more after this pause.
 const NEARBY_RETRY: Duration = Duration::from_millis(300);
+/// Score a holder loses for bytes that do not hash to the digest asked for.
+const BAD_CHECKPOINT_POINTS: i32 = 5;
 
 /// The base checkpoint: from the local cache, a holder in this node's region when the
-/// aggregator is elsewhere, the aggregator, or any holder listed under `ckpt/<digest>` —
+/// aggregator announces another, the aggregator, or any holder listed under `ckpt/<digest>` —
 /// whichever gives bytes that hash to the digest. `row.base_from` says which.
 async fn fetch(shared: &Shared, store: &Store, job: &Job, row: &mut Row) -> Result<Vec<f32>, Error> {
     let (digest, from) = (&job.open.base, job.from);
@@ -400,25 +404,43 @@ async fn fetch(shared: &Shared, store: &Store, job: &Job, row: &mut Row) -> Resu
         let net = shared.net.clone();
         async move {
             let answer = net.request(peer, Message::Fetch(*digest).encode()).await?;
-            msg::decode_checkpoint(&answer, digest)
+            let got = msg::decode_checkpoint(&answer, digest);
+            if let Err(Error::CheckpointDigest | Error::CheckpointLength(_)) = &got {
+                let _ = net.junk(peer, BAD_CHECKPOINT_POINTS, "bad checkpoint").await;
+            }
+            got
         }
     };
     // The model crosses regions once, to the standby aggregator or validator there, rather
-    // than once per client.
+    // than once per client; bounded, so a slow or hostile holder costs the round little.
     let nearby = nearby_holders(shared, &job.aggregator).await;
-    for attempt in 0..2 {
-        if nearby.is_empty() {
-            break;
-        }
-        if attempt > 0 {
-            tokio::time::sleep(NEARBY_RETRY).await;
-        }
-        for (peer, key) in &nearby {
-            if let Ok(Ok(flat)) = tokio::time::timeout(NEARBY_TIMEOUT, ask(*peer)).await {
-                store.put(&flat)?;
-                row.base_from = format!("nearby {}", short(key));
-                return Ok(flat);
+    if !nearby.is_empty() {
+        let left = Duration::from_millis(job.open.deadline_ms.saturating_sub(unix_ms()));
+        let budget = NEARBY_BUDGET.min(left / 4);
+        let near = async {
+            let mut behind = Vec::new();
+            for (peer, key) in &nearby {
+                match ask(*peer).await {
+                    Ok(flat) => return Some((flat, *key)),
+                    Err(Error::CheckpointMissing) => behind.push((*peer, *key)),
+                    Err(_) => {}
+                }
             }
+            if behind.is_empty() {
+                return None;
+            }
+            tokio::time::sleep(NEARBY_RETRY).await;
+            for (peer, key) in behind {
+                if let Ok(flat) = ask(peer).await {
+                    return Some((flat, key));
+                }
+            }
+            None
+        };
+        if let Ok(Some((flat, key))) = tokio::time::timeout(budget, near).await {
+            store.put(&flat)?;
+            row.base_from = format!("nearby {}", short(&key));
+            return Ok(flat);
         }
     }
     if let Ok(flat) = ask(from).await {
@@ -448,7 +470,8 @@ async fn fetch(shared: &Shared, store: &Store, job: &Job, row: &mut Row) -> Resu
 /// node's region, when the round's aggregator announces another: aggregators first (a standby
 /// fetches each checkpoint as soon as the close reaches it), then by key; at most [`NEARBY`].
 async fn nearby_holders(shared: &Shared, aggregator: &Announcement) -> Vec<(PeerId, NodeId)> {
-    if shared.region.is_empty() || aggregator.region == shared.region {
+    // An aggregator that names no region may be anywhere: it is asked directly.
+    if shared.region.is_empty() || aggregator.region.is_empty() || aggregator.region == shared.region {
         return Vec::new();
     }
     let Ok(directory) = shared.net.directory().await else { return Vec::new() };

@@ -187,3 +187,115 @@ async fn opens_are_checked_and_a_valid_one_fetches_the_checkpoint() {
     assert_eq!(ask(&agg, &client, Message::Open(next)).await, Some(Ack::Ineligible));
     assert_eq!(p.counts().get("ineligible"), Some(&1));
 }
+
+/// A client in region `eu` whose aggregator is in `us` takes the base from a holder in its own
+/// region: a hostile one serving corrupted bytes is scored down and passed over; when no
+/// holder there has the next base, the aggregator serves it, well within the round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_takes_the_base_from_its_own_region_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let in_region = |port: u64, roles: &[&str], boot: Option<String>, region: &str| {
+        let mut c = config(port, roles, boot);
+        c.region = region.into();
+        c
+    };
+    let (atx, arx) = mpsc::channel(16);
+    let agg = node::spawn_serving(
+        in_region(9110, &["aggregator"], None, "us"),
+        Identity::from_seed(seed(11)),
+        Transport::Memory,
+        atx,
+    )
+    .await
+    .expect("aggregator");
+    let store = Store::open(&dir.path().join("agg")).expect("store");
+    let global = Model::init(Arch::MnistMlp, 1, &Device::Cpu, DType::F32).expect("model").flat().expect("flat");
+    let base = store.put(&global).expect("put");
+    serve(arx, Some(store.clone()), None, false);
+    let boot = format!("/memory/9110/p2p/{}", agg.peer_id);
+
+    // In eu: a hostile "standby" serving corrupted bytes (aggregators are asked first), and a
+    // validator holding the first base only.
+    let (btx, brx) = mpsc::channel(16);
+    let bad = node::spawn_serving(
+        in_region(9111, &["aggregator"], Some(boot.clone()), "eu"),
+        Identity::from_seed(seed(12)),
+        Transport::Memory,
+        btx,
+    )
+    .await
+    .expect("hostile holder");
+    serve(brx, Some(store.clone()), None, true);
+    let (vtx, vrx) = mpsc::channel(16);
+    let _validator = node::spawn_serving(
+        in_region(9112, &["validator"], Some(boot.clone()), "eu"),
+        Identity::from_seed(seed(13)),
+        Transport::Memory,
+        vtx,
+    )
+    .await
+    .expect("validator");
+    let first_only = Store::open(&dir.path().join("validator")).expect("store");
+    first_only.put(&global).expect("put");
+    serve(vrx, Some(first_only), None, false);
+
+    let (ctx, crx) = mpsc::channel(16);
+    let client = node::spawn_serving(
+        in_region(9113, &["client"], Some(boot), "eu"),
+        Identity::from_seed(seed(14)),
+        Transport::Memory,
+        ctx,
+    )
+    .await
+    .expect("client");
+    let mut pcfg = trainer(0..100, 200, 3, dir.path().join("client"));
+    pcfg.region = "eu".into();
+    let p = Participant::start(pcfg, client.clone(), seed(14)).expect("participant");
+    serve(crx, None, Some(p.clone()), false);
+    wait_until("the client is connected to all three", 20, async || {
+        client.directory().await.map(|d| d.iter().filter(|e| e.connected).count() >= 3).unwrap_or(false)
+    })
+    .await;
+    agg.provide(Key::aggregators("mnist-mlp")).await.expect("provide");
+
+    let agg_key = SigningKey::from_bytes(&seed(11));
+    let me = SigningKey::from_bytes(&seed(14)).verifying_key().to_bytes();
+    let log = dir.path().join("client/participant.jsonl");
+    let rows = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    };
+    let run_round = async |round: u64, base: [u8; 32]| -> serde_json::Value {
+        let valid = Signed::sign(&agg_key, open(round, base, vec![me]));
+        let mut taken = None;
+        for _ in 0..50 {
+            taken = ask(&agg, &client, Message::Open(valid.clone())).await;
+            if taken != Some(Ack::NotAggregator) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(taken, Some(Ack::Taken));
+        wait_until("the client's round", 60, async || rows().iter().any(|r| r["round"] == round)).await;
+        rows().into_iter().find(|r| r["round"] == round).expect("row")
+    };
+
+    // Round 1: the hostile holder's bytes are refused, the validator's taken.
+    let row = run_round(1, base).await;
+    let validator_key = SigningKey::from_bytes(&seed(13)).verifying_key().to_bytes();
+    assert_eq!(row["base_from"], format!("nearby {}", vain_round::short(&validator_key)), "{row}");
+    let peers = client.peers().await.expect("peers");
+    let hostile = peers.iter().find(|r| r.peer_id == bad.peer_id.to_string()).expect("hostile peer");
+    assert!(hostile.score < 0, "the holder of corrupted bytes is scored down: {}", hostile.score);
+
+    // Round 2: a base nobody in eu holds (the hostile one's copy is corrupted): from the
+    // aggregator, after at most the nearby budget.
+    let mut next = global.clone();
+    next[0] += 1.0;
+    let next_base = store.put(&next).expect("put");
+    let started = Instant::now();
+    let row = run_round(2, next_base).await;
+    assert_eq!(row["base_from"], "aggregator", "{row}");
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    let cache = Store::open(&dir.path().join("client/checkpoints")).expect("cache");
+    assert_eq!(cache.get(&next_base).map(|b| b.len()), Some(4 * Arch::MnistMlp.dim()));
+}
