@@ -348,7 +348,12 @@ async fn status(State(s): Shared) -> Result<axum::Json<Value>, Error> {
     });
     if let Some(l) = &p.link {
         let (leading, next_round) = l.leading();
-        v["aggregator"] = json!({"leading": leading, "next_round": next_round, "rounds": p.rounds.0.lock().map(|m| m.len()).unwrap_or(0)});
+        v["aggregator"] = json!({
+            "leading": leading,
+            "next_round": next_round,
+            "rounds": p.rounds.0.lock().map(|m| m.len()).unwrap_or(0),
+            "closes_ignored": l.ignored(),
+        });
     }
     if let Some(c) = &p.sources.participant {
         v["client"] = json!({"answers": c.counts()});

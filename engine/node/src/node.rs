@@ -955,7 +955,10 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                 }
                 if let Some(l) = &link {
                     let (leading, round) = l.leading();
-                    v.insert("aggregator".into(), serde_json::json!({"leading": leading, "next_round": round}));
+                    v.insert(
+                        "aggregator".into(),
+                        serde_json::json!({"leading": leading, "next_round": round, "closes_ignored": l.ignored()}),
+                    );
                 }
                 if let Some(p) = &participant {
                     v.insert("client".into(), serde_json::json!({"answers": p.counts()}));

@@ -279,9 +279,23 @@ pub struct Link {
     leading: Arc<AtomicBool>,
     round: Arc<AtomicU64>,
     follow: SyncSender<(Signed<Close>, PeerId)>,
+    /// Closes from other aggregators this one did not adopt, by reason.
+    ignored: Arc<Mutex<BTreeMap<&'static str, u64>>>,
 }
 
 impl Link {
+    /// Closes from other aggregators not adopted, by reason (bad signature, not an aggregator,
+    /// busy, not leading, stale, wrong base, another model, checkpoint unavailable).
+    pub fn ignored(&self) -> BTreeMap<&'static str, u64> {
+        self.ignored.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    fn ignore(&self, why: &'static str) {
+        if let Ok(mut m) = self.ignored.lock() {
+            *m.entry(why).or_default() += 1;
+        }
+    }
+
     /// Whether this aggregator leads its model now, and the next round.
     pub fn leading(&self) -> (bool, u64) {
         (self.leading.load(Ordering::Relaxed), self.round.load(Ordering::Relaxed))
@@ -301,17 +315,17 @@ impl Link {
     /// Hands a close from another aggregator to the coordinator (its signature and role are
     /// checked here; adoption happens on the coordinator's thread).
     pub fn offer(&self, close: Signed<Close>, from: &Inbound) -> Ack {
-        let Some(a) = &from.announcement else { return Ack::NotAggregator };
-        if close.verify().is_err() || close.signer != a.signing_key {
-            return Ack::BadSignature;
-        }
-        if a.roles & roles::AGGREGATOR == 0 {
-            return Ack::NotAggregator;
-        }
-        match self.follow.try_send((close, from.peer)) {
-            Ok(()) => Ack::Taken,
-            Err(_) => Ack::Busy,
-        }
+        let ack = match &from.announcement {
+            None => Ack::NotAggregator,
+            Some(a) if close.verify().is_err() || close.signer != a.signing_key => Ack::BadSignature,
+            Some(a) if a.roles & roles::AGGREGATOR == 0 => Ack::NotAggregator,
+            Some(_) => match self.follow.try_send((close, from.peer)) {
+                Ok(()) => return Ack::Taken,
+                Err(_) => Ack::Busy,
+            },
+        };
+        self.ignore(ack.reason());
+        ack
     }
 }
 
@@ -464,6 +478,7 @@ impl Coordinator {
             leading: Arc::new(AtomicBool::new(false)),
             round: Arc::new(AtomicU64::new(round)),
             follow: tx,
+            ignored: Arc::new(Mutex::new(BTreeMap::new())),
         };
         std::fs::create_dir_all(dir.join("journal")).map_err(|e| Error::Io { path: dir.join("journal"), source: e })?;
         Ok(Coordinator {
@@ -901,28 +916,40 @@ impl Coordinator {
             // made before it was kept out are taken (a follower that dropped them would build
             // the rounds it takes over on an older checkpoint than every other node).
             if self.link.leading.load(Ordering::Relaxed) {
+                self.link.ignore("leading");
                 continue;
             }
-            if c.model_id != self.cfg.arch.id() || c.round < self.round || c.round > self.round.saturating_add(1 << 20)
-            {
+            if c.model_id != self.cfg.arch.id() {
+                self.link.ignore("wrong model");
+                continue;
+            }
+            if c.round < self.round || c.round > self.round.saturating_add(1 << 20) {
+                self.link.ignore("stale");
                 continue;
             }
             // Only an aggregator that reports serving the model is followed, and the next round's
             // close must build on this aggregator's checkpoint.
             let serving =
                 self.peers.lock().is_ok_and(|p| p.contains(&peer)) || self.leader.is_some_and(|(l, _)| l == peer);
-            if !serving || (c.round == self.round && c.base != model::digest(&self.global)) {
+            if !serving {
+                self.link.ignore("not serving the model");
+                continue;
+            }
+            if c.round == self.round && c.base != model::digest(&self.global) {
+                self.link.ignore("wrong base");
                 continue;
             }
             let fetch = Message::Fetch(c.checkpoint).encode();
             let answer = self
                 .rt
                 .block_on(async { tokio::time::timeout(Duration::from_secs(10), self.net.request(peer, fetch)).await });
-            let Ok(Ok(answer)) = answer else { continue };
-            let Ok(flat) = msg::decode_checkpoint(&answer, &c.checkpoint) else { continue };
-            if flat.len() != self.cfg.arch.dim() {
-                continue;
-            }
+            let flat = match answer.map(|a| a.map(|a| msg::decode_checkpoint(&a, &c.checkpoint))) {
+                Ok(Ok(Ok(flat))) if flat.len() == self.cfg.arch.dim() => flat,
+                _ => {
+                    self.link.ignore("checkpoint unavailable");
+                    continue;
+                }
+            };
             self.store.put(&flat)?;
             // A second holder of the checkpoint, should the leader go.
             let _ = self.rt.block_on(self.net.provide(Key::Checkpoint(c.checkpoint)));

@@ -98,6 +98,10 @@ struct Shared {
     /// Last round opened by each aggregator and its base (a lower round, or the same round with
     /// another base, is stale; the same round and base is the round resumed).
     last: Mutex<BTreeMap<NodeId, (u64, Digest)>>,
+    /// The latest verified close of the model, whoever signed it: (round, checkpoint, root).
+    /// An open or close for a round already closed is stale; the next round's must build on
+    /// this checkpoint.
+    closed: Mutex<Option<(u64, Digest, Digest)>>,
     /// Receipts: (aggregator, round) → the update digest it acknowledged.
     receipts: Mutex<BTreeMap<(NodeId, u64), Digest>>,
     /// Updates built, by (round, base), on disk: the same update goes to whichever aggregator
@@ -147,6 +151,7 @@ impl Participant {
             me,
             net,
             last: Mutex::new(BTreeMap::new()),
+            closed: Mutex::new(None),
             receipts: Mutex::new(BTreeMap::new()),
             frames: cfg.dir.join("updates"),
             directory: Mutex::new(BTreeSet::new()),
@@ -239,6 +244,15 @@ impl Participant {
         if open.model_id != self.shared.arch.id() || open.layout != self.shared.arch.layout_digest() {
             return self.count(Ack::WrongModel);
         }
+        // The model's history as the closes this client saw tell it: a round already closed is
+        // stale, and the next one must start from the last close's checkpoint.
+        match self.shared.closed.lock().ok().and_then(|c| *c) {
+            Some((r, _, _)) if open.round <= r => return self.count(Ack::Stale),
+            Some((r, checkpoint, _)) if open.round == r + 1 && open.base != checkpoint => {
+                return self.count(Ack::WrongBase);
+            }
+            _ => {}
+        }
         let prev = self.shared.last.lock().ok().and_then(|l| l.get(&s.signer).copied());
         let resumed = match prev {
             Some((r, _)) if open.round < r => return self.count(Ack::Stale),
@@ -306,6 +320,29 @@ impl Participant {
     fn on_close(&self, s: Signed<Close>, from: &Inbound) -> Vec<u8> {
         if let Err(ack) = self.check_sender(&s, from) {
             return self.count(ack);
+        }
+        if s.body.model_id != self.shared.arch.id() {
+            return self.count(Ack::WrongModel);
+        }
+        // A close for a round already closed must be that close; the next round's must build
+        // on its checkpoint.
+        {
+            let c = &s.body;
+            let Ok(mut closed) = self.shared.closed.lock() else { return self.count(Ack::Busy) };
+            match *closed {
+                Some((r, checkpoint, root))
+                    if c.round < r || (c.round == r && (c.checkpoint, c.root) != (checkpoint, root)) =>
+                {
+                    return self.count(Ack::Stale);
+                }
+                Some((r, checkpoint, _)) if c.round == r + 1 && c.base != checkpoint => {
+                    return self.count(Ack::WrongBase);
+                }
+                _ => {}
+            }
+            if closed.is_none_or(|(r, _, _)| c.round > r) {
+                *closed = Some((c.round, c.checkpoint, c.root));
+            }
         }
         let Some((digest, base)) = self.shared.sent.lock().ok().and_then(|m| m.get(&s.body.round).copied()) else {
             // Not a round this client sent in: nothing to check.

@@ -46,6 +46,10 @@ fn serve(
                     Some(l) => l.status(&m).encode(),
                     None => msg::Status { serves: false, leading: false, tier: 0, round: 0 }.encode(),
                 },
+                Ok(Message::Close(c)) if link.is_some() => match &link {
+                    Some(l) => vec![l.offer(c, &req) as u8],
+                    None => vec![Ack::NotAggregator as u8],
+                },
                 Ok(Message::Open(o)) if opened.is_some() => {
                     if let Some(tx) = &opened {
                         let _ = tx.send(o.body.round).await;
@@ -439,6 +443,45 @@ async fn a_leader_the_ledger_keeps_out_is_not_followed_and_one_kept_out_steps_do
     while opened.try_recv().is_ok() {}
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(opened.try_recv().is_err(), "no round opened while kept out");
+
+    // Closes it does not adopt are answered or ignored, each counted by why: a forged one, one
+    // of another model, one of a round already past, and one from the kept-out peer it does not
+    // follow.
+    let rival = SigningKey::from_bytes(&seed(52));
+    let next = link.leading().1;
+    let close = |round: u64, model: &str| msg::Close {
+        model_id: model.into(),
+        round,
+        base: [9; 32],
+        checkpoint: [8; 32],
+        outcome: msg::Outcome::TooFew,
+        rule: "fedavg".into(),
+        root: [0; 32],
+        accepted: Vec::new(),
+        rejected: Vec::new(),
+        missing: Vec::new(),
+        suspects: Vec::new(),
+        verdicts: Vec::new(),
+        noise: None,
+        epsilon: f64::NAN,
+    };
+    let send = async |signed: vain_core::signed::Signed<msg::Close>| {
+        let a = _nodes[0].request(agg.peer_id, Message::Close(signed).encode()).await.expect("answer");
+        a.first().copied().and_then(Ack::from_byte)
+    };
+    let forged = vain_core::signed::Signed::sign(&SigningKey::from_bytes(&seed(99)), close(next, "mnist-mlp"));
+    assert_eq!(send(forged).await, Some(Ack::BadSignature));
+    for c in [close(next, "mnist-cnn"), close(0, "mnist-mlp"), close(next, "mnist-mlp")] {
+        assert_eq!(send(vain_core::signed::Signed::sign(&rival, c)).await, Some(Ack::Taken));
+    }
+    let want: std::collections::BTreeMap<&str, u64> =
+        [("bad signature", 1), ("wrong model", 1), ("stale", 1), ("not serving the model", 1)].into();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while link.ignored() != want {
+        assert!(Instant::now() < deadline, "closes ignored: {:?}", link.ignored());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!link.leading().0 && link.leading().1 == next, "nothing adopted");
     stop.store(true, Ordering::Relaxed);
     let result = tokio::task::spawn_blocking(move || run.join()).await.expect("join");
     result.expect("thread").expect("coordinator");

@@ -181,9 +181,47 @@ async fn opens_are_checked_and_a_valid_one_fetches_the_checkpoint() {
     let text = std::fs::read_to_string(&log).expect("log");
     assert!(text.contains("no ingest endpoint"), "{text}");
     assert_eq!(p.counts().get("taken"), Some(&1));
+
+    // Closes: checked like opens, and against the history the client saw.
+    let closed = |round: u64, base: [u8; 32], checkpoint: [u8; 32]| msg::Close {
+        model_id: "mnist-mlp".into(),
+        round,
+        base,
+        checkpoint,
+        outcome: msg::Outcome::Aggregated,
+        rule: "fedavg".into(),
+        root: [round as u8; 32],
+        accepted: Vec::new(),
+        rejected: Vec::new(),
+        missing: vec![me],
+        suspects: Vec::new(),
+        verdicts: Vec::new(),
+        noise: None,
+        epsilon: f64::NAN,
+    };
+    let close = |c: msg::Close| Message::Close(Signed::sign(&agg_key, c));
+    let forged = Message::Close(Signed::sign(&SigningKey::from_bytes(&seed(9)), closed(1, base, [5; 32])));
+    assert_eq!(ask(&agg, &client, forged).await, Some(Ack::BadSignature));
+    let mut foreign = closed(1, base, [5; 32]);
+    foreign.model_id = "mnist-cnn".into();
+    assert_eq!(ask(&agg, &client, close(foreign)).await, Some(Ack::WrongModel));
+    assert_eq!(ask(&agg, &client, close(closed(1, base, [5; 32]))).await, Some(Ack::Taken));
+    // The same close again is taken; another close of round 1, or one of round 0, is stale.
+    assert_eq!(ask(&agg, &client, close(closed(1, base, [5; 32]))).await, Some(Ack::Taken));
+    assert_eq!(ask(&agg, &client, close(closed(1, base, [6; 32]))).await, Some(Ack::Stale));
+    assert_eq!(ask(&agg, &client, close(closed(0, base, [5; 32]))).await, Some(Ack::Stale));
+    // Round 2 must build on round 1's checkpoint.
+    assert_eq!(ask(&agg, &client, close(closed(2, base, [7; 32]))).await, Some(Ack::WrongBase));
+    // So must an open: round 1 is closed, and round 2 from another base is refused.
+    let again = Signed::sign(&agg_key, open(1, base, vec![me]));
+    assert_eq!(ask(&agg, &client, Message::Open(again)).await, Some(Ack::Stale));
+    let wrong = Signed::sign(&agg_key, open(2, base, vec![me]));
+    assert_eq!(ask(&agg, &client, Message::Open(wrong)).await, Some(Ack::WrongBase));
+    assert_eq!(p.counts().get("wrong base"), Some(&2));
+
     // An aggregator the client's ledger keeps out: its next open, valid as it is, is refused.
     kept_out.store(true, std::sync::atomic::Ordering::Relaxed);
-    let next = Signed::sign(&agg_key, open(2, base, vec![me]));
+    let next = Signed::sign(&agg_key, open(2, [5; 32], vec![me]));
     assert_eq!(ask(&agg, &client, Message::Open(next)).await, Some(Ack::Ineligible));
     assert_eq!(p.counts().get("ineligible"), Some(&1));
 }
@@ -194,20 +232,21 @@ async fn opens_are_checked_and_a_valid_one_fetches_the_checkpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_takes_the_base_from_its_own_region_first() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let in_region = |port: u64, roles: &[&str], boot: Option<String>, region: &str| {
+    // A node on the memory transport announcing `region`, with the inbox of its requests.
+    async fn spawn(
+        port: u64,
+        roles: &[&str],
+        boot: Option<String>,
+        region: &str,
+        key: u8,
+    ) -> (Handle, mpsc::Receiver<Inbound>) {
         let mut c = config(port, roles, boot);
         c.region = region.into();
-        c
-    };
-    let (atx, arx) = mpsc::channel(16);
-    let agg = node::spawn_serving(
-        in_region(9110, &["aggregator"], None, "us"),
-        Identity::from_seed(seed(11)),
-        Transport::Memory,
-        atx,
-    )
-    .await
-    .expect("aggregator");
+        let (tx, rx) = mpsc::channel(16);
+        let h = node::spawn_serving(c, Identity::from_seed(seed(key)), Transport::Memory, tx).await.expect("node");
+        (h, rx)
+    }
+    let (agg, arx) = spawn(9110, &["aggregator"], None, "us", 11).await;
     let store = Store::open(&dir.path().join("agg")).expect("store");
     let global = Model::init(Arch::MnistMlp, 1, &Device::Cpu, DType::F32).expect("model").flat().expect("flat");
     let base = store.put(&global).expect("put");
@@ -216,38 +255,14 @@ async fn a_client_takes_the_base_from_its_own_region_first() {
 
     // In eu: a hostile "standby" serving corrupted bytes (aggregators are asked first), and a
     // validator holding the first base only.
-    let (btx, brx) = mpsc::channel(16);
-    let bad = node::spawn_serving(
-        in_region(9111, &["aggregator"], Some(boot.clone()), "eu"),
-        Identity::from_seed(seed(12)),
-        Transport::Memory,
-        btx,
-    )
-    .await
-    .expect("hostile holder");
+    let (bad, brx) = spawn(9111, &["aggregator"], Some(boot.clone()), "eu", 12).await;
     serve(brx, Some(store.clone()), None, true);
-    let (vtx, vrx) = mpsc::channel(16);
-    let _validator = node::spawn_serving(
-        in_region(9112, &["validator"], Some(boot.clone()), "eu"),
-        Identity::from_seed(seed(13)),
-        Transport::Memory,
-        vtx,
-    )
-    .await
-    .expect("validator");
+    let (_validator, vrx) = spawn(9112, &["validator"], Some(boot.clone()), "eu", 13).await;
     let first_only = Store::open(&dir.path().join("validator")).expect("store");
     first_only.put(&global).expect("put");
     serve(vrx, Some(first_only), None, false);
 
-    let (ctx, crx) = mpsc::channel(16);
-    let client = node::spawn_serving(
-        in_region(9113, &["client"], Some(boot), "eu"),
-        Identity::from_seed(seed(14)),
-        Transport::Memory,
-        ctx,
-    )
-    .await
-    .expect("client");
+    let (client, crx) = spawn(9113, &["client"], Some(boot), "eu", 14).await;
     let mut pcfg = trainer(0..100, 200, 3, dir.path().join("client"));
     pcfg.region = "eu".into();
     let p = Participant::start(pcfg, client.clone(), seed(14)).expect("participant");
