@@ -221,18 +221,34 @@ impl Stage {
         &self,
         ingest: &mut Ingest<'_>,
         deadline: Instant,
+        before: impl FnMut(&Checked<AlignedBuf>),
+        go_on: impl FnMut(&Ingest<'_>, Event) -> bool,
+    ) -> Result<usize, Error> {
+        self.collect_until(ingest, deadline, &AtomicBool::new(false), before, go_on)
+    }
+
+    /// [`Stage::collect_while`] that also returns within a fifth of a second of `stop` being
+    /// set (a node shutting down mid-round: what was journaled stays for its restart).
+    pub fn collect_until(
+        &self,
+        ingest: &mut Ingest<'_>,
+        deadline: Instant,
+        stop: &AtomicBool,
         mut before: impl FnMut(&Checked<AlignedBuf>),
         mut go_on: impl FnMut(&Ingest<'_>, Event) -> bool,
     ) -> Result<usize, Error> {
         let mut got = 0;
         loop {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
-            let item = match self.rx.recv_timeout(left) {
+            let item = match self.rx.recv_timeout(left.min(STOP_POLL)) {
                 Ok(item) => item,
-                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return Err(Error::ShardsGone),
             };
             let ev = match item {
@@ -271,6 +287,9 @@ impl Stage {
         self.rx.try_iter().count()
     }
 }
+
+/// How often a collection looks at its stop flag while no update arrives.
+const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A running service: the shards on their threads, and the stage.
 pub struct Service {

@@ -272,6 +272,42 @@ async fn agg_provider_records_need_the_tier_the_policy_requires() {
     wait_until("the record stored", 10, async || a.holds(Key::aggregators("mnist")).await.expect("holds")).await;
 }
 
+/// A directory lists only the roles it is for: a client's agg/ and ckpt/ provider records are
+/// refused (and counted), a validator's ckpt/ record is stored and its agg/ record refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_records_need_the_role_the_directory_is_for() {
+    let a =
+        node::spawn(config(46_100, None), Identity::from_seed(seed(46_100)), Transport::Memory).await.expect("node 0");
+    let boot = format!("/memory/46100/p2p/{}", a.peer_id);
+    let client = node::spawn(config(46_101, Some(boot.clone())), Identity::from_seed(seed(46_101)), Transport::Memory)
+        .await
+        .expect("client");
+    let mut v = config(46_102, Some(boot));
+    v.roles = vec!["validator".into()];
+    let validator = node::spawn(v, Identity::from_seed(seed(46_102)), Transport::Memory).await.expect("validator");
+    wait_until("node 0 knows both announcements", 20, async || {
+        let peers = a.peers().await.expect("peers");
+        [&client, &validator]
+            .iter()
+            .all(|h| peers.iter().any(|p| p.peer_id == h.peer_id.to_string() && p.node_id.is_some()))
+    })
+    .await;
+    let refused = async || a.status().await.expect("status").rejected.get("provider role").copied().unwrap_or(0);
+    client.provide(Key::aggregators("mnist")).await.expect("provide");
+    client.provide(Key::Checkpoint([7; 32])).await.expect("provide");
+    wait_until("both refusals", 10, async || refused().await >= 2).await;
+    assert!(!a.holds(Key::aggregators("mnist")).await.expect("holds"));
+    assert!(!a.holds(Key::Checkpoint([7; 32])).await.expect("holds"));
+    validator.provide(Key::Checkpoint([7; 32])).await.expect("provide");
+    wait_until("the validator's ckpt/ record stored", 10, async || {
+        a.holds(Key::Checkpoint([7; 32])).await.expect("holds")
+    })
+    .await;
+    validator.provide(Key::aggregators("mnist")).await.expect("provide");
+    wait_until("the validator's agg/ record refused", 10, async || refused().await >= 3).await;
+    assert!(!a.holds(Key::aggregators("mnist")).await.expect("holds"));
+}
+
 /// Whether a node relays is its tier in the ledger its owner pushes, whatever it started with:
 /// nodes that start at tier 2 and that the ledger puts at 0 stop; the one it puts at 2 relays a
 /// newcomer's announcement.

@@ -346,6 +346,28 @@ pub fn rank_key(model_id: &str, key: &NodeId) -> [u8; 32] {
     out
 }
 
+/// `k` of the candidates (their indices), sampled without replacement with probability
+/// proportional to their weights: Efraimidis–Spirakis, the k largest u^(1/w) with u from a BLAKE3
+/// stream of the seed and the round — the same choice on every run.
+pub fn sample(seed: u64, round: u64, weights: &[f64], k: usize) -> Vec<usize> {
+    let mut h = blake3::Hasher::new_derive_key("vain 2026 participant sampling v1");
+    h.update(&seed.to_le_bytes());
+    h.update(&round.to_le_bytes());
+    let mut xof = h.finalize_xof();
+    let mut keyed: Vec<(f64, usize)> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let mut b = [0u8; 8];
+            xof.fill(&mut b);
+            let u = (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64;
+            (u.max(f64::MIN_POSITIVE).powf(1.0 / w.max(1e-6)), i)
+        })
+        .collect();
+    keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
+    keyed.into_iter().take(k).map(|(_, i)| i).collect()
+}
+
 /// The round's pipeline on `backend`: only `participants` may send, each weighted by its
 /// example count times its factor (the ledger's).
 fn start_ingest<'b>(
@@ -807,8 +829,11 @@ impl Coordinator {
                     continue;
                 }
             }
-            let row = self.round_once(last_end)?;
+            let row = self.round_once(last_end, stop)?;
             last_end = Some(Instant::now());
+            if row.is_none() && stop.load(Ordering::Relaxed) {
+                break;
+            }
             if let Some((row, global)) = row {
                 let _ = eval.send((row, global));
             } else {
@@ -1089,27 +1114,15 @@ impl Coordinator {
         }
         let ids: Vec<NodeId> = eligible.iter().map(|e| e.announcement.signing_key).collect();
         let factors = self.judge.factors(&ids);
-        // Efraimidis–Spirakis: the k largest u^(1/w).
-        let mut h = blake3::Hasher::new_derive_key("vain 2026 participant sampling v1");
-        h.update(&self.cfg.seed.to_le_bytes());
-        h.update(&self.round.to_le_bytes());
-        let mut xof = h.finalize_xof();
-        let mut keyed: Vec<(f64, &Entry)> = eligible
+        let weights: Vec<f64> = eligible
             .iter()
             .zip(&factors)
-            .map(|(e, (_, f))| {
-                let mut b = [0u8; 8];
-                xof.fill(&mut b);
-                let u = (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64;
-                let w = f64::from(*f) * f64::from(e.announcement.resources.cpu_cores.max(1));
-                (u.max(f64::MIN_POSITIVE).powf(1.0 / w.max(1e-6)), *e)
-            })
+            .map(|(e, (_, f))| f64::from(*f) * f64::from(e.announcement.resources.cpu_cores.max(1)))
             .collect();
-        keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
-        keyed.into_iter().take(k).map(|(_, e)| e.clone()).collect()
+        sample(self.cfg.seed, self.round, &weights, k).into_iter().map(|i| eligible[i].clone()).collect()
     }
 
-    fn round_once(&mut self, last_end: Option<Instant>) -> Result<Option<(Row, Vec<f32>)>, Error> {
+    fn round_once(&mut self, last_end: Option<Instant>, stop: &AtomicBool) -> Result<Option<(Row, Vec<f32>)>, Error> {
         let _round = tracing::info_span!("round", round = self.round, model = self.cfg.arch.id()).entered();
         let now = self.round * HOUR;
         let clients = self.clients()?;
@@ -1265,9 +1278,10 @@ impl Coordinator {
         let (mut ingest_bytes, mut rejects) = (0u64, BTreeMap::<String, u64>::new());
         let journal_error: std::cell::RefCell<Option<Error>> = std::cell::RefCell::new(None);
         if !waiting.is_empty() {
-            self.service.stage.collect_while(
+            self.service.stage.collect_until(
                 &mut ingest,
                 deadline,
+                stop,
                 |u| {
                     let r = u
                         .frame()
@@ -1325,6 +1339,12 @@ impl Coordinator {
             // An update that could not be journaled must not be acknowledged or counted: the
             // aggregator stops rather than close a round it cannot stand by.
             return Err(e);
+        }
+        if stop.load(Ordering::Relaxed) && !waiting.is_empty() && Instant::now() < deadline {
+            // Shutting down mid-round: the round stays open; the restart re-opens it from
+            // state.json and re-ingests its journal.
+            tracing::info!(round = self.round, journaled = accepted.len(), "stopping with the round open");
+            return Ok(None);
         }
         let collected = Instant::now();
         // Whatever the shards still hold is for a closed round.
@@ -1625,5 +1645,32 @@ mod tests {
         assert!(order("mnist-cnn", 2, &by_key[5]) < order("mnist-cnn", 1, &by_key[0]));
         // Distinct keys never tie.
         assert!(by_key.windows(2).all(|w| rank_key("mnist-cnn", &w[0]) < rank_key("mnist-cnn", &w[1])));
+    }
+
+    #[test]
+    fn participants_are_drawn_in_proportion_to_reputation_times_capacity() {
+        // Four clients: three of weight 1, one of weight 8 (say factor 1 × 8 cores, or a better
+        // reputation on fewer cores). One drawn per round: each in proportion to its weight.
+        let weights = [1.0, 1.0, 1.0, 8.0];
+        let rounds = 4000u64;
+        let mut drawn = [0u64; 4];
+        for r in 0..rounds {
+            let pick = sample(7, r, &weights, 1);
+            assert_eq!(pick.len(), 1);
+            drawn[pick[0]] += 1;
+        }
+        let share = |i: usize| drawn[i] as f64 / rounds as f64;
+        assert!((share(3) - 8.0 / 11.0).abs() < 0.03, "{drawn:?}");
+        for i in 0..3 {
+            assert!((share(i) - 1.0 / 11.0).abs() < 0.02, "{drawn:?}");
+        }
+        // Without replacement, the same draw on every run, another in another round.
+        let two = sample(7, 1, &[1.0, 2.0, 3.0, 4.0, 5.0], 3);
+        assert_eq!(two.len(), 3);
+        assert!(two.iter().collect::<std::collections::BTreeSet<_>>().len() == 3);
+        assert_eq!(two, sample(7, 1, &[1.0, 2.0, 3.0, 4.0, 5.0], 3));
+        assert!((0..20).any(|r| sample(7, r, &[1.0; 5], 3) != two));
+        // A zero weight (a client the ledger gives no factor) comes last.
+        assert!(!sample(7, 3, &[0.0, 1.0, 1.0], 2).contains(&0));
     }
 }

@@ -688,3 +688,124 @@ async fn device_fault(port: u64, key_seed: u8, faulty: Faulty, backends: [&str; 
     assert_eq!(rows.iter().map(|r| r.backend.as_str()).collect::<Vec<_>>(), backends);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
 }
+
+/// A graceful stop (what `vain node` does on SIGTERM) in the middle of a round leaves the
+/// acknowledged update in the journal; the aggregator started again on the same directory
+/// re-opens the round, re-ingests the update and closes with it, counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_mid_round_keeps_the_journal_and_the_restart_closes_the_round_with_it() {
+    use std::sync::atomic::Ordering;
+    if let Err(e) = quic::probe() {
+        vain_testkit::unavailable(vain_testkit::Need::IoUring, "round: stop mid-round", e);
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agg_dir = dir.path().join("agg");
+    let agg_seed = seed(71);
+    let ccfg = |round_time: u64| coordinator::Config {
+        rounds: 1,
+        round_time: Duration::from_secs(round_time),
+        min_clients: 2,
+        failover_after: Duration::from_millis(200),
+        ..coordinator::Config::new(Arch::MnistMlp)
+    };
+    let (agg, c, boot) = aggregator(9700, agg_seed, ccfg(60), &agg_dir, Box::new(CpuBackend::new(1))).await;
+    let link = c.link();
+    // A client training on 100 digits: it sends its update as soon as round 0 opens.
+    let (ctx, crx) = mpsc::channel(64);
+    let client = node::spawn_serving(
+        config(9701, &["client"], Some(boot)),
+        Identity::from_seed(seed(72)),
+        Transport::Memory,
+        ctx,
+    )
+    .await
+    .expect("client");
+    let p = Participant::start(trainer(0..100, 200, 3, dir.path().join("client")), client.clone(), seed(72))
+        .expect("participant");
+    serve(crx, None, None, Some(p), None);
+    // And one that takes every open and never sends: the round stays open to its deadline.
+    let (stx, srx) = mpsc::channel(64);
+    let _silent = node::spawn_serving(
+        config(9702, &["client"], Some(format!("/memory/9700/p2p/{}", agg.peer_id))),
+        Identity::from_seed(seed(73)),
+        Transport::Memory,
+        stx,
+    )
+    .await
+    .expect("silent");
+    serve(srx, None, None, None, Some(mpsc::channel(8).0));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.directory().await.map(|d| d.len()).unwrap_or(0) < 2 {
+        assert!(Instant::now() < deadline, "the nodes did not find each other");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    agg.provide(Key::aggregators("mnist-mlp")).await.expect("provide");
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let run = std::thread::spawn(move || c.run(&s, |_| {}));
+    let base =
+        model::digest(&Model::init(Arch::MnistMlp, 1, &Device::Cpu, DType::F32).expect("model").flat().expect("flat"));
+    // Journaled (the receipt is sent only after): the round is still open, 60 s to go.
+    let journal = agg_dir.join("journal");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(&journal).into_iter().flatten().flatten().all(|e| e.metadata().map_or(0, |m| m.len()) == 0)
+    {
+        assert!(Instant::now() < deadline, "the update was never journaled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let stopped = Instant::now();
+    let result = tokio::task::spawn_blocking(move || run.join()).await.expect("join");
+    result.expect("thread").expect("a graceful stop");
+    assert!(stopped.elapsed() < Duration::from_secs(10), "the stop waited for the round: {:?}", stopped.elapsed());
+    assert!(closes(&agg_dir).is_empty(), "the round was not closed by the stop");
+    assert_eq!(link.leading().1, 0);
+
+    // Started again on the same directory (same control plane; a new ingest service): round 0
+    // again, with the journaled update in it.
+    let deny = Arc::new(std::sync::RwLock::new(std::collections::BTreeSet::new()));
+    let q = quic::Config::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        tls::server_config(&agg_seed, Policy::AnyExcept(deny)).expect("tls"),
+    );
+    let service = vain_aggregator::Service::start(q, 1, 16).expect("service");
+    let c = Coordinator::new(
+        ccfg(2),
+        agg.clone(),
+        tokio::runtime::Handle::current(),
+        service,
+        Box::new(CpuBackend::new(1)),
+        SigningKey::from_bytes(&agg_seed),
+        agg_dir.clone(),
+    )
+    .expect("coordinator");
+    let rows = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = rows.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let run = std::thread::spawn(move || {
+        c.run(&s, move |r| {
+            if let Ok(mut v) = seen.lock() {
+                v.push(r.clone());
+            }
+        })
+    });
+    let result = tokio::time::timeout(Duration::from_secs(60), tokio::task::spawn_blocking(move || run.join()))
+        .await
+        .expect("the resumed round closes")
+        .expect("join");
+    result.expect("thread").expect("coordinator");
+    let cs = closes(&agg_dir);
+    assert_eq!(cs.len(), 1, "{cs:?}");
+    assert_eq!(cs[0].round, 0);
+    assert_eq!(cs[0].base, base);
+    let me = SigningKey::from_bytes(&seed(72)).verifying_key().to_bytes();
+    assert_eq!(cs[0].accepted.iter().map(|a| a.sender).collect::<Vec<_>>(), vec![me], "counted once");
+    let rows = rows.lock().expect("rows");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].recovered, 1, "re-ingested from the journal");
+    // The client, holding the aggregator's receipt, did not send it again.
+    let log = std::fs::read_to_string(dir.path().join("client/participant.jsonl")).expect("log");
+    assert_eq!(log.lines().filter(|l| l.contains("\"status\":\"sent\"")).count(), 1, "{log}");
+}
