@@ -1017,6 +1017,7 @@ impl Node {
             }
             if *pid != asker
                 && p.state == State::Live
+                && !self.blocked.contains(pid)
                 && let Some(a) = &p.announcement
             {
                 items.push(a.clone());
@@ -1087,6 +1088,11 @@ impl Node {
                 return;
             }
         };
+        // A banned (or blocked) node's announcement goes no further through this node.
+        if announced(&a).is_some_and(|(pid, _)| self.blocked.contains(&pid)) {
+            self.count("relay banned");
+            return;
+        }
         let id = (a.node_id, a.timestamp_ms);
         if !self.seen.0.insert(id) {
             return;
@@ -1329,6 +1335,10 @@ impl Node {
                         self.cfg.dht.max_record_bytes,
                         self.max_age_ms(),
                     ) {
+                        // This node does not serve a banned node's record (its addresses).
+                        Ok(a) if announced(&a).is_some_and(|(pid, _)| self.blocked.contains(&pid)) => {
+                            self.count("record banned");
+                        }
                         Ok(a) => {
                             let stored = self.swarm.behaviour_mut().kad.store_mut().get(&r.key).and_then(|old| {
                                 records::check(old.key.as_ref(), &old.value, now, usize::MAX, u64::MAX).ok()
@@ -1359,7 +1369,9 @@ impl Node {
                     let tier = self.peers.get(&p.provider).and_then(|x| x.node_id).and_then(|n| self.tier_of(&n));
                     let tier_ok =
                         !matches!(key, Some(Key::Aggregators(_))) || tier.unwrap_or(0) >= self.cfg.dht.aggregate_from;
-                    if !role_ok {
+                    if self.blocked.contains(&p.provider) {
+                        self.count("provider banned");
+                    } else if !role_ok {
                         self.count("provider role");
                     } else if !tier_ok {
                         self.count("provider tier");

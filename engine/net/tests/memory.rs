@@ -229,6 +229,12 @@ async fn a_banned_node_is_disconnected_and_its_next_dial_refused() {
     let s = a.status().await.expect("status");
     assert_eq!(s.rejected.get("banned"), Some(&1), "{:?}", s.rejected);
     assert!(s.rejected.get("blocked connection").is_some_and(|n| *n >= 1), "the dial was refused: {:?}", s.rejected);
+    // Its record, put by another node, is not stored: node 0 serves no banned node's addresses.
+    nodes[1].put_raw(Key::Node(node_id(45_002)).record_key().to_vec(), announcement(45_002)).await.expect("put");
+    wait_until("the banned node's record refused", 10, async || {
+        a.status().await.expect("status").rejected.get("record banned").is_some_and(|n| *n >= 1)
+    })
+    .await;
     // Node 1 is untouched.
     let b_pid = nodes[1].peer_id.to_string();
     assert!(connected(a, &b_pid).await);

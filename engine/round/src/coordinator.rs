@@ -368,23 +368,26 @@ pub fn sample(seed: u64, round: u64, weights: &[f64], k: usize) -> Vec<usize> {
     keyed.into_iter().take(k).map(|(_, i)| i).collect()
 }
 
-/// The round's pipeline on `backend`: only `participants` may send, each weighted by its
-/// example count times its factor (the ledger's).
+/// The round's pipeline on `backend`: only `participants` may send — and not once the ledger
+/// excludes them (a ban applied while the round is open) — each weighted by its example count
+/// times its factor (the ledger's).
 fn start_ingest<'b>(
     backend: &'b mut dyn Backend,
     cfg: IngestConfig,
     participants: &BTreeSet<NodeId>,
     factors: &[(NodeId, f32)],
+    excluded: Option<Excluded>,
 ) -> Result<Ingest<'b>, vain_kernels::aggregate::Error> {
     let (allowed, factors) = (participants.clone(), factors.to_vec());
-    let ingest =
-        Ingest::new(
-            backend,
-            cfg,
-            move |k| {
-                if allowed.contains(k) { Ok(()) } else { Err(vain_ingest::Denied::NotSelected) }
-            },
-        )?;
+    let ingest = Ingest::new(backend, cfg, move |k| {
+        if !allowed.contains(k) {
+            Err(vain_ingest::Denied::NotSelected)
+        } else if excluded.as_ref().is_some_and(|f| f(k)) {
+            Err(vain_ingest::Denied::KeptOut)
+        } else {
+            Ok(())
+        }
+    })?;
     Ok(ingest
         .with_weights(move |k, examples| examples * factors.iter().find(|(id, _)| id == k).map_or(0.01, |(_, f)| *f)))
 }
@@ -1188,7 +1191,7 @@ impl Coordinator {
         if let Err(vain_kernels::backend::Error::Cuda(why)) = self.backend.prepare(arch.dim(), 0) {
             self.fall_back_to_cpu(&why);
         }
-        let mut ingest = start_ingest(&mut *self.backend, cfg.clone(), &participants, &factors)?;
+        let mut ingest = start_ingest(&mut *self.backend, cfg.clone(), &participants, &factors, self.excluded.clone())?;
         // After a crash: what was journaled (and so acknowledged) for this round comes first.
         let mut accepted: Vec<(NodeId, usize, Contribution)> = Vec::new();
         // A device fault is not the sender's: its update stays journaled, unreceipted and
@@ -1372,7 +1375,7 @@ impl Coordinator {
         if let Some(why) = &device_failed {
             self.fall_back_to_cpu(why);
             let frames = self.journaled(self.round);
-            let mut again = start_ingest(&mut *self.backend, cfg, &participants, &factors)?;
+            let mut again = start_ingest(&mut *self.backend, cfg, &participants, &factors, self.excluded.clone())?;
             accepted.clear();
             for frame in frames {
                 match again.ingest_frame(&frame) {

@@ -208,6 +208,11 @@ async fn refusals_missing_participants_and_too_few_updates_are_in_the_signed_clo
     };
     let (agg, c, boot) = aggregator(9200, agg_seed, ccfg, &dir.path().join("agg"), Box::new(CpuBackend::new(1))).await;
     let ingest_addr = c.local_addr();
+    // The ledger bans the silent participant once round 1 is open.
+    let banned = Arc::new(AtomicBool::new(false));
+    let flag = banned.clone();
+    let silent_key = SigningKey::from_bytes(&seed(13)).verifying_key().to_bytes();
+    let c = c.with_exclusions(Arc::new(move |k| *k == silent_key && flag.load(std::sync::atomic::Ordering::Relaxed)));
 
     // An honest client.
     let (ctx, crx) = mpsc::channel(64);
@@ -261,16 +266,17 @@ async fn refusals_missing_participants_and_too_few_updates_are_in_the_signed_clo
     let base =
         model::digest(&Model::init(Arch::MnistMlp, 1, &Device::Cpu, DType::F32).expect("model").flat().expect("flat"));
     let rogue_key = SigningKey::from_bytes(&seed(14));
-    let send = |f: Vec<u8>| async move {
+    let send_as = |who: u8, f: Vec<u8>| async move {
         let mut c = Client::new(ClientConfig::new(
             ingest_addr,
             SigningKey::from_bytes(&agg_seed).verifying_key().to_bytes(),
-            seed(14),
+            seed(who),
         ))
         .expect("client");
         c.send(&f).await.expect("sent");
         c.close().await;
     };
+    let send = |f: Vec<u8>| send_as(14, f);
     // Not selected.
     send(frame(&rogue_key, 0, base)).await;
     // Signed by someone else than the connection's identity.
@@ -280,6 +286,9 @@ async fn refusals_missing_participants_and_too_few_updates_are_in_the_signed_clo
     let r = tokio::time::timeout(Duration::from_secs(30), opened.recv()).await.expect("round 1 opens");
     assert_eq!(r, Some(1));
     send(frame(&rogue_key, 0, base)).await;
+    // Selected for round 1, banned while it is open: its update is refused.
+    banned.store(true, std::sync::atomic::Ordering::Relaxed);
+    send_as(13, frame(&SigningKey::from_bytes(&seed(13)), 1, base)).await;
 
     let result = tokio::task::spawn_blocking(move || run.join()).await.expect("join");
     result.expect("thread").expect("coordinator");
@@ -302,6 +311,7 @@ async fn refusals_missing_participants_and_too_few_updates_are_in_the_signed_clo
     let c1 = &cs[1];
     assert_eq!(c1.base, base, "round 0 kept its base");
     assert!(c1.rejected.contains(&(me(14), "wrong round".to_string())), "{:?}", c1.rejected);
+    assert!(c1.rejected.contains(&(me(13), "not allowed".to_string())), "{:?}", c1.rejected);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
