@@ -153,6 +153,23 @@ async fn rival_and_client(
     ([peer, taker], asked, opened)
 }
 
+/// A client node on memory port `port` training `mnist-mlp` on 100 embedded digits, its state
+/// in `dir`, answering opens and closes.
+async fn training_client(port: u64, boot: &str, key: u8, dir: std::path::PathBuf) -> node::Handle {
+    let (tx, rx) = mpsc::channel(64);
+    let client = node::spawn_serving(
+        config(port, &["client"], Some(boot.to_string())),
+        Identity::from_seed(seed(key)),
+        Transport::Memory,
+        tx,
+    )
+    .await
+    .expect("client");
+    let p = Participant::start(trainer(0..100, 200, 3, dir), client.clone(), seed(key)).expect("participant");
+    serve(rx, None, None, Some(p), None);
+    client
+}
+
 /// A signed update frame of `key` for `round` on `base` (a small random-looking delta).
 fn frame(key: &SigningKey, round: u64, base: [u8; 32]) -> Vec<u8> {
     let arch = Arch::MnistMlp;
@@ -215,18 +232,7 @@ async fn refusals_missing_participants_and_too_few_updates_are_in_the_signed_clo
     let c = c.with_exclusions(Arc::new(move |k| *k == silent_key && flag.load(std::sync::atomic::Ordering::Relaxed)));
 
     // An honest client.
-    let (ctx, crx) = mpsc::channel(64);
-    let client = node::spawn_serving(
-        config(9201, &["client"], Some(boot.clone())),
-        Identity::from_seed(seed(12)),
-        Transport::Memory,
-        ctx,
-    )
-    .await
-    .expect("client");
-    let p = Participant::start(trainer(0..100, 200, 3, dir.path().join("client")), client.clone(), seed(12))
-        .expect("participant");
-    serve(crx, None, None, Some(p), None);
+    let client = training_client(9201, &boot, 12, dir.path().join("client")).await;
 
     // A participant that takes every open and never sends.
     let (stx, srx) = mpsc::channel(64);
@@ -722,18 +728,7 @@ async fn a_stop_mid_round_keeps_the_journal_and_the_restart_closes_the_round_wit
     let (agg, c, boot) = aggregator(9700, agg_seed, ccfg(60), &agg_dir, Box::new(CpuBackend::new(1))).await;
     let link = c.link();
     // A client training on 100 digits: it sends its update as soon as round 0 opens.
-    let (ctx, crx) = mpsc::channel(64);
-    let client = node::spawn_serving(
-        config(9701, &["client"], Some(boot)),
-        Identity::from_seed(seed(72)),
-        Transport::Memory,
-        ctx,
-    )
-    .await
-    .expect("client");
-    let p = Participant::start(trainer(0..100, 200, 3, dir.path().join("client")), client.clone(), seed(72))
-        .expect("participant");
-    serve(crx, None, None, Some(p), None);
+    let client = training_client(9701, &boot, 72, dir.path().join("client")).await;
     // And one that takes every open and never sends: the round stays open to its deadline.
     let (stx, srx) = mpsc::channel(64);
     let _silent = node::spawn_serving(
