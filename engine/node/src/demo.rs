@@ -392,8 +392,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
         println!("dashboards: {}", dashboards.join(", "));
     }
     println!(
-        "{:>5} {:>9} {:>9} {:>8} {:>7} {:>9} {:>9}  {:<13} suspects / kept out",
-        "round", "accuracy", "accepted", "rejected", "missing", "round s", "gap ms", "closed by"
+        "{:>5} {:>9} {:>9} {:>8} {:>7} {:>9} {:>9}  {:<13} {:<15} suspects / kept out",
+        "round", "accuracy", "accepted", "rejected", "missing", "round s", "gap ms", "closed by", "tier:clients"
     );
 
     // Rows come from whichever aggregator closed the round.
@@ -1018,8 +1018,16 @@ fn print_row(v: &Value, labels: &BTreeMap<String, String>) {
         .map(|c| format!("{} {}", name(c["id"].as_str().unwrap_or("")), c["standing"].as_str().unwrap_or("")))
         .collect();
     let closer = v["aggregator"].as_str().unwrap_or("");
+    // The clients' ledger tiers after the round, as counts: "1:6 2:3".
+    let mut tiers: BTreeMap<u64, usize> = BTreeMap::new();
+    for c in v["clients"].as_array().into_iter().flatten() {
+        if let Some(t) = c["tier"].as_u64() {
+            *tiers.entry(t).or_default() += 1;
+        }
+    }
+    let tiers = tiers.iter().map(|(t, n)| format!("{t}:{n}")).collect::<Vec<_>>().join(" ");
     println!(
-        "{:>5} {:>8.2}% {:>4} of {:<3} {:>8} {:>7} {:>9.1} {:>9}  {:<13} {} / {}",
+        "{:>5} {:>8.2}% {:>4} of {:<3} {:>8} {:>7} {:>9.1} {:>9}  {:<13} {:<15} {} / {}",
         v["round"].as_u64().unwrap_or(0),
         v["accuracy"].as_f64().unwrap_or(f64::NAN) * 100.0,
         v["accepted"].as_u64().unwrap_or(0),
@@ -1029,6 +1037,7 @@ fn print_row(v: &Value, labels: &BTreeMap<String, String>) {
         v["round_ms"].as_f64().unwrap_or(0.0) / 1000.0,
         v["overhead_ms"].as_f64().map_or("-".to_string(), |x| format!("{x:.0}")),
         labels.get(closer).map_or(closer, String::as_str),
+        if tiers.is_empty() { "-".to_string() } else { tiers },
         if suspects.is_empty() { "-".to_string() } else { suspects.join(", ") },
         if out.is_empty() { "-".to_string() } else { out.join(", ") },
     );

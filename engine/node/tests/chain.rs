@@ -254,6 +254,22 @@ fn a_federation_anchors_every_round_and_a_third_party_verifies_an_update() {
         other => panic!("closed by {other:?}"),
     };
     assert!(summary["closed_by"].as_array().expect("closed_by").iter().all(|c| c == &summary["closed_by"][0]));
+    // The live view counts the clients by ledger tier each round ("1:4": four at tier 1).
+    assert!(stdout.contains("tier:clients"), "{stdout}");
+    let counted: Vec<usize> = stdout
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|t| {
+                    t.split_once(':').and_then(|(a, b)| Some((a.parse::<u8>().ok()?, b.parse::<usize>().ok()?)))
+                })
+                .map(|(_, n)| n)
+                .sum()
+        })
+        .filter(|n| *n > 0)
+        .collect();
+    assert_eq!(counted.len() as u64, rounds, "{stdout}");
+    assert!(counted.iter().all(|n| *n == 4), "{counted:?}\n{stdout}");
     let fetches = summary["checkpoint_fetches"].as_object().expect("checkpoint_fetches");
     assert_eq!(fetches.len(), 4, "{fetches:?}");
     for (client, f) in fetches {
