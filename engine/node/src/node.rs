@@ -782,8 +782,10 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                 Arc::new(move || stakes.as_ref().map(|s| s.changes()).unwrap_or_default())
             })
             .with_exclusions({
-                let live = live.clone();
-                Arc::new(move |k| live.lock().is_ok_and(|l| l.ledger().is_banned(k)))
+                // The ledger's bans as the deny list holds them (refreshed every half second):
+                // the ingest shards ask at every update and must not wait on the ledger's lock.
+                let deny = deny.clone();
+                Arc::new(move |k| deny.read().is_ok_and(|d| d.contains(k)))
             })
             .with_kept_out({
                 let live = live.clone();

@@ -98,9 +98,9 @@ struct Shared {
     /// Last round opened by each aggregator and its base (a lower round, or the same round with
     /// another base, is stale; the same round and base is the round resumed).
     last: Mutex<BTreeMap<NodeId, (u64, Digest)>>,
-    /// The latest verified close of the model, whoever signed it: (round, checkpoint, root).
-    /// An open or close for a round already closed is stale; the next round's must build on
-    /// this checkpoint.
+    /// The latest verified close of a round this client took from the close's signer:
+    /// (round, checkpoint, root). An open of that round is stale, as is another close of it;
+    /// the next round's open or close must build on this checkpoint.
     closed: Mutex<Option<(u64, Digest, Digest)>>,
     /// Receipts: (aggregator, round) → the update digest it acknowledged.
     receipts: Mutex<BTreeMap<(NodeId, u64), Digest>>,
@@ -246,9 +246,11 @@ impl Participant {
         }
         // The model's history as the closes this client saw tell it: a round already closed is
         // stale, and the next one must start from the last close's checkpoint.
+        // (Older rounds are the per-aggregator check's below: a standby that takes over from
+        // an older round than this client saw closed is followed, not refused.)
         match self.shared.closed.lock().ok().and_then(|c| *c) {
-            Some((r, _, _)) if open.round <= r => return self.count(Ack::Stale),
-            Some((r, checkpoint, _)) if open.round == r + 1 && open.base != checkpoint => {
+            Some((r, _, _)) if open.round == r => return self.count(Ack::Stale),
+            Some((r, checkpoint, _)) if Some(open.round) == r.checked_add(1) && open.base != checkpoint => {
                 return self.count(Ack::WrongBase);
             }
             _ => {}
@@ -324,34 +326,39 @@ impl Participant {
         if s.body.model_id != self.shared.arch.id() {
             return self.count(Ack::WrongModel);
         }
-        // A close for a round already closed must be that close; the next round's must build
-        // on its checkpoint.
-        {
+        // Against the history this client saw: another close of the last closed round, or one
+        // of the next round not built on its checkpoint, is answered as such. A close becomes
+        // that history only when it closes a round this client took from its signer (so no
+        // node can make the client refuse later opens by sending it a close of its own).
+        let verdict = {
             let c = &s.body;
             let Ok(mut closed) = self.shared.closed.lock() else { return self.count(Ack::Busy) };
-            match *closed {
-                Some((r, checkpoint, root))
-                    if c.round < r || (c.round == r && (c.checkpoint, c.root) != (checkpoint, root)) =>
-                {
-                    return self.count(Ack::Stale);
+            let verdict = match *closed {
+                Some((r, checkpoint, root)) if c.round == r && (c.checkpoint, c.root) != (checkpoint, root) => {
+                    Some(Ack::Stale)
                 }
-                Some((r, checkpoint, _)) if c.round == r + 1 && c.base != checkpoint => {
-                    return self.count(Ack::WrongBase);
+                Some((r, checkpoint, _)) if Some(c.round) == r.checked_add(1) && c.base != checkpoint => {
+                    Some(Ack::WrongBase)
                 }
-                _ => {}
-            }
-            if closed.is_none_or(|(r, _, _)| c.round > r) {
+                _ => None,
+            };
+            let took = self.shared.last.lock().is_ok_and(|l| l.get(&s.signer) == Some(&(c.round, c.base)));
+            if verdict.is_none() && took && closed.is_none_or(|(r, _, _)| c.round > r) {
                 *closed = Some((c.round, c.checkpoint, c.root));
             }
-        }
+            verdict
+        };
+        let answer = verdict.unwrap_or(Ack::Taken);
         let Some((digest, base)) = self.shared.sent.lock().ok().and_then(|m| m.get(&s.body.round).copied()) else {
-            // Not a round this client sent in: nothing to check.
-            return self.count(Ack::Taken);
+            // Not a round this client sent in: nothing more to check.
+            return self.count(answer);
         };
         let close = &s.body;
         if close.base != base {
             return self.count(Ack::WrongBase);
         }
+        // Whatever the history says, a signed close that holds this client's update is checked
+        // and its work kept: an auditor may ask for it.
         // Our update must be in the published root, or listed as refused.
         let leaves = close.leaves();
         let mine = merkle::leaf(&self.shared.me, &digest);
@@ -383,7 +390,7 @@ impl Participant {
                 at_ms: unix_ms(),
             },
         );
-        self.count(Ack::Taken)
+        self.count(answer)
     }
 }
 
