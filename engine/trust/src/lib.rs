@@ -2035,6 +2035,49 @@ mod tests {
         assert_eq!(x.status().proposals[0].votes.get("yes"), Some(&2));
     }
 
+    /// A voter that signs two different choices on one proposal: both reach the pool (each is a
+    /// valid vote on its own), the report carries both, and every ledger that applies it
+    /// penalises the voter: suspended at the epoch's tick, its vote then weighs nothing.
+    #[test]
+    fn a_voter_signing_two_choices_is_penalised_on_the_live_ledger() {
+        use vain_core::governance::{Choice, Kind, Proposal, Vote};
+        let (a, b) = (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));
+        let cfg = || Config { pretrusted: vec![a.verifying_key().to_bytes()], vote_from: 1, ..Config::default() };
+        let d = tempfile::tempdir().expect("dir");
+        let mut x = Live::open(d.path(), cfg()).expect("open");
+        let joined = Observation { subject: b.verifying_key().to_bytes(), what: Observed::Participated };
+        assert_eq!(x.offer(Signed::sign(&a, Report::new(0, vec![joined]))).expect("offer"), Offer::New);
+        let p = Proposal {
+            kind: Kind::Upgrade { version: "2".into() },
+            opens: epoch_time(1),
+            closes: epoch_time(4),
+            nonce: 1,
+        };
+        let p = Signed::sign(&a, p);
+        let id = p.digest();
+        assert_eq!(x.submit(Governed::Propose(p)), Submit::New);
+        let vote = |choice| Governed::Vote(Signed::sign(&b, Vote { proposal: id, choice }));
+        assert_eq!(x.submit(vote(Choice::Yes)), Submit::New);
+        assert_eq!(x.submit(vote(Choice::No)), Submit::New);
+        let carried = x.governance_for_report();
+        assert_eq!(carried.len(), 3);
+        let report = Signed::sign(&a, Report { epoch: 1, observations: vec![joined], governance: carried });
+        assert_eq!(x.offer(report.clone()).expect("offer"), Offer::New);
+        let key = hex::encode(b.verifying_key().to_bytes());
+        let row = |x: &Live| x.status().nodes.into_iter().find(|n| n.key == key).expect("the voter's row");
+        // The equivocation penalty suspends it at the epoch's tick.
+        assert_eq!((row(&x).standing, row(&x).suspensions), ("suspended", 1), "{:?}", row(&x));
+        let st = x.status();
+        // Suspended, its vote (the first choice) weighs nothing in the tally.
+        assert_eq!(st.proposals[0].votes.values().sum::<usize>(), 0, "{:?}", st.proposals[0].votes);
+        // Another node applying the same reports reaches the same state.
+        let d2 = tempfile::tempdir().expect("dir");
+        let mut y = Live::open(d2.path(), cfg()).expect("open");
+        y.offer(Signed::sign(&a, Report::new(0, vec![joined]))).expect("offer");
+        y.offer(report).expect("offer");
+        assert_eq!(y.status().digest, x.status().digest);
+    }
+
     #[test]
     fn a_vote_waits_for_its_window_and_the_node_knows_its_own_choice() {
         use vain_core::governance::{Choice, Kind, Proposal, Vote};
