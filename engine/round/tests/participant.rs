@@ -75,6 +75,20 @@ async fn ask(from: &Handle, to: &Handle, m: Message) -> Option<Ack> {
     a.first().copied().and_then(Ack::from_byte)
 }
 
+/// Asks until the client has found `from` under `agg/<model>` (its directory lookup may not
+/// have found the provider record yet): the first other answer.
+async fn ask_once_listed(from: &Handle, to: &Handle, m: Message) -> Option<Ack> {
+    let mut answer = None;
+    for _ in 0..50 {
+        answer = ask(from, to, m.clone()).await;
+        if answer != Some(Ack::NotAggregator) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    answer
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opens_are_checked_and_a_valid_one_fetches_the_checkpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -155,16 +169,7 @@ async fn opens_are_checked_and_a_valid_one_fetches_the_checkpoint() {
 
     // A valid open is taken; the same round again is stale.
     let valid = Signed::sign(&agg_key, open(1, base, vec![me]));
-    let mut taken = None;
-    for _ in 0..50 {
-        taken = ask(&agg, &client, Message::Open(valid.clone())).await;
-        if taken != Some(Ack::NotAggregator) {
-            break;
-        }
-        // The directory lookup may not have found the provider record yet.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(taken, Some(Ack::Taken));
+    assert_eq!(ask_once_listed(&agg, &client, Message::Open(valid)).await, Some(Ack::Taken));
     // The same round with another base, or an earlier round: stale.
     let other_base = Signed::sign(&agg_key, open(1, [9; 32], vec![me]));
     assert_eq!(ask(&agg, &client, Message::Open(other_base)).await, Some(Ack::Stale));
@@ -283,15 +288,7 @@ async fn a_client_takes_the_base_from_its_own_region_first() {
     };
     let run_round = async |round: u64, base: [u8; 32]| -> serde_json::Value {
         let valid = Signed::sign(&agg_key, open(round, base, vec![me]));
-        let mut taken = None;
-        for _ in 0..50 {
-            taken = ask(&agg, &client, Message::Open(valid.clone())).await;
-            if taken != Some(Ack::NotAggregator) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        assert_eq!(taken, Some(Ack::Taken));
+        assert_eq!(ask_once_listed(&agg, &client, Message::Open(valid)).await, Some(Ack::Taken));
         wait_until("the client's round", 60, async || rows().iter().any(|r| r["round"] == round)).await;
         rows().into_iter().find(|r| r["round"] == round).expect("row")
     };
