@@ -170,6 +170,17 @@ async fn training_client(port: u64, boot: &str, key: u8, dir: std::path::PathBuf
     client
 }
 
+/// Waits until `client` knows `n` nodes, then has `agg` provide the model's directory key (so
+/// the client finds it listed when the first open comes).
+async fn meet(client: &node::Handle, agg: &node::Handle, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.directory().await.map(|d| d.len()).unwrap_or(0) < n {
+        assert!(Instant::now() < deadline, "the nodes did not find each other");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    agg.provide(Key::aggregators("mnist-mlp")).await.expect("provide");
+}
+
 /// A signed update frame of `key` for `round` on `base` (a small random-looking delta).
 fn frame(key: &SigningKey, round: u64, base: [u8; 32]) -> Vec<u8> {
     let arch = Arch::MnistMlp;
@@ -255,12 +266,7 @@ async fn refusals_missing_participants_and_too_few_updates_are_in_the_signed_clo
             .expect("rogue");
     serve(rrx, None, None, None, None);
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client.directory().await.map(|d| d.len()).unwrap_or(0) < 3 {
-        assert!(Instant::now() < deadline, "the nodes did not find each other");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    agg.provide(Key::aggregators("mnist-mlp")).await.expect("provide");
+    meet(&client, &agg, 3).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
@@ -673,12 +679,7 @@ async fn device_fault(port: u64, key_seed: u8, faulty: Faulty, backends: [&str; 
         serve(rx, None, None, Some(p), None);
         clients.push(client);
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while clients[0].directory().await.map(|d| d.len()).unwrap_or(0) < 3 {
-        assert!(Instant::now() < deadline, "the nodes did not find each other");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    agg.provide(Key::aggregators("mnist-mlp")).await.expect("provide");
+    meet(&clients[0], &agg, 3).await;
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let rows: Arc<std::sync::Mutex<Vec<coordinator::Row>>> = Arc::default();
@@ -740,12 +741,7 @@ async fn a_stop_mid_round_keeps_the_journal_and_the_restart_closes_the_round_wit
     .await
     .expect("silent");
     serve(srx, None, None, None, Some(mpsc::channel(8).0));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client.directory().await.map(|d| d.len()).unwrap_or(0) < 2 {
-        assert!(Instant::now() < deadline, "the nodes did not find each other");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    agg.provide(Key::aggregators("mnist-mlp")).await.expect("provide");
+    meet(&client, &agg, 2).await;
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let run = std::thread::spawn(move || c.run(&s, |_| {}));
