@@ -415,9 +415,9 @@ impl NodeFile {
 /// (`pex.block_below` = −20), the fifth blocks it.
 const JUNK_POINTS: i32 = 5;
 
-/// Offers a signed report to the live ledger; a new one is passed on to every connected peer
-/// but the one it came from (each node forwards a report once, so the flood ends), and so is an
-/// equivocation proof it made.
+/// Offers a signed report to the live ledger; a new one (or one that replaced an applied
+/// epoch's report) is passed on to every connected peer but the one it came from (each node
+/// forwards a report once, so the flood ends), and so is an equivocation proof it made.
 fn take_evidence(
     live: &Mutex<Live>,
     net: &vain_net::node::Handle,
@@ -435,11 +435,11 @@ fn take_evidence(
         flood(net, rt, Message::Govern(p), None);
     }
     match offer {
-        Ok(Offer::New) => {
+        Ok(Offer::New | Offer::Replaced) => {
             flood(net, rt, Message::Evidence(r), from);
             Ack::Taken
         }
-        Ok(Offer::Duplicate) => Ack::Taken,
+        Ok(Offer::Duplicate | Offer::Outranked) => Ack::Taken,
         Ok(Offer::Stale | Offer::TooFarAhead) => Ack::Stale,
         Ok(Offer::BadSignature) => Ack::BadSignature,
         Ok(Offer::Equivocation) => Ack::Equivocation,

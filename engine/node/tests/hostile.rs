@@ -1,7 +1,8 @@
 //! A hostile peer against a `vain node` process over TCP: forged evidence is refused with its
 //! reason and counted; after five forgeries the node disconnects and blocks the sender, whose
 //! next requests go unanswered. Evidence an honest forwarder may pass on (signed, from a
-//! reporter this node's ledger does not take) is refused but costs nothing.
+//! reporter this node's ledger does not take) is refused but costs nothing. Reporters that
+//! equivocate, or race each other for one epoch, leave every node on the same state.
 
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
@@ -237,6 +238,76 @@ fn a_reporter_signing_two_reports_for_one_epoch_is_suspended_on_every_node() {
     });
     let text = ledger_status(&s2);
     assert!(text.contains("signed two reports for epoch 0"), "{text}");
+}
+
+/// Two reporters sign a report each for the same epoch (two aggregators that both closed a
+/// round), and each reaches a different `vain node` first: each node applies the one it got,
+/// and when the flood brings the other, the node holding the report that ranks second rebuilds
+/// its past with the better one — both end on the same state digest, with the better report's
+/// evidence.
+#[test]
+fn two_reporters_racing_for_one_epoch_leave_every_node_on_the_same_report() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let keys = [0x71u8, 0x72].map(|b| ed25519_dalek::SigningKey::from_bytes(&[b; 32]));
+    let genesis = keys.clone().map(|k| k.verifying_key().to_bytes());
+    let ranking = vain_core::ledger::Ledger::new(
+        vain_core::ledger::Config { pretrusted: genesis.to_vec(), ..Default::default() },
+        0,
+    );
+    let rank = |k: &ed25519_dalek::SigningKey| vain_trust::rank(&ranking, 0, &k.verifying_key().to_bytes());
+    let (better, worse) = if rank(&keys[0]) < rank(&keys[1]) { (&keys[0], &keys[1]) } else { (&keys[1], &keys[0]) };
+    let ledger = |s: &std::path::Path| control::request(s, &json!({"cmd": "ledger"})).ok();
+    let status = |s: &std::path::Path| control::request(s, &json!({"cmd": "status"})).ok();
+    let (_n1, s1) = start(&dir.path().join("n1"), None, &genesis);
+    wait("node 1 up", 60, || status(&s1).is_some_and(|s| s["listen"][0].is_string()));
+    let boot = status(&s1).expect("status")["listen"][0].as_str().expect("listen").to_string();
+    let (_n2, s2) = start(&dir.path().join("n2"), Some(&boot), &genesis);
+    wait("node 2 up", 60, || status(&s2).is_some_and(|s| s["listen"][0].is_string()));
+    let peer = |s: &std::path::Path| -> PeerId {
+        status(s).expect("status")["peer_id"].as_str().expect("peer id").parse().expect("peer id")
+    };
+    let (p1, p2) = (peer(&s1), peer(&s2));
+    wait("the nodes live to each other", 60, || {
+        [&s1, &s2].iter().all(|s| status(s).and_then(|v| v["live"].as_u64()).is_some_and(|n| n >= 1))
+    });
+    // The better report says the subject took part, the other that it missed the round.
+    let report = |k, what| Signed::sign(k, Report::new(0, vec![Observation { subject: [9; 32], what }]));
+    let (good, bad) = (report(better, Observed::Participated), report(worse, Observed::Missed));
+    let subject = hex::encode([9u8; 32]);
+    let took_part = |s: &std::path::Path| {
+        ledger(s).is_some_and(|v| {
+            v["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|n| n["key"] == subject.as_str() && n["participation"].as_f64().is_some_and(|p| p > 0.0))
+        })
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let me = in_process(&dir.path().join("reporters"), &boot, 0x73, &[p1, p2]).await;
+        let (x, y) = tokio::join!(
+            me.request(p1, Message::Evidence(good.clone()).encode()),
+            me.request(p2, Message::Evidence(bad.clone()).encode())
+        );
+        for answer in [x.expect("answer"), y.expect("answer")] {
+            assert_eq!(answer, vec![Ack::Taken as u8]);
+        }
+    });
+    wait("both nodes on the better report", 30, || {
+        took_part(&s1)
+            && took_part(&s2)
+            && ledger(&s1).map(|v| v["digest"].clone()) == ledger(&s2).map(|v| v["digest"].clone())
+    });
+    // Each node took one report first and the other second: the second was either outranked
+    // (the better one came first) or replaced the first (node 2, unless the flood outran the
+    // request).
+    for s in [&s1, &s2] {
+        let v = ledger(s).expect("ledger");
+        let count = |what: &str| v["offers"][what].as_u64().unwrap_or(0);
+        assert_eq!(count("replaced") + count("outranked"), 1, "{v}");
+        assert_eq!(v["next_epoch"], 1);
+    }
 }
 
 /// A node that was not there when a governance input was passed on (here an equivocation

@@ -9,6 +9,14 @@
 //! they came in. Each applied entry is journaled (fsynced) first, so a restarted node replays to
 //! the digest it had.
 //!
+//! An epoch applies one report: of the eligible reports a node holds for it, the first in
+//! [`rank`] — pre-trusted reporters first, then a per-epoch draw over the reporters' keys. Two
+//! aggregators that both closed a round (two leaders for a moment, a healed partition), or a
+//! reporter racing the round's aggregator, cannot split the ledgers: a node that applied an
+//! epoch with one report and later takes one that outranks it rebuilds its state from the last
+//! checkpoint before that epoch with the better one ([`Offer::Replaced`], passed on like a new
+//! report), so every node ends on the best report that reached it.
+//!
 //! Bounds: one report per reporter and epoch, at most [`AHEAD`] epochs buffered ahead of the
 //! next one to apply, a bounded set of digests seen.
 //!
@@ -102,8 +110,15 @@ pub enum Offer {
     New,
     /// Seen before.
     Duplicate,
-    /// For an epoch already applied.
+    /// For an epoch already applied, and older than this node's checkpoints (or its reporter
+    /// is proven to have forked it).
     Stale,
+    /// For an epoch already applied, whose report outranks it ([`rank`]): kept in case that one
+    /// is taken out, not applied, not passed on.
+    Outranked,
+    /// For an epoch already applied, whose report it outranks: the ledger's past was rebuilt with
+    /// it in place of that one; pass it on.
+    Replaced,
     /// More than [`AHEAD`] epochs ahead.
     TooFarAhead,
     /// The signature does not verify.
@@ -123,6 +138,8 @@ impl Offer {
             Offer::New => "new",
             Offer::Duplicate => "duplicate",
             Offer::Stale => "stale",
+            Offer::Outranked => "outranked",
+            Offer::Replaced => "replaced",
             Offer::TooFarAhead => "too far ahead",
             Offer::BadSignature => "bad signature",
             Offer::Equivocation => "equivocation",
@@ -327,8 +344,12 @@ pub struct Live {
     open_proposals: BTreeMap<ProposalId, Signed<Proposal>>,
     closed: VecDeque<Closed>,
     submits: BTreeMap<&'static str, u64>,
-    /// The reports of the last [`HISTORY`] applied epochs, by epoch.
+    /// The reports of the last [`HISTORY`] applied epochs, by epoch: each one's applied report
+    /// and the reports left out as forked.
     history: BTreeMap<u64, Vec<Signed<Report>>>,
+    /// Eligible reports of the last [`AHEAD`] applied epochs that their epoch's report
+    /// outranked: a rebuild chooses among them again.
+    outranked: BTreeMap<u64, Vec<Signed<Report>>>,
     /// Open audits' rounds (the ledger's outputs name them once).
     audit_rounds: BTreeMap<[u8; 32], u64>,
     /// The last decided audits, newest first.
@@ -426,6 +447,21 @@ pub fn epoch_time(epoch: u64) -> Time {
     (epoch + 1) * HOUR
 }
 
+/// Where `signer`'s report stands among an epoch's reports (the smallest is applied):
+/// pre-trusted reporters first, then by the XOR distance of the key to BLAKE3 of the epoch. A
+/// function of the genesis and the epoch only, so every node ranks alike whatever its state;
+/// the draw changes every epoch and nobody can bias it without an eligible identity per try.
+pub fn rank(ledger: &Ledger, epoch: u64, signer: &NodeId) -> (bool, [u8; 32]) {
+    let mut h = blake3::Hasher::new_derive_key("vain 2026 report rank v1");
+    h.update(&epoch.to_le_bytes());
+    let target = h.finalize();
+    let mut d = [0u8; 32];
+    for (o, (a, b)) in d.iter_mut().zip(target.as_bytes().iter().zip(signer)) {
+        *o = a ^ b;
+    }
+    (!ledger.is_pretrusted(signer), d)
+}
+
 impl Live {
     /// Opens the journal in `dir` (creating it) and replays it.
     pub fn open(dir: &Path, cfg: Config) -> Result<Live, Error> {
@@ -496,6 +532,7 @@ impl Live {
             closed: VecDeque::new(),
             submits: BTreeMap::new(),
             history: BTreeMap::new(),
+            outranked: BTreeMap::new(),
             audit_rounds: BTreeMap::new(),
             audits_decided: VecDeque::new(),
             proofs: VecDeque::new(),
@@ -547,9 +584,7 @@ impl Live {
     /// Takes out of the ledger's past the reports whose reporter the last epochs convicted of
     /// equivocation, when this node applied one: the nodes that applied the fork's one report
     /// and those that applied the other then reach the same state — as if the reporter had sent
-    /// neither. The state is rebuilt from the last checkpoint before the forked epoch and the
-    /// epochs since are applied again from `history` (every report but those proven forked),
-    /// then written as the snapshot. A fork older than every checkpoint is not undone (logged):
+    /// neither (see [`Live::rebuild`]). A fork older than every checkpoint is not undone (logged):
     /// this node's state then stays apart from that of nodes that applied the other report.
     fn undo_forks(&mut self) -> Result<(), Error> {
         let convicted = std::mem::take(&mut self.convicted);
@@ -562,20 +597,59 @@ impl Live {
         }
         let applied = |(x, e): &&(NodeId, u64)| self.history.get(e).is_some_and(|rs| rs.iter().any(|r| r.signer == *x));
         let Some(first) = convicted.iter().filter(applied).map(|(_, e)| *e).min() else { return Ok(()) };
-        let end = self.next_epoch;
-        let usable = self
-            .checkpoints
-            .iter()
-            .rposition(|c| c.next <= first && (c.next..end).all(|e| self.history.contains_key(&e)));
-        let Some(i) = usable else {
+        let from = self.checkpoint_before(first).map(|i| self.checkpoints[i].next);
+        if !self.rebuild(first)? {
             tracing::warn!(
                 epoch = first,
                 "a report proven forked is older than this node's checkpoints: not taken out"
             );
             return Ok(());
-        };
+        }
+        self.convicted.clear();
+        tracing::warn!(
+            from = first,
+            epochs = self.next_epoch - from.unwrap_or(first),
+            digest = %hex::encode(&self.ledger.digest()[..8]),
+            "forked reports taken out of the ledger's past"
+        );
+        Ok(())
+    }
+
+    /// The last checkpoint not after epoch `first` from which every epoch since can be applied
+    /// again (all kept in `history`).
+    fn checkpoint_before(&self, first: u64) -> Option<usize> {
+        let end = self.next_epoch;
+        self.checkpoints.iter().rposition(|c| c.next <= first && (c.next..end).all(|e| self.history.contains_key(&e)))
+    }
+
+    /// Of an epoch's reports (none proven forked), the one it applies — the first in [`rank`]
+    /// of those whose reporters the ledger, as it stands before the epoch, lets report — and
+    /// the others.
+    fn choose(&self, epoch: u64, mut reports: Vec<Signed<Report>>) -> (Option<Signed<Report>>, Vec<Signed<Report>>) {
+        let at = epoch_time(epoch);
+        let best = reports
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| self.ledger.may_report(&r.signer, at))
+            .min_by_key(|(_, r)| (rank(&self.ledger, epoch, &r.signer), r.digest()))
+            .map(|(i, _)| i);
+        let winner = best.map(|i| reports.swap_remove(i));
+        (winner, reports)
+    }
+
+    /// Rebuilds the state from the last checkpoint not after epoch `first`: every epoch since is
+    /// applied again with the best of its reports, applied or outranked ([`Live::choose`]),
+    /// leaving out those whose reporter is proven to have forked that epoch — so a report taken
+    /// out (forked) or outranked late (a better one came) leaves the state every node that took
+    /// the same reports reaches. Governance only a report no longer applied carried goes back to
+    /// the pool. A changed state is written as the snapshot. False (nothing done) when no
+    /// checkpoint reaches back to `first`.
+    fn rebuild(&mut self, first: u64) -> Result<bool, Error> {
+        let Some(i) = self.checkpoint_before(first) else { return Ok(false) };
+        let end = self.next_epoch;
+        let before = self.ledger.digest();
         self.checkpoints.truncate(i + 1);
-        let Some(c) = self.checkpoints.pop_back() else { return Ok(()) };
+        let Some(c) = self.checkpoints.pop_back() else { return Ok(false) };
         // Every fork proven so far since the checkpoint, not only the new ones: an earlier one
         // was taken out of the state being replaced too.
         let dropped: HashSet<(NodeId, u64)> = self
@@ -587,7 +661,7 @@ impl Live {
         (self.open_proposals, self.closed, self.audit_rounds, self.audits_decided) =
             (c.open_proposals, c.closed, c.audit_rounds, c.audits_decided);
         self.replaying = true;
-        // The governance the left-out reports carried, and what the others carry.
+        // The governance of reports applied before and not now, and what the applied carry.
         let (mut orphans, mut carried_again) = (Vec::new(), HashSet::new());
         for epoch in c.next..end {
             self.next_epoch = epoch;
@@ -595,18 +669,29 @@ impl Live {
                 self.checkpoint();
             }
             let at = epoch_time(epoch);
-            let (out, reports): (Vec<Signed<Report>>, Vec<Signed<Report>>) =
-                self.history[&epoch].iter().cloned().partition(|r| dropped.contains(&(r.signer, epoch)));
-            orphans.extend(out.into_iter().flat_map(|r| r.body.governance));
-            for r in reports {
+            let was = self.history.remove(&epoch).unwrap_or_default();
+            let was_digests: HashSet<[u8; 32]> = was.iter().map(Signed::digest).collect();
+            let all = was.into_iter().chain(self.outranked.remove(&epoch).unwrap_or_default());
+            let (left_out, candidates): (Vec<Signed<Report>>, Vec<Signed<Report>>) =
+                all.partition(|r| dropped.contains(&(r.signer, epoch)));
+            let (winner, losers) = self.choose(epoch, candidates);
+            for r in left_out.iter().chain(&losers).filter(|r| was_digests.contains(&r.digest())) {
+                orphans.extend(r.body.governance.iter().cloned());
+            }
+            if !losers.is_empty() {
+                self.outranked.insert(epoch, losers);
+            }
+            self.history.insert(epoch, left_out);
+            if let Some(r) = winner {
                 carried_again.extend(r.body.governance.iter().map(Governed::digest));
-                self.apply_entry(&Entry::Input { at, input: Input::Report(r) });
+                self.apply_entry(&Entry::Input { at, input: Input::Report(r.clone()) });
+                self.keep(epoch, r);
             }
             self.apply_entry(&Entry::Tick { at });
         }
         self.replaying = false;
-        // Governance that only a left-out report carried is no longer applied anywhere: back to
-        // the pool, for the next report to carry (unless it no longer qualifies).
+        // Governance that only a report no longer applied carried is applied nowhere now: back
+        // to the pool, for the next report to carry (unless it no longer qualifies).
         for g in orphans {
             let d = g.digest();
             if carried_again.contains(&d) {
@@ -618,14 +703,47 @@ impl Live {
             let _ = self.submit(g);
         }
         self.next_epoch = end;
-        self.convicted.clear();
-        tracing::warn!(
-            from = first,
-            epochs = end - c.next,
-            digest = %hex::encode(&self.ledger.digest()[..8]),
-            "forked reports taken out of the ledger's past"
-        );
-        self.compact(epoch_time(end - 1))
+        if self.ledger.digest() != before {
+            self.compact(epoch_time(end - 1))?;
+        }
+        Ok(true)
+    }
+
+    /// A report for an epoch already applied, from a reporter that gave none for it: kept among
+    /// the epoch's outranked reports, and — when it outranks the applied one — the past is
+    /// rebuilt with it. Refused as stale when the epoch is older than the checkpoints (or its
+    /// reporter is proven to have forked it), as ineligible when its reporter may not report now
+    /// (so no key can make a node rebuild).
+    fn contend(&mut self, r: Signed<Report>) -> Result<Offer, Error> {
+        let e = r.body.epoch;
+        if e.saturating_add(AHEAD) < self.next_epoch
+            || !self.history.contains_key(&e)
+            || self.checkpoint_before(e).is_none()
+            || self.ledger.record(&r.signer).is_some_and(|rec| rec.forked.contains(&e))
+        {
+            return Ok(Offer::Stale);
+        }
+        if !self.ledger.may_report(&r.signer, self.now()) {
+            return Ok(Offer::Ineligible);
+        }
+        let d = r.digest();
+        self.taken.insert((r.signer, e), d);
+        remember(&mut self.seen, d);
+        // The state before the epoch is what it was: a report that ranks after the applied one
+        // cannot displace it.
+        let forked = |k: &NodeId| self.ledger.record(k).is_some_and(|rec| rec.forked.contains(&e));
+        let applied = self.history[&e].iter().find(|x| !forked(&x.signer)).map(|x| rank(&self.ledger, e, &x.signer));
+        let behind = applied.is_some_and(|a| a < rank(&self.ledger, e, &r.signer));
+        self.outranked.entry(e).or_default().push(r);
+        if behind {
+            return Ok(Offer::Outranked);
+        }
+        self.rebuild(e)?;
+        let now_applied = self.history.get(&e).is_some_and(|h| h.iter().any(|x| x.digest() == d));
+        if now_applied {
+            tracing::info!(epoch = e, digest = %hex::encode(&self.ledger.digest()[..8]), "a better report for an applied epoch: the past rebuilt with it");
+        }
+        Ok(if now_applied { Offer::Replaced } else { Offer::Outranked })
     }
 
     /// Applies one journaled entry and follows what it decided: proposals it opened, their
@@ -754,10 +872,13 @@ impl Live {
     /// Takes a report; applies every epoch that is now complete. A journal failure is an
     /// error (nothing unjournaled is applied).
     pub fn offer(&mut self, r: Signed<Report>) -> Result<Offer, Error> {
-        let verdict = self.classify(&r);
+        let mut verdict = self.classify(&r);
+        if verdict == Offer::Stale {
+            verdict = self.contend(r.clone())?;
+        }
         *self.offers.entry(verdict.reason()).or_default() += 1;
         match verdict {
-            Offer::New | Offer::Duplicate | Offer::Stale => {}
+            Offer::New | Offer::Duplicate | Offer::Stale | Offer::Outranked | Offer::Replaced => {}
             _ => tracing::warn!(epoch = r.body.epoch, outcome = verdict.reason(), "evidence refused"),
         }
         if verdict == Offer::Equivocation {
@@ -767,14 +888,7 @@ impl Live {
         if verdict == Offer::New {
             let d = r.digest();
             self.taken.insert((r.signer, r.body.epoch), d);
-            if self.seen.0.insert(d) {
-                self.seen.1.push_back(d);
-                if self.seen.1.len() > SEEN
-                    && let Some(old) = self.seen.1.pop_front()
-                {
-                    self.seen.0.remove(&old);
-                }
-            }
+            remember(&mut self.seen, d);
             self.pending.entry(r.body.epoch).or_default().insert(d, r);
             self.drain()?;
         }
@@ -791,6 +905,7 @@ impl Live {
             .get(&e)
             .and_then(|p| p.get(&d))
             .or_else(|| self.history.get(&e).and_then(|h| h.iter().find(|r| r.digest() == d)))
+            .or_else(|| self.outranked.get(&e).and_then(|h| h.iter().find(|r| r.digest() == d)))
             .cloned();
         let Some(first) = first else { return };
         let proof = Governed::Fork(Box::new(vain_core::ledger::Fork::new(&first, &second)));
@@ -845,8 +960,8 @@ impl Live {
         }
     }
 
-    /// Applies the next epochs while their reports are here: a round has one report (its
-    /// aggregator's), so an epoch is complete once it has one.
+    /// Applies the next epochs while their reports are here: an epoch is complete once it has
+    /// one, and applies the best of those it has ([`Live::choose`]).
     fn drain(&mut self) -> Result<(), Error> {
         while let Some(reports) = self.pending.remove(&self.next_epoch) {
             // A report buffered before its reporter was proven to have forked this very epoch
@@ -858,19 +973,17 @@ impl Live {
                 .map(|r| r.signer)
                 .filter(|k| self.ledger.record(k).is_some_and(|rec| rec.forked.contains(&e)))
                 .collect();
-            let proven = |r: &Signed<Report>| forked.contains(&r.signer);
-            let left_out: Vec<Signed<Report>> = reports.values().filter(|r| proven(r)).cloned().collect();
+            let (left_out, candidates): (Vec<Signed<Report>>, Vec<Signed<Report>>) =
+                reports.values().cloned().partition(|r| forked.contains(&r.signer));
             if self.next_epoch.is_multiple_of(CHECKPOINT_EVERY)
                 && self.checkpoints.back().is_none_or(|c| c.next < self.next_epoch)
             {
                 self.checkpoint();
             }
             let at = epoch_time(self.next_epoch);
-            let mut entries: Vec<Entry> = reports
-                .values()
-                .filter(|r| !proven(r))
-                .map(|r| Entry::Input { at, input: Input::Report(r.clone()) })
-                .collect();
+            let (winner, losers) = self.choose(e, candidates);
+            let mut entries: Vec<Entry> =
+                winner.iter().map(|r| Entry::Input { at, input: Input::Report(r.clone()) }).collect();
             entries.push(Entry::Tick { at });
             // Journal first: what is applied survives a crash, and replays identically. A failed
             // write applies nothing and keeps the epoch's reports for the next try.
@@ -888,6 +1001,9 @@ impl Live {
             for r in left_out {
                 self.keep(self.next_epoch, r);
             }
+            if !losers.is_empty() {
+                self.outranked.insert(e, losers);
+            }
             self.history.entry(self.next_epoch).or_default();
             self.expire_pool();
             tracing::debug!(epoch = self.next_epoch, digest = %hex::encode(&self.ledger.digest()[..8]), "ledger epoch applied");
@@ -897,6 +1013,7 @@ impl Live {
             }
             self.next_epoch += 1;
             self.taken.retain(|(_, e), _| *e + AHEAD >= self.next_epoch);
+            self.outranked.retain(|e, _| *e + AHEAD >= self.next_epoch);
             self.since_snapshot += entries.len() as u64;
             // The epoch is journaled: a crash from here on redoes what follows at recovery.
             if !self.convicted.is_empty() {
@@ -1365,9 +1482,10 @@ mod tests {
         assert_eq!(x.status().applied, 6);
         // Duplicates, stale epochs, equivocation, far-future epochs, forgeries: refused.
         assert_eq!(x.offer(reports[2].clone()).expect("offer"), Offer::Duplicate);
-        // Another report of an applied epoch: equivocation from its reporter, stale from anyone else.
+        // Another report of an applied epoch: equivocation from its reporter; from a key that
+        // may not report, refused before anything is rebuilt.
         assert_eq!(x.offer(report(&a, 2, 9, 0.1)).expect("offer"), Offer::Equivocation);
-        assert_eq!(x.offer(report(&SigningKey::from_bytes(&[2; 32]), 2, 9, 0.1)).expect("offer"), Offer::Stale);
+        assert_eq!(x.offer(report(&SigningKey::from_bytes(&[2; 32]), 2, 9, 0.1)).expect("offer"), Offer::Ineligible);
         assert_eq!(x.offer(report(&a, 6, 9, 0.1)).expect("offer"), Offer::New);
         assert_eq!(x.offer(report(&a, 6, 8, 0.1)).expect("offer"), Offer::Equivocation);
         assert_eq!(x.offer(report(&a, 6 + AHEAD + 2, 9, 0.1)).expect("offer"), Offer::TooFarAhead);
@@ -1382,6 +1500,91 @@ mod tests {
         let x = Live::open(d1.path(), cfg()).expect("reopen");
         assert_eq!(x.status().digest, digest);
         assert_eq!(x.next_epoch(), 7);
+    }
+
+    /// Two eligible reporters sign a report for the same epoch (two leaders for a moment, or a
+    /// reporter racing the round's aggregator): whatever order the reports reach the nodes in,
+    /// each ends on the better-ranked one, and governance only the other carried goes back to
+    /// the pool of the node that had applied it.
+    #[test]
+    fn two_reports_for_one_epoch_leave_every_node_on_the_better_one() {
+        let keys: Vec<SigningKey> = (1..=2u8).map(|i| SigningKey::from_bytes(&[i; 32])).collect();
+        let v = SigningKey::from_bytes(&[5; 32]);
+        let pre: Vec<NodeId> = keys.iter().chain([&v]).map(|k| k.verifying_key().to_bytes()).collect();
+        let cfg = || Config { pretrusted: pre.clone(), ..Config::default() };
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+        let mut nodes: Vec<Live> = dirs[..2].iter().map(|d| Live::open(d.path(), cfg()).expect("open")).collect();
+        // Which of the two ranks first for epoch 1 (pre-trusted both: the draw decides).
+        let r = |k: &SigningKey| rank(nodes[0].ledger(), 1, &k.verifying_key().to_bytes());
+        let (better, worse) = if r(&keys[0]) < r(&keys[1]) { (&keys[0], &keys[1]) } else { (&keys[1], &keys[0]) };
+        let testimony = Governed::Testimony(Signed::sign(
+            &v,
+            Report::new(0, vec![Observation { subject: [9; 32], what: Observed::ChallengeFailed }]),
+        ));
+        let first = report(better, 0, 6, 0.5);
+        let good = report(better, 1, 7, 0.5);
+        let mut bad = report(worse, 1, 8, 9.0).body;
+        bad.governance.push(testimony.clone());
+        let bad = Signed::sign(worse, bad);
+        for n in &mut nodes {
+            assert_eq!(n.offer(first.clone()).expect("offer"), Offer::New);
+        }
+        // Node 0: the better first, the other is outranked (and not passed on).
+        assert_eq!(nodes[0].offer(good.clone()).expect("offer"), Offer::New);
+        assert_eq!(nodes[0].offer(bad.clone()).expect("offer"), Offer::Outranked);
+        assert_eq!(nodes[0].offer(bad.clone()).expect("offer"), Offer::Duplicate);
+        // Node 1: the worse first (applied, with its testimony), then the better replaces it.
+        assert_eq!(nodes[1].offer(bad.clone()).expect("offer"), Offer::New);
+        assert_ne!(nodes[1].status().digest, nodes[0].status().digest);
+        assert_eq!(nodes[1].offer(good.clone()).expect("offer"), Offer::Replaced);
+        assert_eq!(nodes[1].status().offers.get("replaced"), Some(&1));
+        // A third node: both while the epoch waits for the one before it.
+        let mut late = Live::open(dirs[2].path(), cfg()).expect("open");
+        assert_eq!(late.offer(bad.clone()).expect("offer"), Offer::New);
+        assert_eq!(late.offer(good.clone()).expect("offer"), Offer::New);
+        assert_eq!(late.next_epoch(), 0);
+        assert_eq!(late.offer(first.clone()).expect("offer"), Offer::New);
+        assert_eq!(late.next_epoch(), 2);
+        let digest = nodes[0].status().digest;
+        assert_eq!(nodes[1].status().digest, digest);
+        assert_eq!(late.status().digest, digest);
+        // The testimony only the outranked report carried is applied nowhere: the node that had
+        // applied it holds it again for its next report, which every node then applies.
+        assert_eq!(nodes[1].governance_for_report(), vec![testimony.clone()]);
+        assert!(nodes[0].governance_for_report().is_empty());
+        let next = Signed::sign(better, Report { epoch: 2, observations: Vec::new(), governance: vec![testimony] });
+        for n in nodes.iter_mut().chain([&mut late]) {
+            assert_eq!(n.offer(next.clone()).expect("offer"), Offer::New);
+        }
+        let digest = nodes[0].status().digest;
+        assert!(nodes.iter().chain([&late]).all(|n| n.status().digest == digest));
+        // The rebuilt state was written: a restart replays to it.
+        drop((nodes, late));
+        for d in &dirs {
+            assert_eq!(Live::open(d.path(), cfg()).expect("reopen").status().digest, digest);
+        }
+        // An epoch older than every checkpoint is stale.
+        let d = tempfile::tempdir().expect("dir");
+        let mut x = Live::open(d.path(), cfg()).expect("open");
+        for e in 0..(CHECKPOINT_EVERY * CHECKPOINTS as u64 + 2) {
+            assert_eq!(x.offer(report(worse, e, 7, 0.5)).expect("offer"), Offer::New);
+        }
+        assert_eq!(x.offer(report(better, 0, 7, 0.5)).expect("offer"), Offer::Stale);
+    }
+
+    /// A pre-trusted reporter's report outranks every other for any epoch.
+    #[test]
+    fn pre_trusted_reporters_rank_first() {
+        let pre = [1u8; 32];
+        let l = Ledger::new(ledger::Config { pretrusted: vec![pre], ..ledger::Config::default() }, 0);
+        for e in 0..64 {
+            for other in 2..20u8 {
+                assert!(rank(&l, e, &pre) < rank(&l, e, &[other; 32]));
+            }
+        }
+        // Among equals the draw changes with the epoch.
+        let firsts: HashSet<bool> = (0..64).map(|e| rank(&l, e, &[2; 32]) < rank(&l, e, &[3; 32])).collect();
+        assert_eq!(firsts.len(), 2);
     }
 
     /// A reporter that signs two reports for one epoch: the nodes that see both build the same
