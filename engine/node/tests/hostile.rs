@@ -126,6 +126,34 @@ fn a_peer_forging_evidence_is_refused_counted_and_blocked() {
     assert!(text.contains("journal    0 entries since the start (no snapshot yet)"), "{text}");
 }
 
+/// Two `vain node` processes of one genesis, the second bootstrapped from the first.
+struct Pair {
+    nodes: [Child; 2],
+    sockets: [std::path::PathBuf; 2],
+    /// The first node's address.
+    boot: String,
+    peers: [PeerId; 2],
+}
+
+/// Starts a [`Pair`] in `dir`, once the two see each other live (so the flood between them
+/// works).
+fn pair(dir: &std::path::Path, genesis: &[[u8; 32]]) -> Pair {
+    let status = |s: &std::path::Path| control::request(s, &json!({"cmd": "status"})).ok();
+    let (n1, s1) = start(&dir.join("n1"), None, genesis);
+    wait("node 1 up", 60, || status(&s1).is_some_and(|s| s["listen"][0].is_string()));
+    let boot = status(&s1).expect("status")["listen"][0].as_str().expect("listen").to_string();
+    let (n2, s2) = start(&dir.join("n2"), Some(&boot), genesis);
+    wait("node 2 up", 60, || status(&s2).is_some_and(|s| s["listen"][0].is_string()));
+    let peer = |s: &std::path::Path| -> PeerId {
+        status(s).expect("status")["peer_id"].as_str().expect("peer id").parse().expect("peer id")
+    };
+    let peers = [peer(&s1), peer(&s2)];
+    wait("the nodes live to each other", 60, || {
+        [&s1, &s2].iter().all(|s| status(s).and_then(|v| v["live"].as_u64()).is_some_and(|n| n >= 1))
+    });
+    Pair { nodes: [n1, n2], sockets: [s1, s2], boot, peers }
+}
+
 /// Starts a `vain node` in `dir` whose ledger takes `pretrusted` as its genesis.
 fn start(dir: &std::path::Path, bootstrap: Option<&str>, pretrusted: &[[u8; 32]]) -> (Child, std::path::PathBuf) {
     std::fs::create_dir_all(dir).expect("dir");
@@ -163,20 +191,7 @@ fn a_reporter_signing_two_reports_for_one_epoch_is_suspended_on_every_node() {
     let honest = ed25519_dalek::SigningKey::from_bytes(&[0x52; 32]);
     let genesis = [cheat.verifying_key().to_bytes(), honest.verifying_key().to_bytes()];
     let ledger = |s: &std::path::Path| control::request(s, &json!({"cmd": "ledger"})).ok();
-    let status = |s: &std::path::Path| control::request(s, &json!({"cmd": "status"})).ok();
-    let (_n1, s1) = start(&dir.path().join("n1"), None, &genesis);
-    wait("node 1 up", 60, || status(&s1).is_some_and(|s| s["listen"][0].is_string()));
-    let boot = status(&s1).expect("status")["listen"][0].as_str().expect("listen").to_string();
-    let (_n2, s2) = start(&dir.path().join("n2"), Some(&boot), &genesis);
-    wait("node 2 up", 60, || status(&s2).is_some_and(|s| s["listen"][0].is_string()));
-    let peer = |s: &std::path::Path| -> PeerId {
-        status(s).expect("status")["peer_id"].as_str().expect("peer id").parse().expect("peer id")
-    };
-    let (p1, p2) = (peer(&s1), peer(&s2));
-    // The two nodes see each other live, and so the flood between them works.
-    wait("the nodes live to each other", 60, || {
-        [&s1, &s2].iter().all(|s| status(s).and_then(|v| v["live"].as_u64()).is_some_and(|n| n >= 1))
-    });
+    let Pair { nodes: _nodes, sockets: [s1, s2], boot, peers: [p1, p2] } = pair(dir.path(), &genesis);
 
     let report = |k: &ed25519_dalek::SigningKey, epoch, what, governance| {
         Signed::sign(k, Report { epoch, observations: vec![Observation { subject: [9; 32], what }], governance })
@@ -257,19 +272,7 @@ fn two_reporters_racing_for_one_epoch_leave_every_node_on_the_same_report() {
     let rank = |k: &ed25519_dalek::SigningKey| vain_trust::rank(&ranking, 0, &k.verifying_key().to_bytes());
     let (better, worse) = if rank(&keys[0]) < rank(&keys[1]) { (&keys[0], &keys[1]) } else { (&keys[1], &keys[0]) };
     let ledger = |s: &std::path::Path| control::request(s, &json!({"cmd": "ledger"})).ok();
-    let status = |s: &std::path::Path| control::request(s, &json!({"cmd": "status"})).ok();
-    let (_n1, s1) = start(&dir.path().join("n1"), None, &genesis);
-    wait("node 1 up", 60, || status(&s1).is_some_and(|s| s["listen"][0].is_string()));
-    let boot = status(&s1).expect("status")["listen"][0].as_str().expect("listen").to_string();
-    let (_n2, s2) = start(&dir.path().join("n2"), Some(&boot), &genesis);
-    wait("node 2 up", 60, || status(&s2).is_some_and(|s| s["listen"][0].is_string()));
-    let peer = |s: &std::path::Path| -> PeerId {
-        status(s).expect("status")["peer_id"].as_str().expect("peer id").parse().expect("peer id")
-    };
-    let (p1, p2) = (peer(&s1), peer(&s2));
-    wait("the nodes live to each other", 60, || {
-        [&s1, &s2].iter().all(|s| status(s).and_then(|v| v["live"].as_u64()).is_some_and(|n| n >= 1))
-    });
+    let Pair { nodes: _nodes, sockets: [s1, s2], boot, peers: [p1, p2] } = pair(dir.path(), &genesis);
     // The better report says the subject took part, the other that it missed the round.
     let report = |k, what| Signed::sign(k, Report::new(0, vec![Observation { subject: [9; 32], what }]));
     let (good, bad) = (report(better, Observed::Participated), report(worse, Observed::Missed));
