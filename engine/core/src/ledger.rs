@@ -424,6 +424,8 @@ pub struct Config {
     pub quorum: f64,
     /// Lowest tier that may propose and vote.
     pub vote_from: u8,
+    /// Lowest tier that may aggregate a model's rounds (pre-trusted nodes may at any tier).
+    pub aggregate_from: u8,
     /// Penalties.
     pub penalties: Penalties,
     /// Auditors per audit.
@@ -442,6 +444,7 @@ impl Default for Config {
             weight_mode: WeightMode::Tier,
             quorum: 0.5,
             vote_from: 2,
+            aggregate_from: 2,
             penalties: Penalties::default(),
             audit_team: 5,
         }
@@ -506,6 +509,9 @@ pub enum Error {
     /// An older message than one already applied (trust epoch, bond sequence).
     #[error("stale message")]
     Stale,
+    /// A proposal to set a parameter that does not exist, or to a value it may not take.
+    #[error(transparent)]
+    Parameter(#[from] crate::params::Error),
 }
 
 impl Error {
@@ -524,6 +530,7 @@ impl Error {
             Error::Value { .. } => "value out of range",
             Error::AuditOpen => "audit already open",
             Error::Stale => "stale message",
+            Error::Parameter(_) => "bad parameter",
         }
     }
 }
@@ -565,6 +572,21 @@ pub enum Output {
         node: NodeId,
         /// The epoch it signed two reports for.
         epoch: u64,
+    },
+    /// A passed proposal set a parameter (from the tick that tallied it on).
+    ParameterSet {
+        /// The parameter.
+        name: String,
+        /// Its new value.
+        value: f64,
+    },
+    /// A passed proposal could not set its parameter: another change since it was proposed
+    /// made the value invalid (tier thresholds out of order). Nothing changed.
+    ParameterRefused {
+        /// The parameter.
+        name: String,
+        /// Why.
+        error: crate::params::Error,
     },
     /// A proposal's window closed.
     ProposalClosed {
@@ -689,7 +711,7 @@ pub struct Snapshot {
 
 impl vain_schema::persist::Persisted for Snapshot {
     const KIND: u32 = 3;
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const NAME: &'static str = "ledger snapshot";
 }
 
@@ -848,6 +870,14 @@ impl Ledger {
         Ok(())
     }
 
+    /// Whether `node` may aggregate a model's rounds at `now`: pre-trusted or at the
+    /// aggregating tier (`aggregate_from`), and neither suspended nor banned. Clients take
+    /// opens only from such a node; its provider records are the only ones kept.
+    pub fn may_aggregate(&self, node: &NodeId, now: Time) -> bool {
+        self.nodes.get(node).is_none_or(|r| self.allowed(r, now))
+            && (self.pretrusted.contains(node) || self.tier(node, now) >= self.cfg.aggregate_from)
+    }
+
     /// Whether `node` may report evidence at `now` (pre-trusted, or at the reporting tier).
     /// A suspended or banned node may not, pre-trusted or not.
     pub fn may_report(&self, node: &NodeId, now: Time) -> bool {
@@ -978,6 +1008,9 @@ impl Ledger {
                 let tier = self.tier(&p.signer, now);
                 if tier < self.cfg.vote_from && !self.pretrusted.contains(&p.signer) {
                     return Err(Error::NotEligible { tier, what: "propose" });
+                }
+                if let Kind::SetParameter { name, value } = &p.body.kind {
+                    self.cfg.clone().set(name, *value)?;
                 }
                 if p.body.closes <= p.body.opens
                     || p.body.closes <= now
@@ -1283,7 +1316,17 @@ impl Ledger {
                             self.outbox.push_back(Output::Unbanned { node });
                         }
                     }
-                    Kind::SetParameter { .. } | Kind::Upgrade { .. } => {}
+                    Kind::SetParameter { name, value } => {
+                        let mut cfg = self.cfg.clone();
+                        match cfg.set(&name, value) {
+                            Ok(()) => {
+                                self.cfg = cfg;
+                                self.outbox.push_back(Output::ParameterSet { name, value });
+                            }
+                            Err(error) => self.outbox.push_back(Output::ParameterRefused { name, error }),
+                        }
+                    }
+                    Kind::Upgrade { .. } => {}
                 }
             }
             self.outbox.push_back(Output::ProposalClosed { id, outcome, tally });
@@ -1328,6 +1371,11 @@ impl Ledger {
             for v in p.ballot.voters() {
                 h.update(v);
             }
+        }
+        // The governed parameters: two ledgers that changed different ones answer differently.
+        for (name, v) in self.cfg.parameters() {
+            h.update(name.as_bytes());
+            h.update(&v.to_bits().to_le_bytes());
         }
         for (id, a) in &self.audits {
             h.update(id);

@@ -10,7 +10,8 @@
 //! * [`governance`]: proposals, tier/stake-weighted votes, quorum and > 2/3 commit, equivocation.
 //! * [`challenge`]: resource challenges (matrix products checked with Freivalds' algorithm).
 //! * [`audit`]: verifiable audit-team selection and majority verdicts.
-//! * [`ledger`]: the state machine that joins them, with penalties, suspensions and bans.
+//! * [`ledger`]: the state machine that joins them, with penalties, suspensions and bans;
+//!   [`params`]: the parameters of it that governance may change.
 //! * [`codec`], [`journal`], [`store`]: the ledger's crash-safe append-only journal (the one
 //!   module with file I/O is `store`); recovery replays the committed entries.
 //! * [`sim`]: virtual clock, N nodes, delay/loss/partitions, behaviours, scenarios, SVG.
@@ -23,6 +24,7 @@ pub mod codec;
 pub mod governance;
 pub mod journal;
 pub mod ledger;
+pub mod params;
 pub mod reputation;
 pub mod signed;
 pub mod sim;

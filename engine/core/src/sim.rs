@@ -568,7 +568,7 @@ pub fn run_with(scenario: &Scenario, opts: &Options, judge: &mut dyn Judge, on_e
             let p = Signed::sign(
                 &keys[0],
                 Proposal {
-                    kind: Kind::SetParameter { name: "round_length_s".into(), value: 600.0 + f64::from(e) },
+                    kind: Kind::SetParameter { name: "quorum".into(), value: 0.5 },
                     opens: t0,
                     closes: t0 + 2 * opts.epoch,
                     nonce: u64::from(e),
@@ -669,7 +669,9 @@ pub fn run_with(scenario: &Scenario, opts: &Options, judge: &mut dyn Judge, on_e
                 Output::TierChanged { .. }
                 | Output::Unbanned { .. }
                 | Output::AuditOpened { .. }
-                | Output::AuditExpired { .. } => {}
+                | Output::AuditExpired { .. }
+                | Output::ParameterSet { .. }
+                | Output::ParameterRefused { .. } => {}
             }
         }
         let mut sum: BTreeMap<Behaviour, (f64, f64, usize)> = BTreeMap::new();

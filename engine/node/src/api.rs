@@ -51,6 +51,9 @@ pub enum Error {
         /// What it must be.
         expected: &'static str,
     },
+    /// A proposal to set a ledger parameter that does not exist, or to a value it may not take.
+    #[error("set_parameter: {0}")]
+    Parameter(#[from] vain_core::params::Error),
     /// The body is not the JSON the route takes.
     #[error("request body: {0}")]
     BadJson(#[source] serde_json::Error),
@@ -129,7 +132,7 @@ pub enum Error {
 impl Error {
     fn status(&self) -> (StatusCode, &'static str) {
         match self {
-            Error::BadParameter { .. } => (StatusCode::BAD_REQUEST, "bad_parameter"),
+            Error::BadParameter { .. } | Error::Parameter(_) => (StatusCode::BAD_REQUEST, "bad_parameter"),
             Error::BadJson(_) => (StatusCode::BAD_REQUEST, "bad_json"),
             Error::Ambiguous { .. } => (StatusCode::BAD_REQUEST, "ambiguous"),
             Error::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
@@ -629,7 +632,16 @@ async fn propose(State(s): Shared, headers: HeaderMap, body: Bytes) -> Result<Re
     if !(1..=720).contains(&epochs) {
         return Err(Error::BadParameter { name: "epochs", value: epochs.to_string(), expected: "1 to 720 epochs" });
     }
-    let next = s.p.sources.ledger.lock().map(|l| l.next_epoch()).map_err(|_| Error::Unavailable("the ledger"))?;
+    let (next, cfg) =
+        s.p.sources
+            .ledger
+            .lock()
+            .map(|l| (l.next_epoch(), l.ledger().config().clone()))
+            .map_err(|_| Error::Unavailable("the ledger"))?;
+    // Every ledger would refuse a change to a parameter that does not exist, or out of its range.
+    if let Kind::SetParameter { name, value } = &kind {
+        cfg.clone().set(name, *value)?;
+    }
     // Votes count from the next epoch (the earliest a report can carry the proposal) until the
     // epoch that tallies it.
     let proposal = Proposal {

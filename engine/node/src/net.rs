@@ -162,7 +162,8 @@ pub fn run_peers(a: SocketArgs) -> Result<()> {
 #[derive(Subcommand)]
 pub enum LedgerCommand {
     /// The node's ledger: state digest (equal on nodes that applied the same evidence), the next
-    /// epoch, evidence offered by outcome, and every node's tier, score and standing.
+    /// epoch, evidence offered by outcome, the governable parameters, and every node's tier,
+    /// score and standing.
     Status {
         #[command(flatten)]
         socket: SocketArgs,
@@ -185,6 +186,13 @@ pub fn run_ledger(c: LedgerCommand) -> Result<()> {
                     .map_or("the start (no snapshot yet)".to_string(), |e| format!("the snapshot of epoch {e}"))
             );
             println!("offers     {}", v["offers"]);
+            let params: Vec<String> = v["parameters"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect();
+            println!("parameters {}", params.join(" "));
             println!("{:<10} {:>4} {:>8}  standing", "node", "tier", "score");
             for n in v["nodes"].as_array().into_iter().flatten() {
                 let forked = n["forked_epoch"]

@@ -5,7 +5,7 @@
 //! headless Chromium shows the values the API gives (a screenshot is kept at
 //! target/dashboard.png).
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -219,6 +219,8 @@ fn the_api_answers_every_route_and_the_dashboard_shows_the_same_values() {
         (r#"{"kind": "ban", "node": "zz"}"#.to_string(), "bad_parameter"),
         (format!(r#"{{"kind": "ban", "node": "{target}", "epochs": 0}}"#), "bad_parameter"),
         (r#"{"kind": "set_parameter", "name": "x"}"#.to_string(), "bad_parameter"),
+        (r#"{"kind": "set_parameter", "name": "round_length_s", "value": 600}"#.to_string(), "bad_parameter"),
+        (r#"{"kind": "set_parameter", "name": "quorum", "value": 2}"#.to_string(), "bad_parameter"),
         (r#"{"kind": "ban", "nod": "x"}"#.to_string(), "bad_json"),
     ] {
         let r = post(port, "/api/v1/proposals", &t0, &body);
@@ -246,6 +248,21 @@ fn the_api_answers_every_route_and_the_dashboard_shows_the_same_values() {
     let api1 = format!("127.0.0.1:{}", port + 1);
     let token1 = out.join("nodes").join("node-02").join("api.token");
     let token1 = token1.to_str().expect("utf-8");
+    // A parameter change, proposed with `vain gov` on aggregator 1; both vote for it below.
+    let proposed = gov(&[
+        "propose",
+        "--set",
+        "penalties.suspend_for_h=48",
+        "--epochs",
+        "4",
+        "--api",
+        &api1,
+        "--token-file",
+        token1,
+    ]);
+    assert!(proposed.status.success(), "{proposed:?}");
+    let param_id = String::from_utf8_lossy(&proposed.stdout).split_whitespace().nth(1).expect("id").to_string();
+    assert_eq!(param_id.len(), 64, "{proposed:?}");
 
     // Audits of training work: the attacker's update of round 1 (the highest z) and an honest
     // one's (the lowest; not the client about to be banned), one asked through the API, one
@@ -299,6 +316,15 @@ fn the_api_answers_every_route_and_the_dashboard_shows_the_same_values() {
     );
     let voted = gov(&["vote", &id, "--choice", "yes", "--api", &api1, "--token-file", token1]);
     assert!(voted.status.success(), "{voted:?}");
+    let voted = gov(&["vote", &param_id, "--choice", "yes", "--api", &api1, "--token-file", token1]);
+    assert!(voted.status.success(), "{voted:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !get(port, "/api/v1/proposals").text().contains(&param_id) {
+        assert!(Instant::now() < deadline, "the parameter proposal never reached aggregator 0");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = post(port, &format!("/api/v1/proposals/{param_id}/votes"), &t0, r#"{"choice": "yes"}"#);
+    assert_eq!(r.status, 202, "{}", r.text());
     assert!(String::from_utf8_lossy(&voted.stdout).contains("(new)"), "{voted:?}");
     let listed = gov(&["list", "--api", &api1]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains(&id[..16]), "{listed:?}");
@@ -332,6 +358,21 @@ fn the_api_answers_every_route_and_the_dashboard_shows_the_same_values() {
         assert_eq!(row["votes"]["yes"], 2, "{row}");
         assert_eq!(row["action"]["node"], target.as_str());
         assert_eq!(get(p, &format!("/api/v1/ledger/{target}")).json()["standing"], "banned");
+    }
+    // The parameter change passed on both, and both ledgers apply it.
+    for p in [port, port + 1] {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let l = get(p, "/api/v1/ledger").json();
+            if l["parameters"]["penalties.suspend_for_h"] == 48.0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the parameter never changed on {p}: {l}\n{}", log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let g = get(p, "/api/v1/proposals").json();
+        let row = g["proposals"].as_array().expect("proposals").iter().find(|x| x["id"] == param_id.as_str()).cloned();
+        assert_eq!(row.as_ref().map(|r| r["state"].clone()), Some(json!("passed")), "{g}");
     }
     // The leader applied the ban before opening its next round (a follower's round may lag).
     let banned_at = [port, port + 1]
@@ -468,7 +509,7 @@ fn the_api_answers_every_route_and_the_dashboard_shows_the_same_values() {
     let m = get(port, "/metrics").text();
     let accepted: u64 = rows.iter().map(|r| r["accepted"].as_u64().expect("accepted")).sum();
     assert!(m.contains(&format!("vain_round_updates_total{{status=\"accepted\"}} {accepted}")), "{m}");
-    assert!(m.contains("vain_governance_proposals{state=\"passed\"} 1"), "{m}");
+    assert!(m.contains("vain_governance_proposals{state=\"passed\"} 2"), "{m}");
     // This aggregator's own ingest: the rounds it closed (a followed round has no backend).
     let own: Vec<&Value> = rows.iter().filter(|r| r["backend"].as_str().is_some_and(|b| !b.is_empty())).collect();
     let own_accepted: u64 = own.iter().map(|r| r["accepted"].as_u64().expect("accepted")).sum();

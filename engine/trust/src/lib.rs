@@ -298,6 +298,9 @@ pub struct Status {
     pub applied_at_ms: Vec<(u64, u64)>,
     /// The ledger's nodes.
     pub nodes: Vec<NodeRow>,
+    /// The governable parameters and their values now (the genesis configuration's, or what a
+    /// passed proposal set).
+    pub parameters: BTreeMap<&'static str, f64>,
     /// The lowest tier that may propose and vote.
     pub vote_from: u8,
     /// Proposals and votes held for the next report …
@@ -781,6 +784,12 @@ impl Live {
                         self.closed.truncate(CLOSED_KEPT);
                     }
                 }
+                Output::ParameterSet { name, value } if !self.replaying => {
+                    tracing::info!(parameter = %name, value, "a passed proposal set a ledger parameter");
+                }
+                Output::ParameterRefused { name, error } if !self.replaying => {
+                    tracing::warn!(parameter = %name, %error, "a passed proposal's parameter change no longer applies: nothing changed");
+                }
                 Output::Forked { node, epoch } if !self.replaying => {
                     tracing::warn!(node = %hex::encode(&node[..4]), epoch, "equivocation proven: reporter penalised");
                     self.convicted.push((node, epoch));
@@ -1170,6 +1179,13 @@ impl Live {
                 if tier < need && !self.ledger.is_pretrusted(&author) {
                     return Submit::Ineligible { tier, need };
                 }
+                // A parameter that does not exist, or a value it may not take: every ledger
+                // would refuse the proposal.
+                if let Kind::SetParameter { name, value } = &p.body.kind
+                    && self.ledger.config().clone().set(name, *value).is_err()
+                {
+                    return Submit::Invalid;
+                }
                 if p.body.closes <= next
                     || p.body.closes <= p.body.opens
                     || p.body.closes - p.body.opens > MAX_VOTING_WINDOW
@@ -1426,6 +1442,7 @@ impl Live {
             applied_at_ms: self.applied_at.iter().copied().collect(),
             nodes,
             vote_from: self.ledger.vote_from(),
+            parameters: self.ledger.config().parameters().into_iter().collect(),
             pool: self.pool.len(),
             pool_bytes: self.pool_bytes,
             submits: self.submits.clone(),
@@ -2236,6 +2253,82 @@ mod tests {
         assert_eq!(x.status().digest, digest);
         assert_eq!(x.status().proposals[0].state, "passed");
         assert_eq!(x.status().proposals[0].votes.get("yes"), Some(&2));
+    }
+
+    /// A passed `set_parameter` proposal changes the ledger on every node at the tick that
+    /// tallies it — here the reporting tier, after which a tier-1 node's report counts — and the
+    /// change survives a restart and a snapshot. Proposals no ledger would take are not held.
+    #[test]
+    fn a_passed_parameter_change_applies_on_every_node_and_survives_a_restart() {
+        use vain_core::governance::{Choice, Kind, Proposal, Vote};
+        let (a, b, c) =
+            (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]), SigningKey::from_bytes(&[3; 32]));
+        let cfg = || Config {
+            pretrusted: vec![a.verifying_key().to_bytes()],
+            vote_from: 1,
+            quorum: 0.2,
+            ..Config::default()
+        };
+        let d1 = tempfile::tempdir().expect("dir");
+        let mut x = Live::open(d1.path(), cfg()).expect("open");
+        let took_part =
+            |k: &SigningKey| Observation { subject: k.verifying_key().to_bytes(), what: Observed::Participated };
+        let mut reports = vec![Signed::sign(&a, Report::new(0, vec![took_part(&b), took_part(&c)]))];
+        assert_eq!(x.offer(reports[0].clone()).expect("offer"), Offer::New);
+        assert_eq!(x.status().parameters.get("tier.report_from"), Some(&2.0));
+        // b is at tier 1: its reports count nowhere yet.
+        assert_eq!(x.offer(Signed::sign(&b, Report::new(1, Vec::new()))).expect("offer"), Offer::Ineligible);
+        let set = |name: &str, value: f64, nonce| {
+            let kind = Kind::SetParameter { name: name.into(), value };
+            Governed::Propose(Signed::sign(&a, Proposal { kind, opens: epoch_time(1), closes: epoch_time(4), nonce }))
+        };
+        assert_eq!(x.submit(set("round_length_s", 600.0, 1)), Submit::Invalid, "no such parameter");
+        assert_eq!(x.submit(set("tier.report_from", 0.0, 2)), Submit::Invalid, "out of range");
+        assert_eq!(x.submit(set("tier.enter.3", 0.2, 3)), Submit::Invalid, "thresholds out of order");
+        let proposal = set("tier.report_from", 1.0, 4);
+        assert_eq!(x.submit(proposal.clone()), Submit::New);
+        for k in [&b, &c] {
+            assert_eq!(
+                x.submit(Governed::Vote(Signed::sign(k, Vote { proposal: proposal.digest(), choice: Choice::Yes }))),
+                Submit::New
+            );
+        }
+        reports.push(Signed::sign(
+            &a,
+            Report { epoch: 1, observations: Vec::new(), governance: x.governance_for_report() },
+        ));
+        reports.extend((2..5).map(|e| Signed::sign(&a, Report::new(e, vec![took_part(&b)]))));
+        for r in &reports[1..] {
+            assert_eq!(x.offer(r.clone()).expect("offer"), Offer::New);
+        }
+        let st = x.status();
+        assert_eq!(st.proposals[0].state, "passed", "{:?}", st.proposals);
+        assert_eq!(st.parameters.get("tier.report_from"), Some(&1.0));
+        // From the tally on, b reports.
+        let from_b = Signed::sign(&b, Report::new(5, vec![took_part(&c)]));
+        assert_eq!(x.offer(from_b.clone()).expect("offer"), Offer::New);
+        assert_eq!(x.next_epoch(), 6);
+        reports.push(from_b);
+        // Another node, the same reports in another order (b's once it may report there too:
+        // before, it would refuse it, and take it later from a peer's history): the same state.
+        let d2 = tempfile::tempdir().expect("dir");
+        let mut y = Live::open(d2.path(), cfg()).expect("open");
+        assert_eq!(y.offer(reports[5].clone()).expect("offer"), Offer::Ineligible);
+        for r in reports[..5].iter().rev() {
+            y.offer(r.clone()).expect("offer");
+        }
+        assert_eq!(y.offer(reports[5].clone()).expect("offer"), Offer::New);
+        assert_eq!(y.status().digest, x.status().digest);
+        assert_eq!(y.status().parameters, x.status().parameters);
+        // Replayed from the journal, and from a snapshot.
+        let digest = x.status().digest;
+        drop(x);
+        let mut x = Live::open(d1.path(), cfg()).expect("reopen");
+        assert_eq!((x.status().digest, x.status().parameters.get("tier.report_from")), (digest.clone(), Some(&1.0)));
+        x.compact_now().expect("compact");
+        drop(x);
+        let x = Live::open(d1.path(), cfg()).expect("reopen");
+        assert_eq!((x.status().digest, x.status().parameters.get("tier.report_from")), (digest, Some(&1.0)));
     }
 
     /// A voter that signs two different choices on one proposal: both reach the pool (each is a
