@@ -2159,17 +2159,24 @@ mod tests {
         assert_eq!(x.banned(), vec![[9; 32]]);
     }
 
-    #[test]
-    fn proposals_and_votes_ride_in_reports_and_every_node_reaches_the_same_outcome() {
-        use vain_core::governance::{Choice, Kind, Proposal, Vote};
-        let (a, b, c) =
-            (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]), SigningKey::from_bytes(&[3; 32]));
-        let cfg = || Config {
-            pretrusted: vec![a.verifying_key().to_bytes()],
+    /// Three keys — a pre-trusted reporter and two others — and a genesis in which tier-1 nodes
+    /// vote and a fifth of the weight is a quorum.
+    fn governed() -> ([SigningKey; 3], Config) {
+        let keys = [1u8, 2, 3].map(|i| SigningKey::from_bytes(&[i; 32]));
+        let cfg = Config {
+            pretrusted: vec![keys[0].verifying_key().to_bytes()],
             vote_from: 1,
             quorum: 0.2,
             ..Config::default()
         };
+        (keys, cfg)
+    }
+
+    #[test]
+    fn proposals_and_votes_ride_in_reports_and_every_node_reaches_the_same_outcome() {
+        use vain_core::governance::{Choice, Kind, Proposal, Vote};
+        let ([a, b, c], genesis) = governed();
+        let cfg = || genesis.clone();
         let d1 = tempfile::tempdir().expect("dir");
         let mut x = Live::open(d1.path(), cfg()).expect("open");
         // Epoch 0 brings b, c and the node to be banned into the ledger.
@@ -2261,14 +2268,8 @@ mod tests {
     #[test]
     fn a_passed_parameter_change_applies_on_every_node_and_survives_a_restart() {
         use vain_core::governance::{Choice, Kind, Proposal, Vote};
-        let (a, b, c) =
-            (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]), SigningKey::from_bytes(&[3; 32]));
-        let cfg = || Config {
-            pretrusted: vec![a.verifying_key().to_bytes()],
-            vote_from: 1,
-            quorum: 0.2,
-            ..Config::default()
-        };
+        let ([a, b, c], genesis) = governed();
+        let cfg = || genesis.clone();
         let d1 = tempfile::tempdir().expect("dir");
         let mut x = Live::open(d1.path(), cfg()).expect("open");
         let took_part =
