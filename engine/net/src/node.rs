@@ -233,6 +233,7 @@ enum Command {
     Ban(Vec<[u8; 32]>, oneshot::Sender<usize>),
     Unban(Vec<[u8; 32]>, oneshot::Sender<usize>),
     Tiers(HashMap<[u8; 32], u8>),
+    Aggregators(HashSet<[u8; 32]>),
     Junk(PeerId, i32, &'static str),
 }
 
@@ -333,6 +334,13 @@ impl Handle {
     /// directories (`dht.aggregate_from`); nodes not listed are tier 0.
     pub async fn set_tiers(&self, tiers: HashMap<[u8; 32], u8>) -> Result<(), Error> {
         self.tx.send(Command::Tiers(tiers)).await.map_err(|_| Error::Stopped)
+    }
+
+    /// The nodes the ledger lets aggregate (pre-trusted, or at its aggregating tier; by node
+    /// id): from now on only their `agg/` provider records are stored (others are counted
+    /// under "provider tier"), on top of `dht.aggregate_from`.
+    pub async fn set_aggregators(&self, nodes: HashSet<[u8; 32]>) -> Result<(), Error> {
+        self.tx.send(Command::Aggregators(nodes)).await.map_err(|_| Error::Stopped)
     }
 
     /// Refuses these nodes (by node id or signing key) from now on: disconnected, out of the
@@ -479,6 +487,9 @@ struct Node {
     /// The ledger's tiers, as last pushed by the node's owner (none pushed yet: `cfg.tier` is
     /// this node's own).
     tiers: Option<HashMap<[u8; 32], u8>>,
+    /// The nodes the ledger lets aggregate, as last pushed (none pushed yet: the tier policy
+    /// alone decides).
+    aggregators: Option<HashSet<[u8; 32]>>,
     /// Our round-protocol requests waiting for answers.
     requests: HashMap<request_response::OutboundRequestId, (PeerId, Answer)>,
 }
@@ -669,6 +680,7 @@ async fn spawn_inner(
         },
         requests: HashMap::new(),
         tiers: None,
+        aggregators: None,
     };
     node.refresh_announcement();
     for b in node.cfg.bootstrap.clone() {
@@ -1258,6 +1270,7 @@ impl Node {
                 self.requests.insert(id, (peer, tx));
             }
             Command::Tiers(t) => self.tiers = Some(t),
+            Command::Aggregators(a) => self.aggregators = Some(a),
             Command::Junk(pid, by, reason) => self.junk(pid, by, reason),
             Command::Ban(nodes, tx) => {
                 let pids = self.peer_ids_of(nodes);
@@ -1367,8 +1380,10 @@ impl Node {
                     };
                     // And, for agg/, the tier the policy requires, from the ledger.
                     let tier = self.peers.get(&p.provider).and_then(|x| x.node_id).and_then(|n| self.tier_of(&n));
-                    let tier_ok =
-                        !matches!(key, Some(Key::Aggregators(_))) || tier.unwrap_or(0) >= self.cfg.dht.aggregate_from;
+                    let node_id = self.peers.get(&p.provider).and_then(|x| x.node_id);
+                    let allowed = self.aggregators.as_ref().is_none_or(|a| node_id.is_some_and(|n| a.contains(&n)));
+                    let tier_ok = !matches!(key, Some(Key::Aggregators(_)))
+                        || (tier.unwrap_or(0) >= self.cfg.dht.aggregate_from && allowed);
                     if self.blocked.contains(&p.provider) {
                         self.count("provider banned");
                     } else if !role_ok {

@@ -276,6 +276,17 @@ async fn agg_provider_records_need_the_tier_the_policy_requires() {
     a.set_tiers(std::collections::HashMap::from([(node_id(46_001), 1)])).await.expect("tiers");
     b.provide(Key::aggregators("mnist")).await.expect("provide");
     wait_until("the record stored", 10, async || a.holds(Key::aggregators("mnist")).await.expect("holds")).await;
+    // The ledger's set of nodes that may aggregate decides too: outside it, refused …
+    let refused = || async { a.status().await.expect("status").rejected.get("provider tier").copied().unwrap_or(0) };
+    let before = refused().await;
+    a.set_aggregators(std::collections::HashSet::new()).await.expect("aggregators");
+    b.provide(Key::aggregators("mnist-cnn")).await.expect("provide");
+    wait_until("the refusal", 10, async || refused().await > before).await;
+    assert!(!a.holds(Key::aggregators("mnist-cnn")).await.expect("holds"));
+    // … in it, stored.
+    a.set_aggregators(std::collections::HashSet::from([node_id(46_001)])).await.expect("aggregators");
+    b.provide(Key::aggregators("mnist-cnn")).await.expect("provide");
+    wait_until("the record stored", 10, async || a.holds(Key::aggregators("mnist-cnn")).await.expect("holds")).await;
 }
 
 /// A directory lists only the roles it is for: a client's agg/ and ckpt/ provider records are

@@ -788,8 +788,9 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                 Arc::new(move |k| deny.read().is_ok_and(|d| d.contains(k)))
             })
             .with_kept_out({
+                // Kept out, or below the ledger's aggregating tier and not pre-trusted.
                 let live = live.clone();
-                Arc::new(move |k| live.lock().is_ok_and(|l| l.kept_out(k)))
+                Arc::new(move |k| live.lock().is_ok_and(|l| !l.may_aggregate(k)))
             })
             .with_tiers({
                 let live = live.clone();
@@ -900,7 +901,7 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                 // A client serves the checkpoints it holds too.
                 store = store.or(Some(Store::open(&data_dir.join("client").join("checkpoints"))?));
                 let live = live.clone();
-                p.kept_out = Some(Arc::new(move |k| live.lock().is_ok_and(|l| l.kept_out(k))));
+                p.kept_out = Some(Arc::new(move |k| live.lock().is_ok_and(|l| !l.may_aggregate(k))));
                 Some(Participant::start(p, handle.clone(), seed)?)
             }
             None => None,
@@ -993,9 +994,10 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                 loop {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     // Tiers for the control plane's directory policies.
-                    let tiers = live.lock().map(|l| l.tiers()).ok();
-                    if let Some(t) = tiers {
+                    let tiers = live.lock().map(|l| (l.tiers(), l.aggregators())).ok();
+                    if let Some((t, a)) = tiers {
                         let _ = net.set_tiers(t).await;
+                        let _ = net.set_aggregators(a).await;
                     }
                     let Ok(banned) = live.lock().map(|l| l.banned().into_iter().collect::<BTreeSet<_>>()) else {
                         continue;

@@ -36,10 +36,16 @@ fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 /// An in-process libp2p node (identity from `seed`) bootstrapped from `boot`, once it is
 /// connected to every node of `to`.
 async fn in_process(dir: &std::path::Path, boot: &str, seed: u8, to: &[PeerId]) -> node::Handle {
+    in_process_as(dir, boot, seed, to, &[]).await
+}
+
+/// [`in_process`], announcing `roles`.
+async fn in_process_as(dir: &std::path::Path, boot: &str, seed: u8, to: &[PeerId], roles: &[&str]) -> node::Handle {
     let mut c = vain_net::Config {
         listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
         bootstrap: vec![boot.to_string()],
         data_dir: dir.to_path_buf(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
         ..Default::default()
     };
     c.mdns.enabled = false;
@@ -156,11 +162,21 @@ fn pair(dir: &std::path::Path, genesis: &[[u8; 32]]) -> Pair {
 
 /// Starts a `vain node` in `dir` whose ledger takes `pretrusted` as its genesis.
 fn start(dir: &std::path::Path, bootstrap: Option<&str>, pretrusted: &[[u8; 32]]) -> (Child, std::path::PathBuf) {
+    start_with(dir, bootstrap, pretrusted, "")
+}
+
+/// [`start`], with `top` at the top of its node.toml (models, roles).
+fn start_with(
+    dir: &std::path::Path,
+    bootstrap: Option<&str>,
+    pretrusted: &[[u8; 32]],
+    top: &str,
+) -> (Child, std::path::PathBuf) {
     std::fs::create_dir_all(dir).expect("dir");
     let boot = bootstrap.map(|b| format!("bootstrap = [\"{b}\"]\n")).unwrap_or_default();
     let keys: Vec<String> = pretrusted.iter().map(|k| format!("\"{}\"", hex::encode(k))).collect();
     let cfg = format!(
-        "listen = [\"/ip4/127.0.0.1/tcp/0\"]\n{boot}data_dir = \"{}\"\n[mdns]\nenabled = false\n[beacon]\nenabled = false\n\
+        "{top}listen = [\"/ip4/127.0.0.1/tcp/0\"]\n{boot}data_dir = \"{}\"\n[mdns]\nenabled = false\n[beacon]\nenabled = false\n\
          [liveness]\nheartbeat_interval = 0.5\nstale_after = 3.0\n[pex]\ninterval = 0.5\n[ledger]\npretrusted = [{}]\n",
         dir.display(),
         keys.join(", ")
@@ -311,6 +327,65 @@ fn two_reporters_racing_for_one_epoch_leave_every_node_on_the_same_report() {
         assert_eq!(count("replaced") + count("outranked"), 1, "{v}");
         assert_eq!(v["next_epoch"], 1);
     }
+}
+
+/// Who may aggregate is the ledger's: a `vain node` client takes a round open from an
+/// aggregator of the genesis (here refused only for naming another model), and refuses one
+/// from an aggregator outside it that has not reached the aggregating tier — before looking at
+/// anything else it says.
+#[test]
+fn a_client_refuses_opens_from_an_aggregator_below_the_aggregating_tier() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let genesis = [0x81u8, 0x82].map(|b| ed25519_dalek::SigningKey::from_bytes(&[b; 32]).verifying_key().to_bytes());
+    let (_boot, s0) = start(&dir.path().join("boot"), None, &genesis[..1]);
+    let status = |s: &std::path::Path| control::request(s, &json!({"cmd": "status"})).ok();
+    wait("the bootstrap node up", 60, || status(&s0).is_some_and(|s| s["listen"][0].is_string()));
+    let boot = status(&s0).expect("status")["listen"][0].as_str().expect("listen").to_string();
+    let (_client, s1) = start_with(
+        &dir.path().join("client"),
+        Some(&boot),
+        &genesis[..1],
+        "models = [\"mnist-mlp\"]\nroles = [\"client\"]\n",
+    );
+    wait("the client up", 60, || status(&s1).is_some_and(|s| s["listen"][0].is_string()));
+    let client: PeerId = status(&s1).expect("status")["peer_id"].as_str().expect("peer id").parse().expect("peer id");
+    let open = |seed: u8| {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+        let deadline_ms = vain_schema::clock::unix_ms() + 60_000;
+        let body = vain_round::msg::Open {
+            model_id: "another-model".into(),
+            layout: [0; 32],
+            round: 0,
+            base: [0; 32],
+            deadline_ms,
+            rule: "fedavg".into(),
+            codec: "f32".into(),
+            zstd: 0,
+            clip: 0.0,
+            noise_multiplier: 0.0,
+            participants: Vec::new(),
+        };
+        Message::Open(Signed::sign(&key, body)).encode()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let roles = ["aggregator"];
+        let inside = in_process_as(&dir.path().join("inside"), &boot, 0x81, &[client], &roles).await;
+        let outside = in_process_as(&dir.path().join("outside"), &boot, 0x82, &[client], &roles).await;
+        // The client answers as an aggregator's peer once it holds both announcements.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let a = inside.request(client, open(0x81)).await.expect("an answer");
+            let b = outside.request(client, open(0x82)).await.expect("an answer");
+            if a != [Ack::NotAggregator as u8] && b != [Ack::NotAggregator as u8] {
+                assert_eq!(a, vec![Ack::WrongModel as u8], "the genesis aggregator's open is looked at");
+                assert_eq!(b, vec![Ack::Ineligible as u8], "the other's is refused unread");
+                break;
+            }
+            assert!(Instant::now() < deadline, "the client never knew the aggregators: {a:?} {b:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
 }
 
 /// A node that was not there when a governance input was passed on (here an equivocation

@@ -229,8 +229,9 @@ pub struct Coordinator {
     governance: Option<Governance>,
     stakes: Option<Stakes>,
     excluded: Option<Excluded>,
-    /// Aggregators the node's ledger keeps out: not ranked or followed as leaders, and this one
-    /// does not lead while it is one of them.
+    /// Aggregators the node's ledger keeps out (suspended, banned, proven to have forked, or
+    /// below its aggregating tier and not pre-trusted): not ranked or followed as leaders, and
+    /// this one does not lead while it is one of them.
     kept_out: Option<Excluded>,
     tiers: Option<Tiers>,
     epochs: Option<Epochs>,
@@ -809,7 +810,7 @@ impl Coordinator {
                     self.link.leading.store(false, Ordering::Relaxed);
                     tracing::warn!(
                         round = self.round,
-                        "this aggregator's ledger keeps it out (suspended, banned or proven to have forked): not leading"
+                        "this aggregator's ledger keeps it out (suspended, banned, proven to have forked, or below the aggregating tier): not leading"
                     );
                     continue;
                 }

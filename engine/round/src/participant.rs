@@ -49,8 +49,9 @@ pub struct Config {
     pub seed: u64,
     /// Its data directory (checkpoint cache, `participant.jsonl`).
     pub dir: PathBuf,
-    /// Aggregators the node's ledger keeps out (suspended, banned, or proven to have signed two
-    /// reports for an epoch): their opens are refused as ineligible.
+    /// Aggregators the node's ledger keeps out (suspended, banned, proven to have signed two
+    /// reports for an epoch, or below its aggregating tier and not pre-trusted): their opens
+    /// are refused as ineligible.
     pub kept_out: Option<KeptOut>,
     /// The region tag this node announces (`region` in node.toml; empty for none). When a round's
     /// aggregator announces another region, the base checkpoint is asked of holders in this

@@ -872,6 +872,20 @@ impl Live {
             || self.pool.values().any(|g| matches!(g, Governed::Fork(f) if f.signer == *node))
     }
 
+    /// Whether `node` may aggregate now: the ledger lets it (pre-trusted, or at the aggregating
+    /// tier `aggregate_from`, and neither suspended nor banned) and this node does not keep it
+    /// out ([`Live::kept_out`]). Clients take opens only from such an aggregator, and an
+    /// aggregator leads only when it is one.
+    pub fn may_aggregate(&self, node: &NodeId) -> bool {
+        self.ledger.may_aggregate(node, self.now()) && !self.kept_out(node)
+    }
+
+    /// The nodes the ledger knows that [`Live::may_aggregate`] (for the control plane's `agg/`
+    /// directory).
+    pub fn aggregators(&self) -> HashSet<NodeId> {
+        self.ledger.nodes().map(|(id, _)| *id).filter(|id| self.may_aggregate(id)).collect()
+    }
+
     /// The nodes the ledger has banned (the planes refuse them: connections, handshakes,
     /// updates).
     pub fn banned(&self) -> Vec<NodeId> {
@@ -2330,6 +2344,29 @@ mod tests {
         drop(x);
         let x = Live::open(d1.path(), cfg()).expect("reopen");
         assert_eq!((x.status().digest, x.status().parameters.get("tier.report_from")), (digest, Some(&1.0)));
+    }
+
+    /// Who may aggregate: the genesis at any tier, others from the aggregating tier on — and
+    /// nobody the ledger suspended, or that this node holds a proof against.
+    #[test]
+    fn aggregating_takes_the_genesis_or_the_aggregating_tier() {
+        let ([a, b, _], genesis) = governed();
+        let d = tempfile::tempdir().expect("dir");
+        let mut x = Live::open(d.path(), genesis).expect("open");
+        let (ka, kb) = (a.verifying_key().to_bytes(), b.verifying_key().to_bytes());
+        assert!(x.may_aggregate(&ka), "pre-trusted, at tier 1");
+        assert!(!x.may_aggregate(&kb), "unknown: tier 0");
+        assert_eq!(x.aggregators(), HashSet::from([ka]));
+        let took_part = Observation { subject: kb, what: Observed::Participated };
+        assert_eq!(x.offer(Signed::sign(&a, Report::new(0, vec![took_part]))).expect("offer"), Offer::New);
+        assert_eq!(x.tier(&kb), 1);
+        assert!(!x.may_aggregate(&kb), "tier 1 is below the aggregating tier (2)");
+        // An equivocation proof held against the genesis aggregator keeps it out at once.
+        let proof =
+            Governed::Fork(Box::new(vain_core::ledger::Fork::new(&report(&a, 1, 7, 0.5), &report(&a, 1, 8, 0.5))));
+        assert_eq!(x.submit(proof), Submit::New);
+        assert!(!x.may_aggregate(&ka));
+        assert!(x.aggregators().is_empty());
     }
 
     /// A voter that signs two different choices on one proposal: both reach the pool (each is a
