@@ -1286,12 +1286,19 @@ impl Ledger {
     fn close_proposals(&mut self, now: Time) {
         let due: Vec<ProposalId> =
             self.proposals.iter().filter(|(_, p)| p.proposal.body.closes <= now).map(|(id, _)| *id).collect();
+        // Every proposal due at this tick is tallied on the state before any of them applies: a
+        // passed parameter change (the quorum, the voting tier) or the governance evidence of
+        // one does not decide another's outcome by the order of their ids.
+        let mut tallied = Vec::with_capacity(due.len());
         for id in due {
             let Some(open) = self.proposals.remove(&id) else { continue };
             let closes = open.proposal.body.closes;
             let eligible: Vec<NodeId> =
                 self.nodes.keys().filter(|n| self.tier(n, closes) >= self.cfg.vote_from).copied().collect();
             let (outcome, tally) = self.tally_of(&open.ballot, closes);
+            tallied.push((id, open, eligible, outcome, tally));
+        }
+        for (id, open, eligible, outcome, tally) in tallied {
             let voted: BTreeSet<NodeId> = open.ballot.voters().copied().collect();
             for n in &eligible {
                 self.observe(n, Source::Governance, if voted.contains(n) { 1.0 } else { 0.0 }, now);

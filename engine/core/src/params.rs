@@ -59,24 +59,27 @@ const fn p(name: &'static str, min: f64, max: f64, integer: bool, doc: &'static 
     Param { name, doc, min, max, integer }
 }
 
-/// Every governable parameter.
+/// Every governable parameter. The tiers that may report, vote and aggregate stop at 3, so a
+/// passed change cannot hand them to a tier nobody reaches (tier 4 needs a score of 0.85) and
+/// leave the network without reporters or voters to change it back; the EigenTrust damping keeps
+/// some weight on the pre-trusted nodes, which anchor trust against Sybil rings.
 pub const PARAMS: &[Param] = &[
     p("tier.enter.2", 0.01, 1.0, false, "score a node needs to enter tier 2"),
     p("tier.enter.3", 0.01, 1.0, false, "score a node needs to enter tier 3"),
     p("tier.enter.4", 0.01, 1.0, false, "score a node needs to enter tier 4"),
     p("tier.hysteresis", 0.0, 0.5, false, "how far below a threshold a node must fall to leave the tier"),
     p("tier.min_time_in_tier_h", 0.0, 720.0, false, "hours in a tier before the next promotion"),
-    p("tier.report_from", 1.0, 4.0, true, "lowest tier that may report evidence and testify"),
-    p("vote_from", 1.0, 4.0, true, "lowest tier that may propose and vote"),
+    p("tier.report_from", 1.0, 3.0, true, "lowest tier that may report evidence and testify"),
+    p("vote_from", 1.0, 3.0, true, "lowest tier that may propose and vote"),
     p(
         "aggregate_from",
         1.0,
-        4.0,
+        3.0,
         true,
         "lowest tier that may aggregate a model's rounds (pre-trusted nodes may always)",
     ),
     p("quorum", 0.01, 1.0, false, "share of the eligible voting weight that must vote"),
-    p("trust_alpha", 0.0, 1.0, false, "EigenTrust damping towards the pre-trusted nodes"),
+    p("trust_alpha", 0.05, 1.0, false, "EigenTrust damping towards the pre-trusted nodes"),
     p("half_life_h", 1.0, 8760.0, false, "half-life of evidence and penalties, in hours"),
     p("penalties.anomaly", 0.0, 10.0, false, "penalty points per anomalous update"),
     p("penalties.anomaly_z", 0.5, 100.0, false, "anomaly score from which an update counts as anomalous"),
@@ -185,10 +188,10 @@ impl Config {
 fn range_text(p: &Param) -> &'static str {
     // The ranges of PARAMS, spelled out for the error (no allocation for a refused value).
     match (p.min, p.max, p.integer) {
-        (_, _, true) if p.max <= 4.0 => "a tier from 1 to 4",
+        (_, _, true) if p.max <= 3.0 => "a tier from 1 to 3",
         (_, _, true) => "a whole number in range (see docs/protocol.md, governance)",
         (min, max, false) if min == 0.01 && max == 1.0 => "above 0 and at most 1",
-        (min, max, false) if min == 0.0 && max == 1.0 => "from 0 to 1",
+        (min, max, false) if min == 0.05 && max == 1.0 => "from 0.05 to 1",
         _ => "in range (see docs/protocol.md, governance)",
     }
 }

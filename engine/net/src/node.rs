@@ -337,7 +337,7 @@ impl Handle {
     }
 
     /// The nodes the ledger lets aggregate (pre-trusted, or at its aggregating tier; by node
-    /// id): from now on only their `agg/` provider records are stored (others are counted
+    /// id or signing key): from now on only their `agg/` provider records are stored (others are counted
     /// under "provider tier"), on top of `dht.aggregate_from`.
     pub async fn set_aggregators(&self, nodes: HashSet<[u8; 32]>) -> Result<(), Error> {
         self.tx.send(Command::Aggregators(nodes)).await.map_err(|_| Error::Stopped)
@@ -1380,8 +1380,14 @@ impl Node {
                     };
                     // And, for agg/, the tier the policy requires, from the ledger.
                     let tier = self.peers.get(&p.provider).and_then(|x| x.node_id).and_then(|n| self.tier_of(&n));
+                    // Under its node id or its current signing key (the one its PeerId names):
+                    // a node that rotated its key is in the ledger under either.
                     let node_id = self.peers.get(&p.provider).and_then(|x| x.node_id);
-                    let allowed = self.aggregators.as_ref().is_none_or(|a| node_id.is_some_and(|n| a.contains(&n)));
+                    let signing = keys::public_key(&p.provider);
+                    let allowed = self
+                        .aggregators
+                        .as_ref()
+                        .is_none_or(|a| [node_id, signing].iter().flatten().any(|k| a.contains(k)));
                     let tier_ok = !matches!(key, Some(Key::Aggregators(_)))
                         || (tier.unwrap_or(0) >= self.cfg.dht.aggregate_from && allowed);
                     if self.blocked.contains(&p.provider) {

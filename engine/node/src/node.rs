@@ -425,14 +425,19 @@ fn take_evidence(
     r: vain_core::signed::Signed<vain_core::ledger::Report>,
     from: Option<vain_net::PeerId>,
 ) -> Ack {
-    let (offer, proofs) = match live.lock() {
-        Ok(mut l) => (l.offer(r.clone()), l.take_proofs()),
+    let (offer, proofs, promoted) = match live.lock() {
+        Ok(mut l) => (l.offer(r.clone()), l.take_proofs(), l.take_promoted()),
         Err(_) => return Ack::Busy,
     };
     // A report that contradicts one this node took made a proof against its reporter: every
     // node must hold it, for whichever report comes next to carry it.
     for p in proofs {
         flood(net, rt, Message::Govern(p), None);
+    }
+    // Reports a rebuild started applying (runners-up of epochs whose report was taken out):
+    // a peer that never took them would apply nothing there.
+    for p in promoted {
+        flood(net, rt, Message::Evidence(p), None);
     }
     match offer {
         Ok(Offer::New | Offer::Replaced) => {
@@ -514,14 +519,7 @@ fn spawn_catching_up(live: Arc<Mutex<Live>>, net: vain_net::node::Handle) {
                 }
                 let n = reports.len();
                 for r in reports {
-                    let offered = live.lock().map(|mut l| (l.offer(r), l.take_proofs()));
-                    if let Ok((Err(e), _)) = &offered {
-                        tracing::error!(error = %e, "ledger journal");
-                    }
-                    let rt = tokio::runtime::Handle::current();
-                    for p in offered.map(|o| o.1).unwrap_or_default() {
-                        flood(&net, &rt, Message::Govern(p), None);
-                    }
+                    offer_fetched(&live, &net, r);
                 }
                 let now = live.lock().map(|l| l.next_epoch()).unwrap_or(from);
                 tracing::info!(%peer, reports = n, from_epoch = from, next_epoch = now, "ledger history fetched");
@@ -539,8 +537,50 @@ fn spawn_catching_up(live: Arc<Mutex<Live>>, net: vain_net::node::Handle) {
                 pool_turn = pool_turn.wrapping_add(1);
                 sync_pool(&live, &net, p).await;
             }
+            // Every fifth turn too, the reports of the last epochs both have applied: after a
+            // partition heals, each side holds its own report for the epochs it closed alone,
+            // and the flood that would have brought the other is over. A better one makes this
+            // node rebuild its past with it, and pass it on.
+            if turn % 5 == 3 {
+                let Ok(from) = live.lock().map(|l| l.next_epoch().saturating_sub(RECHECK_EPOCHS)) else { continue };
+                let ask = net.request(peer, Message::History(from).encode());
+                if let Ok(Ok(bytes)) = tokio::time::timeout(Duration::from_secs(10), ask).await
+                    && let Ok(reports) = msg::decode_history(&bytes)
+                {
+                    for r in reports {
+                        offer_fetched(&live, &net, r);
+                    }
+                }
+            }
         }
     });
+}
+
+/// Epochs back from its next one a node asks a peer's reports of, every 10 s or so, to find
+/// reports it never saw for epochs it applied.
+const RECHECK_EPOCHS: u64 = 16;
+
+/// Offers a report fetched from a peer's history to the live ledger; passes on what that made
+/// (equivocation proofs, a report that replaced an applied one, reports a rebuild promoted).
+fn offer_fetched(
+    live: &Mutex<Live>,
+    net: &vain_net::node::Handle,
+    r: vain_core::signed::Signed<vain_core::ledger::Report>,
+) {
+    let offered = live.lock().map(|mut l| (l.offer(r.clone()), l.take_proofs(), l.take_promoted()));
+    let Ok((offer, proofs, promoted)) = offered else { return };
+    let rt = tokio::runtime::Handle::current();
+    match offer {
+        Err(e) => tracing::error!(error = %e, "ledger journal"),
+        Ok(vain_trust::Offer::Replaced) => flood(net, &rt, Message::Evidence(r), None),
+        Ok(_) => {}
+    }
+    for p in proofs {
+        flood(net, &rt, Message::Govern(p), None);
+    }
+    for p in promoted {
+        flood(net, &rt, Message::Evidence(p), None);
+    }
 }
 
 /// Asks `peer` for the governance inputs it holds that this node's pool lacks, and takes them

@@ -160,6 +160,20 @@ fn pair(dir: &std::path::Path, genesis: &[[u8; 32]]) -> Pair {
     Pair { nodes: [n1, n2], sockets: [s1, s2], boot, peers }
 }
 
+/// Two pre-trusted reporters' keys (from seeds `seed` and `seed + 1`) as the genesis, and the
+/// two keys, the one that ranks first for epoch 0 first.
+fn two_reporters(seed: u8) -> ([[u8; 32]; 2], ed25519_dalek::SigningKey, ed25519_dalek::SigningKey) {
+    let keys = [seed, seed + 1].map(|b| ed25519_dalek::SigningKey::from_bytes(&[b; 32]));
+    let genesis = keys.clone().map(|k| k.verifying_key().to_bytes());
+    let ranking = vain_core::ledger::Ledger::new(
+        vain_core::ledger::Config { pretrusted: genesis.to_vec(), ..Default::default() },
+        0,
+    );
+    let rank = |k: &ed25519_dalek::SigningKey| vain_trust::rank(&ranking, 0, &k.verifying_key().to_bytes());
+    let [a, b] = keys;
+    if rank(&a) < rank(&b) { (genesis, a, b) } else { (genesis, b, a) }
+}
+
 /// Starts a `vain node` in `dir` whose ledger takes `pretrusted` as its genesis.
 fn start(dir: &std::path::Path, bootstrap: Option<&str>, pretrusted: &[[u8; 32]]) -> (Child, std::path::PathBuf) {
     start_with(dir, bootstrap, pretrusted, "")
@@ -279,19 +293,12 @@ fn a_reporter_signing_two_reports_for_one_epoch_is_suspended_on_every_node() {
 #[test]
 fn two_reporters_racing_for_one_epoch_leave_every_node_on_the_same_report() {
     let dir = tempfile::tempdir().expect("tmp");
-    let keys = [0x71u8, 0x72].map(|b| ed25519_dalek::SigningKey::from_bytes(&[b; 32]));
-    let genesis = keys.clone().map(|k| k.verifying_key().to_bytes());
-    let ranking = vain_core::ledger::Ledger::new(
-        vain_core::ledger::Config { pretrusted: genesis.to_vec(), ..Default::default() },
-        0,
-    );
-    let rank = |k: &ed25519_dalek::SigningKey| vain_trust::rank(&ranking, 0, &k.verifying_key().to_bytes());
-    let (better, worse) = if rank(&keys[0]) < rank(&keys[1]) { (&keys[0], &keys[1]) } else { (&keys[1], &keys[0]) };
+    let (genesis, better, worse) = two_reporters(0x71);
     let ledger = |s: &std::path::Path| control::request(s, &json!({"cmd": "ledger"})).ok();
     let Pair { nodes: _nodes, sockets: [s1, s2], boot, peers: [p1, p2] } = pair(dir.path(), &genesis);
     // The better report says the subject took part, the other that it missed the round.
     let report = |k, what| Signed::sign(k, Report::new(0, vec![Observation { subject: [9; 32], what }]));
-    let (good, bad) = (report(better, Observed::Participated), report(worse, Observed::Missed));
+    let (good, bad) = (report(&better, Observed::Participated), report(&worse, Observed::Missed));
     let subject = hex::encode([9u8; 32]);
     let took_part = |s: &std::path::Path| {
         ledger(s).is_some_and(|v| {
@@ -327,6 +334,58 @@ fn two_reporters_racing_for_one_epoch_leave_every_node_on_the_same_report() {
         assert_eq!(count("replaced") + count("outranked"), 1, "{v}");
         assert_eq!(v["next_epoch"], 1);
     }
+}
+
+/// Two nodes that applied different reports for one epoch while apart (each got one, and the
+/// flood that would have brought it the other is over) agree once they meet: a third node
+/// joining both catches up from one and, asking its peers for the reports of their last
+/// epochs, finds the other; the better one displaces the worse on every node.
+#[test]
+fn nodes_that_applied_different_reports_apart_agree_once_they_meet() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (genesis, better, worse) = two_reporters(0x91);
+    let ledger = |s: &std::path::Path| control::request(s, &json!({"cmd": "ledger"})).ok();
+    let status = |s: &std::path::Path| control::request(s, &json!({"cmd": "status"})).ok();
+    let up = |s: &std::path::Path| -> (String, PeerId) {
+        wait("a node up", 60, || status(s).is_some_and(|v| v["listen"][0].is_string()));
+        let v = status(s).expect("status");
+        (
+            v["listen"][0].as_str().expect("listen").to_string(),
+            v["peer_id"].as_str().expect("peer id").parse().expect("peer id"),
+        )
+    };
+    let (_n1, s1) = start(&dir.path().join("n1"), None, &genesis);
+    let (_n2, s2) = start(&dir.path().join("n2"), None, &genesis);
+    let ((boot1, p1), (boot2, p2)) = (up(&s1), up(&s2));
+    let report = |k, what| Signed::sign(k, Report::new(0, vec![Observation { subject: [9; 32], what }]));
+    let (good, bad) = (report(&better, Observed::Participated), report(&worse, Observed::Missed));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let a = in_process(&dir.path().join("a"), &boot1, 0x93, &[p1]).await;
+        let b = in_process(&dir.path().join("b"), &boot2, 0x94, &[p2]).await;
+        let (x, y) = tokio::join!(
+            a.request(p1, Message::Evidence(good.clone()).encode()),
+            b.request(p2, Message::Evidence(bad.clone()).encode())
+        );
+        assert_eq!((x.expect("answer"), y.expect("answer")), (vec![Ack::Taken as u8], vec![Ack::Taken as u8]));
+    });
+    drop(rt);
+    let digest = |s: &std::path::Path| ledger(s).map(|v| v["digest"].clone());
+    wait("each applied its report", 30, || [&s1, &s2].iter().all(|s| ledger(s).is_some_and(|v| v["next_epoch"] == 1)));
+    assert_ne!(digest(&s1), digest(&s2), "apart, they disagree");
+    let top = format!("bootstrap = [\"{boot1}\", \"{boot2}\"]\n");
+    let (_n3, s3) = start_with(&dir.path().join("n3"), None, &genesis, &top);
+    up(&s3);
+    wait("all three on the better report", 120, || {
+        let d = digest(&s1);
+        d.is_some() && d == digest(&s2) && d == digest(&s3)
+    });
+    // The better report's evidence: the subject took part.
+    let subject = hex::encode([9u8; 32]);
+    let v = ledger(&s2).expect("ledger");
+    let row = v["nodes"].as_array().into_iter().flatten().find(|n| n["key"] == subject.as_str()).expect("row");
+    assert!(row["participation"].as_f64() > Some(0.0), "{v}");
+    assert_eq!(v["offers"]["replaced"], 1, "{v}");
 }
 
 /// Who may aggregate is the ledger's: a `vain node` client takes a round open from an

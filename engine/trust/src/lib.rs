@@ -71,6 +71,14 @@ pub const HISTORY: usize = 1024;
 /// Journal entries after which the ledger is compacted into a snapshot: recovery reads the
 /// snapshot and replays at most this many entries, however long the node has run.
 pub const COMPACT_EVERY: u64 = 2048;
+/// Outranked reports kept per epoch (the best-ranked) …
+pub const OUTRANKED_PER_EPOCH: usize = 4;
+/// … and in all, in bytes (encoded): a report past either bound is refused as outranked and
+/// not kept.
+pub const OUTRANKED_BYTES: usize = 64 << 20;
+/// Replays one rebuild runs at most while the forks proven in the replayed epochs (by the
+/// reports it now applies) keep changing which reports are left out.
+const MAX_REPLAYS: usize = 4;
 /// Epochs between two of the ledger states a node keeps in memory to undo an equivocation …
 pub const CHECKPOINT_EVERY: u64 = 16;
 /// … and how many it keeps: a report proven forked up to `(CHECKPOINTS − 1) ×
@@ -351,8 +359,17 @@ pub struct Live {
     /// and the reports left out as forked.
     history: BTreeMap<u64, Vec<Signed<Report>>>,
     /// Eligible reports of the last [`AHEAD`] applied epochs that their epoch's report
-    /// outranked: a rebuild chooses among them again.
+    /// outranked: a rebuild chooses among them again, and peers catching up get them too.
     outranked: BTreeMap<u64, Vec<Signed<Report>>>,
+    /// The reporters the ledger let report at each of the last [`AHEAD`] applied epochs (as
+    /// it stood before the epoch): whom a late report of that epoch is taken from.
+    reporters: BTreeMap<u64, HashSet<NodeId>>,
+    /// Reports a rebuild started applying (a runner-up after its epoch's report was taken out
+    /// or displaced), to pass on.
+    promoted: Vec<Signed<Report>>,
+    /// The state in memory is not the journal's (a rebuild whose snapshot failed): write the
+    /// snapshot before journaling anything more.
+    must_compact: bool,
     /// Open audits' rounds (the ledger's outputs name them once).
     audit_rounds: BTreeMap<[u8; 32], u64>,
     /// The last decided audits, newest first.
@@ -536,6 +553,9 @@ impl Live {
             submits: BTreeMap::new(),
             history: BTreeMap::new(),
             outranked: BTreeMap::new(),
+            reporters: BTreeMap::new(),
+            promoted: Vec::new(),
+            must_compact: false,
             audit_rounds: BTreeMap::new(),
             audits_decided: VecDeque::new(),
             proofs: VecDeque::new(),
@@ -547,7 +567,15 @@ impl Live {
         live.checkpoint();
         // Replay: each applied epoch ends with a tick at its time; reports are counted as
         // applied; proposals' outcomes are rebuilt as they were decided.
+        let mut epoch = None;
         for e in &recovered.entries {
+            // Before an epoch's first entry: who may report in it.
+            let this = epoch_of(e.at());
+            if epoch != Some(this) {
+                epoch = Some(this);
+                let set = live.reporters_at(this);
+                live.reporters.insert(this, set);
+            }
             match e {
                 Entry::Tick { at } => {
                     live.next_epoch = at / HOUR;
@@ -562,6 +590,8 @@ impl Live {
             }
             live.apply_entry(e);
         }
+        let next = live.next_epoch;
+        live.reporters.retain(|e, _| *e + AHEAD >= next);
         // A crash between journaling an epoch that convicted a reporter and taking its forked
         // report out: take it out now.
         live.undo_forks()?;
@@ -601,7 +631,7 @@ impl Live {
         let applied = |(x, e): &&(NodeId, u64)| self.history.get(e).is_some_and(|rs| rs.iter().any(|r| r.signer == *x));
         let Some(first) = convicted.iter().filter(applied).map(|(_, e)| *e).min() else { return Ok(()) };
         let from = self.checkpoint_before(first).map(|i| self.checkpoints[i].next);
-        if !self.rebuild(first)? {
+        if !self.rebuild(first, &convicted)? {
             tracing::warn!(
                 epoch = first,
                 "a report proven forked is older than this node's checkpoints: not taken out"
@@ -640,61 +670,97 @@ impl Live {
         (winner, reports)
     }
 
+    /// Who the ledger, as it stands now (before epoch `epoch`), lets report in it.
+    fn reporters_at(&self, epoch: u64) -> HashSet<NodeId> {
+        let at = epoch_time(epoch);
+        self.ledger.nodes().map(|(id, _)| *id).filter(|id| self.ledger.may_report(id, at)).collect()
+    }
+
+    /// (reporter, epoch) of every fork the ledger holds proven from epoch `from` on.
+    fn forked_since(&self, from: u64) -> HashSet<(NodeId, u64)> {
+        self.ledger
+            .nodes()
+            .flat_map(|(id, r)| r.forked.iter().filter(|e| **e >= from).map(move |e| (*id, *e)))
+            .collect()
+    }
+
+    /// The reports applied in epochs `from..end` (those kept in `history` and not left out as
+    /// forked, counting the forks in `still_in` as not yet taken out), in epoch order.
+    fn applied_in(&self, from: u64, end: u64, still_in: &[(NodeId, u64)]) -> Vec<Signed<Report>> {
+        let mut forked = self.forked_since(from);
+        for k in still_in {
+            forked.remove(k);
+        }
+        let mut out = Vec::new();
+        for (e, reports) in self.history.range(from..end) {
+            out.extend(reports.iter().filter(|r| !forked.contains(&(r.signer, *e))).cloned());
+        }
+        out
+    }
+
+    /// Keeps an epoch's outranked reports: the [`OUTRANKED_PER_EPOCH`] best-ranked, within
+    /// [`OUTRANKED_BYTES`] in all.
+    fn park(&mut self, epoch: u64, mut reports: Vec<Signed<Report>>) {
+        let size = |r: &Signed<Report>| {
+            let mut b = Vec::new();
+            vain_core::codec::encode_signed(r, &mut b);
+            b.len()
+        };
+        let mut bytes: usize = self.outranked.values().flatten().map(size).sum();
+        reports.sort_by_cached_key(|r| (rank(&self.ledger, epoch, &r.signer), r.digest()));
+        let mut kept = Vec::new();
+        for r in reports.into_iter().take(OUTRANKED_PER_EPOCH) {
+            let n = size(&r);
+            if bytes + n <= OUTRANKED_BYTES {
+                bytes += n;
+                kept.push(r);
+            }
+        }
+        if !kept.is_empty() {
+            self.outranked.insert(epoch, kept);
+        }
+    }
+
     /// Rebuilds the state from the last checkpoint not after epoch `first`: every epoch since is
     /// applied again with the best of its reports, applied or outranked ([`Live::choose`]),
     /// leaving out those whose reporter is proven to have forked that epoch — so a report taken
     /// out (forked) or outranked late (a better one came) leaves the state every node that took
-    /// the same reports reaches. Governance only a report no longer applied carried goes back to
-    /// the pool. A changed state is written as the snapshot. False (nothing done) when no
-    /// checkpoint reaches back to `first`.
-    fn rebuild(&mut self, first: u64) -> Result<bool, Error> {
+    /// the same reports reaches. The forks the replayed reports themselves prove decide too:
+    /// the replay runs again while they change. Governance only a report no longer applied
+    /// carried goes back to the pool; reports newly applied are handed out to pass on
+    /// ([`Live::take_promoted`]). A changed state is written as the snapshot. False (nothing
+    /// done) when no checkpoint reaches back to `first`.
+    ///
+    /// `convicted` are the forks proven since the last rebuild, whose reports are still applied.
+    fn rebuild(&mut self, first: u64, convicted: &[(NodeId, u64)]) -> Result<bool, Error> {
         let Some(i) = self.checkpoint_before(first) else { return Ok(false) };
-        let end = self.next_epoch;
-        let before = self.ledger.digest();
-        self.checkpoints.truncate(i + 1);
-        let Some(c) = self.checkpoints.pop_back() else { return Ok(false) };
+        let (from, end) = (self.checkpoints[i].next, self.next_epoch);
+        let before = self.applied_in(from, end, convicted);
         // Every fork proven so far since the checkpoint, not only the new ones: an earlier one
         // was taken out of the state being replaced too.
-        let dropped: HashSet<(NodeId, u64)> = self
-            .ledger
-            .nodes()
-            .flat_map(|(id, r)| r.forked.iter().filter(|e| **e >= c.next).map(move |e| (*id, *e)))
-            .collect();
-        self.ledger = Ledger::from_snapshot(c.snapshot);
-        (self.open_proposals, self.closed, self.audit_rounds, self.audits_decided) =
-            (c.open_proposals, c.closed, c.audit_rounds, c.audits_decided);
-        self.replaying = true;
-        // The governance of reports applied before and not now, and what the applied carry.
-        let (mut orphans, mut carried_again) = (Vec::new(), HashSet::new());
-        for epoch in c.next..end {
-            self.next_epoch = epoch;
-            if epoch == c.next || epoch.is_multiple_of(CHECKPOINT_EVERY) {
-                self.checkpoint();
+        let mut dropped = self.forked_since(from);
+        for _ in 0..MAX_REPLAYS {
+            // The same checkpoint each time: the replay makes it again first.
+            let Some(i) = self.checkpoint_before(from) else { break };
+            self.replay(i, end, &dropped);
+            let now = self.forked_since(from);
+            if now == dropped {
+                break;
             }
-            let at = epoch_time(epoch);
-            let was = self.history.remove(&epoch).unwrap_or_default();
-            let was_digests: HashSet<[u8; 32]> = was.iter().map(Signed::digest).collect();
-            let all = was.into_iter().chain(self.outranked.remove(&epoch).unwrap_or_default());
-            let (left_out, candidates): (Vec<Signed<Report>>, Vec<Signed<Report>>) =
-                all.partition(|r| dropped.contains(&(r.signer, epoch)));
-            let (winner, losers) = self.choose(epoch, candidates);
-            for r in left_out.iter().chain(&losers).filter(|r| was_digests.contains(&r.digest())) {
-                orphans.extend(r.body.governance.iter().cloned());
-            }
-            if !losers.is_empty() {
-                self.outranked.insert(epoch, losers);
-            }
-            self.history.insert(epoch, left_out);
-            if let Some(r) = winner {
-                carried_again.extend(r.body.governance.iter().map(Governed::digest));
-                self.apply_entry(&Entry::Input { at, input: Input::Report(r.clone()) });
-                self.keep(epoch, r);
-            }
-            self.apply_entry(&Entry::Tick { at });
+            dropped = now;
         }
-        self.replaying = false;
+        let after = self.applied_in(from, end, &[]);
         // Governance that only a report no longer applied carried is applied nowhere now: back
         // to the pool, for the next report to carry (unless it no longer qualifies).
+        let after_digests: HashSet<[u8; 32]> = after.iter().map(Signed::digest).collect();
+        let before_digests: HashSet<[u8; 32]> = before.iter().map(Signed::digest).collect();
+        let carried_again: HashSet<[u8; 32]> =
+            after.iter().flat_map(|r| r.body.governance.iter().map(Governed::digest)).collect();
+        let orphans: Vec<Governed> = before
+            .iter()
+            .filter(|r| !after_digests.contains(&r.digest()))
+            .flat_map(|r| r.body.governance.iter().cloned())
+            .collect();
         for g in orphans {
             let d = g.digest();
             if carried_again.contains(&d) {
@@ -705,28 +771,78 @@ impl Live {
             }
             let _ = self.submit(g);
         }
-        self.next_epoch = end;
-        if self.ledger.digest() != before {
+        self.promoted.extend(after.into_iter().filter(|r| !before_digests.contains(&r.digest())));
+        if before_digests != after_digests {
+            self.must_compact = true;
+        }
+        if self.must_compact {
             self.compact(epoch_time(end - 1))?;
         }
         Ok(true)
     }
 
+    /// Applies epochs from checkpoint `i` up to `end` again, each with the best of its
+    /// reports (applied or outranked) not in `dropped`.
+    fn replay(&mut self, i: usize, end: u64, dropped: &HashSet<(NodeId, u64)>) {
+        self.checkpoints.truncate(i + 1);
+        let Some(c) = self.checkpoints.pop_back() else { return };
+        self.ledger = Ledger::from_snapshot(c.snapshot);
+        (self.open_proposals, self.closed, self.audit_rounds, self.audits_decided) =
+            (c.open_proposals, c.closed, c.audit_rounds, c.audits_decided);
+        self.replaying = true;
+        for epoch in c.next..end {
+            self.next_epoch = epoch;
+            if epoch == c.next || epoch.is_multiple_of(CHECKPOINT_EVERY) {
+                self.checkpoint();
+            }
+            let at = epoch_time(epoch);
+            let all = self
+                .history
+                .remove(&epoch)
+                .unwrap_or_default()
+                .into_iter()
+                .chain(self.outranked.remove(&epoch).unwrap_or_default());
+            let (left_out, candidates): (Vec<Signed<Report>>, Vec<Signed<Report>>) =
+                all.partition(|r| dropped.contains(&(r.signer, epoch)));
+            if epoch + AHEAD >= end {
+                let set = self.reporters_at(epoch);
+                self.reporters.insert(epoch, set);
+            }
+            let (winner, losers) = self.choose(epoch, candidates);
+            self.park(epoch, losers);
+            self.history.insert(epoch, left_out);
+            if let Some(r) = winner {
+                self.apply_entry(&Entry::Input { at, input: Input::Report(r.clone()) });
+                self.keep(epoch, r);
+            }
+            self.apply_entry(&Entry::Tick { at });
+        }
+        self.replaying = false;
+        self.next_epoch = end;
+    }
+
+    /// The reports a rebuild started applying since the last call, to pass on: a node that
+    /// has only the report it took out or displaced would otherwise never apply them.
+    pub fn take_promoted(&mut self) -> Vec<Signed<Report>> {
+        std::mem::take(&mut self.promoted)
+    }
+
     /// A report for an epoch already applied, from a reporter that gave none for it: kept among
     /// the epoch's outranked reports, and — when it outranks the applied one — the past is
-    /// rebuilt with it. Refused as stale when the epoch is older than the checkpoints (or its
-    /// reporter is proven to have forked it), as ineligible when its reporter may not report now
-    /// (so no key can make a node rebuild).
+    /// rebuilt with it. Refused as stale when the epoch is older than the checkpoints or the
+    /// last [`AHEAD`] epochs (or its reporter is proven to have forked it), as ineligible when
+    /// the ledger did not let its reporter report in that epoch (so no key can make a node
+    /// rebuild).
     fn contend(&mut self, r: Signed<Report>) -> Result<Offer, Error> {
         let e = r.body.epoch;
-        if e.saturating_add(AHEAD) < self.next_epoch
-            || !self.history.contains_key(&e)
+        let Some(reporters) = self.reporters.get(&e) else { return Ok(Offer::Stale) };
+        if !self.history.contains_key(&e)
             || self.checkpoint_before(e).is_none()
             || self.ledger.record(&r.signer).is_some_and(|rec| rec.forked.contains(&e))
         {
             return Ok(Offer::Stale);
         }
-        if !self.ledger.may_report(&r.signer, self.now()) {
+        if !reporters.contains(&r.signer) {
             return Ok(Offer::Ineligible);
         }
         let d = r.digest();
@@ -737,13 +853,16 @@ impl Live {
         let forked = |k: &NodeId| self.ledger.record(k).is_some_and(|rec| rec.forked.contains(&e));
         let applied = self.history[&e].iter().find(|x| !forked(&x.signer)).map(|x| rank(&self.ledger, e, &x.signer));
         let behind = applied.is_some_and(|a| a < rank(&self.ledger, e, &r.signer));
-        self.outranked.entry(e).or_default().push(r);
+        let mut parked = self.outranked.remove(&e).unwrap_or_default();
+        parked.push(r);
+        self.park(e, parked);
         if behind {
             return Ok(Offer::Outranked);
         }
-        self.rebuild(e)?;
+        self.rebuild(e, &[])?;
         let now_applied = self.history.get(&e).is_some_and(|h| h.iter().any(|x| x.digest() == d));
         if now_applied {
+            self.promoted.retain(|x| x.digest() != d);
             tracing::info!(epoch = e, digest = %hex::encode(&self.ledger.digest()[..8]), "a better report for an applied epoch: the past rebuilt with it");
         }
         Ok(if now_applied { Offer::Replaced } else { Offer::Outranked })
@@ -1004,6 +1123,16 @@ impl Live {
                 self.checkpoint();
             }
             let at = epoch_time(self.next_epoch);
+            // A rebuild's state not yet in the snapshot: write it before the journal grows on
+            // top of the old one.
+            if self.must_compact
+                && let Err(err) = self.compact(epoch_time(e.saturating_sub(1)))
+            {
+                self.pending.insert(e, reports);
+                return Err(err);
+            }
+            let set = self.reporters_at(e);
+            self.reporters.insert(e, set);
             let (winner, losers) = self.choose(e, candidates);
             let mut entries: Vec<Entry> =
                 winner.iter().map(|r| Entry::Input { at, input: Input::Report(r.clone()) }).collect();
@@ -1024,9 +1153,7 @@ impl Live {
             for r in left_out {
                 self.keep(self.next_epoch, r);
             }
-            if !losers.is_empty() {
-                self.outranked.insert(e, losers);
-            }
+            self.park(e, losers);
             self.history.entry(self.next_epoch).or_default();
             self.expire_pool();
             tracing::debug!(epoch = self.next_epoch, digest = %hex::encode(&self.ledger.digest()[..8]), "ledger epoch applied");
@@ -1037,6 +1164,7 @@ impl Live {
             self.next_epoch += 1;
             self.taken.retain(|(_, e), _| *e + AHEAD >= self.next_epoch);
             self.outranked.retain(|e, _| *e + AHEAD >= self.next_epoch);
+            self.reporters.retain(|e, _| *e + AHEAD >= self.next_epoch);
             self.since_snapshot += entries.len() as u64;
             // The epoch is journaled: a crash from here on redoes what follows at recovery.
             if !self.convicted.is_empty() {
@@ -1069,6 +1197,7 @@ impl Live {
         self.store.restart()?;
         tracing::info!(epoch = at / HOUR - 1, bytes = bytes.len(), entries = self.since_snapshot, "ledger compacted");
         self.since_snapshot = 0;
+        self.must_compact = false;
         self.snapshot_epoch = Some(at / HOUR - 1);
         Ok(())
     }
@@ -1086,7 +1215,11 @@ impl Live {
     pub fn history(&self, from: u64, max_epochs: usize, max_bytes: usize) -> Vec<Signed<Report>> {
         let mut out = Vec::new();
         let mut bytes = 0;
-        for (_, reports) in self.history.range(from..).take(max_epochs) {
+        for (e, applied) in self.history.range(from..).take(max_epochs) {
+            // The outranked ones too: a peer that has them chooses the same report again if
+            // the applied one is taken out.
+            let reports: Vec<&Signed<Report>> =
+                applied.iter().chain(self.outranked.get(e).into_iter().flatten()).collect();
             let size: usize = reports
                 .iter()
                 .map(|r| {
@@ -1099,7 +1232,7 @@ impl Live {
                 break;
             }
             bytes += size;
-            out.extend(reports.iter().cloned());
+            out.extend(reports.into_iter().cloned());
         }
         out
     }
@@ -1601,6 +1734,91 @@ mod tests {
             assert_eq!(x.offer(report(worse, e, 7, 0.5)).expect("offer"), Offer::New);
         }
         assert_eq!(x.offer(report(better, 0, 7, 0.5)).expect("offer"), Offer::Stale);
+    }
+
+    /// Two keys of which `first` ranks before `second` for `epoch` (both pre-trusted).
+    fn ranked(epoch: u64, a: SigningKey, b: SigningKey) -> (SigningKey, SigningKey) {
+        let l = Ledger::new(
+            ledger::Config {
+                pretrusted: vec![a.verifying_key().to_bytes(), b.verifying_key().to_bytes()],
+                ..ledger::Config::default()
+            },
+            0,
+        );
+        if rank(&l, epoch, &a.verifying_key().to_bytes()) < rank(&l, epoch, &b.verifying_key().to_bytes()) {
+            (a, b)
+        } else {
+            (b, a)
+        }
+    }
+
+    /// A late report is judged by whether its reporter could report in its epoch, not now: a
+    /// reporter suspended since (here for forking a later epoch) still displaces a worse report
+    /// of the epoch it reported, as on a node that took its report first.
+    #[test]
+    fn a_late_report_counts_if_its_reporter_could_report_in_its_epoch() {
+        let (x, a) = ranked(0, SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));
+        let cfg = || Config {
+            pretrusted: vec![x.verifying_key().to_bytes(), a.verifying_key().to_bytes()],
+            ..Config::default()
+        };
+        let proof =
+            Governed::Fork(Box::new(vain_core::ledger::Fork::new(&report(&x, 5, 7, 0.5), &report(&x, 5, 8, 0.5))));
+        let (from_x, from_a) = (report(&x, 0, 6, 0.5), report(&a, 0, 7, 9.0));
+        let next = Signed::sign(&a, Report { epoch: 1, observations: Vec::new(), governance: vec![proof] });
+        let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("dir")).collect();
+        let mut n = Live::open(dirs[0].path(), cfg()).expect("open");
+        let mut m = Live::open(dirs[1].path(), cfg()).expect("open");
+        // n: a's report, then the epoch that suspends x, then x's report of epoch 0.
+        assert_eq!(n.offer(from_a.clone()).expect("offer"), Offer::New);
+        assert_eq!(n.offer(next.clone()).expect("offer"), Offer::New);
+        assert!(!n.may_report(&x.verifying_key().to_bytes()), "suspended now");
+        assert_eq!(n.offer(from_x.clone()).expect("offer"), Offer::Replaced);
+        // m: x's report first, then a's, then the epoch that suspends x.
+        assert_eq!(m.offer(from_x).expect("offer"), Offer::New);
+        assert_eq!(m.offer(from_a).expect("offer"), Offer::Outranked);
+        assert_eq!(m.offer(next).expect("offer"), Offer::New);
+        assert_eq!((n.next_epoch(), m.next_epoch()), (2, 2));
+        assert_eq!(n.status().digest, m.status().digest);
+        // Someone who never could report in epoch 0 still cannot.
+        let stranger = report(&SigningKey::from_bytes(&[9; 32]), 0, 7, 0.5);
+        assert_eq!(n.offer(stranger).expect("offer"), Offer::Ineligible);
+    }
+
+    /// The report that displaces another may carry a proof that takes an earlier report out: the
+    /// rebuild replays until the proven forks stop changing, and ends where a node that applied
+    /// the better report first ends.
+    #[test]
+    fn a_displacing_report_that_proves_a_fork_takes_the_forked_report_out() {
+        let (b, a) = ranked(1, SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));
+        let z = SigningKey::from_bytes(&[3; 32]);
+        let cfg = || Config {
+            pretrusted: [&a, &b, &z].iter().map(|k| k.verifying_key().to_bytes()).collect(),
+            ..Config::default()
+        };
+        let (z1, z2) = (report(&z, 0, 7, 0.5), report(&z, 0, 8, 9.0));
+        let proof = Governed::Fork(Box::new(vain_core::ledger::Fork::new(&z1, &z2)));
+        let worse = report(&a, 1, 6, 0.5);
+        let better = Signed::sign(&b, Report { epoch: 1, observations: Vec::new(), governance: vec![proof] });
+        let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("dir")).collect();
+        let mut n = Live::open(dirs[0].path(), cfg()).expect("open");
+        let mut m = Live::open(dirs[1].path(), cfg()).expect("open");
+        for l in [&mut n, &mut m] {
+            assert_eq!(l.offer(z1.clone()).expect("offer"), Offer::New);
+        }
+        assert_eq!(n.offer(worse.clone()).expect("offer"), Offer::New);
+        assert_eq!(n.offer(better.clone()).expect("offer"), Offer::Replaced);
+        assert_eq!(m.offer(better).expect("offer"), Offer::New);
+        assert_eq!(m.offer(worse).expect("offer"), Offer::Outranked);
+        let z_key = hex::encode(z.verifying_key().to_bytes());
+        for l in [&n, &m] {
+            let row = l.status().nodes.into_iter().find(|r| r.key == z_key).expect("row");
+            assert_eq!((row.forked_epoch, row.standing), (Some(0), "suspended"));
+        }
+        assert_eq!(n.status().digest, m.status().digest);
+        // The other node's report the rebuild started applying is handed out to pass on (the
+        // displacing one itself is passed on by whoever offered it).
+        assert!(n.take_promoted().is_empty());
     }
 
     /// A pre-trusted reporter's report outranks every other for any epoch.
