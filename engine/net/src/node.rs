@@ -82,6 +82,9 @@ impl Identity {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    /// Banned and blocked peers: their connections are denied as they are established (before
+    /// any protocol sees them) and dials to them refused.
+    gate: libp2p::allow_block_list::Behaviour<libp2p::allow_block_list::BlockedPeers>,
     limits: connection_limits::Behaviour,
     kad: kad::Behaviour<MemoryStore>,
     identify: identify::Behaviour,
@@ -570,6 +573,7 @@ fn build_swarm(cfg: &Config, kp: libp2p::identity::Keypair, transport: Transport
         };
         let mdns = if mdns_on { Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?) } else { None };
         Ok(Behaviour {
+            gate: libp2p::allow_block_list::Behaviour::default(),
             limits: connection_limits::Behaviour::new(
                 connection_limits::ConnectionLimits::default()
                     .with_max_established(Some(cfg.limits.max_connections))
@@ -1067,6 +1071,7 @@ impl Node {
         let p = self.peer(from);
         p.score -= by;
         if p.score < floor && self.blocked.insert(from) {
+            self.swarm.behaviour_mut().gate.block_peer(from);
             self.count("blocked");
             self.drop_stale(from);
         }
@@ -1277,6 +1282,7 @@ impl Node {
                 let mut newly = 0;
                 for pid in pids {
                     if pid != self.peer_id && self.blocked.insert(pid) {
+                        self.swarm.behaviour_mut().gate.block_peer(pid);
                         newly += 1;
                         self.count("banned");
                         self.drop_stale(pid);
@@ -1289,6 +1295,7 @@ impl Node {
                 let mut lifted = 0;
                 for pid in pids {
                     if self.blocked.remove(&pid) {
+                        self.swarm.behaviour_mut().gate.unblock_peer(pid);
                         lifted += 1;
                         self.count("unbanned");
                         if let Some(p) = self.peers.get_mut(&pid) {
@@ -1379,11 +1386,11 @@ impl Node {
                         _ => true,
                     };
                     // And, for agg/, the tier the policy requires, from the ledger.
-                    let tier = self.peers.get(&p.provider).and_then(|x| x.node_id).and_then(|n| self.tier_of(&n));
                     // Under its node id or its current signing key (the one its PeerId names):
                     // a node that rotated its key is in the ledger under either.
                     let node_id = self.peers.get(&p.provider).and_then(|x| x.node_id);
                     let signing = keys::public_key(&p.provider);
+                    let tier = [node_id, signing].iter().flatten().filter_map(|k| self.tier_of(k)).max();
                     let allowed = self
                         .aggregators
                         .as_ref()
@@ -1577,6 +1584,12 @@ impl Node {
                 {
                     p.probe_failed = true;
                 }
+            }
+            // The gate denied a banned or blocked peer's connection as it was established.
+            SwarmEvent::IncomingConnectionError { error: libp2p::swarm::ListenError::Denied { cause }, .. }
+                if cause.downcast_ref::<libp2p::allow_block_list::Blocked>().is_some() =>
+            {
+                self.count("blocked connection");
             }
             SwarmEvent::Behaviour(ev) => self.on_behaviour(ev),
             _ => {}

@@ -721,7 +721,10 @@ pub fn run(a: DemoArgs) -> Result<()> {
             for n in v["nodes"].as_array().into_iter().flatten() {
                 let Some(id) = n["id"].as_str() else { continue };
                 let label = labels.get(id).cloned().unwrap_or_else(|| id.to_string());
-                resource.insert(label, json!({"resource": n["resource"], "penalty": n["penalty"], "tier": n["tier"]}));
+                resource.insert(
+                    label,
+                    json!({"resource": n["resource"], "penalty": n["penalty"], "tier": n["tier"], "standing": n["standing"]}),
+                );
             }
         }
     }

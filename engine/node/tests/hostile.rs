@@ -176,22 +176,23 @@ fn two_reporters(seed: u8) -> ([[u8; 32]; 2], ed25519_dalek::SigningKey, ed25519
 
 /// Starts a `vain node` in `dir` whose ledger takes `pretrusted` as its genesis.
 fn start(dir: &std::path::Path, bootstrap: Option<&str>, pretrusted: &[[u8; 32]]) -> (Child, std::path::PathBuf) {
-    start_with(dir, bootstrap, pretrusted, "")
+    start_with(dir, bootstrap, pretrusted, "", "")
 }
 
-/// [`start`], with `top` at the top of its node.toml (models, roles).
+/// [`start`], with `top` at the top of its node.toml (models, roles) and `sections` at its end.
 fn start_with(
     dir: &std::path::Path,
     bootstrap: Option<&str>,
     pretrusted: &[[u8; 32]],
     top: &str,
+    sections: &str,
 ) -> (Child, std::path::PathBuf) {
     std::fs::create_dir_all(dir).expect("dir");
     let boot = bootstrap.map(|b| format!("bootstrap = [\"{b}\"]\n")).unwrap_or_default();
     let keys: Vec<String> = pretrusted.iter().map(|k| format!("\"{}\"", hex::encode(k))).collect();
     let cfg = format!(
         "{top}listen = [\"/ip4/127.0.0.1/tcp/0\"]\n{boot}data_dir = \"{}\"\n[mdns]\nenabled = false\n[beacon]\nenabled = false\n\
-         [liveness]\nheartbeat_interval = 0.5\nstale_after = 3.0\n[pex]\ninterval = 0.5\n[ledger]\npretrusted = [{}]\n",
+         [liveness]\nheartbeat_interval = 0.5\nstale_after = 3.0\n[pex]\ninterval = 0.5\n[ledger]\npretrusted = [{}]\n{sections}",
         dir.display(),
         keys.join(", ")
     );
@@ -374,7 +375,7 @@ fn nodes_that_applied_different_reports_apart_agree_once_they_meet() {
     wait("each applied its report", 30, || [&s1, &s2].iter().all(|s| ledger(s).is_some_and(|v| v["next_epoch"] == 1)));
     assert_ne!(digest(&s1), digest(&s2), "apart, they disagree");
     let top = format!("bootstrap = [\"{boot1}\", \"{boot2}\"]\n");
-    let (_n3, s3) = start_with(&dir.path().join("n3"), None, &genesis, &top);
+    let (_n3, s3) = start_with(&dir.path().join("n3"), None, &genesis, &top, "");
     up(&s3);
     wait("all three on the better report", 120, || {
         let d = digest(&s1);
@@ -386,6 +387,111 @@ fn nodes_that_applied_different_reports_apart_agree_once_they_meet() {
     let row = v["nodes"].as_array().into_iter().flatten().find(|n| n["key"] == subject.as_str()).expect("row");
     assert!(row["participation"].as_f64() > Some(0.0), "{v}");
     assert_eq!(v["offers"]["replaced"], 1, "{v}");
+}
+
+/// A node the ledger bans — here by penalties: a genesis reporter's reports of its anomalous
+/// updates until it is suspended a second time — is refused on every plane of a running `vain
+/// node` aggregator: its libp2p connection is closed and its next dial denied at the gate, and
+/// its next QUIC handshake with the ingest fails, where the same handshake worked before.
+#[test]
+fn a_node_the_ledger_bans_is_refused_by_the_control_plane_and_the_ingest() {
+    if let Err(e) = vain_transport::quic::probe() {
+        vain_testkit::unavailable(vain_testkit::Need::IoUring, "hostile: a banned node's handshake", e);
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let reporter = ed25519_dalek::SigningKey::from_bytes(&[0xa1; 32]);
+    let genesis = [reporter.verifying_key().to_bytes()];
+    let victim_seed = [0xa2u8; 32];
+    let victim = ed25519_dalek::SigningKey::from_bytes(&victim_seed).verifying_key().to_bytes();
+    let ingest = std::net::UdpSocket::bind("127.0.0.1:0").expect("port").local_addr().expect("addr");
+    let (_n, s) = start_with(
+        &dir.path().join("n"),
+        None,
+        &genesis,
+        "models = [\"mnist-mlp\"]\nroles = [\"aggregator\"]\n",
+        &format!("[aggregate]\nlisten = \"{ingest}\"\nshards = 1\nbackend = \"cpu\"\n"),
+    );
+    let status = || control::request(&s, &json!({"cmd": "status"})).ok();
+    wait("the aggregator up", 60, || status().is_some_and(|v| v["listen"][0].is_string()));
+    let v = status().expect("status");
+    let boot = v["listen"][0].as_str().expect("listen").to_string();
+    let target: PeerId = v["peer_id"].as_str().expect("peer id").parse().expect("peer id");
+    let server_key = vain_net::keys::public_key(&target).expect("an Ed25519 peer id");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    // One QUIC handshake with the ingest, as the victim: Ok when it got through (whatever the
+    // ingest then made of the bytes), the error when it did not.
+    let handshake = || {
+        rt.block_on(async {
+            let mut cfg = vain_transport::client::Config::new(ingest, server_key, victim_seed);
+            cfg.attempts = 1;
+            cfg.connect_timeout = Duration::from_secs(5);
+            let mut c = vain_transport::client::Client::new(cfg).expect("client");
+            let sent = c.send(b"not an update").await;
+            c.close().await;
+            sent
+        })
+    };
+    // Refused by the server's certificate check: in TLS 1.3 the client may already count the
+    // handshake done when the server, checking the client's key, closes the connection.
+    let connect_failed = |r: &Result<_, vain_transport::client::Error>| match r {
+        Err(vain_transport::client::Error::Connect { .. }) => true,
+        Err(e) => format!("{e:?}").contains("invalid peer certificate"),
+        Ok(_) => false,
+    };
+    let before = handshake();
+    assert!(!connect_failed(&before), "before the ban the handshake works: {before:?}");
+    let banned = || {
+        control::request(&s, &json!({"cmd": "ledger"})).ok().is_some_and(|v| {
+            v["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|n| n["key"] == hex::encode(victim).as_str() && n["standing"] == "banned")
+        })
+    };
+    rt.block_on(async {
+        let from = in_process(&dir.path().join("reporter"), &boot, 0xa3, &[target]).await;
+        let x = in_process(&dir.path().join("victim"), &boot, 0xa2, &[target]).await;
+        // Hours of ledger time: three anomalous rounds suspend the victim for a day; after it,
+        // three more ban it.
+        for epoch in 0..33u64 {
+            let (subject, z) = if !(3..30).contains(&epoch) { (victim, 8.0) } else { ([8; 32], 0.1) };
+            let obs = vec![
+                Observation { subject, what: Observed::Participated },
+                Observation { subject, what: Observed::Anomaly { z } },
+            ];
+            let r = Signed::sign(&reporter, Report::new(epoch, obs));
+            let answer = from.request(target, Message::Evidence(r).encode()).await.expect("an answer");
+            assert_eq!(answer, vec![Ack::Taken as u8], "report {epoch}");
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !banned() {
+            assert!(Instant::now() < deadline, "the victim never banned");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The control plane drops the victim's connection …
+        let connected =
+            async || x.directory().await.expect("directory").iter().any(|e| e.peer_id == target && e.connected);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while connected().await {
+            assert!(Instant::now() < deadline, "the banned node still connected");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // … and the gate denies its next dial.
+        let refused = || status().and_then(|v| v["rejected"]["blocked connection"].as_u64()).unwrap_or(0);
+        let before = refused();
+        let _ = x.dial(boot.parse().expect("multiaddr")).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while refused() <= before {
+            assert!(Instant::now() < deadline, "the dial was not denied: {:?}", status());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(!connected().await);
+    });
+    // The ingest's TLS deny list holds it too.
+    let after = handshake();
+    assert!(connect_failed(&after), "after the ban the handshake fails: {after:?}");
 }
 
 /// Who may aggregate is the ledger's: a `vain node` client takes a round open from an
@@ -405,6 +511,7 @@ fn a_client_refuses_opens_from_an_aggregator_below_the_aggregating_tier() {
         Some(&boot),
         &genesis[..1],
         "models = [\"mnist-mlp\"]\nroles = [\"client\"]\n",
+        "",
     );
     wait("the client up", 60, || status(&s1).is_some_and(|s| s["listen"][0].is_string()));
     let client: PeerId = status(&s1).expect("status")["peer_id"].as_str().expect("peer id").parse().expect("peer id");

@@ -71,11 +71,12 @@ pub const HISTORY: usize = 1024;
 /// Journal entries after which the ledger is compacted into a snapshot: recovery reads the
 /// snapshot and replays at most this many entries, however long the node has run.
 pub const COMPACT_EVERY: u64 = 2048;
-/// Outranked reports kept per epoch (the best-ranked) …
+/// Outranked reports kept per epoch (those whose reporters could report in it first, then the
+/// best-ranked) …
 pub const OUTRANKED_PER_EPOCH: usize = 4;
-/// … and in all, in bytes (encoded): a report past either bound is refused as outranked and
-/// not kept.
-pub const OUTRANKED_BYTES: usize = 64 << 20;
+/// … and their bytes (encoded) per epoch at most: the reports past either bound, in that order,
+/// are not kept (whatever order they came in, so every node keeps the same ones).
+pub const OUTRANKED_BYTES: usize = 1 << 20;
 /// Replays one rebuild runs at most while the forks proven in the replayed epochs (by the
 /// reports it now applies) keep changing which reports are left out.
 const MAX_REPLAYS: usize = 4;
@@ -620,6 +621,18 @@ impl Live {
     /// neither (see [`Live::rebuild`]). A fork older than every checkpoint is not undone (logged):
     /// this node's state then stays apart from that of nodes that applied the other report.
     fn undo_forks(&mut self) -> Result<(), Error> {
+        // A rebuild may prove forks of epochs before the checkpoint it started from (a report
+        // it now applies carries the proof): those are taken out by the next pass.
+        for _ in 0..MAX_REPLAYS {
+            if self.convicted.is_empty() {
+                break;
+            }
+            self.undo_forks_once()?;
+        }
+        Ok(())
+    }
+
+    fn undo_forks_once(&mut self) -> Result<(), Error> {
         let convicted = std::mem::take(&mut self.convicted);
         for (x, e) in convicted.iter().filter(|(_, e)| *e < self.next_epoch && !self.history.contains_key(e)) {
             tracing::warn!(
@@ -638,7 +651,6 @@ impl Live {
             );
             return Ok(());
         }
-        self.convicted.clear();
         tracing::warn!(
             from = first,
             epochs = self.next_epoch - from.unwrap_or(first),
@@ -698,27 +710,27 @@ impl Live {
         out
     }
 
-    /// Keeps an epoch's outranked reports: the [`OUTRANKED_PER_EPOCH`] best-ranked, within
-    /// [`OUTRANKED_BYTES`] in all.
-    fn park(&mut self, epoch: u64, mut reports: Vec<Signed<Report>>) {
-        let size = |r: &Signed<Report>| {
-            let mut b = Vec::new();
-            vain_core::codec::encode_signed(r, &mut b);
-            b.len()
-        };
-        let mut bytes: usize = self.outranked.values().flatten().map(size).sum();
-        reports.sort_by_cached_key(|r| (rank(&self.ledger, epoch, &r.signer), r.digest()));
-        let mut kept = Vec::new();
+    /// Keeps an epoch's outranked reports: those whose reporters could report in it first
+    /// (`reporters`), then by rank, at most [`OUTRANKED_PER_EPOCH`] and [`OUTRANKED_BYTES`].
+    /// Returns the digests it kept.
+    fn park(&mut self, epoch: u64, mut reports: Vec<Signed<Report>>) -> HashSet<[u8; 32]> {
+        let could = |k: &NodeId| self.reporters.get(&epoch).is_some_and(|s| s.contains(k));
+        reports.sort_by_cached_key(|r| (!could(&r.signer), rank(&self.ledger, epoch, &r.signer), r.digest()));
+        let (mut kept, mut bytes) = (Vec::new(), 0);
         for r in reports.into_iter().take(OUTRANKED_PER_EPOCH) {
-            let n = size(&r);
-            if bytes + n <= OUTRANKED_BYTES {
-                bytes += n;
-                kept.push(r);
+            let mut b = Vec::new();
+            vain_core::codec::encode_signed(&r, &mut b);
+            if bytes + b.len() > OUTRANKED_BYTES {
+                break;
             }
+            bytes += b.len();
+            kept.push(r);
         }
+        let digests = kept.iter().map(Signed::digest).collect();
         if !kept.is_empty() {
             self.outranked.insert(epoch, kept);
         }
+        digests
     }
 
     /// Rebuilds the state from the last checkpoint not after epoch `first`: every epoch since is
@@ -736,18 +748,31 @@ impl Live {
         let Some(i) = self.checkpoint_before(first) else { return Ok(false) };
         let (from, end) = (self.checkpoints[i].next, self.next_epoch);
         let before = self.applied_in(from, end, convicted);
+        let proven_before = self.forked_since(0);
         // Every fork proven so far since the checkpoint, not only the new ones: an earlier one
         // was taken out of the state being replaced too.
         let mut dropped = self.forked_since(from);
+        let mut settled = false;
         for _ in 0..MAX_REPLAYS {
             // The same checkpoint each time: the replay makes it again first.
             let Some(i) = self.checkpoint_before(from) else { break };
             self.replay(i, end, &dropped);
             let now = self.forked_since(from);
             if now == dropped {
+                settled = true;
                 break;
             }
             dropped = now;
+        }
+        if !settled {
+            tracing::warn!(from, end, "the reports a rebuild applies kept proving other forks: stopped replaying");
+        }
+        // Forks the replayed reports prove of epochs before the checkpoint: the next pass of
+        // `undo_forks` takes their reports out.
+        for k in self.forked_since(0).difference(&proven_before) {
+            if k.1 < from {
+                self.convicted.push(*k);
+            }
         }
         let after = self.applied_in(from, end, &[]);
         // Governance that only a report no longer applied carried is applied nowhere now: back
@@ -810,10 +835,10 @@ impl Live {
             }
             let (winner, losers) = self.choose(epoch, candidates);
             self.park(epoch, losers);
-            self.history.insert(epoch, left_out);
+            // As `drain` keeps them: the applied report first, then those left out.
+            self.history.insert(epoch, winner.iter().cloned().chain(left_out).collect());
             if let Some(r) = winner {
-                self.apply_entry(&Entry::Input { at, input: Input::Report(r.clone()) });
-                self.keep(epoch, r);
+                self.apply_entry(&Entry::Input { at, input: Input::Report(r) });
             }
             self.apply_entry(&Entry::Tick { at });
         }
@@ -845,9 +870,7 @@ impl Live {
         if !reporters.contains(&r.signer) {
             return Ok(Offer::Ineligible);
         }
-        let d = r.digest();
-        self.taken.insert((r.signer, e), d);
-        remember(&mut self.seen, d);
+        let (d, signer) = (r.digest(), r.signer);
         // The state before the epoch is what it was: a report that ranks after the applied one
         // cannot displace it.
         let forked = |k: &NodeId| self.ledger.record(k).is_some_and(|rec| rec.forked.contains(&e));
@@ -855,11 +878,17 @@ impl Live {
         let behind = applied.is_some_and(|a| a < rank(&self.ledger, e, &r.signer));
         let mut parked = self.outranked.remove(&e).unwrap_or_default();
         parked.push(r);
-        self.park(e, parked);
+        // Taken only when kept: one past the bounds may come again once there is room.
+        if !self.park(e, parked).contains(&d) {
+            return Ok(Offer::Outranked);
+        }
+        self.taken.insert((signer, e), d);
+        remember(&mut self.seen, d);
         if behind {
             return Ok(Offer::Outranked);
         }
         self.rebuild(e, &[])?;
+        self.undo_forks()?;
         let now_applied = self.history.get(&e).is_some_and(|h| h.iter().any(|x| x.digest() == d));
         if now_applied {
             self.promoted.retain(|x| x.digest() != d);
@@ -1134,6 +1163,9 @@ impl Live {
             let set = self.reporters_at(e);
             self.reporters.insert(e, set);
             let (winner, losers) = self.choose(e, candidates);
+            // Ranked by who could report in this epoch: before it applies.
+            let outranked = losers.iter().map(Signed::digest).collect::<Vec<_>>();
+            self.park(e, losers);
             let mut entries: Vec<Entry> =
                 winner.iter().map(|r| Entry::Input { at, input: Input::Report(r.clone()) }).collect();
             entries.push(Entry::Tick { at });
@@ -1153,7 +1185,9 @@ impl Live {
             for r in left_out {
                 self.keep(self.next_epoch, r);
             }
-            self.park(e, losers);
+            if !outranked.is_empty() {
+                tracing::debug!(epoch = e, outranked = outranked.len(), "reports outranked by the epoch's applied one");
+            }
             self.history.entry(self.next_epoch).or_default();
             self.expire_pool();
             tracing::debug!(epoch = self.next_epoch, digest = %hex::encode(&self.ledger.digest()[..8]), "ledger epoch applied");
@@ -1210,29 +1244,35 @@ impl Live {
     }
 
     /// The reports of applied epochs from `from` on, in epoch order, for a peer that missed
-    /// them: whole epochs only, at most `max_epochs` of them and about `max_bytes` (at least one
-    /// epoch when there is one). Empty when `from` is not applied here, or no longer kept.
+    /// them: whole epochs only (each one's applied report and those left out as forked), at
+    /// most `max_epochs` of them and about `max_bytes` (at least one epoch when there is one),
+    /// with the epochs' outranked reports that fit in `max_bytes`. Empty when `from` is not
+    /// applied here, or no longer kept.
     pub fn history(&self, from: u64, max_epochs: usize, max_bytes: usize) -> Vec<Signed<Report>> {
         let mut out = Vec::new();
         let mut bytes = 0;
+        let size = |r: &Signed<Report>| {
+            let mut b = Vec::new();
+            vain_core::codec::encode_signed(r, &mut b);
+            b.len()
+        };
         for (e, applied) in self.history.range(from..).take(max_epochs) {
-            // The outranked ones too: a peer that has them chooses the same report again if
-            // the applied one is taken out.
-            let reports: Vec<&Signed<Report>> =
-                applied.iter().chain(self.outranked.get(e).into_iter().flatten()).collect();
-            let size: usize = reports
-                .iter()
-                .map(|r| {
-                    let mut b = Vec::new();
-                    vain_core::codec::encode_signed(r, &mut b);
-                    b.len()
-                })
-                .sum();
-            if !out.is_empty() && bytes + size > max_bytes {
+            // The applied reports make the epoch (at least one epoch, whatever its size) …
+            let n: usize = applied.iter().map(size).sum();
+            if !out.is_empty() && bytes + n > max_bytes {
                 break;
             }
-            bytes += size;
-            out.extend(reports.into_iter().cloned());
+            bytes += n;
+            out.extend(applied.iter().cloned());
+            // … and the outranked ones come along while they fit: a peer that has them chooses
+            // the same report again if the applied one is taken out.
+            for r in self.outranked.get(e).into_iter().flatten() {
+                let n = size(r);
+                if bytes + n <= max_bytes {
+                    bytes += n;
+                    out.push(r.clone());
+                }
+            }
         }
         out
     }
@@ -1816,9 +1856,54 @@ mod tests {
             assert_eq!((row.forked_epoch, row.standing), (Some(0), "suspended"));
         }
         assert_eq!(n.status().digest, m.status().digest);
-        // The other node's report the rebuild started applying is handed out to pass on (the
-        // displacing one itself is passed on by whoever offered it).
+        // Nothing else to pass on: the rebuild applies no report but the displacing one, which
+        // whoever offered it passes on.
         assert!(n.take_promoted().is_empty());
+    }
+
+    /// When an epoch's applied report is taken out (its reporter forked it), the runner-up a
+    /// node kept applies instead and is handed out to pass on; a node that never had it takes it
+    /// from that and ends in the same state. The runners-up kept per epoch are bounded.
+    #[test]
+    fn a_runner_up_replaces_a_forked_report_and_is_passed_on() {
+        let (x, y) = ranked(0, SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));
+        let h = SigningKey::from_bytes(&[3; 32]);
+        let cfg = || Config {
+            pretrusted: [&x, &y, &h].iter().map(|k| k.verifying_key().to_bytes()).collect(),
+            ..Config::default()
+        };
+        let (x1, x2, y1) = (report(&x, 0, 7, 0.5), report(&x, 0, 8, 0.5), report(&y, 0, 6, 0.5));
+        let proof = Governed::Fork(Box::new(vain_core::ledger::Fork::new(&x1, &x2)));
+        let next = Signed::sign(&h, Report { epoch: 1, observations: Vec::new(), governance: vec![proof] });
+        let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("dir")).collect();
+        let mut n = Live::open(dirs[0].path(), cfg()).expect("open");
+        let mut m = Live::open(dirs[1].path(), cfg()).expect("open");
+        assert_eq!(n.offer(x1.clone()).expect("offer"), Offer::New);
+        assert_eq!(n.offer(y1.clone()).expect("offer"), Offer::Outranked);
+        assert_eq!(m.offer(x1).expect("offer"), Offer::New);
+        for l in [&mut n, &mut m] {
+            assert_eq!(l.offer(next.clone()).expect("offer"), Offer::New);
+        }
+        // n took x's report out and applies y's, which it hands out; m has nothing for epoch 0.
+        assert_eq!(n.take_promoted(), vec![y1.clone()]);
+        assert!(m.take_promoted().is_empty());
+        assert_ne!(n.status().digest, m.status().digest);
+        assert_eq!(m.offer(y1).expect("offer"), Offer::Replaced);
+        assert_eq!(n.status().digest, m.status().digest);
+        // At most four runners-up per epoch, those who could report first, then by rank.
+        let keys: Vec<SigningKey> = (10..17u8).map(|i| SigningKey::from_bytes(&[i; 32])).collect();
+        let mut pre: Vec<NodeId> = keys.iter().map(|k| k.verifying_key().to_bytes()).collect();
+        pre.push(h.verifying_key().to_bytes());
+        let d = tempfile::tempdir().expect("dir");
+        let mut l = Live::open(d.path(), Config { pretrusted: pre, ..Config::default() }).expect("open");
+        for k in &keys {
+            l.offer(report(k, 0, 7, 0.5)).expect("offer");
+        }
+        assert_eq!(l.outranked.get(&0).map(Vec::len), Some(OUTRANKED_PER_EPOCH));
+        let kept: Vec<_> = l.outranked[&0].iter().map(|r| rank(l.ledger(), 0, &r.signer)).collect();
+        let mut all: Vec<_> = keys.iter().map(|k| rank(l.ledger(), 0, &k.verifying_key().to_bytes())).collect();
+        all.sort();
+        assert_eq!(kept, all[1..=OUTRANKED_PER_EPOCH].to_vec(), "the best after the applied one");
     }
 
     /// A pre-trusted reporter's report outranks every other for any epoch.
