@@ -500,8 +500,13 @@ pub fn run_with(scenario: &Scenario, opts: &Options, judge: &mut dyn Judge, on_e
                     // the ring's.
                     let rate = if b == Behaviour::Sybil { CLAIM / ring_load as f64 } else { CLAIM };
                     let answers = took_part || b == Behaviour::Sybil;
-                    let what = if !answers || ch.issued as f64 + ch.work() as f64 / rate > ch.deadline as f64 {
+                    // As on the network: a node that does not answer at all is a timeout (it
+                    // may be down), one that works on the task and misses the deadline — it
+                    // gives up at it, or answers late — fails.
+                    let what = if !answers {
                         Observed::ChallengeTimeout
+                    } else if ch.issued as f64 + ch.work() as f64 / rate > ch.deadline as f64 {
+                        Observed::ChallengeFailed
                     } else if challenge::verify(&ch, &challenge::solve(&ch, 1), rng.next()) {
                         Observed::ChallengePassed
                     } else {

@@ -174,6 +174,56 @@ fn two_reporters(seed: u8) -> ([[u8; 32]; 2], ed25519_dalek::SigningKey, ed25519
     if rank(&a) < rank(&b) { (genesis, a, b) } else { (genesis, b, a) }
 }
 
+/// Governance from a hostile peer against a `vain node`: a forged vote, a vote by a key below
+/// the voting tier, a proposal whose window is already over — each refused with its reason and
+/// counted; a replayed proposal is taken once. Only the forgery costs the sender.
+#[test]
+fn forged_ineligible_out_of_window_and_replayed_governance_is_refused_and_counted() {
+    use vain_core::governance::{Choice, Kind, Proposal, Vote};
+    use vain_core::ledger::Governed;
+    let dir = tempfile::tempdir().expect("tmp");
+    let proposer = ed25519_dalek::SigningKey::from_bytes(&[0xb1; 32]);
+    let (_node, socket) = start(&dir.path().join("node"), None, &[proposer.verifying_key().to_bytes()]);
+    let status = || control::request(&socket, &json!({"cmd": "status"})).ok();
+    wait("the node up", 60, || status().is_some_and(|s| s["listen"][0].is_string()));
+    let s = status().expect("status");
+    let boot = s["listen"][0].as_str().expect("listen").to_string();
+    let target: PeerId = s["peer_id"].as_str().expect("peer id").parse().expect("peer id");
+    let hour = vain_core::HOUR;
+    let proposal = |closes, nonce| {
+        let body = Proposal { kind: Kind::Unban { node: [7; 32] }, opens: hour, closes, nonce };
+        Signed::sign(&proposer, body)
+    };
+    let open = proposal(10 * hour, 1);
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[0xb2; 32]);
+    let vote = |k: &ed25519_dalek::SigningKey| Signed::sign(k, Vote { proposal: open.digest(), choice: Choice::Yes });
+    let mut forged = vote(&stranger);
+    forged.body.choice = Choice::No;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let me = in_process(&dir.path().join("peer"), &boot, 0xb3, &[target]).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while status().and_then(|s| s["live"].as_u64()) != Some(1) {
+            assert!(Instant::now() < deadline, "the node sees us live");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let send = async |g: Governed| me.request(target, Message::Govern(g).encode()).await.expect("an answer");
+        assert_eq!(send(Governed::Propose(open.clone())).await, vec![Ack::Taken as u8]);
+        assert_eq!(send(Governed::Propose(open.clone())).await, vec![Ack::Taken as u8], "a replay: taken once");
+        assert_eq!(send(Governed::Vote(forged)).await, vec![Ack::BadSignature as u8]);
+        assert_eq!(send(Governed::Vote(vote(&stranger))).await, vec![Ack::Ineligible as u8], "tier 0 may not vote");
+        let over = proposal(hour, 2);
+        assert_eq!(send(Governed::Propose(over)).await, vec![Ack::Stale as u8], "its window is over");
+    });
+    let ledger = control::request(&socket, &json!({"cmd": "ledger"})).expect("ledger");
+    let submits = &ledger["submits"];
+    for (reason, n) in [("new", 1), ("duplicate", 1), ("bad signature", 1), ("ineligible", 1), ("closed", 1)] {
+        assert_eq!(submits[reason], n, "{reason}: {ledger}");
+    }
+    assert_eq!(ledger["pool"], 1, "only the proposal is held: {ledger}");
+    assert_eq!(status().and_then(|s| s["rejected"]["governance forged"].as_u64()), Some(1));
+}
+
 /// Starts a `vain node` in `dir` whose ledger takes `pretrusted` as its genesis.
 fn start(dir: &std::path::Path, bootstrap: Option<&str>, pretrusted: &[[u8; 32]]) -> (Child, std::path::PathBuf) {
     start_with(dir, bootstrap, pretrusted, "", "")
