@@ -1077,6 +1077,13 @@ impl Node {
         }
     }
 
+    /// A peer's tier in the ledger (under its node id or its signing key, the higher), 0 when
+    /// the ledger does not know it or no tiers were pushed.
+    fn peer_tier(&self, peer: PeerId) -> u8 {
+        let node_id = self.peers.get(&peer).and_then(|x| x.node_id);
+        [node_id, keys::public_key(&peer)].iter().flatten().filter_map(|k| self.tier_of(k)).max().unwrap_or(0)
+    }
+
     /// The ledger's tier of node `id`, once the owner pushed tiers (unknown nodes: 0).
     fn tier_of(&self, id: &[u8; 32]) -> Option<u8> {
         self.tiers.as_ref().map(|t| t.get(id).copied().unwrap_or(0))
@@ -1108,6 +1115,16 @@ impl Node {
         // A banned (or blocked) node's announcement goes no further through this node.
         if announced(&a).is_some_and(|(pid, _)| self.blocked.contains(&pid)) {
             self.count("relay banned");
+            return;
+        }
+        // Relaying others' announcements is a privilege of the tier the ledger gives: a peer
+        // below it may hand over its own announcement and nothing else, so it cannot use this
+        // node to amplify a flood.
+        if self.tiers.is_some()
+            && announced(&a).is_none_or(|(pid, _)| pid != from)
+            && self.peer_tier(from) < self.cfg.relay.min_tier
+        {
+            self.count("relay tier");
             return;
         }
         let id = (a.node_id, a.timestamp_ms);

@@ -373,6 +373,38 @@ async fn the_ledgers_tier_decides_who_relays() {
     drop(newcomer);
 }
 
+/// Relaying others' announcements is the tier's privilege on the receiving side too: a node
+/// whose own ledger lets it relay, but which its peers' ledgers put below the relaying tier,
+/// has its relays refused by them (counted), while its own announcement still reaches them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_from_a_peer_below_the_relaying_tier_is_refused() {
+    let nodes = cluster(47_100, 3, |_| 2).await;
+    wait_until("every node to know every other", 30, async || {
+        for h in &nodes {
+            if h.status().await.expect("status").live < 2 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    // Node 1 thinks it may relay; nodes 0 and 2 do not think so.
+    nodes[1].set_tiers(std::collections::HashMap::from([(node_id(47_101), 2)])).await.expect("tiers");
+    for i in [0, 2] {
+        nodes[i].set_tiers(std::collections::HashMap::new()).await.expect("tiers");
+    }
+    let boot = format!("/memory/47101/p2p/{}", nodes[1].peer_id);
+    let newcomer = node::spawn(config(47_109, Some(boot)), Identity::from_seed(seed(47_109)), Transport::Memory)
+        .await
+        .expect("node");
+    let refused =
+        async |h: &node::Handle| h.status().await.expect("status").rejected.get("relay tier").copied().unwrap_or(0);
+    wait_until("node 1's relay refused", 30, async || refused(&nodes[0]).await + refused(&nodes[2]).await > 0).await;
+    assert!(nodes[1].status().await.expect("status").relayed > 0);
+    assert_eq!(refused(&nodes[1]).await, 0, "node 1 takes what others hand over of themselves");
+    drop(newcomer);
+}
+
 /// A peer of another implementation: identify and the standard ping only, no vAIn heartbeats.
 #[derive(libp2p::swarm::NetworkBehaviour)]
 struct Foreign {
