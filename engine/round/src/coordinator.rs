@@ -1459,6 +1459,18 @@ impl Coordinator {
         close.root = merkle::root(&close.leaves());
         let root = close.root;
         let mut observations = vain_learn::judge::observations(&close.verdicts);
+        // An accepted update the round did not aggregate (too few of them) has no verdict: its
+        // sender still took part.
+        let judged: std::collections::HashSet<NodeId> = close.verdicts.iter().map(|v| v.0).collect();
+        observations.extend(close.accepted.iter().filter(|a| !judged.contains(&a.sender)).map(|a| {
+            vain_core::ledger::Observation { subject: a.sender, what: vain_core::ledger::Observed::Participated }
+        }));
+        // A selected client whose update never came took no part: its participation says so.
+        observations.extend(
+            missing
+                .iter()
+                .map(|k| vain_core::ledger::Observation { subject: *k, what: vain_core::ledger::Observed::Missed }),
+        );
         let signed = vain_core::signed::Signed::sign(&self.key, close);
         self.persist(&signed)?;
         // The round's evidence for every ledger, once the close is journaled — also when empty,

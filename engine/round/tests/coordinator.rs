@@ -219,6 +219,8 @@ fn closes(dir: &std::path::Path) -> Vec<Close> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_missing_participants_and_too_few_updates_are_in_the_signed_close() {
+    use vain_core::ledger::{Observed, Report};
+    use vain_core::signed::Signed;
     if let Err(e) = quic::probe() {
         vain_testkit::unavailable(vain_testkit::Need::IoUring, "round: coordinator refusals", e);
         return;
@@ -241,6 +243,10 @@ async fn refusals_missing_participants_and_too_few_updates_are_in_the_signed_clo
     let flag = banned.clone();
     let silent_key = SigningKey::from_bytes(&seed(13)).verifying_key().to_bytes();
     let c = c.with_exclusions(Arc::new(move |k| *k == silent_key && flag.load(std::sync::atomic::Ordering::Relaxed)));
+    // The evidence each closed round hands the ledger.
+    let reports: Arc<std::sync::Mutex<Vec<Signed<Report>>>> = Arc::default();
+    let took = reports.clone();
+    let c = c.with_evidence(Arc::new(move |r| took.lock().expect("reports").push(r)));
 
     // An honest client.
     let client = training_client(9201, &boot, 12, dir.path().join("client")).await;
@@ -319,6 +325,13 @@ async fn refusals_missing_participants_and_too_few_updates_are_in_the_signed_clo
     assert!(c0.rejected.contains(&(me(14), "not allowed".to_string())), "{:?}", c0.rejected);
     assert!(c0.rejected.contains(&(me(15), "relayed".to_string())), "{:?}", c0.rejected);
     assert_eq!(c0.root, vain_round::merkle::root(&c0.leaves()));
+    // Its evidence: the honest client took part, the silent one missed the round.
+    let r0 = reports.lock().expect("reports")[0].body.clone();
+    assert_eq!(r0.epoch, 0);
+    let said = |k: [u8; 32], what: Observed| r0.observations.iter().any(|o| o.subject == k && o.what == what);
+    assert!(said(me(12), Observed::Participated), "{:?}", r0.observations);
+    assert!(said(me(13), Observed::Missed), "{:?}", r0.observations);
+    assert!(!said(me(13), Observed::Participated));
     // Round 1: the update for round 0 is refused as such.
     let c1 = &cs[1];
     assert_eq!(c1.base, base, "round 0 kept its base");
