@@ -642,13 +642,15 @@ impl Live {
             );
         }
         let applied = |(x, e): &&(NodeId, u64)| self.history.get(e).is_some_and(|rs| rs.iter().any(|r| r.signer == *x));
-        let Some(first) = convicted.iter().filter(applied).map(|(_, e)| *e).min() else { return Ok(()) };
+        // A fork older than every checkpoint cannot be taken out; the newer ones still are.
+        let (reachable, too_old): (Vec<u64>, Vec<u64>) =
+            convicted.iter().filter(applied).map(|(_, e)| *e).partition(|e| self.checkpoint_before(*e).is_some());
+        for e in too_old {
+            tracing::warn!(epoch = e, "a report proven forked is older than this node's checkpoints: not taken out");
+        }
+        let Some(first) = reachable.into_iter().min() else { return Ok(()) };
         let from = self.checkpoint_before(first).map(|i| self.checkpoints[i].next);
         if !self.rebuild(first, &convicted)? {
-            tracing::warn!(
-                epoch = first,
-                "a report proven forked is older than this node's checkpoints: not taken out"
-            );
             return Ok(());
         }
         tracing::warn!(
@@ -1904,6 +1906,49 @@ mod tests {
         let mut all: Vec<_> = keys.iter().map(|k| rank(l.ledger(), 0, &k.verifying_key().to_bytes())).collect();
         all.sort();
         assert_eq!(kept, all[1..=OUTRANKED_PER_EPOCH].to_vec(), "the best after the applied one");
+    }
+
+    /// Two forks proven at once, one older than every checkpoint and one within reach: the
+    /// newer report is still taken out (the older stays, logged).
+    #[test]
+    fn a_fork_older_than_the_checkpoints_does_not_keep_a_newer_one_in() {
+        let (x, y, h) =
+            (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]), SigningKey::from_bytes(&[3; 32]));
+        let cfg = Config {
+            pretrusted: [&x, &y, &h].iter().map(|k| k.verifying_key().to_bytes()).collect(),
+            ..Config::default()
+        };
+        let d = tempfile::tempdir().expect("dir");
+        let mut n = Live::open(d.path(), cfg).expect("open");
+        let end = CHECKPOINT_EVERY * CHECKPOINTS as u64 + 20;
+        let (old, new) = (5, end - 5);
+        for e in 0..end {
+            let by = if e == old {
+                &x
+            } else if e == new {
+                &y
+            } else {
+                &h
+            };
+            let subject = if e == new { 9 } else { 7 };
+            assert_eq!(n.offer(report(by, e, subject, 0.5)).expect("offer"), Offer::New);
+        }
+        let fork = |k: &SigningKey, e| {
+            Governed::Fork(Box::new(vain_core::ledger::Fork::new(
+                &report(k, e, if e == new { 9 } else { 7 }, 0.5),
+                &report(k, e, 8, 0.5),
+            )))
+        };
+        let proofs = Signed::sign(
+            &h,
+            Report { epoch: end, observations: Vec::new(), governance: vec![fork(&x, old), fork(&y, new)] },
+        );
+        assert_eq!(n.offer(proofs).expect("offer"), Offer::New);
+        // y's report, the only one that spoke of node 9, is out of the state; x's stays.
+        let nine = hex::encode([9u8; 32]);
+        let row = n.status().nodes.into_iter().find(|r| r.key == nine);
+        assert!(row.as_ref().is_none_or(|r| r.participation == 0.0), "{row:?}");
+        assert!(n.history.get(&old).is_some_and(|h| h.iter().any(|r| r.signer == x.verifying_key().to_bytes())));
     }
 
     /// A pre-trusted reporter's report outranks every other for any epoch.
