@@ -1739,6 +1739,9 @@ mod tests {
         assert_eq!(nodes[0].offer(good.clone()).expect("offer"), Offer::New);
         assert_eq!(nodes[0].offer(bad.clone()).expect("offer"), Offer::Outranked);
         assert_eq!(nodes[0].offer(bad.clone()).expect("offer"), Offer::Duplicate);
+        // A peer catching up gets the epoch's applied report and, while they fit, the outranked.
+        assert_eq!(nodes[0].history(1, 1, 1 << 20), vec![good.clone(), bad.clone()]);
+        assert_eq!(nodes[0].history(1, 1, 10), vec![good.clone()], "the applied one whatever its size");
         // Node 1: the worse first (applied, with its testimony), then the better replaces it.
         assert_eq!(nodes[1].offer(bad.clone()).expect("offer"), Offer::New);
         assert_ne!(nodes[1].status().digest, nodes[0].status().digest);
