@@ -4,9 +4,8 @@
 //! Evidence arrives as signed reports (an aggregator's verdicts on a round, epoch = round) in
 //! whatever order the network delivers it. The ledger's state depends on the order of its
 //! inputs, so reports are buffered and applied epoch by epoch, from epoch 0, each epoch's
-//! reports sorted by their digest, at the epoch's ledger time (`(epoch + 1) × HOUR`) followed by
-//! a tick: every node that has the same reports reaches the same state digest, whatever order
-//! they came in. Each applied entry is journaled (fsynced) first, so a restarted node replays to
+//! report (below) at the epoch's ledger time (`(epoch + 1) × HOUR`) followed by a tick: every
+//! node that has the same reports reaches the same state digest, whatever order they came in. Each applied entry is journaled (fsynced) first, so a restarted node replays to
 //! the digest it had.
 //!
 //! An epoch applies one report: of the eligible reports a node holds for it, the first in
