@@ -1780,6 +1780,11 @@ mod tests {
         assert_eq!(x.offer(report(better, 0, 7, 0.5)).expect("offer"), Offer::Stale);
     }
 
+    /// A genesis of these keys, the rest default.
+    fn genesis(keys: &[&SigningKey]) -> Config {
+        Config { pretrusted: keys.iter().map(|k| k.verifying_key().to_bytes()).collect(), ..Config::default() }
+    }
+
     /// Two keys of which `first` ranks before `second` for `epoch` (both pre-trusted).
     fn ranked(epoch: u64, a: SigningKey, b: SigningKey) -> (SigningKey, SigningKey) {
         let l = Ledger::new(
@@ -1802,10 +1807,7 @@ mod tests {
     #[test]
     fn a_late_report_counts_if_its_reporter_could_report_in_its_epoch() {
         let (x, a) = ranked(0, SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));
-        let cfg = || Config {
-            pretrusted: vec![x.verifying_key().to_bytes(), a.verifying_key().to_bytes()],
-            ..Config::default()
-        };
+        let cfg = || genesis(&[&x, &a]);
         let proof =
             Governed::Fork(Box::new(vain_core::ledger::Fork::new(&report(&x, 5, 7, 0.5), &report(&x, 5, 8, 0.5))));
         let (from_x, from_a) = (report(&x, 0, 6, 0.5), report(&a, 0, 7, 9.0));
@@ -1836,10 +1838,7 @@ mod tests {
     fn a_displacing_report_that_proves_a_fork_takes_the_forked_report_out() {
         let (b, a) = ranked(1, SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));
         let z = SigningKey::from_bytes(&[3; 32]);
-        let cfg = || Config {
-            pretrusted: [&a, &b, &z].iter().map(|k| k.verifying_key().to_bytes()).collect(),
-            ..Config::default()
-        };
+        let cfg = || genesis(&[&a, &b, &z]);
         let (z1, z2) = (report(&z, 0, 7, 0.5), report(&z, 0, 8, 9.0));
         let proof = Governed::Fork(Box::new(vain_core::ledger::Fork::new(&z1, &z2)));
         let worse = report(&a, 1, 6, 0.5);
@@ -1872,10 +1871,7 @@ mod tests {
     fn a_runner_up_replaces_a_forked_report_and_is_passed_on() {
         let (x, y) = ranked(0, SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));
         let h = SigningKey::from_bytes(&[3; 32]);
-        let cfg = || Config {
-            pretrusted: [&x, &y, &h].iter().map(|k| k.verifying_key().to_bytes()).collect(),
-            ..Config::default()
-        };
+        let cfg = || genesis(&[&x, &y, &h]);
         let (x1, x2, y1) = (report(&x, 0, 7, 0.5), report(&x, 0, 8, 0.5), report(&y, 0, 6, 0.5));
         let proof = Governed::Fork(Box::new(vain_core::ledger::Fork::new(&x1, &x2)));
         let next = Signed::sign(&h, Report { epoch: 1, observations: Vec::new(), governance: vec![proof] });
@@ -1916,10 +1912,7 @@ mod tests {
     fn a_fork_older_than_the_checkpoints_does_not_keep_a_newer_one_in() {
         let (x, y, h) =
             (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]), SigningKey::from_bytes(&[3; 32]));
-        let cfg = Config {
-            pretrusted: [&x, &y, &h].iter().map(|k| k.verifying_key().to_bytes()).collect(),
-            ..Config::default()
-        };
+        let cfg = genesis(&[&x, &y, &h]);
         let d = tempfile::tempdir().expect("dir");
         let mut n = Live::open(d.path(), cfg).expect("open");
         let end = CHECKPOINT_EVERY * CHECKPOINTS as u64 + 20;
