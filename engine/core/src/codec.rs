@@ -18,9 +18,9 @@ pub const MAX_EDGES: u64 = 1 << 16;
 pub const MAX_STRING: u64 = 1024;
 /// The largest report body an equivocation proof holds (the live ledger takes no larger report).
 pub const MAX_REPORT_BYTES: usize = 4 << 20;
-/// The fewest bytes a [`Governed`] input takes: a testimony of an empty report (kind, signer,
-/// epoch and two zero counts, signature).
-pub const MIN_GOVERNED: usize = 1 + 32 + 24 + 64;
+/// The fewest bytes a [`Governed`] input takes: a trust vector with no edges (kind, signer,
+/// epoch and a zero count, signature).
+pub const MIN_GOVERNED: usize = 1 + 32 + 16 + 64;
 
 /// Why bytes do not decode.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
@@ -293,6 +293,10 @@ pub fn encode_governed(g: &Governed, out: &mut Vec<u8>) {
             out.push(5);
             encode_fork(f, out);
         }
+        Governed::Trust(t) => {
+            out.push(6);
+            encode_signed(t, out);
+        }
     }
 }
 
@@ -340,6 +344,7 @@ pub fn decode_governed(r: &mut Reader<'_>) -> Result<Governed, Error> {
         3 => Governed::RequestAudit(decode_signed(r)?),
         4 => Governed::Verdict(decode_signed(r)?),
         5 => Governed::Fork(Box::new(decode_fork(r)?)),
+        6 => Governed::Trust(decode_signed(r)?),
         value => return Err(Error::Tag { field: "governance.kind", value }),
     })
 }

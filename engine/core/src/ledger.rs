@@ -102,6 +102,9 @@ pub enum Governed {
     /// Proof that a reporter signed two different reports for one epoch (whoever holds both
     /// may submit it; it stands on the reporter's own signatures).
     Fork(Box<Fork>),
+    /// A node's local trust in the nodes it worked with (its EigenTrust edges), signed by that
+    /// node and carried so that every ledger replaces the node's vector at the same place.
+    Trust(Signed<TrustVector>),
 }
 
 /// Two different reports one reporter signed for the same epoch, in digest order, so that
@@ -193,6 +196,7 @@ impl Governed {
             Governed::RequestAudit(q) => q.digest(),
             Governed::Verdict(v) => v.digest(),
             Governed::Fork(f) => f.digest(),
+            Governed::Trust(t) => t.digest(),
         }
     }
 
@@ -205,6 +209,7 @@ impl Governed {
             Governed::RequestAudit(q) => q.signer,
             Governed::Verdict(v) => v.signer,
             Governed::Fork(f) => f.signer,
+            Governed::Trust(t) => t.signer,
         }
     }
 
@@ -217,6 +222,7 @@ impl Governed {
             Governed::RequestAudit(q) => Input::RequestAudit(q.clone()),
             Governed::Verdict(v) => Input::Verdict(v.clone()),
             Governed::Fork(f) => Input::Fork(f.clone()),
+            Governed::Trust(t) => Input::Trust(t.clone()),
         }
     }
 }
@@ -633,13 +639,15 @@ pub enum Output {
 pub struct Record {
     sources: [Decaying; SOURCES],
     penalty: Decaying,
-    social: f64,
+    /// Its EigenTrust score relative to an even share, capped at 1 (the score's social term).
+    pub social: f64,
     /// Tier state.
     pub tier: tier::State,
     /// Bonded stake.
     pub stake: u64,
     bond_seq: u64,
-    trust_epoch: Option<u64>,
+    /// Epoch of the last local-trust vector it signed that was applied.
+    pub trust_epoch: Option<u64>,
     /// Epoch of the last testimony this node signed that was applied.
     testified: Option<u64>,
     /// The epochs, within [`FORK_WINDOW`] of now, for which a proof that it signed two reports
@@ -1257,6 +1265,11 @@ impl Ledger {
     /// The lowest tier that may report evidence (or testify) without being pre-trusted.
     pub fn report_from(&self) -> u8 {
         self.cfg.tiers.report_from
+    }
+
+    /// `node`'s last applied local-trust vector (its EigenTrust edges).
+    pub fn trust_of(&self, node: &NodeId) -> Option<&[(NodeId, f64)]> {
+        self.trust.get(node).map(Vec::as_slice)
     }
 
     /// Epoch of `node`'s last applied testimony.

@@ -445,15 +445,27 @@ fn a_reporter_that_signs_two_reports_for_one_epoch_is_suspended_by_the_proof() {
 }
 
 #[test]
-fn a_report_carrying_only_empty_testimonies_decodes() {
-    use vain_core::ledger::Governed;
+fn a_report_carrying_only_empty_testimonies_or_trust_vectors_decodes() {
+    use vain_core::ledger::{Governed, TrustVector};
     let (k, v) = (key(1), key(2));
-    // Ten of them: the count check must not assume more bytes per input than the smallest takes.
-    let g: Vec<Governed> = (0..10).map(|e| Governed::Testimony(Signed::sign(&v, Report::new(e, vec![])))).collect();
-    let r = Signed::sign(&k, Report { epoch: 0, observations: vec![], governance: g });
-    let mut wire = Vec::new();
-    vain_core::codec::encode_signed(&r, &mut wire);
-    let mut reader = vain_core::codec::Reader::new(&wire);
-    assert_eq!(vain_core::codec::decode_signed::<Report>(&mut reader), Ok(r));
-    assert_eq!(reader.finish(), Ok(()));
+    // Ten of each: the count check must not assume more bytes per input than the smallest takes.
+    let empty_vector = Governed::Trust(Signed::sign(&v, TrustVector { epoch: 0, edges: vec![] }));
+    let mut one = Vec::new();
+    vain_core::codec::encode_governed(&empty_vector, &mut one);
+    assert_eq!(one.len(), vain_core::codec::MIN_GOVERNED);
+    for g in [
+        (0..10).map(|e| Governed::Testimony(Signed::sign(&v, Report::new(e, vec![])))).collect::<Vec<_>>(),
+        (0..10).map(|e| Governed::Trust(Signed::sign(&v, TrustVector { epoch: e, edges: vec![] }))).collect(),
+        vec![Governed::Trust(Signed::sign(
+            &v,
+            TrustVector { epoch: 3, edges: vec![([7; 32], 0.25), ([8; 32], 0.75)] },
+        ))],
+    ] {
+        let r = Signed::sign(&k, Report { epoch: 0, observations: vec![], governance: g });
+        let mut wire = Vec::new();
+        vain_core::codec::encode_signed(&r, &mut wire);
+        let mut reader = vain_core::codec::Reader::new(&wire);
+        assert_eq!(vain_core::codec::decode_signed::<Report>(&mut reader), Ok(r));
+        assert_eq!(reader.finish(), Ok(()));
+    }
 }

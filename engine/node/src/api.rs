@@ -599,9 +599,8 @@ fn submitted(outcome: Option<Submit>, id: &str) -> Result<&'static str, Error> {
         Some(Submit::Full) => Err(Error::PoolFull),
         // This node signed it: a bad signature means its key is unusable.
         // (The API submits proposals, votes and audit requests, never testimonies or verdicts.)
-        Some(Submit::BadSignature | Submit::Invalid | Submit::UnknownAudit | Submit::NotOnTeam) | None => {
-            Err(Error::Unavailable("the ledger"))
-        }
+        Some(Submit::BadSignature | Submit::Invalid | Submit::UnknownAudit | Submit::NotOnTeam | Submit::Untrusted)
+        | None => Err(Error::Unavailable("the ledger")),
     }
 }
 

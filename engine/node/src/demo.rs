@@ -138,13 +138,19 @@ fn ring_summary(ring: &[String], resource: &BTreeMap<String, Value>) -> Value {
         return Value::Null;
     }
     let tier = |l: &String| resource.get(l).and_then(|r| r["tier"].as_u64());
+    let social = |l: &String| resource.get(l).map_or(json!(0.0), |r| r["social"].clone());
     let members: BTreeMap<&String, Value> = ring.iter().map(|l| (l, json!(tier(l)))).collect();
-    let honest: BTreeMap<&String, Value> =
-        resource.keys().filter(|l| l.starts_with("client") && !l.contains('(')).map(|l| (l, json!(tier(l)))).collect();
+    let honest: Vec<&String> = resource.keys().filter(|l| l.starts_with("client") && !l.contains('(')).collect();
     json!({
         "members": members,
         "highest_tier": ring.iter().filter_map(tier).max(),
-        "honest_clients": honest,
+        "honest_clients": honest.iter().map(|l| (*l, json!(tier(l)))).collect::<BTreeMap<_, _>>(),
+        // EigenTrust share relative to an even one (the score's social term), and how many
+        // nodes each member's applied local-trust vector vouches for.
+        "members_social": ring.iter().map(|l| (l, social(l))).collect::<BTreeMap<_, _>>(),
+        "members_vouches": ring.iter().map(|l| (l, resource.get(l).map_or(json!(0), |r| r["vouches"].clone())))
+            .collect::<BTreeMap<_, _>>(),
+        "honest_social": honest.iter().map(|l| (*l, social(l))).collect::<BTreeMap<_, _>>(),
     })
 }
 
@@ -307,8 +313,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
         start(&mut planned, &cfg, &[("RAYON_NUM_THREADS", "1")])?;
     }
     // The Sybil ring: fresh identities on this machine, unstaked, each announcing a machine of
-    // its own and sending nothing useful.
+    // its own, sending nothing useful, and vouching for the others (`[ledger] vouch`).
     let mut ring: Vec<String> = Vec::new();
+    let mut ring_keys: BTreeMap<PathBuf, String> = BTreeMap::new();
     for k in 0..a.sybils {
         let extra = format!(
             "[train]\nshard = \"{k}/{n}\"\npartition = \"iid\"\nseed = 1\nsteps = 1\nattack = \"free-ride\"\n",
@@ -319,6 +326,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
         std::fs::write(&cfg, format!("models = [\"{}\"]\ncpu_cores = {SYBIL_CORES}\n{text}", arch.id()))?;
         let label = format!("sybil {k}");
         labels.insert(short_of(cfg.parent().unwrap_or(&dir))?, label.clone());
+        let id = crate::net::identity(cfg.parent().unwrap_or(&dir))?;
+        let key = hex::encode(ed25519_dalek::SigningKey::from_bytes(&id.seed).verifying_key().to_bytes());
+        ring_keys.insert(cfg.clone(), key);
         ring.push(label);
         start(&mut planned, &cfg, &[("RAYON_NUM_THREADS", "1")])?;
     }
@@ -357,6 +367,11 @@ pub fn run(a: DemoArgs) -> Result<()> {
     for (cfg, env) in &planned {
         let mut text = std::fs::read_to_string(cfg)?;
         text.push_str(&ledger);
+        if ring_keys.contains_key(cfg) {
+            let others: Vec<String> =
+                ring_keys.iter().filter(|(c, _)| *c != cfg).map(|(_, k)| format!("\"{k}\"")).collect();
+            text.push_str(&format!("vouch = [{}]\n", others.join(", ")));
+        }
         std::fs::write(cfg, text)?;
         let log = std::fs::File::create(cfg.with_file_name("node.log"))?;
         let mut cmd = Command::new(&exe);
@@ -723,7 +738,10 @@ pub fn run(a: DemoArgs) -> Result<()> {
                 let label = labels.get(id).cloned().unwrap_or_else(|| id.to_string());
                 resource.insert(
                     label,
-                    json!({"resource": n["resource"], "penalty": n["penalty"], "tier": n["tier"], "standing": n["standing"]}),
+                    json!({
+                        "resource": n["resource"], "penalty": n["penalty"], "tier": n["tier"],
+                        "standing": n["standing"], "social": n["social"], "vouches": n["vouches"],
+                    }),
                 );
             }
         }
@@ -869,13 +887,20 @@ pub fn run(a: DemoArgs) -> Result<()> {
                 .map(|m| m.iter().map(|(l, t)| format!("{l} {t}")).collect::<Vec<_>>().join(", "))
                 .unwrap_or_default()
         };
+        let shares = |v: &Value| -> String {
+            v.as_object()
+                .map(|m| m.values().map(|x| format!("{:.2}", x.as_f64().unwrap_or(0.0))).collect::<Vec<_>>().join(" "))
+                .unwrap_or_default()
+        };
         println!(
-            "sybil ring ({} fresh identities on this machine, no stake, {SYBIL_CORES} cores announced each, free-riding): \
-             tiers {} (voting from tier {}); honest clients: {}",
+            "sybil ring ({} fresh identities on this machine, no stake, {SYBIL_CORES} cores announced each, free-riding, \
+             vouching for each other): tiers {} (voting from tier {}), trust shares {}; honest clients: {}, trust shares {}",
             ring.len(),
             tiers(&sr["members"]),
             a.vote_from,
-            tiers(&sr["honest_clients"])
+            shares(&sr["members_social"]),
+            tiers(&sr["honest_clients"]),
+            shares(&sr["honest_social"])
         );
     }
     println!(

@@ -171,12 +171,16 @@ pub struct LedgerSection {
     pub vote_from: u8,
     /// The fraction of eligible voting weight that must vote for a proposal to count.
     pub quorum: f64,
+    /// Signing keys (hex) of nodes the operator vouches for out of band: they enter this
+    /// node's local-trust vector beside the partners it worked with (it counts only once some
+    /// trusted node vouches for this node).
+    pub vouch: Vec<String>,
 }
 
 impl Default for LedgerSection {
     fn default() -> Self {
         let d = vain_trust::Config::default();
-        Self { pretrusted: Vec::new(), vote_from: d.vote_from, quorum: d.quorum }
+        Self { pretrusted: Vec::new(), vote_from: d.vote_from, quorum: d.quorum, vouch: Vec::new() }
     }
 }
 
@@ -298,16 +302,7 @@ impl NodeFile {
     /// anchor and hand a Sybil ring a share of the trust.
     pub fn ledger(&self, me: &[u8; 32]) -> Result<vain_trust::Config> {
         let l = &self.ledger;
-        let mut pretrusted = l
-            .pretrusted
-            .iter()
-            .map(|k| {
-                hex::decode(k)
-                    .ok()
-                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                    .ok_or_else(|| anyhow::anyhow!("[ledger] pretrusted {k:?} is not a 32-byte hex key"))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let mut pretrusted = keys_of(&l.pretrusted, "pretrusted")?;
         if pretrusted.is_empty() {
             for b in &self.net.bootstrap {
                 let key = vain_net::keys::public_key_of_addr(b).ok_or_else(|| {
@@ -330,6 +325,11 @@ impl NodeFile {
             bail!("[ledger] quorum {} must be in (0, 1]", l.quorum);
         }
         Ok(vain_trust::Config { pretrusted, vote_from: l.vote_from, quorum: l.quorum, ..vain_trust::Config::default() })
+    }
+
+    /// `[ledger] vouch`: the nodes the operator vouches for.
+    pub fn vouched(&self) -> Result<Vec<[u8; 32]>> {
+        keys_of(&self.ledger.vouch, "vouch")
     }
 
     fn coordinator(&self) -> Result<coordinator::Config> {
@@ -407,6 +407,7 @@ impl NodeFile {
             dir,
             kept_out: None,
             region: self.net.region.clone(),
+            experience: None,
         })
     }
 }
@@ -608,40 +609,87 @@ async fn sync_pool(live: &Mutex<Live>, net: &vain_net::node::Handle, peer: vain_
     }
 }
 
-/// Signs what the challenger witnessed into a testimony once per ledger epoch (epochs only
-/// grow, so each testimony's epoch is above the last) and hands it to the ledger's pool and the
-/// peers, for the next report to carry.
-fn spawn_testifying(
-    key: ed25519_dalek::SigningKey,
-    witness: vain_round::challenger::Witness,
-    live: Arc<Mutex<Live>>,
-    net: vain_net::node::Handle,
-) {
+/// Calls `sign` with the ledger's next epoch, every second while it returns false (nothing to
+/// sign yet), and after it signed only once a later epoch comes (epochs only grow, so each
+/// signed input's epoch is above the last).
+fn each_epoch(live: Arc<Mutex<Live>>, mut sign: impl FnMut(&Mutex<Live>, u64) -> bool + Send + 'static) {
     tokio::spawn(async move {
         let mut last: Option<u64> = None;
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let Ok(epoch) = live.lock().map(|l| l.next_epoch()) else { continue };
-            if last.is_some_and(|e| e >= epoch) {
-                continue;
+            if last.is_none_or(|e| e < epoch) && sign(&live, epoch) {
+                last = Some(epoch);
             }
-            let observations = witness.take();
-            if observations.is_empty() {
-                continue;
-            }
-            let n = observations.len();
-            let t = vain_core::signed::Signed::sign(&key, vain_core::ledger::Report::new(epoch, observations));
-            let rt = tokio::runtime::Handle::current();
-            let verdict = take_governance(&live, &net, &rt, vain_core::ledger::Governed::Testimony(t), None);
-            tracing::info!(
-                epoch,
-                observations = n,
-                outcome = verdict.map_or("ledger unavailable", |v| v.reason()),
-                "testimony"
-            );
-            last = Some(epoch);
         }
     });
+}
+
+/// Signs what the challenger witnessed into a testimony once per ledger epoch and hands it to
+/// the ledger's pool and the peers, for the next report to carry.
+fn spawn_testifying(
+    key: ed25519_dalek::SigningKey,
+    witness: vain_round::challenger::Witness,
+    experience: vain_round::experience::Experience,
+    live: Arc<Mutex<Live>>,
+    net: vain_net::node::Handle,
+) {
+    each_epoch(live, move |live, epoch| {
+        let observations = witness.take();
+        if observations.is_empty() {
+            return false;
+        }
+        let n = observations.len();
+        let anomaly_z = live.lock().map_or(f64::INFINITY, |l| l.ledger().config().penalties.anomaly_z);
+        experience.witnessed(&observations, anomaly_z);
+        let t = vain_core::signed::Signed::sign(&key, vain_core::ledger::Report::new(epoch, observations));
+        let rt = tokio::runtime::Handle::current();
+        let verdict = take_governance(live, &net, &rt, vain_core::ledger::Governed::Testimony(t), None);
+        tracing::info!(
+            epoch,
+            observations = n,
+            outcome = verdict.map_or("ledger unavailable", |v| v.reason()),
+            "testimony"
+        );
+        true
+    });
+}
+
+/// Signs this node's local trust (its experience with the nodes it worked with, and the
+/// operator's vouches) into a vector once per ledger epoch when it changed, and hands it to the
+/// ledger's pool and the peers, for the next report to carry. One the pool refuses (this node
+/// holds no trust yet) is signed again at a later epoch.
+fn spawn_vouching(
+    key: ed25519_dalek::SigningKey,
+    experience: vain_round::experience::Experience,
+    live: Arc<Mutex<Live>>,
+    net: vain_net::node::Handle,
+) {
+    let me = key.verifying_key().to_bytes();
+    each_epoch(live, move |live, epoch| {
+        let Some(edges) = experience.vector(&me, vain_trust::TRUST_EDGES) else { return false };
+        let n = edges.len();
+        let t = vain_core::signed::Signed::sign(&key, vain_core::ledger::TrustVector { epoch, edges });
+        let rt = tokio::runtime::Handle::current();
+        let verdict = take_governance(live, &net, &rt, vain_core::ledger::Governed::Trust(t), None);
+        if verdict != Some(vain_trust::Submit::New) {
+            experience.retry();
+        }
+        tracing::info!(epoch, edges = n, outcome = verdict.map_or("ledger unavailable", |v| v.reason()), "local trust");
+        true
+    });
+}
+
+/// Hex keys from a `[ledger]` list.
+fn keys_of(list: &[String], field: &str) -> Result<Vec<[u8; 32]>> {
+    list.iter()
+        .map(|k| {
+            hex::decode(k)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| anyhow::anyhow!("[ledger] {field} {k:?} is not a 32-byte hex key"))
+        })
+        .collect()
 }
 
 /// What `vain node` serves over HTTP besides its planes.
@@ -760,6 +808,7 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
         "ledger genesis"
     );
     let live = Arc::new(Mutex::new(Live::open(&data_dir.join("ledger"), ledger_cfg)?));
+    let experience = vain_round::experience::Experience::with_vouches(file.vouched()?);
     let challenge_cfg = file.challenge.config()?;
     let audit_data = Arc::new(file.audit_data()?);
     let claimed_cores = cfg.claimed_cores();
@@ -796,7 +845,11 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
             .with_evidence({
                 let (live, net, rt) = (live.clone(), handle.clone(), tokio::runtime::Handle::current());
                 let (fork_at, key) = (file.aggregate.equivocate_round, ed25519_dalek::SigningKey::from_bytes(&seed));
+                let experience = experience.clone();
                 Arc::new(move |r| {
+                    // What this aggregator saw of its clients is its experience with them.
+                    let anomaly_z = live.lock().map_or(f64::INFINITY, |l| l.ledger().config().penalties.anomaly_z);
+                    experience.witnessed(&r.body.observations, anomaly_z);
                     if fork_at > 0 && r.body.epoch == fork_at {
                         equivocate(&live, &net, &rt, &key, r);
                     } else {
@@ -905,12 +958,13 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
             let witness = vain_round::challenger::Witness::default();
             let key = ed25519_dalek::SigningKey::from_bytes(&seed);
             tokio::spawn(Challenger::new(challenge_cfg.clone(), handle.clone(), key.clone(), witness.clone()).run());
-            spawn_testifying(key, witness.clone(), live.clone(), handle.clone());
+            spawn_testifying(key, witness.clone(), experience.clone(), live.clone(), handle.clone());
             Some(witness)
         } else {
             None
         };
         spawn_catching_up(live.clone(), handle.clone());
+        spawn_vouching(ed25519_dalek::SigningKey::from_bytes(&seed), experience.clone(), live.clone(), handle.clone());
         // Every node answers the challenges of its ledger's reporters.
         let prover = {
             let live = live.clone();
@@ -938,6 +992,7 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
         }
         let participant = match participant_cfg {
             Some(mut p) => {
+                p.experience = Some(experience.clone());
                 // A client serves the checkpoints it holds too.
                 store = store.or(Some(Store::open(&data_dir.join("client").join("checkpoints"))?));
                 let live = live.clone();
@@ -1174,7 +1229,7 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                                     Ack::Malformed
                                 }
                                 Some(vain_trust::Submit::UnknownAudit) => Ack::Stale,
-                                Some(vain_trust::Submit::NotOnTeam) => Ack::Ineligible,
+                                Some(vain_trust::Submit::NotOnTeam | vain_trust::Submit::Untrusted) => Ack::Ineligible,
                                 Some(vain_trust::Submit::Ineligible { .. }) => Ack::Ineligible,
                                 Some(vain_trust::Submit::UnknownProposal | vain_trust::Submit::Closed) => Ack::Stale,
                                 Some(vain_trust::Submit::Full) | None => Ack::Busy,
@@ -1280,6 +1335,7 @@ mod tests {
             ("[aggregate]\nunknown = 1", "unknown"),
             ("[train]\nshard = \"3/2\"", "shard"),
             ("[ledger]\npretrusted = [\"zz\"]", "pretrusted"),
+            ("[ledger]\nvouch = [\"00\"]", "vouch"),
             ("[ledger]\nquorum = 1.5", "quorum"),
             ("[ledger]\nvote_from = 0", "vote_from"),
             ("[challenge]\nbudget = 0.0", "budget"),
@@ -1293,6 +1349,7 @@ mod tests {
                     f.coordinator()?;
                     f.participant(std::env::temp_dir())?;
                     f.ledger(&[0; 32])?;
+                    f.vouched()?;
                     f.challenge.config()?;
                     Ok(())
                 })

@@ -566,7 +566,7 @@ impl Coordinator {
     /// rounds are done, or while no client is there (with unbounded rounds), it issues an
     /// *evidence epoch* — a report with no round, epoch `f()` (the ledger's next) — whenever the
     /// pool holds audit requests, verdicts, proposals or votes no report carried yet, or stakes
-    /// changed, at most every `Config::evidence_interval`. Testimony rides along but starts no
+    /// changed, at most every `Config::evidence_interval`. Testimony and local trust ride along but start no
     /// epoch by itself: an idle network does not tick its ledger forever. Without this, what
     /// arrives after the last round would wait for a round that never comes.
     pub fn with_epochs(mut self, f: Epochs) -> Self {
@@ -612,8 +612,9 @@ impl Coordinator {
             return false;
         }
         let governance = self.governance.as_ref().map(|g| g()).unwrap_or_default();
-        let waiting =
-            governance.iter().any(|g| !matches!(g, Governed::Testimony(_)) && !self.carried.0.contains(&g.digest()));
+        let waiting = governance.iter().any(|g| {
+            !matches!(g, Governed::Testimony(_) | Governed::Trust(_)) && !self.carried.0.contains(&g.digest())
+        });
         // Taking the stake changes marks them reported: they are carried now, or were none.
         let observations = self.stakes.as_ref().map(|s| s()).unwrap_or_default();
         if !waiting && observations.is_empty() {

@@ -14,6 +14,7 @@
 pub mod auditor;
 pub mod challenger;
 pub mod coordinator;
+pub mod experience;
 pub mod merkle;
 pub mod msg;
 pub mod participant;

@@ -57,6 +57,8 @@ pub struct Config {
     /// aggregator announces another region, the base checkpoint is asked of holders in this
     /// one first.
     pub region: String,
+    /// Where the closes this client sees count towards its local trust in their aggregators.
+    pub experience: Option<crate::experience::Experience>,
 }
 
 /// Whether the node's ledger keeps an aggregator (by signing key) out.
@@ -121,6 +123,9 @@ struct Shared {
     work: PathBuf,
     kept_out: Option<KeptOut>,
     region: String,
+    experience: Option<crate::experience::Experience>,
+    /// The (aggregator, round) closes already counted as experience (the last few).
+    judged: Mutex<BTreeSet<(NodeId, u64)>>,
 }
 
 /// Rounds of work a client keeps for auditors.
@@ -162,6 +167,8 @@ impl Participant {
             work: cfg.dir.join("work"),
             kept_out: cfg.kept_out.clone(),
             region: cfg.region.clone(),
+            experience: cfg.experience.clone(),
+            judged: Mutex::new(BTreeSet::new()),
         });
         let store = Store::open(&cfg.dir.join("checkpoints"))?;
         let trainer = Trainer { cfg, key, encoders: BTreeMap::new(), model: None };
@@ -367,13 +374,15 @@ impl Participant {
             Some(i) => merkle::proof(&leaves, i).is_some_and(|p| merkle::verify(&close.root, mine, &p)),
             None => false,
         };
+        let refused = close.rejected.iter().find(|(k, _)| *k == self.shared.me);
+        self.experienced(&s, included, refused.is_none());
         let status = if included {
             if let Err(e) = keep_work(&self.shared, &s, base) {
                 tracing::warn!(round = close.round, error = %e, "keeping the round's work for auditors");
             }
             "included".to_string()
         } else {
-            match close.rejected.iter().find(|(k, _)| *k == self.shared.me) {
+            match refused {
                 Some((_, why)) => format!("rejected: {why}"),
                 None => "not included".into(),
             }
@@ -392,6 +401,31 @@ impl Participant {
             },
         );
         self.count(answer)
+    }
+}
+
+impl Participant {
+    /// Counts a close of a round this client sent in towards its trust in the close's signer,
+    /// once per (aggregator, round): holding the update is satisfactory; leaving out, without a
+    /// reason, an update the aggregator acknowledged is not. A refusal with a reason, or an
+    /// update that was never acknowledged (it may have come late), is neither.
+    fn experienced(&self, s: &Signed<Close>, included: bool, unexplained: bool) {
+        let Some(e) = &self.shared.experience else { return };
+        let key = (s.signer, s.body.round);
+        let Ok(mut judged) = self.shared.judged.lock() else { return };
+        if !judged.insert(key) {
+            return;
+        }
+        while judged.len() > 64 {
+            judged.pop_first();
+        }
+        drop(judged);
+        let acknowledged = self.shared.receipts.lock().is_ok_and(|m| m.contains_key(&key));
+        if included {
+            e.good(s.signer, 1.0);
+        } else if unexplained && acknowledged {
+            e.bad(s.signer, 1.0);
+        }
     }
 }
 

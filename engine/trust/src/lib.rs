@@ -52,6 +52,12 @@ pub const POOL: usize = 1024;
 pub const POOL_PER_AUTHOR: usize = 16;
 /// … and at most this many bytes in all (encoded), whatever they are.
 pub const POOL_BYTES: usize = 64 << 20;
+/// Local-trust vectors held at most (one per signer; half the pool, so that vouching can never
+/// crowd out proposals, votes and audits).
+pub const POOL_TRUST: usize = POOL / 2;
+/// Edges a carried local-trust vector has at most: a node vouches for the partners it worked
+/// with most, and EigenTrust normalises its row whatever its length.
+pub const TRUST_EDGES: usize = 64;
 /// The largest report a node takes (encoded, signed), not counting the equivocation proofs it
 /// carries: larger ones are refused before anything else, so neither the buffer of pending
 /// epochs nor a proof (which holds two report bodies) grows past it …
@@ -186,6 +192,9 @@ pub enum Submit {
     UnknownAudit,
     /// A verdict by a node that is not on the audit's team, or about another subject.
     NotOnTeam,
+    /// A local-trust vector whose signer holds no trust: no trusted node vouches for it (its
+    /// EigenTrust share is 0, so its vector would move nothing), or it is suspended or banned.
+    Untrusted,
 }
 
 impl Submit {
@@ -202,6 +211,7 @@ impl Submit {
             Submit::Invalid => "invalid",
             Submit::UnknownAudit => "unknown audit",
             Submit::NotOnTeam => "not on the team",
+            Submit::Untrusted => "untrusted",
         }
     }
 }
@@ -277,6 +287,11 @@ pub struct NodeRow {
     pub resource: f64,
     /// Recent mean of its participation evidence (rounds taken part in, uptime).
     pub participation: f64,
+    /// Its EigenTrust share relative to an even share, capped at 1: how much the nodes trusted
+    /// nodes vouch for vouch for it (0 for a node nobody trusted vouches for).
+    pub social: f64,
+    /// Nodes its last applied local-trust vector vouches for.
+    pub vouches: usize,
     /// Its penalty points now (they decay; at 1 a node is suspended).
     pub penalty: f64,
     /// The latest epoch for which it was proven to have signed two reports.
@@ -1289,6 +1304,18 @@ impl Live {
         let verdict = self.judge(&g);
         *self.submits.entry(verdict.reason()).or_default() += 1;
         if verdict == Submit::New {
+            if let Governed::Trust(t) = &g {
+                // A newer vector replaces the signer's held one (the ledger would too).
+                let older: Vec<[u8; 32]> = self
+                    .pool
+                    .iter()
+                    .filter(|(_, x)| matches!(x, Governed::Trust(o) if o.signer == t.signer))
+                    .map(|(d, _)| *d)
+                    .collect();
+                for d in older {
+                    self.unpool(&d);
+                }
+            }
             let size = encoded_len(&g);
             self.pool_bytes += size;
             self.pool_sizes.insert(g.digest(), size);
@@ -1308,6 +1335,7 @@ impl Live {
             Governed::Testimony(t) => t.verify().is_ok(),
             Governed::RequestAudit(q) => q.verify().is_ok(),
             Governed::Verdict(v) => v.verify().is_ok(),
+            Governed::Trust(t) => t.verify().is_ok(),
             Governed::Fork(f) => match f.check() {
                 Ok(_) => true,
                 Err(ledger::Error::Signature(_)) => false,
@@ -1361,6 +1389,33 @@ impl Live {
                 // The ledger applies a reporter's testimonies in increasing epochs only.
                 if self.ledger.testified(&author).is_some_and(|e| t.body.epoch <= e) {
                     return Submit::Closed;
+                }
+            }
+            Governed::Trust(t) => {
+                let now = self.now();
+                let rec = self.ledger.record(&author);
+                let standing = rec.is_none_or(|r| !r.banned && r.suspended_until.is_none_or(|u| now >= u));
+                let trusted = self.ledger.is_pretrusted(&author) || rec.is_some_and(|r| r.social > 0.0);
+                if !(standing && trusted) {
+                    return Submit::Untrusted;
+                }
+                let edges = &t.body.edges;
+                if edges.len() > TRUST_EDGES
+                    || edges.iter().any(|(to, w)| *to == author || !(w.is_finite() && *w >= 0.0))
+                    || edges.windows(2).any(|p| p[0].0 >= p[1].0)
+                {
+                    return Submit::Invalid;
+                }
+                // The ledger takes a signer's vectors in increasing epochs only.
+                let held = self.pool.values().filter_map(|x| match x {
+                    Governed::Trust(o) if o.signer == author => Some(o.body.epoch),
+                    _ => None,
+                });
+                if rec.and_then(|r| r.trust_epoch).into_iter().chain(held).any(|e| t.body.epoch <= e) {
+                    return Submit::Closed;
+                }
+                if self.pool.values().filter(|x| matches!(x, Governed::Trust(_))).count() >= POOL_TRUST {
+                    return Submit::Full;
                 }
             }
             Governed::Propose(p) => {
@@ -1479,6 +1534,13 @@ impl Live {
             Governed::Testimony(t) => (t.body.epoch, t.signer),
             _ => (0, [0; 32]),
         });
+        // Local trust last: it changes only the next EigenTrust pass, and a signer's next vector
+        // replaces it anyway.
+        let mut vouches: Vec<&Governed> = self.pool.values().filter(|g| matches!(g, Governed::Trust(_))).collect();
+        vouches.sort_by_key(|g| match g {
+            Governed::Trust(t) => (t.body.epoch, t.signer),
+            _ => (0, [0; 32]),
+        });
         // Equivocation proofs first (they suspend a cheating reporter), oldest epoch first, at
         // most MAX_FORKS_PER_REPORT; the rest within GOVERNANCE_BYTES, so the report stays
         // within what every node takes.
@@ -1489,7 +1551,7 @@ impl Live {
         });
         forks.truncate(MAX_FORKS_PER_REPORT);
         let mut bytes = 0;
-        let rest = proposals.chain(votes).chain(audits).chain(testimonies).filter(|g| {
+        let rest = proposals.chain(votes).chain(audits).chain(testimonies).chain(vouches).filter(|g| {
             let size = self.pool_sizes.get(&g.digest()).copied().unwrap_or(0);
             let fits = bytes + size <= GOVERNANCE_BYTES;
             if fits {
@@ -1531,6 +1593,9 @@ impl Live {
         let before: Vec<[u8; 32]> = self.pool.keys().copied().collect();
         self.pool.retain(|_, g| match g {
             Governed::Testimony(t) => ledger.testified(&t.signer).is_none_or(|e| t.body.epoch > e),
+            Governed::Trust(t) => {
+                ledger.record(&t.signer).is_none_or(|r| !r.banned && r.trust_epoch.is_none_or(|e| t.body.epoch > e))
+            }
             Governed::Fork(f) => ledger.fork_admissible(&f.signer, f.epoch(), next).is_ok(),
             Governed::RequestAudit(q) => !ledger.audits().any(|(_, subject, _, _)| subject == q.body.subject),
             Governed::Verdict(v) => ledger.audits().any(|(id, _, _, _)| id == v.body.audit),
@@ -1607,6 +1672,8 @@ impl Live {
                     score: r.score,
                     resource: means[vain_core::reputation::Source::Resource as usize],
                     participation: means[vain_core::reputation::Source::Participation as usize],
+                    social: r.social,
+                    vouches: self.ledger.trust_of(id).map_or(0, <[_]>::len),
                     penalty,
                     forked_epoch: r.forked.last().copied(),
                     standing: if r.banned {
@@ -2377,6 +2444,66 @@ mod tests {
         assert_eq!(x.submit(failed), Submit::Duplicate);
         assert_eq!(y.submit(testimony(0, Observed::ChallengePassed)), Submit::Closed);
         assert_eq!(y.submit(testimony(1, Observed::ChallengePassed)), Submit::New);
+    }
+
+    /// Local trust rides in reports like testimony: the genesis vouches for a client, every
+    /// ledger gives the client a social share, and the client's own vector is taken only then.
+    /// A ring vouching for itself holds no trust, so its vectors are never pooled.
+    #[test]
+    fn local_trust_rides_in_reports_and_only_trusted_nodes_vouch() {
+        let a = SigningKey::from_bytes(&[1; 32]);
+        let (client, sybil, other) =
+            (SigningKey::from_bytes(&[2; 32]), SigningKey::from_bytes(&[3; 32]), SigningKey::from_bytes(&[4; 32]));
+        let id = |k: &SigningKey| k.verifying_key().to_bytes();
+        let vouch = |k: &SigningKey, epoch, edges: Vec<(NodeId, f64)>| {
+            Governed::Trust(Signed::sign(k, vain_core::ledger::TrustVector { epoch, edges }))
+        };
+        let (d1, d2) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+        let (mut x, mut y) = (
+            Live::open(d1.path(), genesis(&[&a])).expect("open"),
+            Live::open(d2.path(), genesis(&[&a])).expect("open"),
+        );
+        // Nobody trusted vouches for the client or the ring yet.
+        let ring = vouch(&sybil, 0, vec![(id(&other), 1.0)]);
+        assert_eq!(x.submit(ring.clone()), Submit::Untrusted);
+        assert_eq!(x.submit(vouch(&client, 0, vec![(id(&a), 1.0)])), Submit::Untrusted);
+        // Malformed vectors from the genesis: itself, unsorted, negative, too many edges.
+        let mut ids = [id(&client), id(&other)];
+        ids.sort();
+        for bad in [
+            vec![(id(&a), 1.0)],
+            vec![(ids[1], 1.0), (ids[0], 1.0)],
+            vec![(id(&client), -1.0)],
+            (0..=TRUST_EDGES as u32).map(|i| (blake3::hash(&i.to_le_bytes()).into(), 1.0)).collect(),
+        ] {
+            assert_eq!(x.submit(vouch(&a, 0, bad)), Submit::Invalid);
+        }
+        // The genesis vouches for the client; a newer vector replaces the held one.
+        assert_eq!(x.submit(vouch(&a, 0, vec![(id(&other), 1.0)])), Submit::New);
+        let genesis_vector = vouch(&a, 1, vec![(id(&client), 1.0)]);
+        assert_eq!(x.submit(genesis_vector.clone()), Submit::New);
+        assert_eq!(x.submit(vouch(&a, 1, vec![(id(&other), 2.0)])), Submit::Closed);
+        assert_eq!(x.status().pool, 1);
+        let carried = x.governance_for_report();
+        assert_eq!(carried, vec![genesis_vector.clone()]);
+        // (The ledger keeps trust for the nodes it holds evidence about: here the client took
+        // part in the round.)
+        let observations = vec![Observation { subject: id(&client), what: Observed::Participated }];
+        let r = Signed::sign(&a, Report { epoch: 0, observations, governance: carried });
+        assert_eq!(x.offer(r.clone()).expect("offer"), Offer::New);
+        assert_eq!(y.offer(r).expect("offer"), Offer::New);
+        assert_eq!(x.status().digest, y.status().digest);
+        assert_eq!(x.status().pool, 0);
+        let row = |l: &Live, k: &SigningKey| l.status().nodes.into_iter().find(|n| n.key == hex::encode(id(k)));
+        let c = row(&y, &client).expect("the client has a record");
+        assert!(c.social > 0.5, "{c:?}");
+        assert_eq!(row(&y, &a).map(|r| r.vouches), Some(1));
+        assert!(row(&y, &sybil).is_none_or(|r| r.social == 0.0));
+        // Now the client's vector is taken, the ring's still is not; an applied epoch is closed.
+        assert_eq!(y.submit(vouch(&client, 1, vec![(id(&a), 1.0)])), Submit::New);
+        assert_eq!(y.submit(ring), Submit::Untrusted);
+        assert_eq!(y.submit(genesis_vector), Submit::Duplicate);
+        assert_eq!(y.submit(vouch(&a, 1, vec![(id(&other), 1.0)])), Submit::Closed);
     }
 
     #[test]

@@ -49,5 +49,6 @@ pub fn trainer(
         dir,
         kept_out: None,
         region: String::new(),
+        experience: None,
     }
 }
