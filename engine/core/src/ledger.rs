@@ -56,6 +56,36 @@ pub enum Observed {
     },
 }
 
+impl Observed {
+    /// Its kind's tag in the canonical encoding.
+    pub fn tag(&self) -> u8 {
+        match self {
+            Observed::Participated => 0,
+            Observed::Missed => 1,
+            Observed::ChallengePassed => 2,
+            Observed::ChallengeFailed => 3,
+            Observed::Anomaly { .. } => 4,
+            Observed::Feedback { .. } => 5,
+            Observed::ChallengeTimeout => 6,
+            Observed::Uptime { .. } => 7,
+            Observed::Staked { .. } => 8,
+        }
+    }
+
+    /// Whether a validator witnesses it (what a testimony may carry): challenge outcomes and
+    /// uptime. Round evidence (participation, anomalies, feedback) and stakes come only from the
+    /// epoch's own report.
+    pub fn witnessed(&self) -> bool {
+        matches!(
+            self,
+            Observed::ChallengePassed
+                | Observed::ChallengeFailed
+                | Observed::ChallengeTimeout
+                | Observed::Uptime { .. }
+        )
+    }
+}
+
 /// One observation.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Observation {
@@ -254,28 +284,17 @@ impl Body for Report {
         put_u64(out, self.observations.len() as u64);
         for o in &self.observations {
             out.extend_from_slice(&o.subject);
+            out.push(o.what.tag());
             match o.what {
-                Observed::Participated => out.push(0),
-                Observed::Missed => out.push(1),
-                Observed::ChallengePassed => out.push(2),
-                Observed::ChallengeFailed => out.push(3),
-                Observed::ChallengeTimeout => out.push(6),
-                Observed::Anomaly { z } => {
-                    out.push(4);
-                    put_f64(out, z);
+                Observed::Participated
+                | Observed::Missed
+                | Observed::ChallengePassed
+                | Observed::ChallengeFailed
+                | Observed::ChallengeTimeout => {}
+                Observed::Anomaly { z: x } | Observed::Feedback { score: x } | Observed::Uptime { fraction: x } => {
+                    put_f64(out, x)
                 }
-                Observed::Feedback { score } => {
-                    out.push(5);
-                    put_f64(out, score);
-                }
-                Observed::Uptime { fraction } => {
-                    out.push(7);
-                    put_f64(out, fraction);
-                }
-                Observed::Staked { total } => {
-                    out.push(8);
-                    put_u64(out, total);
-                }
+                Observed::Staked { total } => put_u64(out, total),
             }
         }
         put_u64(out, self.governance.len() as u64);
@@ -285,13 +304,37 @@ impl Body for Report {
     }
 }
 
-/// A node's local trust in others (replaces its previous vector).
+/// Edges a local-trust vector has at most (a node vouches for the partners it worked with
+/// most; EigenTrust normalises its row whatever its length).
+pub const MAX_TRUST_EDGES: usize = 64;
+
+/// A node's local trust in others (replaces its previous vector): at most
+/// [`MAX_TRUST_EDGES`] edges, in strictly increasing key order, finite weights ≥ 0, none to
+/// its signer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrustVector {
     /// Sender's epoch counter; older vectors are ignored.
     pub epoch: u64,
     /// (node, weight ≥ 0).
     pub edges: Vec<(NodeId, f64)>,
+}
+
+impl TrustVector {
+    /// A vector of `edges` in key order, the weights of a key listed twice added up.
+    pub fn new(epoch: u64, edges: impl IntoIterator<Item = (NodeId, f64)>) -> TrustVector {
+        let mut merged: BTreeMap<NodeId, f64> = BTreeMap::new();
+        for (k, w) in edges {
+            *merged.entry(k).or_default() += w;
+        }
+        TrustVector { epoch, edges: merged.into_iter().collect() }
+    }
+
+    /// Whether `signer` may sign it as it is (see the type's doc).
+    pub fn well_formed(&self, signer: &NodeId) -> bool {
+        self.edges.len() <= MAX_TRUST_EDGES
+            && self.edges.iter().all(|(to, w)| to != signer && w.is_finite() && *w >= 0.0)
+            && self.edges.windows(2).all(|p| p[0].0 < p[1].0)
+    }
 }
 
 impl Body for TrustVector {
@@ -886,6 +929,14 @@ impl Ledger {
             && (self.pretrusted.contains(node) || self.tier(node, now) >= self.cfg.aggregate_from)
     }
 
+    /// Whether `node` may sign local trust at `now`: neither banned nor suspended, and
+    /// pre-trusted or holding an EigenTrust share (some trusted node vouches for it).
+    pub fn may_vouch(&self, node: &NodeId, now: Time) -> bool {
+        let rec = self.nodes.get(node);
+        rec.is_none_or(|r| self.allowed(r, now))
+            && (self.pretrusted.contains(node) || rec.is_some_and(|r| r.social > 0.0))
+    }
+
     /// Whether `node` may report evidence at `now` (pre-trusted, or at the reporting tier).
     /// A suspended or banned node may not, pre-trusted or not.
     pub fn may_report(&self, node: &NodeId, now: Time) -> bool {
@@ -904,8 +955,10 @@ impl Ledger {
     }
 
     /// Checks a report's observations (all or nothing) and applies them; what a reporter says
-    /// about itself is ignored.
-    fn observe_all(&mut self, r: &Signed<Report>, now: Time) -> Result<(), Error> {
+    /// about itself is ignored, and so is a second observation of one kind about one subject
+    /// (a reporter cannot multiply a penalty by repeating it). A `testimony` carries only what a
+    /// validator witnesses ([`Observed::witnessed`]).
+    fn observe_all(&mut self, r: &Signed<Report>, now: Time, testimony: bool) -> Result<(), Error> {
         for o in &r.body.observations {
             let bad = match o.what {
                 Observed::Anomaly { z } => !z.is_finite(),
@@ -915,9 +968,16 @@ impl Ledger {
             if bad {
                 return Err(Error::Value { field: "observation" });
             }
+            if testimony && !o.what.witnessed() {
+                return Err(Error::Value { field: "testimony.observation" });
+            }
         }
         let p = self.cfg.penalties.clone();
+        let mut seen = BTreeSet::new();
         for o in r.body.observations.iter().filter(|o| o.subject != r.signer) {
+            if !seen.insert((o.subject, o.what.tag())) {
+                continue;
+            }
             match o.what {
                 Observed::Participated => self.observe(&o.subject, Source::Participation, 1.0, now),
                 Observed::Missed => self.observe(&o.subject, Source::Participation, 0.0, now),
@@ -950,7 +1010,7 @@ impl Ledger {
                 if !self.may_report(&r.signer, now) {
                     return Err(Error::NotEligible { tier: self.tier(&r.signer, now), what: "report evidence" });
                 }
-                self.observe_all(&r, now)?;
+                self.observe_all(&r, now, false)?;
                 // Each governance input stands on its own signature and its author's
                 // eligibility; one the ledger refuses changes nothing, and the rest still apply.
                 for g in r.body.governance.iter().take(MAX_GOVERNANCE) {
@@ -969,7 +1029,7 @@ impl Ledger {
                 if self.nodes.get(&t.signer).and_then(|r| r.testified).is_some_and(|e| t.body.epoch <= e) {
                     return Err(Error::Stale);
                 }
-                self.observe_all(&t, now)?;
+                self.observe_all(&t, now, true)?;
                 self.nodes.entry(t.signer).or_insert_with(|| Record::new(now)).testified = Some(t.body.epoch);
                 Ok(())
             }
@@ -990,8 +1050,13 @@ impl Ledger {
             }
             Input::Trust(t) => {
                 self.check_signer(&t, now)?;
-                if t.body.edges.iter().any(|(_, w)| !(w.is_finite() && *w >= 0.0)) {
-                    return Err(Error::Value { field: "trust weight" });
+                if !t.body.well_formed(&t.signer) {
+                    return Err(Error::Value { field: "trust vector" });
+                }
+                // A vector whose signer holds no trust would move nothing; refusing it keeps a
+                // ring of fresh keys from growing every ledger with records and edges.
+                if !self.may_vouch(&t.signer, now) {
+                    return Err(Error::NotEligible { tier: self.tier(&t.signer, now), what: "vouch" });
                 }
                 let rec = self.nodes.entry(t.signer).or_insert_with(|| Record::new(now));
                 if rec.trust_epoch.is_some_and(|e| t.body.epoch <= e) {
@@ -1177,6 +1242,9 @@ impl Ledger {
         for id in ids {
             self.update_node(&id, now);
         }
+        // A banned node's vouches count for nothing (until an unban, when it signs anew).
+        let nodes = &self.nodes;
+        self.trust.retain(|id, _| nodes.get(id).is_none_or(|r| !r.banned));
         self.last_digest = self.digest();
     }
 

@@ -563,7 +563,7 @@ pub fn run_with(scenario: &Scenario, opts: &Options, judge: &mut dyn Judge, on_e
                         .map(|o| (ids[o], 1.0))
                         .collect(),
                 };
-                let tv = Signed::sign(&keys[i], TrustVector { epoch: u64::from(e), edges });
+                let tv = Signed::sign(&keys[i], TrustVector::new(u64::from(e), edges));
                 send(i, t0 + 3, Input::Trust(tv), &mut rng, &mut c);
             }
         }

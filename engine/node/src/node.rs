@@ -672,10 +672,14 @@ fn spawn_vouching(
         let t = vain_core::signed::Signed::sign(&key, vain_core::ledger::TrustVector { epoch, edges });
         let rt = tokio::runtime::Handle::current();
         let verdict = take_governance(live, &net, &rt, vain_core::ledger::Governed::Trust(t), None);
-        if verdict != Some(vain_trust::Submit::New) {
+        let outcome = verdict.map_or("ledger unavailable", |v| v.reason());
+        if verdict == Some(vain_trust::Submit::New) {
+            tracing::info!(epoch, edges = n, outcome, "local trust");
+        } else {
+            // Signed again at a later epoch (a node nobody trusted vouches for yet: every epoch).
             experience.retry();
+            tracing::debug!(epoch, edges = n, outcome, "local trust");
         }
-        tracing::info!(epoch, edges = n, outcome = verdict.map_or("ledger unavailable", |v| v.reason()), "local trust");
         true
     });
 }
@@ -808,7 +812,7 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
         "ledger genesis"
     );
     let live = Arc::new(Mutex::new(Live::open(&data_dir.join("ledger"), ledger_cfg)?));
-    let experience = vain_round::experience::Experience::with_vouches(file.vouched()?);
+    let experience = vain_round::experience::Experience::open(&data_dir.join("experience.json"), file.vouched()?);
     let challenge_cfg = file.challenge.config()?;
     let audit_data = Arc::new(file.audit_data()?);
     let claimed_cores = cfg.claimed_cores();

@@ -152,7 +152,7 @@ fn the_api_answers_every_route_and_the_dashboard_shows_the_same_values() {
     let _demo = Demo(
         Command::new(env!("CARGO_BIN_EXE_vain"))
             .args(["-q", "demo", "--clients", "4", "--attacks", "scale:30", "--aggregators", "2"])
-            .args(["--kill-primary", "100000", "--quorum", "0.25", "--no-audit"])
+            .args(["--kill-primary", "100000", "--quorum", "0.15", "--no-audit"])
             .args(["--model", "mnist-mlp", "--steps", "2", "--backend", "cpu", "--round-time", "30"])
             .args(["--rounds", &ROUNDS.to_string(), "--api", &format!("127.0.0.1:{port}"), "--hold", "600", "--out"])
             .arg(&out)

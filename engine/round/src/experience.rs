@@ -10,89 +10,118 @@
 //! an update the aggregator had acknowledged — plus the operator's own vouches (`[ledger]
 //! vouch` in node.toml). Being online is not work: uptime and missed rounds count in the
 //! ledger's participation evidence, not here. Old experience fades with a half-life, so a
-//! partner that turns bad loses this node's trust within days.
+//! partner that turns bad loses this node's trust within days; the tally is kept on disk, so a
+//! restart does not replace a long-built vector with the first round's.
 
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 use vain_core::NodeId;
 use vain_core::ledger::{Observation, Observed};
+use vain_schema::clock::unix_ms;
 
-/// Partners remembered at most (the least trusted are forgotten first past it).
+/// Partners remembered at most (past it, the one with the least experience either way is
+/// forgotten: a bad record stays while there is a good one to forget instead).
 pub const MAX_PARTNERS: usize = 4096;
 
-/// How fast experience fades.
-pub const HALF_LIFE: Duration = Duration::from_secs(24 * 3600);
+/// How fast experience fades, in milliseconds of wall-clock time.
+pub const HALF_LIFE_MS: u64 = 24 * 3600 * 1000;
 
-/// Weight of the operator's vouch: as much as this many satisfactory transactions, and it does
-/// not fade.
+/// Weight of the operator's vouch: as much as one satisfactory transaction, and it does not
+/// fade.
 pub const VOUCH: f64 = 1.0;
 
-#[derive(Debug)]
+/// The tally, as it is kept on disk.
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Tally {
-    /// Satisfactory and unsatisfactory transactions per partner, decayed to `at`.
-    partners: BTreeMap<NodeId, (f64, f64)>,
-    at: Instant,
+    /// Satisfactory and unsatisfactory transactions per partner (hex key), decayed to `at_ms`.
+    partners: BTreeMap<String, (f64, f64)>,
+    /// Unix ms of the last decay.
+    at_ms: u64,
+    /// Whether the last vector signed vouched for anyone (so that losing the last partner
+    /// signs an empty vector, withdrawing the trust the ledger still holds).
+    vouching: bool,
+    #[serde(skip)]
     vouched: Vec<NodeId>,
     /// Whether anything was recorded since the last vector.
+    #[serde(skip)]
     changed: bool,
+    #[serde(skip)]
+    path: Option<PathBuf>,
 }
 
 /// Experience shared between the planes that record it and the task that signs the vector.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Experience(Arc<Mutex<Tally>>);
 
-impl Default for Experience {
-    fn default() -> Self {
-        Experience(Arc::new(Mutex::new(Tally {
-            partners: BTreeMap::new(),
-            at: Instant::now(),
-            vouched: Vec::new(),
-            changed: false,
-        })))
-    }
-}
-
 impl Tally {
-    fn decay(&mut self, now: Instant) {
-        let dt = now.saturating_duration_since(self.at);
-        if dt.is_zero() {
+    fn decay(&mut self, now_ms: u64) {
+        let dt = now_ms.saturating_sub(self.at_ms);
+        if dt == 0 {
             return;
         }
-        let f = (-(dt.as_secs_f64() / HALF_LIFE.as_secs_f64()) * std::f64::consts::LN_2).exp();
+        let f = (-(dt as f64 / HALF_LIFE_MS as f64) * std::f64::consts::LN_2).exp();
         for (good, bad) in self.partners.values_mut() {
             *good *= f;
             *bad *= f;
         }
-        self.at = now;
+        self.at_ms = now_ms;
     }
 
+    /// Adds to `partner`'s tally (decay first: once per batch, by the caller).
     fn add(&mut self, partner: NodeId, good: f64, bad: f64) {
-        self.decay(Instant::now());
-        if !self.partners.contains_key(&partner) && self.partners.len() >= MAX_PARTNERS {
-            // Forget the partner with the least net experience (ties: the smallest key).
-            let worst =
-                self.partners.iter().min_by(|a, b| (a.1.0 - a.1.1).total_cmp(&(b.1.0 - b.1.1))).map(|(k, _)| *k);
-            if let Some(k) = worst {
+        if !(good.is_finite() && bad.is_finite() && good >= 0.0 && bad >= 0.0 && good + bad > 0.0) {
+            return;
+        }
+        let key = hex::encode(partner);
+        if !self.partners.contains_key(&key) && self.partners.len() >= MAX_PARTNERS {
+            let least = self
+                .partners
+                .iter()
+                .min_by(|a, b| (a.1.0 + a.1.1).total_cmp(&(b.1.0 + b.1.1)).then(a.0.cmp(b.0)))
+                .map(|(k, _)| k.clone());
+            if let Some(k) = least {
                 self.partners.remove(&k);
             }
         }
-        let e = self.partners.entry(partner).or_default();
+        let e = self.partners.entry(key).or_default();
         e.0 += good;
         e.1 += bad;
         self.changed = true;
     }
+
+    fn save(&self) {
+        let Some(path) = &self.path else { return };
+        let tmp = path.with_extension("tmp");
+        let written = serde_json::to_vec(self).map_err(std::io::Error::other).and_then(|b| std::fs::write(&tmp, b));
+        if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+            tracing::warn!(path = %path.display(), error = %e, "keeping the local-trust tally");
+        }
+    }
 }
 
 impl Experience {
-    /// Experience that starts with the operator's vouches.
+    /// Experience kept in `path` (read back if it is there: a damaged file starts afresh, with
+    /// a warning), with the operator's vouches.
+    pub fn open(path: &Path, vouched: Vec<NodeId>) -> Experience {
+        let mut t: Tally = match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                tracing::warn!(path = %path.display(), error = %e, "local-trust tally unreadable; starting afresh");
+                Tally::default()
+            }),
+            Err(_) => Tally::default(),
+        };
+        t.path = Some(path.to_path_buf());
+        t.with_vouches(vouched);
+        Experience(Arc::new(Mutex::new(t)))
+    }
+
+    /// Experience in memory only, with the operator's vouches.
     pub fn with_vouches(vouched: Vec<NodeId>) -> Experience {
-        let e = Experience::default();
-        if let Ok(mut t) = e.0.lock() {
-            t.changed = !vouched.is_empty();
-            t.vouched = vouched;
-        }
-        e
+        let mut t = Tally::default();
+        t.with_vouches(vouched);
+        Experience(Arc::new(Mutex::new(t)))
     }
 
     /// Makes the next [`Experience::vector`] give the vector again (the last one was not taken).
@@ -102,22 +131,18 @@ impl Experience {
         }
     }
 
-    /// A satisfactory transaction with `partner`, of weight `w` (≥ 0; 1 is one round).
+    /// A satisfactory transaction with `partner`, of weight `w` (> 0; 1 is one round).
     pub fn good(&self, partner: NodeId, w: f64) {
-        if w.is_finite()
-            && w > 0.0
-            && let Ok(mut t) = self.0.lock()
-        {
+        if let Ok(mut t) = self.0.lock() {
+            t.decay(unix_ms());
             t.add(partner, w, 0.0);
         }
     }
 
     /// An unsatisfactory one.
     pub fn bad(&self, partner: NodeId, w: f64) {
-        if w.is_finite()
-            && w > 0.0
-            && let Ok(mut t) = self.0.lock()
-        {
+        if let Ok(mut t) = self.0.lock() {
+            t.decay(unix_ms());
             t.add(partner, 0.0, w);
         }
     }
@@ -130,18 +155,16 @@ impl Experience {
     /// unsatisfactory. Participation alone, uptime, missed rounds and unanswered challenges
     /// are not work done together and count for nothing here.
     pub fn witnessed(&self, observations: &[Observation], anomaly_z: f64) {
+        let Ok(mut t) = self.0.lock() else { return };
+        t.decay(unix_ms());
         for o in observations {
             match o.what {
-                Observed::ChallengePassed => self.good(o.subject, 1.0),
-                Observed::ChallengeFailed => self.bad(o.subject, 1.0),
-                Observed::Anomaly { z } if z.abs() >= anomaly_z => self.bad(o.subject, 2.0),
+                Observed::ChallengePassed => t.add(o.subject, 1.0, 0.0),
+                Observed::ChallengeFailed => t.add(o.subject, 0.0, 1.0),
+                Observed::Anomaly { z } if z.abs() >= anomaly_z => t.add(o.subject, 0.0, 2.0),
                 Observed::Feedback { score } if score.is_finite() => {
                     let agreement = 2.0 * score.clamp(0.0, 1.0) - 1.0;
-                    if agreement > 0.0 {
-                        self.good(o.subject, agreement);
-                    } else {
-                        self.bad(o.subject, -agreement);
-                    }
+                    t.add(o.subject, agreement.max(0.0), (-agreement).max(0.0));
                 }
                 _ => {}
             }
@@ -150,29 +173,48 @@ impl Experience {
 
     /// The local-trust vector to sign when anything changed since the last one: the `max`
     /// partners with the most net experience (max(good − bad, 0), vouches added), in key order,
-    /// normalised to sum 1, never `me`. `None` when nothing changed or nobody is trusted.
+    /// normalised to sum 1, never `me`. Empty when nobody is trusted any more but the last
+    /// vector vouched for someone (so the ledger forgets it); `None` when there is nothing to
+    /// sign. Keeps the tally on disk.
     pub fn vector(&self, me: &NodeId, max: usize) -> Option<Vec<(NodeId, f64)>> {
         let mut t = self.0.lock().ok()?;
         if !t.changed {
             return None;
         }
         t.changed = false;
-        t.decay(Instant::now());
-        let mut net: BTreeMap<NodeId, f64> =
-            t.partners.iter().map(|(k, (good, bad))| (*k, (good - bad).max(0.0))).collect();
+        t.decay(unix_ms());
+        let mut net: BTreeMap<NodeId, f64> = BTreeMap::new();
+        for (k, (good, bad)) in &t.partners {
+            if let Some(id) = hex::decode(k).ok().and_then(|b| NodeId::try_from(b).ok()) {
+                net.insert(id, (good - bad).max(0.0));
+            }
+        }
         for k in &t.vouched {
             *net.entry(*k).or_default() += VOUCH;
         }
-        let mut ranked: Vec<(NodeId, f64)> = net.into_iter().filter(|(k, w)| k != me && *w > 0.0).collect();
+        // (Below a millionth of a transaction is rounding, not trust.)
+        let mut ranked: Vec<(NodeId, f64)> = net.into_iter().filter(|(k, w)| k != me && *w > 1e-6).collect();
         // The strongest first (ties: the smaller key), then back into key order.
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         ranked.truncate(max);
         ranked.sort_by_key(|e| e.0);
         let sum: f64 = ranked.iter().map(|(_, w)| w).sum();
+        t.save();
         if ranked.is_empty() || sum.is_nan() || sum <= 0.0 {
-            return None;
+            let withdraw = std::mem::take(&mut t.vouching);
+            return withdraw.then(Vec::new);
         }
+        t.vouching = true;
         Some(ranked.into_iter().map(|(k, w)| (k, w / sum)).collect())
+    }
+}
+
+impl Tally {
+    fn with_vouches(&mut self, mut vouched: Vec<NodeId>) {
+        vouched.sort();
+        vouched.dedup();
+        self.changed = !vouched.is_empty();
+        self.vouched = vouched;
     }
 }
 
@@ -232,12 +274,17 @@ mod tests {
         e.witnessed(&[seen(honest, Observed::Feedback { score: 0.2 })], 3.5);
         let v = e.vector(&id(0), 8).expect("vector");
         assert_eq!(v, vec![(prover, 1.0)]);
+        // The prover turns bad: the next vector is empty, withdrawing the trust; then nothing.
+        e.bad(prover, 5.0);
+        assert_eq!(e.vector(&id(0), 8), Some(Vec::new()));
+        e.bad(prover, 1.0);
+        assert_eq!(e.vector(&id(0), 8), None);
     }
 
     #[test]
     fn only_the_strongest_partners_are_kept_and_vouches_always_count() {
-        let e = Experience::with_vouches(vec![id(9)]);
-        assert_eq!(e.vector(&id(0), 4), Some(vec![(id(9), 1.0)]), "the vouch alone");
+        let e = Experience::with_vouches(vec![id(9), id(9)]);
+        assert_eq!(e.vector(&id(0), 4), Some(vec![(id(9), 1.0)]), "the vouch alone, once");
         for k in 1..=8u8 {
             e.good(id(k), f64::from(k));
         }
@@ -252,16 +299,47 @@ mod tests {
     }
 
     #[test]
-    fn experience_fades_with_its_half_life() {
-        let e = Experience::default();
+    fn experience_fades_with_its_half_life_and_survives_a_restart() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("experience.json");
+        let e = Experience::open(&path, Vec::new());
         e.good(id(1), 4.0);
         e.bad(id(2), 1.0);
         {
             let mut t = e.0.lock().expect("lock");
-            let later = t.at + HALF_LIFE;
+            let later = t.at_ms + HALF_LIFE_MS;
             t.decay(later);
-            assert!((t.partners[&id(1)].0 - 2.0).abs() < 1e-9);
-            assert!((t.partners[&id(2)].1 - 0.5).abs() < 1e-9);
+            assert!((t.partners[&hex::encode(id(1))].0 - 2.0).abs() < 1e-9);
+            assert!((t.partners[&hex::encode(id(2))].1 - 0.5).abs() < 1e-9);
+            t.at_ms = unix_ms();
         }
+        assert_eq!(e.vector(&id(0), 8), Some(vec![(id(1), 1.0)]));
+        drop(e);
+        // Reopened: the tally is there, and a new round adds to it rather than replacing it.
+        let e = Experience::open(&path, Vec::new());
+        e.good(id(3), 2.0);
+        let v = e.vector(&id(0), 8).expect("vector");
+        assert_eq!(v.iter().map(|(k, _)| k[0]).collect::<Vec<_>>(), vec![1, 3], "{v:?}");
+        assert!((v[0].1 - 0.5).abs() < 1e-6, "{v:?}");
+        // A damaged file starts afresh.
+        std::fs::write(&path, b"{").expect("write");
+        assert_eq!(Experience::open(&path, Vec::new()).vector(&id(0), 8), None);
+    }
+
+    #[test]
+    fn past_the_partner_bound_the_least_known_is_forgotten_not_the_worst() {
+        let e = Experience::default();
+        let mut t = e.0.lock().expect("lock");
+        t.add(id(1), 0.0, 50.0);
+        for i in 0..MAX_PARTNERS as u32 - 1 {
+            let mut k = [7u8; 32];
+            k[..4].copy_from_slice(&i.to_le_bytes());
+            t.add(k, 1.0, 0.0);
+        }
+        assert_eq!(t.partners.len(), MAX_PARTNERS);
+        t.add(id(2), 3.0, 0.0);
+        assert_eq!(t.partners.len(), MAX_PARTNERS);
+        assert!(t.partners.contains_key(&hex::encode(id(1))), "the bad record stays");
+        assert!(t.partners.contains_key(&hex::encode(id(2))));
     }
 }

@@ -124,8 +124,8 @@ struct Shared {
     kept_out: Option<KeptOut>,
     region: String,
     experience: Option<crate::experience::Experience>,
-    /// The (aggregator, round) closes already counted as experience (the last few).
-    judged: Mutex<BTreeSet<(NodeId, u64)>>,
+    /// The rounds whose close already counted as experience (the last few).
+    judged: Mutex<BTreeSet<u64>>,
 }
 
 /// Rounds of work a client keeps for auditors.
@@ -406,21 +406,28 @@ impl Participant {
 
 impl Participant {
     /// Counts a close of a round this client sent in towards its trust in the close's signer,
-    /// once per (aggregator, round): holding the update is satisfactory; leaving out, without a
-    /// reason, an update the aggregator acknowledged is not. A refusal with a reason, or an
-    /// update that was never acknowledged (it may have come late), is neither.
+    /// once per round and only from the aggregator the update went to (it acknowledged the
+    /// update, or this client took the round's open from it): holding the update is
+    /// satisfactory; leaving out, without a reason, an update it acknowledged is not. A refusal
+    /// with a reason, or an update that was never acknowledged (it may have come late), is
+    /// neither.
     fn experienced(&self, s: &Signed<Close>, included: bool, unexplained: bool) {
         let Some(e) = &self.shared.experience else { return };
         let key = (s.signer, s.body.round);
-        let Ok(mut judged) = self.shared.judged.lock() else { return };
-        if !judged.insert(key) {
+        let acknowledged = self.shared.receipts.lock().is_ok_and(|m| m.contains_key(&key));
+        let took = self.shared.last.lock().is_ok_and(|l| l.get(&s.signer) == Some(&(s.body.round, s.body.base)));
+        if !(acknowledged || took) {
             return;
         }
+        let Ok(mut judged) = self.shared.judged.lock() else { return };
+        if !judged.insert(s.body.round) {
+            return;
+        }
+        // The oldest rounds go first.
         while judged.len() > 64 {
             judged.pop_first();
         }
         drop(judged);
-        let acknowledged = self.shared.receipts.lock().is_ok_and(|m| m.contains_key(&key));
         if included {
             e.good(s.signer, 1.0);
         } else if unexplained && acknowledged {

@@ -55,9 +55,8 @@ pub const POOL_BYTES: usize = 64 << 20;
 /// Local-trust vectors held at most (one per signer; half the pool, so that vouching can never
 /// crowd out proposals, votes and audits).
 pub const POOL_TRUST: usize = POOL / 2;
-/// Edges a carried local-trust vector has at most: a node vouches for the partners it worked
-/// with most, and EigenTrust normalises its row whatever its length.
-pub const TRUST_EDGES: usize = 64;
+/// Edges a local-trust vector has at most (the ledger refuses longer ones).
+pub const TRUST_EDGES: usize = vain_core::ledger::MAX_TRUST_EDGES;
 /// The largest report a node takes (encoded, signed), not counting the equivocation proofs it
 /// carries: larger ones are refused before anything else, so neither the buffer of pending
 /// epochs nor a proof (which holds two report bodies) grows past it …
@@ -1383,7 +1382,7 @@ impl Live {
                 if !self.ledger.may_report(&author, self.now()) {
                     return Submit::Ineligible { tier, need: self.ledger.report_from() };
                 }
-                if !t.body.governance.is_empty() {
+                if !t.body.governance.is_empty() || !t.body.observations.iter().all(|o| o.what.witnessed()) {
                     return Submit::Invalid;
                 }
                 // The ledger applies a reporter's testimonies in increasing epochs only.
@@ -1392,20 +1391,13 @@ impl Live {
                 }
             }
             Governed::Trust(t) => {
-                let now = self.now();
-                let rec = self.ledger.record(&author);
-                let standing = rec.is_none_or(|r| !r.banned && r.suspended_until.is_none_or(|u| now >= u));
-                let trusted = self.ledger.is_pretrusted(&author) || rec.is_some_and(|r| r.social > 0.0);
-                if !(standing && trusted) {
+                if !self.ledger.may_vouch(&author, next) {
                     return Submit::Untrusted;
                 }
-                let edges = &t.body.edges;
-                if edges.len() > TRUST_EDGES
-                    || edges.iter().any(|(to, w)| *to == author || !(w.is_finite() && *w >= 0.0))
-                    || edges.windows(2).any(|p| p[0].0 >= p[1].0)
-                {
+                if !t.body.well_formed(&author) {
                     return Submit::Invalid;
                 }
+                let rec = self.ledger.record(&author);
                 // The ledger takes a signer's vectors in increasing epochs only.
                 let held = self.pool.values().filter_map(|x| match x {
                     Governed::Trust(o) if o.signer == author => Some(o.body.epoch),
@@ -1413,6 +1405,11 @@ impl Live {
                 });
                 if rec.and_then(|r| r.trust_epoch).into_iter().chain(held).any(|e| t.body.epoch <= e) {
                     return Submit::Closed;
+                }
+                // A newer vector replaces the signer's held one: it never needs room of its own.
+                let replaces = self.pool.values().any(|x| matches!(x, Governed::Trust(o) if o.signer == author));
+                if replaces {
+                    return if encoded_len(g) > GOVERNANCE_BYTES { Submit::Invalid } else { Submit::New };
                 }
                 if self.pool.values().filter(|x| matches!(x, Governed::Trust(_))).count() >= POOL_TRUST {
                     return Submit::Full;
@@ -1594,7 +1591,8 @@ impl Live {
         self.pool.retain(|_, g| match g {
             Governed::Testimony(t) => ledger.testified(&t.signer).is_none_or(|e| t.body.epoch > e),
             Governed::Trust(t) => {
-                ledger.record(&t.signer).is_none_or(|r| !r.banned && r.trust_epoch.is_none_or(|e| t.body.epoch > e))
+                ledger.may_vouch(&t.signer, next)
+                    && ledger.record(&t.signer).is_none_or(|r| r.trust_epoch.is_none_or(|e| t.body.epoch > e))
             }
             Governed::Fork(f) => ledger.fork_admissible(&f.signer, f.epoch(), next).is_ok(),
             Governed::RequestAudit(q) => !ledger.audits().any(|(_, subject, _, _)| subject == q.body.subject),
@@ -2504,6 +2502,47 @@ mod tests {
         assert_eq!(y.submit(ring), Submit::Untrusted);
         assert_eq!(y.submit(genesis_vector), Submit::Duplicate);
         assert_eq!(y.submit(vouch(&a, 1, vec![(id(&other), 1.0)])), Submit::Closed);
+    }
+
+    /// What the pool refuses, every ledger refuses too when a report carries it anyway (a
+    /// reporter that does not filter): a vector from a key nobody trusted vouches for, one too
+    /// long; a testimony of round evidence; and one report cannot multiply a penalty by
+    /// repeating an observation.
+    #[test]
+    fn a_reporter_cannot_carry_what_the_pool_refuses_or_repeat_a_penalty() {
+        let (a, v) = (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));
+        let (sybil, victim) = (SigningKey::from_bytes(&[3; 32]), [9u8; 32]);
+        let d = tempfile::tempdir().expect("dir");
+        let mut x = Live::open(d.path(), genesis(&[&a, &v])).expect("open");
+        let ring = Governed::Trust(Signed::sign(
+            &sybil,
+            vain_core::ledger::TrustVector { epoch: 0, edges: vec![([8; 32], 1.0)] },
+        ));
+        let long = Governed::Trust(Signed::sign(
+            &v,
+            vain_core::ledger::TrustVector::new(
+                0,
+                (0..=TRUST_EDGES as u32).map(|i| {
+                    let mut k = [5u8; 32];
+                    k[..4].copy_from_slice(&i.to_le_bytes());
+                    (k, 1.0)
+                }),
+            ),
+        ));
+        let seen = |what| Observation { subject: victim, what };
+        let lying = Governed::Testimony(Signed::sign(&v, Report::new(0, vec![seen(Observed::Anomaly { z: 100.0 })])));
+        assert_eq!(x.submit(ring.clone()), Submit::Untrusted);
+        assert_eq!(x.submit(long.clone()), Submit::Invalid);
+        assert_eq!(x.submit(lying.clone()), Submit::Invalid);
+        let flags = vec![seen(Observed::Anomaly { z: 9.0 }); 3];
+        let r = Signed::sign(&a, Report { epoch: 0, observations: flags, governance: vec![ring, long, lying] });
+        assert_eq!(x.offer(r).expect("offer"), Offer::New);
+        let st = x.status();
+        assert!(st.nodes.iter().all(|n| n.id != "03030303"), "a record for the ring's key: {:?}", st.nodes);
+        assert!(st.nodes.iter().all(|n| n.vouches == 0), "{:?}", st.nodes);
+        let row = st.nodes.iter().find(|n| n.id == "09090909").expect("victim");
+        assert!((row.penalty - 0.4).abs() < 1e-9, "one flag counts once, the testimony not at all: {row:?}");
+        assert_eq!(row.standing, "active");
     }
 
     #[test]
