@@ -72,6 +72,28 @@ impl Observed {
         }
     }
 
+    /// Whether its value is one the ledger takes: a finite z, a feedback or uptime in [0, 1].
+    pub fn valid(&self) -> bool {
+        match *self {
+            Observed::Anomaly { z } => z.is_finite(),
+            Observed::Feedback { score: x } | Observed::Uptime { fraction: x } => (0.0..=1.0).contains(&x),
+            _ => true,
+        }
+    }
+
+    /// Of two observations of one kind about one subject in one report, the one that counts:
+    /// the larger |z|, the lower feedback or uptime, the later stake (the worse news; a
+    /// penalty is never lost to a milder repeat, nor multiplied by repeating it).
+    fn merge(self, later: Observed) -> Observed {
+        match (self, later) {
+            (Observed::Anomaly { z: a }, Observed::Anomaly { z: b }) if b.abs() > a.abs() => later,
+            (Observed::Feedback { score: a }, Observed::Feedback { score: b }) if b < a => later,
+            (Observed::Uptime { fraction: a }, Observed::Uptime { fraction: b }) if b < a => later,
+            (Observed::Staked { .. }, Observed::Staked { .. }) => later,
+            _ => self,
+        }
+    }
+
     /// Whether a validator witnesses it (what a testimony may carry): challenge outcomes and
     /// uptime. Round evidence (participation, anomalies, feedback) and stakes come only from the
     /// epoch's own report.
@@ -955,17 +977,12 @@ impl Ledger {
     }
 
     /// Checks a report's observations (all or nothing) and applies them; what a reporter says
-    /// about itself is ignored, and so is a second observation of one kind about one subject
-    /// (a reporter cannot multiply a penalty by repeating it). A `testimony` carries only what a
-    /// validator witnesses ([`Observed::witnessed`]).
+    /// about itself is ignored, and the observations of one kind about one subject count once,
+    /// as [`Observed::merge`] combines them (a reporter cannot multiply a penalty by repeating
+    /// it). A `testimony` carries only what a validator witnesses ([`Observed::witnessed`]).
     fn observe_all(&mut self, r: &Signed<Report>, now: Time, testimony: bool) -> Result<(), Error> {
         for o in &r.body.observations {
-            let bad = match o.what {
-                Observed::Anomaly { z } => !z.is_finite(),
-                Observed::Feedback { score: x } | Observed::Uptime { fraction: x } => !(0.0..=1.0).contains(&x),
-                _ => false,
-            };
-            if bad {
+            if !o.what.valid() {
                 return Err(Error::Value { field: "observation" });
             }
             if testimony && !o.what.witnessed() {
@@ -973,11 +990,14 @@ impl Ledger {
             }
         }
         let p = self.cfg.penalties.clone();
-        let mut seen = BTreeSet::new();
+        let mut merged: BTreeMap<(NodeId, u8), Observed> = BTreeMap::new();
         for o in r.body.observations.iter().filter(|o| o.subject != r.signer) {
-            if !seen.insert((o.subject, o.what.tag())) {
-                continue;
-            }
+            merged.entry((o.subject, o.what.tag())).and_modify(|m| *m = m.merge(o.what)).or_insert(o.what);
+        }
+        // In the report's order, each (subject, kind) at its first place.
+        for o in r.body.observations.iter().filter(|o| o.subject != r.signer) {
+            let Some(what) = merged.remove(&(o.subject, o.what.tag())) else { continue };
+            let o = Observation { subject: o.subject, what };
             match o.what {
                 Observed::Participated => self.observe(&o.subject, Source::Participation, 1.0, now),
                 Observed::Missed => self.observe(&o.subject, Source::Participation, 0.0, now),
@@ -1013,8 +1033,22 @@ impl Ledger {
                 self.observe_all(&r, now, false)?;
                 // Each governance input stands on its own signature and its author's
                 // eligibility; one the ledger refuses changes nothing, and the rest still apply.
+                // One testimony per signer per report, that is per epoch: a testifier's penalties
+                // cannot pile up in one epoch however many it signed ahead.
+                let mut testified = BTreeSet::new();
                 for g in r.body.governance.iter().take(MAX_GOVERNANCE) {
-                    let _ = self.handle(now, g.input());
+                    let testifier = match g {
+                        Governed::Testimony(t) => Some(t.signer),
+                        _ => None,
+                    };
+                    if testifier.is_some_and(|k| testified.contains(&k)) {
+                        continue;
+                    }
+                    if self.handle(now, g.input()).is_ok()
+                        && let Some(k) = testifier
+                    {
+                        testified.insert(k);
+                    }
                 }
                 Ok(())
             }

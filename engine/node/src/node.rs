@@ -674,6 +674,7 @@ fn spawn_vouching(
         let verdict = take_governance(live, &net, &rt, vain_core::ledger::Governed::Trust(t), None);
         let outcome = verdict.map_or("ledger unavailable", |v| v.reason());
         if verdict == Some(vain_trust::Submit::New) {
+            experience.signed(n > 0);
             tracing::info!(epoch, edges = n, outcome, "local trust");
         } else {
             // Signed again at a later epoch (a node nobody trusted vouches for yet: every epoch).

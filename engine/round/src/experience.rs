@@ -92,9 +92,15 @@ impl Tally {
     }
 
     fn save(&self) {
+        use std::io::Write;
         let Some(path) = &self.path else { return };
         let tmp = path.with_extension("tmp");
-        let written = serde_json::to_vec(self).map_err(std::io::Error::other).and_then(|b| std::fs::write(&tmp, b));
+        // Synced before the rename: a crash leaves the old tally or the new one, never an empty file.
+        let written = serde_json::to_vec(self).map_err(std::io::Error::other).and_then(|b| {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&b)?;
+            f.sync_all()
+        });
         if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
             tracing::warn!(path = %path.display(), error = %e, "keeping the local-trust tally");
         }
@@ -110,7 +116,11 @@ impl Experience {
                 tracing::warn!(path = %path.display(), error = %e, "local-trust tally unreadable; starting afresh");
                 Tally::default()
             }),
-            Err(_) => Tally::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Tally::default(),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "local-trust tally unreadable; starting afresh");
+                Tally::default()
+            }
         };
         t.path = Some(path.to_path_buf());
         t.with_vouches(vouched);
@@ -122,6 +132,16 @@ impl Experience {
         let mut t = Tally::default();
         t.with_vouches(vouched);
         Experience(Arc::new(Mutex::new(t)))
+    }
+
+    /// The last [`Experience::vector`] was taken (held for the next report): whether it vouched
+    /// for anyone decides whether losing every partner must be signed as a withdrawal. Keeps the
+    /// tally on disk.
+    pub fn signed(&self, vouching: bool) {
+        if let Ok(mut t) = self.0.lock() {
+            t.vouching = vouching;
+            t.save();
+        }
     }
 
     /// Makes the next [`Experience::vector`] give the vector again (the last one was not taken).
@@ -174,8 +194,9 @@ impl Experience {
     /// The local-trust vector to sign when anything changed since the last one: the `max`
     /// partners with the most net experience (max(good − bad, 0), vouches added), in key order,
     /// normalised to sum 1, never `me`. Empty when nobody is trusted any more but the last
-    /// vector vouched for someone (so the ledger forgets it); `None` when there is nothing to
-    /// sign. Keeps the tally on disk.
+    /// vector taken vouched for someone (so the ledger forgets it); `None` when there is
+    /// nothing to sign. Say [`Experience::signed`] when it was taken, [`Experience::retry`]
+    /// when not.
     pub fn vector(&self, me: &NodeId, max: usize) -> Option<Vec<(NodeId, f64)>> {
         let mut t = self.0.lock().ok()?;
         if !t.changed {
@@ -199,12 +220,9 @@ impl Experience {
         ranked.truncate(max);
         ranked.sort_by_key(|e| e.0);
         let sum: f64 = ranked.iter().map(|(_, w)| w).sum();
-        t.save();
         if ranked.is_empty() || sum.is_nan() || sum <= 0.0 {
-            let withdraw = std::mem::take(&mut t.vouching);
-            return withdraw.then(Vec::new);
+            return t.vouching.then(Vec::new);
         }
-        t.vouching = true;
         Some(ranked.into_iter().map(|(k, w)| (k, w / sum)).collect())
     }
 }
@@ -270,13 +288,19 @@ mod tests {
         assert_eq!(v.iter().map(|(k, _)| *k).collect::<Vec<_>>(), vec![honest, prover], "{v:?}");
         // 0.6 for the update's agreement, 1 for the prover's net challenge.
         assert!((v[0].1 - 0.6 / 1.6).abs() < 1e-9, "{v:?}");
+        e.signed(true);
         // Disagreement counts against: a sign-flipped update cancels an honest round.
         e.witnessed(&[seen(honest, Observed::Feedback { score: 0.2 })], 3.5);
         let v = e.vector(&id(0), 8).expect("vector");
         assert_eq!(v, vec![(prover, 1.0)]);
-        // The prover turns bad: the next vector is empty, withdrawing the trust; then nothing.
+        e.signed(true);
+        // The prover turns bad: the next vector is empty, withdrawing the trust — again while
+        // the withdrawal is not taken — and then nothing.
         e.bad(prover, 5.0);
         assert_eq!(e.vector(&id(0), 8), Some(Vec::new()));
+        e.retry();
+        assert_eq!(e.vector(&id(0), 8), Some(Vec::new()));
+        e.signed(false);
         e.bad(prover, 1.0);
         assert_eq!(e.vector(&id(0), 8), None);
     }
@@ -314,6 +338,7 @@ mod tests {
             t.at_ms = unix_ms();
         }
         assert_eq!(e.vector(&id(0), 8), Some(vec![(id(1), 1.0)]));
+        e.signed(true);
         drop(e);
         // Reopened: the tally is there, and a new round adds to it rather than replacing it.
         let e = Experience::open(&path, Vec::new());

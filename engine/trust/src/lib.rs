@@ -1382,7 +1382,9 @@ impl Live {
                 if !self.ledger.may_report(&author, self.now()) {
                     return Submit::Ineligible { tier, need: self.ledger.report_from() };
                 }
-                if !t.body.governance.is_empty() || !t.body.observations.iter().all(|o| o.what.witnessed()) {
+                if !t.body.governance.is_empty()
+                    || !t.body.observations.iter().all(|o| o.what.witnessed() && o.what.valid())
+                {
                     return Submit::Invalid;
                 }
                 // The ledger applies a reporter's testimonies in increasing epochs only.
@@ -1531,6 +1533,10 @@ impl Live {
             Governed::Testimony(t) => (t.body.epoch, t.signer),
             _ => (0, [0; 32]),
         });
+        // The ledger applies one testimony per signer per report: the oldest goes now, the
+        // next with the next report.
+        let mut testifiers = HashSet::new();
+        testimonies.retain(|g| testifiers.insert(g.signer()));
         // Local trust last: it changes only the next EigenTrust pass, and a signer's next vector
         // replaces it anyway.
         let mut vouches: Vec<&Governed> = self.pool.values().filter(|g| matches!(g, Governed::Trust(_))).collect();
@@ -2531,17 +2537,36 @@ mod tests {
         ));
         let seen = |what| Observation { subject: victim, what };
         let lying = Governed::Testimony(Signed::sign(&v, Report::new(0, vec![seen(Observed::Anomaly { z: 100.0 })])));
+        let nan =
+            Governed::Testimony(Signed::sign(&v, Report::new(0, vec![seen(Observed::Uptime { fraction: f64::NAN })])));
         assert_eq!(x.submit(ring.clone()), Submit::Untrusted);
         assert_eq!(x.submit(long.clone()), Submit::Invalid);
         assert_eq!(x.submit(lying.clone()), Submit::Invalid);
-        let flags = vec![seen(Observed::Anomaly { z: 9.0 }); 3];
-        let r = Signed::sign(&a, Report { epoch: 0, observations: flags, governance: vec![ring, long, lying] });
+        assert_eq!(x.submit(nan), Submit::Invalid);
+        // Failed challenges testified ahead, one per epoch: the pool holds them, a report carries
+        // the oldest, and a report carrying them all applies one.
+        let ahead: Vec<Governed> = (1..=4)
+            .map(|e| Governed::Testimony(Signed::sign(&v, Report::new(e, vec![seen(Observed::ChallengeFailed)]))))
+            .collect();
+        for t in &ahead {
+            assert_eq!(x.submit(t.clone()), Submit::New);
+        }
+        assert_eq!(x.governance_for_report(), vec![ahead[0].clone()]);
+        // A mild flag first does not hide the worse ones after it; repeats count once.
+        let mut flags = vec![seen(Observed::Anomaly { z: 0.5 })];
+        flags.extend(vec![seen(Observed::Anomaly { z: 9.0 }); 3]);
+        let mut carried = vec![ring, long, lying];
+        carried.extend(ahead);
+        let r = Signed::sign(&a, Report { epoch: 0, observations: flags, governance: carried });
         assert_eq!(x.offer(r).expect("offer"), Offer::New);
         let st = x.status();
         assert!(st.nodes.iter().all(|n| n.id != "03030303"), "a record for the ring's key: {:?}", st.nodes);
         assert!(st.nodes.iter().all(|n| n.vouches == 0), "{:?}", st.nodes);
         let row = st.nodes.iter().find(|n| n.id == "09090909").expect("victim");
-        assert!((row.penalty - 0.4).abs() < 1e-9, "one flag counts once, the testimony not at all: {row:?}");
+        assert!(
+            (row.penalty - 0.55).abs() < 1e-9,
+            "one flag counts once, one testimony of the signer's, the lying one not at all: {row:?}"
+        );
         assert_eq!(row.standing, "active");
     }
 
