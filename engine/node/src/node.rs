@@ -710,8 +710,10 @@ pub struct Serve {
     pub hsm: Option<vain_identity::pkcs11::Config>,
 }
 
-/// Takes a proposal or vote into the live ledger's pool; a new one is passed on to every
-/// connected peer but the one it came from, as evidence is.
+/// Takes a governance input into the live ledger's pool; a new one is passed on to every
+/// connected peer but the one it came from, as evidence is — but a local-trust vector only to
+/// the connected reporters: every node signs one each epoch, a flood of them would cost every
+/// node N² messages, and only a report carries them (which then floods once).
 fn take_governance(
     live: &Mutex<Live>,
     net: &vain_net::node::Handle,
@@ -719,9 +721,13 @@ fn take_governance(
     g: vain_core::ledger::Governed,
     from: Option<vain_net::PeerId>,
 ) -> Option<vain_trust::Submit> {
-    let verdict = live.lock().ok()?.submit(g.clone());
+    let (verdict, reporters) = {
+        let mut l = live.lock().ok()?;
+        let reporters = matches!(g, vain_core::ledger::Governed::Trust(_)).then(|| l.reporters());
+        (l.submit(g.clone()), reporters)
+    };
     if verdict == vain_trust::Submit::New {
-        flood(net, rt, Message::Govern(g), from);
+        flood_to(net, rt, Message::Govern(g), from, reporters);
     }
     Some(verdict)
 }
@@ -729,10 +735,22 @@ fn take_governance(
 /// Sends `m` to every connected peer but `from` (each node forwards a message once, so the
 /// flood ends).
 fn flood(net: &vain_net::node::Handle, rt: &tokio::runtime::Handle, m: Message, from: Option<vain_net::PeerId>) {
+    flood_to(net, rt, m, from, None);
+}
+
+/// [`flood`], to the peers whose announced signing key is in `only` when it is given.
+fn flood_to(
+    net: &vain_net::node::Handle,
+    rt: &tokio::runtime::Handle,
+    m: Message,
+    from: Option<vain_net::PeerId>,
+    only: Option<std::collections::HashSet<[u8; 32]>>,
+) {
     let (net, bytes) = (net.clone(), m.encode());
     rt.spawn(async move {
         let peers = net.directory().await.unwrap_or_default();
-        for e in peers.into_iter().filter(|e| e.connected && Some(e.peer_id) != from) {
+        let wanted = |e: &vain_net::node::Entry| only.as_ref().is_none_or(|k| k.contains(&e.announcement.signing_key));
+        for e in peers.into_iter().filter(|e| e.connected && Some(e.peer_id) != from && wanted(e)) {
             let (net, bytes) = (net.clone(), bytes.clone());
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(Duration::from_secs(5), net.request(e.peer_id, bytes)).await;
@@ -1195,7 +1213,10 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
                                 .lock()
                                 .map(|l| {
                                     let turn = vain_schema::clock::unix_ms();
-                                    l.pool_missing(&held, msg::POOL_ANSWER_ITEMS, msg::POOL_ANSWER_BYTES, turn)
+                                    let reporter =
+                                        req.announcement.as_ref().is_some_and(|a| l.may_report(&a.signing_key));
+                                    let (items, bytes) = (msg::POOL_ANSWER_ITEMS, msg::POOL_ANSWER_BYTES);
+                                    l.pool_missing(&held, items, bytes, turn, reporter)
                                 })
                                 .unwrap_or_default();
                             msg::encode_pool(&items)

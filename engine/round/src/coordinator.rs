@@ -44,6 +44,14 @@ use vain_schema::clock::unix_ms;
 use vain_schema::node::roles;
 use vain_schema::{Digest, Limits};
 
+/// How long an aggregator waits for another's status (its role in the rounds).
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a connected aggregator that does not answer its status in time still counts as
+/// possibly leading: on a loaded machine answers are slow, and a leader taken for gone while it
+/// runs its rounds splits the federation into two lines of rounds. One that is really gone drops
+/// its connection and is no longer waited for.
+pub const SILENT_GRACE: Duration = Duration::from_secs(10);
+
 /// What the coordinator runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -225,6 +233,9 @@ pub struct Coordinator {
     leader: Option<(PeerId, Instant)>,
     /// Other aggregators of the model (closes go to them too).
     peers: Arc<Mutex<Vec<PeerId>>>,
+    /// Connected aggregators whose status did not come in time at the last poll, with their
+    /// signing keys, and since when each has been silent.
+    silent: BTreeMap<PeerId, (NodeId, Instant)>,
     evidence: Option<Evidence>,
     governance: Option<Governance>,
     stakes: Option<Stakes>,
@@ -525,6 +536,7 @@ impl Coordinator {
             early: None,
             leader: None,
             peers: Arc::new(Mutex::new(Vec::new())),
+            silent: BTreeMap::new(),
             evidence: None,
             governance: None,
             stakes: None,
@@ -881,18 +893,25 @@ impl Coordinator {
         let answers = self.rt.block_on(async {
             let asks = candidates.iter().map(|e| {
                 let (net, ask, pid) = (self.net.clone(), ask.clone(), e.peer_id);
-                async move { tokio::time::timeout(Duration::from_secs(1), net.request(pid, ask)).await }
+                async move { tokio::time::timeout(STATUS_TIMEOUT, net.request(pid, ask)).await }
             });
             futures::future::join_all(asks).await
         });
-        let mut v: Vec<(Entry, Status)> = candidates
-            .into_iter()
-            .zip(answers)
-            .filter_map(|(e, a)| match a {
-                Ok(Ok(b)) => Status::decode(&b).ok().filter(|s| s.serves).map(|s| (e, s)),
-                _ => None,
-            })
-            .collect();
+        let mut silent = BTreeMap::new();
+        let mut v: Vec<(Entry, Status)> = Vec::new();
+        for (e, a) in candidates.into_iter().zip(answers) {
+            match a {
+                Ok(Ok(b)) => v.extend(Status::decode(&b).ok().filter(|s| s.serves).map(|s| (e, s))),
+                // No answer in time: a loaded node, or one that is going. Remembered, so that
+                // a slow status is not taken for a missing leader.
+                Err(_) => {
+                    let since = self.silent.get(&e.peer_id).map_or_else(Instant::now, |(_, t)| *t);
+                    silent.insert(e.peer_id, (e.announcement.signing_key, since));
+                }
+                Ok(Err(_)) => {}
+            }
+        }
+        self.silent = silent;
         v.sort_by_key(|(e, s)| {
             order(model, self.tier_of(&e.announcement.signing_key, s.tier), &e.announcement.signing_key)
         });
@@ -924,13 +943,25 @@ impl Coordinator {
                 self.leader = Some((l, Instant::now()));
                 return Ok(false);
             }
-            if seen.elapsed() < self.cfg.failover_after {
+            // Still connected but slow to answer (a loaded machine): followed a while longer; a
+            // leader that is gone drops its connection and is replaced after `failover_after`.
+            let slow = self.silent.get(&l).is_some_and(|(_, since)| since.elapsed() < SILENT_GRACE);
+            if slow || seen.elapsed() < self.cfg.failover_after {
                 return Ok(false);
             }
             self.leader = None;
         }
         let model = self.cfg.arch.id();
         let me = order(model, self.my_tier(), &self.key.verifying_key().to_bytes());
+        // A connected aggregator that ranks first but did not answer in time may be leading:
+        // wait for its answer (a while) rather than open a second line of rounds.
+        let waiting = self
+            .silent
+            .values()
+            .any(|(key, since)| since.elapsed() < SILENT_GRACE && order(model, self.tier_of(key, 0), key) < me);
+        if waiting {
+            return Ok(false);
+        }
         Ok(live.iter().all(|(e, s)| {
             order(model, self.tier_of(&e.announcement.signing_key, s.tier), &e.announcement.signing_key) > me
         }))

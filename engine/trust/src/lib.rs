@@ -1049,6 +1049,13 @@ impl Live {
         self.ledger.nodes().map(|(id, _)| *id).filter(|id| self.may_aggregate(id)).collect()
     }
 
+    /// The nodes that [`Live::may_report`]: the pre-trusted ones and those the ledger knows at
+    /// the reporting tier (where local-trust vectors go: only a report carries them).
+    pub fn reporters(&self) -> HashSet<NodeId> {
+        let pre = self.ledger.config().pretrusted.iter().copied();
+        pre.chain(self.ledger.nodes().map(|(id, _)| *id)).filter(|id| self.may_report(id)).collect()
+    }
+
     /// The nodes the ledger has banned (the planes refuse them: connections, handshakes,
     /// updates).
     pub fn banned(&self) -> Vec<NodeId> {
@@ -1487,10 +1494,23 @@ impl Live {
     /// The held inputs whose digests are not in `known` (a peer's pool): at most `max_items`, and
     /// about `max_bytes` (at least one when there is one), from a place in the pool that moves
     /// with `turn` — so inputs a peer keeps refusing (and so keeps lacking) cannot fill every
-    /// answer and hide the rest.
-    pub fn pool_missing(&self, known: &[[u8; 32]], max_items: usize, max_bytes: usize, turn: u64) -> Vec<Governed> {
+    /// answer and hide the rest. Local-trust vectors only `with_trust` (to a reporter: nobody
+    /// else carries them).
+    pub fn pool_missing(
+        &self,
+        known: &[[u8; 32]],
+        max_items: usize,
+        max_bytes: usize,
+        turn: u64,
+        with_trust: bool,
+    ) -> Vec<Governed> {
         let known: HashSet<&[u8; 32]> = known.iter().collect();
-        let missing: Vec<&Governed> = self.pool.iter().filter(|(d, _)| !known.contains(d)).map(|(_, g)| g).collect();
+        let missing: Vec<&Governed> = self
+            .pool
+            .iter()
+            .filter(|(d, g)| !known.contains(d) && (with_trust || !matches!(g, Governed::Trust(_))))
+            .map(|(_, g)| g)
+            .collect();
         let start = if missing.is_empty() { 0 } else { (turn % missing.len() as u64) as usize };
         let mut out = Vec::new();
         let mut bytes = 0;
@@ -2070,9 +2090,9 @@ mod tests {
         vain_core::codec::encode_governed(&p0[0], &mut held);
         assert_eq!(nodes[2].status().pool_bytes, held.len());
         // What a peer that lacks it is given, and one that holds it is not.
-        assert_eq!(nodes[2].pool_missing(&[], 64, 1 << 20, 7), p0);
-        assert!(nodes[2].pool_missing(&nodes[0].pool_digests(), 64, 1 << 20, 7).is_empty());
-        assert!(nodes[2].pool_missing(&[], 0, 1 << 20, 7).is_empty());
+        assert_eq!(nodes[2].pool_missing(&[], 64, 1 << 20, 7, true), p0);
+        assert!(nodes[2].pool_missing(&nodes[0].pool_digests(), 64, 1 << 20, 7, true).is_empty());
+        assert!(nodes[2].pool_missing(&[], 0, 1 << 20, 7, true).is_empty());
         // Not a proof: two reports of different epochs.
         let bogus = Governed::Fork(Box::new(vain_core::ledger::Fork::new(&a, &report(&cheat, 1, 7, 0.5))));
         assert_eq!(nodes[2].submit(bogus), Submit::Invalid);
@@ -2488,6 +2508,10 @@ mod tests {
         assert_eq!(x.submit(genesis_vector.clone()), Submit::New);
         assert_eq!(x.submit(vouch(&a, 1, vec![(id(&other), 2.0)])), Submit::Closed);
         assert_eq!(x.status().pool, 1);
+        // Vectors go to reporters only: a pool answer to anyone else leaves them out.
+        assert!(x.pool_missing(&[], 64, 1 << 20, 0, false).is_empty());
+        assert_eq!(x.pool_missing(&[], 64, 1 << 20, 0, true), vec![genesis_vector.clone()]);
+        assert_eq!(x.reporters(), HashSet::from([id(&a)]));
         let carried = x.governance_for_report();
         assert_eq!(carried, vec![genesis_vector.clone()]);
         // (The ledger keeps trust for the nodes it holds evidence about: here the client took
