@@ -990,13 +990,24 @@ impl Ledger {
             }
         }
         let p = self.cfg.penalties.clone();
-        let mut merged: BTreeMap<(NodeId, u8), Observed> = BTreeMap::new();
-        for o in r.body.observations.iter().filter(|o| o.subject != r.signer) {
-            merged.entry((o.subject, o.what.tag())).and_modify(|m| *m = m.merge(o.what)).or_insert(o.what);
+        // Group by (subject, kind) with a sort (cheaper than a map on the hot path: a report
+        // holds a round's verdicts): each group's merge, in the report's order, is applied at the
+        // place of its first observation.
+        let obs = &r.body.observations;
+        let mut keys: Vec<(NodeId, u8, usize)> = obs
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.subject != r.signer)
+            .map(|(i, o)| (o.subject, o.what.tag(), i))
+            .collect();
+        keys.sort_unstable();
+        let mut effective: Vec<Option<Observed>> = vec![None; obs.len()];
+        for group in keys.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+            let first = group[0].2;
+            effective[first] = Some(group[1..].iter().fold(obs[first].what, |m, &(_, _, i)| m.merge(obs[i].what)));
         }
-        // In the report's order, each (subject, kind) at its first place.
-        for o in r.body.observations.iter().filter(|o| o.subject != r.signer) {
-            let Some(what) = merged.remove(&(o.subject, o.what.tag())) else { continue };
+        for (o, what) in obs.iter().zip(effective) {
+            let Some(what) = what else { continue };
             let o = Observation { subject: o.subject, what };
             match o.what {
                 Observed::Participated => self.observe(&o.subject, Source::Participation, 1.0, now),
