@@ -1090,7 +1090,13 @@ mod tests {
         let items = vec![
             Governed::Testimony(Signed::sign(&key, Report::new(3, Vec::new()))),
             Governed::Testimony(Signed::sign(&key, Report::new(4, Vec::new()))),
+            Governed::Trust(Signed::sign(
+                &key,
+                vain_core::ledger::TrustVector::new(5, [([2; 32], 0.25), ([1; 32], 0.75)]),
+            )),
         ];
+        let m = Message::Govern(items[2].clone());
+        assert_eq!(Message::decode(&m.encode()), Ok(m));
         assert_eq!(decode_pool(&encode_pool(&items)), Ok(items));
         let mut many = (POOL_ANSWER_ITEMS as u64 + 1).to_le_bytes().to_vec();
         many.resize(1 << 16, 0);
