@@ -673,6 +673,17 @@ fn the_api_answers_every_route_and_the_dashboard_shows_the_same_values() {
     for n in ledger["nodes"].as_array().expect("nodes") {
         assert!(dom.contains(&format!("data-key=\"{}\"", n["key"].as_str().expect("key"))), "{n} missing");
     }
+    // Each node's trust share (EigenTrust) as the ledger gives it; the clients the aggregators
+    // worked with hold one.
+    let keys = attrs_in(&dom, "ledger-table", "table", "data-key");
+    let shares = attrs_in(&dom, "ledger-table", "table", "data-social");
+    assert_eq!(keys.len(), shares.len());
+    for (k, share) in keys.iter().zip(&shares) {
+        let n = ledger["nodes"].as_array().expect("nodes").iter().find(|n| n["key"] == k.as_str()).expect("node");
+        let (shown, social) = (share.parse::<f64>().expect("share"), n["social"].as_f64().expect("social"));
+        assert!((shown - social).abs() <= 0.005 + 1e-9, "{share} on the page for {n}");
+    }
+    assert!(shares.iter().filter(|s| s.as_str() != "0.00").count() >= 3, "{shares:?}");
     assert_eq!(dom.matches("<polyline").count(), 2, "accuracy and loss lines");
     // Throughput: one bar per round after the first, accepted updates per second since the
     // previous close, as the API's rounds give them.
