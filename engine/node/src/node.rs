@@ -723,8 +723,9 @@ fn take_governance(
 ) -> Option<vain_trust::Submit> {
     let (verdict, reporters) = {
         let mut l = live.lock().ok()?;
-        let reporters = matches!(g, vain_core::ledger::Governed::Trust(_)).then(|| l.reporters());
-        (l.submit(g.clone()), reporters)
+        let verdict = l.submit(g.clone());
+        let trust = verdict == vain_trust::Submit::New && matches!(g, vain_core::ledger::Governed::Trust(_));
+        (verdict, trust.then(|| l.reporters()))
     };
     if verdict == vain_trust::Submit::New {
         flood_to(net, rt, Message::Govern(g), from, reporters);
@@ -738,7 +739,9 @@ fn flood(net: &vain_net::node::Handle, rt: &tokio::runtime::Handle, m: Message, 
     flood_to(net, rt, m, from, None);
 }
 
-/// [`flood`], to the peers whose announced signing key is in `only` when it is given.
+/// [`flood`], to the peers whose announced signing key is in `only` when it is given — or to
+/// every peer when none of them is connected (a node that reaches no reporter directly still
+/// gets its input to one through the others).
 fn flood_to(
     net: &vain_net::node::Handle,
     rt: &tokio::runtime::Handle,
@@ -749,8 +752,11 @@ fn flood_to(
     let (net, bytes) = (net.clone(), m.encode());
     rt.spawn(async move {
         let peers = net.directory().await.unwrap_or_default();
+        let open: Vec<vain_net::node::Entry> =
+            peers.into_iter().filter(|e| e.connected && Some(e.peer_id) != from).collect();
         let wanted = |e: &vain_net::node::Entry| only.as_ref().is_none_or(|k| k.contains(&e.announcement.signing_key));
-        for e in peers.into_iter().filter(|e| e.connected && Some(e.peer_id) != from && wanted(e)) {
+        let any = open.iter().any(wanted);
+        for e in open.into_iter().filter(|e| !any || wanted(e)) {
             let (net, bytes) = (net.clone(), bytes.clone());
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(Duration::from_secs(5), net.request(e.peer_id, bytes)).await;

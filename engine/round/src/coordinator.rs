@@ -234,8 +234,11 @@ pub struct Coordinator {
     /// Other aggregators of the model (closes go to them too).
     peers: Arc<Mutex<Vec<PeerId>>>,
     /// Connected aggregators whose status did not come in time at the last poll, with their
-    /// signing keys, and since when each has been silent.
-    silent: BTreeMap<PeerId, (NodeId, Instant)>,
+    /// signing keys, the tier they last claimed, and since when each has been silent (one that
+    /// last said it does not serve the model is not waited for).
+    silent: BTreeMap<PeerId, (NodeId, u8, Instant)>,
+    /// Each connected aggregator's last status answer: whether it serves the model, its tier.
+    answered: BTreeMap<PeerId, (bool, u8)>,
     evidence: Option<Evidence>,
     governance: Option<Governance>,
     stakes: Option<Stakes>,
@@ -537,6 +540,7 @@ impl Coordinator {
             leader: None,
             peers: Arc::new(Mutex::new(Vec::new())),
             silent: BTreeMap::new(),
+            answered: BTreeMap::new(),
             evidence: None,
             governance: None,
             stakes: None,
@@ -890,6 +894,7 @@ impl Coordinator {
             .filter(|e| !self.kept_out(&e.announcement.signing_key))
             .collect();
         let ask = Message::Status(model.to_string()).encode();
+        let polled = Instant::now();
         let answers = self.rt.block_on(async {
             let asks = candidates.iter().map(|e| {
                 let (net, ask, pid) = (self.net.clone(), ask.clone(), e.peer_id);
@@ -897,21 +902,38 @@ impl Coordinator {
             });
             futures::future::join_all(asks).await
         });
-        let mut silent = BTreeMap::new();
+        let (mut silent, mut answered) = (BTreeMap::new(), BTreeMap::new());
         let mut v: Vec<(Entry, Status)> = Vec::new();
         for (e, a) in candidates.into_iter().zip(answers) {
             match a {
-                Ok(Ok(b)) => v.extend(Status::decode(&b).ok().filter(|s| s.serves).map(|s| (e, s))),
-                // No answer in time: a loaded node, or one that is going. Remembered, so that
-                // a slow status is not taken for a missing leader.
-                Err(_) => {
-                    let since = self.silent.get(&e.peer_id).map_or_else(Instant::now, |(_, t)| *t);
-                    silent.insert(e.peer_id, (e.announcement.signing_key, since));
+                Ok(Ok(b)) => {
+                    if let Ok(s) = Status::decode(&b) {
+                        answered.insert(e.peer_id, (s.serves, s.tier));
+                        if s.serves {
+                            v.push((e, s));
+                        }
+                    }
                 }
+                // No answer in time: a loaded node, or one that is going. Remembered (unless it
+                // last said it does not serve the model), so that a slow status is not taken
+                // for a missing leader; silent since the poll that first went unanswered.
+                Err(_) => {
+                    let last = self.answered.get(&e.peer_id).copied();
+                    if let Some(l) = last {
+                        answered.insert(e.peer_id, l);
+                    }
+                    let (serves, tier) = last.unwrap_or((true, 0));
+                    if serves {
+                        let since = self.silent.get(&e.peer_id).map_or(polled, |(_, _, t)| *t);
+                        silent.insert(e.peer_id, (e.announcement.signing_key, tier, since));
+                    }
+                }
+                // The request failed outright: the connection is going (a killed process).
                 Ok(Err(_)) => {}
             }
         }
         self.silent = silent;
+        self.answered = answered;
         v.sort_by_key(|(e, s)| {
             order(model, self.tier_of(&e.announcement.signing_key, s.tier), &e.announcement.signing_key)
         });
@@ -945,7 +967,7 @@ impl Coordinator {
             }
             // Still connected but slow to answer (a loaded machine): followed a while longer; a
             // leader that is gone drops its connection and is replaced after `failover_after`.
-            let slow = self.silent.get(&l).is_some_and(|(_, since)| since.elapsed() < SILENT_GRACE);
+            let slow = self.silent.get(&l).is_some_and(|(_, _, since)| since.elapsed() < SILENT_GRACE);
             if slow || seen.elapsed() < self.cfg.failover_after {
                 return Ok(false);
             }
@@ -955,10 +977,9 @@ impl Coordinator {
         let me = order(model, self.my_tier(), &self.key.verifying_key().to_bytes());
         // A connected aggregator that ranks first but did not answer in time may be leading:
         // wait for its answer (a while) rather than open a second line of rounds.
-        let waiting = self
-            .silent
-            .values()
-            .any(|(key, since)| since.elapsed() < SILENT_GRACE && order(model, self.tier_of(key, 0), key) < me);
+        let waiting = self.silent.values().any(|(key, tier, since)| {
+            since.elapsed() < SILENT_GRACE && order(model, self.tier_of(key, *tier), key) < me
+        });
         if waiting {
             return Ok(false);
         }
