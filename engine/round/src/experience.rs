@@ -127,8 +127,10 @@ impl Experience {
         Experience(Arc::new(Mutex::new(t)))
     }
 
-    /// Experience in memory only, with the operator's vouches.
-    pub fn with_vouches(vouched: Vec<NodeId>) -> Experience {
+    /// Experience in memory only, with the operator's vouches (the node keeps its tally on disk:
+    /// [`Experience::open`]).
+    #[cfg(test)]
+    fn with_vouches(vouched: Vec<NodeId>) -> Experience {
         let mut t = Tally::default();
         t.with_vouches(vouched);
         Experience(Arc::new(Mutex::new(t)))
