@@ -335,8 +335,9 @@ mod tests {
             let mut t = e.0.lock().expect("lock");
             let later = t.at_ms + HALF_LIFE_MS;
             t.decay(later);
-            assert!((t.partners[&hex::encode(id(1))].0 - 2.0).abs() < 1e-9);
-            assert!((t.partners[&hex::encode(id(2))].1 - 0.5).abs() < 1e-9);
+            // The two adds may be milliseconds apart, and the first fades by that much too.
+            assert!((t.partners[&hex::encode(id(1))].0 - 2.0).abs() < 1e-6);
+            assert!((t.partners[&hex::encode(id(2))].1 - 0.5).abs() < 1e-6);
             t.at_ms = unix_ms();
         }
         assert_eq!(e.vector(&id(0), 8), Some(vec![(id(1), 1.0)]));
