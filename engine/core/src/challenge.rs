@@ -13,7 +13,8 @@
 //! checks leave less than 2⁻⁶⁰. The size is picked from the claimed capacity so that an honest
 //! node answers well within the deadline and a node overstating its capacity cannot.
 
-use crate::Time;
+use crate::signed::{Body, Signed};
+use crate::{NodeId, Time};
 
 /// The field's prime, 2³¹ − 1.
 pub const P: u64 = (1 << 31) - 1;
@@ -72,6 +73,70 @@ pub fn sized(ops_per_ms: f64, budget: Time, share: f64, seed: u64, issued: Time)
     let inner = (ops_per_ms.max(0.0) * budget as f64 * share.clamp(0.0, 1.0) / per_inner).ceil();
     let inner = if inner.is_finite() { (inner as u64).clamp(1, u64::from(MAX_INNER)) as u32 } else { MAX_INNER };
     Challenge { rows: SIDE, inner, cols: SIDE, seed, issued, deadline: issued.saturating_add(budget) }
+}
+
+/// A resource challenge a validator sends one node: the matrices, the deadline, whom it is for
+/// (so that the answer speaks for that node's claimed capacity only), and the ledger epoch of the
+/// testimony that may carry its outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Task {
+    /// The challenged node's signing key.
+    pub subject: NodeId,
+    /// The validator's next ledger epoch when it set the task, plus one: a testimony for epoch
+    /// T carries the outcomes of tasks labelled after the signer's last applied testimony and up
+    /// to T (the ledger's rule, [`crate::ledger::testimony_checked`]), so each admission
+    /// counts at most once.
+    pub epoch: u64,
+    /// What to compute, and by when.
+    pub challenge: Challenge,
+}
+
+impl Body for Task {
+    const TAG: vain_schema::sign::Tag = vain_schema::sign::Tag::new("vain/challenge/v3");
+    fn encode(&self, out: &mut Vec<u8>) {
+        let c = &self.challenge;
+        out.extend_from_slice(&self.subject);
+        out.extend_from_slice(&self.epoch.to_le_bytes());
+        for x in [c.rows, c.inner, c.cols] {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        for x in [c.seed, c.issued, c.deadline] {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+}
+
+/// A node's admission, signed by the node, that it gave up a validator's [`Task`] at the
+/// deadline: the evidence of a failed challenge that every ledger can check (two signatures),
+/// so a testifier cannot claim a failure the node never admitted. A wrong or late answer
+/// proves nothing to a third party and is testified as a timeout (no credit, no penalty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GaveUp {
+    /// The task, as the validator signed it.
+    pub task: Signed<Task>,
+}
+
+impl Body for GaveUp {
+    const TAG: vain_schema::sign::Tag = vain_schema::sign::Tag::new("vain/challenge-gave-up/v1");
+    fn encode(&self, out: &mut Vec<u8>) {
+        crate::codec::encode_signed(&self.task, out);
+    }
+}
+
+impl Signed<GaveUp> {
+    /// Whether this is `subject`'s admission to a task `validator` set it: both signatures
+    /// verify, the admission is the subject's, the task was for the subject and signed by
+    /// `validator`. Gives the task's epoch.
+    pub fn admits(&self, validator: &NodeId) -> Result<u64, crate::ledger::Error> {
+        use crate::ledger::Error;
+        self.verify().map_err(Error::Signature)?;
+        let task = &self.body.task;
+        task.verify().map_err(Error::Signature)?;
+        if task.signer != *validator || task.body.subject != self.signer {
+            return Err(Error::Unproven);
+        }
+        Ok(task.body.epoch)
+    }
 }
 
 const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;

@@ -3,6 +3,7 @@
 //! anything is allocated, every tag is checked, and trailing bytes are an error.
 
 use crate::audit::Verdict;
+use crate::challenge::{Challenge, GaveUp, Task};
 use crate::governance::{Choice, Kind, Proposal, Vote};
 use crate::ledger::{
     AuditRequest, Bond, Fork, Governed, Input, MAX_GOVERNANCE, Observation, Observed, Report, TrustVector,
@@ -64,8 +65,8 @@ pub enum Error {
 /// A cursor over bytes.
 pub struct Reader<'a> {
     b: &'a [u8],
-    /// Inside a carried testimony: a report there carries nothing further, so nesting (and the
-    /// decoder's recursion) stops at one level.
+    /// Inside a carried testimony: a report there carries only the subjects' admissions
+    /// (never another testimony), so nesting (and the decoder's recursion) stops at one level.
     nested: bool,
 }
 
@@ -169,13 +170,36 @@ impl Decode for Report {
             };
             observations.push(Observation { subject, what });
         }
-        let limit = if r.nested { 0 } else { MAX_GOVERNANCE as u64 };
-        let n = r.count("report.governance", limit, MIN_GOVERNED)?;
+        let n = r.count("report.governance", MAX_GOVERNANCE as u64, MIN_GOVERNED)?;
         let mut governance = Vec::with_capacity(n);
         for _ in 0..n {
             governance.push(decode_governed(r)?);
         }
         Ok(Report { epoch, observations, governance })
+    }
+}
+
+impl Decode for Task {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
+        let subject = r.array("task.subject")?;
+        let epoch = r.u64("task.epoch")?;
+        let mut dim = |field| r.array::<4>(field).map(u32::from_le_bytes);
+        let (rows, inner, cols) = (dim("task.rows")?, dim("task.inner")?, dim("task.cols")?);
+        let challenge = Challenge {
+            rows,
+            inner,
+            cols,
+            seed: r.u64("task.seed")?,
+            issued: r.u64("task.issued")?,
+            deadline: r.u64("task.deadline")?,
+        };
+        Ok(Task { subject, epoch, challenge })
+    }
+}
+
+impl Decode for GaveUp {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
+        Ok(GaveUp { task: decode_signed(r)? })
     }
 }
 
@@ -297,6 +321,10 @@ pub fn encode_governed(g: &Governed, out: &mut Vec<u8>) {
             out.push(6);
             encode_signed(t, out);
         }
+        Governed::GaveUp(g) => {
+            out.push(7);
+            encode_signed(g, out);
+        }
     }
 }
 
@@ -330,9 +358,14 @@ fn decode_fork(r: &mut Reader<'_>) -> Result<Fork, Error> {
     Ok(Fork { signer, reports: [first, second] })
 }
 
-/// The inverse of [`encode_governed`]. A testimony's report may carry nothing itself.
+/// The inverse of [`encode_governed`]. A testimony's report carries admissions only (its
+/// proofs), and an admission travels only inside a testimony.
 pub fn decode_governed(r: &mut Reader<'_>) -> Result<Governed, Error> {
-    Ok(match r.u8("governance.kind")? {
+    let kind = r.u8("governance.kind")?;
+    if r.nested != (kind == 7) {
+        return Err(Error::Tag { field: "governance.kind", value: kind });
+    }
+    Ok(match kind {
         0 => Governed::Propose(decode_signed(r)?),
         1 => Governed::Vote(decode_signed(r)?),
         2 => {
@@ -345,6 +378,7 @@ pub fn decode_governed(r: &mut Reader<'_>) -> Result<Governed, Error> {
         4 => Governed::Verdict(decode_signed(r)?),
         5 => Governed::Fork(Box::new(decode_fork(r)?)),
         6 => Governed::Trust(decode_signed(r)?),
+        7 => Governed::GaveUp(decode_signed(r)?),
         value => return Err(Error::Tag { field: "governance.kind", value }),
     })
 }

@@ -157,6 +157,9 @@ pub enum Governed {
     /// A node's local trust in the nodes it worked with (its EigenTrust edges), signed by that
     /// node and carried so that every ledger replaces the node's vector at the same place.
     Trust(Signed<TrustVector>),
+    /// A node's admission that it gave up a validator's challenge: carried only inside that
+    /// validator's testimony, as the proof of a failure it testifies to (never on its own).
+    GaveUp(Signed<crate::challenge::GaveUp>),
 }
 
 /// Two different reports one reporter signed for the same epoch, in digest order, so that
@@ -249,6 +252,7 @@ impl Governed {
             Governed::Verdict(v) => v.digest(),
             Governed::Fork(f) => f.digest(),
             Governed::Trust(t) => t.digest(),
+            Governed::GaveUp(g) => g.digest(),
         }
     }
 
@@ -262,12 +266,13 @@ impl Governed {
             Governed::Verdict(v) => v.signer,
             Governed::Fork(f) => f.signer,
             Governed::Trust(t) => t.signer,
+            Governed::GaveUp(g) => g.signer,
         }
     }
 
-    /// The ledger input it is.
-    pub fn input(&self) -> Input {
-        match self {
+    /// The ledger input it is (an admission is none: it is part of a testimony).
+    pub fn input(&self) -> Option<Input> {
+        Some(match self {
             Governed::Propose(p) => Input::Propose(p.clone()),
             Governed::Vote(v) => Input::Vote(v.clone()),
             Governed::Testimony(t) => Input::Testimony(t.clone()),
@@ -275,7 +280,8 @@ impl Governed {
             Governed::Verdict(v) => Input::Verdict(v.clone()),
             Governed::Fork(f) => Input::Fork(f.clone()),
             Governed::Trust(t) => Input::Trust(t.clone()),
-        }
+            Governed::GaveUp(_) => return None,
+        })
     }
 }
 
@@ -434,6 +440,38 @@ pub enum Input {
     Fork(Box<Fork>),
 }
 
+/// Checks what a testimony may say, before anything of it applies: only what a validator
+/// witnesses ([`Observed::witnessed`]) with valid values, and each failed challenge proven by
+/// the subject's own [`crate::challenge::GaveUp`] for a task the testifier set it, labelled
+/// after `after` (the testifier's last applied testimony) and at most the testimony's epoch; its
+/// governance holds those admissions and nothing else, one per failed subject. A testifier
+/// cannot penalise a node that never admitted failing its task, nor count one admission twice.
+pub fn testimony_checked(t: &Signed<Report>, after: Option<u64>) -> Result<(), Error> {
+    let mut failed = BTreeSet::new();
+    for o in &t.body.observations {
+        if !o.what.valid() {
+            return Err(Error::Value { field: "observation" });
+        }
+        if !o.what.witnessed() {
+            return Err(Error::Value { field: "testimony.observation" });
+        }
+        if o.what == Observed::ChallengeFailed {
+            failed.insert(o.subject);
+        }
+    }
+    if t.body.governance.len() != failed.len() {
+        return Err(Error::Unproven);
+    }
+    for g in &t.body.governance {
+        let Governed::GaveUp(g) = g else { return Err(Error::Value { field: "testimony.governance" }) };
+        let epoch = g.admits(&t.signer)?;
+        if after.is_some_and(|a| epoch <= a) || epoch > t.body.epoch || !failed.remove(&g.signer) {
+            return Err(Error::Unproven);
+        }
+    }
+    Ok(())
+}
+
 /// Penalty points per kind of bad evidence, and when they act.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 #[rkyv(attr(allow(missing_docs)))]
@@ -583,6 +621,10 @@ pub enum Error {
     /// A proposal to set a parameter that does not exist, or to a value it may not take.
     #[error(transparent)]
     Parameter(#[from] crate::params::Error),
+    /// A testimony's failed challenge without the subject's signed admission to a task the
+    /// testifier set it within the testimony's window, or an admission no failure in it needs.
+    #[error("a failed challenge without the subject's admission, or an admission without a failure")]
+    Unproven,
 }
 
 impl Error {
@@ -602,6 +644,7 @@ impl Error {
             Error::AuditOpen => "audit already open",
             Error::Stale => "stale message",
             Error::Parameter(_) => "bad parameter",
+            Error::Unproven => "unproven challenge failure",
         }
     }
 }
@@ -1055,7 +1098,7 @@ impl Ledger {
                     if testifier.is_some_and(|k| testified.contains(&k)) {
                         continue;
                     }
-                    if self.handle(now, g.input()).is_ok()
+                    if g.input().is_some_and(|input| self.handle(now, input).is_ok())
                         && let Some(k) = testifier
                     {
                         testified.insert(k);
@@ -1068,12 +1111,11 @@ impl Ledger {
                 if !self.may_report(&t.signer, now) {
                     return Err(Error::NotEligible { tier: self.tier(&t.signer, now), what: "testify" });
                 }
-                if !t.body.governance.is_empty() {
-                    return Err(Error::Value { field: "testimony.governance" });
-                }
-                if self.nodes.get(&t.signer).and_then(|r| r.testified).is_some_and(|e| t.body.epoch <= e) {
+                let after = self.nodes.get(&t.signer).and_then(|r| r.testified);
+                if after.is_some_and(|e| t.body.epoch <= e) {
                     return Err(Error::Stale);
                 }
+                testimony_checked(&t, after)?;
                 self.observe_all(&t, now, true)?;
                 self.nodes.entry(t.signer).or_insert_with(|| Record::new(now)).testified = Some(t.body.epoch);
                 Ok(())

@@ -280,9 +280,13 @@ fn a_carried_testimony_applies_once_in_its_reporters_order_and_only_from_a_repor
     use vain_core::ledger::Governed;
     let (mut l, keys) = voters(2);
     let (carrier, validator) = (&keys[0], &keys[1]);
-    let subject = key(40).verifying_key().to_bytes();
-    let testimony =
-        |k: &SigningKey, epoch, what| Signed::sign(k, Report::new(epoch, vec![Observation { subject, what }]));
+    let node = key(40);
+    let subject = node.verifying_key().to_bytes();
+    // A failure carries the subject's admission to the testifier's task of that epoch.
+    let testimony = |k: &SigningKey, epoch, what| {
+        let governance = if what == Observed::ChallengeFailed { vec![admission(k, &node, epoch)] } else { vec![] };
+        Signed::sign(k, Report { epoch, observations: vec![Observation { subject, what }], governance })
+    };
     let carry = |epoch, t: Vec<Signed<Report>>| {
         Input::Report(Signed::sign(
             carrier,
@@ -306,7 +310,8 @@ fn a_carried_testimony_applies_once_in_its_reporters_order_and_only_from_a_repor
     l.handle(HOUR, carry(2, vec![testimony(validator, 4, Observed::ChallengePassed)])).expect("apply");
     let (means, _) = l.evidence(&subject, HOUR).expect("record");
     assert!(means[0] > 0.0, "a passed challenge is resource evidence: {means:?}");
-    // A testimony by a node that may not report, or one that carries inputs, is refused.
+    // A testimony by a node that may not report, or one that carries other inputs than
+    // admissions, is refused.
     let stranger = testimony(&key(90), 9, Observed::ChallengeFailed);
     assert!(matches!(l.handle(HOUR, Input::Testimony(stranger)), Err(Error::NotEligible { .. })));
     let carrying = Signed::sign(
@@ -317,7 +322,7 @@ fn a_carried_testimony_applies_once_in_its_reporters_order_and_only_from_a_repor
             governance: vec![Governed::Testimony(testimony(validator, 10, Observed::ChallengeFailed))],
         },
     );
-    assert_eq!(l.handle(HOUR, Input::Testimony(carrying)), Err(Error::Value { field: "testimony.governance" }));
+    assert_eq!(l.handle(HOUR, Input::Testimony(carrying)), Err(Error::Unproven));
     // The journal's form of the input round-trips.
     let t = testimony(validator, 11, Observed::Uptime { fraction: 0.5 });
     let mut wire = Vec::new();
@@ -326,6 +331,83 @@ fn a_carried_testimony_applies_once_in_its_reporters_order_and_only_from_a_repor
         Input::Testimony(back) => assert_eq!(back, t),
         other => panic!("{other:?}"),
     }
+}
+
+/// `node`'s signed admission that it gave up a task `validator` labelled `epoch`.
+fn admission(validator: &SigningKey, node: &SigningKey, epoch: u64) -> vain_core::ledger::Governed {
+    use vain_core::challenge::{GaveUp, Task, sized};
+    let task = Task { subject: node.verifying_key().to_bytes(), epoch, challenge: sized(1e6, 2000, 0.5, 7, 1_000) };
+    vain_core::ledger::Governed::GaveUp(Signed::sign(node, GaveUp { task: Signed::sign(validator, task) }))
+}
+
+#[test]
+fn a_testified_failure_counts_only_with_the_subjects_own_admission_once() {
+    use vain_core::ledger::{Governed, testimony_checked};
+    let (mut l, keys) = voters(2);
+    let (carrier, validator) = (&keys[0], &keys[1]);
+    let (node, other) = (key(40), key(41));
+    let (subject, other_id) = (node.verifying_key().to_bytes(), other.verifying_key().to_bytes());
+    let failed = |s| Observation { subject: s, what: Observed::ChallengeFailed };
+    let testimony =
+        |epoch, observations, governance| Signed::sign(validator, Report { epoch, observations, governance });
+    let penalty = |l: &Ledger| l.evidence(&subject, HOUR).map_or(0.0, |e| e.1);
+    let refused = |l: &mut Ledger, t: Signed<Report>| {
+        let before = l.digest();
+        let got = l.handle(HOUR, Input::Testimony(t));
+        assert_eq!(l.digest(), before, "nothing of a refused testimony applies");
+        got
+    };
+    // A testifier's word alone: refused whole (the uptime beside it does not apply either).
+    let bare =
+        testimony(5, vec![failed(subject), Observation { subject: other_id, what: Observed::ChallengePassed }], vec![]);
+    assert_eq!(refused(&mut l, bare), Err(Error::Unproven));
+    // Admissions that prove nothing here: another node's, for another validator's task, for a
+    // task labelled after the testimony, an admission with no failure beside it, two for one.
+    for governance in [
+        vec![admission(validator, &other, 5)],
+        vec![admission(carrier, &node, 5)],
+        vec![admission(validator, &node, 6)],
+        vec![admission(validator, &node, 5), admission(validator, &other, 5)],
+        vec![admission(validator, &node, 4), admission(validator, &node, 5)],
+    ] {
+        assert_eq!(refused(&mut l, testimony(5, vec![failed(subject)], governance)), Err(Error::Unproven));
+    }
+    // A forged admission.
+    let Governed::GaveUp(mut forged) = admission(validator, &node, 5) else { unreachable!() };
+    forged.signature[0] ^= 1;
+    let t = testimony(5, vec![failed(subject)], vec![Governed::GaveUp(forged)]);
+    assert!(matches!(refused(&mut l, t), Err(Error::Signature(_))));
+    // Proven: applies once; the same admission in a later testimony (its task's epoch is not
+    // after the testifier's last) proves nothing.
+    l.handle(HOUR, Input::Testimony(testimony(5, vec![failed(subject)], vec![admission(validator, &node, 3)])))
+        .expect("apply");
+    assert!((penalty(&l) - 0.15).abs() < 1e-9, "{}", penalty(&l));
+    let replay = testimony(6, vec![failed(subject)], vec![admission(validator, &node, 3)]);
+    assert_eq!(testimony_checked(&replay, l.testified(&validator.verifying_key().to_bytes())), Err(Error::Unproven));
+    assert_eq!(refused(&mut l, replay), Err(Error::Unproven));
+    // A fresh admission in the window (5, 8] does.
+    let next = testimony(8, vec![failed(subject)], vec![admission(validator, &node, 6)]);
+    let carried = Signed::sign(
+        carrier,
+        Report { epoch: 1, observations: vec![], governance: vec![Governed::Testimony(next.clone())] },
+    );
+    l.handle(HOUR, Input::Report(carried)).expect("apply");
+    assert!((penalty(&l) - 0.30).abs() < 1e-9, "{}", penalty(&l));
+    // The journal's and the wire's forms keep the proof.
+    let mut wire = Vec::new();
+    vain_core::codec::encode_input(&Input::Testimony(next.clone()), &mut wire);
+    match vain_core::codec::decode_input(&mut vain_core::codec::Reader::new(&wire)).expect("decode") {
+        Input::Testimony(back) => assert_eq!(back, next),
+        other => panic!("{other:?}"),
+    }
+    // An admission on its own is no input.
+    let alone = Signed::sign(
+        carrier,
+        Report { epoch: 2, observations: vec![], governance: vec![admission(validator, &node, 8)] },
+    );
+    let before = penalty(&l);
+    l.handle(HOUR, Input::Report(alone)).expect("the report applies");
+    assert_eq!(penalty(&l), before);
 }
 
 #[test]

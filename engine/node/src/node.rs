@@ -635,14 +635,19 @@ fn spawn_testifying(
     net: vain_net::node::Handle,
 ) {
     each_epoch(live, move |live, epoch| {
-        let observations = witness.take();
-        if observations.is_empty() {
+        let taken = witness.take(epoch);
+        if taken.observations.is_empty() {
             return false;
         }
-        let n = observations.len();
+        let n = taken.observations.len();
         let anomaly_z = live.lock().map_or(f64::INFINITY, |l| l.ledger().config().penalties.anomaly_z);
-        experience.witnessed(&observations, anomaly_z);
-        let t = vain_core::signed::Signed::sign(&key, vain_core::ledger::Report::new(epoch, observations));
+        experience.witnessed(&taken.seen, anomaly_z);
+        let report = vain_core::ledger::Report {
+            epoch,
+            observations: taken.observations,
+            governance: taken.proofs.into_iter().map(vain_core::ledger::Governed::GaveUp).collect(),
+        };
+        let t = vain_core::signed::Signed::sign(&key, report);
         let rt = tokio::runtime::Handle::current();
         let verdict = take_governance(live, &net, &rt, vain_core::ledger::Governed::Testimony(t), None);
         tracing::info!(
@@ -986,7 +991,13 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
         let witness = if role_bits & roles::VALIDATOR != 0 {
             let witness = vain_round::challenger::Witness::default();
             let key = ed25519_dalek::SigningKey::from_bytes(&seed);
-            tokio::spawn(Challenger::new(challenge_cfg.clone(), handle.clone(), key.clone(), witness.clone()).run());
+            let epoch = {
+                let live = live.clone();
+                Arc::new(move || live.lock().map_or(0, |l| l.next_epoch()))
+            };
+            tokio::spawn(
+                Challenger::new(challenge_cfg.clone(), handle.clone(), key.clone(), witness.clone(), epoch).run(),
+            );
             spawn_testifying(key, witness.clone(), experience.clone(), live.clone(), handle.clone());
             Some(witness)
         } else {
@@ -997,9 +1008,9 @@ pub fn run(path: Option<&Path>, serve: Serve) -> Result<()> {
         // Every node answers the challenges of its ledger's reporters.
         let prover = {
             let live = live.clone();
-            let me = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().to_bytes();
+            let key = ed25519_dalek::SigningKey::from_bytes(&seed);
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            Prover::new(me, claimed_cores, threads, Arc::new(move |k| live.lock().is_ok_and(|l| l.may_report(k))))
+            Prover::new(key, claimed_cores, threads, Arc::new(move |k| live.lock().is_ok_and(|l| l.may_report(k))))
         };
         // Every node audits when an audit's team includes it.
         {

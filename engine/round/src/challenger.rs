@@ -7,21 +7,25 @@
 //! its announcement — [`challenge::CORE_RATE`] multiply-adds per millisecond per core, half the
 //! budget's worth — and enforces the deadline on its own clock. A correct answer in time is
 //! `ChallengePassed`; a wrong one, a late one, or the node's own admission that it stopped at
-//! the deadline is `ChallengeFailed` (its claim is false); no answer, or a node too busy to
-//! take the task, is `ChallengeTimeout` (no credit, no penalty). The outcomes wait in a
-//! [`Witness`] until the node signs them into a testimony for every ledger.
+//! the deadline is a failure (its claim is false); no answer, or a node too busy to take the
+//! task, is `ChallengeTimeout` (no credit, no penalty). The outcomes wait in a [`Witness`] until
+//! the node signs them into a testimony for every ledger. Only a failure the node admitted (its
+//! signed [`GaveUp`]) is testified as `ChallengeFailed`, with the admission as its proof: every
+//! ledger checks it, so no validator can penalise a node on its word alone. A wrong or late
+//! answer proves nothing to a third party; it counts against the node in this validator's own
+//! experience and is testified as a timeout.
 //!
 //! A node's [`Prover`] answers only validators its ledger lets report, one task at a time, and
 //! only tasks within what its own claim can do by the deadline; it stops computing at the
-//! deadline and says so.
+//! deadline and signs that it did.
 
-use crate::msg::{Ack, Answer, Message, Task};
+use crate::msg::{Ack, Answer, GaveUp, Message, Task};
 use ed25519_dalek::SigningKey;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vain_core::challenge::{self, Challenge};
+use vain_core::challenge;
 use vain_core::ledger::{Observation, Observed};
 use vain_core::signed::Signed;
 use vain_core::{NodeId, Time};
@@ -61,11 +65,12 @@ impl Default for Config {
     }
 }
 
-/// Outcomes waiting to be testified: the last challenge outcome per node and the heartbeats
-/// it answered, since the last testimony.
+/// Outcomes waiting to be testified: the last challenge outcome per node (what the validator
+/// saw, and the node's admission when it gave up) and the heartbeats it answered, since the
+/// last testimony.
 #[derive(Debug, Default)]
 struct Pending {
-    outcomes: BTreeMap<NodeId, Observed>,
+    outcomes: BTreeMap<NodeId, (Observed, Option<Signed<GaveUp>>)>,
     beats: BTreeMap<NodeId, (u32, u32)>,
     counts: BTreeMap<&'static str, u64>,
 }
@@ -74,12 +79,24 @@ struct Pending {
 #[derive(Debug, Clone, Default)]
 pub struct Witness(Arc<Mutex<Pending>>);
 
+/// What a validator testifies to at an epoch, and what it saw itself.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Taken {
+    /// The testimony's observations: each challenge outcome a ledger can check (a failure only
+    /// with its admission, otherwise a timeout), then each node's uptime.
+    pub observations: Vec<Observation>,
+    /// The admissions proving the failures among them, one per failed node.
+    pub proofs: Vec<Signed<GaveUp>>,
+    /// What the validator saw (for its own experience): a wrong or late answer is a failure.
+    pub seen: Vec<Observation>,
+}
+
 impl Witness {
-    fn outcome(&self, subject: NodeId, what: Observed, reason: &'static str) {
+    fn outcome(&self, subject: NodeId, what: Observed, proof: Option<Signed<GaveUp>>, reason: &'static str) {
         if let Ok(mut p) = self.0.lock() {
             *p.counts.entry(reason).or_default() += 1;
             if p.outcomes.len() < MAX_SUBJECTS || p.outcomes.contains_key(&subject) {
-                p.outcomes.insert(subject, what);
+                p.outcomes.insert(subject, (what, proof));
             }
         }
     }
@@ -94,18 +111,38 @@ impl Witness {
         }
     }
 
-    /// Takes what waits: each challenge outcome, then each node's uptime (heartbeats answered /
-    /// asked) — empty when nothing happened.
-    pub fn take(&self) -> Vec<Observation> {
-        let Ok(mut p) = self.0.lock() else { return Vec::new() };
+    /// Takes what a testimony for `epoch` carries: each challenge outcome, then each node's
+    /// uptime (heartbeats answered / asked) — empty when nothing happened. A failure whose task
+    /// is labelled after `epoch` stays for a later testimony (the ledger takes an admission only
+    /// in a testimony of its task's epoch or later).
+    pub fn take(&self, epoch: u64) -> Taken {
+        let Ok(mut p) = self.0.lock() else { return Taken::default() };
         let outcomes = std::mem::take(&mut p.outcomes);
         let beats = std::mem::take(&mut p.beats);
-        let mut out: Vec<Observation> =
-            outcomes.into_iter().map(|(subject, what)| Observation { subject, what }).collect();
-        out.extend(beats.into_iter().filter(|(_, (_, asked))| *asked > 0).map(|(subject, (answered, asked))| {
-            Observation { subject, what: Observed::Uptime { fraction: f64::from(answered) / f64::from(asked) } }
-        }));
-        out
+        let mut t = Taken::default();
+        for (subject, (what, proof)) in outcomes {
+            if proof.as_ref().is_some_and(|g| g.body.task.body.epoch > epoch) {
+                p.outcomes.insert(subject, (what, proof));
+                continue;
+            }
+            t.seen.push(Observation { subject, what });
+            let what = match (what, proof) {
+                (Observed::ChallengeFailed, Some(g)) => {
+                    t.proofs.push(g);
+                    Observed::ChallengeFailed
+                }
+                (Observed::ChallengeFailed, None) => Observed::ChallengeTimeout,
+                (what, _) => what,
+            };
+            t.observations.push(Observation { subject, what });
+        }
+        for (subject, (answered, asked)) in beats.into_iter().filter(|(_, (_, asked))| *asked > 0) {
+            let o =
+                Observation { subject, what: Observed::Uptime { fraction: f64::from(answered) / f64::from(asked) } };
+            t.observations.push(o);
+            t.seen.push(o);
+        }
+        t
     }
 
     /// Challenges by outcome so far (`passed`, `wrong`, `late`, `gave up`, `no answer`, `busy`,
@@ -126,12 +163,21 @@ pub struct Challenger {
     net: Handle,
     key: SigningKey,
     witness: Witness,
+    epoch: Arc<dyn Fn() -> u64 + Send + Sync>,
 }
 
 impl Challenger {
-    /// A challenger signing its tasks with `key` and leaving outcomes in `witness`.
-    pub fn new(cfg: Config, net: Handle, key: SigningKey, witness: Witness) -> Challenger {
-        Challenger { cfg, net, key, witness }
+    /// A challenger signing its tasks with `key` and leaving outcomes in `witness`; `epoch`
+    /// gives its ledger's next epoch (tasks are labelled with the one after it: the earliest
+    /// testimony of this validator that can still carry their outcome).
+    pub fn new(
+        cfg: Config,
+        net: Handle,
+        key: SigningKey,
+        witness: Witness,
+        epoch: Arc<dyn Fn() -> u64 + Send + Sync>,
+    ) -> Challenger {
+        Challenger { cfg, net, key, witness, epoch }
     }
 
     /// Heartbeats and challenges until the runtime stops.
@@ -171,10 +217,10 @@ impl Challenger {
                 }
                 last_challenge.insert(key, Instant::now());
                 let cores = e.announcement.resources.cpu_cores;
-                let (what, reason) = self.challenge(e.peer_id, key, cores).await;
+                let (what, proof, reason) = self.challenge(e.peer_id, key, cores).await;
                 tracing::info!(node = %crate::short(&key), cores, outcome = reason, "resource challenge");
                 if let Some(what) = what {
-                    self.witness.outcome(key, what, reason);
+                    self.witness.outcome(key, what, proof, reason);
                 } else if let Ok(mut p) = self.witness.0.lock() {
                     *p.counts.entry(reason).or_default() += 1;
                 }
@@ -189,44 +235,62 @@ impl Challenger {
         }
     }
 
-    /// Sends one challenge and judges the answer.
-    async fn challenge(&self, peer: vain_net::PeerId, subject: NodeId, cores: u32) -> (Option<Observed>, &'static str) {
+    /// Sends one challenge and judges the answer: what this validator saw, the node's
+    /// admission when it gave up, and the outcome's name.
+    async fn challenge(
+        &self,
+        peer: vain_net::PeerId,
+        subject: NodeId,
+        cores: u32,
+    ) -> (Option<Observed>, Option<Signed<GaveUp>>, &'static str) {
         let mut seeds = [0u8; 16];
         if getrandom::fill(&mut seeds).is_err() {
-            return (None, "no randomness");
+            return (None, None, "no randomness");
         }
         let seed = u64::from_le_bytes(seeds[..8].try_into().unwrap_or_default());
         let verifier_seed = u64::from_le_bytes(seeds[8..].try_into().unwrap_or_default());
         let budget = self.cfg.budget.as_millis() as Time;
         let ch = challenge::sized(claimed_rate(cores), budget, self.cfg.share, seed, unix_ms());
-        let task = Signed::sign(&self.key, Task { subject, challenge: ch });
+        let epoch = (self.epoch)().saturating_add(1);
+        let task = Signed::sign(&self.key, Task { subject, epoch, challenge: ch });
         let started = Instant::now();
         let limit = self.cfg.budget + self.cfg.grace;
         // Wait past the deadline for a late answer: late is a false claim, silence is not.
-        let answer = tokio::time::timeout(2 * limit, self.net.request(peer, Message::Challenge(task).encode())).await;
+        let answer =
+            tokio::time::timeout(2 * limit, self.net.request(peer, Message::Challenge(task.clone()).encode())).await;
         let took = started.elapsed();
         let bytes = match answer {
             Ok(Ok(b)) => b,
-            _ => return (Some(Observed::ChallengeTimeout), "no answer"),
+            _ => return (Some(Observed::ChallengeTimeout), None, "no answer"),
         };
+        let failed = Some(Observed::ChallengeFailed);
         match Answer::decode(&bytes, &ch) {
             Ok(Answer::Product(c)) => {
                 let ok = tokio::task::spawn_blocking(move || challenge::verify(&ch, &c, verifier_seed))
                     .await
                     .unwrap_or(false);
                 if !ok {
-                    (Some(Observed::ChallengeFailed), "wrong")
+                    (failed, None, "wrong")
                 } else if took > limit {
-                    (Some(Observed::ChallengeFailed), "late")
+                    (failed, None, "late")
                 } else {
-                    (Some(Observed::ChallengePassed), "passed")
+                    (Some(Observed::ChallengePassed), None, "passed")
                 }
             }
-            Ok(Answer::Refused(Ack::Late)) => (Some(Observed::ChallengeFailed), "gave up"),
-            Ok(Answer::Refused(Ack::Busy)) => (Some(Observed::ChallengeTimeout), "busy"),
+            // The node's own word that it failed this task: proof for every ledger. One for
+            // another task, or that does not verify, is a wrong answer.
+            Ok(Answer::GaveUp(g)) => {
+                if g.body.task == task && g.admits(&task.signer).is_ok() {
+                    (failed, Some(*g), "gave up")
+                } else {
+                    (failed, None, "wrong")
+                }
+            }
+            Ok(Answer::Refused(Ack::Late)) => (failed, None, "gave up"),
+            Ok(Answer::Refused(Ack::Busy)) => (Some(Observed::ChallengeTimeout), None, "busy"),
             // It does not take this validator's tasks (its ledger disagrees): nothing to say.
-            Ok(Answer::Refused(_)) => (None, "refused"),
-            Err(_) => (Some(Observed::ChallengeFailed), "wrong"),
+            Ok(Answer::Refused(_)) => (None, None, "refused"),
+            Err(_) => (failed, None, "wrong"),
         }
     }
 }
@@ -234,6 +298,7 @@ impl Challenger {
 /// Answers challenges on a node.
 #[derive(Clone)]
 pub struct Prover {
+    key: SigningKey,
     me: NodeId,
     cores: u32,
     threads: usize,
@@ -242,22 +307,23 @@ pub struct Prover {
 }
 
 impl Prover {
-    /// A prover for the node whose signing key is `me`, claiming `cores`, computing on
-    /// `threads`; `may_challenge` says whether a validator's key may set it work (its ledger's
-    /// reporters).
+    /// A prover for the node whose signing key is `key` (it signs the node's admissions),
+    /// claiming `cores`, computing on `threads`; `may_challenge` says whether a validator's key
+    /// may set it work (its ledger's reporters).
     pub fn new(
-        me: NodeId,
+        key: SigningKey,
         cores: u32,
         threads: usize,
         may_challenge: Arc<dyn Fn(&NodeId) -> bool + Send + Sync>,
     ) -> Prover {
-        Prover { me, cores, threads: threads.max(1), busy: Arc::new(AtomicBool::new(false)), may_challenge }
+        let me = key.verifying_key().to_bytes();
+        Prover { key, me, cores, threads: threads.max(1), busy: Arc::new(AtomicBool::new(false)), may_challenge }
     }
 
     /// The answer to a challenge from `from` ([`Answer`]'s bytes).
     pub async fn answer(&self, task: Signed<Task>, from: &Inbound) -> Vec<u8> {
         Answer::Refused(match self.check(&task, from) {
-            Ok(()) => return self.solve(task.body.challenge).await,
+            Ok(()) => return self.solve(task).await,
             Err(a) => a,
         })
         .encode()
@@ -283,7 +349,8 @@ impl Prover {
         Ok(())
     }
 
-    async fn solve(&self, c: Challenge) -> Vec<u8> {
+    async fn solve(&self, task: Signed<Task>) -> Vec<u8> {
+        let c = task.body.challenge;
         if self.busy.swap(true, Ordering::AcqRel) {
             return Answer::Refused(Ack::Busy).encode();
         }
@@ -300,7 +367,9 @@ impl Prover {
         .await;
         match answer {
             Ok(Some(product)) => Answer::Product(product).encode(),
-            Ok(None) => Answer::Refused(Ack::Late).encode(),
+            // It stopped at the deadline and says so, signed: an honest node's failures are
+            // the ones it admits (this is what a validator's testimony proves them with).
+            Ok(None) => Answer::GaveUp(Box::new(Signed::sign(&self.key, GaveUp { task }))).encode(),
             Err(_) => {
                 self.busy.store(false, Ordering::Release);
                 Answer::Refused(Ack::Busy).encode()
@@ -312,6 +381,7 @@ impl Prover {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vain_core::challenge::Challenge;
     use vain_schema::node::{Announcement, Resources};
 
     fn inbound(key: &SigningKey, roles: u8) -> Inbound {
@@ -333,15 +403,16 @@ mod tests {
     }
 
     fn task(key: &SigningKey, subject: NodeId, c: Challenge) -> Signed<Task> {
-        Signed::sign(key, Task { subject, challenge: c })
+        Signed::sign(key, Task { subject, epoch: 4, challenge: c })
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_prover_answers_its_reporters_within_its_claim_and_gives_up_at_the_deadline() {
         let (validator, other) = (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));
-        let me = [7; 32];
+        let node = SigningKey::from_bytes(&[7; 32]);
+        let me = node.verifying_key().to_bytes();
         let trusted = validator.verifying_key().to_bytes();
-        let prover = Prover::new(me, 2, 2, Arc::new(move |k| *k == trusted));
+        let prover = Prover::new(node.clone(), 2, 2, Arc::new(move |k| *k == trusted));
         let from = inbound(&validator, roles::VALIDATOR);
         let ok = challenge::sized(claimed_rate(2), 2000, 0.5, 5, 1_000);
         let answer = |bytes: Vec<u8>, c: &Challenge| Answer::decode(&bytes, c).expect("answer");
@@ -365,32 +436,67 @@ mod tests {
         let wide = Challenge { rows: challenge::MAX_SIDE + 1, ..ok };
         assert_eq!(answer(prover.answer(task(&validator, me, wide), &from).await, &wide), refused(Ack::Oversized));
         // A node claiming 64 cores with one to compute on: within its claim, but it cannot do
-        // it by the deadline (a quarter of what one core does); it stops there and says so.
-        let liar = Prover::new(me, 64, 1, Arc::new(move |k| *k == trusted));
+        // it by the deadline (a quarter of what one core does); it stops there and signs that
+        // it did — an admission of that very task, which any ledger can check.
+        let liar = Prover::new(node, 64, 1, Arc::new(move |k| *k == trusted));
         let rushed = challenge::sized(claimed_rate(64), 100, 0.5, 5, 1_000);
         let started = Instant::now();
-        assert_eq!(answer(liar.answer(task(&validator, me, rushed), &from).await, &rushed), refused(Ack::Late));
+        let set = task(&validator, me, rushed);
+        match answer(liar.answer(set.clone(), &from).await, &rushed) {
+            Answer::GaveUp(g) => {
+                assert_eq!(g.body.task, set);
+                assert_eq!(g.admits(&trusted), Ok(4));
+                assert!(g.admits(&other.verifying_key().to_bytes()).is_err(), "not another validator's task");
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(started.elapsed() < Duration::from_secs(5), "it stopped at the deadline");
     }
 
     #[test]
     fn a_witness_keeps_the_last_outcome_and_the_uptime_fraction() {
         let w = Witness::default();
-        assert!(w.take().is_empty());
-        w.outcome([1; 32], Observed::ChallengeFailed, "gave up");
-        w.outcome([1; 32], Observed::ChallengePassed, "passed");
+        assert_eq!(w.take(0), Taken::default());
+        w.outcome([1; 32], Observed::ChallengeFailed, None, "gave up");
+        w.outcome([1; 32], Observed::ChallengePassed, None, "passed");
         for ok in [true, true, false, true] {
             w.beat([2; 32], ok);
         }
-        let got = w.take();
-        assert_eq!(
-            got,
-            vec![
-                Observation { subject: [1; 32], what: Observed::ChallengePassed },
-                Observation { subject: [2; 32], what: Observed::Uptime { fraction: 0.75 } },
-            ]
-        );
-        assert!(w.take().is_empty());
+        let got = w.take(0);
+        let want = vec![
+            Observation { subject: [1; 32], what: Observed::ChallengePassed },
+            Observation { subject: [2; 32], what: Observed::Uptime { fraction: 0.75 } },
+        ];
+        assert_eq!(got, Taken { observations: want.clone(), proofs: Vec::new(), seen: want });
+        assert_eq!(w.take(0), Taken::default());
         assert_eq!(w.counts(), BTreeMap::from([("gave up", 1), ("passed", 1)]));
+    }
+
+    #[test]
+    fn only_an_admitted_failure_is_testified_as_one_and_only_in_its_window() {
+        let validator = SigningKey::from_bytes(&[1; 32]);
+        let (a, b) = (SigningKey::from_bytes(&[2; 32]), SigningKey::from_bytes(&[3; 32]));
+        let (ka, kb) = (a.verifying_key().to_bytes(), b.verifying_key().to_bytes());
+        let c = challenge::sized(claimed_rate(1), 100, 0.5, 5, 1_000);
+        let admit = |node: &SigningKey, epoch| {
+            let task = Signed::sign(&validator, Task { subject: node.verifying_key().to_bytes(), epoch, challenge: c });
+            Signed::sign(node, GaveUp { task })
+        };
+        let w = Witness::default();
+        // `a` admitted failing a task labelled for epoch 6; `b` answered wrongly (no proof).
+        w.outcome(ka, Observed::ChallengeFailed, Some(admit(&a, 6)), "gave up");
+        w.outcome(kb, Observed::ChallengeFailed, None, "wrong");
+        let failed = |k| Observation { subject: k, what: Observed::ChallengeFailed };
+        // At epoch 5 the admission waits; the wrong answer is a timeout to the ledgers and a
+        // failure to this validator.
+        let early = w.take(5);
+        assert_eq!(early.observations, vec![Observation { subject: kb, what: Observed::ChallengeTimeout }]);
+        assert!(early.proofs.is_empty());
+        assert_eq!(early.seen, vec![failed(kb)]);
+        let due = w.take(6);
+        assert_eq!(due.observations, vec![failed(ka)]);
+        assert_eq!(due.proofs, vec![admit(&a, 6)]);
+        assert_eq!(due.seen, vec![failed(ka)]);
+        assert_eq!(w.take(7), Taken::default());
     }
 }

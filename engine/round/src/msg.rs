@@ -340,60 +340,22 @@ impl Status {
     }
 }
 
-/// A resource challenge a validator sends one node: the matrices, the deadline, and whom it
-/// is for (so that the answer speaks for that node's claimed capacity only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Task {
-    /// The challenged node's signing key.
-    pub subject: PublicKey,
-    /// What to compute, and by when.
-    pub challenge: Challenge,
-}
-
-impl Body for Task {
-    const TAG: vain_schema::sign::Tag = vain_schema::sign::Tag::new("vain/challenge/v2");
-    fn encode(&self, out: &mut Vec<u8>) {
-        let c = &self.challenge;
-        out.extend_from_slice(&self.subject);
-        for x in [c.rows, c.inner, c.cols] {
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-        for x in [c.seed, c.issued, c.deadline] {
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-    }
-}
-
-impl Decode for Task {
-    fn decode(r: &mut Reader<'_>) -> Result<Self, codec::Error> {
-        let subject = r.array("subject")?;
-        let mut dim = |field| r.array::<4>(field).map(u32::from_le_bytes);
-        let (rows, inner, cols) = (dim("rows")?, dim("inner")?, dim("cols")?);
-        Ok(Task {
-            subject,
-            challenge: Challenge {
-                rows,
-                inner,
-                cols,
-                seed: r.u64("seed")?,
-                issued: r.u64("issued")?,
-                deadline: r.u64("deadline")?,
-            },
-        })
-    }
-}
+pub use vain_core::challenge::{GaveUp, Task};
 
 /// The answer to a [`Task`]: C, or why there is none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     /// C = A·B, row-major (`rows × cols` entries).
     Product(Vec<u32>),
-    /// Refused ([`Ack::Late`]: the node gave up at the deadline).
+    /// The node gave up at the deadline and signed that it did: the proof of its failure that
+    /// the validator's testimony carries to every ledger.
+    GaveUp(Box<Signed<GaveUp>>),
+    /// Refused (an unsigned [`Ack::Late`] proves nothing to a third party).
     Refused(Ack),
 }
 
 impl Answer {
-    /// `0 ‖ u32 LE entries`, or `1 ‖ ack`.
+    /// `0 ‖ u32 LE entries`, `1 ‖ ack`, or `2 ‖ signed admission`.
     pub fn encode(&self) -> Vec<u8> {
         match self {
             Answer::Product(c) => {
@@ -405,6 +367,11 @@ impl Answer {
                 out
             }
             Answer::Refused(a) => vec![1, *a as u8],
+            Answer::GaveUp(g) => {
+                let mut out = vec![2];
+                encode_signed(g, &mut out);
+                out
+            }
         }
     }
 
@@ -429,6 +396,12 @@ impl Answer {
                 Some(a) => Ok(Answer::Refused(a)),
                 None => Err(codec::Error::Tag { field: "answer.ack", value: *a }),
             },
+            Some((2, rest)) => {
+                let mut r = Reader::new(rest);
+                let g = decode_signed(&mut r)?;
+                r.finish()?;
+                Ok(Answer::GaveUp(Box::new(g)))
+            }
             _ => Err(codec::Error::Tag { field: "answer", value: b.first().copied().unwrap_or(0) }),
         }
     }
@@ -967,11 +940,26 @@ mod tests {
             vain_core::ledger::Report { epoch: 4, observations: obs, governance },
         ));
         assert_eq!(Message::decode(&m.encode()), Ok(m));
+        // A failure testified with the subject's admission.
+        let gave_up = vain_core::ledger::Governed::GaveUp(Signed::sign(
+            &SigningKey::from_bytes(&[6; 32]),
+            GaveUp {
+                task: Signed::sign(
+                    &key,
+                    Task {
+                        subject: [6; 32],
+                        epoch: 6,
+                        challenge: Challenge { rows: 1, inner: 1, cols: 1, seed: 0, issued: 0, deadline: 1 },
+                    },
+                ),
+            },
+        ));
         let testimony = Signed::sign(
             &key,
-            vain_core::ledger::Report::new(
-                6,
-                vec![
+            vain_core::ledger::Report {
+                epoch: 6,
+                governance: vec![gave_up.clone()],
+                observations: vec![
                     vain_core::ledger::Observation {
                         subject: [6; 32],
                         what: vain_core::ledger::Observed::ChallengeFailed,
@@ -981,7 +969,7 @@ mod tests {
                         what: vain_core::ledger::Observed::Uptime { fraction: 0.75 },
                     },
                 ],
-            ),
+            },
         );
         for g in [
             vain_core::ledger::Governed::Propose(proposal.clone()),
@@ -999,8 +987,13 @@ mod tests {
             let m = Message::Govern(g);
             assert_eq!(Message::decode(&m.encode()), Ok(m));
         }
-        // A report carrying a testimony round-trips; a testimony carrying anything does not
-        // decode (nesting stops at one level).
+        // An admission travels only inside a testimony.
+        assert_eq!(
+            Message::decode(&Message::Govern(gave_up).encode()),
+            Err(codec::Error::Tag { field: "governance.kind", value: 7 })
+        );
+        // A report carrying a testimony round-trips; a testimony carrying anything but
+        // admissions does not decode (nesting stops at one level).
         let carrier = vain_core::ledger::Report {
             epoch: 5,
             observations: Vec::new(),
@@ -1013,12 +1006,10 @@ mod tests {
             ..testimony.body.clone()
         };
         let m = Message::Govern(vain_core::ledger::Governed::Testimony(Signed::sign(&key, nested)));
-        assert!(matches!(
-            Message::decode(&m.encode()),
-            Err(codec::Error::TooLong { field: "report.governance", limit: 0, .. })
-        ));
+        assert_eq!(Message::decode(&m.encode()), Err(codec::Error::Tag { field: "governance.kind", value: 0 }));
         let task = Task {
             subject: [8; 32],
+            epoch: 12,
             challenge: Challenge { rows: 4, inner: 100, cols: 3, seed: 11, issued: 1000, deadline: 3000 },
         };
         let m = Message::Challenge(Signed::sign(&key, task));
@@ -1048,7 +1039,8 @@ mod tests {
         let mut cut = work.encode();
         cut.truncate(cut.len() - 1);
         assert!(Work::decode(&cut).is_err());
-        let history = vec![Signed::sign(&key, carrier), testimony];
+        let plain = Signed::sign(&key, vain_core::ledger::Report::new(7, testimony.body.observations.clone()));
+        let history = vec![Signed::sign(&key, carrier), plain];
         assert_eq!(decode_history(&encode_history(&history)), Ok(history.clone()));
         assert_eq!(decode_history(&encode_history(&[])), Ok(Vec::new()));
         let mut long = encode_history(&history);
@@ -1111,6 +1103,13 @@ mod tests {
         for a in [Ack::Late, Ack::Busy, Ack::Oversized] {
             assert_eq!(Answer::decode(&Answer::Refused(a).encode(), &c), Ok(Answer::Refused(a)));
         }
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let task = Signed::sign(&key, Task { subject: [2; 32], epoch: 3, challenge: c });
+        let gave_up = Answer::GaveUp(Box::new(Signed::sign(&SigningKey::from_bytes(&[2; 32]), GaveUp { task })));
+        assert_eq!(Answer::decode(&gave_up.encode(), &c), Ok(gave_up.clone()));
+        let mut long = gave_up.encode();
+        long.push(0);
+        assert_eq!(Answer::decode(&long, &c), Err(codec::Error::Trailing(1)));
         // Another size than the challenge's, an unknown refusal, an unknown kind.
         let mut short = product.encode();
         short.truncate(short.len() - 4);

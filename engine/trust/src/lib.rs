@@ -1342,6 +1342,8 @@ impl Live {
             Governed::RequestAudit(q) => q.verify().is_ok(),
             Governed::Verdict(v) => v.verify().is_ok(),
             Governed::Trust(t) => t.verify().is_ok(),
+            // Only inside a testimony.
+            Governed::GaveUp(_) => return Submit::Invalid,
             Governed::Fork(f) => match f.check() {
                 Ok(_) => true,
                 Err(ledger::Error::Signature(_)) => false,
@@ -1389,14 +1391,15 @@ impl Live {
                 if !self.ledger.may_report(&author, self.now()) {
                     return Submit::Ineligible { tier, need: self.ledger.report_from() };
                 }
-                if !t.body.governance.is_empty()
-                    || !t.body.observations.iter().all(|o| o.what.witnessed() && o.what.valid())
-                {
-                    return Submit::Invalid;
-                }
                 // The ledger applies a reporter's testimonies in increasing epochs only.
-                if self.ledger.testified(&author).is_some_and(|e| t.body.epoch <= e) {
+                let after = self.ledger.testified(&author);
+                if after.is_some_and(|e| t.body.epoch <= e) {
                     return Submit::Closed;
+                }
+                match ledger::testimony_checked(t, after) {
+                    Ok(()) => {}
+                    Err(ledger::Error::Signature(_)) => return Submit::BadSignature,
+                    Err(_) => return Submit::Invalid,
                 }
             }
             Governed::Trust(t) => {
@@ -1424,6 +1427,7 @@ impl Live {
                     return Submit::Full;
                 }
             }
+            Governed::GaveUp(_) => return Submit::Invalid,
             Governed::Propose(p) => {
                 if tier < need && !self.ledger.is_pretrusted(&author) {
                     return Submit::Ineligible { tier, need };
@@ -1627,6 +1631,7 @@ impl Live {
             Governed::Vote(v) => {
                 open.get(&v.body.proposal).or_else(|| held.get(&v.body.proposal)).is_some_and(|c| *c > next)
             }
+            Governed::GaveUp(_) => false,
         });
         for d in before {
             if !self.pool.contains_key(&d) {
@@ -1748,6 +1753,17 @@ mod tests {
     use ed25519_dalek::SigningKey;
     use vain_core::ledger::{Observation, Observed};
 
+    /// `v`'s testimony for `epoch` that `node` failed a challenge, with the node's admission
+    /// of `v`'s task labelled `epoch`.
+    fn failure(v: &SigningKey, node: &SigningKey, epoch: u64) -> Governed {
+        use vain_core::challenge::{GaveUp, Task, sized};
+        let subject = node.verifying_key().to_bytes();
+        let task = Signed::sign(v, Task { subject, epoch, challenge: sized(1e6, 2000, 0.5, 7, 0) });
+        let admission = Governed::GaveUp(Signed::sign(node, GaveUp { task }));
+        let observations = vec![Observation { subject, what: Observed::ChallengeFailed }];
+        Governed::Testimony(Signed::sign(v, Report { epoch, observations, governance: vec![admission] }))
+    }
+
     fn report(key: &SigningKey, epoch: u64, subject: u8, z: f64) -> Signed<Report> {
         let observations = vec![
             Observation { subject: [subject; 32], what: Observed::Participated },
@@ -1813,10 +1829,7 @@ mod tests {
         // Which of the two ranks first for epoch 1 (pre-trusted both: the draw decides).
         let r = |k: &SigningKey| rank(nodes[0].ledger(), 1, &k.verifying_key().to_bytes());
         let (better, worse) = if r(&keys[0]) < r(&keys[1]) { (&keys[0], &keys[1]) } else { (&keys[1], &keys[0]) };
-        let testimony = Governed::Testimony(Signed::sign(
-            &v,
-            Report::new(0, vec![Observation { subject: [9; 32], what: Observed::ChallengeFailed }]),
-        ));
+        let testimony = failure(&v, &SigningKey::from_bytes(&[9; 32]), 0);
         let first = report(better, 0, 6, 0.5);
         let good = report(better, 1, 7, 0.5);
         let mut bad = report(worse, 1, 8, 9.0).body;
@@ -2323,10 +2336,7 @@ mod tests {
             pretrusted: [&cheat, &honest, &v].iter().map(|k| k.verifying_key().to_bytes()).collect(),
             ..Config::default()
         };
-        let testimony = Governed::Testimony(Signed::sign(
-            &v,
-            Report::new(0, vec![Observation { subject: [9; 32], what: Observed::ChallengeFailed }]),
-        ));
+        let testimony = failure(&v, &SigningKey::from_bytes(&[9; 32]), 0);
         let mut a = report(&cheat, 0, 7, 0.5).body;
         a.governance.push(testimony.clone());
         let a = Signed::sign(&cheat, a);
@@ -2441,10 +2451,14 @@ mod tests {
         let (d1, d2) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
         // The validator's node and the aggregator's.
         let (mut x, mut y) = (Live::open(d1.path(), cfg()).expect("open"), Live::open(d2.path(), cfg()).expect("open"));
+        let node = SigningKey::from_bytes(&[9; 32]);
         let testimony = |epoch, what| {
-            Governed::Testimony(Signed::sign(&v, Report::new(epoch, vec![Observation { subject: [9; 32], what }])))
+            let subject = node.verifying_key().to_bytes();
+            Governed::Testimony(Signed::sign(&v, Report::new(epoch, vec![Observation { subject, what }])))
         };
-        let failed = testimony(0, Observed::ChallengeFailed);
+        let failed = failure(&v, &node, 0);
+        // The validator's word alone is not enough.
+        assert_eq!(x.submit(testimony(0, Observed::ChallengeFailed)), Submit::Invalid);
         assert_eq!(x.submit(failed.clone()), Submit::New);
         assert_eq!(y.submit(failed.clone()), Submit::New);
         assert_eq!(y.submit(failed.clone()), Submit::Duplicate);
@@ -2462,7 +2476,8 @@ mod tests {
         assert_eq!(x.offer(r).expect("offer"), Offer::New);
         assert_eq!(x.status().digest, y.status().digest);
         assert_eq!((x.status().pool, y.status().pool), (0, 0));
-        let row = x.status().nodes.into_iter().find(|n| n.id == "09090909").expect("subject");
+        let key = hex::encode(node.verifying_key().to_bytes());
+        let row = x.status().nodes.into_iter().find(|n| n.key == key).expect("subject");
         assert!((row.penalty - 0.15).abs() < 1e-9, "{row:?}");
         // Applied once: the same testimony, or an older one, is not taken again.
         assert_eq!(x.submit(failed), Submit::Duplicate);
@@ -2541,7 +2556,8 @@ mod tests {
     #[test]
     fn a_reporter_cannot_carry_what_the_pool_refuses_or_repeat_a_penalty() {
         let (a, v) = (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));
-        let (sybil, victim) = (SigningKey::from_bytes(&[3; 32]), [9u8; 32]);
+        let (sybil, node) = (SigningKey::from_bytes(&[3; 32]), SigningKey::from_bytes(&[9; 32]));
+        let victim = node.verifying_key().to_bytes();
         let d = tempfile::tempdir().expect("dir");
         let mut x = Live::open(d.path(), genesis(&[&a, &v])).expect("open");
         let ring = Governed::Trust(Signed::sign(
@@ -2569,9 +2585,7 @@ mod tests {
         assert_eq!(x.submit(nan), Submit::Invalid);
         // Failed challenges testified ahead, one per epoch: the pool holds them, a report carries
         // the oldest, and a report carrying them all applies one.
-        let ahead: Vec<Governed> = (1..=4)
-            .map(|e| Governed::Testimony(Signed::sign(&v, Report::new(e, vec![seen(Observed::ChallengeFailed)]))))
-            .collect();
+        let ahead: Vec<Governed> = (1..=4).map(|e| failure(&v, &node, e)).collect();
         for t in &ahead {
             assert_eq!(x.submit(t.clone()), Submit::New);
         }
@@ -2586,7 +2600,7 @@ mod tests {
         let st = x.status();
         assert!(st.nodes.iter().all(|n| n.id != "03030303"), "a record for the ring's key: {:?}", st.nodes);
         assert!(st.nodes.iter().all(|n| n.vouches == 0), "{:?}", st.nodes);
-        let row = st.nodes.iter().find(|n| n.id == "09090909").expect("victim");
+        let row = st.nodes.iter().find(|n| n.key == hex::encode(victim)).expect("victim");
         assert!(
             (row.penalty - 0.55).abs() < 1e-9,
             "one flag counts once, one testimony of the signer's, the lying one not at all: {row:?}"
