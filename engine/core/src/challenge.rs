@@ -24,6 +24,10 @@ pub const SIDE: u32 = 128;
 pub const MAX_SIDE: u32 = 512;
 /// Largest `inner` a node answers.
 pub const MAX_INNER: u32 = 1 << 24;
+/// The shortest window (deadline − issued, ms) a node works on: a task any shorter could only
+/// make an honest node give up, and its admission of that is no proof of anything (every ledger
+/// refuses it, and a node refuses the task).
+pub const MIN_WINDOW: Time = 1000;
 /// Freivalds checks a verifier runs (each passes a wrong answer with probability ≤ 1/p).
 pub const CHECKS: u32 = 2;
 /// Multiply-adds per millisecond that one core is credited with when a node claims cores: about
@@ -54,6 +58,11 @@ impl Challenge {
     /// Multiply-adds an honest answer takes.
     pub fn work(&self) -> u64 {
         u64::from(self.rows) * u64::from(self.inner) * u64::from(self.cols)
+    }
+
+    /// The time it allows, ms.
+    pub fn window(&self) -> Time {
+        self.deadline.saturating_sub(self.issued)
     }
 
     /// Whether the dimensions are within what a node answers (non-zero, at most
@@ -126,15 +135,17 @@ impl Body for GaveUp {
 impl Signed<GaveUp> {
     /// Whether this is `subject`'s admission to a task `validator` set it: both signatures
     /// verify, the admission is the subject's, the task was for the subject and signed by
-    /// `validator`. Gives the task's epoch.
+    /// `validator`, within the bounds a node works on (dimensions, a window of at least
+    /// [`MIN_WINDOW`]). Gives the task's epoch.
     pub fn admits(&self, validator: &NodeId) -> Result<u64, crate::ledger::Error> {
         use crate::ledger::Error;
-        self.verify().map_err(Error::Signature)?;
         let task = &self.body.task;
-        task.verify().map_err(Error::Signature)?;
-        if task.signer != *validator || task.body.subject != self.signer {
+        let c = &task.body.challenge;
+        if task.signer != *validator || task.body.subject != self.signer || !c.in_bounds() || c.window() < MIN_WINDOW {
             return Err(Error::Unproven);
         }
+        self.verify().map_err(Error::Signature)?;
+        task.verify().map_err(Error::Signature)?;
         Ok(task.body.epoch)
     }
 }

@@ -442,9 +442,10 @@ pub enum Input {
 
 /// Checks what a testimony may say, before anything of it applies: only what a validator
 /// witnesses ([`Observed::witnessed`]) with valid values, and each failed challenge proven by
-/// the subject's own [`crate::challenge::GaveUp`] for a task the testifier set it, labelled
-/// after `after` (the testifier's last applied testimony) and at most the testimony's epoch; its
-/// governance holds those admissions and nothing else, one per failed subject. A testifier
+/// the subject's own [`crate::challenge::GaveUp`] for a task the testifier set it (within the
+/// bounds a node works on), labelled after `after` (the testifier's last applied testimony) and
+/// at most the testimony's epoch; its governance holds those admissions and nothing else, one
+/// per failed subject, at most [`MAX_GOVERNANCE`]. A testifier
 /// cannot penalise a node that never admitted failing its task, nor count one admission twice.
 pub fn testimony_checked(t: &Signed<Report>, after: Option<u64>) -> Result<(), Error> {
     let mut failed = BTreeSet::new();
@@ -459,7 +460,7 @@ pub fn testimony_checked(t: &Signed<Report>, after: Option<u64>) -> Result<(), E
             failed.insert(o.subject);
         }
     }
-    if t.body.governance.len() != failed.len() {
+    if t.body.governance.len() != failed.len() || failed.len() > MAX_GOVERNANCE {
         return Err(Error::Unproven);
     }
     for g in &t.body.governance {
@@ -470,6 +471,16 @@ pub fn testimony_checked(t: &Signed<Report>, after: Option<u64>) -> Result<(), E
         }
     }
     Ok(())
+}
+
+/// Whether every admission a testimony carries is still labelled after `after` (the signer's last
+/// applied testimony): the cheap part of [`testimony_checked`] (no signatures), for dropping a
+/// held testimony that an earlier one applied since has made unprovable.
+pub fn admissions_in_window(t: &Signed<Report>, after: Option<u64>) -> bool {
+    t.body.governance.iter().all(|g| match g {
+        Governed::GaveUp(g) => after.is_none_or(|a| g.body.task.body.epoch > a),
+        _ => true,
+    })
 }
 
 /// Penalty points per kind of bad evidence, and when they act.

@@ -372,6 +372,18 @@ fn a_testified_failure_counts_only_with_the_subjects_own_admission_once() {
     ] {
         assert_eq!(refused(&mut l, testimony(5, vec![failed(subject)], governance)), Err(Error::Unproven));
     }
+    // A task no node works on: a window under a second (an honest node refuses it; one that
+    // admitted it would prove nothing), or beyond the dimensions.
+    let Governed::GaveUp(g) = admission(validator, &node, 5) else { unreachable!() };
+    let mut rushed = g.body.task.body;
+    rushed.challenge.deadline = rushed.challenge.issued + vain_core::challenge::MIN_WINDOW - 1;
+    let mut wide = g.body.task.body;
+    wide.challenge.rows = vain_core::challenge::MAX_SIDE + 1;
+    for task in [rushed, wide] {
+        let g = vain_core::challenge::GaveUp { task: Signed::sign(validator, task) };
+        let t = testimony(5, vec![failed(subject)], vec![Governed::GaveUp(Signed::sign(&node, g))]);
+        assert_eq!(refused(&mut l, t), Err(Error::Unproven));
+    }
     // A forged admission.
     let Governed::GaveUp(mut forged) = admission(validator, &node, 5) else { unreachable!() };
     forged.signature[0] ^= 1;

@@ -837,7 +837,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         if invalid.is_empty() { String::new() } else { format!("; invalid: {}", invalid.join("; ")) }
     );
     let passed = challenges.get("passed").copied().unwrap_or(0);
-    let failed: u64 = ["wrong", "late", "gave up"].iter().filter_map(|k| challenges.get(*k)).sum();
+    let failed: u64 = ["wrong", "late", "gave up", "gave up unsigned"].iter().filter_map(|k| challenges.get(*k)).sum();
     let overclaimer = resource.iter().find(|(k, _)| k.contains("claims")).map(|(k, v)| {
         format!(
             "; {k}: resource {:.2}, penalty {:.2}",

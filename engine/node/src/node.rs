@@ -229,7 +229,8 @@ impl ChallengeSection {
         }
         Ok(vain_round::challenger::Config {
             share: self.share,
-            budget: secs("budget", self.budget, 0.05)?,
+            // Nodes refuse tasks with a shorter window (their admissions of one prove nothing).
+            budget: secs("budget", self.budget, vain_core::challenge::MIN_WINDOW as f64 / 1000.0)?,
             grace: secs("grace", self.grace, 0.0)?,
             interval: secs("interval", self.interval, 0.1)?,
             heartbeat: secs("heartbeat", self.heartbeat, 0.1)?,
@@ -634,8 +635,15 @@ fn spawn_testifying(
     live: Arc<Mutex<Live>>,
     net: vain_net::node::Handle,
 ) {
+    let me = key.verifying_key().to_bytes();
     each_epoch(live, move |live, epoch| {
-        let taken = witness.take(epoch);
+        // Behind its own last applied testimony (a restart, a node catching up): every ledger
+        // would refuse one for this epoch, so wait for the ledger to catch up.
+        let Ok(after) = live.lock().map(|l| l.ledger().testified(&me)) else { return false };
+        if after.is_some_and(|a| a >= epoch) {
+            return false;
+        }
+        let taken = witness.take(epoch, after);
         if taken.observations.is_empty() {
             return false;
         }
@@ -1382,6 +1390,7 @@ mod tests {
             ("[ledger]\nquorum = 1.5", "quorum"),
             ("[ledger]\nvote_from = 0", "vote_from"),
             ("[challenge]\nbudget = 0.0", "budget"),
+            ("[challenge]\nbudget = 0.5", "budget"),
             ("[challenge]\nheartbeat = -1.0", "heartbeat"),
             ("[challenge]\nsize = 3", "size"),
             ("[challenge]\nshare = 1.5", "share"),

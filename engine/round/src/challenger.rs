@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vain_core::challenge;
-use vain_core::ledger::{Observation, Observed};
+use vain_core::ledger::{MAX_GOVERNANCE, Observation, Observed};
 use vain_core::signed::Signed;
 use vain_core::{NodeId, Time};
 use vain_net::node::{Handle, Inbound};
@@ -73,6 +73,9 @@ struct Pending {
     outcomes: BTreeMap<NodeId, (Observed, Option<Signed<GaveUp>>)>,
     beats: BTreeMap<NodeId, (u32, u32)>,
     counts: BTreeMap<&'static str, u64>,
+    /// The epoch of the last testimony taken: an admission labelled at or below it cannot
+    /// prove anything any more.
+    taken: Option<u64>,
 }
 
 /// Outcomes shared between the challenger and whoever signs testimonies.
@@ -112,26 +115,33 @@ impl Witness {
     }
 
     /// Takes what a testimony for `epoch` carries: each challenge outcome, then each node's
-    /// uptime (heartbeats answered / asked) — empty when nothing happened. A failure whose task
-    /// is labelled after `epoch` stays for a later testimony (the ledger takes an admission only
-    /// in a testimony of its task's epoch or later).
-    pub fn take(&self, epoch: u64) -> Taken {
+    /// uptime (heartbeats answered / asked) — empty when nothing happened. `after` is the last
+    /// testimony of this validator its ledger applied. The ledger takes an admission only in a
+    /// testimony of its task's epoch or later, and after any testimony of that epoch: one whose
+    /// task is labelled after `epoch` stays for a later testimony; one labelled at or below
+    /// `after` or the last epoch taken, or past the [`MAX_GOVERNANCE`] admissions a testimony
+    /// carries, is testified as a timeout.
+    pub fn take(&self, epoch: u64, after: Option<u64>) -> Taken {
         let Ok(mut p) = self.0.lock() else { return Taken::default() };
         let outcomes = std::mem::take(&mut p.outcomes);
         let beats = std::mem::take(&mut p.beats);
+        let spent = p.taken.max(after);
         let mut t = Taken::default();
         for (subject, (what, proof)) in outcomes {
-            if proof.as_ref().is_some_and(|g| g.body.task.body.epoch > epoch) {
+            let label = proof.as_ref().map(|g| g.body.task.body.epoch);
+            if label.is_some_and(|l| l > epoch) {
                 p.outcomes.insert(subject, (what, proof));
                 continue;
             }
             t.seen.push(Observation { subject, what });
             let what = match (what, proof) {
-                (Observed::ChallengeFailed, Some(g)) => {
+                (Observed::ChallengeFailed, Some(g))
+                    if spent.is_none_or(|s| g.body.task.body.epoch > s) && t.proofs.len() < MAX_GOVERNANCE =>
+                {
                     t.proofs.push(g);
                     Observed::ChallengeFailed
                 }
-                (Observed::ChallengeFailed, None) => Observed::ChallengeTimeout,
+                (Observed::ChallengeFailed, _) => Observed::ChallengeTimeout,
                 (what, _) => what,
             };
             t.observations.push(Observation { subject, what });
@@ -141,6 +151,10 @@ impl Witness {
                 Observation { subject, what: Observed::Uptime { fraction: f64::from(answered) / f64::from(asked) } };
             t.observations.push(o);
             t.seen.push(o);
+        }
+        // Nothing to testify signs nothing: the epoch is not spent.
+        if !t.observations.is_empty() {
+            p.taken = Some(epoch).max(p.taken);
         }
         t
     }
@@ -168,8 +182,9 @@ pub struct Challenger {
 
 impl Challenger {
     /// A challenger signing its tasks with `key` and leaving outcomes in `witness`; `epoch`
-    /// gives its ledger's next epoch (tasks are labelled with the one after it: the earliest
-    /// testimony of this validator that can still carry their outcome).
+    /// gives its ledger's next epoch. Tasks are labelled two epochs after it: a testimony of the
+    /// next epoch may be signed while the task runs, and an admission labelled at or below it
+    /// could no longer be carried.
     pub fn new(
         cfg: Config,
         net: Handle,
@@ -251,7 +266,7 @@ impl Challenger {
         let verifier_seed = u64::from_le_bytes(seeds[8..].try_into().unwrap_or_default());
         let budget = self.cfg.budget.as_millis() as Time;
         let ch = challenge::sized(claimed_rate(cores), budget, self.cfg.share, seed, unix_ms());
-        let epoch = (self.epoch)().saturating_add(1);
+        let epoch = (self.epoch)().saturating_add(2);
         let task = Signed::sign(&self.key, Task { subject, epoch, challenge: ch });
         let started = Instant::now();
         let limit = self.cfg.budget + self.cfg.grace;
@@ -286,7 +301,7 @@ impl Challenger {
                     (failed, None, "wrong")
                 }
             }
-            Ok(Answer::Refused(Ack::Late)) => (failed, None, "gave up"),
+            Ok(Answer::Refused(Ack::Late)) => (failed, None, "gave up unsigned"),
             Ok(Answer::Refused(Ack::Busy)) => (Some(Observed::ChallengeTimeout), None, "busy"),
             // It does not take this validator's tasks (its ledger disagrees): nothing to say.
             Ok(Answer::Refused(_)) => (None, None, "refused"),
@@ -341,9 +356,15 @@ impl Prover {
             return Err(Ack::Ineligible);
         }
         let c = &task.body.challenge;
-        let window = c.deadline.saturating_sub(c.issued);
-        // Twice what the challenger's sizing gives for this claim: room for rounding, no more.
-        if !c.in_bounds() || c.work() as f64 > claimed_rate(self.cores) * window as f64 + 1e6 {
+        let window = c.window();
+        // At most what the claimed cores do in the whole window (the challenger's sizing asks
+        // a share of it; one row and column of rounding), and no window too short to work in:
+        // otherwise a hostile validator could have an honest node sign an admission at will.
+        let rounding = f64::from(c.rows) * f64::from(c.cols);
+        if !c.in_bounds()
+            || window < challenge::MIN_WINDOW
+            || c.work() as f64 > claimed_rate(self.cores) * window as f64 + rounding
+        {
             return Err(Ack::Oversized);
         }
         Ok(())
@@ -435,11 +456,18 @@ mod tests {
         assert_eq!(answer(prover.answer(task(&validator, me, big), &from).await, &big), refused(Ack::Oversized));
         let wide = Challenge { rows: challenge::MAX_SIDE + 1, ..ok };
         assert_eq!(answer(prover.answer(task(&validator, me, wide), &from).await, &wide), refused(Ack::Oversized));
+        // A window too short to work in, however small the work: an honest node never signs an
+        // admission a hostile validator set it up for.
+        let instant = Challenge { inner: 1, deadline: ok.issued, ..ok };
+        let rushed = Challenge { deadline: ok.issued + challenge::MIN_WINDOW - 1, ..instant };
+        for c in [instant, rushed] {
+            assert_eq!(answer(prover.answer(task(&validator, me, c), &from).await, &c), refused(Ack::Oversized));
+        }
         // A node claiming 64 cores with one to compute on: within its claim, but it cannot do
         // it by the deadline (a quarter of what one core does); it stops there and signs that
         // it did — an admission of that very task, which any ledger can check.
         let liar = Prover::new(node, 64, 1, Arc::new(move |k| *k == trusted));
-        let rushed = challenge::sized(claimed_rate(64), 100, 0.5, 5, 1_000);
+        let rushed = challenge::sized(claimed_rate(64), challenge::MIN_WINDOW, 0.5, 5, 1_000);
         let started = Instant::now();
         let set = task(&validator, me, rushed);
         match answer(liar.answer(set.clone(), &from).await, &rushed) {
@@ -456,19 +484,19 @@ mod tests {
     #[test]
     fn a_witness_keeps_the_last_outcome_and_the_uptime_fraction() {
         let w = Witness::default();
-        assert_eq!(w.take(0), Taken::default());
+        assert_eq!(w.take(0, None), Taken::default());
         w.outcome([1; 32], Observed::ChallengeFailed, None, "gave up");
         w.outcome([1; 32], Observed::ChallengePassed, None, "passed");
         for ok in [true, true, false, true] {
             w.beat([2; 32], ok);
         }
-        let got = w.take(0);
+        let got = w.take(0, None);
         let want = vec![
             Observation { subject: [1; 32], what: Observed::ChallengePassed },
             Observation { subject: [2; 32], what: Observed::Uptime { fraction: 0.75 } },
         ];
         assert_eq!(got, Taken { observations: want.clone(), proofs: Vec::new(), seen: want });
-        assert_eq!(w.take(0), Taken::default());
+        assert_eq!(w.take(0, None), Taken::default());
         assert_eq!(w.counts(), BTreeMap::from([("gave up", 1), ("passed", 1)]));
     }
 
@@ -489,14 +517,45 @@ mod tests {
         let failed = |k| Observation { subject: k, what: Observed::ChallengeFailed };
         // At epoch 5 the admission waits; the wrong answer is a timeout to the ledgers and a
         // failure to this validator.
-        let early = w.take(5);
-        assert_eq!(early.observations, vec![Observation { subject: kb, what: Observed::ChallengeTimeout }]);
+        let early = w.take(5, None);
+        let timeout = |k| Observation { subject: k, what: Observed::ChallengeTimeout };
+        assert_eq!(early.observations, vec![timeout(kb)]);
         assert!(early.proofs.is_empty());
         assert_eq!(early.seen, vec![failed(kb)]);
-        let due = w.take(6);
+        let due = w.take(6, None);
         assert_eq!(due.observations, vec![failed(ka)]);
         assert_eq!(due.proofs, vec![admit(&a, 6)]);
         assert_eq!(due.seen, vec![failed(ka)]);
-        assert_eq!(w.take(7), Taken::default());
+        assert_eq!(w.take(7, None), Taken::default());
+        // An admission labelled 6 that arrives after the testimony of epoch 6 was taken, or one
+        // at or below the validator's last applied testimony, can prove nothing any more: a
+        // timeout, so that the testimony carrying it is not refused whole.
+        w.outcome(ka, Observed::ChallengeFailed, Some(admit(&a, 6)), "gave up");
+        w.outcome(kb, Observed::ChallengeFailed, Some(admit(&b, 9)), "gave up");
+        let late = w.take(9, Some(9));
+        assert_eq!(late.observations, vec![timeout(ka), timeout(kb)]);
+        assert!(late.proofs.is_empty());
+        assert_eq!(late.seen, vec![failed(ka), failed(kb)]);
+    }
+
+    #[test]
+    fn a_testimony_carries_at_most_what_a_report_decodes() {
+        let validator = SigningKey::from_bytes(&[1; 32]);
+        let c = challenge::sized(claimed_rate(1), 2000, 0.5, 5, 1_000);
+        let w = Witness::default();
+        for i in 0..MAX_GOVERNANCE as u32 + 3 {
+            let mut seed = [9u8; 32];
+            seed[..4].copy_from_slice(&i.to_le_bytes());
+            let node = SigningKey::from_bytes(&seed);
+            let task =
+                Signed::sign(&validator, Task { subject: node.verifying_key().to_bytes(), epoch: 1, challenge: c });
+            let g = Signed::sign(&node, GaveUp { task });
+            w.outcome(node.verifying_key().to_bytes(), Observed::ChallengeFailed, Some(g), "gave up");
+        }
+        let t = w.take(2, None);
+        assert_eq!(t.proofs.len(), MAX_GOVERNANCE);
+        let count = |what| t.observations.iter().filter(|o| o.what == what).count();
+        assert_eq!((count(Observed::ChallengeFailed), count(Observed::ChallengeTimeout)), (MAX_GOVERNANCE, 3));
+        assert_eq!(t.seen.len(), MAX_GOVERNANCE + 3);
     }
 }

@@ -1619,7 +1619,10 @@ impl Live {
         let ledger = &self.ledger;
         let before: Vec<[u8; 32]> = self.pool.keys().copied().collect();
         self.pool.retain(|_, g| match g {
-            Governed::Testimony(t) => ledger.testified(&t.signer).is_none_or(|e| t.body.epoch > e),
+            Governed::Testimony(t) => {
+                let after = ledger.testified(&t.signer);
+                after.is_none_or(|e| t.body.epoch > e) && ledger::admissions_in_window(t, after)
+            }
             Governed::Trust(t) => {
                 ledger.may_vouch(&t.signer, next)
                     && ledger.record(&t.signer).is_none_or(|r| r.trust_epoch.is_none_or(|e| t.body.epoch > e))
