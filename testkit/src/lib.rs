@@ -29,6 +29,8 @@ pub enum Need {
     JsLibp2p,
     /// The contracts' npm packages (solcjs, OpenZeppelin, anvil; contracts/node_modules).
     Contracts,
+    /// The FlatBuffers compiler at the version the committed code was generated with.
+    Flatc,
     /// A CUDA driver and GPU.
     Gpu,
 }
@@ -45,6 +47,7 @@ impl Need {
             Need::OpenMetricsParser => "openmetrics-parser",
             Need::JsLibp2p => "js-libp2p",
             Need::Contracts => "contracts",
+            Need::Flatc => "flatc",
             Need::Gpu => "gpu",
         }
     }

@@ -114,3 +114,45 @@ pub fn estimate_benign(
     let refs: Vec<&[f32]> = ups.iter().map(Vec::as_slice).collect();
     Ok(attack::mean_std(&refs))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn poisoned(attack: Attack, u: &[f32], k: &Knowledge<'_>) -> Vec<f32> {
+        let mut v = u.to_vec();
+        poison(attack, &mut v, k, &mut ChaCha20Rng::seed_from_u64(1)).expect("poison");
+        v
+    }
+
+    #[test]
+    fn each_attack_shapes_the_update_by_its_definition() {
+        let u = [1.0f32, -2.0, 0.5, 4.0];
+        let (mean, std, last) = ([2.0f32, 0.0, -1.0, 1.0], [1.0f32, 2.0, 0.5, 0.0], [0.25f32, 0.5, -0.5, 1.0]);
+        let k = Knowledge { mean: &mean, std: &std, z_alie: 1.5, last_step: &last, boost: 5.0 };
+        // Sign flipping: −u. Scaling: λ·u. The backdoor's model replacement: boost · u (its
+        // update was trained on triggered data; the boost is participants ÷ attackers).
+        assert_eq!(poisoned(Attack::SignFlip, &u, &k), vec![-1.0, 2.0, -0.5, -4.0]);
+        assert_eq!(poisoned(Attack::Scale(100.0), &u, &k), vec![100.0, -200.0, 50.0, 400.0]);
+        assert_eq!(poisoned(Attack::Backdoor, &u, &k), vec![5.0, -10.0, 2.5, 20.0]);
+        // Free riding: nothing, or the last global step replayed.
+        assert_eq!(poisoned(Attack::FreeRide { stale: false }, &u, &k), vec![0.0; 4]);
+        assert_eq!(poisoned(Attack::FreeRide { stale: true }, &u, &k), last.to_vec());
+        // ALIE: mean − z·σ per coordinate; IPM: −ε · mean. Both replace the honest update.
+        assert_eq!(poisoned(Attack::Alie, &u, &k), vec![0.5, -3.0, -1.75, 1.0]);
+        assert_eq!(poisoned(Attack::Ipm(0.5), &u, &k), vec![-1.0, 0.0, 0.5, -0.5]);
+        // Noise: N(0, σ²) in place of the update, the same draw for the same seed.
+        let noise = poisoned(Attack::Noise(2.0), &u, &k);
+        assert_eq!(noise, attack::gaussian(4, 2.0, &mut ChaCha20Rng::seed_from_u64(1)).expect("noise"));
+        assert_ne!(noise, u.to_vec());
+        // Label flipping acts on the data, not the update; without the benign statistics (a
+        // lone attacker that could not estimate them) ALIE and IPM send the honest update, and
+        // a stale free rider with no last step sends nothing.
+        let blind = Knowledge { mean: &[], std: &[], z_alie: 1.5, last_step: &[], boost: 1.0 };
+        for a in [Attack::LabelFlip, Attack::Alie, Attack::Ipm(0.5)] {
+            assert_eq!(poisoned(a, &u, &blind), u.to_vec(), "{a}");
+        }
+        assert_eq!(poisoned(Attack::FreeRide { stale: true }, &u, &blind), vec![0.0; 4]);
+    }
+}

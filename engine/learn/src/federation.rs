@@ -766,6 +766,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn model_replacement_boosts_by_participants_over_attackers() {
+        // Twenty participants, six colluding backdoor clients: each boosts by 20 ÷ 6 = 3, so
+        // together they carry about n times their update, as in Bagdasaryan et al.
+        assert_eq!(boost(20, 6), 3);
+        assert_eq!(boost(20, 1), 20);
+        assert_eq!(boost(0, 0), 1);
+    }
+
+    #[test]
     fn anomaly_scores_tolerate_honest_spread_and_flag_outliers_and_copies() {
         // Norms: 5× the median stays below 3.5 (non-IID clients do that); 10× does not.
         let norms = [1.0, 1.2, 0.8, 1.1, 0.9, 5.0, 10.0];

@@ -86,6 +86,38 @@ impl Schedule {
     }
 }
 
+impl FromStr for Schedule {
+    type Err = Error;
+    /// `constant`, `step:EVERY:GAMMA` (× γ every EVERY rounds, γ in (0, 1]) or
+    /// `cosine:ROUNDS:FLOOR` (down to FLOOR × the base rate, FLOOR in [0, 1], at ROUNDS).
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let bad = || Error::Parse {
+            what: "learning-rate schedule (constant | step:EVERY:GAMMA | cosine:ROUNDS:FLOOR)",
+            text: s.to_string(),
+        };
+        let mut parts = s.split(':');
+        let kind = parts.next().unwrap_or_default();
+        let (a, b) = (parts.next(), parts.next());
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        let rounds = |x: Option<&str>| x.and_then(|x| x.parse::<u64>().ok()).filter(|n| *n > 0).ok_or_else(bad);
+        let fraction = |x: Option<&str>| x.and_then(|x| x.parse::<f64>().ok()).ok_or_else(bad);
+        match kind {
+            "constant" if a.is_none() => Ok(Schedule::Constant),
+            "step" => {
+                let (every, gamma) = (rounds(a)?, fraction(b)?);
+                if gamma > 0.0 && gamma <= 1.0 { Ok(Schedule::Step { every, gamma }) } else { Err(bad()) }
+            }
+            "cosine" => {
+                let (rounds, floor) = (rounds(a)?, fraction(b)?);
+                if (0.0..=1.0).contains(&floor) { Ok(Schedule::Cosine { rounds, floor }) } else { Err(bad()) }
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
 /// What a client does in one round.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Config {
@@ -313,5 +345,21 @@ mod tests {
         assert_eq!("sgd:0.9".parse::<Optim>().expect("sgd"), Optim::Sgd { momentum: 0.9 });
         assert_eq!("adam".parse::<Optim>().expect("adam"), Optim::Adam);
         assert!("sgd:1.5".parse::<Optim>().is_err() && "lbfgs".parse::<Optim>().is_err());
+        assert_eq!("constant".parse::<Schedule>().expect("constant"), Schedule::Constant);
+        assert_eq!("step:10:0.5".parse::<Schedule>().expect("step"), Schedule::Step { every: 10, gamma: 0.5 });
+        assert_eq!("cosine:30:0.1".parse::<Schedule>().expect("cosine"), Schedule::Cosine { rounds: 30, floor: 0.1 });
+        for bad in [
+            "",
+            "cosine",
+            "step:0:0.5",
+            "step:10:1.5",
+            "step:10:0",
+            "cosine:30:-0.1",
+            "cosine:30:0.1:2",
+            "constant:1",
+            "linear:3:0.5",
+        ] {
+            assert!(bad.parse::<Schedule>().is_err(), "{bad:?}");
+        }
     }
 }

@@ -153,3 +153,42 @@ fn a_robust_rule_follows_the_clients_the_ledger_leaves() {
     let last = rows.last().expect("rows");
     assert!(last.accuracy > 0.7, "multi-krum, fitted: {}", last.accuracy);
 }
+
+#[test]
+fn a_backdoor_is_measured_on_triggered_images_and_reputation_keeps_it_out() {
+    let mut cfg = config(false);
+    cfg.plan = Plan::One(Attack::Backdoor);
+    let success = |rows: &[RoundRow]| rows.last().and_then(|r| r.backdoor_success).expect("backdoor success");
+    let (open, _) = run(cfg.clone());
+    assert!(open.iter().all(|r| r.backdoor_success.is_some_and(|s| (0.0..=1.0).contains(&s))));
+    cfg.rule = Rule::Median;
+    cfg.reputation = true;
+    let (guarded, _) = run(cfg);
+    eprintln!("backdoor success: FedAvg {}, median with reputation {}", success(&open), success(&guarded));
+    // FedAvg takes the boosted, triggered updates in; the median with reputation keeps the
+    // trigger from taking over while the model still learns.
+    assert!(success(&open) > 0.5, "backdoor success under FedAvg {}", success(&open));
+    assert!(success(&guarded) < 0.2, "backdoor success under the median with reputation {}", success(&guarded));
+    assert!(guarded.last().expect("rows").accuracy > 0.8);
+}
+
+#[test]
+fn dp_noise_reports_the_epsilon_spent_so_far_each_round() {
+    let mut cfg = config(false);
+    cfg.malicious = 0.0;
+    cfg.clip = Some(1.0);
+    cfg.noise_multiplier = Some(1.0);
+    let (rows, _) = run(cfg.clone());
+    let eps: Vec<f64> = rows.iter().map(|r| r.epsilon.expect("epsilon with noise")).collect();
+    assert!(eps.iter().all(|e| e.is_finite() && *e > 0.0), "{eps:?}");
+    assert!(eps.windows(2).all(|w| w[1] > w[0]), "ε grows with every round: {eps:?}");
+    // What the RDP accountant gives for every client sampled each round, σ = 1, after all
+    // five rounds (δ = 1e-5).
+    let want = vain_kernels::privacy::epsilon(1.0, 1.0, 5, 1e-5, vain_kernels::privacy::DEFAULT_ORDERS)
+        .expect("accountant")
+        .epsilon;
+    assert!((eps[4] - want).abs() < 1e-9 * want.max(1.0), "{} vs {want}", eps[4]);
+    // Without noise there is nothing to account.
+    cfg.noise_multiplier = None;
+    assert!(run(cfg).0.iter().all(|r| r.epsilon.is_none()));
+}

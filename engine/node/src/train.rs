@@ -103,6 +103,10 @@ pub struct TrainArgs {
     /// Base learning rate.
     #[arg(long, default_value_t = 0.05)]
     lr: f64,
+    /// Learning rate over rounds: constant | step:EVERY:GAMMA (× GAMMA every EVERY rounds) |
+    /// cosine:ROUNDS:FLOOR (down to FLOOR × the base rate at ROUNDS).
+    #[arg(long, default_value = "constant")]
+    lr_schedule: Schedule,
 }
 
 impl TrainArgs {
@@ -110,7 +114,7 @@ impl TrainArgs {
         TrainConfig {
             optim: self.optimizer,
             lr: self.lr,
-            schedule: Schedule::Constant,
+            schedule: self.lr_schedule,
             batch: self.batch,
             steps: self.local_steps,
         }
@@ -203,8 +207,9 @@ pub struct SimulateArgs {
     /// Rounds.
     #[arg(long, default_value_t = 30)]
     rounds: u64,
-    /// Learning rate decay: cosine from the base rate to 10 % of it over the run.
-    #[arg(long)]
+    /// Learning rate decay: cosine from the base rate to 10 % of it over the run (the same as
+    /// --lr-schedule cosine:ROUNDS:0.1).
+    #[arg(long, conflicts_with = "lr_schedule")]
     cosine: bool,
     /// f32 | f16 | bf16 | int8:BLOCK | topk:FRACTION | topk-f16:FRACTION | sign.
     #[arg(long, default_value = "f32")]

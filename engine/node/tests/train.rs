@@ -85,6 +85,79 @@ fn simulate_prints_the_table_writes_the_files_and_drops_the_attackers() {
     );
 }
 
+/// The other knobs of `vain train simulate` on one short run: top-k with error feedback and
+/// zstd, pre-aggregation before a robust rule, clipping with DP noise (ε per round), Reptile's
+/// outer step, personal heads, a stepped learning rate, reputation off, a backdoor measured.
+#[test]
+fn simulate_takes_every_knob_and_reports_what_each_adds() {
+    let t = tempfile::tempdir().expect("tmp");
+    let out = t.path().join("out");
+    let stdout = ok(&[
+        "train",
+        "simulate",
+        "--model",
+        "mnist-mlp",
+        "--clients",
+        "6",
+        "--malicious",
+        "0.2",
+        "--attack",
+        "backdoor",
+        "--rule",
+        "median",
+        "--pre",
+        "nnm:1",
+        "--encoding",
+        "topk:0.1",
+        "--zstd",
+        "1",
+        "--clip",
+        "5",
+        "--noise-multiplier",
+        "0.3",
+        "--reptile",
+        "0.8",
+        "--personal-steps",
+        "3",
+        "--lr-schedule",
+        "step:1:0.5",
+        "--reputation",
+        "off",
+        "--partition",
+        "dirichlet:0.5",
+        "--rounds",
+        "3",
+        "--local-steps",
+        "6",
+        "--seed",
+        "2",
+        "--out",
+        p(&out),
+    ]);
+    assert!(stdout.contains("ε = "), "{stdout}");
+    let rounds = std::fs::read_to_string(out.join("rounds.csv")).expect("rounds.csv");
+    let rows: Vec<Vec<&str>> = rounds.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 3, "{rounds}");
+    let header: Vec<&str> = rounds.lines().next().expect("header").split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).expect(name);
+    let num = |r: &Vec<&str>, name: &str| r[col(name)].parse::<f64>().unwrap_or(f64::NAN);
+    // Every round: a personalised accuracy, a backdoor success rate, ε growing.
+    for r in &rows {
+        assert!((0.0..=1.0).contains(&num(r, "personal_accuracy")), "{rounds}");
+        assert!((0.0..=1.0).contains(&num(r, "backdoor_success")), "{rounds}");
+        assert_eq!(num(r, "accepted"), 6.0, "{rounds}");
+    }
+    assert!(num(&rows[0], "epsilon") > 0.0 && num(&rows[2], "epsilon") > num(&rows[1], "epsilon"), "{rounds}");
+    // (Six clients cannot hide one another under DP noise: the model does not learn much here.)
+    assert!(rows.iter().all(|r| (0.0..=1.0).contains(&num(r, "accuracy")) && num(r, "loss").is_finite()), "{rounds}");
+    // Reputation off: every client keeps its weight, nobody is suspended.
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).expect("summary")).expect("json");
+    assert_eq!(summary["honest_suspended"], 0, "{summary}");
+    fails(&["train", "simulate", "--lr-schedule", "step:0:0.5"], "learning-rate schedule");
+    fails(&["train", "simulate", "--cosine", "--lr-schedule", "constant"], "cannot be used with");
+}
+
 #[test]
 fn local_updates_aggregate_and_improve_the_model() {
     let t = tempfile::tempdir().expect("tmp");
