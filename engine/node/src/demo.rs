@@ -110,6 +110,11 @@ pub struct DemoArgs {
     /// shows the tiers they reach against the honest clients'.
     #[arg(long, default_value_t = 0)]
     sybils: usize,
+    /// Steps each client tunes its own output layer for per round (its personal head, kept
+    /// across rounds); the summary compares the global and the personalised model on each
+    /// honest client's held-out items. 0: none.
+    #[arg(long, default_value_t = 5)]
+    personal_steps: usize,
     /// Region tags (comma-separated), given in turn: aggregator j takes the j-th, client i the
     /// i-th (modulo their number), the validator the first. A client whose round's aggregator
     /// announces another region fetches the base checkpoint from a holder in its own first;
@@ -287,9 +292,10 @@ pub fn run(a: DemoArgs) -> Result<()> {
         let attack = attack_of(i);
         let attack_line = attack.map(|x| format!("attack = \"{x}\"\n")).unwrap_or_default();
         let extra = format!(
-            "[train]\nshard = \"{i}/{n}\"\npartition = \"dirichlet:0.5\"\nseed = 1\nsteps = {steps}\n{attack_line}",
+            "[train]\nshard = \"{i}/{n}\"\npartition = \"dirichlet:0.5\"\nseed = 1\nsteps = {steps}\npersonal_steps = {p}\n{attack_line}",
             n = a.clients,
             steps = a.steps,
+            p = a.personal_steps,
         );
         let (cfg, _) = prepare(&dir, 2 + aggs.len() + i, 0, Some(&boot), "\"client\"", &extra)?;
         let text = std::fs::read_to_string(&cfg)?;
@@ -708,21 +714,35 @@ pub fn run(a: DemoArgs) -> Result<()> {
             }
         }
     }
-    // Where each client's base checkpoints came from (its participant.jsonl), with its region.
+    // Where each client's base checkpoints came from (its participant.jsonl), with its region;
+    // and its last round's global and personalised accuracy on its own held-out items.
     let mut fetches: BTreeMap<String, Value> = BTreeMap::new();
+    let mut personal: BTreeMap<String, Value> = BTreeMap::new();
     for (i, cfg) in client_cfgs.iter().enumerate() {
         let data = cfg.parent().unwrap_or(&dir);
         let mut from: BTreeMap<String, u64> = BTreeMap::new();
+        let mut last_personal = None;
         let log = std::fs::read_to_string(data.join("client").join("participant.jsonl")).unwrap_or_default();
         for row in log.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()) {
             // The source's kind: cache, aggregator, nearby <key>, holder <peer>.
             if let Some(kind) = row["base_from"].as_str().and_then(|f| f.split(' ').next()).filter(|k| !k.is_empty()) {
                 *from.entry(kind.to_string()).or_default() += 1;
             }
+            if let (Some(g), Some(p)) = (row["local_accuracy"].as_f64(), row["personal_accuracy"].as_f64()) {
+                last_personal = Some(json!({"round": row["round"], "global": g, "personal": p}));
+            }
         }
         let label = labels.get(&short_of(data)?).cloned().unwrap_or_else(|| format!("client {i}"));
+        if let Some(p) = last_personal.filter(|_| attack_of(i).is_none()) {
+            personal.insert(label.clone(), p);
+        }
         fetches.insert(label, json!({"region": region_of(&a.regions, i), "from": from}));
     }
+    let mean = |k: &str| {
+        let v: Vec<f64> = personal.values().filter_map(|p| p[k].as_f64()).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let (mean_global, mean_personal) = (mean("global"), mean("personal"));
     // The validator's resource challenges, and what every ledger made of them.
     let mut challenges: BTreeMap<String, u64> = BTreeMap::new();
     let mut resource: BTreeMap<String, Value> = BTreeMap::new();
@@ -808,6 +828,12 @@ pub fn run(a: DemoArgs) -> Result<()> {
         "validator": { "checked": verdicts.len(), "valid": valid, "invalid": invalid, "unverified_checkpoints": unverified },
         "client_answers": answers,
         "checkpoint_fetches": fetches,
+        "personalisation": {
+            "steps": a.personal_steps,
+            "clients": personal,
+            "mean_global": mean_global,
+            "mean_personal": mean_personal,
+        },
         "challenges": challenges,
         "audits": audited,
         "resource_evidence": resource,
@@ -845,6 +871,14 @@ pub fn run(a: DemoArgs) -> Result<()> {
             v["penalty"].as_f64().unwrap_or(f64::NAN)
         )
     });
+    if let (Some(g), Some(p)) = (mean_global, mean_personal) {
+        println!(
+            "personal heads ({} steps a round on each client's own items): the global model {:.2} %, the personalised ones {:.2} % on the honest clients' held-out items",
+            a.personal_steps,
+            g * 100.0,
+            p * 100.0
+        );
+    }
     println!(
         "challenges: {passed} passed, {failed} failed, {} unanswered (validator's resource challenges, testified to every ledger){}",
         challenges.get("no answer").copied().unwrap_or(0) + challenges.get("busy").copied().unwrap_or(0),

@@ -141,6 +141,9 @@ pub struct TrainSection {
     /// For demonstrations and robustness tests only: poison this node's updates
     /// (as `vain train simulate --attack`).
     pub attack: String,
+    /// Steps fine-tuning this client's personal head each round (0: none); it then reports
+    /// the global and its personalised model's accuracy on its held-out items.
+    pub personal_steps: usize,
 }
 
 impl Default for TrainSection {
@@ -155,6 +158,7 @@ impl Default for TrainSection {
             lr: 0.05,
             optim: "sgd:0.9".into(),
             attack: String::new(),
+            personal_steps: 0,
         }
     }
 }
@@ -386,7 +390,7 @@ impl NodeFile {
         };
         let data = if t.data.is_empty() { None } else { Some(Mnist::load_dir(Path::new(&t.data))?) };
         let split = federation::split(&fcfg, data)?;
-        let items = split.clients[index].0.clone();
+        let (items, held) = split.clients[index].clone();
         let attack = if t.attack.is_empty() {
             None
         } else {
@@ -409,6 +413,8 @@ impl NodeFile {
             kept_out: None,
             region: self.net.region.clone(),
             experience: None,
+            held,
+            personal_steps: t.personal_steps,
         })
     }
 }

@@ -189,6 +189,17 @@ fn the_standby_takes_over_a_killed_leader_and_loses_no_acknowledged_update() {
     assert_eq!(summary["ledger"]["nodes"], 9, "every node but the killed aggregator: {summary}");
     // The rounds' epochs, then the evidence epochs that carried the audits' verdicts.
     assert!(summary["ledger"]["epochs"].as_u64().is_some_and(|e| e >= ROUNDS), "{summary}");
+    // Every honest client tuned its personal head each round and measured it beside the global
+    // model on its own held-out items (its participant.jsonl).
+    let personal = &summary["personalisation"];
+    let clients = personal["clients"].as_object().expect("personalised clients");
+    assert!(clients.len() >= 3, "{personal}");
+    for (k, v) in clients {
+        for m in ["global", "personal"] {
+            assert!(v[m].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a)), "{k}: {v}");
+        }
+    }
+    assert!(personal["mean_personal"].as_f64().is_some(), "{personal}");
     // The validator challenged every node's claimed cores and testified to every ledger (the
     // digests above agree): the client announcing 1024 cores on this machine never passed, and
     // is penalised; honest nodes pass.

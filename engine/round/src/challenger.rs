@@ -65,12 +65,13 @@ impl Default for Config {
     }
 }
 
-/// Outcomes waiting to be testified: the last challenge outcome per node (what the validator
-/// saw, and the node's admission when it gave up) and the heartbeats it answered, since the
-/// last testimony.
+/// Outcomes waiting to be testified, per node: the last challenge outcome (what the validator
+/// saw) since the last testimony, and the earliest admission of a failure not yet testified —
+/// kept until a testimony of its task's epoch, however many challenges come after it (a node is
+/// challenged more often than epochs pass); and the heartbeats it answered.
 #[derive(Debug, Default)]
 struct Pending {
-    outcomes: BTreeMap<NodeId, (Observed, Option<Signed<GaveUp>>)>,
+    outcomes: BTreeMap<NodeId, (Option<Observed>, Option<Signed<GaveUp>>)>,
     beats: BTreeMap<NodeId, (u32, u32)>,
     counts: BTreeMap<&'static str, u64>,
     /// The epoch of the last testimony taken: an admission labelled at or below it cannot
@@ -99,7 +100,13 @@ impl Witness {
         if let Ok(mut p) = self.0.lock() {
             *p.counts.entry(reason).or_default() += 1;
             if p.outcomes.len() < MAX_SUBJECTS || p.outcomes.contains_key(&subject) {
-                p.outcomes.insert(subject, (what, proof));
+                let spent = p.taken;
+                let e = p.outcomes.entry(subject).or_default();
+                e.0 = Some(what);
+                // The earliest admission that can still be carried stays.
+                if e.1.as_ref().is_none_or(|g| spent.is_some_and(|s| g.body.task.body.epoch <= s)) && proof.is_some() {
+                    e.1 = proof;
+                }
             }
         }
     }
@@ -127,24 +134,33 @@ impl Witness {
         let beats = std::mem::take(&mut p.beats);
         let spent = p.taken.max(after);
         let mut t = Taken::default();
-        for (subject, (what, proof)) in outcomes {
+        for (subject, (last, proof)) in outcomes {
             let label = proof.as_ref().map(|g| g.body.task.body.epoch);
-            if label.is_some_and(|l| l > epoch) {
-                p.outcomes.insert(subject, (what, proof));
-                continue;
-            }
-            t.seen.push(Observation { subject, what });
-            let what = match (what, proof) {
-                (Observed::ChallengeFailed, Some(g))
-                    if spent.is_none_or(|s| g.body.task.body.epoch > s) && t.proofs.len() < MAX_GOVERNANCE =>
-                {
-                    t.proofs.push(g);
-                    Observed::ChallengeFailed
+            // An admission this testimony may carry; one labelled later waits; one that can no
+            // longer be carried is dropped.
+            let mut proven = false;
+            match proof {
+                Some(g) if label.is_some_and(|l| l > epoch) => {
+                    p.outcomes.insert(subject, (None, Some(g)));
                 }
-                (Observed::ChallengeFailed, _) => Observed::ChallengeTimeout,
-                (what, _) => what,
-            };
-            t.observations.push(Observation { subject, what });
+                Some(g) if spent.is_none_or(|s| label.is_some_and(|l| l > s)) && t.proofs.len() < MAX_GOVERNANCE => {
+                    t.proofs.push(g);
+                    t.observations.push(Observation { subject, what: Observed::ChallengeFailed });
+                    proven = true;
+                }
+                _ => {}
+            }
+            let Some(what) = last else { continue };
+            t.seen.push(Observation { subject, what });
+            match what {
+                // A failure it admitted is testified above; one it did not, or whose admission
+                // waits or came too late, proves nothing yet: a timeout.
+                Observed::ChallengeFailed if proven => {}
+                Observed::ChallengeFailed => {
+                    t.observations.push(Observation { subject, what: Observed::ChallengeTimeout })
+                }
+                what => t.observations.push(Observation { subject, what }),
+            }
         }
         for (subject, (answered, asked)) in beats.into_iter().filter(|(_, (_, asked))| *asked > 0) {
             let o =
@@ -505,23 +521,30 @@ mod tests {
         let validator = SigningKey::from_bytes(&[1; 32]);
         let (a, b) = (SigningKey::from_bytes(&[2; 32]), SigningKey::from_bytes(&[3; 32]));
         let (ka, kb) = (a.verifying_key().to_bytes(), b.verifying_key().to_bytes());
-        let c = challenge::sized(claimed_rate(1), 100, 0.5, 5, 1_000);
+        let c = challenge::sized(claimed_rate(1), challenge::MIN_WINDOW, 0.5, 5, 1_000);
         let admit = |node: &SigningKey, epoch| {
             let task = Signed::sign(&validator, Task { subject: node.verifying_key().to_bytes(), epoch, challenge: c });
             Signed::sign(node, GaveUp { task })
         };
         let w = Witness::default();
+        let failed = |k| Observation { subject: k, what: Observed::ChallengeFailed };
+        let timeout = |k| Observation { subject: k, what: Observed::ChallengeTimeout };
+        let sorted = |mut v: Vec<Observation>| {
+            v.sort_by_key(|o| (o.subject, o.what.tag()));
+            v
+        };
         // `a` admitted failing a task labelled for epoch 6; `b` answered wrongly (no proof).
         w.outcome(ka, Observed::ChallengeFailed, Some(admit(&a, 6)), "gave up");
         w.outcome(kb, Observed::ChallengeFailed, None, "wrong");
-        let failed = |k| Observation { subject: k, what: Observed::ChallengeFailed };
-        // At epoch 5 the admission waits; the wrong answer is a timeout to the ledgers and a
-        // failure to this validator.
+        // At epoch 5 the admission waits (a timeout for now); the wrong answer is a timeout to
+        // the ledgers and a failure to this validator.
         let early = w.take(5, None);
-        let timeout = |k| Observation { subject: k, what: Observed::ChallengeTimeout };
-        assert_eq!(early.observations, vec![timeout(kb)]);
+        assert_eq!(sorted(early.observations), sorted(vec![timeout(ka), timeout(kb)]));
         assert!(early.proofs.is_empty());
-        assert_eq!(early.seen, vec![failed(kb)]);
+        assert_eq!(sorted(early.seen), sorted(vec![failed(ka), failed(kb)]));
+        // Challenged again before epoch 6 (a node is challenged more often than epochs pass):
+        // the earliest admission stays, a later one does not push it back.
+        w.outcome(ka, Observed::ChallengeFailed, Some(admit(&a, 7)), "gave up");
         let due = w.take(6, None);
         assert_eq!(due.observations, vec![failed(ka)]);
         assert_eq!(due.proofs, vec![admit(&a, 6)]);
@@ -533,9 +556,16 @@ mod tests {
         w.outcome(ka, Observed::ChallengeFailed, Some(admit(&a, 6)), "gave up");
         w.outcome(kb, Observed::ChallengeFailed, Some(admit(&b, 9)), "gave up");
         let late = w.take(9, Some(9));
-        assert_eq!(late.observations, vec![timeout(ka), timeout(kb)]);
+        assert_eq!(sorted(late.observations), sorted(vec![timeout(ka), timeout(kb)]));
         assert!(late.proofs.is_empty());
-        assert_eq!(late.seen, vec![failed(ka), failed(kb)]);
+        assert_eq!(sorted(late.seen), sorted(vec![failed(ka), failed(kb)]));
+        // A pass after an admission: both go (different kinds; every ledger takes each once).
+        w.outcome(ka, Observed::ChallengeFailed, Some(admit(&a, 10)), "gave up");
+        w.outcome(ka, Observed::ChallengePassed, None, "passed");
+        let both = w.take(10, Some(9));
+        let passed = Observation { subject: ka, what: Observed::ChallengePassed };
+        assert_eq!(sorted(both.observations), sorted(vec![failed(ka), passed]));
+        assert_eq!(both.seen, vec![passed]);
     }
 
     #[test]

@@ -59,7 +59,19 @@ pub struct Config {
     pub region: String,
     /// Where the closes this client sees count towards its local trust in their aggregators.
     pub experience: Option<crate::experience::Experience>,
+    /// Its held-out items in `data` (its local split, never trained on).
+    pub held: Vec<usize>,
+    /// Steps fine-tuning its personal head (the output layer, on its own items) each round it
+    /// builds an update; 0: none. The head is its memory across rounds, kept in
+    /// `personal-head.f32` in `dir`; each round it reports the global model's and its
+    /// personalised model's accuracy on `held`.
+    pub personal_steps: usize,
 }
+
+/// The output layer: what a client personalises on top of the shared body.
+const HEAD: &str = "fc2.";
+/// Where a client keeps its personal head (the head's f32 values, little-endian).
+const HEAD_FILE: &str = "personal-head.f32";
 
 /// Whether the node's ledger keeps an aggregator (by signing key) out.
 pub type KeptOut = Arc<dyn Fn(&NodeId) -> bool + Send + Sync>;
@@ -86,6 +98,14 @@ pub struct Row {
     pub base_from: String,
     /// Unix ms.
     pub at_ms: u64,
+    /// The round's global model (its base) on this client's held-out items, with personal
+    /// heads on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_accuracy: Option<f64>,
+    /// This client's personalised model (the base with its own head, tuned this round) on its
+    /// held-out items.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub personal_accuracy: Option<f64>,
 }
 
 struct Job {
@@ -143,6 +163,8 @@ struct Trainer {
     key: SigningKey,
     encoders: BTreeMap<String, Encoder>,
     model: Option<Model>,
+    /// The personal head, once tuned (or read back from `HEAD_FILE`).
+    head: Option<Vec<f32>>,
 }
 
 impl Participant {
@@ -171,7 +193,8 @@ impl Participant {
             judged: Mutex::new(BTreeSet::new()),
         });
         let store = Store::open(&cfg.dir.join("checkpoints"))?;
-        let trainer = Trainer { cfg, key, encoders: BTreeMap::new(), model: None };
+        let head = read_head(&cfg.dir, cfg.arch.range_of(HEAD).len());
+        let trainer = Trainer { cfg, key, encoders: BTreeMap::new(), model: None, head };
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(worker(shared.clone(), store, trainer, rx, seed));
         tokio::spawn(watch_directory(shared.clone()));
@@ -322,6 +345,8 @@ impl Participant {
             frame_bytes: 0,
             base_from: String::new(),
             at_ms: unix_ms(),
+            local_accuracy: None,
+            personal_accuracy: None,
         };
         log(&self.shared, &row);
         self.count(Ack::Taken)
@@ -398,6 +423,8 @@ impl Participant {
                 frame_bytes: 0,
                 base_from: String::new(),
                 at_ms: unix_ms(),
+                local_accuracy: None,
+                personal_accuracy: None,
             },
         );
         self.count(answer)
@@ -609,6 +636,8 @@ async fn run_job(
         frame_bytes: 0,
         base_from: String::new(),
         at_ms: 0,
+        local_accuracy: None,
+        personal_accuracy: None,
     };
     let agg_key = job.aggregator.signing_key;
     let key = (job.open.round, job.open.base);
@@ -762,8 +791,12 @@ async fn build(
         }
     };
     match built {
-        Ok((frame, examples)) => {
+        Ok((frame, examples, personal)) => {
             row.examples = examples;
+            if let Some((global, mine)) = personal {
+                row.local_accuracy = Some(global);
+                row.personal_accuracy = Some(mine);
+            }
             (trainer, Some(frame))
         }
         Err(e) => {
@@ -780,8 +813,10 @@ fn header_digest(frame: &[u8]) -> Option<Digest> {
 }
 
 impl Trainer {
-    /// Trains from `base` and builds the signed frame; returns it and the examples seen.
-    fn build(&mut self, open: &Open, base: &[f32]) -> Result<(Vec<u8>, usize), Error> {
+    /// Trains from `base` and builds the signed frame; returns it, the examples seen, and the
+    /// global and personalised accuracy on the held-out items when personalising.
+    #[allow(clippy::type_complexity)]
+    fn build(&mut self, open: &Open, base: &[f32]) -> Result<(Vec<u8>, usize, Option<(f64, f64)>), Error> {
         let arch = self.cfg.arch;
         if base.len() != arch.dim() {
             return Err(Error::CheckpointSize { got: base.len(), model: arch.id(), expected: arch.dim() });
@@ -790,9 +825,45 @@ impl Trainer {
             Some(m) => m,
             None => Model::from_flat(arch, base, &Device::Cpu, DType::F32)?,
         };
-        let r = self.train_and_encode(&model, open, base);
+        let r = self.train_and_encode(&model, open, base).map(|(frame, n)| {
+            // The update is built; personalising cannot spoil it, and a failure only costs the
+            // round's figures.
+            let personal = self.personalise(&model, base, open.round).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "personalising");
+                None
+            });
+            (frame, n, personal)
+        });
         self.model = Some(model);
         r
+    }
+
+    /// Tunes the personal head on the round's base (the shared body frozen) and measures the
+    /// base and the personalised model on the held-out items; keeps the head on disk.
+    fn personalise(&mut self, model: &Model, base: &[f32], round: u64) -> Result<Option<(f64, f64)>, Error> {
+        let c = &self.cfg;
+        if c.personal_steps == 0 || c.held.is_empty() {
+            return Ok(None);
+        }
+        let (same_label, same_pixels) = (&train::same_label, &train::same_pixels);
+        model.set_flat(base)?;
+        let global = train::evaluate(model, &c.data, &c.held, same_label, same_pixels)?.0;
+        let head = c.arch.range_of(HEAD);
+        let mut flat = base.to_vec();
+        if let Some(h) = &self.head {
+            flat[head.clone()].copy_from_slice(h);
+        }
+        model.set_flat(&flat)?;
+        let cfg = train::Config { steps: c.personal_steps, ..c.train };
+        // Its own stream, apart from the update's (which auditors re-execute).
+        let mut rng = vain_learn::seeded(round_seed(c.seed ^ 0x7065_7273_6f6e_616c, round));
+        let n = model.vars().len();
+        train::train_vars(model, &c.data, &c.items, &cfg, round, &mut rng, &[n - 2, n - 1])?;
+        let tuned = model.flat()?[head].to_vec();
+        let mine = train::evaluate(model, &c.data, &c.held, same_label, same_pixels)?.0;
+        write_head(&c.dir, &tuned)?;
+        self.head = Some(tuned);
+        Ok(Some((global, mine)))
     }
 
     fn train_and_encode(&mut self, model: &Model, open: &Open, base: &[f32]) -> Result<(Vec<u8>, usize), Error> {
@@ -871,6 +942,24 @@ impl Trainer {
     }
 }
 
+/// The personal head kept in `dir`, when there is one of `len` values (another model's, or a
+/// torn write, is ignored: the head starts again from the global one).
+fn read_head(dir: &std::path::Path, len: usize) -> Option<Vec<f32>> {
+    let b = std::fs::read(dir.join(HEAD_FILE)).ok()?;
+    (b.len() == 4 * len).then(|| b.chunks_exact(4).map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]])).collect())
+}
+
+/// Keeps the personal head: written beside, synced, renamed over the last one.
+fn write_head(dir: &std::path::Path, head: &[f32]) -> Result<(), Error> {
+    let path = dir.join(HEAD_FILE);
+    let tmp = dir.join(format!("{HEAD_FILE}.tmp"));
+    let bytes: Vec<u8> = head.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let io = |source| Error::Io { path: path.clone(), source };
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(&bytes).and_then(|()| f.sync_all()).map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)
+}
+
 /// A flat update cut into the model's tensors, in layout order.
 pub(crate) fn tensors<'a>(layout: &'a [vain_ingest::TensorLayout], u: &'a [f32]) -> Vec<Tensor<'a>> {
     let mut out = Vec::with_capacity(layout.len());
@@ -920,4 +1009,21 @@ fn keep_work(shared: &Shared, close: &Signed<Close>, base: Digest) -> Result<(),
         let _ = std::fs::remove_file(p);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_personal_head_is_kept_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().expect("dir");
+        assert_eq!(read_head(dir.path(), 3), None);
+        write_head(dir.path(), &[1.0, -2.5, 3.25]).expect("write");
+        assert_eq!(read_head(dir.path(), 3), Some(vec![1.0, -2.5, 3.25]));
+        // Another model's head, or a torn one, starts again from the global head.
+        assert_eq!(read_head(dir.path(), 4), None);
+        std::fs::write(dir.path().join(HEAD_FILE), [0u8; 7]).expect("write");
+        assert_eq!(read_head(dir.path(), 2), None);
+    }
 }

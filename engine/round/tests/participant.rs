@@ -116,6 +116,9 @@ async fn opens_are_checked_and_a_valid_one_fetches_the_checkpoint() {
     .await
     .expect("client");
     let mut pcfg = trainer(0..100, 200, 3, dir.path().join("client"));
+    // It keeps a personal head, tuned on its items and measured on its held-out ones.
+    pcfg.held = (100..140).collect();
+    pcfg.personal_steps = 3;
     // The client's ledger keeps the aggregator out once `kept_out` is set.
     let kept_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = kept_out.clone();
@@ -186,6 +189,14 @@ async fn opens_are_checked_and_a_valid_one_fetches_the_checkpoint() {
     let text = std::fs::read_to_string(&log).expect("log");
     assert!(text.contains("no ingest endpoint"), "{text}");
     assert_eq!(p.counts().get("taken"), Some(&1));
+    // Building the update, it also tuned its personal head (kept for the next rounds) and
+    // measured the base and its own model on its held-out items.
+    let row: serde_json::Value = serde_json::from_str(text.lines().last().expect("row")).expect("json");
+    for k in ["local_accuracy", "personal_accuracy"] {
+        assert!(row[k].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a)), "{k}: {row}");
+    }
+    let head = std::fs::read(dir.path().join("client/personal-head.f32")).expect("head");
+    assert_eq!(head.len(), 4 * Arch::MnistMlp.range_of("fc2.").len());
 
     // Closes: checked like opens, and against the history the client saw.
     let closed = |round: u64, base: [u8; 32], checkpoint: [u8; 32]| msg::Close {

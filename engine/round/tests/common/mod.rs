@@ -50,5 +50,7 @@ pub fn trainer(
         kept_out: None,
         region: String::new(),
         experience: None,
+        held: Vec::new(),
+        personal_steps: 0,
     }
 }
