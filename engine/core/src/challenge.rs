@@ -91,7 +91,7 @@ pub fn sized(ops_per_ms: f64, budget: Time, share: f64, seed: u64, issued: Time)
 pub struct Task {
     /// The challenged node's signing key.
     pub subject: NodeId,
-    /// The validator's next ledger epoch when it set the task, plus one: a testimony for epoch
+    /// The validator's next ledger epoch when it set the task, plus two: a testimony for epoch
     /// T carries the outcomes of tasks labelled after the signer's last applied testimony and up
     /// to T (the ledger's rule, [`crate::ledger::testimony_checked`]), so each admission
     /// counts at most once.

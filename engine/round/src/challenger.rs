@@ -36,6 +36,9 @@ use vain_schema::node::roles;
 /// Most subjects a witness keeps outcomes for (a testimony's observations are bounded by
 /// the codec's limit far above this).
 pub const MAX_SUBJECTS: usize = 4096;
+/// Admissions kept per node, one per task label (tasks are labelled two epochs ahead of a next
+/// epoch that moves on, so at most two labels wait at once).
+const MAX_LABELS: usize = 2;
 
 /// How a validator challenges.
 #[derive(Debug, Clone)]
@@ -66,12 +69,12 @@ impl Default for Config {
 }
 
 /// Outcomes waiting to be testified, per node: the last challenge outcome (what the validator
-/// saw) since the last testimony, and the earliest admission of a failure not yet testified —
-/// kept until a testimony of its task's epoch, however many challenges come after it (a node is
-/// challenged more often than epochs pass); and the heartbeats it answered.
+/// saw) since the last testimony, and the earliest admission of a failure not yet testified for
+/// each task label — kept until a testimony of that epoch, however many challenges come after it
+/// (a node is challenged more often than epochs pass); and the heartbeats it answered.
 #[derive(Debug, Default)]
 struct Pending {
-    outcomes: BTreeMap<NodeId, (Option<Observed>, Option<Signed<GaveUp>>)>,
+    outcomes: BTreeMap<NodeId, (Option<Observed>, Vec<Signed<GaveUp>>)>,
     beats: BTreeMap<NodeId, (u32, u32)>,
     counts: BTreeMap<&'static str, u64>,
     /// The epoch of the last testimony taken: an admission labelled at or below it cannot
@@ -103,9 +106,17 @@ impl Witness {
                 let spent = p.taken;
                 let e = p.outcomes.entry(subject).or_default();
                 e.0 = Some(what);
-                // The earliest admission that can still be carried stays.
-                if e.1.as_ref().is_none_or(|g| spent.is_some_and(|s| g.body.task.body.epoch <= s)) && proof.is_some() {
-                    e.1 = proof;
+                // The earliest admission per label that can still be carried stays (labels span
+                // two epochs: tasks are labelled two ahead of a next epoch that moves on).
+                let label = |g: &Signed<GaveUp>| g.body.task.body.epoch;
+                e.1.retain(|g| spent.is_none_or(|s| label(g) > s));
+                if let Some(g) = proof
+                    && spent.is_none_or(|s| label(&g) > s)
+                    && !e.1.iter().any(|h| label(h) == label(&g))
+                {
+                    e.1.push(g);
+                    e.1.sort_by_key(label);
+                    e.1.truncate(MAX_LABELS);
                 }
             }
         }
@@ -127,35 +138,40 @@ impl Witness {
     /// testimony of its task's epoch or later, and after any testimony of that epoch: one whose
     /// task is labelled after `epoch` stays for a later testimony; one labelled at or below
     /// `after` or the last epoch taken, or past the [`MAX_GOVERNANCE`] admissions a testimony
-    /// carries, is testified as a timeout.
+    /// carries, is dropped (its failure, when it is the last outcome, a timeout).
     pub fn take(&self, epoch: u64, after: Option<u64>) -> Taken {
         let Ok(mut p) = self.0.lock() else { return Taken::default() };
         let outcomes = std::mem::take(&mut p.outcomes);
         let beats = std::mem::take(&mut p.beats);
         let spent = p.taken.max(after);
+        // What the ledger applied is spent whether or not this call signs anything.
+        p.taken = spent;
+        let label = |g: &Signed<GaveUp>| g.body.task.body.epoch;
         let mut t = Taken::default();
-        for (subject, (last, proof)) in outcomes {
-            let label = proof.as_ref().map(|g| g.body.task.body.epoch);
-            // An admission this testimony may carry; one labelled later waits; one that can no
-            // longer be carried is dropped.
+        for (subject, (last, proofs)) in outcomes {
+            // The earliest admission this testimony may carry goes; later-labelled ones wait;
+            // ones that can no longer be carried are dropped.
+            let live = proofs.into_iter().filter(|g| spent.is_none_or(|s| label(g) > s));
+            let (due, waiting): (Vec<_>, Vec<_>) = live.partition(|g| label(g) <= epoch);
             let mut proven = false;
-            match proof {
-                Some(g) if label.is_some_and(|l| l > epoch) => {
-                    p.outcomes.insert(subject, (None, Some(g)));
-                }
-                Some(g) if spent.is_none_or(|s| label.is_some_and(|l| l > s)) && t.proofs.len() < MAX_GOVERNANCE => {
-                    t.proofs.push(g);
-                    t.observations.push(Observation { subject, what: Observed::ChallengeFailed });
-                    proven = true;
-                }
-                _ => {}
+            if let Some(g) = due.into_iter().next()
+                && t.proofs.len() < MAX_GOVERNANCE
+            {
+                t.proofs.push(g);
+                t.observations.push(Observation { subject, what: Observed::ChallengeFailed });
+                proven = true;
+            }
+            let waits = !waiting.is_empty();
+            if waits {
+                p.outcomes.insert(subject, (None, waiting));
             }
             let Some(what) = last else { continue };
             t.seen.push(Observation { subject, what });
             match what {
-                // A failure it admitted is testified above; one it did not, or whose admission
-                // waits or came too late, proves nothing yet: a timeout.
-                Observed::ChallengeFailed if proven => {}
+                // A failure it admitted is testified now, or later with its waiting admission;
+                // one it did not admit, or whose admission came too late, proves nothing: a
+                // timeout.
+                Observed::ChallengeFailed if proven || waits => {}
                 Observed::ChallengeFailed => {
                     t.observations.push(Observation { subject, what: Observed::ChallengeTimeout })
                 }
@@ -536,20 +552,24 @@ mod tests {
         // `a` admitted failing a task labelled for epoch 6; `b` answered wrongly (no proof).
         w.outcome(ka, Observed::ChallengeFailed, Some(admit(&a, 6)), "gave up");
         w.outcome(kb, Observed::ChallengeFailed, None, "wrong");
-        // At epoch 5 the admission waits (a timeout for now); the wrong answer is a timeout to
-        // the ledgers and a failure to this validator.
+        // At epoch 5 the admission waits (its failure is testified with it, not before); the
+        // wrong answer is a timeout to the ledgers and a failure to this validator.
         let early = w.take(5, None);
-        assert_eq!(sorted(early.observations), sorted(vec![timeout(ka), timeout(kb)]));
+        assert_eq!(early.observations, vec![timeout(kb)]);
         assert!(early.proofs.is_empty());
         assert_eq!(sorted(early.seen), sorted(vec![failed(ka), failed(kb)]));
         // Challenged again before epoch 6 (a node is challenged more often than epochs pass):
-        // the earliest admission stays, a later one does not push it back.
+        // the earliest admission stays, and a later-labelled one waits beside it for its own
+        // testimony; a second one of a label already held adds nothing.
         w.outcome(ka, Observed::ChallengeFailed, Some(admit(&a, 7)), "gave up");
+        w.outcome(ka, Observed::ChallengeFailed, Some(admit(&a, 6)), "gave up");
         let due = w.take(6, None);
         assert_eq!(due.observations, vec![failed(ka)]);
         assert_eq!(due.proofs, vec![admit(&a, 6)]);
         assert_eq!(due.seen, vec![failed(ka)]);
-        assert_eq!(w.take(7, None), Taken::default());
+        let next = w.take(7, None);
+        assert_eq!((next.observations, next.proofs), (vec![failed(ka)], vec![admit(&a, 7)]));
+        assert_eq!(w.take(8, None), Taken::default());
         // An admission labelled 6 that arrives after the testimony of epoch 6 was taken, or one
         // at or below the validator's last applied testimony, can prove nothing any more: a
         // timeout, so that the testimony carrying it is not refused whole.

@@ -63,15 +63,18 @@ pub struct Config {
     pub held: Vec<usize>,
     /// Steps fine-tuning its personal head (the output layer, on its own items) each round it
     /// builds an update; 0: none. The head is its memory across rounds, kept in
-    /// `personal-head.f32` in `dir`; each round it reports the global model's and its
+    /// `personal-head-<model>.f32` in `dir`; each round it reports the global model's and its
     /// personalised model's accuracy on `held`.
     pub personal_steps: usize,
 }
 
 /// The output layer: what a client personalises on top of the shared body.
 const HEAD: &str = "fc2.";
-/// Where a client keeps its personal head (the head's f32 values, little-endian).
-const HEAD_FILE: &str = "personal-head.f32";
+/// Where a client keeps its personal head for `arch` (the head's f32 values, little-endian):
+/// one file per model, so a head never carries over to another model of the same head size.
+fn head_path(dir: &std::path::Path, arch: Arch) -> PathBuf {
+    dir.join(format!("personal-head-{}.f32", arch.id()))
+}
 
 /// Whether the node's ledger keeps an aggregator (by signing key) out.
 pub type KeptOut = Arc<dyn Fn(&NodeId) -> bool + Send + Sync>;
@@ -98,8 +101,8 @@ pub struct Row {
     pub base_from: String,
     /// Unix ms.
     pub at_ms: u64,
-    /// The round's global model (its base) on this client's held-out items, with personal
-    /// heads on.
+    /// The round's global model (its base) on this client's held-out items, measured when the
+    /// client personalises.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_accuracy: Option<f64>,
     /// This client's personalised model (the base with its own head, tuned this round) on its
@@ -163,7 +166,7 @@ struct Trainer {
     key: SigningKey,
     encoders: BTreeMap<String, Encoder>,
     model: Option<Model>,
-    /// The personal head, once tuned (or read back from `HEAD_FILE`).
+    /// The personal head, once tuned (or read back from its file, [`head_path`]).
     head: Option<Vec<f32>>,
 }
 
@@ -193,7 +196,7 @@ impl Participant {
             judged: Mutex::new(BTreeSet::new()),
         });
         let store = Store::open(&cfg.dir.join("checkpoints"))?;
-        let head = read_head(&cfg.dir, cfg.arch.range_of(HEAD).len());
+        let head = read_head(&head_path(&cfg.dir, cfg.arch), cfg.arch.range_of(HEAD).len());
         let trainer = Trainer { cfg, key, encoders: BTreeMap::new(), model: None, head };
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(worker(shared.clone(), store, trainer, rx, seed));
@@ -861,7 +864,7 @@ impl Trainer {
         train::train_vars(model, &c.data, &c.items, &cfg, round, &mut rng, &[n - 2, n - 1])?;
         let tuned = model.flat()?[head].to_vec();
         let mine = train::evaluate(model, &c.data, &c.held, same_label, same_pixels)?.0;
-        write_head(&c.dir, &tuned)?;
+        write_head(&head_path(&c.dir, c.arch), &tuned)?;
         self.head = Some(tuned);
         Ok(Some((global, mine)))
     }
@@ -942,22 +945,26 @@ impl Trainer {
     }
 }
 
-/// The personal head kept in `dir`, when there is one of `len` values (another model's, or a
-/// torn write, is ignored: the head starts again from the global one).
-fn read_head(dir: &std::path::Path, len: usize) -> Option<Vec<f32>> {
-    let b = std::fs::read(dir.join(HEAD_FILE)).ok()?;
+/// The personal head kept at `path`, when it holds `len` values (a torn write is ignored: the
+/// head starts again from the global one).
+fn read_head(path: &std::path::Path, len: usize) -> Option<Vec<f32>> {
+    let b = std::fs::read(path).ok()?;
     (b.len() == 4 * len).then(|| b.chunks_exact(4).map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]])).collect())
 }
 
-/// Keeps the personal head: written beside, synced, renamed over the last one.
-fn write_head(dir: &std::path::Path, head: &[f32]) -> Result<(), Error> {
-    let path = dir.join(HEAD_FILE);
-    let tmp = dir.join(format!("{HEAD_FILE}.tmp"));
+/// Keeps the personal head at `path`: written beside, synced, renamed over the last one, the
+/// directory synced.
+fn write_head(path: &std::path::Path, head: &[f32]) -> Result<(), Error> {
+    let tmp = path.with_extension("f32.tmp");
     let bytes: Vec<u8> = head.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let io = |source| Error::Io { path: path.clone(), source };
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
     f.write_all(&bytes).and_then(|()| f.sync_all()).map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)
+    std::fs::rename(&tmp, path).map_err(io)?;
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io),
+        None => Ok(()),
+    }
 }
 
 /// A flat update cut into the model's tensors, in layout order.
@@ -1018,12 +1025,14 @@ mod tests {
     #[test]
     fn a_personal_head_is_kept_whole_or_not_at_all() {
         let dir = tempfile::tempdir().expect("dir");
-        assert_eq!(read_head(dir.path(), 3), None);
-        write_head(dir.path(), &[1.0, -2.5, 3.25]).expect("write");
-        assert_eq!(read_head(dir.path(), 3), Some(vec![1.0, -2.5, 3.25]));
-        // Another model's head, or a torn one, starts again from the global head.
-        assert_eq!(read_head(dir.path(), 4), None);
-        std::fs::write(dir.path().join(HEAD_FILE), [0u8; 7]).expect("write");
-        assert_eq!(read_head(dir.path(), 2), None);
+        let path = head_path(dir.path(), Arch::MnistMlp);
+        assert_ne!(path, head_path(dir.path(), Arch::MnistCnn), "one file per model");
+        assert_eq!(read_head(&path, 3), None);
+        write_head(&path, &[1.0, -2.5, 3.25]).expect("write");
+        assert_eq!(read_head(&path, 3), Some(vec![1.0, -2.5, 3.25]));
+        // A head of another size, or a torn one, starts again from the global head.
+        assert_eq!(read_head(&path, 4), None);
+        std::fs::write(&path, [0u8; 7]).expect("write");
+        assert_eq!(read_head(&path, 2), None);
     }
 }

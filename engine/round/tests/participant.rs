@@ -195,7 +195,7 @@ async fn opens_are_checked_and_a_valid_one_fetches_the_checkpoint() {
     for k in ["local_accuracy", "personal_accuracy"] {
         assert!(row[k].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a)), "{k}: {row}");
     }
-    let head = std::fs::read(dir.path().join("client/personal-head.f32")).expect("head");
+    let head = std::fs::read(dir.path().join("client/personal-head-mnist-mlp.f32")).expect("head");
     assert_eq!(head.len(), 4 * Arch::MnistMlp.range_of("fc2.").len());
 
     // Closes: checked like opens, and against the history the client saw.
