@@ -324,8 +324,8 @@ impl Challenger {
                     (Some(Observed::ChallengePassed), None, "passed")
                 }
             }
-            // The node's own word that it failed this task: proof for every ledger. One for
-            // another task, or that does not verify, is a wrong answer.
+            // The node's signed admission that it failed this challenge: proof for every
+            // ledger. One for another challenge, or that does not verify, is a wrong answer.
             Ok(Answer::GaveUp(g)) => {
                 if g.body.task == task && g.admits(&task.signer).is_ok() {
                     (failed, Some(*g), "gave up")
